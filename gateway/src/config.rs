@@ -1,0 +1,22 @@
+use verimail_kit::config::{self, ConfigError};
+
+/// The gateway's configuration, from the environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `GATEWAY_HTTP_ADDR`
+    pub http_addr: String,
+    /// `USER_GRPC_ADDR`
+    pub user_addr: String,
+    /// `AUTH_GRPC_ADDR`
+    pub auth_addr: String,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Ok(Config {
+            http_addr: config::string("GATEWAY_HTTP_ADDR", "127.0.0.1:8080"),
+            user_addr: config::string("USER_GRPC_ADDR", "127.0.0.1:50051"),
+            auth_addr: config::string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
+        })
+    }
+}

@@ -1,0 +1,43 @@
+//! The gateway: the pages behind the verification link (verify, result, resend) and
+//! `/healthz`. Thin on purpose: every decision is a gRPC call to a service.
+
+pub mod config;
+pub mod pages;
+pub mod routes;
+
+pub use config::Config;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use verimail_kit::shutdown::Shutdown;
+use verimail_proto::auth::v1::auth_service_client::AuthServiceClient;
+use verimail_proto::user::v1::user_service_client::UserServiceClient;
+
+pub struct App {
+    listener: TcpListener,
+    gateway: Arc<routes::Gateway>,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let gateway = routes::Gateway {
+            auth: AuthServiceClient::new(verimail_kit::grpc::channel("AUTH_GRPC_ADDR", &config.auth_addr)?),
+            users: UserServiceClient::new(verimail_kit::grpc::channel("USER_GRPC_ADDR", &config.user_addr)?),
+            pages: pages::Pages::new(),
+        };
+        let listener = verimail_kit::grpc::bind("GATEWAY_HTTP_ADDR", &config.http_addr).await?;
+        Ok(App { listener, gateway: Arc::new(gateway) })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        axum::serve(self.listener, routes::router(self.gateway))
+            .with_graceful_shutdown(async move { shutdown.wait().await })
+            .await?;
+        Ok(())
+    }
+}

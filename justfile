@@ -1,0 +1,30 @@
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List the recipes
+default:
+    @just --list
+
+# Build and start everything on embedded defaults (Ctrl-C stops it all)
+dev:
+    scripts/dev.sh
+
+# Run every test (unit, bus and system tests on real NATS, SQLite and SMTP)
+test *args:
+    scripts/test.sh {{args}}
+
+# Build every crate
+build:
+    cargo build --workspace --all-targets
+
+# Format the code
+fmt:
+    cargo fmt --all
+
+# Formatting and clippy, warnings as errors
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Remove local state: databases, mails and the dev NATS store
+clean-data:
+    rm -rf data

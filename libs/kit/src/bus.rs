@@ -1,0 +1,273 @@
+//! The JetStream bus: streams, publishing with headers, and the durable consume loop with
+//! bounded redelivery, backoff and parking.
+//!
+//! Every event is published with `Nats-Msg-Id` (its event id, so JetStream drops a duplicate
+//! publish inside the stream's duplicate window) and `Verimail-Event-Type`.
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, AckKind, consumer, stream};
+use futures::StreamExt;
+use std::time::Duration;
+
+pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
+pub const HEADER_EVENT_TYPE: &str = "Verimail-Event-Type";
+pub const HEADER_PARKED_SUBJECT: &str = "Verimail-Parked-Subject";
+pub const HEADER_PARKED_ERROR: &str = "Verimail-Parked-Error";
+
+/// A stream and the subjects it holds. Whoever publishes to or consumes from a stream
+/// declares it at start; declaring is idempotent.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamSpec {
+    pub name: &'static str,
+    pub subjects: &'static [&'static str],
+}
+
+/// Events owned by user-service.
+pub const USERS_STREAM: StreamSpec = StreamSpec { name: "USERS", subjects: &["users.>"] };
+/// Events owned by auth-service.
+pub const AUTH_STREAM: StreamSpec = StreamSpec { name: "AUTH", subjects: &["auth.>"] };
+/// Messages every attempt failed on, one subject per consumer: `parked.<durable>`.
+pub const PARKED_STREAM: StreamSpec = StreamSpec { name: "PARKED", subjects: &["parked.>"] };
+
+pub mod subjects {
+    pub const USERS_REGISTERED: &str = "users.registered";
+    pub const USERS_VERIFICATION_REQUESTED: &str = "users.verification_requested";
+    pub const AUTH_EMAIL_VERIFIED: &str = "auth.email_verified";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot declare stream {stream}: {source}")]
+    Stream {
+        stream: &'static str,
+        #[source]
+        source: jetstream::context::CreateStreamError,
+    },
+    #[error("cannot declare consumer {durable}: {source}")]
+    Consumer {
+        durable: String,
+        #[source]
+        source: async_nats::Error,
+    },
+}
+
+/// Connects to NATS, waiting and retrying (with capped backoff) while the server is not
+/// reachable instead of failing the service's start.
+pub async fn connect(url: &str) -> async_nats::Client {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match async_nats::ConnectOptions::new()
+            .name(env!("CARGO_PKG_NAME"))
+            .connection_timeout(Duration::from_secs(2))
+            .connect(url)
+            .await
+        {
+            Ok(client) => return client,
+            Err(e) => {
+                tracing::warn!(%url, error = %e, retry_in = ?delay, "NATS is not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Creates the streams, or updates them to this configuration.
+pub async fn declare_streams(js: &jetstream::Context, specs: &[StreamSpec]) -> Result<(), BusError> {
+    for spec in specs {
+        js.create_or_update_stream(stream::Config {
+            name: spec.name.to_owned(),
+            subjects: spec.subjects.iter().map(|s| (*s).to_owned()).collect(),
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .map_err(|source| BusError::Stream { stream: spec.name, source })?;
+    }
+    Ok(())
+}
+
+/// The headers every event carries.
+pub fn event_headers(event_id: &str, event_type: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(HEADER_MSG_ID, event_id);
+    headers.insert(HEADER_EVENT_TYPE, event_type);
+    headers
+}
+
+/// How a durable consumer is set up and how often a failing message is retried.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    pub stream: StreamSpec,
+    pub durable: &'static str,
+    pub filter_subject: &'static str,
+    /// Deliveries before the message is parked.
+    pub max_deliver: i64,
+    /// Delay before redelivery number n+1 after a failed attempt n (the last entry repeats).
+    pub backoff: Vec<Duration>,
+    /// How long one attempt may run before JetStream redelivers it.
+    pub ack_wait: Duration,
+    /// Messages handled at once by this instance.
+    pub concurrency: usize,
+}
+
+impl ConsumerSpec {
+    pub fn new(stream: StreamSpec, durable: &'static str, filter_subject: &'static str) -> Self {
+        ConsumerSpec {
+            stream,
+            durable,
+            filter_subject,
+            max_deliver: 8,
+            backoff: [1, 5, 15, 60, 300].map(Duration::from_secs).to_vec(),
+            ack_wait: Duration::from_secs(30),
+            concurrency: 8,
+        }
+    }
+
+    fn delay_after(&self, attempt: i64) -> Duration {
+        let index = usize::try_from(attempt.saturating_sub(1)).unwrap_or(0);
+        self.backoff.get(index).or(self.backoff.last()).copied().unwrap_or(Duration::from_secs(1))
+    }
+}
+
+/// One delivery of one message, as the handler sees it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub subject: String,
+    pub payload: bytes::Bytes,
+    pub event_id: Option<String>,
+    /// 1 for the first delivery.
+    pub attempt: i64,
+    /// No redelivery follows if this attempt fails: the message is parked.
+    pub is_last_attempt: bool,
+}
+
+/// Why a handler did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth another try later (a dependency is down, a timeout).
+    #[error("{0}")]
+    Retry(String),
+    /// Will fail the same way every time (an undecodable payload): parked at once.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// Runs the durable consumer until the task is dropped: each message goes to `handler`; a
+/// success is acked, a retryable failure is redelivered after the spec's backoff, and a
+/// permanent failure or the last attempt's failure is copied to `parked.<durable>` and
+/// terminated. While NATS is unreachable it waits and tries again.
+pub async fn consume<H, F>(js: jetstream::Context, spec: ConsumerSpec, handler: H)
+where
+    H: Fn(Delivery) -> F + Send + Sync,
+    F: Future<Output = Result<(), HandlerError>> + Send,
+{
+    let consumer = loop {
+        match open_consumer(&js, &spec).await {
+            Ok(consumer) => break consumer,
+            Err(e) => {
+                tracing::warn!(durable = spec.durable, error = %e, "cannot open consumer; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    loop {
+        let messages = match consumer.messages().await {
+            Ok(messages) => messages,
+            Err(e) => {
+                tracing::warn!(durable = spec.durable, error = %e, "cannot pull; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        messages
+            .for_each_concurrent(spec.concurrency, |message| async {
+                match message {
+                    Ok(message) => handle_one(&js, &spec, &handler, message).await,
+                    Err(e) => tracing::warn!(durable = spec.durable, error = %e, "pull failed"),
+                }
+            })
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Declares the stream, the parking stream and the durable consumer (all idempotent).
+pub async fn open_consumer(js: &jetstream::Context, spec: &ConsumerSpec) -> Result<consumer::PullConsumer, BusError> {
+    declare_streams(js, &[spec.stream, PARKED_STREAM]).await?;
+    let consumer_error = |source: async_nats::Error| BusError::Consumer { durable: spec.durable.to_owned(), source };
+    let stream = js.get_stream(spec.stream.name).await.map_err(|e| consumer_error(e.into()))?;
+    stream
+        .get_or_create_consumer(
+            spec.durable,
+            consumer::pull::Config {
+                durable_name: Some(spec.durable.to_owned()),
+                filter_subject: spec.filter_subject.to_owned(),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: spec.ack_wait,
+                max_deliver: spec.max_deliver,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| consumer_error(e.into()))
+}
+
+async fn handle_one<H, F>(js: &jetstream::Context, spec: &ConsumerSpec, handler: &H, message: jetstream::Message)
+where
+    H: Fn(Delivery) -> F,
+    F: Future<Output = Result<(), HandlerError>>,
+{
+    let attempt = message.info().map(|info| info.delivered).unwrap_or(1);
+    let event_id = message.headers.as_ref().and_then(|h| h.get(HEADER_MSG_ID)).map(|v| v.as_str().to_owned());
+    let delivery = Delivery {
+        subject: message.subject.to_string(),
+        payload: message.payload.clone(),
+        event_id,
+        attempt,
+        is_last_attempt: attempt >= spec.max_deliver,
+    };
+    let outcome = handler(delivery).await;
+    let ack = match outcome {
+        Ok(()) => AckKind::Ack,
+        Err(HandlerError::Retry(reason)) if attempt < spec.max_deliver => {
+            let delay = spec.delay_after(attempt);
+            tracing::warn!(durable = spec.durable, subject = %message.subject, attempt, %reason, retry_in = ?delay, "handler failed; will retry");
+            AckKind::Nak(Some(delay))
+        }
+        Err(e) => {
+            tracing::error!(durable = spec.durable, subject = %message.subject, attempt, reason = %e, "parking message");
+            match park(js, spec, &message, &e.to_string()).await {
+                Ok(()) => AckKind::Term,
+                // Not parked, so not terminated either: JetStream redelivers it after ack_wait.
+                Err(park_error) => {
+                    tracing::error!(durable = spec.durable, error = %park_error, "cannot park message");
+                    return;
+                }
+            }
+        }
+    };
+    if let Err(e) = message.ack_with(ack).await {
+        tracing::warn!(durable = spec.durable, error = %e, "cannot acknowledge; it will be redelivered");
+    }
+}
+
+async fn park(
+    js: &jetstream::Context,
+    spec: &ConsumerSpec,
+    message: &jetstream::Message,
+    reason: &str,
+) -> Result<(), async_nats::Error> {
+    let mut headers = message.headers.clone().unwrap_or_default();
+    // A parked copy is a message of its own: it must not be deduplicated against the original.
+    let parked_id = headers
+        .get(HEADER_MSG_ID)
+        .map(|id| format!("{}:parked:{}", id.as_str(), spec.durable))
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    headers.insert(HEADER_MSG_ID, parked_id.as_str());
+    headers.insert(HEADER_PARKED_SUBJECT, message.subject.as_str());
+    headers.insert(HEADER_PARKED_ERROR, reason.replace(['\r', '\n'], " ").as_str());
+    js.publish_with_headers(format!("parked.{}", spec.durable), headers, message.payload.clone()).await?.await?;
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! Reading typed configuration from the environment, with errors that name the variable.
+
+use std::fmt::Display;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration variable {name}: {message}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(name: &'static str, message: impl Into<String>) -> Self {
+        ConfigError { name, message: message.into() }
+    }
+}
+
+/// The variable's value, or `None` when it is unset or blank.
+pub fn var(name: &'static str) -> Option<String> {
+    std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+pub fn string(name: &'static str, default: &str) -> String {
+    var(name).unwrap_or_else(|| default.to_owned())
+}
+
+pub fn parse<T>(name: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    match var(name) {
+        None => Ok(default),
+        Some(raw) => raw.parse().map_err(|e| ConfigError::new(name, format!("cannot parse {raw:?}: {e}"))),
+    }
+}
+
+/// A duration given in whole seconds.
+pub fn seconds(name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+    let secs = parse(name, default.as_secs())?;
+    if secs == 0 {
+        return Err(ConfigError::new(name, "must be at least 1 second"));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// `VERIMAIL_ENV=production` turns unsafe development defaults into start-up errors.
+pub fn is_production() -> bool {
+    var("VERIMAIL_ENV").is_some_and(|v| v.eq_ignore_ascii_case("production"))
+}
+
+/// The NATS server, `NATS_URL`.
+pub fn nats_url() -> String {
+    string("NATS_URL", "nats://127.0.0.1:4222")
+}
+
+/// This service's database, `DATABASE_URL`, defaulting to a SQLite file under `data/`.
+pub fn database_url(default_file: &str) -> String {
+    var("DATABASE_URL").unwrap_or_else(|| format!("sqlite://data/{default_file}?mode=rwc"))
+}

@@ -1,0 +1,78 @@
+//! The service's own database: SQLite by default, PostgreSQL when DATABASE_URL says so.
+//! Migrations run at start.
+
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
+use sea_orm_migration::prelude::{IndexCreateStatement, TableCreateStatement};
+use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
+use std::time::Duration;
+
+/// Connects, creates the SQLite file's folder if needed, and applies every pending migration.
+pub async fn connect<M: MigratorTrait>(url: &str) -> Result<DatabaseConnection, DbErr> {
+    if let Some(path) = sqlite_path(url)
+        && let Some(dir) = std::path::Path::new(path).parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| DbErr::Custom(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let mut options = ConnectOptions::new(url.to_owned());
+    options.max_connections(16).connect_timeout(Duration::from_secs(10)).sqlx_logging(false);
+    let db = Database::connect(options).await?;
+    if db.get_database_backend() == DbBackend::Sqlite {
+        // WAL lets readers run beside the single writer; the busy timeout queues writers
+        // instead of failing them with "database is locked".
+        db.execute_unprepared("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000;").await?;
+    }
+    M::up(&db, None).await?;
+    Ok(db)
+}
+
+fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (path != ":memory:" && !path.is_empty()).then_some(path)
+}
+
+/// A migration that creates tables and their indexes, each only if it is not there yet: the
+/// shape of every migration so far.
+pub struct CreateTables {
+    pub name: &'static str,
+    pub tables: Vec<TableCreateStatement>,
+    pub indexes: Vec<IndexCreateStatement>,
+}
+
+impl MigrationName for CreateTables {
+    fn name(&self) -> &str {
+        self.name
+    }
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigrationTrait for CreateTables {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in &self.tables {
+            manager.create_table(table.clone().if_not_exists().to_owned()).await?;
+        }
+        for index in &self.indexes {
+            manager.create_index(index.clone().if_not_exists().to_owned()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// True when the error is a unique-constraint violation (a duplicate key).
+pub fn is_unique_violation(err: &DbErr) -> bool {
+    matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_path;
+
+    #[test]
+    fn finds_the_sqlite_file_in_a_url() {
+        assert_eq!(sqlite_path("sqlite://data/user.db?mode=rwc"), Some("data/user.db"));
+        assert_eq!(sqlite_path("sqlite:/tmp/x.db"), Some("/tmp/x.db"));
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_path("postgres://postgres@127.0.0.1/verimail"), None);
+    }
+}

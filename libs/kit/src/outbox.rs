@@ -1,0 +1,229 @@
+//! The transactional outbox: an event row is written in the same transaction as the state
+//! change it announces, and [`OutboxRelay`] publishes it to JetStream, waits for the publish
+//! ack and only then marks it published. A crash between any two steps loses nothing; a
+//! publish repeated after a crash is dropped by JetStream's de-duplication on `Nats-Msg-Id`.
+
+use crate::bus;
+use crate::shutdown::Shutdown;
+use async_nats::jetstream;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+pub mod entity {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "outbox")]
+    pub struct Model {
+        /// The event id, sent as `Nats-Msg-Id`.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub subject: String,
+        pub event_type: String,
+        pub payload: Vec<u8>,
+        pub created_at: DateTimeUtc,
+        pub published_at: Option<DateTimeUtc>,
+        pub attempts: i32,
+        pub last_error: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod migration {
+    use sea_orm_migration::prelude::*;
+    use sea_orm_migration::schema::*;
+
+    #[derive(DeriveIden)]
+    enum Outbox {
+        Table,
+        Id,
+        Subject,
+        EventType,
+        Payload,
+        CreatedAt,
+        PublishedAt,
+        Attempts,
+        LastError,
+    }
+
+    /// Every service that publishes lists this migration in its own migrator.
+    pub fn migration() -> crate::db::CreateTables {
+        crate::db::CreateTables {
+            name: "m20261124_000000_create_outbox",
+            tables: vec![
+                Table::create()
+                    .table(Outbox::Table)
+                    .col(string(Outbox::Id).primary_key())
+                    .col(string(Outbox::Subject))
+                    .col(string(Outbox::EventType))
+                    .col(blob(Outbox::Payload))
+                    .col(timestamp_with_time_zone(Outbox::CreatedAt))
+                    .col(timestamp_with_time_zone_null(Outbox::PublishedAt))
+                    .col(integer(Outbox::Attempts).default(0))
+                    .col(text_null(Outbox::LastError))
+                    .to_owned(),
+            ],
+            indexes: vec![
+                Index::create()
+                    .name("outbox_unpublished")
+                    .table(Outbox::Table)
+                    .col(Outbox::PublishedAt)
+                    .col(Outbox::CreatedAt)
+                    .to_owned(),
+            ],
+        }
+    }
+}
+
+/// An event to publish, written with [`enqueue`].
+#[derive(Debug, Clone)]
+pub struct OutboxEvent {
+    pub id: String,
+    pub subject: &'static str,
+    pub event_type: String,
+    pub payload: Vec<u8>,
+}
+
+impl OutboxEvent {
+    /// A protobuf event; `event_type` is its full protobuf name.
+    pub fn new<M: prost::Message + prost::Name>(id: String, subject: &'static str, message: &M) -> Self {
+        OutboxEvent { id, subject, event_type: M::full_name(), payload: message.encode_to_vec() }
+    }
+}
+
+/// Writes the event row; call it on the transaction that makes the state change.
+pub async fn enqueue<C: ConnectionTrait>(conn: &C, event: OutboxEvent) -> Result<(), DbErr> {
+    entity::Entity::insert(entity::ActiveModel {
+        id: Set(event.id),
+        subject: Set(event.subject.to_owned()),
+        event_type: Set(event.event_type),
+        payload: Set(event.payload),
+        created_at: Set(chrono::Utc::now()),
+        published_at: Set(None),
+        attempts: Set(0),
+        last_error: Set(None),
+    })
+    .exec_without_returning(conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("outbox query failed: {0}")]
+    Db(#[from] DbErr),
+    #[error("publish of event {id} to {subject} failed: {reason}")]
+    Publish { id: String, subject: String, reason: String },
+}
+
+/// Publishes unpublished outbox rows, oldest first.
+#[derive(Clone)]
+pub struct OutboxRelay {
+    db: DatabaseConnection,
+    js: jetstream::Context,
+    wake: Arc<Notify>,
+    batch: u64,
+    idle_poll: Duration,
+}
+
+impl OutboxRelay {
+    pub fn new(db: DatabaseConnection, js: jetstream::Context) -> Self {
+        OutboxRelay {
+            db,
+            js,
+            wake: Arc::new(Notify::new()),
+            batch: 256,
+            // Rows are normally picked up at once through `wake`; polling covers rows written
+            // by another instance and anything left by a crash.
+            idle_poll: Duration::from_millis(500),
+        }
+    }
+
+    /// Call after committing a transaction that enqueued events, so they go out at once.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Publishes until `shutdown`, backing off while NATS or the database fails.
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut failures = 0u32;
+        loop {
+            let pause = match self.publish_pending().await {
+                Ok(count) if count as u64 == self.batch => Duration::ZERO,
+                Ok(_) => {
+                    failures = 0;
+                    self.idle_poll
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let backoff = Duration::from_millis(100 * 2u64.pow(std::cmp::min(failures, 6)));
+                    tracing::warn!(error = %e, retry_in = ?backoff, "outbox relay failed");
+                    backoff
+                }
+            };
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// One pass: publishes a batch of unpublished rows and marks each one whose publish was
+    /// acknowledged. Returns how many were published.
+    pub async fn publish_pending(&self) -> Result<usize, RelayError> {
+        let rows = entity::Entity::find()
+            .filter(entity::Column::PublishedAt.is_null())
+            .order_by_asc(entity::Column::CreatedAt)
+            .order_by_asc(entity::Column::Id)
+            .limit(self.batch)
+            .all(&self.db)
+            .await?;
+        // Send the whole batch, then collect the acks: one round trip of latency, not one per row.
+        let mut pending_acks = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let headers = bus::event_headers(&row.id, &row.event_type);
+            let sent = self.js.publish_with_headers(row.subject.clone(), headers, row.payload.clone().into()).await;
+            pending_acks.push(sent);
+        }
+        let mut published = 0;
+        for (row, sent) in rows.iter().zip(pending_acks) {
+            let acked = match sent {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(reason) = acked {
+                self.record_failure(&row.id, &reason).await?;
+                return Err(RelayError::Publish { id: row.id.clone(), subject: row.subject.clone(), reason });
+            }
+            entity::Entity::update_many()
+                .col_expr(entity::Column::PublishedAt, Expr::value(chrono::Utc::now()))
+                .col_expr(entity::Column::Attempts, Expr::col(entity::Column::Attempts).add(1))
+                .filter(entity::Column::Id.eq(row.id.as_str()))
+                .exec(&self.db)
+                .await?;
+            published += 1;
+        }
+        Ok(published)
+    }
+
+    async fn record_failure(&self, id: &str, reason: &str) -> Result<(), DbErr> {
+        entity::Entity::update_many()
+            .col_expr(entity::Column::Attempts, Expr::col(entity::Column::Attempts).add(1))
+            .col_expr(entity::Column::LastError, Expr::value(reason.to_owned()))
+            .filter(entity::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,217 @@
+//! The outbox relay and the consume loop against a real nats-server and a real SQLite file.
+
+use async_nats::jetstream;
+use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait, TransactionTrait};
+use sea_orm_migration::{MigrationTrait, MigratorTrait};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use verimail_kit::bus::{self, ConsumerSpec, HandlerError, USERS_STREAM};
+use verimail_kit::outbox::{self, OutboxEvent, OutboxRelay, entity};
+use verimail_proto::events::v1::UserRegistered;
+use verimail_testkit::NatsServer;
+
+struct OutboxOnly;
+
+impl MigratorTrait for OutboxOnly {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(outbox::migration::migration())]
+    }
+}
+
+async fn database(dir: &tempfile::TempDir) -> DatabaseConnection {
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("kit.db").display());
+    verimail_kit::db::connect::<OutboxOnly>(&url).await.unwrap()
+}
+
+async fn jetstream(nats: &NatsServer) -> jetstream::Context {
+    let js = jetstream::new(bus::connect(&nats.url()).await);
+    bus::declare_streams(&js, &[USERS_STREAM]).await.unwrap();
+    js
+}
+
+fn registered(n: u32) -> OutboxEvent {
+    let event = UserRegistered {
+        event_id: format!("event-{n}"),
+        user_id: format!("user-{n}"),
+        email: format!("u{n}@example.com"),
+        occurred_at: String::new(),
+    };
+    OutboxEvent::new(event.event_id.clone(), "users.registered", &event)
+}
+
+async fn stream_messages(js: &jetstream::Context) -> u64 {
+    js.get_stream("USERS").await.unwrap().info().await.unwrap().state.messages
+}
+
+#[tokio::test]
+async fn relay_publishes_each_committed_event_once_with_its_headers() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(&dir).await;
+    let js = jetstream(&nats).await;
+
+    let txn = db.begin().await.unwrap();
+    for n in 1..=3 {
+        outbox::enqueue(&txn, registered(n)).await.unwrap();
+    }
+    txn.commit().await.unwrap();
+    // A rolled-back transaction leaves nothing to publish.
+    let txn = db.begin().await.unwrap();
+    outbox::enqueue(&txn, registered(99)).await.unwrap();
+    txn.rollback().await.unwrap();
+
+    let relay = OutboxRelay::new(db.clone(), js.clone());
+    assert_eq!(relay.publish_pending().await.unwrap(), 3);
+    assert_eq!(relay.publish_pending().await.unwrap(), 0, "published rows are marked");
+    assert_eq!(stream_messages(&js).await, 3);
+
+    let rows = entity::Entity::find().all(&db).await.unwrap();
+    assert!(rows.iter().all(|r| r.published_at.is_some() && r.attempts == 1));
+
+    let message = js.get_stream("USERS").await.unwrap().get_raw_message(1).await.unwrap();
+    assert_eq!(message.headers.get(bus::HEADER_MSG_ID).unwrap().as_str(), "event-1");
+    assert_eq!(message.headers.get(bus::HEADER_EVENT_TYPE).unwrap().as_str(), "verimail.events.v1.UserRegistered");
+}
+
+#[tokio::test]
+async fn a_crash_before_marking_published_does_not_duplicate_the_event() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(&dir).await;
+    let js = jetstream(&nats).await;
+    outbox::enqueue(&db, registered(1)).await.unwrap();
+    let relay = OutboxRelay::new(db.clone(), js.clone());
+    assert_eq!(relay.publish_pending().await.unwrap(), 1);
+
+    // As if the process died after the publish ack but before the row was marked.
+    entity::Entity::update(entity::ActiveModel {
+        id: Set("event-1".into()),
+        published_at: Set(None),
+        ..Default::default()
+    })
+    .exec(&db)
+    .await
+    .unwrap();
+    assert_eq!(relay.publish_pending().await.unwrap(), 1, "the row is published again");
+    assert_eq!(stream_messages(&js).await, 1, "JetStream dropped the duplicate by Nats-Msg-Id");
+}
+
+#[tokio::test]
+async fn relay_waits_for_nats_and_publishes_once_it_is_back() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(&dir).await;
+    let js = jetstream(&nats).await;
+    // The stream does not take users.* subjects here, so publishing fails (no responders).
+    js.delete_stream("USERS").await.unwrap();
+    outbox::enqueue(&db, registered(1)).await.unwrap();
+    let relay = OutboxRelay::new(db.clone(), js.clone());
+    assert!(relay.publish_pending().await.is_err());
+    let row = entity::Entity::find_by_id("event-1".to_owned()).one(&db).await.unwrap().unwrap();
+    assert!(row.published_at.is_none());
+    assert_eq!(row.attempts, 1);
+    assert!(row.last_error.is_some());
+
+    bus::declare_streams(&js, &[USERS_STREAM]).await.unwrap();
+    assert_eq!(relay.publish_pending().await.unwrap(), 1);
+    assert_eq!(stream_messages(&js).await, 1);
+}
+
+#[tokio::test]
+async fn consumer_retries_then_parks_after_the_last_attempt() {
+    let nats = NatsServer::start();
+    let js = jetstream(&nats).await;
+    js.publish_with_headers("users.registered", bus::event_headers("event-7", "test"), "payload".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let mut spec = ConsumerSpec::new(USERS_STREAM, "test-consumer", "users.>");
+    spec.max_deliver = 3;
+    spec.backoff = vec![Duration::from_millis(50)];
+    let seen = attempts.clone();
+    let consumer = tokio::spawn(bus::consume(js.clone(), spec, move |delivery| {
+        let seen = seen.clone();
+        async move {
+            seen.fetch_add(1, Ordering::SeqCst);
+            assert_eq!(delivery.event_id.as_deref(), Some("event-7"));
+            Err::<(), _>(HandlerError::Retry(format!("attempt {} failed", delivery.attempt)))
+        }
+    }));
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut stream) = js.get_stream("PARKED").await
+            && stream.info().await.unwrap().state.messages == 1
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing parked within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let message = parked_message(&js).await;
+    assert_eq!(message.0, "parked.test-consumer");
+    assert_eq!(message.1, "users.registered");
+    assert_eq!(message.2, "attempt 3 failed");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(attempts.load(Ordering::SeqCst), 3, "no delivery after the last attempt");
+    consumer.abort();
+}
+
+async fn parked_message(js: &jetstream::Context) -> (String, String, String) {
+    let stream = js.get_stream("PARKED").await.unwrap();
+    let message = stream.get_raw_message(1).await.unwrap();
+    let header = |name| message.headers.get(name).unwrap().as_str().to_owned();
+    (message.subject.to_string(), header(bus::HEADER_PARKED_SUBJECT), header(bus::HEADER_PARKED_ERROR))
+}
+
+#[tokio::test]
+async fn consumer_acks_what_succeeds_and_a_permanent_failure_is_parked_at_once() {
+    let nats = NatsServer::start();
+    let js = jetstream(&nats).await;
+    for (id, body) in [("ok-1", "good"), ("bad-1", "bad")] {
+        js.publish_with_headers("users.registered", bus::event_headers(id, "test"), body.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let seen = attempts.clone();
+    let consumer = tokio::spawn(bus::consume(
+        js.clone(),
+        ConsumerSpec::new(USERS_STREAM, "test-permanent", "users.>"),
+        move |delivery| {
+            let seen = seen.clone();
+            async move {
+                seen.fetch_add(1, Ordering::SeqCst);
+                if &delivery.payload[..] == b"bad" {
+                    return Err(HandlerError::Permanent("cannot decode".into()));
+                }
+                Ok(())
+            }
+        },
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let consumer_info = js.get_stream("USERS").await.unwrap();
+        let info = consumer_info.consumer_info("test-permanent").await;
+        if let Ok(info) = info
+            && info.num_ack_pending == 0
+            && info.num_pending == 0
+            && info.delivered.stream_sequence == 2
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "messages not settled within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let parked = parked_message(&js).await;
+    assert_eq!(parked.2, "cannot decode");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(attempts.load(Ordering::SeqCst), 2, "each message handled once");
+    consumer.abort();
+}

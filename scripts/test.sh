@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# `just test`: every test of the workspace, with a nats-server available to the tests
+# that start their own.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NATS_SERVER_BIN="$(scripts/nats-server.sh)"
+export NATS_SERVER_BIN
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast "$@"
+else
+    cargo test --workspace --no-fail-fast "$@"
+fi

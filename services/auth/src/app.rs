@@ -1,0 +1,49 @@
+//! Builds auth-service from its configuration; `main` and the tests build the same thing.
+
+use crate::config::Config;
+use crate::grpc::AuthGrpc;
+use crate::store::Migrator;
+use crate::token::TokenKeys;
+use sea_orm::DatabaseConnection;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+use verimail_kit::bus::{self, AUTH_STREAM};
+use verimail_kit::grpc::Background;
+use verimail_kit::outbox::OutboxRelay;
+use verimail_kit::shutdown::Shutdown;
+use verimail_proto::auth::v1::auth_service_server::{AuthServiceServer, SERVICE_NAME};
+
+pub struct App {
+    listener: TcpListener,
+    db: DatabaseConnection,
+    js: async_nats::jetstream::Context,
+    keys: Arc<TokenKeys>,
+    token_lifetime: Duration,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let db = verimail_kit::db::connect::<Migrator>(&config.database_url).await?;
+        let js = async_nats::jetstream::new(bus::connect(&config.nats_url).await);
+        bus::declare_streams(&js, &[AUTH_STREAM]).await?;
+        let listener = verimail_kit::grpc::bind("AUTH_GRPC_ADDR", &config.grpc_addr).await?;
+        Ok(App { listener, db, js, keys: Arc::new(config.keys), token_lifetime: config.token_lifetime })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let relay = OutboxRelay::new(self.db.clone(), self.js);
+        let service =
+            AuthGrpc { db: self.db, keys: self.keys, token_lifetime: self.token_lifetime, relay: relay.clone() };
+        let background: Vec<Background> = vec![Box::pin(relay.run(shutdown.clone()))];
+        let routes = Routes::new(AuthServiceServer::new(service));
+        verimail_kit::grpc::run_service(self.listener, routes, &[SERVICE_NAME], background, shutdown).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,98 @@
+//! auth-service's own tables: one row per issued token (its jti, never the token itself)
+//! and the outbox.
+
+use sea_orm::entity::prelude::*;
+use sea_orm_migration::{MigrationTrait, MigratorTrait};
+
+pub mod token {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "verification_tokens")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub jti: String,
+        pub user_id: String,
+        pub email: String,
+        pub key_id: String,
+        pub issued_at: DateTimeUtc,
+        pub expires_at: DateTimeUtc,
+        pub used_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+mod create_tokens {
+    use sea_orm_migration::prelude::*;
+    use sea_orm_migration::schema::*;
+
+    #[derive(DeriveIden)]
+    enum VerificationTokens {
+        Table,
+        Jti,
+        UserId,
+        Email,
+        KeyId,
+        IssuedAt,
+        ExpiresAt,
+        UsedAt,
+    }
+
+    pub fn migration() -> verimail_kit::db::CreateTables {
+        verimail_kit::db::CreateTables {
+            name: "m20261124_000001_create_verification_tokens",
+            tables: vec![
+                Table::create()
+                    .table(VerificationTokens::Table)
+                    .col(string(VerificationTokens::Jti).primary_key())
+                    .col(string(VerificationTokens::UserId))
+                    .col(string(VerificationTokens::Email))
+                    .col(string(VerificationTokens::KeyId))
+                    .col(timestamp_with_time_zone(VerificationTokens::IssuedAt))
+                    .col(timestamp_with_time_zone(VerificationTokens::ExpiresAt))
+                    .col(timestamp_with_time_zone_null(VerificationTokens::UsedAt))
+                    .to_owned(),
+            ],
+            indexes: vec![
+                Index::create()
+                    .name("verification_tokens_user")
+                    .table(VerificationTokens::Table)
+                    .col(VerificationTokens::UserId)
+                    .to_owned(),
+            ],
+        }
+    }
+}
+
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(verimail_kit::outbox::migration::migration()), Box::new(create_tokens::migration())]
+    }
+}
+
+/// Marks the token used if nobody has yet; true when this call did it.
+pub async fn claim_token<C: ConnectionTrait>(conn: &C, jti: &str) -> Result<bool, DbErr> {
+    let result = token::Entity::update_many()
+        .col_expr(token::Column::UsedAt, Expr::value(chrono::Utc::now()))
+        .filter(token::Column::Jti.eq(jti))
+        .filter(token::Column::UsedAt.is_null())
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// Whether any token of this user has been used: the user's email is verified.
+pub async fn user_verified<C: ConnectionTrait>(conn: &C, user_id: &str) -> Result<bool, DbErr> {
+    let used = token::Entity::find()
+        .filter(token::Column::UserId.eq(user_id))
+        .filter(token::Column::UsedAt.is_not_null())
+        .count(conn)
+        .await?;
+    Ok(used > 0)
+}

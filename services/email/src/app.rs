@@ -1,0 +1,57 @@
+//! Builds email-service from its configuration; `main` and the tests build the same thing.
+
+use crate::config::Config;
+use crate::courier::{self, Courier};
+use crate::grpc::EmailGrpc;
+use crate::mail::{Mailer, Templates};
+use crate::store::Migrator;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+use verimail_kit::bus;
+use verimail_kit::grpc::Background;
+use verimail_kit::shutdown::Shutdown;
+use verimail_proto::auth::v1::auth_service_client::AuthServiceClient;
+use verimail_proto::email::v1::email_service_server::{EmailServiceServer, SERVICE_NAME};
+
+pub struct App {
+    listener: TcpListener,
+    js: async_nats::jetstream::Context,
+    courier: Arc<Courier>,
+    consumer: bus::ConsumerSpec,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let mailer = Mailer::new(&config.mail_target).map_err(anyhow::Error::msg)?;
+        let auth = AuthServiceClient::new(verimail_kit::grpc::channel("AUTH_GRPC_ADDR", &config.auth_addr)?);
+        let db = verimail_kit::db::connect::<Migrator>(&config.database_url).await?;
+        let js = async_nats::jetstream::new(bus::connect(&config.nats_url).await);
+        let listener = verimail_kit::grpc::bind("EMAIL_GRPC_ADDR", &config.grpc_addr).await?;
+        let courier = Arc::new(Courier {
+            db,
+            auth,
+            mailer,
+            templates: Templates::new(),
+            from: config.from,
+            public_base_url: config.public_base_url,
+        });
+        let consumer = courier::consumer(config.max_attempts, config.retry_backoff);
+        Ok(App { listener, js, courier, consumer })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let service = EmailGrpc { db: self.courier.db.clone() };
+        let courier = self.courier;
+        let background: Vec<Background> =
+            vec![Box::pin(bus::consume(self.js, self.consumer, move |delivery| courier.clone().handle(delivery)))];
+        let routes = Routes::new(EmailServiceServer::new(service));
+        verimail_kit::grpc::run_service(self.listener, routes, &[SERVICE_NAME], background, shutdown).await?;
+        Ok(())
+    }
+}

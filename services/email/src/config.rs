@@ -1,0 +1,74 @@
+use crate::mail::MailTarget;
+use lettre::message::Mailbox;
+use std::path::PathBuf;
+use std::time::Duration;
+use verimail_kit::config::{self, ConfigError};
+
+/// email-service's configuration, from the environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `EMAIL_GRPC_ADDR`
+    pub grpc_addr: String,
+    /// `DATABASE_URL`
+    pub database_url: String,
+    /// `NATS_URL`
+    pub nats_url: String,
+    /// `AUTH_GRPC_ADDR`: where auth-service issues tokens.
+    pub auth_addr: String,
+    /// `SMTP_URL` (a lettre URL such as `smtp://127.0.0.1:2525`); without it, emails are
+    /// written as .eml files under `MAIL_DIR` (default `data/mail`).
+    pub mail_target: MailTarget,
+    /// `MAIL_FROM`
+    pub from: Mailbox,
+    /// `PUBLIC_BASE_URL`: the gateway's origin as users reach it, put into links.
+    pub public_base_url: String,
+    /// `EMAIL_MAX_ATTEMPTS`: deliveries of one event before it is parked.
+    pub max_attempts: i64,
+    /// `EMAIL_RETRY_BACKOFF_SECONDS`: comma-separated delays between attempts.
+    pub retry_backoff: Vec<Duration>,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let mail_target = match config::var("SMTP_URL") {
+            Some(url) => MailTarget::Smtp(url),
+            None => {
+                if config::is_production() {
+                    return Err(ConfigError::new("SMTP_URL", "is required in production"));
+                }
+                MailTarget::Files(PathBuf::from(config::string("MAIL_DIR", "data/mail")))
+            }
+        };
+        let from_raw = config::string("MAIL_FROM", "Verimail <no-reply@verimail.localhost>");
+        let from = from_raw
+            .parse()
+            .map_err(|e| ConfigError::new("MAIL_FROM", format!("{from_raw:?} is not a mailbox: {e}")))?;
+        let public_base_url = config::string("PUBLIC_BASE_URL", "http://127.0.0.1:8080");
+        if !(public_base_url.starts_with("http://") || public_base_url.starts_with("https://")) {
+            return Err(ConfigError::new("PUBLIC_BASE_URL", "must start with http:// or https://"));
+        }
+        let retry_backoff = match config::var("EMAIL_RETRY_BACKOFF_SECONDS") {
+            None => [1, 5, 15, 60, 300].map(Duration::from_secs).to_vec(),
+            Some(list) => list
+                .split(',')
+                .map(|s| s.trim().parse::<u64>().map(Duration::from_secs))
+                .collect::<Result<_, _>>()
+                .map_err(|e| ConfigError::new("EMAIL_RETRY_BACKOFF_SECONDS", e.to_string()))?,
+        };
+        let max_attempts = config::parse("EMAIL_MAX_ATTEMPTS", 8i64)?;
+        if max_attempts < 1 {
+            return Err(ConfigError::new("EMAIL_MAX_ATTEMPTS", "must be at least 1"));
+        }
+        Ok(Config {
+            grpc_addr: config::string("EMAIL_GRPC_ADDR", "127.0.0.1:50053"),
+            database_url: config::database_url("email.db"),
+            nats_url: config::nats_url(),
+            auth_addr: config::string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
+            mail_target,
+            from,
+            public_base_url,
+            max_attempts,
+            retry_backoff,
+        })
+    }
+}

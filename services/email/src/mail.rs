@@ -1,0 +1,185 @@
+//! Rendering a verification email (text + HTML from escaped templates) and handing it to
+//! SMTP, or to .eml files when no SMTP server is configured.
+
+use lettre::message::{Mailbox, MultiPart};
+use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use minijinja::Environment;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where emails go: `SMTP_URL`, or files under a folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailTarget {
+    Smtp(String),
+    Files(PathBuf),
+}
+
+#[derive(Clone)]
+pub enum Mailer {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Files(AsyncFileTransport<Tokio1Executor>),
+}
+
+impl Mailer {
+    pub fn new(target: &MailTarget) -> Result<Mailer, String> {
+        Ok(match target {
+            MailTarget::Smtp(url) => Mailer::Smtp(
+                AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+                    .map_err(|e| format!("SMTP_URL: {e}"))?
+                    // Well under the consumer's ack wait, so a hung server cannot make
+                    // JetStream hand the same event to a second attempt meanwhile.
+                    .timeout(Some(Duration::from_secs(15)))
+                    .build(),
+            ),
+            MailTarget::Files(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| format!("MAIL_DIR {}: {e}", dir.display()))?;
+                Mailer::Files(AsyncFileTransport::<Tokio1Executor>::new(dir))
+            }
+        })
+    }
+
+    pub async fn send(&self, message: Message) -> Result<(), String> {
+        match self {
+            Mailer::Smtp(smtp) => smtp.send(message).await.map(drop).map_err(|e| e.to_string()),
+            Mailer::Files(files) => files.send(message).await.map(drop).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// What a verification email says.
+#[derive(Debug, Serialize)]
+pub struct VerificationEmail<'a> {
+    pub email: &'a str,
+    pub link: String,
+    pub expires_at: &'a str,
+    /// The event type that asked for it (users.registered, users.verification_requested).
+    pub kind: &'a str,
+}
+
+pub struct Templates {
+    env: Environment<'static>,
+}
+
+impl Templates {
+    pub fn new() -> Templates {
+        let mut env = Environment::new();
+        // minijinja escapes HTML in templates whose name ends in .html.
+        env.add_template("verification.txt", include_str!("../templates/verification.txt"))
+            .expect("verification.txt parses");
+        env.add_template("verification.html", include_str!("../templates/verification.html"))
+            .expect("verification.html parses");
+        Templates { env }
+    }
+
+    /// The link that the email carries: `{base}/verify-email?token=…`.
+    pub fn link(public_base_url: &str, token: &str) -> String {
+        let token: String = url_escape(token);
+        format!("{}/verify-email?token={token}", public_base_url.trim_end_matches('/'))
+    }
+
+    pub fn render(
+        &self,
+        from: &Mailbox,
+        to: &str,
+        message_id: &str,
+        content: &VerificationEmail<'_>,
+    ) -> Result<Message, String> {
+        let render = |name: &str| {
+            self.env
+                .get_template(name)
+                .and_then(|t| t.render(minijinja::value::Serde(content)))
+                .map_err(|e| format!("template {name}: {e}"))
+        };
+        // Address, not Mailbox: its parser also takes IP literal domains (user@[192.0.2.1]).
+        let to: lettre::Address = to.parse().map_err(|e| format!("recipient {to:?}: {e}"))?;
+        // An explicit envelope: lettre cannot derive one from a To header with an IP literal.
+        let envelope = lettre::address::Envelope::new(Some(from.email.clone()), vec![to.clone()])
+            .map_err(|e| format!("envelope: {e}"))?;
+        Message::builder()
+            .from(from.clone())
+            .to(Mailbox::new(None, to))
+            .envelope(envelope)
+            .subject("Verify your email address")
+            // Derived from the event, so a resend after a crash is recognisably the same mail.
+            .message_id(Some(format!("<{message_id}@verimail>")))
+            .multipart(MultiPart::alternative_plain_html(render("verification.txt")?, render("verification.html")?))
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Templates::new()
+    }
+}
+
+/// Percent-encodes everything outside RFC 3986's unreserved set.
+fn url_escape(raw: &str) -> String {
+    raw.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The formatted message and its decoded text and HTML parts.
+    fn render(email: &str) -> (String, String, String) {
+        let templates = Templates::new();
+        let content = VerificationEmail {
+            email,
+            link: Templates::link("http://127.0.0.1:8080/", "v4.local.abc+/="),
+            expires_at: "2026-11-25T00:00:00.000Z",
+            kind: "users.registered",
+        };
+        let from: Mailbox = "Verimail <no-reply@verimail.localhost>".parse().unwrap();
+        let raw = templates.render(&from, "a@example.com", "evt-1", &content).unwrap().formatted();
+        let parsed = mailparse::parse_mail(&raw).unwrap();
+        let part = |mime: &str| {
+            let part = parsed.subparts.iter().find(|p| p.ctype.mimetype == mime).unwrap();
+            part.get_body().unwrap()
+        };
+        (String::from_utf8(raw.clone()).unwrap(), part("text/plain"), part("text/html"))
+    }
+
+    #[test]
+    fn the_link_points_at_the_gateway_with_an_escaped_token() {
+        assert_eq!(
+            Templates::link("http://127.0.0.1:8080/", "v4.local.a+b/c="),
+            "http://127.0.0.1:8080/verify-email?token=v4.local.a%2Bb%2Fc%3D"
+        );
+    }
+
+    #[test]
+    fn the_email_has_text_and_html_with_the_link_and_a_stable_message_id() {
+        let (raw, text, html) = render("a@example.com");
+        assert!(raw.contains("multipart/alternative"));
+        assert!(raw.contains("Message-ID: <evt-1@verimail>"));
+        let link = "http://127.0.0.1:8080/verify-email?token=v4.local.abc%2B%2F%3D";
+        assert!(text.contains(link), "{text}");
+        assert!(text.contains("a@example.com"));
+        // minijinja escapes '/' as an entity, which browsers and mail clients decode.
+        assert!(html.replace("&#x2f;", "/").contains(&format!("href=\"{link}\"")), "{html}");
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        let templates = Templates::new();
+        let content = VerificationEmail {
+            email: "<script>alert(1)</script>@example.com",
+            link: "http://x/verify-email?token=a&b".into(),
+            expires_at: "soon",
+            kind: "users.registered",
+        };
+        let html =
+            templates.env.get_template("verification.html").unwrap().render(minijinja::value::Serde(&content)).unwrap();
+        assert!(!html.contains("<script>"));
+        assert!(html.contains("&lt;script&gt;"));
+        assert!(html.contains("token=a&amp;b"));
+    }
+}

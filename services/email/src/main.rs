@@ -1,0 +1,12 @@
+use verimail_email::{App, Config};
+use verimail_kit::shutdown::Shutdown;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    verimail_kit::telemetry::init();
+    let app = App::build(Config::from_env()?).await?;
+    tracing::info!(grpc = %app.grpc_addr(), "email-service listening");
+    let shutdown = Shutdown::default();
+    tokio::spawn(shutdown.clone().on_signal());
+    app.run(shutdown).await
+}

@@ -1,0 +1,152 @@
+//! email-service's own table: one delivery per event that asked for an email.
+
+use sea_orm::entity::prelude::*;
+use sea_orm::sea_query::ExprTrait;
+use sea_orm_migration::{MigrationTrait, MigratorTrait};
+
+pub mod delivery {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "deliveries")]
+    pub struct Model {
+        /// The id of the event that asked for the email: one email per event.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub event_id: String,
+        pub user_id: String,
+        pub recipient: String,
+        pub kind: String,
+        pub status: super::Status,
+        pub attempts: i32,
+        pub last_error: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+        pub sent_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+pub enum Status {
+    #[sea_orm(string_value = "pending")]
+    Pending,
+    #[sea_orm(string_value = "sent")]
+    Sent,
+    #[sea_orm(string_value = "failed")]
+    Failed,
+    #[sea_orm(string_value = "parked")]
+    Parked,
+}
+
+mod create_deliveries {
+    use sea_orm_migration::prelude::*;
+    use sea_orm_migration::schema::*;
+
+    #[derive(DeriveIden)]
+    enum Deliveries {
+        Table,
+        EventId,
+        UserId,
+        Recipient,
+        Kind,
+        Status,
+        Attempts,
+        LastError,
+        CreatedAt,
+        UpdatedAt,
+        SentAt,
+    }
+
+    pub fn migration() -> verimail_kit::db::CreateTables {
+        verimail_kit::db::CreateTables {
+            name: "m20261124_000001_create_deliveries",
+            tables: vec![
+                Table::create()
+                    .table(Deliveries::Table)
+                    .col(string(Deliveries::EventId).primary_key())
+                    .col(string(Deliveries::UserId))
+                    .col(string(Deliveries::Recipient))
+                    .col(string(Deliveries::Kind))
+                    .col(string_len(Deliveries::Status, 16))
+                    .col(integer(Deliveries::Attempts).default(0))
+                    .col(text_null(Deliveries::LastError))
+                    .col(timestamp_with_time_zone(Deliveries::CreatedAt))
+                    .col(timestamp_with_time_zone(Deliveries::UpdatedAt))
+                    .col(timestamp_with_time_zone_null(Deliveries::SentAt))
+                    .to_owned(),
+            ],
+            indexes: vec![
+                Index::create().name("deliveries_user").table(Deliveries::Table).col(Deliveries::UserId).to_owned(),
+            ],
+        }
+    }
+}
+
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(create_deliveries::migration())]
+    }
+}
+
+/// The delivery for this event, created as pending on first sight, with one more attempt
+/// counted. Safe against two instances seeing the same event at once.
+pub async fn start_attempt<C: ConnectionTrait>(
+    conn: &C,
+    event_id: &str,
+    user_id: &str,
+    recipient: &str,
+    kind: &str,
+) -> Result<delivery::Model, DbErr> {
+    let now = chrono::Utc::now();
+    delivery::Entity::insert(delivery::ActiveModel {
+        event_id: sea_orm::Set(event_id.to_owned()),
+        user_id: sea_orm::Set(user_id.to_owned()),
+        recipient: sea_orm::Set(recipient.to_owned()),
+        kind: sea_orm::Set(kind.to_owned()),
+        status: sea_orm::Set(Status::Pending),
+        attempts: sea_orm::Set(0),
+        last_error: sea_orm::Set(None),
+        created_at: sea_orm::Set(now),
+        updated_at: sea_orm::Set(now),
+        sent_at: sea_orm::Set(None),
+    })
+    .on_conflict_do_nothing()
+    .exec_without_returning(conn)
+    .await?;
+    delivery::Entity::update_many()
+        .col_expr(delivery::Column::Attempts, Expr::col(delivery::Column::Attempts).add(1))
+        .col_expr(delivery::Column::UpdatedAt, Expr::value(now))
+        .filter(delivery::Column::EventId.eq(event_id))
+        .filter(delivery::Column::Status.ne(Status::Sent))
+        .exec(conn)
+        .await?;
+    delivery::Entity::find_by_id(event_id.to_owned())
+        .one(conn)
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound(format!("delivery {event_id}")))
+}
+
+pub async fn finish<C: ConnectionTrait>(
+    conn: &C,
+    event_id: &str,
+    status: Status,
+    error: Option<String>,
+) -> Result<(), DbErr> {
+    let now = chrono::Utc::now();
+    let mut update = delivery::Entity::update_many()
+        .col_expr(delivery::Column::Status, Expr::value(status))
+        .col_expr(delivery::Column::LastError, Expr::value(error))
+        .col_expr(delivery::Column::UpdatedAt, Expr::value(now));
+    if status == Status::Sent {
+        update = update.col_expr(delivery::Column::SentAt, Expr::value(now));
+    }
+    update.filter(delivery::Column::EventId.eq(event_id)).exec(conn).await?;
+    Ok(())
+}

@@ -1,0 +1,57 @@
+//! Builds user-service from its configuration; `main` and the tests build the same thing.
+
+use crate::config::Config;
+use crate::domain::PasswordHasher;
+use crate::events;
+use crate::grpc::UserGrpc;
+use crate::store::Migrator;
+use sea_orm::DatabaseConnection;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+use verimail_kit::bus::{self, USERS_STREAM};
+use verimail_kit::grpc::Background;
+use verimail_kit::outbox::OutboxRelay;
+use verimail_kit::shutdown::Shutdown;
+use verimail_proto::user::v1::user_service_server::{SERVICE_NAME, UserServiceServer};
+
+pub struct App {
+    listener: TcpListener,
+    db: DatabaseConnection,
+    js: async_nats::jetstream::Context,
+    hasher: PasswordHasher,
+}
+
+impl App {
+    /// Connects the database (running migrations) and NATS (waiting for it), declares the
+    /// stream it publishes to and binds the gRPC port.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let hasher = PasswordHasher::new(config.hash_cost, config.hash_concurrency)
+            .map_err(|e| anyhow::anyhow!("PASSWORD_HASH_*: {e}"))?;
+        let db = verimail_kit::db::connect::<Migrator>(&config.database_url).await?;
+        let js = async_nats::jetstream::new(bus::connect(&config.nats_url).await);
+        bus::declare_streams(&js, &[USERS_STREAM]).await?;
+        let listener = verimail_kit::grpc::bind("USER_GRPC_ADDR", &config.grpc_addr).await?;
+        Ok(App { listener, db, js, hasher })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let relay = OutboxRelay::new(self.db.clone(), self.js.clone());
+        let service = UserGrpc { db: self.db.clone(), hasher: self.hasher, relay: relay.clone() };
+        let db = self.db.clone();
+        let background: Vec<Background> = vec![
+            Box::pin(relay.run(shutdown.clone())),
+            Box::pin(bus::consume(self.js, events::email_verified_consumer(), move |delivery| {
+                let db = db.clone();
+                async move { events::on_email_verified(&db, delivery).await }
+            })),
+        ];
+        let routes = Routes::new(UserServiceServer::new(service));
+        verimail_kit::grpc::run_service(self.listener, routes, &[SERVICE_NAME], background, shutdown).await?;
+        Ok(())
+    }
+}

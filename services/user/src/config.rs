@@ -1,0 +1,44 @@
+use crate::domain::HashCost;
+use verimail_kit::config::{self, ConfigError};
+
+/// user-service's configuration, from the environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `USER_GRPC_ADDR`
+    pub grpc_addr: String,
+    /// `DATABASE_URL`
+    pub database_url: String,
+    /// `NATS_URL`
+    pub nats_url: String,
+    /// `PASSWORD_HASH_MEMORY_KIB`, `PASSWORD_HASH_ITERATIONS`, `PASSWORD_HASH_PARALLELISM`
+    pub hash_cost: HashCost,
+    /// `PASSWORD_HASH_CONCURRENCY`: hashes computed at once (default: the number of cores).
+    pub hash_concurrency: usize,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let default_cost = HashCost::default();
+        let hash_cost = HashCost {
+            memory_kib: config::parse("PASSWORD_HASH_MEMORY_KIB", default_cost.memory_kib)?,
+            iterations: config::parse("PASSWORD_HASH_ITERATIONS", default_cost.iterations)?,
+            parallelism: config::parse("PASSWORD_HASH_PARALLELISM", default_cost.parallelism)?,
+        };
+        if config::is_production()
+            && (hash_cost.memory_kib < default_cost.memory_kib || hash_cost.iterations < default_cost.iterations)
+        {
+            return Err(ConfigError::new(
+                "PASSWORD_HASH_MEMORY_KIB",
+                "argon2id cost below m=19456 KiB, t=2 is refused in production",
+            ));
+        }
+        let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(2);
+        Ok(Config {
+            grpc_addr: config::string("USER_GRPC_ADDR", "127.0.0.1:50051"),
+            database_url: config::database_url("user.db"),
+            nats_url: config::nats_url(),
+            hash_cost,
+            hash_concurrency: config::parse("PASSWORD_HASH_CONCURRENCY", cores)?,
+        })
+    }
+}

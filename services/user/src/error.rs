@@ -1,0 +1,45 @@
+use sea_orm::DbErr;
+use tonic::Status;
+
+/// Everything a user-service request can fail with; converted to a gRPC status in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+    #[error("a user with this email already exists")]
+    AlreadyExists,
+    #[error("no such user")]
+    NotFound,
+    #[error("database error")]
+    Db(#[from] DbErr),
+    #[error("password hashing failed: {0}")]
+    Hashing(String),
+}
+
+impl UserError {
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        UserError::InvalidArgument { field, reason: reason.into() }
+    }
+}
+
+impl From<UserError> for Status {
+    fn from(err: UserError) -> Status {
+        match err {
+            UserError::InvalidArgument { field, reason } => verimail_kit::grpc::invalid_argument(field, reason),
+            UserError::AlreadyExists => Status::already_exists(err.to_string()),
+            UserError::NotFound => Status::not_found(err.to_string()),
+            UserError::Db(ref source @ (DbErr::Conn(_) | DbErr::ConnectionAcquire(_))) => {
+                tracing::error!(error = %source, "database unavailable");
+                Status::unavailable("the user database is unavailable; retry later")
+            }
+            UserError::Db(ref source) => {
+                tracing::error!(error = %source, "database error");
+                Status::internal("internal error")
+            }
+            UserError::Hashing(ref reason) => {
+                tracing::error!(%reason, "password hashing failed");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

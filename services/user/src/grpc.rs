@@ -1,0 +1,137 @@
+//! The tonic service: converts requests to domain values first, then works on those.
+
+use crate::domain::{Email, Password, PasswordHasher};
+use crate::error::UserError;
+use crate::store::{self, Status, user};
+use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait, TransactionTrait};
+use tonic::{Request, Response};
+use verimail_kit::bus::subjects;
+use verimail_kit::outbox::{self, OutboxEvent, OutboxRelay};
+use verimail_kit::rfc3339;
+use verimail_proto::events::v1 as events;
+use verimail_proto::user::v1::{self as pb, user_service_server::UserService};
+
+pub struct UserGrpc {
+    pub db: DatabaseConnection,
+    pub hasher: PasswordHasher,
+    pub relay: OutboxRelay,
+}
+
+type GrpcResult<T> = Result<Response<T>, tonic::Status>;
+
+#[tonic::async_trait]
+impl UserService for UserGrpc {
+    async fn register_user(&self, request: Request<pb::RegisterUserRequest>) -> GrpcResult<pb::RegisterUserResponse> {
+        let request = request.into_inner();
+        let user_id = self.register(&request.email, &request.password).await?;
+        Ok(Response::new(pb::RegisterUserResponse { user_id }))
+    }
+
+    async fn get_user(&self, request: Request<pb::GetUserRequest>) -> GrpcResult<pb::GetUserResponse> {
+        let found = match request.into_inner().key {
+            Some(pb::get_user_request::Key::UserId(id)) => {
+                let id =
+                    uuid::Uuid::parse_str(id.trim()).map_err(|_| UserError::invalid("user_id", "must be a UUID"))?;
+                store::find_by_id(&self.db, &id.to_string()).await
+            }
+            Some(pb::get_user_request::Key::Email(email)) => {
+                let email = Email::parse(&email).map_err(|reason| UserError::invalid("email", reason))?;
+                store::find_by_email(&self.db, email.as_str()).await
+            }
+            None => return Err(UserError::invalid("user_id", "give user_id or email").into()),
+        };
+        let user = found.map_err(UserError::from)?.ok_or(UserError::NotFound)?;
+        Ok(Response::new(pb::GetUserResponse { user: Some(to_proto(user)) }))
+    }
+
+    async fn resend_verification(
+        &self,
+        request: Request<pb::ResendVerificationRequest>,
+    ) -> GrpcResult<pb::ResendVerificationResponse> {
+        let email = Email::parse(&request.into_inner().email).map_err(|reason| UserError::invalid("email", reason))?;
+        self.request_verification(&email).await?;
+        Ok(Response::new(pb::ResendVerificationResponse {}))
+    }
+}
+
+impl UserGrpc {
+    async fn register(&self, email: &str, password: &str) -> Result<String, UserError> {
+        let email = Email::parse(email).map_err(|reason| UserError::invalid("email", reason))?;
+        let password = Password::parse(password).map_err(|reason| UserError::invalid("password", reason))?;
+        // Cheap check first, so a duplicate costs no hash; the unique index decides races.
+        if store::find_by_email(&self.db, email.as_str()).await?.is_some() {
+            return Err(UserError::AlreadyExists);
+        }
+        let password_hash = self.hasher.hash(password).await.map_err(UserError::Hashing)?;
+        let now = chrono::Utc::now();
+        let user_id = uuid::Uuid::now_v7().to_string();
+        let event = events::UserRegistered {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            user_id: user_id.clone(),
+            email: email.as_str().to_owned(),
+            occurred_at: rfc3339(now),
+        };
+        let txn = self.db.begin().await?;
+        let inserted = user::Entity::insert(user::ActiveModel {
+            id: Set(user_id.clone()),
+            email: Set(email.as_str().to_owned()),
+            password_hash: Set(password_hash),
+            status: Set(Status::Unverified),
+            created_at: Set(now),
+            updated_at: Set(now),
+            verified_at: Set(None),
+        })
+        .exec_without_returning(&txn)
+        .await;
+        if let Err(err) = inserted {
+            return Err(if verimail_kit::db::is_unique_violation(&err) {
+                UserError::AlreadyExists
+            } else {
+                err.into()
+            });
+        }
+        outbox::enqueue(&txn, OutboxEvent::new(event.event_id.clone(), subjects::USERS_REGISTERED, &event)).await?;
+        txn.commit().await?;
+        self.relay.wake();
+        tracing::info!(%user_id, event_id = %event.event_id, "user registered");
+        Ok(user_id)
+    }
+
+    /// Enqueues users.verification_requested for an unverified user; does nothing otherwise,
+    /// and the caller cannot tell which happened.
+    async fn request_verification(&self, email: &Email) -> Result<(), UserError> {
+        let Some(user) = store::find_by_email(&self.db, email.as_str()).await? else {
+            return Ok(());
+        };
+        if user.status != Status::Unverified {
+            return Ok(());
+        }
+        let event = events::VerificationRequested {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            user_id: user.id,
+            email: user.email,
+            occurred_at: rfc3339(chrono::Utc::now()),
+        };
+        outbox::enqueue(
+            &self.db,
+            OutboxEvent::new(event.event_id.clone(), subjects::USERS_VERIFICATION_REQUESTED, &event),
+        )
+        .await?;
+        self.relay.wake();
+        Ok(())
+    }
+}
+
+fn to_proto(user: user::Model) -> pb::User {
+    pb::User {
+        id: user.id,
+        email: user.email,
+        status: match user.status {
+            Status::Unverified => pb::UserStatus::Unverified,
+            Status::Verified => pb::UserStatus::Verified,
+        } as i32,
+        created_at: rfc3339(user.created_at),
+        updated_at: rfc3339(user.updated_at),
+        verified_at: user.verified_at.map(rfc3339).unwrap_or_default(),
+    }
+}

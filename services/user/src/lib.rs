@@ -1,0 +1,14 @@
+//! user-service: owns users (normalized email, argon2id password hash, verification status).
+//! Publishes users.registered and users.verification_requested through its outbox and
+//! consumes auth.email_verified.
+
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod store;
+
+pub use app::App;
+pub use config::Config;

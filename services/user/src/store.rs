@@ -1,0 +1,107 @@
+//! user-service's own tables: `users` and the outbox.
+
+use sea_orm::entity::prelude::*;
+use sea_orm_migration::{MigrationTrait, MigratorTrait};
+
+pub mod user {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "users")]
+    pub struct Model {
+        /// UUIDv7, as text.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        #[sea_orm(unique)]
+        pub email: String,
+        pub password_hash: String,
+        pub status: super::Status,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+        pub verified_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+pub enum Status {
+    #[sea_orm(string_value = "unverified")]
+    Unverified,
+    #[sea_orm(string_value = "verified")]
+    Verified,
+}
+
+mod create_users {
+    use sea_orm_migration::prelude::*;
+    use sea_orm_migration::schema::*;
+
+    #[derive(DeriveIden)]
+    enum Users {
+        Table,
+        Id,
+        Email,
+        PasswordHash,
+        Status,
+        CreatedAt,
+        UpdatedAt,
+        VerifiedAt,
+    }
+
+    pub fn migration() -> verimail_kit::db::CreateTables {
+        verimail_kit::db::CreateTables {
+            name: "m20261124_000001_create_users",
+            tables: vec![
+                Table::create()
+                    .table(Users::Table)
+                    .col(string(Users::Id).primary_key())
+                    .col(string_uniq(Users::Email))
+                    .col(string(Users::PasswordHash))
+                    .col(string_len(Users::Status, 16))
+                    .col(timestamp_with_time_zone(Users::CreatedAt))
+                    .col(timestamp_with_time_zone(Users::UpdatedAt))
+                    .col(timestamp_with_time_zone_null(Users::VerifiedAt))
+                    .to_owned(),
+            ],
+            indexes: vec![],
+        }
+    }
+}
+
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(verimail_kit::outbox::migration::migration()), Box::new(create_users::migration())]
+    }
+}
+
+pub async fn find_by_id<C: ConnectionTrait>(conn: &C, id: &str) -> Result<Option<user::Model>, DbErr> {
+    user::Entity::find_by_id(id.to_owned()).one(conn).await
+}
+
+pub async fn find_by_email<C: ConnectionTrait>(conn: &C, email: &str) -> Result<Option<user::Model>, DbErr> {
+    user::Entity::find().filter(user::Column::Email.eq(email)).one(conn).await
+}
+
+/// Marks the user verified; a user who already is stays as they are. Returns false if
+/// there is no such user.
+pub async fn mark_verified<C: ConnectionTrait>(conn: &C, id: &str) -> Result<bool, DbErr> {
+    let now = chrono::Utc::now();
+    let updated = user::Entity::update_many()
+        .col_expr(user::Column::Status, Expr::value(Status::Verified))
+        .col_expr(user::Column::VerifiedAt, Expr::value(now))
+        .col_expr(user::Column::UpdatedAt, Expr::value(now))
+        .filter(user::Column::Id.eq(id))
+        .filter(user::Column::Status.eq(Status::Unverified))
+        .exec(conn)
+        .await?;
+    if updated.rows_affected > 0 {
+        return Ok(true);
+    }
+    Ok(find_by_id(conn, id).await?.is_some())
+}

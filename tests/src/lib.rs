@@ -1,0 +1,160 @@
+//! The whole stack for system tests: a nats-server of its own, the three services and the
+//! gateway on free ports with temporary SQLite files, and an SMTP server inside the test.
+//! Helpers hide ports and processes; assertions stay in the tests.
+
+pub mod browser;
+pub mod smtp;
+
+use std::time::Duration;
+use tonic::transport::Channel;
+use verimail_kit::shutdown::Shutdown;
+use verimail_proto::auth::v1::auth_service_client::AuthServiceClient;
+use verimail_proto::email::v1::email_service_client::EmailServiceClient;
+use verimail_proto::user::v1::user_service_client::UserServiceClient;
+use verimail_proto::user::v1::{GetUserRequest, UserStatus, get_user_request};
+use verimail_testkit::NatsServer;
+use verimail_user::domain::HashCost;
+
+pub use smtp::{ReceivedMail, SmtpServer};
+
+/// Knobs a test may turn; everything else is as in production.
+pub struct StackOptions {
+    pub token_lifetime: Duration,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions { token_lifetime: Duration::from_secs(3600) }
+    }
+}
+
+pub struct Stack {
+    pub users: UserServiceClient<Channel>,
+    pub auth: AuthServiceClient<Channel>,
+    pub emails: EmailServiceClient<Channel>,
+    pub gateway_url: String,
+    pub smtp: SmtpServer,
+    /// The PASERK key auth-service issues with, so a test can forge tokens it signs.
+    pub token_key: String,
+    pub grpc_addrs: [std::net::SocketAddr; 3],
+    pub nats: NatsServer,
+    shutdown: Shutdown,
+    _data: tempfile::TempDir,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        Stack::start_with(StackOptions::default()).await
+    }
+
+    pub async fn start_with(options: StackOptions) -> Stack {
+        verimail_kit::telemetry::init();
+        let nats = NatsServer::start();
+        let smtp = SmtpServer::start();
+        let data = tempfile::tempdir().expect("temporary data folder");
+        let db = |name: &str| format!("sqlite://{}?mode=rwc", data.path().join(name).display());
+        let shutdown = Shutdown::default();
+
+        let keys = verimail_auth::token::TokenKeys::generate().expect("token key");
+        let token_key = keys.current_paserk();
+        let auth = verimail_auth::App::build(verimail_auth::Config {
+            grpc_addr: "127.0.0.1:0".into(),
+            database_url: db("auth.db"),
+            nats_url: nats.url(),
+            keys,
+            token_lifetime: options.token_lifetime,
+        })
+        .await
+        .expect("auth-service builds");
+        let auth_addr = auth.grpc_addr();
+
+        let user = verimail_user::App::build(verimail_user::Config {
+            grpc_addr: "127.0.0.1:0".into(),
+            database_url: db("user.db"),
+            nats_url: nats.url(),
+            // Cheap hashing for tests, through configuration like any other deployment.
+            hash_cost: HashCost { memory_kib: 1024, iterations: 1, parallelism: 1 },
+            hash_concurrency: 2,
+        })
+        .await
+        .expect("user-service builds");
+        let user_addr = user.grpc_addr();
+
+        let gateway = verimail_gateway::App::build(verimail_gateway::Config {
+            http_addr: "127.0.0.1:0".into(),
+            user_addr: user_addr.to_string(),
+            auth_addr: auth_addr.to_string(),
+        })
+        .await
+        .expect("gateway builds");
+        let gateway_url = format!("http://{}", gateway.http_addr());
+
+        let email = verimail_email::App::build(verimail_email::Config {
+            grpc_addr: "127.0.0.1:0".into(),
+            database_url: db("email.db"),
+            nats_url: nats.url(),
+            auth_addr: auth_addr.to_string(),
+            mail_target: verimail_email::mail::MailTarget::Smtp(smtp.url()),
+            from: "Verimail <no-reply@verimail.localhost>".parse().expect("mailbox"),
+            public_base_url: gateway_url.clone(),
+            max_attempts: 5,
+            retry_backoff: vec![Duration::from_millis(200)],
+        })
+        .await
+        .expect("email-service builds");
+        let email_addr = email.grpc_addr();
+
+        tokio::spawn(auth.run(shutdown.clone()));
+        tokio::spawn(user.run(shutdown.clone()));
+        tokio::spawn(email.run(shutdown.clone()));
+        tokio::spawn(gateway.run(shutdown.clone()));
+
+        let channel =
+            |addr: std::net::SocketAddr| verimail_kit::grpc::channel("test", &addr.to_string()).expect("channel");
+        Stack {
+            users: UserServiceClient::new(channel(user_addr)),
+            auth: AuthServiceClient::new(channel(auth_addr)),
+            emails: EmailServiceClient::new(channel(email_addr)),
+            gateway_url,
+            smtp,
+            token_key,
+            grpc_addrs: [user_addr, auth_addr, email_addr],
+            nats,
+            shutdown,
+            _data: data,
+        }
+    }
+
+    /// Polls GetUser (every 20 ms, at most `limit`) until the user has `status`.
+    pub async fn wait_for_status(&self, user_id: &str, status: UserStatus, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.status_of(user_id).await == status {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn status_of(&self, user_id: &str) -> UserStatus {
+        let user = self
+            .users
+            .clone()
+            .get_user(GetUserRequest { key: Some(get_user_request::Key::UserId(user_id.to_owned())) })
+            .await
+            .expect("GetUser")
+            .into_inner()
+            .user
+            .expect("a user");
+        user.status()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}

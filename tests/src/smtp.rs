@@ -1,0 +1,123 @@
+//! A real SMTP server inside the test (mailin-embedded), keeping every message it receives.
+
+use mailin_embedded::{Handler, Response, Server, response};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+#[derive(Debug, Clone)]
+pub struct ReceivedMail {
+    pub to: Vec<String>,
+    pub raw: Vec<u8>,
+}
+
+impl ReceivedMail {
+    /// The decoded body of the first part with this MIME type.
+    pub fn part(&self, mime: &str) -> String {
+        let parsed = mailparse::parse_mail(&self.raw).expect("a parseable email");
+        let found = std::iter::once(&parsed)
+            .chain(parsed.subparts.iter())
+            .find(|p| p.ctype.mimetype == mime)
+            .unwrap_or_else(|| panic!("no {mime} part"));
+        found.get_body().expect("a decodable body")
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        use mailparse::MailHeaderMap;
+        mailparse::parse_mail(&self.raw).ok()?.headers.get_first_value(name)
+    }
+
+    /// The verification link in the plain-text part.
+    pub fn verification_link(&self) -> String {
+        let text = self.part("text/plain");
+        text.split_whitespace()
+            .find(|word| word.contains("/verify-email?token="))
+            .unwrap_or_else(|| panic!("no verification link in:\n{text}"))
+            .to_owned()
+    }
+}
+
+#[derive(Default)]
+struct Inbox {
+    mails: Mutex<Vec<ReceivedMail>>,
+    arrived: Notify,
+}
+
+#[derive(Clone)]
+struct Collector {
+    inbox: Arc<Inbox>,
+    to: Vec<String>,
+    data: Vec<u8>,
+}
+
+impl Handler for Collector {
+    fn data_start(&mut self, _domain: &str, _from: &str, _is8bit: bool, to: &[String]) -> Response {
+        self.to = to.to_vec();
+        self.data.clear();
+        response::OK
+    }
+
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.data.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn data_end(&mut self) -> Response {
+        let mail = ReceivedMail { to: std::mem::take(&mut self.to), raw: std::mem::take(&mut self.data) };
+        self.inbox.mails.lock().expect("inbox lock").push(mail);
+        self.inbox.arrived.notify_waiters();
+        response::OK
+    }
+}
+
+/// The server runs on its own threads until the test process ends; it holds no files.
+pub struct SmtpServer {
+    port: u16,
+    inbox: Arc<Inbox>,
+}
+
+impl SmtpServer {
+    pub fn start() -> SmtpServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind SMTP port");
+        let port = listener.local_addr().expect("SMTP address").port();
+        let inbox = Arc::new(Inbox::default());
+        let mut server = Server::new(Collector { inbox: inbox.clone(), to: Vec::new(), data: Vec::new() });
+        server.with_name("smtp.test").with_num_threads(4).with_tcp_listener(listener);
+        std::thread::spawn(move || {
+            if let Err(e) = server.serve() {
+                panic!("SMTP server stopped: {e}");
+            }
+        });
+        SmtpServer { port, inbox }
+    }
+
+    /// A lettre URL for it (plain SMTP on loopback).
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    pub fn all(&self) -> Vec<ReceivedMail> {
+        self.inbox.mails.lock().expect("inbox lock").clone()
+    }
+
+    /// Every message sent to `address` so far.
+    pub fn to(&self, address: &str) -> Vec<ReceivedMail> {
+        self.all().into_iter().filter(|m| m.to.iter().any(|t| t == address)).collect()
+    }
+
+    /// Waits (at most `limit`) until `count` messages to `address` have arrived.
+    pub async fn wait_for(&self, address: &str, count: usize, limit: Duration) -> Vec<ReceivedMail> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let arrived = self.inbox.arrived.notified();
+            let mails = self.to(address);
+            if mails.len() >= count {
+                return mails;
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                panic!("{} of {count} emails to {address} arrived within {limit:?}", self.to(address).len());
+            }
+        }
+    }
+}

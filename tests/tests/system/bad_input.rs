@@ -1,0 +1,130 @@
+//! Bad input gets a precise status and writes nothing.
+
+use crate::{EMAIL_WAIT, register};
+use std::time::Duration;
+use tonic::Code;
+use verimail_proto::email::v1::ListDeliveriesRequest;
+use verimail_proto::user::v1::{GetUserRequest, RegisterUserRequest, ResendVerificationRequest, get_user_request};
+use verimail_system_tests::Stack;
+use verimail_system_tests::browser::Browser;
+
+async fn user_by_email(stack: &Stack, email: &str) -> Result<String, Code> {
+    stack
+        .users
+        .clone()
+        .get_user(GetUserRequest { key: Some(get_user_request::Key::Email(email.into())) })
+        .await
+        .map(|r| r.into_inner().user.expect("user").id)
+        .map_err(|s| s.code())
+}
+
+async fn delivery_count(stack: &Stack) -> usize {
+    stack
+        .emails
+        .clone()
+        .list_deliveries(ListDeliveriesRequest { user_id: String::new(), limit: 100 })
+        .await
+        .expect("ListDeliveries")
+        .into_inner()
+        .deliveries
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_email_gets_already_exists_and_writes_nothing() {
+    let stack = Stack::start().await;
+    let first = register(&stack, "frank@example.com", "correct horse battery").await;
+    stack.smtp.wait_for("frank@example.com", 1, EMAIL_WAIT).await;
+
+    for same_mailbox in ["frank@example.com", "  FRANK@Example.COM "] {
+        let status = stack
+            .users
+            .clone()
+            .register_user(RegisterUserRequest { email: same_mailbox.into(), password: "another password".into() })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::AlreadyExists, "{same_mailbox:?}");
+    }
+    assert_eq!(user_by_email(&stack, "frank@example.com").await, Ok(first));
+    // No second users.registered went out: no second email, no second delivery.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stack.smtp.to("frank@example.com").len(), 1);
+    assert_eq!(delivery_count(&stack).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_registrations_get_invalid_argument_naming_the_field() {
+    let stack = Stack::start().await;
+    let long_local = format!("{}@example.com", "a".repeat(65));
+    let too_long = format!("{}@{}.com", "a".repeat(64), "b".repeat(190));
+    let cases: Vec<(String, String, &str)> = vec![
+        ("".into(), "correct horse".into(), "email"),
+        ("not-an-email".into(), "correct horse".into(), "email"),
+        ("with space@example.com".into(), "correct horse".into(), "email"),
+        ("user@localhost".into(), "correct horse".into(), "email"),
+        ("user@[999.1.1.1]".into(), "correct horse".into(), "email"),
+        (long_local, "correct horse".into(), "email"),
+        (too_long, "correct horse".into(), "email"),
+        ("Name <user@example.com>".into(), "correct horse".into(), "email"),
+        ("ok@example.com".into(), "short".into(), "password"),
+        ("ok@example.com".into(), "x".repeat(129), "password"),
+    ];
+    for (email, password, field) in cases {
+        let status = stack
+            .users
+            .clone()
+            .register_user(RegisterUserRequest { email: email.clone(), password })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{email:?}");
+        assert_eq!(verimail_kit::grpc::bad_request_field(&status).as_deref(), Some(field), "{email:?}");
+        assert!(status.message().starts_with(&format!("{field}: ")), "{}", status.message());
+    }
+    assert_eq!(user_by_email(&stack, "ok@example.com").await, Err(Code::NotFound));
+
+    // A valid IP literal and a 128-character password are accepted.
+    register(&stack, "user@[192.0.2.7]", &"p".repeat(128)).await;
+    stack.smtp.wait_for("user@[192.0.2.7]", 1, EMAIL_WAIT).await;
+    assert_eq!(delivery_count(&stack).await, 1, "only the valid registration sent an email");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_lookups_and_resends_are_refused_precisely() {
+    let stack = Stack::start().await;
+    let users = stack.users.clone();
+    let not_uuid = users
+        .clone()
+        .get_user(GetUserRequest { key: Some(get_user_request::Key::UserId("42".into())) })
+        .await
+        .unwrap_err();
+    assert_eq!(not_uuid.code(), Code::InvalidArgument);
+    assert_eq!(verimail_kit::grpc::bad_request_field(&not_uuid).as_deref(), Some("user_id"));
+    let no_key = users.clone().get_user(GetUserRequest { key: None }).await.unwrap_err();
+    assert_eq!(no_key.code(), Code::InvalidArgument);
+    let unknown = users
+        .clone()
+        .get_user(GetUserRequest {
+            key: Some(get_user_request::Key::UserId("01937b5e-0000-7000-8000-000000000000".into())),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+
+    let bad_resend =
+        users.clone().resend_verification(ResendVerificationRequest { email: "nope".into() }).await.unwrap_err();
+    assert_eq!(bad_resend.code(), Code::InvalidArgument);
+    // An unknown address is answered exactly like a known one, and sends nothing.
+    users
+        .clone()
+        .resend_verification(ResendVerificationRequest { email: "nobody@example.com".into() })
+        .await
+        .expect("same answer for unknown addresses");
+
+    let browser = Browser::new(&stack.gateway_url);
+    let page = browser.submit("/resend", &[("email".into(), "not an email".into())]).await;
+    assert_eq!((page.status, page.kind()), (400, "resend"));
+    let page = browser.submit("/resend", &[("email".into(), "nobody@example.com".into())]).await;
+    assert_eq!((page.status, page.kind()), (202, "resent"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(stack.smtp.all().is_empty());
+}

@@ -1,0 +1,116 @@
+//! What operators rely on: health, reflection, and no second email for a redelivered event.
+
+use crate::{EMAIL_WAIT, register};
+use async_nats::jetstream;
+use std::time::Duration;
+use tokio_stream::StreamExt;
+use verimail_kit::bus;
+use verimail_proto::email::v1::{DeliveryStatus, ListDeliveriesRequest};
+use verimail_system_tests::Stack;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_service_serves_health_and_reflection_v1_and_v1alpha() {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    use tonic_reflection::pb::{v1, v1alpha};
+
+    let stack = Stack::start().await;
+    let services = [
+        (stack.grpc_addrs[0], "verimail.user.v1.UserService"),
+        (stack.grpc_addrs[1], "verimail.auth.v1.AuthService"),
+        (stack.grpc_addrs[2], "verimail.email.v1.EmailService"),
+    ];
+    for (addr, name) in services {
+        let channel = verimail_kit::grpc::channel("test", &addr.to_string()).unwrap();
+        let health = HealthClient::new(channel.clone())
+            .check(HealthCheckRequest { service: name.into() })
+            .await
+            .expect("health check")
+            .into_inner();
+        assert_eq!(health.status(), ServingStatus::Serving, "{name}");
+
+        let request = v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+        };
+        let mut replies = v1::server_reflection_client::ServerReflectionClient::new(channel.clone())
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .expect("reflection v1")
+            .into_inner();
+        let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+            replies.next().await.expect("a reply").expect("ok").message_response
+        else {
+            panic!("not a service list")
+        };
+        let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(names.iter().any(|n| n == name), "{names:?}");
+        assert!(names.iter().any(|n| n == "grpc.health.v1.Health"), "{names:?}");
+
+        let request = v1alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                name.into(),
+            )),
+        };
+        let mut replies = v1alpha::server_reflection_client::ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .expect("reflection v1alpha")
+            .into_inner();
+        let reply = replies.next().await.expect("a reply").expect("ok");
+        assert!(
+            matches!(
+                reply.message_response,
+                Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(_))
+            ),
+            "{name} descriptor over v1alpha"
+        );
+    }
+
+    let health = reqwest::get(format!("{}/healthz", stack.gateway_url)).await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_registration_sends_nothing_twice() {
+    let stack = Stack::start().await;
+    let user_id = register(&stack, "grace@example.com", "correct horse battery").await;
+    stack.smtp.wait_for("grace@example.com", 1, EMAIL_WAIT).await;
+
+    // Put the same event on the stream again under a new message id, past JetStream's
+    // de-duplication: the consumer sees it as a redelivery of the same event.
+    let js = jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
+    let mut stream = js.get_stream("USERS").await.unwrap();
+    let original = stream.get_raw_message(1).await.unwrap();
+    js.publish_with_headers(
+        original.subject.to_string(),
+        bus::event_headers("replayed-copy", "verimail.events.v1.UserRegistered"),
+        original.payload.clone(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = stream.consumer_info("email-service").await.unwrap();
+        if info.ack_floor.stream_sequence >= 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the copy was not handled within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stream.info().await;
+    assert_eq!(stack.smtp.to("grace@example.com").len(), 1, "one email, not two");
+    let deliveries = stack
+        .emails
+        .clone()
+        .list_deliveries(ListDeliveriesRequest { user_id, limit: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .deliveries;
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].status(), DeliveryStatus::Sent);
+}

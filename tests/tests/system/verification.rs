@@ -1,0 +1,162 @@
+//! The flow a user goes through: register, open the email, click the link, verified.
+
+use crate::{EMAIL_WAIT, STATUS_WAIT, register};
+use std::time::{Duration, Instant};
+use tonic::Code;
+use verimail_auth::token::TokenKeys;
+use verimail_proto::auth::v1::{VerifyEmailRequest, VerifyOutcome};
+use verimail_proto::email::v1::{DeliveryStatus, ListDeliveriesRequest};
+use verimail_proto::user::v1::UserStatus;
+use verimail_system_tests::browser::Browser;
+use verimail_system_tests::{Stack, StackOptions};
+
+fn token_of(link: &str) -> String {
+    link.split("token=").nth(1).expect("token in link").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_open_the_email_click_the_link_and_become_verified() {
+    let stack = Stack::start().await;
+    let browser = Browser::new(&stack.gateway_url);
+    let started = Instant::now();
+
+    let user_id = register(&stack, "Alice@Example.com", "correct horse battery").await;
+    assert_eq!(stack.status_of(&user_id).await, UserStatus::Unverified);
+
+    let mails = stack.smtp.wait_for("alice@example.com", 1, EMAIL_WAIT).await;
+    let email = &mails[0];
+    assert_eq!(email.header("Subject").as_deref(), Some("Verify your email address"));
+    let link = email.verification_link();
+    assert!(link.starts_with(&format!("{}/verify-email?token=v4.local.", stack.gateway_url)), "{link}");
+    assert!(email.part("text/html").replace("&#x2f;", "/").contains(&link), "the HTML part carries the same link");
+
+    let page = browser.click(&link).await;
+    assert_eq!((page.status, page.kind()), (200, "verified"), "{}", page.html);
+    assert!(stack.wait_for_status(&user_id, UserStatus::Verified, STATUS_WAIT).await, "GetUser says verified");
+    let round_trip = started.elapsed();
+    println!("register -> verified round trip: {} ms", round_trip.as_millis());
+
+    // A second click (or a second tab) is fine, and says so.
+    let again = browser.click(&link).await;
+    assert_eq!((again.status, again.kind()), (200, "already-verified"), "{}", again.html);
+    let reply = stack
+        .auth
+        .clone()
+        .verify_email(VerifyEmailRequest { token: token_of(&link) })
+        .await
+        .expect("VerifyEmail on a used token")
+        .into_inner();
+    assert_eq!(reply.outcome(), VerifyOutcome::AlreadyVerified);
+    assert_eq!(reply.user_id, user_id);
+
+    // Exactly one email, recorded as sent once.
+    let deliveries = stack
+        .emails
+        .clone()
+        .list_deliveries(ListDeliveriesRequest { user_id: user_id.clone(), limit: 0 })
+        .await
+        .expect("ListDeliveries")
+        .into_inner()
+        .deliveries;
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].status(), DeliveryStatus::Sent);
+    assert_eq!(deliveries[0].attempts, 1);
+    assert_eq!(stack.smtp.to("alice@example.com").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_the_link_without_submitting_verifies_nothing() {
+    let stack = Stack::start().await;
+    let browser = Browser::new(&stack.gateway_url);
+    let user_id = register(&stack, "bob@example.com", "correct horse battery").await;
+    let link = stack.smtp.wait_for("bob@example.com", 1, EMAIL_WAIT).await[0].verification_link();
+
+    for _ in 0..3 {
+        let page = browser.get(&link).await;
+        assert_eq!((page.status, page.kind()), (200, "confirm"));
+        let (action, fields) = page.form().expect("a form to submit");
+        assert_eq!(action, "/verify-email");
+        assert_eq!(fields, vec![("token".to_owned(), token_of(&link))]);
+        assert!(page.html.contains("<button type=\"submit\">"), "works without JavaScript");
+    }
+    // Nothing was decided: still unverified a while later, and the link still works.
+    assert!(!stack.wait_for_status(&user_id, UserStatus::Verified, Duration::from_millis(500)).await);
+    let page = browser.click(&link).await;
+    assert_eq!(page.kind(), "verified");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_token_gets_the_invalid_page_and_invalid_argument() {
+    let stack = Stack::start().await;
+    let browser = Browser::new(&stack.gateway_url);
+    let user_id = register(&stack, "carol@example.com", "correct horse battery").await;
+    let link = stack.smtp.wait_for("carol@example.com", 1, EMAIL_WAIT).await[0].verification_link();
+    let token = token_of(&link);
+    let split = "v4.local.".len() + 20;
+    let flipped = if &token[split..=split] == "A" { "B" } else { "A" };
+    let tampered = format!("{}{flipped}{}", &token[..split], &token[split + 1..]);
+
+    let page = browser.submit("/verify-email", &[("token".into(), tampered.clone())]).await;
+    assert_eq!((page.status, page.kind()), (400, "invalid"));
+    assert!(page.form().is_some(), "the invalid page offers a new link");
+
+    let status = stack.auth.clone().verify_email(VerifyEmailRequest { token: tampered }).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(verimail_kit::grpc::bad_request_field(&status).as_deref(), Some("token"));
+
+    for junk in ["", "not-a-token", "v4.public.abc"] {
+        let page = browser.submit("/verify-email", &[("token".into(), junk.into())]).await;
+        assert_eq!((page.status, page.kind()), (400, "invalid"), "{junk:?}");
+    }
+    let missing = browser.get(&format!("{}/verify-email", stack.gateway_url)).await;
+    assert_eq!((missing.status, missing.kind()), (400, "invalid"));
+
+    assert!(!stack.wait_for_status(&user_id, UserStatus::Verified, Duration::from_millis(300)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_for_another_purpose_is_refused() {
+    let stack = Stack::start().await;
+    let browser = Browser::new(&stack.gateway_url);
+    let user_id = register(&stack, "dave@example.com", "correct horse battery").await;
+    stack.smtp.wait_for("dave@example.com", 1, EMAIL_WAIT).await;
+    // Signed with auth-service's own key, so only the purpose is wrong.
+    let keys = TokenKeys::from_paserk(&[stack.token_key.as_str()]).unwrap();
+    let other = keys.issue_for("password_reset", &user_id, "dave@example.com", Duration::from_secs(600)).unwrap().token;
+
+    let status = stack.auth.clone().verify_email(VerifyEmailRequest { token: other.clone() }).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("not an email verification token"), "{}", status.message());
+    let page = browser.submit("/verify-email", &[("token".into(), other)]).await;
+    assert_eq!((page.status, page.kind()), (400, "invalid"));
+    assert!(!stack.wait_for_status(&user_id, UserStatus::Verified, Duration::from_millis(300)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_link_offers_a_new_one_which_works() {
+    let stack = Stack::start_with(StackOptions { token_lifetime: Duration::from_secs(2) }).await;
+    let browser = Browser::new(&stack.gateway_url);
+    let user_id = register(&stack, "erin@example.com", "correct horse battery").await;
+    let link = stack.smtp.wait_for("erin@example.com", 1, EMAIL_WAIT).await[0].verification_link();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let page = browser.click(&link).await;
+    assert_eq!((page.status, page.kind()), (410, "expired"), "{}", page.html);
+    let status = stack.auth.clone().verify_email(VerifyEmailRequest { token: token_of(&link) }).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(stack.status_of(&user_id).await, UserStatus::Unverified);
+
+    // The expired page's form asks for a new link.
+    let (action, mut fields) = page.form().expect("a resend form");
+    assert_eq!(action, "/resend");
+    fields.iter_mut().filter(|(name, _)| name == "email").for_each(|(_, v)| *v = "erin@example.com".into());
+    let resent = browser.submit(&action, &fields).await;
+    assert_eq!((resent.status, resent.kind()), (202, "resent"));
+
+    let mails = stack.smtp.wait_for("erin@example.com", 2, EMAIL_WAIT).await;
+    let fresh = mails[1].verification_link();
+    assert_ne!(fresh, link);
+    let page = browser.click(&fresh).await;
+    assert_eq!(page.kind(), "verified", "{}", page.html);
+    assert!(stack.wait_for_status(&user_id, UserStatus::Verified, STATUS_WAIT).await);
+}
