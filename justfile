@@ -9,8 +9,9 @@ dev:
     scripts/dev.sh
 
 # Run every test (unit, bus and system tests on real NATS, SQLite and SMTP)
+[positional-arguments]
 test *args:
-    scripts/test.sh {{args}}
+    scripts/test.sh "$@"
 
 # Build every crate
 build:

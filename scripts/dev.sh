@@ -31,7 +31,8 @@ stop_all() {
     wait 2>/dev/null || true
     echo "stopped"
 }
-trap stop_all INT TERM EXIT
+trap stop_all EXIT
+trap 'stop_all; exit 0' INT TERM
 
 answers() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 nats_hostport="${NATS_URL#*://}"; nats_hostport="${nats_hostport%%/*}"
@@ -65,5 +66,8 @@ Verimail is running (Ctrl-C stops everything):
   mail           ${SMTP_URL:-.eml files in data/mail/}
 
 EOM
-# Stop everything as soon as any part exits.
-wait -n "${pids[@]}"
+# Stop everything as soon as any part exits: that is a failure (Ctrl-C exits through the trap).
+status=0
+wait -n "${pids[@]}" || status=$?
+echo "a part of the stack exited (status $status); stopping the rest" >&2
+exit $(( status == 0 ? 1 : status ))

@@ -23,10 +23,15 @@ pub async fn serve(
     for name in served {
         health.set_service_status(*name, tonic_health::ServingStatus::Serving).await;
     }
+    // Reflection lists only what this server answers, though it can describe every type.
     let reflection = || {
-        tonic_reflection::server::Builder::configure()
+        let builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(verimail_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // google.rpc.BadRequest, so grpcurl can print the details of INVALID_ARGUMENT.
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health");
+        served.iter().fold(builder, |builder, name| builder.with_service_name(*name))
     };
     let reflection_v1 = reflection().build_v1().expect("the embedded descriptor sets are valid");
     let reflection_v1alpha = reflection().build_v1alpha().expect("the embedded descriptor sets are valid");

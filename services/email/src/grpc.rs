@@ -53,5 +53,6 @@ fn to_proto(row: delivery::Model) -> pb::Delivery {
         last_error: row.last_error.unwrap_or_default(),
         created_at: rfc3339(row.created_at),
         updated_at: rfc3339(row.updated_at),
+        sent_at: row.sent_at.map(rfc3339).unwrap_or_default(),
     }
 }
