@@ -2,6 +2,7 @@
 //! gateway on free ports with temporary SQLite files, and an SMTP server inside the test.
 //! Helpers hide ports and processes; assertions stay in the tests.
 
+pub mod batch;
 pub mod browser;
 pub mod smtp;
 
@@ -20,11 +21,18 @@ pub use smtp::{ReceivedMail, SmtpServer};
 /// Knobs a test may turn; everything else is as in production.
 pub struct StackOptions {
     pub token_lifetime: Duration,
+    /// email-service's attempts per event and the delays between them.
+    pub email_attempts: i64,
+    pub email_backoff: Vec<Duration>,
 }
 
 impl Default for StackOptions {
     fn default() -> Self {
-        StackOptions { token_lifetime: Duration::from_secs(3600) }
+        StackOptions {
+            token_lifetime: Duration::from_secs(3600),
+            email_attempts: 5,
+            email_backoff: vec![Duration::from_millis(200)],
+        }
     }
 }
 
@@ -97,8 +105,8 @@ impl Stack {
             mail_target: verimail_email::mail::MailTarget::Smtp(smtp.url()),
             from: "Verimail <no-reply@verimail.localhost>".parse().expect("mailbox"),
             public_base_url: gateway_url.clone(),
-            max_attempts: 5,
-            retry_backoff: vec![Duration::from_millis(200)],
+            max_attempts: options.email_attempts,
+            retry_backoff: options.email_backoff.clone(),
         })
         .await
         .expect("email-service builds");

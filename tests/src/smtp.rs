@@ -1,7 +1,10 @@
 //! A real SMTP server inside the test (mailin-embedded), keeping every message it receives.
 
 use mailin_embedded::{Handler, Response, Server, response};
-use std::net::TcpListener;
+use std::collections::HashSet;
+use std::io::ErrorKind;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -42,6 +45,8 @@ impl ReceivedMail {
 struct Inbox {
     mails: Mutex<Vec<ReceivedMail>>,
     arrived: Notify,
+    /// Recipients refused for good (550 to RCPT TO).
+    rejected: Mutex<HashSet<String>>,
 }
 
 #[derive(Clone)]
@@ -52,6 +57,10 @@ struct Collector {
 }
 
 impl Handler for Collector {
+    fn rcpt(&mut self, to: &str) -> Response {
+        if self.inbox.rejected.lock().expect("inbox lock").contains(to) { response::NO_MAILBOX } else { response::OK }
+    }
+
     fn data_start(&mut self, _domain: &str, _from: &str, _is8bit: bool, to: &[String]) -> Response {
         self.to = to.to_vec();
         self.data.clear();
@@ -71,25 +80,44 @@ impl Handler for Collector {
     }
 }
 
-/// The server runs on its own threads until the test process ends; it holds no files.
+/// The server runs on its own threads until the test process ends; it holds no files. Clients
+/// reach it through a front door on `port` that a test can close ([`SmtpServer::go_down`]):
+/// connection refused, and every open connection cut, until [`SmtpServer::come_back`].
 pub struct SmtpServer {
     port: u16,
     inbox: Arc<Inbox>,
+    door: Arc<FrontDoor>,
 }
 
 impl SmtpServer {
     pub fn start() -> SmtpServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind SMTP port");
-        let port = listener.local_addr().expect("SMTP address").port();
+        let backend = listener.local_addr().expect("SMTP address");
         let inbox = Arc::new(Inbox::default());
         let mut server = Server::new(Collector { inbox: inbox.clone(), to: Vec::new(), data: Vec::new() });
-        server.with_name("smtp.test").with_num_threads(4).with_tcp_listener(listener);
+        // One thread per connection: enough for every pooled client connection at once.
+        server.with_name("smtp.test").with_num_threads(64).with_tcp_listener(listener);
         std::thread::spawn(move || {
             if let Err(e) = server.serve() {
                 panic!("SMTP server stopped: {e}");
             }
         });
-        SmtpServer { port, inbox }
+        let door = FrontDoor::open(backend);
+        SmtpServer { port: door.port, inbox, door }
+    }
+
+    /// Refuses every RCPT TO for `address` with 550 from now on.
+    pub fn reject(&self, address: &str) {
+        self.inbox.rejected.lock().expect("inbox lock").insert(address.to_owned());
+    }
+
+    /// Connections are refused and open ones are cut until `come_back`.
+    pub fn go_down(&self) {
+        self.door.set_open(false);
+    }
+
+    pub fn come_back(&self) {
+        self.door.set_open(true);
     }
 
     /// A lettre URL for it (plain SMTP on loopback).
@@ -118,6 +146,81 @@ impl SmtpServer {
             if tokio::time::timeout_at(deadline, arrived).await.is_err() {
                 panic!("{} of {count} emails to {address} arrived within {limit:?}", self.to(address).len());
             }
+        }
+    }
+}
+
+/// A TCP forwarder to the SMTP server that can be closed and opened again on the same port.
+struct FrontDoor {
+    port: u16,
+    open: AtomicBool,
+    connections: Mutex<Vec<TcpStream>>,
+}
+
+impl FrontDoor {
+    fn open(backend: SocketAddr) -> Arc<FrontDoor> {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind SMTP front port");
+        let door = Arc::new(FrontDoor {
+            port: listener.local_addr().expect("front address").port(),
+            open: AtomicBool::new(true),
+            connections: Mutex::new(Vec::new()),
+        });
+        let this = door.clone();
+        std::thread::spawn(move || this.accept_loop(Some(listener), backend));
+        door
+    }
+
+    fn set_open(&self, open: bool) {
+        self.open.store(open, Ordering::SeqCst);
+        if !open {
+            for connection in self.connections.lock().expect("door lock").drain(..) {
+                let _ = connection.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    /// Polls every 5 ms so that closing the door drops the listener (connection refused) and
+    /// opening it binds the same port again.
+    fn accept_loop(&self, mut listener: Option<TcpListener>, backend: SocketAddr) {
+        loop {
+            let open = self.open.load(Ordering::SeqCst);
+            if !open {
+                listener = None;
+            } else if listener.is_none() {
+                listener = TcpListener::bind(("127.0.0.1", self.port)).ok();
+            }
+            if let Some(l) = &listener {
+                l.set_nonblocking(true).expect("non-blocking listener");
+                loop {
+                    match l.accept() {
+                        Ok((client, _)) => self.forward(client, backend),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(_) => break,
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn forward(&self, client: TcpStream, backend: SocketAddr) {
+        let Ok(server) = TcpStream::connect(backend) else { return };
+        let _ = client.set_nonblocking(false);
+        let mut connections = self.connections.lock().expect("door lock");
+        for stream in [&client, &server] {
+            if let Ok(clone) = stream.try_clone() {
+                connections.push(clone);
+            }
+        }
+        for (mut from, mut to) in [(client.try_clone(), server.try_clone()), (server.try_clone(), client.try_clone())]
+            .into_iter()
+            .filter_map(|(a, b)| Some((a.ok()?, b.ok()?)))
+        {
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from, &mut to);
+                let _ = to.shutdown(Shutdown::Both);
+                let _ = from.shutdown(Shutdown::Both);
+            });
         }
     }
 }

@@ -118,8 +118,8 @@ impl ConsumerSpec {
             stream,
             durable,
             filter_subject,
-            max_deliver: 8,
-            backoff: [1, 5, 15, 60, 300].map(Duration::from_secs).to_vec(),
+            max_deliver: 6,
+            backoff: [1, 5, 30, 120, 600].map(Duration::from_secs).to_vec(),
             ack_wait: Duration::from_secs(30),
             concurrency: 8,
         }

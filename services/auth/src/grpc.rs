@@ -3,7 +3,7 @@
 use crate::error::AuthError;
 use crate::store::{self, token};
 use crate::token::TokenKeys;
-use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait, TransactionTrait};
+use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response};
@@ -77,7 +77,7 @@ impl AuthGrpc {
     /// same transaction); every later one, or a fresh token of an already verified user,
     /// answers "already verified".
     async fn use_token(&self, claims: &crate::token::VerificationClaims) -> Result<pb::VerifyOutcome, AuthError> {
-        let txn = self.db.begin().await?;
+        let txn = verimail_kit::db::begin_write(&self.db).await?;
         let known = token::Entity::find_by_id(claims.jti.clone()).one(&txn).await?;
         let Some(known) = known else {
             // Authentic but never recorded: issued by a key holder that is not this service.

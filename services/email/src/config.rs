@@ -48,14 +48,14 @@ impl Config {
             return Err(ConfigError::new("PUBLIC_BASE_URL", "must start with http:// or https://"));
         }
         let retry_backoff = match config::var("EMAIL_RETRY_BACKOFF_SECONDS") {
-            None => [1, 5, 15, 60, 300].map(Duration::from_secs).to_vec(),
+            None => [1, 5, 30, 120, 600].map(Duration::from_secs).to_vec(),
             Some(list) => list
                 .split(',')
                 .map(|s| s.trim().parse::<u64>().map(Duration::from_secs))
                 .collect::<Result<_, _>>()
                 .map_err(|e| ConfigError::new("EMAIL_RETRY_BACKOFF_SECONDS", e.to_string()))?,
         };
-        let max_attempts = config::parse("EMAIL_MAX_ATTEMPTS", 8i64)?;
+        let max_attempts = config::parse("EMAIL_MAX_ATTEMPTS", 6i64)?;
         if max_attempts < 1 {
             return Err(ConfigError::new("EMAIL_MAX_ATTEMPTS", "must be at least 1"));
         }

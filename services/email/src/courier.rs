@@ -1,7 +1,7 @@
 //! The courier: turns users.registered and users.verification_requested into one sent email
 //! each, recording every attempt so a redelivered event sends nothing twice.
 
-use crate::mail::{Mailer, Templates, VerificationEmail};
+use crate::mail::{Mailer, SendError, Templates, VerificationEmail};
 use crate::store::{self, Status};
 use lettre::message::Mailbox;
 use prost::Message as _;
@@ -49,26 +49,32 @@ impl Courier {
             tracing::info!(event_id = %request.event_id, "already sent; not sending again");
             return Ok(());
         }
-        match self.send(&request, kind).await {
-            Ok(()) => {
-                store::finish(&self.db, &request.event_id, Status::Sent, None)
-                    .await
-                    .map_err(|e| HandlerError::Retry(format!("database: {e}")))?;
-                tracing::info!(event_id = %request.event_id, user_id = %request.user_id, attempt = record.attempts, "verification email sent");
-                Ok(())
-            }
-            Err(failure) => {
+        let outcome = self.send(&request, kind).await;
+        let (status, error, result) = match outcome {
+            Ok(()) => (Status::Sent, None, Ok(())),
+            // Final: recorded and acknowledged, not retried and not parked.
+            Err(Failure::Rejected(reason)) => (Status::Failed, Some(reason), Ok(())),
+            Err(Failure::Handler(failure)) => {
                 let parked = delivery.is_last_attempt || matches!(failure, HandlerError::Permanent(_));
-                let status = if parked { Status::Parked } else { Status::Failed };
-                store::finish(&self.db, &request.event_id, status, Some(failure.to_string()))
-                    .await
-                    .map_err(|e| HandlerError::Retry(format!("database: {e}")))?;
-                Err(failure)
+                (if parked { Status::Parked } else { Status::Retrying }, Some(failure.to_string()), Err(failure))
             }
+        };
+        store::finish(&self.db, &request.event_id, status, error.clone())
+            .await
+            .map_err(|e| HandlerError::Retry(format!("database: {e}")))?;
+        match status {
+            Status::Sent => {
+                tracing::info!(event_id = %request.event_id, user_id = %request.user_id, attempt = record.attempts, "verification email sent")
+            }
+            Status::Failed => {
+                tracing::warn!(event_id = %request.event_id, user_id = %request.user_id, error = error.as_deref(), "recipient rejected; not retrying")
+            }
+            _ => {}
         }
+        result
     }
 
-    async fn send(&self, request: &EmailRequest, kind: &str) -> Result<(), HandlerError> {
+    async fn send(&self, request: &EmailRequest, kind: &str) -> Result<(), Failure> {
         let issued = self
             .auth
             .clone()
@@ -94,7 +100,23 @@ impl Courier {
             .templates
             .render(&self.from, &request.email, &request.event_id, &content)
             .map_err(HandlerError::Permanent)?;
-        self.mailer.send(message).await.map_err(|e| HandlerError::Retry(format!("SMTP: {e}")))
+        self.mailer.send(message).await.map_err(|e| match e {
+            SendError::Rejected(_) => Failure::Rejected(e.to_string()),
+            SendError::Transient(_) => Failure::Handler(HandlerError::Retry(e.to_string())),
+        })
+    }
+}
+
+/// How an attempt ended short of sending.
+enum Failure {
+    /// The SMTP server refused the recipient for good.
+    Rejected(String),
+    Handler(HandlerError),
+}
+
+impl From<HandlerError> for Failure {
+    fn from(e: HandlerError) -> Self {
+        Failure::Handler(e)
     }
 }
 

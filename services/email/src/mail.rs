@@ -39,12 +39,28 @@ impl Mailer {
         })
     }
 
-    pub async fn send(&self, message: Message) -> Result<(), String> {
+    pub async fn send(&self, message: Message) -> Result<(), SendError> {
         match self {
-            Mailer::Smtp(smtp) => smtp.send(message).await.map(drop).map_err(|e| e.to_string()),
-            Mailer::Files(files) => files.send(message).await.map(drop).map_err(|e| e.to_string()),
+            Mailer::Smtp(smtp) => smtp.send(message).await.map(drop).map_err(|e| {
+                // Only a 5xx reply is final; a refused connection, a timeout or a 4xx may pass.
+                if e.is_permanent() { SendError::Rejected(e.to_string()) } else { SendError::Transient(e.to_string()) }
+            }),
+            Mailer::Files(files) => {
+                files.send(message).await.map(drop).map_err(|e| SendError::Transient(e.to_string()))
+            }
         }
     }
+}
+
+/// Why an email was not handed over.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The server refused it for good (SMTP 5xx): sending again would fail again.
+    #[error("SMTP rejected: {0}")]
+    Rejected(String),
+    /// Worth another attempt later.
+    #[error("SMTP: {0}")]
+    Transient(String),
 }
 
 /// What a verification email says.

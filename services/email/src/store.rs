@@ -37,6 +37,8 @@ pub enum Status {
     Pending,
     #[sea_orm(string_value = "sent")]
     Sent,
+    #[sea_orm(string_value = "retrying")]
+    Retrying,
     #[sea_orm(string_value = "failed")]
     Failed,
     #[sea_orm(string_value = "parked")]

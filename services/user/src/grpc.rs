@@ -3,7 +3,7 @@
 use crate::domain::{Email, Password, PasswordHasher};
 use crate::error::UserError;
 use crate::store::{self, Status, user};
-use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait, TransactionTrait};
+use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait};
 use tonic::{Request, Response};
 use verimail_kit::bus::subjects;
 use verimail_kit::outbox::{self, OutboxEvent, OutboxRelay};
@@ -71,7 +71,7 @@ impl UserGrpc {
             email: email.as_str().to_owned(),
             occurred_at: rfc3339(now),
         };
-        let txn = self.db.begin().await?;
+        let txn = verimail_kit::db::begin_write(&self.db).await?;
         let inserted = user::Entity::insert(user::ActiveModel {
             id: Set(user_id.clone()),
             email: Set(email.as_str().to_owned()),

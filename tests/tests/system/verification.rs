@@ -134,7 +134,8 @@ async fn a_token_for_another_purpose_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_link_offers_a_new_one_which_works() {
-    let stack = Stack::start_with(StackOptions { token_lifetime: Duration::from_secs(2) }).await;
+    let stack =
+        Stack::start_with(StackOptions { token_lifetime: Duration::from_secs(2), ..StackOptions::default() }).await;
     let browser = Browser::new(&stack.gateway_url);
     let user_id = register(&stack, "erin@example.com", "correct horse battery").await;
     let link = stack.smtp.wait_for("erin@example.com", 1, EMAIL_WAIT).await[0].verification_link();

@@ -1,0 +1,143 @@
+//! Batches for the fault tests: register many users, then prove every one of them got exactly
+//! one email and ends verified after clicking it.
+
+use crate::browser::Browser;
+use crate::smtp::SmtpServer;
+use async_nats::jetstream;
+use futures::{StreamExt, TryStreamExt};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+use verimail_proto::user::v1::user_service_client::UserServiceClient;
+use verimail_proto::user::v1::{GetUserRequest, RegisterUserRequest, UserStatus, get_user_request};
+
+/// Requests in flight at once.
+const PARALLEL: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct Registered {
+    pub email: String,
+    pub user_id: String,
+}
+
+/// Registers `count` users named `<prefix>-<n>@example.com`, retrying a call that fails
+/// because the service is away (a fault test may be restarting it) until `limit`.
+pub async fn register(
+    users: &UserServiceClient<Channel>,
+    prefix: &str,
+    range: std::ops::Range<usize>,
+    limit: Duration,
+) -> Vec<Registered> {
+    let deadline = Instant::now() + limit;
+    futures::stream::iter(range)
+        .map(|n| {
+            let mut users = users.clone();
+            let email = format!("{prefix}-{n}@example.com");
+            async move {
+                loop {
+                    let request =
+                        RegisterUserRequest { email: email.clone(), password: "correct horse battery".into() };
+                    match users.register_user(request).await {
+                        Ok(reply) => return Registered { email, user_id: reply.into_inner().user_id },
+                        // A retry after a lost answer finds the first attempt's row.
+                        Err(status) if status.code() == tonic::Code::AlreadyExists => {
+                            let user_id = user_id_of(&mut users, &email).await;
+                            return Registered { email, user_id };
+                        }
+                        Err(status) => {
+                            assert!(Instant::now() < deadline, "cannot register {email} within {limit:?}: {status}");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            }
+        })
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await
+}
+
+async fn user_id_of(users: &mut UserServiceClient<Channel>, email: &str) -> String {
+    let request = GetUserRequest { key: Some(get_user_request::Key::Email(email.to_owned())) };
+    users.get_user(request).await.expect("GetUser").into_inner().user.expect("a user").id
+}
+
+/// Waits until JetStream has nothing left for `durable` to handle (nothing pending, nothing
+/// awaiting an ack), so that counting emails afterwards also counts any duplicate.
+pub async fn wait_until_drained(nats_url: &str, stream: &str, durable: &str, limit: Duration) {
+    let js = jetstream::new(async_nats::connect(nats_url).await.expect("connect to NATS"));
+    let deadline = Instant::now() + limit;
+    loop {
+        let drained = async {
+            let info = js.get_stream(stream).await.ok()?.consumer_info(durable).await.ok()?;
+            Some(info.num_pending == 0 && info.num_ack_pending == 0)
+        }
+        .await;
+        if drained == Some(true) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{durable} still had work on {stream} after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until each user has at least one email (at most `limit`), then asserts that each has
+/// exactly one. Returns how many arrived for the batch.
+pub async fn expect_one_email_each(smtp: &SmtpServer, batch: &[Registered], limit: Duration) -> usize {
+    let deadline = Instant::now() + limit;
+    loop {
+        let missing = batch.iter().filter(|u| smtp.to(&u.email).is_empty()).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{missing} of {} users got no email within {limit:?}", batch.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let twice: Vec<_> = batch.iter().filter(|u| smtp.to(&u.email).len() > 1).map(|u| u.email.as_str()).collect();
+    assert!(twice.is_empty(), "{} users got more than one email: {twice:?}", twice.len());
+    batch.len()
+}
+
+/// Clicks every user's link as a browser would and waits until GetUser says verified for all.
+pub async fn click_all_and_expect_verified(
+    smtp: &SmtpServer,
+    gateway_url: &str,
+    users: &UserServiceClient<Channel>,
+    batch: &[Registered],
+    limit: Duration,
+) {
+    let browser = Browser::new(gateway_url);
+    let browser = &browser;
+    futures::stream::iter(batch)
+        .map(|user| async move {
+            let link = smtp.to(&user.email)[0].verification_link();
+            let page = browser.click(&link).await;
+            assert_eq!((page.status, page.kind()), (200, "verified"), "{}: {}", user.email, page.html);
+            Ok::<_, ()>(())
+        })
+        .buffer_unordered(PARALLEL)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("every click");
+    let deadline = Instant::now() + limit;
+    for user in batch {
+        let mut users = users.clone();
+        loop {
+            let request = GetUserRequest { key: Some(get_user_request::Key::UserId(user.user_id.clone())) };
+            let status = users.get_user(request).await.map(|r| r.into_inner().user.expect("a user").status());
+            if matches!(status, Ok(UserStatus::Verified)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} is not verified within {limit:?}", user.email);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// How many messages sit in the PARKED stream (none when it does not exist yet).
+pub async fn parked_count(nats_url: &str) -> u64 {
+    let js = jetstream::new(async_nats::connect(nats_url).await.expect("connect to NATS"));
+    match js.get_stream("PARKED").await {
+        Ok(mut stream) => stream.info().await.expect("PARKED stream info").state.messages,
+        Err(_) => 0,
+    }
+}
