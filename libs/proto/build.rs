@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "verimail/auth/v1/auth.proto",
     "verimail/email/v1/email.proto",
     "verimail/events/v1/events.proto",
+    "verimail/ops/v1/parking.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

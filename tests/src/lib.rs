@@ -11,6 +11,7 @@ use tonic::transport::Channel;
 use verimail_kit::shutdown::Shutdown;
 use verimail_proto::auth::v1::auth_service_client::AuthServiceClient;
 use verimail_proto::email::v1::email_service_client::EmailServiceClient;
+use verimail_proto::ops::v1::parking_service_client::ParkingServiceClient;
 use verimail_proto::user::v1::user_service_client::UserServiceClient;
 use verimail_proto::user::v1::{GetUserRequest, UserStatus, get_user_request};
 use verimail_testkit::NatsServer;
@@ -40,6 +41,9 @@ pub struct Stack {
     pub users: UserServiceClient<Channel>,
     pub auth: AuthServiceClient<Channel>,
     pub emails: EmailServiceClient<Channel>,
+    /// The parking RPCs of email-service and of user-service.
+    pub email_parking: ParkingServiceClient<Channel>,
+    pub user_parking: ParkingServiceClient<Channel>,
     pub gateway_url: String,
     pub smtp: SmtpServer,
     /// The PASERK key auth-service issues with, so a test can forge tokens it signs.
@@ -123,6 +127,8 @@ impl Stack {
             users: UserServiceClient::new(channel(user_addr)),
             auth: AuthServiceClient::new(channel(auth_addr)),
             emails: EmailServiceClient::new(channel(email_addr)),
+            email_parking: ParkingServiceClient::new(channel(email_addr)),
+            user_parking: ParkingServiceClient::new(channel(user_addr)),
             gateway_url,
             smtp,
             token_key,

@@ -10,9 +10,13 @@ use futures::StreamExt;
 use std::time::Duration;
 
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
+/// The event's own id. Equal to `Nats-Msg-Id` but on a replay, which needs a new message id
+/// to pass JetStream's de-duplication while it stays the same event.
+pub const HEADER_EVENT_ID: &str = "Verimail-Event-Id";
 pub const HEADER_EVENT_TYPE: &str = "Verimail-Event-Type";
 pub const HEADER_PARKED_SUBJECT: &str = "Verimail-Parked-Subject";
 pub const HEADER_PARKED_ERROR: &str = "Verimail-Parked-Error";
+pub const HEADER_PARKED_ATTEMPTS: &str = "Verimail-Parked-Attempts";
 
 /// A stream and the subjects it holds. Whoever publishes to or consumes from a stream
 /// declares it at start; declaring is idempotent.
@@ -92,8 +96,20 @@ pub async fn declare_streams(js: &jetstream::Context, specs: &[StreamSpec]) -> R
 pub fn event_headers(event_id: &str, event_type: &str) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(HEADER_MSG_ID, event_id);
+    headers.insert(HEADER_EVENT_ID, event_id);
     headers.insert(HEADER_EVENT_TYPE, event_type);
     headers
+}
+
+/// The event id a message carries: `Verimail-Event-Id`, or `Nats-Msg-Id` for a message
+/// published without it.
+pub fn event_id_of(headers: &HeaderMap) -> Option<String> {
+    headers.get(HEADER_EVENT_ID).or_else(|| headers.get(HEADER_MSG_ID)).map(|v| v.as_str().to_owned())
+}
+
+/// The subject a consumer parks messages under.
+pub fn parked_subject(durable: &str) -> String {
+    format!("parked.{durable}")
 }
 
 /// How a durable consumer is set up and how often a failing message is retried.
@@ -220,7 +236,7 @@ where
     F: Future<Output = Result<(), HandlerError>>,
 {
     let attempt = message.info().map(|info| info.delivered).unwrap_or(1);
-    let event_id = message.headers.as_ref().and_then(|h| h.get(HEADER_MSG_ID)).map(|v| v.as_str().to_owned());
+    let event_id = message.headers.as_ref().and_then(event_id_of);
     let delivery = Delivery {
         subject: message.subject.to_string(),
         payload: message.payload.clone(),
@@ -238,7 +254,7 @@ where
         }
         Err(e) => {
             tracing::error!(durable = spec.durable, subject = %message.subject, attempt, reason = %e, "parking message");
-            match park(js, spec, &message, &e.to_string()).await {
+            match park(js, spec, &message, attempt, &e.to_string()).await {
                 Ok(()) => AckKind::Term,
                 // Not parked, so not terminated either: JetStream redelivers it after ack_wait.
                 Err(park_error) => {
@@ -257,17 +273,23 @@ async fn park(
     js: &jetstream::Context,
     spec: &ConsumerSpec,
     message: &jetstream::Message,
+    attempts: i64,
     reason: &str,
 ) -> Result<(), async_nats::Error> {
     let mut headers = message.headers.clone().unwrap_or_default();
-    // A parked copy is a message of its own: it must not be deduplicated against the original.
-    let parked_id = headers
-        .get(HEADER_MSG_ID)
-        .map(|id| format!("{}:parked:{}", id.as_str(), spec.durable))
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    // A parked copy is a message of its own, named after the stored message it copies: a
+    // second park of the same delivery is deduplicated, a park of its replay is not.
+    let parked_id = match message.info() {
+        Ok(info) => format!("{}:{}:{}", parked_subject(spec.durable), info.stream, info.stream_sequence),
+        Err(_) => uuid::Uuid::now_v7().to_string(),
+    };
+    if let Some(event_id) = event_id_of(&headers) {
+        headers.insert(HEADER_EVENT_ID, event_id.as_str());
+    }
     headers.insert(HEADER_MSG_ID, parked_id.as_str());
     headers.insert(HEADER_PARKED_SUBJECT, message.subject.as_str());
     headers.insert(HEADER_PARKED_ERROR, reason.replace(['\r', '\n'], " ").as_str());
-    js.publish_with_headers(format!("parked.{}", spec.durable), headers, message.payload.clone()).await?.await?;
+    headers.insert(HEADER_PARKED_ATTEMPTS, attempts.to_string().as_str());
+    js.publish_with_headers(parked_subject(spec.durable), headers, message.payload.clone()).await?.await?;
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod grpc;
 pub mod outbox;
+pub mod parking;
 pub mod shutdown;
 pub mod telemetry;
 

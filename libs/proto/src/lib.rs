@@ -30,3 +30,10 @@ pub mod events {
         tonic::include_proto!("verimail.events.v1");
     }
 }
+
+#[allow(clippy::doc_lazy_continuation, clippy::doc_overindented_list_items, clippy::large_enum_variant)]
+pub mod ops {
+    pub mod v1 {
+        tonic::include_proto!("verimail.ops.v1");
+    }
+}

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tonic::service::Routes;
 use verimail_kit::bus;
 use verimail_kit::grpc::Background;
+use verimail_kit::parking::{self, Parking};
 use verimail_kit::shutdown::Shutdown;
 use verimail_proto::auth::v1::auth_service_client::AuthServiceClient;
 use verimail_proto::email::v1::email_service_server::{EmailServiceServer, SERVICE_NAME};
@@ -48,10 +49,12 @@ impl App {
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let service = EmailGrpc { db: self.courier.db.clone() };
         let courier = self.courier;
+        let parking = Parking::server(self.js.clone(), vec![self.consumer.durable]);
         let background: Vec<Background> =
             vec![Box::pin(bus::consume(self.js, self.consumer, move |delivery| courier.clone().handle(delivery)))];
-        let routes = Routes::new(EmailServiceServer::new(service));
-        verimail_kit::grpc::run_service(self.listener, routes, &[SERVICE_NAME], background, shutdown).await?;
+        let routes = Routes::new(EmailServiceServer::new(service)).add_service(parking);
+        let served = [SERVICE_NAME, parking::SERVICE_NAME];
+        verimail_kit::grpc::run_service(self.listener, routes, &served, background, shutdown).await?;
         Ok(())
     }
 }

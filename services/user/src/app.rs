@@ -12,6 +12,7 @@ use tonic::service::Routes;
 use verimail_kit::bus::{self, USERS_STREAM};
 use verimail_kit::grpc::Background;
 use verimail_kit::outbox::OutboxRelay;
+use verimail_kit::parking::{self, Parking};
 use verimail_kit::shutdown::Shutdown;
 use verimail_proto::user::v1::user_service_server::{SERVICE_NAME, UserServiceServer};
 
@@ -43,15 +44,18 @@ impl App {
         let relay = OutboxRelay::new(self.db.clone(), self.js.clone());
         let service = UserGrpc { db: self.db.clone(), hasher: self.hasher, relay: relay.clone() };
         let db = self.db.clone();
+        let consumer = events::email_verified_consumer();
+        let parking = Parking::server(self.js.clone(), vec![consumer.durable]);
         let background: Vec<Background> = vec![
             Box::pin(relay.run(shutdown.clone())),
-            Box::pin(bus::consume(self.js, events::email_verified_consumer(), move |delivery| {
+            Box::pin(bus::consume(self.js, consumer, move |delivery| {
                 let db = db.clone();
                 async move { events::on_email_verified(&db, delivery).await }
             })),
         ];
-        let routes = Routes::new(UserServiceServer::new(service));
-        verimail_kit::grpc::run_service(self.listener, routes, &[SERVICE_NAME], background, shutdown).await?;
+        let routes = Routes::new(UserServiceServer::new(service)).add_service(parking);
+        let served = [SERVICE_NAME, parking::SERVICE_NAME];
+        verimail_kit::grpc::run_service(self.listener, routes, &served, background, shutdown).await?;
         Ok(())
     }
 }

@@ -1,8 +1,14 @@
 //! Fault tests: a batch of users goes through the whole flow while a part fails, and every
 //! user still gets exactly one email and ends verified after clicking it.
 
+use async_nats::jetstream;
 use std::time::{Duration, Instant};
+use tonic::Code;
+use tonic::transport::Channel;
+use verimail_kit::bus;
 use verimail_proto::email::v1::{DeliveryStatus, ListDeliveriesRequest};
+use verimail_proto::ops::v1::parking_service_client::ParkingServiceClient;
+use verimail_proto::ops::v1::{ListParkedRequest, ParkedMessage, ReplayParkedRequest};
 use verimail_system_tests::batch::{self, Registered};
 use verimail_system_tests::{Stack, StackOptions};
 
@@ -10,14 +16,19 @@ pub const BATCH: usize = 200;
 const LIMIT: Duration = Duration::from_secs(120);
 
 /// Every user of the batch got exactly one email and is verified after clicking it; nothing
-/// is left for email-service to do. Prints the figures the closing note reports.
+/// is left for email-service to do and nothing is parked. Prints the figures the closing note
+/// reports.
 async fn finish(name: &str, stack: &Stack, batch: &[Registered], started: Instant) {
+    finish_with_parked(name, stack, batch, started, 0).await
+}
+
+async fn finish_with_parked(name: &str, stack: &Stack, batch: &[Registered], started: Instant, parked: u64) {
     let received = batch::expect_one_email_each(&stack.smtp, batch, LIMIT).await;
     batch::wait_until_drained(&stack.nats.url(), "USERS", "email-service", LIMIT).await;
     let received_after_drain = batch::expect_one_email_each(&stack.smtp, batch, LIMIT).await;
     assert_eq!(received, received_after_drain);
     batch::click_all_and_expect_verified(&stack.smtp, &stack.gateway_url, &stack.users, batch, LIMIT).await;
-    assert_eq!(batch::parked_count(&stack.nats.url()).await, 0, "nothing parked");
+    assert_eq!(batch::parked_count(&stack.nats.url()).await, parked, "parked messages");
     println!(
         "fault {name}: batch {} users, {} emails expected, {} received, {:.1} s",
         batch.len(),
@@ -102,5 +113,140 @@ async fn smtp_down_for_a_while_then_back_delivers_everything_and_a_rejected_reci
     assert!(stack.smtp.to("rejected@example.com").is_empty());
     for user in batch.iter().step_by(20) {
         assert_eq!(delivery_of(&stack, &user.user_id).await.status(), DeliveryStatus::Sent);
+    }
+}
+
+async fn list_parked(client: &ParkingServiceClient<Channel>) -> Vec<ParkedMessage> {
+    client.clone().list_parked(ListParkedRequest::default()).await.expect("ListParked").into_inner().messages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_is_parked_listed_and_blocks_nothing_behind_it() {
+    let stack = Stack::start().await;
+    let started = Instant::now();
+    let first = batch::register(&stack.users, "ahead", 0..BATCH / 2, LIMIT).await;
+    // Bytes that are no UserRegistered, on the subject email-service consumes.
+    let js = jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
+    js.publish_with_headers(
+        "users.registered",
+        bus::event_headers("poison-1", "verimail.events.v1.UserRegistered"),
+        bytes::Bytes::from_static(&[0xff, 0xff, 0xff, 0x01]),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let behind = batch::register(&stack.users, "behind", BATCH / 2..BATCH, LIMIT).await;
+    let batch: Vec<_> = first.into_iter().chain(behind).collect();
+    finish_with_parked("poison message", &stack, &batch, started, 1).await;
+
+    let parked = list_parked(&stack.email_parking).await;
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    let poison = &parked[0];
+    assert_eq!((poison.consumer.as_str(), poison.subject.as_str()), ("email-service", "users.registered"));
+    assert_eq!(poison.event_id, "poison-1");
+    assert!(poison.error.contains("undecodable"), "{poison:?}");
+    assert_eq!(poison.attempts, 1, "it can never succeed, so it is parked at once");
+    assert!(list_parked(&stack.user_parking).await.is_empty(), "user-service lists only its own consumer's");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_parked_after_its_attempts_is_replayed_by_rpc_and_delivered() {
+    let stack = Stack::start_with(StackOptions {
+        email_attempts: 3,
+        email_backoff: vec![Duration::from_millis(100)],
+        ..StackOptions::default()
+    })
+    .await;
+    stack.smtp.go_down();
+    let user = batch::register(&stack.users, "parked", 0..1, LIMIT).await.remove(0);
+    let deadline = Instant::now() + LIMIT;
+    let parked = loop {
+        let parked = list_parked(&stack.email_parking).await;
+        if !parked.is_empty() {
+            break parked;
+        }
+        assert!(Instant::now() < deadline, "nothing parked within {LIMIT:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].attempts, 3, "{:?}", parked[0]);
+    assert!(parked[0].error.contains("SMTP"), "{:?}", parked[0]);
+    assert_eq!(delivery_of(&stack, &user.user_id).await.status(), DeliveryStatus::Parked);
+
+    // Bad requests change nothing.
+    let mut parking = stack.email_parking.clone();
+    let status = parking.replay_parked(ReplayParkedRequest { sequence: 0 }).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let status = parking.replay_parked(ReplayParkedRequest { sequence: 999 }).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let status = stack.user_parking.clone().replay_parked(ReplayParkedRequest { sequence: parked[0].sequence }).await;
+    assert_eq!(status.unwrap_err().code(), Code::NotFound, "another service's parked message");
+    let status = parking.list_parked(ListParkedRequest { after_sequence: 0, limit: 5000 }).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(list_parked(&stack.email_parking).await.len(), 1);
+
+    stack.smtp.come_back();
+    let replayed = parking.replay_parked(ReplayParkedRequest { sequence: parked[0].sequence }).await.unwrap();
+    assert_eq!(replayed.into_inner().subject, "users.registered");
+    batch::expect_one_email_each(&stack.smtp, std::slice::from_ref(&user), LIMIT).await;
+    assert!(list_parked(&stack.email_parking).await.is_empty());
+    let status = parking.replay_parked(ReplayParkedRequest { sequence: parked[0].sequence }).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "a replayed message is no longer parked");
+    let delivery = delivery_of(&stack, &user.user_id).await;
+    assert_eq!((delivery.status(), delivery.attempts), (DeliveryStatus::Sent, 4));
+    batch::click_all_and_expect_verified(&stack.smtp, &stack.gateway_url, &stack.users, &[user], LIMIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_event_published_twice_has_one_effect() {
+    let stack = Stack::start().await;
+    let started = Instant::now();
+    let batch = batch::register(&stack.users, "twice", 0..BATCH, LIMIT).await;
+    batch::expect_one_email_each(&stack.smtp, &batch, LIMIT).await;
+
+    let js = jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
+    let stream = js.get_stream("USERS").await.unwrap();
+    let mut dropped = 0;
+    for sequence in 1..=BATCH as u64 {
+        let original = stream.get_raw_message(sequence).await.unwrap();
+        let event_id = bus::event_id_of(&original.headers).expect("an event id");
+        // Again with the same Nats-Msg-Id, inside the duplicate window: JetStream drops it.
+        let again = js
+            .publish_with_headers(original.subject.to_string(), original.headers.clone(), original.payload.clone())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        dropped += usize::from(again.duplicate);
+        // The same event under a new message id, as after the window: the handler must see
+        // that it has already acted on this event id.
+        let mut headers = original.headers.clone();
+        headers.insert(bus::HEADER_MSG_ID, format!("{event_id}:after-window").as_str());
+        js.publish_with_headers(original.subject.to_string(), headers, original.payload.clone())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    assert_eq!(dropped, BATCH, "every same-id publish is dropped by JetStream");
+    finish("same event twice", &stack, &batch, started).await;
+
+    // And auth.email_verified twice for every user: still one verified user each.
+    let auth = js.get_stream("AUTH").await.unwrap();
+    for sequence in 1..=BATCH as u64 {
+        let original = auth.get_raw_message(sequence).await.unwrap();
+        let mut headers = original.headers.clone();
+        headers.insert(bus::HEADER_MSG_ID, format!("again-{sequence}").as_str());
+        js.publish_with_headers(original.subject.to_string(), headers, original.payload.clone())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    batch::wait_until_drained(&stack.nats.url(), "AUTH", "user-service", LIMIT).await;
+    assert_eq!(batch::parked_count(&stack.nats.url()).await, 0);
+    for user in batch.iter().step_by(10) {
+        assert_eq!(stack.status_of(&user.user_id).await, verimail_proto::user::v1::UserStatus::Verified);
     }
 }

@@ -14,12 +14,13 @@ async fn every_service_serves_health_and_reflection_v1_and_v1alpha() {
     use tonic_reflection::pb::{v1, v1alpha};
 
     let stack = Stack::start().await;
+    const PARKING: &str = "verimail.ops.v1.ParkingService";
     let services = [
-        (stack.grpc_addrs[0], "verimail.user.v1.UserService"),
-        (stack.grpc_addrs[1], "verimail.auth.v1.AuthService"),
-        (stack.grpc_addrs[2], "verimail.email.v1.EmailService"),
+        (stack.grpc_addrs[0], "verimail.user.v1.UserService", Some(PARKING)),
+        (stack.grpc_addrs[1], "verimail.auth.v1.AuthService", None),
+        (stack.grpc_addrs[2], "verimail.email.v1.EmailService", Some(PARKING)),
     ];
-    for (addr, name) in services {
+    for (addr, name, ops) in services {
         let channel = verimail_kit::grpc::channel("test", &addr.to_string()).unwrap();
         let health = HealthClient::new(channel.clone())
             .check(HealthCheckRequest { service: name.into() })
@@ -45,7 +46,9 @@ async fn every_service_serves_health_and_reflection_v1_and_v1alpha() {
         let mut names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
         names.sort();
         // Only what this address answers: grpcurl's `list` must not offer another service's RPCs.
-        assert_eq!(names, ["grpc.health.v1.Health", name], "{addr}");
+        let mut expected: Vec<_> = ["grpc.health.v1.Health", name].into_iter().chain(ops).collect();
+        expected.sort();
+        assert_eq!(names, expected, "{addr}");
 
         let request = v1alpha::ServerReflectionRequest {
             host: String::new(),

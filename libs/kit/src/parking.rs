@@ -1,0 +1,155 @@
+//! The operator's view of parked messages (`verimail.ops.v1.ParkingService`): list what a
+//! service's consumers gave up on, and replay one. The PARKED stream is the record.
+
+use crate::bus::{self, HEADER_MSG_ID, HEADER_PARKED_ATTEMPTS, HEADER_PARKED_ERROR, HEADER_PARKED_SUBJECT};
+use async_nats::HeaderMap;
+use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::{self, ErrorCode, stream::RawMessageErrorKind};
+use tonic::{Request, Response, Status};
+use verimail_proto::ops::v1 as pb;
+use verimail_proto::ops::v1::parking_service_server::ParkingServiceServer;
+
+pub use verimail_proto::ops::v1::parking_service_server::SERVICE_NAME;
+
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1000;
+
+/// The parking RPCs for the consumers `durables` (those this service owns).
+pub struct Parking {
+    js: jetstream::Context,
+    durables: Vec<&'static str>,
+}
+
+impl Parking {
+    pub fn server(js: jetstream::Context, durables: Vec<&'static str>) -> ParkingServiceServer<Parking> {
+        ParkingServiceServer::new(Parking { js, durables })
+    }
+
+    async fn parked_stream(&self) -> Result<Option<jetstream::stream::Stream>, Status> {
+        match self.js.get_stream(bus::PARKED_STREAM.name).await {
+            Ok(stream) => Ok(Some(stream)),
+            Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND) => {
+                Ok(None)
+            }
+            Err(e) => Err(Status::unavailable(format!("NATS: {e}"))),
+        }
+    }
+
+    /// This service's parked messages on one consumer's subject, from `after + 1` on.
+    async fn list_for(
+        &self,
+        stream: &jetstream::stream::Stream,
+        durable: &str,
+        after: u64,
+        limit: usize,
+        into: &mut Vec<pb::ParkedMessage>,
+    ) -> Result<(), Status> {
+        let subject = bus::parked_subject(durable);
+        let mut next = after + 1;
+        while into.len() < limit {
+            let found = stream.raw_message_builder().sequence(next).next_by_subject(subject.clone()).send().await;
+            match found {
+                Ok(message) => {
+                    next = message.sequence + 1;
+                    into.push(to_proto(durable, message));
+                }
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
+                Err(e) => return Err(Status::unavailable(format!("NATS: {e}"))),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn header(headers: &HeaderMap, name: &str) -> String {
+    headers.get(name).map(|v| v.as_str().to_owned()).unwrap_or_default()
+}
+
+fn to_proto(durable: &str, message: jetstream::message::StreamMessage) -> pb::ParkedMessage {
+    let headers = &message.headers;
+    let parked_at = chrono::DateTime::from_timestamp(message.time.unix_timestamp(), message.time.nanosecond())
+        .map(crate::rfc3339)
+        .unwrap_or_default();
+    pb::ParkedMessage {
+        sequence: message.sequence,
+        consumer: durable.to_owned(),
+        subject: header(headers, HEADER_PARKED_SUBJECT),
+        event_id: bus::event_id_of(headers).unwrap_or_default(),
+        event_type: header(headers, bus::HEADER_EVENT_TYPE),
+        error: header(headers, HEADER_PARKED_ERROR),
+        attempts: header(headers, HEADER_PARKED_ATTEMPTS).parse().unwrap_or(0),
+        parked_at,
+        payload: message.payload.to_vec(),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::parking_service_server::ParkingService for Parking {
+    async fn list_parked(
+        &self,
+        request: Request<pb::ListParkedRequest>,
+    ) -> Result<Response<pb::ListParkedResponse>, Status> {
+        let request = request.into_inner();
+        let limit = match request.limit {
+            0 => DEFAULT_LIMIT,
+            n if n > MAX_LIMIT => {
+                return Err(crate::grpc::invalid_argument("limit", format!("at most {MAX_LIMIT}")));
+            }
+            n => n,
+        } as usize;
+        let mut messages = Vec::new();
+        if let Some(stream) = self.parked_stream().await? {
+            for durable in &self.durables {
+                self.list_for(&stream, durable, request.after_sequence, limit, &mut messages).await?;
+            }
+        }
+        messages.sort_by_key(|m| m.sequence);
+        messages.truncate(limit);
+        Ok(Response::new(pb::ListParkedResponse { messages }))
+    }
+
+    async fn replay_parked(
+        &self,
+        request: Request<pb::ReplayParkedRequest>,
+    ) -> Result<Response<pb::ReplayParkedResponse>, Status> {
+        let sequence = request.into_inner().sequence;
+        if sequence == 0 {
+            return Err(crate::grpc::invalid_argument("sequence", "required: the sequence ListParked gives"));
+        }
+        let not_found = || Status::not_found(format!("no parked message {sequence} for this service"));
+        let stream = self.parked_stream().await?.ok_or_else(not_found)?;
+        let message = match stream.get_raw_message(sequence).await {
+            Ok(message) => message,
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Err(not_found()),
+            Err(e) => return Err(Status::unavailable(format!("NATS: {e}"))),
+        };
+        if !self.durables.iter().any(|d| message.subject.as_str() == bus::parked_subject(d)) {
+            return Err(not_found());
+        }
+        let subject = header(&message.headers, HEADER_PARKED_SUBJECT);
+        if subject.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "parked message {sequence} does not say where it came from"
+            )));
+        }
+        let mut headers = HeaderMap::new();
+        for name in [bus::HEADER_EVENT_ID, bus::HEADER_EVENT_TYPE] {
+            if let Some(value) = message.headers.get(name) {
+                headers.insert(name, value.as_str());
+            }
+        }
+        // A new message id: the original's may still be inside the duplicate window. The
+        // same one for the same parked message, so replaying twice publishes once.
+        headers.insert(HEADER_MSG_ID, format!("replay:{}:{sequence}", bus::PARKED_STREAM.name).as_str());
+        let ack = self
+            .js
+            .publish_with_headers(subject.clone(), headers, message.payload.clone())
+            .await
+            .map_err(|e| Status::unavailable(format!("NATS: {e}")))?
+            .await
+            .map_err(|e| Status::unavailable(format!("NATS: {e}")))?;
+        stream.delete_message(sequence).await.map_err(|e| Status::unavailable(format!("NATS: {e}")))?;
+        tracing::info!(sequence, %subject, stream_sequence = ack.sequence, "parked message replayed");
+        Ok(Response::new(pb::ReplayParkedResponse { subject, stream_sequence: ack.sequence }))
+    }
+}
