@@ -111,6 +111,8 @@ impl Stack {
             public_base_url: gateway_url.clone(),
             max_attempts: options.email_attempts,
             retry_backoff: options.email_backoff.clone(),
+            // Short, so a message whose ack was lost comes back within seconds.
+            send_timeout: Duration::from_secs(2),
         })
         .await
         .expect("email-service builds");

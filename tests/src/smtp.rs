@@ -2,12 +2,11 @@
 
 use mailin_embedded::{Handler, Response, Server, response};
 use std::collections::HashSet;
-use std::io::ErrorKind;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
+use verimail_testkit::TcpDoor;
 
 #[derive(Debug, Clone)]
 pub struct ReceivedMail {
@@ -86,7 +85,7 @@ impl Handler for Collector {
 pub struct SmtpServer {
     port: u16,
     inbox: Arc<Inbox>,
-    door: Arc<FrontDoor>,
+    door: Arc<TcpDoor>,
 }
 
 impl SmtpServer {
@@ -102,8 +101,8 @@ impl SmtpServer {
                 panic!("SMTP server stopped: {e}");
             }
         });
-        let door = FrontDoor::open(backend);
-        SmtpServer { port: door.port, inbox, door }
+        let door = TcpDoor::open(backend);
+        SmtpServer { port: door.port(), inbox, door }
     }
 
     /// Refuses every RCPT TO for `address` with 550 from now on.
@@ -146,81 +145,6 @@ impl SmtpServer {
             if tokio::time::timeout_at(deadline, arrived).await.is_err() {
                 panic!("{} of {count} emails to {address} arrived within {limit:?}", self.to(address).len());
             }
-        }
-    }
-}
-
-/// A TCP forwarder to the SMTP server that can be closed and opened again on the same port.
-struct FrontDoor {
-    port: u16,
-    open: AtomicBool,
-    connections: Mutex<Vec<TcpStream>>,
-}
-
-impl FrontDoor {
-    fn open(backend: SocketAddr) -> Arc<FrontDoor> {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind SMTP front port");
-        let door = Arc::new(FrontDoor {
-            port: listener.local_addr().expect("front address").port(),
-            open: AtomicBool::new(true),
-            connections: Mutex::new(Vec::new()),
-        });
-        let this = door.clone();
-        std::thread::spawn(move || this.accept_loop(Some(listener), backend));
-        door
-    }
-
-    fn set_open(&self, open: bool) {
-        self.open.store(open, Ordering::SeqCst);
-        if !open {
-            for connection in self.connections.lock().expect("door lock").drain(..) {
-                let _ = connection.shutdown(Shutdown::Both);
-            }
-        }
-    }
-
-    /// Polls every 5 ms so that closing the door drops the listener (connection refused) and
-    /// opening it binds the same port again.
-    fn accept_loop(&self, mut listener: Option<TcpListener>, backend: SocketAddr) {
-        loop {
-            let open = self.open.load(Ordering::SeqCst);
-            if !open {
-                listener = None;
-            } else if listener.is_none() {
-                listener = TcpListener::bind(("127.0.0.1", self.port)).ok();
-            }
-            if let Some(l) = &listener {
-                l.set_nonblocking(true).expect("non-blocking listener");
-                loop {
-                    match l.accept() {
-                        Ok((client, _)) => self.forward(client, backend),
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                        Err(_) => break,
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn forward(&self, client: TcpStream, backend: SocketAddr) {
-        let Ok(server) = TcpStream::connect(backend) else { return };
-        let _ = client.set_nonblocking(false);
-        let mut connections = self.connections.lock().expect("door lock");
-        for stream in [&client, &server] {
-            if let Ok(clone) = stream.try_clone() {
-                connections.push(clone);
-            }
-        }
-        for (mut from, mut to) in [(client.try_clone(), server.try_clone()), (server.try_clone(), client.try_clone())]
-            .into_iter()
-            .filter_map(|(a, b)| Some((a.ok()?, b.ok()?)))
-        {
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut from, &mut to);
-                let _ = to.shutdown(Shutdown::Both);
-                let _ = from.shutdown(Shutdown::Both);
-            });
         }
     }
 }

@@ -3,9 +3,11 @@
 //! Every process started here is killed by its pid when its handle drops, and every wait is
 //! bounded, so a failing test cannot leave a server behind or hang the suite.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A port that was free a moment ago (bound and released by the OS).
@@ -42,16 +44,33 @@ impl NatsServer {
     pub fn start() -> Self {
         let store = tempfile::tempdir().expect("temporary JetStream store");
         let port = free_port();
-        let child = Command::new(nats_server_binary())
+        let child = Self::spawn(port, &store);
+        let server = NatsServer { child, port, _store: store };
+        server.wait_until_listening(Duration::from_secs(10));
+        server
+    }
+
+    fn spawn(port: u16, store: &tempfile::TempDir) -> Child {
+        Command::new(nats_server_binary())
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(store.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start nats-server");
-        let server = NatsServer { child, port, _store: store };
-        server.wait_until_listening(Duration::from_secs(10));
-        server
+            .expect("start nats-server")
+    }
+
+    /// SIGKILL: no goodbye to clients, nothing flushed beyond what JetStream already synced.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and the same store (after `kill`).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(self.port, &self._store);
+        self.wait_until_listening(Duration::from_secs(10));
     }
 
     pub fn url(&self) -> String {
@@ -73,8 +92,88 @@ impl NatsServer {
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
+    }
+}
+
+/// A TCP forwarder in front of a server, that a test can close (connection refused, and every
+/// open connection cut) and open again on the same port: a network fault between two parts.
+pub struct TcpDoor {
+    port: u16,
+    open: AtomicBool,
+    connections: Mutex<Vec<TcpStream>>,
+}
+
+impl TcpDoor {
+    /// Opens a door on a free port to `backend`. Its threads live as long as the test process.
+    pub fn open(backend: SocketAddr) -> Arc<TcpDoor> {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a door port");
+        let door = Arc::new(TcpDoor {
+            port: listener.local_addr().expect("door address").port(),
+            open: AtomicBool::new(true),
+            connections: Mutex::new(Vec::new()),
+        });
+        let this = door.clone();
+        std::thread::spawn(move || this.accept_loop(Some(listener), backend));
+        door
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Closes (refuses new connections, cuts open ones) or opens the door.
+    pub fn set_open(&self, open: bool) {
+        self.open.store(open, Ordering::SeqCst);
+        if !open {
+            for connection in self.connections.lock().expect("door lock").drain(..) {
+                let _ = connection.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    /// Polls every 5 ms, so that closing the door drops the listener (connection refused)
+    /// and opening it binds the same port again.
+    fn accept_loop(&self, mut listener: Option<TcpListener>, backend: SocketAddr) {
+        loop {
+            if !self.open.load(Ordering::SeqCst) {
+                listener = None;
+            } else if listener.is_none() {
+                listener = TcpListener::bind(("127.0.0.1", self.port)).ok();
+                if let Some(l) = &listener {
+                    l.set_nonblocking(true).expect("non-blocking listener");
+                }
+            }
+            if let Some(l) = &listener {
+                let _ = l.set_nonblocking(true);
+                while let Ok((client, _)) = l.accept() {
+                    self.forward(client, backend);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn forward(&self, client: TcpStream, backend: SocketAddr) {
+        let Ok(server) = TcpStream::connect(backend) else { return };
+        let _ = client.set_nonblocking(false);
+        let _ = client.set_nodelay(true);
+        let _ = server.set_nodelay(true);
+        let mut connections = self.connections.lock().expect("door lock");
+        connections.retain(|c| c.peer_addr().is_ok());
+        for stream in [&client, &server] {
+            if let Ok(clone) = stream.try_clone() {
+                connections.push(clone);
+            }
+        }
+        for (from, to) in [(&client, &server), (&server, &client)] {
+            let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else { continue };
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from, &mut to);
+                let _ = to.shutdown(Shutdown::Both);
+                let _ = from.shutdown(Shutdown::Both);
+            });
+        }
     }
 }
 

@@ -25,11 +25,12 @@ pub struct App {
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        let mailer = Mailer::new(&config.mail_target).map_err(anyhow::Error::msg)?;
+        let mailer = Mailer::new(&config.mail_target, config.send_timeout).map_err(anyhow::Error::msg)?;
         let auth = AuthServiceClient::new(verimail_kit::grpc::channel("AUTH_GRPC_ADDR", &config.auth_addr)?);
         let db = verimail_kit::db::connect::<Migrator>(&config.database_url).await?;
         let js = async_nats::jetstream::new(bus::connect(&config.nats_url).await);
         let listener = verimail_kit::grpc::bind("EMAIL_GRPC_ADDR", &config.grpc_addr).await?;
+        let consumer = courier::consumer(&config);
         let courier = Arc::new(Courier {
             db,
             auth,
@@ -37,8 +38,8 @@ impl App {
             templates: Templates::new(),
             from: config.from,
             public_base_url: config.public_base_url,
+            send_timeout: config.send_timeout,
         });
-        let consumer = courier::consumer(config.max_attempts, config.retry_backoff);
         Ok(App { listener, js, courier, consumer })
     }
 

@@ -26,6 +26,9 @@ pub struct Config {
     pub max_attempts: i64,
     /// `EMAIL_RETRY_BACKOFF_SECONDS`: comma-separated delays between attempts.
     pub retry_backoff: Vec<Duration>,
+    /// `EMAIL_SEND_TIMEOUT_SECONDS`: the bound on each call an attempt makes (the token from
+    /// auth-service, the SMTP exchange). JetStream's ack wait is sized from it.
+    pub send_timeout: Duration,
 }
 
 impl Config {
@@ -69,6 +72,7 @@ impl Config {
             public_base_url,
             max_attempts,
             retry_backoff,
+            send_timeout: config::seconds("EMAIL_SEND_TIMEOUT_SECONDS", Duration::from_secs(10))?,
         })
     }
 }

@@ -1,22 +1,26 @@
 //! The courier: turns users.registered and users.verification_requested into one sent email
 //! each, recording every attempt so a redelivered event sends nothing twice.
 
+use crate::config::Config;
 use crate::mail::{Mailer, SendError, Templates, VerificationEmail};
 use crate::store::{self, Status};
 use lettre::message::Mailbox;
 use prost::Message as _;
 use sea_orm::DatabaseConnection;
 use std::sync::Arc;
+use std::time::Duration;
 use verimail_kit::bus::{ConsumerSpec, Delivery, HandlerError, USERS_STREAM, subjects};
 use verimail_proto::auth::v1::{IssueVerificationTokenRequest, auth_service_client::AuthServiceClient};
 use verimail_proto::events::v1::{UserRegistered, VerificationRequested};
 
 /// Both subjects under `users.` that ask for an email (filtering on the wildcard keeps the
 /// consumer working on nats-server 2.9, which has no multi-subject filters).
-pub fn consumer(max_deliver: i64, backoff: Vec<std::time::Duration>) -> ConsumerSpec {
+pub fn consumer(config: &Config) -> ConsumerSpec {
     let mut spec = ConsumerSpec::new(USERS_STREAM, "email-service", "users.>");
-    spec.max_deliver = max_deliver;
-    spec.backoff = backoff;
+    spec.max_deliver = config.max_attempts;
+    spec.backoff = config.retry_backoff.clone();
+    // An attempt makes two bounded calls (token, SMTP) and two database writes.
+    spec.ack_wait = config.send_timeout * 3;
     spec
 }
 
@@ -27,6 +31,7 @@ pub struct Courier {
     pub templates: Templates,
     pub from: Mailbox,
     pub public_base_url: String,
+    pub send_timeout: Duration,
 }
 
 /// What the two events have in common.
@@ -75,14 +80,14 @@ impl Courier {
     }
 
     async fn send(&self, request: &EmailRequest, kind: &str) -> Result<(), Failure> {
-        let issued = self
-            .auth
-            .clone()
-            .issue_verification_token(IssueVerificationTokenRequest {
-                user_id: request.user_id.clone(),
-                email: request.email.clone(),
-            })
+        let mut auth = self.auth.clone();
+        let issue = auth.issue_verification_token(IssueVerificationTokenRequest {
+            user_id: request.user_id.clone(),
+            email: request.email.clone(),
+        });
+        let issued = tokio::time::timeout(self.send_timeout, issue)
             .await
+            .map_err(|_| HandlerError::Retry(format!("auth-service: no answer within {:?}", self.send_timeout)))?
             .map_err(|status| match status.code() {
                 tonic::Code::InvalidArgument => {
                     HandlerError::Permanent(format!("auth-service refused: {}", status.message()))

@@ -22,14 +22,14 @@ pub enum Mailer {
 }
 
 impl Mailer {
-    pub fn new(target: &MailTarget) -> Result<Mailer, String> {
+    pub fn new(target: &MailTarget, timeout: Duration) -> Result<Mailer, String> {
         Ok(match target {
             MailTarget::Smtp(url) => Mailer::Smtp(
                 AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
                     .map_err(|e| format!("SMTP_URL: {e}"))?
                     // Well under the consumer's ack wait, so a hung server cannot make
                     // JetStream hand the same event to a second attempt meanwhile.
-                    .timeout(Some(Duration::from_secs(15)))
+                    .timeout(Some(timeout))
                     .build(),
             ),
             MailTarget::Files(dir) => {

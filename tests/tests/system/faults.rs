@@ -116,6 +116,15 @@ async fn smtp_down_for_a_while_then_back_delivers_everything_and_a_rejected_reci
     }
 }
 
+/// Waits (bounded) until at least `count` emails have arrived: "the middle of the batch".
+async fn wait_for_emails(stack: &Stack, count: usize) {
+    let deadline = Instant::now() + LIMIT;
+    while stack.smtp.all().len() < count {
+        assert!(Instant::now() < deadline, "fewer than {count} emails within {LIMIT:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn list_parked(client: &ParkingServiceClient<Channel>) -> Vec<ParkedMessage> {
     client.clone().list_parked(ListParkedRequest::default()).await.expect("ListParked").into_inner().messages
 }
@@ -249,4 +258,21 @@ async fn the_same_event_published_twice_has_one_effect() {
     for user in batch.iter().step_by(10) {
         assert_eq!(stack.status_of(&user.user_id).await, verimail_proto::user::v1::UserStatus::Verified);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_server_killed_mid_batch_and_restarted_on_its_store_loses_nothing() {
+    let mut stack = Stack::start().await;
+    let started = Instant::now();
+    let users = stack.users.clone();
+    // Registrations keep coming while the broker dies and comes back.
+    let registering = tokio::spawn(async move { batch::register(&users, "broker", 0..BATCH, LIMIT).await });
+    wait_for_emails(&stack, 20).await;
+    stack.nats.kill();
+    let at_kill = stack.smtp.all().len();
+    assert!(at_kill < BATCH, "the broker died in the middle of the batch, not after it ({at_kill} emails)");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stack.nats.restart();
+    let batch = registering.await.expect("registrations");
+    finish("nats-server SIGKILL 2 s", &stack, &batch, started).await;
 }
