@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 NATS_SERVER_BIN="$(scripts/nats-server.sh)"
 export NATS_SERVER_BIN
+# The fault tests start the real binaries and kill them; build them first.
+cargo build --workspace --bins
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast "$@"
 else

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod browser;
+pub mod procs;
 pub mod smtp;
 
 use std::time::Duration;

@@ -3,6 +3,7 @@
 use mailin_embedded::{Handler, Response, Server, response};
 use std::collections::HashSet;
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -46,6 +47,14 @@ struct Inbox {
     arrived: Notify,
     /// Recipients refused for good (550 to RCPT TO).
     rejected: Mutex<HashSet<String>>,
+    /// Stopping: every command gets 421 and nothing more is accepted.
+    down: AtomicBool,
+}
+
+impl Inbox {
+    fn down(&self) -> bool {
+        self.down.load(Ordering::SeqCst)
+    }
 }
 
 #[derive(Clone)]
@@ -56,11 +65,28 @@ struct Collector {
 }
 
 impl Handler for Collector {
+    fn helo(&mut self, _ip: std::net::IpAddr, _domain: &str) -> Response {
+        if self.inbox.down() { response::NO_SERVICE } else { response::OK }
+    }
+
+    fn mail(&mut self, _ip: std::net::IpAddr, _domain: &str, _from: &str) -> Response {
+        if self.inbox.down() { response::NO_SERVICE } else { response::OK }
+    }
+
     fn rcpt(&mut self, to: &str) -> Response {
-        if self.inbox.rejected.lock().expect("inbox lock").contains(to) { response::NO_MAILBOX } else { response::OK }
+        if self.inbox.down() {
+            response::NO_SERVICE
+        } else if self.inbox.rejected.lock().expect("inbox lock").contains(to) {
+            response::NO_MAILBOX
+        } else {
+            response::OK
+        }
     }
 
     fn data_start(&mut self, _domain: &str, _from: &str, _is8bit: bool, to: &[String]) -> Response {
+        if self.inbox.down() {
+            return response::NO_SERVICE;
+        }
         self.to = to.to_vec();
         self.data.clear();
         response::OK
@@ -72,6 +98,10 @@ impl Handler for Collector {
     }
 
     fn data_end(&mut self) -> Response {
+        // Accepting is one step: stored and answered 250, or neither.
+        if self.inbox.down() {
+            return response::NO_SERVICE;
+        }
         let mail = ReceivedMail { to: std::mem::take(&mut self.to), raw: std::mem::take(&mut self.data) };
         self.inbox.mails.lock().expect("inbox lock").push(mail);
         self.inbox.arrived.notify_waiters();
@@ -110,13 +140,17 @@ impl SmtpServer {
         self.inbox.rejected.lock().expect("inbox lock").insert(address.to_owned());
     }
 
-    /// Connections are refused and open ones are cut until `come_back`.
+    /// Stops as a mail server does: new connections are refused, and open ones get 421
+    /// ("service not available") to every command, so a message is either accepted and
+    /// answered or neither. Until `come_back`.
     pub fn go_down(&self) {
-        self.door.set_open(false);
+        self.inbox.down.store(true, Ordering::SeqCst);
+        self.door.refuse_new(true);
     }
 
     pub fn come_back(&self) {
-        self.door.set_open(true);
+        self.inbox.down.store(false, Ordering::SeqCst);
+        self.door.refuse_new(false);
     }
 
     /// A lettre URL for it (plain SMTP on loopback).

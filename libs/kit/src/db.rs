@@ -1,9 +1,10 @@
 //! The service's own database: SQLite by default, PostgreSQL when DATABASE_URL says so.
 //! Migrations run at start.
 
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
 };
 use sea_orm_migration::prelude::{IndexCreateStatement, TableCreateStatement};
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
@@ -19,12 +20,16 @@ pub async fn connect<M: MigratorTrait>(url: &str) -> Result<DatabaseConnection, 
     }
     let mut options = ConnectOptions::new(url.to_owned());
     options.max_connections(16).connect_timeout(Duration::from_secs(10)).sqlx_logging(false);
+    // For every SQLite connection of the pool: WAL lets readers run beside the one writer;
+    // synchronous=NORMAL is durable against a crash of the process (not of the machine)
+    // and saves an fsync per commit; the busy timeout queues writers instead of failing them.
+    options.map_sqlx_sqlite_opts(|sqlite| {
+        sqlite
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+    });
     let db = Database::connect(options).await?;
-    if db.get_database_backend() == DbBackend::Sqlite {
-        // WAL lets readers run beside the single writer; the busy timeout queues writers
-        // instead of failing them with "database is locked".
-        db.execute_unprepared("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000;").await?;
-    }
     M::up(&db, None).await?;
     Ok(db)
 }

@@ -122,14 +122,20 @@ impl TcpDoor {
         self.port
     }
 
-    /// Closes (refuses new connections, cuts open ones) or opens the door.
+    /// Closes (refuses new connections, cuts open ones: a network failure) or opens the door.
     pub fn set_open(&self, open: bool) {
-        self.open.store(open, Ordering::SeqCst);
+        self.refuse_new(!open);
         if !open {
             for connection in self.connections.lock().expect("door lock").drain(..) {
                 let _ = connection.shutdown(Shutdown::Both);
             }
         }
+    }
+
+    /// Refuses new connections (or accepts them again) and leaves open ones be, as a server
+    /// that is stopping does.
+    pub fn refuse_new(&self, refuse: bool) {
+        self.open.store(!refuse, Ordering::SeqCst);
     }
 
     /// Polls every 5 ms, so that closing the door drops the listener (connection refused)

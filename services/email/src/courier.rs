@@ -50,9 +50,18 @@ impl Courier {
         let record = store::start_attempt(&self.db, &request.event_id, &request.user_id, &request.email, kind)
             .await
             .map_err(|e| HandlerError::Retry(format!("database: {e}")))?;
-        if record.status == Status::Sent {
-            tracing::info!(event_id = %request.event_id, "already sent; not sending again");
-            return Ok(());
+        match record.status {
+            Status::Sent | Status::Failed => {
+                tracing::info!(event_id = %request.event_id, status = ?record.status, "already done; not sending again");
+                return Ok(());
+            }
+            Status::Sending => {
+                // The attempt before died between handing the email to SMTP and recording
+                // the answer: the server may have it. Sending again may duplicate it; the same
+                // Message-ID lets mail clients that de-duplicate show it once.
+                tracing::warn!(event_id = %request.event_id, attempt = record.attempts, "previous attempt ended in doubt; sending again");
+            }
+            _ => {}
         }
         let outcome = self.send(&request, kind).await;
         let (status, error, result) = match outcome {
@@ -105,6 +114,10 @@ impl Courier {
             .templates
             .render(&self.from, &request.email, &request.event_id, &content)
             .map_err(HandlerError::Permanent)?;
+        // Recorded before the SMTP exchange: a crash from here on leaves the delivery in doubt.
+        store::set_status(&self.db, &request.event_id, Status::Sending)
+            .await
+            .map_err(|e| HandlerError::Retry(format!("database: {e}")))?;
         self.mailer.send(message).await.map_err(|e| match e {
             SendError::Rejected(_) => Failure::Rejected(e.to_string()),
             SendError::Transient(_) => Failure::Handler(HandlerError::Retry(e.to_string())),

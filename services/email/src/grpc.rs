@@ -46,6 +46,7 @@ fn to_proto(row: delivery::Model) -> pb::Delivery {
         status: match row.status {
             Status::Pending => pb::DeliveryStatus::Pending,
             Status::Sent => pb::DeliveryStatus::Sent,
+            Status::Sending => pb::DeliveryStatus::Sending,
             Status::Retrying => pb::DeliveryStatus::Retrying,
             Status::Failed => pb::DeliveryStatus::Failed,
             Status::Parked => pb::DeliveryStatus::Parked,

@@ -37,6 +37,8 @@ pub enum Status {
     Pending,
     #[sea_orm(string_value = "sent")]
     Sent,
+    #[sea_orm(string_value = "sending")]
+    Sending,
     #[sea_orm(string_value = "retrying")]
     Retrying,
     #[sea_orm(string_value = "failed")]
@@ -150,5 +152,15 @@ pub async fn finish<C: ConnectionTrait>(
         update = update.col_expr(delivery::Column::SentAt, Expr::value(now));
     }
     update.filter(delivery::Column::EventId.eq(event_id)).exec(conn).await?;
+    Ok(())
+}
+
+pub async fn set_status<C: ConnectionTrait>(conn: &C, event_id: &str, status: Status) -> Result<(), DbErr> {
+    delivery::Entity::update_many()
+        .col_expr(delivery::Column::Status, Expr::value(status))
+        .col_expr(delivery::Column::UpdatedAt, Expr::value(chrono::Utc::now()))
+        .filter(delivery::Column::EventId.eq(event_id))
+        .exec(conn)
+        .await?;
     Ok(())
 }

@@ -1,0 +1,204 @@
+//! The stack as separate processes, started from the real binaries with the environment an
+//! operator would give them, so that a test can SIGKILL a service and start it again.
+//! user-service reaches NATS through a [`TcpDoor`], so a test can cut it off the broker alone.
+//! Every process is killed by its pid when the stack drops.
+
+use crate::smtp::SmtpServer;
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+use verimail_proto::email::v1::email_service_client::EmailServiceClient;
+use verimail_proto::user::v1::user_service_client::UserServiceClient;
+use verimail_testkit::{NatsServer, TcpDoor, free_port};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Part {
+    User,
+    Auth,
+    Email,
+    Gateway,
+}
+
+impl Part {
+    const ALL: [Part; 4] = [Part::Auth, Part::User, Part::Email, Part::Gateway];
+
+    fn binary(self) -> &'static str {
+        match self {
+            Part::User => "user-service",
+            Part::Auth => "auth-service",
+            Part::Email => "email-service",
+            Part::Gateway => "gateway",
+        }
+    }
+}
+
+/// Where cargo put the workspace's binaries: beside this test's own executable's folder
+/// (`target/debug/deps/..`). `just test` builds them before the tests run.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/..");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first (cargo build --bins; just test does)",
+        path.display()
+    );
+    path
+}
+
+pub struct ProcessStack {
+    pub nats: NatsServer,
+    pub smtp: SmtpServer,
+    /// The door between user-service and NATS.
+    pub user_nats_door: Arc<TcpDoor>,
+    pub users: UserServiceClient<Channel>,
+    pub emails: EmailServiceClient<Channel>,
+    pub gateway_url: String,
+    pub dir: tempfile::TempDir,
+    env: HashMap<Part, Vec<(String, String)>>,
+    children: HashMap<Part, Child>,
+}
+
+impl ProcessStack {
+    pub async fn start() -> ProcessStack {
+        let nats = NatsServer::start();
+        let smtp = SmtpServer::start();
+        let dir = tempfile::tempdir().expect("temporary data folder");
+        let nats_port: u16 = nats.url().rsplit(':').next().and_then(|p| p.parse().ok()).expect("NATS port");
+        let user_nats_door = TcpDoor::open(([127, 0, 0, 1], nats_port).into());
+        let [user, auth, email, http] = [free_port(), free_port(), free_port(), free_port()];
+        let addr = |port: u16| format!("127.0.0.1:{port}");
+        let gateway_url = format!("http://{}", addr(http));
+        let db = |name: &str| format!("sqlite://{}?mode=rwc", dir.path().join(name).display());
+        let token_key = verimail_auth::token::TokenKeys::generate().expect("token key").current_paserk();
+
+        let common = vec![
+            ("NATS_URL".to_owned(), nats.url()),
+            ("USER_GRPC_ADDR".to_owned(), addr(user)),
+            ("AUTH_GRPC_ADDR".to_owned(), addr(auth)),
+            ("EMAIL_GRPC_ADDR".to_owned(), addr(email)),
+            ("GATEWAY_HTTP_ADDR".to_owned(), addr(http)),
+            ("RUST_LOG".to_owned(), "info,sqlx=warn,async_nats=warn,h2=warn".to_owned()),
+        ];
+        let with = |extra: Vec<(&str, String)>| {
+            let mut env = common.clone();
+            env.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
+            env
+        };
+        let env = HashMap::from([
+            (
+                Part::User,
+                with(vec![
+                    ("NATS_URL", format!("nats://127.0.0.1:{}", user_nats_door.port())),
+                    ("DATABASE_URL", db("user.db")),
+                    // Cheap hashing for tests, through configuration like any deployment.
+                    ("PASSWORD_HASH_MEMORY_KIB", "1024".into()),
+                    ("PASSWORD_HASH_ITERATIONS", "1".into()),
+                ]),
+            ),
+            (Part::Auth, with(vec![("DATABASE_URL", db("auth.db")), ("AUTH_TOKEN_KEYS", token_key)])),
+            (
+                Part::Email,
+                with(vec![
+                    ("DATABASE_URL", db("email.db")),
+                    ("SMTP_URL", smtp.url()),
+                    ("PUBLIC_BASE_URL", gateway_url.clone()),
+                    ("EMAIL_SEND_TIMEOUT_SECONDS", "2".into()),
+                    ("EMAIL_RETRY_BACKOFF_SECONDS", "1".into()),
+                    ("EMAIL_MAX_ATTEMPTS", "10".into()),
+                ]),
+            ),
+            (Part::Gateway, with(vec![])),
+        ]);
+        let channel = |port: u16| verimail_kit::grpc::channel("test", &addr(port)).expect("channel");
+        let mut stack = ProcessStack {
+            nats,
+            smtp,
+            user_nats_door,
+            users: UserServiceClient::new(channel(user)),
+            emails: EmailServiceClient::new(channel(email)),
+            gateway_url,
+            dir,
+            env,
+            children: HashMap::new(),
+        };
+        for part in Part::ALL {
+            stack.start_part(part).await;
+        }
+        stack
+    }
+
+    /// Starts `part` and waits (at most 30 s) until it answers: SERVING on grpc.health.v1,
+    /// or 200 on the gateway's /healthz.
+    pub async fn start_part(&mut self, part: Part) {
+        let log_path = self.dir.path().join(format!("{}.log", part.binary()));
+        let log = OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
+        let child = Command::new(binary(part.binary()))
+            .env_clear()
+            .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME"))
+            .envs(self.env[&part].iter().map(|(k, v)| (k, v)))
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", part.binary()));
+        self.children.insert(part, child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.answers(part).await {
+            let exited = self.children.get_mut(&part).and_then(|c| c.try_wait().ok().flatten());
+            assert!(exited.is_none(), "{} exited ({exited:?}); log:\n{}", part.binary(), self.log(part));
+            assert!(
+                Instant::now() < deadline,
+                "{} did not answer within 30 s; log:\n{}",
+                part.binary(),
+                self.log(part)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL, by pid: no shutdown hook runs.
+    pub fn kill(&mut self, part: Part) {
+        if let Some(mut child) = self.children.remove(&part) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log(&self, part: Part) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{}.log", part.binary()))).unwrap_or_default()
+    }
+
+    fn var(&self, part: Part, name: &str) -> String {
+        self.env[&part].iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()).expect("a configured variable")
+    }
+
+    async fn answers(&self, part: Part) -> bool {
+        use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+        let (variable, service) = match part {
+            Part::User => ("USER_GRPC_ADDR", "verimail.user.v1.UserService"),
+            Part::Auth => ("AUTH_GRPC_ADDR", "verimail.auth.v1.AuthService"),
+            Part::Email => ("EMAIL_GRPC_ADDR", "verimail.email.v1.EmailService"),
+            Part::Gateway => {
+                let url = format!("http://{}/healthz", self.var(part, "GATEWAY_HTTP_ADDR"));
+                return reqwest::get(url).await.is_ok_and(|r| r.status().is_success());
+            }
+        };
+        let Ok(channel) = verimail_kit::grpc::channel("test", &self.var(part, variable)) else { return false };
+        let reply = HealthClient::new(channel).check(HealthCheckRequest { service: service.into() }).await;
+        reply.is_ok_and(|r| r.into_inner().status() == ServingStatus::Serving)
+    }
+}
+
+impl Drop for ProcessStack {
+    fn drop(&mut self) {
+        for part in Part::ALL {
+            self.kill(part);
+        }
+    }
+}
