@@ -26,6 +26,8 @@ pub struct StackOptions {
     /// email-service's attempts per event and the delays between them.
     pub email_attempts: i64,
     pub email_backoff: Vec<Duration>,
+    /// Instances of email-service, named email-1, email-2, …
+    pub email_instances: usize,
 }
 
 impl Default for StackOptions {
@@ -34,6 +36,7 @@ impl Default for StackOptions {
             token_lifetime: Duration::from_secs(3600),
             email_attempts: 5,
             email_backoff: vec![Duration::from_millis(200)],
+            email_instances: 1,
         }
     }
 }
@@ -102,26 +105,32 @@ impl Stack {
         .expect("gateway builds");
         let gateway_url = format!("http://{}", gateway.http_addr());
 
-        let email = verimail_email::App::build(verimail_email::Config {
-            grpc_addr: "127.0.0.1:0".into(),
-            database_url: db("email.db"),
-            nats_url: nats.url(),
-            auth_addr: auth_addr.to_string(),
-            mail_target: verimail_email::mail::MailTarget::Smtp(smtp.url()),
-            from: "Verimail <no-reply@verimail.localhost>".parse().expect("mailbox"),
-            public_base_url: gateway_url.clone(),
-            max_attempts: options.email_attempts,
-            retry_backoff: options.email_backoff.clone(),
-            // Short, so a message whose ack was lost comes back within seconds.
-            send_timeout: Duration::from_secs(2),
-        })
-        .await
-        .expect("email-service builds");
-        let email_addr = email.grpc_addr();
+        // Instances of email-service share its database and its durable consumer.
+        let mut email_addrs = Vec::new();
+        for n in 1..=options.email_instances.max(1) {
+            let email = verimail_email::App::build(verimail_email::Config {
+                grpc_addr: "127.0.0.1:0".into(),
+                database_url: db("email.db"),
+                nats_url: nats.url(),
+                auth_addr: auth_addr.to_string(),
+                mail_target: verimail_email::mail::MailTarget::Smtp(smtp.url()),
+                from: "Verimail <no-reply@verimail.localhost>".parse().expect("mailbox"),
+                public_base_url: gateway_url.clone(),
+                max_attempts: options.email_attempts,
+                retry_backoff: options.email_backoff.clone(),
+                // Short, so a message whose ack was lost comes back within seconds.
+                send_timeout: Duration::from_secs(2),
+                instance: format!("email-{n}"),
+            })
+            .await
+            .expect("email-service builds");
+            email_addrs.push(email.grpc_addr());
+            tokio::spawn(email.run(shutdown.clone()));
+        }
+        let email_addr = email_addrs[0];
 
         tokio::spawn(auth.run(shutdown.clone()));
         tokio::spawn(user.run(shutdown.clone()));
-        tokio::spawn(email.run(shutdown.clone()));
         tokio::spawn(gateway.run(shutdown.clone()));
 
         let channel =

@@ -60,3 +60,14 @@ pub fn nats_url() -> String {
 pub fn database_url(default_file: &str) -> String {
     var("DATABASE_URL").unwrap_or_else(|| format!("sqlite://data/{default_file}?mode=rwc"))
 }
+
+/// This process, for records an operator reads: the host name and the process id.
+pub fn default_instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| var("HOSTNAME"))
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}-{}", std::process::id())
+}

@@ -6,7 +6,7 @@ use sea_orm::{
     ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr, SqliteTransactionMode,
     TransactionOptions, TransactionTrait,
 };
-use sea_orm_migration::prelude::{IndexCreateStatement, TableCreateStatement};
+use sea_orm_migration::prelude::{IndexCreateStatement, TableAlterStatement, TableCreateStatement};
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
 use std::time::Duration;
 
@@ -52,25 +52,29 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
     .await
 }
 
-/// A migration that creates tables and their indexes, each only if it is not there yet: the
-/// shape of every migration so far.
-pub struct CreateTables {
+/// A migration that creates tables (if they are not there yet), alters tables, and creates
+/// indexes (if not there yet), in that order: the shape of every migration so far.
+pub struct SchemaMigration {
     pub name: &'static str,
     pub tables: Vec<TableCreateStatement>,
+    pub alters: Vec<TableAlterStatement>,
     pub indexes: Vec<IndexCreateStatement>,
 }
 
-impl MigrationName for CreateTables {
+impl MigrationName for SchemaMigration {
     fn name(&self) -> &str {
         self.name
     }
 }
 
 #[sea_orm_migration::async_trait::async_trait]
-impl MigrationTrait for CreateTables {
+impl MigrationTrait for SchemaMigration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in &self.tables {
             manager.create_table(table.clone().if_not_exists().to_owned()).await?;
+        }
+        for alter in &self.alters {
+            manager.alter_table(alter.clone()).await?;
         }
         for index in &self.indexes {
             manager.create_index(index.clone().if_not_exists().to_owned()).await?;

@@ -57,8 +57,8 @@ pub mod migration {
     }
 
     /// Every service that publishes lists this migration in its own migrator.
-    pub fn migration() -> crate::db::CreateTables {
-        crate::db::CreateTables {
+    pub fn migration() -> crate::db::SchemaMigration {
+        crate::db::SchemaMigration {
             name: "m20261124_000000_create_outbox",
             tables: vec![
                 Table::create()
@@ -73,6 +73,7 @@ pub mod migration {
                     .col(text_null(Outbox::LastError))
                     .to_owned(),
             ],
+            alters: vec![],
             indexes: vec![
                 Index::create()
                     .name("outbox_unpublished")

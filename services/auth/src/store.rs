@@ -42,8 +42,8 @@ mod create_tokens {
         UsedAt,
     }
 
-    pub fn migration() -> verimail_kit::db::CreateTables {
-        verimail_kit::db::CreateTables {
+    pub fn migration() -> verimail_kit::db::SchemaMigration {
+        verimail_kit::db::SchemaMigration {
             name: "m20261124_000001_create_verification_tokens",
             tables: vec![
                 Table::create()
@@ -57,6 +57,7 @@ mod create_tokens {
                     .col(timestamp_with_time_zone_null(VerificationTokens::UsedAt))
                     .to_owned(),
             ],
+            alters: vec![],
             indexes: vec![
                 Index::create()
                     .name("verification_tokens_user")

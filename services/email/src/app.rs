@@ -39,6 +39,7 @@ impl App {
             from: config.from,
             public_base_url: config.public_base_url,
             send_timeout: config.send_timeout,
+            instance: config.instance.clone(),
         });
         Ok(App { listener, js, courier, consumer })
     }

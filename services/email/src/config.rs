@@ -29,6 +29,9 @@ pub struct Config {
     /// `EMAIL_SEND_TIMEOUT_SECONDS`: the bound on each call an attempt makes (the token from
     /// auth-service, the SMTP exchange). JetStream's ack wait is sized from it.
     pub send_timeout: Duration,
+    /// `EMAIL_INSTANCE_ID`: names this instance in the deliveries it handles (default: the
+    /// host name and process id).
+    pub instance: String,
 }
 
 impl Config {
@@ -73,6 +76,7 @@ impl Config {
             max_attempts,
             retry_backoff,
             send_timeout: config::seconds("EMAIL_SEND_TIMEOUT_SECONDS", Duration::from_secs(10))?,
+            instance: config::var("EMAIL_INSTANCE_ID").unwrap_or_else(config::default_instance_id),
         })
     }
 }

@@ -32,6 +32,7 @@ pub struct Courier {
     pub from: Mailbox,
     pub public_base_url: String,
     pub send_timeout: Duration,
+    pub instance: String,
 }
 
 /// What the two events have in common.
@@ -47,9 +48,10 @@ impl Courier {
             return Ok(()); // another users.* event: not ours to act on
         };
         let kind = delivery.subject.as_str();
-        let record = store::start_attempt(&self.db, &request.event_id, &request.user_id, &request.email, kind)
-            .await
-            .map_err(|e| HandlerError::Retry(format!("database: {e}")))?;
+        let record =
+            store::start_attempt(&self.db, &request.event_id, &request.user_id, &request.email, kind, &self.instance)
+                .await
+                .map_err(|e| HandlerError::Retry(format!("database: {e}")))?;
         match record.status {
             Status::Sent | Status::Failed => {
                 tracing::info!(event_id = %request.event_id, status = ?record.status, "already done; not sending again");

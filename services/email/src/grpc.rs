@@ -56,5 +56,6 @@ fn to_proto(row: delivery::Model) -> pb::Delivery {
         created_at: rfc3339(row.created_at),
         updated_at: rfc3339(row.updated_at),
         sent_at: row.sent_at.map(rfc3339).unwrap_or_default(),
+        handled_by: row.handled_by.unwrap_or_default(),
     }
 }

@@ -22,6 +22,8 @@ pub mod delivery {
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
         pub sent_at: Option<DateTimeUtc>,
+        /// The instance (`EMAIL_INSTANCE_ID`) that made the last attempt.
+        pub handled_by: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -66,8 +68,8 @@ mod create_deliveries {
         SentAt,
     }
 
-    pub fn migration() -> verimail_kit::db::CreateTables {
-        verimail_kit::db::CreateTables {
+    pub fn migration() -> verimail_kit::db::SchemaMigration {
+        verimail_kit::db::SchemaMigration {
             name: "m20261124_000001_create_deliveries",
             tables: vec![
                 Table::create()
@@ -84,9 +86,33 @@ mod create_deliveries {
                     .col(timestamp_with_time_zone_null(Deliveries::SentAt))
                     .to_owned(),
             ],
+            alters: vec![],
             indexes: vec![
                 Index::create().name("deliveries_user").table(Deliveries::Table).col(Deliveries::UserId).to_owned(),
             ],
+        }
+    }
+}
+
+mod add_handled_by {
+    use sea_orm_migration::prelude::*;
+    use sea_orm_migration::schema::*;
+
+    #[derive(DeriveIden)]
+    enum Deliveries {
+        Table,
+        HandledBy,
+    }
+
+    /// Which email-service instance made the last attempt, for operators running several.
+    pub fn migration() -> verimail_kit::db::SchemaMigration {
+        verimail_kit::db::SchemaMigration {
+            name: "m20261124_000002_add_deliveries_handled_by",
+            tables: vec![],
+            alters: vec![
+                Table::alter().table(Deliveries::Table).add_column(string_null(Deliveries::HandledBy)).to_owned(),
+            ],
+            indexes: vec![],
         }
     }
 }
@@ -95,7 +121,7 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(create_deliveries::migration())]
+        vec![Box::new(create_deliveries::migration()), Box::new(add_handled_by::migration())]
     }
 }
 
@@ -107,6 +133,7 @@ pub async fn start_attempt<C: ConnectionTrait>(
     user_id: &str,
     recipient: &str,
     kind: &str,
+    instance: &str,
 ) -> Result<delivery::Model, DbErr> {
     let now = chrono::Utc::now();
     delivery::Entity::insert(delivery::ActiveModel {
@@ -120,12 +147,14 @@ pub async fn start_attempt<C: ConnectionTrait>(
         created_at: sea_orm::Set(now),
         updated_at: sea_orm::Set(now),
         sent_at: sea_orm::Set(None),
+        handled_by: sea_orm::Set(Some(instance.to_owned())),
     })
     .on_conflict_do_nothing()
     .exec_without_returning(conn)
     .await?;
     delivery::Entity::update_many()
         .col_expr(delivery::Column::Attempts, Expr::col(delivery::Column::Attempts).add(1))
+        .col_expr(delivery::Column::HandledBy, Expr::value(instance.to_owned()))
         .col_expr(delivery::Column::UpdatedAt, Expr::value(now))
         .filter(delivery::Column::EventId.eq(event_id))
         .filter(delivery::Column::Status.ne(Status::Sent))

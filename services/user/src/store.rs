@@ -52,8 +52,8 @@ mod create_users {
         VerifiedAt,
     }
 
-    pub fn migration() -> verimail_kit::db::CreateTables {
-        verimail_kit::db::CreateTables {
+    pub fn migration() -> verimail_kit::db::SchemaMigration {
+        verimail_kit::db::SchemaMigration {
             name: "m20261124_000001_create_users",
             tables: vec![
                 Table::create()
@@ -67,6 +67,7 @@ mod create_users {
                     .col(timestamp_with_time_zone_null(Users::VerifiedAt))
                     .to_owned(),
             ],
+            alters: vec![],
             indexes: vec![],
         }
     }

@@ -326,3 +326,19 @@ async fn user_service_killed_between_commit_and_publish_still_sends_every_event(
         entity::Entity::find().filter(entity::Column::PublishedAt.is_null()).count(&db).await.expect("count outbox");
     assert_eq!(unpublished, 0, "the relay marked every row after its publish ack");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_email_service_instances_share_the_work_and_send_each_email_once() {
+    let stack = Stack::start_with(StackOptions { email_instances: 2, ..StackOptions::default() }).await;
+    let started = Instant::now();
+    let batch = batch::register(&stack.users, "shared", 0..BATCH, LIMIT).await;
+    finish("two email-service instances", &stack, &batch, started).await;
+    let mut by_instance = std::collections::BTreeMap::<String, usize>::new();
+    for user in &batch {
+        let delivery = delivery_of(&stack, &user.user_id).await;
+        assert_eq!((delivery.status(), delivery.attempts), (DeliveryStatus::Sent, 1), "{delivery:?}");
+        *by_instance.entry(delivery.handled_by).or_default() += 1;
+    }
+    println!("two email-service instances: deliveries by instance {by_instance:?}");
+    assert_eq!(by_instance.keys().map(String::as_str).collect::<Vec<_>>(), ["email-1", "email-2"], "both did some");
+}
