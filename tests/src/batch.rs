@@ -204,3 +204,20 @@ pub async fn parked_count(nats_url: &str) -> u64 {
         Err(_) => 0,
     }
 }
+
+/// Waits (at most `limit`) until grpc.health.v1 at `addr` reports `want` for `service`.
+pub async fn wait_for_health(addr: &str, service: &str, want: tonic_health::ServingStatus, limit: Duration) {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let want = want as i32;
+    let channel = verimail_kit::grpc::channel("test", addr).expect("channel");
+    let deadline = Instant::now() + limit;
+    loop {
+        let reply = HealthClient::new(channel.clone()).check(HealthCheckRequest { service: service.into() }).await;
+        let status = reply.map(|r| r.into_inner().status);
+        if matches!(status, Ok(s) if s == want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{service} at {addr} did not report {want} within {limit:?}: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

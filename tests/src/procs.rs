@@ -170,6 +170,36 @@ impl ProcessStack {
         }
     }
 
+    /// SIGTERM, then waits (at most 30 s) for the process to exit; returns its exit status.
+    pub fn terminate(&mut self, part: Part) -> std::process::ExitStatus {
+        let mut child = self.children.remove(&part).expect("a running part");
+        let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("run kill");
+        assert!(sent.success(), "kill -TERM {}", child.id());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for the child") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{} did not exit within 30 s of SIGTERM; log:\n{}", part.binary(), self.log(part));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The address a part's gRPC server listens on.
+    pub fn grpc_addr(&self, part: Part) -> String {
+        let variable = match part {
+            Part::User => "USER_GRPC_ADDR",
+            Part::Auth => "AUTH_GRPC_ADDR",
+            Part::Email => "EMAIL_GRPC_ADDR",
+            Part::Gateway => panic!("the gateway serves HTTP"),
+        };
+        self.var(part, variable)
+    }
+
     pub fn log(&self, part: Part) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("{}.log", part.binary()))).unwrap_or_default()
     }

@@ -4,6 +4,7 @@
 //! Every event is published with `Nats-Msg-Id` (its event id, so JetStream drops a duplicate
 //! publish inside the stream's duplicate window) and `Verimail-Event-Type`.
 
+use crate::shutdown::Shutdown;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use futures::StreamExt;
@@ -170,11 +171,12 @@ pub enum HandlerError {
     Permanent(String),
 }
 
-/// Runs the durable consumer until the task is dropped: each message goes to `handler`; a
-/// success is acked, a retryable failure is redelivered after the spec's backoff, and a
-/// permanent failure or the last attempt's failure is copied to `parked.<durable>` and
-/// terminated. While NATS is unreachable it waits and tries again.
-pub async fn consume<H, F>(js: jetstream::Context, spec: ConsumerSpec, handler: H)
+/// Runs the durable consumer until `shutdown`: each message goes to `handler`; a success is
+/// acked, a retryable failure is redelivered after the spec's backoff, and a permanent
+/// failure or the last attempt's failure is copied to `parked.<durable>` and terminated.
+/// While NATS is unreachable it waits and tries again. On shutdown it stops pulling,
+/// finishes (and acks) the messages it is handling, and returns.
+pub async fn consume<H, F>(js: jetstream::Context, spec: ConsumerSpec, handler: H, shutdown: Shutdown)
 where
     H: Fn(Delivery) -> F + Send + Sync,
     F: Future<Output = Result<(), HandlerError>> + Send,
@@ -184,29 +186,35 @@ where
             Ok(consumer) => break consumer,
             Err(e) => {
                 tracing::warn!(durable = spec.durable, error = %e, "cannot open consumer; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::select! {
+                    _ = shutdown.wait() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
             }
         }
     };
-    loop {
-        let messages = match consumer.messages().await {
-            Ok(messages) => messages,
-            Err(e) => {
-                tracing::warn!(durable = spec.durable, error = %e, "cannot pull; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+    while !shutdown.is_triggered() {
+        match consumer.messages().await {
+            Ok(messages) => {
+                let stop = shutdown.clone();
+                messages
+                    .take_until(async move { stop.wait().await })
+                    .for_each_concurrent(spec.concurrency, |message| async {
+                        match message {
+                            Ok(message) => handle_one(&js, &spec, &handler, message).await,
+                            Err(e) => tracing::warn!(durable = spec.durable, error = %e, "pull failed"),
+                        }
+                    })
+                    .await;
             }
-        };
-        messages
-            .for_each_concurrent(spec.concurrency, |message| async {
-                match message {
-                    Ok(message) => handle_one(&js, &spec, &handler, message).await,
-                    Err(e) => tracing::warn!(durable = spec.durable, error = %e, "pull failed"),
-                }
-            })
-            .await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+            Err(e) => tracing::warn!(durable = spec.durable, error = %e, "cannot pull; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.wait() => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
     }
+    tracing::info!(durable = spec.durable, "consumer drained");
 }
 
 /// Declares the stream, the parking stream and the durable consumer (all idempotent).
@@ -244,7 +252,12 @@ where
         attempt,
         is_last_attempt: attempt >= spec.max_deliver,
     };
-    let outcome = handler(delivery).await;
+    // Bounded well inside the ack wait, so JetStream never hands the message to a second
+    // attempt while this one still runs.
+    let limit = spec.ack_wait.mul_f64(0.8);
+    let outcome = tokio::time::timeout(limit, handler(delivery))
+        .await
+        .unwrap_or_else(|_| Err(HandlerError::Retry(format!("handler took longer than {limit:?}"))));
     let ack = match outcome {
         Ok(()) => AckKind::Ack,
         Err(HandlerError::Retry(reason)) if attempt < spec.max_deliver => {

@@ -12,17 +12,15 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 /// Serves `routes` (the service's own gRPC services) with grpc.health.v1 and reflection on
-/// `listener` until `shutdown` fires. `served` names the services health reports as SERVING.
-pub async fn serve(
+/// `listener` until `shutdown` fires, then finishes the calls in flight. `served` names the
+/// services health and reflection report.
+async fn serve(
     listener: TcpListener,
     routes: Routes,
-    served: &[&str],
+    served: &[&'static str],
+    health_service: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
     shutdown: Shutdown,
 ) -> Result<(), tonic::transport::Error> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    for name in served {
-        health.set_service_status(*name, tonic_health::ServingStatus::Serving).await;
-    }
     // Reflection lists only what this server answers, though it can describe every type.
     let reflection = || {
         let builder = tonic_reflection::server::Builder::configure()
@@ -70,22 +68,84 @@ pub async fn bind(variable: &'static str, addr: &str) -> Result<TcpListener, Con
     TcpListener::bind(addr).await.map_err(|e| ConfigError::new(variable, format!("cannot listen on {addr}: {e}")))
 }
 
-/// A background task that runs beside the gRPC server (an outbox relay, a consumer).
+/// A background task that runs beside the gRPC server (an outbox relay, a consumer). It
+/// watches the same [`Shutdown`] and returns once it has finished its work in flight.
 pub type Background = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Runs a whole service: its gRPC server until `shutdown`, with its background tasks beside
-/// it, which are stopped when the server has drained.
-pub async fn run_service(
-    listener: TcpListener,
-    routes: Routes,
-    served: &[&str],
-    background: Vec<Background>,
-    shutdown: Shutdown,
-) -> Result<(), tonic::transport::Error> {
-    let tasks: Vec<_> = background.into_iter().map(tokio::spawn).collect();
-    let result = serve(listener, routes, served, shutdown).await;
-    for task in tasks {
-        task.abort();
+/// How long background tasks may take to drain after a shutdown signal before they are cut.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(25);
+
+/// Everything a service runs.
+pub struct Service {
+    pub listener: TcpListener,
+    /// The service's own gRPC services.
+    pub routes: Routes,
+    /// Their names, for health and reflection.
+    pub served: Vec<&'static str>,
+    pub background: Vec<Background>,
+    /// What it cannot work without: health says NOT_SERVING while either is unreachable.
+    pub nats: async_nats::Client,
+    pub db: sea_orm::DatabaseConnection,
+}
+
+/// Runs a whole service until `shutdown`: the gRPC server with health (checked against NATS
+/// and the database every second) and reflection, and the background tasks beside it. On
+/// shutdown, health turns NOT_SERVING, the server finishes its calls in flight, and the
+/// background tasks drain (stop pulling, finish what they hold, flush the outbox) for at
+/// most [`DRAIN_LIMIT`].
+pub async fn run_service(service: Service, shutdown: Shutdown) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    // Built only once NATS and the database answered, so it starts serving.
+    for name in service.served.iter().copied() {
+        health.set_service_status(name, tonic_health::ServingStatus::Serving).await;
     }
+    let tasks: Vec<_> = service.background.into_iter().map(tokio::spawn).collect();
+    let monitor =
+        tokio::spawn(watch_health(health, service.served.clone(), service.nats, service.db, shutdown.clone()));
+    let result = serve(service.listener, service.routes, &service.served, health_service, shutdown).await;
+    let drained = tokio::time::timeout(DRAIN_LIMIT, async {
+        for task in tasks {
+            let _ = task.await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(limit = ?DRAIN_LIMIT, "background work did not drain in time; stopping anyway");
+    }
+    let _ = monitor.await;
     result
+}
+
+/// SERVING while NATS is connected and the database answers, NOT_SERVING otherwise and from
+/// the shutdown signal on. Checks once a second.
+async fn watch_health(
+    health: tonic_health::server::HealthReporter,
+    served: Vec<&'static str>,
+    nats: async_nats::Client,
+    db: sea_orm::DatabaseConnection,
+    shutdown: Shutdown,
+) {
+    use tonic_health::ServingStatus;
+    let mut last = None;
+    loop {
+        let nats_up = nats.connection_state() == async_nats::connection::State::Connected;
+        let db_up = matches!(tokio::time::timeout(Duration::from_secs(2), db.ping()).await, Ok(Ok(())));
+        let status = if nats_up && db_up { ServingStatus::Serving } else { ServingStatus::NotServing };
+        if last != Some(status) {
+            if last.is_some() || status != ServingStatus::Serving {
+                tracing::warn!(nats = nats_up, database = db_up, ?status, "health changed");
+            }
+            for name in served.iter().copied().chain([""]) {
+                health.set_service_status(name, status).await;
+            }
+            last = Some(status);
+        }
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    for name in served.iter().copied().chain([""]) {
+        health.set_service_status(name, ServingStatus::NotServing).await;
+    }
 }

@@ -173,9 +173,20 @@ impl OutboxRelay {
                 }
             };
             tokio::select! {
-                _ = shutdown.wait() => return,
+                _ = shutdown.wait() => return self.flush().await,
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// On shutdown: publishes what is still unpublished, while publishing succeeds.
+    async fn flush(&self) {
+        loop {
+            match self.publish_pending().await {
+                Ok(0) => return tracing::info!("outbox flushed"),
+                Ok(_) => {}
+                Err(e) => return tracing::warn!(error = %e, "outbox not flushed; the next start publishes the rest"),
             }
         }
     }

@@ -19,6 +19,10 @@ impl Shutdown {
         self.sender.send_replace(true);
     }
 
+    pub fn is_triggered(&self) -> bool {
+        *self.sender.borrow()
+    }
+
     /// Resolves once `trigger` has been called (at once if it already was).
     pub async fn wait(&self) {
         let mut receiver = self.sender.subscribe();

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use verimail_kit::bus::{self, ConsumerSpec, HandlerError, USERS_STREAM};
 use verimail_kit::outbox::{self, OutboxEvent, OutboxRelay, entity};
+use verimail_kit::shutdown::Shutdown;
 use verimail_proto::events::v1::UserRegistered;
 use verimail_testkit::NatsServer;
 
@@ -133,14 +134,15 @@ async fn consumer_retries_then_parks_after_the_last_attempt() {
     spec.max_deliver = 3;
     spec.backoff = vec![Duration::from_millis(50)];
     let seen = attempts.clone();
-    let consumer = tokio::spawn(bus::consume(js.clone(), spec, move |delivery| {
+    let handler = move |delivery: bus::Delivery| {
         let seen = seen.clone();
         async move {
             seen.fetch_add(1, Ordering::SeqCst);
             assert_eq!(delivery.event_id.as_deref(), Some("event-7"));
             Err::<(), _>(HandlerError::Retry(format!("attempt {} failed", delivery.attempt)))
         }
-    }));
+    };
+    let consumer = tokio::spawn(bus::consume(js.clone(), spec, handler, Shutdown::default()));
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -194,6 +196,7 @@ async fn consumer_acks_what_succeeds_and_a_permanent_failure_is_parked_at_once()
                 Ok(())
             }
         },
+        Shutdown::default(),
     ));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -214,4 +217,39 @@ async fn consumer_acks_what_succeeds_and_a_permanent_failure_is_parked_at_once()
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(attempts.load(Ordering::SeqCst), 2, "each message handled once");
     consumer.abort();
+}
+
+#[tokio::test]
+async fn on_shutdown_the_consumer_finishes_what_it_holds_acks_it_and_returns() {
+    let nats = NatsServer::start();
+    let js = jetstream(&nats).await;
+    js.publish_with_headers("users.registered", bus::event_headers("slow-1", "test"), "slow".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let finished = Arc::new(AtomicUsize::new(0));
+    let (on_start, on_finish) = (started.clone(), finished.clone());
+    let shutdown = Shutdown::default();
+    let consumer = tokio::spawn(bus::consume(
+        js.clone(),
+        ConsumerSpec::new(USERS_STREAM, "test-drain", "users.>"),
+        move |_| {
+            let (on_start, on_finish) = (on_start.clone(), on_finish.clone());
+            async move {
+                on_start.notify_one();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                on_finish.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        },
+        shutdown.clone(),
+    ));
+    tokio::time::timeout(Duration::from_secs(10), started.notified()).await.expect("the handler started");
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(5), consumer).await.expect("the consumer returned").unwrap();
+    assert_eq!(finished.load(Ordering::SeqCst), 1, "the message in flight was finished");
+    let info = js.get_stream("USERS").await.unwrap().consumer_info("test-drain").await.unwrap();
+    assert_eq!((info.ack_floor.stream_sequence, info.num_ack_pending), (1, 0), "and acked");
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use verimail_kit::bus::{self, AUTH_STREAM};
-use verimail_kit::grpc::Background;
+use verimail_kit::grpc::Service;
 use verimail_kit::outbox::OutboxRelay;
 use verimail_kit::shutdown::Shutdown;
 use verimail_proto::auth::v1::auth_service_server::{AuthServiceServer, SERVICE_NAME};
@@ -38,12 +38,22 @@ impl App {
     }
 
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let relay = OutboxRelay::new(self.db.clone(), self.js);
-        let service =
-            AuthGrpc { db: self.db, keys: self.keys, token_lifetime: self.token_lifetime, relay: relay.clone() };
-        let background: Vec<Background> = vec![Box::pin(relay.run(shutdown.clone()))];
-        let routes = Routes::new(AuthServiceServer::new(service));
-        verimail_kit::grpc::run_service(self.listener, routes, &[SERVICE_NAME], background, shutdown).await?;
+        let relay = OutboxRelay::new(self.db.clone(), self.js.clone());
+        let grpc = AuthGrpc {
+            db: self.db.clone(),
+            keys: self.keys,
+            token_lifetime: self.token_lifetime,
+            relay: relay.clone(),
+        };
+        let service = Service {
+            listener: self.listener,
+            routes: Routes::new(AuthServiceServer::new(grpc)),
+            served: vec![SERVICE_NAME],
+            background: vec![Box::pin(relay.run(shutdown.clone()))],
+            nats: self.js.client(),
+            db: self.db,
+        };
+        verimail_kit::grpc::run_service(service, shutdown).await?;
         Ok(())
     }
 }

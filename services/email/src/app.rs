@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use verimail_kit::bus;
-use verimail_kit::grpc::Background;
+use verimail_kit::grpc::Service;
 use verimail_kit::parking::{self, Parking};
 use verimail_kit::shutdown::Shutdown;
 use verimail_proto::auth::v1::auth_service_client::AuthServiceClient;
@@ -52,11 +52,17 @@ impl App {
         let service = EmailGrpc { db: self.courier.db.clone() };
         let courier = self.courier;
         let parking = Parking::server(self.js.clone(), vec![self.consumer.durable]);
-        let background: Vec<Background> =
-            vec![Box::pin(bus::consume(self.js, self.consumer, move |delivery| courier.clone().handle(delivery)))];
-        let routes = Routes::new(EmailServiceServer::new(service)).add_service(parking);
-        let served = [SERVICE_NAME, parking::SERVICE_NAME];
-        verimail_kit::grpc::run_service(self.listener, routes, &served, background, shutdown).await?;
+        let db = courier.db.clone();
+        let handler = move |delivery| courier.clone().handle(delivery);
+        let service = Service {
+            listener: self.listener,
+            routes: Routes::new(EmailServiceServer::new(service)).add_service(parking),
+            served: vec![SERVICE_NAME, parking::SERVICE_NAME],
+            background: vec![Box::pin(bus::consume(self.js.clone(), self.consumer, handler, shutdown.clone()))],
+            nats: self.js.client(),
+            db,
+        };
+        verimail_kit::grpc::run_service(service, shutdown).await?;
         Ok(())
     }
 }

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use verimail_kit::bus::{self, USERS_STREAM};
-use verimail_kit::grpc::Background;
+use verimail_kit::grpc::{Background, Service};
 use verimail_kit::outbox::OutboxRelay;
 use verimail_kit::parking::{self, Parking};
 use verimail_kit::shutdown::Shutdown;
@@ -46,16 +46,23 @@ impl App {
         let db = self.db.clone();
         let consumer = events::email_verified_consumer();
         let parking = Parking::server(self.js.clone(), vec![consumer.durable]);
+        let handler = move |delivery| {
+            let db = db.clone();
+            async move { events::on_email_verified(&db, delivery).await }
+        };
         let background: Vec<Background> = vec![
             Box::pin(relay.run(shutdown.clone())),
-            Box::pin(bus::consume(self.js, consumer, move |delivery| {
-                let db = db.clone();
-                async move { events::on_email_verified(&db, delivery).await }
-            })),
+            Box::pin(bus::consume(self.js.clone(), consumer, handler, shutdown.clone())),
         ];
-        let routes = Routes::new(UserServiceServer::new(service)).add_service(parking);
-        let served = [SERVICE_NAME, parking::SERVICE_NAME];
-        verimail_kit::grpc::run_service(self.listener, routes, &served, background, shutdown).await?;
+        let service = Service {
+            listener: self.listener,
+            routes: Routes::new(UserServiceServer::new(service)).add_service(parking),
+            served: vec![SERVICE_NAME, parking::SERVICE_NAME],
+            background,
+            nats: self.js.client(),
+            db: self.db,
+        };
+        verimail_kit::grpc::run_service(service, shutdown).await?;
         Ok(())
     }
 }

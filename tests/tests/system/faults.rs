@@ -5,6 +5,7 @@ use async_nats::jetstream;
 use std::time::{Duration, Instant};
 use tonic::Code;
 use tonic::transport::Channel;
+use tonic_health::ServingStatus;
 use verimail_kit::bus;
 use verimail_proto::email::v1::{DeliveryStatus, ListDeliveriesRequest};
 use verimail_proto::ops::v1::parking_service_client::ParkingServiceClient;
@@ -100,8 +101,12 @@ async fn smtp_down_for_a_while_then_back_delivers_everything_and_a_rejected_reci
 
 /// Waits (bounded) until at least `count` emails have arrived: "the middle of the batch".
 async fn wait_for_emails(stack: &Stack, count: usize) {
+    wait_for_emails_in(&stack.smtp, count).await
+}
+
+async fn wait_for_emails_in(smtp: &verimail_system_tests::SmtpServer, count: usize) {
     let deadline = Instant::now() + LIMIT;
-    while stack.smtp.all().len() < count {
+    while smtp.all().len() < count {
         assert!(Instant::now() < deadline, "fewer than {count} emails within {LIMIT:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -253,8 +258,20 @@ async fn nats_server_killed_mid_batch_and_restarted_on_its_store_loses_nothing()
     stack.nats.kill();
     let at_kill = stack.smtp.all().len();
     assert!(at_kill < BATCH, "the broker died in the middle of the batch, not after it ({at_kill} emails)");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Every service says it cannot work while the broker is away, and recovers by itself.
+    let services = [
+        (stack.grpc_addrs[0], "verimail.user.v1.UserService"),
+        (stack.grpc_addrs[1], "verimail.auth.v1.AuthService"),
+        (stack.grpc_addrs[2], "verimail.email.v1.EmailService"),
+    ];
+    for (addr, name) in services {
+        batch::wait_for_health(&addr.to_string(), name, ServingStatus::NotServing, Duration::from_secs(10)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
     stack.nats.restart();
+    for (addr, name) in services {
+        batch::wait_for_health(&addr.to_string(), name, ServingStatus::Serving, Duration::from_secs(20)).await;
+    }
     let batch = registering.await.expect("registrations");
     finish("nats-server SIGKILL 2 s", &stack, &batch, started).await;
 }
@@ -280,11 +297,7 @@ async fn email_service_killed_mid_batch_and_restarted_sends_each_email_once() {
     let started = Instant::now();
     let users = stack.users.clone();
     let registering = tokio::spawn(async move { batch::register(&users, "courier", 0..BATCH, LIMIT).await });
-    let deadline = Instant::now() + LIMIT;
-    while stack.smtp.all().len() < 20 {
-        assert!(Instant::now() < deadline, "no emails within {LIMIT:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_emails_in(&stack.smtp, 20).await;
     stack.kill(Part::Email);
     let at_kill = stack.smtp.all().len();
     assert!(at_kill < BATCH, "email-service died in the middle of the batch, not after it ({at_kill} emails)");
@@ -341,4 +354,42 @@ async fn two_email_service_instances_share_the_work_and_send_each_email_once() {
     }
     println!("two email-service instances: deliveries by instance {by_instance:?}");
     assert_eq!(by_instance.keys().map(String::as_str).collect::<Vec<_>>(), ["email-1", "email-2"], "both did some");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_email_service_and_user_service_mid_batch_and_they_exit_0() {
+    let mut stack = ProcessStack::start().await;
+    let started = Instant::now();
+    let users = stack.users.clone();
+    let registering = tokio::spawn(async move { batch::register(&users, "drain", 0..BATCH, LIMIT).await });
+    wait_for_emails_in(&stack.smtp, 20).await;
+    // A drained email-service finishes and records what it holds: nothing is left in doubt.
+    let status = stack.terminate(Part::Email);
+    assert!(status.success(), "email-service exits 0 on SIGTERM, not {status}");
+    assert!(in_doubt(&stack).await.is_empty(), "a drained email-service leaves no delivery in doubt");
+    assert!(stack.smtp.all().len() < BATCH, "stopped in the middle of the batch");
+    // user-service flushes its outbox on the way out; registrations retry until it is back.
+    let status = stack.terminate(Part::User);
+    assert!(status.success(), "user-service exits 0 on SIGTERM, not {status}");
+    stack.start_part(Part::User).await;
+    stack.start_part(Part::Email).await;
+    let batch = registering.await.expect("registrations");
+    batch::finish("SIGTERM email-service and user-service", stack.flow(), &batch, started, 0, LIMIT).await;
+    assert!(stack.log(Part::Email).contains("consumer drained"), "{}", stack.log(Part::Email));
+    assert!(stack.log(Part::User).contains("outbox flushed"), "{}", stack.log(Part::User));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_cut_off_from_nats_reports_not_serving_and_recovers_by_itself() {
+    let stack = ProcessStack::start().await;
+    let addr = stack.grpc_addr(Part::User);
+    let service = "verimail.user.v1.UserService";
+    batch::wait_for_health(&addr, service, ServingStatus::Serving, LIMIT).await;
+    stack.user_nats_door.set_open(false);
+    batch::wait_for_health(&addr, service, ServingStatus::NotServing, Duration::from_secs(10)).await;
+    // Registration still works (it only needs the database); the event waits in the outbox.
+    let user = batch::register(&stack.users, "cut-off", 0..1, LIMIT).await;
+    stack.user_nats_door.set_open(true);
+    batch::wait_for_health(&addr, service, ServingStatus::Serving, Duration::from_secs(20)).await;
+    batch::finish("user-service cut off from NATS", stack.flow(), &user, Instant::now(), 0, LIMIT).await;
 }
