@@ -79,6 +79,7 @@ impl Stack {
             nats_url: nats.url(),
             keys,
             token_lifetime: options.token_lifetime,
+            outbox_retention: verimail_kit::outbox::DEFAULT_RETENTION,
         })
         .await
         .expect("auth-service builds");
@@ -91,6 +92,7 @@ impl Stack {
             // Cheap hashing for tests, through configuration like any other deployment.
             hash_cost: HashCost { memory_kib: 1024, iterations: 1, parallelism: 1 },
             hash_concurrency: 2,
+            outbox_retention: verimail_kit::outbox::DEFAULT_RETENTION,
         })
         .await
         .expect("user-service builds");

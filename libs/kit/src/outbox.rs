@@ -11,6 +11,7 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
 };
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -31,6 +32,8 @@ pub mod entity {
         pub published_at: Option<DateTimeUtc>,
         pub attempts: i32,
         pub last_error: Option<String>,
+        /// What the event is about (a user id): events of one aggregate go out in order.
+        pub aggregate_id: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -54,10 +57,24 @@ pub mod migration {
         PublishedAt,
         Attempts,
         LastError,
+        AggregateId,
     }
 
-    /// Every service that publishes lists this migration in its own migrator.
-    pub fn migration() -> crate::db::SchemaMigration {
+    /// Every service that publishes lists these migrations in its own migrator, first.
+    pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(create()), Box::new(add_aggregate())]
+    }
+
+    fn add_aggregate() -> crate::db::SchemaMigration {
+        crate::db::SchemaMigration {
+            name: "m20261124_000010_add_outbox_aggregate",
+            tables: vec![],
+            alters: vec![Table::alter().table(Outbox::Table).add_column(string_null(Outbox::AggregateId)).to_owned()],
+            indexes: vec![],
+        }
+    }
+
+    fn create() -> crate::db::SchemaMigration {
         crate::db::SchemaMigration {
             name: "m20261124_000000_create_outbox",
             tables: vec![
@@ -89,6 +106,7 @@ pub mod migration {
 /// An event to publish, written with [`enqueue`].
 #[derive(Debug, Clone)]
 pub struct OutboxEvent {
+    pub aggregate_id: String,
     pub id: String,
     pub subject: &'static str,
     pub event_type: String,
@@ -96,9 +114,21 @@ pub struct OutboxEvent {
 }
 
 impl OutboxEvent {
-    /// A protobuf event; `event_type` is its full protobuf name.
-    pub fn new<M: prost::Message + prost::Name>(id: String, subject: &'static str, message: &M) -> Self {
-        OutboxEvent { id, subject, event_type: M::full_name(), payload: message.encode_to_vec() }
+    /// A protobuf event about `aggregate_id` (a user id); `event_type` is its full protobuf
+    /// name.
+    pub fn new<M: prost::Message + prost::Name>(
+        id: String,
+        aggregate_id: &str,
+        subject: &'static str,
+        message: &M,
+    ) -> Self {
+        OutboxEvent {
+            id,
+            aggregate_id: aggregate_id.to_owned(),
+            subject,
+            event_type: M::full_name(),
+            payload: message.encode_to_vec(),
+        }
     }
 }
 
@@ -113,6 +143,7 @@ pub async fn enqueue<C: ConnectionTrait>(conn: &C, event: OutboxEvent) -> Result
         published_at: Set(None),
         attempts: Set(0),
         last_error: Set(None),
+        aggregate_id: Set(Some(event.aggregate_id)),
     })
     .exec_without_returning(conn)
     .await?;
@@ -127,7 +158,8 @@ pub enum RelayError {
     Publish { id: String, subject: String, reason: String },
 }
 
-/// Publishes unpublished outbox rows, oldest first.
+/// Publishes unpublished outbox rows, oldest first, and prunes published ones after their
+/// retention.
 #[derive(Clone)]
 pub struct OutboxRelay {
     db: DatabaseConnection,
@@ -135,7 +167,13 @@ pub struct OutboxRelay {
     wake: Arc<Notify>,
     batch: u64,
     idle_poll: Duration,
+    retention: Duration,
 }
+
+/// How long published rows are kept by default (for an operator looking back), and how often
+/// the relay prunes older ones.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 impl OutboxRelay {
     pub fn new(db: DatabaseConnection, js: jetstream::Context) -> Self {
@@ -147,7 +185,14 @@ impl OutboxRelay {
             // Rows are normally picked up at once through `wake`; polling covers rows written
             // by another instance and anything left by a crash.
             idle_poll: Duration::from_millis(500),
+            retention: DEFAULT_RETENTION,
         }
+    }
+
+    /// Keeps published rows this long (`OUTBOX_RETENTION_SECONDS`).
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
     }
 
     /// Call after committing a transaction that enqueued events, so they go out at once.
@@ -155,12 +200,16 @@ impl OutboxRelay {
         self.wake.notify_one();
     }
 
-    /// Publishes until `shutdown`, backing off while NATS or the database fails.
+    /// Publishes until `shutdown` (then publishes what is left), backing off while NATS or the
+    /// database fails; prunes once a minute. The longest gap between two tries is 6.4 s, far
+    /// inside the streams' duplicate window, so a retried publish is always de-duplicated.
     pub async fn run(self, shutdown: Shutdown) {
         let mut failures = 0u32;
+        let mut next_prune = tokio::time::Instant::now();
         loop {
             let pause = match self.publish_pending().await {
-                Ok(count) if count as u64 == self.batch => Duration::ZERO,
+                // Something went out: there may be more (a full batch, an aggregate's next event).
+                Ok(count) if count > 0 => Duration::ZERO,
                 Ok(_) => {
                     failures = 0;
                     self.idle_poll
@@ -172,6 +221,14 @@ impl OutboxRelay {
                     backoff
                 }
             };
+            if tokio::time::Instant::now() >= next_prune {
+                match self.prune().await {
+                    Ok(0) => {}
+                    Ok(pruned) => tracing::info!(pruned, "pruned published outbox rows"),
+                    Err(e) => tracing::warn!(error = %e, "cannot prune the outbox"),
+                }
+                next_prune = tokio::time::Instant::now() + PRUNE_EVERY;
+            }
             tokio::select! {
                 _ = shutdown.wait() => return self.flush().await,
                 _ = self.wake.notified() => {}
@@ -191,8 +248,20 @@ impl OutboxRelay {
         }
     }
 
-    /// One pass: publishes a batch of unpublished rows and marks each one whose publish was
-    /// acknowledged. Returns how many were published.
+    /// Deletes rows published longer ago than the retention. Returns how many.
+    pub async fn prune(&self) -> Result<u64, DbErr> {
+        let Ok(retention) = chrono::Duration::from_std(self.retention) else { return Ok(0) };
+        let result = entity::Entity::delete_many()
+            .filter(entity::Column::PublishedAt.lt(chrono::Utc::now() - retention))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected)
+    }
+
+    /// One pass over the oldest unpublished rows: publishes the first unpublished event of each
+    /// aggregate (a later one waits for the next pass, so an aggregate's events reach the
+    /// stream in order), many in flight at once, and marks every one whose publish JetStream
+    /// acknowledged. Returns how many were published; an error names the first that was not.
     pub async fn publish_pending(&self) -> Result<usize, RelayError> {
         let rows = entity::Entity::find()
             .filter(entity::Column::PublishedAt.is_null())
@@ -201,6 +270,11 @@ impl OutboxRelay {
             .limit(self.batch)
             .all(&self.db)
             .await?;
+        let mut aggregates = HashSet::new();
+        let rows: Vec<_> = rows
+            .into_iter()
+            .filter(|row| aggregates.insert(row.aggregate_id.clone().unwrap_or_else(|| row.id.clone())))
+            .collect();
         // Send the whole batch, then collect the acks: one round trip of latency, not one per row.
         let mut pending_acks = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -208,25 +282,38 @@ impl OutboxRelay {
             let sent = self.js.publish_with_headers(row.subject.clone(), headers, row.payload.clone().into()).await;
             pending_acks.push(sent);
         }
-        let mut published = 0;
+        let mut acked_ids = Vec::with_capacity(rows.len());
+        let mut first_failure = None;
         for (row, sent) in rows.iter().zip(pending_acks) {
             let acked = match sent {
                 Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
-            if let Err(reason) = acked {
-                self.record_failure(&row.id, &reason).await?;
-                return Err(RelayError::Publish { id: row.id.clone(), subject: row.subject.clone(), reason });
+            match acked {
+                Ok(()) => acked_ids.push(row.id.clone()),
+                Err(reason) => {
+                    self.record_failure(&row.id, &reason).await?;
+                    first_failure.get_or_insert(RelayError::Publish {
+                        id: row.id.clone(),
+                        subject: row.subject.clone(),
+                        reason,
+                    });
+                }
             }
+        }
+        // One statement marks the whole acknowledged batch.
+        if !acked_ids.is_empty() {
             entity::Entity::update_many()
                 .col_expr(entity::Column::PublishedAt, Expr::value(chrono::Utc::now()))
                 .col_expr(entity::Column::Attempts, Expr::col(entity::Column::Attempts).add(1))
-                .filter(entity::Column::Id.eq(row.id.as_str()))
+                .filter(entity::Column::Id.is_in(acked_ids.iter().map(String::as_str)))
                 .exec(&self.db)
                 .await?;
-            published += 1;
         }
-        Ok(published)
+        match first_failure {
+            Some(error) => Err(error),
+            None => Ok(acked_ids.len()),
+        }
     }
 
     async fn record_failure(&self, id: &str, reason: &str) -> Result<(), DbErr> {

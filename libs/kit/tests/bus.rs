@@ -1,6 +1,7 @@
 //! The outbox relay and the consume loop against a real nats-server and a real SQLite file.
 
 use async_nats::jetstream;
+use prost::Message;
 use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait, TransactionTrait};
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 use std::sync::Arc;
@@ -16,7 +17,7 @@ struct OutboxOnly;
 
 impl MigratorTrait for OutboxOnly {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(outbox::migration::migration())]
+        outbox::migration::migrations()
     }
 }
 
@@ -38,7 +39,7 @@ fn registered(n: u32) -> OutboxEvent {
         email: format!("u{n}@example.com"),
         occurred_at: String::new(),
     };
-    OutboxEvent::new(event.event_id.clone(), "users.registered", &event)
+    OutboxEvent::new(event.event_id.clone(), &event.user_id, "users.registered", &event)
 }
 
 async fn stream_messages(js: &jetstream::Context) -> u64 {
@@ -252,4 +253,51 @@ async fn on_shutdown_the_consumer_finishes_what_it_holds_acks_it_and_returns() {
     assert_eq!(finished.load(Ordering::SeqCst), 1, "the message in flight was finished");
     let info = js.get_stream("USERS").await.unwrap().consumer_info("test-drain").await.unwrap();
     assert_eq!((info.ack_floor.stream_sequence, info.num_ack_pending), (1, 0), "and acked");
+}
+
+#[tokio::test]
+async fn events_of_one_aggregate_go_out_in_order_and_published_rows_are_pruned_after_retention() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(&dir).await;
+    let js = jetstream(&nats).await;
+    let about = |n: u32, user: &str| {
+        let event = UserRegistered {
+            event_id: format!("event-{n}"),
+            user_id: user.into(),
+            email: "x@example.com".into(),
+            occurred_at: String::new(),
+        };
+        OutboxEvent::new(event.event_id.clone(), user, "users.registered", &event)
+    };
+    for (n, user) in [(1, "ada"), (2, "ada"), (3, "bob"), (4, "ada")] {
+        outbox::enqueue(&db, about(n, user)).await.unwrap();
+    }
+    let relay = OutboxRelay::new(db.clone(), js.clone());
+    // One event per aggregate per pass: ada's second waits until her first is acknowledged.
+    assert_eq!(relay.publish_pending().await.unwrap(), 2);
+    assert_eq!(relay.publish_pending().await.unwrap(), 1);
+    assert_eq!(relay.publish_pending().await.unwrap(), 1);
+    assert_eq!(relay.publish_pending().await.unwrap(), 0);
+    let stream = js.get_stream("USERS").await.unwrap();
+    let mut ada = Vec::new();
+    for sequence in 1..=4 {
+        let message = stream.get_raw_message(sequence).await.unwrap();
+        let event = UserRegistered::decode(message.payload).unwrap();
+        if event.user_id == "ada" {
+            ada.push(event.event_id);
+        }
+    }
+    assert_eq!(ada, ["event-1", "event-2", "event-4"], "ada's events in the order they were written");
+
+    outbox::enqueue(&db, about(5, "cy")).await.unwrap();
+    assert_eq!(
+        relay.clone().with_retention(Duration::from_secs(3600)).prune().await.unwrap(),
+        0,
+        "kept within retention"
+    );
+    assert_eq!(relay.with_retention(Duration::ZERO).prune().await.unwrap(), 4, "published rows past retention go");
+    let left = entity::Entity::find().all(&db).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert!(left[0].published_at.is_none(), "an unpublished row is never pruned");
 }

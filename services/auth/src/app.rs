@@ -20,6 +20,7 @@ pub struct App {
     listener: TcpListener,
     db: DatabaseConnection,
     js: async_nats::jetstream::Context,
+    outbox_retention: std::time::Duration,
     keys: Arc<TokenKeys>,
     token_lifetime: Duration,
 }
@@ -30,7 +31,14 @@ impl App {
         let js = async_nats::jetstream::new(bus::connect(&config.nats_url).await);
         bus::declare_streams(&js, &[AUTH_STREAM]).await?;
         let listener = verimail_kit::grpc::bind("AUTH_GRPC_ADDR", &config.grpc_addr).await?;
-        Ok(App { listener, db, js, keys: Arc::new(config.keys), token_lifetime: config.token_lifetime })
+        Ok(App {
+            listener,
+            db,
+            js,
+            outbox_retention: config.outbox_retention,
+            keys: Arc::new(config.keys),
+            token_lifetime: config.token_lifetime,
+        })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -38,7 +46,7 @@ impl App {
     }
 
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let relay = OutboxRelay::new(self.db.clone(), self.js.clone());
+        let relay = OutboxRelay::new(self.db.clone(), self.js.clone()).with_retention(self.outbox_retention);
         let grpc = AuthGrpc {
             db: self.db.clone(),
             keys: self.keys,

@@ -4,6 +4,8 @@ use verimail_kit::config::{self, ConfigError};
 
 /// auth-service's configuration, from the environment.
 pub struct Config {
+    /// `OUTBOX_RETENTION_SECONDS`: how long published events stay in the outbox table.
+    pub outbox_retention: std::time::Duration,
     /// `AUTH_GRPC_ADDR`
     pub grpc_addr: String,
     /// `DATABASE_URL`
@@ -41,6 +43,7 @@ impl Config {
             }
         };
         Ok(Config {
+            outbox_retention: config::seconds("OUTBOX_RETENTION_SECONDS", verimail_kit::outbox::DEFAULT_RETENTION)?,
             grpc_addr: config::string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
             database_url: config::database_url("auth.db"),
             nats_url: config::nats_url(),

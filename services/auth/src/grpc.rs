@@ -100,7 +100,11 @@ impl AuthGrpc {
             email: claims.email.clone(),
             occurred_at: rfc3339(chrono::Utc::now()),
         };
-        outbox::enqueue(&txn, OutboxEvent::new(event.event_id.clone(), subjects::AUTH_EMAIL_VERIFIED, &event)).await?;
+        outbox::enqueue(
+            &txn,
+            OutboxEvent::new(event.event_id.clone(), &event.user_id, subjects::AUTH_EMAIL_VERIFIED, &event),
+        )
+        .await?;
         txn.commit().await?;
         self.relay.wake();
         tracing::info!(user_id = %claims.user_id, event_id = %event.event_id, "email verified");

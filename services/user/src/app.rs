@@ -20,6 +20,7 @@ pub struct App {
     listener: TcpListener,
     db: DatabaseConnection,
     js: async_nats::jetstream::Context,
+    outbox_retention: std::time::Duration,
     hasher: PasswordHasher,
 }
 
@@ -33,7 +34,7 @@ impl App {
         let js = async_nats::jetstream::new(bus::connect(&config.nats_url).await);
         bus::declare_streams(&js, &[USERS_STREAM]).await?;
         let listener = verimail_kit::grpc::bind("USER_GRPC_ADDR", &config.grpc_addr).await?;
-        Ok(App { listener, db, js, hasher })
+        Ok(App { listener, db, js, outbox_retention: config.outbox_retention, hasher })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -41,7 +42,7 @@ impl App {
     }
 
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let relay = OutboxRelay::new(self.db.clone(), self.js.clone());
+        let relay = OutboxRelay::new(self.db.clone(), self.js.clone()).with_retention(self.outbox_retention);
         let service = UserGrpc { db: self.db.clone(), hasher: self.hasher, relay: relay.clone() };
         let db = self.db.clone();
         let consumer = events::email_verified_consumer();

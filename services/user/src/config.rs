@@ -4,6 +4,8 @@ use verimail_kit::config::{self, ConfigError};
 /// user-service's configuration, from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `OUTBOX_RETENTION_SECONDS`: how long published events stay in the outbox table.
+    pub outbox_retention: std::time::Duration,
     /// `USER_GRPC_ADDR`
     pub grpc_addr: String,
     /// `DATABASE_URL`
@@ -34,6 +36,7 @@ impl Config {
         }
         let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(2);
         Ok(Config {
+            outbox_retention: config::seconds("OUTBOX_RETENTION_SECONDS", verimail_kit::outbox::DEFAULT_RETENTION)?,
             grpc_addr: config::string("USER_GRPC_ADDR", "127.0.0.1:50051"),
             database_url: config::database_url("user.db"),
             nats_url: config::nats_url(),

@@ -90,7 +90,11 @@ impl UserGrpc {
                 err.into()
             });
         }
-        outbox::enqueue(&txn, OutboxEvent::new(event.event_id.clone(), subjects::USERS_REGISTERED, &event)).await?;
+        outbox::enqueue(
+            &txn,
+            OutboxEvent::new(event.event_id.clone(), &event.user_id, subjects::USERS_REGISTERED, &event),
+        )
+        .await?;
         txn.commit().await?;
         self.relay.wake();
         tracing::info!(%user_id, event_id = %event.event_id, "user registered");
@@ -114,7 +118,7 @@ impl UserGrpc {
         };
         outbox::enqueue(
             &self.db,
-            OutboxEvent::new(event.event_id.clone(), subjects::USERS_VERIFICATION_REQUESTED, &event),
+            OutboxEvent::new(event.event_id.clone(), &event.user_id, subjects::USERS_VERIFICATION_REQUESTED, &event),
         )
         .await?;
         self.relay.wake();

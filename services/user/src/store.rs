@@ -77,7 +77,9 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(verimail_kit::outbox::migration::migration()), Box::new(create_users::migration())]
+        let mut migrations = verimail_kit::outbox::migration::migrations();
+        migrations.push(Box::new(create_users::migration()));
+        migrations
     }
 }
 
