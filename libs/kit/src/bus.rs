@@ -222,9 +222,9 @@ pub async fn open_consumer(js: &jetstream::Context, spec: &ConsumerSpec) -> Resu
     declare_streams(js, &[spec.stream, PARKED_STREAM]).await?;
     let consumer_error = |source: async_nats::Error| BusError::Consumer { durable: spec.durable.to_owned(), source };
     let stream = js.get_stream(spec.stream.name).await.map_err(|e| consumer_error(e.into()))?;
+    // Create or update: a changed spec (attempts, ack wait) takes effect at the next start.
     stream
-        .get_or_create_consumer(
-            spec.durable,
+        .create_consumer(
             consumer::pull::Config {
                 durable_name: Some(spec.durable.to_owned()),
                 filter_subject: spec.filter_subject.to_owned(),

@@ -301,3 +301,21 @@ async fn events_of_one_aggregate_go_out_in_order_and_published_rows_are_pruned_a
     assert_eq!(left.len(), 1);
     assert!(left[0].published_at.is_none(), "an unpublished row is never pruned");
 }
+
+#[tokio::test]
+async fn opening_a_consumer_again_with_a_changed_spec_updates_it() {
+    let nats = NatsServer::start();
+    let js = jetstream(&nats).await;
+    let mut spec = ConsumerSpec::new(USERS_STREAM, "test-update", "users.>");
+    spec.max_deliver = 3;
+    bus::open_consumer(&js, &spec).await.unwrap();
+    bus::open_consumer(&js, &spec).await.expect("the same spec again is fine");
+    spec.max_deliver = 5;
+    spec.ack_wait = Duration::from_secs(12);
+    bus::open_consumer(&js, &spec).await.expect("a changed spec updates the consumer");
+    let info = js.get_stream("USERS").await.unwrap().consumer_info("test-update").await.unwrap();
+    assert_eq!((info.config.max_deliver, info.config.ack_wait), (5, Duration::from_secs(12)));
+    let stream = js.get_stream("USERS").await.unwrap().get_info().await.unwrap();
+    assert_eq!(stream.config.storage, jetstream::stream::StorageType::File);
+    assert!(stream.config.duplicate_window >= Duration::from_secs(60), "longer than the relay's longest retry gap");
+}
