@@ -13,6 +13,8 @@ use verimail_testkit::TcpDoor;
 pub struct ReceivedMail {
     pub to: Vec<String>,
     pub raw: Vec<u8>,
+    /// When the server accepted it (stored it and answered 250).
+    pub accepted_at: std::time::SystemTime,
 }
 
 impl ReceivedMail {
@@ -102,7 +104,11 @@ impl Handler for Collector {
         if self.inbox.down() {
             return response::NO_SERVICE;
         }
-        let mail = ReceivedMail { to: std::mem::take(&mut self.to), raw: std::mem::take(&mut self.data) };
+        let mail = ReceivedMail {
+            to: std::mem::take(&mut self.to),
+            raw: std::mem::take(&mut self.data),
+            accepted_at: std::time::SystemTime::now(),
+        };
         self.inbox.mails.lock().expect("inbox lock").push(mail);
         self.inbox.arrived.notify_waiters();
         response::OK

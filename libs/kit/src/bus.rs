@@ -224,16 +224,14 @@ pub async fn open_consumer(js: &jetstream::Context, spec: &ConsumerSpec) -> Resu
     let stream = js.get_stream(spec.stream.name).await.map_err(|e| consumer_error(e.into()))?;
     // Create or update: a changed spec (attempts, ack wait) takes effect at the next start.
     stream
-        .create_consumer(
-            consumer::pull::Config {
-                durable_name: Some(spec.durable.to_owned()),
-                filter_subject: spec.filter_subject.to_owned(),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: spec.ack_wait,
-                max_deliver: spec.max_deliver,
-                ..Default::default()
-            },
-        )
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(spec.durable.to_owned()),
+            filter_subject: spec.filter_subject.to_owned(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: spec.ack_wait,
+            max_deliver: spec.max_deliver,
+            ..Default::default()
+        })
         .await
         .map_err(|e| consumer_error(e.into()))
 }
