@@ -42,6 +42,15 @@ fn registered(n: u32) -> OutboxEvent {
     OutboxEvent::new(event.event_id.clone(), &event.user_id, "users.registered", &event)
 }
 
+/// Publishes a test message on users.registered and waits for JetStream's ack.
+async fn publish(js: &jetstream::Context, id: &str, body: &'static str) {
+    js.publish_with_headers("users.registered", bus::event_headers(id, "test"), body.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
 async fn stream_messages(js: &jetstream::Context) -> u64 {
     js.get_stream("USERS").await.unwrap().info().await.unwrap().state.messages
 }
@@ -124,11 +133,7 @@ async fn relay_waits_for_nats_and_publishes_once_it_is_back() {
 async fn consumer_retries_then_parks_after_the_last_attempt() {
     let nats = NatsServer::start();
     let js = jetstream(&nats).await;
-    js.publish_with_headers("users.registered", bus::event_headers("event-7", "test"), "payload".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish(&js, "event-7", "payload").await;
 
     let attempts = Arc::new(AtomicUsize::new(0));
     let mut spec = ConsumerSpec::new(USERS_STREAM, "test-consumer", "users.>");
@@ -176,11 +181,7 @@ async fn consumer_acks_what_succeeds_and_a_permanent_failure_is_parked_at_once()
     let nats = NatsServer::start();
     let js = jetstream(&nats).await;
     for (id, body) in [("ok-1", "good"), ("bad-1", "bad")] {
-        js.publish_with_headers("users.registered", bus::event_headers(id, "test"), body.into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        publish(&js, id, body).await;
     }
     let attempts = Arc::new(AtomicUsize::new(0));
     let seen = attempts.clone();
@@ -224,11 +225,7 @@ async fn consumer_acks_what_succeeds_and_a_permanent_failure_is_parked_at_once()
 async fn on_shutdown_the_consumer_finishes_what_it_holds_acks_it_and_returns() {
     let nats = NatsServer::start();
     let js = jetstream(&nats).await;
-    js.publish_with_headers("users.registered", bus::event_headers("slow-1", "test"), "slow".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish(&js, "slow-1", "slow").await;
     let started = Arc::new(tokio::sync::Notify::new());
     let finished = Arc::new(AtomicUsize::new(0));
     let (on_start, on_finish) = (started.clone(), finished.clone());

@@ -21,10 +21,11 @@ async fn finish(name: &str, stack: &Stack, batch: &[Registered], started: Instan
     batch::finish(name, stack.flow(), batch, started, 0, LIMIT).await
 }
 
+/// The one delivery for this user, waiting (bounded) until email-service has recorded it.
 async fn delivery_of(stack: &Stack, user_id: &str) -> verimail_proto::email::v1::Delivery {
     let deadline = Instant::now() + LIMIT;
     loop {
-        let deliveries = stack
+        let mut deliveries = stack
             .emails
             .clone()
             .list_deliveries(ListDeliveriesRequest { user_id: user_id.into(), limit: 10 })
@@ -33,21 +34,12 @@ async fn delivery_of(stack: &Stack, user_id: &str) -> verimail_proto::email::v1:
             .into_inner()
             .deliveries;
         if !deliveries.is_empty() {
-            break;
+            assert_eq!(deliveries.len(), 1, "one delivery for {user_id}");
+            return deliveries.remove(0);
         }
         assert!(Instant::now() < deadline, "no delivery for {user_id}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut deliveries = stack
-        .emails
-        .clone()
-        .list_deliveries(ListDeliveriesRequest { user_id: user_id.into(), limit: 10 })
-        .await
-        .expect("ListDeliveries")
-        .into_inner()
-        .deliveries;
-    assert_eq!(deliveries.len(), 1, "one delivery for {user_id}");
-    deliveries.remove(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,6 +186,17 @@ async fn a_message_parked_after_its_attempts_is_replayed_by_rpc_and_delivered() 
     batch::click_all_and_expect_verified(&stack.smtp, &stack.gateway_url, &stack.users, &[user], LIMIT).await;
 }
 
+/// Publishes a stored message again, same headers and payload, under a new Nats-Msg-Id.
+async fn republish(js: &jetstream::Context, original: &jetstream::message::StreamMessage, msg_id: &str) {
+    let mut headers = original.headers.clone();
+    headers.insert(bus::HEADER_MSG_ID, msg_id);
+    js.publish_with_headers(original.subject.to_string(), headers, original.payload.clone())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_event_published_twice_has_one_effect() {
     let stack = Stack::start().await;
@@ -217,13 +220,7 @@ async fn the_same_event_published_twice_has_one_effect() {
         dropped += usize::from(again.duplicate);
         // The same event under a new message id, as after the window: the handler must see
         // that it has already acted on this event id.
-        let mut headers = original.headers.clone();
-        headers.insert(bus::HEADER_MSG_ID, format!("{event_id}:after-window").as_str());
-        js.publish_with_headers(original.subject.to_string(), headers, original.payload.clone())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        republish(&js, &original, &format!("{event_id}:after-window")).await;
     }
     assert_eq!(dropped, BATCH, "every same-id publish is dropped by JetStream");
     finish("same event twice", &stack, &batch, started).await;
@@ -232,13 +229,7 @@ async fn the_same_event_published_twice_has_one_effect() {
     let auth = js.get_stream("AUTH").await.unwrap();
     for sequence in 1..=BATCH as u64 {
         let original = auth.get_raw_message(sequence).await.unwrap();
-        let mut headers = original.headers.clone();
-        headers.insert(bus::HEADER_MSG_ID, format!("again-{sequence}").as_str());
-        js.publish_with_headers(original.subject.to_string(), headers, original.payload.clone())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        republish(&js, &original, &format!("again-{sequence}")).await;
     }
     batch::wait_until_drained(&stack.nats.url(), "AUTH", "user-service", LIMIT).await;
     assert_eq!(batch::parked_count(&stack.nats.url()).await, 0);
