@@ -28,6 +28,8 @@ pub struct StackOptions {
     pub email_backoff: Vec<Duration>,
     /// Instances of email-service, named email-1, email-2, …
     pub email_instances: usize,
+    /// Each service on a fresh PostgreSQL database of the machine's server instead of SQLite.
+    pub postgres: bool,
 }
 
 impl Default for StackOptions {
@@ -37,6 +39,7 @@ impl Default for StackOptions {
             email_attempts: 5,
             email_backoff: vec![Duration::from_millis(200)],
             email_instances: 1,
+            postgres: false,
         }
     }
 }
@@ -56,6 +59,7 @@ pub struct Stack {
     pub nats: NatsServer,
     shutdown: Shutdown,
     _data: tempfile::TempDir,
+    _postgres: Vec<verimail_testkit::PostgresDb>,
 }
 
 impl Stack {
@@ -68,7 +72,18 @@ impl Stack {
         let nats = NatsServer::start();
         let smtp = SmtpServer::start();
         let data = tempfile::tempdir().expect("temporary data folder");
-        let db = |name: &str| format!("sqlite://{}?mode=rwc", data.path().join(name).display());
+        let mut postgres = Vec::new();
+        if options.postgres {
+            for _ in 0..3 {
+                postgres.push(verimail_testkit::PostgresDb::create().await);
+            }
+        }
+        let db = |name: &str| match (options.postgres, name) {
+            (true, "user.db") => postgres[0].url(),
+            (true, "auth.db") => postgres[1].url(),
+            (true, _) => postgres[2].url(),
+            (false, _) => format!("sqlite://{}?mode=rwc", data.path().join(name).display()),
+        };
         let shutdown = Shutdown::default();
 
         let keys = verimail_auth::token::TokenKeys::generate().expect("token key");
@@ -150,6 +165,7 @@ impl Stack {
             nats,
             shutdown,
             _data: data,
+            _postgres: postgres,
         }
     }
 

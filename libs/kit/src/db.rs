@@ -11,6 +11,8 @@ use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaMana
 use std::time::Duration;
 
 /// Connects, creates the SQLite file's folder if needed, and applies every pending migration.
+/// While the database does not answer it waits and tries again (with capped backoff) instead
+/// of failing the service's start; any other error (a bad URL, a failed migration) is final.
 pub async fn connect<M: MigratorTrait>(url: &str) -> Result<DatabaseConnection, DbErr> {
     if let Some(path) = sqlite_path(url)
         && let Some(dir) = std::path::Path::new(path).parent()
@@ -29,9 +31,31 @@ pub async fn connect<M: MigratorTrait>(url: &str) -> Result<DatabaseConnection, 
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
     });
-    let db = Database::connect(options).await?;
+    let mut delay = Duration::from_millis(100);
+    let db = loop {
+        match Database::connect(options.clone()).await {
+            Ok(db) => break db,
+            Err(DbErr::Conn(e)) => {
+                tracing::warn!(database = %redacted(url), error = %e, retry_in = ?delay, "database is not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    };
     M::up(&db, None).await?;
     Ok(db)
+}
+
+/// The URL without its password, for logs.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].find(':') {
+            Some(colon) => format!("{}:***{}", &url[..scheme + 3 + colon], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
 }
 
 fn sqlite_path(url: &str) -> Option<&str> {
@@ -98,5 +122,13 @@ mod tests {
         assert_eq!(sqlite_path("sqlite:/tmp/x.db"), Some("/tmp/x.db"));
         assert_eq!(sqlite_path("sqlite::memory:"), None);
         assert_eq!(sqlite_path("postgres://postgres@127.0.0.1/verimail"), None);
+    }
+
+    #[test]
+    fn logs_never_show_a_password() {
+        use super::redacted;
+        assert_eq!(redacted("postgres://app:s3cret@db:5432/user"), "postgres://app:***@db:5432/user");
+        assert_eq!(redacted("postgres://postgres@127.0.0.1/verimail"), "postgres://postgres@127.0.0.1/verimail");
+        assert_eq!(redacted("sqlite://data/user.db?mode=rwc"), "sqlite://data/user.db?mode=rwc");
     }
 }

@@ -183,6 +183,64 @@ impl TcpDoor {
     }
 }
 
+/// A fresh, empty PostgreSQL database on the machine's server (`TEST_POSTGRES_URL`, default
+/// `postgres://postgres@127.0.0.1:5432`), dropped when the handle drops.
+pub struct PostgresDb {
+    server: String,
+    name: String,
+}
+
+impl PostgresDb {
+    pub async fn create() -> PostgresDb {
+        use sea_orm::ConnectionTrait;
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let server = std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let name = format!("verimail_test_{}_{}_{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+        let admin = sea_orm::Database::connect(format!("{server}/postgres"))
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {server} is needed by this test: {e}"));
+        admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create a test database");
+        PostgresDb { server, name }
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}/{}", self.server, self.name)
+    }
+
+    /// The server's address, for a [`TcpDoor`] in front of it.
+    pub fn server_addr(&self) -> SocketAddr {
+        let host_port = self.server.rsplit('@').next().unwrap_or(&self.server).trim_start_matches("postgres://");
+        std::net::ToSocketAddrs::to_socket_addrs(host_port).ok().and_then(|mut a| a.next()).expect("PostgreSQL address")
+    }
+
+    /// The URL of this database reached through another port on 127.0.0.1 (a door).
+    pub fn url_through(&self, port: u16) -> String {
+        let user = self.server.trim_start_matches("postgres://").split('@').next().unwrap_or("postgres");
+        format!("postgres://{user}@127.0.0.1:{port}/{}", self.name)
+    }
+}
+
+impl Drop for PostgresDb {
+    fn drop(&mut self) {
+        let (admin, name) = (format!("{}/postgres", self.server), self.name.clone());
+        // Drop runs inside the test's runtime: use a runtime of its own on another thread.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                use sea_orm::ConnectionTrait;
+                let admin = sea_orm::Database::connect(admin).await.ok()?;
+                admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(_))) {
+            eprintln!("could not drop test database {}", self.name);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

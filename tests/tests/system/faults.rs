@@ -397,3 +397,22 @@ async fn a_service_cut_off_from_nats_reports_not_serving_and_recovers_by_itself(
     batch::wait_for_health(&addr, service, ServingStatus::Serving, Duration::from_secs(20)).await;
     batch::finish("user-service cut off from NATS", stack.flow(), &user, Instant::now(), 0, LIMIT).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_flow_on_postgresql() {
+    let stack = Stack::start_with(StackOptions { postgres: true, ..StackOptions::default() }).await;
+    let started = Instant::now();
+    let batch = batch::register(&stack.users, "pg", 0..50, LIMIT).await;
+    // The unique index speaks PostgreSQL's dialect too: a duplicate is ALREADY_EXISTS.
+    let again = stack
+        .users
+        .clone()
+        .register_user(verimail_proto::user::v1::RegisterUserRequest {
+            email: "PG-1@example.com".into(),
+            password: "correct horse battery".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::AlreadyExists);
+    finish("PostgreSQL", &stack, &batch, started).await;
+}
