@@ -28,6 +28,8 @@ impl Pages {
             "resend.html",
             "resent.html",
             "unavailable.html",
+            "code.html",
+            "code_locked.html",
         ] {
             env.add_template(name, source).expect("gateway templates parse");
         }

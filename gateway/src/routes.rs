@@ -12,7 +12,9 @@ use serde::Deserialize;
 use std::sync::Arc;
 use tonic::Code;
 use tonic::transport::Channel;
-use verimail_proto::auth::v1::{VerifyEmailRequest, VerifyOutcome, auth_service_client::AuthServiceClient};
+use verimail_proto::auth::v1::{
+    VerifyEmailCodeRequest, VerifyEmailRequest, VerifyOutcome, auth_service_client::AuthServiceClient,
+};
 use verimail_proto::user::v1::{ResendVerificationRequest, user_service_client::UserServiceClient};
 
 pub struct Gateway {
@@ -24,6 +26,7 @@ pub struct Gateway {
 pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/verify-email", get(confirm_page).post(verify))
+        .route("/verify-code", get(code_page).post(verify_code))
         .route("/resend", get(resend_page).post(resend))
         .route("/static/submit.js", get(submit_script))
         .route("/healthz", get(|| async { "ok" }))
@@ -85,6 +88,50 @@ async fn verify(State(gw): State<Arc<Gateway>>, Form(params): Form<TokenParams>)
         Err(status) => match status.code() {
             Code::FailedPrecondition => gw.pages.render(StatusCode::GONE, "expired.html", context! { email => "" }),
             Code::InvalidArgument => gw.pages.render(StatusCode::BAD_REQUEST, "invalid.html", context! { email => "" }),
+            _ => unavailable(&gw, &status),
+        },
+    }
+}
+
+#[derive(Deserialize)]
+struct CodeParams {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    code: String,
+}
+
+async fn code_page(State(gw): State<Arc<Gateway>>, Query(params): Query<EmailParams>) -> Response {
+    gw.pages.render(StatusCode::OK, "code.html", context! { email => params.email.trim() })
+}
+
+async fn verify_code(State(gw): State<Arc<Gateway>>, Form(params): Form<CodeParams>) -> Response {
+    use tonic_types::StatusExt;
+    let email = params.email.trim().to_owned();
+    let request = VerifyEmailCodeRequest { email: email.clone(), code: params.code };
+    match gw.auth.clone().verify_email_code(request).await {
+        Ok(reply) => {
+            let reply = reply.into_inner();
+            match reply.outcome() {
+                VerifyOutcome::AlreadyVerified => gw.pages.render(StatusCode::OK, "already_verified.html", context! {}),
+                _ => gw.pages.render(StatusCode::OK, "verified.html", context! { email => reply.email }),
+            }
+        }
+        Err(status) => match status.code() {
+            Code::FailedPrecondition => {
+                let locked = status.get_details_error_info().is_some_and(|info| info.reason == "CODE_LOCKED");
+                match locked {
+                    true => gw.pages.render(StatusCode::GONE, "code_locked.html", context! { email }),
+                    false => gw.pages.render(StatusCode::GONE, "expired.html", context! { email, what => "code" }),
+                }
+            }
+            Code::InvalidArgument => {
+                let error = match verimail_kit::grpc::bad_request_field(&status).as_deref() {
+                    Some("email") => "Please enter the email address the code was sent to.",
+                    _ => "That is not the code we sent to this address. Check the email and try again.",
+                };
+                gw.pages.render(StatusCode::BAD_REQUEST, "code.html", context! { email, error })
+            }
             _ => unavailable(&gw, &status),
         },
     }

@@ -23,6 +23,7 @@ pub use smtp::{ReceivedMail, SmtpServer};
 /// Knobs a test may turn; everything else is as in production.
 pub struct StackOptions {
     pub token_lifetime: Duration,
+    pub code_lifetime: Duration,
     /// email-service's attempts per event and the delays between them.
     pub email_attempts: i64,
     pub email_backoff: Vec<Duration>,
@@ -36,6 +37,7 @@ impl Default for StackOptions {
     fn default() -> Self {
         StackOptions {
             token_lifetime: Duration::from_secs(3600),
+            code_lifetime: Duration::from_secs(3600),
             email_attempts: 5,
             email_backoff: vec![Duration::from_millis(200)],
             email_instances: 1,
@@ -94,6 +96,7 @@ impl Stack {
             nats_url: nats.url(),
             keys,
             token_lifetime: options.token_lifetime,
+            code_lifetime: options.code_lifetime,
             outbox_retention: verimail_kit::outbox::DEFAULT_RETENTION,
         })
         .await

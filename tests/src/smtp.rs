@@ -33,6 +33,15 @@ impl ReceivedMail {
         mailparse::parse_mail(&self.raw).ok()?.headers.get_first_value(name)
     }
 
+    /// The 6-digit verification code in the plain-text part.
+    pub fn verification_code(&self) -> String {
+        let text = self.part("text/plain");
+        text.split_whitespace()
+            .find(|word| word.len() == 6 && word.bytes().all(|b| b.is_ascii_digit()))
+            .unwrap_or_else(|| panic!("no verification code in:\n{text}"))
+            .to_owned()
+    }
+
     /// The verification link in the plain-text part.
     pub fn verification_link(&self) -> String {
         let text = self.part("text/plain");

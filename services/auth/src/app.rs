@@ -1,5 +1,6 @@
 //! Builds auth-service from its configuration; `main` and the tests build the same thing.
 
+use crate::code::CodeKeys;
 use crate::config::Config;
 use crate::grpc::AuthGrpc;
 use crate::store::Migrator;
@@ -23,6 +24,7 @@ pub struct App {
     outbox_retention: std::time::Duration,
     keys: Arc<TokenKeys>,
     token_lifetime: Duration,
+    code_lifetime: Duration,
 }
 
 impl App {
@@ -38,6 +40,7 @@ impl App {
             outbox_retention: config.outbox_retention,
             keys: Arc::new(config.keys),
             token_lifetime: config.token_lifetime,
+            code_lifetime: config.code_lifetime,
         })
     }
 
@@ -49,8 +52,10 @@ impl App {
         let relay = OutboxRelay::new(self.db.clone(), self.js.clone()).with_retention(self.outbox_retention);
         let grpc = AuthGrpc {
             db: self.db.clone(),
+            code_keys: Arc::new(CodeKeys::derive(self.keys.raw_keys())),
             keys: self.keys,
             token_lifetime: self.token_lifetime,
+            code_lifetime: self.code_lifetime,
             relay: relay.clone(),
         };
         let service = Service {

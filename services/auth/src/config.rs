@@ -18,6 +18,8 @@ pub struct Config {
     pub keys: TokenKeys,
     /// `VERIFICATION_TOKEN_TTL_SECONDS` (default 24 h).
     pub token_lifetime: Duration,
+    /// `VERIFICATION_CODE_TTL_SECONDS`: how long a 6-digit code works (default 1 hour).
+    pub code_lifetime: Duration,
 }
 
 impl Config {
@@ -49,6 +51,7 @@ impl Config {
             nats_url: config::nats_url(),
             keys,
             token_lifetime: config::seconds("VERIFICATION_TOKEN_TTL_SECONDS", Duration::from_secs(24 * 3600))?,
+            code_lifetime: config::seconds("VERIFICATION_CODE_TTL_SECONDS", Duration::from_secs(3600))?,
         })
     }
 }

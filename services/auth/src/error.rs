@@ -13,6 +13,26 @@ pub enum AuthError {
     Db(#[from] DbErr),
     #[error("token issuing failed: {0}")]
     Issue(String),
+    #[error("code: has expired; ask for a new email")]
+    CodeExpired,
+    #[error("code: too many wrong tries; ask for a new email")]
+    CodeLocked,
+}
+
+/// The google.rpc.ErrorInfo domain of auth-service's FAILED_PRECONDITION reasons.
+pub const ERROR_DOMAIN: &str = "auth.verimail";
+pub const REASON_TOKEN_EXPIRED: &str = "TOKEN_EXPIRED";
+pub const REASON_CODE_EXPIRED: &str = "CODE_EXPIRED";
+pub const REASON_CODE_LOCKED: &str = "CODE_LOCKED";
+
+/// FAILED_PRECONDITION with a machine-readable reason (google.rpc.ErrorInfo) beside the message.
+fn failed_precondition(reason: &str, message: String) -> Status {
+    use tonic_types::{ErrorDetails, StatusExt};
+    Status::with_error_details(
+        tonic::Code::FailedPrecondition,
+        message,
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, std::collections::HashMap::<String, String>::new()),
+    )
 }
 
 impl AuthError {
@@ -25,7 +45,11 @@ impl From<AuthError> for Status {
     fn from(err: AuthError) -> Status {
         match err {
             AuthError::InvalidArgument { field, reason } => verimail_kit::grpc::invalid_argument(field, reason),
-            AuthError::Token(TokenError::Expired) => Status::failed_precondition("token: has expired"),
+            AuthError::Token(TokenError::Expired) => {
+                failed_precondition(REASON_TOKEN_EXPIRED, "token: has expired".into())
+            }
+            AuthError::CodeExpired => failed_precondition(REASON_CODE_EXPIRED, err.to_string()),
+            AuthError::CodeLocked => failed_precondition(REASON_CODE_LOCKED, err.to_string()),
             AuthError::Token(token_error) => verimail_kit::grpc::invalid_argument("token", token_error.to_string()),
             AuthError::Db(ref source @ (DbErr::Conn(_) | DbErr::ConnectionAcquire(_))) => {
                 tracing::error!(error = %source, "database unavailable");

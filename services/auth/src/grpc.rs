@@ -1,9 +1,10 @@
 //! The tonic service: the only place tokens are issued and checked.
 
+use crate::code::{Code, CodeKeys, MAX_WRONG_TRIES};
 use crate::error::AuthError;
 use crate::store::{self, token};
 use crate::token::TokenKeys;
-use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait};
+use sea_orm::{ActiveValue::Set, DatabaseConnection, DatabaseTransaction, EntityTrait};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response};
@@ -16,7 +17,9 @@ use verimail_proto::events::v1 as events;
 pub struct AuthGrpc {
     pub db: DatabaseConnection,
     pub keys: Arc<TokenKeys>,
+    pub code_keys: Arc<CodeKeys>,
     pub token_lifetime: Duration,
+    pub code_lifetime: Duration,
     pub relay: OutboxRelay,
 }
 
@@ -36,23 +39,50 @@ impl AuthService for AuthGrpc {
         if email.is_empty() || !email.contains('@') {
             return Err(AuthError::invalid("email", "must be an email address").into());
         }
+        let email = email.to_lowercase();
         let issued =
-            self.keys.issue(&user_id, email, self.token_lifetime).map_err(|e| AuthError::Issue(e.to_string()))?;
+            self.keys.issue(&user_id, &email, self.token_lifetime).map_err(|e| AuthError::Issue(e.to_string()))?;
+        // A code beside the link; earlier tokens and codes stay valid (two emails in flight).
+        let code = Code::generate();
+        let now = chrono::Utc::now();
+        let code_expires_at = now + chrono::Duration::from_std(self.code_lifetime).unwrap_or(chrono::Duration::zero());
+        let code_hash = self
+            .code_keys
+            .hash(&issued.key_id, &user_id, &code)
+            .ok_or_else(|| AuthError::Issue("no code key for the current token key".into()))?;
+        let txn = verimail_kit::db::begin_write(&self.db).await.map_err(AuthError::from)?;
         token::Entity::insert(token::ActiveModel {
             jti: Set(issued.jti.clone()),
-            user_id: Set(user_id),
-            email: Set(email.to_owned()),
+            user_id: Set(user_id.clone()),
+            email: Set(email.clone()),
             key_id: Set(issued.key_id.clone()),
-            issued_at: Set(chrono::Utc::now()),
+            issued_at: Set(now),
             expires_at: Set(issued.expires_at),
             used_at: Set(None),
         })
-        .exec_without_returning(&self.db)
+        .exec_without_returning(&txn)
         .await
         .map_err(AuthError::from)?;
+        store::code::Entity::insert(store::code::ActiveModel {
+            id: Set(uuid::Uuid::now_v7().to_string()),
+            user_id: Set(user_id),
+            email: Set(email),
+            key_id: Set(issued.key_id.clone()),
+            code_hash: Set(code_hash),
+            issued_at: Set(now),
+            expires_at: Set(code_expires_at),
+            wrong_tries: Set(0),
+            used_at: Set(None),
+        })
+        .exec_without_returning(&txn)
+        .await
+        .map_err(AuthError::from)?;
+        txn.commit().await.map_err(AuthError::from)?;
         Ok(Response::new(pb::IssueVerificationTokenResponse {
             token: issued.token,
             expires_at: rfc3339(issued.expires_at),
+            code: code.as_str().to_owned(),
+            code_expires_at: rfc3339(code_expires_at),
         }))
     }
 
@@ -70,9 +100,82 @@ impl AuthService for AuthGrpc {
             email: claims.email,
         }))
     }
+
+    async fn verify_email_code(
+        &self,
+        request: Request<pb::VerifyEmailCodeRequest>,
+    ) -> GrpcResult<pb::VerifyEmailResponse> {
+        let request = request.into_inner();
+        let email = request.email.trim().to_lowercase();
+        if email.is_empty() || email.len() > 254 || !email.contains('@') {
+            return Err(AuthError::invalid("email", "must be the email address the code was sent to").into());
+        }
+        let code = Code::parse(&request.code).map_err(|reason| AuthError::invalid("code", reason))?;
+        let (outcome, user_id) = self.use_code(&email, &code).await?;
+        Ok(Response::new(pb::VerifyEmailResponse { outcome: outcome as i32, user_id, email }))
+    }
 }
 
 impl AuthGrpc {
+    /// Checks `code` against every live code sent to `email` (constant time each), in one write
+    /// transaction. A match is used up (and verifies, unless the user already is); a miss
+    /// counts one wrong try against every live code of the address.
+    async fn use_code(&self, email: &str, code: &Code) -> Result<(pb::VerifyOutcome, String), AuthError> {
+        use sea_orm::sea_query::ExprTrait;
+        use sea_orm::{ColumnTrait, QueryFilter};
+        use store::code as codes;
+        let wrong = || AuthError::invalid("code", "is not the code we sent to this address");
+        let now = chrono::Utc::now();
+        let txn = verimail_kit::db::begin_write(&self.db).await?;
+        let sent = codes::Entity::find().filter(codes::Column::Email.eq(email)).all(&txn).await?;
+        let matching = sent.iter().find(|row| self.code_keys.matches(&row.key_id, &row.user_id, code, &row.code_hash));
+        if let Some(row) = matching {
+            if row.used_at.is_some() {
+                return Ok((pb::VerifyOutcome::AlreadyVerified, row.user_id.clone()));
+            }
+            if row.wrong_tries >= MAX_WRONG_TRIES {
+                return Err(AuthError::CodeLocked);
+            }
+            if row.expires_at <= now {
+                return Err(AuthError::CodeExpired);
+            }
+            let already_verified = store::user_verified(&txn, &row.user_id).await?;
+            codes::Entity::update_many()
+                .col_expr(codes::Column::UsedAt, sea_orm::sea_query::Expr::value(now))
+                .filter(codes::Column::Id.eq(row.id.as_str()))
+                .exec(&txn)
+                .await?;
+            if already_verified {
+                txn.commit().await?;
+                return Ok((pb::VerifyOutcome::AlreadyVerified, row.user_id.clone()));
+            }
+            self.announce_verified(txn, &row.user_id, email).await?;
+            return Ok((pb::VerifyOutcome::Verified, row.user_id.clone()));
+        }
+        let live: Vec<_> = sent
+            .iter()
+            .filter(|row| row.used_at.is_none() && row.expires_at > now && row.wrong_tries < MAX_WRONG_TRIES)
+            .map(|row| row.id.clone())
+            .collect();
+        if live.is_empty() {
+            // Nothing left to guess against: say so only where codes were sent and have died.
+            return Err(match sent.iter().any(|row| row.used_at.is_none()) {
+                true if sent.iter().any(|row| row.used_at.is_none() && row.wrong_tries >= MAX_WRONG_TRIES) => {
+                    AuthError::CodeLocked
+                }
+                true => AuthError::CodeExpired,
+                false => wrong(),
+            });
+        }
+        codes::Entity::update_many()
+            .col_expr(codes::Column::WrongTries, sea_orm::sea_query::Expr::col(codes::Column::WrongTries).add(1))
+            .filter(codes::Column::Id.is_in(live))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Err(wrong())
+    }
+
     /// Single use: the first call for a jti verifies (and publishes auth.email_verified in the
     /// same transaction); every later one, or a fresh token of an already verified user,
     /// answers "already verified".
@@ -94,10 +197,17 @@ impl AuthGrpc {
             txn.commit().await?;
             return Ok(pb::VerifyOutcome::AlreadyVerified);
         }
+        self.announce_verified(txn, &claims.user_id, &claims.email).await?;
+        Ok(pb::VerifyOutcome::Verified)
+    }
+
+    /// Writes auth.email_verified into the outbox and commits the transaction that used the
+    /// token or code.
+    async fn announce_verified(&self, txn: DatabaseTransaction, user_id: &str, email: &str) -> Result<(), AuthError> {
         let event = events::EmailVerified {
             event_id: uuid::Uuid::now_v7().to_string(),
-            user_id: claims.user_id.clone(),
-            email: claims.email.clone(),
+            user_id: user_id.to_owned(),
+            email: email.to_owned(),
             occurred_at: rfc3339(chrono::Utc::now()),
         };
         outbox::enqueue(
@@ -107,7 +217,7 @@ impl AuthGrpc {
         .await?;
         txn.commit().await?;
         self.relay.wake();
-        tracing::info!(user_id = %claims.user_id, event_id = %event.event_id, "email verified");
-        Ok(pb::VerifyOutcome::Verified)
+        tracing::info!(%user_id, event_id = %event.event_id, "email verified");
+        Ok(())
     }
 }

@@ -26,6 +26,78 @@ pub mod token {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+pub mod code {
+    use sea_orm::entity::prelude::*;
+
+    /// One row per issued verification code: never the code, only its keyed hash.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "verification_codes")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub user_id: String,
+        pub email: String,
+        pub key_id: String,
+        pub code_hash: Vec<u8>,
+        pub issued_at: DateTimeUtc,
+        pub expires_at: DateTimeUtc,
+        pub wrong_tries: i32,
+        pub used_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+mod create_codes {
+    use sea_orm_migration::prelude::*;
+    use sea_orm_migration::schema::*;
+
+    #[derive(DeriveIden)]
+    enum VerificationCodes {
+        Table,
+        Id,
+        UserId,
+        Email,
+        KeyId,
+        CodeHash,
+        IssuedAt,
+        ExpiresAt,
+        WrongTries,
+        UsedAt,
+    }
+
+    pub fn migration() -> verimail_kit::db::SchemaMigration {
+        verimail_kit::db::SchemaMigration {
+            name: "m20261124_000002_create_verification_codes",
+            tables: vec![
+                Table::create()
+                    .table(VerificationCodes::Table)
+                    .col(string(VerificationCodes::Id).primary_key())
+                    .col(string(VerificationCodes::UserId))
+                    .col(string(VerificationCodes::Email))
+                    .col(string(VerificationCodes::KeyId))
+                    .col(blob(VerificationCodes::CodeHash))
+                    .col(timestamp_with_time_zone(VerificationCodes::IssuedAt))
+                    .col(timestamp_with_time_zone(VerificationCodes::ExpiresAt))
+                    .col(integer(VerificationCodes::WrongTries).default(0))
+                    .col(timestamp_with_time_zone_null(VerificationCodes::UsedAt))
+                    .to_owned(),
+            ],
+            alters: vec![],
+            indexes: vec![
+                Index::create()
+                    .name("verification_codes_email")
+                    .table(VerificationCodes::Table)
+                    .col(VerificationCodes::Email)
+                    .to_owned(),
+            ],
+        }
+    }
+}
+
 mod create_tokens {
     use sea_orm_migration::prelude::*;
     use sea_orm_migration::schema::*;
@@ -75,6 +147,7 @@ impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         let mut migrations = verimail_kit::outbox::migration::migrations();
         migrations.push(Box::new(create_tokens::migration()));
+        migrations.push(Box::new(create_codes::migration()));
         migrations
     }
 }
@@ -90,12 +163,17 @@ pub async fn claim_token<C: ConnectionTrait>(conn: &C, jti: &str) -> Result<bool
     Ok(result.rows_affected == 1)
 }
 
-/// Whether any token of this user has been used: the user's email is verified.
+/// Whether any token or code of this user has been used: the user's email is verified.
 pub async fn user_verified<C: ConnectionTrait>(conn: &C, user_id: &str) -> Result<bool, DbErr> {
-    let used = token::Entity::find()
+    let tokens = token::Entity::find()
         .filter(token::Column::UserId.eq(user_id))
         .filter(token::Column::UsedAt.is_not_null())
         .count(conn)
         .await?;
-    Ok(used > 0)
+    let codes = code::Entity::find()
+        .filter(code::Column::UserId.eq(user_id))
+        .filter(code::Column::UsedAt.is_not_null())
+        .count(conn)
+        .await?;
+    Ok(tokens + codes > 0)
 }

@@ -110,6 +110,9 @@ impl Courier {
             email: &request.email,
             link: Templates::link(&self.public_base_url, &issued.token),
             expires_at: &issued.expires_at,
+            code: &issued.code,
+            code_expires_at: &issued.code_expires_at,
+            code_page: format!("{}/verify-code", self.public_base_url.trim_end_matches('/')),
             kind,
         };
         let message = self

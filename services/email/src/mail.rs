@@ -69,6 +69,10 @@ pub struct VerificationEmail<'a> {
     pub email: &'a str,
     pub link: String,
     pub expires_at: &'a str,
+    /// The 6-digit code and the gateway page where it is typed.
+    pub code: &'a str,
+    pub code_expires_at: &'a str,
+    pub code_page: String,
     /// The event type that asked for it (users.registered, users.verification_requested).
     pub kind: &'a str,
 }
@@ -151,6 +155,9 @@ mod tests {
             email,
             link: Templates::link("http://127.0.0.1:8080/", "v4.local.abc+/="),
             expires_at: "2026-11-25T00:00:00.000Z",
+            code: "042917",
+            code_expires_at: "2026-11-24T01:00:00.000Z",
+            code_page: "http://127.0.0.1:8080/verify-code".into(),
             kind: "users.registered",
         };
         let from: Mailbox = "Verimail <no-reply@verimail.localhost>".parse().unwrap();
@@ -181,6 +188,9 @@ mod tests {
         assert!(text.contains("a@example.com"));
         // minijinja escapes '/' as an entity, which browsers and mail clients decode.
         assert!(html.replace("&#x2f;", "/").contains(&format!("href=\"{link}\"")), "{html}");
+        // The code, and where to type it, in both parts.
+        assert!(text.contains("042917") && html.contains("042917"), "{text}");
+        assert!(text.contains("http://127.0.0.1:8080/verify-code"), "{text}");
     }
 
     #[test]
@@ -190,6 +200,9 @@ mod tests {
             email: "<script>alert(1)</script>@example.com",
             link: "http://x/verify-email?token=a&b".into(),
             expires_at: "soon",
+            code: "123456",
+            code_expires_at: "sooner",
+            code_page: "http://x/verify-code".into(),
             kind: "users.registered",
         };
         let html =

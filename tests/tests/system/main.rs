@@ -2,6 +2,7 @@
 //! One test binary, so the suite links once.
 
 mod bad_input;
+mod codes;
 mod faults;
 mod operability;
 mod verification;

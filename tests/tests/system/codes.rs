@@ -1,0 +1,134 @@
+//! The 6-digit code: typed on the gateway's page instead of opening the link.
+
+use crate::{EMAIL_WAIT, STATUS_WAIT, register};
+use std::time::Duration;
+use tonic::Code;
+use tonic_types::StatusExt;
+use verimail_proto::auth::v1::{VerifyEmailCodeRequest, VerifyOutcome};
+use verimail_proto::user::v1::{ResendVerificationRequest, UserStatus};
+use verimail_system_tests::browser::Browser;
+use verimail_system_tests::{Stack, StackOptions};
+
+async fn verify_code(stack: &Stack, email: &str, code: &str) -> Result<VerifyOutcome, tonic::Status> {
+    let request = VerifyEmailCodeRequest { email: email.into(), code: code.into() };
+    stack.auth.clone().verify_email_code(request).await.map(|r| r.into_inner().outcome())
+}
+
+/// A code that is not `code`: same shape, another number.
+fn other_than(code: &str, n: u32) -> String {
+    let value: u32 = code.parse().unwrap();
+    format!("{:06}", (value + n) % 1_000_000)
+}
+
+fn reason(status: &tonic::Status) -> String {
+    status.get_details_error_info().map(|info| info.reason).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_the_code_from_the_email_on_the_page_verifies() {
+    let stack = Stack::start().await;
+    let browser = Browser::new(&stack.gateway_url);
+    let user_id = register(&stack, "carol@example.com", "correct horse battery").await;
+    let mail = stack.smtp.wait_for("carol@example.com", 1, EMAIL_WAIT).await.remove(0);
+    let code = mail.verification_code();
+    assert!(mail.part("text/html").contains(&code), "the code is in the HTML part too");
+
+    let page = browser.get(&format!("{}/verify-code?email=carol@example.com", stack.gateway_url)).await;
+    assert_eq!((page.status, page.kind()), (200, "code"));
+    assert_eq!(stack.status_of(&user_id).await, UserStatus::Unverified, "a GET verifies nothing");
+    let (action, _) = page.form().expect("a form");
+    let typed = format!("{} {}", &code[..3], &code[3..]);
+    let fields = [("email".to_owned(), " Carol@Example.com ".to_owned()), ("code".to_owned(), typed)];
+    let done = browser.submit(&action, &fields).await;
+    assert_eq!((done.status, done.kind()), (200, "verified"), "{}", done.html);
+    assert!(stack.wait_for_status(&user_id, UserStatus::Verified, STATUS_WAIT).await);
+
+    let again = browser.submit(&action, &fields).await;
+    assert_eq!((again.status, again.kind()), (200, "already-verified"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_wrong_codes_kill_the_codes_of_the_address_and_a_new_email_brings_a_live_one() {
+    let stack = Stack::start().await;
+    let user_id = register(&stack, "dave@example.com", "correct horse battery").await;
+    let code = stack.smtp.wait_for("dave@example.com", 1, EMAIL_WAIT).await[0].verification_code();
+    for n in 1..=5 {
+        let wrong = verify_code(&stack, "dave@example.com", &other_than(&code, n)).await.unwrap_err();
+        assert_eq!(wrong.code(), Code::InvalidArgument, "wrong try {n}");
+        assert_eq!(verimail_kit::grpc::bad_request_field(&wrong).as_deref(), Some("code"));
+    }
+    let locked = verify_code(&stack, "dave@example.com", &code).await.unwrap_err();
+    assert_eq!((locked.code(), reason(&locked).as_str()), (Code::FailedPrecondition, "CODE_LOCKED"));
+    let page = Browser::new(&stack.gateway_url)
+        .submit("/verify-code", &[("email".into(), "dave@example.com".into()), ("code".into(), code.clone())])
+        .await;
+    assert_eq!((page.status, page.kind()), (410, "code-locked"));
+    assert_eq!(stack.status_of(&user_id).await, UserStatus::Unverified, "a dead code verifies nothing");
+
+    // The link of the same email still works: only the codes took the guesses. A new email
+    // brings a new, live code.
+    stack
+        .users
+        .clone()
+        .resend_verification(ResendVerificationRequest { email: "dave@example.com".into() })
+        .await
+        .unwrap();
+    let fresh = stack.smtp.wait_for("dave@example.com", 2, EMAIL_WAIT).await[1].verification_code();
+    assert_eq!(verify_code(&stack, "dave@example.com", &fresh).await.unwrap(), VerifyOutcome::Verified);
+    assert!(stack.wait_for_status(&user_id, UserStatus::Verified, STATUS_WAIT).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_emails_in_flight_both_codes_work_and_verify_once() {
+    let stack = Stack::start().await;
+    let user_id = register(&stack, "erin@example.com", "correct horse battery").await;
+    stack.smtp.wait_for("erin@example.com", 1, EMAIL_WAIT).await;
+    stack
+        .users
+        .clone()
+        .resend_verification(ResendVerificationRequest { email: "erin@example.com".into() })
+        .await
+        .unwrap();
+    let mails = stack.smtp.wait_for("erin@example.com", 2, EMAIL_WAIT).await;
+    let (first, second) = (mails[0].verification_code(), mails[1].verification_code());
+    assert_eq!(verify_code(&stack, "erin@example.com", &second).await.unwrap(), VerifyOutcome::Verified);
+    assert_eq!(verify_code(&stack, "erin@example.com", &first).await.unwrap(), VerifyOutcome::AlreadyVerified);
+    assert_eq!(verify_code(&stack, "erin@example.com", &second).await.unwrap(), VerifyOutcome::AlreadyVerified);
+    let page = Browser::new(&stack.gateway_url).click(&mails[0].verification_link()).await;
+    assert_eq!(page.kind(), "already-verified", "the first email's link is spent too");
+    assert!(stack.wait_for_status(&user_id, UserStatus::Verified, STATUS_WAIT).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_malformed_and_unknown_codes_get_their_own_answers_and_change_nothing() {
+    let stack =
+        Stack::start_with(StackOptions { code_lifetime: Duration::from_secs(1), ..StackOptions::default() }).await;
+    let user_id = register(&stack, "faye@example.com", "correct horse battery").await;
+    let code = stack.smtp.wait_for("faye@example.com", 1, EMAIL_WAIT).await[0].verification_code();
+
+    for (email, typed, field) in [
+        ("faye@example.com", "12345", "code"),
+        ("faye@example.com", "abcdef", "code"),
+        ("faye@example.com", "' OR 1=1 --", "code"),
+        ("faye@example.com", "１２３４５６", "code"),
+        ("", &code[..], "email"),
+        ("not an address", &code[..], "email"),
+    ] {
+        let status = verify_code(&stack, email, typed).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{email:?} {typed:?}");
+        assert_eq!(verimail_kit::grpc::bad_request_field(&status).as_deref(), Some(field), "{email:?} {typed:?}");
+    }
+    // An address with no code answers like a wrong code: it tells nothing about accounts.
+    let unknown = verify_code(&stack, "nobody@example.com", &code).await.unwrap_err();
+    let wrong = verify_code(&stack, "faye@example.com", &other_than(&code, 1)).await.unwrap_err();
+    assert_eq!((unknown.code(), unknown.message()), (wrong.code(), wrong.message()));
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let expired = verify_code(&stack, "faye@example.com", &code).await.unwrap_err();
+    assert_eq!((expired.code(), reason(&expired).as_str()), (Code::FailedPrecondition, "CODE_EXPIRED"));
+    let page = Browser::new(&stack.gateway_url)
+        .submit("/verify-code", &[("email".into(), "faye@example.com".into()), ("code".into(), code)])
+        .await;
+    assert_eq!((page.status, page.kind()), (410, "expired"));
+    assert_eq!(stack.status_of(&user_id).await, UserStatus::Unverified);
+}
