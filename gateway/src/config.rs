@@ -9,6 +9,8 @@ pub struct Config {
     pub user_addr: String,
     /// `AUTH_GRPC_ADDR`
     pub auth_addr: String,
+    /// `RATE_LIMIT_GATEWAY_PER_CLIENT` (default `30/60`): form posts per client address.
+    pub posts_per_client: Option<verimail_kit::limits::Rate>,
 }
 
 impl Config {
@@ -17,6 +19,7 @@ impl Config {
             http_addr: config::string("GATEWAY_HTTP_ADDR", "127.0.0.1:8080"),
             user_addr: config::string("USER_GRPC_ADDR", "127.0.0.1:50051"),
             auth_addr: config::string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
+            posts_per_client: verimail_kit::limits::rate("RATE_LIMIT_GATEWAY_PER_CLIENT", "30/60")?,
         })
     }
 }

@@ -25,6 +25,10 @@ impl App {
             auth: AuthServiceClient::new(verimail_kit::grpc::channel("AUTH_GRPC_ADDR", &config.auth_addr)?),
             users: UserServiceClient::new(verimail_kit::grpc::channel("USER_GRPC_ADDR", &config.user_addr)?),
             pages: pages::Pages::new(),
+            posts_per_client: verimail_kit::limits::Limiter::new(
+                "form posts from this address",
+                config.posts_per_client,
+            ),
         };
         let listener = verimail_kit::grpc::bind("GATEWAY_HTTP_ADDR", &config.http_addr).await?;
         Ok(App { listener, gateway: Arc::new(gateway) })
@@ -35,9 +39,8 @@ impl App {
     }
 
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        axum::serve(self.listener, routes::router(self.gateway))
-            .with_graceful_shutdown(async move { shutdown.wait().await })
-            .await?;
+        let app = routes::router(self.gateway).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, app).with_graceful_shutdown(async move { shutdown.wait().await }).await?;
         Ok(())
     }
 }

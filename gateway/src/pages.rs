@@ -30,6 +30,7 @@ impl Pages {
             "unavailable.html",
             "code.html",
             "code_locked.html",
+            "too_many.html",
         ] {
             env.add_template(name, source).expect("gateway templates parse");
         }

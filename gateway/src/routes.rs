@@ -3,15 +3,19 @@
 
 use crate::pages::Pages;
 use axum::Router;
-use axum::extract::{Form, Query, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Query, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use minijinja::context;
 use serde::Deserialize;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tonic::Code;
 use tonic::transport::Channel;
+use verimail_kit::limits::{CLIENT_ADDRESS, Limiter};
 use verimail_proto::auth::v1::{
     VerifyEmailCodeRequest, VerifyEmailRequest, VerifyOutcome, auth_service_client::AuthServiceClient,
 };
@@ -21,7 +25,11 @@ pub struct Gateway {
     pub auth: AuthServiceClient<Channel>,
     pub users: UserServiceClient<Channel>,
     pub pages: Pages,
+    pub posts_per_client: Limiter,
 }
+
+/// Forms are a few short fields: anything bigger is refused before it is read.
+const MAX_FORM_BYTES: usize = 4 * 1024;
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
@@ -30,8 +38,40 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/resend", get(resend_page).post(resend))
         .route("/static/submit.js", get(submit_script))
         .route("/healthz", get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn_with_state(gateway.clone(), limit_posts))
+        .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .with_state(gateway)
         .layer(axum::middleware::map_response(security_headers))
+}
+
+/// Every form post counts against its client's allowance; over it: 429 with Retry-After.
+async fn limit_posts(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    if request.method() == Method::POST
+        && let Err(status) = gw.posts_per_client.check(&peer.ip().to_string())
+    {
+        let wait = verimail_kit::limits::retry_after(&status).unwrap_or(Duration::from_secs(1));
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut response = gw.pages.render(StatusCode::TOO_MANY_REQUESTS, "too_many.html", context! { seconds });
+        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
+    next.run(request).await
+}
+
+/// A call on behalf of the browser at `peer`: the services limit by its address, not ours.
+fn on_behalf<T>(message: T, peer: SocketAddr) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = peer.ip().to_string().parse() {
+        request.metadata_mut().insert(CLIENT_ADDRESS, value);
+    }
+    request
 }
 
 /// Tokens ride in the URL, so nothing is cached and no Referer leaks them; only our own
@@ -75,8 +115,12 @@ async fn confirm_page(State(gw): State<Arc<Gateway>>, Query(params): Query<Token
     gw.pages.render(StatusCode::OK, "confirm.html", context! { token })
 }
 
-async fn verify(State(gw): State<Arc<Gateway>>, Form(params): Form<TokenParams>) -> Response {
-    let answer = gw.auth.clone().verify_email(VerifyEmailRequest { token: params.token }).await;
+async fn verify(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Form(params): Form<TokenParams>,
+) -> Response {
+    let answer = gw.auth.clone().verify_email(on_behalf(VerifyEmailRequest { token: params.token }, peer)).await;
     match answer {
         Ok(reply) => {
             let reply = reply.into_inner();
@@ -105,11 +149,15 @@ async fn code_page(State(gw): State<Arc<Gateway>>, Query(params): Query<EmailPar
     gw.pages.render(StatusCode::OK, "code.html", context! { email => params.email.trim() })
 }
 
-async fn verify_code(State(gw): State<Arc<Gateway>>, Form(params): Form<CodeParams>) -> Response {
+async fn verify_code(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Form(params): Form<CodeParams>,
+) -> Response {
     use tonic_types::StatusExt;
     let email = params.email.trim().to_owned();
     let request = VerifyEmailCodeRequest { email: email.clone(), code: params.code };
-    match gw.auth.clone().verify_email_code(request).await {
+    match gw.auth.clone().verify_email_code(on_behalf(request, peer)).await {
         Ok(reply) => {
             let reply = reply.into_inner();
             match reply.outcome() {
@@ -141,9 +189,14 @@ async fn resend_page(State(gw): State<Arc<Gateway>>) -> Response {
     gw.pages.render(StatusCode::OK, "resend.html", context! { email => "" })
 }
 
-async fn resend(State(gw): State<Arc<Gateway>>, Form(params): Form<EmailParams>) -> Response {
+async fn resend(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Form(params): Form<EmailParams>,
+) -> Response {
     let email = params.email.trim().to_owned();
-    let answer = gw.users.clone().resend_verification(ResendVerificationRequest { email: email.clone() }).await;
+    let request = on_behalf(ResendVerificationRequest { email: email.clone() }, peer);
+    let answer = gw.users.clone().resend_verification(request).await;
     match answer {
         Ok(_) => gw.pages.render(StatusCode::ACCEPTED, "resent.html", context! { email }),
         Err(status) if status.code() == Code::InvalidArgument => gw.pages.render(
@@ -156,6 +209,15 @@ async fn resend(State(gw): State<Arc<Gateway>>, Form(params): Form<EmailParams>)
 }
 
 fn unavailable(gw: &Gateway, status: &tonic::Status) -> Response {
+    if status.code() == Code::ResourceExhausted {
+        let wait = verimail_kit::limits::retry_after(status).unwrap_or(Duration::from_secs(1));
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut response = gw.pages.render(StatusCode::TOO_MANY_REQUESTS, "too_many.html", context! { seconds });
+        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
     tracing::warn!(code = ?status.code(), message = status.message(), "service call failed");
     let mut response = gw.pages.render(StatusCode::SERVICE_UNAVAILABLE, "unavailable.html", context! {});
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));

@@ -9,6 +9,7 @@ pub mod smtp;
 
 use std::time::Duration;
 use tonic::transport::Channel;
+use verimail_kit::limits::Rate;
 use verimail_kit::shutdown::Shutdown;
 use verimail_proto::auth::v1::auth_service_client::AuthServiceClient;
 use verimail_proto::email::v1::email_service_client::EmailServiceClient;
@@ -31,6 +32,8 @@ pub struct StackOptions {
     pub email_instances: usize,
     /// Each service on a fresh PostgreSQL database of the machine's server instead of SQLite.
     pub postgres: bool,
+    /// Every rate limit at this rate; `None` turns them off (batches come from one address).
+    pub limits: Option<Rate>,
 }
 
 impl Default for StackOptions {
@@ -42,6 +45,7 @@ impl Default for StackOptions {
             email_backoff: vec![Duration::from_millis(200)],
             email_instances: 1,
             postgres: false,
+            limits: None,
         }
     }
 }
@@ -97,6 +101,8 @@ impl Stack {
             keys,
             token_lifetime: options.token_lifetime,
             code_lifetime: options.code_lifetime,
+            verify_per_client: options.limits,
+            code_per_email: options.limits,
             outbox_retention: verimail_kit::outbox::DEFAULT_RETENTION,
         })
         .await
@@ -110,6 +116,10 @@ impl Stack {
             // Cheap hashing for tests, through configuration like any other deployment.
             hash_cost: HashCost { memory_kib: 1024, iterations: 1, parallelism: 1 },
             hash_concurrency: 2,
+            limits: match options.limits {
+                Some(rate) => verimail_user::limits::UserLimits::all(rate.count.get(), rate.per),
+                None => verimail_user::limits::UserLimits::off(),
+            },
             outbox_retention: verimail_kit::outbox::DEFAULT_RETENTION,
         })
         .await
@@ -120,6 +130,7 @@ impl Stack {
             http_addr: "127.0.0.1:0".into(),
             user_addr: user_addr.to_string(),
             auth_addr: auth_addr.to_string(),
+            posts_per_client: options.limits,
         })
         .await
         .expect("gateway builds");

@@ -84,6 +84,23 @@ impl ProcessStack {
             ("GATEWAY_HTTP_ADDR".to_owned(), addr(http)),
             ("RUST_LOG".to_owned(), "info,sqlx=warn,async_nats=warn,h2=warn".to_owned()),
         ];
+        // Batches come from one address: no rate limits here (tests of their own prove them).
+        let common: Vec<_> = common
+            .into_iter()
+            .chain(
+                [
+                    "RATE_LIMIT_REGISTER_PER_CLIENT",
+                    "RATE_LIMIT_REGISTER_PER_EMAIL",
+                    "RATE_LIMIT_RESEND_PER_CLIENT",
+                    "RATE_LIMIT_RESEND_PER_EMAIL",
+                    "RATE_LIMIT_RESEND_PER_EMAIL_DAILY",
+                    "RATE_LIMIT_VERIFY_PER_CLIENT",
+                    "RATE_LIMIT_CODE_PER_EMAIL",
+                    "RATE_LIMIT_GATEWAY_PER_CLIENT",
+                ]
+                .map(|name| (name.to_owned(), "off".to_owned())),
+            )
+            .collect();
         let with = |extra: Vec<(&str, String)>| {
             let mut env = common.clone();
             env.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));

@@ -6,6 +6,7 @@ pub mod bus;
 pub mod config;
 pub mod db;
 pub mod grpc;
+pub mod limits;
 pub mod outbox;
 pub mod parking;
 pub mod shutdown;

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tonic::service::Routes;
 use verimail_kit::bus::{self, AUTH_STREAM};
 use verimail_kit::grpc::Service;
+use verimail_kit::limits::{Limiter, Rate};
 use verimail_kit::outbox::OutboxRelay;
 use verimail_kit::shutdown::Shutdown;
 use verimail_proto::auth::v1::auth_service_server::{AuthServiceServer, SERVICE_NAME};
@@ -25,6 +26,8 @@ pub struct App {
     keys: Arc<TokenKeys>,
     token_lifetime: Duration,
     code_lifetime: Duration,
+    verify_per_client: Option<Rate>,
+    code_per_email: Option<Rate>,
 }
 
 impl App {
@@ -41,6 +44,8 @@ impl App {
             keys: Arc::new(config.keys),
             token_lifetime: config.token_lifetime,
             code_lifetime: config.code_lifetime,
+            verify_per_client: config.verify_per_client,
+            code_per_email: config.code_per_email,
         })
     }
 
@@ -56,6 +61,8 @@ impl App {
             keys: self.keys,
             token_lifetime: self.token_lifetime,
             code_lifetime: self.code_lifetime,
+            verify_per_client: Limiter::new("verification attempts from this client", self.verify_per_client),
+            code_per_email: Limiter::new("code attempts for this address", self.code_per_email),
             relay: relay.clone(),
         };
         let service = Service {

@@ -4,6 +4,11 @@ use verimail_kit::config::{self, ConfigError};
 
 /// auth-service's configuration, from the environment.
 pub struct Config {
+    /// `RATE_LIMIT_VERIFY_PER_CLIENT` (default `30/60`): VerifyEmail and VerifyEmailCode calls
+    /// per client address; `RATE_LIMIT_CODE_PER_EMAIL` (default `10/3600`): code checks per
+    /// address, beside the 5 wrong tries a code takes. `off` turns one off.
+    pub verify_per_client: Option<verimail_kit::limits::Rate>,
+    pub code_per_email: Option<verimail_kit::limits::Rate>,
     /// `OUTBOX_RETENTION_SECONDS`: how long published events stay in the outbox table.
     pub outbox_retention: std::time::Duration,
     /// `AUTH_GRPC_ADDR`
@@ -45,6 +50,8 @@ impl Config {
             }
         };
         Ok(Config {
+            verify_per_client: verimail_kit::limits::rate("RATE_LIMIT_VERIFY_PER_CLIENT", "30/60")?,
+            code_per_email: verimail_kit::limits::rate("RATE_LIMIT_CODE_PER_EMAIL", "10/3600")?,
             outbox_retention: config::seconds("OUTBOX_RETENTION_SECONDS", verimail_kit::outbox::DEFAULT_RETENTION)?,
             grpc_addr: config::string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
             database_url: config::database_url("auth.db"),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response};
 use verimail_kit::bus::subjects;
+use verimail_kit::limits::{Limiter, client_key};
 use verimail_kit::outbox::{self, OutboxEvent, OutboxRelay};
 use verimail_kit::rfc3339;
 use verimail_proto::auth::v1::{self as pb, auth_service_server::AuthService};
@@ -20,6 +21,8 @@ pub struct AuthGrpc {
     pub code_keys: Arc<CodeKeys>,
     pub token_lifetime: Duration,
     pub code_lifetime: Duration,
+    pub verify_per_client: Limiter,
+    pub code_per_email: Limiter,
     pub relay: OutboxRelay,
 }
 
@@ -87,6 +90,7 @@ impl AuthService for AuthGrpc {
     }
 
     async fn verify_email(&self, request: Request<pb::VerifyEmailRequest>) -> GrpcResult<pb::VerifyEmailResponse> {
+        self.verify_per_client.check(&client_key(&request))?;
         let raw = request.into_inner().token;
         let raw = raw.trim();
         if raw.is_empty() {
@@ -105,11 +109,13 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::VerifyEmailCodeRequest>,
     ) -> GrpcResult<pb::VerifyEmailResponse> {
+        self.verify_per_client.check(&client_key(&request))?;
         let request = request.into_inner();
         let email = request.email.trim().to_lowercase();
         if email.is_empty() || email.len() > 254 || !email.contains('@') {
             return Err(AuthError::invalid("email", "must be the email address the code was sent to").into());
         }
+        self.code_per_email.check(&email)?;
         let code = Code::parse(&request.code).map_err(|reason| AuthError::invalid("code", reason))?;
         let (outcome, user_id) = self.use_code(&email, &code).await?;
         Ok(Response::new(pb::VerifyEmailResponse { outcome: outcome as i32, user_id, email }))

@@ -21,6 +21,7 @@ pub struct App {
     db: DatabaseConnection,
     js: async_nats::jetstream::Context,
     outbox_retention: std::time::Duration,
+    limits: crate::limits::UserLimits,
     hasher: PasswordHasher,
 }
 
@@ -34,7 +35,7 @@ impl App {
         let js = async_nats::jetstream::new(bus::connect(&config.nats_url).await);
         bus::declare_streams(&js, &[USERS_STREAM]).await?;
         let listener = verimail_kit::grpc::bind("USER_GRPC_ADDR", &config.grpc_addr).await?;
-        Ok(App { listener, db, js, outbox_retention: config.outbox_retention, hasher })
+        Ok(App { listener, db, js, outbox_retention: config.outbox_retention, limits: config.limits, hasher })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -43,7 +44,12 @@ impl App {
 
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let relay = OutboxRelay::new(self.db.clone(), self.js.clone()).with_retention(self.outbox_retention);
-        let service = UserGrpc { db: self.db.clone(), hasher: self.hasher, relay: relay.clone() };
+        let service = UserGrpc {
+            db: self.db.clone(),
+            hasher: self.hasher,
+            relay: relay.clone(),
+            limits: crate::limits::UserLimiters::new(&self.limits),
+        };
         let db = self.db.clone();
         let consumer = events::email_verified_consumer();
         let parking = Parking::server(self.js.clone(), vec![consumer.durable]);

@@ -4,6 +4,8 @@ use verimail_kit::config::{self, ConfigError};
 /// user-service's configuration, from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `RATE_LIMIT_*`: see [`UserLimits`].
+    pub limits: crate::limits::UserLimits,
     /// `OUTBOX_RETENTION_SECONDS`: how long published events stay in the outbox table.
     pub outbox_retention: std::time::Duration,
     /// `USER_GRPC_ADDR`
@@ -36,6 +38,7 @@ impl Config {
         }
         let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(2);
         Ok(Config {
+            limits: crate::limits::UserLimits::from_env()?,
             outbox_retention: config::seconds("OUTBOX_RETENTION_SECONDS", verimail_kit::outbox::DEFAULT_RETENTION)?,
             grpc_addr: config::string("USER_GRPC_ADDR", "127.0.0.1:50051"),
             database_url: config::database_url("user.db"),

@@ -14,6 +14,8 @@ pub enum UserError {
     Db(#[from] DbErr),
     #[error("password hashing failed: {0}")]
     Hashing(String),
+    #[error("rate limited")]
+    Limited(Status),
 }
 
 impl UserError {
@@ -36,6 +38,7 @@ impl From<UserError> for Status {
                 tracing::error!(error = %source, "database error");
                 Status::internal("internal error")
             }
+            UserError::Limited(status) => status,
             UserError::Hashing(ref reason) => {
                 tracing::error!(%reason, "password hashing failed");
                 Status::internal("internal error")

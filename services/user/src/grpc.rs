@@ -2,10 +2,12 @@
 
 use crate::domain::{Email, Password, PasswordHasher};
 use crate::error::UserError;
+use crate::limits::UserLimiters;
 use crate::store::{self, Status, user};
 use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait};
 use tonic::{Request, Response};
 use verimail_kit::bus::subjects;
+use verimail_kit::limits::client_key;
 use verimail_kit::outbox::{self, OutboxEvent, OutboxRelay};
 use verimail_kit::rfc3339;
 use verimail_proto::events::v1 as events;
@@ -15,6 +17,7 @@ pub struct UserGrpc {
     pub db: DatabaseConnection,
     pub hasher: PasswordHasher,
     pub relay: OutboxRelay,
+    pub limits: UserLimiters,
 }
 
 type GrpcResult<T> = Result<Response<T>, tonic::Status>;
@@ -22,6 +25,7 @@ type GrpcResult<T> = Result<Response<T>, tonic::Status>;
 #[tonic::async_trait]
 impl UserService for UserGrpc {
     async fn register_user(&self, request: Request<pb::RegisterUserRequest>) -> GrpcResult<pb::RegisterUserResponse> {
+        self.limits.register_per_client.check(&client_key(&request))?;
         let request = request.into_inner();
         let user_id = self.register(&request.email, &request.password).await?;
         Ok(Response::new(pb::RegisterUserResponse { user_id }))
@@ -48,7 +52,11 @@ impl UserService for UserGrpc {
         &self,
         request: Request<pb::ResendVerificationRequest>,
     ) -> GrpcResult<pb::ResendVerificationResponse> {
+        self.limits.resend_per_client.check(&client_key(&request))?;
         let email = Email::parse(&request.into_inner().email).map_err(|reason| UserError::invalid("email", reason))?;
+        // Limited by address whether or not it is registered: the answer reveals nothing.
+        self.limits.resend_per_email.check(email.as_str())?;
+        self.limits.resend_per_email_daily.check(email.as_str())?;
         self.request_verification(&email).await?;
         Ok(Response::new(pb::ResendVerificationResponse {}))
     }
@@ -58,6 +66,7 @@ impl UserGrpc {
     async fn register(&self, email: &str, password: &str) -> Result<String, UserError> {
         let email = Email::parse(email).map_err(|reason| UserError::invalid("email", reason))?;
         let password = Password::parse(password).map_err(|reason| UserError::invalid("password", reason))?;
+        self.limits.register_per_email.check(email.as_str()).map_err(UserError::Limited)?;
         // Cheap check first, so a duplicate costs no hash; the unique index decides races.
         if store::find_by_email(&self.db, email.as_str()).await?.is_some() {
             return Err(UserError::AlreadyExists);

@@ -4,6 +4,7 @@
 mod bad_input;
 mod codes;
 mod faults;
+mod limits;
 mod operability;
 mod verification;
 

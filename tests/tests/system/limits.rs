@@ -1,0 +1,92 @@
+//! Rate limits trip at their configured numbers, say when to come back, change nothing while
+//! tripped, and recover after the window. Every limit is set to 3 per 2 s here.
+
+use std::time::Duration;
+use tonic::Code;
+use verimail_kit::limits::{Rate, retry_after};
+use verimail_proto::auth::v1::VerifyEmailCodeRequest;
+use verimail_proto::user::v1::{GetUserRequest, RegisterUserRequest, ResendVerificationRequest, get_user_request};
+use verimail_system_tests::browser::Browser;
+use verimail_system_tests::{Stack, StackOptions};
+
+const WINDOW: Duration = Duration::from_secs(2);
+
+async fn limited_stack() -> Stack {
+    Stack::start_with(StackOptions { limits: Some(Rate::new(3, WINDOW)), ..StackOptions::default() }).await
+}
+
+fn assert_exhausted(status: &tonic::Status) -> Duration {
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let wait = retry_after(status).expect("google.rpc.RetryInfo");
+    assert!(wait > Duration::ZERO && wait <= WINDOW, "{wait:?}");
+    assert!(status.metadata().get("retry-after").is_some(), "a retry-after header too");
+    wait
+}
+
+async fn register(stack: &Stack, email: &str) -> Result<String, tonic::Status> {
+    let request = RegisterUserRequest { email: email.into(), password: "correct horse battery".into() };
+    stack.users.clone().register_user(request).await.map(|r| r.into_inner().user_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_per_client_trip_at_three_write_nothing_and_recover() {
+    let stack = limited_stack().await;
+    for n in 0..3 {
+        register(&stack, &format!("r{n}@example.com")).await.expect("within the limit");
+    }
+    let wait = assert_exhausted(&register(&stack, "r3@example.com").await.unwrap_err());
+    let lookup = GetUserRequest { key: Some(get_user_request::Key::Email("r3@example.com".into())) };
+    assert_eq!(stack.users.clone().get_user(lookup).await.unwrap_err().code(), Code::NotFound, "nothing written");
+    tokio::time::sleep(wait + Duration::from_millis(50)).await;
+    register(&stack, "r3@example.com").await.expect("allowed again after the wait it named");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resends_trip_at_three_alike_for_known_and_unknown_addresses_and_recover() {
+    let stack = limited_stack().await;
+    register(&stack, "known@example.com").await.unwrap();
+    let resend = |email: &'static str| {
+        let mut users = stack.users.clone();
+        async move { users.resend_verification(ResendVerificationRequest { email: email.into() }).await }
+    };
+    resend("known@example.com").await.unwrap();
+    resend("known@example.com").await.unwrap();
+    resend("nobody@example.com").await.unwrap();
+    let known = resend("known@example.com").await.unwrap_err();
+    let unknown = resend("nobody@example.com").await.unwrap_err();
+    let wait = assert_exhausted(&known);
+    assert_exhausted(&unknown);
+    assert_eq!(known.message().split(';').next(), unknown.message().split(';').next(), "no difference to read");
+    tokio::time::sleep(wait + Duration::from_millis(50)).await;
+    resend("nobody@example.com").await.expect("recovers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_checks_and_gateway_posts_per_client_trip_with_429_and_retry_after() {
+    let stack = limited_stack().await;
+    let check = || {
+        let mut auth = stack.auth.clone();
+        async move {
+            let request = VerifyEmailCodeRequest { email: "gus@example.com".into(), code: "123456".into() };
+            auth.verify_email_code(request).await
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(check().await.unwrap_err().code(), Code::InvalidArgument, "a wrong code, within the limit");
+    }
+    assert_exhausted(&check().await.unwrap_err());
+
+    let browser = Browser::new(&stack.gateway_url);
+    let form = [("email".to_owned(), "gus@example.com".to_owned())];
+    for _ in 0..3 {
+        assert_eq!(browser.submit("/resend", &form).await.status, 202);
+    }
+    let response =
+        reqwest::Client::new().post(format!("{}/resend", stack.gateway_url)).form(&form).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    let seconds: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&seconds), "{seconds}");
+    assert!(response.text().await.unwrap().contains("data-page=\"too-many\""));
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    assert_eq!(browser.submit("/resend", &form).await.status, 202, "recovers");
+}
