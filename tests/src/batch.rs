@@ -60,9 +60,14 @@ pub async fn finish_with_doubt(
         "fault {name}: batch {} users, {} emails expected, {} received{doubt}, {:.1} s",
         batch.len(),
         batch.len(),
-        batch.iter().map(|u| flow.smtp.to(&u.email).len()).sum::<usize>(),
+        batch.iter().map(|u| verification_emails(flow.smtp, &u.email).len()).sum::<usize>(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// The verification emails sent to `address` (a retried registration may add a notice).
+pub fn verification_emails(smtp: &SmtpServer, address: &str) -> Vec<crate::ReceivedMail> {
+    smtp.to(address).into_iter().filter(|m| m.is_verification()).collect()
 }
 
 /// Requests in flight at once.
@@ -92,10 +97,15 @@ pub async fn register(
                     let request =
                         RegisterUserRequest { email: email.clone(), password: "correct horse battery".into() };
                     match users.register_user(request).await {
-                        Ok(reply) => return Registered { email, user_id: reply.into_inner().user_id },
-                        // A retry after a lost answer finds the first attempt's row.
+                        // The id is looked up rather than taken from the answer: a retry after a
+                        // lost answer is answered like a new registration (enumeration safety)
+                        // with an id that names no user.
+                        Ok(_) => {
+                            let user_id = user_id_of(&mut users, &email, deadline).await;
+                            return Registered { email, user_id };
+                        }
                         Err(status) if status.code() == tonic::Code::AlreadyExists => {
-                            let user_id = user_id_of(&mut users, &email).await;
+                            let user_id = user_id_of(&mut users, &email, deadline).await;
                             return Registered { email, user_id };
                         }
                         Err(status) => {
@@ -111,9 +121,18 @@ pub async fn register(
         .await
 }
 
-async fn user_id_of(users: &mut UserServiceClient<Channel>, email: &str) -> String {
-    let request = GetUserRequest { key: Some(get_user_request::Key::Email(email.to_owned())) };
-    users.get_user(request).await.expect("GetUser").into_inner().user.expect("a user").id
+/// The id of the user with `email`, retrying (until `deadline`) while user-service is away.
+async fn user_id_of(users: &mut UserServiceClient<Channel>, email: &str, deadline: Instant) -> String {
+    loop {
+        let request = GetUserRequest { key: Some(get_user_request::Key::Email(email.to_owned())) };
+        match users.get_user(request).await {
+            Ok(reply) => return reply.into_inner().user.expect("a user").id,
+            Err(status) => {
+                assert!(Instant::now() < deadline, "cannot look up {email}: {status}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 /// Waits until JetStream has nothing left for `durable` to handle (nothing pending, nothing
@@ -145,7 +164,7 @@ pub async fn expect_one_email_each(
 ) {
     let deadline = Instant::now() + limit;
     loop {
-        let missing = batch.iter().filter(|u| smtp.to(&u.email).is_empty()).count();
+        let missing = batch.iter().filter(|u| verification_emails(smtp, &u.email).is_empty()).count();
         if missing == 0 {
             break;
         }
@@ -154,7 +173,7 @@ pub async fn expect_one_email_each(
     }
     let twice: Vec<_> = batch
         .iter()
-        .filter(|u| smtp.to(&u.email).len() > if in_doubt.contains(&u.email) { 2 } else { 1 })
+        .filter(|u| verification_emails(smtp, &u.email).len() > if in_doubt.contains(&u.email) { 2 } else { 1 })
         .map(|u| u.email.as_str())
         .collect();
     assert!(twice.is_empty(), "{} users got more than one email: {twice:?}", twice.len());
@@ -172,7 +191,7 @@ pub async fn click_all_and_expect_verified(
     let browser = &browser;
     futures::stream::iter(batch)
         .map(|user| async move {
-            let link = smtp.to(&user.email)[0].verification_link();
+            let link = verification_emails(smtp, &user.email)[0].verification_link();
             let page = browser.click(&link).await;
             assert_eq!((page.status, page.kind()), (200, "verified"), "{}: {}", user.email, page.html);
             Ok::<_, ()>(())

@@ -34,6 +34,8 @@ pub struct StackOptions {
     pub postgres: bool,
     /// Every rate limit at this rate; `None` turns them off (batches come from one address).
     pub limits: Option<Rate>,
+    /// Enumeration-safe registration, as in production by default.
+    pub enumeration_safe: bool,
 }
 
 impl Default for StackOptions {
@@ -46,6 +48,7 @@ impl Default for StackOptions {
             email_instances: 1,
             postgres: false,
             limits: None,
+            enumeration_safe: true,
         }
     }
 }
@@ -116,6 +119,7 @@ impl Stack {
             // Cheap hashing for tests, through configuration like any other deployment.
             hash_cost: HashCost { memory_kib: 1024, iterations: 1, parallelism: 1 },
             hash_concurrency: 2,
+            enumeration_safe: options.enumeration_safe,
             limits: match options.limits {
                 Some(rate) => verimail_user::limits::UserLimits::all(rate.count.get(), rate.per),
                 None => verimail_user::limits::UserLimits::off(),

@@ -33,6 +33,11 @@ impl ReceivedMail {
         mailparse::parse_mail(&self.raw).ok()?.headers.get_first_value(name)
     }
 
+    /// A verification email (not a notice such as "someone tried to sign up").
+    pub fn is_verification(&self) -> bool {
+        self.header("Subject").as_deref() == Some("Verify your email address")
+    }
+
     /// The 6-digit verification code in the plain-text part.
     pub fn verification_code(&self) -> String {
         let text = self.part("text/plain");

@@ -37,6 +37,7 @@ pub const PARKED_STREAM: StreamSpec = StreamSpec { name: "PARKED", subjects: &["
 pub mod subjects {
     pub const USERS_REGISTERED: &str = "users.registered";
     pub const USERS_VERIFICATION_REQUESTED: &str = "users.verification_requested";
+    pub const USERS_SIGNUP_ATTEMPTED: &str = "users.signup_attempted";
     pub const AUTH_EMAIL_VERIFIED: &str = "auth.email_verified";
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use verimail_kit::bus::{ConsumerSpec, Delivery, HandlerError, USERS_STREAM, subjects};
 use verimail_proto::auth::v1::{IssueVerificationTokenRequest, auth_service_client::AuthServiceClient};
-use verimail_proto::events::v1::{UserRegistered, VerificationRequested};
+use verimail_proto::events::v1::{SignUpAttempted, UserRegistered, VerificationRequested};
 
 /// Both subjects under `users.` that ask for an email (filtering on the wildcard keeps the
 /// consumer working on nats-server 2.9, which has no multi-subject filters).
@@ -80,7 +80,7 @@ impl Courier {
             .map_err(|e| HandlerError::Retry(format!("database: {e}")))?;
         match status {
             Status::Sent => {
-                tracing::info!(event_id = %request.event_id, user_id = %request.user_id, attempt = record.attempts, "verification email sent")
+                tracing::info!(event_id = %request.event_id, user_id = %request.user_id, %kind, attempt = record.attempts, "email sent")
             }
             Status::Failed => {
                 tracing::warn!(event_id = %request.event_id, user_id = %request.user_id, error = error.as_deref(), "recipient rejected; not retrying")
@@ -91,6 +91,35 @@ impl Courier {
     }
 
     async fn send(&self, request: &EmailRequest, kind: &str) -> Result<(), Failure> {
+        let message = match kind {
+            // The owner of an address someone tried to register again: a notice, no token.
+            subjects::USERS_SIGNUP_ATTEMPTED => self.templates.render_email(
+                &self.from,
+                &request.email,
+                &request.event_id,
+                "signup_attempted",
+                "Someone tried to sign up with your address",
+                &minijinja::context! { email => &request.email },
+            ),
+            _ => self.verification_email(request, kind).await?,
+        }
+        .map_err(HandlerError::Permanent)?;
+        // Recorded before the SMTP exchange: a crash from here on leaves the delivery in doubt.
+        store::set_status(&self.db, &request.event_id, Status::Sending)
+            .await
+            .map_err(|e| HandlerError::Retry(format!("database: {e}")))?;
+        self.mailer.send(message).await.map_err(|e| match e {
+            SendError::Rejected(_) => Failure::Rejected(e.to_string()),
+            SendError::Transient(_) => Failure::Handler(HandlerError::Retry(e.to_string())),
+        })
+    }
+
+    /// A token and a code from auth-service, in the verification email.
+    async fn verification_email(
+        &self,
+        request: &EmailRequest,
+        kind: &str,
+    ) -> Result<Result<lettre::Message, String>, Failure> {
         let mut auth = self.auth.clone();
         let issue = auth.issue_verification_token(IssueVerificationTokenRequest {
             user_id: request.user_id.clone(),
@@ -115,18 +144,7 @@ impl Courier {
             code_page: format!("{}/verify-code", self.public_base_url.trim_end_matches('/')),
             kind,
         };
-        let message = self
-            .templates
-            .render(&self.from, &request.email, &request.event_id, &content)
-            .map_err(HandlerError::Permanent)?;
-        // Recorded before the SMTP exchange: a crash from here on leaves the delivery in doubt.
-        store::set_status(&self.db, &request.event_id, Status::Sending)
-            .await
-            .map_err(|e| HandlerError::Retry(format!("database: {e}")))?;
-        self.mailer.send(message).await.map_err(|e| match e {
-            SendError::Rejected(_) => Failure::Rejected(e.to_string()),
-            SendError::Transient(_) => Failure::Handler(HandlerError::Retry(e.to_string())),
-        })
+        Ok(self.templates.render(&self.from, &request.email, &request.event_id, &content))
     }
 }
 
@@ -152,6 +170,10 @@ fn decode(delivery: &Delivery) -> Result<Option<EmailRequest>, HandlerError> {
         }
         subjects::USERS_VERIFICATION_REQUESTED => {
             let e = VerificationRequested::decode(delivery.payload.clone()).map_err(undecodable)?;
+            EmailRequest { event_id: e.event_id, user_id: e.user_id, email: e.email }
+        }
+        subjects::USERS_SIGNUP_ATTEMPTED => {
+            let e = SignUpAttempted::decode(delivery.payload.clone()).map_err(undecodable)?;
             EmailRequest { event_id: e.event_id, user_id: e.user_id, email: e.email }
         }
         _ => return Ok(None),

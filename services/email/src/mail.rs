@@ -89,6 +89,10 @@ impl Templates {
             .expect("verification.txt parses");
         env.add_template("verification.html", include_str!("../templates/verification.html"))
             .expect("verification.html parses");
+        env.add_template("signup_attempted.txt", include_str!("../templates/signup_attempted.txt"))
+            .expect("signup_attempted.txt parses");
+        env.add_template("signup_attempted.html", include_str!("../templates/signup_attempted.html"))
+            .expect("signup_attempted.html parses");
         Templates { env }
     }
 
@@ -98,6 +102,7 @@ impl Templates {
         format!("{}/verify-email?token={token}", public_base_url.trim_end_matches('/'))
     }
 
+    /// The verification email (link and code).
     pub fn render(
         &self,
         from: &Mailbox,
@@ -105,9 +110,22 @@ impl Templates {
         message_id: &str,
         content: &VerificationEmail<'_>,
     ) -> Result<Message, String> {
-        let render = |name: &str| {
+        self.render_email(from, to, message_id, "verification", "Verify your email address", content)
+    }
+
+    /// Text and HTML from `<template>.txt` and `<template>.html`.
+    pub fn render_email(
+        &self,
+        from: &Mailbox,
+        to: &str,
+        message_id: &str,
+        template: &str,
+        subject: &str,
+        content: &impl Serialize,
+    ) -> Result<Message, String> {
+        let render = |name: String| {
             self.env
-                .get_template(name)
+                .get_template(&name)
                 .and_then(|t| t.render(minijinja::value::Serde(content)))
                 .map_err(|e| format!("template {name}: {e}"))
         };
@@ -120,10 +138,13 @@ impl Templates {
             .from(from.clone())
             .to(Mailbox::new(None, to))
             .envelope(envelope)
-            .subject("Verify your email address")
+            .subject(subject)
             // Derived from the event, so a resend after a crash is recognisably the same mail.
             .message_id(Some(format!("<{message_id}@verimail>")))
-            .multipart(MultiPart::alternative_plain_html(render("verification.txt")?, render("verification.html")?))
+            .multipart(MultiPart::alternative_plain_html(
+                render(format!("{template}.txt"))?,
+                render(format!("{template}.html"))?,
+            ))
             .map_err(|e| e.to_string())
     }
 }

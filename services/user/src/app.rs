@@ -22,6 +22,7 @@ pub struct App {
     js: async_nats::jetstream::Context,
     outbox_retention: std::time::Duration,
     limits: crate::limits::UserLimits,
+    enumeration_safe: bool,
     hasher: PasswordHasher,
 }
 
@@ -35,7 +36,15 @@ impl App {
         let js = async_nats::jetstream::new(bus::connect(&config.nats_url).await);
         bus::declare_streams(&js, &[USERS_STREAM]).await?;
         let listener = verimail_kit::grpc::bind("USER_GRPC_ADDR", &config.grpc_addr).await?;
-        Ok(App { listener, db, js, outbox_retention: config.outbox_retention, limits: config.limits, hasher })
+        Ok(App {
+            listener,
+            db,
+            js,
+            outbox_retention: config.outbox_retention,
+            limits: config.limits,
+            enumeration_safe: config.enumeration_safe,
+            hasher,
+        })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -49,6 +58,7 @@ impl App {
             hasher: self.hasher,
             relay: relay.clone(),
             limits: crate::limits::UserLimiters::new(&self.limits),
+            enumeration_safe: self.enumeration_safe,
         };
         let db = self.db.clone();
         let consumer = events::email_verified_consumer();

@@ -4,6 +4,10 @@ use verimail_kit::config::{self, ConfigError};
 /// user-service's configuration, from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `ENUMERATION_SAFE_REGISTRATION` (default `true`): registering an address that has an
+    /// account answers like a new registration and emails the owner a notice; `false` answers
+    /// ALREADY_EXISTS.
+    pub enumeration_safe: bool,
     /// `RATE_LIMIT_*`: see [`UserLimits`].
     pub limits: crate::limits::UserLimits,
     /// `OUTBOX_RETENTION_SECONDS`: how long published events stay in the outbox table.
@@ -38,6 +42,7 @@ impl Config {
         }
         let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(2);
         Ok(Config {
+            enumeration_safe: config::parse("ENUMERATION_SAFE_REGISTRATION", true)?,
             limits: crate::limits::UserLimits::from_env()?,
             outbox_retention: config::seconds("OUTBOX_RETENTION_SECONDS", verimail_kit::outbox::DEFAULT_RETENTION)?,
             grpc_addr: config::string("USER_GRPC_ADDR", "127.0.0.1:50051"),

@@ -18,6 +18,7 @@ pub struct UserGrpc {
     pub hasher: PasswordHasher,
     pub relay: OutboxRelay,
     pub limits: UserLimiters,
+    pub enumeration_safe: bool,
 }
 
 type GrpcResult<T> = Result<Response<T>, tonic::Status>;
@@ -67,9 +68,8 @@ impl UserGrpc {
         let email = Email::parse(email).map_err(|reason| UserError::invalid("email", reason))?;
         let password = Password::parse(password).map_err(|reason| UserError::invalid("password", reason))?;
         self.limits.register_per_email.check(email.as_str()).map_err(UserError::Limited)?;
-        // Cheap check first, so a duplicate costs no hash; the unique index decides races.
-        if store::find_by_email(&self.db, email.as_str()).await?.is_some() {
-            return Err(UserError::AlreadyExists);
+        if let Some(existing) = store::find_by_email(&self.db, email.as_str()).await? {
+            return self.registered_again(existing, Some(password)).await;
         }
         let password_hash = self.hasher.hash(password).await.map_err(UserError::Hashing)?;
         let now = chrono::Utc::now();
@@ -93,11 +93,14 @@ impl UserGrpc {
         .exec_without_returning(&txn)
         .await;
         if let Err(err) = inserted {
-            return Err(if verimail_kit::db::is_unique_violation(&err) {
-                UserError::AlreadyExists
-            } else {
-                err.into()
-            });
+            if !verimail_kit::db::is_unique_violation(&err) {
+                return Err(err.into());
+            }
+            // Two registrations of one address at once: the unique index decided against this
+            // one, whose password is already hashed.
+            drop(txn);
+            let existing = store::find_by_email(&self.db, email.as_str()).await?.ok_or(UserError::AlreadyExists)?;
+            return self.registered_again(existing, None).await;
         }
         outbox::enqueue(
             &txn,
@@ -108,6 +111,35 @@ impl UserGrpc {
         self.relay.wake();
         tracing::info!(%user_id, event_id = %event.event_id, "user registered");
         Ok(user_id)
+    }
+
+    /// An address that already has an account. Enumeration-safe (the default): the same work
+    /// and the same answer as a new registration (a password hash, an event in a transaction,
+    /// a fresh id that names no user), and the owner gets a notice instead of a verification
+    /// email. Otherwise ALREADY_EXISTS, at once.
+    async fn registered_again(&self, existing: user::Model, password: Option<Password>) -> Result<String, UserError> {
+        if !self.enumeration_safe {
+            return Err(UserError::AlreadyExists);
+        }
+        if let Some(password) = password {
+            self.hasher.hash(password).await.map_err(UserError::Hashing)?;
+        }
+        let event = events::SignUpAttempted {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            user_id: existing.id.clone(),
+            email: existing.email,
+            occurred_at: rfc3339(chrono::Utc::now()),
+        };
+        let txn = verimail_kit::db::begin_write(&self.db).await?;
+        outbox::enqueue(
+            &txn,
+            OutboxEvent::new(event.event_id.clone(), &event.user_id, subjects::USERS_SIGNUP_ATTEMPTED, &event),
+        )
+        .await?;
+        txn.commit().await?;
+        self.relay.wake();
+        tracing::info!(user_id = %existing.id, event_id = %event.event_id, "sign-up attempted on a registered address");
+        Ok(uuid::Uuid::now_v7().to_string())
     }
 
     /// Enqueues users.verification_requested for an unverified user; does nothing otherwise,

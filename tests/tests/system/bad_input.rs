@@ -5,8 +5,8 @@ use std::time::Duration;
 use tonic::Code;
 use verimail_proto::email::v1::ListDeliveriesRequest;
 use verimail_proto::user::v1::{GetUserRequest, RegisterUserRequest, ResendVerificationRequest, get_user_request};
-use verimail_system_tests::Stack;
 use verimail_system_tests::browser::Browser;
+use verimail_system_tests::{Stack, StackOptions};
 
 async fn user_by_email(stack: &Stack, email: &str) -> Result<String, Code> {
     stack
@@ -31,8 +31,8 @@ async fn delivery_count(stack: &Stack) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_duplicate_email_gets_already_exists_and_writes_nothing() {
-    let stack = Stack::start().await;
+async fn with_enumeration_safety_off_a_duplicate_email_gets_already_exists_and_writes_nothing() {
+    let stack = Stack::start_with(StackOptions { enumeration_safe: false, ..StackOptions::default() }).await;
     let first = register(&stack, "frank@example.com", "correct horse battery").await;
     stack.smtp.wait_for("frank@example.com", 1, EMAIL_WAIT).await;
 

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod codes;
+mod enumeration;
 mod faults;
 mod limits;
 mod operability;
