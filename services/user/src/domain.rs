@@ -100,6 +100,24 @@ impl Default for HashCost {
     }
 }
 
+impl Password {
+    /// Refuses what an attacker guesses first: common passwords, keyboard walks, repeats,
+    /// dates, and the address itself (zxcvbn's estimate below "somewhat guessable").
+    pub fn check_strength(&self, email: &Email) -> Result<(), String> {
+        let (local, domain) = email.as_str().split_once('@').unwrap_or((email.as_str(), ""));
+        let separators = ['.', '_', '-', '+'];
+        let joined = local.replace(separators, "");
+        let mut personal: Vec<&str> = vec![email.as_str(), local, domain, &joined];
+        personal.extend(local.split(separators).chain(domain.split('.')).filter(|part| part.len() >= 3));
+        let estimate = zxcvbn::zxcvbn(&self.0, &personal);
+        if estimate.score() >= zxcvbn::Score::Two {
+            return Ok(());
+        }
+        let hint = estimate.feedback().and_then(|f| f.warning()).map(|w| format!(" ({w})")).unwrap_or_default();
+        Err(format!("is too easy to guess{hint}; a few unrelated words make a strong one"))
+    }
+}
+
 /// Hashes passwords with argon2id on the blocking pool, at most `concurrency` at once, so
 /// a burst of registrations can neither stall the async workers nor exhaust memory.
 #[derive(Clone)]
@@ -192,6 +210,23 @@ mod tests {
         assert!(Password::parse(&"é".repeat(128)).is_ok(), "128 two-byte characters are 128 characters");
         assert!(Password::parse(&"x".repeat(129)).is_err());
         assert_eq!(format!("{:?}", Password::parse("secret-password").unwrap()), "Password(***)");
+    }
+
+    #[test]
+    fn common_and_personal_passwords_are_refused() {
+        let email = Email::parse("jane.doe@example.com").unwrap();
+        for weak in
+            ["password", "12345678", "qwertyuiop", "iloveyou1", "jane.doe@example.com", "janedoe1985", "aaaaaaaaaaaa"]
+        {
+            let password = Password::parse(weak).unwrap();
+            assert!(password.check_strength(&email).is_err(), "{weak:?} should be refused");
+        }
+        let long =
+            "seven amber kites drift over a quiet harbour while the ferry bell rings twice at dawn, glacier piano";
+        for strong in ["correct horse battery", "another password", "Tr4vel-kettle-Orbit", long] {
+            let password = Password::parse(strong).unwrap();
+            assert!(password.check_strength(&email).is_ok(), "{strong:?} should pass");
+        }
     }
 
     #[tokio::test]

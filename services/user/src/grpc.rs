@@ -67,6 +67,7 @@ impl UserGrpc {
     async fn register(&self, email: &str, password: &str) -> Result<String, UserError> {
         let email = Email::parse(email).map_err(|reason| UserError::invalid("email", reason))?;
         let password = Password::parse(password).map_err(|reason| UserError::invalid("password", reason))?;
+        password.check_strength(&email).map_err(|reason| UserError::invalid("password", reason))?;
         self.limits.register_per_email.check(email.as_str()).map_err(UserError::Limited)?;
         if let Some(existing) = store::find_by_email(&self.db, email.as_str()).await? {
             return self.registered_again(existing, Some(password)).await;

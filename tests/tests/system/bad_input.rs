@@ -68,6 +68,10 @@ async fn malformed_registrations_get_invalid_argument_naming_the_field() {
         ("Name <user@example.com>".into(), "correct horse".into(), "email"),
         ("ok@example.com".into(), "short".into(), "password"),
         ("ok@example.com".into(), "x".repeat(129), "password"),
+        // Long enough but guessed first: common, a keyboard walk, the address itself.
+        ("ok@example.com".into(), "password123".into(), "password"),
+        ("ok@example.com".into(), "qwertyuiop".into(), "password"),
+        ("ok@example.com".into(), "ok@example.com".into(), "password"),
     ];
     for (email, password, field) in cases {
         let status = stack
@@ -83,7 +87,8 @@ async fn malformed_registrations_get_invalid_argument_naming_the_field() {
     assert_eq!(user_by_email(&stack, "ok@example.com").await, Err(Code::NotFound));
 
     // A valid IP literal and a 128-character password are accepted.
-    register(&stack, "user@[192.0.2.7]", &"p".repeat(128)).await;
+    let long_password: String = (0..128u32).map(|i| char::from(b'a' + ((i * 7 + i / 26) % 26) as u8)).collect();
+    register(&stack, "user@[192.0.2.7]", &long_password).await;
     stack.smtp.wait_for("user@[192.0.2.7]", 1, EMAIL_WAIT).await;
     assert_eq!(delivery_count(&stack).await, 1, "only the valid registration sent an email");
 }
