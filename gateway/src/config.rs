@@ -11,6 +11,9 @@ pub struct Config {
     pub auth_addr: String,
     /// `RATE_LIMIT_GATEWAY_PER_CLIENT` (default `30/60`): form posts per client address.
     pub posts_per_client: Option<verimail_kit::limits::Rate>,
+    /// `INTERNAL_SERVICE_TOKEN`: presented on every call, so the services trust the browser's
+    /// address the gateway passes on.
+    pub credential: verimail_kit::internal::ServiceCredential,
 }
 
 impl Config {
@@ -20,6 +23,7 @@ impl Config {
             user_addr: config::string("USER_GRPC_ADDR", "127.0.0.1:50051"),
             auth_addr: config::string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
             posts_per_client: verimail_kit::limits::rate("RATE_LIMIT_GATEWAY_PER_CLIENT", "30/60")?,
+            credential: verimail_kit::internal::ServiceCredential::from_env()?,
         })
     }
 }

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::Code;
-use tonic::transport::Channel;
+use verimail_kit::internal::Internal;
 use verimail_kit::limits::{CLIENT_ADDRESS, Limiter};
 use verimail_proto::auth::v1::{
     VerifyEmailCodeRequest, VerifyEmailRequest, VerifyOutcome, auth_service_client::AuthServiceClient,
@@ -22,8 +22,8 @@ use verimail_proto::auth::v1::{
 use verimail_proto::user::v1::{ResendVerificationRequest, user_service_client::UserServiceClient};
 
 pub struct Gateway {
-    pub auth: AuthServiceClient<Channel>,
-    pub users: UserServiceClient<Channel>,
+    pub auth: AuthServiceClient<Internal>,
+    pub users: UserServiceClient<Internal>,
     pub pages: Pages,
     pub posts_per_client: Limiter,
 }

@@ -7,7 +7,7 @@ use async_nats::jetstream;
 use futures::{StreamExt, TryStreamExt};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
+use verimail_kit::internal::Internal;
 use verimail_proto::user::v1::user_service_client::UserServiceClient;
 use verimail_proto::user::v1::{GetUserRequest, RegisterUserRequest, UserStatus, get_user_request};
 
@@ -16,7 +16,7 @@ pub struct Flow<'a> {
     pub smtp: &'a SmtpServer,
     pub nats_url: String,
     pub gateway_url: &'a str,
-    pub users: &'a UserServiceClient<Channel>,
+    pub users: &'a UserServiceClient<Internal>,
 }
 
 impl crate::Stack {
@@ -82,7 +82,7 @@ pub struct Registered {
 /// Registers `count` users named `<prefix>-<n>@example.com`, retrying a call that fails
 /// because the service is away (a fault test may be restarting it) until `limit`.
 pub async fn register(
-    users: &UserServiceClient<Channel>,
+    users: &UserServiceClient<Internal>,
     prefix: &str,
     range: std::ops::Range<usize>,
     limit: Duration,
@@ -122,7 +122,7 @@ pub async fn register(
 }
 
 /// The id of the user with `email`, retrying (until `deadline`) while user-service is away.
-async fn user_id_of(users: &mut UserServiceClient<Channel>, email: &str, deadline: Instant) -> String {
+async fn user_id_of(users: &mut UserServiceClient<Internal>, email: &str, deadline: Instant) -> String {
     loop {
         let request = GetUserRequest { key: Some(get_user_request::Key::Email(email.to_owned())) };
         match users.get_user(request).await {
@@ -183,7 +183,7 @@ pub async fn expect_one_email_each(
 pub async fn click_all_and_expect_verified(
     smtp: &SmtpServer,
     gateway_url: &str,
-    users: &UserServiceClient<Channel>,
+    users: &UserServiceClient<Internal>,
     batch: &[Registered],
     limit: Duration,
 ) {

@@ -8,7 +8,8 @@ pub mod procs;
 pub mod smtp;
 
 use std::time::Duration;
-use tonic::transport::Channel;
+use verimail_kit::internal::Internal;
+use verimail_kit::internal::ServiceCredential;
 use verimail_kit::limits::Rate;
 use verimail_kit::shutdown::Shutdown;
 use verimail_proto::auth::v1::auth_service_client::AuthServiceClient;
@@ -53,13 +54,16 @@ impl Default for StackOptions {
     }
 }
 
+/// The service credential of every stack a test starts.
+pub const TEST_CREDENTIAL: &str = "test-service-credential-0123456789";
+
 pub struct Stack {
-    pub users: UserServiceClient<Channel>,
-    pub auth: AuthServiceClient<Channel>,
-    pub emails: EmailServiceClient<Channel>,
+    pub users: UserServiceClient<Internal>,
+    pub auth: AuthServiceClient<Internal>,
+    pub emails: EmailServiceClient<Internal>,
     /// The parking RPCs of email-service and of user-service.
-    pub email_parking: ParkingServiceClient<Channel>,
-    pub user_parking: ParkingServiceClient<Channel>,
+    pub email_parking: ParkingServiceClient<Internal>,
+    pub user_parking: ParkingServiceClient<Internal>,
     pub gateway_url: String,
     pub smtp: SmtpServer,
     /// The PASERK key auth-service issues with, so a test can forge tokens it signs.
@@ -94,10 +98,13 @@ impl Stack {
             (false, _) => format!("sqlite://{}?mode=rwc", data.path().join(name).display()),
         };
         let shutdown = Shutdown::default();
+        // Internal RPCs need the service credential, as in production.
+        let credential = ServiceCredential::new(TEST_CREDENTIAL).expect("a long enough secret");
 
         let keys = verimail_auth::token::TokenKeys::generate().expect("token key");
         let token_key = keys.current_paserk();
         let auth = verimail_auth::App::build(verimail_auth::Config {
+            credential: credential.clone(),
             grpc_addr: "127.0.0.1:0".into(),
             database_url: db("auth.db"),
             nats_url: nats.url(),
@@ -113,6 +120,7 @@ impl Stack {
         let auth_addr = auth.grpc_addr();
 
         let user = verimail_user::App::build(verimail_user::Config {
+            credential: credential.clone(),
             grpc_addr: "127.0.0.1:0".into(),
             database_url: db("user.db"),
             nats_url: nats.url(),
@@ -131,6 +139,7 @@ impl Stack {
         let user_addr = user.grpc_addr();
 
         let gateway = verimail_gateway::App::build(verimail_gateway::Config {
+            credential: credential.clone(),
             http_addr: "127.0.0.1:0".into(),
             user_addr: user_addr.to_string(),
             auth_addr: auth_addr.to_string(),
@@ -144,6 +153,7 @@ impl Stack {
         let mut email_addrs = Vec::new();
         for n in 1..=options.email_instances.max(1) {
             let email = verimail_email::App::build(verimail_email::Config {
+                credential: credential.clone(),
                 grpc_addr: "127.0.0.1:0".into(),
                 database_url: db("email.db"),
                 nats_url: nats.url(),
@@ -168,8 +178,9 @@ impl Stack {
         tokio::spawn(user.run(shutdown.clone()));
         tokio::spawn(gateway.run(shutdown.clone()));
 
-        let channel =
-            |addr: std::net::SocketAddr| verimail_kit::grpc::channel("test", &addr.to_string()).expect("channel");
+        let channel = |addr: std::net::SocketAddr| {
+            credential.channel(verimail_kit::grpc::channel("test", &addr.to_string()).expect("channel"))
+        };
         Stack {
             users: UserServiceClient::new(channel(user_addr)),
             auth: AuthServiceClient::new(channel(auth_addr)),

@@ -6,6 +6,7 @@ pub mod bus;
 pub mod config;
 pub mod db;
 pub mod grpc;
+pub mod internal;
 pub mod limits;
 pub mod outbox;
 pub mod parking;

@@ -98,9 +98,11 @@ pub fn retry_after(status: &Status) -> Option<Duration> {
     status.get_details_retry_info().and_then(|info| info.retry_delay)
 }
 
-/// Who is asking: the address a trusted front passed on, else the peer's IP address.
-pub fn client_key<T>(request: &Request<T>) -> String {
-    if let Some(passed_on) = request.metadata().get(CLIENT_ADDRESS).and_then(|v| v.to_str().ok()) {
+/// Who is asking: the address a trusted front (one of our services, see
+/// [`crate::internal::ServiceCredential`]) passed on, else the peer's IP address.
+pub fn client_key<T>(request: &Request<T>, from_trusted_front: bool) -> String {
+    if from_trusted_front && let Some(passed_on) = request.metadata().get(CLIENT_ADDRESS).and_then(|v| v.to_str().ok())
+    {
         return passed_on.to_owned();
     }
     request.remote_addr().map(|addr| addr.ip().to_string()).unwrap_or_else(|| "unknown".into())

@@ -2,6 +2,7 @@
 //! service's consumers gave up on, and replay one. The PARKED stream is the record.
 
 use crate::bus::{self, HEADER_MSG_ID, HEADER_PARKED_ATTEMPTS, HEADER_PARKED_ERROR, HEADER_PARKED_SUBJECT};
+use crate::internal::ServiceCredential;
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::{self, ErrorCode, stream::RawMessageErrorKind};
@@ -18,11 +19,17 @@ const MAX_LIMIT: u32 = 1000;
 pub struct Parking {
     js: jetstream::Context,
     durables: Vec<&'static str>,
+    credential: ServiceCredential,
 }
 
 impl Parking {
-    pub fn server(js: jetstream::Context, durables: Vec<&'static str>) -> ParkingServiceServer<Parking> {
-        ParkingServiceServer::new(Parking { js, durables })
+    /// Internal RPCs: callers present `credential`.
+    pub fn server(
+        js: jetstream::Context,
+        durables: Vec<&'static str>,
+        credential: ServiceCredential,
+    ) -> ParkingServiceServer<Parking> {
+        ParkingServiceServer::new(Parking { js, durables, credential })
     }
 
     async fn parked_stream(&self) -> Result<Option<jetstream::stream::Stream>, Status> {
@@ -89,6 +96,7 @@ impl pb::parking_service_server::ParkingService for Parking {
         &self,
         request: Request<pb::ListParkedRequest>,
     ) -> Result<Response<pb::ListParkedResponse>, Status> {
+        self.credential.require(&request)?;
         let request = request.into_inner();
         let limit = match request.limit {
             0 => DEFAULT_LIMIT,
@@ -112,6 +120,7 @@ impl pb::parking_service_server::ParkingService for Parking {
         &self,
         request: Request<pb::ReplayParkedRequest>,
     ) -> Result<Response<pb::ReplayParkedResponse>, Status> {
+        self.credential.require(&request)?;
         let sequence = request.into_inner().sequence;
         if sequence == 0 {
             return Err(crate::grpc::invalid_argument("sequence", "required: the sequence ListParked gives"));

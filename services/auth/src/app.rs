@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tonic::service::Routes;
 use verimail_kit::bus::{self, AUTH_STREAM};
 use verimail_kit::grpc::Service;
+use verimail_kit::internal::ServiceCredential;
 use verimail_kit::limits::{Limiter, Rate};
 use verimail_kit::outbox::OutboxRelay;
 use verimail_kit::shutdown::Shutdown;
@@ -28,6 +29,7 @@ pub struct App {
     code_lifetime: Duration,
     verify_per_client: Option<Rate>,
     code_per_email: Option<Rate>,
+    credential: ServiceCredential,
 }
 
 impl App {
@@ -46,6 +48,7 @@ impl App {
             code_lifetime: config.code_lifetime,
             verify_per_client: config.verify_per_client,
             code_per_email: config.code_per_email,
+            credential: config.credential,
         })
     }
 
@@ -64,6 +67,7 @@ impl App {
             verify_per_client: Limiter::new("verification attempts from this client", self.verify_per_client),
             code_per_email: Limiter::new("code attempts for this address", self.code_per_email),
             relay: relay.clone(),
+            credential: self.credential,
         };
         let service = Service {
             listener: self.listener,

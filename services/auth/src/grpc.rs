@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response};
 use verimail_kit::bus::subjects;
+use verimail_kit::internal::ServiceCredential;
 use verimail_kit::limits::{Limiter, client_key};
 use verimail_kit::outbox::{self, OutboxEvent, OutboxRelay};
 use verimail_kit::rfc3339;
@@ -24,6 +25,7 @@ pub struct AuthGrpc {
     pub verify_per_client: Limiter,
     pub code_per_email: Limiter,
     pub relay: OutboxRelay,
+    pub credential: ServiceCredential,
 }
 
 type GrpcResult<T> = Result<Response<T>, tonic::Status>;
@@ -34,6 +36,8 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::IssueVerificationTokenRequest>,
     ) -> GrpcResult<pb::IssueVerificationTokenResponse> {
+        // Internal: only email-service may have tokens made.
+        self.credential.require(&request)?;
         let request = request.into_inner();
         let user_id = uuid::Uuid::parse_str(request.user_id.trim())
             .map_err(|_| AuthError::invalid("user_id", "must be a UUID"))?
@@ -90,7 +94,7 @@ impl AuthService for AuthGrpc {
     }
 
     async fn verify_email(&self, request: Request<pb::VerifyEmailRequest>) -> GrpcResult<pb::VerifyEmailResponse> {
-        self.verify_per_client.check(&client_key(&request))?;
+        self.verify_per_client.check(&client_key(&request, self.credential.is_trusted(&request)))?;
         let raw = request.into_inner().token;
         let raw = raw.trim();
         if raw.is_empty() {
@@ -109,7 +113,7 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::VerifyEmailCodeRequest>,
     ) -> GrpcResult<pb::VerifyEmailResponse> {
-        self.verify_per_client.check(&client_key(&request))?;
+        self.verify_per_client.check(&client_key(&request, self.credential.is_trusted(&request)))?;
         let request = request.into_inner();
         let email = request.email.trim().to_lowercase();
         if email.is_empty() || email.len() > 254 || !email.contains('@') {

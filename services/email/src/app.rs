@@ -21,12 +21,15 @@ pub struct App {
     js: async_nats::jetstream::Context,
     courier: Arc<Courier>,
     consumer: bus::ConsumerSpec,
+    credential: verimail_kit::internal::ServiceCredential,
 }
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let mailer = Mailer::new(&config.mail_target, config.send_timeout).map_err(anyhow::Error::msg)?;
-        let auth = AuthServiceClient::new(verimail_kit::grpc::channel("AUTH_GRPC_ADDR", &config.auth_addr)?);
+        let auth = AuthServiceClient::new(
+            config.credential.channel(verimail_kit::grpc::channel("AUTH_GRPC_ADDR", &config.auth_addr)?),
+        );
         let db = verimail_kit::db::connect::<Migrator>(&config.database_url).await?;
         let js = async_nats::jetstream::new(bus::connect(&config.nats_url).await);
         let listener = verimail_kit::grpc::bind("EMAIL_GRPC_ADDR", &config.grpc_addr).await?;
@@ -41,7 +44,7 @@ impl App {
             send_timeout: config.send_timeout,
             instance: config.instance.clone(),
         });
-        Ok(App { listener, js, courier, consumer })
+        Ok(App { listener, js, courier, consumer, credential: config.credential })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -49,9 +52,9 @@ impl App {
     }
 
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let service = EmailGrpc { db: self.courier.db.clone() };
+        let service = EmailGrpc { db: self.courier.db.clone(), credential: self.credential.clone() };
         let courier = self.courier;
-        let parking = Parking::server(self.js.clone(), vec![self.consumer.durable]);
+        let parking = Parking::server(self.js.clone(), vec![self.consumer.durable], self.credential.clone());
         let db = courier.db.clone();
         let handler = move |delivery| courier.clone().handle(delivery);
         let service = Service {

@@ -7,6 +7,9 @@ use verimail_kit::config::{self, ConfigError};
 /// email-service's configuration, from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `INTERNAL_SERVICE_TOKEN`: presented to auth-service, required on ListDeliveries and the
+    /// parking RPCs.
+    pub credential: verimail_kit::internal::ServiceCredential,
     /// `EMAIL_GRPC_ADDR`
     pub grpc_addr: String,
     /// `DATABASE_URL`
@@ -66,6 +69,7 @@ impl Config {
             return Err(ConfigError::new("EMAIL_MAX_ATTEMPTS", "must be at least 1"));
         }
         Ok(Config {
+            credential: verimail_kit::internal::ServiceCredential::from_env()?,
             grpc_addr: config::string("EMAIL_GRPC_ADDR", "127.0.0.1:50053"),
             database_url: config::database_url("email.db"),
             nats_url: config::nats_url(),

@@ -26,7 +26,7 @@ pub fn consumer(config: &Config) -> ConsumerSpec {
 
 pub struct Courier {
     pub db: DatabaseConnection,
-    pub auth: AuthServiceClient<tonic::transport::Channel>,
+    pub auth: AuthServiceClient<verimail_kit::internal::Internal>,
     pub mailer: Mailer,
     pub templates: Templates,
     pub from: Mailbox,

@@ -8,6 +8,7 @@ use verimail_proto::email::v1::{self as pb, email_service_server::EmailService};
 
 pub struct EmailGrpc {
     pub db: DatabaseConnection,
+    pub credential: verimail_kit::internal::ServiceCredential,
 }
 
 #[tonic::async_trait]
@@ -16,6 +17,7 @@ impl EmailService for EmailGrpc {
         &self,
         request: Request<pb::ListDeliveriesRequest>,
     ) -> Result<Response<pb::ListDeliveriesResponse>, GrpcStatus> {
+        self.credential.require(&request)?;
         let request = request.into_inner();
         let limit = match request.limit {
             0 => 20,

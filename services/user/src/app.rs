@@ -23,6 +23,7 @@ pub struct App {
     outbox_retention: std::time::Duration,
     limits: crate::limits::UserLimits,
     enumeration_safe: bool,
+    credential: verimail_kit::internal::ServiceCredential,
     hasher: PasswordHasher,
 }
 
@@ -43,6 +44,7 @@ impl App {
             outbox_retention: config.outbox_retention,
             limits: config.limits,
             enumeration_safe: config.enumeration_safe,
+            credential: config.credential,
             hasher,
         })
     }
@@ -59,10 +61,11 @@ impl App {
             relay: relay.clone(),
             limits: crate::limits::UserLimiters::new(&self.limits),
             enumeration_safe: self.enumeration_safe,
+            credential: self.credential.clone(),
         };
         let db = self.db.clone();
         let consumer = events::email_verified_consumer();
-        let parking = Parking::server(self.js.clone(), vec![consumer.durable]);
+        let parking = Parking::server(self.js.clone(), vec![consumer.durable], self.credential.clone());
         let handler = move |delivery| {
             let db = db.clone();
             async move { events::on_email_verified(&db, delivery).await }

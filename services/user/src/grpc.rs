@@ -7,6 +7,7 @@ use crate::store::{self, Status, user};
 use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait};
 use tonic::{Request, Response};
 use verimail_kit::bus::subjects;
+use verimail_kit::internal::ServiceCredential;
 use verimail_kit::limits::client_key;
 use verimail_kit::outbox::{self, OutboxEvent, OutboxRelay};
 use verimail_kit::rfc3339;
@@ -19,6 +20,7 @@ pub struct UserGrpc {
     pub relay: OutboxRelay,
     pub limits: UserLimiters,
     pub enumeration_safe: bool,
+    pub credential: ServiceCredential,
 }
 
 type GrpcResult<T> = Result<Response<T>, tonic::Status>;
@@ -26,13 +28,15 @@ type GrpcResult<T> = Result<Response<T>, tonic::Status>;
 #[tonic::async_trait]
 impl UserService for UserGrpc {
     async fn register_user(&self, request: Request<pb::RegisterUserRequest>) -> GrpcResult<pb::RegisterUserResponse> {
-        self.limits.register_per_client.check(&client_key(&request))?;
+        self.limits.register_per_client.check(&client_key(&request, self.credential.is_trusted(&request)))?;
         let request = request.into_inner();
         let user_id = self.register(&request.email, &request.password).await?;
         Ok(Response::new(pb::RegisterUserResponse { user_id }))
     }
 
     async fn get_user(&self, request: Request<pb::GetUserRequest>) -> GrpcResult<pb::GetUserResponse> {
+        // Internal: a public lookup by email would tell who has an account.
+        self.credential.require(&request)?;
         let found = match request.into_inner().key {
             Some(pb::get_user_request::Key::UserId(id)) => {
                 let id =
@@ -53,7 +57,7 @@ impl UserService for UserGrpc {
         &self,
         request: Request<pb::ResendVerificationRequest>,
     ) -> GrpcResult<pb::ResendVerificationResponse> {
-        self.limits.resend_per_client.check(&client_key(&request))?;
+        self.limits.resend_per_client.check(&client_key(&request, self.credential.is_trusted(&request)))?;
         let email = Email::parse(&request.into_inner().email).map_err(|reason| UserError::invalid("email", reason))?;
         // Limited by address whether or not it is registered: the answer reveals nothing.
         self.limits.resend_per_email.check(email.as_str())?;

@@ -4,9 +4,9 @@
 use async_nats::jetstream;
 use std::time::{Duration, Instant};
 use tonic::Code;
-use tonic::transport::Channel;
 use tonic_health::ServingStatus;
 use verimail_kit::bus;
+use verimail_kit::internal::Internal;
 use verimail_proto::email::v1::{DeliveryStatus, ListDeliveriesRequest};
 use verimail_proto::ops::v1::parking_service_client::ParkingServiceClient;
 use verimail_proto::ops::v1::{ListParkedRequest, ParkedMessage, ReplayParkedRequest};
@@ -104,7 +104,7 @@ async fn wait_for_emails_in(smtp: &verimail_system_tests::SmtpServer, count: usi
     }
 }
 
-async fn list_parked(client: &ParkingServiceClient<Channel>) -> Vec<ParkedMessage> {
+async fn list_parked(client: &ParkingServiceClient<Internal>) -> Vec<ParkedMessage> {
     client.clone().list_parked(ListParkedRequest::default()).await.expect("ListParked").into_inner().messages
 }
 

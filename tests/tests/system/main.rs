@@ -5,6 +5,7 @@ mod bad_input;
 mod codes;
 mod enumeration;
 mod faults;
+mod internal;
 mod limits;
 mod operability;
 mod verification;

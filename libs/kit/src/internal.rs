@@ -1,0 +1,107 @@
+//! The service credential: internal RPCs (IssueVerificationToken, GetUser, ListDeliveries, the
+//! parking RPCs) answer only callers that present it, and only such callers may say on whose
+//! behalf they call (`x-verimail-client-address`). A shared secret in metadata, compared in
+//! constant time. Without `INTERNAL_SERVICE_TOKEN` (development) internal RPCs are open;
+//! production refuses to start that way.
+
+use crate::config::{self, ConfigError};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use tonic::service::Interceptor;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+/// The metadata key that carries the credential.
+pub const SERVICE_TOKEN: &str = "x-verimail-service-token";
+
+const MIN_SECRET_LEN: usize = 16;
+
+/// A channel that presents the credential on every call.
+pub type Internal = tonic::service::interceptor::InterceptedService<Channel, ServiceCredential>;
+
+#[derive(Clone, Default)]
+pub struct ServiceCredential(Option<Arc<str>>);
+
+impl std::fmt::Debug for ServiceCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "ServiceCredential(***)" } else { "ServiceCredential(open)" })
+    }
+}
+
+impl ServiceCredential {
+    /// `INTERNAL_SERVICE_TOKEN`: at least 16 characters; required in production.
+    pub fn from_env() -> Result<ServiceCredential, ConfigError> {
+        match config::var("INTERNAL_SERVICE_TOKEN") {
+            Some(secret) => ServiceCredential::new(&secret).map_err(|e| ConfigError::new("INTERNAL_SERVICE_TOKEN", e)),
+            None if config::is_production() => Err(ConfigError::new(
+                "INTERNAL_SERVICE_TOKEN",
+                "is required in production: internal RPCs would be open to anyone who reaches the port",
+            )),
+            None => Ok(ServiceCredential::open()),
+        }
+    }
+
+    pub fn new(secret: &str) -> Result<ServiceCredential, String> {
+        let secret = secret.trim();
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(format!("must be at least {MIN_SECRET_LEN} characters"));
+        }
+        Ok(ServiceCredential(Some(secret.into())))
+    }
+
+    /// No credential: internal RPCs are open (development only).
+    pub fn open() -> ServiceCredential {
+        ServiceCredential(None)
+    }
+
+    /// Whether the call comes from one of our services (always, when no credential is set).
+    pub fn is_trusted<T>(&self, request: &Request<T>) -> bool {
+        let Some(secret) = &self.0 else { return true };
+        let presented = request.metadata().get(SERVICE_TOKEN).map(|v| v.as_bytes()).unwrap_or_default();
+        presented.ct_eq(secret.as_bytes()).into()
+    }
+
+    /// For internal RPCs: UNAUTHENTICATED unless the call presents the credential.
+    pub fn require<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        if self.is_trusted(request) {
+            return Ok(());
+        }
+        Err(Status::unauthenticated(format!("an internal RPC: present the service credential in {SERVICE_TOKEN}")))
+    }
+
+    /// A client channel that presents this credential.
+    pub fn channel(&self, channel: Channel) -> Internal {
+        tonic::service::interceptor::InterceptedService::new(channel, self.clone())
+    }
+}
+
+impl Interceptor for ServiceCredential {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(secret) = &self.0
+            && let Ok(value) = secret.parse()
+        {
+            request.metadata_mut().insert(SERVICE_TOKEN, value);
+        }
+        Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_secret_is_trusted() {
+        let credential = ServiceCredential::new("0123456789abcdef-secret").unwrap();
+        let mut request = Request::new(());
+        assert!(!credential.is_trusted(&request), "no credential");
+        request.metadata_mut().insert(SERVICE_TOKEN, "0123456789abcdef-secreT".parse().unwrap());
+        assert!(!credential.is_trusted(&request), "a wrong one");
+        assert_eq!(credential.require(&request).unwrap_err().code(), tonic::Code::Unauthenticated);
+        let attached = credential.clone().call(Request::new(())).unwrap();
+        assert!(credential.is_trusted(&attached), "what the interceptor attaches");
+        assert!(ServiceCredential::new("short").is_err());
+        assert!(ServiceCredential::open().is_trusted(&Request::new(())), "open in development");
+        assert_eq!(format!("{credential:?}"), "ServiceCredential(***)");
+    }
+}
