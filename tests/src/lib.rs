@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod browser;
+pub mod chrome;
 pub mod procs;
 pub mod smtp;
 

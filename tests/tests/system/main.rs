@@ -8,6 +8,7 @@ mod faults;
 mod internal;
 mod limits;
 mod operability;
+mod real_browser;
 mod verification;
 
 use std::time::Duration;

@@ -1,0 +1,93 @@
+//! A real browser: Debian's headless Chromium driven over WebDriver (chromedriver, fantoccini).
+//! chromedriver runs on a free port as a child of the test, killed by its pid when dropped;
+//! Chromium gets a temporary profile and the flags this closed network needs.
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `CHROMEDRIVER`, else Debian's. Panics with how to install it: the test needs it.
+fn chromedriver() -> PathBuf {
+    let path = std::env::var_os("CHROMEDRIVER").map(PathBuf::from).unwrap_or_else(|| "/usr/bin/chromedriver".into());
+    assert!(
+        path.is_file(),
+        "{} not found: apt-get install chromium chromium-driver, or set CHROMEDRIVER",
+        path.display()
+    );
+    path
+}
+
+pub struct Chrome {
+    pub client: Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Chrome {
+    pub async fn start() -> Chrome {
+        let port = verimail_testkit::free_port();
+        let mut driver = Command::new(chromedriver())
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() >= deadline {
+                let _ = driver.kill();
+                panic!("chromedriver did not listen on {port} within 15 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let profile = tempfile::tempdir().expect("a browser profile folder");
+        let binary = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let options = serde_json::json!({
+            "binary": binary,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", format!("--user-data-dir={}", profile.path().display()),
+            ],
+        });
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("goog:chromeOptions".into(), options);
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = match ClientBuilder::new(connector)
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(client) => client,
+            Err(e) => {
+                let _ = driver.kill();
+                panic!("cannot start a Chromium session: {e}");
+            }
+        };
+        Chrome { client, driver, _profile: profile }
+    }
+
+    /// Waits (at most 15 s) for the page whose main element has `data-page="kind"`.
+    pub async fn wait_for_page(&self, kind: &str) {
+        let selector = format!("main[data-page=\"{kind}\"]");
+        let found = self.client.wait().at_most(Duration::from_secs(15)).for_element(Locator::Css(&selector)).await;
+        if let Err(e) = found {
+            let source = self.client.source().await.unwrap_or_default();
+            panic!("no {kind} page within 15 s ({e}); the browser shows:\n{source}");
+        }
+    }
+
+    /// Ends the WebDriver session (closing Chromium); dropping then stops chromedriver.
+    pub async fn close(self) {
+        let _ = self.client.clone().close().await;
+    }
+}
+
+impl Drop for Chrome {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
