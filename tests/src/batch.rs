@@ -200,18 +200,12 @@ pub async fn click_all_and_expect_verified(
         .try_collect::<Vec<_>>()
         .await
         .expect("every click");
-    let deadline = Instant::now() + limit;
     for user in batch {
-        let mut users = users.clone();
-        loop {
-            let request = GetUserRequest { key: Some(get_user_request::Key::UserId(user.user_id.clone())) };
-            let status = users.get_user(request).await.map(|r| r.into_inner().user.expect("a user").status());
-            if matches!(status, Ok(UserStatus::Verified)) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{} is not verified within {limit:?}", user.email);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert!(
+            wait_until_verified(users, &user.user_id, limit).await,
+            "{} is not verified within {limit:?}",
+            user.email
+        );
     }
 }
 
@@ -238,5 +232,22 @@ pub async fn wait_for_health(addr: &str, service: &str, want: tonic_health::Serv
         }
         assert!(Instant::now() < deadline, "{service} at {addr} did not report {want} within {limit:?}: {status:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls GetUser (every 20 ms, at most `limit`) until the user is verified.
+pub async fn wait_until_verified(users: &UserServiceClient<Internal>, user_id: &str, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut users = users.clone();
+    loop {
+        let request = GetUserRequest { key: Some(get_user_request::Key::UserId(user_id.to_owned())) };
+        let status = users.get_user(request).await.map(|r| r.into_inner().user.expect("a user").status());
+        if matches!(status, Ok(UserStatus::Verified)) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -224,7 +224,15 @@ impl ProcessStack {
         std::fs::read_to_string(self.dir.path().join(format!("{}.log", part.binary()))).unwrap_or_default()
     }
 
-    fn var(&self, part: Part, name: &str) -> String {
+    /// Sets a variable of `part` for its next start (`start_part`).
+    pub fn set_var(&mut self, part: Part, name: &str, value: &str) {
+        let env = self.env.get_mut(&part).expect("a part");
+        env.retain(|(k, _)| k != name);
+        env.push((name.to_owned(), value.to_owned()));
+    }
+
+    /// A variable `part` is started with.
+    pub fn var(&self, part: Part, name: &str) -> String {
         self.env[&part].iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()).expect("a configured variable")
     }
 

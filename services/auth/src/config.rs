@@ -19,7 +19,8 @@ pub struct Config {
     pub database_url: String,
     /// `NATS_URL`
     pub nats_url: String,
-    /// `AUTH_TOKEN_KEYS`: comma-separated PASERK `k4.local.…` keys; the first issues tokens,
+    /// `AUTH_TOKEN_KEYS`: comma-separated keys, PASERK `k4.local.…` or 64 hex digits; the first
+    /// issues tokens,
     /// all are accepted (rotation: put the new key first and keep the old one until its
     /// tokens have expired).
     pub keys: TokenKeys,

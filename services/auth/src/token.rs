@@ -62,14 +62,20 @@ pub struct TokenKeys {
 }
 
 impl TokenKeys {
-    /// From PASERK `k4.local.…` strings; the first one issues new tokens.
+    /// From PASERK `k4.local.…` strings or raw keys (64 hex digits); the first one issues new
+    /// tokens.
     pub fn from_paserk<S: AsRef<str>>(paserks: &[S]) -> Result<TokenKeys, String> {
         let keys = paserks
             .iter()
             .enumerate()
-            .map(|(i, paserk)| {
-                SymmetricKey::<V4>::try_from(paserk.as_ref().trim())
-                    .map_err(|_| format!("key {} is not a PASERK k4.local key", i + 1))
+            .map(|(i, text)| {
+                let text = text.as_ref().trim();
+                let refused = || format!("key {} is neither a PASERK k4.local key nor 64 hex digits", i + 1);
+                if text.starts_with("k4.local.") {
+                    return SymmetricKey::<V4>::try_from(text).map_err(|_| refused());
+                }
+                let raw = hex_key(text).ok_or_else(refused)?;
+                SymmetricKey::<V4>::from(&raw).map_err(|_| refused())
             })
             .collect::<Result<Vec<_>, _>>()?;
         TokenKeys::new(keys)
@@ -164,6 +170,18 @@ impl TokenKeys {
     }
 }
 
+/// 32 bytes from exactly 64 hex digits.
+fn hex_key(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(key)
+}
+
 fn paserk(value: &impl FormatAsPaserk) -> String {
     let mut text = String::new();
     value.fmt(&mut text).expect("writing to a String cannot fail");
@@ -247,6 +265,11 @@ mod tests {
     #[test]
     fn bad_key_configuration_is_refused() {
         assert!(TokenKeys::from_paserk(&["not-a-key"]).is_err());
+        assert!(TokenKeys::from_paserk(&["ab".repeat(31)]).is_err(), "62 hex digits");
+        assert!(TokenKeys::from_paserk(&["zz".repeat(32)]).is_err(), "not hex");
+        let raw = TokenKeys::from_paserk(&["0123456789abcdef".repeat(4)]).expect("a raw key in hex");
+        let token = raw.issue("u", "a@example.com", HOUR).unwrap().token;
+        assert!(raw.open(&token).is_ok());
         assert!(TokenKeys::from_paserk::<&str>(&[]).is_err());
     }
 }

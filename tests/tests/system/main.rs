@@ -9,6 +9,7 @@ mod internal;
 mod limits;
 mod operability;
 mod real_browser;
+mod rotation;
 mod verification;
 
 use std::time::Duration;
