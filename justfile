@@ -13,6 +13,10 @@ dev:
 test *args:
     scripts/test.sh "$@"
 
+# Fuzz token, email and code parsing, SECONDS per target (cargo-fuzz)
+fuzz seconds="60":
+    scripts/fuzz.sh {{seconds}}
+
 # Build every crate
 build:
     cargo build --workspace --all-targets
