@@ -213,6 +213,11 @@ impl Stack {
         }
     }
 
+    /// The database URL of a service of this stack ("user", "auth" or "email"), on SQLite.
+    pub fn sqlite_url(&self, service: &str) -> String {
+        format!("sqlite://{}", self._data.path().join(format!("{service}.db")).display())
+    }
+
     pub async fn status_of(&self, user_id: &str) -> UserStatus {
         let user = self
             .users

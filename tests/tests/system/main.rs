@@ -2,6 +2,7 @@
 //! One test binary, so the suite links once.
 
 mod bad_input;
+mod bad_input_table;
 mod codes;
 mod enumeration;
 mod faults;

@@ -1,0 +1,207 @@
+//! Every RPC and page, fed bad input from a table: each gets its precise status, and the
+//! three databases are exactly as they were.
+
+use crate::{EMAIL_WAIT, register};
+use sea_orm::{ConnectionTrait, Database, Statement};
+use std::time::Duration;
+use tonic::Code;
+use verimail_auth::token::TokenKeys;
+use verimail_proto::auth::v1::{IssueVerificationTokenRequest, VerifyEmailCodeRequest, VerifyEmailRequest};
+use verimail_proto::email::v1::ListDeliveriesRequest;
+use verimail_proto::ops::v1::{ListParkedRequest, ReplayParkedRequest};
+use verimail_proto::user::v1::{GetUserRequest, RegisterUserRequest, ResendVerificationRequest, get_user_request};
+use verimail_system_tests::Stack;
+
+/// What must not move: rows per table, and the columns a request could change.
+async fn fingerprint(stack: &Stack) -> Vec<(String, String)> {
+    let queries = [
+        ("user", "SELECT COUNT(*) || '/' || TOTAL(status = 'verified') FROM users"),
+        ("user", "SELECT COUNT(*) || '/' || COUNT(published_at) FROM outbox"),
+        ("auth", "SELECT COUNT(*) || '/' || COUNT(used_at) FROM verification_tokens"),
+        ("auth", "SELECT COUNT(*) || '/' || COUNT(used_at) || '/' || TOTAL(wrong_tries) FROM verification_codes"),
+        ("auth", "SELECT COUNT(*) FROM outbox"),
+        ("email", "SELECT COUNT(*) || '/' || TOTAL(attempts) FROM deliveries"),
+    ];
+    let mut rows = Vec::new();
+    for (service, sql) in queries {
+        let db = Database::connect(stack.sqlite_url(service)).await.expect("open a service database");
+        let text = format!("SELECT CAST(({sql}) AS TEXT)");
+        let row = db.query_one_raw(Statement::from_string(db.get_database_backend(), text)).await.unwrap().unwrap();
+        rows.push((sql.to_owned(), row.try_get_by_index::<String>(0).expect("a text aggregate")));
+    }
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_everywhere_gets_a_precise_answer_and_changes_nothing() {
+    let stack = Stack::start().await;
+    let user_id = register(&stack, "kim@example.com", "correct horse battery").await;
+    let mail = stack.smtp.wait_for("kim@example.com", 1, EMAIL_WAIT).await.remove(0);
+    let token = mail.verification_link().split("token=").nth(1).unwrap().to_owned();
+    let keys = TokenKeys::from_paserk(&[stack.token_key.as_str()]).unwrap();
+    let wrong_purpose =
+        keys.issue_for("password_reset", &user_id, "kim@example.com", Duration::from_secs(600)).unwrap().token;
+    let wrong_key =
+        TokenKeys::generate().unwrap().issue(&user_id, "kim@example.com", Duration::from_secs(600)).unwrap().token;
+    let mut tampered = token.clone().into_bytes();
+    let middle = tampered.len() / 2;
+    tampered[middle] = if tampered[middle] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    // Let the registration's own writes (outbox marked, delivery sent) settle first.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = fingerprint(&stack).await;
+
+    let weird_emails = [
+        "",
+        " ",
+        "plainaddress",
+        "@example.com",
+        "kim@",
+        "kim@@example.com",
+        "kim@example..com",
+        "kim@-example.com",
+        "kim example@example.com",
+        "kim@example.com\r\nBcc: all@example.com",
+        "kim\u{0}@example.com",
+        "kim@exam\u{202e}ple.com",
+        "' OR '1'='1'; --@example.com",
+        "<script>alert(1)</script>@example.com",
+        "kim@[300.1.1.1]",
+        "kim@localhost",
+    ];
+    let mut tried = 0;
+    let (users, auth, emails) = (stack.users.clone(), stack.auth.clone(), stack.emails.clone());
+    for email in weird_emails {
+        let register = RegisterUserRequest { email: email.into(), password: "correct horse battery".into() };
+        let status = users.clone().register_user(register).await.unwrap_err();
+        assert_eq!(
+            (status.code(), verimail_kit::grpc::bad_request_field(&status).as_deref()),
+            (Code::InvalidArgument, Some("email")),
+            "RegisterUser {email:?}"
+        );
+        let resend = ResendVerificationRequest { email: email.into() };
+        assert_eq!(
+            users.clone().resend_verification(resend).await.unwrap_err().code(),
+            Code::InvalidArgument,
+            "Resend {email:?}"
+        );
+        let lookup = GetUserRequest { key: Some(get_user_request::Key::Email(email.into())) };
+        assert_eq!(
+            users.clone().get_user(lookup).await.unwrap_err().code(),
+            Code::InvalidArgument,
+            "GetUser {email:?}"
+        );
+        tried += 3;
+    }
+    let weak_passwords = [
+        "",
+        "short",
+        "password",
+        "12345678",
+        "new@example.com",
+        &"x".repeat(129),
+        "\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}",
+    ];
+    for password in weak_passwords {
+        let register = RegisterUserRequest { email: "new@example.com".into(), password: password.into() };
+        let status = users.clone().register_user(register).await.unwrap_err();
+        assert_eq!(
+            (status.code(), verimail_kit::grpc::bad_request_field(&status).as_deref()),
+            (Code::InvalidArgument, Some("password")),
+            "password {password:?}"
+        );
+        tried += 1;
+    }
+    let bad_tokens = [
+        ("", Code::InvalidArgument),
+        ("garbage", Code::InvalidArgument),
+        (&tampered[..], Code::InvalidArgument),
+        (&wrong_purpose[..], Code::InvalidArgument),
+        (&wrong_key[..], Code::InvalidArgument),
+        ("v4.local.", Code::InvalidArgument),
+        ("v4.public.eyJ", Code::InvalidArgument),
+        ("v2.local.AAAA", Code::InvalidArgument),
+    ];
+    let huge = "v4.local.".to_owned() + &"A".repeat(10_000);
+    for (bad, code) in bad_tokens.iter().copied().chain([(&huge[..], Code::InvalidArgument)]) {
+        let status = auth.clone().verify_email(VerifyEmailRequest { token: bad.into() }).await.unwrap_err();
+        assert_eq!(status.code(), code, "VerifyEmail {:?}", &bad[..bad.len().min(40)]);
+        tried += 1;
+    }
+    for (email, code, field) in [
+        ("kim@example.com", "12345", "code"),
+        ("kim@example.com", "1234567", "code"),
+        ("kim@example.com", "１２３４５６", "code"),
+        ("kim@example.com", "12345\u{0}", "code"),
+        ("kim@example.com", "' OR 1=1", "code"),
+        ("", "123456", "email"),
+        ("no-at-sign", "123456", "email"),
+        (&"a".repeat(300)[..], "123456", "email"),
+    ] {
+        let status = auth
+            .clone()
+            .verify_email_code(VerifyEmailCodeRequest { email: email.into(), code: code.into() })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (status.code(), verimail_kit::grpc::bad_request_field(&status).as_deref()),
+            (Code::InvalidArgument, Some(field)),
+            "code {email:?} {code:?}"
+        );
+        tried += 1;
+    }
+    for (user, email, field) in [
+        ("not-a-uuid", "kim@example.com", "user_id"),
+        (&user_id[..], "", "email"),
+        (&user_id[..], "no-at-sign", "email"),
+    ] {
+        let request = IssueVerificationTokenRequest { user_id: user.into(), email: email.into() };
+        let status = auth.clone().issue_verification_token(request).await.unwrap_err();
+        assert_eq!(verimail_kit::grpc::bad_request_field(&status).as_deref(), Some(field), "Issue {user:?} {email:?}");
+        tried += 1;
+    }
+    for (user, limit) in [("not-a-uuid", 10), ("", 101)] {
+        let status =
+            emails.clone().list_deliveries(ListDeliveriesRequest { user_id: user.into(), limit }).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "ListDeliveries {user:?} {limit}");
+        tried += 1;
+    }
+    let status = stack.email_parking.clone().replay_parked(ReplayParkedRequest { sequence: 0 }).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let status = stack
+        .email_parking
+        .clone()
+        .list_parked(ListParkedRequest { after_sequence: 0, limit: 5000 })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    tried += 2;
+
+    // The pages: precise HTTP statuses.
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", stack.gateway_url);
+    let pages: Vec<(reqwest::RequestBuilder, u16)> = vec![
+        (http.get(url("/verify-email")), 400),
+        (http.post(url("/verify-email")).form(&[("token", "garbage")]), 400),
+        (http.post(url("/verify-email")).form(&[("token", tampered.as_str())]), 400),
+        (http.post(url("/verify-email")).form(&[("token", "<script>alert(1)</script>")]), 400),
+        (http.post(url("/verify-code")).form(&[("email", "kim@example.com"), ("code", "12ab56")]), 400),
+        (http.post(url("/verify-code")).form(&[("email", ""), ("code", "123456")]), 400),
+        (http.post(url("/resend")).form(&[("email", "not an address")]), 400),
+        (http.post(url("/resend")).form(&[("email", "x".repeat(5000).as_str())]), 413),
+        (http.post(url("/verify-email")).header("content-type", "application/json").body("{}"), 415),
+        (http.get(url("/nowhere")), 404),
+        (http.delete(url("/verify-email")), 405),
+    ];
+    for (request, want) in pages {
+        let response = request.send().await.unwrap();
+        let got = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        assert_eq!(got, want, "{body}");
+        assert!(!body.contains("<script>alert"), "nothing is reflected unescaped");
+        tried += 1;
+    }
+
+    assert_eq!(fingerprint(&stack).await, before, "bad input changed a database");
+    println!("bad inputs tried: {tried}, databases unchanged");
+}
