@@ -17,7 +17,8 @@ use tonic::Code;
 use verimail_kit::internal::Internal;
 use verimail_kit::limits::{CLIENT_ADDRESS, Limiter};
 use verimail_proto::auth::v1::{
-    VerifyEmailCodeRequest, VerifyEmailRequest, VerifyOutcome, auth_service_client::AuthServiceClient,
+    VerifyEmailCodeRequest, VerifyEmailRequest, VerifyEmailResponse, VerifyOutcome,
+    auth_service_client::AuthServiceClient,
 };
 use verimail_proto::user::v1::{ResendVerificationRequest, user_service_client::UserServiceClient};
 
@@ -54,15 +55,20 @@ async fn limit_posts(
     if request.method() == Method::POST
         && let Err(status) = gw.posts_per_client.check(&peer.ip().to_string())
     {
-        let wait = verimail_kit::limits::retry_after(&status).unwrap_or(Duration::from_secs(1));
-        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let mut response = gw.pages.render(StatusCode::TOO_MANY_REQUESTS, "too_many.html", context! { seconds });
-        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
-        return response;
+        return too_many(&gw, &status);
     }
     next.run(request).await
+}
+
+/// 429 with Retry-After (whole seconds) and a page, from a RESOURCE_EXHAUSTED status.
+fn too_many(gw: &Gateway, status: &tonic::Status) -> Response {
+    let wait = verimail_kit::limits::retry_after(status).unwrap_or(Duration::from_secs(1));
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = gw.pages.render(StatusCode::TOO_MANY_REQUESTS, "too_many.html", context! { seconds });
+    if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 /// A call on behalf of the browser at `peer`: the services limit by its address, not ours.
@@ -122,18 +128,20 @@ async fn verify(
 ) -> Response {
     let answer = gw.auth.clone().verify_email(on_behalf(VerifyEmailRequest { token: params.token }, peer)).await;
     match answer {
-        Ok(reply) => {
-            let reply = reply.into_inner();
-            match reply.outcome() {
-                VerifyOutcome::AlreadyVerified => gw.pages.render(StatusCode::OK, "already_verified.html", context! {}),
-                _ => gw.pages.render(StatusCode::OK, "verified.html", context! { email => reply.email }),
-            }
-        }
+        Ok(reply) => verified_page(&gw, reply.into_inner()),
         Err(status) => match status.code() {
             Code::FailedPrecondition => gw.pages.render(StatusCode::GONE, "expired.html", context! { email => "" }),
             Code::InvalidArgument => gw.pages.render(StatusCode::BAD_REQUEST, "invalid.html", context! { email => "" }),
             _ => unavailable(&gw, &status),
         },
+    }
+}
+
+/// The page after a successful check: verified now, or before.
+fn verified_page(gw: &Gateway, reply: VerifyEmailResponse) -> Response {
+    match reply.outcome() {
+        VerifyOutcome::AlreadyVerified => gw.pages.render(StatusCode::OK, "already_verified.html", context! {}),
+        _ => gw.pages.render(StatusCode::OK, "verified.html", context! { email => reply.email }),
     }
 }
 
@@ -158,13 +166,7 @@ async fn verify_code(
     let email = params.email.trim().to_owned();
     let request = VerifyEmailCodeRequest { email: email.clone(), code: params.code };
     match gw.auth.clone().verify_email_code(on_behalf(request, peer)).await {
-        Ok(reply) => {
-            let reply = reply.into_inner();
-            match reply.outcome() {
-                VerifyOutcome::AlreadyVerified => gw.pages.render(StatusCode::OK, "already_verified.html", context! {}),
-                _ => gw.pages.render(StatusCode::OK, "verified.html", context! { email => reply.email }),
-            }
-        }
+        Ok(reply) => verified_page(&gw, reply.into_inner()),
         Err(status) => match status.code() {
             Code::FailedPrecondition => {
                 let locked = status.get_details_error_info().is_some_and(|info| info.reason == "CODE_LOCKED");
@@ -210,13 +212,7 @@ async fn resend(
 
 fn unavailable(gw: &Gateway, status: &tonic::Status) -> Response {
     if status.code() == Code::ResourceExhausted {
-        let wait = verimail_kit::limits::retry_after(status).unwrap_or(Duration::from_secs(1));
-        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let mut response = gw.pages.render(StatusCode::TOO_MANY_REQUESTS, "too_many.html", context! { seconds });
-        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
-        return response;
+        return too_many(gw, status);
     }
     tracing::warn!(code = ?status.code(), message = status.message(), "service call failed");
     let mut response = gw.pages.render(StatusCode::SERVICE_UNAVAILABLE, "unavailable.html", context! {});
