@@ -65,6 +65,8 @@ pub async fn connect(url: &str) -> async_nats::Client {
         match async_nats::ConnectOptions::new()
             .name(env!("CARGO_PKG_NAME"))
             .connection_timeout(Duration::from_secs(2))
+            // Back within a second of the server: the default backoff grows to several seconds.
+            .reconnect_delay_callback(|attempts| Duration::from_millis(100 * attempts.min(10) as u64))
             .connect(url)
             .await
         {
@@ -195,7 +197,15 @@ where
         }
     };
     while !shutdown.is_triggered() {
-        match consumer.messages().await {
+        // Short pull requests with idle heartbeats: after the server restarts or the connection
+        // drops, a lost pull is noticed within seconds instead of when it would have expired.
+        let pull = consumer
+            .stream()
+            .max_messages_per_batch(spec.concurrency * 4)
+            .expires(Duration::from_secs(5))
+            .heartbeat(Duration::from_secs(1))
+            .messages();
+        match pull.await {
             Ok(messages) => {
                 let stop = shutdown.clone();
                 messages
