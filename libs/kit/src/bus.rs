@@ -4,6 +4,7 @@
 //! Every event is published with `Nats-Msg-Id` (its event id, so JetStream drops a duplicate
 //! publish inside the stream's duplicate window) and `Verimail-Event-Type`.
 
+use crate::backoff::Backoff;
 use crate::shutdown::Shutdown;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
@@ -60,7 +61,7 @@ pub enum BusError {
 /// Connects to NATS, waiting and retrying (with capped backoff) while the server is not
 /// reachable instead of failing the service's start.
 pub async fn connect(url: &str) -> async_nats::Client {
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         match async_nats::ConnectOptions::new()
             .name(env!("CARGO_PKG_NAME"))
@@ -72,9 +73,9 @@ pub async fn connect(url: &str) -> async_nats::Client {
         {
             Ok(client) => return client,
             Err(e) => {
+                let delay = backoff.next_delay();
                 tracing::warn!(%url, error = %e, retry_in = ?delay, "NATS is not reachable yet");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The service's own database: SQLite by default, PostgreSQL when DATABASE_URL says so.
 //! Migrations run at start.
 
+use crate::backoff::Backoff;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr, SqliteTransactionMode,
@@ -31,14 +32,14 @@ pub async fn connect<M: MigratorTrait>(url: &str) -> Result<DatabaseConnection, 
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
     });
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let db = loop {
         match Database::connect(options.clone()).await {
             Ok(db) => break db,
             Err(DbErr::Conn(e)) => {
+                let delay = backoff.next_delay();
                 tracing::warn!(database = %redacted(url), error = %e, retry_in = ?delay, "database is not reachable yet");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => return Err(e),
         }

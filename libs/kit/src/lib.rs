@@ -2,6 +2,7 @@
 //! server bootstrap (health + reflection), the database connection, the JetStream bus and the
 //! transactional outbox with its relay.
 
+pub mod backoff;
 pub mod bus;
 pub mod config;
 pub mod db;

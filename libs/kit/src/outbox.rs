@@ -3,6 +3,7 @@
 //! ack and only then marks it published. A crash between any two steps loses nothing; a
 //! publish repeated after a crash is dropped by JetStream's de-duplication on `Nats-Msg-Id`.
 
+use crate::backoff::Backoff;
 use crate::bus;
 use crate::shutdown::Shutdown;
 use async_nats::jetstream;
@@ -204,21 +205,20 @@ impl OutboxRelay {
     /// database fails; prunes once a minute. The longest gap between two tries is 6.4 s, far
     /// inside the streams' duplicate window, so a retried publish is always de-duplicated.
     pub async fn run(self, shutdown: Shutdown) {
-        let mut failures = 0u32;
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_millis(6400));
         let mut next_prune = tokio::time::Instant::now();
         loop {
             let pause = match self.publish_pending().await {
                 // Something went out: there may be more (a full batch, an aggregate's next event).
                 Ok(count) if count > 0 => Duration::ZERO,
                 Ok(_) => {
-                    failures = 0;
+                    backoff.reset();
                     self.idle_poll
                 }
                 Err(e) => {
-                    failures = failures.saturating_add(1);
-                    let backoff = Duration::from_millis(100 * 2u64.pow(std::cmp::min(failures, 6)));
-                    tracing::warn!(error = %e, retry_in = ?backoff, "outbox relay failed");
-                    backoff
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in = ?delay, "outbox relay failed");
+                    delay
                 }
             };
             if tokio::time::Instant::now() >= next_prune {
