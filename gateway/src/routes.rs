@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::Code;
-use verimail_kit::internal::Internal;
-use verimail_kit::limits::{CLIENT_ADDRESS, Limiter};
+use verimail_kit::internal::{CLIENT_ADDRESS, Internal};
+use verimail_kit::limits::Limiter;
 use verimail_proto::auth::v1::{
     VerifyEmailCodeRequest, VerifyEmailRequest, VerifyEmailResponse, VerifyOutcome,
     auth_service_client::AuthServiceClient,

@@ -14,6 +14,9 @@ use tonic::{Request, Status};
 /// The metadata key that carries the credential.
 pub const SERVICE_TOKEN: &str = "x-verimail-service-token";
 
+/// The metadata key a trusted front (the gateway) sets to the address of the client it serves.
+pub const CLIENT_ADDRESS: &str = "x-verimail-client-address";
+
 const MIN_SECRET_LEN: usize = 16;
 
 /// A channel that presents the credential on every call.
@@ -59,6 +62,17 @@ impl ServiceCredential {
         let Some(secret) = &self.0 else { return true };
         let presented = request.metadata().get(SERVICE_TOKEN).map(|v| v.as_bytes()).unwrap_or_default();
         presented.ct_eq(secret.as_bytes()).into()
+    }
+
+    /// Who is asking, for per-client limits: the address a trusted front passed on, else the
+    /// peer's IP address.
+    pub fn client_of<T>(&self, request: &Request<T>) -> String {
+        if self.is_trusted(request)
+            && let Some(passed_on) = request.metadata().get(CLIENT_ADDRESS).and_then(|v| v.to_str().ok())
+        {
+            return passed_on.to_owned();
+        }
+        request.remote_addr().map(|addr| addr.ip().to_string()).unwrap_or_else(|| "unknown".into())
     }
 
     /// For internal RPCs: UNAUTHENTICATED unless the call presents the credential.

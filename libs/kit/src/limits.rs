@@ -7,11 +7,8 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
 use std::str::FromStr;
 use std::time::Duration;
-use tonic::{Request, Status};
+use tonic::Status;
 use tonic_types::{ErrorDetails, StatusExt};
-
-/// The metadata key a trusted front (the gateway) sets to the address of the client it serves.
-pub const CLIENT_ADDRESS: &str = "x-verimail-client-address";
 
 /// `N/SECONDS`: at most N at once, refilled evenly over SECONDS (e.g. `5/86400`: five a day).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,16 +93,6 @@ pub fn exhausted(what: &str, retry_after: Duration) -> Status {
 /// The seconds a RESOURCE_EXHAUSTED status asks the client to wait, if it says.
 pub fn retry_after(status: &Status) -> Option<Duration> {
     status.get_details_retry_info().and_then(|info| info.retry_delay)
-}
-
-/// Who is asking: the address a trusted front (one of our services, see
-/// [`crate::internal::ServiceCredential`]) passed on, else the peer's IP address.
-pub fn client_key<T>(request: &Request<T>, from_trusted_front: bool) -> String {
-    if from_trusted_front && let Some(passed_on) = request.metadata().get(CLIENT_ADDRESS).and_then(|v| v.to_str().ok())
-    {
-        return passed_on.to_owned();
-    }
-    request.remote_addr().map(|addr| addr.ip().to_string()).unwrap_or_else(|| "unknown".into())
 }
 
 #[cfg(test)]

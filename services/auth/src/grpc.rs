@@ -10,7 +10,7 @@ use std::time::Duration;
 use tonic::{Request, Response};
 use verimail_kit::bus::subjects;
 use verimail_kit::internal::ServiceCredential;
-use verimail_kit::limits::{Limiter, client_key};
+use verimail_kit::limits::Limiter;
 use verimail_kit::outbox::{self, OutboxEvent, OutboxRelay};
 use verimail_kit::rfc3339;
 use verimail_proto::auth::v1::{self as pb, auth_service_server::AuthService};
@@ -94,7 +94,7 @@ impl AuthService for AuthGrpc {
     }
 
     async fn verify_email(&self, request: Request<pb::VerifyEmailRequest>) -> GrpcResult<pb::VerifyEmailResponse> {
-        self.verify_per_client.check(&client_key(&request, self.credential.is_trusted(&request)))?;
+        self.verify_per_client.check(&self.credential.client_of(&request))?;
         let raw = request.into_inner().token;
         let raw = raw.trim();
         if raw.is_empty() {
@@ -113,7 +113,7 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::VerifyEmailCodeRequest>,
     ) -> GrpcResult<pb::VerifyEmailResponse> {
-        self.verify_per_client.check(&client_key(&request, self.credential.is_trusted(&request)))?;
+        self.verify_per_client.check(&self.credential.client_of(&request))?;
         let request = request.into_inner();
         let email = request.email.trim().to_lowercase();
         if email.is_empty() || email.len() > 254 || !email.contains('@') {

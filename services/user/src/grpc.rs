@@ -8,7 +8,6 @@ use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait};
 use tonic::{Request, Response};
 use verimail_kit::bus::subjects;
 use verimail_kit::internal::ServiceCredential;
-use verimail_kit::limits::client_key;
 use verimail_kit::outbox::{self, OutboxEvent, OutboxRelay};
 use verimail_kit::rfc3339;
 use verimail_proto::events::v1 as events;
@@ -28,7 +27,7 @@ type GrpcResult<T> = Result<Response<T>, tonic::Status>;
 #[tonic::async_trait]
 impl UserService for UserGrpc {
     async fn register_user(&self, request: Request<pb::RegisterUserRequest>) -> GrpcResult<pb::RegisterUserResponse> {
-        self.limits.register_per_client.check(&client_key(&request, self.credential.is_trusted(&request)))?;
+        self.limits.register_per_client.check(&self.credential.client_of(&request))?;
         let request = request.into_inner();
         let user_id = self.register(&request.email, &request.password).await?;
         Ok(Response::new(pb::RegisterUserResponse { user_id }))
@@ -57,7 +56,7 @@ impl UserService for UserGrpc {
         &self,
         request: Request<pb::ResendVerificationRequest>,
     ) -> GrpcResult<pb::ResendVerificationResponse> {
-        self.limits.resend_per_client.check(&client_key(&request, self.credential.is_trusted(&request)))?;
+        self.limits.resend_per_client.check(&self.credential.client_of(&request))?;
         let email = Email::parse(&request.into_inner().email).map_err(|reason| UserError::invalid("email", reason))?;
         // Limited by address whether or not it is registered: the answer reveals nothing.
         self.limits.resend_per_email.check(email.as_str())?;

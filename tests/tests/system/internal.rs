@@ -2,8 +2,8 @@
 
 use tonic::Code;
 use tonic::metadata::MetadataValue;
-use verimail_kit::internal::{SERVICE_TOKEN, ServiceCredential};
-use verimail_kit::limits::{CLIENT_ADDRESS, Rate};
+use verimail_kit::internal::{CLIENT_ADDRESS, SERVICE_TOKEN, ServiceCredential};
+use verimail_kit::limits::Rate;
 use verimail_proto::auth::v1::{IssueVerificationTokenRequest, auth_service_client::AuthServiceClient};
 use verimail_proto::email::v1::{ListDeliveriesRequest, email_service_client::EmailServiceClient};
 use verimail_proto::ops::v1::{ListParkedRequest, parking_service_client::ParkingServiceClient};
