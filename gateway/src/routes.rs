@@ -63,7 +63,7 @@ async fn limit_posts(
 /// 429 with Retry-After (whole seconds) and a page, from a RESOURCE_EXHAUSTED status.
 fn too_many(gw: &Gateway, status: &tonic::Status) -> Response {
     let wait = verimail_kit::limits::retry_after(status).unwrap_or(Duration::from_secs(1));
-    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let seconds = verimail_kit::limits::whole_seconds(wait);
     let mut response = gw.pages.render(StatusCode::TOO_MANY_REQUESTS, "too_many.html", context! { seconds });
     if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
         response.headers_mut().insert(header::RETRY_AFTER, value);

@@ -78,7 +78,7 @@ impl Limiter {
 
 /// RESOURCE_EXHAUSTED with google.rpc.RetryInfo and a `retry-after` header (whole seconds).
 pub fn exhausted(what: &str, retry_after: Duration) -> Status {
-    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let seconds = whole_seconds(retry_after);
     let mut status = Status::with_error_details(
         tonic::Code::ResourceExhausted,
         format!("too many {what}; retry in {seconds} s"),
@@ -88,6 +88,11 @@ pub fn exhausted(what: &str, retry_after: Duration) -> Status {
         status.metadata_mut().insert("retry-after", value);
     }
     status
+}
+
+/// A wait in whole seconds, rounded up (for Retry-After headers).
+pub fn whole_seconds(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 /// The seconds a RESOURCE_EXHAUSTED status asks the client to wait, if it says.
