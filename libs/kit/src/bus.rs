@@ -175,6 +175,13 @@ pub enum HandlerError {
     Permanent(String),
 }
 
+/// A database error is worth another try: the database may be back by then.
+impl From<sea_orm::DbErr> for HandlerError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        HandlerError::Retry(format!("database: {e}"))
+    }
+}
+
 /// Runs the durable consumer until `shutdown`: each message goes to `handler`; a success is
 /// acked, a retryable failure is redelivered after the spec's backoff, and a permanent
 /// failure or the last attempt's failure is copied to `parked.<durable>` and terminated.

@@ -169,12 +169,13 @@ impl AuthGrpc {
             .collect();
         if live.is_empty() {
             // Nothing left to guess against: say so only where codes were sent and have died.
-            return Err(match sent.iter().any(|row| row.used_at.is_none()) {
-                true if sent.iter().any(|row| row.used_at.is_none() && row.wrong_tries >= MAX_WRONG_TRIES) => {
-                    AuthError::CodeLocked
-                }
-                true => AuthError::CodeExpired,
-                false => wrong(),
+            let unused: Vec<_> = sent.iter().filter(|row| row.used_at.is_none()).collect();
+            return Err(if unused.iter().any(|row| row.wrong_tries >= MAX_WRONG_TRIES) {
+                AuthError::CodeLocked
+            } else if !unused.is_empty() {
+                AuthError::CodeExpired
+            } else {
+                wrong()
             });
         }
         codes::Entity::update_many()

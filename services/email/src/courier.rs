@@ -50,8 +50,7 @@ impl Courier {
         let kind = delivery.subject.as_str();
         let record =
             store::start_attempt(&self.db, &request.event_id, &request.user_id, &request.email, kind, &self.instance)
-                .await
-                .map_err(|e| HandlerError::Retry(format!("database: {e}")))?;
+                .await?;
         match record.status {
             Status::Sent | Status::Failed => {
                 tracing::info!(event_id = %request.event_id, status = ?record.status, "already done; not sending again");
@@ -75,9 +74,7 @@ impl Courier {
                 (if parked { Status::Parked } else { Status::Retrying }, Some(failure.to_string()), Err(failure))
             }
         };
-        store::finish(&self.db, &request.event_id, status, error.clone())
-            .await
-            .map_err(|e| HandlerError::Retry(format!("database: {e}")))?;
+        store::finish(&self.db, &request.event_id, status, error.clone()).await?;
         match status {
             Status::Sent => {
                 tracing::info!(event_id = %request.event_id, user_id = %request.user_id, %kind, attempt = record.attempts, "email sent")
@@ -93,21 +90,21 @@ impl Courier {
     async fn send(&self, request: &EmailRequest, kind: &str) -> Result<(), Failure> {
         let message = match kind {
             // The owner of an address someone tried to register again: a notice, no token.
-            subjects::USERS_SIGNUP_ATTEMPTED => self.templates.render_email(
-                &self.from,
-                &request.email,
-                &request.event_id,
-                "signup_attempted",
-                "Someone tried to sign up with your address",
-                &minijinja::context! { email => &request.email },
-            ),
+            subjects::USERS_SIGNUP_ATTEMPTED => self
+                .templates
+                .render_email(
+                    &self.from,
+                    &request.email,
+                    &request.event_id,
+                    "signup_attempted",
+                    "Someone tried to sign up with your address",
+                    &minijinja::context! { email => &request.email },
+                )
+                .map_err(HandlerError::Permanent)?,
             _ => self.verification_email(request, kind).await?,
-        }
-        .map_err(HandlerError::Permanent)?;
+        };
         // Recorded before the SMTP exchange: a crash from here on leaves the delivery in doubt.
-        store::set_status(&self.db, &request.event_id, Status::Sending)
-            .await
-            .map_err(|e| HandlerError::Retry(format!("database: {e}")))?;
+        store::set_status(&self.db, &request.event_id, Status::Sending).await.map_err(HandlerError::from)?;
         self.mailer.send(message).await.map_err(|e| match e {
             SendError::Rejected(_) => Failure::Rejected(e.to_string()),
             SendError::Transient(_) => Failure::Handler(HandlerError::Retry(e.to_string())),
@@ -115,11 +112,7 @@ impl Courier {
     }
 
     /// A token and a code from auth-service, in the verification email.
-    async fn verification_email(
-        &self,
-        request: &EmailRequest,
-        kind: &str,
-    ) -> Result<Result<lettre::Message, String>, Failure> {
+    async fn verification_email(&self, request: &EmailRequest, kind: &str) -> Result<lettre::Message, HandlerError> {
         let mut auth = self.auth.clone();
         let issue = auth.issue_verification_token(IssueVerificationTokenRequest {
             user_id: request.user_id.clone(),
@@ -144,7 +137,7 @@ impl Courier {
             code_page: format!("{}/verify-code", self.public_base_url.trim_end_matches('/')),
             kind,
         };
-        Ok(self.templates.render(&self.from, &request.email, &request.event_id, &content))
+        self.templates.render(&self.from, &request.email, &request.event_id, &content).map_err(HandlerError::Permanent)
     }
 }
 

@@ -20,6 +20,6 @@ pub async fn on_email_verified(db: &DatabaseConnection, delivery: Delivery) -> R
             Ok(())
         }
         Ok(false) => Err(HandlerError::Permanent(format!("no user {}", event.user_id))),
-        Err(e) => Err(HandlerError::Retry(format!("database: {e}"))),
+        Err(e) => Err(e.into()),
     }
 }
