@@ -126,19 +126,18 @@ async fn watch_health(
     shutdown: Shutdown,
 ) {
     use tonic_health::ServingStatus;
-    let mut last = None;
+    // run_service set SERVING before the first check.
+    let mut last = ServingStatus::Serving;
     loop {
         let nats_up = nats.connection_state() == async_nats::connection::State::Connected;
         let db_up = matches!(tokio::time::timeout(Duration::from_secs(2), db.ping()).await, Ok(Ok(())));
         let status = if nats_up && db_up { ServingStatus::Serving } else { ServingStatus::NotServing };
-        if last != Some(status) {
-            if last.is_some() || status != ServingStatus::Serving {
-                tracing::warn!(nats = nats_up, database = db_up, ?status, "health changed");
-            }
+        if status != last {
+            tracing::warn!(nats = nats_up, database = db_up, ?status, "health changed");
             for name in served.iter().copied().chain([""]) {
                 health.set_service_status(name, status).await;
             }
-            last = Some(status);
+            last = status;
         }
         tokio::select! {
             _ = shutdown.wait() => break,

@@ -38,11 +38,12 @@ impl Parking {
             Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND) => {
                 Ok(None)
             }
-            Err(e) => Err(Status::unavailable(format!("NATS: {e}"))),
+            Err(e) => Err(nats_unavailable(e)),
         }
     }
 
-    /// This service's parked messages on one consumer's subject, from `after + 1` on.
+    /// This service's parked messages on one consumer's subject, from `after + 1` on, at most
+    /// `limit` of them.
     async fn list_for(
         &self,
         stream: &jetstream::stream::Stream,
@@ -53,7 +54,8 @@ impl Parking {
     ) -> Result<(), Status> {
         let subject = bus::parked_subject(durable);
         let mut next = after + 1;
-        while into.len() < limit {
+        let start = into.len();
+        while into.len() - start < limit {
             let found = stream.raw_message_builder().sequence(next).next_by_subject(subject.clone()).send().await;
             match found {
                 Ok(message) => {
@@ -61,11 +63,15 @@ impl Parking {
                     into.push(to_proto(durable, message));
                 }
                 Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
-                Err(e) => return Err(Status::unavailable(format!("NATS: {e}"))),
+                Err(e) => return Err(nats_unavailable(e)),
             }
         }
         Ok(())
     }
+}
+
+fn nats_unavailable(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("NATS: {e}"))
 }
 
 fn header(headers: &HeaderMap, name: &str) -> String {
@@ -130,7 +136,7 @@ impl pb::parking_service_server::ParkingService for Parking {
         let message = match stream.get_raw_message(sequence).await {
             Ok(message) => message,
             Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Err(not_found()),
-            Err(e) => return Err(Status::unavailable(format!("NATS: {e}"))),
+            Err(e) => return Err(nats_unavailable(e)),
         };
         if !self.durables.iter().any(|d| message.subject.as_str() == bus::parked_subject(d)) {
             return Err(not_found());
@@ -154,10 +160,10 @@ impl pb::parking_service_server::ParkingService for Parking {
             .js
             .publish_with_headers(subject.clone(), headers, message.payload.clone())
             .await
-            .map_err(|e| Status::unavailable(format!("NATS: {e}")))?
+            .map_err(nats_unavailable)?
             .await
-            .map_err(|e| Status::unavailable(format!("NATS: {e}")))?;
-        stream.delete_message(sequence).await.map_err(|e| Status::unavailable(format!("NATS: {e}")))?;
+            .map_err(nats_unavailable)?;
+        stream.delete_message(sequence).await.map_err(nats_unavailable)?;
         tracing::info!(sequence, %subject, stream_sequence = ack.sequence, "parked message replayed");
         Ok(Response::new(pb::ReplayParkedResponse { subject, stream_sequence: ack.sequence }))
     }
