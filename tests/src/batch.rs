@@ -97,20 +97,16 @@ pub async fn register(
                     let request =
                         RegisterUserRequest { email: email.clone(), password: "correct horse battery".into() };
                     match users.register_user(request).await {
-                        // The id is looked up rather than taken from the answer: a retry after a
-                        // lost answer is answered like a new registration (enumeration safety)
-                        // with an id that names no user.
-                        Ok(_) => {
-                            let user_id = user_id_of(&mut users, &email, deadline).await;
-                            return Registered { email, user_id };
-                        }
-                        Err(status) if status.code() == tonic::Code::AlreadyExists => {
-                            let user_id = user_id_of(&mut users, &email, deadline).await;
-                            return Registered { email, user_id };
-                        }
-                        Err(status) => {
+                        Err(status) if status.code() != tonic::Code::AlreadyExists => {
                             assert!(Instant::now() < deadline, "cannot register {email} within {limit:?}: {status}");
                             tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        // Registered, now or by an earlier try whose answer was lost. The id is
+                        // looked up rather than taken from the answer: a retry is answered like a
+                        // new registration (enumeration safety) with an id that names no user.
+                        _ => {
+                            let user_id = user_id_of(&mut users, &email, deadline).await;
+                            return Registered { email, user_id };
                         }
                     }
                 }
