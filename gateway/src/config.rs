@@ -14,6 +14,8 @@ pub struct Config {
     /// `INTERNAL_SERVICE_TOKEN`: presented on every call, so the services trust the browser's
     /// address the gateway passes on.
     pub credential: verimail_kit::internal::ServiceCredential,
+    /// `GRPC_TLS_CERT`, `GRPC_TLS_KEY`, `GRPC_TLS_CA`: mutual TLS to the services when set.
+    pub tls: verimail_kit::tls::GrpcTls,
 }
 
 impl Config {
@@ -24,6 +26,7 @@ impl Config {
             auth_addr: config::string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
             posts_per_client: verimail_kit::limits::rate("RATE_LIMIT_GATEWAY_PER_CLIENT", "30/60")?,
             credential: verimail_kit::internal::ServiceCredential::from_env()?,
+            tls: verimail_kit::tls::GrpcTls::from_env()?,
         })
     }
 }

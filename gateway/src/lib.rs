@@ -23,10 +23,10 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let gateway = routes::Gateway {
             auth: AuthServiceClient::new(
-                config.credential.channel(verimail_kit::grpc::channel("AUTH_GRPC_ADDR", &config.auth_addr)?),
+                config.credential.channel(config.tls.channel("AUTH_GRPC_ADDR", &config.auth_addr)?),
             ),
             users: UserServiceClient::new(
-                config.credential.channel(verimail_kit::grpc::channel("USER_GRPC_ADDR", &config.user_addr)?),
+                config.credential.channel(config.tls.channel("USER_GRPC_ADDR", &config.user_addr)?),
             ),
             pages: pages::Pages::new(),
             posts_per_client: verimail_kit::limits::Limiter::new(

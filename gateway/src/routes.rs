@@ -31,6 +31,10 @@ pub struct Gateway {
 
 /// Forms are a few short fields: anything bigger is refused before it is read.
 const MAX_FORM_BYTES: usize = 4 * 1024;
+/// A link with its token is a few hundred bytes; longer targets are refused (414).
+const MAX_URI_BYTES: usize = 2 * 1024;
+/// A browser sends one or two KiB of headers; more is refused (431).
+const MAX_HEADER_BYTES: usize = 8 * 1024;
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
@@ -41,8 +45,26 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .layer(axum::middleware::from_fn_with_state(gateway.clone(), limit_posts))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+        .layer(axum::middleware::from_fn(limit_request_head))
         .with_state(gateway)
         .layer(axum::middleware::map_response(security_headers))
+}
+
+/// Oversized request targets and headers are refused before any handler or service sees them.
+/// (hyper bounds what it buffers per connection; these are the limits a client meets.)
+async fn limit_request_head(request: axum::extract::Request, next: Next) -> Response {
+    let uri_bytes = request.uri().path_and_query().map_or(0, |target| target.as_str().len());
+    if uri_bytes > MAX_URI_BYTES {
+        let message = format!("The address is longer than {MAX_URI_BYTES} bytes.\n");
+        return (StatusCode::URI_TOO_LONG, message).into_response();
+    }
+    // As on the wire: "name: value\r\n".
+    let header_bytes: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        let message = format!("The request headers are larger than {MAX_HEADER_BYTES} bytes.\n");
+        return (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, message).into_response();
+    }
+    next.run(request).await
 }
 
 /// Every form post counts against its client's allowance; over it: 429 with Retry-After.

@@ -218,7 +218,7 @@ pub async fn parked_count(nats_url: &str) -> u64 {
 pub async fn wait_for_health(addr: &str, service: &str, want: tonic_health::ServingStatus, limit: Duration) {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let want = want as i32;
-    let channel = verimail_kit::grpc::channel("test", addr).expect("channel");
+    let channel = verimail_kit::tls::GrpcTls::off().channel("test", addr).expect("channel");
     let deadline = Instant::now() + limit;
     loop {
         let reply = HealthClient::new(channel.clone()).check(HealthCheckRequest { service: service.into() }).await;

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod browser;
 pub mod chrome;
+pub mod pki;
 pub mod procs;
 pub mod smtp;
 
@@ -13,6 +14,7 @@ use verimail_kit::internal::Internal;
 use verimail_kit::internal::ServiceCredential;
 use verimail_kit::limits::Rate;
 use verimail_kit::shutdown::Shutdown;
+use verimail_kit::tls::GrpcTls;
 use verimail_proto::auth::v1::auth_service_client::AuthServiceClient;
 use verimail_proto::email::v1::email_service_client::EmailServiceClient;
 use verimail_proto::ops::v1::parking_service_client::ParkingServiceClient;
@@ -38,6 +40,8 @@ pub struct StackOptions {
     pub limits: Option<Rate>,
     /// Enumeration-safe registration, as in production by default.
     pub enumeration_safe: bool,
+    /// gRPC between every part (and the test's clients) over this TLS; off by default.
+    pub tls: GrpcTls,
 }
 
 impl Default for StackOptions {
@@ -51,6 +55,7 @@ impl Default for StackOptions {
             postgres: false,
             limits: None,
             enumeration_safe: true,
+            tls: GrpcTls::off(),
         }
     }
 }
@@ -106,6 +111,7 @@ impl Stack {
         let token_key = keys.current_paserk();
         let auth = verimail_auth::App::build(verimail_auth::Config {
             credential: credential.clone(),
+            tls: options.tls.clone(),
             grpc_addr: "127.0.0.1:0".into(),
             database_url: db("auth.db"),
             nats_url: nats.url(),
@@ -122,6 +128,7 @@ impl Stack {
 
         let user = verimail_user::App::build(verimail_user::Config {
             credential: credential.clone(),
+            tls: options.tls.clone(),
             grpc_addr: "127.0.0.1:0".into(),
             database_url: db("user.db"),
             nats_url: nats.url(),
@@ -141,6 +148,7 @@ impl Stack {
 
         let gateway = verimail_gateway::App::build(verimail_gateway::Config {
             credential: credential.clone(),
+            tls: options.tls.clone(),
             http_addr: "127.0.0.1:0".into(),
             user_addr: user_addr.to_string(),
             auth_addr: auth_addr.to_string(),
@@ -155,6 +163,7 @@ impl Stack {
         for n in 1..=options.email_instances.max(1) {
             let email = verimail_email::App::build(verimail_email::Config {
                 credential: credential.clone(),
+                tls: options.tls.clone(),
                 grpc_addr: "127.0.0.1:0".into(),
                 database_url: db("email.db"),
                 nats_url: nats.url(),
@@ -180,7 +189,7 @@ impl Stack {
         tokio::spawn(gateway.run(shutdown.clone()));
 
         let channel = |addr: std::net::SocketAddr| {
-            credential.channel(verimail_kit::grpc::channel("test", &addr.to_string()).expect("channel"))
+            credential.channel(options.tls.channel("test", &addr.to_string()).expect("channel"))
         };
         Stack {
             users: UserServiceClient::new(channel(user_addr)),

@@ -133,8 +133,9 @@ impl ProcessStack {
             (Part::Gateway, with(vec![])),
         ]);
         let credential = verimail_kit::internal::ServiceCredential::new(crate::TEST_CREDENTIAL).expect("credential");
-        let channel =
-            |port: u16| credential.channel(verimail_kit::grpc::channel("test", &addr(port)).expect("channel"));
+        let channel = |port: u16| {
+            credential.channel(verimail_kit::tls::GrpcTls::off().channel("test", &addr(port)).expect("channel"))
+        };
         let mut stack = ProcessStack {
             nats,
             smtp,
@@ -247,7 +248,9 @@ impl ProcessStack {
                 return reqwest::get(url).await.is_ok_and(|r| r.status().is_success());
             }
         };
-        let Ok(channel) = verimail_kit::grpc::channel("test", &self.var(part, variable)) else { return false };
+        let Ok(channel) = verimail_kit::tls::GrpcTls::off().channel("test", &self.var(part, variable)) else {
+            return false;
+        };
         let reply = HealthClient::new(channel).check(HealthCheckRequest { service: service.into() }).await;
         reply.is_ok_and(|r| r.into_inner().status() == ServingStatus::Serving)
     }

@@ -3,11 +3,11 @@
 
 use crate::config::ConfigError;
 use crate::shutdown::Shutdown;
+use crate::tls::GrpcTls;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -19,6 +19,7 @@ async fn serve(
     routes: Routes,
     served: &[&'static str],
     health_service: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    tls: &GrpcTls,
     shutdown: Shutdown,
 ) -> Result<(), tonic::transport::Error> {
     // Reflection lists only what this server answers, though it can describe every type.
@@ -34,18 +35,14 @@ async fn serve(
     let reflection_v1 = reflection().build_v1().expect("the embedded descriptor sets are valid");
     let reflection_v1alpha = reflection().build_v1alpha().expect("the embedded descriptor sets are valid");
     let routes = routes.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls.server() {
+        server = server.tls_config(tls)?;
+    }
+    server
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move { shutdown.wait().await })
         .await
-}
-
-/// A channel to another service at `addr` (`host:port` or a URL). It connects lazily, so
-/// services can start in any order; a call while the peer is down fails with UNAVAILABLE.
-pub fn channel(variable: &'static str, addr: &str) -> Result<Channel, ConfigError> {
-    let url = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
-    let endpoint = Endpoint::from_shared(url).map_err(|e| ConfigError::new(variable, e.to_string()))?;
-    Ok(endpoint.connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(10)).connect_lazy())
 }
 
 /// INVALID_ARGUMENT naming the field, with google.rpc.BadRequest details for clients that read them.
@@ -86,6 +83,8 @@ pub struct Service {
     /// What it cannot work without: health says NOT_SERVING while either is unreachable.
     pub nats: async_nats::Client,
     pub db: sea_orm::DatabaseConnection,
+    /// Mutual TLS when certificates are configured.
+    pub tls: GrpcTls,
 }
 
 /// Runs a whole service until `shutdown`: the gRPC server with health (checked against NATS
@@ -102,7 +101,7 @@ pub async fn run_service(service: Service, shutdown: Shutdown) -> Result<(), ton
     let tasks: Vec<_> = service.background.into_iter().map(tokio::spawn).collect();
     let monitor =
         tokio::spawn(watch_health(health, service.served.clone(), service.nats, service.db, shutdown.clone()));
-    let result = serve(service.listener, service.routes, &service.served, health_service, shutdown).await;
+    let result = serve(service.listener, service.routes, &service.served, health_service, &service.tls, shutdown).await;
     let drained = tokio::time::timeout(DRAIN_LIMIT, async {
         for task in tasks {
             let _ = task.await;

@@ -13,6 +13,7 @@ pub mod outbox;
 pub mod parking;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 /// RFC 3339 in UTC with millisecond precision: the one text form of a time in every contract.
 pub fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {

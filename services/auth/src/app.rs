@@ -30,6 +30,7 @@ pub struct App {
     verify_per_client: Option<Rate>,
     code_per_email: Option<Rate>,
     credential: ServiceCredential,
+    tls: verimail_kit::tls::GrpcTls,
 }
 
 impl App {
@@ -49,6 +50,7 @@ impl App {
             verify_per_client: config.verify_per_client,
             code_per_email: config.code_per_email,
             credential: config.credential,
+            tls: config.tls,
         })
     }
 
@@ -76,6 +78,7 @@ impl App {
             background: vec![Box::pin(relay.run(shutdown.clone()))],
             nats: self.js.client(),
             db: self.db,
+            tls: self.tls,
         };
         verimail_kit::grpc::run_service(service, shutdown).await?;
         Ok(())

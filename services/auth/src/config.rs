@@ -6,6 +6,8 @@ use verimail_kit::config::{self, ConfigError};
 pub struct Config {
     /// `INTERNAL_SERVICE_TOKEN`: see [`verimail_kit::internal::ServiceCredential`].
     pub credential: verimail_kit::internal::ServiceCredential,
+    /// `GRPC_TLS_CERT`, `GRPC_TLS_KEY`, `GRPC_TLS_CA`: mutual TLS on gRPC when set.
+    pub tls: verimail_kit::tls::GrpcTls,
     /// `RATE_LIMIT_VERIFY_PER_CLIENT` (default `30/60`): VerifyEmail and VerifyEmailCode calls
     /// per client address; `RATE_LIMIT_CODE_PER_EMAIL` (default `10/3600`): code checks per
     /// address, beside the 5 wrong tries a code takes. `off` turns one off.
@@ -54,6 +56,7 @@ impl Config {
         };
         Ok(Config {
             credential: verimail_kit::internal::ServiceCredential::from_env()?,
+            tls: verimail_kit::tls::GrpcTls::from_env()?,
             verify_per_client: verimail_kit::limits::rate("RATE_LIMIT_VERIFY_PER_CLIENT", "30/60")?,
             code_per_email: verimail_kit::limits::rate("RATE_LIMIT_CODE_PER_EMAIL", "10/3600")?,
             outbox_retention: config::seconds("OUTBOX_RETENTION_SECONDS", verimail_kit::outbox::DEFAULT_RETENTION)?,

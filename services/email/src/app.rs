@@ -22,14 +22,14 @@ pub struct App {
     courier: Arc<Courier>,
     consumer: bus::ConsumerSpec,
     credential: verimail_kit::internal::ServiceCredential,
+    tls: verimail_kit::tls::GrpcTls,
 }
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let mailer = Mailer::new(&config.mail_target, config.send_timeout).map_err(anyhow::Error::msg)?;
-        let auth = AuthServiceClient::new(
-            config.credential.channel(verimail_kit::grpc::channel("AUTH_GRPC_ADDR", &config.auth_addr)?),
-        );
+        let auth =
+            AuthServiceClient::new(config.credential.channel(config.tls.channel("AUTH_GRPC_ADDR", &config.auth_addr)?));
         let db = verimail_kit::db::connect::<Migrator>(&config.database_url).await?;
         let js = async_nats::jetstream::new(bus::connect(&config.nats_url).await);
         let listener = verimail_kit::grpc::bind("EMAIL_GRPC_ADDR", &config.grpc_addr).await?;
@@ -44,7 +44,7 @@ impl App {
             send_timeout: config.send_timeout,
             instance: config.instance.clone(),
         });
-        Ok(App { listener, js, courier, consumer, credential: config.credential })
+        Ok(App { listener, js, courier, consumer, credential: config.credential, tls: config.tls })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -64,6 +64,7 @@ impl App {
             background: vec![Box::pin(bus::consume(self.js.clone(), self.consumer, handler, shutdown.clone()))],
             nats: self.js.client(),
             db,
+            tls: self.tls,
         };
         verimail_kit::grpc::run_service(service, shutdown).await?;
         Ok(())

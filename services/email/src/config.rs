@@ -10,6 +10,8 @@ pub struct Config {
     /// `INTERNAL_SERVICE_TOKEN`: presented to auth-service, required on ListDeliveries and the
     /// parking RPCs.
     pub credential: verimail_kit::internal::ServiceCredential,
+    /// `GRPC_TLS_CERT`, `GRPC_TLS_KEY`, `GRPC_TLS_CA`: mutual TLS on gRPC when set.
+    pub tls: verimail_kit::tls::GrpcTls,
     /// `EMAIL_GRPC_ADDR`
     pub grpc_addr: String,
     /// `DATABASE_URL`
@@ -70,6 +72,7 @@ impl Config {
         }
         Ok(Config {
             credential: verimail_kit::internal::ServiceCredential::from_env()?,
+            tls: verimail_kit::tls::GrpcTls::from_env()?,
             grpc_addr: config::string("EMAIL_GRPC_ADDR", "127.0.0.1:50053"),
             database_url: config::database_url("email.db"),
             nats_url: config::nats_url(),

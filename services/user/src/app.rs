@@ -24,6 +24,7 @@ pub struct App {
     limits: crate::limits::UserLimits,
     enumeration_safe: bool,
     credential: verimail_kit::internal::ServiceCredential,
+    tls: verimail_kit::tls::GrpcTls,
     hasher: PasswordHasher,
 }
 
@@ -45,6 +46,7 @@ impl App {
             limits: config.limits,
             enumeration_safe: config.enumeration_safe,
             credential: config.credential,
+            tls: config.tls,
             hasher,
         })
     }
@@ -81,6 +83,7 @@ impl App {
             background,
             nats: self.js.client(),
             db: self.db,
+            tls: self.tls,
         };
         verimail_kit::grpc::run_service(service, shutdown).await?;
         Ok(())

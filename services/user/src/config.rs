@@ -6,6 +6,8 @@ use verimail_kit::config::{self, ConfigError};
 pub struct Config {
     /// `INTERNAL_SERVICE_TOKEN`: see [`ServiceCredential`](verimail_kit::internal::ServiceCredential).
     pub credential: verimail_kit::internal::ServiceCredential,
+    /// `GRPC_TLS_CERT`, `GRPC_TLS_KEY`, `GRPC_TLS_CA`: mutual TLS on gRPC when set.
+    pub tls: verimail_kit::tls::GrpcTls,
     /// `ENUMERATION_SAFE_REGISTRATION` (default `true`): registering an address that has an
     /// account answers like a new registration and emails the owner a notice; `false` answers
     /// ALREADY_EXISTS.
@@ -45,6 +47,7 @@ impl Config {
         let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(2);
         Ok(Config {
             credential: verimail_kit::internal::ServiceCredential::from_env()?,
+            tls: verimail_kit::tls::GrpcTls::from_env()?,
             enumeration_safe: config::parse("ENUMERATION_SAFE_REGISTRATION", true)?,
             limits: crate::limits::UserLimits::from_env()?,
             outbox_retention: config::seconds("OUTBOX_RETENTION_SECONDS", verimail_kit::outbox::DEFAULT_RETENTION)?,

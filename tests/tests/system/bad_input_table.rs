@@ -190,6 +190,9 @@ async fn bad_input_everywhere_gets_a_precise_answer_and_changes_nothing() {
         (http.post(url("/resend")).form(&[("email", "not an address")]), 400),
         (http.post(url("/resend")).form(&[("email", "x".repeat(5000).as_str())]), 413),
         (http.post(url("/verify-email")).header("content-type", "application/json").body("{}"), 415),
+        (http.get(url(&format!("/verify-email?token={}", "a".repeat(3000)))), 414),
+        (http.get(url("/resend")).header("x-padding", "p".repeat(9000)), 431),
+        (http.get(url("/resend")).header("x-padding", "p".repeat(7000)), 200),
         (http.get(url("/nowhere")), 404),
         (http.delete(url("/verify-email")), 405),
     ];

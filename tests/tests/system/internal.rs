@@ -25,7 +25,8 @@ fn outside<T>(message: T, wrong_credential: bool) -> tonic::Request<T> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_rpcs_refuse_callers_without_the_service_credential() {
     let stack = Stack::start().await;
-    let plain = |addr: std::net::SocketAddr| verimail_kit::grpc::channel("test", &addr.to_string()).unwrap();
+    let plain =
+        |addr: std::net::SocketAddr| verimail_kit::tls::GrpcTls::off().channel("test", &addr.to_string()).unwrap();
     let [user_addr, auth_addr, email_addr] = stack.grpc_addrs;
     let user_id = "01937b5e-0000-7000-8000-000000000000";
     for wrong in [false, true] {
@@ -78,7 +79,7 @@ async fn only_a_trusted_caller_may_name_the_client_it_calls_for() {
         ..StackOptions::default()
     })
     .await;
-    let plain = verimail_kit::grpc::channel("test", &stack.grpc_addrs[0].to_string()).unwrap();
+    let plain = verimail_kit::tls::GrpcTls::off().channel("test", &stack.grpc_addrs[0].to_string()).unwrap();
     let resend_as = |client: &'static str, trusted: bool| {
         let channel = plain.clone();
         async move {

@@ -11,6 +11,7 @@ mod limits;
 mod operability;
 mod real_browser;
 mod rotation;
+mod tls;
 mod verification;
 
 use std::time::Duration;

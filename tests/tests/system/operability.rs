@@ -21,7 +21,7 @@ async fn every_service_serves_health_and_reflection_v1_and_v1alpha() {
         (stack.grpc_addrs[2], "verimail.email.v1.EmailService", Some(PARKING)),
     ];
     for (addr, name, ops) in services {
-        let channel = verimail_kit::grpc::channel("test", &addr.to_string()).unwrap();
+        let channel = verimail_kit::tls::GrpcTls::off().channel("test", &addr.to_string()).unwrap();
         let health = HealthClient::new(channel.clone())
             .check(HealthCheckRequest { service: name.into() })
             .await
