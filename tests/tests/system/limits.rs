@@ -39,6 +39,9 @@ async fn registrations_per_client_trip_at_three_write_nothing_and_recover() {
     assert_eq!(stack.users.clone().get_user(lookup).await.unwrap_err().code(), Code::NotFound, "nothing written");
     tokio::time::sleep(wait + Duration::from_millis(50)).await;
     register(&stack, "r3@example.com").await.expect("allowed again after the wait it named");
+    println!(
+        "RegisterUser per client: 3 allowed, the 4th RESOURCE_EXHAUSTED with RetryInfo {wait:?}, allowed again after it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,6 +62,9 @@ async fn resends_trip_at_three_alike_for_known_and_unknown_addresses_and_recover
     assert_eq!(known.message().split(';').next(), unknown.message().split(';').next(), "no difference to read");
     tokio::time::sleep(wait + Duration::from_millis(50)).await;
     resend("nobody@example.com").await.expect("recovers");
+    println!(
+        "ResendVerification per client: 3 allowed, the 4th refused alike for known and unknown addresses (RetryInfo {wait:?}), allowed again after it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +80,8 @@ async fn code_checks_and_gateway_posts_per_client_trip_with_429_and_retry_after(
     for _ in 0..3 {
         assert_eq!(check().await.unwrap_err().code(), Code::InvalidArgument, "a wrong code, within the limit");
     }
-    assert_exhausted(&check().await.unwrap_err());
+    let wait = assert_exhausted(&check().await.unwrap_err());
+    println!("VerifyEmailCode per client: 3 wrong codes answered, the 4th RESOURCE_EXHAUSTED with RetryInfo {wait:?}");
 
     let browser = Browser::new(&stack.gateway_url);
     let form = [("email".to_owned(), "gus@example.com".to_owned())];
@@ -89,4 +96,7 @@ async fn code_checks_and_gateway_posts_per_client_trip_with_429_and_retry_after(
     assert!(response.text().await.unwrap().contains("data-page=\"too-many\""));
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     assert_eq!(browser.submit("/resend", &form).await.status, 202, "recovers");
+    println!(
+        "gateway POST /resend per client: 3 answered 202, the 4th 429 with Retry-After: {seconds}, 202 again after it"
+    );
 }
