@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::Code;
+use tracing::Instrument;
 use verimail_kit::internal::{CLIENT_ADDRESS, Internal};
 use verimail_kit::limits::Limiter;
 use verimail_proto::auth::v1::{
@@ -46,8 +47,30 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .layer(axum::middleware::from_fn_with_state(gateway.clone(), limit_posts))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::from_fn(limit_request_head))
+        .layer(axum::middleware::from_fn(trace_request))
         .with_state(gateway)
         .layer(axum::middleware::map_response(security_headers))
+}
+
+/// A server span per request (named by method and path; the query, which holds tokens, is
+/// left out); the services' spans for the calls it makes are its children.
+async fn trace_request(request: axum::extract::Request, next: Next) -> Response {
+    let span = tracing::info_span!(
+        "http",
+        otel.name = %format_args!("{} {}", request.method(), request.uri().path()),
+        otel.kind = "server",
+        http.request.method = %request.method(),
+        url.path = request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    let headers = request.headers();
+    verimail_kit::telemetry::continue_trace(&span, |field| {
+        headers.get(field).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    });
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
 }
 
 /// Oversized request targets and headers are refused before any handler or service sees them.

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod browser;
 pub mod chrome;
+pub mod otlp;
 pub mod pki;
 pub mod procs;
 pub mod smtp;
@@ -87,7 +88,7 @@ impl Stack {
     }
 
     pub async fn start_with(options: StackOptions) -> Stack {
-        verimail_kit::telemetry::init();
+        verimail_kit::telemetry::init("verimail-tests");
         let nats = NatsServer::start();
         let smtp = SmtpServer::start();
         let data = tempfile::tempdir().expect("temporary data folder");

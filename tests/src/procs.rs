@@ -65,6 +65,11 @@ pub struct ProcessStack {
 
 impl ProcessStack {
     pub async fn start() -> ProcessStack {
+        ProcessStack::start_with_env(&[]).await
+    }
+
+    /// With `extra` variables set for every part.
+    pub async fn start_with_env(extra: &[(&str, String)]) -> ProcessStack {
         let nats = NatsServer::start();
         let smtp = SmtpServer::start();
         let dir = tempfile::tempdir().expect("temporary data folder");
@@ -101,6 +106,7 @@ impl ProcessStack {
                 ]
                 .map(|name| (name.to_owned(), "off".to_owned())),
             )
+            .chain(extra.iter().map(|(name, value)| (name.to_string(), value.clone())))
             .collect();
         let with = |extra: Vec<(&str, String)>| {
             let mut env = common.clone();

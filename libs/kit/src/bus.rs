@@ -10,6 +10,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use futures::StreamExt;
 use std::time::Duration;
+use tracing::Instrument;
 
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 /// The event's own id. Equal to `Nats-Msg-Id` but on a replay, which needs a new message id
@@ -272,18 +273,30 @@ where
     // Bounded well inside the ack wait, so JetStream never hands the message to a second
     // attempt while this one still runs.
     let limit = spec.ack_wait.mul_f64(0.8);
-    let outcome = tokio::time::timeout(limit, handler(delivery))
+    // A consumer span in the trace the publisher carried in the message headers.
+    let span = tracing::info_span!(
+        "consume",
+        otel.name = %format_args!("{} process", message.subject),
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        messaging.consumer.group.name = spec.durable,
+        attempt,
+        trace_id = tracing::field::Empty,
+    );
+    let headers = message.headers.as_ref();
+    crate::telemetry::continue_trace(&span, |field| headers?.get(field).map(|v| v.as_str().to_owned()));
+    let outcome = tokio::time::timeout(limit, handler(delivery).instrument(span.clone()))
         .await
         .unwrap_or_else(|_| Err(HandlerError::Retry(format!("handler took longer than {limit:?}"))));
     let ack = match outcome {
         Ok(()) => AckKind::Ack,
         Err(HandlerError::Retry(reason)) if attempt < spec.max_deliver => {
             let delay = spec.delay_after(attempt);
-            tracing::warn!(durable = spec.durable, subject = %message.subject, attempt, %reason, retry_in = ?delay, "handler failed; will retry");
+            span.in_scope(|| tracing::warn!(durable = spec.durable, subject = %message.subject, attempt, %reason, retry_in = ?delay, "handler failed; will retry"));
             AckKind::Nak(Some(delay))
         }
         Err(e) => {
-            tracing::error!(durable = spec.durable, subject = %message.subject, attempt, reason = %e, "parking message");
+            span.in_scope(|| tracing::error!(durable = spec.durable, subject = %message.subject, attempt, reason = %e, "parking message"));
             match park(js, spec, &message, attempt, &e.to_string()).await {
                 Ok(()) => AckKind::Term,
                 // Not parked, so not terminated either: JetStream redelivers it after ack_wait.

@@ -35,7 +35,7 @@ async fn serve(
     let reflection_v1 = reflection().build_v1().expect("the embedded descriptor sets are valid");
     let reflection_v1alpha = reflection().build_v1alpha().expect("the embedded descriptor sets are valid");
     let routes = routes.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
-    let mut server = tonic::transport::Server::builder();
+    let mut server = tonic::transport::Server::builder().trace_fn(crate::telemetry::grpc_server_span);
     if let Some(tls) = tls.server() {
         server = server.tls_config(tls)?;
     }

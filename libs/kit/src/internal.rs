@@ -96,6 +96,12 @@ impl Interceptor for ServiceCredential {
         {
             request.metadata_mut().insert(SERVICE_TOKEN, value);
         }
+        // The caller's trace continues in the service it calls.
+        for (field, value) in crate::telemetry::carrier(&tracing::Span::current()) {
+            if let (Ok(key), Ok(value)) = (field.parse::<tonic::metadata::AsciiMetadataKey>(), value.parse()) {
+                request.metadata_mut().insert(key, value);
+            }
+        }
         Ok(request)
     }
 }

@@ -16,6 +16,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 pub mod entity {
     use sea_orm::entity::prelude::*;
@@ -35,6 +36,9 @@ pub mod entity {
         pub last_error: Option<String>,
         /// What the event is about (a user id): events of one aggregate go out in order.
         pub aggregate_id: Option<String>,
+        /// The W3C `traceparent` of the work that wrote the event: its publish continues
+        /// that trace.
+        pub trace_context: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -59,11 +63,21 @@ pub mod migration {
         Attempts,
         LastError,
         AggregateId,
+        TraceContext,
     }
 
     /// Every service that publishes lists these migrations in its own migrator, first.
     pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(create()), Box::new(add_aggregate())]
+        vec![Box::new(create()), Box::new(add_aggregate()), Box::new(add_trace_context())]
+    }
+
+    fn add_trace_context() -> crate::db::SchemaMigration {
+        crate::db::SchemaMigration {
+            name: "m20261124_000020_add_outbox_trace_context",
+            tables: vec![],
+            alters: vec![Table::alter().table(Outbox::Table).add_column(string_null(Outbox::TraceContext)).to_owned()],
+            indexes: vec![],
+        }
     }
 
     fn add_aggregate() -> crate::db::SchemaMigration {
@@ -145,6 +159,7 @@ pub async fn enqueue<C: ConnectionTrait>(conn: &C, event: OutboxEvent) -> Result
         attempts: Set(0),
         last_error: Set(None),
         aggregate_id: Set(Some(event.aggregate_id)),
+        trace_context: Set(crate::telemetry::current_traceparent()),
     })
     .exec_without_returning(conn)
     .await?;
@@ -278,9 +293,25 @@ impl OutboxRelay {
         // Send the whole batch, then collect the acks: one round trip of latency, not one per row.
         let mut pending_acks = Vec::with_capacity(rows.len());
         for row in &rows {
-            let headers = bus::event_headers(&row.id, &row.event_type);
-            let sent = self.js.publish_with_headers(row.subject.clone(), headers, row.payload.clone().into()).await;
-            pending_acks.push(sent);
+            // A producer span in the trace of the work that wrote the event; consumers continue it.
+            let span = tracing::info_span!(
+                "publish",
+                otel.name = %format_args!("{} publish", row.subject),
+                otel.kind = "producer",
+                messaging.system = "nats",
+                messaging.message.id = %row.id,
+                trace_id = tracing::field::Empty,
+            );
+            crate::telemetry::continue_trace(&span, |field| match field {
+                "traceparent" => row.trace_context.clone(),
+                _ => None,
+            });
+            let mut headers = bus::event_headers(&row.id, &row.event_type);
+            for (field, value) in crate::telemetry::carrier(&span) {
+                headers.insert(field.as_str(), value.as_str());
+            }
+            let publish = self.js.publish_with_headers(row.subject.clone(), headers, row.payload.clone().into());
+            pending_acks.push(publish.instrument(span).await);
         }
         let mut acked_ids = Vec::with_capacity(rows.len());
         let mut first_failure = None;

@@ -101,6 +101,10 @@ impl AuthService for AuthGrpc {
             return Err(AuthError::invalid("token", "is required").into());
         }
         let claims = self.keys.open(raw).map_err(AuthError::from)?;
+        // This click's trace links to the registration's, where the link was made.
+        if let Some(traceparent) = &claims.trace {
+            verimail_kit::telemetry::link_to(&tracing::Span::current(), traceparent);
+        }
         let outcome = self.use_token(&claims).await?;
         Ok(Response::new(pb::VerifyEmailResponse {
             outcome: outcome as i32,

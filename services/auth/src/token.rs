@@ -39,6 +39,9 @@ pub struct VerificationClaims {
     pub jti: String,
     pub user_id: String,
     pub email: String,
+    /// The `traceparent` of the work that issued it (the registration's trace), so the click
+    /// can link to it. Inside the encrypted payload, like every claim.
+    pub trace: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +138,9 @@ impl TokenKeys {
         claims.token_identifier(&jti)?;
         claims.add_additional("purpose", purpose)?;
         claims.add_additional("email", email)?;
+        if let Some(traceparent) = verimail_kit::telemetry::current_traceparent() {
+            claims.add_additional("trace", traceparent)?;
+        }
         let mut footer = Footer::new();
         footer.key_id(&current.id);
         let token = local::encrypt(&current.key, &claims, Some(&footer), None)?;
@@ -166,6 +172,7 @@ impl TokenKeys {
             jti: text("jti").ok_or(TokenError::Invalid)?,
             user_id: text("sub").ok_or(TokenError::Invalid)?,
             email: text("email").ok_or(TokenError::Invalid)?,
+            trace: text("trace"),
         })
     }
 }
@@ -203,7 +210,12 @@ mod tests {
         let claims = keys.open(&issued.token).unwrap();
         assert_eq!(
             claims,
-            VerificationClaims { jti: issued.jti, user_id: "user-1".into(), email: "a@example.com".into() }
+            VerificationClaims {
+                jti: issued.jti,
+                user_id: "user-1".into(),
+                email: "a@example.com".into(),
+                trace: None
+            }
         );
     }
 

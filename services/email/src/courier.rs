@@ -9,6 +9,7 @@ use prost::Message as _;
 use sea_orm::DatabaseConnection;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 use verimail_kit::bus::{ConsumerSpec, Delivery, HandlerError, USERS_STREAM, subjects};
 use verimail_proto::auth::v1::{IssueVerificationTokenRequest, auth_service_client::AuthServiceClient};
 use verimail_proto::events::v1::{SignUpAttempted, UserRegistered, VerificationRequested};
@@ -105,7 +106,8 @@ impl Courier {
         };
         // Recorded before the SMTP exchange: a crash from here on leaves the delivery in doubt.
         store::set_status(&self.db, &request.event_id, Status::Sending).await.map_err(HandlerError::from)?;
-        self.mailer.send(message).await.map_err(|e| match e {
+        let span = tracing::info_span!("smtp.send", otel.kind = "client", %kind);
+        self.mailer.send(message).instrument(span).await.map_err(|e| match e {
             SendError::Rejected(_) => Failure::Rejected(e.to_string()),
             SendError::Transient(_) => Failure::Handler(HandlerError::Retry(e.to_string())),
         })
@@ -118,7 +120,13 @@ impl Courier {
             user_id: request.user_id.clone(),
             email: request.email.clone(),
         });
-        let issued = tokio::time::timeout(self.send_timeout, issue)
+        let span = tracing::info_span!(
+            "grpc.client",
+            otel.name = "verimail.auth.v1.AuthService/IssueVerificationToken",
+            otel.kind = "client",
+            rpc.system = "grpc",
+        );
+        let issued = tokio::time::timeout(self.send_timeout, issue.instrument(span))
             .await
             .map_err(|_| HandlerError::Retry(format!("auth-service: no answer within {:?}", self.send_timeout)))?
             .map_err(|status| match status.code() {

@@ -3,10 +3,13 @@ use verimail_kit::shutdown::Shutdown;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    verimail_kit::telemetry::init();
+    verimail_kit::telemetry::init("email-service");
     let app = App::build(Config::from_env()?).await?;
     tracing::info!(grpc = %app.grpc_addr(), "email-service listening");
     let shutdown = Shutdown::default();
     tokio::spawn(shutdown.clone().on_signal());
-    app.run(shutdown).await
+    let result = app.run(shutdown).await;
+    // Export the spans still buffered; the exporter needs the runtime, so not on a worker.
+    let _ = tokio::task::spawn_blocking(verimail_kit::telemetry::flush).await;
+    result
 }

@@ -12,6 +12,7 @@ mod operability;
 mod real_browser;
 mod rotation;
 mod tls;
+mod traces;
 mod verification;
 
 use std::time::Duration;

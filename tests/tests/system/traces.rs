@@ -1,0 +1,109 @@
+//! One trace per user action, across processes: the services (real binaries) export over
+//! OTLP to a receiver inside the test, and the spans arrive joined by W3C trace context
+//! carried in gRPC metadata, outbox rows and NATS message headers.
+
+use crate::{EMAIL_WAIT, STATUS_WAIT};
+use std::time::Duration;
+use verimail_proto::user::v1::RegisterUserRequest;
+use verimail_system_tests::batch::wait_until_verified;
+use verimail_system_tests::browser::Browser;
+use verimail_system_tests::otlp::{OtlpReceiver, ReceivedSpan, render_tree};
+use verimail_system_tests::procs::{Part, ProcessStack};
+
+const REGISTER: &str = "verimail.user.v1.UserService/RegisterUser";
+const ISSUE: &str = "verimail.auth.v1.AuthService/IssueVerificationToken";
+const VERIFY: &str = "verimail.auth.v1.AuthService/VerifyEmail";
+
+fn find<'a>(spans: &'a [ReceivedSpan], service: &str, name: &str) -> Option<&'a ReceivedSpan> {
+    spans.iter().find(|s| s.service == service && s.name == name)
+}
+
+/// The chain `names` (service, span name), each the parent of the next, in one trace.
+fn chain<'a>(
+    spans: &'a [ReceivedSpan],
+    trace_id: &str,
+    names: &[(&str, &str)],
+) -> Result<Vec<&'a ReceivedSpan>, String> {
+    let mut found: Vec<&ReceivedSpan> = Vec::new();
+    for (service, name) in names {
+        let span = spans
+            .iter()
+            .find(|s| {
+                s.trace_id == trace_id
+                    && s.service == *service
+                    && s.name == *name
+                    && found.last().is_none_or(|parent| s.parent_span_id == parent.span_id)
+            })
+            .ok_or_else(|| format!("no span {name} [{service}] under {:?}", found.last().map(|s| &s.name)))?;
+        found.push(span);
+    }
+    Ok(found)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_and_its_click_each_make_one_trace_across_the_services_linked() {
+    let receiver = OtlpReceiver::start().await;
+    let stack = ProcessStack::start_with_env(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint.clone()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+        ("LOG_FORMAT", "json".to_owned()),
+    ])
+    .await;
+
+    let request = RegisterUserRequest { email: "trace@example.com".into(), password: "correct horse battery".into() };
+    let user_id = stack.users.clone().register_user(request).await.expect("RegisterUser").into_inner().user_id;
+    let link = stack.smtp.wait_for("trace@example.com", 1, EMAIL_WAIT).await[0].verification_link();
+    let page = Browser::new(&stack.gateway_url).click(&link).await;
+    assert_eq!((page.status, page.kind()), (200, "verified"), "{}", page.html);
+    assert!(wait_until_verified(&stack.users, &user_id, STATUS_WAIT).await);
+
+    let registration = [
+        ("user-service", REGISTER),
+        ("user-service", "users.registered publish"),
+        ("email-service", "users.registered process"),
+        ("email-service", ISSUE),
+        ("auth-service", ISSUE),
+    ];
+    let click = [
+        ("gateway", "POST /verify-email"),
+        ("auth-service", VERIFY),
+        ("auth-service", "auth.email_verified publish"),
+        ("user-service", "auth.email_verified process"),
+    ];
+    let complete = |spans: &[ReceivedSpan]| {
+        let Some(register) = find(spans, "user-service", REGISTER) else { return false };
+        let Some(post) = find(spans, "gateway", "POST /verify-email") else { return false };
+        chain(spans, &register.trace_id, &registration).is_ok()
+            && find(spans, "email-service", "smtp.send").is_some()
+            && chain(spans, &post.trace_id, &click).is_ok()
+    };
+    let spans = receiver.wait_until(Duration::from_secs(20), complete).await;
+
+    let register = find(&spans, "user-service", REGISTER).expect("the RegisterUser span arrived");
+    let trace = &register.trace_id;
+    let path = chain(&spans, trace, &registration).unwrap_or_else(|e| panic!("{e}\n{}", render_tree(&spans, trace)));
+    let consume = path[2];
+    let smtp = find(&spans, "email-service", "smtp.send").expect("the SMTP span arrived");
+    assert_eq!((&smtp.trace_id, &smtp.parent_span_id), (trace, &consume.span_id), "SMTP send inside the consume span");
+
+    let post = find(&spans, "gateway", "POST /verify-email").expect("the gateway's span arrived");
+    let clicked = chain(&spans, &post.trace_id, &click)
+        .unwrap_or_else(|e| panic!("{e}\n{}", render_tree(&spans, &post.trace_id)));
+    assert_ne!(&post.trace_id, trace, "the click is a trace of its own");
+    assert_eq!(clicked[1].links, vec![trace.clone()], "VerifyEmail links to the registration's trace");
+
+    // Logs: JSON lines, and a line written while handling the event carries its trace id.
+    let log = stack.log(Part::Email);
+    let sent = log
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .find(|line| line["fields"]["message"] == "email sent")
+        .unwrap_or_else(|| panic!("no 'email sent' line in\n{log}"));
+    let trace_ids: Vec<&str> =
+        sent["spans"].as_array().into_iter().flatten().filter_map(|s| s["trace_id"].as_str()).collect();
+    assert_eq!(trace_ids, vec![trace.as_str()], "{sent}");
+    assert!(!log.contains("trace@example.com"), "no email address in the logs");
+
+    println!("{}", render_tree(&spans, trace));
+    println!("{}", render_tree(&spans, &post.trace_id));
+}
