@@ -16,6 +16,8 @@ pub struct Config {
     pub credential: verimail_kit::internal::ServiceCredential,
     /// `GRPC_TLS_CERT`, `GRPC_TLS_KEY`, `GRPC_TLS_CA`: mutual TLS to the services when set.
     pub tls: verimail_kit::tls::GrpcTls,
+    /// `METRICS_ADDR`: where `/metrics` is served (`off`: nowhere), apart from the public pages.
+    pub metrics_addr: String,
 }
 
 impl Config {
@@ -27,6 +29,7 @@ impl Config {
             posts_per_client: verimail_kit::limits::rate("RATE_LIMIT_GATEWAY_PER_CLIENT", "30/60")?,
             credential: verimail_kit::internal::ServiceCredential::from_env()?,
             tls: verimail_kit::tls::GrpcTls::from_env()?,
+            metrics_addr: config::string("METRICS_ADDR", "127.0.0.1:9104"),
         })
     }
 }

@@ -17,6 +17,7 @@ use verimail_proto::user::v1::user_service_client::UserServiceClient;
 pub struct App {
     listener: TcpListener,
     gateway: Arc<routes::Gateway>,
+    metrics: Option<TcpListener>,
 }
 
 impl App {
@@ -35,14 +36,23 @@ impl App {
             ),
         };
         let listener = verimail_kit::grpc::bind("GATEWAY_HTTP_ADDR", &config.http_addr).await?;
-        Ok(App { listener, gateway: Arc::new(gateway) })
+        let metrics = verimail_kit::metrics::bind(&config.metrics_addr).await?;
+        Ok(App { listener, gateway: Arc::new(gateway), metrics })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
+    /// Where `/metrics` is served, unless turned off.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|listener| listener.local_addr().ok())
+    }
+
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        if let Some(listener) = self.metrics {
+            tokio::spawn(verimail_kit::metrics::serve(listener, shutdown.clone()));
+        }
         let app = routes::router(self.gateway).into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(self.listener, app).with_graceful_shutdown(async move { shutdown.wait().await }).await?;
         Ok(())

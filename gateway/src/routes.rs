@@ -55,6 +55,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 /// A server span per request (named by method and path; the query, which holds tokens, is
 /// left out); the services' spans for the calls it makes are its children.
 async fn trace_request(request: axum::extract::Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().to_string();
+    // The matched route, so unknown paths do not each make a series of their own.
+    let route = request.extensions().get::<axum::extract::MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let span = tracing::info_span!(
         "http",
         otel.name = %format_args!("{} {}", request.method(), request.uri().path()),
@@ -70,6 +74,11 @@ async fn trace_request(request: axum::extract::Request, next: Next) -> Response 
     });
     let response = next.run(request).instrument(span.clone()).await;
     span.record("http.response.status_code", response.status().as_u16());
+    let metrics = verimail_kit::metrics::metrics();
+    let route_key = verimail_kit::metrics::MethodLabel { method: format!("{method} {route}") };
+    metrics.http_duration.get_or_create(&route_key).observe(started.elapsed().as_secs_f64());
+    let labels = verimail_kit::metrics::HttpLabels { method, route, status: response.status().as_u16() };
+    metrics.http_requests.get_or_create(&labels).inc();
     response
 }
 

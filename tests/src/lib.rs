@@ -113,6 +113,7 @@ impl Stack {
         let auth = verimail_auth::App::build(verimail_auth::Config {
             credential: credential.clone(),
             tls: options.tls.clone(),
+            metrics_addr: "127.0.0.1:0".into(),
             grpc_addr: "127.0.0.1:0".into(),
             database_url: db("auth.db"),
             nats_url: nats.url(),
@@ -130,6 +131,7 @@ impl Stack {
         let user = verimail_user::App::build(verimail_user::Config {
             credential: credential.clone(),
             tls: options.tls.clone(),
+            metrics_addr: "127.0.0.1:0".into(),
             grpc_addr: "127.0.0.1:0".into(),
             database_url: db("user.db"),
             nats_url: nats.url(),
@@ -150,6 +152,7 @@ impl Stack {
         let gateway = verimail_gateway::App::build(verimail_gateway::Config {
             credential: credential.clone(),
             tls: options.tls.clone(),
+            metrics_addr: "127.0.0.1:0".into(),
             http_addr: "127.0.0.1:0".into(),
             user_addr: user_addr.to_string(),
             auth_addr: auth_addr.to_string(),
@@ -165,6 +168,7 @@ impl Stack {
             let email = verimail_email::App::build(verimail_email::Config {
                 credential: credential.clone(),
                 tls: options.tls.clone(),
+                metrics_addr: "127.0.0.1:0".into(),
                 grpc_addr: "127.0.0.1:0".into(),
                 database_url: db("email.db"),
                 nats_url: nats.url(),

@@ -110,6 +110,7 @@ impl ProcessStack {
             .collect();
         let with = |extra: Vec<(&str, String)>| {
             let mut env = common.clone();
+            env.push(("METRICS_ADDR".to_owned(), addr(free_port())));
             env.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
             env
         };
@@ -229,6 +230,11 @@ impl ProcessStack {
 
     pub fn log(&self, part: Part) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("{}.log", part.binary()))).unwrap_or_default()
+    }
+
+    /// The URL of `part`'s metrics.
+    pub fn metrics_url(&self, part: Part) -> String {
+        format!("http://{}/metrics", self.var(part, "METRICS_ADDR"))
     }
 
     /// Sets a variable of `part` for its next start (`start_part`).

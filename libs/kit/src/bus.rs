@@ -205,6 +205,7 @@ where
             }
         }
     };
+    tokio::spawn(report_lag(consumer.clone(), spec.durable, shutdown.clone()));
     while !shutdown.is_triggered() {
         // Short pull requests with idle heartbeats: after the server restarts or the connection
         // drops, a lost pull is noticed within seconds instead of when it would have expired.
@@ -235,6 +236,23 @@ where
         }
     }
     tracing::info!(durable = spec.durable, "consumer drained");
+}
+
+/// Keeps `verimail_consumer_pending` at the consumer's num_pending, once a second.
+async fn report_lag(mut consumer: consumer::PullConsumer, durable: &'static str, shutdown: Shutdown) {
+    let gauge = crate::metrics::metrics()
+        .consumer_pending
+        .get_or_create(&crate::metrics::DurableLabel { durable: durable.to_owned() })
+        .clone();
+    while !shutdown.is_triggered() {
+        if let Ok(info) = consumer.info().await {
+            gauge.set(i64::try_from(info.num_pending).unwrap_or(i64::MAX));
+        }
+        tokio::select! {
+            _ = shutdown.wait() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
 }
 
 /// Declares the stream, the parking stream and the durable consumer (all idempotent).

@@ -40,6 +40,7 @@ async fn serve(
         server = server.tls_config(tls)?;
     }
     server
+        .layer(crate::metrics::RpcMetricsLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move { shutdown.wait().await })
         .await
@@ -85,6 +86,8 @@ pub struct Service {
     pub db: sea_orm::DatabaseConnection,
     /// Mutual TLS when certificates are configured.
     pub tls: GrpcTls,
+    /// Where `/metrics` is served (`METRICS_ADDR`), unless turned off.
+    pub metrics: Option<TcpListener>,
 }
 
 /// Runs a whole service until `shutdown`: the gRPC server with health (checked against NATS
@@ -99,6 +102,9 @@ pub async fn run_service(service: Service, shutdown: Shutdown) -> Result<(), ton
         health.set_service_status(name, tonic_health::ServingStatus::Serving).await;
     }
     let tasks: Vec<_> = service.background.into_iter().map(tokio::spawn).collect();
+    if let Some(listener) = service.metrics {
+        tokio::spawn(crate::metrics::serve(listener, shutdown.clone()));
+    }
     let monitor =
         tokio::spawn(watch_health(health, service.served.clone(), service.nats, service.db, shutdown.clone()));
     let result = serve(service.listener, service.routes, &service.served, health_service, &service.tls, shutdown).await;

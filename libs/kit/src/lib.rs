@@ -9,6 +9,7 @@ pub mod db;
 pub mod grpc;
 pub mod internal;
 pub mod limits;
+pub mod metrics;
 pub mod outbox;
 pub mod parking;
 pub mod shutdown;

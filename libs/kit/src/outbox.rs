@@ -222,6 +222,7 @@ impl OutboxRelay {
     pub async fn run(self, shutdown: Shutdown) {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_millis(6400));
         let mut next_prune = tokio::time::Instant::now();
+        let mut next_report = tokio::time::Instant::now();
         loop {
             let pause = match self.publish_pending().await {
                 // Something went out: there may be more (a full batch, an aggregate's next event).
@@ -236,6 +237,12 @@ impl OutboxRelay {
                     delay
                 }
             };
+            if tokio::time::Instant::now() >= next_report {
+                if let Err(e) = self.report_backlog().await {
+                    tracing::debug!(error = %e, "cannot measure the outbox backlog");
+                }
+                next_report = tokio::time::Instant::now() + Duration::from_secs(1);
+            }
             if tokio::time::Instant::now() >= next_prune {
                 match self.prune().await {
                     Ok(0) => {}
@@ -261,6 +268,20 @@ impl OutboxRelay {
                 Err(e) => return tracing::warn!(error = %e, "outbox not flushed; the next start publishes the rest"),
             }
         }
+    }
+
+    /// Sets `verimail_outbox_backlog` and `verimail_outbox_oldest_unsent_seconds`.
+    async fn report_backlog(&self) -> Result<(), DbErr> {
+        use sea_orm::PaginatorTrait;
+        let unpublished = entity::Entity::find().filter(entity::Column::PublishedAt.is_null());
+        let backlog = unpublished.clone().count(&self.db).await?;
+        let oldest = unpublished.order_by_asc(entity::Column::CreatedAt).one(&self.db).await?;
+        let age = oldest
+            .map_or(0.0, |row| Ord::max((chrono::Utc::now() - row.created_at).num_milliseconds(), 0) as f64 / 1000.0);
+        let metrics = crate::metrics::metrics();
+        metrics.outbox_backlog.set(i64::try_from(backlog).unwrap_or(i64::MAX));
+        metrics.outbox_oldest_unsent_seconds.set(age);
+        Ok(())
     }
 
     /// Deletes rows published longer ago than the retention. Returns how many.

@@ -31,6 +31,7 @@ pub struct App {
     code_per_email: Option<Rate>,
     credential: ServiceCredential,
     tls: verimail_kit::tls::GrpcTls,
+    metrics: Option<TcpListener>,
 }
 
 impl App {
@@ -51,11 +52,17 @@ impl App {
             code_per_email: config.code_per_email,
             credential: config.credential,
             tls: config.tls,
+            metrics: verimail_kit::metrics::bind(&config.metrics_addr).await?,
         })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Where `/metrics` is served, unless turned off.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|listener| listener.local_addr().ok())
     }
 
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -79,6 +86,7 @@ impl App {
             nats: self.js.client(),
             db: self.db,
             tls: self.tls,
+            metrics: self.metrics,
         };
         verimail_kit::grpc::run_service(service, shutdown).await?;
         Ok(())

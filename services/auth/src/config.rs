@@ -8,6 +8,8 @@ pub struct Config {
     pub credential: verimail_kit::internal::ServiceCredential,
     /// `GRPC_TLS_CERT`, `GRPC_TLS_KEY`, `GRPC_TLS_CA`: mutual TLS on gRPC when set.
     pub tls: verimail_kit::tls::GrpcTls,
+    /// `METRICS_ADDR`: where `/metrics` is served (`off`: nowhere).
+    pub metrics_addr: String,
     /// `RATE_LIMIT_VERIFY_PER_CLIENT` (default `30/60`): VerifyEmail and VerifyEmailCode calls
     /// per client address; `RATE_LIMIT_CODE_PER_EMAIL` (default `10/3600`): code checks per
     /// address, beside the 5 wrong tries a code takes. `off` turns one off.
@@ -57,6 +59,7 @@ impl Config {
         Ok(Config {
             credential: verimail_kit::internal::ServiceCredential::from_env()?,
             tls: verimail_kit::tls::GrpcTls::from_env()?,
+            metrics_addr: config::string("METRICS_ADDR", "127.0.0.1:9102"),
             verify_per_client: verimail_kit::limits::rate("RATE_LIMIT_VERIFY_PER_CLIENT", "30/60")?,
             code_per_email: verimail_kit::limits::rate("RATE_LIMIT_CODE_PER_EMAIL", "10/3600")?,
             outbox_retention: config::seconds("OUTBOX_RETENTION_SECONDS", verimail_kit::outbox::DEFAULT_RETENTION)?,

@@ -100,12 +100,16 @@ impl AuthService for AuthGrpc {
         if raw.is_empty() {
             return Err(AuthError::invalid("token", "is required").into());
         }
-        let claims = self.keys.open(raw).map_err(AuthError::from)?;
-        // This click's trace links to the registration's, where the link was made.
-        if let Some(traceparent) = &claims.trace {
-            verimail_kit::telemetry::link_to(&tracing::Span::current(), traceparent);
+        let verified = async {
+            let claims = self.keys.open(raw)?;
+            // This click's trace links to the registration's, where the link was made.
+            if let Some(traceparent) = &claims.trace {
+                verimail_kit::telemetry::link_to(&tracing::Span::current(), traceparent);
+            }
+            Ok::<_, AuthError>((self.use_token(&claims).await?, claims))
         }
-        let outcome = self.use_token(&claims).await?;
+        .await;
+        let (outcome, claims) = counted("link", verified)?;
         Ok(Response::new(pb::VerifyEmailResponse {
             outcome: outcome as i32,
             user_id: claims.user_id,
@@ -125,9 +129,26 @@ impl AuthService for AuthGrpc {
         }
         self.code_per_email.check(&email)?;
         let code = Code::parse(&request.code).map_err(|reason| AuthError::invalid("code", reason))?;
-        let (outcome, user_id) = self.use_code(&email, &code).await?;
+        let (outcome, user_id) = counted("code", self.use_code(&email, &code).await)?;
         Ok(Response::new(pb::VerifyEmailResponse { outcome: outcome as i32, user_id, email }))
     }
+}
+
+/// Counts a verification by method and outcome (`verimail_verifications`), passing it on.
+fn counted<T>(
+    method: &'static str,
+    result: Result<(pb::VerifyOutcome, T), AuthError>,
+) -> Result<(pb::VerifyOutcome, T), AuthError> {
+    let outcome = match &result {
+        Ok((pb::VerifyOutcome::AlreadyVerified, _)) => "already_verified",
+        Ok(_) => "verified",
+        Err(AuthError::Token(crate::token::TokenError::Expired) | AuthError::CodeExpired) => "expired",
+        Err(AuthError::CodeLocked) => "locked",
+        Err(AuthError::Token(_) | AuthError::InvalidArgument { .. }) => "invalid",
+        Err(AuthError::Db(_) | AuthError::Issue(_)) => "error",
+    };
+    verimail_kit::metrics::metrics().verification(method, outcome);
+    result
 }
 
 impl AuthGrpc {

@@ -23,6 +23,7 @@ pub struct App {
     consumer: bus::ConsumerSpec,
     credential: verimail_kit::internal::ServiceCredential,
     tls: verimail_kit::tls::GrpcTls,
+    metrics: Option<TcpListener>,
 }
 
 impl App {
@@ -33,6 +34,7 @@ impl App {
         let db = verimail_kit::db::connect::<Migrator>(&config.database_url).await?;
         let js = async_nats::jetstream::new(bus::connect(&config.nats_url).await);
         let listener = verimail_kit::grpc::bind("EMAIL_GRPC_ADDR", &config.grpc_addr).await?;
+        let metrics = verimail_kit::metrics::bind(&config.metrics_addr).await?;
         let consumer = courier::consumer(&config);
         let courier = Arc::new(Courier {
             db,
@@ -44,11 +46,16 @@ impl App {
             send_timeout: config.send_timeout,
             instance: config.instance.clone(),
         });
-        Ok(App { listener, js, courier, consumer, credential: config.credential, tls: config.tls })
+        Ok(App { listener, js, courier, consumer, credential: config.credential, tls: config.tls, metrics })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Where `/metrics` is served, unless turned off.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|listener| listener.local_addr().ok())
     }
 
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -65,6 +72,7 @@ impl App {
             nats: self.js.client(),
             db,
             tls: self.tls,
+            metrics: self.metrics,
         };
         verimail_kit::grpc::run_service(service, shutdown).await?;
         Ok(())

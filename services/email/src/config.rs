@@ -12,6 +12,8 @@ pub struct Config {
     pub credential: verimail_kit::internal::ServiceCredential,
     /// `GRPC_TLS_CERT`, `GRPC_TLS_KEY`, `GRPC_TLS_CA`: mutual TLS on gRPC when set.
     pub tls: verimail_kit::tls::GrpcTls,
+    /// `METRICS_ADDR`: where `/metrics` is served (`off`: nowhere).
+    pub metrics_addr: String,
     /// `EMAIL_GRPC_ADDR`
     pub grpc_addr: String,
     /// `DATABASE_URL`
@@ -73,6 +75,7 @@ impl Config {
         Ok(Config {
             credential: verimail_kit::internal::ServiceCredential::from_env()?,
             tls: verimail_kit::tls::GrpcTls::from_env()?,
+            metrics_addr: config::string("METRICS_ADDR", "127.0.0.1:9103"),
             grpc_addr: config::string("EMAIL_GRPC_ADDR", "127.0.0.1:50053"),
             database_url: config::database_url("email.db"),
             nats_url: config::nats_url(),

@@ -76,6 +76,14 @@ impl Courier {
             }
         };
         store::finish(&self.db, &request.event_id, status, error.clone()).await?;
+        let outcome = match status {
+            Status::Sent => "sent",
+            Status::Failed => "failed",
+            Status::Parked => "parked",
+            _ => "retrying",
+        };
+        let labels = verimail_kit::metrics::EmailLabels { kind: kind.to_owned(), outcome };
+        verimail_kit::metrics::metrics().emails.get_or_create(&labels).inc();
         match status {
             Status::Sent => {
                 tracing::info!(event_id = %request.event_id, user_id = %request.user_id, %kind, attempt = record.attempts, "email sent")

@@ -25,6 +25,7 @@ pub struct App {
     enumeration_safe: bool,
     credential: verimail_kit::internal::ServiceCredential,
     tls: verimail_kit::tls::GrpcTls,
+    metrics: Option<TcpListener>,
     hasher: PasswordHasher,
 }
 
@@ -47,12 +48,18 @@ impl App {
             enumeration_safe: config.enumeration_safe,
             credential: config.credential,
             tls: config.tls,
+            metrics: verimail_kit::metrics::bind(&config.metrics_addr).await?,
             hasher,
         })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Where `/metrics` is served, unless turned off.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|listener| listener.local_addr().ok())
     }
 
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -84,6 +91,7 @@ impl App {
             nats: self.js.client(),
             db: self.db,
             tls: self.tls,
+            metrics: self.metrics,
         };
         verimail_kit::grpc::run_service(service, shutdown).await?;
         Ok(())

@@ -8,6 +8,8 @@ pub struct Config {
     pub credential: verimail_kit::internal::ServiceCredential,
     /// `GRPC_TLS_CERT`, `GRPC_TLS_KEY`, `GRPC_TLS_CA`: mutual TLS on gRPC when set.
     pub tls: verimail_kit::tls::GrpcTls,
+    /// `METRICS_ADDR`: where `/metrics` is served (`off`: nowhere).
+    pub metrics_addr: String,
     /// `ENUMERATION_SAFE_REGISTRATION` (default `true`): registering an address that has an
     /// account answers like a new registration and emails the owner a notice; `false` answers
     /// ALREADY_EXISTS.
@@ -48,6 +50,7 @@ impl Config {
         Ok(Config {
             credential: verimail_kit::internal::ServiceCredential::from_env()?,
             tls: verimail_kit::tls::GrpcTls::from_env()?,
+            metrics_addr: config::string("METRICS_ADDR", "127.0.0.1:9101"),
             enumeration_safe: config::parse("ENUMERATION_SAFE_REGISTRATION", true)?,
             limits: crate::limits::UserLimits::from_env()?,
             outbox_retention: config::seconds("OUTBOX_RETENTION_SECONDS", verimail_kit::outbox::DEFAULT_RETENTION)?,

@@ -137,14 +137,17 @@ impl PasswordHasher {
     pub async fn hash(&self, password: Password) -> Result<String, String> {
         let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
         let params = self.params.clone();
-        tokio::task::spawn_blocking(move || {
+        let in_flight = &verimail_kit::metrics::metrics().password_hashes_in_flight;
+        in_flight.inc();
+        let hashed = tokio::task::spawn_blocking(move || {
             Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
                 .hash_password(password.0.as_bytes())
                 .map(|hash| hash.to_string())
                 .map_err(|e| e.to_string())
         })
-        .await
-        .map_err(|e| e.to_string())?
+        .await;
+        in_flight.dec();
+        hashed.map_err(|e| e.to_string())?
     }
 }
 

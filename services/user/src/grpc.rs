@@ -66,6 +66,13 @@ impl UserService for UserGrpc {
     }
 }
 
+fn registered(outcome: &'static str) {
+    verimail_kit::metrics::metrics()
+        .registrations
+        .get_or_create(&verimail_kit::metrics::OutcomeLabel { outcome })
+        .inc();
+}
+
 impl UserGrpc {
     async fn register(&self, email: &str, password: &str) -> Result<String, UserError> {
         let email = Email::parse(email).map_err(|reason| UserError::invalid("email", reason))?;
@@ -114,6 +121,7 @@ impl UserGrpc {
         txn.commit().await?;
         self.relay.wake();
         tracing::info!(%user_id, event_id = %event.event_id, "user registered");
+        registered("new");
         Ok(user_id)
     }
 
@@ -143,6 +151,7 @@ impl UserGrpc {
         txn.commit().await?;
         self.relay.wake();
         tracing::info!(user_id = %existing.id, event_id = %event.event_id, "sign-up attempted on a registered address");
+        registered("existing");
         Ok(uuid::Uuid::now_v7().to_string())
     }
 

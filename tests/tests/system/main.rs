@@ -8,6 +8,7 @@ mod enumeration;
 mod faults;
 mod internal;
 mod limits;
+mod metrics;
 mod operability;
 mod real_browser;
 mod rotation;

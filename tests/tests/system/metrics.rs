@@ -1,0 +1,108 @@
+//! `/metrics` on every process moves by exactly what the flow did.
+
+use crate::{EMAIL_WAIT, STATUS_WAIT};
+use std::time::Duration;
+use verimail_proto::user::v1::RegisterUserRequest;
+use verimail_system_tests::batch::wait_until_verified;
+use verimail_system_tests::browser::Browser;
+use verimail_system_tests::procs::{Part, ProcessStack};
+
+/// The value of the series `name` whose labels include `labels`, from a text exposition.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
+        let matches =
+            series_name == name && labels.iter().all(|(k, v)| series_labels.contains(&format!("{k}=\"{v}\"")));
+        matches.then(|| value.parse().ok()).flatten()
+    })
+}
+
+async fn scrape(stack: &ProcessStack, part: Part) -> String {
+    let response = reqwest::get(stack.metrics_url(part)).await.expect("GET /metrics");
+    assert_eq!(response.status().as_u16(), 200);
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    response.text().await.unwrap()
+}
+
+/// Scrapes until `want` holds (at most 10 s): counters fed by background work settle late.
+async fn settled(stack: &ProcessStack, part: Part, want: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = scrape(stack, part).await;
+        if want(&text) || tokio::time::Instant::now() >= deadline {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_the_flow_did() {
+    let stack = ProcessStack::start().await;
+    let browser = Browser::new(&stack.gateway_url);
+    let mut users = Vec::new();
+    for n in 0..3 {
+        let email = format!("m{n}@example.com");
+        let request = RegisterUserRequest { email: email.clone(), password: "correct horse battery".into() };
+        users.push((
+            email,
+            stack.users.clone().register_user(request).await.expect("RegisterUser").into_inner().user_id,
+        ));
+    }
+    // The same address again: answered like a new registration, counted as "existing".
+    let again = RegisterUserRequest { email: "m0@example.com".into(), password: "correct horse battery".into() };
+    stack.users.clone().register_user(again).await.expect("RegisterUser again");
+
+    // Two users click their links; the third types a wrong code once.
+    for (email, user_id) in &users[..2] {
+        let link = stack.smtp.wait_for(email, 1, EMAIL_WAIT).await[0].verification_link();
+        assert_eq!(browser.click(&link).await.status, 200);
+        assert!(wait_until_verified(&stack.users, user_id, STATUS_WAIT).await);
+    }
+    let code: u32 = stack.smtp.wait_for("m2@example.com", 1, EMAIL_WAIT).await[0].verification_code().parse().unwrap();
+    let wrong = format!("{:06}", (code + 1) % 1_000_000);
+    let fields = [("email".to_owned(), "m2@example.com".to_owned()), ("code".to_owned(), wrong)];
+    assert_eq!(browser.submit("/verify-code", &fields).await.status, 400);
+    stack.smtp.wait_for("m0@example.com", 2, EMAIL_WAIT).await; // the verification email and the notice
+
+    let user = settled(&stack, Part::User, |t| {
+        sample(t, "verimail_outbox_backlog", &[]) == Some(0.0)
+            && sample(t, "verimail_consumer_pending", &[("durable", "user-service")]) == Some(0.0)
+    })
+    .await;
+    let register = [("method", "verimail.user.v1.UserService/RegisterUser"), ("code", "Ok")];
+    assert_eq!(sample(&user, "verimail_rpc_requests_total", &register), Some(4.0), "{user}");
+    let register_time = [("method", "verimail.user.v1.UserService/RegisterUser")];
+    assert_eq!(sample(&user, "verimail_rpc_duration_seconds_count", &register_time), Some(4.0));
+    assert_eq!(sample(&user, "verimail_registrations_total", &[("outcome", "new")]), Some(3.0));
+    assert_eq!(sample(&user, "verimail_registrations_total", &[("outcome", "existing")]), Some(1.0));
+    assert_eq!(sample(&user, "verimail_password_hashes_in_flight", &[]), Some(0.0));
+    assert_eq!(sample(&user, "verimail_outbox_oldest_unsent_seconds", &[]), Some(0.0));
+
+    let sent = |kind: &str, t: &str| sample(t, "verimail_emails_total", &[("kind", kind), ("outcome", "sent")]);
+    let email = settled(&stack, Part::Email, |t| {
+        sent("users.registered", t) == Some(3.0) && sent("users.signup_attempted", t) == Some(1.0)
+    })
+    .await;
+    assert_eq!(sent("users.registered", &email), Some(3.0), "{email}");
+    assert_eq!(sent("users.signup_attempted", &email), Some(1.0), "{email}");
+    assert_eq!(sample(&email, "verimail_consumer_pending", &[("durable", "email-service")]), Some(0.0));
+
+    let auth = scrape(&stack, Part::Auth).await;
+    let verified = [("method", "link"), ("outcome", "verified")];
+    assert_eq!(sample(&auth, "verimail_verifications_total", &verified), Some(2.0), "{auth}");
+    let wrong_code = [("method", "code"), ("outcome", "invalid")];
+    assert_eq!(sample(&auth, "verimail_verifications_total", &wrong_code), Some(1.0), "{auth}");
+    let issued = [("method", "verimail.auth.v1.AuthService/IssueVerificationToken"), ("code", "Ok")];
+    assert_eq!(sample(&auth, "verimail_rpc_requests_total", &issued), Some(3.0), "{auth}");
+    let refused = [("method", "verimail.auth.v1.AuthService/VerifyEmailCode"), ("code", "InvalidArgument")];
+    assert_eq!(sample(&auth, "verimail_rpc_requests_total", &refused), Some(1.0), "{auth}");
+
+    let gateway = scrape(&stack, Part::Gateway).await;
+    let posts = [("method", "POST"), ("route", "/verify-email"), ("status", "200")];
+    assert_eq!(sample(&gateway, "verimail_http_requests_total", &posts), Some(2.0), "{gateway}");
+    let code_posts = [("method", "POST"), ("route", "/verify-code"), ("status", "400")];
+    assert_eq!(sample(&gateway, "verimail_http_requests_total", &code_posts), Some(1.0), "{gateway}");
+}
