@@ -1,5 +1,5 @@
-//! The gateway: the pages behind the verification link (verify, result, resend) and
-//! `/healthz`. Thin on purpose: every decision is a gRPC call to a service.
+//! The gateway: the pages behind the verification link (verify, result, resend),
+//! `/healthz` (alive) and `/readyz` (the services it calls answer SERVING). Thin on purpose: every decision is a gRPC call to a service.
 
 pub mod config;
 pub mod pages;
@@ -10,6 +10,7 @@ pub use config::Config;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tonic_health::pb::health_client::HealthClient;
 use verimail_kit::shutdown::Shutdown;
 use verimail_proto::auth::v1::auth_service_client::AuthServiceClient;
 use verimail_proto::user::v1::user_service_client::UserServiceClient;
@@ -22,13 +23,15 @@ pub struct App {
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
+        let auth = config.credential.channel(config.tls.channel("AUTH_GRPC_ADDR", &config.auth_addr)?);
+        let users = config.credential.channel(config.tls.channel("USER_GRPC_ADDR", &config.user_addr)?);
         let gateway = routes::Gateway {
-            auth: AuthServiceClient::new(
-                config.credential.channel(config.tls.channel("AUTH_GRPC_ADDR", &config.auth_addr)?),
-            ),
-            users: UserServiceClient::new(
-                config.credential.channel(config.tls.channel("USER_GRPC_ADDR", &config.user_addr)?),
-            ),
+            upstreams: [
+                ("user-service", HealthClient::new(users.clone())),
+                ("auth-service", HealthClient::new(auth.clone())),
+            ],
+            auth: AuthServiceClient::new(auth),
+            users: UserServiceClient::new(users),
             pages: pages::Pages::new(),
             posts_per_client: verimail_kit::limits::Limiter::new(
                 "form posts from this address",

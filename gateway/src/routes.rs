@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::Code;
+use tonic_health::pb::health_client::HealthClient;
 use tracing::Instrument;
 use verimail_kit::internal::{CLIENT_ADDRESS, Internal};
 use verimail_kit::limits::Limiter;
@@ -28,6 +29,8 @@ pub struct Gateway {
     pub users: UserServiceClient<Internal>,
     pub pages: Pages,
     pub posts_per_client: Limiter,
+    /// grpc.health.v1 of the services the pages call, for `/readyz`.
+    pub upstreams: [(&'static str, HealthClient<Internal>); 2],
 }
 
 /// Forms are a few short fields: anything bigger is refused before it is read.
@@ -44,6 +47,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/resend", get(resend_page).post(resend))
         .route("/static/submit.js", get(submit_script))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .layer(axum::middleware::from_fn_with_state(gateway.clone(), limit_posts))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::from_fn(limit_request_head))
@@ -272,6 +276,27 @@ fn unavailable(gw: &Gateway, status: &tonic::Status) -> Response {
     let mut response = gw.pages.render(StatusCode::SERVICE_UNAVAILABLE, "unavailable.html", context! {});
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     response
+}
+
+/// 200 when every service the pages call reports SERVING, 503 otherwise; the body says
+/// which answered what.
+async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
+    use tonic_health::pb::HealthCheckRequest;
+    let checks = gw.upstreams.iter().map(|(name, client)| async move {
+        let mut client = client.clone();
+        let check = client.check(HealthCheckRequest { service: String::new() });
+        let status = match tokio::time::timeout(Duration::from_secs(2), check).await {
+            Ok(Ok(reply)) => reply.into_inner().status().as_str_name().trim_start_matches("SERVING_STATUS_").to_owned(),
+            Ok(Err(status)) => format!("UNREACHABLE ({:?})", status.code()),
+            Err(_) => "UNREACHABLE (no answer within 2 s)".to_owned(),
+        };
+        (name, status)
+    });
+    let answers = futures::future::join_all(checks).await;
+    let ready = answers.iter().all(|(_, status)| status == "SERVING");
+    let body: String = answers.iter().map(|(name, status)| format!("{name}: {status}\n")).collect();
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
 async fn submit_script() -> impl IntoResponse {

@@ -258,6 +258,10 @@ async fn nats_server_killed_mid_batch_and_restarted_on_its_store_loses_nothing()
     for (addr, name) in services {
         batch::wait_for_health(&addr.to_string(), name, ServingStatus::NotServing, Duration::from_secs(10)).await;
     }
+    // The gateway is alive but not ready, and says why.
+    let ready = reqwest::get(format!("{}/readyz", stack.gateway_url)).await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    assert_eq!(ready.text().await.unwrap(), "user-service: NOT_SERVING\nauth-service: NOT_SERVING\n");
     tokio::time::sleep(Duration::from_secs(1)).await;
     stack.nats.restart();
     for (addr, name) in services {

@@ -73,6 +73,9 @@ async fn every_service_serves_health_and_reflection_v1_and_v1alpha() {
 
     let health = reqwest::get(format!("{}/healthz", stack.gateway_url)).await.unwrap();
     assert_eq!(health.status().as_u16(), 200);
+    let ready = reqwest::get(format!("{}/readyz", stack.gateway_url)).await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    assert_eq!(ready.text().await.unwrap(), "user-service: SERVING\nauth-service: SERVING\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
