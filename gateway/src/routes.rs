@@ -72,10 +72,7 @@ async fn trace_request(request: axum::extract::Request, next: Next) -> Response 
         http.response.status_code = tracing::field::Empty,
         trace_id = tracing::field::Empty,
     );
-    let headers = request.headers();
-    verimail_kit::telemetry::continue_trace(&span, |field| {
-        headers.get(field).and_then(|v| v.to_str().ok()).map(str::to_owned)
-    });
+    verimail_kit::telemetry::continue_trace_from_headers(&span, request.headers());
     let response = next.run(request).instrument(span.clone()).await;
     span.record("http.response.status_code", response.status().as_u16());
     let metrics = verimail_kit::metrics::metrics();

@@ -87,22 +87,29 @@ pub fn current_traceparent() -> Option<String> {
 /// HTTP or NATS headers, a stored `traceparent`), and records its `trace_id` field so log
 /// lines carry it. Without a valid context the span starts a new trace.
 pub fn continue_trace(span: &Span, get: impl Fn(&str) -> Option<String>) {
-    let carried: HashMap<String, String> =
-        FIELDS.iter().filter_map(|field| get(field).map(|value| (field.to_string(), value))).collect();
-    if !carried.is_empty() {
-        let parent = TraceContextPropagator::new().extract(&carried);
-        if parent.span().span_context().is_valid() {
-            let _ = span.set_parent(parent);
-        }
+    let parent = extract(get);
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
     }
     let trace_id = span.context().span().span_context().trace_id();
     span.record("trace_id", tracing::field::display(trace_id));
 }
 
+/// [`continue_trace`] from HTTP headers (an HTTP request, or a gRPC call's metadata).
+pub fn continue_trace_from_headers(span: &Span, headers: &http::HeaderMap) {
+    continue_trace(span, |field| headers.get(field).and_then(|v| v.to_str().ok()).map(str::to_owned));
+}
+
+/// The trace context `get` reads from a carrier; invalid when it holds none.
+fn extract(get: impl Fn(&str) -> Option<String>) -> opentelemetry::Context {
+    let carried: HashMap<String, String> =
+        FIELDS.iter().filter_map(|field| get(field).map(|value| (field.to_string(), value))).collect();
+    TraceContextPropagator::new().extract(&carried)
+}
+
 /// Links `span` to another trace (the registration a click finishes), from its `traceparent`.
 pub fn link_to(span: &Span, traceparent: &str) {
-    let carried = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
-    let linked = TraceContextPropagator::new().extract(&carried);
+    let linked = extract(|field| (field == "traceparent").then(|| traceparent.to_owned()));
     let context = linked.span().span_context().clone();
     if context.is_valid() {
         span.add_link(context);
@@ -119,7 +126,7 @@ pub fn grpc_server_span(request: &http::Request<()>) -> Span {
         rpc.system = "grpc",
         trace_id = tracing::field::Empty,
     );
-    continue_trace(&span, |field| request.headers().get(field).and_then(|v| v.to_str().ok()).map(str::to_owned));
+    continue_trace_from_headers(&span, request.headers());
     span
 }
 

@@ -33,25 +33,28 @@ impl std::fmt::Debug for GrpcTls {
 impl GrpcTls {
     /// From `GRPC_TLS_CERT`, `GRPC_TLS_KEY` and `GRPC_TLS_CA` (paths to PEM files).
     pub fn from_env() -> Result<GrpcTls, ConfigError> {
-        let names = ["GRPC_TLS_CERT", "GRPC_TLS_KEY", "GRPC_TLS_CA"];
-        let paths = names.map(config::var);
-        if paths.iter().all(Option::is_none) {
-            if config::is_production() {
-                tracing::warn!("GRPC_TLS_* unset: gRPC between the services runs in plain text");
+        let read = |name: &'static str, path: &str| {
+            std::fs::read_to_string(path).map_err(|e| ConfigError::new(name, format!("cannot read {path}: {e}")))
+        };
+        match ["GRPC_TLS_CERT", "GRPC_TLS_KEY", "GRPC_TLS_CA"].map(config::var) {
+            [None, None, None] => {
+                if config::is_production() {
+                    tracing::warn!("GRPC_TLS_* unset: gRPC between the services runs in plain text");
+                }
+                Ok(GrpcTls::off())
             }
-            return Ok(GrpcTls::off());
+            [Some(cert), Some(key), Some(ca)] => {
+                GrpcTls::new(read("GRPC_TLS_CERT", &cert)?, read("GRPC_TLS_KEY", &key)?, read("GRPC_TLS_CA", &ca)?)
+            }
+            [cert, key, _] => {
+                let missing = match (cert, key) {
+                    (None, _) => "GRPC_TLS_CERT",
+                    (_, None) => "GRPC_TLS_KEY",
+                    _ => "GRPC_TLS_CA",
+                };
+                Err(ConfigError::new(missing, "is missing: GRPC_TLS_CERT, GRPC_TLS_KEY and GRPC_TLS_CA go together"))
+            }
         }
-        if let Some((name, _)) = names.iter().zip(&paths).find(|(_, path)| path.is_none()) {
-            return Err(ConfigError::new(name, "is missing: GRPC_TLS_CERT, GRPC_TLS_KEY and GRPC_TLS_CA go together"));
-        }
-        let mut pems = Vec::new();
-        for (name, path) in names.into_iter().zip(paths.into_iter().flatten()) {
-            let pem = std::fs::read_to_string(&path)
-                .map_err(|e| ConfigError::new(name, format!("cannot read {path}: {e}")))?;
-            pems.push(pem);
-        }
-        let [cert, key, ca] = <[String; 3]>::try_from(pems).expect("three files");
-        GrpcTls::new(cert, key, ca)
     }
 
     /// Mutual TLS with this certificate chain and key (PEM), trusting peers `ca` signed.

@@ -60,11 +60,6 @@ impl App {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
-    /// Where `/metrics` is served, unless turned off.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics.as_ref().and_then(|listener| listener.local_addr().ok())
-    }
-
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let relay = OutboxRelay::new(self.db.clone(), self.js.clone()).with_retention(self.outbox_retention);
         let grpc = AuthGrpc {

@@ -53,11 +53,6 @@ impl App {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
-    /// Where `/metrics` is served, unless turned off.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics.as_ref().and_then(|listener| listener.local_addr().ok())
-    }
-
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let service = EmailGrpc { db: self.courier.db.clone(), credential: self.credential.clone() };
         let courier = self.courier;
