@@ -185,11 +185,20 @@ async fn verify(
     match answer {
         Ok(reply) => verified_page(&gw, reply.into_inner()),
         Err(status) => match status.code() {
-            Code::FailedPrecondition => gw.pages.render(StatusCode::GONE, "expired.html", context! { email => "" }),
+            Code::FailedPrecondition => {
+                let revoked = reason(&status) == "TOKEN_REVOKED";
+                gw.pages.render(StatusCode::GONE, "expired.html", context! { email => "", revoked })
+            }
             Code::InvalidArgument => gw.pages.render(StatusCode::BAD_REQUEST, "invalid.html", context! { email => "" }),
             _ => unavailable(&gw, &status),
         },
     }
+}
+
+/// The machine-readable reason of a FAILED_PRECONDITION (google.rpc.ErrorInfo), if any.
+fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status.get_details_error_info().map(|info| info.reason).unwrap_or_default()
 }
 
 /// The page after a successful check: verified now, or before.
@@ -217,19 +226,18 @@ async fn verify_code(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Form(params): Form<CodeParams>,
 ) -> Response {
-    use tonic_types::StatusExt;
     let email = params.email.trim().to_owned();
     let request = VerifyEmailCodeRequest { email: email.clone(), code: params.code };
     match gw.auth.clone().verify_email_code(on_behalf(request, peer)).await {
         Ok(reply) => verified_page(&gw, reply.into_inner()),
         Err(status) => match status.code() {
-            Code::FailedPrecondition => {
-                let locked = status.get_details_error_info().is_some_and(|info| info.reason == "CODE_LOCKED");
-                match locked {
-                    true => gw.pages.render(StatusCode::GONE, "code_locked.html", context! { email }),
-                    false => gw.pages.render(StatusCode::GONE, "expired.html", context! { email, what => "code" }),
+            Code::FailedPrecondition => match reason(&status).as_str() {
+                "CODE_LOCKED" => gw.pages.render(StatusCode::GONE, "code_locked.html", context! { email }),
+                why => {
+                    let revoked = why == "CODE_REVOKED";
+                    gw.pages.render(StatusCode::GONE, "expired.html", context! { email, what => "code", revoked })
                 }
-            }
+            },
             Code::InvalidArgument => {
                 let error = match verimail_kit::grpc::bad_request_field(&status).as_deref() {
                     Some("email") => "Please enter the email address the code was sent to.",

@@ -1,13 +1,13 @@
 //! Batches for the fault tests: register many users, then prove every one of them got exactly
 //! one email and ends verified after clicking it.
 
+use crate::Ops;
 use crate::browser::Browser;
 use crate::smtp::SmtpServer;
 use async_nats::jetstream;
 use futures::{StreamExt, TryStreamExt};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
-use verimail_kit::internal::Internal;
 use verimail_proto::user::v1::user_service_client::UserServiceClient;
 use verimail_proto::user::v1::{GetUserRequest, RegisterUserRequest, UserStatus, get_user_request};
 
@@ -16,7 +16,7 @@ pub struct Flow<'a> {
     pub smtp: &'a SmtpServer,
     pub nats_url: String,
     pub gateway_url: &'a str,
-    pub users: &'a UserServiceClient<Internal>,
+    pub users: &'a UserServiceClient<Ops>,
 }
 
 impl crate::Stack {
@@ -82,7 +82,7 @@ pub struct Registered {
 /// Registers `count` users named `<prefix>-<n>@example.com`, retrying a call that fails
 /// because the service is away (a fault test may be restarting it) until `limit`.
 pub async fn register(
-    users: &UserServiceClient<Internal>,
+    users: &UserServiceClient<Ops>,
     prefix: &str,
     range: std::ops::Range<usize>,
     limit: Duration,
@@ -118,7 +118,7 @@ pub async fn register(
 }
 
 /// The id of the user with `email`, retrying (until `deadline`) while user-service is away.
-async fn user_id_of(users: &mut UserServiceClient<Internal>, email: &str, deadline: Instant) -> String {
+async fn user_id_of(users: &mut UserServiceClient<Ops>, email: &str, deadline: Instant) -> String {
     loop {
         let request = GetUserRequest { key: Some(get_user_request::Key::Email(email.to_owned())) };
         match users.get_user(request).await {
@@ -179,7 +179,7 @@ pub async fn expect_one_email_each(
 pub async fn click_all_and_expect_verified(
     smtp: &SmtpServer,
     gateway_url: &str,
-    users: &UserServiceClient<Internal>,
+    users: &UserServiceClient<Ops>,
     batch: &[Registered],
     limit: Duration,
 ) {
@@ -232,7 +232,7 @@ pub async fn wait_for_health(addr: &str, service: &str, want: tonic_health::Serv
 }
 
 /// Polls GetUser (every 20 ms, at most `limit`) until the user is verified.
-pub async fn wait_until_verified(users: &UserServiceClient<Internal>, user_id: &str, limit: Duration) -> bool {
+pub async fn wait_until_verified(users: &UserServiceClient<Ops>, user_id: &str, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     let mut users = users.clone();
     loop {

@@ -11,7 +11,7 @@ pub mod procs;
 pub mod smtp;
 
 use std::time::Duration;
-use verimail_kit::internal::Internal;
+use verimail_kit::admin::AdminCredential;
 use verimail_kit::internal::ServiceCredential;
 use verimail_kit::limits::Rate;
 use verimail_kit::shutdown::Shutdown;
@@ -64,13 +64,52 @@ impl Default for StackOptions {
 /// The service credential of every stack a test starts.
 pub const TEST_CREDENTIAL: &str = "test-service-credential-0123456789";
 
+/// The admin credential (`ADMIN_TOKEN`) of every stack a test starts.
+pub const TEST_ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A test's clients speak as both an operator and a service: they present both credentials.
+#[derive(Clone)]
+pub struct Operator {
+    service: ServiceCredential,
+    admin: AdminCredential,
+}
+
+impl Operator {
+    pub fn new() -> Operator {
+        Operator {
+            service: ServiceCredential::new(TEST_CREDENTIAL).expect("a long enough secret"),
+            admin: AdminCredential::new(TEST_ADMIN_TOKEN).expect("a long enough secret"),
+        }
+    }
+
+    pub fn channel(&self, channel: tonic::transport::Channel) -> Ops {
+        tonic::service::interceptor::InterceptedService::new(channel, self.clone())
+    }
+}
+
+impl Default for Operator {
+    fn default() -> Self {
+        Operator::new()
+    }
+}
+
+impl tonic::service::Interceptor for Operator {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let request = self.service.call(request)?;
+        self.admin.call(request)
+    }
+}
+
+/// A channel of a test's client: see [`Operator`].
+pub type Ops = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Operator>;
+
 pub struct Stack {
-    pub users: UserServiceClient<Internal>,
-    pub auth: AuthServiceClient<Internal>,
-    pub emails: EmailServiceClient<Internal>,
+    pub users: UserServiceClient<Ops>,
+    pub auth: AuthServiceClient<Ops>,
+    pub emails: EmailServiceClient<Ops>,
     /// The parking RPCs of email-service and of user-service.
-    pub email_parking: ParkingServiceClient<Internal>,
-    pub user_parking: ParkingServiceClient<Internal>,
+    pub email_parking: ParkingServiceClient<Ops>,
+    pub user_parking: ParkingServiceClient<Ops>,
     pub gateway_url: String,
     pub smtp: SmtpServer,
     /// The PASERK key auth-service issues with, so a test can forge tokens it signs.
@@ -107,11 +146,13 @@ impl Stack {
         let shutdown = Shutdown::default();
         // Internal RPCs need the service credential, as in production.
         let credential = ServiceCredential::new(TEST_CREDENTIAL).expect("a long enough secret");
+        let admin = AdminCredential::new(TEST_ADMIN_TOKEN).expect("a long enough secret");
 
         let keys = verimail_auth::token::TokenKeys::generate().expect("token key");
         let token_key = keys.current_paserk();
         let auth = verimail_auth::App::build(verimail_auth::Config {
             credential: credential.clone(),
+            admin: admin.clone(),
             tls: options.tls.clone(),
             metrics_addr: "127.0.0.1:0".into(),
             grpc_addr: "127.0.0.1:0".into(),
@@ -130,6 +171,7 @@ impl Stack {
 
         let user = verimail_user::App::build(verimail_user::Config {
             credential: credential.clone(),
+            admin: admin.clone(),
             tls: options.tls.clone(),
             metrics_addr: "127.0.0.1:0".into(),
             grpc_addr: "127.0.0.1:0".into(),
@@ -167,6 +209,7 @@ impl Stack {
         for n in 1..=options.email_instances.max(1) {
             let email = verimail_email::App::build(verimail_email::Config {
                 credential: credential.clone(),
+                admin: admin.clone(),
                 tls: options.tls.clone(),
                 metrics_addr: "127.0.0.1:0".into(),
                 grpc_addr: "127.0.0.1:0".into(),
@@ -193,8 +236,9 @@ impl Stack {
         tokio::spawn(user.run(shutdown.clone()));
         tokio::spawn(gateway.run(shutdown.clone()));
 
+        let operator = Operator::new();
         let channel = |addr: std::net::SocketAddr| {
-            credential.channel(options.tls.channel("test", &addr.to_string()).expect("channel"))
+            operator.channel(options.tls.channel("test", &addr.to_string()).expect("channel"))
         };
         Stack {
             users: UserServiceClient::new(channel(user_addr)),

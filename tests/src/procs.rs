@@ -4,13 +4,13 @@
 //! Every process is killed by its pid when the stack drops.
 
 use crate::smtp::SmtpServer;
+use crate::{Operator, Ops};
 use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use verimail_kit::internal::Internal;
 use verimail_proto::email::v1::email_service_client::EmailServiceClient;
 use verimail_proto::user::v1::user_service_client::UserServiceClient;
 use verimail_testkit::{NatsServer, TcpDoor, free_port};
@@ -55,8 +55,8 @@ pub struct ProcessStack {
     pub smtp: SmtpServer,
     /// The door between user-service and NATS.
     pub user_nats_door: Arc<TcpDoor>,
-    pub users: UserServiceClient<Internal>,
-    pub emails: EmailServiceClient<Internal>,
+    pub users: UserServiceClient<Ops>,
+    pub emails: EmailServiceClient<Ops>,
     pub gateway_url: String,
     pub dir: tempfile::TempDir,
     env: HashMap<Part, Vec<(String, String)>>,
@@ -89,6 +89,7 @@ impl ProcessStack {
             ("GATEWAY_HTTP_ADDR".to_owned(), addr(http)),
             ("RUST_LOG".to_owned(), "info,sqlx=warn,async_nats=warn,h2=warn".to_owned()),
             ("INTERNAL_SERVICE_TOKEN".to_owned(), crate::TEST_CREDENTIAL.to_owned()),
+            ("ADMIN_TOKEN".to_owned(), crate::TEST_ADMIN_TOKEN.to_owned()),
         ];
         // Batches come from one address: no rate limits here (tests of their own prove them).
         let common: Vec<_> = common
@@ -139,9 +140,9 @@ impl ProcessStack {
             ),
             (Part::Gateway, with(vec![])),
         ]);
-        let credential = verimail_kit::internal::ServiceCredential::new(crate::TEST_CREDENTIAL).expect("credential");
+        let operator = Operator::new();
         let channel = |port: u16| {
-            credential.channel(verimail_kit::tls::GrpcTls::off().channel("test", &addr(port)).expect("channel"))
+            operator.channel(verimail_kit::tls::GrpcTls::off().channel("test", &addr(port)).expect("channel"))
         };
         let mut stack = ProcessStack {
             nats,

@@ -160,6 +160,11 @@ impl SmtpServer {
         self.inbox.rejected.lock().expect("inbox lock").insert(address.to_owned());
     }
 
+    /// Takes mail for `address` again.
+    pub fn accept(&self, address: &str) {
+        self.inbox.rejected.lock().expect("inbox lock").remove(address);
+    }
+
     /// Stops as a mail server does: new connections are refused, and open ones get 421
     /// ("service not available") to every command, so a message is either accepted and
     /// answered or neither. Until `come_back`.

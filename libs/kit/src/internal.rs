@@ -1,6 +1,7 @@
-//! The service credential: internal RPCs (IssueVerificationToken, GetUser, ListDeliveries, the
-//! parking RPCs) answer only callers that present it, and only such callers may say on whose
-//! behalf they call (`x-verimail-client-address`). A shared secret in metadata, compared in
+//! The service credential: internal RPCs (IssueVerificationToken) answer only callers that
+//! present it, and only such callers may say on whose behalf they call
+//! (`x-verimail-client-address`). Ops RPCs take the separate admin credential
+//! ([`crate::admin`]). A shared secret in metadata, compared in
 //! constant time. Without `INTERNAL_SERVICE_TOKEN` (development) internal RPCs are open;
 //! production refuses to start that way.
 
@@ -50,6 +51,11 @@ impl ServiceCredential {
             return Err(format!("must be at least {MIN_SECRET_LEN} characters"));
         }
         Ok(ServiceCredential(Some(secret.into())))
+    }
+
+    /// Whether `secret` is this credential (false when there is none).
+    pub fn is(&self, secret: &str) -> bool {
+        self.0.as_ref().is_some_and(|own| bool::from(own.as_bytes().ct_eq(secret.trim().as_bytes())))
     }
 
     /// No credential: internal RPCs are open (development only).

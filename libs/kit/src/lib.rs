@@ -2,6 +2,7 @@
 //! server bootstrap (health + reflection), the database connection, the JetStream bus and the
 //! transactional outbox with its relay.
 
+pub mod admin;
 pub mod backoff;
 pub mod bus;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod internal;
 pub mod limits;
 pub mod metrics;
 pub mod outbox;
+pub mod paging;
 pub mod parking;
 pub mod shutdown;
 pub mod telemetry;
@@ -19,4 +21,16 @@ pub mod tls;
 /// RFC 3339 in UTC with millisecond precision: the one text form of a time in every contract.
 pub fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A time bound given in a request (RFC 3339, any offset): `None` when empty, else
+/// INVALID_ARGUMENT naming `field` if it does not parse.
+pub fn time_filter(field: &str, value: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, tonic::Status> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|at| Some(at.with_timezone(&chrono::Utc)))
+        .map_err(|_| grpc::invalid_argument(field, "must be an RFC 3339 time such as 2026-11-24T09:30:00Z"))
 }

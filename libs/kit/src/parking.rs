@@ -1,8 +1,8 @@
 //! The operator's view of parked messages (`verimail.ops.v1.ParkingService`): list what a
 //! service's consumers gave up on, and replay one. The PARKED stream is the record.
 
+use crate::admin::AdminCredential;
 use crate::bus::{self, HEADER_MSG_ID, HEADER_PARKED_ATTEMPTS, HEADER_PARKED_ERROR, HEADER_PARKED_SUBJECT};
-use crate::internal::ServiceCredential;
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::{self, ErrorCode, stream::RawMessageErrorKind};
@@ -19,17 +19,17 @@ const MAX_LIMIT: u32 = 1000;
 pub struct Parking {
     js: jetstream::Context,
     durables: Vec<&'static str>,
-    credential: ServiceCredential,
+    admin: AdminCredential,
 }
 
 impl Parking {
-    /// Internal RPCs: callers present `credential`.
+    /// Ops RPCs: callers present the admin credential.
     pub fn server(
         js: jetstream::Context,
         durables: Vec<&'static str>,
-        credential: ServiceCredential,
+        admin: AdminCredential,
     ) -> ParkingServiceServer<Parking> {
-        ParkingServiceServer::new(Parking { js, durables, credential })
+        ParkingServiceServer::new(Parking { js, durables, admin })
     }
 
     async fn parked_stream(&self) -> Result<Option<jetstream::stream::Stream>, Status> {
@@ -102,7 +102,7 @@ impl pb::parking_service_server::ParkingService for Parking {
         &self,
         request: Request<pb::ListParkedRequest>,
     ) -> Result<Response<pb::ListParkedResponse>, Status> {
-        self.credential.require(&request)?;
+        self.admin.require(&request)?;
         let request = request.into_inner();
         let limit = match request.limit {
             0 => DEFAULT_LIMIT,
@@ -126,7 +126,7 @@ impl pb::parking_service_server::ParkingService for Parking {
         &self,
         request: Request<pb::ReplayParkedRequest>,
     ) -> Result<Response<pb::ReplayParkedResponse>, Status> {
-        self.credential.require(&request)?;
+        self.admin.require(&request)?;
         let sequence = request.into_inner().sequence;
         if sequence == 0 {
             return Err(crate::grpc::invalid_argument("sequence", "required: the sequence ListParked gives"));

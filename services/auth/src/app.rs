@@ -30,6 +30,7 @@ pub struct App {
     verify_per_client: Option<Rate>,
     code_per_email: Option<Rate>,
     credential: ServiceCredential,
+    admin: verimail_kit::admin::AdminCredential,
     tls: verimail_kit::tls::GrpcTls,
     metrics: Option<TcpListener>,
 }
@@ -51,6 +52,7 @@ impl App {
             verify_per_client: config.verify_per_client,
             code_per_email: config.code_per_email,
             credential: config.credential,
+            admin: config.admin,
             tls: config.tls,
             metrics: verimail_kit::metrics::bind(&config.metrics_addr).await?,
         })
@@ -72,6 +74,7 @@ impl App {
             code_per_email: Limiter::new("code attempts for this address", self.code_per_email),
             relay: relay.clone(),
             credential: self.credential,
+            admin: self.admin,
         };
         let service = Service {
             listener: self.listener,

@@ -17,6 +17,10 @@ pub enum AuthError {
     CodeExpired,
     #[error("code: too many wrong tries; ask for a new email")]
     CodeLocked,
+    #[error("token: was revoked; ask for a new email")]
+    TokenRevoked,
+    #[error("code: was revoked; ask for a new email")]
+    CodeRevoked,
 }
 
 /// The google.rpc.ErrorInfo domain of auth-service's FAILED_PRECONDITION reasons.
@@ -24,6 +28,8 @@ pub const ERROR_DOMAIN: &str = "auth.verimail";
 pub const REASON_TOKEN_EXPIRED: &str = "TOKEN_EXPIRED";
 pub const REASON_CODE_EXPIRED: &str = "CODE_EXPIRED";
 pub const REASON_CODE_LOCKED: &str = "CODE_LOCKED";
+pub const REASON_TOKEN_REVOKED: &str = "TOKEN_REVOKED";
+pub const REASON_CODE_REVOKED: &str = "CODE_REVOKED";
 
 /// FAILED_PRECONDITION with a machine-readable reason (google.rpc.ErrorInfo) beside the message.
 fn failed_precondition(reason: &str, message: String) -> Status {
@@ -50,6 +56,8 @@ impl From<AuthError> for Status {
             }
             AuthError::CodeExpired => failed_precondition(REASON_CODE_EXPIRED, err.to_string()),
             AuthError::CodeLocked => failed_precondition(REASON_CODE_LOCKED, err.to_string()),
+            AuthError::TokenRevoked => failed_precondition(REASON_TOKEN_REVOKED, err.to_string()),
+            AuthError::CodeRevoked => failed_precondition(REASON_CODE_REVOKED, err.to_string()),
             AuthError::Token(token_error) => verimail_kit::grpc::invalid_argument("token", token_error.to_string()),
             AuthError::Db(ref source @ (DbErr::Conn(_) | DbErr::ConnectionAcquire(_))) => {
                 tracing::error!(error = %source, "database unavailable");

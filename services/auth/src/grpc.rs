@@ -8,6 +8,7 @@ use sea_orm::{ActiveValue::Set, DatabaseConnection, DatabaseTransaction, EntityT
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response};
+use verimail_kit::admin::AdminCredential;
 use verimail_kit::bus::subjects;
 use verimail_kit::internal::ServiceCredential;
 use verimail_kit::limits::Limiter;
@@ -26,6 +27,8 @@ pub struct AuthGrpc {
     pub code_per_email: Limiter,
     pub relay: OutboxRelay,
     pub credential: ServiceCredential,
+    /// What RevokeVerificationTokens requires.
+    pub admin: AdminCredential,
 }
 
 type GrpcResult<T> = Result<Response<T>, tonic::Status>;
@@ -66,6 +69,7 @@ impl AuthService for AuthGrpc {
             issued_at: Set(now),
             expires_at: Set(issued.expires_at),
             used_at: Set(None),
+            revoked_at: Set(None),
         })
         .exec_without_returning(&txn)
         .await
@@ -80,6 +84,7 @@ impl AuthService for AuthGrpc {
             expires_at: Set(code_expires_at),
             wrong_tries: Set(0),
             used_at: Set(None),
+            revoked_at: Set(None),
         })
         .exec_without_returning(&txn)
         .await
@@ -132,6 +137,23 @@ impl AuthService for AuthGrpc {
         let (outcome, user_id) = counted("code", self.use_code(&email, &code).await)?;
         Ok(Response::new(pb::VerifyEmailResponse { outcome: outcome as i32, user_id, email }))
     }
+
+    async fn revoke_verification_tokens(
+        &self,
+        request: Request<pb::RevokeVerificationTokensRequest>,
+    ) -> GrpcResult<pb::RevokeVerificationTokensResponse> {
+        self.admin.require(&request)?;
+        let user_id = uuid::Uuid::parse_str(request.into_inner().user_id.trim())
+            .map_err(|_| AuthError::invalid("user_id", "must be a UUID"))?
+            .to_string();
+        let (tokens, codes) = store::revoke(&self.db, &user_id).await.map_err(AuthError::from)?;
+        tracing::info!(%user_id, tokens, codes, "verification tokens and codes revoked");
+        let count = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        Ok(Response::new(pb::RevokeVerificationTokensResponse {
+            revoked_tokens: count(tokens),
+            revoked_codes: count(codes),
+        }))
+    }
 }
 
 /// Counts a verification by method and outcome (`verimail_verifications`), passing it on.
@@ -144,6 +166,7 @@ fn counted<T>(
         Ok(_) => "verified",
         Err(AuthError::Token(crate::token::TokenError::Expired) | AuthError::CodeExpired) => "expired",
         Err(AuthError::CodeLocked) => "locked",
+        Err(AuthError::TokenRevoked | AuthError::CodeRevoked) => "revoked",
         Err(AuthError::Token(_) | AuthError::InvalidArgument { .. }) => "invalid",
         Err(AuthError::Db(_) | AuthError::Issue(_)) => "error",
     };
@@ -168,6 +191,9 @@ impl AuthGrpc {
             if row.used_at.is_some() {
                 return Ok((pb::VerifyOutcome::AlreadyVerified, row.user_id.clone()));
             }
+            if row.revoked_at.is_some() {
+                return Err(AuthError::CodeRevoked);
+            }
             if row.wrong_tries >= MAX_WRONG_TRIES {
                 return Err(AuthError::CodeLocked);
             }
@@ -189,7 +215,12 @@ impl AuthGrpc {
         }
         let live: Vec<_> = sent
             .iter()
-            .filter(|row| row.used_at.is_none() && row.expires_at > now && row.wrong_tries < MAX_WRONG_TRIES)
+            .filter(|row| {
+                row.used_at.is_none()
+                    && row.revoked_at.is_none()
+                    && row.expires_at > now
+                    && row.wrong_tries < MAX_WRONG_TRIES
+            })
             .map(|row| row.id.clone())
             .collect();
         if live.is_empty() {
@@ -197,6 +228,8 @@ impl AuthGrpc {
             let unused: Vec<_> = sent.iter().filter(|row| row.used_at.is_none()).collect();
             return Err(if unused.iter().any(|row| row.wrong_tries >= MAX_WRONG_TRIES) {
                 AuthError::CodeLocked
+            } else if unused.iter().any(|row| row.revoked_at.is_some()) {
+                AuthError::CodeRevoked
             } else if !unused.is_empty() {
                 AuthError::CodeExpired
             } else {
@@ -224,6 +257,9 @@ impl AuthGrpc {
         };
         if known.used_at.is_some() {
             return Ok(pb::VerifyOutcome::AlreadyVerified);
+        }
+        if known.revoked_at.is_some() {
+            return Err(AuthError::TokenRevoked);
         }
         let already_verified = store::user_verified(&txn, &claims.user_id).await?;
         if !store::claim_token(&txn, &claims.jti).await? {

@@ -18,6 +18,8 @@ pub mod token {
         pub issued_at: DateTimeUtc,
         pub expires_at: DateTimeUtc,
         pub used_at: Option<DateTimeUtc>,
+        /// Set by RevokeVerificationTokens: the token no longer verifies.
+        pub revoked_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -43,6 +45,8 @@ pub mod code {
         pub expires_at: DateTimeUtc,
         pub wrong_tries: i32,
         pub used_at: Option<DateTimeUtc>,
+        /// Set by RevokeVerificationTokens: the code no longer verifies.
+        pub revoked_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -141,6 +145,42 @@ mod create_tokens {
     }
 }
 
+mod add_revoked_at {
+    use sea_orm_migration::prelude::*;
+    use sea_orm_migration::schema::*;
+
+    #[derive(DeriveIden)]
+    enum VerificationTokens {
+        Table,
+        RevokedAt,
+    }
+
+    #[derive(DeriveIden)]
+    enum VerificationCodes {
+        Table,
+        RevokedAt,
+    }
+
+    /// When an operator revoked a token or code (RevokeVerificationTokens).
+    pub fn migration() -> verimail_kit::db::SchemaMigration {
+        verimail_kit::db::SchemaMigration {
+            name: "m20261124_000003_add_revoked_at",
+            tables: vec![],
+            alters: vec![
+                Table::alter()
+                    .table(VerificationTokens::Table)
+                    .add_column(timestamp_with_time_zone_null(VerificationTokens::RevokedAt))
+                    .to_owned(),
+                Table::alter()
+                    .table(VerificationCodes::Table)
+                    .add_column(timestamp_with_time_zone_null(VerificationCodes::RevokedAt))
+                    .to_owned(),
+            ],
+            indexes: vec![],
+        }
+    }
+}
+
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
@@ -148,16 +188,18 @@ impl MigratorTrait for Migrator {
         let mut migrations = verimail_kit::outbox::migration::migrations();
         migrations.push(Box::new(create_tokens::migration()));
         migrations.push(Box::new(create_codes::migration()));
+        migrations.push(Box::new(add_revoked_at::migration()));
         migrations
     }
 }
 
-/// Marks the token used if nobody has yet; true when this call did it.
+/// Marks the token used if nobody has yet and it is not revoked; true when this call did it.
 pub async fn claim_token<C: ConnectionTrait>(conn: &C, jti: &str) -> Result<bool, DbErr> {
     let result = token::Entity::update_many()
         .col_expr(token::Column::UsedAt, Expr::value(chrono::Utc::now()))
         .filter(token::Column::Jti.eq(jti))
         .filter(token::Column::UsedAt.is_null())
+        .filter(token::Column::RevokedAt.is_null())
         .exec(conn)
         .await?;
     Ok(result.rows_affected == 1)
@@ -176,4 +218,24 @@ pub async fn user_verified<C: ConnectionTrait>(conn: &C, user_id: &str) -> Resul
         .count(conn)
         .await?;
     Ok(tokens + codes > 0)
+}
+
+/// Revokes the user's unused, unrevoked tokens and codes; how many of each.
+pub async fn revoke<C: ConnectionTrait>(conn: &C, user_id: &str) -> Result<(u64, u64), DbErr> {
+    let now = chrono::Utc::now();
+    let tokens = token::Entity::update_many()
+        .col_expr(token::Column::RevokedAt, Expr::value(now))
+        .filter(token::Column::UserId.eq(user_id))
+        .filter(token::Column::UsedAt.is_null())
+        .filter(token::Column::RevokedAt.is_null())
+        .exec(conn)
+        .await?;
+    let codes = code::Entity::update_many()
+        .col_expr(code::Column::RevokedAt, Expr::value(now))
+        .filter(code::Column::UserId.eq(user_id))
+        .filter(code::Column::UsedAt.is_null())
+        .filter(code::Column::RevokedAt.is_null())
+        .exec(conn)
+        .await?;
+    Ok((tokens.rows_affected, codes.rows_affected))
 }

@@ -21,7 +21,7 @@ pub struct App {
     js: async_nats::jetstream::Context,
     courier: Arc<Courier>,
     consumer: bus::ConsumerSpec,
-    credential: verimail_kit::internal::ServiceCredential,
+    admin: verimail_kit::admin::AdminCredential,
     tls: verimail_kit::tls::GrpcTls,
     metrics: Option<TcpListener>,
 }
@@ -46,7 +46,7 @@ impl App {
             send_timeout: config.send_timeout,
             instance: config.instance.clone(),
         });
-        Ok(App { listener, js, courier, consumer, credential: config.credential, tls: config.tls, metrics })
+        Ok(App { listener, js, courier, consumer, admin: config.admin, tls: config.tls, metrics })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -54,9 +54,9 @@ impl App {
     }
 
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let service = EmailGrpc { db: self.courier.db.clone(), credential: self.credential.clone() };
+        let service = EmailGrpc { courier: self.courier.clone(), admin: self.admin.clone() };
         let courier = self.courier;
-        let parking = Parking::server(self.js.clone(), vec![self.consumer.durable], self.credential.clone());
+        let parking = Parking::server(self.js.clone(), vec![self.consumer.durable], self.admin);
         let db = courier.db.clone();
         let handler = move |delivery| courier.clone().handle(delivery);
         let service = Service {

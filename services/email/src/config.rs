@@ -7,9 +7,10 @@ use verimail_kit::config::{self, ConfigError};
 /// email-service's configuration, from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `INTERNAL_SERVICE_TOKEN`: presented to auth-service, required on ListDeliveries and the
-    /// parking RPCs.
+    /// `INTERNAL_SERVICE_TOKEN`: presented to auth-service.
     pub credential: verimail_kit::internal::ServiceCredential,
+    /// `ADMIN_TOKEN`: what ops RPCs require; see [`AdminCredential`](verimail_kit::admin::AdminCredential).
+    pub admin: verimail_kit::admin::AdminCredential,
     /// `GRPC_TLS_CERT`, `GRPC_TLS_KEY`, `GRPC_TLS_CA`: mutual TLS on gRPC when set.
     pub tls: verimail_kit::tls::GrpcTls,
     /// `METRICS_ADDR`: where `/metrics` is served (`off`: nowhere).
@@ -72,8 +73,10 @@ impl Config {
         if max_attempts < 1 {
             return Err(ConfigError::new("EMAIL_MAX_ATTEMPTS", "must be at least 1"));
         }
+        let credential = verimail_kit::internal::ServiceCredential::from_env()?;
         Ok(Config {
-            credential: verimail_kit::internal::ServiceCredential::from_env()?,
+            admin: verimail_kit::admin::AdminCredential::from_env(&credential)?,
+            credential,
             tls: verimail_kit::tls::GrpcTls::from_env()?,
             metrics_addr: config::string("METRICS_ADDR", "127.0.0.1:9103"),
             grpc_addr: config::string("EMAIL_GRPC_ADDR", "127.0.0.1:50053"),

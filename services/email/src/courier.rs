@@ -65,8 +65,7 @@ impl Courier {
             }
             _ => {}
         }
-        let outcome = self.send(&request, kind).await;
-        let (status, error, result) = match outcome {
+        let (status, error, result) = match self.send(&request, kind).await {
             Ok(()) => (Status::Sent, None, Ok(())),
             // Final: recorded and acknowledged, not retried and not parked.
             Err(Failure::Rejected(reason)) => (Status::Failed, Some(reason), Ok(())),
@@ -75,6 +74,37 @@ impl Courier {
                 (if parked { Status::Parked } else { Status::Retrying }, Some(failure.to_string()), Err(failure))
             }
         };
+        self.record(&request, kind, status, error, record.attempts).await?;
+        result
+    }
+
+    /// RetryDelivery: one more attempt, now, at a delivery that failed or was parked. An
+    /// attempt that fails again leaves it as it was, with the new error.
+    pub async fn retry(&self, event_id: &str) -> Result<store::delivery::Model, RetryError> {
+        let before = match store::claim_retry(&self.db, event_id, &self.instance).await? {
+            store::Claim::NotFound => return Err(RetryError::NotFound),
+            store::Claim::NotRetryable(status) => return Err(RetryError::NotRetryable(status)),
+            store::Claim::Claimed(before) => before,
+        };
+        let request = EmailRequest { event_id: before.event_id, user_id: before.user_id, email: before.recipient };
+        let (status, error) = match self.send(&request, &before.kind).await {
+            Ok(()) => (Status::Sent, None),
+            Err(Failure::Rejected(reason)) => (Status::Failed, Some(reason)),
+            Err(Failure::Handler(failure)) => (before.status, Some(failure.to_string())),
+        };
+        self.record(&request, &before.kind, status, error, before.attempts + 1).await?;
+        store::get(&self.db, event_id).await?.ok_or(RetryError::NotFound)
+    }
+
+    /// Records how an attempt ended: the delivery's status, the metric, the log line.
+    async fn record(
+        &self,
+        request: &EmailRequest,
+        kind: &str,
+        status: Status,
+        error: Option<String>,
+        attempt: i32,
+    ) -> Result<(), sea_orm::DbErr> {
         store::finish(&self.db, &request.event_id, status, error.clone()).await?;
         let outcome = match status {
             Status::Sent => "sent",
@@ -86,14 +116,14 @@ impl Courier {
         verimail_kit::metrics::metrics().emails.get_or_create(&labels).inc();
         match status {
             Status::Sent => {
-                tracing::info!(event_id = %request.event_id, user_id = %request.user_id, %kind, attempt = record.attempts, "email sent")
+                tracing::info!(event_id = %request.event_id, user_id = %request.user_id, %kind, attempt, "email sent")
             }
             Status::Failed => {
                 tracing::warn!(event_id = %request.event_id, user_id = %request.user_id, error = error.as_deref(), "recipient rejected; not retrying")
             }
             _ => {}
         }
-        result
+        Ok(())
     }
 
     async fn send(&self, request: &EmailRequest, kind: &str) -> Result<(), Failure> {
@@ -155,6 +185,17 @@ impl Courier {
         };
         self.templates.render(&self.from, &request.email, &request.event_id, &content).map_err(HandlerError::Permanent)
     }
+}
+
+/// Why RetryDelivery made no attempt.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    #[error("no delivery for this event")]
+    NotFound,
+    #[error("the delivery is {0:?}: only failed or parked deliveries are retried")]
+    NotRetryable(Status),
+    #[error("database error: {0}")]
+    Db(#[from] sea_orm::DbErr),
 }
 
 /// How an attempt ended short of sending.

@@ -1,42 +1,94 @@
-//! The ops view: what became of every email.
+//! The ops view: what became of every email, and one more attempt where it failed. Every
+//! RPC here is for operators (the admin credential).
 
-use crate::store::{Status, delivery};
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use crate::courier::{Courier, RetryError};
+use crate::store::{self, Status, delivery};
+use std::sync::Arc;
 use tonic::{Request, Response, Status as GrpcStatus};
+use verimail_kit::admin::AdminCredential;
+use verimail_kit::grpc::invalid_argument;
+use verimail_kit::paging::Page;
 use verimail_kit::rfc3339;
 use verimail_proto::email::v1::{self as pb, email_service_server::EmailService};
 
 pub struct EmailGrpc {
-    pub db: DatabaseConnection,
-    pub credential: verimail_kit::internal::ServiceCredential,
+    pub courier: Arc<Courier>,
+    pub admin: AdminCredential,
 }
+
+type GrpcResult<T> = Result<Response<T>, GrpcStatus>;
 
 #[tonic::async_trait]
 impl EmailService for EmailGrpc {
     async fn list_deliveries(
         &self,
         request: Request<pb::ListDeliveriesRequest>,
-    ) -> Result<Response<pb::ListDeliveriesResponse>, GrpcStatus> {
-        self.credential.require(&request)?;
+    ) -> GrpcResult<pb::ListDeliveriesResponse> {
+        self.admin.require(&request)?;
         let request = request.into_inner();
-        let limit = match request.limit {
-            0 => 20,
-            n @ 1..=100 => u64::from(n),
-            _ => return Err(verimail_kit::grpc::invalid_argument("limit", "must be at most 100")),
-        };
-        let mut query = delivery::Entity::find();
         let user_id = request.user_id.trim();
-        if !user_id.is_empty() {
-            let user_id = uuid::Uuid::parse_str(user_id)
-                .map_err(|_| verimail_kit::grpc::invalid_argument("user_id", "must be a UUID"))?;
-            query = query.filter(delivery::Column::UserId.eq(user_id.to_string()));
+        let user_id = (!user_id.is_empty())
+            .then(|| uuid::Uuid::parse_str(user_id).map(|id| id.to_string()))
+            .transpose()
+            .map_err(|_| invalid_argument("user_id", "must be a UUID"))?;
+        let email = request.email.trim().to_lowercase();
+        if email.len() > 254 || (!email.is_empty() && !email.contains('@')) {
+            return Err(invalid_argument("email", "must be an email address"));
         }
-        let rows = query.order_by_desc(delivery::Column::CreatedAt).limit(limit).all(&self.db).await.map_err(|e| {
-            tracing::error!(error = %e, "listing deliveries failed");
-            GrpcStatus::unavailable("the email database is unavailable; retry later")
-        })?;
-        Ok(Response::new(pb::ListDeliveriesResponse { deliveries: rows.into_iter().map(to_proto).collect() }))
+        let status = match request.status() {
+            pb::DeliveryStatus::Unspecified => None,
+            pb::DeliveryStatus::Pending => Some(Status::Pending),
+            pb::DeliveryStatus::Sent => Some(Status::Sent),
+            pb::DeliveryStatus::Failed => Some(Status::Failed),
+            pb::DeliveryStatus::Parked => Some(Status::Parked),
+            pb::DeliveryStatus::Retrying => Some(Status::Retrying),
+            pb::DeliveryStatus::Sending => Some(Status::Sending),
+        };
+        let filters = [user_id.as_deref().unwrap_or_default(), &email, &request.status.to_string()];
+        let page = Page::parse(request.page_size, &request.page_token, 20, 100, &filters)?;
+        let filters = store::Filters { user_id, recipient: (!email.is_empty()).then_some(email), status };
+        let rows =
+            store::list(&self.courier.db, &filters, page.after.as_deref(), page.fetch()).await.map_err(unavailable)?;
+        let (rows, next_page_token) = page.finish(rows, |row| &row.event_id);
+        Ok(Response::new(pb::ListDeliveriesResponse {
+            deliveries: rows.into_iter().map(to_proto).collect(),
+            next_page_token,
+        }))
     }
+
+    async fn get_delivery(&self, request: Request<pb::GetDeliveryRequest>) -> GrpcResult<pb::GetDeliveryResponse> {
+        self.admin.require(&request)?;
+        let event_id = event_id(&request.into_inner().event_id)?;
+        let row = store::get(&self.courier.db, &event_id).await.map_err(unavailable)?;
+        let row = row.ok_or_else(|| GrpcStatus::not_found(format!("no delivery for event {event_id}")))?;
+        Ok(Response::new(pb::GetDeliveryResponse { delivery: Some(to_proto(row)) }))
+    }
+
+    async fn retry_delivery(
+        &self,
+        request: Request<pb::RetryDeliveryRequest>,
+    ) -> GrpcResult<pb::RetryDeliveryResponse> {
+        self.admin.require(&request)?;
+        let event_id = event_id(&request.into_inner().event_id)?;
+        let row = self.courier.retry(&event_id).await.map_err(|e| match e {
+            RetryError::NotFound => GrpcStatus::not_found(format!("no delivery for event {event_id}")),
+            RetryError::NotRetryable(_) => GrpcStatus::failed_precondition(e.to_string()),
+            RetryError::Db(e) => unavailable(e),
+        })?;
+        Ok(Response::new(pb::RetryDeliveryResponse { delivery: Some(to_proto(row)) }))
+    }
+}
+
+/// An event id as the RPCs take it: a UUID.
+fn event_id(raw: &str) -> Result<String, GrpcStatus> {
+    uuid::Uuid::parse_str(raw.trim())
+        .map(|id| id.to_string())
+        .map_err(|_| invalid_argument("event_id", "must be a UUID"))
+}
+
+fn unavailable(e: sea_orm::DbErr) -> GrpcStatus {
+    tracing::error!(error = %e, "the email database failed");
+    GrpcStatus::unavailable("the email database is unavailable; retry later")
 }
 
 fn to_proto(row: delivery::Model) -> pb::Delivery {

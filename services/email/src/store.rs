@@ -193,3 +193,73 @@ pub async fn set_status<C: ConnectionTrait>(conn: &C, event_id: &str, status: St
         .await?;
     Ok(())
 }
+
+/// ListDeliveries' filters.
+#[derive(Debug, Default)]
+pub struct Filters {
+    pub user_id: Option<String>,
+    pub recipient: Option<String>,
+    pub status: Option<Status>,
+}
+
+/// Deliveries newest first (by event id: UUIDv7, so creation order), continuing after the
+/// event id `after`.
+pub async fn list<C: ConnectionTrait>(
+    conn: &C,
+    filters: &Filters,
+    after: Option<&str>,
+    limit: u64,
+) -> Result<Vec<delivery::Model>, DbErr> {
+    use sea_orm::{QueryOrder, QuerySelect};
+    let mut query = delivery::Entity::find();
+    if let Some(user_id) = &filters.user_id {
+        query = query.filter(delivery::Column::UserId.eq(user_id.as_str()));
+    }
+    if let Some(recipient) = &filters.recipient {
+        query = query.filter(delivery::Column::Recipient.eq(recipient.as_str()));
+    }
+    if let Some(status) = filters.status {
+        query = query.filter(delivery::Column::Status.eq(status));
+    }
+    if let Some(event_id) = after {
+        query = query.filter(delivery::Column::EventId.lt(event_id));
+    }
+    query.order_by_desc(delivery::Column::EventId).limit(limit).all(conn).await
+}
+
+pub async fn get<C: ConnectionTrait>(conn: &C, event_id: &str) -> Result<Option<delivery::Model>, DbErr> {
+    delivery::Entity::find_by_id(event_id.to_owned()).one(conn).await
+}
+
+/// What a retry found.
+pub enum Claim {
+    NotFound,
+    /// Not failed or parked: the status it has.
+    NotRetryable(Status),
+    /// Claimed for one more attempt (now pending, its attempts counted); the row as it was.
+    Claimed(delivery::Model),
+}
+
+/// Claims a failed or parked delivery for one more attempt. Of two retries at once, one wins.
+pub async fn claim_retry<C: ConnectionTrait>(conn: &C, event_id: &str, instance: &str) -> Result<Claim, DbErr> {
+    let Some(before) = get(conn, event_id).await? else {
+        return Ok(Claim::NotFound);
+    };
+    if !matches!(before.status, Status::Failed | Status::Parked) {
+        return Ok(Claim::NotRetryable(before.status));
+    }
+    let claimed = delivery::Entity::update_many()
+        .col_expr(delivery::Column::Status, Expr::value(Status::Pending))
+        .col_expr(delivery::Column::Attempts, Expr::col(delivery::Column::Attempts).add(1))
+        .col_expr(delivery::Column::HandledBy, Expr::value(instance.to_owned()))
+        .col_expr(delivery::Column::UpdatedAt, Expr::value(chrono::Utc::now()))
+        .filter(delivery::Column::EventId.eq(event_id))
+        .filter(delivery::Column::Status.eq(before.status))
+        .exec(conn)
+        .await?;
+    if claimed.rows_affected == 0 {
+        let now = get(conn, event_id).await?.map(|row| row.status).unwrap_or(before.status);
+        return Ok(Claim::NotRetryable(now));
+    }
+    Ok(Claim::Claimed(before))
+}

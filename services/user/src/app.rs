@@ -24,6 +24,7 @@ pub struct App {
     limits: crate::limits::UserLimits,
     enumeration_safe: bool,
     credential: verimail_kit::internal::ServiceCredential,
+    admin: verimail_kit::admin::AdminCredential,
     tls: verimail_kit::tls::GrpcTls,
     metrics: Option<TcpListener>,
     hasher: PasswordHasher,
@@ -47,6 +48,7 @@ impl App {
             limits: config.limits,
             enumeration_safe: config.enumeration_safe,
             credential: config.credential,
+            admin: config.admin,
             tls: config.tls,
             metrics: verimail_kit::metrics::bind(&config.metrics_addr).await?,
             hasher,
@@ -65,11 +67,12 @@ impl App {
             relay: relay.clone(),
             limits: crate::limits::UserLimiters::new(&self.limits),
             enumeration_safe: self.enumeration_safe,
-            credential: self.credential.clone(),
+            credential: self.credential,
+            admin: self.admin.clone(),
         };
         let db = self.db.clone();
         let consumer = events::email_verified_consumer();
-        let parking = Parking::server(self.js.clone(), vec![consumer.durable], self.credential.clone());
+        let parking = Parking::server(self.js.clone(), vec![consumer.durable], self.admin);
         let handler = move |delivery| {
             let db = db.clone();
             async move { events::on_email_verified(&db, delivery).await }

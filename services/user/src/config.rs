@@ -6,6 +6,8 @@ use verimail_kit::config::{self, ConfigError};
 pub struct Config {
     /// `INTERNAL_SERVICE_TOKEN`: see [`ServiceCredential`](verimail_kit::internal::ServiceCredential).
     pub credential: verimail_kit::internal::ServiceCredential,
+    /// `ADMIN_TOKEN`: what ops RPCs require; see [`AdminCredential`](verimail_kit::admin::AdminCredential).
+    pub admin: verimail_kit::admin::AdminCredential,
     /// `GRPC_TLS_CERT`, `GRPC_TLS_KEY`, `GRPC_TLS_CA`: mutual TLS on gRPC when set.
     pub tls: verimail_kit::tls::GrpcTls,
     /// `METRICS_ADDR`: where `/metrics` is served (`off`: nowhere).
@@ -47,8 +49,10 @@ impl Config {
             ));
         }
         let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(2);
+        let credential = verimail_kit::internal::ServiceCredential::from_env()?;
         Ok(Config {
-            credential: verimail_kit::internal::ServiceCredential::from_env()?,
+            admin: verimail_kit::admin::AdminCredential::from_env(&credential)?,
+            credential,
             tls: verimail_kit::tls::GrpcTls::from_env()?,
             metrics_addr: config::string("METRICS_ADDR", "127.0.0.1:9101"),
             enumeration_safe: config::parse("ENUMERATION_SAFE_REGISTRATION", true)?,

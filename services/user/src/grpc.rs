@@ -6,9 +6,11 @@ use crate::limits::UserLimiters;
 use crate::store::{self, Status, user};
 use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait};
 use tonic::{Request, Response};
+use verimail_kit::admin::AdminCredential;
 use verimail_kit::bus::subjects;
 use verimail_kit::internal::ServiceCredential;
 use verimail_kit::outbox::{self, OutboxEvent, OutboxRelay};
+use verimail_kit::paging::Page;
 use verimail_kit::rfc3339;
 use verimail_proto::events::v1 as events;
 use verimail_proto::user::v1::{self as pb, user_service_server::UserService};
@@ -20,6 +22,8 @@ pub struct UserGrpc {
     pub limits: UserLimiters,
     pub enumeration_safe: bool,
     pub credential: ServiceCredential,
+    /// What the ops RPCs (GetUser, ListUsers) require.
+    pub admin: AdminCredential,
 }
 
 type GrpcResult<T> = Result<Response<T>, tonic::Status>;
@@ -34,8 +38,8 @@ impl UserService for UserGrpc {
     }
 
     async fn get_user(&self, request: Request<pb::GetUserRequest>) -> GrpcResult<pb::GetUserResponse> {
-        // Internal: a public lookup by email would tell who has an account.
-        self.credential.require(&request)?;
+        // For operators: a public lookup by email would tell who has an account.
+        self.admin.require(&request)?;
         let found = match request.into_inner().key {
             Some(pb::get_user_request::Key::UserId(id)) => {
                 let id =
@@ -50,6 +54,40 @@ impl UserService for UserGrpc {
         };
         let user = found.map_err(UserError::from)?.ok_or(UserError::NotFound)?;
         Ok(Response::new(pb::GetUserResponse { user: Some(to_proto(user)) }))
+    }
+
+    async fn list_users(&self, request: Request<pb::ListUsersRequest>) -> GrpcResult<pb::ListUsersResponse> {
+        self.admin.require(&request)?;
+        let request = request.into_inner();
+        let status = match request.status() {
+            pb::UserStatus::Unspecified => None,
+            pb::UserStatus::Unverified => Some(Status::Unverified),
+            pb::UserStatus::Verified => Some(Status::Verified),
+        };
+        let after = verimail_kit::time_filter("created_after", &request.created_after)?;
+        let before = verimail_kit::time_filter("created_before", &request.created_before)?;
+        if let (Some(after), Some(before)) = (after, before)
+            && after >= before
+        {
+            return Err(UserError::invalid("created_before", "must be later than created_after").into());
+        }
+        let filters = [
+            request.status.to_string(),
+            after.map(rfc3339).unwrap_or_default(),
+            before.map(rfc3339).unwrap_or_default(),
+        ];
+        let page =
+            Page::parse(request.page_size, &request.page_token, 50, 1000, &filters.each_ref().map(String::as_str))?;
+        if let Some(last) = &page.after
+            && uuid::Uuid::parse_str(last).is_err()
+        {
+            return Err(UserError::invalid("page_token", "is not a page token from ListUsers").into());
+        }
+        let rows = store::list(&self.db, status, after, before, page.after.as_deref(), page.fetch())
+            .await
+            .map_err(UserError::from)?;
+        let (users, next_page_token) = page.finish(rows, |user| &user.id);
+        Ok(Response::new(pb::ListUsersResponse { users: users.into_iter().map(to_proto).collect(), next_page_token }))
     }
 
     async fn resend_verification(

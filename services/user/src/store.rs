@@ -91,6 +91,33 @@ pub async fn find_by_email<C: ConnectionTrait>(conn: &C, email: &str) -> Result<
     user::Entity::find().filter(user::Column::Email.eq(email)).one(conn).await
 }
 
+/// Users newest first (ids are UUIDv7, so id order is creation order), with the filters of
+/// ListUsers, continuing after the id `after`.
+pub async fn list<C: ConnectionTrait>(
+    conn: &C,
+    status: Option<Status>,
+    created_after: Option<chrono::DateTime<chrono::Utc>>,
+    created_before: Option<chrono::DateTime<chrono::Utc>>,
+    after: Option<&str>,
+    limit: u64,
+) -> Result<Vec<user::Model>, DbErr> {
+    use sea_orm::{QueryOrder, QuerySelect};
+    let mut query = user::Entity::find();
+    if let Some(status) = status {
+        query = query.filter(user::Column::Status.eq(status));
+    }
+    if let Some(at) = created_after {
+        query = query.filter(user::Column::CreatedAt.gte(at));
+    }
+    if let Some(at) = created_before {
+        query = query.filter(user::Column::CreatedAt.lt(at));
+    }
+    if let Some(id) = after {
+        query = query.filter(user::Column::Id.lt(id));
+    }
+    query.order_by_desc(user::Column::Id).limit(limit).all(conn).await
+}
+
 /// Marks the user verified; a user who already is stays as they are. Returns false if
 /// there is no such user.
 pub async fn mark_verified<C: ConnectionTrait>(conn: &C, id: &str) -> Result<bool, DbErr> {

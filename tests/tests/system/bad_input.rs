@@ -22,7 +22,7 @@ async fn delivery_count(stack: &Stack) -> usize {
     stack
         .emails
         .clone()
-        .list_deliveries(ListDeliveriesRequest { user_id: String::new(), limit: 100 })
+        .list_deliveries(ListDeliveriesRequest { page_size: 100, ..Default::default() })
         .await
         .expect("ListDeliveries")
         .into_inner()

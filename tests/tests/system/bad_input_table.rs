@@ -6,10 +6,14 @@ use sea_orm::{ConnectionTrait, Database, Statement};
 use std::time::Duration;
 use tonic::Code;
 use verimail_auth::token::TokenKeys;
-use verimail_proto::auth::v1::{IssueVerificationTokenRequest, VerifyEmailCodeRequest, VerifyEmailRequest};
-use verimail_proto::email::v1::ListDeliveriesRequest;
+use verimail_proto::auth::v1::{
+    IssueVerificationTokenRequest, RevokeVerificationTokensRequest, VerifyEmailCodeRequest, VerifyEmailRequest,
+};
+use verimail_proto::email::v1::{GetDeliveryRequest, ListDeliveriesRequest, RetryDeliveryRequest};
 use verimail_proto::ops::v1::{ListParkedRequest, ReplayParkedRequest};
-use verimail_proto::user::v1::{GetUserRequest, RegisterUserRequest, ResendVerificationRequest, get_user_request};
+use verimail_proto::user::v1::{
+    GetUserRequest, ListUsersRequest, RegisterUserRequest, ResendVerificationRequest, UserStatus, get_user_request,
+};
 use verimail_system_tests::Stack;
 
 /// What must not move: rows per table, and the columns a request could change.
@@ -17,10 +21,13 @@ async fn fingerprint(stack: &Stack) -> Vec<(String, String)> {
     let queries = [
         ("user", "SELECT COUNT(*) || '/' || TOTAL(status = 'verified') FROM users"),
         ("user", "SELECT COUNT(*) || '/' || COUNT(published_at) FROM outbox"),
-        ("auth", "SELECT COUNT(*) || '/' || COUNT(used_at) FROM verification_tokens"),
-        ("auth", "SELECT COUNT(*) || '/' || COUNT(used_at) || '/' || TOTAL(wrong_tries) FROM verification_codes"),
+        ("auth", "SELECT COUNT(*) || '/' || COUNT(used_at) || '/' || COUNT(revoked_at) FROM verification_tokens"),
+        (
+            "auth",
+            "SELECT COUNT(*) || '/' || COUNT(used_at) || '/' || COUNT(revoked_at) || '/' || TOTAL(wrong_tries) FROM verification_codes",
+        ),
         ("auth", "SELECT COUNT(*) FROM outbox"),
-        ("email", "SELECT COUNT(*) || '/' || TOTAL(attempts) FROM deliveries"),
+        ("email", "SELECT COUNT(*) || '/' || TOTAL(attempts) || '/' || GROUP_CONCAT(status) FROM deliveries"),
     ];
     let mut rows = Vec::new();
     for (service, sql) in queries {
@@ -36,6 +43,8 @@ async fn fingerprint(stack: &Stack) -> Vec<(String, String)> {
 async fn bad_input_everywhere_gets_a_precise_answer_and_changes_nothing() {
     let stack = Stack::start().await;
     let user_id = register(&stack, "kim@example.com", "correct horse battery").await;
+    register(&stack, "lee@example.com", "correct horse battery").await;
+    stack.smtp.wait_for("lee@example.com", 1, EMAIL_WAIT).await;
     let mail = stack.smtp.wait_for("kim@example.com", 1, EMAIL_WAIT).await.remove(0);
     let token = mail.verification_link().split("token=").nth(1).unwrap().to_owned();
     let keys = TokenKeys::from_paserk(&[stack.token_key.as_str()]).unwrap();
@@ -160,12 +169,62 @@ async fn bad_input_everywhere_gets_a_precise_answer_and_changes_nothing() {
         assert_eq!(verimail_kit::grpc::bad_request_field(&status).as_deref(), Some(field), "Issue {user:?} {email:?}");
         tried += 1;
     }
-    for (user, limit) in [("not-a-uuid", 10), ("", 101)] {
-        let status =
-            emails.clone().list_deliveries(ListDeliveriesRequest { user_id: user.into(), limit }).await.unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument, "ListDeliveries {user:?} {limit}");
+    // The ops RPCs: each bad field named.
+    // A real token from a listing of unverified users, sent with no status filter.
+    let unverified = ListUsersRequest { page_size: 1, status: UserStatus::Unverified as i32, ..Default::default() };
+    let page = stack.users.clone().list_users(unverified).await.expect("ListUsers").into_inner();
+    assert_eq!(page.users.len(), 1);
+    let other_filters = page.next_page_token;
+    assert!(!other_filters.is_empty(), "two unverified users: a second page");
+    let list_users = [
+        (ListUsersRequest { page_size: -1, ..Default::default() }, "page_size"),
+        (ListUsersRequest { page_token: "garbage!".into(), ..Default::default() }, "page_token"),
+        (ListUsersRequest { page_token: other_filters, ..Default::default() }, "page_token"),
+        (ListUsersRequest { created_after: "yesterday".into(), ..Default::default() }, "created_after"),
+        (ListUsersRequest { created_before: "2026-13-01T00:00:00Z".into(), ..Default::default() }, "created_before"),
+        (
+            ListUsersRequest {
+                created_after: "2026-11-24T10:00:00Z".into(),
+                created_before: "2026-11-24T09:00:00Z".into(),
+                ..Default::default()
+            },
+            "created_before",
+        ),
+    ];
+    for (request, field) in list_users {
+        let status = stack.users.clone().list_users(request.clone()).await.unwrap_err();
+        assert_eq!(verimail_kit::grpc::bad_request_field(&status).as_deref(), Some(field), "ListUsers {request:?}");
         tried += 1;
     }
+    let list_deliveries = [
+        (ListDeliveriesRequest { user_id: "not-a-uuid".into(), ..Default::default() }, "user_id"),
+        (ListDeliveriesRequest { email: "no-at-sign".into(), ..Default::default() }, "email"),
+        (ListDeliveriesRequest { page_size: -5, ..Default::default() }, "page_size"),
+        (ListDeliveriesRequest { page_token: "AAAA".into(), ..Default::default() }, "page_token"),
+    ];
+    for (request, field) in list_deliveries {
+        let status = emails.clone().list_deliveries(request.clone()).await.unwrap_err();
+        assert_eq!(verimail_kit::grpc::bad_request_field(&status).as_deref(), Some(field), "{request:?}");
+        tried += 1;
+    }
+    for event_id in ["", "not-a-uuid", "'; DROP TABLE deliveries; --"] {
+        let get = emails.clone().get_delivery(GetDeliveryRequest { event_id: event_id.into() }).await.unwrap_err();
+        let retry =
+            emails.clone().retry_delivery(RetryDeliveryRequest { event_id: event_id.into() }).await.unwrap_err();
+        for status in [get, retry] {
+            assert_eq!(verimail_kit::grpc::bad_request_field(&status).as_deref(), Some("event_id"), "{event_id:?}");
+            tried += 1;
+        }
+        let revoke = RevokeVerificationTokensRequest { user_id: event_id.into() };
+        let status = auth.clone().revoke_verification_tokens(revoke).await.unwrap_err();
+        assert_eq!(verimail_kit::grpc::bad_request_field(&status).as_deref(), Some("user_id"), "{event_id:?}");
+        tried += 1;
+    }
+    // Well-formed but unknown: NOT_FOUND, nothing retried.
+    let unknown = "01937b5e-0000-7000-8000-000000000000";
+    let status = emails.clone().retry_delivery(RetryDeliveryRequest { event_id: unknown.into() }).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    tried += 1;
     let status = stack.email_parking.clone().replay_parked(ReplayParkedRequest { sequence: 0 }).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     let status = stack

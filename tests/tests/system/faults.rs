@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 use tonic::Code;
 use tonic_health::ServingStatus;
 use verimail_kit::bus;
-use verimail_kit::internal::Internal;
 use verimail_proto::email::v1::{DeliveryStatus, ListDeliveriesRequest};
 use verimail_proto::ops::v1::parking_service_client::ParkingServiceClient;
 use verimail_proto::ops::v1::{ListParkedRequest, ParkedMessage, ReplayParkedRequest};
+use verimail_system_tests::Ops;
 use verimail_system_tests::batch::{self, Registered};
 use verimail_system_tests::procs::{Part, ProcessStack};
 use verimail_system_tests::{Stack, StackOptions};
@@ -28,7 +28,7 @@ async fn delivery_of(stack: &Stack, user_id: &str) -> verimail_proto::email::v1:
         let mut deliveries = stack
             .emails
             .clone()
-            .list_deliveries(ListDeliveriesRequest { user_id: user_id.into(), limit: 10 })
+            .list_deliveries(ListDeliveriesRequest { user_id: user_id.into(), page_size: 10, ..Default::default() })
             .await
             .expect("ListDeliveries")
             .into_inner()
@@ -104,7 +104,7 @@ async fn wait_for_emails_in(smtp: &verimail_system_tests::SmtpServer, count: usi
     }
 }
 
-async fn list_parked(client: &ParkingServiceClient<Internal>) -> Vec<ParkedMessage> {
+async fn list_parked(client: &ParkingServiceClient<Ops>) -> Vec<ParkedMessage> {
     client.clone().list_parked(ListParkedRequest::default()).await.expect("ListParked").into_inner().messages
 }
 

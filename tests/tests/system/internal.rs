@@ -1,69 +1,139 @@
-//! Internal RPCs answer only our services; only they may say on whose behalf they call.
+//! Internal RPCs answer only our services, ops RPCs only operators, each with its own
+//! credential; only our services may say on whose behalf they call.
 
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 use verimail_kit::internal::{CLIENT_ADDRESS, SERVICE_TOKEN, ServiceCredential};
 use verimail_kit::limits::Rate;
-use verimail_proto::auth::v1::{IssueVerificationTokenRequest, auth_service_client::AuthServiceClient};
-use verimail_proto::email::v1::{ListDeliveriesRequest, email_service_client::EmailServiceClient};
-use verimail_proto::ops::v1::{ListParkedRequest, parking_service_client::ParkingServiceClient};
+use verimail_proto::auth::v1::{
+    IssueVerificationTokenRequest, RevokeVerificationTokensRequest, auth_service_client::AuthServiceClient,
+};
+use verimail_proto::email::v1::{
+    GetDeliveryRequest, ListDeliveriesRequest, RetryDeliveryRequest, email_service_client::EmailServiceClient,
+};
+use verimail_proto::ops::v1::{ListParkedRequest, ReplayParkedRequest, parking_service_client::ParkingServiceClient};
 use verimail_proto::user::v1::{
-    GetUserRequest, RegisterUserRequest, ResendVerificationRequest, get_user_request,
+    GetUserRequest, ListUsersRequest, RegisterUserRequest, ResendVerificationRequest, get_user_request,
     user_service_client::UserServiceClient,
 };
-use verimail_system_tests::{Stack, StackOptions, TEST_CREDENTIAL};
+use verimail_system_tests::{Stack, StackOptions, TEST_ADMIN_TOKEN, TEST_CREDENTIAL};
 
-/// A request as an outsider sends it: no credential, or a wrong one.
-fn outside<T>(message: T, wrong_credential: bool) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if wrong_credential {
-        request.metadata_mut().insert(SERVICE_TOKEN, MetadataValue::from_static("not-the-credential-at-all"));
+/// A caller presenting exactly the given metadata.
+#[derive(Clone)]
+struct Caller(Vec<(&'static str, &'static str)>);
+
+impl tonic::service::Interceptor for Caller {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        for (key, value) in &self.0 {
+            request.metadata_mut().insert(*key, MetadataValue::from_static(value));
+        }
+        Ok(request)
     }
-    request
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn internal_rpcs_refuse_callers_without_the_service_credential() {
-    let stack = Stack::start().await;
-    let plain =
-        |addr: std::net::SocketAddr| verimail_kit::tls::GrpcTls::off().channel("test", &addr.to_string()).unwrap();
+type Client = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Caller>;
+
+/// Every ops RPC once, as `caller`: the codes they answered, by name.
+async fn ops_rpcs(stack: &Stack, caller: &Caller) -> Vec<(&'static str, Code)> {
     let [user_addr, auth_addr, email_addr] = stack.grpc_addrs;
-    let user_id = "01937b5e-0000-7000-8000-000000000000";
-    for wrong in [false, true] {
-        let denied = [
-            AuthServiceClient::new(plain(auth_addr))
-                .issue_verification_token(outside(
-                    IssueVerificationTokenRequest { user_id: user_id.into(), email: "a@example.com".into() },
-                    wrong,
-                ))
-                .await
-                .map(drop),
-            UserServiceClient::new(plain(user_addr))
-                .get_user(outside(
-                    GetUserRequest { key: Some(get_user_request::Key::Email("a@example.com".into())) },
-                    wrong,
-                ))
-                .await
-                .map(drop),
-            EmailServiceClient::new(plain(email_addr))
-                .list_deliveries(outside(ListDeliveriesRequest { user_id: String::new(), limit: 10 }, wrong))
-                .await
-                .map(drop),
-            ParkingServiceClient::new(plain(email_addr))
-                .list_parked(outside(ListParkedRequest::default(), wrong))
-                .await
-                .map(drop),
-        ];
-        for (n, answer) in denied.into_iter().enumerate() {
-            assert_eq!(
-                answer.unwrap_err().code(),
-                Code::Unauthenticated,
-                "internal RPC {n}, wrong credential: {wrong}"
-            );
+    let client = |addr: std::net::SocketAddr| -> Client {
+        let channel = verimail_kit::tls::GrpcTls::off().channel("test", &addr.to_string()).unwrap();
+        tonic::service::interceptor::InterceptedService::new(channel, caller.clone())
+    };
+    let code = |answer: Result<(), tonic::Status>| answer.err().map_or(Code::Ok, |status| status.code());
+    let id = "01937b5e-0000-7000-8000-000000000000";
+    let mut users = UserServiceClient::new(client(user_addr));
+    let mut emails = EmailServiceClient::new(client(email_addr));
+    vec![
+        (
+            "GetUser",
+            code(
+                users.get_user(GetUserRequest { key: Some(get_user_request::Key::UserId(id.into())) }).await.map(drop),
+            ),
+        ),
+        ("ListUsers", code(users.list_users(ListUsersRequest::default()).await.map(drop))),
+        ("ListDeliveries", code(emails.list_deliveries(ListDeliveriesRequest::default()).await.map(drop))),
+        ("GetDelivery", code(emails.get_delivery(GetDeliveryRequest { event_id: id.into() }).await.map(drop))),
+        ("RetryDelivery", code(emails.retry_delivery(RetryDeliveryRequest { event_id: id.into() }).await.map(drop))),
+        (
+            "RevokeVerificationTokens",
+            code(
+                AuthServiceClient::new(client(auth_addr))
+                    .revoke_verification_tokens(RevokeVerificationTokensRequest { user_id: id.into() })
+                    .await
+                    .map(drop),
+            ),
+        ),
+        (
+            "ListParked (email)",
+            code(
+                ParkingServiceClient::new(client(email_addr)).list_parked(ListParkedRequest::default()).await.map(drop),
+            ),
+        ),
+        (
+            "ListParked (user)",
+            code(
+                ParkingServiceClient::new(client(user_addr)).list_parked(ListParkedRequest::default()).await.map(drop),
+            ),
+        ),
+        (
+            "ReplayParked",
+            code(
+                ParkingServiceClient::new(client(user_addr))
+                    .replay_parked(ReplayParkedRequest { sequence: 1 })
+                    .await
+                    .map(drop),
+            ),
+        ),
+    ]
+}
+
+async fn issue_token(stack: &Stack, caller: &Caller) -> Code {
+    let channel = verimail_kit::tls::GrpcTls::off().channel("test", &stack.grpc_addrs[1].to_string()).unwrap();
+    let request = IssueVerificationTokenRequest {
+        user_id: "01937b5e-0000-7000-8000-000000000000".into(),
+        email: "a@example.com".into(),
+    };
+    AuthServiceClient::with_interceptor(channel, caller.clone())
+        .issue_verification_token(request)
+        .await
+        .err()
+        .map_or(Code::Ok, |status| status.code())
+}
+
+const ADMIN: (&str, &str) = ("authorization", "Bearer test-admin-token-0123456789");
+const SERVICE: (&str, &str) = (SERVICE_TOKEN, TEST_CREDENTIAL);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_and_ops_rpcs_each_take_their_own_credential() {
+    let stack = Stack::start().await;
+    assert_eq!(ADMIN.1, format!("Bearer {TEST_ADMIN_TOKEN}"));
+    let refused = [
+        ("nothing", Caller(vec![])),
+        ("the service credential", Caller(vec![SERVICE])),
+        ("a wrong admin token", Caller(vec![("authorization", "Bearer not-the-admin-token-at-all")])),
+        ("the admin token without Bearer", Caller(vec![("authorization", "test-admin-token-0123456789")])),
+        ("the admin token as the service credential", Caller(vec![(SERVICE_TOKEN, "test-admin-token-0123456789")])),
+    ];
+    for (who, caller) in &refused {
+        for (rpc, code) in ops_rpcs(&stack, caller).await {
+            assert_eq!(code, Code::Unauthenticated, "{rpc} as {who}");
         }
     }
+    // The operator gets answers (NOT_FOUND for the made-up ids, OK for the lists).
+    let answered = ops_rpcs(&stack, &Caller(vec![ADMIN])).await;
+    println!("as the operator: {answered:?}");
+    for (rpc, code) in answered {
+        assert!(matches!(code, Code::Ok | Code::NotFound), "{rpc} as the operator: {code:?}");
+    }
+    // Internal RPCs take the service credential only.
+    for (who, caller) in [("nothing", Caller(vec![])), ("the admin credential", Caller(vec![ADMIN]))] {
+        assert_eq!(issue_token(&stack, &caller).await, Code::Unauthenticated, "IssueVerificationToken as {who}");
+    }
+    assert_eq!(issue_token(&stack, &Caller(vec![SERVICE])).await, Code::Ok);
     // Public RPCs need nothing.
-    UserServiceClient::new(plain(user_addr))
+    let plain = verimail_kit::tls::GrpcTls::off().channel("test", &stack.grpc_addrs[0].to_string()).unwrap();
+    UserServiceClient::new(plain)
         .register_user(RegisterUserRequest {
             email: "pub@example.com".into(),
             password: "correct horse battery".into(),

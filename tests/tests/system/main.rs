@@ -10,6 +10,7 @@ mod internal;
 mod limits;
 mod metrics;
 mod operability;
+mod ops;
 mod real_browser;
 mod rotation;
 mod tls;

@@ -112,7 +112,7 @@ async fn a_redelivered_registration_sends_nothing_twice() {
     let deliveries = stack
         .emails
         .clone()
-        .list_deliveries(ListDeliveriesRequest { user_id, limit: 0 })
+        .list_deliveries(ListDeliveriesRequest { user_id, ..Default::default() })
         .await
         .unwrap()
         .into_inner()

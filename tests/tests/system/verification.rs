@@ -53,7 +53,7 @@ async fn register_open_the_email_click_the_link_and_become_verified() {
     let deliveries = stack
         .emails
         .clone()
-        .list_deliveries(ListDeliveriesRequest { user_id: user_id.clone(), limit: 0 })
+        .list_deliveries(ListDeliveriesRequest { user_id: user_id.clone(), ..Default::default() })
         .await
         .expect("ListDeliveries")
         .into_inner()
