@@ -6,6 +6,7 @@ mod bad_input_table;
 mod codes;
 mod enumeration;
 mod faults;
+mod grpcurl;
 mod internal;
 mod limits;
 mod metrics;
