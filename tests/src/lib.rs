@@ -43,6 +43,8 @@ pub struct StackOptions {
     pub enumeration_safe: bool,
     /// gRPC between every part (and the test's clients) over this TLS; off by default.
     pub tls: GrpcTls,
+    /// How often email-service's health probes SMTP (1 s here, 15 s by default).
+    pub smtp_check_interval: Duration,
 }
 
 impl Default for StackOptions {
@@ -57,6 +59,7 @@ impl Default for StackOptions {
             limits: None,
             enumeration_safe: true,
             tls: GrpcTls::off(),
+            smtp_check_interval: Duration::from_secs(1),
         }
     }
 }
@@ -223,6 +226,7 @@ impl Stack {
                 retry_backoff: options.email_backoff.clone(),
                 // Short, so a message whose ack was lost comes back within seconds.
                 send_timeout: Duration::from_secs(2),
+                smtp_check_interval: options.smtp_check_interval,
                 instance: format!("email-{n}"),
             })
             .await

@@ -65,6 +65,8 @@ struct Inbox {
     rejected: Mutex<HashSet<String>>,
     /// Stopping: every command gets 421 and nothing more is accepted.
     down: AtomicBool,
+    /// SMTP sessions opened (HELO/EHLO), for tests of how often clients connect.
+    sessions: std::sync::atomic::AtomicUsize,
 }
 
 impl Inbox {
@@ -82,6 +84,7 @@ struct Collector {
 
 impl Handler for Collector {
     fn helo(&mut self, _ip: std::net::IpAddr, _domain: &str) -> Response {
+        self.inbox.sessions.fetch_add(1, Ordering::SeqCst);
         if self.inbox.down() { response::NO_SERVICE } else { response::OK }
     }
 
@@ -158,6 +161,11 @@ impl SmtpServer {
     /// Refuses every RCPT TO for `address` with 550 from now on.
     pub fn reject(&self, address: &str) {
         self.inbox.rejected.lock().expect("inbox lock").insert(address.to_owned());
+    }
+
+    /// SMTP sessions opened so far (each HELO or EHLO).
+    pub fn sessions(&self) -> usize {
+        self.inbox.sessions.load(Ordering::SeqCst)
     }
 
     /// Takes mail for `address` again.

@@ -84,10 +84,51 @@ pub struct Service {
     /// What it cannot work without: health says NOT_SERVING while either is unreachable.
     pub nats: async_nats::Client,
     pub db: sea_orm::DatabaseConnection,
+    /// Further dependencies health reflects (email-service: its SMTP server).
+    pub checks: Vec<Check>,
     /// Mutual TLS when certificates are configured.
     pub tls: GrpcTls,
     /// Where `/metrics` is served (`METRICS_ADDR`), unless turned off.
     pub metrics: Option<TcpListener>,
+}
+
+/// A dependency checked in the background, whose last result health reads: the RPC never
+/// waits on it, and the dependency sees one probe per interval however often health is asked.
+#[derive(Clone)]
+pub struct Check {
+    pub name: &'static str,
+    up: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Check {
+    /// Probes every `every` (the first at once) until `shutdown`; up until a probe fails.
+    pub fn every<F, Fut>(name: &'static str, every: Duration, shutdown: Shutdown, probe: F) -> (Check, Background)
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), String>> + Send,
+    {
+        let (report, up) = tokio::sync::watch::channel(true);
+        let task = async move {
+            loop {
+                let result = probe().await;
+                let was_up = report.send_replace(result.is_ok());
+                match result {
+                    Err(error) if was_up => tracing::warn!(dependency = name, %error, "health check failed"),
+                    Ok(()) if !was_up => tracing::info!(dependency = name, "health check passes again"),
+                    _ => {}
+                }
+                tokio::select! {
+                    _ = shutdown.wait() => break,
+                    _ = tokio::time::sleep(every) => {}
+                }
+            }
+        };
+        (Check { name, up }, Box::pin(task))
+    }
+
+    pub fn is_up(&self) -> bool {
+        *self.up.borrow()
+    }
 }
 
 /// Runs a whole service until `shutdown`: the gRPC server with health (checked against NATS
@@ -105,8 +146,14 @@ pub async fn run_service(service: Service, shutdown: Shutdown) -> Result<(), ton
     if let Some(listener) = service.metrics {
         tokio::spawn(crate::metrics::serve(listener, shutdown.clone()));
     }
-    let monitor =
-        tokio::spawn(watch_health(health, service.served.clone(), service.nats, service.db, shutdown.clone()));
+    let monitor = tokio::spawn(watch_health(
+        health,
+        service.served.clone(),
+        service.nats,
+        service.db,
+        service.checks,
+        shutdown.clone(),
+    ));
     let result = serve(service.listener, service.routes, &service.served, health_service, &service.tls, shutdown).await;
     let drained = tokio::time::timeout(DRAIN_LIMIT, async {
         for task in tasks {
@@ -121,13 +168,14 @@ pub async fn run_service(service: Service, shutdown: Shutdown) -> Result<(), ton
     result
 }
 
-/// SERVING while NATS is connected and the database answers, NOT_SERVING otherwise and from
-/// the shutdown signal on. Checks once a second.
+/// SERVING while NATS is connected, the database answers and every further check passes,
+/// NOT_SERVING otherwise and from the shutdown signal on. Checks once a second.
 async fn watch_health(
     health: tonic_health::server::HealthReporter,
     served: Vec<&'static str>,
     nats: async_nats::Client,
     db: sea_orm::DatabaseConnection,
+    checks: Vec<Check>,
     shutdown: Shutdown,
 ) {
     use tonic_health::ServingStatus;
@@ -136,9 +184,11 @@ async fn watch_health(
     loop {
         let nats_up = nats.connection_state() == async_nats::connection::State::Connected;
         let db_up = matches!(tokio::time::timeout(Duration::from_secs(2), db.ping()).await, Ok(Ok(())));
-        let status = if nats_up && db_up { ServingStatus::Serving } else { ServingStatus::NotServing };
+        let down: Vec<&str> = checks.iter().filter(|check| !check.is_up()).map(|check| check.name).collect();
+        let status =
+            if nats_up && db_up && down.is_empty() { ServingStatus::Serving } else { ServingStatus::NotServing };
         if status != last {
-            tracing::warn!(nats = nats_up, database = db_up, ?status, "health changed");
+            tracing::warn!(nats = nats_up, database = db_up, ?down, ?status, "health changed");
             for name in served.iter().copied().chain([""]) {
                 health.set_service_status(name, status).await;
             }

@@ -4,6 +4,9 @@
 //! (human-readable text otherwise). Every line inside a request or event handler names the
 //! spans it is in, and the outermost carries `trace_id`.
 //!
+//! Email addresses appear in logs masked (`k***@example.com`); `LOG_EMAIL_ADDRESSES=full`
+//! shows them whole, for debugging a delivery. Tokens, codes and passwords are never logged.
+//!
 //! Traces: OpenTelemetry through `tracing-opentelemetry`. Trace context (W3C `traceparent`)
 //! always flows, through gRPC metadata, NATS message headers and outbox rows, so trace ids in
 //! logs join up across services; spans are exported over OTLP/gRPC only when
@@ -24,6 +27,34 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
+/// `LOG_EMAIL_ADDRESSES=full`: log email addresses whole.
+static FULL_EMAILS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// An email address as a log line shows it: see [`email`].
+pub struct LoggedEmail<'a>(&'a str);
+
+/// `address` for a log field: the first character of the local part and the domain
+/// (`k***@example.com`), enough to tell deliveries to one provider apart without naming
+/// anyone; whole when `LOG_EMAIL_ADDRESSES=full`.
+pub fn email(address: &str) -> LoggedEmail<'_> {
+    LoggedEmail(address)
+}
+
+impl std::fmt::Display for LoggedEmail<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if FULL_EMAILS.load(std::sync::atomic::Ordering::Relaxed) {
+            return f.write_str(self.0);
+        }
+        match self.0.rsplit_once('@') {
+            Some((local, domain)) => {
+                let first = local.chars().next().filter(|c| c.is_alphanumeric()).map(String::from);
+                write!(f, "{}***@{domain}", first.unwrap_or_default())
+            }
+            None => f.write_str("***"),
+        }
+    }
+}
+
 /// Installs logging and tracing for `service` once per process; later calls (tests start
 /// several apps in one process) do nothing. Call it inside the Tokio runtime: the OTLP
 /// exporter's gRPC client needs it.
@@ -39,6 +70,14 @@ pub fn init(service: &'static str) {
             true => registry.with(tracing_subscriber::fmt::layer().json().with_span_list(true)).try_init(),
             false => registry.with(tracing_subscriber::fmt::layer()).try_init(),
         };
+        match crate::config::var("LOG_EMAIL_ADDRESSES").map(|v| v.to_ascii_lowercase()).as_deref() {
+            None | Some("masked") => {}
+            Some("full") => {
+                FULL_EMAILS.store(true, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!("LOG_EMAIL_ADDRESSES=full: email addresses are logged whole; for debugging only");
+            }
+            Some(other) => tracing::warn!(value = other, "LOG_EMAIL_ADDRESSES is `masked` or `full`; masking"),
+        }
         provider
     });
 }
@@ -133,6 +172,14 @@ pub fn grpc_server_span(request: &http::Request<()>) -> Span {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_are_masked_down_to_a_letter_and_the_domain() {
+        assert_eq!(email("kim@example.com").to_string(), "k***@example.com");
+        assert_eq!(email("a@example.com").to_string(), "a***@example.com");
+        assert_eq!(email("\"x y\"@example.com").to_string(), "***@example.com");
+        assert_eq!(email("no-at-sign").to_string(), "***");
+    }
 
     #[test]
     fn a_trace_continues_from_its_traceparent_and_a_fresh_one_starts_without() {

@@ -83,6 +83,7 @@ impl App {
             background: vec![Box::pin(relay.run(shutdown.clone()))],
             nats: self.js.client(),
             db: self.db,
+            checks: vec![],
             tls: self.tls,
             metrics: self.metrics,
         };

@@ -289,7 +289,7 @@ impl AuthGrpc {
         .await?;
         txn.commit().await?;
         self.relay.wake();
-        tracing::info!(%user_id, event_id = %event.event_id, "email verified");
+        tracing::info!(%user_id, email = %verimail_kit::telemetry::email(email), event_id = %event.event_id, "email verified");
         Ok(())
     }
 }

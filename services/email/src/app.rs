@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use verimail_kit::bus;
-use verimail_kit::grpc::Service;
+use verimail_kit::grpc::{Check, Service};
 use verimail_kit::parking::{self, Parking};
 use verimail_kit::shutdown::Shutdown;
 use verimail_proto::auth::v1::auth_service_client::AuthServiceClient;
@@ -24,6 +24,7 @@ pub struct App {
     admin: verimail_kit::admin::AdminCredential,
     tls: verimail_kit::tls::GrpcTls,
     metrics: Option<TcpListener>,
+    smtp_check_interval: std::time::Duration,
 }
 
 impl App {
@@ -46,7 +47,16 @@ impl App {
             send_timeout: config.send_timeout,
             instance: config.instance.clone(),
         });
-        Ok(App { listener, js, courier, consumer, admin: config.admin, tls: config.tls, metrics })
+        Ok(App {
+            listener,
+            js,
+            courier,
+            consumer,
+            admin: config.admin,
+            tls: config.tls,
+            metrics,
+            smtp_check_interval: config.smtp_check_interval,
+        })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -58,12 +68,21 @@ impl App {
         let courier = self.courier;
         let parking = Parking::server(self.js.clone(), vec![self.consumer.durable], self.admin);
         let db = courier.db.clone();
+        let mailer = courier.mailer.clone();
+        let (smtp, smtp_probe) = Check::every("smtp", self.smtp_check_interval, shutdown.clone(), move || {
+            let mailer = mailer.clone();
+            async move { mailer.check().await }
+        });
         let handler = move |delivery| courier.clone().handle(delivery);
         let service = Service {
             listener: self.listener,
             routes: Routes::new(EmailServiceServer::new(service)).add_service(parking),
             served: vec![SERVICE_NAME, parking::SERVICE_NAME],
-            background: vec![Box::pin(bus::consume(self.js.clone(), self.consumer, handler, shutdown.clone()))],
+            background: vec![
+                Box::pin(bus::consume(self.js.clone(), self.consumer, handler, shutdown.clone())),
+                smtp_probe,
+            ],
+            checks: vec![smtp],
             nats: self.js.client(),
             db,
             tls: self.tls,

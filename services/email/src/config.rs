@@ -37,6 +37,9 @@ pub struct Config {
     /// `EMAIL_SEND_TIMEOUT_SECONDS`: the bound on each call an attempt makes (the token from
     /// auth-service, the SMTP exchange). JetStream's ack wait is sized from it.
     pub send_timeout: Duration,
+    /// `SMTP_CHECK_INTERVAL_SECONDS`: how often health probes the SMTP server (NOOP), however
+    /// often health is asked.
+    pub smtp_check_interval: Duration,
     /// `EMAIL_INSTANCE_ID`: names this instance in the deliveries it handles (default: the
     /// host name and process id).
     pub instance: String,
@@ -89,6 +92,7 @@ impl Config {
             max_attempts,
             retry_backoff,
             send_timeout: config::seconds("EMAIL_SEND_TIMEOUT_SECONDS", Duration::from_secs(10))?,
+            smtp_check_interval: config::seconds("SMTP_CHECK_INTERVAL_SECONDS", Duration::from_secs(15))?,
             instance: config::var("EMAIL_INSTANCE_ID").unwrap_or_else(config::default_instance_id),
         })
     }

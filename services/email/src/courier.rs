@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 use verimail_kit::bus::{ConsumerSpec, Delivery, HandlerError, USERS_STREAM, subjects};
+use verimail_kit::telemetry::email;
 use verimail_proto::auth::v1::{IssueVerificationTokenRequest, auth_service_client::AuthServiceClient};
 use verimail_proto::events::v1::{SignUpAttempted, UserRegistered, VerificationRequested};
 
@@ -116,10 +117,10 @@ impl Courier {
         verimail_kit::metrics::metrics().emails.get_or_create(&labels).inc();
         match status {
             Status::Sent => {
-                tracing::info!(event_id = %request.event_id, user_id = %request.user_id, %kind, attempt, "email sent")
+                tracing::info!(event_id = %request.event_id, user_id = %request.user_id, to = %email(&request.email), %kind, attempt, "email sent")
             }
             Status::Failed => {
-                tracing::warn!(event_id = %request.event_id, user_id = %request.user_id, error = error.as_deref(), "recipient rejected; not retrying")
+                tracing::warn!(event_id = %request.event_id, user_id = %request.user_id, to = %email(&request.email), error = error.as_deref(), "recipient rejected; not retrying")
             }
             _ => {}
         }
@@ -145,9 +146,11 @@ impl Courier {
         // Recorded before the SMTP exchange: a crash from here on leaves the delivery in doubt.
         store::set_status(&self.db, &request.event_id, Status::Sending).await.map_err(HandlerError::from)?;
         let span = tracing::info_span!("smtp.send", otel.kind = "client", %kind);
+        // Servers often quote the recipient in their reply; errors go to logs, so mask it.
+        let masked = |e: SendError| e.to_string().replace(&request.email, &email(&request.email).to_string());
         self.mailer.send(message).instrument(span).await.map_err(|e| match e {
-            SendError::Rejected(_) => Failure::Rejected(e.to_string()),
-            SendError::Transient(_) => Failure::Handler(HandlerError::Retry(e.to_string())),
+            SendError::Rejected(_) => Failure::Rejected(masked(e)),
+            SendError::Transient(_) => Failure::Handler(HandlerError::Retry(masked(e))),
         })
     }
 

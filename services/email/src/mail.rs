@@ -2,6 +2,7 @@
 //! SMTP, or to .eml files when no SMTP server is configured.
 
 use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use minijinja::Environment;
 use serde::Serialize;
@@ -17,37 +18,62 @@ pub enum MailTarget {
 
 #[derive(Clone)]
 pub enum Mailer {
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
-    Files(AsyncFileTransport<Tokio1Executor>),
+    /// Sends over a pool of connections; probes over a fresh one each time (`probe`).
+    Smtp {
+        send: AsyncSmtpTransport<Tokio1Executor>,
+        probe: AsyncSmtpTransport<Tokio1Executor>,
+    },
+    Files(AsyncFileTransport<Tokio1Executor>, PathBuf),
 }
 
 impl Mailer {
     pub fn new(target: &MailTarget, timeout: Duration) -> Result<Mailer, String> {
         Ok(match target {
-            MailTarget::Smtp(url) => Mailer::Smtp(
-                AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+            MailTarget::Smtp(url) => {
+                let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
                     .map_err(|e| format!("SMTP_URL: {e}"))?
                     // Well under the consumer's ack wait, so a hung server cannot make
                     // JetStream hand the same event to a second attempt meanwhile.
-                    .timeout(Some(timeout))
-                    .build(),
-            ),
+                    .timeout(Some(timeout));
+                // A pool that keeps nothing: every probe connects, greets (TLS and AUTH as
+                // the URL says) and sends NOOP, as a send would, rather than asking a pooled
+                // connection that may outlive the server's will to take mail.
+                let probe = builder.clone().pool_config(PoolConfig::new().max_size(0)).build();
+                Mailer::Smtp { send: builder.build(), probe }
+            }
             MailTarget::Files(dir) => {
                 std::fs::create_dir_all(dir).map_err(|e| format!("MAIL_DIR {}: {e}", dir.display()))?;
-                Mailer::Files(AsyncFileTransport::<Tokio1Executor>::new(dir))
+                Mailer::Files(AsyncFileTransport::<Tokio1Executor>::new(dir), dir.clone())
             }
         })
     }
 
     pub async fn send(&self, message: Message) -> Result<(), SendError> {
         match self {
-            Mailer::Smtp(smtp) => smtp.send(message).await.map(drop).map_err(|e| {
+            Mailer::Smtp { send, .. } => send.send(message).await.map(drop).map_err(|e| {
                 // Only a 5xx reply is final; a refused connection, a timeout or a 4xx may pass.
                 if e.is_permanent() { SendError::Rejected(e.to_string()) } else { SendError::Transient(e.to_string()) }
             }),
-            Mailer::Files(files) => {
+            Mailer::Files(files, _) => {
                 files.send(message).await.map(drop).map_err(|e| SendError::Transient(e.to_string()))
             }
+        }
+    }
+
+    /// Whether mail can go out now: the SMTP server takes a new session and answers NOOP, or
+    /// the mail folder is there.
+    pub async fn check(&self) -> Result<(), String> {
+        match self {
+            Mailer::Smtp { probe, .. } => match probe.test_connection().await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err("the SMTP server did not answer NOOP".into()),
+                Err(e) => Err(format!("SMTP: {e}")),
+            },
+            Mailer::Files(_, dir) => match tokio::fs::metadata(dir).await {
+                Ok(meta) if meta.is_dir() => Ok(()),
+                Ok(_) => Err(format!("{} is not a folder", dir.display())),
+                Err(e) => Err(format!("{}: {e}", dir.display())),
+            },
         }
     }
 }

@@ -88,6 +88,7 @@ impl App {
             background,
             nats: self.js.client(),
             db: self.db,
+            checks: vec![],
             tls: self.tls,
             metrics: self.metrics,
         };

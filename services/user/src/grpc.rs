@@ -158,7 +158,7 @@ impl UserGrpc {
         .await?;
         txn.commit().await?;
         self.relay.wake();
-        tracing::info!(%user_id, event_id = %event.event_id, "user registered");
+        tracing::info!(%user_id, email = %verimail_kit::telemetry::email(email.as_str()), event_id = %event.event_id, "user registered");
         registered("new");
         Ok(user_id)
     }

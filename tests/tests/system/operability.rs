@@ -122,3 +122,53 @@ async fn a_redelivered_registration_sends_nothing_twice() {
     assert_eq!(deliveries[0].attempts, 1);
     assert!(!deliveries[0].sent_at.is_empty(), "a sent delivery says when");
 }
+
+type Health = tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+fn health_of(addr: std::net::SocketAddr) -> Health {
+    Health::new(verimail_kit::tls::GrpcTls::off().channel("test", &addr.to_string()).unwrap())
+}
+
+async fn status(mut client: Health) -> ServingStatus {
+    let request = tonic_health::pb::HealthCheckRequest::default();
+    client.check(request).await.expect("health").into_inner().status()
+}
+
+/// Polls until `client` reports `want` (at most 10 s); how long that took.
+async fn wait_for(client: &Health, want: ServingStatus) -> Duration {
+    let started = std::time::Instant::now();
+    while status(client.clone()).await != want {
+        assert!(started.elapsed() < Duration::from_secs(10), "never became {want:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    started.elapsed()
+}
+
+/// email-service's health follows its SMTP server, from a cached probe (every
+/// `smtp_check_interval`, 1 s in tests): asking health often costs the SMTP server nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_service_health_follows_its_smtp_server_without_hammering_it() {
+    let stack = Stack::start().await;
+    let (email, user) = (health_of(stack.grpc_addrs[2]), health_of(stack.grpc_addrs[0]));
+    wait_for(&email, ServingStatus::Serving).await;
+    let sessions = stack.smtp.sessions();
+    let started = std::time::Instant::now();
+    // 200 checks over about 3 s: the probe (one SMTP session a second) runs 2 to 4 times.
+    for _ in 0..200 {
+        assert_eq!(status(email.clone()).await, ServingStatus::Serving);
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    let probes_due = started.elapsed().as_secs() as usize + 1;
+    let opened = stack.smtp.sessions() - sessions;
+    println!("200 health checks in {:?} opened {opened} SMTP sessions", started.elapsed());
+    assert!((1..=probes_due).contains(&opened), "{opened} SMTP sessions for 200 health checks");
+
+    stack.smtp.go_down();
+    let noticed = wait_for(&email, ServingStatus::NotServing).await;
+    println!("SMTP down: NOT_SERVING after {noticed:?}");
+    assert_eq!(status(user).await, ServingStatus::Serving, "user-service does not depend on SMTP");
+    stack.smtp.come_back();
+    let noticed = wait_for(&email, ServingStatus::Serving).await;
+    println!("SMTP back: SERVING after {noticed:?}");
+}

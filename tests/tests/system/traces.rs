@@ -43,7 +43,7 @@ fn chain<'a>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registration_and_its_click_each_make_one_trace_across_the_services_linked() {
     let receiver = OtlpReceiver::start().await;
-    let stack = ProcessStack::start_with_env(&[
+    let mut stack = ProcessStack::start_with_env(&[
         ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint.clone()),
         ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
         ("LOG_FORMAT", "json".to_owned()),
@@ -102,7 +102,23 @@ async fn a_registration_and_its_click_each_make_one_trace_across_the_services_li
     let trace_ids: Vec<&str> =
         sent["spans"].as_array().into_iter().flatten().filter_map(|s| s["trace_id"].as_str()).collect();
     assert_eq!(trace_ids, vec![trace.as_str()], "{sent}");
-    assert!(!log.contains("trace@example.com"), "no email address in the logs");
+    assert_eq!(sent["fields"]["to"], "t***@example.com", "the address masked: {sent}");
+    for part in [Part::User, Part::Auth, Part::Email, Part::Gateway] {
+        assert!(!stack.log(part).contains("trace@example.com"), "an email address in the log of {part:?}");
+    }
+    // The debug setting shows addresses whole.
+    stack.kill(Part::Email);
+    stack.set_var(Part::Email, "LOG_EMAIL_ADDRESSES", "full");
+    stack.start_part(Part::Email).await;
+    let request = RegisterUserRequest { email: "whole@example.com".into(), password: "correct horse battery".into() };
+    stack.users.clone().register_user(request).await.expect("RegisterUser");
+    stack.smtp.wait_for("whole@example.com", 1, EMAIL_WAIT).await;
+    // The line follows the SMTP answer by a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !stack.log(Part::Email).contains(r#""to":"whole@example.com""#) {
+        assert!(std::time::Instant::now() < deadline, "no whole address in\n{}", stack.log(Part::Email));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     println!("{}", render_tree(&spans, trace));
     println!("{}", render_tree(&spans, &post.trace_id));
