@@ -160,6 +160,7 @@ impl Stack {
             metrics_addr: "127.0.0.1:0".into(),
             grpc_addr: "127.0.0.1:0".into(),
             database_url: db("auth.db"),
+            migrations: verimail_kit::db::Migrations::Apply,
             nats_url: nats.url(),
             keys,
             token_lifetime: options.token_lifetime,
@@ -179,6 +180,7 @@ impl Stack {
             metrics_addr: "127.0.0.1:0".into(),
             grpc_addr: "127.0.0.1:0".into(),
             database_url: db("user.db"),
+            migrations: verimail_kit::db::Migrations::Apply,
             nats_url: nats.url(),
             // Cheap hashing for tests, through configuration like any other deployment.
             hash_cost: HashCost { memory_kib: 1024, iterations: 1, parallelism: 1 },
@@ -217,6 +219,7 @@ impl Stack {
                 metrics_addr: "127.0.0.1:0".into(),
                 grpc_addr: "127.0.0.1:0".into(),
                 database_url: db("email.db"),
+                migrations: verimail_kit::db::Migrations::Apply,
                 nats_url: nats.url(),
                 auth_addr: auth_addr.to_string(),
                 mail_target: verimail_email::mail::MailTarget::Smtp(smtp.url()),

@@ -11,10 +11,68 @@ use sea_orm_migration::prelude::{IndexCreateStatement, TableAlterStatement, Tabl
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
 use std::time::Duration;
 
-/// Connects, creates the SQLite file's folder if needed, and applies every pending migration.
-/// While the database does not answer it waits and tries again (with capped backoff) instead
-/// of failing the service's start; any other error (a bad URL, a failed migration) is final.
+/// What a process does about the schema at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Migrations {
+    /// Apply pending migrations, one instance at a time (the default).
+    #[default]
+    Apply,
+    /// `--no-migrate`: apply nothing, and refuse to start while migrations are pending (for
+    /// deployments that migrate in a job of their own).
+    Check,
+    /// `--migrate-only`: apply pending migrations, then exit.
+    Only,
+}
+
+impl Migrations {
+    /// From the command line (without the program name); anything else is an error.
+    pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Migrations, String> {
+        let mut mode = Migrations::Apply;
+        for arg in args {
+            mode = match (mode, arg.as_str()) {
+                (Migrations::Apply, "--migrate-only") => Migrations::Only,
+                (Migrations::Apply, "--no-migrate") => Migrations::Check,
+                (_, "--migrate-only" | "--no-migrate") => {
+                    return Err("give at most one of --migrate-only and --no-migrate".into());
+                }
+                (_, other) => {
+                    return Err(format!(
+                        "unknown argument {other:?}: the only flags are --migrate-only and --no-migrate \
+                         (everything else is configured through the environment)"
+                    ));
+                }
+            };
+        }
+        Ok(mode)
+    }
+}
+
+/// The command line of a service with a database: `--migrate-only` applies pending migrations
+/// to `DATABASE_URL` (the only setting it reads) and answers `None`, meaning "exit now";
+/// otherwise the mode for [`connect_with`].
+pub async fn migrations_from_command_line<M: MigratorTrait>(default_file: &str) -> anyhow::Result<Option<Migrations>> {
+    let mode = Migrations::from_args(std::env::args().skip(1)).map_err(anyhow::Error::msg)?;
+    if mode != Migrations::Only {
+        return Ok(Some(mode));
+    }
+    let url = crate::config::database_url(default_file);
+    let db = connect_with::<M>(&url, mode).await?;
+    let applied = M::get_applied_migrations(&db).await?.len();
+    tracing::info!(database = %redacted(&url), applied, "migrated; exiting (--migrate-only)");
+    db.close().await?;
+    Ok(None)
+}
+
+/// [`connect_with`] applying pending migrations.
 pub async fn connect<M: MigratorTrait>(url: &str) -> Result<DatabaseConnection, DbErr> {
+    connect_with::<M>(url, Migrations::Apply).await
+}
+
+/// Connects, creates the SQLite file's folder if needed, and treats pending migrations as
+/// `migrations` says. While the database does not answer it waits and tries again (with capped
+/// backoff) instead of failing the service's start; any other error (a bad URL, a failed
+/// migration, pending migrations under `--no-migrate`) is final.
+pub async fn connect_with<M: MigratorTrait>(url: &str, migrations: Migrations) -> Result<DatabaseConnection, DbErr> {
     if let Some(path) = sqlite_path(url)
         && let Some(dir) = std::path::Path::new(path).parent()
         && !dir.as_os_str().is_empty()
@@ -44,8 +102,41 @@ pub async fn connect<M: MigratorTrait>(url: &str) -> Result<DatabaseConnection, 
             Err(e) => return Err(e),
         }
     };
-    M::up(&db, None).await?;
+    match migrations {
+        Migrations::Apply | Migrations::Only => migrate::<M>(&db).await?,
+        Migrations::Check => {
+            let pending = M::get_pending_migrations(&db).await?;
+            if !pending.is_empty() {
+                let names: Vec<&str> = pending.iter().map(|m| m.name()).collect();
+                return Err(DbErr::Custom(format!(
+                    "--no-migrate, but {} migration(s) are pending ({}): run --migrate-only first",
+                    names.len(),
+                    names.join(", ")
+                )));
+            }
+        }
+    }
     Ok(db)
+}
+
+/// The PostgreSQL advisory lock that lets one instance migrate at a time ("verimail" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7665_7269_6d61_696c;
+
+/// Applies pending migrations. On PostgreSQL, under a session advisory lock held on a
+/// connection of its own, so instances starting together take turns: the first migrates, the
+/// rest find nothing pending. (SQLite is one process's embedded database.)
+async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<(), DbErr> {
+    if db.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+        return M::up(db, None).await;
+    }
+    let failed = |what: &str, e: sea_orm::sqlx::Error| DbErr::Custom(format!("migration lock: {what}: {e}"));
+    let mut holder = db.get_postgres_connection_pool().acquire().await.map_err(|e| failed("no connection", e))?;
+    let lock = |sql| sea_orm::sqlx::query(sql).bind(MIGRATION_LOCK);
+    lock("SELECT pg_advisory_lock($1)").execute(&mut *holder).await.map_err(|e| failed("taking", e))?;
+    let result = M::up(db, None).await;
+    // Closing the connection would release it too; unlock so the pooled connection is clean.
+    lock("SELECT pg_advisory_unlock($1)").execute(&mut *holder).await.map_err(|e| failed("releasing", e))?;
+    result
 }
 
 /// The URL without its password, for logs.
@@ -115,7 +206,77 @@ pub fn is_unique_violation(err: &DbErr) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::sqlite_path;
+    use super::{Migrations, SchemaMigration, sqlite_path};
+    use sea_orm_migration::{MigrationTrait, MigratorTrait};
+
+    #[test]
+    fn the_command_line_picks_the_migration_mode() {
+        let args = |list: &[&str]| Migrations::from_args(list.iter().map(|s| s.to_string()));
+        assert_eq!(args(&[]), Ok(Migrations::Apply));
+        assert_eq!(args(&["--migrate-only"]), Ok(Migrations::Only));
+        assert_eq!(args(&["--no-migrate"]), Ok(Migrations::Check));
+        assert!(args(&["--migrate-only", "--no-migrate"]).is_err());
+        assert!(args(&["--verbose"]).unwrap_err().contains("--verbose"));
+    }
+
+    /// Ten tables, each with an index: enough DDL for racing instances to collide.
+    struct TenTables;
+
+    impl MigratorTrait for TenTables {
+        fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+            use sea_orm_migration::prelude::*;
+            let names = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "m9", "m10"];
+            names
+                .into_iter()
+                .enumerate()
+                .map(|(n, name)| {
+                    let table = Alias::new(format!("t{n}"));
+                    Box::new(SchemaMigration {
+                        name,
+                        tables: vec![
+                            Table::create()
+                                .table(table.clone())
+                                .col(ColumnDef::new(Alias::new("id")).string().primary_key())
+                                .col(ColumnDef::new(Alias::new("v")).string())
+                                .to_owned(),
+                        ],
+                        alters: vec![],
+                        indexes: vec![
+                            Index::create().name(format!("t{n}_v")).table(table).col(Alias::new("v")).to_owned(),
+                        ],
+                    }) as Box<dyn MigrationTrait>
+                })
+                .collect()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn instances_starting_together_on_postgresql_migrate_once_each_and_all_start() {
+        let db = verimail_testkit::PostgresDb::create().await;
+        let url = db.url();
+        let starts: Vec<_> = (0..6)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { super::connect::<TenTables>(&url).await.map(drop) })
+            })
+            .collect();
+        for start in starts {
+            start.await.unwrap().expect("every instance starts");
+        }
+        let conn = super::connect_with::<TenTables>(&url, Migrations::Check).await.expect("nothing pending");
+        assert_eq!(TenTables::get_applied_migrations(&conn).await.unwrap().len(), 10);
+        drop(conn);
+    }
+
+    #[tokio::test]
+    async fn no_migrate_refuses_a_database_with_pending_migrations() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("x.db").display());
+        let refused = super::connect_with::<TenTables>(&url, Migrations::Check).await.unwrap_err();
+        assert!(refused.to_string().contains("10 migration(s) are pending"), "{refused}");
+        super::connect_with::<TenTables>(&url, Migrations::Only).await.expect("migrates");
+        super::connect_with::<TenTables>(&url, Migrations::Check).await.expect("nothing pending now");
+    }
 
     #[test]
     fn finds_the_sqlite_file_in_a_url() {

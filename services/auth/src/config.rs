@@ -23,6 +23,9 @@ pub struct Config {
     pub grpc_addr: String,
     /// `DATABASE_URL`
     pub database_url: String,
+    /// From the command line (`--no-migrate`, `--migrate-only`): what to do about pending
+    /// migrations at start.
+    pub migrations: verimail_kit::db::Migrations,
     /// `NATS_URL`
     pub nats_url: String,
     /// `AUTH_TOKEN_KEYS`: comma-separated keys, PASERK `k4.local.…` or 64 hex digits; the first
@@ -69,6 +72,7 @@ impl Config {
             outbox_retention: config::seconds("OUTBOX_RETENTION_SECONDS", verimail_kit::outbox::DEFAULT_RETENTION)?,
             grpc_addr: config::string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
             database_url: config::database_url("auth.db"),
+            migrations: verimail_kit::db::Migrations::Apply,
             nats_url: config::nats_url(),
             keys,
             token_lifetime: config::seconds("VERIFICATION_TOKEN_TTL_SECONDS", Duration::from_secs(24 * 3600))?,

@@ -19,6 +19,9 @@ pub struct Config {
     pub grpc_addr: String,
     /// `DATABASE_URL`
     pub database_url: String,
+    /// From the command line (`--no-migrate`, `--migrate-only`): what to do about pending
+    /// migrations at start.
+    pub migrations: verimail_kit::db::Migrations,
     /// `NATS_URL`
     pub nats_url: String,
     /// `AUTH_GRPC_ADDR`: where auth-service issues tokens.
@@ -84,6 +87,7 @@ impl Config {
             metrics_addr: config::string("METRICS_ADDR", "127.0.0.1:9103"),
             grpc_addr: config::string("EMAIL_GRPC_ADDR", "127.0.0.1:50053"),
             database_url: config::database_url("email.db"),
+            migrations: verimail_kit::db::Migrations::Apply,
             nats_url: config::nats_url(),
             auth_addr: config::string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
             mail_target,

@@ -1,10 +1,13 @@
+use verimail_email::store::Migrator;
 use verimail_email::{App, Config};
 use verimail_kit::shutdown::Shutdown;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     verimail_kit::telemetry::init("email-service");
-    let app = App::build(Config::from_env()?).await?;
+    let migrations = verimail_kit::db::migrations_from_command_line::<Migrator>("email.db").await?;
+    let Some(migrations) = migrations else { return Ok(()) };
+    let app = App::build(Config { migrations, ..Config::from_env()? }).await?;
     tracing::info!(grpc = %app.grpc_addr(), "email-service listening");
     let shutdown = Shutdown::default();
     tokio::spawn(shutdown.clone().on_signal());

@@ -36,7 +36,7 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let hasher = PasswordHasher::new(config.hash_cost, config.hash_concurrency)
             .map_err(|e| anyhow::anyhow!("PASSWORD_HASH_*: {e}"))?;
-        let db = verimail_kit::db::connect::<Migrator>(&config.database_url).await?;
+        let db = verimail_kit::db::connect_with::<Migrator>(&config.database_url, config.migrations).await?;
         let js = async_nats::jetstream::new(bus::connect(&config.nats_url).await);
         bus::declare_streams(&js, &[USERS_STREAM]).await?;
         let listener = verimail_kit::grpc::bind("USER_GRPC_ADDR", &config.grpc_addr).await?;

@@ -24,6 +24,9 @@ pub struct Config {
     pub grpc_addr: String,
     /// `DATABASE_URL`
     pub database_url: String,
+    /// From the command line (`--no-migrate`, `--migrate-only`): what to do about pending
+    /// migrations at start.
+    pub migrations: verimail_kit::db::Migrations,
     /// `NATS_URL`
     pub nats_url: String,
     /// `PASSWORD_HASH_MEMORY_KIB`, `PASSWORD_HASH_ITERATIONS`, `PASSWORD_HASH_PARALLELISM`
@@ -60,6 +63,7 @@ impl Config {
             outbox_retention: config::seconds("OUTBOX_RETENTION_SECONDS", verimail_kit::outbox::DEFAULT_RETENTION)?,
             grpc_addr: config::string("USER_GRPC_ADDR", "127.0.0.1:50051"),
             database_url: config::database_url("user.db"),
+            migrations: verimail_kit::db::Migrations::Apply,
             nats_url: config::nats_url(),
             hash_cost,
             hash_concurrency: config::parse("PASSWORD_HASH_CONCURRENCY", cores)?,

@@ -10,6 +10,7 @@ mod grpcurl;
 mod internal;
 mod limits;
 mod metrics;
+mod migrations;
 mod operability;
 mod ops;
 mod real_browser;
