@@ -8,7 +8,7 @@ default:
 dev:
     scripts/dev.sh
 
-# Run every test (unit, bus and system tests on real NATS, SQLite and SMTP)
+# Run every test, on SQLite then PostgreSQL (real NATS and SMTP; arguments: one nextest run)
 [positional-arguments]
 test *args:
     scripts/test.sh "$@"

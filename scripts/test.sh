@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# `just test`: every test of the workspace, with a nats-server available to the tests
-# that start their own and a grpcurl for the tests that use it.
+# `just test`: every test of the workspace, in two variants:
+#   1. SQLite: every test but those that need PostgreSQL (their names say `postgresql`);
+#   2. PostgreSQL: the whole system-test suite again with every service on a fresh
+#      PostgreSQL database (TEST_DATABASE=postgres), and the tests that need PostgreSQL.
+# The second runs when PostgreSQL answers at TEST_POSTGRES_URL (default
+# postgres://postgres@127.0.0.1:5432); otherwise it says loudly that it did not run, and fails
+# when REQUIRE_POSTGRES is set (CI sets it). With arguments (`just test -E 'test(x)'`), one run
+# with those arguments, on TEST_DATABASE (SQLite unless set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NATS_SERVER_BIN="$(scripts/nats-server.sh)"
@@ -10,8 +16,37 @@ GRPCURL_BIN="$(scripts/grpcurl.sh)"
 export GRPCURL_BIN
 # The fault tests start the real binaries and kill them; build them first.
 cargo build --workspace --bins
-if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --no-fail-fast "$@"
+
+nextest() { cargo nextest --version >/dev/null 2>&1; }
+run() {
+    if nextest; then
+        cargo nextest run --workspace --no-fail-fast "$@"
+    else
+        cargo test --workspace --no-fail-fast "$@"
+    fi
+}
+
+if [[ $# -gt 0 ]]; then
+    run "$@"
+    exit
+fi
+
+echo "== SQLite variant"
+if nextest; then run -E 'not test(/postgresql/)'; else run -- --skip postgresql; fi
+
+pg_url="${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432}"
+pg_hostport="${pg_url#*://}"; pg_hostport="${pg_hostport#*@}"; pg_hostport="${pg_hostport%%/*}"
+if ! (exec 3<>"/dev/tcp/${pg_hostport%:*}/${pg_hostport##*:}") 2>/dev/null; then
+    echo "!! The PostgreSQL variant was NOT run: nothing answers at $pg_hostport (TEST_POSTGRES_URL)." >&2
+    echo "!! Only the SQLite variant passed above; start PostgreSQL to run both." >&2
+    [[ -z "${REQUIRE_POSTGRES:-}" ]] || exit 1
+    exit 0
+fi
+echo "== PostgreSQL variant ($pg_hostport)"
+export TEST_DATABASE=postgres
+if nextest; then
+    run -E 'package(verimail-system-tests) | test(/postgresql/)'
 else
-    cargo test --workspace --no-fail-fast "$@"
+    cargo test -p verimail-system-tests --no-fail-fast
+    cargo test --workspace --no-fail-fast -- postgresql
 fi

@@ -134,7 +134,7 @@ async fn user_id_of(users: &mut UserServiceClient<Ops>, email: &str, deadline: I
 /// Waits until JetStream has nothing left for `durable` to handle (nothing pending, nothing
 /// awaiting an ack), so that counting emails afterwards also counts any duplicate.
 pub async fn wait_until_drained(nats_url: &str, stream: &str, durable: &str, limit: Duration) {
-    let js = jetstream::new(async_nats::connect(nats_url).await.expect("connect to NATS"));
+    let js = jetstream::new(async_nats::connect(verimail_kit::bus::servers(nats_url)).await.expect("connect to NATS"));
     let deadline = Instant::now() + limit;
     loop {
         let drained = async {
@@ -207,7 +207,7 @@ pub async fn click_all_and_expect_verified(
 
 /// How many messages sit in the PARKED stream (none when it does not exist yet).
 pub async fn parked_count(nats_url: &str) -> u64 {
-    let js = jetstream::new(async_nats::connect(nats_url).await.expect("connect to NATS"));
+    let js = jetstream::new(async_nats::connect(verimail_kit::bus::servers(nats_url)).await.expect("connect to NATS"));
     match js.get_stream("PARKED").await {
         Ok(mut stream) => stream.info().await.expect("PARKED stream info").state.messages,
         Err(_) => 0,

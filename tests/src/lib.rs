@@ -21,10 +21,17 @@ use verimail_proto::email::v1::email_service_client::EmailServiceClient;
 use verimail_proto::ops::v1::parking_service_client::ParkingServiceClient;
 use verimail_proto::user::v1::user_service_client::UserServiceClient;
 use verimail_proto::user::v1::{GetUserRequest, UserStatus, get_user_request};
-use verimail_testkit::NatsServer;
+use verimail_testkit::NatsCluster;
 use verimail_user::domain::HashCost;
 
 pub use smtp::{ReceivedMail, SmtpServer};
+
+/// Whether this run is the PostgreSQL variant of the suite (`TEST_DATABASE=postgres`, which
+/// `just test` sets for its second pass): every stack then runs each service on a fresh
+/// PostgreSQL database instead of a SQLite file.
+pub fn on_postgres() -> bool {
+    std::env::var("TEST_DATABASE").is_ok_and(|v| v.eq_ignore_ascii_case("postgres"))
+}
 
 /// Knobs a test may turn; everything else is as in production.
 pub struct StackOptions {
@@ -35,7 +42,11 @@ pub struct StackOptions {
     pub email_backoff: Vec<Duration>,
     /// Instances of email-service, named email-1, email-2, …
     pub email_instances: usize,
-    /// Each service on a fresh PostgreSQL database of the machine's server instead of SQLite.
+    /// Instances of user-service, auth-service and the gateway (each gateway calling the
+    /// services of its own instance), all on the same databases and NATS.
+    pub instances: usize,
+    /// Each service on a fresh PostgreSQL database of the machine's server instead of SQLite
+    /// (default: [`on_postgres`]).
     pub postgres: bool,
     /// Every rate limit at this rate; `None` turns them off (batches come from one address).
     pub limits: Option<Rate>,
@@ -45,6 +56,8 @@ pub struct StackOptions {
     pub tls: GrpcTls,
     /// How often email-service's health probes SMTP (1 s here, 15 s by default).
     pub smtp_check_interval: Duration,
+    /// nats-servers: 1, or a cluster of this many with every stream on up to 3 of them.
+    pub nats_nodes: usize,
 }
 
 impl Default for StackOptions {
@@ -55,11 +68,13 @@ impl Default for StackOptions {
             email_attempts: 5,
             email_backoff: vec![Duration::from_millis(200)],
             email_instances: 1,
-            postgres: false,
+            instances: 1,
+            postgres: on_postgres(),
             limits: None,
             enumeration_safe: true,
             tls: GrpcTls::off(),
             smtp_check_interval: Duration::from_secs(1),
+            nats_nodes: 1,
         }
     }
 }
@@ -106,6 +121,12 @@ impl tonic::service::Interceptor for Operator {
 /// A channel of a test's client: see [`Operator`].
 pub type Ops = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Operator>;
 
+/// One instance of user-service (with its auth-service) and its gateway.
+pub struct Instance {
+    pub users: UserServiceClient<Ops>,
+    pub gateway_url: String,
+}
+
 pub struct Stack {
     pub users: UserServiceClient<Ops>,
     pub auth: AuthServiceClient<Ops>,
@@ -118,7 +139,11 @@ pub struct Stack {
     /// The PASERK key auth-service issues with, so a test can forge tokens it signs.
     pub token_key: String,
     pub grpc_addrs: [std::net::SocketAddr; 3],
-    pub nats: NatsServer,
+    /// Every instance's user-service and gateway ([`StackOptions::instances`]); the first is
+    /// the one the fields above name.
+    pub instances: Vec<Instance>,
+    /// One nats-server, or a cluster ([`StackOptions::nats_nodes`]).
+    pub nats: NatsCluster,
     shutdown: Shutdown,
     _data: tempfile::TempDir,
     _postgres: Vec<verimail_testkit::PostgresDb>,
@@ -131,7 +156,7 @@ impl Stack {
 
     pub async fn start_with(options: StackOptions) -> Stack {
         verimail_kit::telemetry::init("verimail-tests");
-        let nats = NatsServer::start();
+        let nats = NatsCluster::start(options.nats_nodes);
         let smtp = SmtpServer::start();
         let data = tempfile::tempdir().expect("temporary data folder");
         let mut postgres = Vec::new();
@@ -151,80 +176,96 @@ impl Stack {
         let credential = ServiceCredential::new(TEST_CREDENTIAL).expect("a long enough secret");
         let admin = AdminCredential::new(TEST_ADMIN_TOKEN).expect("a long enough secret");
 
-        let keys = verimail_auth::token::TokenKeys::generate().expect("token key");
-        let token_key = keys.current_paserk();
-        let auth = verimail_auth::App::build(verimail_auth::Config {
-            credential: credential.clone(),
-            admin: admin.clone(),
-            tls: options.tls.clone(),
-            metrics_addr: "127.0.0.1:0".into(),
-            grpc_addr: "127.0.0.1:0".into(),
-            database_url: db("auth.db"),
-            migrations: verimail_kit::db::Migrations::Apply,
-            nats_url: nats.url(),
-            keys,
-            token_lifetime: options.token_lifetime,
-            code_lifetime: options.code_lifetime,
-            verify_per_client: options.limits,
-            code_per_email: options.limits,
-            outbox_retention: verimail_kit::outbox::DEFAULT_RETENTION,
-        })
-        .await
-        .expect("auth-service builds");
-        let auth_addr = auth.grpc_addr();
+        let operator = Operator::new();
+        let channel = |addr: std::net::SocketAddr| {
+            operator.channel(options.tls.channel("test", &addr.to_string()).expect("channel"))
+        };
+        // Every instance of auth-service holds the same token key.
+        let token_key = verimail_auth::token::TokenKeys::generate().expect("token key").current_paserk();
+        let mut instances = Vec::new();
+        let mut part_addrs = Vec::new();
+        for _ in 0..options.instances.max(1) {
+            let keys = verimail_auth::token::TokenKeys::from_paserk(&[token_key.as_str()]).expect("the token key");
+            let auth = verimail_auth::App::build(verimail_auth::Config {
+                credential: credential.clone(),
+                admin: admin.clone(),
+                tls: options.tls.clone(),
+                metrics_addr: "127.0.0.1:0".into(),
+                grpc_addr: "127.0.0.1:0".into(),
+                database: verimail_kit::db::DbConfig::url(db("auth.db")),
+                nats_url: nats.url(),
+                stream_replicas: options.nats_nodes.min(3),
+                keys,
+                token_lifetime: options.token_lifetime,
+                code_lifetime: options.code_lifetime,
+                verify_per_client: options.limits,
+                code_per_email: options.limits,
+                outbox_retention: verimail_kit::outbox::DEFAULT_RETENTION,
+            })
+            .await
+            .expect("auth-service builds");
+            let auth_addr = auth.grpc_addr();
 
-        let user = verimail_user::App::build(verimail_user::Config {
-            credential: credential.clone(),
-            admin: admin.clone(),
-            tls: options.tls.clone(),
-            metrics_addr: "127.0.0.1:0".into(),
-            grpc_addr: "127.0.0.1:0".into(),
-            database_url: db("user.db"),
-            migrations: verimail_kit::db::Migrations::Apply,
-            nats_url: nats.url(),
-            // Cheap hashing for tests, through configuration like any other deployment.
-            hash_cost: HashCost { memory_kib: 1024, iterations: 1, parallelism: 1 },
-            hash_concurrency: 2,
-            enumeration_safe: options.enumeration_safe,
-            limits: match options.limits {
-                Some(rate) => verimail_user::limits::UserLimits::all(rate.count.get(), rate.per),
-                None => verimail_user::limits::UserLimits::off(),
-            },
-            outbox_retention: verimail_kit::outbox::DEFAULT_RETENTION,
-        })
-        .await
-        .expect("user-service builds");
-        let user_addr = user.grpc_addr();
+            let user = verimail_user::App::build(verimail_user::Config {
+                credential: credential.clone(),
+                admin: admin.clone(),
+                tls: options.tls.clone(),
+                metrics_addr: "127.0.0.1:0".into(),
+                grpc_addr: "127.0.0.1:0".into(),
+                database: verimail_kit::db::DbConfig::url(db("user.db")),
+                nats_url: nats.url(),
+                stream_replicas: options.nats_nodes.min(3),
+                // Cheap hashing for tests, through configuration like any other deployment.
+                hash_cost: HashCost { memory_kib: 1024, iterations: 1, parallelism: 1 },
+                hash_concurrency: 2,
+                enumeration_safe: options.enumeration_safe,
+                limits: match options.limits {
+                    Some(rate) => verimail_user::limits::UserLimits::all(rate.count.get(), rate.per),
+                    None => verimail_user::limits::UserLimits::off(),
+                },
+                outbox_retention: verimail_kit::outbox::DEFAULT_RETENTION,
+            })
+            .await
+            .expect("user-service builds");
+            let user_addr = user.grpc_addr();
 
-        let gateway = verimail_gateway::App::build(verimail_gateway::Config {
-            credential: credential.clone(),
-            tls: options.tls.clone(),
-            metrics_addr: "127.0.0.1:0".into(),
-            http_addr: "127.0.0.1:0".into(),
-            user_addr: user_addr.to_string(),
-            auth_addr: auth_addr.to_string(),
-            posts_per_client: options.limits,
-        })
-        .await
-        .expect("gateway builds");
-        let gateway_url = format!("http://{}", gateway.http_addr());
+            let gateway = verimail_gateway::App::build(verimail_gateway::Config {
+                credential: credential.clone(),
+                tls: options.tls.clone(),
+                metrics_addr: "127.0.0.1:0".into(),
+                http_addr: "127.0.0.1:0".into(),
+                user_addr: user_addr.to_string(),
+                auth_addr: auth_addr.to_string(),
+                posts_per_client: options.limits,
+            })
+            .await
+            .expect("gateway builds");
+            let gateway_url = format!("http://{}", gateway.http_addr());
+            tokio::spawn(auth.run(shutdown.clone()));
+            tokio::spawn(user.run(shutdown.clone()));
+            tokio::spawn(gateway.run(shutdown.clone()));
+            instances.push(Instance { users: UserServiceClient::new(channel(user_addr)), gateway_url });
+            part_addrs.push((user_addr, auth_addr));
+        }
 
-        // Instances of email-service share its database and its durable consumer.
+        // Instances of email-service share its database and its durable consumer; each calls
+        // the auth-service (and links to the gateway) of one instance, in turn.
         let mut email_addrs = Vec::new();
         for n in 1..=options.email_instances.max(1) {
+            let (_, auth_addr) = part_addrs[(n - 1) % part_addrs.len()];
             let email = verimail_email::App::build(verimail_email::Config {
                 credential: credential.clone(),
                 admin: admin.clone(),
                 tls: options.tls.clone(),
                 metrics_addr: "127.0.0.1:0".into(),
                 grpc_addr: "127.0.0.1:0".into(),
-                database_url: db("email.db"),
-                migrations: verimail_kit::db::Migrations::Apply,
+                database: verimail_kit::db::DbConfig::url(db("email.db")),
                 nats_url: nats.url(),
+                stream_replicas: options.nats_nodes.min(3),
                 auth_addr: auth_addr.to_string(),
                 mail_target: verimail_email::mail::MailTarget::Smtp(smtp.url()),
                 from: "Verimail <no-reply@verimail.localhost>".parse().expect("mailbox"),
-                public_base_url: gateway_url.clone(),
+                public_base_url: instances[(n - 1) % instances.len()].gateway_url.clone(),
                 max_attempts: options.email_attempts,
                 retry_backoff: options.email_backoff.clone(),
                 // Short, so a message whose ack was lost comes back within seconds.
@@ -238,15 +279,9 @@ impl Stack {
             tokio::spawn(email.run(shutdown.clone()));
         }
         let email_addr = email_addrs[0];
+        let (user_addr, auth_addr) = part_addrs[0];
+        let gateway_url = instances[0].gateway_url.clone();
 
-        tokio::spawn(auth.run(shutdown.clone()));
-        tokio::spawn(user.run(shutdown.clone()));
-        tokio::spawn(gateway.run(shutdown.clone()));
-
-        let operator = Operator::new();
-        let channel = |addr: std::net::SocketAddr| {
-            operator.channel(options.tls.channel("test", &addr.to_string()).expect("channel"))
-        };
         Stack {
             users: UserServiceClient::new(channel(user_addr)),
             auth: AuthServiceClient::new(channel(auth_addr)),
@@ -257,6 +292,7 @@ impl Stack {
             smtp,
             token_key,
             grpc_addrs: [user_addr, auth_addr, email_addr],
+            instances,
             nats,
             shutdown,
             _data: data,
@@ -278,9 +314,14 @@ impl Stack {
         }
     }
 
-    /// The database URL of a service of this stack ("user", "auth" or "email"), on SQLite.
-    pub fn sqlite_url(&self, service: &str) -> String {
-        format!("sqlite://{}", self._data.path().join(format!("{service}.db")).display())
+    /// The database URL of a service of this stack ("user", "auth" or "email").
+    pub fn database_url(&self, service: &str) -> String {
+        match (self._postgres.as_slice(), service) {
+            ([user, ..], "user") => user.url(),
+            ([_, auth, ..], "auth") => auth.url(),
+            ([_, _, email], _) => email.url(),
+            _ => format!("sqlite://{}", self._data.path().join(format!("{service}.db")).display()),
+        }
     }
 
     pub async fn status_of(&self, user_id: &str) -> UserStatus {

@@ -61,6 +61,8 @@ pub struct ProcessStack {
     pub dir: tempfile::TempDir,
     env: HashMap<Part, Vec<(String, String)>>,
     children: HashMap<Part, Child>,
+    /// The services' databases in the PostgreSQL variant (user, auth, email), dropped with the stack.
+    _postgres: Vec<verimail_testkit::PostgresDb>,
 }
 
 impl ProcessStack {
@@ -78,7 +80,18 @@ impl ProcessStack {
         let [user, auth, email, http] = [free_port(), free_port(), free_port(), free_port()];
         let addr = |port: u16| format!("127.0.0.1:{port}");
         let gateway_url = format!("http://{}", addr(http));
-        let db = |name: &str| format!("sqlite://{}?mode=rwc", dir.path().join(name).display());
+        let mut postgres = Vec::new();
+        if crate::on_postgres() {
+            for _ in 0..3 {
+                postgres.push(verimail_testkit::PostgresDb::create().await);
+            }
+        }
+        let db = |name: &str| match (postgres.as_slice(), name) {
+            ([user, ..], "user.db") => user.url(),
+            ([_, auth, ..], "auth.db") => auth.url(),
+            ([_, _, email], _) => email.url(),
+            _ => format!("sqlite://{}?mode=rwc", dir.path().join(name).display()),
+        };
         let token_key = verimail_auth::token::TokenKeys::generate().expect("token key").current_paserk();
 
         let common = vec![
@@ -90,6 +103,8 @@ impl ProcessStack {
             ("RUST_LOG".to_owned(), "info,sqlx=warn,async_nats=warn,h2=warn".to_owned()),
             ("INTERNAL_SERVICE_TOKEN".to_owned(), crate::TEST_CREDENTIAL.to_owned()),
             ("ADMIN_TOKEN".to_owned(), crate::TEST_ADMIN_TOKEN.to_owned()),
+            // Small pools: tests run side by side on one PostgreSQL server.
+            ("DATABASE_MAX_CONNECTIONS".to_owned(), "4".to_owned()),
         ];
         // Batches come from one address: no rate limits here (tests of their own prove them).
         let common: Vec<_> = common
@@ -154,6 +169,7 @@ impl ProcessStack {
             dir,
             env,
             children: HashMap::new(),
+            _postgres: postgres,
         };
         for part in Part::ALL {
             stack.start_part(part).await;
@@ -227,6 +243,20 @@ impl ProcessStack {
             Part::Gateway => panic!("the gateway serves HTTP"),
         };
         self.var(part, variable)
+    }
+
+    /// The database URL of a service ("user", "auth" or "email").
+    pub fn database_url(&self, service: &str) -> String {
+        let variable = self.env[&match service {
+            "user" => Part::User,
+            "auth" => Part::Auth,
+            _ => Part::Email,
+        }]
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "DATABASE_URL")
+            .map(|(_, v)| v.clone());
+        variable.expect("every service has DATABASE_URL")
     }
 
     pub fn log(&self, part: Part) -> String {

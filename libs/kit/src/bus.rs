@@ -59,7 +59,13 @@ pub enum BusError {
     },
 }
 
-/// Connects to NATS, waiting and retrying (with capped backoff) while the server is not
+/// The servers in a `NATS_URL`: one URL, or several separated by commas (the nodes of a
+/// cluster; the client learns the rest from the server it reaches and fails over among them).
+pub fn servers(url: &str) -> Vec<&str> {
+    url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect()
+}
+
+/// Connects to NATS, waiting and retrying (with capped backoff) while no server is
 /// reachable instead of failing the service's start.
 pub async fn connect(url: &str) -> async_nats::Client {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -69,7 +75,7 @@ pub async fn connect(url: &str) -> async_nats::Client {
             .connection_timeout(Duration::from_secs(2))
             // Back within a second of the server: the default backoff grows to several seconds.
             .reconnect_delay_callback(|attempts| Duration::from_millis(100 * attempts.min(10) as u64))
-            .connect(url)
+            .connect(servers(url))
             .await
         {
             Ok(client) => return client,
@@ -82,18 +88,33 @@ pub async fn connect(url: &str) -> async_nats::Client {
     }
 }
 
-/// Creates the streams, or updates them to this configuration.
-pub async fn declare_streams(js: &jetstream::Context, specs: &[StreamSpec]) -> Result<(), BusError> {
+/// Creates the streams, or updates them to this configuration, each kept on `replicas`
+/// servers (`NATS_STREAM_REPLICAS`: 1 on a single server, 3 on a three-node cluster). While
+/// JetStream cannot answer yet (a cluster still electing its leader, a node restarting) it
+/// waits and tries again, as [`connect`] does; an answer refusing the configuration is final.
+pub async fn declare_streams(js: &jetstream::Context, specs: &[StreamSpec], replicas: usize) -> Result<(), BusError> {
+    use jetstream::context::CreateStreamErrorKind as Kind;
     for spec in specs {
-        js.create_or_update_stream(stream::Config {
+        let config = stream::Config {
             name: spec.name.to_owned(),
             subjects: spec.subjects.iter().map(|s| (*s).to_owned()).collect(),
             storage: stream::StorageType::File,
             duplicate_window: Duration::from_secs(120),
+            num_replicas: replicas,
             ..Default::default()
-        })
-        .await
-        .map_err(|source| BusError::Stream { stream: spec.name, source })?;
+        };
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            match js.create_or_update_stream(config.clone()).await {
+                Ok(_) => break,
+                Err(e) if matches!(e.kind(), Kind::TimedOut | Kind::JetStreamUnavailable | Kind::Response) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(stream = spec.name, error = %e, retry_in = ?delay, "JetStream is not ready yet");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(source) => return Err(BusError::Stream { stream: spec.name, source }),
+            }
+        }
     }
     Ok(())
 }
@@ -132,6 +153,8 @@ pub struct ConsumerSpec {
     pub ack_wait: Duration,
     /// Messages handled at once by this instance.
     pub concurrency: usize,
+    /// Servers the streams it reads and parks to are kept on; the consumer follows its stream.
+    pub replicas: usize,
 }
 
 impl ConsumerSpec {
@@ -144,6 +167,7 @@ impl ConsumerSpec {
             backoff: [1, 5, 30, 120, 600].map(Duration::from_secs).to_vec(),
             ack_wait: Duration::from_secs(30),
             concurrency: 8,
+            replicas: 1,
         }
     }
 
@@ -257,7 +281,7 @@ async fn report_lag(mut consumer: consumer::PullConsumer, durable: &'static str,
 
 /// Declares the stream, the parking stream and the durable consumer (all idempotent).
 pub async fn open_consumer(js: &jetstream::Context, spec: &ConsumerSpec) -> Result<consumer::PullConsumer, BusError> {
-    declare_streams(js, &[spec.stream, PARKED_STREAM]).await?;
+    declare_streams(js, &[spec.stream, PARKED_STREAM], spec.replicas).await?;
     let consumer_error = |source: async_nats::Error| BusError::Consumer { durable: spec.durable.to_owned(), source };
     let stream = js.get_stream(spec.stream.name).await.map_err(|e| consumer_error(e.into()))?;
     // Create or update: a changed spec (attempts, ack wait) takes effect at the next start.

@@ -51,9 +51,19 @@ pub fn is_production() -> bool {
     var("VERIMAIL_ENV").is_some_and(|v| v.eq_ignore_ascii_case("production"))
 }
 
-/// The NATS server, `NATS_URL`.
+/// The NATS server, `NATS_URL` (several, comma-separated, for a cluster).
 pub fn nats_url() -> String {
     string("NATS_URL", "nats://127.0.0.1:4222")
+}
+
+/// `NATS_STREAM_REPLICAS`: how many servers keep each stream (1 to 5; 3 on a three-node
+/// cluster, so that losing one server loses nothing).
+pub fn stream_replicas() -> Result<usize, ConfigError> {
+    let replicas = parse("NATS_STREAM_REPLICAS", 1usize)?;
+    if !(1..=5).contains(&replicas) {
+        return Err(ConfigError::new("NATS_STREAM_REPLICAS", "must be between 1 and 5"));
+    }
+    Ok(replicas)
 }
 
 /// This service's database, `DATABASE_URL`, defaulting to a SQLite file under `data/`.

@@ -55,24 +55,55 @@ pub async fn migrations_from_command_line<M: MigratorTrait>(default_file: &str) 
     if mode != Migrations::Only {
         return Ok(Some(mode));
     }
-    let url = crate::config::database_url(default_file);
-    let db = connect_with::<M>(&url, mode).await?;
+    let config = DbConfig { migrations: mode, ..DbConfig::from_env(default_file)? };
+    let db = connect_with::<M>(&config).await?;
     let applied = M::get_applied_migrations(&db).await?.len();
-    tracing::info!(database = %redacted(&url), applied, "migrated; exiting (--migrate-only)");
+    tracing::info!(database = %redacted(&config.url), applied, "migrated; exiting (--migrate-only)");
     db.close().await?;
     Ok(None)
 }
 
-/// [`connect_with`] applying pending migrations.
+/// A service's database settings.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    /// `DATABASE_URL`: a SQLite file by default, `postgres://…` for PostgreSQL.
+    pub url: String,
+    /// `DATABASE_MAX_CONNECTIONS` (default 16, at least 2): the pool's size per instance. On
+    /// PostgreSQL, instances × services × this must stay under the server's max_connections.
+    pub max_connections: u32,
+    /// From the command line: what to do about pending migrations.
+    pub migrations: Migrations,
+}
+
+impl DbConfig {
+    pub fn from_env(default_file: &str) -> Result<DbConfig, crate::config::ConfigError> {
+        let max_connections = crate::config::parse("DATABASE_MAX_CONNECTIONS", 16u32)?;
+        if max_connections < 2 {
+            return Err(crate::config::ConfigError::new(
+                "DATABASE_MAX_CONNECTIONS",
+                "must be at least 2 (migrating holds one connection for its lock)",
+            ));
+        }
+        Ok(DbConfig { url: crate::config::database_url(default_file), max_connections, migrations: Migrations::Apply })
+    }
+
+    /// These settings for `url`, migrating at start, with a small pool (tests, tools).
+    pub fn url(url: impl Into<String>) -> DbConfig {
+        DbConfig { url: url.into(), max_connections: 4, migrations: Migrations::Apply }
+    }
+}
+
+/// Connects to `url` with a small pool, applying pending migrations.
 pub async fn connect<M: MigratorTrait>(url: &str) -> Result<DatabaseConnection, DbErr> {
-    connect_with::<M>(url, Migrations::Apply).await
+    connect_with::<M>(&DbConfig::url(url)).await
 }
 
 /// Connects, creates the SQLite file's folder if needed, and treats pending migrations as
 /// `migrations` says. While the database does not answer it waits and tries again (with capped
 /// backoff) instead of failing the service's start; any other error (a bad URL, a failed
 /// migration, pending migrations under `--no-migrate`) is final.
-pub async fn connect_with<M: MigratorTrait>(url: &str, migrations: Migrations) -> Result<DatabaseConnection, DbErr> {
+pub async fn connect_with<M: MigratorTrait>(config: &DbConfig) -> Result<DatabaseConnection, DbErr> {
+    let (url, migrations) = (config.url.as_str(), config.migrations);
     if let Some(path) = sqlite_path(url)
         && let Some(dir) = std::path::Path::new(path).parent()
         && !dir.as_os_str().is_empty()
@@ -80,7 +111,7 @@ pub async fn connect_with<M: MigratorTrait>(url: &str, migrations: Migrations) -
         std::fs::create_dir_all(dir).map_err(|e| DbErr::Custom(format!("cannot create {}: {e}", dir.display())))?;
     }
     let mut options = ConnectOptions::new(url.to_owned());
-    options.max_connections(16).connect_timeout(Duration::from_secs(10)).sqlx_logging(false);
+    options.max_connections(config.max_connections).connect_timeout(Duration::from_secs(10)).sqlx_logging(false);
     // For every SQLite connection of the pool: WAL lets readers run beside the one writer;
     // synchronous=NORMAL is durable against a crash of the process (not of the machine)
     // and saves an fsync per commit; the busy timeout queues writers instead of failing them.
@@ -209,6 +240,10 @@ mod tests {
     use super::{Migrations, SchemaMigration, sqlite_path};
     use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
+    fn with(url: &str, migrations: Migrations) -> super::DbConfig {
+        super::DbConfig { migrations, ..super::DbConfig::url(url) }
+    }
+
     #[test]
     fn the_command_line_picks_the_migration_mode() {
         let args = |list: &[&str]| Migrations::from_args(list.iter().map(|s| s.to_string()));
@@ -263,7 +298,7 @@ mod tests {
         for start in starts {
             start.await.unwrap().expect("every instance starts");
         }
-        let conn = super::connect_with::<TenTables>(&url, Migrations::Check).await.expect("nothing pending");
+        let conn = super::connect_with::<TenTables>(&with(&url, Migrations::Check)).await.expect("nothing pending");
         assert_eq!(TenTables::get_applied_migrations(&conn).await.unwrap().len(), 10);
         drop(conn);
     }
@@ -272,10 +307,10 @@ mod tests {
     async fn no_migrate_refuses_a_database_with_pending_migrations() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("x.db").display());
-        let refused = super::connect_with::<TenTables>(&url, Migrations::Check).await.unwrap_err();
+        let refused = super::connect_with::<TenTables>(&with(&url, Migrations::Check)).await.unwrap_err();
         assert!(refused.to_string().contains("10 migration(s) are pending"), "{refused}");
-        super::connect_with::<TenTables>(&url, Migrations::Only).await.expect("migrates");
-        super::connect_with::<TenTables>(&url, Migrations::Check).await.expect("nothing pending now");
+        super::connect_with::<TenTables>(&with(&url, Migrations::Only)).await.expect("migrates");
+        super::connect_with::<TenTables>(&with(&url, Migrations::Check)).await.expect("nothing pending now");
     }
 
     #[test]

@@ -28,7 +28,7 @@ async fn database(dir: &tempfile::TempDir) -> DatabaseConnection {
 
 async fn jetstream(nats: &NatsServer) -> jetstream::Context {
     let js = jetstream::new(bus::connect(&nats.url()).await);
-    bus::declare_streams(&js, &[USERS_STREAM]).await.unwrap();
+    bus::declare_streams(&js, &[USERS_STREAM], 1).await.unwrap();
     js
 }
 
@@ -124,7 +124,7 @@ async fn relay_waits_for_nats_and_publishes_once_it_is_back() {
     assert_eq!(row.attempts, 1);
     assert!(row.last_error.is_some());
 
-    bus::declare_streams(&js, &[USERS_STREAM]).await.unwrap();
+    bus::declare_streams(&js, &[USERS_STREAM], 1).await.unwrap();
     assert_eq!(relay.publish_pending().await.unwrap(), 1);
     assert_eq!(stream_messages(&js).await, 1);
 }

@@ -35,6 +35,8 @@ pub fn nats_server_binary() -> PathBuf {
 pub struct NatsServer {
     child: Child,
     port: u16,
+    /// Cluster arguments, when it is a node of a [`NatsCluster`].
+    cluster: Vec<String>,
     _store: tempfile::TempDir,
 }
 
@@ -42,18 +44,22 @@ impl NatsServer {
     /// Starts a server on a free port with its store in a fresh temporary directory and waits
     /// (at most 10 s) until it accepts connections.
     pub fn start() -> Self {
+        Self::start_with(free_port(), Vec::new())
+    }
+
+    fn start_with(port: u16, cluster: Vec<String>) -> Self {
         let store = tempfile::tempdir().expect("temporary JetStream store");
-        let port = free_port();
-        let child = Self::spawn(port, &store);
-        let server = NatsServer { child, port, _store: store };
+        let child = Self::spawn(port, &store, &cluster);
+        let server = NatsServer { child, port, cluster, _store: store };
         server.wait_until_listening(Duration::from_secs(10));
         server
     }
 
-    fn spawn(port: u16, store: &tempfile::TempDir) -> Child {
+    fn spawn(port: u16, store: &tempfile::TempDir, cluster: &[String]) -> Child {
         Command::new(nats_server_binary())
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(store.path())
+            .args(cluster)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -69,7 +75,7 @@ impl NatsServer {
     /// Starts the server again on the same port and the same store (after `kill`).
     pub fn restart(&mut self) {
         self.kill();
-        self.child = Self::spawn(self.port, &self._store);
+        self.child = Self::spawn(self.port, &self._store, &self.cluster);
         self.wait_until_listening(Duration::from_secs(10));
     }
 
@@ -93,6 +99,59 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Several nats-servers clustered on loopback ports (JetStream clustered, each node with its
+/// own store), or one plain server. Every node is killed when it drops.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// One plain server for `nodes == 1`; otherwise `nodes` servers routed to each other,
+    /// started at once (JetStream needs a quorum to elect its leader).
+    pub fn start(nodes: usize) -> NatsCluster {
+        if nodes <= 1 {
+            return NatsCluster { nodes: vec![NatsServer::start()] };
+        }
+        let client_ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
+        let route_ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
+        let routes = route_ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+        let nodes = client_ports
+            .iter()
+            .zip(&route_ports)
+            .enumerate()
+            .map(|(n, (client, route))| {
+                let cluster = vec![
+                    "--server_name".to_owned(),
+                    format!("n{}", n + 1),
+                    "--cluster_name".to_owned(),
+                    "verimail-test".to_owned(),
+                    "--cluster".to_owned(),
+                    format!("nats://127.0.0.1:{route}"),
+                    "--routes".to_owned(),
+                    routes.clone(),
+                ];
+                NatsServer::start_with(*client, cluster)
+            })
+            .collect();
+        NatsCluster { nodes }
+    }
+
+    /// Every node's client URL, comma-separated (as `NATS_URL` takes them).
+    pub fn url(&self) -> String {
+        self.nodes.iter().map(NatsServer::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// Kills every node (SIGKILL).
+    pub fn kill(&mut self) {
+        self.nodes.iter_mut().for_each(NatsServer::kill);
+    }
+
+    /// Starts every node again on its port and store.
+    pub fn restart(&mut self) {
+        self.nodes.iter_mut().for_each(NatsServer::restart);
     }
 }
 

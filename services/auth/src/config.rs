@@ -21,13 +21,12 @@ pub struct Config {
     pub outbox_retention: std::time::Duration,
     /// `AUTH_GRPC_ADDR`
     pub grpc_addr: String,
-    /// `DATABASE_URL`
-    pub database_url: String,
-    /// From the command line (`--no-migrate`, `--migrate-only`): what to do about pending
-    /// migrations at start.
-    pub migrations: verimail_kit::db::Migrations,
+    /// `DATABASE_URL`, `DATABASE_MAX_CONNECTIONS`, and the migration flags.
+    pub database: verimail_kit::db::DbConfig,
     /// `NATS_URL`
     pub nats_url: String,
+    /// `NATS_STREAM_REPLICAS`: servers that keep each stream this service declares.
+    pub stream_replicas: usize,
     /// `AUTH_TOKEN_KEYS`: comma-separated keys, PASERK `k4.local.…` or 64 hex digits; the first
     /// issues tokens,
     /// all are accepted (rotation: put the new key first and keep the old one until its
@@ -71,9 +70,9 @@ impl Config {
             code_per_email: verimail_kit::limits::rate("RATE_LIMIT_CODE_PER_EMAIL", "10/3600")?,
             outbox_retention: config::seconds("OUTBOX_RETENTION_SECONDS", verimail_kit::outbox::DEFAULT_RETENTION)?,
             grpc_addr: config::string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
-            database_url: config::database_url("auth.db"),
-            migrations: verimail_kit::db::Migrations::Apply,
+            database: verimail_kit::db::DbConfig::from_env("auth.db")?,
             nats_url: config::nats_url(),
+            stream_replicas: config::stream_replicas()?,
             keys,
             token_lifetime: config::seconds("VERIFICATION_TOKEN_TTL_SECONDS", Duration::from_secs(24 * 3600))?,
             code_lifetime: config::seconds("VERIFICATION_CODE_TTL_SECONDS", Duration::from_secs(3600))?,

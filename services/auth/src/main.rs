@@ -7,7 +7,9 @@ async fn main() -> anyhow::Result<()> {
     verimail_kit::telemetry::init("auth-service");
     let migrations = verimail_kit::db::migrations_from_command_line::<Migrator>("auth.db").await?;
     let Some(migrations) = migrations else { return Ok(()) };
-    let app = App::build(Config { migrations, ..Config::from_env()? }).await?;
+    let mut config = Config::from_env()?;
+    config.database.migrations = migrations;
+    let app = App::build(config).await?;
     tracing::info!(grpc = %app.grpc_addr(), "auth-service listening");
     let shutdown = Shutdown::default();
     tokio::spawn(shutdown.clone().on_signal());

@@ -32,7 +32,7 @@ impl App {
         let mailer = Mailer::new(&config.mail_target, config.send_timeout).map_err(anyhow::Error::msg)?;
         let auth =
             AuthServiceClient::new(config.credential.channel(config.tls.channel("AUTH_GRPC_ADDR", &config.auth_addr)?));
-        let db = verimail_kit::db::connect_with::<Migrator>(&config.database_url, config.migrations).await?;
+        let db = verimail_kit::db::connect_with::<Migrator>(&config.database).await?;
         let js = async_nats::jetstream::new(bus::connect(&config.nats_url).await);
         let listener = verimail_kit::grpc::bind("EMAIL_GRPC_ADDR", &config.grpc_addr).await?;
         let metrics = verimail_kit::metrics::bind(&config.metrics_addr).await?;

@@ -17,13 +17,12 @@ pub struct Config {
     pub metrics_addr: String,
     /// `EMAIL_GRPC_ADDR`
     pub grpc_addr: String,
-    /// `DATABASE_URL`
-    pub database_url: String,
-    /// From the command line (`--no-migrate`, `--migrate-only`): what to do about pending
-    /// migrations at start.
-    pub migrations: verimail_kit::db::Migrations,
+    /// `DATABASE_URL`, `DATABASE_MAX_CONNECTIONS`, and the migration flags.
+    pub database: verimail_kit::db::DbConfig,
     /// `NATS_URL`
     pub nats_url: String,
+    /// `NATS_STREAM_REPLICAS`: servers that keep each stream this service declares.
+    pub stream_replicas: usize,
     /// `AUTH_GRPC_ADDR`: where auth-service issues tokens.
     pub auth_addr: String,
     /// `SMTP_URL` (a lettre URL such as `smtp://127.0.0.1:2525`); without it, emails are
@@ -86,9 +85,9 @@ impl Config {
             tls: verimail_kit::tls::GrpcTls::from_env()?,
             metrics_addr: config::string("METRICS_ADDR", "127.0.0.1:9103"),
             grpc_addr: config::string("EMAIL_GRPC_ADDR", "127.0.0.1:50053"),
-            database_url: config::database_url("email.db"),
-            migrations: verimail_kit::db::Migrations::Apply,
+            database: verimail_kit::db::DbConfig::from_env("email.db")?,
             nats_url: config::nats_url(),
+            stream_replicas: config::stream_replicas()?,
             auth_addr: config::string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
             mail_target,
             from,

@@ -19,6 +19,7 @@ use verimail_proto::events::v1::{SignUpAttempted, UserRegistered, VerificationRe
 /// consumer working on nats-server 2.9, which has no multi-subject filters).
 pub fn consumer(config: &Config) -> ConsumerSpec {
     let mut spec = ConsumerSpec::new(USERS_STREAM, "email-service", "users.>");
+    spec.replicas = config.stream_replicas;
     spec.max_deliver = config.max_attempts;
     spec.backoff = config.retry_backoff.clone();
     // An attempt makes two bounded calls (token, SMTP) and two database writes.

@@ -21,6 +21,7 @@ pub struct App {
     db: DatabaseConnection,
     js: async_nats::jetstream::Context,
     outbox_retention: std::time::Duration,
+    stream_replicas: usize,
     limits: crate::limits::UserLimits,
     enumeration_safe: bool,
     credential: verimail_kit::internal::ServiceCredential,
@@ -36,15 +37,16 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let hasher = PasswordHasher::new(config.hash_cost, config.hash_concurrency)
             .map_err(|e| anyhow::anyhow!("PASSWORD_HASH_*: {e}"))?;
-        let db = verimail_kit::db::connect_with::<Migrator>(&config.database_url, config.migrations).await?;
+        let db = verimail_kit::db::connect_with::<Migrator>(&config.database).await?;
         let js = async_nats::jetstream::new(bus::connect(&config.nats_url).await);
-        bus::declare_streams(&js, &[USERS_STREAM]).await?;
+        bus::declare_streams(&js, &[USERS_STREAM], config.stream_replicas).await?;
         let listener = verimail_kit::grpc::bind("USER_GRPC_ADDR", &config.grpc_addr).await?;
         Ok(App {
             listener,
             db,
             js,
             outbox_retention: config.outbox_retention,
+            stream_replicas: config.stream_replicas,
             limits: config.limits,
             enumeration_safe: config.enumeration_safe,
             credential: config.credential,
@@ -71,7 +73,7 @@ impl App {
             admin: self.admin.clone(),
         };
         let db = self.db.clone();
-        let consumer = events::email_verified_consumer();
+        let consumer = events::email_verified_consumer(self.stream_replicas);
         let parking = Parking::server(self.js.clone(), vec![consumer.durable], self.admin);
         let handler = move |delivery| {
             let db = db.clone();

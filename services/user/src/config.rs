@@ -22,13 +22,12 @@ pub struct Config {
     pub outbox_retention: std::time::Duration,
     /// `USER_GRPC_ADDR`
     pub grpc_addr: String,
-    /// `DATABASE_URL`
-    pub database_url: String,
-    /// From the command line (`--no-migrate`, `--migrate-only`): what to do about pending
-    /// migrations at start.
-    pub migrations: verimail_kit::db::Migrations,
+    /// `DATABASE_URL`, `DATABASE_MAX_CONNECTIONS`, and the migration flags.
+    pub database: verimail_kit::db::DbConfig,
     /// `NATS_URL`
     pub nats_url: String,
+    /// `NATS_STREAM_REPLICAS`: servers that keep each stream this service declares.
+    pub stream_replicas: usize,
     /// `PASSWORD_HASH_MEMORY_KIB`, `PASSWORD_HASH_ITERATIONS`, `PASSWORD_HASH_PARALLELISM`
     pub hash_cost: HashCost,
     /// `PASSWORD_HASH_CONCURRENCY`: hashes computed at once (default: the number of cores).
@@ -62,9 +61,9 @@ impl Config {
             limits: crate::limits::UserLimits::from_env()?,
             outbox_retention: config::seconds("OUTBOX_RETENTION_SECONDS", verimail_kit::outbox::DEFAULT_RETENTION)?,
             grpc_addr: config::string("USER_GRPC_ADDR", "127.0.0.1:50051"),
-            database_url: config::database_url("user.db"),
-            migrations: verimail_kit::db::Migrations::Apply,
+            database: verimail_kit::db::DbConfig::from_env("user.db")?,
             nats_url: config::nats_url(),
+            stream_replicas: config::stream_replicas()?,
             hash_cost,
             hash_concurrency: config::parse("PASSWORD_HASH_CONCURRENCY", cores)?,
         })

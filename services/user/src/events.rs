@@ -6,8 +6,8 @@ use sea_orm::DatabaseConnection;
 use verimail_kit::bus::{AUTH_STREAM, ConsumerSpec, Delivery, HandlerError, subjects};
 use verimail_proto::events::v1::EmailVerified;
 
-pub fn email_verified_consumer() -> ConsumerSpec {
-    ConsumerSpec::new(AUTH_STREAM, "user-service", subjects::AUTH_EMAIL_VERIFIED)
+pub fn email_verified_consumer(replicas: usize) -> ConsumerSpec {
+    ConsumerSpec { replicas, ..ConsumerSpec::new(AUTH_STREAM, "user-service", subjects::AUTH_EMAIL_VERIFIED) }
 }
 
 /// Idempotent: the same event twice leaves the user verified once.

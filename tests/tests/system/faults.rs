@@ -275,9 +275,7 @@ async fn nats_server_killed_mid_batch_and_restarted_on_its_store_loses_nothing()
 async fn in_doubt(stack: &ProcessStack) -> std::collections::HashSet<String> {
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     use verimail_email::store::{Status, delivery};
-    let db = sea_orm::Database::connect(format!("sqlite://{}", stack.dir.path().join("email.db").display()))
-        .await
-        .expect("open email-service's database");
+    let db = sea_orm::Database::connect(stack.database_url("email")).await.expect("open email-service's database");
     let rows = delivery::Entity::find()
         .filter(delivery::Column::Status.eq(Status::Sending))
         .all(&db)
@@ -318,9 +316,7 @@ async fn user_service_killed_between_commit_and_publish_still_sends_every_event(
     // can succeed, so every event of the batch sits between commit and publish...
     stack.user_nats_door.set_open(false);
     let batch = batch::register(&stack.users, "outbox", 0..BATCH, LIMIT).await;
-    let db = sea_orm::Database::connect(format!("sqlite://{}", stack.dir.path().join("user.db").display()))
-        .await
-        .expect("open user-service's database");
+    let db = sea_orm::Database::connect(stack.database_url("user")).await.expect("open user-service's database");
     let unpublished =
         entity::Entity::find().filter(entity::Column::PublishedAt.is_null()).count(&db).await.expect("count outbox");
     assert_eq!(unpublished, BATCH as u64, "every event is committed and unpublished");
@@ -403,7 +399,7 @@ async fn a_service_cut_off_from_nats_reports_not_serving_and_recovers_by_itself(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_whole_flow_on_postgresql() {
+async fn the_whole_flow_on_postgresql_with_a_registration_race() {
     let stack =
         Stack::start_with(StackOptions { postgres: true, enumeration_safe: false, ..StackOptions::default() }).await;
     let started = Instant::now();

@@ -13,6 +13,7 @@ mod metrics;
 mod migrations;
 mod operability;
 mod ops;
+mod production;
 mod real_browser;
 mod rotation;
 mod tls;
