@@ -1,15 +1,15 @@
 use verimail_gateway::{App, Config};
-use verimail_kit::shutdown::Shutdown;
+use verimail_kit::cli::{self, Mode};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     verimail_kit::telemetry::init("gateway");
+    match cli::mode(false)? {
+        Mode::CheckConfig => return cli::check_config(Config::from_env()),
+        Mode::HealthCheck => return cli::http_ready_check(&Config::from_env()?.http_addr).await,
+        _ => {}
+    }
     let app = App::build(Config::from_env()?).await?;
     tracing::info!(http = %app.http_addr(), "gateway listening");
-    let shutdown = Shutdown::default();
-    tokio::spawn(shutdown.clone().on_signal());
-    let result = app.run(shutdown).await;
-    // Export the spans still buffered; the exporter needs the runtime, so not on a worker.
-    let _ = tokio::task::spawn_blocking(verimail_kit::telemetry::flush).await;
-    result
+    cli::serve(|shutdown| app.run(shutdown)).await
 }

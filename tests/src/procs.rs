@@ -245,6 +245,23 @@ impl ProcessStack {
         self.var(part, variable)
     }
 
+    /// Runs `part`'s binary once more, beside the running one, with its environment and
+    /// `args` (a mode such as `--health-check`), for at most 20 s: success, and what it printed.
+    pub async fn run_beside(&self, part: Part, args: &[&str]) -> (bool, String) {
+        let run = tokio::process::Command::new(binary(part.binary()))
+            .args(args)
+            .env_clear()
+            .envs(self.env[&part].iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(20), run)
+            .await
+            .unwrap_or_else(|_| panic!("{} {args:?} did not exit within 20 s", part.binary()))
+            .expect("the binary runs");
+        let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        (output.status.success(), said)
+    }
+
     /// The database URL of a service ("user", "auth" or "email").
     pub fn database_url(&self, service: &str) -> String {
         let variable = self.env[&match service {

@@ -17,8 +17,20 @@ impl ConfigError {
     }
 }
 
+/// Every variable this process's configuration has read (set or not), for `--check-config`.
+static READ: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// The names [`var`] has been asked for so far.
+pub fn read_variables() -> std::collections::BTreeSet<&'static str> {
+    READ.lock().map(|read| read.clone()).unwrap_or_default()
+}
+
 /// The variable's value, or `None` when it is unset or blank.
 pub fn var(name: &'static str) -> Option<String> {
+    if let Ok(mut read) = READ.lock() {
+        read.insert(name);
+    }
     std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 

@@ -24,45 +24,6 @@ pub enum Migrations {
     Only,
 }
 
-impl Migrations {
-    /// From the command line (without the program name); anything else is an error.
-    pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Migrations, String> {
-        let mut mode = Migrations::Apply;
-        for arg in args {
-            mode = match (mode, arg.as_str()) {
-                (Migrations::Apply, "--migrate-only") => Migrations::Only,
-                (Migrations::Apply, "--no-migrate") => Migrations::Check,
-                (_, "--migrate-only" | "--no-migrate") => {
-                    return Err("give at most one of --migrate-only and --no-migrate".into());
-                }
-                (_, other) => {
-                    return Err(format!(
-                        "unknown argument {other:?}: the only flags are --migrate-only and --no-migrate \
-                         (everything else is configured through the environment)"
-                    ));
-                }
-            };
-        }
-        Ok(mode)
-    }
-}
-
-/// The command line of a service with a database: `--migrate-only` applies pending migrations
-/// to `DATABASE_URL` (the only setting it reads) and answers `None`, meaning "exit now";
-/// otherwise the mode for [`connect_with`].
-pub async fn migrations_from_command_line<M: MigratorTrait>(default_file: &str) -> anyhow::Result<Option<Migrations>> {
-    let mode = Migrations::from_args(std::env::args().skip(1)).map_err(anyhow::Error::msg)?;
-    if mode != Migrations::Only {
-        return Ok(Some(mode));
-    }
-    let config = DbConfig { migrations: mode, ..DbConfig::from_env(default_file)? };
-    let db = connect_with::<M>(&config).await?;
-    let applied = M::get_applied_migrations(&db).await?.len();
-    tracing::info!(database = %redacted(&config.url), applied, "migrated; exiting (--migrate-only)");
-    db.close().await?;
-    Ok(None)
-}
-
 /// A service's database settings.
 #[derive(Debug, Clone)]
 pub struct DbConfig {
@@ -91,6 +52,17 @@ impl DbConfig {
     pub fn url(url: impl Into<String>) -> DbConfig {
         DbConfig { url: url.into(), max_connections: 4, migrations: Migrations::Apply }
     }
+}
+
+/// `--migrate-only`: applies pending migrations to `DATABASE_URL` (with
+/// `DATABASE_MAX_CONNECTIONS`, the only settings it reads) and returns, for the binary to exit.
+pub async fn migrate_only<M: MigratorTrait>(default_file: &str) -> anyhow::Result<()> {
+    let config = DbConfig { migrations: Migrations::Only, ..DbConfig::from_env(default_file)? };
+    let db = connect_with::<M>(&config).await?;
+    let applied = M::get_applied_migrations(&db).await?.len();
+    tracing::info!(database = %redacted(&config.url), applied, "migrated; exiting (--migrate-only)");
+    db.close().await?;
+    Ok(())
 }
 
 /// Connects to `url` with a small pool, applying pending migrations.
@@ -242,16 +214,6 @@ mod tests {
 
     fn with(url: &str, migrations: Migrations) -> super::DbConfig {
         super::DbConfig { migrations, ..super::DbConfig::url(url) }
-    }
-
-    #[test]
-    fn the_command_line_picks_the_migration_mode() {
-        let args = |list: &[&str]| Migrations::from_args(list.iter().map(|s| s.to_string()));
-        assert_eq!(args(&[]), Ok(Migrations::Apply));
-        assert_eq!(args(&["--migrate-only"]), Ok(Migrations::Only));
-        assert_eq!(args(&["--no-migrate"]), Ok(Migrations::Check));
-        assert!(args(&["--migrate-only", "--no-migrate"]).is_err());
-        assert!(args(&["--verbose"]).unwrap_err().contains("--verbose"));
     }
 
     /// Ten tables, each with an index: enough DDL for racing instances to collide.

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod backoff;
 pub mod bus;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod grpc;

@@ -4,6 +4,7 @@
 mod bad_input;
 mod bad_input_table;
 mod codes;
+mod compose;
 mod enumeration;
 mod faults;
 mod grpcurl;

@@ -4,6 +4,7 @@
 use async_nats::jetstream;
 use std::time::{Duration, Instant};
 use verimail_system_tests::batch;
+use verimail_system_tests::procs::{Part, ProcessStack};
 use verimail_system_tests::{Stack, StackOptions};
 
 const BATCH: usize = 200;
@@ -98,4 +99,23 @@ async fn two_instances_of_every_service_on_one_nats_and_one_postgresql_send_each
     println!("scale-out: deliveries by instance {handled:?}");
     assert_eq!(handled.values().sum::<usize>(), BATCH);
     assert!(handled.get("email-1").is_some_and(|n| *n > 0) && handled.get("email-2").is_some_and(|n| *n > 0));
+}
+
+/// What a container health check runs: `<binary> --health-check` beside the running part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_binary_checks_the_health_of_the_instance_beside_it() {
+    let mut stack = ProcessStack::start().await;
+    for part in [Part::User, Part::Auth, Part::Email, Part::Gateway] {
+        let (healthy, said) = stack.run_beside(part, &["--health-check"]).await;
+        assert!(healthy, "{part:?}: {said}");
+    }
+    // auth-service gone: its check fails, and so does the gateway's (/readyz needs it).
+    stack.kill(Part::Auth);
+    let (healthy, said) = stack.run_beside(Part::Auth, &["--health-check"]).await;
+    assert!(!healthy, "{said}");
+    let (healthy, said) = stack.run_beside(Part::Gateway, &["--health-check"]).await;
+    println!("gateway --health-check with auth-service down: {said}");
+    assert!(!healthy && said.contains("503") && said.contains("auth-service"), "{said}");
+    let (healthy, said) = stack.run_beside(Part::User, &["--health-check"]).await;
+    assert!(healthy, "user-service does not need auth-service: {said}");
 }

@@ -1,0 +1,114 @@
+//! compose.yaml cannot drift from the code: every Verimail part in it is run with
+//! `--check-config` on exactly the environment the file gives it (production mode, the required
+//! secrets filled in), which fails on a missing or invalid setting and on any variable the
+//! binary does not read. And the NATS cluster it describes matches the replicas it asks for.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+use verimail_system_tests::procs::binary;
+
+const PARTS: [&str; 4] = ["user-service", "auth-service", "email-service", "gateway"];
+
+/// A compose value with `${NAME:?message}`, `${NAME:-default}` or `${NAME}` resolved from
+/// `given` (what an operator exports before `docker compose up`).
+fn interpolate(value: &str, given: &BTreeMap<&str, String>) -> String {
+    let Some(inner) = value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) else {
+        assert!(!value.contains("${"), "only whole-value interpolation is expected: {value}");
+        return value.to_owned();
+    };
+    let (name, default) = match inner.split_once(":-").or_else(|| inner.split_once(":?")) {
+        Some((name, rest)) if inner.contains(":-") => (name, Some(rest)),
+        Some((name, _)) => (name, None),
+        None => (inner, None),
+    };
+    given
+        .get(name)
+        .cloned()
+        .or(default.map(str::to_owned))
+        .unwrap_or_else(|| panic!("compose.yaml requires {name}, which the test does not give"))
+}
+
+fn text(value: &serde_yaml::Value) -> String {
+    match value {
+        serde_yaml::Value::String(s) => s.clone(),
+        serde_yaml::Value::Number(n) => n.to_string(),
+        serde_yaml::Value::Bool(b) => b.to_string(),
+        serde_yaml::Value::Null => String::new(),
+        other => panic!("an environment value that is not a scalar: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_part_in_compose_yaml_gets_exactly_the_configuration_it_reads() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose.yaml");
+    let mut compose: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&path).expect("compose.yaml")).expect("compose.yaml is YAML");
+    compose.apply_merge().expect("merge keys resolve");
+    let services = compose["services"].as_mapping().expect("services");
+    let given = BTreeMap::from([
+        ("AUTH_TOKEN_KEYS", verimail_auth::token::TokenKeys::generate().unwrap().current_paserk()),
+        ("INTERNAL_SERVICE_TOKEN", "compose-check-service-token-0123".to_owned()),
+        ("ADMIN_TOKEN", "compose-check-admin-token-0123456".to_owned()),
+    ]);
+
+    let mut checked = Vec::new();
+    for (name, service) in services {
+        let Some(part) = service["command"][0].as_str().filter(|c| PARTS.contains(c)) else { continue };
+        let mut env = BTreeMap::new();
+        for (key, value) in service["environment"].as_mapping().expect("an environment") {
+            env.insert(text(key), interpolate(&text(value), &given));
+        }
+        assert_eq!(env.get("VERIMAIL_ENV").map(String::as_str), Some("production"), "{part} runs as in production");
+        let run = tokio::process::Command::new(binary(part))
+            .arg("--check-config")
+            .env_clear()
+            .envs(&env)
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(20), run).await.expect("bounded").expect("runs");
+        let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "{part} in compose.yaml ({name:?}) with {env:#?}:\n{said}");
+        checked.push(part);
+        // The configuration reference in the README lists every variable the part read.
+        let readme = std::fs::read_to_string(path.with_file_name("README.md")).expect("README.md");
+        let reads = said.lines().find_map(|line| line.strip_prefix("reads: ")).expect("the variables read");
+        for variable in reads.split_whitespace() {
+            assert!(
+                readme.contains(&format!("| `{variable}`")) || readme.contains(&format!(", `{variable}`")),
+                "{variable} ({part}) is missing from the README's configuration table"
+            );
+        }
+        // The same binary refuses a variable nobody reads, so the check above has teeth.
+        let run = tokio::process::Command::new(binary(part))
+            .arg("--check-config")
+            .env_clear()
+            .envs(&env)
+            .env("SMTP_URLL", "smtp://typo:25")
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(20), run).await.expect("bounded").expect("runs");
+        assert!(!output.status.success(), "{part} accepted an unknown variable");
+        assert!(String::from_utf8_lossy(&output.stderr).contains("SMTP_URLL is set but nothing here reads it"));
+    }
+    checked.sort();
+    assert_eq!(checked, ["auth-service", "email-service", "gateway", "user-service"]);
+
+    // The NATS cluster: every node listed in NATS_URL, and as many replicas as nodes.
+    let nodes: Vec<&str> = services
+        .iter()
+        .filter(|(_, s)| s["image"].as_str().is_some_and(|i| i.starts_with("nats:")))
+        .map(|(name, _)| name.as_str().unwrap())
+        .collect();
+    assert_eq!(nodes.len(), 3, "a three-node cluster");
+    for part in ["user-service", "auth-service", "email-service"] {
+        let env = &services[part]["environment"];
+        let urls = text(&env["NATS_URL"]);
+        assert!(nodes.iter().all(|node| urls.contains(&format!("nats://{node}:4222"))), "{part}: {urls}");
+        assert_eq!(text(&env["NATS_STREAM_REPLICAS"]), "3", "{part}");
+    }
+    assert_eq!(services["email-service"]["deploy"]["replicas"].as_u64(), Some(2), "email-service runs twice");
+    for part in PARTS {
+        let test = &services[part]["healthcheck"]["test"];
+        assert_eq!((text(&test[1]), text(&test[2])), (part.to_owned(), "--health-check".to_owned()), "{part}");
+    }
+}
