@@ -13,6 +13,11 @@ dev:
 test *args:
     scripts/test.sh "$@"
 
+# Benchmark a fresh stack of release binaries (--db postgres, --seconds N); report in target/bench
+[positional-arguments]
+bench *args:
+    scripts/bench.sh "$@"
+
 # Fuzz token, email and code parsing, SECONDS per target (cargo-fuzz)
 fuzz seconds="60":
     scripts/fuzz.sh {{seconds}}

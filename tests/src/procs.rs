@@ -24,9 +24,9 @@ pub enum Part {
 }
 
 impl Part {
-    const ALL: [Part; 4] = [Part::Auth, Part::User, Part::Email, Part::Gateway];
+    pub const ALL: [Part; 4] = [Part::Auth, Part::User, Part::Email, Part::Gateway];
 
-    fn binary(self) -> &'static str {
+    pub fn binary(self) -> &'static str {
         match self {
             Part::User => "user-service",
             Part::Auth => "auth-service",
@@ -36,11 +36,17 @@ impl Part {
     }
 }
 
-/// Where cargo put the workspace's binaries: beside this test's own executable's folder
+/// Where cargo put the workspace's binaries: `VERIMAIL_BIN_DIR` (the benchmark points it at
+/// the release build), else beside this test's own executable's folder
 /// (`target/debug/deps/..`). `just test` builds them before the tests run.
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/..");
+    let dir = match std::env::var_os("VERIMAIL_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe = std::env::current_exe().expect("the test's own path");
+            exe.parent().and_then(Path::parent).expect("target/<profile>/deps/..").to_owned()
+        }
+    };
     let path = dir.join(name);
     assert!(
         path.is_file(),
@@ -203,8 +209,13 @@ impl ProcessStack {
                 part.binary(),
                 self.log(part)
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// The process id of a running part.
+    pub fn pid(&self, part: Part) -> Option<u32> {
+        self.children.get(&part).map(Child::id)
     }
 
     /// SIGKILL, by pid: no shutdown hook runs.

@@ -1,11 +1,9 @@
 //! The user domain: values that are checked once, at the edge, and trusted after.
 
-use argon2::password_hash::PasswordHasher as _;
 use argon2::{Algorithm, Argon2, Params, Version};
 use email_address::{EmailAddress, Options};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 
 /// RFC 5321 §4.5.3.1: a path is at most 256 octets including the angle brackets.
 const MAX_EMAIL_LEN: usize = 254;
@@ -118,37 +116,95 @@ impl Password {
     }
 }
 
-/// Hashes passwords with argon2id on the blocking pool, at most `concurrency` at once, so
-/// a burst of registrations can neither stall the async workers nor exhaust memory.
+/// Hashes passwords with argon2id on `concurrency` threads of its own, each reusing one
+/// memory area (m KiB, taken at its first hash) for every hash it computes. A burst of registrations queues for them:
+/// it can neither stall the async workers nor grow memory beyond `concurrency` areas. (Hashing
+/// on Tokio's blocking pool allocated m KiB per hash on whichever of its many threads ran it,
+/// and the allocator kept those areas: 862 MiB resident under 64 concurrent registrations.)
 #[derive(Clone)]
 pub struct PasswordHasher {
-    params: Params,
-    permits: Arc<Semaphore>,
+    jobs: std::sync::mpsc::SyncSender<Job>,
+}
+
+struct Job {
+    password: Password,
+    done: tokio::sync::oneshot::Sender<Result<String, String>>,
 }
 
 impl PasswordHasher {
     pub fn new(cost: HashCost, concurrency: usize) -> Result<Self, String> {
         let params =
             Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None).map_err(|e| e.to_string())?;
-        Ok(PasswordHasher { params, permits: Arc::new(Semaphore::new(concurrency.max(1))) })
+        // Waiting jobs are cheap (a password and a channel); the bound only stops a runaway.
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(4096);
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for n in 0..concurrency.max(1) {
+            let (queue, params) = (queue.clone(), params.clone());
+            std::thread::Builder::new()
+                .name(format!("argon2-{n}"))
+                .spawn(move || hash_worker(&queue, params))
+                .map_err(|e| format!("cannot start a hashing thread: {e}"))?;
+        }
+        Ok(PasswordHasher { jobs })
     }
 
     /// The PHC string (`$argon2id$v=19$m=…`), with a fresh random salt.
     pub async fn hash(&self, password: Password) -> Result<String, String> {
-        let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
-        let params = self.params.clone();
-        let in_flight = &verimail_kit::metrics::metrics().password_hashes_in_flight;
-        in_flight.inc();
-        let hashed = tokio::task::spawn_blocking(move || {
-            Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-                .hash_password(password.0.as_bytes())
-                .map(|hash| hash.to_string())
-                .map_err(|e| e.to_string())
-        })
-        .await;
-        in_flight.dec();
-        hashed.map_err(|e| e.to_string())?
+        use std::sync::mpsc::TrySendError;
+        let (done, result) = tokio::sync::oneshot::channel();
+        let stopped = || "the hashing threads have stopped".to_owned();
+        match self.jobs.try_send(Job { password, done }) {
+            Ok(()) => {}
+            // A full queue blocks the sender: wait for room off the async workers.
+            Err(TrySendError::Full(job)) => {
+                let jobs = self.jobs.clone();
+                tokio::task::spawn_blocking(move || jobs.send(job))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|_| stopped())?
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(stopped()),
+        }
+        result.await.map_err(|_| "the hashing thread dropped the job".to_owned())?
     }
+}
+
+/// One hashing thread: takes jobs until every sender is gone.
+fn hash_worker(queue: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>, params: Params) {
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+    // Taken on the first job, then kept: an instance that never hashes never holds it.
+    let mut memory = Vec::new();
+    let in_flight = &verimail_kit::metrics::metrics().password_hashes_in_flight;
+    loop {
+        let job = match queue.lock() {
+            Ok(queue) => queue.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        in_flight.inc();
+        if memory.is_empty() {
+            memory = vec![argon2::Block::default(); argon2.params().block_count()];
+        }
+        let hashed = phc_hash(&argon2, &mut memory, job.password.0.as_bytes());
+        in_flight.dec();
+        let _ = job.done.send(hashed);
+    }
+}
+
+/// argon2id of `password` with a fresh 16-byte salt, in `memory`, as a PHC string.
+fn phc_hash(argon2: &Argon2, memory: &mut [argon2::Block], password: &[u8]) -> Result<String, String> {
+    use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+    let salt: [u8; 16] = rand::random();
+    let mut output = [0u8; 32];
+    argon2.hash_password_into_with_memory(password, &salt, &mut output, memory).map_err(|e| e.to_string())?;
+    let hash = PasswordHash {
+        algorithm: argon2::ARGON2ID_IDENT,
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(argon2.params()).map_err(|e| e.to_string())?,
+        salt: Some(Salt::new(&salt).map_err(|e| e.to_string())?),
+        hash: Some(Output::new(&output).map_err(|e| e.to_string())?),
+    };
+    Ok(hash.to_string())
 }
 
 #[cfg(test)]
