@@ -199,34 +199,48 @@ async fn run(options: &Options) -> anyhow::Result<serde_json::Value> {
             }
         })
     };
-    for clients in [1, 4, 16, 64] {
-        let users = stack.users.clone();
-        let sample = drive(clients, options.seconds, move |client, n| {
+    let users = stack.users.clone();
+    let register_at = |clients: usize| {
+        let users = users.clone();
+        drive(clients, options.seconds, move |client, n| {
             let mut users = users.clone();
             async move {
                 let request = RegisterUserRequest {
-                    email: format!("bench-{clients}-{client}-{n}@example.com"),
+                    email: format!("bench-{clients}-{client}-{n}-{}@example.com", std::process::id()),
                     password: "correct horse battery staple".into(),
                 };
                 users.register_user(request).await?;
                 Ok(())
             }
         })
-        .await?;
+    };
+    let row = |label: String, sample: &Sample| {
         println!(
-            "| RegisterUser, {clients} clients | {:.1} | {} | {} | {:.0}% |",
+            "| {label} | {:.1} | {} | {} | {:.0}% |",
             sample.per_second(),
             ms(sample.percentile(0.5)),
             ms(sample.percentile(0.99)),
             100.0 * sample.per_second() / bound
         );
+    };
+    for clients in [1, 4, 16, 64] {
+        let sample = register_at(clients).await?;
+        let plural = if clients == 1 { "" } else { "s" };
+        row(format!("RegisterUser, {clients} client{plural}"), &sample);
         let mut json = sample.json();
         json["clients"] = clients.into();
         json["of_bound"] = (sample.per_second() / bound).into();
         register.push(json);
     }
-
     sampler.abort();
+    // What the email each registration causes costs: the same load with email-service stopped
+    // (its events wait in JetStream), so the two cores hash and store only.
+    stack.kill(Part::Email);
+    let alone = register_at(16).await?;
+    row("RegisterUser, 16 clients, email-service stopped".into(), &alone);
+    let mut alone_json = alone.json();
+    alone_json["of_bound"] = (alone.per_second() / bound).into();
+    stack.start_part(Part::Email).await;
     println!("\n| part | start-up to SERVING ms | idle RSS MiB | peak RSS under load MiB |");
     println!("|---|---|---|---|");
     let peak = peak.lock().expect("peak lock").clone();
@@ -252,5 +266,6 @@ async fn run(options: &Options) -> anyhow::Result<serde_json::Value> {
         "seconds_per_measurement": options.seconds,
         "argon2_bound": argon2.json(),
         "register_user": register,
+        "register_user_16_without_email_service": alone_json,
     }))
 }
