@@ -65,6 +65,16 @@ pub async fn finish_with_doubt(
     );
 }
 
+/// Waits (at most `limit`) until the SMTP server has accepted `count` emails in all: a point
+/// in the middle of a batch to inject a fault at.
+pub async fn wait_for_emails(smtp: &SmtpServer, count: usize, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while smtp.all().len() < count {
+        assert!(Instant::now() < deadline, "fewer than {count} emails within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The verification emails sent to `address` (a retried registration may add a notice).
 pub fn verification_emails(smtp: &SmtpServer, address: &str) -> Vec<crate::ReceivedMail> {
     smtp.to(address).into_iter().filter(|m| m.is_verification()).collect()

@@ -33,6 +33,35 @@ pub fn on_postgres() -> bool {
     std::env::var("TEST_DATABASE").is_ok_and(|v| v.eq_ignore_ascii_case("postgres"))
 }
 
+/// The three services' databases of a stack: fresh PostgreSQL databases on the machine's
+/// server (dropped with it), or SQLite files in the stack's folder.
+pub(crate) struct Databases {
+    /// user, auth, email; empty on SQLite.
+    postgres: Vec<verimail_testkit::PostgresDb>,
+}
+
+impl Databases {
+    pub(crate) async fn create(on_postgres: bool) -> Databases {
+        let mut postgres = Vec::new();
+        if on_postgres {
+            for _ in 0..3 {
+                postgres.push(verimail_testkit::PostgresDb::create().await);
+            }
+        }
+        Databases { postgres }
+    }
+
+    /// The database URL of `service` ("user", "auth" or "email"), SQLite files under `dir`.
+    pub(crate) fn url(&self, dir: &std::path::Path, service: &str) -> String {
+        match (self.postgres.as_slice(), service) {
+            ([user, ..], "user") => user.url(),
+            ([_, auth, ..], "auth") => auth.url(),
+            ([_, _, email], "email") => email.url(),
+            _ => format!("sqlite://{}?mode=rwc", dir.join(format!("{service}.db")).display()),
+        }
+    }
+}
+
 /// Knobs a test may turn; everything else is as in production.
 pub struct StackOptions {
     pub token_lifetime: Duration,
@@ -146,7 +175,7 @@ pub struct Stack {
     pub nats: NatsCluster,
     shutdown: Shutdown,
     _data: tempfile::TempDir,
-    _postgres: Vec<verimail_testkit::PostgresDb>,
+    databases: Databases,
 }
 
 impl Stack {
@@ -159,18 +188,8 @@ impl Stack {
         let nats = NatsCluster::start(options.nats_nodes);
         let smtp = SmtpServer::start();
         let data = tempfile::tempdir().expect("temporary data folder");
-        let mut postgres = Vec::new();
-        if options.postgres {
-            for _ in 0..3 {
-                postgres.push(verimail_testkit::PostgresDb::create().await);
-            }
-        }
-        let db = |name: &str| match (options.postgres, name) {
-            (true, "user.db") => postgres[0].url(),
-            (true, "auth.db") => postgres[1].url(),
-            (true, _) => postgres[2].url(),
-            (false, _) => format!("sqlite://{}?mode=rwc", data.path().join(name).display()),
-        };
+        let databases = Databases::create(options.postgres).await;
+        let db = |service: &str| databases.url(data.path(), service);
         let shutdown = Shutdown::default();
         // Internal RPCs need the service credential, as in production.
         let credential = ServiceCredential::new(TEST_CREDENTIAL).expect("a long enough secret");
@@ -192,7 +211,7 @@ impl Stack {
                 tls: options.tls.clone(),
                 metrics_addr: "127.0.0.1:0".into(),
                 grpc_addr: "127.0.0.1:0".into(),
-                database: verimail_kit::db::DbConfig::url(db("auth.db")),
+                database: verimail_kit::db::DbConfig::url(db("auth")),
                 nats_url: nats.url(),
                 stream_replicas: options.nats_nodes.min(3),
                 keys,
@@ -212,7 +231,7 @@ impl Stack {
                 tls: options.tls.clone(),
                 metrics_addr: "127.0.0.1:0".into(),
                 grpc_addr: "127.0.0.1:0".into(),
-                database: verimail_kit::db::DbConfig::url(db("user.db")),
+                database: verimail_kit::db::DbConfig::url(db("user")),
                 nats_url: nats.url(),
                 stream_replicas: options.nats_nodes.min(3),
                 // Cheap hashing for tests, through configuration like any other deployment.
@@ -259,7 +278,7 @@ impl Stack {
                 tls: options.tls.clone(),
                 metrics_addr: "127.0.0.1:0".into(),
                 grpc_addr: "127.0.0.1:0".into(),
-                database: verimail_kit::db::DbConfig::url(db("email.db")),
+                database: verimail_kit::db::DbConfig::url(db("email")),
                 nats_url: nats.url(),
                 stream_replicas: options.nats_nodes.min(3),
                 auth_addr: auth_addr.to_string(),
@@ -296,7 +315,7 @@ impl Stack {
             nats,
             shutdown,
             _data: data,
-            _postgres: postgres,
+            databases,
         }
     }
 
@@ -316,12 +335,7 @@ impl Stack {
 
     /// The database URL of a service of this stack ("user", "auth" or "email").
     pub fn database_url(&self, service: &str) -> String {
-        match (self._postgres.as_slice(), service) {
-            ([user, ..], "user") => user.url(),
-            ([_, auth, ..], "auth") => auth.url(),
-            ([_, _, email], _) => email.url(),
-            _ => format!("sqlite://{}", self._data.path().join(format!("{service}.db")).display()),
-        }
+        self.databases.url(self._data.path(), service)
     }
 
     pub async fn status_of(&self, user_id: &str) -> UserStatus {

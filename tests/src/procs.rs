@@ -56,6 +56,26 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Runs a workspace binary once with `args` and exactly `env` (nothing inherited), for at most
+/// `limit` (killed if it runs longer): how it ended and what it printed.
+pub async fn run_binary<'a>(
+    name: &str,
+    args: &[&str],
+    env: impl IntoIterator<Item = (&'a str, &'a str)>,
+    limit: Duration,
+) -> std::process::Output {
+    let run = tokio::process::Command::new(binary(name)).args(args).env_clear().envs(env).kill_on_drop(true).output();
+    tokio::time::timeout(limit, run)
+        .await
+        .unwrap_or_else(|_| panic!("{name} {args:?} did not exit within {limit:?}"))
+        .expect("the binary runs")
+}
+
+/// What a process printed, stdout then stderr.
+pub fn printed(output: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
 pub struct ProcessStack {
     pub nats: NatsServer,
     pub smtp: SmtpServer,
@@ -67,8 +87,8 @@ pub struct ProcessStack {
     pub dir: tempfile::TempDir,
     env: HashMap<Part, Vec<(String, String)>>,
     children: HashMap<Part, Child>,
-    /// The services' databases in the PostgreSQL variant (user, auth, email), dropped with the stack.
-    _postgres: Vec<verimail_testkit::PostgresDb>,
+    /// The services' databases (PostgreSQL ones are dropped with the stack).
+    databases: crate::Databases,
 }
 
 impl ProcessStack {
@@ -86,18 +106,8 @@ impl ProcessStack {
         let [user, auth, email, http] = [free_port(), free_port(), free_port(), free_port()];
         let addr = |port: u16| format!("127.0.0.1:{port}");
         let gateway_url = format!("http://{}", addr(http));
-        let mut postgres = Vec::new();
-        if crate::on_postgres() {
-            for _ in 0..3 {
-                postgres.push(verimail_testkit::PostgresDb::create().await);
-            }
-        }
-        let db = |name: &str| match (postgres.as_slice(), name) {
-            ([user, ..], "user.db") => user.url(),
-            ([_, auth, ..], "auth.db") => auth.url(),
-            ([_, _, email], _) => email.url(),
-            _ => format!("sqlite://{}?mode=rwc", dir.path().join(name).display()),
-        };
+        let databases = crate::Databases::create(crate::on_postgres()).await;
+        let db = |service: &str| databases.url(dir.path(), service);
         let token_key = verimail_auth::token::TokenKeys::generate().expect("token key").current_paserk();
 
         let common = vec![
@@ -141,17 +151,17 @@ impl ProcessStack {
                 Part::User,
                 with(vec![
                     ("NATS_URL", format!("nats://127.0.0.1:{}", user_nats_door.port())),
-                    ("DATABASE_URL", db("user.db")),
+                    ("DATABASE_URL", db("user")),
                     // Cheap hashing for tests, through configuration like any deployment.
                     ("PASSWORD_HASH_MEMORY_KIB", "1024".into()),
                     ("PASSWORD_HASH_ITERATIONS", "1".into()),
                 ]),
             ),
-            (Part::Auth, with(vec![("DATABASE_URL", db("auth.db")), ("AUTH_TOKEN_KEYS", token_key)])),
+            (Part::Auth, with(vec![("DATABASE_URL", db("auth")), ("AUTH_TOKEN_KEYS", token_key)])),
             (
                 Part::Email,
                 with(vec![
-                    ("DATABASE_URL", db("email.db")),
+                    ("DATABASE_URL", db("email")),
                     ("SMTP_URL", smtp.url()),
                     ("PUBLIC_BASE_URL", gateway_url.clone()),
                     ("EMAIL_SEND_TIMEOUT_SECONDS", "2".into()),
@@ -175,7 +185,7 @@ impl ProcessStack {
             dir,
             env,
             children: HashMap::new(),
-            _postgres: postgres,
+            databases,
         };
         for part in Part::ALL {
             stack.start_part(part).await;
@@ -259,32 +269,14 @@ impl ProcessStack {
     /// Runs `part`'s binary once more, beside the running one, with its environment and
     /// `args` (a mode such as `--health-check`), for at most 20 s: success, and what it printed.
     pub async fn run_beside(&self, part: Part, args: &[&str]) -> (bool, String) {
-        let run = tokio::process::Command::new(binary(part.binary()))
-            .args(args)
-            .env_clear()
-            .envs(self.env[&part].iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .kill_on_drop(true)
-            .output();
-        let output = tokio::time::timeout(Duration::from_secs(20), run)
-            .await
-            .unwrap_or_else(|_| panic!("{} {args:?} did not exit within 20 s", part.binary()))
-            .expect("the binary runs");
-        let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-        (output.status.success(), said)
+        let env = self.env[&part].iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let output = run_binary(part.binary(), args, env, Duration::from_secs(20)).await;
+        (output.status.success(), printed(&output))
     }
 
     /// The database URL of a service ("user", "auth" or "email").
     pub fn database_url(&self, service: &str) -> String {
-        let variable = self.env[&match service {
-            "user" => Part::User,
-            "auth" => Part::Auth,
-            _ => Part::Email,
-        }]
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "DATABASE_URL")
-            .map(|(_, v)| v.clone());
-        variable.expect("every service has DATABASE_URL")
+        self.databases.url(self.dir.path(), service)
     }
 
     pub fn log(&self, part: Part) -> String {

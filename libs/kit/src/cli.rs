@@ -1,7 +1,8 @@
 //! The command line every binary takes; everything else is configured through the environment.
 //!
 //! - no flag: serve (a service with a database first applies pending migrations);
-//! - `--migrate-only`, `--no-migrate`: see [`crate::db::Migrations`] (services with a database);
+//! - `--migrate-only` ([`crate::db::migrate_only`]) and `--no-migrate`
+//!   ([`crate::db::Migrations::Check`]): services with a database;
 //! - `--check-config`: read the configuration as serving would, report every variable set
 //!   that nothing reads (a typo, a setting of another part), and exit: 0 when both are clean;
 //! - `--health-check`: ask the instance running beside it (its gRPC health, or the gateway's

@@ -20,8 +20,6 @@ pub enum Migrations {
     /// `--no-migrate`: apply nothing, and refuse to start while migrations are pending (for
     /// deployments that migrate in a job of their own).
     Check,
-    /// `--migrate-only`: apply pending migrations, then exit.
-    Only,
 }
 
 /// A service's database settings.
@@ -57,7 +55,7 @@ impl DbConfig {
 /// `--migrate-only`: applies pending migrations to `DATABASE_URL` (with
 /// `DATABASE_MAX_CONNECTIONS`, the only settings it reads) and returns, for the binary to exit.
 pub async fn migrate_only<M: MigratorTrait>(default_file: &str) -> anyhow::Result<()> {
-    let config = DbConfig { migrations: Migrations::Only, ..DbConfig::from_env(default_file)? };
+    let config = DbConfig::from_env(default_file)?;
     let db = connect_with::<M>(&config).await?;
     let applied = M::get_applied_migrations(&db).await?.len();
     tracing::info!(database = %redacted(&config.url), applied, "migrated; exiting (--migrate-only)");
@@ -106,7 +104,7 @@ pub async fn connect_with<M: MigratorTrait>(config: &DbConfig) -> Result<Databas
         }
     };
     match migrations {
-        Migrations::Apply | Migrations::Only => migrate::<M>(&db).await?,
+        Migrations::Apply => migrate::<M>(&db).await?,
         Migrations::Check => {
             let pending = M::get_pending_migrations(&db).await?;
             if !pending.is_empty() {
@@ -271,7 +269,7 @@ mod tests {
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("x.db").display());
         let refused = super::connect_with::<TenTables>(&with(&url, Migrations::Check)).await.unwrap_err();
         assert!(refused.to_string().contains("10 migration(s) are pending"), "{refused}");
-        super::connect_with::<TenTables>(&with(&url, Migrations::Only)).await.expect("migrates");
+        super::connect_with::<TenTables>(&with(&url, Migrations::Apply)).await.expect("migrates");
         super::connect_with::<TenTables>(&with(&url, Migrations::Check)).await.expect("nothing pending now");
     }
 

@@ -47,8 +47,10 @@ impl std::fmt::Display for LoggedEmail<'_> {
         }
         match self.0.rsplit_once('@') {
             Some((local, domain)) => {
-                let first = local.chars().next().filter(|c| c.is_alphanumeric()).map(String::from);
-                write!(f, "{}***@{domain}", first.unwrap_or_default())
+                if let Some(first) = local.chars().next().filter(|c| c.is_alphanumeric()) {
+                    write!(f, "{first}")?;
+                }
+                write!(f, "***@{domain}")
             }
             None => f.write_str("***"),
         }

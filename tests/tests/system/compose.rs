@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::time::Duration;
-use verimail_system_tests::procs::binary;
+use verimail_system_tests::procs::{printed, run_binary};
 
 const PARTS: [&str; 4] = ["user-service", "auth-service", "email-service", "gateway"];
 
@@ -51,6 +51,7 @@ async fn every_part_in_compose_yaml_gets_exactly_the_configuration_it_reads() {
         ("ADMIN_TOKEN", "compose-check-admin-token-0123456".to_owned()),
     ]);
 
+    let readme = std::fs::read_to_string(path.with_file_name("README.md")).expect("README.md");
     let mut checked = Vec::new();
     for (name, service) in services {
         let Some(part) = service["command"][0].as_str().filter(|c| PARTS.contains(c)) else { continue };
@@ -59,18 +60,15 @@ async fn every_part_in_compose_yaml_gets_exactly_the_configuration_it_reads() {
             env.insert(text(key), interpolate(&text(value), &given));
         }
         assert_eq!(env.get("VERIMAIL_ENV").map(String::as_str), Some("production"), "{part} runs as in production");
-        let run = tokio::process::Command::new(binary(part))
-            .arg("--check-config")
-            .env_clear()
-            .envs(&env)
-            .kill_on_drop(true)
-            .output();
-        let output = tokio::time::timeout(Duration::from_secs(20), run).await.expect("bounded").expect("runs");
-        let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        let check = |typo: Option<(&'static str, &'static str)>| {
+            let env = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain(typo);
+            run_binary(part, &["--check-config"], env, Duration::from_secs(20))
+        };
+        let output = check(None).await;
+        let said = printed(&output);
         assert!(output.status.success(), "{part} in compose.yaml ({name:?}) with {env:#?}:\n{said}");
         checked.push(part);
         // The configuration reference in the README lists every variable the part read.
-        let readme = std::fs::read_to_string(path.with_file_name("README.md")).expect("README.md");
         let reads = said.lines().find_map(|line| line.strip_prefix("reads: ")).expect("the variables read");
         for variable in reads.split_whitespace() {
             assert!(
@@ -79,14 +77,7 @@ async fn every_part_in_compose_yaml_gets_exactly_the_configuration_it_reads() {
             );
         }
         // The same binary refuses a variable nobody reads, so the check above has teeth.
-        let run = tokio::process::Command::new(binary(part))
-            .arg("--check-config")
-            .env_clear()
-            .envs(&env)
-            .env("SMTP_URLL", "smtp://typo:25")
-            .kill_on_drop(true)
-            .output();
-        let output = tokio::time::timeout(Duration::from_secs(20), run).await.expect("bounded").expect("runs");
+        let output = check(Some(("SMTP_URLL", "smtp://typo:25"))).await;
         assert!(!output.status.success(), "{part} accepted an unknown variable");
         assert!(String::from_utf8_lossy(&output.stderr).contains("SMTP_URLL is set but nothing here reads it"));
     }

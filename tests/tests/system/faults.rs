@@ -92,18 +92,6 @@ async fn smtp_down_for_a_while_then_back_delivers_everything_and_a_rejected_reci
 }
 
 /// Waits (bounded) until at least `count` emails have arrived: "the middle of the batch".
-async fn wait_for_emails(stack: &Stack, count: usize) {
-    wait_for_emails_in(&stack.smtp, count).await
-}
-
-async fn wait_for_emails_in(smtp: &verimail_system_tests::SmtpServer, count: usize) {
-    let deadline = Instant::now() + LIMIT;
-    while smtp.all().len() < count {
-        assert!(Instant::now() < deadline, "fewer than {count} emails within {LIMIT:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 async fn list_parked(client: &ParkingServiceClient<Ops>) -> Vec<ParkedMessage> {
     client.clone().list_parked(ListParkedRequest::default()).await.expect("ListParked").into_inner().messages
 }
@@ -245,7 +233,7 @@ async fn nats_server_killed_mid_batch_and_restarted_on_its_store_loses_nothing()
     let users = stack.users.clone();
     // Registrations keep coming while the broker dies and comes back.
     let registering = tokio::spawn(async move { batch::register(&users, "broker", 0..BATCH, LIMIT).await });
-    wait_for_emails(&stack, 20).await;
+    batch::wait_for_emails(&stack.smtp, 20, LIMIT).await;
     stack.nats.kill();
     let at_kill = stack.smtp.all().len();
     assert!(at_kill < BATCH, "the broker died in the middle of the batch, not after it ({at_kill} emails)");
@@ -290,7 +278,7 @@ async fn email_service_killed_mid_batch_and_restarted_sends_each_email_once() {
     let started = Instant::now();
     let users = stack.users.clone();
     let registering = tokio::spawn(async move { batch::register(&users, "courier", 0..BATCH, LIMIT).await });
-    wait_for_emails_in(&stack.smtp, 20).await;
+    batch::wait_for_emails(&stack.smtp, 20, LIMIT).await;
     stack.kill(Part::Email);
     let at_kill = stack.smtp.all().len();
     assert!(at_kill < BATCH, "email-service died in the middle of the batch, not after it ({at_kill} emails)");
@@ -366,7 +354,7 @@ async fn sigterm_drains_email_service_and_user_service_mid_batch_and_they_exit_0
     let started = Instant::now();
     let users = stack.users.clone();
     let registering = tokio::spawn(async move { batch::register(&users, "drain", 0..BATCH, LIMIT).await });
-    wait_for_emails_in(&stack.smtp, 20).await;
+    batch::wait_for_emails(&stack.smtp, 20, LIMIT).await;
     // A drained email-service finishes and records what it holds: nothing is left in doubt.
     let status = stack.terminate(Part::Email);
     assert!(status.success(), "email-service exits 0 on SIGTERM, not {status}");

@@ -4,26 +4,19 @@
 
 use sea_orm::{ConnectionTrait, Database, Statement};
 use std::time::Duration;
-use verimail_system_tests::procs::binary;
+use verimail_system_tests::procs::{printed, run_binary};
 
 /// Runs a service binary with `args` and only `DATABASE_URL` (and a quiet log) set, for at
 /// most 30 s: its exit status and what it printed.
 async fn run(service: &str, args: &[&str], database_url: &str) -> (bool, String) {
-    let child = tokio::process::Command::new(binary(service))
-        .args(args)
-        .env_clear()
-        .env("DATABASE_URL", database_url)
-        .env("RUST_LOG", "info,sqlx=warn")
+    let env = [
+        ("DATABASE_URL", database_url),
+        ("RUST_LOG", "info,sqlx=warn"),
         // Nothing else is reachable: a service that went on to NATS would hang, not exit.
-        .env("NATS_URL", "nats://127.0.0.1:1")
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(30), child)
-        .await
-        .unwrap_or_else(|_| panic!("{service} {args:?} did not exit within 30 s"))
-        .expect("the binary runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    (output.status.success(), text)
+        ("NATS_URL", "nats://127.0.0.1:1"),
+    ];
+    let output = run_binary(service, args, env, Duration::from_secs(30)).await;
+    (output.status.success(), printed(&output))
 }
 
 async fn applied(database_url: &str) -> i64 {

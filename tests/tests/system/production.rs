@@ -10,14 +10,6 @@ use verimail_system_tests::{Stack, StackOptions};
 const BATCH: usize = 200;
 const LIMIT: Duration = Duration::from_secs(120);
 
-async fn wait_for_emails(stack: &Stack, count: usize) {
-    let deadline = Instant::now() + LIMIT;
-    while stack.smtp.all().len() < count {
-        assert!(Instant::now() < deadline, "fewer than {count} emails within {LIMIT:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_node_nats_cluster_loses_the_stream_leader_mid_batch_and_nothing_is_lost() {
     let mut stack = Stack::start_with(StackOptions { nats_nodes: 3, ..StackOptions::default() }).await;
@@ -34,7 +26,7 @@ async fn a_three_node_nats_cluster_loses_the_stream_leader_mid_batch_and_nothing
     let started = Instant::now();
     let users = stack.users.clone();
     let registering = tokio::spawn(async move { batch::register(&users, "cluster", 0..BATCH, LIMIT).await });
-    wait_for_emails(&stack, 20).await;
+    batch::wait_for_emails(&stack.smtp, 20, LIMIT).await;
     // SIGKILL the node that leads the users' stream (n1, n2 or n3), in the middle of the batch.
     let node: usize = leader.trim_start_matches('n').parse::<usize>().expect("a node name") - 1;
     stack.nats.nodes[node].kill();
