@@ -151,8 +151,12 @@ pub struct ConsumerSpec {
     pub backoff: Vec<Duration>,
     /// How long one attempt may run before JetStream redelivers it.
     pub ack_wait: Duration,
-    /// Messages handled at once by this instance.
+    /// Messages handled at once by this instance (batches, with [`consume_batches`]).
     pub concurrency: usize,
+    /// With [`consume_batches`]: at most this many messages per call of the handler. A batch
+    /// holds the messages that are already here, never waits for more: one message when the
+    /// stream is quiet, many under load.
+    pub batch: usize,
     /// Servers the streams it reads and parks to are kept on; the consumer follows its stream.
     pub replicas: usize,
 }
@@ -167,6 +171,7 @@ impl ConsumerSpec {
             backoff: [1, 5, 30, 120, 600].map(Duration::from_secs).to_vec(),
             ack_wait: Duration::from_secs(30),
             concurrency: 8,
+            batch: 1,
             replicas: 1,
         }
     }
@@ -187,6 +192,9 @@ pub struct Delivery {
     pub attempt: i64,
     /// No redelivery follows if this attempt fails: the message is parked.
     pub is_last_attempt: bool,
+    /// The consume span of this message, in the trace its publisher carried: a batch
+    /// handler logs what it did about this message inside it.
+    pub span: tracing::Span,
 }
 
 /// Why a handler did not finish.
@@ -217,6 +225,26 @@ where
     H: Fn(Delivery) -> F + Send + Sync,
     F: Future<Output = Result<(), HandlerError>> + Send,
 {
+    let one_at_a_time = move |mut deliveries: Vec<Delivery>| {
+        let handled = deliveries.pop().map(&handler);
+        async move {
+            match handled {
+                Some(handled) => vec![handled.await],
+                None => Vec::new(),
+            }
+        }
+    };
+    consume_batches(js, ConsumerSpec { batch: 1, ..spec }, one_at_a_time, shutdown).await
+}
+
+/// As [`consume`], with a handler that takes the messages already here (up to the spec's
+/// `batch`) in one call and answers for each, in order: one transaction for many events
+/// instead of one each.
+pub async fn consume_batches<H, F>(js: jetstream::Context, spec: ConsumerSpec, handler: H, shutdown: Shutdown)
+where
+    H: Fn(Vec<Delivery>) -> F + Send + Sync,
+    F: Future<Output = Vec<Result<(), HandlerError>>> + Send,
+{
     let consumer = loop {
         match open_consumer(&js, &spec).await {
             Ok(consumer) => break consumer,
@@ -235,7 +263,7 @@ where
         // drops, a lost pull is noticed within seconds instead of when it would have expired.
         let pull = consumer
             .stream()
-            .max_messages_per_batch(spec.concurrency * 4)
+            .max_messages_per_batch(spec.concurrency * spec.batch.max(4))
             .expires(Duration::from_secs(5))
             .heartbeat(Duration::from_secs(1))
             .messages();
@@ -244,12 +272,11 @@ where
                 let stop = shutdown.clone();
                 messages
                     .take_until(async move { stop.wait().await })
-                    .for_each_concurrent(spec.concurrency, |message| async {
-                        match message {
-                            Ok(message) => handle_one(&js, &spec, &handler, message).await,
-                            Err(e) => tracing::warn!(durable = spec.durable, error = %e, "pull failed"),
-                        }
+                    .filter_map(|message| async {
+                        message.map_err(|e| tracing::warn!(durable = spec.durable, error = %e, "pull failed")).ok()
                     })
+                    .ready_chunks(spec.batch.max(1))
+                    .for_each_concurrent(spec.concurrency, |messages| handle_batch(&js, &spec, &handler, messages))
                     .await;
             }
             Err(e) => tracing::warn!(durable = spec.durable, error = %e, "cannot pull; retrying"),
@@ -298,24 +325,39 @@ pub async fn open_consumer(js: &jetstream::Context, spec: &ConsumerSpec) -> Resu
         .map_err(|e| consumer_error(e.into()))
 }
 
-async fn handle_one<H, F>(js: &jetstream::Context, spec: &ConsumerSpec, handler: &H, message: jetstream::Message)
-where
-    H: Fn(Delivery) -> F,
-    F: Future<Output = Result<(), HandlerError>>,
+/// Hands the messages to `handler` as one batch, then settles each by its outcome: ack,
+/// redelivery after the backoff, or parking.
+async fn handle_batch<H, F>(
+    js: &jetstream::Context,
+    spec: &ConsumerSpec,
+    handler: &H,
+    messages: Vec<jetstream::Message>,
+) where
+    H: Fn(Vec<Delivery>) -> F,
+    F: Future<Output = Vec<Result<(), HandlerError>>>,
 {
-    let attempt = message.info().map(|info| info.delivered).unwrap_or(1);
-    let event_id = message.headers.as_ref().and_then(event_id_of);
-    let delivery = Delivery {
-        subject: message.subject.to_string(),
-        payload: message.payload.clone(),
-        event_id,
-        attempt,
-        is_last_attempt: attempt >= spec.max_deliver,
-    };
-    // Bounded well inside the ack wait, so JetStream never hands the message to a second
+    let deliveries: Vec<Delivery> = messages.iter().map(|message| delivery(spec, message)).collect();
+    let spans: Vec<tracing::Span> = deliveries.iter().map(|d| d.span.clone()).collect();
+    // Bounded well inside the ack wait, so JetStream never hands a message to a second
     // attempt while this one still runs.
     let limit = spec.ack_wait.mul_f64(0.8);
-    // A consumer span in the trace the publisher carried in the message headers.
+    // A single message's handler runs inside its span; a batch's inside the first one's, and
+    // the handler logs about each message in that message's own span.
+    let handled = handler(deliveries).instrument(spans.first().cloned().unwrap_or_else(tracing::Span::none));
+    let outcomes = tokio::time::timeout(limit, handled).await.unwrap_or_default();
+    let mut outcomes = outcomes.into_iter();
+    for (message, span) in messages.iter().zip(spans) {
+        let outcome = outcomes
+            .next()
+            .unwrap_or_else(|| Err(HandlerError::Retry(format!("no answer from the handler within {limit:?}"))));
+        settle(js, spec, message, outcome).instrument(span).await;
+    }
+}
+
+/// What the handler sees of one delivery of `message`, with its consume span continuing the
+/// trace its publisher carried in the headers.
+fn delivery(spec: &ConsumerSpec, message: &jetstream::Message) -> Delivery {
+    let attempt = message.info().map(|info| info.delivered).unwrap_or(1);
     let span = tracing::info_span!(
         "consume",
         otel.name = %format_args!("{} process", message.subject),
@@ -327,19 +369,35 @@ where
     );
     let headers = message.headers.as_ref();
     crate::telemetry::continue_trace(&span, |field| headers?.get(field).map(|v| v.as_str().to_owned()));
-    let outcome = tokio::time::timeout(limit, handler(delivery).instrument(span.clone()))
-        .await
-        .unwrap_or_else(|_| Err(HandlerError::Retry(format!("handler took longer than {limit:?}"))));
+    Delivery {
+        subject: message.subject.to_string(),
+        payload: message.payload.clone(),
+        event_id: headers.and_then(event_id_of),
+        attempt,
+        is_last_attempt: attempt >= spec.max_deliver,
+        span,
+    }
+}
+
+/// Acks a handled message, has a retryable failure redelivered after the backoff, and parks
+/// (then terminates) a permanent failure or the last attempt's.
+async fn settle(
+    js: &jetstream::Context,
+    spec: &ConsumerSpec,
+    message: &jetstream::Message,
+    outcome: Result<(), HandlerError>,
+) {
+    let attempt = message.info().map(|info| info.delivered).unwrap_or(1);
     let ack = match outcome {
         Ok(()) => AckKind::Ack,
         Err(HandlerError::Retry(reason)) if attempt < spec.max_deliver => {
             let delay = spec.delay_after(attempt);
-            span.in_scope(|| tracing::warn!(durable = spec.durable, subject = %message.subject, attempt, %reason, retry_in = ?delay, "handler failed; will retry"));
+            tracing::warn!(durable = spec.durable, subject = %message.subject, attempt, %reason, retry_in = ?delay, "handler failed; will retry");
             AckKind::Nak(Some(delay))
         }
         Err(e) => {
-            span.in_scope(|| tracing::error!(durable = spec.durable, subject = %message.subject, attempt, reason = %e, "parking message"));
-            match park(js, spec, &message, attempt, &e.to_string()).await {
+            tracing::error!(durable = spec.durable, subject = %message.subject, attempt, reason = %e, "parking message");
+            match park(js, spec, message, attempt, &e.to_string()).await {
                 Ok(()) => AckKind::Term,
                 // Not parked, so not terminated either: JetStream redelivers it after ack_wait.
                 Err(park_error) => {

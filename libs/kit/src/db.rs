@@ -4,7 +4,7 @@
 use crate::backoff::Backoff;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr, SqliteTransactionMode,
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, SqliteTransactionMode,
     TransactionOptions, TransactionTrait,
 };
 use sea_orm_migration::prelude::{IndexCreateStatement, TableAlterStatement, TableCreateStatement};
@@ -90,6 +90,9 @@ pub async fn connect_with<M: MigratorTrait>(config: &DbConfig) -> Result<Databas
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
+            // Reads through a memory map: a connection whose page cache another one's write
+            // made stale re-reads without a system call per page.
+            .pragma("mmap_size", "268435456")
     });
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let db = loop {
@@ -117,6 +120,7 @@ pub async fn connect_with<M: MigratorTrait>(config: &DbConfig) -> Result<Databas
             }
         }
     }
+    open_sqlite_writer(&db).await?;
     Ok(db)
 }
 
@@ -157,16 +161,57 @@ fn sqlite_path(url: &str) -> Option<&str> {
     (path != ":memory:" && !path.is_empty()).then_some(path)
 }
 
-/// Begins a transaction that will write. On SQLite it takes the write lock at once
-/// (`BEGIN IMMEDIATE`): a deferred transaction that reads and then writes fails with
-/// SQLITE_BUSY_SNAPSHOT when another writer commits in between, which busy_timeout cannot
-/// wait out. Elsewhere it is a plain transaction.
+/// Begins a transaction that will write; every write of a service goes through here.
+///
+/// On SQLite it runs on the database file's one writer connection (see [`connect_with`]), so
+/// writers queue in the process and each takes over the moment the one before commits. SQLite
+/// has one writer at a time anyway, but a writer that finds the lock taken polls for it with
+/// sleeps of 1, 2, 5, 10 ms and more, and a connection that writes after another one must
+/// first drop its page cache: under load most of the time went to both. It takes the write
+/// lock at once (`BEGIN IMMEDIATE`): a deferred transaction that reads and then writes fails
+/// with SQLITE_BUSY_SNAPSHOT when another writer commits in between, which busy_timeout cannot
+/// wait out. Elsewhere it is a plain transaction on the pool.
 pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
-    db.begin_with_options(TransactionOptions {
-        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-        ..TransactionOptions::default()
-    })
-    .await
+    let writer = sqlite_writer(db);
+    writer
+        .as_ref()
+        .unwrap_or(db)
+        .begin_with_options(TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..TransactionOptions::default()
+        })
+        .await
+}
+
+type Writers = std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, DatabaseConnection>>;
+
+/// The writer connection of each SQLite database file this process has opened.
+static SQLITE_WRITERS: std::sync::LazyLock<Writers> = std::sync::LazyLock::new(Default::default);
+
+fn sqlite_file(db: &DatabaseConnection) -> Option<std::path::PathBuf> {
+    (db.get_database_backend() == DbBackend::Sqlite)
+        .then(|| db.get_sqlite_connection_pool().connect_options().get_filename().to_owned())
+}
+
+fn sqlite_writer(db: &DatabaseConnection) -> Option<DatabaseConnection> {
+    let file = sqlite_file(db)?;
+    SQLITE_WRITERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&file).cloned()
+}
+
+/// Opens the one connection that writes to this SQLite file (a pool of one, handed out first
+/// come first served), with the same settings as the pool's.
+async fn open_sqlite_writer(db: &DatabaseConnection) -> Result<(), DbErr> {
+    let Some(file) = sqlite_file(db) else { return Ok(()) };
+    let options = (*db.get_sqlite_connection_pool().connect_options()).clone();
+    let pool = sea_orm::sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options)
+        .await
+        .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into())))?;
+    let writer = sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool);
+    SQLITE_WRITERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(file, writer);
+    Ok(())
 }
 
 /// A migration that creates tables (if they are not there yet), alters tables, and creates

@@ -126,6 +126,9 @@ pub struct OutboxEvent {
     pub subject: &'static str,
     pub event_type: String,
     pub payload: Vec<u8>,
+    /// The W3C `traceparent` of the work that caused the event: the span current when it was
+    /// made, unless set otherwise.
+    pub trace_context: Option<String>,
 }
 
 impl OutboxEvent {
@@ -143,26 +146,36 @@ impl OutboxEvent {
             subject,
             event_type: M::full_name(),
             payload: message.encode_to_vec(),
+            trace_context: crate::telemetry::current_traceparent(),
         }
     }
 }
 
 /// Writes the event row; call it on the transaction that makes the state change.
 pub async fn enqueue<C: ConnectionTrait>(conn: &C, event: OutboxEvent) -> Result<(), DbErr> {
-    entity::Entity::insert(entity::ActiveModel {
+    enqueue_all(conn, vec![event]).await
+}
+
+/// Writes the event rows in one statement (none: nothing), on the transaction that makes the
+/// state changes they announce.
+pub async fn enqueue_all<C: ConnectionTrait>(conn: &C, events: Vec<OutboxEvent>) -> Result<(), DbErr> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let now = chrono::Utc::now();
+    let rows = events.into_iter().map(|event| entity::ActiveModel {
         id: Set(event.id),
         subject: Set(event.subject.to_owned()),
         event_type: Set(event.event_type),
         payload: Set(event.payload),
-        created_at: Set(chrono::Utc::now()),
+        created_at: Set(now),
         published_at: Set(None),
         attempts: Set(0),
         last_error: Set(None),
         aggregate_id: Set(Some(event.aggregate_id)),
-        trace_context: Set(crate::telemetry::current_traceparent()),
-    })
-    .exec_without_returning(conn)
-    .await?;
+        trace_context: Set(event.trace_context),
+    });
+    entity::Entity::insert_many(rows).exec_without_returning(conn).await?;
     Ok(())
 }
 
@@ -287,10 +300,12 @@ impl OutboxRelay {
     /// Deletes rows published longer ago than the retention. Returns how many.
     pub async fn prune(&self) -> Result<u64, DbErr> {
         let Ok(retention) = chrono::Duration::from_std(self.retention) else { return Ok(0) };
+        let txn = crate::db::begin_write(&self.db).await?;
         let result = entity::Entity::delete_many()
             .filter(entity::Column::PublishedAt.lt(chrono::Utc::now() - retention))
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
+        txn.commit().await?;
         Ok(result.rows_affected)
     }
 
@@ -355,12 +370,14 @@ impl OutboxRelay {
         }
         // One statement marks the whole acknowledged batch.
         if !acked_ids.is_empty() {
+            let txn = crate::db::begin_write(&self.db).await?;
             entity::Entity::update_many()
                 .col_expr(entity::Column::PublishedAt, Expr::value(chrono::Utc::now()))
                 .col_expr(entity::Column::Attempts, Expr::col(entity::Column::Attempts).add(1))
                 .filter(entity::Column::Id.is_in(acked_ids.iter().map(String::as_str)))
-                .exec(&self.db)
+                .exec(&txn)
                 .await?;
+            txn.commit().await?;
         }
         match first_failure {
             Some(error) => Err(error),
@@ -369,12 +386,13 @@ impl OutboxRelay {
     }
 
     async fn record_failure(&self, id: &str, reason: &str) -> Result<(), DbErr> {
+        let txn = crate::db::begin_write(&self.db).await?;
         entity::Entity::update_many()
             .col_expr(entity::Column::Attempts, Expr::col(entity::Column::Attempts).add(1))
             .col_expr(entity::Column::LastError, Expr::value(reason.to_owned()))
             .filter(entity::Column::Id.eq(id))
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
-        Ok(())
+        txn.commit().await
     }
 }

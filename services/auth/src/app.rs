@@ -72,6 +72,7 @@ impl App {
             code_lifetime: self.code_lifetime,
             verify_per_client: Limiter::new("verification attempts from this client", self.verify_per_client),
             code_per_email: Limiter::new("code attempts for this address", self.code_per_email),
+            claimer: crate::claim::Claimer::start(self.db.clone(), relay.clone()),
             relay: relay.clone(),
             credential: self.credential,
             admin: self.admin,

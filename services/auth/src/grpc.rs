@@ -1,5 +1,6 @@
 //! The tonic service: the only place tokens are issued and checked.
 
+use crate::claim::{Claimer, TokenUse};
 use crate::code::{Code, CodeKeys, MAX_WRONG_TRIES};
 use crate::error::AuthError;
 use crate::store::{self, token};
@@ -26,6 +27,8 @@ pub struct AuthGrpc {
     pub verify_per_client: Limiter,
     pub code_per_email: Limiter,
     pub relay: OutboxRelay,
+    /// Uses tokens, many clicks to a transaction under load.
+    pub claimer: Claimer,
     pub credential: ServiceCredential,
     /// What RevokeVerificationTokens requires.
     pub admin: AdminCredential,
@@ -111,10 +114,20 @@ impl AuthService for AuthGrpc {
             if let Some(traceparent) = &claims.trace {
                 verimail_kit::telemetry::link_to(&tracing::Span::current(), traceparent);
             }
-            Ok::<_, AuthError>((self.use_token(&claims).await?, claims))
+            let token_use = TokenUse {
+                jti: claims.jti.clone(),
+                user_id: claims.user_id.clone(),
+                email: claims.email.clone(),
+                trace: verimail_kit::telemetry::current_traceparent(),
+            };
+            Ok::<_, AuthError>((self.claimer.use_token(token_use).await?, claims))
         }
         .await;
         let (outcome, claims) = counted("link", verified)?;
+        if outcome == pb::VerifyOutcome::Verified {
+            let email = verimail_kit::telemetry::email(&claims.email);
+            tracing::info!(user_id = %claims.user_id, %email, "email verified");
+        }
         Ok(Response::new(pb::VerifyEmailResponse {
             outcome: outcome as i32,
             user_id: claims.user_id,
@@ -146,7 +159,12 @@ impl AuthService for AuthGrpc {
         let user_id = uuid::Uuid::parse_str(request.into_inner().user_id.trim())
             .map_err(|_| AuthError::invalid("user_id", "must be a UUID"))?
             .to_string();
-        let (tokens, codes) = store::revoke(&self.db, &user_id).await.map_err(AuthError::from)?;
+        let revoked = async {
+            let txn = verimail_kit::db::begin_write(&self.db).await?;
+            let counts = store::revoke(&txn, &user_id).await?;
+            txn.commit().await.map(|()| counts)
+        };
+        let (tokens, codes) = revoked.await.map_err(AuthError::from)?;
         tracing::info!(%user_id, tokens, codes, "verification tokens and codes revoked");
         let count = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
         Ok(Response::new(pb::RevokeVerificationTokensResponse {
@@ -243,34 +261,6 @@ impl AuthGrpc {
             .await?;
         txn.commit().await?;
         Err(wrong())
-    }
-
-    /// Single use: the first call for a jti verifies (and publishes auth.email_verified in the
-    /// same transaction); every later one, or a fresh token of an already verified user,
-    /// answers "already verified".
-    async fn use_token(&self, claims: &crate::token::VerificationClaims) -> Result<pb::VerifyOutcome, AuthError> {
-        let txn = verimail_kit::db::begin_write(&self.db).await?;
-        let known = token::Entity::find_by_id(claims.jti.clone()).one(&txn).await?;
-        let Some(known) = known else {
-            // Authentic but never recorded: issued by a key holder that is not this service.
-            return Err(AuthError::Token(crate::token::TokenError::Invalid));
-        };
-        if known.used_at.is_some() {
-            return Ok(pb::VerifyOutcome::AlreadyVerified);
-        }
-        if known.revoked_at.is_some() {
-            return Err(AuthError::TokenRevoked);
-        }
-        let already_verified = store::user_verified(&txn, &claims.user_id).await?;
-        if !store::claim_token(&txn, &claims.jti).await? {
-            return Ok(pb::VerifyOutcome::AlreadyVerified);
-        }
-        if already_verified {
-            txn.commit().await?;
-            return Ok(pb::VerifyOutcome::AlreadyVerified);
-        }
-        self.announce_verified(txn, &claims.user_id, &claims.email).await?;
-        Ok(pb::VerifyOutcome::Verified)
     }
 
     /// Writes auth.email_verified into the outbox and commits the transaction that used the

@@ -3,6 +3,7 @@
 //! through its outbox.
 
 pub mod app;
+pub mod claim;
 pub mod code;
 pub mod config;
 pub mod error;

@@ -3,6 +3,7 @@
 
 use sea_orm::entity::prelude::*;
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
+use std::collections::HashSet;
 
 pub mod token {
     use sea_orm::entity::prelude::*;
@@ -181,6 +182,33 @@ mod add_revoked_at {
     }
 }
 
+mod index_codes_by_user {
+    use sea_orm_migration::prelude::*;
+
+    #[derive(DeriveIden)]
+    enum VerificationCodes {
+        Table,
+        UserId,
+    }
+
+    /// Every verification asks whether the user has used any code (`user_verified`): without
+    /// this index that read scans every code ever issued.
+    pub fn migration() -> verimail_kit::db::SchemaMigration {
+        verimail_kit::db::SchemaMigration {
+            name: "m20261201_000004_index_verification_codes_user",
+            tables: vec![],
+            alters: vec![],
+            indexes: vec![
+                Index::create()
+                    .name("verification_codes_user")
+                    .table(VerificationCodes::Table)
+                    .col(VerificationCodes::UserId)
+                    .to_owned(),
+            ],
+        }
+    }
+}
+
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
@@ -189,35 +217,49 @@ impl MigratorTrait for Migrator {
         migrations.push(Box::new(create_tokens::migration()));
         migrations.push(Box::new(create_codes::migration()));
         migrations.push(Box::new(add_revoked_at::migration()));
+        migrations.push(Box::new(index_codes_by_user::migration()));
         migrations
     }
 }
 
-/// Marks the token used if nobody has yet and it is not revoked; true when this call did it.
-pub async fn claim_token<C: ConnectionTrait>(conn: &C, jti: &str) -> Result<bool, DbErr> {
-    let result = token::Entity::update_many()
+/// Marks these tokens used where nobody has yet and they are not revoked: the jtis this call
+/// claimed (`UPDATE … RETURNING`, so two instances never both claim one).
+pub async fn claim_tokens<C: ConnectionTrait>(conn: &C, jtis: &[&str]) -> Result<HashSet<String>, DbErr> {
+    let claimed = token::Entity::update_many()
         .col_expr(token::Column::UsedAt, Expr::value(chrono::Utc::now()))
-        .filter(token::Column::Jti.eq(jti))
+        .filter(token::Column::Jti.is_in(jtis.iter().copied()))
         .filter(token::Column::UsedAt.is_null())
         .filter(token::Column::RevokedAt.is_null())
-        .exec(conn)
+        .exec_with_returning(conn)
         .await?;
-    Ok(result.rows_affected == 1)
+    Ok(claimed.into_iter().map(|row| row.jti).collect())
 }
 
-/// Whether any token or code of this user has been used: the user's email is verified.
-pub async fn user_verified<C: ConnectionTrait>(conn: &C, user_id: &str) -> Result<bool, DbErr> {
-    let tokens = token::Entity::find()
-        .filter(token::Column::UserId.eq(user_id))
+/// Which of these users have used a token or a code: their email is verified.
+pub async fn verified_users<C: ConnectionTrait>(conn: &C, user_ids: &[&str]) -> Result<HashSet<String>, DbErr> {
+    use sea_orm::QuerySelect;
+    let tokens: Vec<String> = token::Entity::find()
+        .select_only()
+        .column(token::Column::UserId)
+        .filter(token::Column::UserId.is_in(user_ids.iter().copied()))
         .filter(token::Column::UsedAt.is_not_null())
-        .count(conn)
+        .into_tuple()
+        .all(conn)
         .await?;
-    let codes = code::Entity::find()
-        .filter(code::Column::UserId.eq(user_id))
+    let codes: Vec<String> = code::Entity::find()
+        .select_only()
+        .column(code::Column::UserId)
+        .filter(code::Column::UserId.is_in(user_ids.iter().copied()))
         .filter(code::Column::UsedAt.is_not_null())
-        .count(conn)
+        .into_tuple()
+        .all(conn)
         .await?;
-    Ok(tokens + codes > 0)
+    Ok(tokens.into_iter().chain(codes).collect())
+}
+
+/// Whether the user has used a token or a code: their email is verified.
+pub async fn user_verified<C: ConnectionTrait>(conn: &C, user_id: &str) -> Result<bool, DbErr> {
+    Ok(!verified_users(conn, &[user_id]).await?.is_empty())
 }
 
 /// Revokes the user's unused, unrevoked tokens and codes; how many of each.

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 use verimail_kit::bus::{ConsumerSpec, Delivery, HandlerError, USERS_STREAM, subjects};
+use verimail_kit::db::begin_write;
 use verimail_kit::telemetry::email;
 use verimail_proto::auth::v1::{IssueVerificationTokenRequest, auth_service_client::AuthServiceClient};
 use verimail_proto::events::v1::{SignUpAttempted, UserRegistered, VerificationRequested};
@@ -51,9 +52,11 @@ impl Courier {
             return Ok(()); // another users.* event: not ours to act on
         };
         let kind = delivery.subject.as_str();
+        let txn = begin_write(&self.db).await?;
         let record =
-            store::start_attempt(&self.db, &request.event_id, &request.user_id, &request.email, kind, &self.instance)
+            store::start_attempt(&txn, &request.event_id, &request.user_id, &request.email, kind, &self.instance)
                 .await?;
+        txn.commit().await?;
         match record.status {
             Status::Sent | Status::Failed => {
                 tracing::info!(event_id = %request.event_id, status = ?record.status, "already done; not sending again");
@@ -83,7 +86,10 @@ impl Courier {
     /// RetryDelivery: one more attempt, now, at a delivery that failed or was parked. An
     /// attempt that fails again leaves it as it was, with the new error.
     pub async fn retry(&self, event_id: &str) -> Result<store::delivery::Model, RetryError> {
-        let before = match store::claim_retry(&self.db, event_id, &self.instance).await? {
+        let txn = begin_write(&self.db).await?;
+        let claim = store::claim_retry(&txn, event_id, &self.instance).await?;
+        txn.commit().await?;
+        let before = match claim {
             store::Claim::NotFound => return Err(RetryError::NotFound),
             store::Claim::NotRetryable(status) => return Err(RetryError::NotRetryable(status)),
             store::Claim::Claimed(before) => before,
@@ -107,7 +113,9 @@ impl Courier {
         error: Option<String>,
         attempt: i32,
     ) -> Result<(), sea_orm::DbErr> {
-        store::finish(&self.db, &request.event_id, status, error.clone()).await?;
+        let txn = begin_write(&self.db).await?;
+        store::finish(&txn, &request.event_id, status, error.clone()).await?;
+        txn.commit().await?;
         let outcome = match status {
             Status::Sent => "sent",
             Status::Failed => "failed",
@@ -145,7 +153,12 @@ impl Courier {
             _ => self.verification_email(request, kind).await?,
         };
         // Recorded before the SMTP exchange: a crash from here on leaves the delivery in doubt.
-        store::set_status(&self.db, &request.event_id, Status::Sending).await.map_err(HandlerError::from)?;
+        let sending = async {
+            let txn = begin_write(&self.db).await?;
+            store::set_status(&txn, &request.event_id, Status::Sending).await?;
+            txn.commit().await
+        };
+        sending.await.map_err(HandlerError::from)?;
         let span = tracing::info_span!("smtp.send", otel.kind = "client", %kind);
         // Servers often quote the recipient in their reply; errors go to logs, so mask it.
         let masked = |e: SendError| e.to_string().replace(&request.email, &email(&request.email).to_string());

@@ -75,13 +75,13 @@ impl App {
         let db = self.db.clone();
         let consumer = events::email_verified_consumer(self.stream_replicas);
         let parking = Parking::server(self.js.clone(), vec![consumer.durable], self.admin);
-        let handler = move |delivery| {
+        let handler = move |deliveries| {
             let db = db.clone();
-            async move { events::on_email_verified(&db, delivery).await }
+            async move { events::on_email_verified(&db, deliveries).await }
         };
         let background: Vec<Background> = vec![
             Box::pin(relay.run(shutdown.clone())),
-            Box::pin(bus::consume(self.js.clone(), consumer, handler, shutdown.clone())),
+            Box::pin(bus::consume_batches(self.js.clone(), consumer, handler, shutdown.clone())),
         ];
         let service = Service {
             listener: self.listener,

@@ -118,20 +118,31 @@ pub async fn list<C: ConnectionTrait>(
     query.order_by_desc(user::Column::Id).limit(limit).all(conn).await
 }
 
-/// Marks the user verified; a user who already is stays as they are. Returns false if
-/// there is no such user.
-pub async fn mark_verified<C: ConnectionTrait>(conn: &C, id: &str) -> Result<bool, DbErr> {
+/// Marks these users verified; one who already is stays as they are. Returns each existing
+/// user's status before (an id that names no user is not in it).
+pub async fn mark_verified<C: ConnectionTrait>(
+    conn: &C,
+    ids: &[&str],
+) -> Result<std::collections::HashMap<String, Status>, DbErr> {
+    use sea_orm::QuerySelect;
+    let before: std::collections::HashMap<String, Status> = user::Entity::find()
+        .select_only()
+        .column(user::Column::Id)
+        .column(user::Column::Status)
+        .filter(user::Column::Id.is_in(ids.iter().copied()))
+        .into_tuple()
+        .all(conn)
+        .await?
+        .into_iter()
+        .collect();
     let now = chrono::Utc::now();
-    let updated = user::Entity::update_many()
+    user::Entity::update_many()
         .col_expr(user::Column::Status, Expr::value(Status::Verified))
         .col_expr(user::Column::VerifiedAt, Expr::value(now))
         .col_expr(user::Column::UpdatedAt, Expr::value(now))
-        .filter(user::Column::Id.eq(id))
+        .filter(user::Column::Id.is_in(ids.iter().copied()))
         .filter(user::Column::Status.eq(Status::Unverified))
         .exec(conn)
         .await?;
-    if updated.rows_affected > 0 {
-        return Ok(true);
-    }
-    Ok(find_by_id(conn, id).await?.is_some())
+    Ok(before)
 }

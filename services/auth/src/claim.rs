@@ -1,0 +1,135 @@
+//! Using verification tokens, in batches: the VerifyEmail calls waiting at one moment share
+//! one write transaction (group commit). A lone click is a batch of one and waits for nobody;
+//! under load one commit uses many tokens, where a transaction each spent most of auth-service's
+//! time handing statements to the database thread and back.
+
+use crate::error::AuthError;
+use crate::store::{self, token};
+use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
+use std::collections::{HashMap, HashSet};
+use tokio::sync::{mpsc, oneshot};
+use verimail_kit::bus::subjects;
+use verimail_kit::outbox::{self, OutboxEvent, OutboxRelay};
+use verimail_kit::rfc3339;
+use verimail_proto::auth::v1::VerifyOutcome;
+use verimail_proto::events::v1 as events;
+
+/// Most tokens one transaction uses.
+const MAX_BATCH: usize = 256;
+
+/// One click's authentic token, to be used.
+pub struct TokenUse {
+    pub jti: String,
+    pub user_id: String,
+    pub email: String,
+    /// The click's `traceparent`: the auth.email_verified it causes continues that trace.
+    pub trace: Option<String>,
+}
+
+type Answer = Result<VerifyOutcome, AuthError>;
+
+/// Hands token uses to the task that runs the batches.
+#[derive(Clone)]
+pub struct Claimer {
+    queue: mpsc::Sender<(TokenUse, oneshot::Sender<Answer>)>,
+}
+
+impl Claimer {
+    /// Starts the batching task; it ends when every `Claimer` is dropped.
+    pub fn start(db: DatabaseConnection, relay: OutboxRelay) -> Claimer {
+        let (queue, mut waiting) = mpsc::channel::<(TokenUse, oneshot::Sender<Answer>)>(4 * MAX_BATCH);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                let (uses, answers): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
+                match use_tokens(&db, &uses).await {
+                    Ok((outcomes, announced)) => {
+                        if announced {
+                            relay.wake();
+                        }
+                        for (answer, outcome) in answers.into_iter().zip(outcomes) {
+                            let _ = answer.send(outcome);
+                        }
+                    }
+                    Err(e) => {
+                        let reason = e.to_string();
+                        for answer in answers {
+                            let _ = answer.send(Err(AuthError::Db(DbErr::Custom(reason.clone()))));
+                        }
+                    }
+                }
+            }
+        });
+        Claimer { queue }
+    }
+
+    /// Single use: the first use of a jti verifies (and publishes auth.email_verified in the
+    /// same transaction); every later one, or a fresh token of an already verified user,
+    /// answers "already verified".
+    pub async fn use_token(&self, token_use: TokenUse) -> Answer {
+        let stopped = || AuthError::Db(DbErr::Custom("the token batcher has stopped".into()));
+        let (answer, outcome) = oneshot::channel();
+        self.queue.send((token_use, answer)).await.map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+}
+
+/// One transaction for the batch: each use's outcome, in order, and whether any event was
+/// written.
+async fn use_tokens(db: &DatabaseConnection, uses: &[TokenUse]) -> Result<(Vec<Answer>, bool), DbErr> {
+    let txn = verimail_kit::db::begin_write(db).await?;
+    let users: Vec<&str> = uses.iter().map(|u| u.user_id.as_str()).collect();
+    let mut verified = store::verified_users(&txn, &users).await?;
+    let jtis: Vec<&str> = uses.iter().map(|u| u.jti.as_str()).collect();
+    let claimed = store::claim_tokens(&txn, &jtis).await?;
+    // Why the others were not claimed: never recorded, used already, or revoked.
+    let unclaimed: Vec<&str> = jtis.iter().copied().filter(|jti| !claimed.contains(*jti)).collect();
+    let known: HashMap<String, token::Model> = match unclaimed.is_empty() {
+        true => HashMap::new(),
+        false => token::Entity::find()
+            .filter(token::Column::Jti.is_in(unclaimed))
+            .all(&txn)
+            .await?
+            .into_iter()
+            .map(|row| (row.jti.clone(), row))
+            .collect(),
+    };
+    let mut first_use = HashSet::new();
+    let mut announcements = Vec::new();
+    let outcomes = uses
+        .iter()
+        .map(|u| {
+            if claimed.contains(&u.jti) {
+                // The same token twice in one batch: the second is a repeat click.
+                if first_use.insert(u.jti.as_str()) && verified.insert(u.user_id.clone()) {
+                    announcements.push(email_verified(u));
+                    return Ok(VerifyOutcome::Verified);
+                }
+                return Ok(VerifyOutcome::AlreadyVerified);
+            }
+            match known.get(&u.jti) {
+                // Authentic but never recorded: issued by a key holder that is not this service.
+                None => Err(AuthError::Token(crate::token::TokenError::Invalid)),
+                Some(row) if row.used_at.is_none() && row.revoked_at.is_some() => Err(AuthError::TokenRevoked),
+                Some(_) => Ok(VerifyOutcome::AlreadyVerified),
+            }
+        })
+        .collect();
+    let announced = !announcements.is_empty();
+    outbox::enqueue_all(&txn, announcements).await?;
+    txn.commit().await?;
+    Ok((outcomes, announced))
+}
+
+/// auth.email_verified for the user of this token use, in the click's trace.
+fn email_verified(u: &TokenUse) -> OutboxEvent {
+    let event = events::EmailVerified {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        user_id: u.user_id.clone(),
+        email: u.email.clone(),
+        occurred_at: rfc3339(chrono::Utc::now()),
+    };
+    let mut row = OutboxEvent::new(event.event_id.clone(), &event.user_id, subjects::AUTH_EMAIL_VERIFIED, &event);
+    row.trace_context = u.trace.clone();
+    row
+}
