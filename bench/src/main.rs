@@ -3,95 +3,59 @@
 //! benchmark that accepts and counts mail), driven by tonic clients. Prints a table and writes
 //! a JSON report to `<target>/bench/report.json`.
 //!
-//! Measured so far:
+//! Measured, each as throughput and p50/p99 latency:
 //! 1. argon2id alone, with the production parameters, on all cores: the bound on
 //!    registrations per second;
-//! 2. RegisterUser throughput and latency at 1, 4, 16 and 64 concurrent clients, also as a
-//!    fraction of that bound;
+//! 2. RegisterUser at 1, 4, 16 and 64 concurrent clients, also as a fraction of that bound,
+//!    and at 16 with email-service stopped (what the emails cost);
+//! 3. register → email accepted by the SMTP sink, at half the full-speed rate;
+//! 4. verification with fresh tokens: POST /verify-email and VerifyEmail over gRPC at full
+//!    speed, POST /verify-email at 1,000/s, and click → GetUser verified under that load;
+//! 5. the event path alone: outbox rows → JetStream → consumer ack ([`events`]);
 //! 6. each part's start-up to SERVING (migrations already applied) and resident memory, idle
 //!    and at its peak under the RegisterUser load.
 //!
+//! Then each target of the benchmark issue, met or not.
+//!
 //! Flags: `--db sqlite|postgres` (default sqlite), `--seconds N` per measurement (default 5).
 
+mod events;
+mod load;
+mod register;
+mod verify;
+
+use load::{Sample, drive, ms};
 use std::time::{Duration, Instant};
-use verimail_proto::user::v1::RegisterUserRequest;
 use verimail_system_tests::procs::{Part, ProcessStack};
 use verimail_user::domain::{HashCost, Password, PasswordHasher};
 
 struct Options {
     postgres: bool,
     seconds: u64,
+    /// `--only verification|registration`: one half of the measurements (while profiling).
+    only: Option<String>,
+}
+
+impl Options {
+    fn runs(&self, half: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| only == half)
+    }
 }
 
 fn options() -> anyhow::Result<Options> {
-    let mut options = Options { postgres: false, seconds: 5 };
+    let mut options = Options { postgres: false, seconds: 5, only: None };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match (arg.as_str(), args.next()) {
             ("--db", Some(db)) if db == "postgres" || db == "sqlite" => options.postgres = db == "postgres",
             ("--seconds", Some(n)) => options.seconds = n.parse()?,
-            (other, _) => anyhow::bail!("unknown argument {other:?}: use --db sqlite|postgres, --seconds N"),
+            ("--only", Some(half)) if half == "verification" || half == "registration" => options.only = Some(half),
+            (other, _) => anyhow::bail!(
+                "unknown argument {other:?}: use --db sqlite|postgres, --seconds N, --only verification|registration"
+            ),
         }
     }
     Ok(options)
-}
-
-/// Latencies of one measurement, and how long it ran.
-struct Sample {
-    latencies: Vec<Duration>,
-    elapsed: Duration,
-}
-
-impl Sample {
-    fn per_second(&self) -> f64 {
-        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
-    }
-
-    fn percentile(&self, p: f64) -> Duration {
-        let mut sorted = self.latencies.clone();
-        sorted.sort();
-        let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len().max(1)) - 1;
-        sorted.get(index).copied().unwrap_or_default()
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "count": self.latencies.len(),
-            "seconds": self.elapsed.as_secs_f64(),
-            "per_second": self.per_second(),
-            "p50_ms": self.percentile(0.50).as_secs_f64() * 1000.0,
-            "p99_ms": self.percentile(0.99).as_secs_f64() * 1000.0,
-        })
-    }
-}
-
-/// Runs `clients` loops of `call` for `seconds`, each call timed.
-async fn drive<F, Fut>(clients: usize, seconds: u64, call: F) -> anyhow::Result<Sample>
-where
-    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = anyhow::Result<()>> + Send,
-{
-    let started = Instant::now();
-    let until = started + Duration::from_secs(seconds);
-    let workers: Vec<_> = (0..clients)
-        .map(|client| {
-            let call = call.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                while Instant::now() < until {
-                    let began = Instant::now();
-                    call(client, latencies.len()).await?;
-                    latencies.push(began.elapsed());
-                }
-                Ok::<_, anyhow::Error>(latencies)
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for worker in workers {
-        latencies.extend(worker.await??);
-    }
-    Ok(Sample { latencies, elapsed: started.elapsed() })
 }
 
 /// argon2id with the production parameters, `cores` hashes at a time, as user-service runs it.
@@ -101,9 +65,24 @@ async fn argon2_bound(cores: usize, seconds: u64) -> anyhow::Result<Sample> {
     hasher.hash(password()).await.map_err(anyhow::Error::msg)?; // warm up
     drive(cores, seconds, move |_, _| {
         let hasher = hasher.clone();
-        async move { hasher.hash(password()).await.map(drop).map_err(anyhow::Error::msg) }
+        async move { hasher.hash(password()).await.map(|_| true).map_err(anyhow::Error::msg) }
     })
     .await
+}
+
+/// CPU of every process of `stack` and of the benchmark, from now.
+fn cpu_meter(stack: &ProcessStack) -> load::CpuMeter {
+    let mut pids: Vec<_> = Part::ALL.iter().filter_map(|&part| Some((part.binary(), stack.pid(part)?))).collect();
+    pids.push(("nats-server", stack.nats.pid()));
+    pids.push(("bench", std::process::id()));
+    load::CpuMeter::start(pids)
+}
+
+/// An address no other registration of this run uses.
+fn address(label: &str) -> String {
+    static SEQUENCE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{label}-{n}-{}@example.com", std::process::id())
 }
 
 /// VmRSS of a process, in KiB (Linux).
@@ -111,10 +90,6 @@ fn resident_kib(pid: Option<u32>) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
     let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -136,30 +111,134 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The measurements table: printed row by row as they finish, and kept for the report.
+struct Table {
+    bound: f64,
+    rows: Vec<serde_json::Value>,
+}
+
+impl Table {
+    fn new() -> Table {
+        println!("\n| measurement | per second | p50 ms | p99 ms | of the bound |");
+        println!("|---|---|---|---|---|");
+        Table { bound: 0.0, rows: Vec::new() }
+    }
+
+    /// A row; `of_bound` for registrations, whose bound is the hashing.
+    fn row(&mut self, label: &str, sample: &Sample, of_bound: bool) -> serde_json::Value {
+        let share = sample.per_second() / self.bound;
+        let shown = if of_bound { format!("{:.0}%", 100.0 * share) } else { String::new() };
+        println!(
+            "| {label} | {:.1} | {:.1} | {:.1} | {shown} |",
+            sample.per_second(),
+            ms(sample.percentile(0.5)),
+            ms(sample.percentile(0.99))
+        );
+        let mut json = sample.json();
+        json["measurement"] = label.into();
+        if of_bound {
+            json["of_bound"] = share.into();
+        }
+        self.rows.push(json.clone());
+        json
+    }
+
+    /// A row of a rate alone (no latencies of its own).
+    /// A row under the last one: the CPU each process spent per operation of it.
+    fn cpu(&mut self, meter: &load::CpuMeter, operations: usize) {
+        let costs = meter.per_operation(operations);
+        let shown: Vec<String> = costs.iter().map(|(name, micros)| format!("{name} {micros:.0}")).collect();
+        let total: f64 = costs.iter().map(|(_, micros)| micros).sum();
+        println!("| … CPU µs per operation: {} (total {total:.0}) | | | | |", shown.join(", "));
+        if let Some(last) = self.rows.last_mut() {
+            last["cpu_us_per_operation"] = costs
+                .iter()
+                .map(|(name, micros)| (name.to_string(), (*micros).into()))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
+        }
+    }
+
+    fn rate(&mut self, label: &str, count: usize, elapsed: Duration) -> f64 {
+        let per_second = count as f64 / elapsed.as_secs_f64();
+        println!("| {label} | {per_second:.0} | | | |");
+        self.rows.push(serde_json::json!({ "measurement": label, "count": count, "seconds": elapsed.as_secs_f64(), "per_second": per_second }));
+        per_second
+    }
+}
+
+/// One target of the benchmark issue: what it asks, the figure measured, and whether it is met.
+struct Target {
+    asks: String,
+    figure: String,
+    met: bool,
+}
+
+impl Target {
+    fn new(asks: impl Into<String>, figure: impl Into<String>, met: bool) -> Target {
+        Target { asks: asks.into(), figure: figure.into(), met }
+    }
+}
+
 async fn run(options: &Options) -> anyhow::Result<serde_json::Value> {
     let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(2);
     let cost = HashCost::default();
+    let seconds = options.seconds;
     println!(
-        "verimail bench: {cores} cores, {} database, argon2id m={} KiB t={} p={}, {} s per measurement",
+        "verimail bench: {cores} cores, {} database, argon2id m={} KiB t={} p={}, {seconds} s per measurement",
         if options.postgres { "PostgreSQL" } else { "SQLite" },
         cost.memory_kib,
         cost.iterations,
         cost.parallelism,
-        options.seconds
     );
+    let mut table = Table::new();
+    let mut targets = Vec::new();
 
-    let argon2 = argon2_bound(cores, options.seconds).await?;
-    let bound = argon2.per_second();
+    // 1. The bound.
+    let argon2 = argon2_bound(cores, seconds).await?;
+    table.bound = argon2.per_second();
     let per_hash = argon2.percentile(0.5);
-    println!("\n| measurement | per second | p50 ms | p99 ms | of the bound |");
-    println!("|---|---|---|---|---|");
-    println!(
-        "| argon2id alone, {cores} at a time (the bound) | {bound:.1} | {} | {} | 100% |",
-        ms(per_hash),
-        ms(argon2.percentile(0.99))
-    );
+    table.row(&format!("argon2id alone, {cores} at a time (the bound)"), &argon2, true);
 
-    // The stack, hashing with the production parameters.
+    // 4 and 5, on a stack of their own (registration is not measured there).
+    let verification = match options.runs("verification") {
+        true => verification(&mut table, &mut targets, options).await?,
+        false => serde_json::Value::Null,
+    };
+
+    let registration = match options.runs("registration") {
+        true => registration(&mut table, &mut targets, options, per_hash).await?,
+        false => serde_json::Value::Null,
+    };
+
+    println!("\n| target | measured | met |");
+    println!("|---|---|---|");
+    for target in &targets {
+        println!("| {} | {} | {} |", target.asks, target.figure, if target.met { "yes" } else { "no" });
+    }
+
+    Ok(serde_json::json!({
+        "machine": { "cores": cores },
+        "database": if options.postgres { "postgres" } else { "sqlite" },
+        "argon2": { "memory_kib": cost.memory_kib, "iterations": cost.iterations, "parallelism": cost.parallelism },
+        "seconds_per_measurement": seconds,
+        "measurements": table.rows,
+        "verification": verification,
+        "registration": registration,
+        "targets": targets.iter().map(|t| serde_json::json!({ "target": t.asks, "measured": t.figure, "met": t.met })).collect::<Vec<_>>(),
+    }))
+}
+
+/// 2, 3 and 6: registration on a stack hashing with the production parameters, and each
+/// part's start-up and memory.
+async fn registration(
+    table: &mut Table,
+    targets: &mut Vec<Target>,
+    options: &Options,
+    per_hash: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    // The stack for the rest, hashing with the production parameters.
+    let (cost, seconds) = (HashCost::default(), options.seconds);
     let mut stack = ProcessStack::start().await;
     stack.kill(Part::User);
     stack.set_var(Part::User, "PASSWORD_HASH_MEMORY_KIB", &cost.memory_kib.to_string());
@@ -167,7 +246,7 @@ async fn run(options: &Options) -> anyhow::Result<serde_json::Value> {
     stack.set_var(Part::User, "PASSWORD_HASH_PARALLELISM", &cost.parallelism.to_string());
     stack.start_part(Part::User).await;
 
-    // Start-up to SERVING (migrations already applied) and resident memory when idle.
+    // 6. Start-up to SERVING (migrations already applied) and resident memory when idle.
     let mut parts = serde_json::Map::new();
     for part in Part::ALL {
         stack.kill(part);
@@ -176,13 +255,10 @@ async fn run(options: &Options) -> anyhow::Result<serde_json::Value> {
         let startup = began.elapsed();
         tokio::time::sleep(Duration::from_secs(1)).await;
         let idle = resident_kib(stack.pid(part));
-        parts.insert(
-            part.binary().into(),
-            serde_json::json!({ "startup_ms": startup.as_secs_f64() * 1000.0, "idle_rss_kib": idle }),
-        );
+        parts.insert(part.binary().into(), serde_json::json!({ "startup_ms": ms(startup), "idle_rss_kib": idle }));
     }
 
-    let mut register = Vec::new();
+    // 2. RegisterUser at rising concurrency, memory sampled throughout.
     let peak = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<&str, u64>::new()));
     let sampler = {
         let pids: Vec<_> = Part::ALL.iter().map(|&part| (part.binary(), stack.pid(part))).collect();
@@ -199,48 +275,47 @@ async fn run(options: &Options) -> anyhow::Result<serde_json::Value> {
             }
         })
     };
-    let users = stack.users.clone();
-    let register_at = |clients: usize| {
-        let users = users.clone();
-        drive(clients, options.seconds, move |client, n| {
-            let mut users = users.clone();
-            async move {
-                let request = RegisterUserRequest {
-                    email: format!("bench-{clients}-{client}-{n}-{}@example.com", std::process::id()),
-                    password: "correct horse battery staple".into(),
-                };
-                users.register_user(request).await?;
-                Ok(())
-            }
-        })
-    };
-    let row = |label: String, sample: &Sample| {
-        println!(
-            "| {label} | {:.1} | {} | {} | {:.0}% |",
-            sample.per_second(),
-            ms(sample.percentile(0.5)),
-            ms(sample.percentile(0.99)),
-            100.0 * sample.per_second() / bound
-        );
-    };
+    let mut full_speed = 0.0;
     for clients in [1, 4, 16, 64] {
-        let sample = register_at(clients).await?;
+        let meter = cpu_meter(&stack);
+        let sample = register::at_full_speed(&stack, clients, seconds).await?;
         let plural = if clients == 1 { "" } else { "s" };
-        row(format!("RegisterUser, {clients} client{plural}"), &sample);
-        let mut json = sample.json();
-        json["clients"] = clients.into();
-        json["of_bound"] = (sample.per_second() / bound).into();
-        register.push(json);
+        table.row(&format!("RegisterUser, {clients} client{plural}"), &sample, true);
+        if clients == 16 {
+            table.cpu(&meter, sample.latencies.len());
+        }
+        if clients >= 16 {
+            let share = sample.per_second() / table.bound;
+            targets.push(Target::new(
+                format!("RegisterUser at {clients} clients ≥ 85% of the argon2 bound"),
+                format!("{:.0}% ({:.1}/s of {:.1}/s)", 100.0 * share, sample.per_second(), table.bound),
+                share >= 0.85,
+            ));
+            full_speed = f64::max(full_speed, sample.per_second());
+        }
     }
+
+    // 3. Register → email accepted, at half the full-speed rate.
+    let half = full_speed / 2.0;
+    let to_email = register::to_email_at(&stack, half, seconds).await?;
+    table.row(&format!("register → email accepted, at {half:.0}/s (half of full speed)"), &to_email, false);
+    let allowed = per_hash + Duration::from_millis(50);
+    targets.push(Target::new(
+        "register → email accepted: p99 ≤ one hash + 50 ms at half the full rate",
+        format!("p99 {:.1} ms, allowed {:.1} ms", ms(to_email.percentile(0.99)), ms(allowed)),
+        to_email.percentile(0.99) <= allowed,
+    ));
     sampler.abort();
+
     // What the email each registration causes costs: the same load with email-service stopped
     // (its events wait in JetStream), so the two cores hash and store only.
     stack.kill(Part::Email);
-    let alone = register_at(16).await?;
-    row("RegisterUser, 16 clients, email-service stopped".into(), &alone);
-    let mut alone_json = alone.json();
-    alone_json["of_bound"] = (alone.per_second() / bound).into();
+    let meter = cpu_meter(&stack);
+    let alone = register::at_full_speed(&stack, 16, seconds).await?;
+    table.row("RegisterUser, 16 clients, email-service stopped", &alone, true);
+    table.cpu(&meter, alone.latencies.len());
     stack.start_part(Part::Email).await;
+
     println!("\n| part | start-up to SERVING ms | idle RSS MiB | peak RSS under load MiB |");
     println!("|---|---|---|---|");
     let peak = peak.lock().expect("peak lock").clone();
@@ -250,22 +325,98 @@ async fn run(options: &Options) -> anyhow::Result<serde_json::Value> {
         entry["peak_rss_kib"] = peak.get(name).copied().into();
         let mib =
             |v: &serde_json::Value| v.as_u64().map(|kib| format!("{:.1}", kib as f64 / 1024.0)).unwrap_or("?".into());
-        println!(
-            "| {name} | {:.0} | {} | {} |",
-            entry["startup_ms"].as_f64().unwrap_or_default(),
-            mib(&entry["idle_rss_kib"]),
-            mib(&entry["peak_rss_kib"])
-        );
+        let startup = entry["startup_ms"].as_f64().unwrap_or(f64::MAX);
+        let idle_bytes = entry["idle_rss_kib"].as_u64().map_or(u64::MAX, |kib| kib * 1024);
+        println!("| {name} | {startup:.0} | {} | {} |", mib(&entry["idle_rss_kib"]), mib(&entry["peak_rss_kib"]));
+        targets.push(Target::new(
+            format!("{name}: idle under 30 MB, SERVING in under 1 s"),
+            format!("{:.1} MB, {startup:.0} ms", idle_bytes as f64 / 1e6),
+            idle_bytes < 30_000_000 && startup < 1000.0,
+        ));
     }
 
-    Ok(serde_json::json!({
-        "parts": parts,
-        "machine": { "cores": cores },
-        "database": if options.postgres { "postgres" } else { "sqlite" },
-        "argon2": { "memory_kib": cost.memory_kib, "iterations": cost.iterations, "parallelism": cost.parallelism },
-        "seconds_per_measurement": options.seconds,
-        "argon2_bound": argon2.json(),
-        "register_user": register,
-        "register_user_16_without_email_service": alone_json,
-    }))
+    Ok(serde_json::json!({ "parts": parts }))
+}
+
+/// Clients of the full-speed verify measurements.
+const VERIFY_CLIENTS: usize = 32;
+/// The rate of the fixed-rate verify measurement.
+const VERIFY_RATE: f64 = 1000.0;
+/// Clients that click and then wait until GetUser says verified, beside that rate.
+const PROBES: usize = 4;
+
+/// 4 (verification) and 5 (the event path), on a stack of their own, hashing cheaply to
+/// prepare its users; email-service stopped throughout (see [`verify`]).
+async fn verification(
+    table: &mut Table,
+    targets: &mut Vec<Target>,
+    options: &Options,
+) -> anyhow::Result<serde_json::Value> {
+    let seconds = options.seconds;
+    let mut stack = ProcessStack::start().await;
+    stack.kill(Part::Email);
+    // Enough fresh tokens for well above the targets' rates; a measurement whose tokens run
+    // out ends early and says so in its count and time.
+    let full = 5000 * seconds as usize;
+    let prepared = Instant::now();
+    let at_full_speed = verify::prepare(&stack, full).await?;
+    let by_grpc = verify::prepare(&stack, full).await?;
+    let at_rate = verify::prepare(&stack, (VERIFY_RATE as usize + 100) * seconds as usize).await?;
+    let probed = verify::prepare(&stack, 500 * seconds as usize).await?;
+    let users: Vec<String> = [&at_full_speed, &by_grpc, &at_rate, &probed].iter().flat_map(|t| t.user_ids()).collect();
+    println!(
+        "| (prepared {} users with fresh tokens in {:.1} s, cheap hashing) | | | | |",
+        users.len(),
+        prepared.elapsed().as_secs_f64()
+    );
+
+    let meter = cpu_meter(&stack);
+    let gateway = verify::gateway_at_full_speed(&stack, &at_full_speed, VERIFY_CLIENTS, seconds).await?;
+    table.row(&format!("POST /verify-email, {VERIFY_CLIENTS} clients"), &gateway, false);
+    table.cpu(&meter, gateway.latencies.len());
+    let target = if options.postgres { None } else { Some(2000.0) };
+    if let Some(target) = target {
+        targets.push(Target::new(
+            "POST /verify-email ≥ 2,000/s on SQLite",
+            format!("{:.0}/s", gateway.per_second()),
+            gateway.per_second() >= target,
+        ));
+    }
+    let meter = cpu_meter(&stack);
+    let grpc = verify::grpc_at_full_speed(&stack, &by_grpc, VERIFY_CLIENTS, seconds).await?;
+    table.row(&format!("VerifyEmail over gRPC, {VERIFY_CLIENTS} clients"), &grpc, false);
+    table.cpu(&meter, grpc.latencies.len());
+    let (clicks, verified) = verify::gateway_at_rate(&stack, &at_rate, &probed, VERIFY_RATE, PROBES, seconds).await?;
+    table.row(&format!("POST /verify-email at {VERIFY_RATE:.0}/s"), &clicks, false);
+    table.row(&format!("click → GetUser verified, {PROBES} clients beside that"), &verified, false);
+    targets.push(Target::new(
+        format!("POST /verify-email p99 ≤ 25 ms at {VERIFY_RATE:.0}/s"),
+        format!("p99 {:.1} ms", ms(clicks.percentile(0.99))),
+        clicks.percentile(0.99) <= Duration::from_millis(25),
+    ));
+    targets.push(Target::new(
+        "click → GetUser verified p99 ≤ 100 ms",
+        format!("p99 {:.1} ms", ms(verified.percentile(0.99))),
+        verified.percentile(0.99) <= Duration::from_millis(100),
+    ));
+    verimail_system_tests::batch::wait_until_drained(
+        &stack.nats.url(),
+        "AUTH",
+        "user-service",
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // 5. The event path alone.
+    let meter = cpu_meter(&stack);
+    let path = events::run(&stack, &users, 10_000 * seconds as usize).await?;
+    table.rate("event path: outbox → JetStream (auth's relay)", path.count, path.published);
+    let acked = table.rate("event path: outbox → JetStream → user-service ack", path.count, path.acked);
+    table.cpu(&meter, path.count);
+    targets.push(Target::new(
+        "event path ≥ 10,000 events/s to the consumer's ack",
+        format!("{acked:.0}/s"),
+        acked >= 10_000.0,
+    ));
+    Ok(serde_json::json!({ "prepared_users": users.len(), "event_path": path.json() }))
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use verimail_proto::auth::v1::auth_service_client::AuthServiceClient;
 use verimail_proto::email::v1::email_service_client::EmailServiceClient;
 use verimail_proto::user::v1::user_service_client::UserServiceClient;
 use verimail_testkit::{NatsServer, TcpDoor, free_port};
@@ -82,6 +83,7 @@ pub struct ProcessStack {
     /// The door between user-service and NATS.
     pub user_nats_door: Arc<TcpDoor>,
     pub users: UserServiceClient<Ops>,
+    pub auth: AuthServiceClient<Ops>,
     pub emails: EmailServiceClient<Ops>,
     pub gateway_url: String,
     pub dir: tempfile::TempDir,
@@ -180,6 +182,7 @@ impl ProcessStack {
             smtp,
             user_nats_door,
             users: UserServiceClient::new(channel(user)),
+            auth: AuthServiceClient::new(channel(auth)),
             emails: EmailServiceClient::new(channel(email)),
             gateway_url,
             dir,
