@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# `just bench`: builds the release binaries and the benchmark, then runs it on a fresh stack
-# (arguments: --db sqlite|postgres, --seconds N per measurement). The report goes to
-# <target>/bench/report.json.
+# `just bench`: builds the release binaries and the benchmark, then runs it on fresh stacks
+# (arguments: --db sqlite|postgres, --seconds N per measurement, --only registration|verification).
+# The report goes to <target>/bench/report.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NATS_SERVER_BIN="$(scripts/nats-server.sh)"
