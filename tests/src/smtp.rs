@@ -202,15 +202,31 @@ impl SmtpServer {
 
     /// Waits (at most `limit`) until `count` messages to `address` have arrived.
     pub async fn wait_for(&self, address: &str, count: usize, limit: Duration) -> Vec<ReceivedMail> {
+        self.wait_for_where(address, count, limit, |_| true).await
+    }
+
+    /// Waits (at most `limit`) for a verification email to `address`. Other mail to the address
+    /// (the notice of a second sign-up) is handled concurrently and may arrive first.
+    pub async fn wait_for_verification(&self, address: &str, limit: Duration) -> ReceivedMail {
+        self.wait_for_where(address, 1, limit, ReceivedMail::is_verification).await.remove(0)
+    }
+
+    async fn wait_for_where(
+        &self,
+        address: &str,
+        count: usize,
+        limit: Duration,
+        wanted: impl Fn(&ReceivedMail) -> bool,
+    ) -> Vec<ReceivedMail> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let arrived = self.inbox.arrived.notified();
-            let mails = self.to(address);
+            let mails: Vec<ReceivedMail> = self.to(address).into_iter().filter(&wanted).collect();
             if mails.len() >= count {
                 return mails;
             }
             if tokio::time::timeout_at(deadline, arrived).await.is_err() {
-                panic!("{} of {count} emails to {address} arrived within {limit:?}", self.to(address).len());
+                panic!("{} of {count} wanted emails to {address} arrived within {limit:?}", mails.len());
             }
         }
     }
