@@ -10,9 +10,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A port that was free a moment ago (bound and released by the OS).
+/// A port that was free a moment ago, for a process to bind soon after. It is taken below
+/// Linux's ephemeral range (32768 and up), from a spot that differs per call: a port the
+/// kernel hands out itself (bind to 0, or any outgoing connection, of which the tests make
+/// many) could be handed out again to someone else between this check and the real bind.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free port on 127.0.0.1")
+    use std::sync::atomic::AtomicU32;
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 32_768 - FIRST;
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+    let clock = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let start = std::process::id().wrapping_mul(2_654_435_761)
+        ^ clock
+        ^ CALLS.fetch_add(1, Ordering::Relaxed).wrapping_mul(7_919);
+    (0..COUNT)
+        .map(|step| (FIRST + start.wrapping_add(step) % COUNT) as u16)
+        .find(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("no free port on 127.0.0.1 below 32768")
 }
 
 /// Where the nats-server binary is: `NATS_SERVER_BIN`, then PATH, then Debian's location.
