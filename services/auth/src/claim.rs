@@ -102,7 +102,10 @@ async fn use_tokens(db: &DatabaseConnection, uses: &[TokenUse]) -> Result<(Vec<A
             if claimed.contains(&u.jti) {
                 // The same token twice in one batch: the second is a repeat click.
                 if first_use.insert(u.jti.as_str()) && verified.insert(u.user_id.clone()) {
-                    announcements.push(email_verified(u));
+                    // In the click's trace: this batch runs outside the request's span.
+                    let mut event = email_verified(&u.user_id, &u.email);
+                    event.trace_context = u.trace.clone();
+                    announcements.push(event);
                     return Ok(VerifyOutcome::Verified);
                 }
                 return Ok(VerifyOutcome::AlreadyVerified);
@@ -121,15 +124,14 @@ async fn use_tokens(db: &DatabaseConnection, uses: &[TokenUse]) -> Result<(Vec<A
     Ok((outcomes, announced))
 }
 
-/// auth.email_verified for the user of this token use, in the click's trace.
-fn email_verified(u: &TokenUse) -> OutboxEvent {
+/// auth.email_verified for this user, in the trace of the current span: the outbox row that
+/// announces a verification, by link or by code.
+pub(crate) fn email_verified(user_id: &str, email: &str) -> OutboxEvent {
     let event = events::EmailVerified {
         event_id: uuid::Uuid::now_v7().to_string(),
-        user_id: u.user_id.clone(),
-        email: u.email.clone(),
+        user_id: user_id.to_owned(),
+        email: email.to_owned(),
         occurred_at: rfc3339(chrono::Utc::now()),
     };
-    let mut row = OutboxEvent::new(event.event_id.clone(), &event.user_id, subjects::AUTH_EMAIL_VERIFIED, &event);
-    row.trace_context = u.trace.clone();
-    row
+    OutboxEvent::new(event.event_id.clone(), &event.user_id, subjects::AUTH_EMAIL_VERIFIED, &event)
 }

@@ -10,13 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response};
 use verimail_kit::admin::AdminCredential;
-use verimail_kit::bus::subjects;
 use verimail_kit::internal::ServiceCredential;
 use verimail_kit::limits::Limiter;
-use verimail_kit::outbox::{self, OutboxEvent, OutboxRelay};
+use verimail_kit::outbox::{self, OutboxRelay};
 use verimail_kit::rfc3339;
 use verimail_proto::auth::v1::{self as pb, auth_service_server::AuthService};
-use verimail_proto::events::v1 as events;
 
 pub struct AuthGrpc {
     pub db: DatabaseConnection,
@@ -266,20 +264,12 @@ impl AuthGrpc {
     /// Writes auth.email_verified into the outbox and commits the transaction that used the
     /// token or code.
     async fn announce_verified(&self, txn: DatabaseTransaction, user_id: &str, email: &str) -> Result<(), AuthError> {
-        let event = events::EmailVerified {
-            event_id: uuid::Uuid::now_v7().to_string(),
-            user_id: user_id.to_owned(),
-            email: email.to_owned(),
-            occurred_at: rfc3339(chrono::Utc::now()),
-        };
-        outbox::enqueue(
-            &txn,
-            OutboxEvent::new(event.event_id.clone(), &event.user_id, subjects::AUTH_EMAIL_VERIFIED, &event),
-        )
-        .await?;
+        let event = crate::claim::email_verified(user_id, email);
+        let event_id = event.id.clone();
+        outbox::enqueue(&txn, event).await?;
         txn.commit().await?;
         self.relay.wake();
-        tracing::info!(%user_id, email = %verimail_kit::telemetry::email(email), event_id = %event.event_id, "email verified");
+        tracing::info!(%user_id, email = %verimail_kit::telemetry::email(email), %event_id, "email verified");
         Ok(())
     }
 }
