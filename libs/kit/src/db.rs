@@ -9,6 +9,7 @@ use sea_orm::{
 };
 use sea_orm_migration::prelude::{IndexCreateStatement, TableAlterStatement, TableCreateStatement};
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What a process does about the schema at start.
@@ -161,7 +162,8 @@ fn sqlite_path(url: &str) -> Option<&str> {
     (path != ":memory:" && !path.is_empty()).then_some(path)
 }
 
-/// Begins a transaction that will write; every write of a service goes through here.
+/// Begins a transaction that will write; every write of a service goes through here, or
+/// through [`writer`] when it is a single statement.
 ///
 /// On SQLite it runs on the database file's one writer connection (see [`connect_with`]), so
 /// writers queue in the process and each takes over the moment the one before commits. SQLite
@@ -172,10 +174,7 @@ fn sqlite_path(url: &str) -> Option<&str> {
 /// with SQLITE_BUSY_SNAPSHOT when another writer commits in between, which busy_timeout cannot
 /// wait out. Elsewhere it is a plain transaction on the pool.
 pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
-    let writer = sqlite_writer(db);
-    writer
-        .as_ref()
-        .unwrap_or(db)
+    writer(db)
         .begin_with_options(TransactionOptions {
             sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
             ..TransactionOptions::default()
@@ -183,26 +182,34 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
         .await
 }
 
+/// Where a write of a single statement goes: on SQLite the file's one writer connection (see
+/// [`begin_write`]), elsewhere the pool. Several statements that belong together take a
+/// transaction from [`begin_write`] instead.
+pub fn writer(db: &DatabaseConnection) -> DatabaseConnection {
+    sqlite_writer(db).unwrap_or_else(|| db.clone())
+}
+
 type Writers = std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, DatabaseConnection>>;
 
 /// The writer connection of each SQLite database file this process has opened.
 static SQLITE_WRITERS: std::sync::LazyLock<Writers> = std::sync::LazyLock::new(Default::default);
 
-fn sqlite_file(db: &DatabaseConnection) -> Option<std::path::PathBuf> {
-    (db.get_database_backend() == DbBackend::Sqlite)
-        .then(|| db.get_sqlite_connection_pool().connect_options().get_filename().to_owned())
+/// The connect options of a SQLite pool, which name its file; None for other databases.
+fn sqlite_options(db: &DatabaseConnection) -> Option<Arc<sea_orm::sqlx::sqlite::SqliteConnectOptions>> {
+    (db.get_database_backend() == DbBackend::Sqlite).then(|| db.get_sqlite_connection_pool().connect_options())
 }
 
 fn sqlite_writer(db: &DatabaseConnection) -> Option<DatabaseConnection> {
-    let file = sqlite_file(db)?;
-    SQLITE_WRITERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&file).cloned()
+    let options = sqlite_options(db)?;
+    SQLITE_WRITERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(options.get_filename()).cloned()
 }
 
 /// Opens the one connection that writes to this SQLite file (a pool of one, handed out first
 /// come first served), with the same settings as the pool's.
 async fn open_sqlite_writer(db: &DatabaseConnection) -> Result<(), DbErr> {
-    let Some(file) = sqlite_file(db) else { return Ok(()) };
-    let options = (*db.get_sqlite_connection_pool().connect_options()).clone();
+    let Some(options) = sqlite_options(db) else { return Ok(()) };
+    let file = options.get_filename().to_owned();
+    let options = (*options).clone();
     let pool = sea_orm::sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(30))

@@ -300,12 +300,10 @@ impl OutboxRelay {
     /// Deletes rows published longer ago than the retention. Returns how many.
     pub async fn prune(&self) -> Result<u64, DbErr> {
         let Ok(retention) = chrono::Duration::from_std(self.retention) else { return Ok(0) };
-        let txn = crate::db::begin_write(&self.db).await?;
         let result = entity::Entity::delete_many()
             .filter(entity::Column::PublishedAt.lt(chrono::Utc::now() - retention))
-            .exec(&txn)
+            .exec(&crate::db::writer(&self.db))
             .await?;
-        txn.commit().await?;
         Ok(result.rows_affected)
     }
 
@@ -370,14 +368,12 @@ impl OutboxRelay {
         }
         // One statement marks the whole acknowledged batch.
         if !acked_ids.is_empty() {
-            let txn = crate::db::begin_write(&self.db).await?;
             entity::Entity::update_many()
                 .col_expr(entity::Column::PublishedAt, Expr::value(chrono::Utc::now()))
                 .col_expr(entity::Column::Attempts, Expr::col(entity::Column::Attempts).add(1))
                 .filter(entity::Column::Id.is_in(acked_ids.iter().map(String::as_str)))
-                .exec(&txn)
+                .exec(&crate::db::writer(&self.db))
                 .await?;
-            txn.commit().await?;
         }
         match first_failure {
             Some(error) => Err(error),
@@ -386,13 +382,12 @@ impl OutboxRelay {
     }
 
     async fn record_failure(&self, id: &str, reason: &str) -> Result<(), DbErr> {
-        let txn = crate::db::begin_write(&self.db).await?;
         entity::Entity::update_many()
             .col_expr(entity::Column::Attempts, Expr::col(entity::Column::Attempts).add(1))
             .col_expr(entity::Column::LastError, Expr::value(reason.to_owned()))
             .filter(entity::Column::Id.eq(id))
-            .exec(&txn)
+            .exec(&crate::db::writer(&self.db))
             .await?;
-        txn.commit().await
+        Ok(())
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 use verimail_kit::bus::{ConsumerSpec, Delivery, HandlerError, USERS_STREAM, subjects};
-use verimail_kit::db::begin_write;
+use verimail_kit::db::{begin_write, writer};
 use verimail_kit::telemetry::email;
 use verimail_proto::auth::v1::{IssueVerificationTokenRequest, auth_service_client::AuthServiceClient};
 use verimail_proto::events::v1::{SignUpAttempted, UserRegistered, VerificationRequested};
@@ -113,9 +113,7 @@ impl Courier {
         error: Option<String>,
         attempt: i32,
     ) -> Result<(), sea_orm::DbErr> {
-        let txn = begin_write(&self.db).await?;
-        store::finish(&txn, &request.event_id, status, error.clone()).await?;
-        txn.commit().await?;
+        store::finish(&writer(&self.db), &request.event_id, status, error.clone()).await?;
         let outcome = match status {
             Status::Sent => "sent",
             Status::Failed => "failed",
@@ -153,12 +151,7 @@ impl Courier {
             _ => self.verification_email(request, kind).await?,
         };
         // Recorded before the SMTP exchange: a crash from here on leaves the delivery in doubt.
-        let sending = async {
-            let txn = begin_write(&self.db).await?;
-            store::set_status(&txn, &request.event_id, Status::Sending).await?;
-            txn.commit().await
-        };
-        sending.await.map_err(HandlerError::from)?;
+        store::set_status(&writer(&self.db), &request.event_id, Status::Sending).await.map_err(HandlerError::from)?;
         let span = tracing::info_span!("smtp.send", otel.kind = "client", %kind);
         // Servers often quote the recipient in their reply; errors go to logs, so mask it.
         let masked = |e: SendError| e.to_string().replace(&request.email, &email(&request.email).to_string());
