@@ -17,6 +17,7 @@ mod ops;
 mod production;
 mod real_browser;
 mod rotation;
+mod smtp;
 mod tls;
 mod traces;
 mod verification;
