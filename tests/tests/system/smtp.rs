@@ -6,7 +6,8 @@ use verimail_system_tests::smtp::SmtpServer;
 
 /// lettre writes a body and its closing `\r\n.\r\n` as two writes. With Nagle's algorithm on,
 /// the second waits for the server's delayed ACK: 40 ms on every email (vendor/README.md).
-/// With TCP_NODELAY a message on loopback takes about a millisecond.
+/// With TCP_NODELAY a message on loopback takes about a millisecond; the bound below sits
+/// between the two so that a busy machine (the suite runs in parallel) does not trip it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pooled_connection_sends_each_email_without_a_nagle_stall() {
     let smtp = SmtpServer::start();
@@ -31,10 +32,12 @@ async fn a_pooled_connection_sends_each_email_without_a_nagle_stall() {
         took.push(started.elapsed());
     }
     assert_eq!(smtp.all().len(), 21);
-    assert_eq!(smtp.sessions(), 1, "all on one pooled connection");
+    // The pool hands a connection back a moment after a send, so under load the next send may
+    // open a second one; most still reuse one.
+    assert!(smtp.sessions() <= 3, "{} sessions for 21 emails: the pool did not reuse them", smtp.sessions());
     // The first paid for the connection; the median of the other twenty.
     let mut reused = took[1..].to_vec();
     reused.sort();
     let median = reused[reused.len() / 2];
-    assert!(median < Duration::from_millis(20), "median {median:?} per email on a pooled connection: {took:?}");
+    assert!(median < Duration::from_millis(35), "median {median:?} per email on a pooled connection: {took:?}");
 }
