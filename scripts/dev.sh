@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p data/mail
 
+# Development is an explicit opt-in: unset, every binary runs as in production.
+export VERIMAIL_ENV=development
 export NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
 export USER_GRPC_ADDR="${USER_GRPC_ADDR:-127.0.0.1:50051}"
 export AUTH_GRPC_ADDR="${AUTH_GRPC_ADDR:-127.0.0.1:50052}"

@@ -36,7 +36,7 @@ impl EventPath {
 
 /// Writes `count` EmailVerified events for `users` (round robin) into auth-service's outbox
 /// and times them through to user-service's ack (at most two minutes).
-pub async fn run(stack: &ProcessStack, users: &[String], count: usize) -> anyhow::Result<EventPath> {
+pub async fn run(stack: &ProcessStack, users: &[(String, String)], count: usize) -> anyhow::Result<EventPath> {
     anyhow::ensure!(!users.is_empty(), "the event path needs verified users");
     let js = jetstream::new(async_nats::connect(stack.nats.url()).await?);
     let mut stream = js.get_stream("AUTH").await?;
@@ -47,11 +47,11 @@ pub async fn run(stack: &ProcessStack, users: &[String], count: usize) -> anyhow
     let now = verimail_kit::rfc3339(chrono::Utc::now());
     let rows: Vec<OutboxEvent> = (0..count)
         .map(|n| {
-            let user_id = &users[n % users.len()];
+            let (user_id, email) = &users[n % users.len()];
             let event = EmailVerified {
                 event_id: uuid::Uuid::now_v7().to_string(),
                 user_id: user_id.clone(),
-                email: format!("{user_id}@example.com"),
+                email: email.clone(),
                 occurred_at: now.clone(),
             };
             OutboxEvent::new(event.event_id.clone(), user_id, subjects::AUTH_EMAIL_VERIFIED, &event)

@@ -377,7 +377,8 @@ async fn verification(
     let by_grpc = verify::prepare(&stack, full).await?;
     let at_rate = verify::prepare(&stack, (VERIFY_RATE as usize + 100) * seconds as usize).await?;
     let probed = verify::prepare(&stack, 500 * seconds as usize).await?;
-    let users: Vec<String> = [&at_full_speed, &by_grpc, &at_rate, &probed].iter().flat_map(|t| t.user_ids()).collect();
+    let users: Vec<(String, String)> =
+        [&at_full_speed, &by_grpc, &at_rate, &probed].iter().flat_map(|t| t.users()).collect();
     println!(
         "| (prepared {} users with fresh tokens in {:.1} s, cheap hashing) | | | | |",
         users.len(),

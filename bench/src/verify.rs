@@ -18,20 +18,21 @@ use verimail_system_tests::procs::ProcessStack;
 /// A registered, unverified user and a token no one has used.
 pub struct Fresh {
     pub user_id: String,
+    pub email: String,
     pub token: String,
 }
 
 /// Fresh tokens, taken one at a time by concurrent clients.
 #[derive(Clone)]
-pub struct Tokens(Arc<Mutex<Vec<Fresh>>>, Vec<String>);
+pub struct Tokens(Arc<Mutex<Vec<Fresh>>>, Vec<(String, String)>);
 
 impl Tokens {
     fn take(&self) -> Option<Fresh> {
         self.0.lock().expect("tokens lock").pop()
     }
 
-    /// The users whose tokens these are (taken or not).
-    pub fn user_ids(&self) -> Vec<String> {
+    /// The users whose tokens these are (taken or not): their ids and addresses.
+    pub fn users(&self) -> Vec<(String, String)> {
         self.1.clone()
     }
 }
@@ -47,15 +48,19 @@ pub async fn prepare(stack: &ProcessStack, count: usize) -> anyhow::Result<Token
                 let request =
                     RegisterUserRequest { email: email.clone(), password: "correct horse battery staple".into() };
                 let user_id = users.register_user(request).await?.into_inner().user_id;
-                let request = IssueVerificationTokenRequest { user_id: user_id.clone(), email };
+                let request = IssueVerificationTokenRequest {
+                    user_id: user_id.clone(),
+                    email: email.clone(),
+                    ..Default::default()
+                };
                 let token = auth.issue_verification_token(request).await?.into_inner().token;
-                Ok::<_, anyhow::Error>(Fresh { user_id, token })
+                Ok::<_, anyhow::Error>(Fresh { user_id, email, token })
             }
         })
         .buffer_unordered(32)
         .try_collect()
         .await?;
-    let users = fresh.iter().map(|f| f.user_id.clone()).collect();
+    let users = fresh.iter().map(|f| (f.user_id.clone(), f.email.clone())).collect();
     Ok(Tokens(Arc::new(Mutex::new(fresh)), users))
 }
 

@@ -18,10 +18,17 @@ pub struct Config {
     pub tls: verimail_kit::tls::GrpcTls,
     /// `METRICS_ADDR`: where `/metrics` is served (`off`: nowhere), apart from the public pages.
     pub metrics_addr: String,
+    /// `TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For`/`Forwarded` name the client
+    /// (comma-separated CIDRs; none by default).
+    pub trusted_proxies: crate::client::TrustedProxies,
+    /// `GATEWAY_HEADER_TIMEOUT_SECONDS` (10), `GATEWAY_REQUEST_TIMEOUT_SECONDS` (30),
+    /// `GATEWAY_MAX_CONNECTIONS` (1000): see [`crate::serve`].
+    pub limits: crate::serve::Limits,
 }
 
 impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
+        let defaults = crate::serve::Limits::default();
         Ok(Config {
             http_addr: config::string("GATEWAY_HTTP_ADDR", "127.0.0.1:8080"),
             user_addr: config::string("USER_GRPC_ADDR", "127.0.0.1:50051"),
@@ -30,6 +37,16 @@ impl Config {
             credential: verimail_kit::internal::ServiceCredential::from_env()?,
             tls: verimail_kit::tls::GrpcTls::from_env()?,
             metrics_addr: config::string("METRICS_ADDR", "127.0.0.1:9104"),
+            trusted_proxies: crate::client::TrustedProxies::parse(&config::string("TRUSTED_PROXIES", ""))
+                .map_err(|e| ConfigError::new("TRUSTED_PROXIES", e))?,
+            limits: crate::serve::Limits {
+                header_timeout: config::seconds("GATEWAY_HEADER_TIMEOUT_SECONDS", defaults.header_timeout)?,
+                request_timeout: config::seconds("GATEWAY_REQUEST_TIMEOUT_SECONDS", defaults.request_timeout)?,
+                max_connections: match config::parse("GATEWAY_MAX_CONNECTIONS", defaults.max_connections)? {
+                    0 => return Err(ConfigError::new("GATEWAY_MAX_CONNECTIONS", "must be at least 1")),
+                    n => n,
+                },
+            },
         })
     }
 }

@@ -1,9 +1,11 @@
 //! The gateway: the pages behind the verification link (verify, result, resend),
 //! `/healthz` (alive) and `/readyz` (the services it calls answer SERVING). Thin on purpose: every decision is a gRPC call to a service.
 
+pub mod client;
 pub mod config;
 pub mod pages;
 pub mod routes;
+pub mod serve;
 
 pub use config::Config;
 
@@ -19,6 +21,7 @@ pub struct App {
     listener: TcpListener,
     gateway: Arc<routes::Gateway>,
     metrics: Option<TcpListener>,
+    limits: serve::Limits,
 }
 
 impl App {
@@ -37,10 +40,12 @@ impl App {
                 "form posts from this address",
                 config.posts_per_client,
             ),
+            trusted_proxies: config.trusted_proxies,
+            request_timeout: config.limits.request_timeout,
         };
         let listener = verimail_kit::grpc::bind("GATEWAY_HTTP_ADDR", &config.http_addr).await?;
         let metrics = verimail_kit::metrics::bind(&config.metrics_addr).await?;
-        Ok(App { listener, gateway: Arc::new(gateway), metrics })
+        Ok(App { listener, gateway: Arc::new(gateway), metrics, limits: config.limits })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -51,8 +56,7 @@ impl App {
         if let Some(listener) = self.metrics {
             tokio::spawn(verimail_kit::metrics::serve(listener, shutdown.clone()));
         }
-        let app = routes::router(self.gateway).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, app).with_graceful_shutdown(async move { shutdown.wait().await }).await?;
+        serve::serve(self.listener, routes::router(self.gateway), self.limits, shutdown).await;
         Ok(())
     }
 }

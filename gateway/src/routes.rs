@@ -2,6 +2,7 @@
 //! answers into pages.
 
 use crate::pages::Pages;
+use axum::Extension;
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Query, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
@@ -10,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use minijinja::context;
 use serde::Deserialize;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::Code;
@@ -29,6 +30,10 @@ pub struct Gateway {
     pub users: UserServiceClient<Internal>,
     pub pages: Pages,
     pub posts_per_client: Limiter,
+    /// Whose forwarding headers name the client.
+    pub trusted_proxies: crate::client::TrustedProxies,
+    /// From the request head to the response (a slow body included): 408 past it.
+    pub request_timeout: Duration,
     /// grpc.health.v1 of the services the pages call, for `/readyz`.
     pub upstreams: [(&'static str, HealthClient<Internal>); 2],
 }
@@ -45,11 +50,12 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/verify-email", get(confirm_page).post(verify))
         .route("/verify-code", get(code_page).post(verify_code))
         .route("/resend", get(resend_page).post(resend))
-        .route("/static/submit.js", get(submit_script))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .layer(axum::middleware::from_fn_with_state(gateway.clone(), limit_posts))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+        .layer(axum::middleware::from_fn_with_state(gateway.clone(), identify_client))
+        .layer(axum::middleware::from_fn_with_state(gateway.clone(), limit_time))
         .layer(axum::middleware::from_fn(limit_request_head))
         .layer(axum::middleware::from_fn(trace_request))
         .with_state(gateway)
@@ -100,15 +106,39 @@ async fn limit_request_head(request: axum::extract::Request, next: Next) -> Resp
     next.run(request).await
 }
 
-/// Every form post counts against its client's allowance; over it: 429 with Retry-After.
-async fn limit_posts(
+/// A request not answered within the request timeout (its body still coming, say) gets 408.
+async fn limit_time(State(gw): State<Arc<Gateway>>, request: axum::extract::Request, next: Next) -> Response {
+    match tokio::time::timeout(gw.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (StatusCode::REQUEST_TIMEOUT, "The request took too long.\n").into_response(),
+    }
+}
+
+/// The browser this request is for: the peer, or behind a trusted proxy the client it names.
+#[derive(Debug, Clone, Copy)]
+struct Client(IpAddr);
+
+async fn identify_client(
     State(gw): State<Arc<Gateway>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let client = gw.trusted_proxies.client(peer.ip(), request.headers());
+    request.extensions_mut().insert(Client(client));
+    next.run(request).await
+}
+
+/// Every form post counts against its client's allowance (an IPv6 client's /64); over it:
+/// 429 with Retry-After.
+async fn limit_posts(
+    State(gw): State<Arc<Gateway>>,
+    Extension(Client(client)): Extension<Client>,
     request: axum::extract::Request,
     next: Next,
 ) -> Response {
     if request.method() == Method::POST
-        && let Err(status) = gw.posts_per_client.check(&peer.ip().to_string())
+        && let Err(status) = gw.posts_per_client.check(&verimail_kit::limits::client_key(client))
     {
         return too_many(&gw, &status);
     }
@@ -126,17 +156,18 @@ fn too_many(gw: &Gateway, status: &tonic::Status) -> Response {
     response
 }
 
-/// A call on behalf of the browser at `peer`: the services limit by its address, not ours.
-fn on_behalf<T>(message: T, peer: SocketAddr) -> tonic::Request<T> {
+/// A call on behalf of the browser at `client`: the services limit by its address, not ours.
+fn on_behalf<T>(message: T, client: IpAddr) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    if let Ok(value) = peer.ip().to_string().parse() {
+    if let Ok(value) = client.to_string().parse() {
         request.metadata_mut().insert(CLIENT_ADDRESS, value);
     }
     request
 }
 
-/// Tokens ride in the URL, so nothing is cached and no Referer leaks them; only our own
-/// script runs and forms go only to us.
+/// Tokens ride in the URL, so nothing is cached and no Referer leaks them; no script runs at
+/// all (a mail scanner that runs a page's scripts must find nothing that submits the form)
+/// and forms go only to us.
 async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     let fixed = [
@@ -146,7 +177,7 @@ async fn security_headers(mut response: Response) -> Response {
         (header::X_FRAME_OPTIONS, "DENY"),
         (
             header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; script-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     ];
     for (name, value) in fixed {
@@ -167,7 +198,8 @@ struct EmailParams {
     email: String,
 }
 
-/// GET changes nothing: mail scanners that prefetch links must not verify anyone.
+/// GET changes nothing, and the page does nothing by itself: mail scanners fetch links and run
+/// their scripts, so verifying takes a person's press of the button (a plain form POST).
 async fn confirm_page(State(gw): State<Arc<Gateway>>, Query(params): Query<TokenParams>) -> Response {
     let token = params.token.trim();
     if token.is_empty() {
@@ -178,10 +210,10 @@ async fn confirm_page(State(gw): State<Arc<Gateway>>, Query(params): Query<Token
 
 async fn verify(
     State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(Client(client)): Extension<Client>,
     Form(params): Form<TokenParams>,
 ) -> Response {
-    let answer = gw.auth.clone().verify_email(on_behalf(VerifyEmailRequest { token: params.token }, peer)).await;
+    let answer = gw.auth.clone().verify_email(on_behalf(VerifyEmailRequest { token: params.token }, client)).await;
     match answer {
         Ok(reply) => verified_page(&gw, reply.into_inner()),
         Err(status) => match status.code() {
@@ -223,12 +255,12 @@ async fn code_page(State(gw): State<Arc<Gateway>>, Query(params): Query<EmailPar
 
 async fn verify_code(
     State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(Client(client)): Extension<Client>,
     Form(params): Form<CodeParams>,
 ) -> Response {
     let email = params.email.trim().to_owned();
     let request = VerifyEmailCodeRequest { email: email.clone(), code: params.code };
-    match gw.auth.clone().verify_email_code(on_behalf(request, peer)).await {
+    match gw.auth.clone().verify_email_code(on_behalf(request, client)).await {
         Ok(reply) => verified_page(&gw, reply.into_inner()),
         Err(status) => match status.code() {
             Code::FailedPrecondition => match reason(&status).as_str() {
@@ -256,11 +288,11 @@ async fn resend_page(State(gw): State<Arc<Gateway>>) -> Response {
 
 async fn resend(
     State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(Client(client)): Extension<Client>,
     Form(params): Form<EmailParams>,
 ) -> Response {
     let email = params.email.trim().to_owned();
-    let request = on_behalf(ResendVerificationRequest { email: email.clone() }, peer);
+    let request = on_behalf(ResendVerificationRequest { email: email.clone() }, client);
     let answer = gw.users.clone().resend_verification(request).await;
     match answer {
         Ok(_) => gw.pages.render(StatusCode::ACCEPTED, "resent.html", context! { email }),
@@ -302,8 +334,4 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     let body: String = answers.iter().map(|(name, status)| format!("{name}: {status}\n")).collect();
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
-}
-
-async fn submit_script() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("../static/submit.js"))
 }

@@ -87,6 +87,15 @@ pub struct StackOptions {
     pub smtp_check_interval: Duration,
     /// nats-servers: 1, or a cluster of this many with every stream on up to 3 of them.
     pub nats_nodes: usize,
+    /// Wrong codes an address takes from all clients (`CODE_MAX_WRONG_TRIES`).
+    pub code_max_wrong_tries: i32,
+    /// Code checks per mailbox and client (`RATE_LIMIT_CODE_PER_EMAIL`) when the other
+    /// limits are off; `limits` when `None`.
+    pub code_limit: Option<Rate>,
+    /// The gateway's `TRUSTED_PROXIES` (none by default).
+    pub trusted_proxies: verimail_gateway::client::TrustedProxies,
+    /// The gateway's timeouts and connection cap (the production defaults).
+    pub gateway_limits: verimail_gateway::serve::Limits,
 }
 
 impl Default for StackOptions {
@@ -104,6 +113,10 @@ impl Default for StackOptions {
             tls: GrpcTls::off(),
             smtp_check_interval: Duration::from_secs(1),
             nats_nodes: 1,
+            code_max_wrong_tries: verimail_auth::code::MAX_WRONG_TRIES,
+            code_limit: None,
+            trusted_proxies: Default::default(),
+            gateway_limits: Default::default(),
         }
     }
 }
@@ -218,7 +231,8 @@ impl Stack {
                 token_lifetime: options.token_lifetime,
                 code_lifetime: options.code_lifetime,
                 verify_per_client: options.limits,
-                code_per_email: options.limits,
+                code_per_email: options.code_limit.or(options.limits),
+                code_max_wrong_tries: options.code_max_wrong_tries,
                 outbox_retention: verimail_kit::outbox::DEFAULT_RETENTION,
             })
             .await
@@ -256,6 +270,8 @@ impl Stack {
                 user_addr: user_addr.to_string(),
                 auth_addr: auth_addr.to_string(),
                 posts_per_client: options.limits,
+                trusted_proxies: options.trusted_proxies.clone(),
+                limits: options.gateway_limits,
             })
             .await
             .expect("gateway builds");

@@ -113,6 +113,8 @@ impl ProcessStack {
         let token_key = verimail_auth::token::TokenKeys::generate().expect("token key").current_paserk();
 
         let common = vec![
+            // Development is the explicit opt-in; a test of production sets it in `extra`.
+            ("VERIMAIL_ENV".to_owned(), "development".to_owned()),
             ("NATS_URL".to_owned(), nats.url()),
             ("USER_GRPC_ADDR".to_owned(), addr(user)),
             ("AUTH_GRPC_ADDR".to_owned(), addr(auth)),

@@ -318,7 +318,10 @@ pub async fn open_consumer(js: &jetstream::Context, spec: &ConsumerSpec) -> Resu
             filter_subject: spec.filter_subject.to_owned(),
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: spec.ack_wait,
-            max_deliver: spec.max_deliver,
+            // Unbounded on JetStream's side: the consume loop counts attempts and parks at
+            // `spec.max_deliver`; a message it could not park must still come back, never be
+            // dropped by JetStream's own count.
+            max_deliver: -1,
             ..Default::default()
         })
         .await
@@ -397,12 +400,18 @@ async fn settle(
         }
         Err(e) => {
             tracing::error!(durable = spec.durable, subject = %message.subject, attempt, reason = %e, "parking message");
-            match park(js, spec, message, attempt, &e.to_string()).await {
+            match park_with_retries(js, spec, message, attempt, &e.to_string()).await {
                 Ok(()) => AckKind::Term,
-                // Not parked, so not terminated either: JetStream redelivers it after ack_wait.
+                // Not parked, so not terminated either: it comes back (the consumer's delivery
+                // budget has no end, see open_consumer) and parking is tried again.
                 Err(park_error) => {
-                    tracing::error!(durable = spec.durable, error = %park_error, "cannot park message");
-                    return;
+                    crate::metrics::metrics()
+                        .park_failures
+                        .get_or_create(&crate::metrics::DurableLabel { durable: spec.durable.to_owned() })
+                        .inc();
+                    let retry_in = spec.delay_after(attempt).min(PARK_RETRY_LIMIT);
+                    tracing::error!(durable = spec.durable, subject = %message.subject, attempt, error = %park_error, ?retry_in, "cannot park message; it stays unacked and comes back");
+                    AckKind::Nak(Some(retry_in))
                 }
             }
         }
@@ -410,6 +419,28 @@ async fn settle(
     if let Err(e) = message.ack_with(ack).await {
         tracing::warn!(durable = spec.durable, error = %e, "cannot acknowledge; it will be redelivered");
     }
+}
+
+/// The longest a message that could not be parked waits before it comes back.
+const PARK_RETRY_LIMIT: Duration = Duration::from_secs(30);
+
+/// [`park`], tried three times within a second before giving up for this delivery.
+async fn park_with_retries(
+    js: &jetstream::Context,
+    spec: &ConsumerSpec,
+    message: &jetstream::Message,
+    attempts: i64,
+    reason: &str,
+) -> Result<(), async_nats::Error> {
+    let mut result = park(js, spec, message, attempts, reason).await;
+    for pause in [100, 400].map(Duration::from_millis) {
+        if result.is_ok() {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+        result = park(js, spec, message, attempts, reason).await;
+    }
+    result
 }
 
 async fn park(

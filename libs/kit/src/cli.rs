@@ -49,8 +49,12 @@ pub fn parse(args: impl IntoIterator<Item = String>, database: bool) -> Result<M
     Ok(mode)
 }
 
-/// The mode from this process's command line.
+/// The mode from this process's command line, once `VERIMAIL_ENV` names a known environment.
 pub fn mode(database: bool) -> anyhow::Result<Mode> {
+    let environment = crate::config::environment()?;
+    if environment == crate::config::Environment::Development {
+        tracing::warn!("VERIMAIL_ENV=development: development defaults allowed; never use this in production");
+    }
     parse(std::env::args().skip(1), database).map_err(anyhow::Error::msg)
 }
 

@@ -58,9 +58,33 @@ pub fn seconds(name: &'static str, default: Duration) -> Result<Duration, Config
     Ok(Duration::from_secs(secs))
 }
 
-/// `VERIMAIL_ENV=production` turns unsafe development defaults into start-up errors.
+/// Where a process runs, `VERIMAIL_ENV`: production unless development is asked for by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    /// `VERIMAIL_ENV=development` (set by `just dev` and the tests): unsafe conveniences allowed.
+    Development,
+    /// Unset, or `production`: every setting that weakens security is refused unless a
+    /// variable allows it by name.
+    Production,
+}
+
+/// `VERIMAIL_ENV`: `development`, `production`, or unset (production). Any other value is an
+/// error, so a typo (`prod`, `dev`) cannot open what production closes.
+pub fn environment() -> Result<Environment, ConfigError> {
+    match var("VERIMAIL_ENV").map(|v| v.to_ascii_lowercase()).as_deref() {
+        None | Some("production") => Ok(Environment::Production),
+        Some("development") => Ok(Environment::Development),
+        Some(other) => Err(ConfigError::new(
+            "VERIMAIL_ENV",
+            format!("{other:?} is not an environment: use production (the default when unset) or development"),
+        )),
+    }
+}
+
+/// Everything but an explicit `VERIMAIL_ENV=development` is production (an invalid value
+/// stops the start in [`crate::cli::mode`] before this is asked).
 pub fn is_production() -> bool {
-    var("VERIMAIL_ENV").is_some_and(|v| v.eq_ignore_ascii_case("production"))
+    !matches!(environment(), Ok(Environment::Development))
 }
 
 /// The NATS server, `NATS_URL` (several, comma-separated, for a cluster).
@@ -83,6 +107,18 @@ pub fn database_url(default_file: &str) -> String {
     var("DATABASE_URL").unwrap_or_else(|| format!("sqlite://data/{default_file}?mode=rwc"))
 }
 
+/// `url` with the password of its user information, if any, shown as `***`: for logs and
+/// `Debug` (a database or SMTP URL may carry credentials).
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].find(':') {
+            Some(colon) => format!("{}:***{}", &url[..scheme + 3 + colon], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
+}
+
 /// This process, for records an operator reads: the host name and the process id.
 pub fn default_instance_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -92,4 +128,18 @@ pub fn default_instance_id() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_owned());
     format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_passwords_in_print() {
+        assert_eq!(redact_url("postgres://app:hunter2@db:5432/users"), "postgres://app:***@db:5432/users");
+        assert_eq!(redact_url("smtps://me%40x.org:p%40ss@mail.example"), "smtps://me%40x.org:***@mail.example");
+        assert_eq!(redact_url("smtp://127.0.0.1:2525"), "smtp://127.0.0.1:2525");
+        let db = crate::db::DbConfig::url("postgres://app:hunter2@db/users");
+        assert!(!format!("{db:?}").contains("hunter2"), "{db:?}");
+    }
 }

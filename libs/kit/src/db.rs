@@ -23,8 +23,8 @@ pub enum Migrations {
     Check,
 }
 
-/// A service's database settings.
-#[derive(Debug, Clone)]
+/// A service's database settings (their `Debug` hides the URL's password).
+#[derive(Clone)]
 pub struct DbConfig {
     /// `DATABASE_URL`: a SQLite file by default, `postgres://…` for PostgreSQL.
     pub url: String,
@@ -33,6 +33,16 @@ pub struct DbConfig {
     pub max_connections: u32,
     /// From the command line: what to do about pending migrations.
     pub migrations: Migrations,
+}
+
+impl std::fmt::Debug for DbConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbConfig")
+            .field("url", &crate::config::redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("migrations", &self.migrations)
+            .finish()
+    }
 }
 
 impl DbConfig {
@@ -59,7 +69,7 @@ pub async fn migrate_only<M: MigratorTrait>(default_file: &str) -> anyhow::Resul
     let config = DbConfig::from_env(default_file)?;
     let db = connect_with::<M>(&config).await?;
     let applied = M::get_applied_migrations(&db).await?.len();
-    tracing::info!(database = %redacted(&config.url), applied, "migrated; exiting (--migrate-only)");
+    tracing::info!(database = %crate::config::redact_url(&config.url), applied, "migrated; exiting (--migrate-only)");
     db.close().await?;
     Ok(())
 }
@@ -101,7 +111,7 @@ pub async fn connect_with<M: MigratorTrait>(config: &DbConfig) -> Result<Databas
             Ok(db) => break db,
             Err(DbErr::Conn(e)) => {
                 let delay = backoff.next_delay();
-                tracing::warn!(database = %redacted(url), error = %e, retry_in = ?delay, "database is not reachable yet");
+                tracing::warn!(database = %crate::config::redact_url(url), error = %e, retry_in = ?delay, "database is not reachable yet");
                 tokio::time::sleep(delay).await;
             }
             Err(e) => return Err(e),
@@ -146,16 +156,6 @@ async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<(), DbErr>
 }
 
 /// The URL without its password, for logs.
-fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].find(':') {
-            Some(colon) => format!("{}:***{}", &url[..scheme + 3 + colon], &url[at..]),
-            None => url.to_owned(),
-        },
-        _ => url.to_owned(),
-    }
-}
-
 fn sqlite_path(url: &str) -> Option<&str> {
     let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or(rest);
@@ -335,9 +335,11 @@ mod tests {
 
     #[test]
     fn logs_never_show_a_password() {
-        use super::redacted;
-        assert_eq!(redacted("postgres://app:s3cret@db:5432/user"), "postgres://app:***@db:5432/user");
-        assert_eq!(redacted("postgres://postgres@127.0.0.1/verimail"), "postgres://postgres@127.0.0.1/verimail");
-        assert_eq!(redacted("sqlite://data/user.db?mode=rwc"), "sqlite://data/user.db?mode=rwc");
+        assert_eq!(crate::config::redact_url("postgres://app:s3cret@db:5432/user"), "postgres://app:***@db:5432/user");
+        assert_eq!(
+            crate::config::redact_url("postgres://postgres@127.0.0.1/verimail"),
+            "postgres://postgres@127.0.0.1/verimail"
+        );
+        assert_eq!(crate::config::redact_url("sqlite://data/user.db?mode=rwc"), "sqlite://data/user.db?mode=rwc");
     }
 }

@@ -11,6 +11,15 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+/// The largest request message a server decodes: our contracts' requests are an address, a
+/// password of at most 128 characters, a token of a few hundred bytes, a page token. Bigger
+/// is refused (OUT_OF_RANGE) before any handler runs.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+/// Streams (calls) one HTTP/2 connection may have open at once.
+pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// The longest a call may run before the server answers CANCELLED: far above any of ours.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Serves `routes` (the service's own gRPC services) with grpc.health.v1 and reflection on
 /// `listener` until `shutdown` fires, then finishes the calls in flight. `served` names the
 /// services health and reflection report.
@@ -32,10 +41,20 @@ async fn serve(
             .with_service_name("grpc.health.v1.Health");
         served.iter().fold(builder, |builder, name| builder.with_service_name(*name))
     };
-    let reflection_v1 = reflection().build_v1().expect("the embedded descriptor sets are valid");
-    let reflection_v1alpha = reflection().build_v1alpha().expect("the embedded descriptor sets are valid");
+    let reflection_v1 = reflection()
+        .build_v1()
+        .expect("the embedded descriptor sets are valid")
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .expect("the embedded descriptor sets are valid")
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let health_service = health_service.max_decoding_message_size(MAX_MESSAGE_BYTES);
     let routes = routes.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
-    let mut server = tonic::transport::Server::builder().trace_fn(crate::telemetry::grpc_server_span);
+    let mut server = tonic::transport::Server::builder()
+        .trace_fn(crate::telemetry::grpc_server_span)
+        .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
+        .timeout(REQUEST_TIMEOUT);
     if let Some(tls) = tls.server() {
         server = server.tls_config(tls)?;
     }

@@ -71,14 +71,17 @@ impl ServiceCredential {
     }
 
     /// Who is asking, for per-client limits: the address a trusted front passed on, else the
-    /// peer's IP address.
+    /// peer's; keyed as [`crate::limits::client_key`] says (an IPv6 client by its /64).
     pub fn client_of<T>(&self, request: &Request<T>) -> String {
         if self.is_trusted(request)
             && let Some(passed_on) = request.metadata().get(CLIENT_ADDRESS).and_then(|v| v.to_str().ok())
         {
-            return passed_on.to_owned();
+            return match passed_on.trim().parse() {
+                Ok(ip) => crate::limits::client_key(ip),
+                Err(_) => passed_on.to_owned(),
+            };
         }
-        request.remote_addr().map(|addr| addr.ip().to_string()).unwrap_or_else(|| "unknown".into())
+        request.remote_addr().map(|addr| crate::limits::client_key(addr.ip())).unwrap_or_else(|| "unknown".into())
     }
 
     /// For internal RPCs: UNAUTHENTICATED unless the call presents the credential.

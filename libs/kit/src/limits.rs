@@ -46,34 +46,105 @@ pub fn rate(name: &'static str, default: &str) -> Result<Option<Rate>, ConfigErr
     text.parse().map(Some).map_err(|e| ConfigError::new(name, e))
 }
 
+/// Keys one limiter remembers at most: about 100 bytes each, so some 10 MB.
+pub const MAX_KEYS: usize = 100_000;
+/// How often keys whose allowance is full again (clients gone quiet) are forgotten.
+const EVICT_EVERY: Duration = Duration::from_secs(10);
+/// Where new keys are counted while a limiter holds [`MAX_KEYS`]: all of them together.
+const OVERFLOW_KEY: &str = "\u{0}overflow";
+
 /// One limit on one kind of request, per key. `None` limits nothing.
+///
+/// Its memory is bounded: a background task forgets, every 10 s, the keys whose allowance
+/// has refilled (they would start afresh anyway), and past [`MAX_KEYS`] new keys share one
+/// allowance until eviction makes room, so a flood of distinct clients costs no more memory
+/// and no scan per request.
 pub struct Limiter {
     what: &'static str,
-    limiter: Option<DefaultKeyedRateLimiter<String>>,
+    limiter: Option<std::sync::Arc<DefaultKeyedRateLimiter<String>>>,
+    max_keys: usize,
 }
 
 impl Limiter {
     pub fn new(what: &'static str, rate: Option<Rate>) -> Limiter {
+        Limiter::with_max_keys(what, rate, MAX_KEYS)
+    }
+
+    /// As [`Limiter::new`], remembering at most `max_keys` keys. Created inside a Tokio
+    /// runtime, it evicts in the background for as long as it lives.
+    pub fn with_max_keys(what: &'static str, rate: Option<Rate>, max_keys: usize) -> Limiter {
         let limiter = rate.map(|rate| {
             let period = rate.per / rate.count.get();
             let quota = Quota::with_period(period.max(Duration::from_nanos(1))).expect("a period above zero");
-            RateLimiter::keyed(quota.allow_burst(rate.count))
+            std::sync::Arc::new(RateLimiter::keyed(quota.allow_burst(rate.count)))
         });
-        Limiter { what, limiter }
+        if let (Some(limiter), Ok(runtime)) = (&limiter, tokio::runtime::Handle::try_current()) {
+            let limiter = std::sync::Arc::downgrade(limiter);
+            runtime.spawn(async move {
+                loop {
+                    tokio::time::sleep(EVICT_EVERY).await;
+                    let Some(limiter) = limiter.upgrade() else { return };
+                    limiter.retain_recent();
+                    limiter.shrink_to_fit();
+                }
+            });
+        }
+        Limiter { what, limiter, max_keys }
     }
 
     /// Counts one request for `key`; RESOURCE_EXHAUSTED with the wait when over the limit.
     pub fn check(&self, key: &str) -> Result<(), Status> {
         let Some(limiter) = &self.limiter else { return Ok(()) };
-        // Keys of clients long gone are forgotten now and then, so memory stays bounded.
-        if limiter.len() > 10_000 {
-            limiter.retain_recent();
-        }
+        let key = if limiter.len() >= self.max_keys { OVERFLOW_KEY } else { key };
         match limiter.check_key(&key.to_owned()) {
             Ok(()) => Ok(()),
             Err(not_until) => Err(exhausted(self.what, not_until.wait_time_from(DefaultClock::default().now()))),
         }
     }
+
+    /// Keys remembered now.
+    pub fn len(&self) -> usize {
+        self.limiter.as_ref().map_or(0, |limiter| limiter.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The key of a client's per-client limits: its IPv4 address, or the /64 network of an IPv6
+/// one (one subscriber's line holds a whole /64, so counting addresses would give each of
+/// them 2^64 allowances). An IPv4 address in IPv6 form counts as the IPv4 address.
+pub fn client_key(ip: std::net::IpAddr) -> String {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let network = u128::from(v6) & !((1u128 << 64) - 1);
+                format!("{}/64", std::net::Ipv6Addr::from(network))
+            }
+        },
+    }
+}
+
+/// The key of the limits on what one inbox is sent and how often its codes are tried: the
+/// mailbox an address delivers to, not its spelling, so `victim+1@`, `victim+2@`, … share one
+/// allowance. Case is folded everywhere (domains are case-blind, and no provider we know
+/// tells mailboxes apart by case); a `+tag` sub-address is dropped for every domain; at
+/// gmail.com (and its alias googlemail.com) dots in the local part are dropped too.
+pub fn mailbox(address: &str) -> String {
+    let address = address.trim().to_lowercase();
+    let Some((local, domain)) = address.rsplit_once('@') else { return address };
+    let domain = domain.trim_end_matches('.');
+    let domain = if domain == "googlemail.com" { "gmail.com" } else { domain };
+    let local = match local.split_once('+') {
+        Some((base, _)) if !base.is_empty() => base,
+        _ => local,
+    };
+    let local = if domain == "gmail.com" { local.replace('.', "") } else { local.to_owned() };
+    format!("{local}@{domain}")
 }
 
 /// RESOURCE_EXHAUSTED with google.rpc.RetryInfo and a `retry-after` header (whole seconds).
@@ -110,6 +181,45 @@ mod tests {
         for bad in ["", "5", "0/60", "5/0", "-1/60", "5/minute", "five/60"] {
             assert!(bad.parse::<Rate>().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn mailboxes_fold_sub_addresses_case_and_gmail_dots() {
+        for (address, expected) in [
+            ("Victim@Example.com", "victim@example.com"),
+            ("victim+1@example.com", "victim@example.com"),
+            ("victim+a+b@EXAMPLE.COM", "victim@example.com"),
+            ("v.i.c.t.i.m@example.com", "v.i.c.t.i.m@example.com"),
+            ("V.ictim+x@googlemail.com", "victim@gmail.com"),
+            ("vic.tim@gmail.com", "victim@gmail.com"),
+            ("+victim@example.com", "+victim@example.com"),
+        ] {
+            assert_eq!(mailbox(address), expected, "{address}");
+        }
+    }
+
+    #[test]
+    fn clients_are_keyed_by_ipv4_address_and_ipv6_network() {
+        let key = |ip: &str| client_key(ip.parse().unwrap());
+        assert_eq!(key("203.0.113.9"), "203.0.113.9");
+        assert_eq!(key("::ffff:203.0.113.9"), "203.0.113.9");
+        assert_eq!(key("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::/64");
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
+    }
+
+    #[tokio::test]
+    async fn a_limiter_remembers_at_most_its_cap_and_forgets_quiet_clients() {
+        let limiter = Limiter::with_max_keys("requests", Some(Rate::new(2, Duration::from_millis(200))), 100);
+        for n in 0..1000 {
+            let _ = limiter.check(&format!("client-{n}"));
+        }
+        assert_eq!(limiter.len(), 101, "the cap, and the key that overflowing clients share");
+        // Past the cap new clients share one allowance: the flood limits itself.
+        assert!(limiter.check("client-5000").is_err());
+        tokio::time::sleep(EVICT_EVERY + Duration::from_millis(500)).await;
+        assert_eq!(limiter.len(), 0, "every allowance refilled, so every key was forgotten");
+        limiter.check("client-5000").expect("room again");
     }
 
     #[test]

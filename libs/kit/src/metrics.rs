@@ -81,6 +81,8 @@ pub struct Metrics {
     pub outbox_backlog: Gauge,
     pub outbox_oldest_unsent_seconds: Gauge<f64, AtomicU64>,
     pub consumer_pending: Family<DurableLabel, Gauge>,
+    /// Consumers: messages that could not be parked (left unacked to come back; alert on it).
+    pub park_failures: Family<DurableLabel, Counter>,
     pub password_hashes_in_flight: Gauge,
     registry: Registry,
 }
@@ -131,6 +133,12 @@ impl Metrics {
             "Messages JetStream holds for a durable consumer that it has not delivered (num_pending)",
             consumer_pending.clone(),
         );
+        let park_failures = Family::default();
+        registry.register(
+            "park_failures",
+            "Messages a consumer gave up on that could not be parked: left unacked, they come back and parking is tried again",
+            park_failures.clone(),
+        );
         let password_hashes_in_flight = Gauge::default();
         registry.register(
             "password_hashes_in_flight",
@@ -148,6 +156,7 @@ impl Metrics {
             outbox_backlog,
             outbox_oldest_unsent_seconds,
             consumer_pending,
+            park_failures,
             password_hashes_in_flight,
             registry,
         }
@@ -189,10 +198,14 @@ pub async fn serve(listener: TcpListener, shutdown: Shutdown) {
     }
 }
 
+/// The `method` label of calls to paths no service here serves.
+pub const UNKNOWN_METHOD: &str = "unknown";
+
 /// Counts and times every gRPC call a server answers: a tower layer for tonic's server. The
 /// status is read from the response headers, where tonic puts it for every error; a response
 /// without it carries its status in the trailers, after a message, which for a unary call
-/// means OK.
+/// means OK. A path the server does not serve (answered UNIMPLEMENTED, which no method of
+/// ours answers) is labelled `unknown`: whoever calls cannot grow the label set.
 #[derive(Clone, Copy, Default)]
 pub struct RpcMetricsLayer;
 
@@ -233,6 +246,7 @@ where
                     .map_or(tonic::Code::Ok, tonic::Code::from),
                 Err(_) => tonic::Code::Unknown,
             };
+            let method = if code == tonic::Code::Unimplemented { UNKNOWN_METHOD.to_owned() } else { method };
             let m = metrics();
             m.rpc_duration
                 .get_or_create(&MethodLabel { method: method.clone() })

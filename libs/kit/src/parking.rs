@@ -30,6 +30,7 @@ impl Parking {
         admin: AdminCredential,
     ) -> ParkingServiceServer<Parking> {
         ParkingServiceServer::new(Parking { js, durables, admin })
+            .max_decoding_message_size(crate::grpc::MAX_MESSAGE_BYTES)
     }
 
     async fn parked_stream(&self) -> Result<Option<jetstream::stream::Stream>, Status> {

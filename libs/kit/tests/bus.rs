@@ -169,6 +169,63 @@ async fn consumer_retries_then_parks_after_the_last_attempt() {
     consumer.abort();
 }
 
+/// Waits (at most `limit`) until `done` holds.
+async fn eventually(limit: Duration, what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_message_that_cannot_be_parked_on_its_last_attempt_comes_back_and_is_parked_later() {
+    let nats = NatsServer::start();
+    let js = jetstream(&nats).await;
+    publish(&js, "event-8", "payload").await;
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let mut spec = ConsumerSpec::new(USERS_STREAM, "test-unparkable", "users.>");
+    spec.max_deliver = 2;
+    // Time to take the parking stream away before the last attempt.
+    spec.backoff = vec![Duration::from_secs(1), Duration::from_millis(50)];
+    let seen = attempts.clone();
+    let handler = move |delivery: bus::Delivery| {
+        let seen = seen.clone();
+        async move {
+            seen.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(HandlerError::Retry(format!("attempt {} failed", delivery.attempt)))
+        }
+    };
+    let consumer = tokio::spawn(bus::consume(js.clone(), spec, handler, Shutdown::default()));
+    eventually(Duration::from_secs(10), "a first attempt", async || attempts.load(Ordering::SeqCst) >= 1).await;
+    js.delete_stream("PARKED").await.unwrap();
+
+    let failures = || {
+        let text = verimail_kit::metrics::metrics().render();
+        text.lines()
+            .find(|line| line.starts_with("verimail_park_failures_total{durable=\"test-unparkable\"}"))
+            .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    eventually(Duration::from_secs(15), "a failed park, counted", async || failures() >= 2.0).await;
+    let tried = attempts.load(Ordering::SeqCst);
+    assert!(tried >= 3, "the message came back after a failed park: {tried} attempts");
+
+    // Once the parking stream is back, the message is parked: nothing was lost.
+    bus::declare_streams(&js, &[bus::PARKED_STREAM], 1).await.unwrap();
+    eventually(Duration::from_secs(15), "the message parked", async || {
+        js.get_stream("PARKED").await.unwrap().info().await.unwrap().state.messages == 1
+    })
+    .await;
+    assert_eq!(parked_message(&js).await.1, "users.registered");
+    println!(
+        "parking failed {} times over {} attempts; parked once the stream was back",
+        failures(),
+        attempts.load(Ordering::SeqCst)
+    );
+    consumer.abort();
+}
+
 async fn parked_message(js: &jetstream::Context) -> (String, String, String) {
     let stream = js.get_stream("PARKED").await.unwrap();
     let message = stream.get_raw_message(1).await.unwrap();
@@ -304,14 +361,14 @@ async fn opening_a_consumer_again_with_a_changed_spec_updates_it() {
     let nats = NatsServer::start();
     let js = jetstream(&nats).await;
     let mut spec = ConsumerSpec::new(USERS_STREAM, "test-update", "users.>");
-    spec.max_deliver = 3;
     bus::open_consumer(&js, &spec).await.unwrap();
     bus::open_consumer(&js, &spec).await.expect("the same spec again is fine");
     spec.max_deliver = 5;
     spec.ack_wait = Duration::from_secs(12);
     bus::open_consumer(&js, &spec).await.expect("a changed spec updates the consumer");
     let info = js.get_stream("USERS").await.unwrap().consumer_info("test-update").await.unwrap();
-    assert_eq!((info.config.max_deliver, info.config.ack_wait), (5, Duration::from_secs(12)));
+    // The consume loop counts attempts itself; JetStream never stops redelivering.
+    assert_eq!((info.config.max_deliver, info.config.ack_wait), (-1, Duration::from_secs(12)));
     let stream = js.get_stream("USERS").await.unwrap().get_info().await.unwrap();
     assert_eq!(stream.config.storage, jetstream::stream::StorageType::File);
     assert!(stream.config.duplicate_window >= Duration::from_secs(60), "longer than the relay's longest retry gap");

@@ -29,6 +29,7 @@ pub struct App {
     code_lifetime: Duration,
     verify_per_client: Option<Rate>,
     code_per_email: Option<Rate>,
+    code_max_wrong_tries: i32,
     credential: ServiceCredential,
     admin: verimail_kit::admin::AdminCredential,
     tls: verimail_kit::tls::GrpcTls,
@@ -51,6 +52,7 @@ impl App {
             code_lifetime: config.code_lifetime,
             verify_per_client: config.verify_per_client,
             code_per_email: config.code_per_email,
+            code_max_wrong_tries: config.code_max_wrong_tries,
             credential: config.credential,
             admin: config.admin,
             tls: config.tls,
@@ -71,7 +73,8 @@ impl App {
             token_lifetime: self.token_lifetime,
             code_lifetime: self.code_lifetime,
             verify_per_client: Limiter::new("verification attempts from this client", self.verify_per_client),
-            code_per_email: Limiter::new("code attempts for this address", self.code_per_email),
+            code_per_email: Limiter::new("code attempts for this address from this client", self.code_per_email),
+            code_max_wrong_tries: self.code_max_wrong_tries,
             claimer: crate::claim::Claimer::start(self.db.clone(), relay.clone()),
             relay: relay.clone(),
             credential: self.credential,
@@ -79,7 +82,9 @@ impl App {
         };
         let service = Service {
             listener: self.listener,
-            routes: Routes::new(AuthServiceServer::new(grpc)),
+            routes: Routes::new(
+                AuthServiceServer::new(grpc).max_decoding_message_size(verimail_kit::grpc::MAX_MESSAGE_BYTES),
+            ),
             served: vec![SERVICE_NAME],
             background: vec![Box::pin(relay.run(shutdown.clone()))],
             nats: self.js.client(),

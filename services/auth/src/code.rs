@@ -9,8 +9,10 @@ use blake2::digest::{KeyInit, Mac};
 use rand::Rng;
 use std::collections::HashMap;
 
-/// Wrong codes an email's live codes take before they die.
-pub const MAX_WRONG_TRIES: i32 = 5;
+/// Wrong codes an address's live codes take, from every client together, before they die
+/// (the default of `CODE_MAX_WRONG_TRIES`). Each client has its own smaller allowance
+/// (`RATE_LIMIT_CODE_PER_EMAIL`), so a stranger alone cannot lock the owner out.
+pub const MAX_WRONG_TRIES: i32 = 20;
 
 type CodeMac = Blake2bMac<U32>;
 

@@ -13,10 +13,14 @@ pub struct Config {
     /// `METRICS_ADDR`: where `/metrics` is served (`off`: nowhere).
     pub metrics_addr: String,
     /// `RATE_LIMIT_VERIFY_PER_CLIENT` (default `30/60`): VerifyEmail and VerifyEmailCode calls
-    /// per client address; `RATE_LIMIT_CODE_PER_EMAIL` (default `10/3600`): code checks per
-    /// address, beside the 5 wrong tries a code takes. `off` turns one off.
+    /// per client address; `RATE_LIMIT_CODE_PER_EMAIL` (default `5/3600`): code checks per
+    /// mailbox and client, so one client's guesses spend its own allowance, not the owner's.
+    /// `off` turns one off.
     pub verify_per_client: Option<verimail_kit::limits::Rate>,
     pub code_per_email: Option<verimail_kit::limits::Rate>,
+    /// `CODE_MAX_WRONG_TRIES` (default 20, 1 to 1000): wrong codes an address takes, from all
+    /// clients together, before its live codes die: the cap on guessing from many addresses.
+    pub code_max_wrong_tries: i32,
     /// `OUTBOX_RETENTION_SECONDS`: how long published events stay in the outbox table.
     pub outbox_retention: std::time::Duration,
     /// `AUTH_GRPC_ADDR`
@@ -67,7 +71,11 @@ impl Config {
             tls: verimail_kit::tls::GrpcTls::from_env()?,
             metrics_addr: config::string("METRICS_ADDR", "127.0.0.1:9102"),
             verify_per_client: verimail_kit::limits::rate("RATE_LIMIT_VERIFY_PER_CLIENT", "30/60")?,
-            code_per_email: verimail_kit::limits::rate("RATE_LIMIT_CODE_PER_EMAIL", "10/3600")?,
+            code_per_email: verimail_kit::limits::rate("RATE_LIMIT_CODE_PER_EMAIL", "5/3600")?,
+            code_max_wrong_tries: match config::parse("CODE_MAX_WRONG_TRIES", crate::code::MAX_WRONG_TRIES)? {
+                tries @ 1..=1000 => tries,
+                _ => return Err(ConfigError::new("CODE_MAX_WRONG_TRIES", "must be between 1 and 1000")),
+            },
             outbox_retention: config::seconds("OUTBOX_RETENTION_SECONDS", verimail_kit::outbox::DEFAULT_RETENTION)?,
             grpc_addr: config::string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
             database: verimail_kit::db::DbConfig::from_env("auth.db")?,

@@ -1,7 +1,7 @@
 //! The tonic service: the only place tokens are issued and checked.
 
 use crate::claim::{Claimer, TokenUse};
-use crate::code::{Code, CodeKeys, MAX_WRONG_TRIES};
+use crate::code::{Code, CodeKeys};
 use crate::error::AuthError;
 use crate::store::{self, token};
 use crate::token::TokenKeys;
@@ -23,7 +23,10 @@ pub struct AuthGrpc {
     pub token_lifetime: Duration,
     pub code_lifetime: Duration,
     pub verify_per_client: Limiter,
+    /// Code checks per mailbox and client.
     pub code_per_email: Limiter,
+    /// Wrong tries an address's codes take from all clients before they die.
+    pub code_max_wrong_tries: i32,
     pub relay: OutboxRelay,
     /// Uses tokens, many clicks to a transaction under load.
     pub claimer: Claimer,
@@ -53,7 +56,9 @@ impl AuthService for AuthGrpc {
         let email = email.to_lowercase();
         let issued =
             self.keys.issue(&user_id, &email, self.token_lifetime).map_err(|e| AuthError::Issue(e.to_string()))?;
-        // A code beside the link; earlier tokens and codes stay valid (two emails in flight).
+        // A code beside the link. Earlier tokens and codes stay valid (two emails in flight)
+        // unless this email is the first for a new registration, which voids them.
+        let registration = Some(request.registration_event_id.trim().to_owned()).filter(|id| !id.is_empty());
         let code = Code::generate();
         let now = chrono::Utc::now();
         let code_expires_at = now + chrono::Duration::from_std(self.code_lifetime).unwrap_or(chrono::Duration::zero());
@@ -62,6 +67,14 @@ impl AuthService for AuthGrpc {
             .hash(&issued.key_id, &user_id, &code)
             .ok_or_else(|| AuthError::Issue("no code key for the current token key".into()))?;
         let txn = verimail_kit::db::begin_write(&self.db).await.map_err(AuthError::from)?;
+        if let Some(registration) = &registration
+            && !store::issued_for_registration(&txn, &user_id, registration).await.map_err(AuthError::from)?
+        {
+            let (tokens, codes) = store::revoke(&txn, &user_id).await.map_err(AuthError::from)?;
+            if tokens + codes > 0 {
+                tracing::info!(%user_id, tokens, codes, "earlier tokens and codes revoked by a new registration");
+            }
+        }
         token::Entity::insert(token::ActiveModel {
             jti: Set(issued.jti.clone()),
             user_id: Set(user_id.clone()),
@@ -71,6 +84,7 @@ impl AuthService for AuthGrpc {
             expires_at: Set(issued.expires_at),
             used_at: Set(None),
             revoked_at: Set(None),
+            registration_event_id: Set(registration),
         })
         .exec_without_returning(&txn)
         .await
@@ -137,14 +151,18 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::VerifyEmailCodeRequest>,
     ) -> GrpcResult<pb::VerifyEmailResponse> {
-        self.verify_per_client.check(&self.credential.client_of(&request))?;
+        let client = self.credential.client_of(&request);
+        self.verify_per_client.check(&client)?;
         let request = request.into_inner();
         let email = request.email.trim().to_lowercase();
         if email.is_empty() || email.len() > 254 || !email.contains('@') {
             return Err(AuthError::invalid("email", "must be the email address the code was sent to").into());
         }
-        self.code_per_email.check(&email)?;
+        // Parsed first: a typo that is not a code spends nothing. Then each client has its own
+        // allowance per mailbox, so a stranger's guesses do not use up the owner's.
         let code = Code::parse(&request.code).map_err(|reason| AuthError::invalid("code", reason))?;
+        let mailbox = verimail_kit::limits::mailbox(&email);
+        self.code_per_email.check(&format!("{mailbox} {client}"))?;
         let (outcome, user_id) = counted("code", self.use_code(&email, &code).await)?;
         Ok(Response::new(pb::VerifyEmailResponse { outcome: outcome as i32, user_id, email }))
     }
@@ -191,14 +209,20 @@ fn counted<T>(
 }
 
 impl AuthGrpc {
-    /// Checks `code` against every live code sent to `email` (constant time each), in one write
-    /// transaction. A match is used up (and verifies, unless the user already is); a miss
-    /// counts one wrong try against every live code of the address.
+    /// Checks `code` against every code sent to `email` (constant time each), in one write
+    /// transaction. A match is used up (and verifies, unless the user already is); only a
+    /// match may say that its code expired, was revoked or is locked. Every miss answers the
+    /// same, whether or not the address has codes: the wrong-code error, after the same
+    /// statements (the counting update runs even when it matches no row).
+    ///
+    /// A miss counts one wrong try against every live code of the address, in one statement
+    /// whose condition is checked row by row as it updates, so concurrent misses never count
+    /// past the cap (PostgreSQL re-checks `wrong_tries < cap` on the row it waited for).
     async fn use_code(&self, email: &str, code: &Code) -> Result<(pb::VerifyOutcome, String), AuthError> {
-        use sea_orm::sea_query::ExprTrait;
+        use sea_orm::sea_query::{Expr, ExprTrait};
         use sea_orm::{ColumnTrait, QueryFilter};
         use store::code as codes;
-        let wrong = || AuthError::invalid("code", "is not the code we sent to this address");
+        let max_tries = self.code_max_wrong_tries;
         let now = chrono::Utc::now();
         let txn = verimail_kit::db::begin_write(&self.db).await?;
         let sent = codes::Entity::find().filter(codes::Column::Email.eq(email)).all(&txn).await?;
@@ -210,18 +234,25 @@ impl AuthGrpc {
             if row.revoked_at.is_some() {
                 return Err(AuthError::CodeRevoked);
             }
-            if row.wrong_tries >= MAX_WRONG_TRIES {
+            if row.wrong_tries >= max_tries {
                 return Err(AuthError::CodeLocked);
             }
             if row.expires_at <= now {
                 return Err(AuthError::CodeExpired);
             }
             let already_verified = store::user_verified(&txn, &row.user_id).await?;
-            codes::Entity::update_many()
-                .col_expr(codes::Column::UsedAt, sea_orm::sea_query::Expr::value(now))
+            // Used only if still live: a concurrent use or the last wrong try came first.
+            let used = codes::Entity::update_many()
+                .col_expr(codes::Column::UsedAt, Expr::value(now))
                 .filter(codes::Column::Id.eq(row.id.as_str()))
+                .filter(codes::Column::UsedAt.is_null())
+                .filter(codes::Column::RevokedAt.is_null())
+                .filter(codes::Column::WrongTries.lt(max_tries))
                 .exec(&txn)
                 .await?;
+            if used.rows_affected == 0 {
+                return Err(AuthError::CodeLocked);
+            }
             if already_verified {
                 txn.commit().await?;
                 return Ok((pb::VerifyOutcome::AlreadyVerified, row.user_id.clone()));
@@ -231,34 +262,17 @@ impl AuthGrpc {
         }
         let live: Vec<_> = sent
             .iter()
-            .filter(|row| {
-                row.used_at.is_none()
-                    && row.revoked_at.is_none()
-                    && row.expires_at > now
-                    && row.wrong_tries < MAX_WRONG_TRIES
-            })
+            .filter(|row| row.used_at.is_none() && row.revoked_at.is_none() && row.expires_at > now)
             .map(|row| row.id.clone())
             .collect();
-        if live.is_empty() {
-            // Nothing left to guess against: say so only where codes were sent and have died.
-            let unused: Vec<_> = sent.iter().filter(|row| row.used_at.is_none()).collect();
-            return Err(if unused.iter().any(|row| row.wrong_tries >= MAX_WRONG_TRIES) {
-                AuthError::CodeLocked
-            } else if unused.iter().any(|row| row.revoked_at.is_some()) {
-                AuthError::CodeRevoked
-            } else if !unused.is_empty() {
-                AuthError::CodeExpired
-            } else {
-                wrong()
-            });
-        }
         codes::Entity::update_many()
-            .col_expr(codes::Column::WrongTries, sea_orm::sea_query::Expr::col(codes::Column::WrongTries).add(1))
+            .col_expr(codes::Column::WrongTries, Expr::col(codes::Column::WrongTries).add(1))
             .filter(codes::Column::Id.is_in(live))
+            .filter(codes::Column::WrongTries.lt(max_tries))
             .exec(&txn)
             .await?;
         txn.commit().await?;
-        Err(wrong())
+        Err(AuthError::invalid("code", "is not the code we sent to this address"))
     }
 
     /// Writes auth.email_verified into the outbox and commits the transaction that used the

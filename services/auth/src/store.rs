@@ -21,6 +21,8 @@ pub mod token {
         pub used_at: Option<DateTimeUtc>,
         /// Set by RevokeVerificationTokens: the token no longer verifies.
         pub revoked_at: Option<DateTimeUtc>,
+        /// The users.registered event this token's email was for (none for a resend).
+        pub registration_event_id: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -209,6 +211,32 @@ mod index_codes_by_user {
     }
 }
 
+mod add_registration_event {
+    use sea_orm_migration::prelude::*;
+    use sea_orm_migration::schema::*;
+
+    #[derive(DeriveIden)]
+    enum VerificationTokens {
+        Table,
+        RegistrationEventId,
+    }
+
+    /// Which registration a token was issued for: its first token revokes those before it.
+    pub fn migration() -> verimail_kit::db::SchemaMigration {
+        verimail_kit::db::SchemaMigration {
+            name: "m20261202_000005_add_registration_event",
+            tables: vec![],
+            alters: vec![
+                Table::alter()
+                    .table(VerificationTokens::Table)
+                    .add_column(string_null(VerificationTokens::RegistrationEventId))
+                    .to_owned(),
+            ],
+            indexes: vec![],
+        }
+    }
+}
+
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
@@ -218,6 +246,7 @@ impl MigratorTrait for Migrator {
         migrations.push(Box::new(create_codes::migration()));
         migrations.push(Box::new(add_revoked_at::migration()));
         migrations.push(Box::new(index_codes_by_user::migration()));
+        migrations.push(Box::new(add_registration_event::migration()));
         migrations
     }
 }
@@ -260,6 +289,20 @@ pub async fn verified_users<C: ConnectionTrait>(conn: &C, user_ids: &[&str]) -> 
 /// Whether the user has used a token or a code: their email is verified.
 pub async fn user_verified<C: ConnectionTrait>(conn: &C, user_id: &str) -> Result<bool, DbErr> {
     Ok(!verified_users(conn, &[user_id]).await?.is_empty())
+}
+
+/// Whether a token was issued for the user for this registration event before (a retry).
+pub async fn issued_for_registration<C: ConnectionTrait>(
+    conn: &C,
+    user_id: &str,
+    event_id: &str,
+) -> Result<bool, DbErr> {
+    let found = token::Entity::find()
+        .filter(token::Column::UserId.eq(user_id))
+        .filter(token::Column::RegistrationEventId.eq(event_id))
+        .one(conn)
+        .await?;
+    Ok(found.is_some())
 }
 
 /// Revokes the user's unused, unrevoked tokens and codes; how many of each.

@@ -76,7 +76,10 @@ impl App {
         let handler = move |delivery| courier.clone().handle(delivery);
         let service = Service {
             listener: self.listener,
-            routes: Routes::new(EmailServiceServer::new(service)).add_service(parking),
+            routes: Routes::new(
+                EmailServiceServer::new(service).max_decoding_message_size(verimail_kit::grpc::MAX_MESSAGE_BYTES),
+            )
+            .add_service(parking),
             served: vec![SERVICE_NAME, parking::SERVICE_NAME],
             background: vec![
                 Box::pin(bus::consume(self.js.clone(), self.consumer, handler, shutdown.clone())),

@@ -26,7 +26,9 @@ pub struct Config {
     /// `AUTH_GRPC_ADDR`: where auth-service issues tokens.
     pub auth_addr: String,
     /// `SMTP_URL` (a lettre URL such as `smtp://127.0.0.1:2525`); without it, emails are
-    /// written as .eml files under `MAIL_DIR` (default `data/mail`).
+    /// written as .eml files under `MAIL_DIR` (default `data/mail`). In production it must
+    /// use TLS that cannot be stripped, unless `SMTP_ALLOW_PLAINTEXT=true` (see
+    /// [`crate::mail::check_smtp_url`]). `Debug` hides its password.
     pub mail_target: MailTarget,
     /// `MAIL_FROM`
     pub from: Mailbox,
@@ -49,8 +51,18 @@ pub struct Config {
 
 impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
+        let allow_plaintext = config::parse("SMTP_ALLOW_PLAINTEXT", false)?;
         let mail_target = match config::var("SMTP_URL") {
-            Some(url) => MailTarget::Smtp(url),
+            Some(url) => {
+                let security = crate::mail::check_smtp_url(&url, allow_plaintext || !config::is_production())
+                    .map_err(|e| ConfigError::new("SMTP_URL", e))?;
+                let plain =
+                    matches!(security, crate::mail::SmtpSecurity::Plain | crate::mail::SmtpSecurity::Opportunistic);
+                if config::is_production() && plain {
+                    tracing::warn!(smtp = %verimail_kit::config::redact_url(&url), "SMTP_ALLOW_PLAINTEXT: mail leaves in plain text");
+                }
+                MailTarget::Smtp(url)
+            }
             None => {
                 if config::is_production() {
                     return Err(ConfigError::new("SMTP_URL", "is required in production"));
@@ -98,5 +110,62 @@ impl Config {
             smtp_check_interval: config::seconds("SMTP_CHECK_INTERVAL_SECONDS", Duration::from_secs(15))?,
             instance: config::var("EMAIL_INSTANCE_ID").unwrap_or_else(config::default_instance_id),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mail::{SmtpSecurity, check_smtp_url};
+
+    #[test]
+    fn production_smtp_needs_tls_that_cannot_be_stripped() {
+        assert_eq!(check_smtp_url("smtps://me:pw@mail.example.com", false), Ok(SmtpSecurity::ImplicitTls));
+        assert_eq!(
+            check_smtp_url("smtp://me:pw@mail.example.com:587?tls=required", false),
+            Ok(SmtpSecurity::RequiredStartTls)
+        );
+        for url in ["smtp://mail.example.com", "smtp://me:pw@mail.example.com?tls=opportunistic", "smtp://127.0.0.1:25"]
+        {
+            let refused = check_smtp_url(url, false).unwrap_err();
+            assert!(refused.contains("smtps://") && refused.contains("SMTP_ALLOW_PLAINTEXT"), "{url}: {refused}");
+        }
+        // Allowed by name: a relay on loopback (credentials or not), or one without credentials.
+        assert_eq!(check_smtp_url("smtp://me:pw@127.0.0.1:25", true), Ok(SmtpSecurity::Plain));
+        assert_eq!(check_smtp_url("smtp://localhost:25?tls=opportunistic", true), Ok(SmtpSecurity::Opportunistic));
+        assert_eq!(check_smtp_url("smtp://mailpit:1025", true), Ok(SmtpSecurity::Plain));
+        // Never AUTH in clear across the network.
+        assert!(check_smtp_url("smtp://me:pw@mail.example.com", true).unwrap_err().contains("password"));
+        assert!(check_smtp_url("smtp://me:pw@mail.example.com?tls=opportunistic", true).is_err());
+        assert!(check_smtp_url("http://mail.example.com", true).is_err());
+        assert!(check_smtp_url("smtp://mail.example.com?tls=maybe", true).is_err());
+    }
+
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let config = Config {
+            credential: verimail_kit::internal::ServiceCredential::new("service-secret-0123456789").unwrap(),
+            admin: verimail_kit::admin::AdminCredential::new("admin-secret-0123456789").unwrap(),
+            tls: verimail_kit::tls::GrpcTls::off(),
+            metrics_addr: "off".into(),
+            grpc_addr: "127.0.0.1:0".into(),
+            database: verimail_kit::db::DbConfig::url("postgres://email:db-secret-42@db/email"),
+            nats_url: "nats://127.0.0.1:4222".into(),
+            stream_replicas: 1,
+            auth_addr: "127.0.0.1:50052".into(),
+            mail_target: MailTarget::Smtp("smtps://mailer:smtp-secret-42@mail.example.com".into()),
+            from: "Verimail <no-reply@example.com>".parse().unwrap(),
+            public_base_url: "https://verify.example.com".into(),
+            max_attempts: 6,
+            retry_backoff: vec![],
+            send_timeout: Duration::from_secs(10),
+            smtp_check_interval: Duration::from_secs(15),
+            instance: "email-1".into(),
+        };
+        let printed = format!("{config:?}");
+        for secret in ["service-secret", "admin-secret", "db-secret-42", "smtp-secret-42"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(printed.contains("mail.example.com"), "the rest is still there: {printed}");
     }
 }

@@ -167,6 +167,12 @@ impl Courier {
         let issue = auth.issue_verification_token(IssueVerificationTokenRequest {
             user_id: request.user_id.clone(),
             email: request.email.clone(),
+            // A registration (first, or again while unverified) voids every earlier link and code.
+            registration_event_id: if kind == subjects::USERS_REGISTERED {
+                request.event_id.clone()
+            } else {
+                String::new()
+            },
         });
         let span = tracing::info_span!(
             "grpc.client",

@@ -9,11 +9,74 @@ use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Where emails go: `SMTP_URL`, or files under a folder.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where emails go: `SMTP_URL`, or files under a folder. Its `Debug` hides the URL's password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum MailTarget {
     Smtp(String),
     Files(PathBuf),
+}
+
+impl std::fmt::Debug for MailTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MailTarget::Smtp(url) => f.debug_tuple("Smtp").field(&verimail_kit::config::redact_url(url)).finish(),
+            MailTarget::Files(dir) => f.debug_tuple("Files").field(dir).finish(),
+        }
+    }
+}
+
+/// How an `SMTP_URL` protects the session, as lettre reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// `smtps://`: TLS from the first byte.
+    ImplicitTls,
+    /// `smtp://…?tls=required`: STARTTLS, and no session without it.
+    RequiredStartTls,
+    /// `smtp://…?tls=opportunistic`: STARTTLS if the server offers it, else plain text (an
+    /// attacker on the path just removes the offer).
+    Opportunistic,
+    /// `smtp://` alone: plain text.
+    Plain,
+}
+
+/// What production asks of `SMTP_URL`: TLS that cannot be stripped (implicit, or STARTTLS
+/// required). `allow_plaintext` (`SMTP_ALLOW_PLAINTEXT=true`) lets a plain-text or
+/// opportunistic session through only where no password can leak: to a relay on this
+/// machine (loopback), or without credentials in the URL.
+pub fn check_smtp_url(url: &str, allow_plaintext: bool) -> Result<SmtpSecurity, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("is not a URL: {e}"))?;
+    let tls = parsed.query_pairs().find(|(key, _)| key == "tls").map(|(_, value)| value.into_owned());
+    let security = match (parsed.scheme(), tls.as_deref()) {
+        ("smtps", _) => SmtpSecurity::ImplicitTls,
+        ("smtp", Some("required")) => SmtpSecurity::RequiredStartTls,
+        ("smtp", Some("opportunistic")) => SmtpSecurity::Opportunistic,
+        ("smtp", None) => SmtpSecurity::Plain,
+        ("smtp", Some(other)) => return Err(format!("tls={other} is not one of required, opportunistic")),
+        (scheme, _) => return Err(format!("{scheme}:// is not smtp:// or smtps://")),
+    };
+    if matches!(security, SmtpSecurity::ImplicitTls | SmtpSecurity::RequiredStartTls) {
+        return Ok(security);
+    }
+    // smtp:// is not a scheme the URL standard knows, so its host comes as text.
+    let loopback = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => {
+            name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+        None => false,
+    };
+    let credentials = !parsed.username().is_empty() || parsed.password().is_some();
+    let why = "in production mail goes over TLS that cannot be stripped: use smtps:// or smtp://…?tls=required";
+    match (allow_plaintext, loopback, credentials) {
+        (false, _, _) => Err(format!(
+            "{why} (SMTP_ALLOW_PLAINTEXT=true allows a plain-text relay on loopback, or one without credentials)"
+        )),
+        (true, false, true) => Err(format!(
+            "{why}: a password would cross the network in clear, which SMTP_ALLOW_PLAINTEXT does not allow"
+        )),
+        (true, _, _) => Ok(security),
+    }
 }
 
 #[derive(Clone)]

@@ -85,7 +85,10 @@ impl App {
         ];
         let service = Service {
             listener: self.listener,
-            routes: Routes::new(UserServiceServer::new(service)).add_service(parking),
+            routes: Routes::new(
+                UserServiceServer::new(service).max_decoding_message_size(verimail_kit::grpc::MAX_MESSAGE_BYTES),
+            )
+            .add_service(parking),
             served: vec![SERVICE_NAME, parking::SERVICE_NAME],
             background,
             nats: self.js.client(),

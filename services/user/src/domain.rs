@@ -12,9 +12,10 @@ pub const MIN_PASSWORD_CHARS: usize = 8;
 pub const MAX_PASSWORD_CHARS: usize = 128;
 
 /// A syntactically valid, normalized email address: trimmed and lower-cased, so the same
-/// mailbox typed twice in different case is one user.
+/// mailbox typed twice in different case is one user. Its [`Email::mailbox`] is the key of
+/// the limits on what one inbox can be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Email(String);
+pub struct Email(String, String);
 
 impl Email {
     pub fn parse(raw: &str) -> Result<Email, String> {
@@ -54,11 +55,19 @@ impl Email {
                 e => format!("is not a valid email address: {e}"),
             })?;
         }
-        Ok(Email(candidate.to_lowercase()))
+        let address = candidate.to_lowercase();
+        let mailbox = verimail_kit::limits::mailbox(&address);
+        Ok(Email(address, mailbox))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The inbox this address delivers to, as far as the domain's rules tell
+    /// ([`verimail_kit::limits::mailbox`]): `Ann+1@Gmail.com` and `a.n.n@googlemail.com` are one.
+    pub fn mailbox(&self) -> &str {
+        &self.1
     }
 }
 
@@ -191,6 +200,14 @@ fn hash_worker(queue: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>, params:
     }
 }
 
+/// Whether `password` is the one `phc` (a stored PHC string) was made from, with the
+/// parameters it names. Blocking: call it off the async runtime's threads.
+pub fn password_matches(phc: &str, password: &str) -> bool {
+    use argon2::password_hash::PasswordVerifier;
+    argon2::password_hash::phc::PasswordHash::new(phc)
+        .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+}
+
 /// argon2id of `password` with a fresh 16-byte salt, in `memory`, as a PHC string.
 fn phc_hash(argon2: &Argon2, memory: &mut [argon2::Block], password: &[u8]) -> Result<String, String> {
     use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
@@ -297,6 +314,9 @@ mod tests {
         let parsed = argon2::password_hash::phc::PasswordHash::new(&hash).unwrap();
         assert!(Argon2::default().verify_password(b"correct horse", &parsed).is_ok());
         assert!(Argon2::default().verify_password(b"wrong horse", &parsed).is_err());
+        assert!(password_matches(&hash, "correct horse"));
+        assert!(!password_matches(&hash, "wrong horse"));
+        assert!(!password_matches("not a hash", "correct horse"));
         let again = hasher.hash(Password::parse("correct horse").unwrap()).await.unwrap();
         assert_ne!(hash, again, "every hash has its own salt");
     }

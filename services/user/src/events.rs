@@ -17,7 +17,8 @@ pub fn email_verified_consumer(replicas: usize) -> ConsumerSpec {
 
 /// Marks the users of a batch of events verified, in one transaction; answers for each event
 /// in order. Idempotent: the same event twice leaves the user verified once. An event for no
-/// user, or one that cannot be decoded, is parked.
+/// user, for an address that is not the user's current one, or one that cannot be decoded,
+/// is parked (and verifies nobody).
 pub async fn on_email_verified(db: &DatabaseConnection, deliveries: Vec<Delivery>) -> Vec<Result<(), HandlerError>> {
     let events: Vec<Result<EmailVerified, HandlerError>> = deliveries
         .iter()
@@ -26,10 +27,11 @@ pub async fn on_email_verified(db: &DatabaseConnection, deliveries: Vec<Delivery
                 .map_err(|e| HandlerError::Permanent(format!("undecodable EmailVerified: {e}")))
         })
         .collect();
-    let ids: Vec<&str> = events.iter().flatten().map(|event| event.user_id.as_str()).collect();
+    let verified: Vec<(&str, &str)> =
+        events.iter().flatten().map(|event| (event.user_id.as_str(), event.email.as_str())).collect();
     let marked = async {
         let txn = verimail_kit::db::begin_write(db).await?;
-        let before = store::mark_verified(&txn, &ids).await?;
+        let before = store::mark_verified(&txn, &verified).await?;
         txn.commit().await.map(|()| before)
     }
     .await;
@@ -48,7 +50,14 @@ pub async fn on_email_verified(db: &DatabaseConnection, deliveries: Vec<Delivery
             let _in_its_trace = delivery.span.enter();
             match before.get(&event.user_id) {
                 None => Err(HandlerError::Permanent(format!("no user {}", event.user_id))),
-                Some(status) => {
+                Some((_, current)) if *current != event.email => {
+                    tracing::error!(user_id = %event.user_id, event_id = %event.event_id, "email_verified names another address than the user's: not verified");
+                    Err(HandlerError::Permanent(format!(
+                        "user {} has another address than the verified one",
+                        event.user_id
+                    )))
+                }
+                Some((status, _)) => {
                     if *status == store::Status::Unverified {
                         tracing::info!(user_id = %event.user_id, event_id = %event.event_id, "user verified");
                     }

@@ -96,9 +96,8 @@ impl UserService for UserGrpc {
     ) -> GrpcResult<pb::ResendVerificationResponse> {
         self.limits.resend_per_client.check(&self.credential.client_of(&request))?;
         let email = Email::parse(&request.into_inner().email).map_err(|reason| UserError::invalid("email", reason))?;
-        // Limited by address whether or not it is registered: the answer reveals nothing.
-        self.limits.resend_per_email.check(email.as_str())?;
-        self.limits.resend_per_email_daily.check(email.as_str())?;
+        // Limited by mailbox whether or not it is registered: the answer reveals nothing.
+        self.limits.mail_to(&email)?;
         self.request_verification(&email).await?;
         Ok(Response::new(pb::ResendVerificationResponse {}))
     }
@@ -116,24 +115,19 @@ impl UserGrpc {
         let email = Email::parse(email).map_err(|reason| UserError::invalid("email", reason))?;
         let password = Password::parse(password).map_err(|reason| UserError::invalid("password", reason))?;
         password.check_strength(&email).map_err(|reason| UserError::invalid("password", reason))?;
-        self.limits.register_per_email.check(email.as_str()).map_err(UserError::Limited)?;
-        if let Some(existing) = store::find_by_email(&self.db, email.as_str()).await? {
-            return self.registered_again(existing, Some(password)).await;
-        }
+        self.limits.register_per_email.check(email.mailbox()).map_err(UserError::Limited)?;
+        // Hashed whether or not the address is taken: the same work for every answer.
         let password_hash = self.hasher.hash(password).await.map_err(UserError::Hashing)?;
+        if let Some(existing) = store::find_by_email(&self.db, email.as_str()).await? {
+            return self.registered_again(existing, password_hash).await;
+        }
         let now = chrono::Utc::now();
         let user_id = uuid::Uuid::now_v7().to_string();
-        let event = events::UserRegistered {
-            event_id: uuid::Uuid::now_v7().to_string(),
-            user_id: user_id.clone(),
-            email: email.as_str().to_owned(),
-            occurred_at: rfc3339(now),
-        };
         let txn = verimail_kit::db::begin_write(&self.db).await?;
         let inserted = user::Entity::insert(user::ActiveModel {
             id: Set(user_id.clone()),
             email: Set(email.as_str().to_owned()),
-            password_hash: Set(password_hash),
+            password_hash: Set(password_hash.clone()),
             status: Set(Status::Unverified),
             created_at: Set(now),
             updated_at: Set(now),
@@ -145,34 +139,57 @@ impl UserGrpc {
             if !verimail_kit::db::is_unique_violation(&err) {
                 return Err(err.into());
             }
-            // Two registrations of one address at once: the unique index decided against this
-            // one, whose password is already hashed.
+            // Two registrations of one address at once: the unique index decided that the
+            // other one came first, so this one is a registration again.
             drop(txn);
             let existing = store::find_by_email(&self.db, email.as_str()).await?.ok_or(UserError::AlreadyExists)?;
-            return self.registered_again(existing, None).await;
+            return self.registered_again(existing, password_hash).await;
         }
-        outbox::enqueue(
-            &txn,
-            OutboxEvent::new(event.event_id.clone(), &event.user_id, subjects::USERS_REGISTERED, &event),
-        )
-        .await?;
+        let event_id = enqueue_registered(&txn, &user_id, email.as_str()).await?;
         txn.commit().await?;
         self.relay.wake();
-        tracing::info!(%user_id, email = %verimail_kit::telemetry::email(email.as_str()), event_id = %event.event_id, "user registered");
+        tracing::info!(%user_id, email = %verimail_kit::telemetry::email(email.as_str()), %event_id, "user registered");
         registered("new");
         Ok(user_id)
     }
 
-    /// An address that already has an account. Enumeration-safe (the default): the same work
-    /// and the same answer as a new registration (a password hash, an event in a transaction,
-    /// a fresh id that names no user), and the owner gets a notice instead of a verification
-    /// email. Otherwise ALREADY_EXISTS, at once.
-    async fn registered_again(&self, existing: user::Model, password: Option<Password>) -> Result<String, UserError> {
+    /// An address that already has an account.
+    ///
+    /// Unverified: the newer registration wins. Nobody has shown they control the address, so
+    /// the first registrant's password must not outlive the owner's own registration: it is
+    /// replaced by this one's, and users.registered goes out again, whose email voids every
+    /// earlier link and code of the account (auth-service revokes them as it issues the new).
+    ///
+    /// Verified: enumeration-safe (the default), the owner gets a notice instead of a
+    /// verification email (counted with the resends to that mailbox); otherwise
+    /// ALREADY_EXISTS.
+    ///
+    /// Enumeration-safe, both answer with a fresh id that names no user, after the same work
+    /// as a new registration (a password hash, an event in a transaction): UUIDv7 ids carry
+    /// their time, so the existing id would tell that the address was taken.
+    async fn registered_again(&self, existing: user::Model, password_hash: String) -> Result<String, UserError> {
+        let answer =
+            |existing_id: String| if self.enumeration_safe { uuid::Uuid::now_v7().to_string() } else { existing_id };
+        if existing.status == Status::Unverified {
+            let txn = verimail_kit::db::begin_write(&self.db).await?;
+            if store::replace_unverified_password(&txn, &existing.id, &password_hash).await? {
+                let event_id = enqueue_registered(&txn, &existing.id, &existing.email).await?;
+                txn.commit().await?;
+                self.relay.wake();
+                tracing::info!(user_id = %existing.id, %event_id, "unverified address registered again: the newer registration replaced the password");
+                registered("replaced");
+                return Ok(answer(existing.id));
+            }
+            // Verified in the meantime: a registration of a verified address, below.
+        }
         if !self.enumeration_safe {
             return Err(UserError::AlreadyExists);
         }
-        if let Some(password) = password {
-            self.hasher.hash(password).await.map_err(UserError::Hashing)?;
+        let email = Email::parse(&existing.email).map_err(|reason| UserError::invalid("email", reason))?;
+        if self.limits.mail_to(&email).is_err() {
+            tracing::info!(user_id = %existing.id, "sign-up notice not sent: the mailbox had its emails for now");
+            registered("existing");
+            return Ok(answer(existing.id));
         }
         let event = events::SignUpAttempted {
             event_id: uuid::Uuid::now_v7().to_string(),
@@ -190,7 +207,7 @@ impl UserGrpc {
         self.relay.wake();
         tracing::info!(user_id = %existing.id, event_id = %event.event_id, "sign-up attempted on a registered address");
         registered("existing");
-        Ok(uuid::Uuid::now_v7().to_string())
+        Ok(answer(existing.id))
     }
 
     /// Enqueues users.verification_requested for an unverified user; does nothing otherwise,
@@ -216,6 +233,23 @@ impl UserGrpc {
         self.relay.wake();
         Ok(())
     }
+}
+
+/// Writes users.registered for `user_id` into the outbox of `txn`; returns the event id.
+async fn enqueue_registered(
+    txn: &sea_orm::DatabaseTransaction,
+    user_id: &str,
+    email: &str,
+) -> Result<String, UserError> {
+    let event = events::UserRegistered {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        user_id: user_id.to_owned(),
+        email: email.to_owned(),
+        occurred_at: rfc3339(chrono::Utc::now()),
+    };
+    outbox::enqueue(txn, OutboxEvent::new(event.event_id.clone(), &event.user_id, subjects::USERS_REGISTERED, &event))
+        .await?;
+    Ok(event.event_id)
 }
 
 fn to_proto(user: user::Model) -> pb::User {

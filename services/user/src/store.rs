@@ -118,22 +118,47 @@ pub async fn list<C: ConnectionTrait>(
     query.order_by_desc(user::Column::Id).limit(limit).all(conn).await
 }
 
-/// Marks these users verified; one who already is stays as they are. Returns each existing
-/// user's status before (an id that names no user is not in it).
-pub async fn mark_verified<C: ConnectionTrait>(
+/// Replaces the password of a user who is still unverified (a newer registration of the
+/// address); false when the user is verified by now, or gone.
+pub async fn replace_unverified_password<C: ConnectionTrait>(
     conn: &C,
-    ids: &[&str],
-) -> Result<std::collections::HashMap<String, Status>, DbErr> {
+    id: &str,
+    password_hash: &str,
+) -> Result<bool, DbErr> {
+    let replaced = user::Entity::update_many()
+        .col_expr(user::Column::PasswordHash, Expr::value(password_hash))
+        .col_expr(user::Column::UpdatedAt, Expr::value(chrono::Utc::now()))
+        .filter(user::Column::Id.eq(id))
+        .filter(user::Column::Status.eq(Status::Unverified))
+        .exec(conn)
+        .await?;
+    Ok(replaced.rows_affected == 1)
+}
+
+/// A user's status and address before [`mark_verified`].
+pub type Before = std::collections::HashMap<String, (Status, String)>;
+
+/// Marks these users verified, each only if the address that was verified (the pair's second)
+/// is the user's current one; one who already is stays as they are. Returns each existing
+/// user's status and address before (an id that names no user is not in it).
+pub async fn mark_verified<C: ConnectionTrait>(conn: &C, verified: &[(&str, &str)]) -> Result<Before, DbErr> {
     use sea_orm::QuerySelect;
-    let before: std::collections::HashMap<String, Status> = user::Entity::find()
+    let before: Before = user::Entity::find()
         .select_only()
         .column(user::Column::Id)
         .column(user::Column::Status)
-        .filter(user::Column::Id.is_in(ids.iter().copied()))
-        .into_tuple()
+        .column(user::Column::Email)
+        .filter(user::Column::Id.is_in(verified.iter().map(|(id, _)| *id)))
+        .into_tuple::<(String, Status, String)>()
         .all(conn)
         .await?
         .into_iter()
+        .map(|(id, status, email)| (id, (status, email)))
+        .collect();
+    let ids: Vec<&str> = verified
+        .iter()
+        .filter(|(id, email)| before.get(*id).is_some_and(|(_, current)| current == email))
+        .map(|(id, _)| *id)
         .collect();
     let now = chrono::Utc::now();
     user::Entity::update_many()

@@ -31,10 +31,15 @@ async fn delivery_count(stack: &Stack) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_enumeration_safety_off_a_duplicate_email_gets_already_exists_and_writes_nothing() {
+async fn with_enumeration_safety_off_a_verified_email_gets_already_exists_and_writes_nothing() {
     let stack = Stack::start_with(StackOptions { enumeration_safe: false, ..StackOptions::default() }).await;
     let first = register(&stack, "frank@example.com", "correct horse battery").await;
-    stack.smtp.wait_for("frank@example.com", 1, EMAIL_WAIT).await;
+    // Unverified, the newer registration wins (and is told the account's id).
+    let again = register(&stack, "Frank@example.com", "another password").await;
+    assert_eq!(again, first);
+    let link = stack.smtp.wait_for("frank@example.com", 2, EMAIL_WAIT).await[1].verification_link();
+    Browser::new(&stack.gateway_url).click(&link).await;
+    assert!(stack.wait_for_status(&first, verimail_proto::user::v1::UserStatus::Verified, crate::STATUS_WAIT).await);
 
     for same_mailbox in ["frank@example.com", "  FRANK@Example.COM "] {
         let status = stack
@@ -46,10 +51,10 @@ async fn with_enumeration_safety_off_a_duplicate_email_gets_already_exists_and_w
         assert_eq!(status.code(), Code::AlreadyExists, "{same_mailbox:?}");
     }
     assert_eq!(user_by_email(&stack, "frank@example.com").await, Ok(first));
-    // No second users.registered went out: no second email, no second delivery.
+    // No further users.registered went out: no third email, no third delivery.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(stack.smtp.to("frank@example.com").len(), 1);
-    assert_eq!(delivery_count(&stack).await, 1);
+    assert_eq!(stack.smtp.to("frank@example.com").len(), 2);
+    assert_eq!(delivery_count(&stack).await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,4 +137,29 @@ async fn bad_lookups_and_resends_are_refused_precisely() {
     assert_eq!((page.status, page.kind()), (202, "resent"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(stack.smtp.all().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_is_refused_before_any_handler_and_unknown_paths_share_one_metric_label() {
+    let stack = Stack::start().await;
+    // 64 KiB of password: refused while decoding, far below tonic's 4 MiB default.
+    let huge = RegisterUserRequest { email: "big@example.com".into(), password: "x".repeat(64 * 1024) };
+    let status = stack.users.clone().register_user(huge).await.unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    println!("RegisterUser with a 64 KiB password: {:?} {}", status.code(), status.message());
+    assert!(user_by_email(&stack, "big@example.com").await.is_err(), "nothing registered");
+
+    // Paths this server does not serve: AuthService's methods asked of user-service.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", stack.grpc_addrs[0])).unwrap();
+    let mut wrong_server =
+        verimail_proto::auth::v1::auth_service_client::AuthServiceClient::new(channel.connect_lazy());
+    for token in ["a", "b", "c"] {
+        let request = verimail_proto::auth::v1::VerifyEmailRequest { token: token.into() };
+        assert_eq!(wrong_server.verify_email(request).await.unwrap_err().code(), Code::Unimplemented);
+    }
+    let text = verimail_kit::metrics::metrics().render();
+    let unimplemented: Vec<&str> =
+        text.lines().filter(|l| l.starts_with("verimail_rpc_requests_total") && l.contains("Unimplemented")).collect();
+    assert!(!unimplemented.is_empty(), "{text}");
+    assert!(unimplemented.iter().all(|l| l.contains("method=\"unknown\"")), "{unimplemented:?}");
 }

@@ -47,22 +47,69 @@ async fn typing_the_code_from_the_email_on_the_page_verifies() {
     assert_eq!((again.status, again.kind()), (200, "already-verified"));
 }
 
+/// VerifyEmailCode as a backend serving the browser at `client` calls it: with the service
+/// credential, naming the browser.
+async fn verify_code_from(
+    stack: &Stack,
+    client: &str,
+    email: &str,
+    code: &str,
+) -> Result<VerifyOutcome, tonic::Status> {
+    let mut request = tonic::Request::new(VerifyEmailCodeRequest { email: email.into(), code: code.into() });
+    request.metadata_mut().insert(verimail_kit::internal::CLIENT_ADDRESS, client.parse().unwrap());
+    stack.auth.clone().verify_email_code(request).await.map(|r| r.into_inner().outcome())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_wrong_codes_kill_the_codes_of_the_address_and_a_new_email_brings_a_live_one() {
-    let stack = Stack::start().await;
+async fn a_stranger_guessing_codes_spends_only_their_own_allowance_and_the_owner_still_verifies() {
+    let code_limit = Some(verimail_kit::limits::Rate::new(5, Duration::from_secs(3600)));
+    let stack = Stack::start_with(StackOptions { code_limit, ..StackOptions::default() }).await;
+    let user_id = register(&stack, "gus@example.com", "correct horse battery").await;
+    let code = stack.smtp.wait_for("gus@example.com", 1, EMAIL_WAIT).await[0].verification_code();
+    let stranger = "203.0.113.7";
+    // Not codes at all: refused before anything is counted.
+    for typo in ["12345", "abcdef", "1234567"] {
+        let status = verify_code_from(&stack, stranger, "gus@example.com", typo).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{typo}");
+    }
+    for n in 1..=5 {
+        let wrong = verify_code_from(&stack, stranger, "gus@example.com", &other_than(&code, n)).await.unwrap_err();
+        assert_eq!(wrong.code(), Code::InvalidArgument, "wrong try {n}");
+    }
+    let limited = verify_code_from(&stack, stranger, "Gus+x@Example.com", &other_than(&code, 6)).await.unwrap_err();
+    assert_eq!(limited.code(), Code::ResourceExhausted, "the stranger's allowance is spent, whatever the spelling");
+    assert!(limited.message().contains("code attempts for this address from this client"), "{}", limited.message());
+    println!("the stranger's 6th code: {:?} {}", limited.code(), limited.message());
+    let owner = "198.51.100.20";
+    assert_eq!(verify_code_from(&stack, owner, "gus@example.com", &code).await.unwrap(), VerifyOutcome::Verified);
+    assert!(stack.wait_for_status(&user_id, UserStatus::Verified, STATUS_WAIT).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_codes_from_many_clients_kill_the_codes_at_the_cap_and_a_new_email_brings_a_live_one() {
+    let stack = Stack::start_with(StackOptions { code_max_wrong_tries: 5, ..StackOptions::default() }).await;
     let user_id = register(&stack, "dave@example.com", "correct horse battery").await;
     let code = stack.smtp.wait_for("dave@example.com", 1, EMAIL_WAIT).await[0].verification_code();
     for n in 1..=5 {
-        let wrong = verify_code(&stack, "dave@example.com", &other_than(&code, n)).await.unwrap_err();
+        let client = format!("203.0.113.{n}");
+        let wrong = verify_code_from(&stack, &client, "dave@example.com", &other_than(&code, n)).await.unwrap_err();
         assert_eq!(wrong.code(), Code::InvalidArgument, "wrong try {n}");
         assert_eq!(verimail_kit::grpc::bad_request_field(&wrong).as_deref(), Some("code"));
     }
+    // Locked, but only the right code may say so: a wrong one answers as for an unknown address.
+    let unknown = verify_code(&stack, "nobody@example.com", &code).await.unwrap_err();
+    let wrong = verify_code(&stack, "dave@example.com", &other_than(&code, 9)).await.unwrap_err();
+    assert_eq!((wrong.code(), wrong.message()), (unknown.code(), unknown.message()), "a wrong code after the lock");
     let locked = verify_code(&stack, "dave@example.com", &code).await.unwrap_err();
     assert_eq!((locked.code(), reason(&locked).as_str()), (Code::FailedPrecondition, "CODE_LOCKED"));
     let page = Browser::new(&stack.gateway_url)
         .submit("/verify-code", &[("email".into(), "dave@example.com".into()), ("code".into(), code.clone())])
         .await;
     assert_eq!((page.status, page.kind()), (410, "code-locked"));
+    let page = Browser::new(&stack.gateway_url)
+        .submit("/verify-code", &[("email".into(), "dave@example.com".into()), ("code".into(), other_than(&code, 9))])
+        .await;
+    assert_eq!((page.status, page.kind()), (400, "code"), "a wrong code on a locked address is just wrong");
     assert_eq!(stack.status_of(&user_id).await, UserStatus::Unverified, "a dead code verifies nothing");
 
     // The link of the same email still works: only the codes took the guesses. A new email
@@ -76,6 +123,37 @@ async fn five_wrong_codes_kill_the_codes_of_the_address_and_a_new_email_brings_a
     let fresh = stack.smtp.wait_for("dave@example.com", 2, EMAIL_WAIT).await[1].verification_code();
     assert_eq!(verify_code(&stack, "dave@example.com", &fresh).await.unwrap(), VerifyOutcome::Verified);
     assert!(stack.wait_for_status(&user_id, UserStatus::Verified, STATUS_WAIT).await);
+}
+
+/// On PostgreSQL under READ COMMITTED, concurrent misses each read the count before the others
+/// wrote it: the cap must hold in the update itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_wrong_codes_count_at_most_the_cap_on_postgresql() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let stack =
+        Stack::start_with(StackOptions { postgres: true, code_max_wrong_tries: 5, ..StackOptions::default() }).await;
+    register(&stack, "hal@example.com", "correct horse battery").await;
+    let code = stack.smtp.wait_for("hal@example.com", 1, EMAIL_WAIT).await[0].verification_code();
+    let guesses = (1..=20).map(|n| {
+        let (stack, code) = (&stack, &code);
+        async move { verify_code_from(stack, &format!("203.0.113.{n}"), "hal@example.com", &other_than(code, n)).await }
+    });
+    let answers = futures::future::join_all(guesses).await;
+    assert!(answers.iter().all(|a| a.as_ref().is_err_and(|s| s.code() == Code::InvalidArgument)), "{answers:?}");
+    let db = sea_orm::Database::connect(stack.database_url("auth")).await.unwrap();
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT wrong_tries FROM verification_codes WHERE email = 'hal@example.com'",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let counted: i32 = row.try_get("", "wrong_tries").unwrap();
+    println!("20 concurrent wrong codes counted as {counted} tries (cap 5)");
+    assert_eq!(counted, 5);
+    let locked = verify_code(&stack, "hal@example.com", &code).await.unwrap_err();
+    assert_eq!(reason(&locked), "CODE_LOCKED");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,6 +202,13 @@ async fn expired_malformed_and_unknown_codes_get_their_own_answers_and_change_no
     assert_eq!((unknown.code(), unknown.message()), (wrong.code(), wrong.message()));
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Expired, but only the right code may say so: a wrong one answers as for no account.
+    let wrong = verify_code(&stack, "faye@example.com", &other_than(&code, 2)).await.unwrap_err();
+    assert_eq!((unknown.code(), unknown.message()), (wrong.code(), wrong.message()), "a wrong code after expiry");
+    let page = Browser::new(&stack.gateway_url)
+        .submit("/verify-code", &[("email".into(), "faye@example.com".into()), ("code".into(), other_than(&code, 3))])
+        .await;
+    assert_eq!((page.status, page.kind()), (400, "code"), "the page too: no 410 for a wrong code");
     let expired = verify_code(&stack, "faye@example.com", &code).await.unwrap_err();
     assert_eq!((expired.code(), reason(&expired).as_str()), (Code::FailedPrecondition, "CODE_EXPIRED"));
     let page = Browser::new(&stack.gateway_url)

@@ -103,3 +103,21 @@ async fn every_part_in_compose_yaml_gets_exactly_the_configuration_it_reads() {
         assert_eq!((text(&test[1]), text(&test[2])), (part.to_owned(), "--health-check".to_owned()), "{part}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_is_the_default_and_an_unknown_environment_stops_the_start() {
+    let check = |env: Vec<(&'static str, &'static str)>| async move {
+        let output = run_binary("gateway", &["--check-config"], env, Duration::from_secs(20)).await;
+        (output.status.success(), printed(&output))
+    };
+    // Unset: production, which refuses the open internal RPCs of development.
+    let (ok, said) = check(vec![]).await;
+    assert!(!ok && said.contains("INTERNAL_SERVICE_TOKEN") && said.contains("production"), "{said}");
+    for typo in ["prod", "dev", "staging"] {
+        let (ok, said) = check(vec![("VERIMAIL_ENV", typo)]).await;
+        assert!(!ok, "VERIMAIL_ENV={typo} started: {said}");
+        assert!(said.contains("VERIMAIL_ENV") && said.contains("production") && said.contains("development"), "{said}");
+    }
+    let (ok, said) = check(vec![("VERIMAIL_ENV", "development")]).await;
+    assert!(ok, "development is asked for by name: {said}");
+}

@@ -22,7 +22,9 @@ fn median(mut times: Vec<Duration>) -> Duration {
 async fn registering_a_taken_address_looks_like_a_new_registration_and_the_owner_is_told() {
     let stack = Stack::start().await;
     let owner = register(&stack, "hana@example.com", "correct horse battery").await;
-    stack.smtp.wait_for("hana@example.com", 1, EMAIL_WAIT).await;
+    let link = stack.smtp.wait_for("hana@example.com", 1, EMAIL_WAIT).await[0].verification_link();
+    verimail_system_tests::browser::Browser::new(&stack.gateway_url).click(&link).await;
+    assert!(stack.wait_for_status(&owner, UserStatus::Verified, STATUS_WAIT).await);
 
     let (_, again) = timed_register(&stack, " Hana@Example.com ").await;
     let decoy = again.expect("answered like a new registration");
@@ -37,8 +39,7 @@ async fn registering_a_taken_address_looks_like_a_new_registration_and_the_owner
     assert_eq!(notice.header("Subject").as_deref(), Some("Someone tried to sign up with your address"));
     assert!(!notice.part("text/plain").contains("verify-email?token="), "a notice carries no link");
     assert_eq!(mails.iter().filter(|m| m.is_verification()).count(), 1);
-    assert_eq!(stack.status_of(&owner).await, UserStatus::Unverified);
-    assert!(stack.wait_for_status(&owner, UserStatus::Unverified, STATUS_WAIT).await);
+    assert_eq!(stack.status_of(&owner).await, UserStatus::Verified);
 
     // Comparable timing: both paths hash the password and write one transaction.
     let mut new = Vec::new();
@@ -51,4 +52,52 @@ async fn registering_a_taken_address_looks_like_a_new_registration_and_the_owner
     println!("RegisterUser median: new address {new:?}, taken address {taken:?}");
     let ratio = taken.as_secs_f64() / new.as_secs_f64();
     assert!((0.33..3.0).contains(&ratio), "timing tells them apart: new {new:?}, taken {taken:?}");
+}
+
+/// The stored password hash of the user with this address, read from user-service's database.
+async fn password_hash_of(stack: &Stack, email: &str) -> String {
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = sea_orm::Database::connect(stack.database_url("user")).await.unwrap();
+    let sql = format!("SELECT password_hash FROM users WHERE email = '{email}'");
+    let row = db.query_one_raw(Statement::from_string(db.get_database_backend(), sql)).await.unwrap().unwrap();
+    row.try_get("", "password_hash").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_registering_after_an_attacker_replaces_the_password_and_voids_the_attackers_email() {
+    use verimail_proto::auth::v1::VerifyEmailCodeRequest;
+    use verimail_system_tests::browser::Browser;
+    let stack = Stack::start().await;
+    // The attacker registers the CEO's address with a password of their own; the email with
+    // its link and code lands in the CEO's inbox.
+    let account = register(&stack, "ceo@corp.example", "attacker's own password").await;
+    let attackers = stack.smtp.wait_for("ceo@corp.example", 1, EMAIL_WAIT).await.remove(0);
+    // The CEO registers: answered like any new registration, and a fresh verification email.
+    let (_, answer) = timed_register(&stack, "CEO@corp.example").await;
+    let answer = answer.expect("answered like a new registration");
+    assert!(uuid::Uuid::parse_str(&answer).is_ok() && answer != account, "a fresh id, as for a new address");
+    let mails = stack.smtp.wait_for("ceo@corp.example", 2, EMAIL_WAIT).await;
+    assert!(mails[1].is_verification(), "the newer registration gets a verification email, not a notice");
+    assert!(verimail_user::domain::password_matches(
+        &password_hash_of(&stack, "ceo@corp.example").await,
+        "another password"
+    ));
+
+    // The attacker's link and code, one click from the CEO, verify nothing now.
+    let browser = Browser::new(&stack.gateway_url);
+    let page = browser.click(&attackers.verification_link()).await;
+    assert_eq!((page.status, page.kind()), (410, "expired"), "{}", page.html);
+    let request = VerifyEmailCodeRequest { email: "ceo@corp.example".into(), code: attackers.verification_code() };
+    let status = stack.auth.clone().verify_email_code(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(stack.status_of(&account).await, UserStatus::Unverified);
+
+    // The CEO's own email verifies the account, which holds the CEO's password.
+    let page = browser.click(&mails[1].verification_link()).await;
+    assert_eq!(page.kind(), "verified", "{}", page.html);
+    assert!(stack.wait_for_status(&account, UserStatus::Verified, STATUS_WAIT).await);
+    assert!(!verimail_user::domain::password_matches(
+        &password_hash_of(&stack, "ceo@corp.example").await,
+        "attacker's own password"
+    ));
 }

@@ -93,6 +93,7 @@ async fn issue_token(stack: &Stack, caller: &Caller) -> Code {
     let request = IssueVerificationTokenRequest {
         user_id: "01937b5e-0000-7000-8000-000000000000".into(),
         email: "a@example.com".into(),
+        ..Default::default()
     };
     AuthServiceClient::with_interceptor(channel, caller.clone())
         .issue_verification_token(request)

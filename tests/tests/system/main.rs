@@ -7,6 +7,7 @@ mod codes;
 mod compose;
 mod enumeration;
 mod faults;
+mod gateway;
 mod grpcurl;
 mod internal;
 mod limits;

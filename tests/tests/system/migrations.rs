@@ -10,6 +10,7 @@ use verimail_system_tests::procs::{printed, run_binary};
 /// most 30 s: its exit status and what it printed.
 async fn run(service: &str, args: &[&str], database_url: &str) -> (bool, String) {
     let env = [
+        ("VERIMAIL_ENV", "development"),
         ("DATABASE_URL", database_url),
         ("RUST_LOG", "info,sqlx=warn"),
         // Nothing else is reachable: a service that went on to NATS would hang, not exit.
