@@ -42,7 +42,7 @@ pub async fn prepare(stack: &ProcessStack, count: usize) -> anyhow::Result<Token
     use futures::{StreamExt, TryStreamExt};
     let fresh: Vec<Fresh> = futures::stream::iter(0..count)
         .map(|_| {
-            let (mut users, mut auth) = (stack.users.clone(), stack.auth.clone());
+            let (mut users, mut auth) = (stack.users.clone(), stack.issuer.clone());
             async move {
                 let email = crate::address("verify");
                 let request =

@@ -11,8 +11,8 @@ pub struct Config {
     pub auth_addr: String,
     /// `RATE_LIMIT_GATEWAY_PER_CLIENT` (default `30/60`): form posts per client address.
     pub posts_per_client: Option<verimail_kit::limits::Rate>,
-    /// `INTERNAL_SERVICE_TOKEN`: presented on every call, so the services trust the browser's
-    /// address the gateway passes on.
+    /// `GATEWAY_SERVICE_TOKEN`: presented on every call, so the services trust the browser's
+    /// address the gateway passes on (and nothing more: it cannot have tokens issued).
     pub credential: verimail_kit::internal::ServiceCredential,
     /// `GRPC_TLS_CERT`, `GRPC_TLS_KEY`, `GRPC_TLS_CA`: mutual TLS to the services when set.
     pub tls: verimail_kit::tls::GrpcTls,
@@ -34,7 +34,7 @@ impl Config {
             user_addr: config::string("USER_GRPC_ADDR", "127.0.0.1:50051"),
             auth_addr: config::string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
             posts_per_client: verimail_kit::limits::rate("RATE_LIMIT_GATEWAY_PER_CLIENT", "30/60")?,
-            credential: verimail_kit::internal::ServiceCredential::from_env()?,
+            credential: verimail_kit::internal::ServiceCredential::from_env(verimail_kit::internal::GATEWAY_TOKEN)?,
             tls: verimail_kit::tls::GrpcTls::from_env()?,
             metrics_addr: config::string("METRICS_ADDR", "127.0.0.1:9104"),
             trusted_proxies: crate::client::TrustedProxies::parse(&config::string("TRUSTED_PROXIES", ""))

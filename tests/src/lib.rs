@@ -121,13 +121,18 @@ impl Default for StackOptions {
     }
 }
 
-/// The service credential of every stack a test starts.
-pub const TEST_CREDENTIAL: &str = "test-service-credential-0123456789";
+/// The gateway's credential (`GATEWAY_SERVICE_TOKEN`) of every stack a test starts.
+pub const TEST_GATEWAY_TOKEN: &str = "test-gateway-credential-0123456789";
+
+/// email-service's credential (`EMAIL_SERVICE_TOKEN`) of every stack a test starts.
+pub const TEST_EMAIL_TOKEN: &str = "test-email-credential-0123456789";
 
 /// The admin credential (`ADMIN_TOKEN`) of every stack a test starts.
 pub const TEST_ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-/// A test's clients speak as both an operator and a service: they present both credentials.
+/// A test's clients speak as an operator and as the gateway (a front that may name the
+/// browser it calls for), presenting both credentials; [`Operator::email_service`] speaks as
+/// email-service instead, which may have tokens issued.
 #[derive(Clone)]
 pub struct Operator {
     service: ServiceCredential,
@@ -137,9 +142,13 @@ pub struct Operator {
 impl Operator {
     pub fn new() -> Operator {
         Operator {
-            service: ServiceCredential::new(TEST_CREDENTIAL).expect("a long enough secret"),
+            service: ServiceCredential::new(TEST_GATEWAY_TOKEN).expect("a long enough secret"),
             admin: AdminCredential::new(TEST_ADMIN_TOKEN).expect("a long enough secret"),
         }
+    }
+
+    pub fn email_service() -> Operator {
+        Operator { service: ServiceCredential::new(TEST_EMAIL_TOKEN).expect("a long enough secret"), ..Operator::new() }
     }
 
     pub fn channel(&self, channel: tonic::transport::Channel) -> Ops {
@@ -172,6 +181,8 @@ pub struct Instance {
 pub struct Stack {
     pub users: UserServiceClient<Ops>,
     pub auth: AuthServiceClient<Ops>,
+    /// auth-service as email-service calls it: the only caller IssueVerificationToken answers.
+    pub issuer: AuthServiceClient<Ops>,
     pub emails: EmailServiceClient<Ops>,
     /// The parking RPCs of email-service and of user-service.
     pub email_parking: ParkingServiceClient<Ops>,
@@ -204,8 +215,9 @@ impl Stack {
         let databases = Databases::create(options.postgres).await;
         let db = |service: &str| databases.url(data.path(), service);
         let shutdown = Shutdown::default();
-        // Internal RPCs need the service credential, as in production.
-        let credential = ServiceCredential::new(TEST_CREDENTIAL).expect("a long enough secret");
+        // Internal RPCs need their callers' credentials, as in production.
+        let gateway_credential = ServiceCredential::new(TEST_GATEWAY_TOKEN).expect("a long enough secret");
+        let email_credential = ServiceCredential::new(TEST_EMAIL_TOKEN).expect("a long enough secret");
         let admin = AdminCredential::new(TEST_ADMIN_TOKEN).expect("a long enough secret");
 
         let operator = Operator::new();
@@ -219,7 +231,8 @@ impl Stack {
         for _ in 0..options.instances.max(1) {
             let keys = verimail_auth::token::TokenKeys::from_paserk(&[token_key.as_str()]).expect("the token key");
             let auth = verimail_auth::App::build(verimail_auth::Config {
-                credential: credential.clone(),
+                fronts: gateway_credential.clone(),
+                issuer: email_credential.clone(),
                 admin: admin.clone(),
                 tls: options.tls.clone(),
                 metrics_addr: "127.0.0.1:0".into(),
@@ -240,7 +253,7 @@ impl Stack {
             let auth_addr = auth.grpc_addr();
 
             let user = verimail_user::App::build(verimail_user::Config {
-                credential: credential.clone(),
+                fronts: gateway_credential.clone(),
                 admin: admin.clone(),
                 tls: options.tls.clone(),
                 metrics_addr: "127.0.0.1:0".into(),
@@ -263,7 +276,7 @@ impl Stack {
             let user_addr = user.grpc_addr();
 
             let gateway = verimail_gateway::App::build(verimail_gateway::Config {
-                credential: credential.clone(),
+                credential: gateway_credential.clone(),
                 tls: options.tls.clone(),
                 metrics_addr: "127.0.0.1:0".into(),
                 http_addr: "127.0.0.1:0".into(),
@@ -289,7 +302,7 @@ impl Stack {
         for n in 1..=options.email_instances.max(1) {
             let (_, auth_addr) = part_addrs[(n - 1) % part_addrs.len()];
             let email = verimail_email::App::build(verimail_email::Config {
-                credential: credential.clone(),
+                credential: email_credential.clone(),
                 admin: admin.clone(),
                 tls: options.tls.clone(),
                 metrics_addr: "127.0.0.1:0".into(),
@@ -320,6 +333,10 @@ impl Stack {
         Stack {
             users: UserServiceClient::new(channel(user_addr)),
             auth: AuthServiceClient::new(channel(auth_addr)),
+            issuer: AuthServiceClient::new(
+                Operator::email_service()
+                    .channel(options.tls.channel("test", &auth_addr.to_string()).expect("channel")),
+            ),
             emails: EmailServiceClient::new(channel(email_addr)),
             email_parking: ParkingServiceClient::new(channel(email_addr)),
             user_parking: ParkingServiceClient::new(channel(user_addr)),

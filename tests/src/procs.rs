@@ -84,6 +84,8 @@ pub struct ProcessStack {
     pub user_nats_door: Arc<TcpDoor>,
     pub users: UserServiceClient<Ops>,
     pub auth: AuthServiceClient<Ops>,
+    /// auth-service as email-service calls it (IssueVerificationToken).
+    pub issuer: AuthServiceClient<Ops>,
     pub emails: EmailServiceClient<Ops>,
     pub gateway_url: String,
     pub dir: tempfile::TempDir,
@@ -121,7 +123,8 @@ impl ProcessStack {
             ("EMAIL_GRPC_ADDR".to_owned(), addr(email)),
             ("GATEWAY_HTTP_ADDR".to_owned(), addr(http)),
             ("RUST_LOG".to_owned(), "info,sqlx=warn,async_nats=warn,h2=warn".to_owned()),
-            ("INTERNAL_SERVICE_TOKEN".to_owned(), crate::TEST_CREDENTIAL.to_owned()),
+            ("GATEWAY_SERVICE_TOKEN".to_owned(), crate::TEST_GATEWAY_TOKEN.to_owned()),
+            ("EMAIL_SERVICE_TOKEN".to_owned(), crate::TEST_EMAIL_TOKEN.to_owned()),
             ("ADMIN_TOKEN".to_owned(), crate::TEST_ADMIN_TOKEN.to_owned()),
             // Small pools: tests run side by side on one PostgreSQL server.
             ("DATABASE_MAX_CONNECTIONS".to_owned(), "4".to_owned()),
@@ -185,6 +188,10 @@ impl ProcessStack {
             user_nats_door,
             users: UserServiceClient::new(channel(user)),
             auth: AuthServiceClient::new(channel(auth)),
+            issuer: AuthServiceClient::new(
+                crate::Operator::email_service()
+                    .channel(verimail_kit::tls::GrpcTls::off().channel("test", &addr(auth)).expect("channel")),
+            ),
             emails: EmailServiceClient::new(channel(email)),
             gateway_url,
             dir,

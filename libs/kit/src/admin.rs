@@ -40,12 +40,12 @@ impl std::fmt::Debug for AdminCredential {
 }
 
 impl AdminCredential {
-    /// `ADMIN_TOKEN`: at least 16 characters, and not the service credential.
-    pub fn from_env(service: &ServiceCredential) -> Result<AdminCredential, ConfigError> {
+    /// `ADMIN_TOKEN`: at least 16 characters, and none of the services' credentials.
+    pub fn from_env(services: &[&ServiceCredential]) -> Result<AdminCredential, ConfigError> {
         match config::var("ADMIN_TOKEN") {
-            Some(secret) if service.is(&secret) => Err(ConfigError::new(
+            Some(secret) if services.iter().any(|service| service.is(&secret)) => Err(ConfigError::new(
                 "ADMIN_TOKEN",
-                "must differ from INTERNAL_SERVICE_TOKEN: operators and services hold separate credentials",
+                "must differ from the service credentials: operators and services hold separate credentials",
             )),
             Some(secret) => AdminCredential::new(&secret).map_err(|e| ConfigError::new("ADMIN_TOKEN", e)),
             None if config::is_production() => {

@@ -1,9 +1,15 @@
-//! The service credential: internal RPCs (IssueVerificationToken) answer only callers that
-//! present it, and only such callers may say on whose behalf they call
-//! (`x-verimail-client-address`). Ops RPCs take the separate admin credential
-//! ([`crate::admin`]). A shared secret in metadata, compared in
-//! constant time. Without `INTERNAL_SERVICE_TOKEN` (development) internal RPCs are open;
-//! production refuses to start that way.
+//! Service credentials: each of our callers has its own, and may call only what its job needs.
+//!
+//! - [`GATEWAY_TOKEN`] (`GATEWAY_SERVICE_TOKEN`): a front that serves browsers (the gateway,
+//!   or a team's backend). Only it may say on whose behalf it calls
+//!   (`x-verimail-client-address`), so per-client limits count browsers, not the front.
+//! - [`EMAIL_TOKEN`] (`EMAIL_SERVICE_TOKEN`): email-service, the only caller that may have
+//!   verification tokens issued (IssueVerificationToken).
+//!
+//! So the internet-facing gateway cannot mint links, and email-service cannot speak for
+//! browsers. Ops RPCs take the separate admin credential ([`crate::admin`]). Each is a secret
+//! in the `x-verimail-service-token` metadata, compared in constant time. Without one
+//! (development) what it guards is open; production refuses to start that way.
 
 use crate::config::{self, ConfigError};
 use std::sync::Arc;
@@ -17,6 +23,12 @@ pub const SERVICE_TOKEN: &str = "x-verimail-service-token";
 
 /// The metadata key a trusted front (the gateway) sets to the address of the client it serves.
 pub const CLIENT_ADDRESS: &str = "x-verimail-client-address";
+
+/// The variable of a front's credential (the gateway's): it may name the browser it calls for.
+pub const GATEWAY_TOKEN: &str = "GATEWAY_SERVICE_TOKEN";
+
+/// The variable of email-service's credential: it may have verification tokens issued.
+pub const EMAIL_TOKEN: &str = "EMAIL_SERVICE_TOKEN";
 
 const MIN_SECRET_LEN: usize = 16;
 
@@ -33,16 +45,32 @@ impl std::fmt::Debug for ServiceCredential {
 }
 
 impl ServiceCredential {
-    /// `INTERNAL_SERVICE_TOKEN`: at least 16 characters; required in production.
-    pub fn from_env() -> Result<ServiceCredential, ConfigError> {
-        match config::var("INTERNAL_SERVICE_TOKEN") {
-            Some(secret) => ServiceCredential::new(&secret).map_err(|e| ConfigError::new("INTERNAL_SERVICE_TOKEN", e)),
+    /// The credential in `variable` ([`GATEWAY_TOKEN`] or [`EMAIL_TOKEN`]): at least 16
+    /// characters; required in production.
+    pub fn from_env(variable: &'static str) -> Result<ServiceCredential, ConfigError> {
+        match config::var(variable) {
+            Some(secret) => ServiceCredential::new(&secret).map_err(|e| ConfigError::new(variable, e)),
             None if config::is_production() => Err(ConfigError::new(
-                "INTERNAL_SERVICE_TOKEN",
-                "is required in production: internal RPCs would be open to anyone who reaches the port",
+                variable,
+                "is required in production: what it guards would be open to anyone who reaches the port",
             )),
             None => Ok(ServiceCredential::open()),
         }
+    }
+
+    /// Both callers' credentials, for auth-service, which answers both: they must differ.
+    pub fn pair_from_env() -> Result<(ServiceCredential, ServiceCredential), ConfigError> {
+        let fronts = ServiceCredential::from_env(GATEWAY_TOKEN)?;
+        let issuer = ServiceCredential::from_env(EMAIL_TOKEN)?;
+        if let Some(secret) = &issuer.0
+            && fronts.is(secret)
+        {
+            return Err(ConfigError::new(
+                EMAIL_TOKEN,
+                format!("must differ from {GATEWAY_TOKEN}: each caller holds its own"),
+            ));
+        }
+        Ok((fronts, issuer))
     }
 
     pub fn new(secret: &str) -> Result<ServiceCredential, String> {
@@ -58,16 +86,21 @@ impl ServiceCredential {
         self.0.as_ref().is_some_and(|own| bool::from(own.as_bytes().ct_eq(secret.trim().as_bytes())))
     }
 
+    /// Whether the call presents exactly this credential (false when there is none).
+    pub fn presented_by<T>(&self, request: &Request<T>) -> bool {
+        let presented = request.metadata().get(SERVICE_TOKEN).map(|v| v.as_bytes()).unwrap_or_default();
+        self.0.as_ref().is_some_and(|own| bool::from(presented.ct_eq(own.as_bytes())))
+    }
+
     /// No credential: internal RPCs are open (development only).
     pub fn open() -> ServiceCredential {
         ServiceCredential(None)
     }
 
-    /// Whether the call comes from one of our services (always, when no credential is set).
+    /// Whether the call comes from the caller this credential names (always, when no
+    /// credential is set).
     pub fn is_trusted<T>(&self, request: &Request<T>) -> bool {
-        let Some(secret) = &self.0 else { return true };
-        let presented = request.metadata().get(SERVICE_TOKEN).map(|v| v.as_bytes()).unwrap_or_default();
-        presented.ct_eq(secret.as_bytes()).into()
+        self.0.is_none() || self.presented_by(request)
     }
 
     /// Who is asking, for per-client limits: the address a trusted front passed on, else the
@@ -84,12 +117,17 @@ impl ServiceCredential {
         request.remote_addr().map(|addr| crate::limits::client_key(addr.ip())).unwrap_or_else(|| "unknown".into())
     }
 
-    /// For internal RPCs: UNAUTHENTICATED unless the call presents the credential.
-    pub fn require<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    /// For an internal RPC only this credential's caller may call: UNAUTHENTICATED unless
+    /// the call presents it, PERMISSION_DENIED for a known caller of another kind (`others`:
+    /// its credential, and what to call it).
+    pub fn require<T>(&self, request: &Request<T>, others: &[(&ServiceCredential, &str)]) -> Result<(), Status> {
         if self.is_trusted(request) {
             return Ok(());
         }
-        Err(Status::unauthenticated(format!("an internal RPC: present the service credential in {SERVICE_TOKEN}")))
+        if let Some((_, who)) = others.iter().find(|(credential, _)| credential.presented_by(request)) {
+            return Err(Status::permission_denied(format!("{who}'s credential may not call this RPC")));
+        }
+        Err(Status::unauthenticated(format!("an internal RPC: present its caller's credential in {SERVICE_TOKEN}")))
     }
 
     /// A client channel that presents this credential.
@@ -126,7 +164,11 @@ mod tests {
         assert!(!credential.is_trusted(&request), "no credential");
         request.metadata_mut().insert(SERVICE_TOKEN, "0123456789abcdef-secreT".parse().unwrap());
         assert!(!credential.is_trusted(&request), "a wrong one");
-        assert_eq!(credential.require(&request).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_eq!(credential.require(&request, &[]).unwrap_err().code(), tonic::Code::Unauthenticated);
+        let gateway = ServiceCredential::new("the-gateway-secret-0123").unwrap();
+        let from_gateway = gateway.clone().call(Request::new(())).unwrap();
+        let denied = credential.require(&from_gateway, &[(&gateway, "the gateway")]).unwrap_err();
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied, "a known caller of another kind");
         let attached = credential.clone().call(Request::new(())).unwrap();
         assert!(credential.is_trusted(&attached), "what the interceptor attaches");
         assert!(ServiceCredential::new("short").is_err());

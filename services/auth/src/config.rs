@@ -4,8 +4,10 @@ use verimail_kit::config::{self, ConfigError};
 
 /// auth-service's configuration, from the environment.
 pub struct Config {
-    /// `INTERNAL_SERVICE_TOKEN`: see [`verimail_kit::internal::ServiceCredential`].
-    pub credential: verimail_kit::internal::ServiceCredential,
+    /// `GATEWAY_SERVICE_TOKEN`: the fronts that may name the browser they call for.
+    pub fronts: verimail_kit::internal::ServiceCredential,
+    /// `EMAIL_SERVICE_TOKEN`: the only caller that may have tokens issued (email-service).
+    pub issuer: verimail_kit::internal::ServiceCredential,
     /// `ADMIN_TOKEN`: what ops RPCs require; see [`AdminCredential`](verimail_kit::admin::AdminCredential).
     pub admin: verimail_kit::admin::AdminCredential,
     /// `GRPC_TLS_CERT`, `GRPC_TLS_KEY`, `GRPC_TLS_CA`: mutual TLS on gRPC when set.
@@ -64,10 +66,11 @@ impl Config {
                 keys
             }
         };
-        let credential = verimail_kit::internal::ServiceCredential::from_env()?;
+        let (fronts, issuer) = verimail_kit::internal::ServiceCredential::pair_from_env()?;
         Ok(Config {
-            admin: verimail_kit::admin::AdminCredential::from_env(&credential)?,
-            credential,
+            admin: verimail_kit::admin::AdminCredential::from_env(&[&fronts, &issuer])?,
+            fronts,
+            issuer,
             tls: verimail_kit::tls::GrpcTls::from_env()?,
             metrics_addr: config::string("METRICS_ADDR", "127.0.0.1:9102"),
             verify_per_client: verimail_kit::limits::rate("RATE_LIMIT_VERIFY_PER_CLIENT", "30/60")?,

@@ -30,7 +30,10 @@ pub struct AuthGrpc {
     pub relay: OutboxRelay,
     /// Uses tokens, many clicks to a transaction under load.
     pub claimer: Claimer,
-    pub credential: ServiceCredential,
+    /// The gateway's credential: who may name the browser it calls for.
+    pub fronts: ServiceCredential,
+    /// email-service's credential: who may have tokens issued.
+    pub issuer: ServiceCredential,
     /// What RevokeVerificationTokens requires.
     pub admin: AdminCredential,
 }
@@ -43,8 +46,8 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::IssueVerificationTokenRequest>,
     ) -> GrpcResult<pb::IssueVerificationTokenResponse> {
-        // Internal: only email-service may have tokens made.
-        self.credential.require(&request)?;
+        // Internal: only email-service may have tokens made; not the internet-facing gateway.
+        self.issuer.require(&request, &[(&self.fronts, "the gateway")])?;
         let request = request.into_inner();
         let user_id = uuid::Uuid::parse_str(request.user_id.trim())
             .map_err(|_| AuthError::invalid("user_id", "must be a UUID"))?
@@ -114,7 +117,7 @@ impl AuthService for AuthGrpc {
     }
 
     async fn verify_email(&self, request: Request<pb::VerifyEmailRequest>) -> GrpcResult<pb::VerifyEmailResponse> {
-        self.verify_per_client.check(&self.credential.client_of(&request))?;
+        self.verify_per_client.check(&self.fronts.client_of(&request))?;
         let raw = request.into_inner().token;
         let raw = raw.trim();
         if raw.is_empty() {
@@ -151,7 +154,7 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::VerifyEmailCodeRequest>,
     ) -> GrpcResult<pb::VerifyEmailResponse> {
-        let client = self.credential.client_of(&request);
+        let client = self.fronts.client_of(&request);
         self.verify_per_client.check(&client)?;
         let request = request.into_inner();
         let email = request.email.trim().to_lowercase();

@@ -7,7 +7,7 @@ use verimail_kit::config::{self, ConfigError};
 /// email-service's configuration, from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `INTERNAL_SERVICE_TOKEN`: presented to auth-service.
+    /// `EMAIL_SERVICE_TOKEN`: presented to auth-service, which issues tokens to it alone.
     pub credential: verimail_kit::internal::ServiceCredential,
     /// `ADMIN_TOKEN`: what ops RPCs require; see [`AdminCredential`](verimail_kit::admin::AdminCredential).
     pub admin: verimail_kit::admin::AdminCredential,
@@ -90,9 +90,9 @@ impl Config {
         if max_attempts < 1 {
             return Err(ConfigError::new("EMAIL_MAX_ATTEMPTS", "must be at least 1"));
         }
-        let credential = verimail_kit::internal::ServiceCredential::from_env()?;
+        let credential = verimail_kit::internal::ServiceCredential::from_env(verimail_kit::internal::EMAIL_TOKEN)?;
         Ok(Config {
-            admin: verimail_kit::admin::AdminCredential::from_env(&credential)?,
+            admin: verimail_kit::admin::AdminCredential::from_env(&[&credential])?,
             credential,
             tls: verimail_kit::tls::GrpcTls::from_env()?,
             metrics_addr: config::string("METRICS_ADDR", "127.0.0.1:9103"),

@@ -24,7 +24,7 @@ pub struct App {
     stream_replicas: usize,
     limits: crate::limits::UserLimits,
     enumeration_safe: bool,
-    credential: verimail_kit::internal::ServiceCredential,
+    fronts: verimail_kit::internal::ServiceCredential,
     admin: verimail_kit::admin::AdminCredential,
     tls: verimail_kit::tls::GrpcTls,
     metrics: Option<TcpListener>,
@@ -49,7 +49,7 @@ impl App {
             stream_replicas: config.stream_replicas,
             limits: config.limits,
             enumeration_safe: config.enumeration_safe,
-            credential: config.credential,
+            fronts: config.fronts,
             admin: config.admin,
             tls: config.tls,
             metrics: verimail_kit::metrics::bind(&config.metrics_addr).await?,
@@ -69,7 +69,7 @@ impl App {
             relay: relay.clone(),
             limits: crate::limits::UserLimiters::new(&self.limits),
             enumeration_safe: self.enumeration_safe,
-            credential: self.credential,
+            fronts: self.fronts,
             admin: self.admin.clone(),
         };
         let db = self.db.clone();

@@ -4,8 +4,9 @@ use verimail_kit::config::{self, ConfigError};
 /// user-service's configuration, from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `INTERNAL_SERVICE_TOKEN`: see [`ServiceCredential`](verimail_kit::internal::ServiceCredential).
-    pub credential: verimail_kit::internal::ServiceCredential,
+    /// `GATEWAY_SERVICE_TOKEN`: the fronts that may name the browser they call for; see
+    /// [`ServiceCredential`](verimail_kit::internal::ServiceCredential).
+    pub fronts: verimail_kit::internal::ServiceCredential,
     /// `ADMIN_TOKEN`: what ops RPCs require; see [`AdminCredential`](verimail_kit::admin::AdminCredential).
     pub admin: verimail_kit::admin::AdminCredential,
     /// `GRPC_TLS_CERT`, `GRPC_TLS_KEY`, `GRPC_TLS_CA`: mutual TLS on gRPC when set.
@@ -51,10 +52,10 @@ impl Config {
             ));
         }
         let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(2);
-        let credential = verimail_kit::internal::ServiceCredential::from_env()?;
+        let fronts = verimail_kit::internal::ServiceCredential::from_env(verimail_kit::internal::GATEWAY_TOKEN)?;
         Ok(Config {
-            admin: verimail_kit::admin::AdminCredential::from_env(&credential)?,
-            credential,
+            admin: verimail_kit::admin::AdminCredential::from_env(&[&fronts])?,
+            fronts,
             tls: verimail_kit::tls::GrpcTls::from_env()?,
             metrics_addr: config::string("METRICS_ADDR", "127.0.0.1:9101"),
             enumeration_safe: config::parse("ENUMERATION_SAFE_REGISTRATION", true)?,

@@ -21,7 +21,8 @@ pub struct UserGrpc {
     pub relay: OutboxRelay,
     pub limits: UserLimiters,
     pub enumeration_safe: bool,
-    pub credential: ServiceCredential,
+    /// The gateway's credential: who may name the browser it calls for.
+    pub fronts: ServiceCredential,
     /// What the ops RPCs (GetUser, ListUsers) require.
     pub admin: AdminCredential,
 }
@@ -31,7 +32,7 @@ type GrpcResult<T> = Result<Response<T>, tonic::Status>;
 #[tonic::async_trait]
 impl UserService for UserGrpc {
     async fn register_user(&self, request: Request<pb::RegisterUserRequest>) -> GrpcResult<pb::RegisterUserResponse> {
-        self.limits.register_per_client.check(&self.credential.client_of(&request))?;
+        self.limits.register_per_client.check(&self.fronts.client_of(&request))?;
         let request = request.into_inner();
         let user_id = self.register(&request.email, &request.password).await?;
         Ok(Response::new(pb::RegisterUserResponse { user_id }))
@@ -94,7 +95,7 @@ impl UserService for UserGrpc {
         &self,
         request: Request<pb::ResendVerificationRequest>,
     ) -> GrpcResult<pb::ResendVerificationResponse> {
-        self.limits.resend_per_client.check(&self.credential.client_of(&request))?;
+        self.limits.resend_per_client.check(&self.fronts.client_of(&request))?;
         let email = Email::parse(&request.into_inner().email).map_err(|reason| UserError::invalid("email", reason))?;
         // Limited by mailbox whether or not it is registered: the answer reveals nothing.
         self.limits.mail_to(&email)?;

@@ -170,7 +170,7 @@ async fn bad_input_everywhere_gets_a_precise_answer_and_changes_nothing() {
         (&user_id[..], "no-at-sign", "email"),
     ] {
         let request = IssueVerificationTokenRequest { user_id: user.into(), email: email.into(), ..Default::default() };
-        let status = auth.clone().issue_verification_token(request).await.unwrap_err();
+        let status = stack.issuer.clone().issue_verification_token(request).await.unwrap_err();
         assert_eq!(verimail_kit::grpc::bad_request_field(&status).as_deref(), Some(field), "Issue {user:?} {email:?}");
         tried += 1;
     }

@@ -47,7 +47,8 @@ async fn every_part_in_compose_yaml_gets_exactly_the_configuration_it_reads() {
     let services = compose["services"].as_mapping().expect("services");
     let given = BTreeMap::from([
         ("AUTH_TOKEN_KEYS", verimail_auth::token::TokenKeys::generate().unwrap().current_paserk()),
-        ("INTERNAL_SERVICE_TOKEN", "compose-check-service-token-0123".to_owned()),
+        ("GATEWAY_SERVICE_TOKEN", "compose-check-gateway-token-0123".to_owned()),
+        ("EMAIL_SERVICE_TOKEN", "compose-check-email-token-012345".to_owned()),
         ("ADMIN_TOKEN", "compose-check-admin-token-0123456".to_owned()),
     ]);
 
@@ -112,7 +113,7 @@ async fn production_is_the_default_and_an_unknown_environment_stops_the_start() 
     };
     // Unset: production, which refuses the open internal RPCs of development.
     let (ok, said) = check(vec![]).await;
-    assert!(!ok && said.contains("INTERNAL_SERVICE_TOKEN") && said.contains("production"), "{said}");
+    assert!(!ok && said.contains("GATEWAY_SERVICE_TOKEN") && said.contains("production"), "{said}");
     for typo in ["prod", "dev", "staging"] {
         let (ok, said) = check(vec![("VERIMAIL_ENV", typo)]).await;
         assert!(!ok, "VERIMAIL_ENV={typo} started: {said}");

@@ -1,5 +1,6 @@
-//! Internal RPCs answer only our services, ops RPCs only operators, each with its own
-//! credential; only our services may say on whose behalf they call.
+//! Internal RPCs answer only our services, ops RPCs only operators, each caller with its own
+//! credential: the gateway may speak for browsers but not have tokens issued, email-service
+//! may have tokens issued but not speak for browsers.
 
 use tonic::Code;
 use tonic::metadata::MetadataValue;
@@ -16,7 +17,7 @@ use verimail_proto::user::v1::{
     GetUserRequest, ListUsersRequest, RegisterUserRequest, ResendVerificationRequest, get_user_request,
     user_service_client::UserServiceClient,
 };
-use verimail_system_tests::{Stack, StackOptions, TEST_ADMIN_TOKEN, TEST_CREDENTIAL};
+use verimail_system_tests::{Stack, StackOptions, TEST_ADMIN_TOKEN, TEST_EMAIL_TOKEN, TEST_GATEWAY_TOKEN};
 
 /// A caller presenting exactly the given metadata.
 #[derive(Clone)]
@@ -103,7 +104,8 @@ async fn issue_token(stack: &Stack, caller: &Caller) -> Code {
 }
 
 const ADMIN: (&str, &str) = ("authorization", "Bearer test-admin-token-0123456789");
-const SERVICE: (&str, &str) = (SERVICE_TOKEN, TEST_CREDENTIAL);
+const GATEWAY: (&str, &str) = (SERVICE_TOKEN, TEST_GATEWAY_TOKEN);
+const EMAIL: (&str, &str) = (SERVICE_TOKEN, TEST_EMAIL_TOKEN);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_and_ops_rpcs_each_take_their_own_credential() {
@@ -111,7 +113,8 @@ async fn internal_and_ops_rpcs_each_take_their_own_credential() {
     assert_eq!(ADMIN.1, format!("Bearer {TEST_ADMIN_TOKEN}"));
     let refused = [
         ("nothing", Caller(vec![])),
-        ("the service credential", Caller(vec![SERVICE])),
+        ("the gateway's credential", Caller(vec![GATEWAY])),
+        ("email-service's credential", Caller(vec![EMAIL])),
         ("a wrong admin token", Caller(vec![("authorization", "Bearer not-the-admin-token-at-all")])),
         ("the admin token without Bearer", Caller(vec![("authorization", "test-admin-token-0123456789")])),
         ("the admin token as the service credential", Caller(vec![(SERVICE_TOKEN, "test-admin-token-0123456789")])),
@@ -127,11 +130,13 @@ async fn internal_and_ops_rpcs_each_take_their_own_credential() {
     for (rpc, code) in answered {
         assert!(matches!(code, Code::Ok | Code::NotFound), "{rpc} as the operator: {code:?}");
     }
-    // Internal RPCs take the service credential only.
+    // IssueVerificationToken takes email-service's credential only: a compromised gateway,
+    // the one part on the internet, cannot mint links.
     for (who, caller) in [("nothing", Caller(vec![])), ("the admin credential", Caller(vec![ADMIN]))] {
         assert_eq!(issue_token(&stack, &caller).await, Code::Unauthenticated, "IssueVerificationToken as {who}");
     }
-    assert_eq!(issue_token(&stack, &Caller(vec![SERVICE])).await, Code::Ok);
+    assert_eq!(issue_token(&stack, &Caller(vec![GATEWAY])).await, Code::PermissionDenied, "as the gateway");
+    assert_eq!(issue_token(&stack, &Caller(vec![EMAIL])).await, Code::Ok);
     // Public RPCs need nothing.
     let plain = verimail_kit::tls::GrpcTls::off().channel("test", &stack.grpc_addrs[0].to_string()).unwrap();
     UserServiceClient::new(plain)
@@ -151,13 +156,13 @@ async fn only_a_trusted_caller_may_name_the_client_it_calls_for() {
     })
     .await;
     let plain = verimail_kit::tls::GrpcTls::off().channel("test", &stack.grpc_addrs[0].to_string()).unwrap();
-    let resend_as = |client: &'static str, trusted: bool| {
+    let resend_as = |client: &'static str, credential: Option<&'static str>| {
         let channel = plain.clone();
         async move {
             let mut request = tonic::Request::new(ResendVerificationRequest { email: format!("{client}@example.com") });
             request.metadata_mut().insert(CLIENT_ADDRESS, client.parse().unwrap());
-            if trusted {
-                let credential = ServiceCredential::new(TEST_CREDENTIAL).unwrap();
+            if let Some(secret) = credential {
+                let credential = ServiceCredential::new(secret).unwrap();
                 return UserServiceClient::new(credential.channel(channel)).resend_verification(request).await;
             }
             UserServiceClient::new(channel).resend_verification(request).await
@@ -165,11 +170,14 @@ async fn only_a_trusted_caller_may_name_the_client_it_calls_for() {
     };
     // An outsider naming a new "client" each time is still one client: its own address.
     for client in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
-        resend_as(client, false).await.expect("within the limit");
+        resend_as(client, None).await.expect("within the limit");
     }
-    assert_eq!(resend_as("10.0.0.4", false).await.unwrap_err().code(), Code::ResourceExhausted);
-    // The gateway (trusted) speaks for many browsers: each has its own allowance.
+    assert_eq!(resend_as("10.0.0.4", None).await.unwrap_err().code(), Code::ResourceExhausted);
+    // So is email-service: it has tokens issued, it does not speak for browsers.
+    let email = resend_as("10.0.2.1", Some(TEST_EMAIL_TOKEN)).await.unwrap_err();
+    assert_eq!(email.code(), Code::ResourceExhausted, "counted as its own address, spent above");
+    // The gateway speaks for many browsers: each has its own allowance.
     for client in ["10.0.1.1", "10.0.1.2", "10.0.1.3", "10.0.1.4", "10.0.1.5"] {
-        resend_as(client, true).await.expect("a browser's own allowance");
+        resend_as(client, Some(TEST_GATEWAY_TOKEN)).await.expect("a browser's own allowance");
     }
 }
