@@ -96,6 +96,9 @@ pub struct StackOptions {
     pub trusted_proxies: verimail_gateway::client::TrustedProxies,
     /// The gateway's timeouts and connection cap (the production defaults).
     pub gateway_limits: verimail_gateway::serve::Limits,
+    /// NATS with a user per service and its permissions (`scripts/nats-permissions.conf`),
+    /// each service connecting as its own; open NATS otherwise.
+    pub nats_permissions: bool,
 }
 
 impl Default for StackOptions {
@@ -117,8 +120,19 @@ impl Default for StackOptions {
             code_limit: None,
             trusted_proxies: Default::default(),
             gateway_limits: Default::default(),
+            nats_permissions: false,
         }
     }
+}
+
+/// The documented nats-server configuration of users and permissions.
+pub const NATS_PERMISSIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/nats-permissions.conf");
+
+/// The NATS password of `service` ("user-service", …) in a stack with
+/// [`StackOptions::nats_permissions`], and the variable the configuration reads it from.
+pub fn nats_password(service: &str) -> (String, String) {
+    let variable = format!("NATS_{}_PASSWORD", service.to_uppercase().replace('-', "_"));
+    (variable, format!("test-nats-password-of-{service}"))
 }
 
 /// The gateway's credential (`GATEWAY_SERVICE_TOKEN`) of every stack a test starts.
@@ -209,7 +223,22 @@ impl Stack {
 
     pub async fn start_with(options: StackOptions) -> Stack {
         verimail_kit::telemetry::init("verimail-tests");
-        let nats = NatsCluster::start(options.nats_nodes);
+        let nats = if options.nats_permissions {
+            let passwords = ["user-service", "auth-service", "email-service"].map(nats_password).to_vec();
+            let server =
+                verimail_testkit::NatsServer::start_configured(std::path::Path::new(NATS_PERMISSIONS), passwords);
+            NatsCluster { nodes: vec![server] }
+        } else {
+            NatsCluster::start(options.nats_nodes)
+        };
+        // Each service as itself where NATS has users.
+        let nats_for = |service: &str| {
+            let mut config = verimail_kit::bus::NatsConfig::url(nats.url());
+            if options.nats_permissions {
+                config.auth = verimail_kit::bus::NatsAuth::UserPassword(service.to_owned(), nats_password(service).1);
+            }
+            config
+        };
         let smtp = SmtpServer::start();
         let data = tempfile::tempdir().expect("temporary data folder");
         let databases = Databases::create(options.postgres).await;
@@ -231,6 +260,7 @@ impl Stack {
         for _ in 0..options.instances.max(1) {
             let keys = verimail_auth::token::TokenKeys::from_paserk(&[token_key.as_str()]).expect("the token key");
             let auth = verimail_auth::App::build(verimail_auth::Config {
+                nats: nats_for("auth-service"),
                 fronts: gateway_credential.clone(),
                 issuer: email_credential.clone(),
                 admin: admin.clone(),
@@ -238,7 +268,6 @@ impl Stack {
                 metrics_addr: "127.0.0.1:0".into(),
                 grpc_addr: "127.0.0.1:0".into(),
                 database: verimail_kit::db::DbConfig::url(db("auth")),
-                nats_url: nats.url(),
                 stream_replicas: options.nats_nodes.min(3),
                 keys,
                 token_lifetime: options.token_lifetime,
@@ -253,13 +282,13 @@ impl Stack {
             let auth_addr = auth.grpc_addr();
 
             let user = verimail_user::App::build(verimail_user::Config {
+                nats: nats_for("user-service"),
                 fronts: gateway_credential.clone(),
                 admin: admin.clone(),
                 tls: options.tls.clone(),
                 metrics_addr: "127.0.0.1:0".into(),
                 grpc_addr: "127.0.0.1:0".into(),
                 database: verimail_kit::db::DbConfig::url(db("user")),
-                nats_url: nats.url(),
                 stream_replicas: options.nats_nodes.min(3),
                 // Cheap hashing for tests, through configuration like any other deployment.
                 hash_cost: HashCost { memory_kib: 1024, iterations: 1, parallelism: 1 },
@@ -302,13 +331,13 @@ impl Stack {
         for n in 1..=options.email_instances.max(1) {
             let (_, auth_addr) = part_addrs[(n - 1) % part_addrs.len()];
             let email = verimail_email::App::build(verimail_email::Config {
+                nats: nats_for("email-service"),
                 credential: email_credential.clone(),
                 admin: admin.clone(),
                 tls: options.tls.clone(),
                 metrics_addr: "127.0.0.1:0".into(),
                 grpc_addr: "127.0.0.1:0".into(),
                 database: verimail_kit::db::DbConfig::url(db("email")),
-                nats_url: nats.url(),
                 stream_replicas: options.nats_nodes.min(3),
                 auth_addr: auth_addr.to_string(),
                 mail_target: verimail_email::mail::MailTarget::Smtp(smtp.url()),

@@ -65,19 +65,154 @@ pub fn servers(url: &str) -> Vec<&str> {
     url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect()
 }
 
+/// How a service reaches NATS: where, as whom, and over what.
+#[derive(Clone, Default)]
+pub struct NatsConfig {
+    /// `NATS_URL`: one server, or a cluster's nodes comma-separated.
+    pub url: String,
+    pub auth: NatsAuth,
+    /// `NATS_TLS_CA`: the CA that signed the servers' certificates (PEM file); setting it, or
+    /// `NATS_TLS_REQUIRED=true`, refuses a connection without TLS.
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// `NATS_TLS_CERT`, `NATS_TLS_KEY`: this service's client certificate, for servers that
+    /// verify clients.
+    pub tls_client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    pub tls_required: bool,
+}
+
+/// Who a service is to NATS: one of these, never more.
+#[derive(Clone, Default)]
+pub enum NatsAuth {
+    /// No credentials: development, or production with `NATS_ALLOW_UNAUTHENTICATED=true`.
+    #[default]
+    None,
+    /// `NATS_USER` and `NATS_PASSWORD`.
+    UserPassword(String, String),
+    /// `NATS_TOKEN`.
+    Token(String),
+    /// `NATS_CREDS`: a `.creds` file (a user JWT and its NKey seed) of a decentralized setup.
+    CredsFile(std::path::PathBuf),
+}
+
+impl std::fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let auth = match &self.auth {
+            NatsAuth::None => "none".to_owned(),
+            NatsAuth::UserPassword(user, _) => format!("user {user} with a password (***)"),
+            NatsAuth::Token(_) => "token (***)".to_owned(),
+            NatsAuth::CredsFile(path) => format!("creds file {}", path.display()),
+        };
+        f.debug_struct("NatsConfig")
+            .field("url", &crate::config::redact_url(&self.url))
+            .field("auth", &auth)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_client", &self.tls_client)
+            .field("tls_required", &self.tls_required)
+            .finish()
+    }
+}
+
+impl NatsConfig {
+    /// `url`, no credentials, no TLS (tests, tools).
+    pub fn url(url: impl Into<String>) -> NatsConfig {
+        NatsConfig { url: url.into(), ..NatsConfig::default() }
+    }
+
+    /// From `NATS_URL`, `NATS_USER`/`NATS_PASSWORD`, `NATS_TOKEN`, `NATS_CREDS`, `NATS_TLS_*`.
+    /// In production a connection without credentials is refused unless
+    /// `NATS_ALLOW_UNAUTHENTICATED=true` says so: whoever reaches the server could otherwise
+    /// publish the events the services act on.
+    pub fn from_env() -> Result<NatsConfig, crate::config::ConfigError> {
+        use crate::config::{ConfigError, var};
+        let path = |name| var(name).map(std::path::PathBuf::from);
+        let mut methods = Vec::new();
+        if let Some(user) = var("NATS_USER") {
+            let password =
+                var("NATS_PASSWORD").ok_or_else(|| ConfigError::new("NATS_PASSWORD", "is required with NATS_USER"))?;
+            methods.push(NatsAuth::UserPassword(user, password));
+        } else if var("NATS_PASSWORD").is_some() {
+            return Err(ConfigError::new("NATS_USER", "is required with NATS_PASSWORD"));
+        }
+        if let Some(token) = var("NATS_TOKEN") {
+            methods.push(NatsAuth::Token(token));
+        }
+        if let Some(creds) = path("NATS_CREDS") {
+            if !creds.is_file() {
+                return Err(ConfigError::new("NATS_CREDS", format!("{} is not a file", creds.display())));
+            }
+            methods.push(NatsAuth::CredsFile(creds));
+        }
+        if methods.len() > 1 {
+            return Err(ConfigError::new("NATS_USER", "give one of NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS"));
+        }
+        let auth = methods.pop().unwrap_or_default();
+        let allow_unauthenticated = crate::config::parse("NATS_ALLOW_UNAUTHENTICATED", false)?;
+        if matches!(auth, NatsAuth::None) && crate::config::is_production() && !allow_unauthenticated {
+            return Err(ConfigError::new(
+                "NATS_CREDS",
+                "production needs NATS credentials (NATS_CREDS, NATS_USER and NATS_PASSWORD, or NATS_TOKEN): \
+                 anyone who reaches the server could publish the events the services act on \
+                 (NATS_ALLOW_UNAUTHENTICATED=true accepts that)",
+            ));
+        }
+        let tls_ca = path("NATS_TLS_CA");
+        let tls_client = match (path("NATS_TLS_CERT"), path("NATS_TLS_KEY")) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            (Some(_), None) => return Err(ConfigError::new("NATS_TLS_KEY", "is required with NATS_TLS_CERT")),
+            (None, Some(_)) => return Err(ConfigError::new("NATS_TLS_CERT", "is required with NATS_TLS_KEY")),
+        };
+        for (name, file) in [("NATS_TLS_CA", tls_ca.as_ref())].into_iter().chain(
+            tls_client.iter().flat_map(|(cert, key)| [("NATS_TLS_CERT", Some(cert)), ("NATS_TLS_KEY", Some(key))]),
+        ) {
+            if let Some(file) = file
+                && !file.is_file()
+            {
+                return Err(ConfigError::new(name, format!("{} is not a file", file.display())));
+            }
+        }
+        let tls_required = crate::config::parse("NATS_TLS_REQUIRED", false)? || tls_ca.is_some();
+        Ok(NatsConfig { url: crate::config::nats_url(), auth, tls_ca, tls_client, tls_required })
+    }
+
+    async fn options(&self) -> std::io::Result<async_nats::ConnectOptions> {
+        let mut options = async_nats::ConnectOptions::new();
+        options = match &self.auth {
+            NatsAuth::None => options,
+            NatsAuth::UserPassword(user, password) => options.user_and_password(user.clone(), password.clone()),
+            NatsAuth::Token(token) => options.token(token.clone()),
+            NatsAuth::CredsFile(path) => options.credentials_file(path).await?,
+        };
+        // A tls:// URL needs it too, whatever the variables say.
+        crate::tls::install_crypto_provider();
+        if let Some(ca) = &self.tls_ca {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &self.tls_client {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        Ok(options.require_tls(self.tls_required))
+    }
+}
+
 /// Connects to NATS, waiting and retrying (with capped backoff) while no server is
 /// reachable instead of failing the service's start.
-pub async fn connect(url: &str) -> async_nats::Client {
+pub async fn connect(nats: &NatsConfig) -> async_nats::Client {
+    let url = crate::config::redact_url(&nats.url);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
-        match async_nats::ConnectOptions::new()
-            .name(env!("CARGO_PKG_NAME"))
-            .connection_timeout(Duration::from_secs(2))
-            // Back within a second of the server: the default backoff grows to several seconds.
-            .reconnect_delay_callback(|attempts| Duration::from_millis(100 * attempts.min(10) as u64))
-            .connect(servers(url))
-            .await
-        {
+        let connected = match nats.options().await {
+            Ok(options) => options
+                .name(env!("CARGO_PKG_NAME"))
+                .connection_timeout(Duration::from_secs(2))
+                // Back within a second of the server: the default backoff grows to several seconds.
+                .reconnect_delay_callback(|attempts| Duration::from_millis(100 * attempts.min(10) as u64))
+                .connect(servers(&nats.url))
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(format!("NATS_CREDS: {e}")),
+        };
+        match connected {
             Ok(client) => return client,
             Err(e) => {
                 let delay = backoff.next_delay();

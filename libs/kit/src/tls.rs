@@ -129,7 +129,7 @@ impl GrpcTls {
 
 /// rustls is built with two crypto providers in this workspace (ring, and aws-lc-rs through
 /// dependencies), so it cannot pick one itself; we use ring, as tonic's `tls-ring` does.
-fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     // An error means one is installed already, which is all we need.
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -27,7 +27,7 @@ async fn database(dir: &tempfile::TempDir) -> DatabaseConnection {
 }
 
 async fn jetstream(nats: &NatsServer) -> jetstream::Context {
-    let js = jetstream::new(bus::connect(&nats.url()).await);
+    let js = jetstream::new(bus::connect(&bus::NatsConfig::url(nats.url())).await);
     bus::declare_streams(&js, &[USERS_STREAM], 1).await.unwrap();
     js
 }

@@ -40,7 +40,7 @@ pub struct App {
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let db = verimail_kit::db::connect_with::<Migrator>(&config.database).await?;
-        let js = async_nats::jetstream::new(bus::connect(&config.nats_url).await);
+        let js = async_nats::jetstream::new(bus::connect(&config.nats).await);
         bus::declare_streams(&js, &[AUTH_STREAM], config.stream_replicas).await?;
         let listener = verimail_kit::grpc::bind("AUTH_GRPC_ADDR", &config.grpc_addr).await?;
         Ok(App {

@@ -29,8 +29,9 @@ pub struct Config {
     pub grpc_addr: String,
     /// `DATABASE_URL`, `DATABASE_MAX_CONNECTIONS`, and the migration flags.
     pub database: verimail_kit::db::DbConfig,
-    /// `NATS_URL`
-    pub nats_url: String,
+    /// `NATS_URL`, its credentials (`NATS_USER`/`NATS_PASSWORD`, `NATS_TOKEN` or
+    /// `NATS_CREDS`) and TLS (`NATS_TLS_*`).
+    pub nats: verimail_kit::bus::NatsConfig,
     /// `NATS_STREAM_REPLICAS`: servers that keep each stream this service declares.
     pub stream_replicas: usize,
     /// `AUTH_TOKEN_KEYS`: comma-separated keys, PASERK `k4.local.…` or 64 hex digits; the first
@@ -82,7 +83,7 @@ impl Config {
             outbox_retention: config::seconds("OUTBOX_RETENTION_SECONDS", verimail_kit::outbox::DEFAULT_RETENTION)?,
             grpc_addr: config::string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
             database: verimail_kit::db::DbConfig::from_env("auth.db")?,
-            nats_url: config::nats_url(),
+            nats: verimail_kit::bus::NatsConfig::from_env()?,
             stream_replicas: config::stream_replicas()?,
             keys,
             token_lifetime: config::seconds("VERIFICATION_TOKEN_TTL_SECONDS", Duration::from_secs(24 * 3600))?,

@@ -33,7 +33,7 @@ impl App {
         let auth =
             AuthServiceClient::new(config.credential.channel(config.tls.channel("AUTH_GRPC_ADDR", &config.auth_addr)?));
         let db = verimail_kit::db::connect_with::<Migrator>(&config.database).await?;
-        let js = async_nats::jetstream::new(bus::connect(&config.nats_url).await);
+        let js = async_nats::jetstream::new(bus::connect(&config.nats).await);
         let listener = verimail_kit::grpc::bind("EMAIL_GRPC_ADDR", &config.grpc_addr).await?;
         let metrics = verimail_kit::metrics::bind(&config.metrics_addr).await?;
         let consumer = courier::consumer(&config);

@@ -19,8 +19,9 @@ pub struct Config {
     pub grpc_addr: String,
     /// `DATABASE_URL`, `DATABASE_MAX_CONNECTIONS`, and the migration flags.
     pub database: verimail_kit::db::DbConfig,
-    /// `NATS_URL`
-    pub nats_url: String,
+    /// `NATS_URL`, its credentials (`NATS_USER`/`NATS_PASSWORD`, `NATS_TOKEN` or
+    /// `NATS_CREDS`) and TLS (`NATS_TLS_*`).
+    pub nats: verimail_kit::bus::NatsConfig,
     /// `NATS_STREAM_REPLICAS`: servers that keep each stream this service declares.
     pub stream_replicas: usize,
     /// `AUTH_GRPC_ADDR`: where auth-service issues tokens.
@@ -98,7 +99,7 @@ impl Config {
             metrics_addr: config::string("METRICS_ADDR", "127.0.0.1:9103"),
             grpc_addr: config::string("EMAIL_GRPC_ADDR", "127.0.0.1:50053"),
             database: verimail_kit::db::DbConfig::from_env("email.db")?,
-            nats_url: config::nats_url(),
+            nats: verimail_kit::bus::NatsConfig::from_env()?,
             stream_replicas: config::stream_replicas()?,
             auth_addr: config::string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
             mail_target,
@@ -150,7 +151,10 @@ mod tests {
             metrics_addr: "off".into(),
             grpc_addr: "127.0.0.1:0".into(),
             database: verimail_kit::db::DbConfig::url("postgres://email:db-secret-42@db/email"),
-            nats_url: "nats://127.0.0.1:4222".into(),
+            nats: verimail_kit::bus::NatsConfig {
+                auth: verimail_kit::bus::NatsAuth::UserPassword("email-service".into(), "nats-secret-42".into()),
+                ..verimail_kit::bus::NatsConfig::url("nats://127.0.0.1:4222")
+            },
             stream_replicas: 1,
             auth_addr: "127.0.0.1:50052".into(),
             mail_target: MailTarget::Smtp("smtps://mailer:smtp-secret-42@mail.example.com".into()),
@@ -163,7 +167,7 @@ mod tests {
             instance: "email-1".into(),
         };
         let printed = format!("{config:?}");
-        for secret in ["service-secret", "admin-secret", "db-secret-42", "smtp-secret-42"] {
+        for secret in ["service-secret", "admin-secret", "db-secret-42", "smtp-secret-42", "nats-secret-42"] {
             assert!(!printed.contains(secret), "{secret} in {printed}");
         }
         assert!(printed.contains("mail.example.com"), "the rest is still there: {printed}");

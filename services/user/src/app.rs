@@ -38,7 +38,7 @@ impl App {
         let hasher = PasswordHasher::new(config.hash_cost, config.hash_concurrency)
             .map_err(|e| anyhow::anyhow!("PASSWORD_HASH_*: {e}"))?;
         let db = verimail_kit::db::connect_with::<Migrator>(&config.database).await?;
-        let js = async_nats::jetstream::new(bus::connect(&config.nats_url).await);
+        let js = async_nats::jetstream::new(bus::connect(&config.nats).await);
         bus::declare_streams(&js, &[USERS_STREAM], config.stream_replicas).await?;
         let listener = verimail_kit::grpc::bind("USER_GRPC_ADDR", &config.grpc_addr).await?;
         Ok(App {

@@ -25,8 +25,9 @@ pub struct Config {
     pub grpc_addr: String,
     /// `DATABASE_URL`, `DATABASE_MAX_CONNECTIONS`, and the migration flags.
     pub database: verimail_kit::db::DbConfig,
-    /// `NATS_URL`
-    pub nats_url: String,
+    /// `NATS_URL`, its credentials (`NATS_USER`/`NATS_PASSWORD`, `NATS_TOKEN` or
+    /// `NATS_CREDS`) and TLS (`NATS_TLS_*`).
+    pub nats: verimail_kit::bus::NatsConfig,
     /// `NATS_STREAM_REPLICAS`: servers that keep each stream this service declares.
     pub stream_replicas: usize,
     /// `PASSWORD_HASH_MEMORY_KIB`, `PASSWORD_HASH_ITERATIONS`, `PASSWORD_HASH_PARALLELISM`
@@ -63,7 +64,7 @@ impl Config {
             outbox_retention: config::seconds("OUTBOX_RETENTION_SECONDS", verimail_kit::outbox::DEFAULT_RETENTION)?,
             grpc_addr: config::string("USER_GRPC_ADDR", "127.0.0.1:50051"),
             database: verimail_kit::db::DbConfig::from_env("user.db")?,
-            nats_url: config::nats_url(),
+            nats: verimail_kit::bus::NatsConfig::from_env()?,
             stream_replicas: config::stream_replicas()?,
             hash_cost,
             hash_concurrency: config::parse("PASSWORD_HASH_CONCURRENCY", cores)?,

@@ -49,6 +49,9 @@ async fn every_part_in_compose_yaml_gets_exactly_the_configuration_it_reads() {
         ("AUTH_TOKEN_KEYS", verimail_auth::token::TokenKeys::generate().unwrap().current_paserk()),
         ("GATEWAY_SERVICE_TOKEN", "compose-check-gateway-token-0123".to_owned()),
         ("EMAIL_SERVICE_TOKEN", "compose-check-email-token-012345".to_owned()),
+        ("NATS_USER_SERVICE_PASSWORD", "compose-check-nats-user-0123".to_owned()),
+        ("NATS_AUTH_SERVICE_PASSWORD", "compose-check-nats-auth-0123".to_owned()),
+        ("NATS_EMAIL_SERVICE_PASSWORD", "compose-check-nats-email-0123".to_owned()),
         ("ADMIN_TOKEN", "compose-check-admin-token-0123456".to_owned()),
     ]);
 
@@ -97,6 +100,21 @@ async fn every_part_in_compose_yaml_gets_exactly_the_configuration_it_reads() {
         let urls = text(&env["NATS_URL"]);
         assert!(nodes.iter().all(|node| urls.contains(&format!("nats://{node}:4222"))), "{part}: {urls}");
         assert_eq!(text(&env["NATS_STREAM_REPLICAS"]), "3", "{part}");
+        assert_eq!(text(&env["NATS_USER"]), part, "{part} is its own NATS user");
+    }
+    // Every node knows those users and their permissions, from the documented file.
+    for node in &nodes {
+        let command = services[*node]["command"].as_sequence().expect("a command");
+        assert_eq!(
+            (text(&command[0]), text(&command[1])),
+            ("-c".to_owned(), "/etc/nats/verimail.conf".to_owned()),
+            "{node}"
+        );
+        let volumes = services[*node]["volumes"].as_sequence().expect("volumes");
+        assert!(
+            volumes.iter().any(|v| text(v) == "./scripts/nats-permissions.conf:/etc/nats/verimail.conf:ro"),
+            "{node}"
+        );
     }
     assert_eq!(services["email-service"]["deploy"]["replicas"].as_u64(), Some(2), "email-service runs twice");
     for part in PARTS {

@@ -13,6 +13,7 @@ mod internal;
 mod limits;
 mod metrics;
 mod migrations;
+mod nats_permissions;
 mod operability;
 mod ops;
 mod production;
