@@ -53,6 +53,7 @@ pub async fn run(stack: &ProcessStack, users: &[(String, String)], count: usize)
                 user_id: user_id.clone(),
                 email: email.clone(),
                 occurred_at: now.clone(),
+                registration_event_id: String::new(),
             };
             OutboxEvent::new(event.event_id.clone(), user_id, subjects::AUTH_EMAIL_VERIFIED, &event)
         })

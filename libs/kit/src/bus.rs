@@ -535,7 +535,7 @@ async fn settle(
         }
         Err(e) => {
             tracing::error!(durable = spec.durable, subject = %message.subject, attempt, reason = %e, "parking message");
-            match park_with_retries(js, spec, message, attempt, &e.to_string()).await {
+            match park(js, spec, message, attempt, &e.to_string()).await {
                 Ok(()) => AckKind::Term,
                 // Not parked, so not terminated either: it comes back (the consumer's delivery
                 // budget has no end, see open_consumer) and parking is tried again.
@@ -559,25 +559,8 @@ async fn settle(
 /// The longest a message that could not be parked waits before it comes back.
 const PARK_RETRY_LIMIT: Duration = Duration::from_secs(30);
 
-/// [`park`], tried three times within a second before giving up for this delivery.
-async fn park_with_retries(
-    js: &jetstream::Context,
-    spec: &ConsumerSpec,
-    message: &jetstream::Message,
-    attempts: i64,
-    reason: &str,
-) -> Result<(), async_nats::Error> {
-    let mut result = park(js, spec, message, attempts, reason).await;
-    for pause in [100, 400].map(Duration::from_millis) {
-        if result.is_ok() {
-            break;
-        }
-        tokio::time::sleep(pause).await;
-        result = park(js, spec, message, attempts, reason).await;
-    }
-    result
-}
-
+/// Copies `message` to `parked.<durable>` with why and after how many attempts; tried three
+/// times within a second before giving up for this delivery.
 async fn park(
     js: &jetstream::Context,
     spec: &ConsumerSpec,
@@ -599,6 +582,17 @@ async fn park(
     headers.insert(HEADER_PARKED_SUBJECT, message.subject.as_str());
     headers.insert(HEADER_PARKED_ERROR, reason.replace(['\r', '\n'], " ").as_str());
     headers.insert(HEADER_PARKED_ATTEMPTS, attempts.to_string().as_str());
-    js.publish_with_headers(parked_subject(spec.durable), headers, message.payload.clone()).await?.await?;
-    Ok(())
+    let publish = || async {
+        js.publish_with_headers(parked_subject(spec.durable), headers.clone(), message.payload.clone()).await?.await?;
+        Ok::<(), async_nats::Error>(())
+    };
+    let mut result = publish().await;
+    for pause in [100, 400].map(Duration::from_millis) {
+        if result.is_ok() {
+            break;
+        }
+        tokio::time::sleep(pause).await;
+        result = publish().await;
+    }
+    result
 }

@@ -83,7 +83,7 @@ async fn use_tokens(db: &DatabaseConnection, uses: &[TokenUse]) -> Result<(Vec<A
     let jtis: Vec<&str> = uses.iter().map(|u| u.jti.as_str()).collect();
     let claimed = store::claim_tokens(&txn, &jtis).await?;
     // Why the others were not claimed: never recorded, used already, or revoked.
-    let unclaimed: Vec<&str> = jtis.iter().copied().filter(|jti| !claimed.contains(*jti)).collect();
+    let unclaimed: Vec<&str> = jtis.iter().copied().filter(|jti| !claimed.contains_key(*jti)).collect();
     let known: HashMap<String, token::Model> = match unclaimed.is_empty() {
         true => HashMap::new(),
         false => token::Entity::find()
@@ -99,11 +99,11 @@ async fn use_tokens(db: &DatabaseConnection, uses: &[TokenUse]) -> Result<(Vec<A
     let outcomes = uses
         .iter()
         .map(|u| {
-            if claimed.contains(&u.jti) {
+            if let Some(registration) = claimed.get(&u.jti) {
                 // The same token twice in one batch: the second is a repeat click.
                 if first_use.insert(u.jti.as_str()) && verified.insert(u.user_id.clone()) {
                     // In the click's trace: this batch runs outside the request's span.
-                    let mut event = email_verified(&u.user_id, &u.email);
+                    let mut event = email_verified(&u.user_id, &u.email, registration.as_deref());
                     event.trace_context = u.trace.clone();
                     announcements.push(event);
                     return Ok(VerifyOutcome::Verified);
@@ -124,14 +124,15 @@ async fn use_tokens(db: &DatabaseConnection, uses: &[TokenUse]) -> Result<(Vec<A
     Ok((outcomes, announced))
 }
 
-/// auth.email_verified for this user, in the trace of the current span: the outbox row that
-/// announces a verification, by link or by code.
-pub(crate) fn email_verified(user_id: &str, email: &str) -> OutboxEvent {
+/// auth.email_verified for this user, by the link or code of `registration`, in the trace of
+/// the current span: the outbox row that announces a verification.
+pub(crate) fn email_verified(user_id: &str, email: &str, registration: Option<&str>) -> OutboxEvent {
     let event = events::EmailVerified {
         event_id: uuid::Uuid::now_v7().to_string(),
         user_id: user_id.to_owned(),
         email: email.to_owned(),
         occurred_at: rfc3339(chrono::Utc::now()),
+        registration_event_id: registration.unwrap_or_default().to_owned(),
     };
     OutboxEvent::new(event.event_id.clone(), &event.user_id, subjects::AUTH_EMAIL_VERIFIED, &event)
 }

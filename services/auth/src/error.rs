@@ -21,6 +21,8 @@ pub enum AuthError {
     TokenRevoked,
     #[error("code: was revoked; ask for a new email")]
     CodeRevoked,
+    #[error("registration_event_id: a later registration of this user has had its email")]
+    RegistrationSuperseded,
 }
 
 /// The google.rpc.ErrorInfo domain of auth-service's FAILED_PRECONDITION reasons.
@@ -30,6 +32,7 @@ pub const REASON_CODE_EXPIRED: &str = "CODE_EXPIRED";
 pub const REASON_CODE_LOCKED: &str = "CODE_LOCKED";
 pub const REASON_TOKEN_REVOKED: &str = "TOKEN_REVOKED";
 pub const REASON_CODE_REVOKED: &str = "CODE_REVOKED";
+pub const REASON_REGISTRATION_SUPERSEDED: &str = "REGISTRATION_SUPERSEDED";
 
 /// FAILED_PRECONDITION with a machine-readable reason (google.rpc.ErrorInfo) beside the message.
 fn failed_precondition(reason: &str, message: String) -> Status {
@@ -58,6 +61,7 @@ impl From<AuthError> for Status {
             AuthError::CodeLocked => failed_precondition(REASON_CODE_LOCKED, err.to_string()),
             AuthError::TokenRevoked => failed_precondition(REASON_TOKEN_REVOKED, err.to_string()),
             AuthError::CodeRevoked => failed_precondition(REASON_CODE_REVOKED, err.to_string()),
+            AuthError::RegistrationSuperseded => failed_precondition(REASON_REGISTRATION_SUPERSEDED, err.to_string()),
             AuthError::Token(token_error) => verimail_kit::grpc::invalid_argument("token", token_error.to_string()),
             AuthError::Db(ref source @ (DbErr::Conn(_) | DbErr::ConnectionAcquire(_))) => {
                 tracing::error!(error = %source, "database unavailable");

@@ -59,9 +59,16 @@ impl AuthService for AuthGrpc {
         let email = email.to_lowercase();
         let issued =
             self.keys.issue(&user_id, &email, self.token_lifetime).map_err(|e| AuthError::Issue(e.to_string()))?;
-        // A code beside the link. Earlier tokens and codes stay valid (two emails in flight)
-        // unless this email is the first for a new registration, which voids them.
-        let registration = Some(request.registration_event_id.trim().to_owned()).filter(|id| !id.is_empty());
+        // A code beside the link. Earlier tokens and codes of the same registration stay valid
+        // (two emails in flight); those of earlier registrations die.
+        let registration = match request.registration_event_id.trim() {
+            "" => None,
+            id => Some(
+                uuid::Uuid::parse_str(id)
+                    .map_err(|_| AuthError::invalid("registration_event_id", "must be a UUID (an event id)"))?
+                    .to_string(),
+            ),
+        };
         let code = Code::generate();
         let now = chrono::Utc::now();
         let code_expires_at = now + chrono::Duration::from_std(self.code_lifetime).unwrap_or(chrono::Duration::zero());
@@ -70,12 +77,13 @@ impl AuthService for AuthGrpc {
             .hash(&issued.key_id, &user_id, &code)
             .ok_or_else(|| AuthError::Issue("no code key for the current token key".into()))?;
         let txn = verimail_kit::db::begin_write(&self.db).await.map_err(AuthError::from)?;
-        if let Some(registration) = &registration
-            && !store::issued_for_registration(&txn, &user_id, registration).await.map_err(AuthError::from)?
-        {
-            let (tokens, codes) = store::revoke(&txn, &user_id).await.map_err(AuthError::from)?;
+        if let Some(registration) = &registration {
+            if store::superseded(&txn, &user_id, registration).await.map_err(AuthError::from)? {
+                return Err(AuthError::RegistrationSuperseded.into());
+            }
+            let (tokens, codes) = store::revoke(&txn, &user_id, Some(registration)).await.map_err(AuthError::from)?;
             if tokens + codes > 0 {
-                tracing::info!(%user_id, tokens, codes, "earlier tokens and codes revoked by a new registration");
+                tracing::info!(%user_id, tokens, codes, "tokens and codes of earlier registrations revoked");
             }
         }
         token::Entity::insert(token::ActiveModel {
@@ -87,7 +95,7 @@ impl AuthService for AuthGrpc {
             expires_at: Set(issued.expires_at),
             used_at: Set(None),
             revoked_at: Set(None),
-            registration_event_id: Set(registration),
+            registration_event_id: Set(registration.clone()),
         })
         .exec_without_returning(&txn)
         .await
@@ -103,6 +111,7 @@ impl AuthService for AuthGrpc {
             wrong_tries: Set(0),
             used_at: Set(None),
             revoked_at: Set(None),
+            registration_event_id: Set(registration),
         })
         .exec_without_returning(&txn)
         .await
@@ -180,7 +189,7 @@ impl AuthService for AuthGrpc {
             .to_string();
         let revoked = async {
             let txn = verimail_kit::db::begin_write(&self.db).await?;
-            let counts = store::revoke(&txn, &user_id).await?;
+            let counts = store::revoke(&txn, &user_id, None).await?;
             txn.commit().await.map(|()| counts)
         };
         let (tokens, codes) = revoked.await.map_err(AuthError::from)?;
@@ -205,7 +214,7 @@ fn counted<T>(
         Err(AuthError::CodeLocked) => "locked",
         Err(AuthError::TokenRevoked | AuthError::CodeRevoked) => "revoked",
         Err(AuthError::Token(_) | AuthError::InvalidArgument { .. }) => "invalid",
-        Err(AuthError::Db(_) | AuthError::Issue(_)) => "error",
+        Err(AuthError::Db(_) | AuthError::Issue(_) | AuthError::RegistrationSuperseded) => "error",
     };
     verimail_kit::metrics::metrics().verification(method, outcome);
     result
@@ -260,7 +269,7 @@ impl AuthGrpc {
                 txn.commit().await?;
                 return Ok((pb::VerifyOutcome::AlreadyVerified, row.user_id.clone()));
             }
-            self.announce_verified(txn, &row.user_id, email).await?;
+            self.announce_verified(txn, &row.user_id, email, row.registration_event_id.as_deref()).await?;
             return Ok((pb::VerifyOutcome::Verified, row.user_id.clone()));
         }
         let live: Vec<_> = sent
@@ -280,8 +289,14 @@ impl AuthGrpc {
 
     /// Writes auth.email_verified into the outbox and commits the transaction that used the
     /// token or code.
-    async fn announce_verified(&self, txn: DatabaseTransaction, user_id: &str, email: &str) -> Result<(), AuthError> {
-        let event = crate::claim::email_verified(user_id, email);
+    async fn announce_verified(
+        &self,
+        txn: DatabaseTransaction,
+        user_id: &str,
+        email: &str,
+        registration: Option<&str>,
+    ) -> Result<(), AuthError> {
+        let event = crate::claim::email_verified(user_id, email, registration);
         let event_id = event.id.clone();
         outbox::enqueue(&txn, event).await?;
         txn.commit().await?;

@@ -21,7 +21,8 @@ pub mod token {
         pub used_at: Option<DateTimeUtc>,
         /// Set by RevokeVerificationTokens: the token no longer verifies.
         pub revoked_at: Option<DateTimeUtc>,
-        /// The users.registered event this token's email was for (none for a resend).
+        /// The users.registered event this token's email was for (its own, or the one a
+        /// resend names); none when issued without one.
         pub registration_event_id: Option<String>,
     }
 
@@ -50,6 +51,8 @@ pub mod code {
         pub used_at: Option<DateTimeUtc>,
         /// Set by RevokeVerificationTokens: the code no longer verifies.
         pub revoked_at: Option<DateTimeUtc>,
+        /// The users.registered event this code's email was for (see the token's).
+        pub registration_event_id: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -221,7 +224,13 @@ mod add_registration_event {
         RegistrationEventId,
     }
 
-    /// Which registration a token was issued for: its first token revokes those before it.
+    #[derive(DeriveIden)]
+    enum VerificationCodes {
+        Table,
+        RegistrationEventId,
+    }
+
+    /// Which registration a token or code was issued for: a later registration revokes them.
     pub fn migration() -> verimail_kit::db::SchemaMigration {
         verimail_kit::db::SchemaMigration {
             name: "m20261202_000005_add_registration_event",
@@ -230,6 +239,10 @@ mod add_registration_event {
                 Table::alter()
                     .table(VerificationTokens::Table)
                     .add_column(string_null(VerificationTokens::RegistrationEventId))
+                    .to_owned(),
+                Table::alter()
+                    .table(VerificationCodes::Table)
+                    .add_column(string_null(VerificationCodes::RegistrationEventId))
                     .to_owned(),
             ],
             indexes: vec![],
@@ -252,8 +265,12 @@ impl MigratorTrait for Migrator {
 }
 
 /// Marks these tokens used where nobody has yet and they are not revoked: the jtis this call
-/// claimed (`UPDATE … RETURNING`, so two instances never both claim one).
-pub async fn claim_tokens<C: ConnectionTrait>(conn: &C, jtis: &[&str]) -> Result<HashSet<String>, DbErr> {
+/// claimed, with the registration each was issued for (`UPDATE … RETURNING`, so two
+/// instances never both claim one).
+pub async fn claim_tokens<C: ConnectionTrait>(
+    conn: &C,
+    jtis: &[&str],
+) -> Result<std::collections::HashMap<String, Option<String>>, DbErr> {
     let claimed = token::Entity::update_many()
         .col_expr(token::Column::UsedAt, Expr::value(chrono::Utc::now()))
         .filter(token::Column::Jti.is_in(jtis.iter().copied()))
@@ -261,7 +278,7 @@ pub async fn claim_tokens<C: ConnectionTrait>(conn: &C, jtis: &[&str]) -> Result
         .filter(token::Column::RevokedAt.is_null())
         .exec_with_returning(conn)
         .await?;
-    Ok(claimed.into_iter().map(|row| row.jti).collect())
+    Ok(claimed.into_iter().map(|row| (row.jti, row.registration_event_id)).collect())
 }
 
 /// Which of these users have used a token or a code: their email is verified.
@@ -291,35 +308,41 @@ pub async fn user_verified<C: ConnectionTrait>(conn: &C, user_id: &str) -> Resul
     Ok(!verified_users(conn, &[user_id]).await?.is_empty())
 }
 
-/// Whether a token was issued for the user for this registration event before (a retry).
-pub async fn issued_for_registration<C: ConnectionTrait>(
-    conn: &C,
-    user_id: &str,
-    event_id: &str,
-) -> Result<bool, DbErr> {
-    let found = token::Entity::find()
+/// Whether a later registration of the user than `registration` has had a token issued:
+/// then this one is superseded. (Registration ids are UUIDv7s, whose text orders by time.)
+pub async fn superseded<C: ConnectionTrait>(conn: &C, user_id: &str, registration: &str) -> Result<bool, DbErr> {
+    let later = token::Entity::find()
         .filter(token::Column::UserId.eq(user_id))
-        .filter(token::Column::RegistrationEventId.eq(event_id))
+        .filter(token::Column::RegistrationEventId.gt(registration))
         .one(conn)
         .await?;
-    Ok(found.is_some())
+    Ok(later.is_some())
 }
 
-/// Revokes the user's unused, unrevoked tokens and codes; how many of each.
-pub async fn revoke<C: ConnectionTrait>(conn: &C, user_id: &str) -> Result<(u64, u64), DbErr> {
+/// Revokes the user's unused, unrevoked tokens and codes: all of them, or with `before` those
+/// of registrations before it (and those issued without one); how many of each.
+pub async fn revoke<C: ConnectionTrait>(conn: &C, user_id: &str, before: Option<&str>) -> Result<(u64, u64), DbErr> {
+    use sea_orm::Condition;
+    use sea_orm::sea_query::{Alias, ExprTrait};
+    // Both tables name these columns alike.
+    let column = |name: &str| Expr::col(Alias::new(name));
+    let mut unused = Condition::all()
+        .add(column("user_id").eq(user_id))
+        .add(column("used_at").is_null())
+        .add(column("revoked_at").is_null());
+    if let Some(registration) = before {
+        let registration_of = || column("registration_event_id");
+        unused = unused.add(Condition::any().add(registration_of().is_null()).add(registration_of().lt(registration)));
+    }
     let now = chrono::Utc::now();
     let tokens = token::Entity::update_many()
         .col_expr(token::Column::RevokedAt, Expr::value(now))
-        .filter(token::Column::UserId.eq(user_id))
-        .filter(token::Column::UsedAt.is_null())
-        .filter(token::Column::RevokedAt.is_null())
+        .filter(unused.clone())
         .exec(conn)
         .await?;
     let codes = code::Entity::update_many()
         .col_expr(code::Column::RevokedAt, Expr::value(now))
-        .filter(code::Column::UserId.eq(user_id))
-        .filter(code::Column::UsedAt.is_null())
-        .filter(code::Column::RevokedAt.is_null())
+        .filter(unused)
         .exec(conn)
         .await?;
     Ok((tokens.rows_affected, codes.rows_affected))

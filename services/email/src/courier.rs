@@ -44,6 +44,9 @@ struct EmailRequest {
     event_id: String,
     user_id: String,
     email: String,
+    /// The registration a verification email belongs to (users.registered's event id);
+    /// empty where unknown.
+    registration_event_id: String,
 }
 
 impl Courier {
@@ -94,7 +97,15 @@ impl Courier {
             store::Claim::NotRetryable(status) => return Err(RetryError::NotRetryable(status)),
             store::Claim::Claimed(before) => before,
         };
-        let request = EmailRequest { event_id: before.event_id, user_id: before.user_id, email: before.recipient };
+        // A registration's own email belongs to it; a resend's registration is not recorded.
+        let registration_event_id =
+            if before.kind == subjects::USERS_REGISTERED { before.event_id.clone() } else { String::new() };
+        let request = EmailRequest {
+            event_id: before.event_id,
+            user_id: before.user_id,
+            email: before.recipient,
+            registration_event_id,
+        };
         let (status, error) = match self.send(&request, &before.kind).await {
             Ok(()) => (Status::Sent, None),
             Err(Failure::Rejected(reason)) => (Status::Failed, Some(reason)),
@@ -162,17 +173,14 @@ impl Courier {
     }
 
     /// A token and a code from auth-service, in the verification email.
-    async fn verification_email(&self, request: &EmailRequest, kind: &str) -> Result<lettre::Message, HandlerError> {
+    async fn verification_email(&self, request: &EmailRequest, kind: &str) -> Result<lettre::Message, Failure> {
         let mut auth = self.auth.clone();
         let issue = auth.issue_verification_token(IssueVerificationTokenRequest {
             user_id: request.user_id.clone(),
             email: request.email.clone(),
-            // A registration (first, or again while unverified) voids every earlier link and code.
-            registration_event_id: if kind == subjects::USERS_REGISTERED {
-                request.event_id.clone()
-            } else {
-                String::new()
-            },
+            // A registration (first, or again while unverified) voids the links and codes of
+            // earlier ones; an email of an earlier one is not sent.
+            registration_event_id: request.registration_event_id.clone(),
         });
         let span = tracing::info_span!(
             "grpc.client",
@@ -185,9 +193,12 @@ impl Courier {
             .map_err(|_| HandlerError::Retry(format!("auth-service: no answer within {:?}", self.send_timeout)))?
             .map_err(|status| match status.code() {
                 tonic::Code::InvalidArgument => {
-                    HandlerError::Permanent(format!("auth-service refused: {}", status.message()))
+                    HandlerError::Permanent(format!("auth-service refused: {}", status.message())).into()
                 }
-                _ => HandlerError::Retry(format!("auth-service: {}", status.message())),
+                tonic::Code::FailedPrecondition if superseded(&status) => {
+                    Failure::Rejected("not sent: a later registration of the address has its own email".into())
+                }
+                _ => HandlerError::Retry(format!("auth-service: {}", status.message())).into(),
             })?
             .into_inner();
         let content = VerificationEmail {
@@ -199,7 +210,10 @@ impl Courier {
             code_page: format!("{}/verify-code", self.public_base_url.trim_end_matches('/')),
             kind,
         };
-        self.templates.render(&self.from, &request.email, &request.event_id, &content).map_err(HandlerError::Permanent)
+        Ok(self
+            .templates
+            .render(&self.from, &request.email, &request.event_id, &content)
+            .map_err(HandlerError::Permanent)?)
     }
 }
 
@@ -227,20 +241,33 @@ impl From<HandlerError> for Failure {
     }
 }
 
+/// Whether auth-service refused because a later registration of the user had its email.
+fn superseded(status: &tonic::Status) -> bool {
+    use tonic_types::StatusExt;
+    status.get_details_error_info().is_some_and(|info| info.reason == "REGISTRATION_SUPERSEDED")
+}
+
 fn decode(delivery: &Delivery) -> Result<Option<EmailRequest>, HandlerError> {
     let undecodable = |e: prost::DecodeError| HandlerError::Permanent(format!("undecodable {}: {e}", delivery.subject));
     let request = match delivery.subject.as_str() {
         subjects::USERS_REGISTERED => {
             let e = UserRegistered::decode(delivery.payload.clone()).map_err(undecodable)?;
-            EmailRequest { event_id: e.event_id, user_id: e.user_id, email: e.email }
+            let registration_event_id = e.event_id.clone();
+            EmailRequest { event_id: e.event_id, user_id: e.user_id, email: e.email, registration_event_id }
         }
         subjects::USERS_VERIFICATION_REQUESTED => {
             let e = VerificationRequested::decode(delivery.payload.clone()).map_err(undecodable)?;
-            EmailRequest { event_id: e.event_id, user_id: e.user_id, email: e.email }
+            let registration_event_id = e.registration_event_id;
+            EmailRequest { event_id: e.event_id, user_id: e.user_id, email: e.email, registration_event_id }
         }
         subjects::USERS_SIGNUP_ATTEMPTED => {
             let e = SignUpAttempted::decode(delivery.payload.clone()).map_err(undecodable)?;
-            EmailRequest { event_id: e.event_id, user_id: e.user_id, email: e.email }
+            EmailRequest {
+                event_id: e.event_id,
+                user_id: e.user_id,
+                email: e.email,
+                registration_event_id: String::new(),
+            }
         }
         _ => return Ok(None),
     };

@@ -15,10 +15,18 @@ pub fn email_verified_consumer(replicas: usize) -> ConsumerSpec {
     }
 }
 
+fn verified_by(event: &EmailVerified) -> store::Verified<'_> {
+    store::Verified {
+        user_id: &event.user_id,
+        email: &event.email,
+        registration_event_id: &event.registration_event_id,
+    }
+}
+
 /// Marks the users of a batch of events verified, in one transaction; answers for each event
 /// in order. Idempotent: the same event twice leaves the user verified once. An event for no
-/// user, for an address that is not the user's current one, or one that cannot be decoded,
-/// is parked (and verifies nobody).
+/// user, for an address that is not the user's current one or a registration that is not
+/// their latest, or one that cannot be decoded, is parked (and verifies nobody).
 pub async fn on_email_verified(db: &DatabaseConnection, deliveries: Vec<Delivery>) -> Vec<Result<(), HandlerError>> {
     let events: Vec<Result<EmailVerified, HandlerError>> = deliveries
         .iter()
@@ -27,8 +35,7 @@ pub async fn on_email_verified(db: &DatabaseConnection, deliveries: Vec<Delivery
                 .map_err(|e| HandlerError::Permanent(format!("undecodable EmailVerified: {e}")))
         })
         .collect();
-    let verified: Vec<(&str, &str)> =
-        events.iter().flatten().map(|event| (event.user_id.as_str(), event.email.as_str())).collect();
+    let verified: Vec<store::Verified> = events.iter().flatten().map(verified_by).collect();
     let marked = async {
         let txn = verimail_kit::db::begin_write(db).await?;
         let before = store::mark_verified(&txn, &verified).await?;
@@ -50,15 +57,15 @@ pub async fn on_email_verified(db: &DatabaseConnection, deliveries: Vec<Delivery
             let _in_its_trace = delivery.span.enter();
             match before.get(&event.user_id) {
                 None => Err(HandlerError::Permanent(format!("no user {}", event.user_id))),
-                Some((_, current)) if *current != event.email => {
-                    tracing::error!(user_id = %event.user_id, event_id = %event.event_id, "email_verified names another address than the user's: not verified");
+                Some(user) if !user.accepts(&verified_by(&event)) => {
+                    tracing::error!(user_id = %event.user_id, event_id = %event.event_id, "email_verified is for another address or an earlier registration: not verified");
                     Err(HandlerError::Permanent(format!(
-                        "user {} has another address than the verified one",
+                        "user {} has another address or a later registration than the one verified",
                         event.user_id
                     )))
                 }
-                Some((status, _)) => {
-                    if *status == store::Status::Unverified {
+                Some(user) => {
+                    if user.status == store::Status::Unverified {
                         tracing::info!(user_id = %event.user_id, event_id = %event.event_id, "user verified");
                     }
                     Ok(())

@@ -120,10 +120,11 @@ impl UserGrpc {
         // Hashed whether or not the address is taken: the same work for every answer.
         let password_hash = self.hasher.hash(password).await.map_err(UserError::Hashing)?;
         if let Some(existing) = store::find_by_email(&self.db, email.as_str()).await? {
-            return self.registered_again(existing, password_hash).await;
+            return self.registered_again(existing, &email, password_hash).await;
         }
         let now = chrono::Utc::now();
         let user_id = uuid::Uuid::now_v7().to_string();
+        let registration = uuid::Uuid::now_v7().to_string();
         let txn = verimail_kit::db::begin_write(&self.db).await?;
         let inserted = user::Entity::insert(user::ActiveModel {
             id: Set(user_id.clone()),
@@ -133,6 +134,7 @@ impl UserGrpc {
             created_at: Set(now),
             updated_at: Set(now),
             verified_at: Set(None),
+            registration_event_id: Set(Some(registration.clone())),
         })
         .exec_without_returning(&txn)
         .await;
@@ -144,12 +146,12 @@ impl UserGrpc {
             // other one came first, so this one is a registration again.
             drop(txn);
             let existing = store::find_by_email(&self.db, email.as_str()).await?.ok_or(UserError::AlreadyExists)?;
-            return self.registered_again(existing, password_hash).await;
+            return self.registered_again(existing, &email, password_hash).await;
         }
-        let event_id = enqueue_registered(&txn, &user_id, email.as_str()).await?;
+        enqueue_registered(&txn, &registration, &user_id, email.as_str()).await?;
         txn.commit().await?;
         self.relay.wake();
-        tracing::info!(%user_id, email = %verimail_kit::telemetry::email(email.as_str()), %event_id, "user registered");
+        tracing::info!(%user_id, email = %verimail_kit::telemetry::email(email.as_str()), event_id = %registration, "user registered");
         registered("new");
         Ok(user_id)
     }
@@ -168,13 +170,19 @@ impl UserGrpc {
     /// Enumeration-safe, both answer with a fresh id that names no user, after the same work
     /// as a new registration (a password hash, an event in a transaction): UUIDv7 ids carry
     /// their time, so the existing id would tell that the address was taken.
-    async fn registered_again(&self, existing: user::Model, password_hash: String) -> Result<String, UserError> {
+    async fn registered_again(
+        &self,
+        existing: user::Model,
+        email: &Email,
+        password_hash: String,
+    ) -> Result<String, UserError> {
         let answer =
             |existing_id: String| if self.enumeration_safe { uuid::Uuid::now_v7().to_string() } else { existing_id };
         if existing.status == Status::Unverified {
+            let event_id = uuid::Uuid::now_v7().to_string();
             let txn = verimail_kit::db::begin_write(&self.db).await?;
-            if store::replace_unverified_password(&txn, &existing.id, &password_hash).await? {
-                let event_id = enqueue_registered(&txn, &existing.id, &existing.email).await?;
+            if store::replace_unverified_password(&txn, &existing.id, &password_hash, &event_id).await? {
+                enqueue_registered(&txn, &event_id, &existing.id, &existing.email).await?;
                 txn.commit().await?;
                 self.relay.wake();
                 tracing::info!(user_id = %existing.id, %event_id, "unverified address registered again: the newer registration replaced the password");
@@ -186,8 +194,7 @@ impl UserGrpc {
         if !self.enumeration_safe {
             return Err(UserError::AlreadyExists);
         }
-        let email = Email::parse(&existing.email).map_err(|reason| UserError::invalid("email", reason))?;
-        if self.limits.mail_to(&email).is_err() {
+        if self.limits.mail_to(email).is_err() {
             tracing::info!(user_id = %existing.id, "sign-up notice not sent: the mailbox had its emails for now");
             registered("existing");
             return Ok(answer(existing.id));
@@ -225,6 +232,7 @@ impl UserGrpc {
             user_id: user.id,
             email: user.email,
             occurred_at: rfc3339(chrono::Utc::now()),
+            registration_event_id: user.registration_event_id.unwrap_or_default(),
         };
         outbox::enqueue(
             &self.db,
@@ -236,21 +244,22 @@ impl UserGrpc {
     }
 }
 
-/// Writes users.registered for `user_id` into the outbox of `txn`; returns the event id.
+/// Writes users.registered (`event_id`) for `user_id` into the outbox of `txn`.
 async fn enqueue_registered(
     txn: &sea_orm::DatabaseTransaction,
+    event_id: &str,
     user_id: &str,
     email: &str,
-) -> Result<String, UserError> {
+) -> Result<(), UserError> {
     let event = events::UserRegistered {
-        event_id: uuid::Uuid::now_v7().to_string(),
+        event_id: event_id.to_owned(),
         user_id: user_id.to_owned(),
         email: email.to_owned(),
         occurred_at: rfc3339(chrono::Utc::now()),
     };
     outbox::enqueue(txn, OutboxEvent::new(event.event_id.clone(), &event.user_id, subjects::USERS_REGISTERED, &event))
         .await?;
-    Ok(event.event_id)
+    Ok(())
 }
 
 fn to_proto(user: user::Model) -> pb::User {

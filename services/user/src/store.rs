@@ -19,6 +19,9 @@ pub mod user {
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
         pub verified_at: Option<DateTimeUtc>,
+        /// The users.registered event of the latest registration of the address: only its
+        /// links and codes verify (none for users from before it was recorded).
+        pub registration_event_id: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -73,12 +76,35 @@ mod create_users {
     }
 }
 
+mod add_registration_event {
+    use sea_orm_migration::prelude::*;
+    use sea_orm_migration::schema::*;
+
+    #[derive(DeriveIden)]
+    enum Users {
+        Table,
+        RegistrationEventId,
+    }
+
+    pub fn migration() -> verimail_kit::db::SchemaMigration {
+        verimail_kit::db::SchemaMigration {
+            name: "m20261202_000002_add_registration_event",
+            tables: vec![],
+            alters: vec![
+                Table::alter().table(Users::Table).add_column(string_null(Users::RegistrationEventId)).to_owned(),
+            ],
+            indexes: vec![],
+        }
+    }
+}
+
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         let mut migrations = verimail_kit::outbox::migration::migrations();
         migrations.push(Box::new(create_users::migration()));
+        migrations.push(Box::new(add_registration_event::migration()));
         migrations
     }
 }
@@ -119,14 +145,16 @@ pub async fn list<C: ConnectionTrait>(
 }
 
 /// Replaces the password of a user who is still unverified (a newer registration of the
-/// address); false when the user is verified by now, or gone.
+/// address, `registration`); false when the user is verified by now, or gone.
 pub async fn replace_unverified_password<C: ConnectionTrait>(
     conn: &C,
     id: &str,
     password_hash: &str,
+    registration: &str,
 ) -> Result<bool, DbErr> {
     let replaced = user::Entity::update_many()
         .col_expr(user::Column::PasswordHash, Expr::value(password_hash))
+        .col_expr(user::Column::RegistrationEventId, Expr::value(registration))
         .col_expr(user::Column::UpdatedAt, Expr::value(chrono::Utc::now()))
         .filter(user::Column::Id.eq(id))
         .filter(user::Column::Status.eq(Status::Unverified))
@@ -135,30 +163,56 @@ pub async fn replace_unverified_password<C: ConnectionTrait>(
     Ok(replaced.rows_affected == 1)
 }
 
-/// A user's status and address before [`mark_verified`].
-pub type Before = std::collections::HashMap<String, (Status, String)>;
+/// A user as [`mark_verified`] found them: status, address, latest registration.
+#[derive(Debug, Clone)]
+pub struct Before {
+    pub status: Status,
+    pub email: String,
+    pub registration_event_id: Option<String>,
+}
 
-/// Marks these users verified, each only if the address that was verified (the pair's second)
-/// is the user's current one; one who already is stays as they are. Returns each existing
-/// user's status and address before (an id that names no user is not in it).
-pub async fn mark_verified<C: ConnectionTrait>(conn: &C, verified: &[(&str, &str)]) -> Result<Before, DbErr> {
+/// What a verification event says was verified.
+pub struct Verified<'a> {
+    pub user_id: &'a str,
+    pub email: &'a str,
+    /// Empty when the token was issued without a registration.
+    pub registration_event_id: &'a str,
+}
+
+impl Before {
+    /// Whether `verified` speaks for this user as they are now: their current address, and
+    /// their latest registration (a link of an earlier one, whose password was replaced since,
+    /// verifies nothing).
+    pub fn accepts(&self, verified: &Verified) -> bool {
+        let registration = verified.registration_event_id;
+        self.email == verified.email
+            && (registration.is_empty()
+                || self.registration_event_id.as_deref().is_none_or(|latest| latest == registration))
+    }
+}
+
+/// Marks these users verified, each only where [`Before::accepts`] the event; one who already
+/// is stays as they are. Returns each existing user as found before (an id that names no user
+/// is not in it).
+pub async fn mark_verified<C: ConnectionTrait>(
+    conn: &C,
+    verified: &[Verified<'_>],
+) -> Result<std::collections::HashMap<String, Before>, DbErr> {
     use sea_orm::QuerySelect;
-    let before: Before = user::Entity::find()
+    let before: std::collections::HashMap<String, Before> = user::Entity::find()
         .select_only()
-        .column(user::Column::Id)
-        .column(user::Column::Status)
-        .column(user::Column::Email)
-        .filter(user::Column::Id.is_in(verified.iter().map(|(id, _)| *id)))
-        .into_tuple::<(String, Status, String)>()
+        .columns([user::Column::Id, user::Column::Status, user::Column::Email, user::Column::RegistrationEventId])
+        .filter(user::Column::Id.is_in(verified.iter().map(|v| v.user_id)))
+        .into_tuple::<(String, Status, String, Option<String>)>()
         .all(conn)
         .await?
         .into_iter()
-        .map(|(id, status, email)| (id, (status, email)))
+        .map(|(id, status, email, registration_event_id)| (id, Before { status, email, registration_event_id }))
         .collect();
     let ids: Vec<&str> = verified
         .iter()
-        .filter(|(id, email)| before.get(*id).is_some_and(|(_, current)| current == email))
-        .map(|(id, _)| *id)
+        .filter(|v| before.get(v.user_id).is_some_and(|user| user.accepts(v)))
+        .map(|v| v.user_id)
         .collect();
     let now = chrono::Utc::now();
     user::Entity::update_many()

@@ -101,3 +101,58 @@ async fn the_owner_registering_after_an_attacker_replaces_the_password_and_voids
         "attacker's own password"
     ));
 }
+
+/// The registration an email belongs to: its Message-ID is `<event id@verimail>`.
+fn registration_of(mail: &verimail_system_tests::ReceivedMail) -> String {
+    let id = mail.header("Message-ID").expect("a Message-ID");
+    id.trim().trim_start_matches('<').split('@').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_earlier_registration_gets_no_new_link_and_its_verification_is_refused_whatever_the_order() {
+    use prost::Message;
+    use verimail_proto::auth::v1::IssueVerificationTokenRequest;
+    let stack = Stack::start().await;
+    let account = register(&stack, "early@example.com", "attacker's own password").await;
+    let first = registration_of(&stack.smtp.wait_for("early@example.com", 1, EMAIL_WAIT).await[0]);
+    timed_register(&stack, "early@example.com").await.1.expect("registered again");
+    let second = registration_of(&stack.smtp.wait_for("early@example.com", 2, EMAIL_WAIT).await[1]);
+    assert!(first < second, "registration ids order in time: {first} {second}");
+
+    // An email of the first registration handled late (email-service's events arrive in any
+    // order): auth-service issues nothing for it.
+    let late = IssueVerificationTokenRequest {
+        user_id: account.clone(),
+        email: "early@example.com".into(),
+        registration_event_id: first.clone(),
+    };
+    let refused = stack.issuer.clone().issue_verification_token(late).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    use tonic_types::StatusExt;
+    assert_eq!(refused.get_details_error_info().unwrap().reason, "REGISTRATION_SUPERSEDED");
+
+    // A verification of the first registration that reached the bus anyway (a click in the
+    // moment before the second registration's email was issued): user-service refuses it.
+    let stale = verimail_proto::events::v1::EmailVerified {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        user_id: account.clone(),
+        email: "early@example.com".into(),
+        occurred_at: String::new(),
+        registration_event_id: first,
+    };
+    let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
+    let headers = verimail_kit::bus::event_headers(&stale.event_id, "test");
+    js.publish_with_headers("auth.email_verified", headers, stale.encode_to_vec().into()).await.unwrap().await.unwrap();
+    let deadline = tokio::time::Instant::now() + STATUS_WAIT;
+    loop {
+        let request = verimail_proto::ops::v1::ListParkedRequest::default();
+        let parked = stack.user_parking.clone().list_parked(request).await.unwrap().into_inner().messages;
+        if let Some(message) = parked.first() {
+            assert!(message.error.contains("later registration"), "{}", message.error);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the stale verification was not parked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stack.status_of(&account).await, UserStatus::Unverified);
+}

@@ -62,6 +62,7 @@ async fn with_a_user_per_service_the_flow_works_and_nobody_else_can_publish_what
         user_id: victim.clone(),
         email: "victim@example.com".into(),
         occurred_at: String::new(),
+        registration_event_id: String::new(),
     }
     .encode_to_vec();
     let email_service = connect_as(&stack, Some("email-service")).await.expect("email-service connects");
