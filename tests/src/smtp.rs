@@ -33,6 +33,13 @@ impl ReceivedMail {
         mailparse::parse_mail(&self.raw).ok()?.headers.get_first_value(name)
     }
 
+    /// The event this email was sent for: its Message-ID is `<event id@verimail>`. For a
+    /// verification email of a registration, the registration; they order in time.
+    pub fn event_id(&self) -> String {
+        let id = self.header("Message-ID").expect("a Message-ID");
+        id.trim().trim_start_matches('<').split('@').next().unwrap_or_default().to_owned()
+    }
+
     /// A verification email (not a notice such as "someone tried to sign up").
     pub fn is_verification(&self) -> bool {
         self.header("Subject").as_deref() == Some("Verify your email address")

@@ -225,3 +225,27 @@ pub async fn mark_verified<C: ConnectionTrait>(
         .await?;
     Ok(before)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verification_counts_only_for_the_current_address_and_the_latest_registration() {
+        let user = Before {
+            status: Status::Unverified,
+            email: "ann@example.com".into(),
+            registration_event_id: Some("0193-b".into()),
+        };
+        let verified = |email, registration_event_id| Verified { user_id: "u", email, registration_event_id };
+        assert!(user.accepts(&verified("ann@example.com", "0193-b")));
+        assert!(user.accepts(&verified("ann@example.com", "")), "a token issued without a registration");
+        assert!(!user.accepts(&verified("ann@example.com", "0193-a")), "an earlier registration");
+        assert!(!user.accepts(&verified("eve@example.com", "0193-b")), "another address");
+        let legacy = Before { registration_event_id: None, ..user };
+        assert!(
+            legacy.accepts(&verified("ann@example.com", "0193-a")),
+            "a user from before registrations were recorded"
+        );
+    }
+}

@@ -139,4 +139,34 @@ async fn production_is_the_default_and_an_unknown_environment_stops_the_start() 
     }
     let (ok, said) = check(vec![("VERIMAIL_ENV", "development")]).await;
     assert!(ok, "development is asked for by name: {said}");
+
+    // Production refuses the weaker settings unless a variable allows them by name.
+    let email_service = |extra: Vec<(&'static str, &'static str)>| async move {
+        let mut env = vec![
+            ("EMAIL_SERVICE_TOKEN", "production-check-email-token-0123"),
+            ("NATS_USER", "email-service"),
+            ("NATS_PASSWORD", "production-check-nats-password"),
+            ("SMTP_URL", "smtps://mailer:pw@mail.example.com"),
+        ];
+        for (name, value) in extra {
+            env.retain(|(n, _)| *n != name);
+            env.push((name, value));
+        }
+        let env: Vec<_> = env.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+        let output = run_binary("email-service", &["--check-config"], env, Duration::from_secs(20)).await;
+        (output.status.success(), printed(&output))
+    };
+    assert!(email_service(vec![]).await.0, "TLS to SMTP and credentials for NATS");
+    for (why, extra, named) in [
+        ("plain-text SMTP", vec![("SMTP_URL", "smtp://mailer:pw@mail.example.com")], "SMTP_URL"),
+        ("opportunistic STARTTLS", vec![("SMTP_URL", "smtp://mail.example.com?tls=opportunistic")], "SMTP_URL"),
+        ("NATS as nobody", vec![("NATS_USER", ""), ("NATS_PASSWORD", "")], "NATS_CREDS"),
+    ] {
+        let (ok, said) = email_service(extra).await;
+        assert!(!ok && said.contains(named), "{why} was accepted: {said}");
+    }
+    let allowed = vec![("SMTP_URL", "smtp://mailpit:1025"), ("SMTP_ALLOW_PLAINTEXT", "true")];
+    assert!(email_service(allowed).await.0, "a plain-text relay without a password, allowed by name");
+    let allowed = vec![("NATS_USER", ""), ("NATS_PASSWORD", ""), ("NATS_ALLOW_UNAUTHENTICATED", "true")];
+    assert!(email_service(allowed).await.0, "NATS without credentials, allowed by name");
 }

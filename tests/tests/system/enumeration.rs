@@ -102,21 +102,15 @@ async fn the_owner_registering_after_an_attacker_replaces_the_password_and_voids
     ));
 }
 
-/// The registration an email belongs to: its Message-ID is `<event id@verimail>`.
-fn registration_of(mail: &verimail_system_tests::ReceivedMail) -> String {
-    let id = mail.header("Message-ID").expect("a Message-ID");
-    id.trim().trim_start_matches('<').split('@').next().unwrap().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_earlier_registration_gets_no_new_link_and_its_verification_is_refused_whatever_the_order() {
     use prost::Message;
     use verimail_proto::auth::v1::IssueVerificationTokenRequest;
     let stack = Stack::start().await;
     let account = register(&stack, "early@example.com", "attacker's own password").await;
-    let first = registration_of(&stack.smtp.wait_for("early@example.com", 1, EMAIL_WAIT).await[0]);
+    let first = stack.smtp.wait_for("early@example.com", 1, EMAIL_WAIT).await[0].event_id();
     timed_register(&stack, "early@example.com").await.1.expect("registered again");
-    let second = registration_of(&stack.smtp.wait_for("early@example.com", 2, EMAIL_WAIT).await[1]);
+    let second = stack.smtp.wait_for("early@example.com", 2, EMAIL_WAIT).await[1].event_id();
     assert!(first < second, "registration ids order in time: {first} {second}");
 
     // An email of the first registration handled late (email-service's events arrive in any

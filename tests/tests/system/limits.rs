@@ -100,3 +100,60 @@ async fn code_checks_and_gateway_posts_per_client_trip_with_429_and_retry_after(
         "gateway POST /resend per client: 3 answered 202, the 4th 429 with Retry-After: {seconds}, 202 again after it"
     );
 }
+
+/// `message` as a backend sends it for the browser at 198.51.100.`n`: each call its own
+/// client, so only the limits on the mailbox can trip.
+fn from_browser<T>(message: T, n: u8) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let client = format!("198.51.100.{n}");
+    request.metadata_mut().insert(verimail_kit::internal::CLIENT_ADDRESS, client.parse().unwrap());
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_limits_count_the_mailbox_not_its_spelling_and_sign_up_notices_with_resends() {
+    let stack = Stack::start_with(StackOptions {
+        limits: Some(Rate::new(3, Duration::from_secs(60))),
+        ..StackOptions::default()
+    })
+    .await;
+    let resend = |email: &'static str, n: u8| {
+        let mut users = stack.users.clone();
+        async move { users.resend_verification(from_browser(ResendVerificationRequest { email: email.into() }, n)).await }
+    };
+    // Sub-addresses and case are one mailbox: one allowance.
+    for (n, spelling) in [(1, "Victim+1@Example.com"), (2, "victim+2@example.com"), (3, "VICTIM@example.com")] {
+        resend(spelling, n).await.expect("within the mailbox's allowance");
+    }
+    assert_exhausted_for_a_minute(&resend("victim+3@example.com", 4).await.unwrap_err());
+    resend("other@example.com", 5).await.expect("another mailbox");
+
+    // A sign-up notice is an email to the mailbox like a resend.
+    let owner = register(&stack, "owner@example.com").await.unwrap();
+    let link = stack.smtp.wait_for("owner@example.com", 1, crate::EMAIL_WAIT).await[0].verification_link();
+    Browser::new(&stack.gateway_url).click(&link).await;
+    assert!(stack.wait_for_status(&owner, verimail_proto::user::v1::UserStatus::Verified, crate::STATUS_WAIT).await);
+    resend("owner@example.com", 6).await.unwrap();
+    resend("owner+a@example.com", 7).await.unwrap();
+    let again = |n: u8| {
+        let mut users = stack.users.clone();
+        let request =
+            RegisterUserRequest { email: "Owner@example.com".into(), password: "correct horse battery".into() };
+        async move { users.register_user(from_browser(request, n)).await }
+    };
+    again(8).await.expect("answered as a new registration: the third email of the mailbox, a notice");
+    again(9).await.expect("answered as a new registration, though the mailbox had its emails");
+    let mails = stack.smtp.wait_for("owner@example.com", 2, crate::EMAIL_WAIT).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mails_now = stack.smtp.to("owner@example.com");
+    assert_eq!(mails_now.len(), 2, "the verification email and one notice: {}", mails.len());
+    println!(
+        "one mailbox, four spellings: 3 resends answered, the 4th RESOURCE_EXHAUSTED; notices counted with resends: 2 resends + 1 notice sent, the next notice not"
+    );
+}
+
+fn assert_exhausted_for_a_minute(status: &tonic::Status) {
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let wait = retry_after(status).expect("google.rpc.RetryInfo");
+    assert!(wait > WINDOW && wait <= Duration::from_secs(60), "{wait:?}");
+}
