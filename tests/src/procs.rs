@@ -206,8 +206,23 @@ impl ProcessStack {
     }
 
     /// Starts `part` and waits (at most 30 s) until it answers: SERVING on grpc.health.v1,
-    /// or 200 on the gateway's /healthz.
+    /// or 200 on the gateway's /healthz. Its ports were free when the stack chose them; if
+    /// another test held one for a moment as `part` bound it (tests probe ports by binding
+    /// them), it is started again, up to three times.
     pub async fn start_part(&mut self, part: Part) {
+        for attempt in 1..=3 {
+            match self.try_start_part(part).await {
+                Ok(()) => return,
+                Err(log) if attempt < 3 && log.contains("Address already in use") => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(log) => panic!("{} exited; log:\n{log}", part.binary()),
+            }
+        }
+    }
+
+    /// One start of `part`: Ok once it answers, its log if it exits first.
+    async fn try_start_part(&mut self, part: Part) -> Result<(), String> {
         let log_path = self.dir.path().join(format!("{}.log", part.binary()));
         let log = OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
         let child = Command::new(binary(part.binary()))
@@ -224,7 +239,10 @@ impl ProcessStack {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !self.answers(part).await {
             let exited = self.children.get_mut(&part).and_then(|c| c.try_wait().ok().flatten());
-            assert!(exited.is_none(), "{} exited ({exited:?}); log:\n{}", part.binary(), self.log(part));
+            if let Some(status) = exited {
+                self.children.remove(&part);
+                return Err(format!("({status})\n{}", self.log(part)));
+            }
             assert!(
                 Instant::now() < deadline,
                 "{} did not answer within 30 s; log:\n{}",
@@ -233,6 +251,7 @@ impl ProcessStack {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        Ok(())
     }
 
     /// The process id of a running part.
