@@ -94,6 +94,9 @@ pub struct StackOptions {
     pub code_limit: Option<Rate>,
     /// The gateway's `TRUSTED_PROXIES` (none by default).
     pub trusted_proxies: verimail_gateway::client::TrustedProxies,
+    /// auth-service reaches its PostgreSQL database through a door a test can close
+    /// ([`Stack::auth_database_door`]); needs `postgres`.
+    pub auth_database_door: bool,
     /// The gateway's timeouts and connection cap (the production defaults).
     pub gateway_limits: verimail_gateway::serve::Limits,
     /// NATS with a user per service and its permissions (`scripts/nats-permissions.conf`),
@@ -121,6 +124,7 @@ impl Default for StackOptions {
             trusted_proxies: Default::default(),
             gateway_limits: Default::default(),
             nats_permissions: false,
+            auth_database_door: false,
         }
     }
 }
@@ -211,6 +215,8 @@ pub struct Stack {
     pub instances: Vec<Instance>,
     /// One nats-server, or a cluster ([`StackOptions::nats_nodes`]).
     pub nats: NatsCluster,
+    /// Between auth-service and its database, with [`StackOptions::auth_database_door`].
+    pub auth_database_door: Option<std::sync::Arc<verimail_testkit::TcpDoor>>,
     shutdown: Shutdown,
     _data: tempfile::TempDir,
     databases: Databases,
@@ -242,7 +248,16 @@ impl Stack {
         let smtp = SmtpServer::start();
         let data = tempfile::tempdir().expect("temporary data folder");
         let databases = Databases::create(options.postgres).await;
-        let db = |service: &str| databases.url(data.path(), service);
+        let auth_database_door = options.auth_database_door.then(|| {
+            let auth = databases.postgres.get(1).expect("auth_database_door needs postgres");
+            let door = verimail_testkit::TcpDoor::open(auth.server_addr());
+            let url = auth.url_through(door.port());
+            (door, url)
+        });
+        let db = |service: &str| match (&auth_database_door, service) {
+            (Some((_, through_door)), "auth") => through_door.clone(),
+            _ => databases.url(data.path(), service),
+        };
         let shutdown = Shutdown::default();
         // Internal RPCs need their callers' credentials, as in production.
         let gateway_credential = ServiceCredential::new(TEST_GATEWAY_TOKEN).expect("a long enough secret");
@@ -375,6 +390,7 @@ impl Stack {
             grpc_addrs: [user_addr, auth_addr, email_addr],
             instances,
             nats,
+            auth_database_door: auth_database_door.map(|(door, _)| door),
             shutdown,
             _data: data,
             databases,

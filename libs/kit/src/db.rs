@@ -23,6 +23,10 @@ pub enum Migrations {
     Check,
 }
 
+/// How long a statement waits for a pooled connection before the database counts as
+/// unreachable.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A service's database settings (their `Debug` hides the URL's password).
 #[derive(Clone)]
 pub struct DbConfig {
@@ -92,7 +96,9 @@ pub async fn connect_with<M: MigratorTrait>(config: &DbConfig) -> Result<Databas
         std::fs::create_dir_all(dir).map_err(|e| DbErr::Custom(format!("cannot create {}: {e}", dir.display())))?;
     }
     let mut options = ConnectOptions::new(url.to_owned());
-    options.max_connections(config.max_connections).connect_timeout(Duration::from_secs(10)).sqlx_logging(false);
+    // A request waits at most 5 s for a connection: with the database unreachable it answers
+    // UNAVAILABLE (safe to retry) well before a client's 10 s deadline cuts it off.
+    options.max_connections(config.max_connections).acquire_timeout(ACQUIRE_TIMEOUT).sqlx_logging(false);
     // For every SQLite connection of the pool: WAL lets readers run beside the one writer;
     // synchronous=NORMAL is durable against a crash of the process (not of the machine)
     // and saves an fsync per commit; the busy timeout queues writers instead of failing them.
@@ -253,6 +259,27 @@ impl MigrationTrait for SchemaMigration {
 }
 
 /// True when the error is a unique-constraint violation (a duplicate key).
+/// Whether `err` means the database could not be reached (no connection, a connection cut,
+/// the pool closed or out of connections): worth retrying later, UNAVAILABLE to a caller;
+/// anything else is the statement's own failure.
+pub fn is_unavailable(err: &DbErr) -> bool {
+    use sea_orm::RuntimeErr;
+    use sea_orm::sqlx::Error as Sqlx;
+    match err {
+        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => true,
+        DbErr::Query(RuntimeErr::SqlxError(e)) | DbErr::Exec(RuntimeErr::SqlxError(e)) => matches!(
+            **e,
+            Sqlx::Io(_)
+                | Sqlx::PoolTimedOut
+                | Sqlx::PoolClosed
+                | Sqlx::WorkerCrashed
+                | Sqlx::Tls(_)
+                | Sqlx::Protocol(_)
+        ),
+        _ => false,
+    }
+}
+
 pub fn is_unique_violation(err: &DbErr) -> bool {
     matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
 }

@@ -51,10 +51,11 @@ impl Claimer {
                             let _ = answer.send(outcome);
                         }
                     }
+                    // Each click gets the database's own error: an outage answers UNAVAILABLE
+                    // (safe to retry), not INTERNAL.
                     Err(e) => {
-                        let reason = e.to_string();
                         for answer in answers {
-                            let _ = answer.send(Err(AuthError::Db(DbErr::Custom(reason.clone()))));
+                            let _ = answer.send(Err(AuthError::Db(e.clone())));
                         }
                     }
                 }

@@ -63,7 +63,7 @@ impl From<AuthError> for Status {
             AuthError::CodeRevoked => failed_precondition(REASON_CODE_REVOKED, err.to_string()),
             AuthError::RegistrationSuperseded => failed_precondition(REASON_REGISTRATION_SUPERSEDED, err.to_string()),
             AuthError::Token(token_error) => verimail_kit::grpc::invalid_argument("token", token_error.to_string()),
-            AuthError::Db(ref source @ (DbErr::Conn(_) | DbErr::ConnectionAcquire(_))) => {
+            AuthError::Db(ref source) if verimail_kit::db::is_unavailable(source) => {
                 tracing::error!(error = %source, "database unavailable");
                 Status::unavailable("the auth database is unavailable; retry later")
             }

@@ -104,11 +104,6 @@ impl TokenKeys {
         Ok(TokenKeys { keys, by_id })
     }
 
-    /// The issuing key's id (`k4.lid.…`).
-    pub fn current_id(&self) -> &str {
-        &self.keys[0].id_text
-    }
-
     /// Every key with its id, for deriving keys for other purposes (verification codes).
     pub fn raw_keys(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.keys.iter().map(|k| (k.id_text.as_str(), k.key.as_bytes()))

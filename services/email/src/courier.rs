@@ -16,8 +16,9 @@ use verimail_kit::telemetry::email;
 use verimail_proto::auth::v1::{IssueVerificationTokenRequest, auth_service_client::AuthServiceClient};
 use verimail_proto::events::v1::{SignUpAttempted, UserRegistered, VerificationRequested};
 
-/// Both subjects under `users.` that ask for an email (filtering on the wildcard keeps the
-/// consumer working on nats-server 2.9, which has no multi-subject filters).
+/// The three subjects under `users.` that ask for an email (registered, verification
+/// requested, sign-up attempted); filtering on the wildcard keeps the consumer working on
+/// nats-server 2.9, which has no multi-subject filters.
 pub fn consumer(config: &Config) -> ConsumerSpec {
     let mut spec = ConsumerSpec::new(USERS_STREAM, "email-service", "users.>");
     spec.replicas = config.stream_replicas;

@@ -161,3 +161,34 @@ async fn an_expired_link_offers_a_new_one_which_works() {
     assert_eq!(page.kind(), "verified", "{}", page.html);
     assert!(stack.wait_for_status(&user_id, UserStatus::Verified, STATUS_WAIT).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_auth_services_postgresql_database_is_unreachable_verifying_answers_unavailable() {
+    let stack =
+        Stack::start_with(StackOptions { postgres: true, auth_database_door: true, ..StackOptions::default() }).await;
+    let user_id = register(&stack, "outage@example.com", "correct horse battery").await;
+    let link = stack.smtp.wait_for("outage@example.com", 1, EMAIL_WAIT).await[0].verification_link();
+    let token = link.split("token=").nth(1).unwrap().to_owned();
+    let door = stack.auth_database_door.as_ref().unwrap();
+
+    door.set_open(false);
+    let status = stack.auth.clone().verify_email(VerifyEmailRequest { token: token.clone() }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let page = Browser::new(&stack.gateway_url).click(&link).await;
+    assert_eq!((page.status, page.kind()), (503, "unavailable"), "{}", page.html);
+    println!("VerifyEmail with auth-service's database unreachable: {:?} {}", status.code(), status.message());
+
+    // Safe to retry: once the database answers again, the same link verifies.
+    door.set_open(true);
+    let deadline = tokio::time::Instant::now() + STATUS_WAIT;
+    loop {
+        match stack.auth.clone().verify_email(VerifyEmailRequest { token: token.clone() }).await {
+            Ok(_) => break,
+            Err(status) if status.code() == tonic::Code::Unavailable && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(status) => panic!("after the outage: {status:?}"),
+        }
+    }
+    assert!(stack.wait_for_status(&user_id, UserStatus::Verified, STATUS_WAIT).await);
+}
