@@ -25,7 +25,18 @@ pub enum Part {
 }
 
 impl Part {
-    pub const ALL: [Part; 4] = [Part::Auth, Part::User, Part::Email, Part::Gateway];
+    /// In the order they start: each after the parts whose addresses it is given.
+    pub const ALL: [Part; 4] = [Part::Auth, Part::User, Part::Gateway, Part::Email];
+
+    /// The variable that names the address it listens on.
+    fn address_variable(self) -> &'static str {
+        match self {
+            Part::User => "USER_GRPC_ADDR",
+            Part::Auth => "AUTH_GRPC_ADDR",
+            Part::Email => "EMAIL_GRPC_ADDR",
+            Part::Gateway => "GATEWAY_HTTP_ADDR",
+        }
+    }
 
     pub fn binary(self) -> &'static str {
         match self {
@@ -200,15 +211,54 @@ impl ProcessStack {
             databases,
         };
         for part in Part::ALL {
-            stack.start_part(part).await;
+            stack.start_part_first(part).await;
         }
+        stack.connect_clients();
         stack
     }
 
-    /// Starts `part` and waits (at most 30 s) until it answers: SERVING on grpc.health.v1,
-    /// or 200 on the gateway's /healthz. Its ports were free when the stack chose them; if
-    /// another test held one for a moment as `part` bound it (tests probe ports by binding
-    /// them), it is started again, up to three times.
+    /// The test's clients and the gateway's URL, at the addresses the parts listen on.
+    fn connect_clients(&mut self) {
+        let channel = |operator: Operator, addr: String| {
+            operator.channel(verimail_kit::tls::GrpcTls::off().channel("test", &addr).expect("channel"))
+        };
+        self.users = UserServiceClient::new(channel(Operator::new(), self.grpc_addr(Part::User)));
+        self.auth = AuthServiceClient::new(channel(Operator::new(), self.grpc_addr(Part::Auth)));
+        self.issuer = AuthServiceClient::new(channel(Operator::email_service(), self.grpc_addr(Part::Auth)));
+        self.emails = EmailServiceClient::new(channel(Operator::new(), self.grpc_addr(Part::Email)));
+        self.gateway_url = format!("http://{}", self.var(Part::Gateway, "GATEWAY_HTTP_ADDR"));
+    }
+
+    /// The first start of `part`. A port chosen for it may have been taken by another test
+    /// before it bound it (free ports are only free when chosen): then it gets fresh ones, in
+    /// every part's configuration, which is safe as the parts that name it start after it.
+    async fn start_part_first(&mut self, part: Part) {
+        for _ in 0..3 {
+            match self.try_start_part(part).await {
+                Ok(()) => return,
+                Err(log) if log.contains("Address already in use") => self.move_to_fresh_ports(part),
+                Err(log) => panic!("{} exited; log:\n{log}", part.binary()),
+            }
+        }
+        panic!("{} found its ports taken three times; log:\n{}", part.binary(), self.log(part));
+    }
+
+    fn move_to_fresh_ports(&mut self, part: Part) {
+        for (variable, everywhere) in [(part.address_variable(), true), ("METRICS_ADDR", false)] {
+            let old = self.var(part, variable);
+            let new = format!("127.0.0.1:{}", free_port());
+            for (each, env) in self.env.iter_mut() {
+                if everywhere || *each == part {
+                    env.iter_mut().for_each(|(_, value)| *value = value.replace(&old, &new));
+                }
+            }
+        }
+    }
+
+    /// Starts `part` again (after `kill` or `terminate`) and waits (at most 30 s) until it
+    /// answers: SERVING on grpc.health.v1, or 200 on the gateway's /healthz. The others know
+    /// its ports, so it keeps them: if another test holds one for a moment as it binds (tests
+    /// probe ports by binding them), it is started again, up to three times.
     pub async fn start_part(&mut self, part: Part) {
         for attempt in 1..=3 {
             match self.try_start_part(part).await {
@@ -288,13 +338,8 @@ impl ProcessStack {
 
     /// The address a part's gRPC server listens on.
     pub fn grpc_addr(&self, part: Part) -> String {
-        let variable = match part {
-            Part::User => "USER_GRPC_ADDR",
-            Part::Auth => "AUTH_GRPC_ADDR",
-            Part::Email => "EMAIL_GRPC_ADDR",
-            Part::Gateway => panic!("the gateway serves HTTP"),
-        };
-        self.var(part, variable)
+        assert!(part != Part::Gateway, "the gateway serves HTTP");
+        self.var(part, part.address_variable())
     }
 
     /// Runs `part`'s binary once more, beside the running one, with its environment and
