@@ -129,6 +129,14 @@ impl Default for StackOptions {
     }
 }
 
+/// `message` as a backend that serves browsers sends it for the browser at `client`: naming
+/// it in `x-verimail-client-address` (which counts only with the gateway's credential).
+pub fn for_browser<T>(message: T, client: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(verimail_kit::internal::CLIENT_ADDRESS, client.parse().expect("an address"));
+    request
+}
+
 /// The documented nats-server configuration of users and permissions.
 pub const NATS_PERMISSIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/nats-permissions.conf");
 
@@ -414,6 +422,16 @@ impl Stack {
     /// The database URL of a service of this stack ("user", "auth" or "email").
     pub fn database_url(&self, service: &str) -> String {
         self.databases.url(self._data.path(), service)
+    }
+
+    /// The one value `sql` selects from `service`'s database, as text (SQL that SQLite and
+    /// PostgreSQL both speak).
+    pub async fn query_text(&self, service: &str, sql: &str) -> String {
+        use sea_orm::{ConnectionTrait, Statement};
+        let db = sea_orm::Database::connect(self.database_url(service)).await.expect("open a service database");
+        let text = format!("SELECT CAST(({sql}) AS TEXT)");
+        let row = db.query_one_raw(Statement::from_string(db.get_database_backend(), text)).await.unwrap();
+        row.expect("a row").try_get_by_index::<String>(0).expect("a text value")
     }
 
     pub async fn status_of(&self, user_id: &str) -> UserStatus {

@@ -226,21 +226,14 @@ impl ProcessStack {
         self.auth = AuthServiceClient::new(channel(Operator::new(), self.grpc_addr(Part::Auth)));
         self.issuer = AuthServiceClient::new(channel(Operator::email_service(), self.grpc_addr(Part::Auth)));
         self.emails = EmailServiceClient::new(channel(Operator::new(), self.grpc_addr(Part::Email)));
-        self.gateway_url = format!("http://{}", self.var(Part::Gateway, "GATEWAY_HTTP_ADDR"));
+        self.gateway_url = format!("http://{}", self.var(Part::Gateway, Part::Gateway.address_variable()));
     }
 
     /// The first start of `part`. A port chosen for it may have been taken by another test
     /// before it bound it (free ports are only free when chosen): then it gets fresh ones, in
     /// every part's configuration, which is safe as the parts that name it start after it.
     async fn start_part_first(&mut self, part: Part) {
-        for _ in 0..3 {
-            match self.try_start_part(part).await {
-                Ok(()) => return,
-                Err(log) if log.contains("Address already in use") => self.move_to_fresh_ports(part),
-                Err(log) => panic!("{} exited; log:\n{log}", part.binary()),
-            }
-        }
-        panic!("{} found its ports taken three times; log:\n{}", part.binary(), self.log(part));
+        self.start_part_with(part, true).await
     }
 
     fn move_to_fresh_ports(&mut self, part: Part) {
@@ -258,23 +251,35 @@ impl ProcessStack {
     /// Starts `part` again (after `kill` or `terminate`) and waits (at most 30 s) until it
     /// answers: SERVING on grpc.health.v1, or 200 on the gateway's /healthz. The others know
     /// its ports, so it keeps them: if another test holds one for a moment as it binds (tests
-    /// probe ports by binding them), it is started again, up to three times.
+    /// probe ports by binding them), it is started again.
     pub async fn start_part(&mut self, part: Part) {
+        self.start_part_with(part, false).await
+    }
+
+    /// Up to three starts of `part`, while it finds a port taken: on fresh ports (`first`)
+    /// or, 200 ms later, on the same.
+    async fn start_part_with(&mut self, part: Part, first: bool) {
         for attempt in 1..=3 {
             match self.try_start_part(part).await {
                 Ok(()) => return,
                 Err(log) if attempt < 3 && log.contains("Address already in use") => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if first {
+                        self.move_to_fresh_ports(part);
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
                 }
                 Err(log) => panic!("{} exited; log:\n{log}", part.binary()),
             }
         }
     }
 
-    /// One start of `part`: Ok once it answers, its log if it exits first.
+    /// One start of `part`: Ok once it answers, what it logged if it exits first.
     async fn try_start_part(&mut self, part: Part) -> Result<(), String> {
         let log_path = self.dir.path().join(format!("{}.log", part.binary()));
         let log = OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
+        // The log holds the earlier runs of this part too.
+        let earlier = self.log(part).len();
         let child = Command::new(binary(part.binary()))
             .env_clear()
             .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME"))
@@ -291,7 +296,7 @@ impl ProcessStack {
             let exited = self.children.get_mut(&part).and_then(|c| c.try_wait().ok().flatten());
             if let Some(status) = exited {
                 self.children.remove(&part);
-                return Err(format!("({status})\n{}", self.log(part)));
+                return Err(format!("({status})\n{}", &self.log(part)[earlier..]));
             }
             assert!(
                 Instant::now() < deadline,
@@ -378,16 +383,17 @@ impl ProcessStack {
 
     async fn answers(&self, part: Part) -> bool {
         use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
-        let (variable, service) = match part {
-            Part::User => ("USER_GRPC_ADDR", "verimail.user.v1.UserService"),
-            Part::Auth => ("AUTH_GRPC_ADDR", "verimail.auth.v1.AuthService"),
-            Part::Email => ("EMAIL_GRPC_ADDR", "verimail.email.v1.EmailService"),
+        let address = self.var(part, part.address_variable());
+        let service = match part {
+            Part::User => "verimail.user.v1.UserService",
+            Part::Auth => "verimail.auth.v1.AuthService",
+            Part::Email => "verimail.email.v1.EmailService",
             Part::Gateway => {
-                let url = format!("http://{}/healthz", self.var(part, "GATEWAY_HTTP_ADDR"));
+                let url = format!("http://{address}/healthz");
                 return reqwest::get(url).await.is_ok_and(|r| r.status().is_success());
             }
         };
-        let Ok(channel) = verimail_kit::tls::GrpcTls::off().channel("test", &self.var(part, variable)) else {
+        let Ok(channel) = verimail_kit::tls::GrpcTls::off().channel("test", &address) else {
             return false;
         };
         let reply = HealthClient::new(channel).check(HealthCheckRequest { service: service.into() }).await;

@@ -124,7 +124,11 @@ impl NatsConfig {
     /// publish the events the services act on.
     pub fn from_env() -> Result<NatsConfig, crate::config::ConfigError> {
         use crate::config::{ConfigError, var};
-        let path = |name| var(name).map(std::path::PathBuf::from);
+        // A file a variable names, which must be there.
+        let file = |name: &'static str| match var(name).map(std::path::PathBuf::from) {
+            Some(path) if !path.is_file() => Err(ConfigError::new(name, format!("{} is not a file", path.display()))),
+            found => Ok(found),
+        };
         let mut methods = Vec::new();
         if let Some(user) = var("NATS_USER") {
             let password =
@@ -136,10 +140,7 @@ impl NatsConfig {
         if let Some(token) = var("NATS_TOKEN") {
             methods.push(NatsAuth::Token(token));
         }
-        if let Some(creds) = path("NATS_CREDS") {
-            if !creds.is_file() {
-                return Err(ConfigError::new("NATS_CREDS", format!("{} is not a file", creds.display())));
-            }
+        if let Some(creds) = file("NATS_CREDS")? {
             methods.push(NatsAuth::CredsFile(creds));
         }
         if methods.len() > 1 {
@@ -155,22 +156,13 @@ impl NatsConfig {
                  (NATS_ALLOW_UNAUTHENTICATED=true accepts that)",
             ));
         }
-        let tls_ca = path("NATS_TLS_CA");
-        let tls_client = match (path("NATS_TLS_CERT"), path("NATS_TLS_KEY")) {
+        let tls_ca = file("NATS_TLS_CA")?;
+        let tls_client = match (file("NATS_TLS_CERT")?, file("NATS_TLS_KEY")?) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
             (Some(_), None) => return Err(ConfigError::new("NATS_TLS_KEY", "is required with NATS_TLS_CERT")),
             (None, Some(_)) => return Err(ConfigError::new("NATS_TLS_CERT", "is required with NATS_TLS_KEY")),
         };
-        for (name, file) in [("NATS_TLS_CA", tls_ca.as_ref())].into_iter().chain(
-            tls_client.iter().flat_map(|(cert, key)| [("NATS_TLS_CERT", Some(cert)), ("NATS_TLS_KEY", Some(key))]),
-        ) {
-            if let Some(file) = file
-                && !file.is_file()
-            {
-                return Err(ConfigError::new(name, format!("{} is not a file", file.display())));
-            }
-        }
         let tls_required = crate::config::parse("NATS_TLS_REQUIRED", false)? || tls_ca.is_some();
         Ok(NatsConfig { url: crate::config::nats_url(), auth, tls_ca, tls_client, tls_required })
     }

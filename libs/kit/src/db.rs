@@ -161,7 +161,6 @@ async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> Result<(), DbErr>
     result
 }
 
-/// The URL without its password, for logs.
 fn sqlite_path(url: &str) -> Option<&str> {
     let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or(rest);
@@ -258,7 +257,6 @@ impl MigrationTrait for SchemaMigration {
     }
 }
 
-/// True when the error is a unique-constraint violation (a duplicate key).
 /// Whether `err` means the database could not be reached (no connection, a connection cut,
 /// the pool closed or out of connections): worth retrying later, UNAVAILABLE to a caller;
 /// anything else is the statement's own failure.
@@ -280,6 +278,7 @@ pub fn is_unavailable(err: &DbErr) -> bool {
     }
 }
 
+/// True when the error is a unique-constraint violation (a duplicate key).
 pub fn is_unique_violation(err: &DbErr) -> bool {
     matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
 }

@@ -150,16 +150,11 @@ async fn consumer_retries_then_parks_after_the_last_attempt() {
     };
     let consumer = tokio::spawn(bus::consume(js.clone(), spec, handler, Shutdown::default()));
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(mut stream) = js.get_stream("PARKED").await
-            && stream.info().await.unwrap().state.messages == 1
-        {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "nothing parked within 10 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(10), "a parked message", async || match js.get_stream("PARKED").await {
+        Ok(mut stream) => stream.info().await.unwrap().state.messages == 1,
+        Err(_) => false,
+    })
+    .await;
     let message = parked_message(&js).await;
     assert_eq!(message.0, "parked.test-consumer");
     assert_eq!(message.1, "users.registered");

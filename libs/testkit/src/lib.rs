@@ -49,8 +49,8 @@ pub fn nats_server_binary() -> PathBuf {
 pub struct NatsServer {
     child: Child,
     port: u16,
-    /// Cluster arguments, when it is a node of a [`NatsCluster`], or a config file's.
-    cluster: Vec<String>,
+    /// Arguments beyond the address and store: a cluster node's, or a config file.
+    args: Vec<String>,
     /// The server's environment beyond ours (passwords a config file names).
     env: Vec<(String, String)>,
     _store: tempfile::TempDir,
@@ -60,34 +60,30 @@ impl NatsServer {
     /// Starts a server on a free port with its store in a fresh temporary directory and waits
     /// (at most 10 s) until it accepts connections.
     pub fn start() -> Self {
-        Self::start_with(free_port(), Vec::new())
+        Self::start_with(free_port(), Vec::new(), Vec::new())
     }
 
     /// A server that reads `config` (users and their permissions, say), with `env` in its
     /// environment.
     pub fn start_configured(config: &std::path::Path, env: Vec<(String, String)>) -> Self {
         let args = vec!["-c".to_owned(), config.display().to_string()];
-        Self::start_with_env(free_port(), args, env)
+        Self::start_with(free_port(), args, env)
     }
 
-    fn start_with(port: u16, cluster: Vec<String>) -> Self {
-        Self::start_with_env(port, cluster, Vec::new())
-    }
-
-    fn start_with_env(port: u16, cluster: Vec<String>, env: Vec<(String, String)>) -> Self {
+    fn start_with(port: u16, args: Vec<String>, env: Vec<(String, String)>) -> Self {
         let store = tempfile::tempdir().expect("temporary JetStream store");
-        let child = Self::spawn(port, &store, &cluster, &env);
-        let server = NatsServer { child, port, cluster, env, _store: store };
+        let child = Self::spawn(port, &store, &args, &env);
+        let server = NatsServer { child, port, args, env, _store: store };
         server.wait_until_listening(Duration::from_secs(10));
         server
     }
 
-    fn spawn(port: u16, store: &tempfile::TempDir, cluster: &[String], env: &[(String, String)]) -> Child {
+    fn spawn(port: u16, store: &tempfile::TempDir, args: &[String], env: &[(String, String)]) -> Child {
         // Flags win over a config file's settings, wherever they stand.
         Command::new(nats_server_binary())
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(store.path())
-            .args(cluster)
+            .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -104,7 +100,7 @@ impl NatsServer {
     /// Starts the server again on the same port and the same store (after `kill`).
     pub fn restart(&mut self) {
         self.kill();
-        self.child = Self::spawn(self.port, &self._store, &self.cluster, &self.env);
+        self.child = Self::spawn(self.port, &self._store, &self.args, &self.env);
         self.wait_until_listening(Duration::from_secs(10));
     }
 
@@ -162,7 +158,7 @@ impl NatsCluster {
                     "--routes".to_owned(),
                     routes.clone(),
                 ];
-                NatsServer::start_with(*client, cluster)
+                NatsServer::start_with(*client, cluster, Vec::new())
             })
             .collect();
         NatsCluster { nodes }

@@ -52,20 +52,21 @@ pub struct Config {
 
 impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
+        let production = config::is_production();
         let allow_plaintext = config::parse("SMTP_ALLOW_PLAINTEXT", false)?;
         let mail_target = match config::var("SMTP_URL") {
             Some(url) => {
-                let security = crate::mail::check_smtp_url(&url, allow_plaintext || !config::is_production())
+                let security = crate::mail::check_smtp_url(&url, allow_plaintext || !production)
                     .map_err(|e| ConfigError::new("SMTP_URL", e))?;
                 let plain =
                     matches!(security, crate::mail::SmtpSecurity::Plain | crate::mail::SmtpSecurity::Opportunistic);
-                if config::is_production() && plain {
+                if production && plain {
                     tracing::warn!(smtp = %verimail_kit::config::redact_url(&url), "SMTP_ALLOW_PLAINTEXT: mail leaves in plain text");
                 }
                 MailTarget::Smtp(url)
             }
             None => {
-                if config::is_production() {
+                if production {
                     return Err(ConfigError::new("SMTP_URL", "is required in production"));
                 }
                 MailTarget::Files(PathBuf::from(config::string("MAIL_DIR", "data/mail")))

@@ -2,7 +2,6 @@
 //! three databases are exactly as they were.
 
 use crate::{EMAIL_WAIT, register};
-use sea_orm::{ConnectionTrait, Database, Statement};
 use std::time::Duration;
 use tonic::Code;
 use verimail_auth::token::TokenKeys;
@@ -36,10 +35,8 @@ async fn fingerprint(stack: &Stack) -> Vec<(String, String)> {
     ];
     let mut rows = Vec::new();
     for (service, sql) in queries {
-        let db = Database::connect(stack.database_url(service)).await.expect("open a service database");
-        let text = format!("SELECT CAST(({sql}) AS TEXT)");
-        let row = db.query_one_raw(Statement::from_string(db.get_database_backend(), text)).await.unwrap().unwrap();
-        rows.push((sql, row.try_get_by_index::<String>(0).expect("a text aggregate")));
+        let value = stack.query_text(service, &sql).await;
+        rows.push((sql, value));
     }
     rows
 }

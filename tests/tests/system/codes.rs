@@ -7,7 +7,7 @@ use tonic_types::StatusExt;
 use verimail_proto::auth::v1::{VerifyEmailCodeRequest, VerifyOutcome};
 use verimail_proto::user::v1::{ResendVerificationRequest, UserStatus};
 use verimail_system_tests::browser::Browser;
-use verimail_system_tests::{Stack, StackOptions};
+use verimail_system_tests::{Stack, StackOptions, for_browser};
 
 async fn verify_code(stack: &Stack, email: &str, code: &str) -> Result<VerifyOutcome, tonic::Status> {
     let request = VerifyEmailCodeRequest { email: email.into(), code: code.into() };
@@ -47,7 +47,7 @@ async fn typing_the_code_from_the_email_on_the_page_verifies() {
     assert_eq!((again.status, again.kind()), (200, "already-verified"));
 }
 
-/// VerifyEmailCode as a backend serving the browser at `client` calls it: with the service
+/// VerifyEmailCode as a backend serving the browser at `client` calls it: with the gateway's
 /// credential, naming the browser.
 async fn verify_code_from(
     stack: &Stack,
@@ -55,8 +55,7 @@ async fn verify_code_from(
     email: &str,
     code: &str,
 ) -> Result<VerifyOutcome, tonic::Status> {
-    let mut request = tonic::Request::new(VerifyEmailCodeRequest { email: email.into(), code: code.into() });
-    request.metadata_mut().insert(verimail_kit::internal::CLIENT_ADDRESS, client.parse().unwrap());
+    let request = for_browser(VerifyEmailCodeRequest { email: email.into(), code: code.into() }, client);
     stack.auth.clone().verify_email_code(request).await.map(|r| r.into_inner().outcome())
 }
 
@@ -129,7 +128,6 @@ async fn wrong_codes_from_many_clients_kill_the_codes_at_the_cap_and_a_new_email
 /// wrote it: the cap must hold in the update itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_concurrent_wrong_codes_count_at_most_the_cap_on_postgresql() {
-    use sea_orm::{ConnectionTrait, Statement};
     let stack =
         Stack::start_with(StackOptions { postgres: true, code_max_wrong_tries: 5, ..StackOptions::default() }).await;
     register(&stack, "hal@example.com", "correct horse battery").await;
@@ -140,16 +138,8 @@ async fn twenty_concurrent_wrong_codes_count_at_most_the_cap_on_postgresql() {
     });
     let answers = futures::future::join_all(guesses).await;
     assert!(answers.iter().all(|a| a.as_ref().is_err_and(|s| s.code() == Code::InvalidArgument)), "{answers:?}");
-    let db = sea_orm::Database::connect(stack.database_url("auth")).await.unwrap();
-    let row = db
-        .query_one_raw(Statement::from_string(
-            db.get_database_backend(),
-            "SELECT wrong_tries FROM verification_codes WHERE email = 'hal@example.com'",
-        ))
-        .await
-        .unwrap()
-        .unwrap();
-    let counted: i32 = row.try_get("", "wrong_tries").unwrap();
+    let sql = "SELECT wrong_tries FROM verification_codes WHERE email = 'hal@example.com'";
+    let counted: i32 = stack.query_text("auth", sql).await.parse().unwrap();
     println!("20 concurrent wrong codes counted as {counted} tries (cap 5)");
     assert_eq!(counted, 5);
     let locked = verify_code(&stack, "hal@example.com", &code).await.unwrap_err();

@@ -56,11 +56,7 @@ async fn registering_a_taken_address_looks_like_a_new_registration_and_the_owner
 
 /// The stored password hash of the user with this address, read from user-service's database.
 async fn password_hash_of(stack: &Stack, email: &str) -> String {
-    use sea_orm::{ConnectionTrait, Statement};
-    let db = sea_orm::Database::connect(stack.database_url("user")).await.unwrap();
-    let sql = format!("SELECT password_hash FROM users WHERE email = '{email}'");
-    let row = db.query_one_raw(Statement::from_string(db.get_database_backend(), sql)).await.unwrap().unwrap();
-    row.try_get("", "password_hash").unwrap()
+    stack.query_text("user", &format!("SELECT password_hash FROM users WHERE email = '{email}'")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@
 
 use tonic::Code;
 use tonic::metadata::MetadataValue;
-use verimail_kit::internal::{CLIENT_ADDRESS, SERVICE_TOKEN, ServiceCredential};
+use verimail_kit::internal::{SERVICE_TOKEN, ServiceCredential};
 use verimail_kit::limits::Rate;
 use verimail_proto::auth::v1::{
     IssueVerificationTokenRequest, RevokeVerificationTokensRequest, auth_service_client::AuthServiceClient,
@@ -17,7 +17,7 @@ use verimail_proto::user::v1::{
     GetUserRequest, ListUsersRequest, RegisterUserRequest, ResendVerificationRequest, get_user_request,
     user_service_client::UserServiceClient,
 };
-use verimail_system_tests::{Stack, StackOptions, TEST_ADMIN_TOKEN, TEST_EMAIL_TOKEN, TEST_GATEWAY_TOKEN};
+use verimail_system_tests::{Stack, StackOptions, TEST_ADMIN_TOKEN, TEST_EMAIL_TOKEN, TEST_GATEWAY_TOKEN, for_browser};
 
 /// A caller presenting exactly the given metadata.
 #[derive(Clone)]
@@ -159,8 +159,7 @@ async fn only_a_trusted_caller_may_name_the_client_it_calls_for() {
     let resend_as = |client: &'static str, credential: Option<&'static str>| {
         let channel = plain.clone();
         async move {
-            let mut request = tonic::Request::new(ResendVerificationRequest { email: format!("{client}@example.com") });
-            request.metadata_mut().insert(CLIENT_ADDRESS, client.parse().unwrap());
+            let request = for_browser(ResendVerificationRequest { email: format!("{client}@example.com") }, client);
             if let Some(secret) = credential {
                 let credential = ServiceCredential::new(secret).unwrap();
                 return UserServiceClient::new(credential.channel(channel)).resend_verification(request).await;

@@ -104,10 +104,7 @@ async fn code_checks_and_gateway_posts_per_client_trip_with_429_and_retry_after(
 /// `message` as a backend sends it for the browser at 198.51.100.`n`: each call its own
 /// client, so only the limits on the mailbox can trip.
 fn from_browser<T>(message: T, n: u8) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    let client = format!("198.51.100.{n}");
-    request.metadata_mut().insert(verimail_kit::internal::CLIENT_ADDRESS, client.parse().unwrap());
-    request
+    verimail_system_tests::for_browser(message, &format!("198.51.100.{n}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
