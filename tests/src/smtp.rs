@@ -141,7 +141,7 @@ impl Handler for Collector {
 
 /// The server runs on its own threads until the test process ends; it holds no files. Clients
 /// reach it through a front door on `port` that a test can close ([`SmtpServer::go_down`]):
-/// connection refused, and every open connection cut, until [`SmtpServer::come_back`].
+/// each new connection closed at once, and every open connection cut, until [`SmtpServer::come_back`].
 pub struct SmtpServer {
     port: u16,
     inbox: Arc<Inbox>,

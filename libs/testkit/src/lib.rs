@@ -180,8 +180,8 @@ impl NatsCluster {
     }
 }
 
-/// A TCP forwarder in front of a server, that a test can close (connection refused, and every
-/// open connection cut) and open again on the same port: a network fault between two parts.
+/// A TCP forwarder in front of a server, that a test can close (each new connection closed at
+/// once, and every open connection cut) and open again on the same port: a network fault between two parts.
 pub struct TcpDoor {
     port: u16,
     open: AtomicBool,
@@ -198,7 +198,7 @@ impl TcpDoor {
             connections: Mutex::new(Vec::new()),
         });
         let this = door.clone();
-        std::thread::spawn(move || this.accept_loop(Some(listener), backend));
+        std::thread::spawn(move || this.accept_loop(listener, backend));
         door
     }
 
@@ -222,21 +222,14 @@ impl TcpDoor {
         self.open.store(!refuse, Ordering::SeqCst);
     }
 
-    /// Polls every 5 ms, so that closing the door drops the listener (connection refused)
-    /// and opening it binds the same port again.
-    fn accept_loop(&self, mut listener: Option<TcpListener>, backend: SocketAddr) {
+    /// Polls every 5 ms. A closed door keeps its port and closes each connection it accepts
+    /// at once: were it to drop its listener, the kernel could hand the port to another test
+    /// (whose server would then answer this door's clients) until it binds it again.
+    fn accept_loop(&self, listener: TcpListener, backend: SocketAddr) {
+        listener.set_nonblocking(true).expect("non-blocking listener");
         loop {
-            if !self.open.load(Ordering::SeqCst) {
-                listener = None;
-            } else if listener.is_none() {
-                listener = TcpListener::bind(("127.0.0.1", self.port)).ok();
-                if let Some(l) = &listener {
-                    l.set_nonblocking(true).expect("non-blocking listener");
-                }
-            }
-            if let Some(l) = &listener {
-                let _ = l.set_nonblocking(true);
-                while let Ok((client, _)) = l.accept() {
+            while let Ok((client, _)) = listener.accept() {
+                if self.open.load(Ordering::SeqCst) {
                     self.forward(client, backend);
                 }
             }
