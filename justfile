@@ -30,10 +30,11 @@ build:
 fmt:
     cargo fmt --all
 
-# Formatting and clippy, warnings as errors
+# Formatting, clippy (warnings as errors) and the dependency rules of deny.toml
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+    cargo deny --log-level error check bans licenses sources
 
 # Remove local state: databases, mails and the dev NATS store
 clean-data:

@@ -7,9 +7,9 @@
 use async_nats::jetstream;
 use sea_orm::TransactionTrait;
 use std::time::{Duration, Instant};
-use verimail_kit::bus::subjects;
-use verimail_kit::outbox::{self, OutboxEvent};
+use verimail_events::outbox::{self, OutboxEvent};
 use verimail_proto::events::v1::EmailVerified;
+use verimail_proto::subjects;
 use verimail_system_tests::procs::ProcessStack;
 
 /// How long the event path took for `count` events.
@@ -39,12 +39,12 @@ impl EventPath {
 pub async fn run(stack: &ProcessStack, users: &[(String, String)], count: usize) -> anyhow::Result<EventPath> {
     anyhow::ensure!(!users.is_empty(), "the event path needs verified users");
     let js = jetstream::new(async_nats::connect(stack.nats.url()).await?);
-    let mut stream = js.get_stream("AUTH").await?;
+    let mut stream = js.get_stream(verimail_proto::streams::AUTH).await?;
     let last_before = stream.info().await?.state.last_sequence;
     let target = last_before + count as u64;
 
     let db = sea_orm::Database::connect(stack.database_url("auth")).await?;
-    let now = verimail_kit::rfc3339(chrono::Utc::now());
+    let now = verimail_server::rfc3339(chrono::Utc::now());
     let rows: Vec<OutboxEvent> = (0..count)
         .map(|n| {
             let (user_id, email) = &users[n % users.len()];

@@ -416,7 +416,7 @@ async fn verification(
     ));
     verimail_system_tests::batch::wait_until_drained(
         &stack.nats.url(),
-        "AUTH",
+        verimail_proto::streams::AUTH,
         "user-service",
         Duration::from_secs(60),
     )

@@ -1,4 +1,4 @@
-use verimail_kit::config::{self, ConfigError};
+use verimail_server::config::{self, ConfigError};
 
 /// The gateway's configuration, from the environment.
 #[derive(Debug, Clone)]
@@ -10,12 +10,12 @@ pub struct Config {
     /// `AUTH_GRPC_ADDR`
     pub auth_addr: String,
     /// `RATE_LIMIT_GATEWAY_PER_CLIENT` (default `30/60`): form posts per client address.
-    pub posts_per_client: Option<verimail_kit::limits::Rate>,
+    pub posts_per_client: Option<verimail_server::limits::Rate>,
     /// `GATEWAY_SERVICE_TOKEN`: presented on every call, so the services trust the browser's
     /// address the gateway passes on (and nothing more: it cannot have tokens issued).
-    pub credential: verimail_kit::internal::ServiceCredential,
+    pub credential: verimail_server::internal::ServiceCredential,
     /// `GRPC_TLS_CERT`, `GRPC_TLS_KEY`, `GRPC_TLS_CA`: mutual TLS to the services when set.
-    pub tls: verimail_kit::tls::GrpcTls,
+    pub tls: verimail_server::tls::GrpcTls,
     /// `METRICS_ADDR`: where `/metrics` is served (`off`: nowhere), apart from the public pages.
     pub metrics_addr: String,
     /// `TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For`/`Forwarded` name the client
@@ -33,9 +33,11 @@ impl Config {
             http_addr: config::string("GATEWAY_HTTP_ADDR", "127.0.0.1:8080"),
             user_addr: config::string("USER_GRPC_ADDR", "127.0.0.1:50051"),
             auth_addr: config::string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
-            posts_per_client: verimail_kit::limits::rate("RATE_LIMIT_GATEWAY_PER_CLIENT", "30/60")?,
-            credential: verimail_kit::internal::ServiceCredential::from_env(verimail_kit::internal::GATEWAY_TOKEN)?,
-            tls: verimail_kit::tls::GrpcTls::from_env()?,
+            posts_per_client: verimail_server::limits::rate("RATE_LIMIT_GATEWAY_PER_CLIENT", "30/60")?,
+            credential: verimail_server::internal::ServiceCredential::from_env(
+                verimail_server::internal::GATEWAY_TOKEN,
+            )?,
+            tls: verimail_server::tls::GrpcTls::from_env()?,
             metrics_addr: config::string("METRICS_ADDR", "127.0.0.1:9104"),
             trusted_proxies: crate::client::TrustedProxies::parse(&config::string("TRUSTED_PROXIES", ""))
                 .map_err(|e| ConfigError::new("TRUSTED_PROXIES", e))?,

@@ -13,12 +13,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tonic_health::pb::health_client::HealthClient;
-use verimail_kit::shutdown::Shutdown;
 use verimail_proto::auth::v1::auth_service_client::AuthServiceClient;
 use verimail_proto::user::v1::user_service_client::UserServiceClient;
+use verimail_server::shutdown::Shutdown;
 
 pub struct App {
     listener: TcpListener,
+    addr: SocketAddr,
     gateway: Arc<routes::Gateway>,
     metrics: Option<TcpListener>,
     limits: serve::Limits,
@@ -35,26 +36,27 @@ impl App {
             ],
             auth: AuthServiceClient::new(auth),
             users: UserServiceClient::new(users),
-            pages: pages::Pages::new(),
-            posts_per_client: verimail_kit::limits::Limiter::new(
+            pages: pages::Pages::new()?,
+            posts_per_client: verimail_server::limits::Limiter::new(
                 "form posts from this address",
                 config.posts_per_client,
             ),
             trusted_proxies: config.trusted_proxies,
             request_timeout: config.limits.request_timeout,
         };
-        let listener = verimail_kit::grpc::bind("GATEWAY_HTTP_ADDR", &config.http_addr).await?;
-        let metrics = verimail_kit::metrics::bind(&config.metrics_addr).await?;
-        Ok(App { listener, gateway: Arc::new(gateway), metrics, limits: config.limits })
+        let listener = verimail_server::grpc::bind("GATEWAY_HTTP_ADDR", &config.http_addr).await?;
+        let metrics = verimail_server::metrics::bind(&config.metrics_addr).await?;
+        let addr = listener.local_addr()?;
+        Ok(App { listener, addr, gateway: Arc::new(gateway), metrics, limits: config.limits })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.addr
     }
 
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         if let Some(listener) = self.metrics {
-            tokio::spawn(verimail_kit::metrics::serve(listener, shutdown.clone()));
+            tokio::spawn(verimail_server::metrics::serve(listener, shutdown.clone()));
         }
         serve::serve(self.listener, routes::router(self.gateway), self.limits, shutdown).await;
         Ok(())

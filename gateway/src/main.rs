@@ -1,9 +1,9 @@
 use verimail_gateway::{App, Config};
-use verimail_kit::cli::{self, Mode};
+use verimail_server::cli::{self, Mode};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    verimail_kit::telemetry::init("gateway");
+    verimail_server::telemetry::init("gateway");
     match cli::mode(false)? {
         Mode::CheckConfig => return cli::check_config(Config::from_env()),
         Mode::HealthCheck => return cli::http_ready_check(&Config::from_env()?.http_addr).await,

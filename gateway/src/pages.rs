@@ -15,7 +15,8 @@ pub struct Pages {
 }
 
 impl Pages {
-    pub fn new() -> Pages {
+    /// The built-in templates; an error names the one that does not parse.
+    pub fn new() -> Result<Pages, minijinja::Error> {
         let mut env = Environment::new();
         for (name, source) in templates![
             "base.html",
@@ -32,9 +33,9 @@ impl Pages {
             "code_locked.html",
             "too_many.html",
         ] {
-            env.add_template(name, source).expect("gateway templates parse");
+            env.add_template(name, source)?;
         }
-        Pages { env }
+        Ok(Pages { env })
     }
 
     /// An HTML page; rendering failures are a 500 with a plain message.
@@ -47,11 +48,5 @@ impl Pages {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
             }
         }
-    }
-}
-
-impl Default for Pages {
-    fn default() -> Self {
-        Pages::new()
     }
 }

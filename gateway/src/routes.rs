@@ -17,13 +17,13 @@ use std::time::Duration;
 use tonic::Code;
 use tonic_health::pb::health_client::HealthClient;
 use tracing::Instrument;
-use verimail_kit::internal::{CLIENT_ADDRESS, Internal};
-use verimail_kit::limits::Limiter;
 use verimail_proto::auth::v1::{
     VerifyEmailCodeRequest, VerifyEmailRequest, VerifyEmailResponse, VerifyOutcome,
     auth_service_client::AuthServiceClient,
 };
 use verimail_proto::user::v1::{ResendVerificationRequest, user_service_client::UserServiceClient};
+use verimail_server::internal::{CLIENT_ADDRESS, Internal};
+use verimail_server::limits::Limiter;
 
 pub struct Gateway {
     pub auth: AuthServiceClient<Internal>,
@@ -78,13 +78,13 @@ async fn trace_request(request: axum::extract::Request, next: Next) -> Response 
         http.response.status_code = tracing::field::Empty,
         trace_id = tracing::field::Empty,
     );
-    verimail_kit::telemetry::continue_trace_from_headers(&span, request.headers());
+    verimail_server::telemetry::continue_trace_from_headers(&span, request.headers());
     let response = next.run(request).instrument(span.clone()).await;
     span.record("http.response.status_code", response.status().as_u16());
-    let metrics = verimail_kit::metrics::metrics();
-    let route_key = verimail_kit::metrics::MethodLabel { method: format!("{method} {route}") };
+    let metrics = verimail_server::metrics::metrics();
+    let route_key = verimail_server::metrics::MethodLabel { method: format!("{method} {route}") };
     metrics.http_duration.get_or_create(&route_key).observe(started.elapsed().as_secs_f64());
-    let labels = verimail_kit::metrics::HttpLabels { method, route, status: response.status().as_u16() };
+    let labels = verimail_server::metrics::HttpLabels { method, route, status: response.status().as_u16() };
     metrics.http_requests.get_or_create(&labels).inc();
     response
 }
@@ -138,7 +138,7 @@ async fn limit_posts(
     next: Next,
 ) -> Response {
     if request.method() == Method::POST
-        && let Err(status) = gw.posts_per_client.check(&verimail_kit::limits::client_key(client))
+        && let Err(status) = gw.posts_per_client.check(&verimail_server::limits::client_key(client))
     {
         return too_many(&gw, &status);
     }
@@ -147,8 +147,8 @@ async fn limit_posts(
 
 /// 429 with Retry-After (whole seconds) and a page, from a RESOURCE_EXHAUSTED status.
 fn too_many(gw: &Gateway, status: &tonic::Status) -> Response {
-    let wait = verimail_kit::limits::retry_after(status).unwrap_or(Duration::from_secs(1));
-    let seconds = verimail_kit::limits::whole_seconds(wait);
+    let wait = verimail_server::limits::retry_after(status).unwrap_or(Duration::from_secs(1));
+    let seconds = verimail_server::limits::whole_seconds(wait);
     let mut response = gw.pages.render(StatusCode::TOO_MANY_REQUESTS, "too_many.html", context! { seconds });
     if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
         response.headers_mut().insert(header::RETRY_AFTER, value);
@@ -218,19 +218,13 @@ async fn verify(
         Ok(reply) => verified_page(&gw, reply.into_inner()),
         Err(status) => match status.code() {
             Code::FailedPrecondition => {
-                let revoked = reason(&status) == "TOKEN_REVOKED";
+                let revoked = verimail_proto::reasons::of(&status) == verimail_proto::reasons::TOKEN_REVOKED;
                 gw.pages.render(StatusCode::GONE, "expired.html", context! { email => "", revoked })
             }
             Code::InvalidArgument => gw.pages.render(StatusCode::BAD_REQUEST, "invalid.html", context! { email => "" }),
             _ => unavailable(&gw, &status),
         },
     }
-}
-
-/// The machine-readable reason of a FAILED_PRECONDITION (google.rpc.ErrorInfo), if any.
-fn reason(status: &tonic::Status) -> String {
-    use tonic_types::StatusExt;
-    status.get_details_error_info().map(|info| info.reason).unwrap_or_default()
 }
 
 /// The page after a successful check: verified now, or before.
@@ -263,15 +257,17 @@ async fn verify_code(
     match gw.auth.clone().verify_email_code(on_behalf(request, client)).await {
         Ok(reply) => verified_page(&gw, reply.into_inner()),
         Err(status) => match status.code() {
-            Code::FailedPrecondition => match reason(&status).as_str() {
-                "CODE_LOCKED" => gw.pages.render(StatusCode::GONE, "code_locked.html", context! { email }),
+            Code::FailedPrecondition => match verimail_proto::reasons::of(&status).as_str() {
+                verimail_proto::reasons::CODE_LOCKED => {
+                    gw.pages.render(StatusCode::GONE, "code_locked.html", context! { email })
+                }
                 why => {
-                    let revoked = why == "CODE_REVOKED";
+                    let revoked = why == verimail_proto::reasons::CODE_REVOKED;
                     gw.pages.render(StatusCode::GONE, "expired.html", context! { email, what => "code", revoked })
                 }
             },
             Code::InvalidArgument => {
-                let error = match verimail_kit::grpc::bad_request_field(&status).as_deref() {
+                let error = match verimail_server::grpc::bad_request_field(&status).as_deref() {
                     Some("email") => "Please enter the email address the code was sent to.",
                     _ => "That is not the code we sent to this address. Check the email and try again.",
                 };

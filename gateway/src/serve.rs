@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use verimail_kit::shutdown::Shutdown;
+use verimail_server::shutdown::Shutdown;
 
 /// How long connections may take to finish after the shutdown signal.
 const DRAIN_LIMIT: Duration = Duration::from_secs(20);

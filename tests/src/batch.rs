@@ -50,7 +50,7 @@ pub async fn finish_with_doubt(
     limit: Duration,
 ) {
     expect_one_email_each(flow.smtp, batch, in_doubt, limit).await;
-    wait_until_drained(&flow.nats_url, "USERS", "email-service", limit).await;
+    wait_until_drained(&flow.nats_url, verimail_proto::streams::USERS, "email-service", limit).await;
     expect_one_email_each(flow.smtp, batch, in_doubt, limit).await;
     click_all_and_expect_verified(flow.smtp, flow.gateway_url, flow.users, batch, limit).await;
     assert_eq!(parked_count(&flow.nats_url).await, parked, "parked messages");
@@ -144,7 +144,8 @@ async fn user_id_of(users: &mut UserServiceClient<Ops>, email: &str, deadline: I
 /// Waits until JetStream has nothing left for `durable` to handle (nothing pending, nothing
 /// awaiting an ack), so that counting emails afterwards also counts any duplicate.
 pub async fn wait_until_drained(nats_url: &str, stream: &str, durable: &str, limit: Duration) {
-    let js = jetstream::new(async_nats::connect(verimail_kit::bus::servers(nats_url)).await.expect("connect to NATS"));
+    let js =
+        jetstream::new(async_nats::connect(verimail_events::bus::servers(nats_url)).await.expect("connect to NATS"));
     let deadline = Instant::now() + limit;
     loop {
         let drained = async {
@@ -217,8 +218,9 @@ pub async fn click_all_and_expect_verified(
 
 /// How many messages sit in the PARKED stream (none when it does not exist yet).
 pub async fn parked_count(nats_url: &str) -> u64 {
-    let js = jetstream::new(async_nats::connect(verimail_kit::bus::servers(nats_url)).await.expect("connect to NATS"));
-    match js.get_stream("PARKED").await {
+    let js =
+        jetstream::new(async_nats::connect(verimail_events::bus::servers(nats_url)).await.expect("connect to NATS"));
+    match js.get_stream(verimail_proto::streams::PARKED).await {
         Ok(mut stream) => stream.info().await.expect("PARKED stream info").state.messages,
         Err(_) => 0,
     }
@@ -228,7 +230,7 @@ pub async fn parked_count(nats_url: &str) -> u64 {
 pub async fn wait_for_health(addr: &str, service: &str, want: tonic_health::ServingStatus, limit: Duration) {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let want = want as i32;
-    let channel = verimail_kit::tls::GrpcTls::off().channel("test", addr).expect("channel");
+    let channel = verimail_server::tls::GrpcTls::off().channel("test", addr).expect("channel");
     let deadline = Instant::now() + limit;
     loop {
         let reply = HealthClient::new(channel.clone()).check(HealthCheckRequest { service: service.into() }).await;

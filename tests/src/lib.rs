@@ -11,16 +11,16 @@ pub mod procs;
 pub mod smtp;
 
 use std::time::Duration;
-use verimail_kit::admin::AdminCredential;
-use verimail_kit::internal::ServiceCredential;
-use verimail_kit::limits::Rate;
-use verimail_kit::shutdown::Shutdown;
-use verimail_kit::tls::GrpcTls;
 use verimail_proto::auth::v1::auth_service_client::AuthServiceClient;
 use verimail_proto::email::v1::email_service_client::EmailServiceClient;
 use verimail_proto::ops::v1::parking_service_client::ParkingServiceClient;
 use verimail_proto::user::v1::user_service_client::UserServiceClient;
 use verimail_proto::user::v1::{GetUserRequest, UserStatus, get_user_request};
+use verimail_server::admin::AdminCredential;
+use verimail_server::internal::ServiceCredential;
+use verimail_server::limits::Rate;
+use verimail_server::shutdown::Shutdown;
+use verimail_server::tls::GrpcTls;
 use verimail_testkit::NatsCluster;
 use verimail_user::domain::HashCost;
 
@@ -133,7 +133,7 @@ impl Default for StackOptions {
 /// it in `x-verimail-client-address` (which counts only with the gateway's credential).
 pub fn for_browser<T>(message: T, client: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(verimail_kit::internal::CLIENT_ADDRESS, client.parse().expect("an address"));
+    request.metadata_mut().insert(verimail_server::internal::CLIENT_ADDRESS, client.parse().expect("an address"));
     request
 }
 
@@ -236,7 +236,7 @@ impl Stack {
     }
 
     pub async fn start_with(options: StackOptions) -> Stack {
-        verimail_kit::telemetry::init("verimail-tests");
+        verimail_server::telemetry::init("verimail-tests");
         let nats = if options.nats_permissions {
             let passwords = ["user-service", "auth-service", "email-service"].map(nats_password).to_vec();
             let server =
@@ -247,9 +247,10 @@ impl Stack {
         };
         // Each service as itself where NATS has users.
         let nats_for = |service: &str| {
-            let mut config = verimail_kit::bus::NatsConfig::url(nats.url());
+            let mut config = verimail_events::bus::NatsConfig::url(nats.url());
             if options.nats_permissions {
-                config.auth = verimail_kit::bus::NatsAuth::UserPassword(service.to_owned(), nats_password(service).1);
+                config.auth =
+                    verimail_events::bus::NatsAuth::UserPassword(service.to_owned(), nats_password(service).1);
             }
             config
         };
@@ -290,7 +291,7 @@ impl Stack {
                 tls: options.tls.clone(),
                 metrics_addr: "127.0.0.1:0".into(),
                 grpc_addr: "127.0.0.1:0".into(),
-                database: verimail_kit::db::DbConfig::url(db("auth")),
+                database: verimail_events::db::DbConfig::url(db("auth")),
                 stream_replicas: options.nats_nodes.min(3),
                 keys,
                 token_lifetime: options.token_lifetime,
@@ -298,7 +299,7 @@ impl Stack {
                 verify_per_client: options.limits,
                 code_per_email: options.code_limit.or(options.limits),
                 code_max_wrong_tries: options.code_max_wrong_tries,
-                outbox_retention: verimail_kit::outbox::DEFAULT_RETENTION,
+                outbox_retention: verimail_events::outbox::DEFAULT_RETENTION,
             })
             .await
             .expect("auth-service builds");
@@ -311,7 +312,7 @@ impl Stack {
                 tls: options.tls.clone(),
                 metrics_addr: "127.0.0.1:0".into(),
                 grpc_addr: "127.0.0.1:0".into(),
-                database: verimail_kit::db::DbConfig::url(db("user")),
+                database: verimail_events::db::DbConfig::url(db("user")),
                 stream_replicas: options.nats_nodes.min(3),
                 // Cheap hashing for tests, through configuration like any other deployment.
                 hash_cost: HashCost { memory_kib: 1024, iterations: 1, parallelism: 1 },
@@ -321,7 +322,7 @@ impl Stack {
                     Some(rate) => verimail_user::limits::UserLimits::all(rate.count.get(), rate.per),
                     None => verimail_user::limits::UserLimits::off(),
                 },
-                outbox_retention: verimail_kit::outbox::DEFAULT_RETENTION,
+                outbox_retention: verimail_events::outbox::DEFAULT_RETENTION,
             })
             .await
             .expect("user-service builds");
@@ -360,7 +361,7 @@ impl Stack {
                 tls: options.tls.clone(),
                 metrics_addr: "127.0.0.1:0".into(),
                 grpc_addr: "127.0.0.1:0".into(),
-                database: verimail_kit::db::DbConfig::url(db("email")),
+                database: verimail_events::db::DbConfig::url(db("email")),
                 stream_replicas: options.nats_nodes.min(3),
                 auth_addr: auth_addr.to_string(),
                 mail_target: verimail_email::mail::MailTarget::Smtp(smtp.url()),

@@ -4,7 +4,7 @@
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
-use verimail_kit::tls::GrpcTls;
+use verimail_server::tls::GrpcTls;
 
 pub struct TestCa {
     pem: String,

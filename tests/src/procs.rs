@@ -191,7 +191,7 @@ impl ProcessStack {
         ]);
         let operator = Operator::new();
         let channel = |port: u16| {
-            operator.channel(verimail_kit::tls::GrpcTls::off().channel("test", &addr(port)).expect("channel"))
+            operator.channel(verimail_server::tls::GrpcTls::off().channel("test", &addr(port)).expect("channel"))
         };
         let mut stack = ProcessStack {
             nats,
@@ -201,7 +201,7 @@ impl ProcessStack {
             auth: AuthServiceClient::new(channel(auth)),
             issuer: AuthServiceClient::new(
                 crate::Operator::email_service()
-                    .channel(verimail_kit::tls::GrpcTls::off().channel("test", &addr(auth)).expect("channel")),
+                    .channel(verimail_server::tls::GrpcTls::off().channel("test", &addr(auth)).expect("channel")),
             ),
             emails: EmailServiceClient::new(channel(email)),
             gateway_url,
@@ -220,7 +220,7 @@ impl ProcessStack {
     /// The test's clients and the gateway's URL, at the addresses the parts listen on.
     fn connect_clients(&mut self) {
         let channel = |operator: Operator, addr: String| {
-            operator.channel(verimail_kit::tls::GrpcTls::off().channel("test", &addr).expect("channel"))
+            operator.channel(verimail_server::tls::GrpcTls::off().channel("test", &addr).expect("channel"))
         };
         self.users = UserServiceClient::new(channel(Operator::new(), self.grpc_addr(Part::User)));
         self.auth = AuthServiceClient::new(channel(Operator::new(), self.grpc_addr(Part::Auth)));
@@ -393,7 +393,7 @@ impl ProcessStack {
                 return reqwest::get(url).await.is_ok_and(|r| r.status().is_success());
             }
         };
-        let Ok(channel) = verimail_kit::tls::GrpcTls::off().channel("test", &address) else {
+        let Ok(channel) = verimail_server::tls::GrpcTls::off().channel("test", &address) else {
             return false;
         };
         let reply = HealthClient::new(channel).check(HealthCheckRequest { service: service.into() }).await;

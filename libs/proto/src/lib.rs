@@ -1,4 +1,7 @@
-//! Generated code for the contracts in `proto/`; nothing hand-written lives here.
+//! The contracts: the code generated from `proto/`, and the names that go with it on the wire
+//! (JetStream streams and subjects of `events.proto`, ErrorInfo reasons of the services'
+//! statuses), defined once here for every service, the gateway, the tests and the bench.
+//! Behaviour does not belong here.
 
 /// Everything in `proto/`, encoded, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/verimail_descriptor.bin"));
@@ -35,5 +38,54 @@ pub mod events {
 pub mod ops {
     pub mod v1 {
         tonic::include_proto!("verimail.ops.v1");
+    }
+}
+
+/// The streams that keep the events of `events.proto`, and the subjects each holds.
+pub mod streams {
+    /// Events owned by user-service.
+    pub const USERS: &str = "USERS";
+    pub const USERS_SUBJECTS: &str = "users.>";
+    /// Events owned by auth-service.
+    pub const AUTH: &str = "AUTH";
+    pub const AUTH_SUBJECTS: &str = "auth.>";
+    /// Messages every attempt failed on, one subject per consumer: `parked.<durable>`.
+    pub const PARKED: &str = "PARKED";
+    pub const PARKED_SUBJECTS: &str = "parked.>";
+    /// The subject a consumer's parked messages go to.
+    pub fn parked_subject(durable: &str) -> String {
+        format!("parked.{durable}")
+    }
+}
+
+/// The subject each event of `events.proto` is published on.
+pub mod subjects {
+    /// `UserRegistered`
+    pub const USERS_REGISTERED: &str = "users.registered";
+    /// `VerificationRequested`
+    pub const USERS_VERIFICATION_REQUESTED: &str = "users.verification_requested";
+    /// `SignUpAttempted`
+    pub const USERS_SIGNUP_ATTEMPTED: &str = "users.signup_attempted";
+    /// `EmailVerified`
+    pub const AUTH_EMAIL_VERIFIED: &str = "auth.email_verified";
+}
+
+/// The google.rpc.ErrorInfo reasons of FAILED_PRECONDITION answers, by the service that gives
+/// them; clients (the gateway) tell the cases apart by these, never by the message.
+pub mod reasons {
+    /// The ErrorInfo domain of auth-service's reasons.
+    pub const AUTH_DOMAIN: &str = "auth.verimail";
+    pub const TOKEN_EXPIRED: &str = "TOKEN_EXPIRED";
+    pub const TOKEN_REVOKED: &str = "TOKEN_REVOKED";
+    pub const CODE_EXPIRED: &str = "CODE_EXPIRED";
+    pub const CODE_LOCKED: &str = "CODE_LOCKED";
+    pub const CODE_REVOKED: &str = "CODE_REVOKED";
+    /// A link or code asked for a registration that a newer one of the address replaced.
+    pub const REGISTRATION_SUPERSEDED: &str = "REGISTRATION_SUPERSEDED";
+
+    /// The reason a status carries (empty when it has none).
+    pub fn of(status: &tonic::Status) -> String {
+        use tonic_types::StatusExt;
+        status.get_details_error_info().map(|info| info.reason).unwrap_or_default()
     }
 }

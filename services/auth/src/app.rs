@@ -11,16 +11,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
-use verimail_kit::bus::{self, AUTH_STREAM};
-use verimail_kit::grpc::Service;
-use verimail_kit::internal::ServiceCredential;
-use verimail_kit::limits::{Limiter, Rate};
-use verimail_kit::outbox::OutboxRelay;
-use verimail_kit::shutdown::Shutdown;
+use verimail_events::bus::{self, AUTH_STREAM};
+use verimail_events::outbox::OutboxRelay;
 use verimail_proto::auth::v1::auth_service_server::{AuthServiceServer, SERVICE_NAME};
+use verimail_server::grpc::Service;
+use verimail_server::internal::ServiceCredential;
+use verimail_server::limits::{Limiter, Rate};
+use verimail_server::shutdown::Shutdown;
 
 pub struct App {
     listener: TcpListener,
+    addr: SocketAddr,
     db: DatabaseConnection,
     js: async_nats::jetstream::Context,
     outbox_retention: std::time::Duration,
@@ -32,19 +33,22 @@ pub struct App {
     code_max_wrong_tries: i32,
     fronts: ServiceCredential,
     issuer: ServiceCredential,
-    admin: verimail_kit::admin::AdminCredential,
-    tls: verimail_kit::tls::GrpcTls,
+    admin: verimail_server::admin::AdminCredential,
+    tls: verimail_server::tls::GrpcTls,
     metrics: Option<TcpListener>,
 }
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        let db = verimail_kit::db::connect_with::<Migrator>(&config.database).await?;
+        crate::metrics::register();
+        let db = verimail_events::db::connect_with::<Migrator>(&config.database).await?;
         let js = async_nats::jetstream::new(bus::connect(&config.nats).await);
         bus::declare_streams(&js, &[AUTH_STREAM], config.stream_replicas).await?;
-        let listener = verimail_kit::grpc::bind("AUTH_GRPC_ADDR", &config.grpc_addr).await?;
+        let listener = verimail_server::grpc::bind("AUTH_GRPC_ADDR", &config.grpc_addr).await?;
+        let addr = listener.local_addr()?;
         Ok(App {
             listener,
+            addr,
             db,
             js,
             outbox_retention: config.outbox_retention,
@@ -58,12 +62,12 @@ impl App {
             issuer: config.issuer,
             admin: config.admin,
             tls: config.tls,
-            metrics: verimail_kit::metrics::bind(&config.metrics_addr).await?,
+            metrics: verimail_server::metrics::bind(&config.metrics_addr).await?,
         })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.addr
     }
 
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -83,20 +87,20 @@ impl App {
             issuer: self.issuer,
             admin: self.admin,
         };
+        let (checks, mut background) = verimail_events::backbone_checks(self.js.client(), self.db.clone(), &shutdown);
+        background.push(Box::pin(relay.run(shutdown.clone())));
         let service = Service {
             listener: self.listener,
             routes: Routes::new(
-                AuthServiceServer::new(grpc).max_decoding_message_size(verimail_kit::grpc::MAX_MESSAGE_BYTES),
+                AuthServiceServer::new(grpc).max_decoding_message_size(verimail_server::grpc::MAX_MESSAGE_BYTES),
             ),
             served: vec![SERVICE_NAME],
-            background: vec![Box::pin(relay.run(shutdown.clone()))],
-            nats: self.js.client(),
-            db: self.db,
-            checks: vec![],
+            background,
+            checks,
             tls: self.tls,
             metrics: self.metrics,
         };
-        verimail_kit::grpc::run_service(service, shutdown).await?;
+        verimail_server::grpc::run_service(service, shutdown).await?;
         Ok(())
     }
 }

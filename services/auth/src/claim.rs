@@ -8,11 +8,11 @@ use crate::store::{self, token};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 use std::collections::{HashMap, HashSet};
 use tokio::sync::{mpsc, oneshot};
-use verimail_kit::bus::subjects;
-use verimail_kit::outbox::{self, OutboxEvent, OutboxRelay};
-use verimail_kit::rfc3339;
+use verimail_events::outbox::{self, OutboxEvent, OutboxRelay};
 use verimail_proto::auth::v1::VerifyOutcome;
 use verimail_proto::events::v1 as events;
+use verimail_proto::subjects;
+use verimail_server::rfc3339;
 
 /// Most tokens one transaction uses.
 const MAX_BATCH: usize = 256;
@@ -78,7 +78,7 @@ impl Claimer {
 /// One transaction for the batch: each use's outcome, in order, and whether any event was
 /// written.
 async fn use_tokens(db: &DatabaseConnection, uses: &[TokenUse]) -> Result<(Vec<Answer>, bool), DbErr> {
-    let txn = verimail_kit::db::begin_write(db).await?;
+    let txn = verimail_events::db::begin_write(db).await?;
     let users: Vec<&str> = uses.iter().map(|u| u.user_id.as_str()).collect();
     let mut verified = store::verified_users(&txn, &users).await?;
     let jtis: Vec<&str> = uses.iter().map(|u| u.jti.as_str()).collect();

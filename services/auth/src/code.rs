@@ -16,6 +16,12 @@ pub const MAX_WRONG_TRIES: i32 = 20;
 
 type CodeMac = Blake2bMac<U32>;
 
+/// A MAC keyed with `key` (32 bytes: a v4.local token key, or one derived from it).
+#[allow(clippy::expect_used, reason = "BLAKE2b takes keys of up to 64 bytes, and ours are 32")]
+fn keyed(key: &[u8]) -> CodeMac {
+    CodeMac::new_from_slice(key).expect("a 32-byte key fits BLAKE2b")
+}
+
 /// A code: exactly six ASCII digits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Code(String);
@@ -51,7 +57,7 @@ impl CodeKeys {
         let by_id = keys
             .into_iter()
             .map(|(id, key)| {
-                let mut mac = CodeMac::new_from_slice(key).expect("a 32-byte key fits BLAKE2b");
+                let mut mac = keyed(key);
                 mac.update(b"verimail/verification-code/v1");
                 (id.to_owned(), mac.finalize().into_bytes().into())
             })
@@ -61,7 +67,7 @@ impl CodeKeys {
 
     fn mac(&self, key_id: &str, user_id: &str, code: &Code) -> Option<CodeMac> {
         let key = self.by_id.get(key_id)?;
-        let mut mac = CodeMac::new_from_slice(key).expect("a 32-byte key fits BLAKE2b");
+        let mut mac = keyed(key);
         // Bound to the user: a code row copied to another user does not verify.
         mac.update(user_id.as_bytes());
         mac.update(&[0]);

@@ -1,25 +1,25 @@
 use crate::token::TokenKeys;
 use std::time::Duration;
-use verimail_kit::config::{self, ConfigError};
+use verimail_server::config::{self, ConfigError};
 
 /// auth-service's configuration, from the environment.
 pub struct Config {
     /// `GATEWAY_SERVICE_TOKEN`: the fronts that may name the browser they call for.
-    pub fronts: verimail_kit::internal::ServiceCredential,
+    pub fronts: verimail_server::internal::ServiceCredential,
     /// `EMAIL_SERVICE_TOKEN`: the only caller that may have tokens issued (email-service).
-    pub issuer: verimail_kit::internal::ServiceCredential,
-    /// `ADMIN_TOKEN`: what ops RPCs require; see [`AdminCredential`](verimail_kit::admin::AdminCredential).
-    pub admin: verimail_kit::admin::AdminCredential,
+    pub issuer: verimail_server::internal::ServiceCredential,
+    /// `ADMIN_TOKEN`: what ops RPCs require; see [`AdminCredential`](verimail_server::admin::AdminCredential).
+    pub admin: verimail_server::admin::AdminCredential,
     /// `GRPC_TLS_CERT`, `GRPC_TLS_KEY`, `GRPC_TLS_CA`: mutual TLS on gRPC when set.
-    pub tls: verimail_kit::tls::GrpcTls,
+    pub tls: verimail_server::tls::GrpcTls,
     /// `METRICS_ADDR`: where `/metrics` is served (`off`: nowhere).
     pub metrics_addr: String,
     /// `RATE_LIMIT_VERIFY_PER_CLIENT` (default `30/60`): VerifyEmail and VerifyEmailCode calls
     /// per client address; `RATE_LIMIT_CODE_PER_EMAIL` (default `5/3600`): code checks per
     /// mailbox and client, so one client's guesses spend its own allowance, not the owner's.
     /// `off` turns one off.
-    pub verify_per_client: Option<verimail_kit::limits::Rate>,
-    pub code_per_email: Option<verimail_kit::limits::Rate>,
+    pub verify_per_client: Option<verimail_server::limits::Rate>,
+    pub code_per_email: Option<verimail_server::limits::Rate>,
     /// `CODE_MAX_WRONG_TRIES` (default 20, 1 to 1000): wrong codes an address takes, from all
     /// clients together, before its live codes die: the cap on guessing from many addresses.
     pub code_max_wrong_tries: i32,
@@ -28,10 +28,10 @@ pub struct Config {
     /// `AUTH_GRPC_ADDR`
     pub grpc_addr: String,
     /// `DATABASE_URL`, `DATABASE_MAX_CONNECTIONS`, and the migration flags.
-    pub database: verimail_kit::db::DbConfig,
+    pub database: verimail_events::db::DbConfig,
     /// `NATS_URL`, its credentials (`NATS_USER`/`NATS_PASSWORD`, `NATS_TOKEN` or
     /// `NATS_CREDS`) and TLS (`NATS_TLS_*`).
-    pub nats: verimail_kit::bus::NatsConfig,
+    pub nats: verimail_events::bus::NatsConfig,
     /// `NATS_STREAM_REPLICAS`: servers that keep each stream this service declares.
     pub stream_replicas: usize,
     /// `AUTH_TOKEN_KEYS`: comma-separated keys, PASERK `k4.local.…` or 64 hex digits; the first
@@ -67,24 +67,24 @@ impl Config {
                 keys
             }
         };
-        let (fronts, issuer) = verimail_kit::internal::ServiceCredential::pair_from_env()?;
+        let (fronts, issuer) = verimail_server::internal::ServiceCredential::pair_from_env()?;
         Ok(Config {
-            admin: verimail_kit::admin::AdminCredential::from_env(&[&fronts, &issuer])?,
+            admin: verimail_server::admin::AdminCredential::from_env(&[&fronts, &issuer])?,
             fronts,
             issuer,
-            tls: verimail_kit::tls::GrpcTls::from_env()?,
+            tls: verimail_server::tls::GrpcTls::from_env()?,
             metrics_addr: config::string("METRICS_ADDR", "127.0.0.1:9102"),
-            verify_per_client: verimail_kit::limits::rate("RATE_LIMIT_VERIFY_PER_CLIENT", "30/60")?,
-            code_per_email: verimail_kit::limits::rate("RATE_LIMIT_CODE_PER_EMAIL", "5/3600")?,
+            verify_per_client: verimail_server::limits::rate("RATE_LIMIT_VERIFY_PER_CLIENT", "30/60")?,
+            code_per_email: verimail_server::limits::rate("RATE_LIMIT_CODE_PER_EMAIL", "5/3600")?,
             code_max_wrong_tries: match config::parse("CODE_MAX_WRONG_TRIES", crate::code::MAX_WRONG_TRIES)? {
                 tries @ 1..=1000 => tries,
                 _ => return Err(ConfigError::new("CODE_MAX_WRONG_TRIES", "must be between 1 and 1000")),
             },
-            outbox_retention: config::seconds("OUTBOX_RETENTION_SECONDS", verimail_kit::outbox::DEFAULT_RETENTION)?,
+            outbox_retention: config::seconds("OUTBOX_RETENTION_SECONDS", verimail_events::outbox::DEFAULT_RETENTION)?,
             grpc_addr: config::string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
-            database: verimail_kit::db::DbConfig::from_env("auth.db")?,
-            nats: verimail_kit::bus::NatsConfig::from_env()?,
-            stream_replicas: config::stream_replicas()?,
+            database: verimail_events::db::DbConfig::from_env("auth.db")?,
+            nats: verimail_events::bus::NatsConfig::from_env()?,
+            stream_replicas: verimail_events::bus::stream_replicas()?,
             keys,
             token_lifetime: config::seconds("VERIFICATION_TOKEN_TTL_SECONDS", Duration::from_secs(24 * 3600))?,
             code_lifetime: config::seconds("VERIFICATION_CODE_TTL_SECONDS", Duration::from_secs(3600))?,

@@ -1,6 +1,7 @@
 use crate::token::TokenError;
 use sea_orm::DbErr;
 use tonic::Status;
+use verimail_proto::reasons;
 
 /// Everything an auth-service request can fail with; converted to a gRPC status in one place.
 #[derive(Debug, thiserror::Error)]
@@ -25,22 +26,13 @@ pub enum AuthError {
     RegistrationSuperseded,
 }
 
-/// The google.rpc.ErrorInfo domain of auth-service's FAILED_PRECONDITION reasons.
-pub const ERROR_DOMAIN: &str = "auth.verimail";
-pub const REASON_TOKEN_EXPIRED: &str = "TOKEN_EXPIRED";
-pub const REASON_CODE_EXPIRED: &str = "CODE_EXPIRED";
-pub const REASON_CODE_LOCKED: &str = "CODE_LOCKED";
-pub const REASON_TOKEN_REVOKED: &str = "TOKEN_REVOKED";
-pub const REASON_CODE_REVOKED: &str = "CODE_REVOKED";
-pub const REASON_REGISTRATION_SUPERSEDED: &str = "REGISTRATION_SUPERSEDED";
-
 /// FAILED_PRECONDITION with a machine-readable reason (google.rpc.ErrorInfo) beside the message.
 fn failed_precondition(reason: &str, message: String) -> Status {
     use tonic_types::{ErrorDetails, StatusExt};
     Status::with_error_details(
         tonic::Code::FailedPrecondition,
         message,
-        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, std::collections::HashMap::<String, String>::new()),
+        ErrorDetails::with_error_info(reason, reasons::AUTH_DOMAIN, std::collections::HashMap::<String, String>::new()),
     )
 }
 
@@ -53,17 +45,17 @@ impl AuthError {
 impl From<AuthError> for Status {
     fn from(err: AuthError) -> Status {
         match err {
-            AuthError::InvalidArgument { field, reason } => verimail_kit::grpc::invalid_argument(field, reason),
+            AuthError::InvalidArgument { field, reason } => verimail_server::grpc::invalid_argument(field, reason),
             AuthError::Token(TokenError::Expired) => {
-                failed_precondition(REASON_TOKEN_EXPIRED, "token: has expired".into())
+                failed_precondition(reasons::TOKEN_EXPIRED, "token: has expired".into())
             }
-            AuthError::CodeExpired => failed_precondition(REASON_CODE_EXPIRED, err.to_string()),
-            AuthError::CodeLocked => failed_precondition(REASON_CODE_LOCKED, err.to_string()),
-            AuthError::TokenRevoked => failed_precondition(REASON_TOKEN_REVOKED, err.to_string()),
-            AuthError::CodeRevoked => failed_precondition(REASON_CODE_REVOKED, err.to_string()),
-            AuthError::RegistrationSuperseded => failed_precondition(REASON_REGISTRATION_SUPERSEDED, err.to_string()),
-            AuthError::Token(token_error) => verimail_kit::grpc::invalid_argument("token", token_error.to_string()),
-            AuthError::Db(ref source) if verimail_kit::db::is_unavailable(source) => {
+            AuthError::CodeExpired => failed_precondition(reasons::CODE_EXPIRED, err.to_string()),
+            AuthError::CodeLocked => failed_precondition(reasons::CODE_LOCKED, err.to_string()),
+            AuthError::TokenRevoked => failed_precondition(reasons::TOKEN_REVOKED, err.to_string()),
+            AuthError::CodeRevoked => failed_precondition(reasons::CODE_REVOKED, err.to_string()),
+            AuthError::RegistrationSuperseded => failed_precondition(reasons::REGISTRATION_SUPERSEDED, err.to_string()),
+            AuthError::Token(token_error) => verimail_server::grpc::invalid_argument("token", token_error.to_string()),
+            AuthError::Db(ref source) if verimail_events::db::is_unavailable(source) => {
                 tracing::error!(error = %source, "database unavailable");
                 Status::unavailable("the auth database is unavailable; retry later")
             }

@@ -9,12 +9,12 @@ use sea_orm::{ActiveValue::Set, DatabaseConnection, DatabaseTransaction, EntityT
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response};
-use verimail_kit::admin::AdminCredential;
-use verimail_kit::internal::ServiceCredential;
-use verimail_kit::limits::Limiter;
-use verimail_kit::outbox::{self, OutboxRelay};
-use verimail_kit::rfc3339;
+use verimail_events::outbox::{self, OutboxRelay};
 use verimail_proto::auth::v1::{self as pb, auth_service_server::AuthService};
+use verimail_server::admin::AdminCredential;
+use verimail_server::internal::ServiceCredential;
+use verimail_server::limits::Limiter;
+use verimail_server::rfc3339;
 
 pub struct AuthGrpc {
     pub db: DatabaseConnection,
@@ -76,7 +76,7 @@ impl AuthService for AuthGrpc {
             .code_keys
             .hash(&issued.key_id, &user_id, &code)
             .ok_or_else(|| AuthError::Issue("no code key for the current token key".into()))?;
-        let txn = verimail_kit::db::begin_write(&self.db).await.map_err(AuthError::from)?;
+        let txn = verimail_events::db::begin_write(&self.db).await.map_err(AuthError::from)?;
         if let Some(registration) = &registration {
             if store::superseded(&txn, &user_id, registration).await.map_err(AuthError::from)? {
                 return Err(AuthError::RegistrationSuperseded.into());
@@ -136,20 +136,20 @@ impl AuthService for AuthGrpc {
             let claims = self.keys.open(raw)?;
             // This click's trace links to the registration's, where the link was made.
             if let Some(traceparent) = &claims.trace {
-                verimail_kit::telemetry::link_to(&tracing::Span::current(), traceparent);
+                verimail_server::telemetry::link_to(&tracing::Span::current(), traceparent);
             }
             let token_use = TokenUse {
                 jti: claims.jti.clone(),
                 user_id: claims.user_id.clone(),
                 email: claims.email.clone(),
-                trace: verimail_kit::telemetry::current_traceparent(),
+                trace: verimail_server::telemetry::current_traceparent(),
             };
             Ok::<_, AuthError>((self.claimer.use_token(token_use).await?, claims))
         }
         .await;
         let (outcome, claims) = counted("link", verified)?;
         if outcome == pb::VerifyOutcome::Verified {
-            let email = verimail_kit::telemetry::email(&claims.email);
+            let email = verimail_server::telemetry::email(&claims.email);
             tracing::info!(user_id = %claims.user_id, %email, "email verified");
         }
         Ok(Response::new(pb::VerifyEmailResponse {
@@ -173,7 +173,7 @@ impl AuthService for AuthGrpc {
         // Parsed first: a typo that is not a code spends nothing. Then each client has its own
         // allowance per mailbox, so a stranger's guesses do not use up the owner's.
         let code = Code::parse(&request.code).map_err(|reason| AuthError::invalid("code", reason))?;
-        let mailbox = verimail_kit::limits::mailbox(&email);
+        let mailbox = verimail_server::limits::mailbox(&email);
         self.code_per_email.check(&format!("{mailbox} {client}"))?;
         let (outcome, user_id) = counted("code", self.use_code(&email, &code).await)?;
         Ok(Response::new(pb::VerifyEmailResponse { outcome: outcome as i32, user_id, email }))
@@ -188,7 +188,7 @@ impl AuthService for AuthGrpc {
             .map_err(|_| AuthError::invalid("user_id", "must be a UUID"))?
             .to_string();
         let revoked = async {
-            let txn = verimail_kit::db::begin_write(&self.db).await?;
+            let txn = verimail_events::db::begin_write(&self.db).await?;
             let counts = store::revoke(&txn, &user_id, None).await?;
             txn.commit().await.map(|()| counts)
         };
@@ -216,7 +216,7 @@ fn counted<T>(
         Err(AuthError::Token(_) | AuthError::InvalidArgument { .. }) => "invalid",
         Err(AuthError::Db(_) | AuthError::Issue(_) | AuthError::RegistrationSuperseded) => "error",
     };
-    verimail_kit::metrics::metrics().verification(method, outcome);
+    crate::metrics::verification(method, outcome);
     result
 }
 
@@ -236,7 +236,7 @@ impl AuthGrpc {
         use store::code as codes;
         let max_tries = self.code_max_wrong_tries;
         let now = chrono::Utc::now();
-        let txn = verimail_kit::db::begin_write(&self.db).await?;
+        let txn = verimail_events::db::begin_write(&self.db).await?;
         let sent = codes::Entity::find().filter(codes::Column::Email.eq(email)).all(&txn).await?;
         let matching = sent.iter().find(|row| self.code_keys.matches(&row.key_id, &row.user_id, code, &row.code_hash));
         if let Some(row) = matching {
@@ -301,7 +301,7 @@ impl AuthGrpc {
         outbox::enqueue(&txn, event).await?;
         txn.commit().await?;
         self.relay.wake();
-        tracing::info!(%user_id, email = %verimail_kit::telemetry::email(email), %event_id, "email verified");
+        tracing::info!(%user_id, email = %verimail_server::telemetry::email(email), %event_id, "email verified");
         Ok(())
     }
 }

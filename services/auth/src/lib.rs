@@ -8,6 +8,7 @@ pub mod code;
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
 pub mod store;
 pub mod token;
 

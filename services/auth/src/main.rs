@@ -1,1 +1,1 @@
-verimail_kit::service_main!(verimail_auth, "auth-service", "auth.db");
+verimail_events::service_main!(verimail_auth, "auth-service", "auth.db");

@@ -79,8 +79,8 @@ mod create_codes {
         UsedAt,
     }
 
-    pub fn migration() -> verimail_kit::db::SchemaMigration {
-        verimail_kit::db::SchemaMigration {
+    pub fn migration() -> verimail_events::db::SchemaMigration {
+        verimail_events::db::SchemaMigration {
             name: "m20261124_000002_create_verification_codes",
             tables: vec![
                 Table::create()
@@ -124,8 +124,8 @@ mod create_tokens {
         UsedAt,
     }
 
-    pub fn migration() -> verimail_kit::db::SchemaMigration {
-        verimail_kit::db::SchemaMigration {
+    pub fn migration() -> verimail_events::db::SchemaMigration {
+        verimail_events::db::SchemaMigration {
             name: "m20261124_000001_create_verification_tokens",
             tables: vec![
                 Table::create()
@@ -168,8 +168,8 @@ mod add_revoked_at {
     }
 
     /// When an operator revoked a token or code (RevokeVerificationTokens).
-    pub fn migration() -> verimail_kit::db::SchemaMigration {
-        verimail_kit::db::SchemaMigration {
+    pub fn migration() -> verimail_events::db::SchemaMigration {
+        verimail_events::db::SchemaMigration {
             name: "m20261124_000003_add_revoked_at",
             tables: vec![],
             alters: vec![
@@ -198,8 +198,8 @@ mod index_codes_by_user {
 
     /// Every verification asks whether the user has used any code (`user_verified`): without
     /// this index that read scans every code ever issued.
-    pub fn migration() -> verimail_kit::db::SchemaMigration {
-        verimail_kit::db::SchemaMigration {
+    pub fn migration() -> verimail_events::db::SchemaMigration {
+        verimail_events::db::SchemaMigration {
             name: "m20261201_000004_index_verification_codes_user",
             tables: vec![],
             alters: vec![],
@@ -231,8 +231,8 @@ mod add_registration_event {
     }
 
     /// Which registration a token or code was issued for: a later registration revokes them.
-    pub fn migration() -> verimail_kit::db::SchemaMigration {
-        verimail_kit::db::SchemaMigration {
+    pub fn migration() -> verimail_events::db::SchemaMigration {
+        verimail_events::db::SchemaMigration {
             name: "m20261202_000005_add_registration_event",
             tables: vec![],
             alters: vec![
@@ -254,7 +254,7 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        let mut migrations = verimail_kit::outbox::migration::migrations();
+        let mut migrations = verimail_events::outbox::migration::migrations();
         migrations.push(Box::new(create_tokens::migration()));
         migrations.push(Box::new(create_codes::migration()));
         migrations.push(Box::new(add_revoked_at::migration()));

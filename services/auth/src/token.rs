@@ -133,7 +133,7 @@ impl TokenKeys {
         claims.token_identifier(&jti)?;
         claims.add_additional("purpose", purpose)?;
         claims.add_additional("email", email)?;
-        if let Some(traceparent) = verimail_kit::telemetry::current_traceparent() {
+        if let Some(traceparent) = verimail_server::telemetry::current_traceparent() {
             claims.add_additional("trace", traceparent)?;
         }
         let mut footer = Footer::new();
@@ -193,6 +193,7 @@ fn hex_key(text: &str) -> Option<[u8; 32]> {
     Some(key)
 }
 
+#[allow(clippy::expect_used, reason = "writing to a String cannot fail")]
 fn paserk(value: &impl FormatAsPaserk) -> String {
     let mut text = String::new();
     value.fmt(&mut text).expect("writing to a String cannot fail");

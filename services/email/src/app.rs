@@ -9,20 +9,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
-use verimail_kit::bus;
-use verimail_kit::grpc::{Check, Service};
-use verimail_kit::parking::{self, Parking};
-use verimail_kit::shutdown::Shutdown;
+use verimail_events::bus;
+use verimail_events::parking::{self, Parking};
 use verimail_proto::auth::v1::auth_service_client::AuthServiceClient;
 use verimail_proto::email::v1::email_service_server::{EmailServiceServer, SERVICE_NAME};
+use verimail_server::grpc::{Check, Service};
+use verimail_server::shutdown::Shutdown;
 
 pub struct App {
     listener: TcpListener,
+    addr: SocketAddr,
     js: async_nats::jetstream::Context,
     courier: Arc<Courier>,
     consumer: bus::ConsumerSpec,
-    admin: verimail_kit::admin::AdminCredential,
-    tls: verimail_kit::tls::GrpcTls,
+    admin: verimail_server::admin::AdminCredential,
+    tls: verimail_server::tls::GrpcTls,
     metrics: Option<TcpListener>,
     smtp_check_interval: std::time::Duration,
 }
@@ -32,16 +33,18 @@ impl App {
         let mailer = Mailer::new(&config.mail_target, config.send_timeout).map_err(anyhow::Error::msg)?;
         let auth =
             AuthServiceClient::new(config.credential.channel(config.tls.channel("AUTH_GRPC_ADDR", &config.auth_addr)?));
-        let db = verimail_kit::db::connect_with::<Migrator>(&config.database).await?;
+        crate::metrics::register();
+        let db = verimail_events::db::connect_with::<Migrator>(&config.database).await?;
         let js = async_nats::jetstream::new(bus::connect(&config.nats).await);
-        let listener = verimail_kit::grpc::bind("EMAIL_GRPC_ADDR", &config.grpc_addr).await?;
-        let metrics = verimail_kit::metrics::bind(&config.metrics_addr).await?;
+        let listener = verimail_server::grpc::bind("EMAIL_GRPC_ADDR", &config.grpc_addr).await?;
+        let addr = listener.local_addr()?;
+        let metrics = verimail_server::metrics::bind(&config.metrics_addr).await?;
         let consumer = courier::consumer(&config);
         let courier = Arc::new(Courier {
             db,
             auth,
             mailer,
-            templates: Templates::new(),
+            templates: Templates::new()?,
             from: config.from,
             public_base_url: config.public_base_url,
             send_timeout: config.send_timeout,
@@ -49,6 +52,7 @@ impl App {
         });
         Ok(App {
             listener,
+            addr,
             js,
             courier,
             consumer,
@@ -60,7 +64,7 @@ impl App {
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.addr
     }
 
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -73,25 +77,24 @@ impl App {
             let mailer = mailer.clone();
             async move { mailer.check().await }
         });
+        let (mut checks, mut background) = verimail_events::backbone_checks(self.js.client(), db, &shutdown);
+        checks.push(smtp);
+        background.push(smtp_probe);
         let handler = move |delivery| courier.clone().handle(delivery);
+        background.push(Box::pin(bus::consume(self.js.clone(), self.consumer, handler, shutdown.clone())));
         let service = Service {
             listener: self.listener,
             routes: Routes::new(
-                EmailServiceServer::new(service).max_decoding_message_size(verimail_kit::grpc::MAX_MESSAGE_BYTES),
+                EmailServiceServer::new(service).max_decoding_message_size(verimail_server::grpc::MAX_MESSAGE_BYTES),
             )
             .add_service(parking),
             served: vec![SERVICE_NAME, parking::SERVICE_NAME],
-            background: vec![
-                Box::pin(bus::consume(self.js.clone(), self.consumer, handler, shutdown.clone())),
-                smtp_probe,
-            ],
-            checks: vec![smtp],
-            nats: self.js.client(),
-            db,
+            background,
+            checks,
             tls: self.tls,
             metrics: self.metrics,
         };
-        verimail_kit::grpc::run_service(service, shutdown).await?;
+        verimail_server::grpc::run_service(service, shutdown).await?;
         Ok(())
     }
 }

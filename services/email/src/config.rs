@@ -2,26 +2,26 @@ use crate::mail::MailTarget;
 use lettre::message::Mailbox;
 use std::path::PathBuf;
 use std::time::Duration;
-use verimail_kit::config::{self, ConfigError};
+use verimail_server::config::{self, ConfigError};
 
 /// email-service's configuration, from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `EMAIL_SERVICE_TOKEN`: presented to auth-service, which issues tokens to it alone.
-    pub credential: verimail_kit::internal::ServiceCredential,
-    /// `ADMIN_TOKEN`: what ops RPCs require; see [`AdminCredential`](verimail_kit::admin::AdminCredential).
-    pub admin: verimail_kit::admin::AdminCredential,
+    pub credential: verimail_server::internal::ServiceCredential,
+    /// `ADMIN_TOKEN`: what ops RPCs require; see [`AdminCredential`](verimail_server::admin::AdminCredential).
+    pub admin: verimail_server::admin::AdminCredential,
     /// `GRPC_TLS_CERT`, `GRPC_TLS_KEY`, `GRPC_TLS_CA`: mutual TLS on gRPC when set.
-    pub tls: verimail_kit::tls::GrpcTls,
+    pub tls: verimail_server::tls::GrpcTls,
     /// `METRICS_ADDR`: where `/metrics` is served (`off`: nowhere).
     pub metrics_addr: String,
     /// `EMAIL_GRPC_ADDR`
     pub grpc_addr: String,
     /// `DATABASE_URL`, `DATABASE_MAX_CONNECTIONS`, and the migration flags.
-    pub database: verimail_kit::db::DbConfig,
+    pub database: verimail_events::db::DbConfig,
     /// `NATS_URL`, its credentials (`NATS_USER`/`NATS_PASSWORD`, `NATS_TOKEN` or
     /// `NATS_CREDS`) and TLS (`NATS_TLS_*`).
-    pub nats: verimail_kit::bus::NatsConfig,
+    pub nats: verimail_events::bus::NatsConfig,
     /// `NATS_STREAM_REPLICAS`: servers that keep each stream this service declares.
     pub stream_replicas: usize,
     /// `AUTH_GRPC_ADDR`: where auth-service issues tokens.
@@ -61,7 +61,7 @@ impl Config {
                 let plain =
                     matches!(security, crate::mail::SmtpSecurity::Plain | crate::mail::SmtpSecurity::Opportunistic);
                 if production && plain {
-                    tracing::warn!(smtp = %verimail_kit::config::redact_url(&url), "SMTP_ALLOW_PLAINTEXT: mail leaves in plain text");
+                    tracing::warn!(smtp = %verimail_server::config::redact_url(&url), "SMTP_ALLOW_PLAINTEXT: mail leaves in plain text");
                 }
                 MailTarget::Smtp(url)
             }
@@ -92,16 +92,17 @@ impl Config {
         if max_attempts < 1 {
             return Err(ConfigError::new("EMAIL_MAX_ATTEMPTS", "must be at least 1"));
         }
-        let credential = verimail_kit::internal::ServiceCredential::from_env(verimail_kit::internal::EMAIL_TOKEN)?;
+        let credential =
+            verimail_server::internal::ServiceCredential::from_env(verimail_server::internal::EMAIL_TOKEN)?;
         Ok(Config {
-            admin: verimail_kit::admin::AdminCredential::from_env(&[&credential])?,
+            admin: verimail_server::admin::AdminCredential::from_env(&[&credential])?,
             credential,
-            tls: verimail_kit::tls::GrpcTls::from_env()?,
+            tls: verimail_server::tls::GrpcTls::from_env()?,
             metrics_addr: config::string("METRICS_ADDR", "127.0.0.1:9103"),
             grpc_addr: config::string("EMAIL_GRPC_ADDR", "127.0.0.1:50053"),
-            database: verimail_kit::db::DbConfig::from_env("email.db")?,
-            nats: verimail_kit::bus::NatsConfig::from_env()?,
-            stream_replicas: config::stream_replicas()?,
+            database: verimail_events::db::DbConfig::from_env("email.db")?,
+            nats: verimail_events::bus::NatsConfig::from_env()?,
+            stream_replicas: verimail_events::bus::stream_replicas()?,
             auth_addr: config::string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
             mail_target,
             from,
@@ -146,15 +147,15 @@ mod tests {
     #[test]
     fn debug_never_shows_a_secret() {
         let config = Config {
-            credential: verimail_kit::internal::ServiceCredential::new("service-secret-0123456789").unwrap(),
-            admin: verimail_kit::admin::AdminCredential::new("admin-secret-0123456789").unwrap(),
-            tls: verimail_kit::tls::GrpcTls::off(),
+            credential: verimail_server::internal::ServiceCredential::new("service-secret-0123456789").unwrap(),
+            admin: verimail_server::admin::AdminCredential::new("admin-secret-0123456789").unwrap(),
+            tls: verimail_server::tls::GrpcTls::off(),
             metrics_addr: "off".into(),
             grpc_addr: "127.0.0.1:0".into(),
-            database: verimail_kit::db::DbConfig::url("postgres://email:db-secret-42@db/email"),
-            nats: verimail_kit::bus::NatsConfig {
-                auth: verimail_kit::bus::NatsAuth::UserPassword("email-service".into(), "nats-secret-42".into()),
-                ..verimail_kit::bus::NatsConfig::url("nats://127.0.0.1:4222")
+            database: verimail_events::db::DbConfig::url("postgres://email:db-secret-42@db/email"),
+            nats: verimail_events::bus::NatsConfig {
+                auth: verimail_events::bus::NatsAuth::UserPassword("email-service".into(), "nats-secret-42".into()),
+                ..verimail_events::bus::NatsConfig::url("nats://127.0.0.1:4222")
             },
             stream_replicas: 1,
             auth_addr: "127.0.0.1:50052".into(),

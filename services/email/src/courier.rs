@@ -10,17 +10,18 @@ use sea_orm::DatabaseConnection;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
-use verimail_kit::bus::{ConsumerSpec, Delivery, HandlerError, USERS_STREAM, subjects};
-use verimail_kit::db::{begin_write, writer};
-use verimail_kit::telemetry::email;
+use verimail_events::bus::{ConsumerSpec, Delivery, HandlerError, USERS_STREAM};
+use verimail_events::db::{begin_write, writer};
 use verimail_proto::auth::v1::{IssueVerificationTokenRequest, auth_service_client::AuthServiceClient};
 use verimail_proto::events::v1::{SignUpAttempted, UserRegistered, VerificationRequested};
+use verimail_proto::subjects;
+use verimail_server::telemetry::email;
 
 /// The three subjects under `users.` that ask for an email (registered, verification
 /// requested, sign-up attempted); filtering on the wildcard keeps the consumer working on
 /// nats-server 2.9, which has no multi-subject filters.
 pub fn consumer(config: &Config) -> ConsumerSpec {
-    let mut spec = ConsumerSpec::new(USERS_STREAM, "email-service", "users.>");
+    let mut spec = ConsumerSpec::new(USERS_STREAM, "email-service", verimail_proto::streams::USERS_SUBJECTS);
     spec.replicas = config.stream_replicas;
     spec.max_deliver = config.max_attempts;
     spec.backoff = config.retry_backoff.clone();
@@ -31,7 +32,7 @@ pub fn consumer(config: &Config) -> ConsumerSpec {
 
 pub struct Courier {
     pub db: DatabaseConnection,
-    pub auth: AuthServiceClient<verimail_kit::internal::Internal>,
+    pub auth: AuthServiceClient<verimail_server::internal::Internal>,
     pub mailer: Mailer,
     pub templates: Templates,
     pub from: Mailbox,
@@ -132,8 +133,7 @@ impl Courier {
             Status::Parked => "parked",
             _ => "retrying",
         };
-        let labels = verimail_kit::metrics::EmailLabels { kind: kind.to_owned(), outcome };
-        verimail_kit::metrics::metrics().emails.get_or_create(&labels).inc();
+        crate::metrics::email(kind, outcome);
         match status {
             Status::Sent => {
                 tracing::info!(event_id = %request.event_id, user_id = %request.user_id, to = %email(&request.email), %kind, attempt, "email sent")
@@ -245,7 +245,7 @@ impl From<HandlerError> for Failure {
 /// Whether auth-service refused because a later registration of the user had its email.
 fn superseded(status: &tonic::Status) -> bool {
     use tonic_types::StatusExt;
-    status.get_details_error_info().is_some_and(|info| info.reason == "REGISTRATION_SUPERSEDED")
+    status.get_details_error_info().is_some_and(|info| info.reason == verimail_proto::reasons::REGISTRATION_SUPERSEDED)
 }
 
 fn decode(delivery: &Delivery) -> Result<Option<EmailRequest>, HandlerError> {

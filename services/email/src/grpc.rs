@@ -5,11 +5,11 @@ use crate::courier::{Courier, RetryError};
 use crate::store::{self, Status, delivery};
 use std::sync::Arc;
 use tonic::{Request, Response, Status as GrpcStatus};
-use verimail_kit::admin::AdminCredential;
-use verimail_kit::grpc::invalid_argument;
-use verimail_kit::paging::Page;
-use verimail_kit::rfc3339;
 use verimail_proto::email::v1::{self as pb, email_service_server::EmailService};
+use verimail_server::admin::AdminCredential;
+use verimail_server::grpc::invalid_argument;
+use verimail_server::paging::Page;
+use verimail_server::rfc3339;
 
 pub struct EmailGrpc {
     pub courier: Arc<Courier>,

@@ -7,6 +7,7 @@ pub mod config;
 pub mod courier;
 pub mod grpc;
 pub mod mail;
+pub mod metrics;
 pub mod store;
 
 pub use app::App;

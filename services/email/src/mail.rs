@@ -19,7 +19,7 @@ pub enum MailTarget {
 impl std::fmt::Debug for MailTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            MailTarget::Smtp(url) => f.debug_tuple("Smtp").field(&verimail_kit::config::redact_url(url)).finish(),
+            MailTarget::Smtp(url) => f.debug_tuple("Smtp").field(&verimail_server::config::redact_url(url)).finish(),
             MailTarget::Files(dir) => f.debug_tuple("Files").field(dir).finish(),
         }
     }
@@ -171,18 +171,15 @@ pub struct Templates {
 }
 
 impl Templates {
-    pub fn new() -> Templates {
+    /// The built-in templates; an error names the one that does not parse.
+    pub fn new() -> Result<Templates, minijinja::Error> {
         let mut env = Environment::new();
         // minijinja escapes HTML in templates whose name ends in .html.
-        env.add_template("verification.txt", include_str!("../templates/verification.txt"))
-            .expect("verification.txt parses");
-        env.add_template("verification.html", include_str!("../templates/verification.html"))
-            .expect("verification.html parses");
-        env.add_template("signup_attempted.txt", include_str!("../templates/signup_attempted.txt"))
-            .expect("signup_attempted.txt parses");
-        env.add_template("signup_attempted.html", include_str!("../templates/signup_attempted.html"))
-            .expect("signup_attempted.html parses");
-        Templates { env }
+        env.add_template("verification.txt", include_str!("../templates/verification.txt"))?;
+        env.add_template("verification.html", include_str!("../templates/verification.html"))?;
+        env.add_template("signup_attempted.txt", include_str!("../templates/signup_attempted.txt"))?;
+        env.add_template("signup_attempted.html", include_str!("../templates/signup_attempted.html"))?;
+        Ok(Templates { env })
     }
 
     /// The link that the email carries: `{base}/verify-email?token=…`.
@@ -238,12 +235,6 @@ impl Templates {
     }
 }
 
-impl Default for Templates {
-    fn default() -> Self {
-        Templates::new()
-    }
-}
-
 /// Percent-encodes everything outside RFC 3986's unreserved set.
 fn url_escape(raw: &str) -> String {
     raw.bytes()
@@ -260,7 +251,7 @@ mod tests {
 
     /// The formatted message and its decoded text and HTML parts.
     fn render(email: &str) -> (String, String, String) {
-        let templates = Templates::new();
+        let templates = Templates::new().unwrap();
         let content = VerificationEmail {
             email,
             link: Templates::link("http://127.0.0.1:8080/", "v4.local.abc+/="),
@@ -268,7 +259,7 @@ mod tests {
             code: "042917",
             code_expires_at: "2026-11-24T01:00:00.000Z",
             code_page: "http://127.0.0.1:8080/verify-code".into(),
-            kind: "users.registered",
+            kind: verimail_proto::subjects::USERS_REGISTERED,
         };
         let from: Mailbox = "Verimail <no-reply@verimail.localhost>".parse().unwrap();
         let raw = templates.render(&from, "a@example.com", "evt-1", &content).unwrap().formatted();
@@ -305,7 +296,7 @@ mod tests {
 
     #[test]
     fn html_is_escaped() {
-        let templates = Templates::new();
+        let templates = Templates::new().unwrap();
         let content = VerificationEmail {
             email: "<script>alert(1)</script>@example.com",
             link: "http://x/verify-email?token=a&b".into(),
@@ -313,7 +304,7 @@ mod tests {
             code: "123456",
             code_expires_at: "sooner",
             code_page: "http://x/verify-code".into(),
-            kind: "users.registered",
+            kind: verimail_proto::subjects::USERS_REGISTERED,
         };
         let html =
             templates.env.get_template("verification.html").unwrap().render(minijinja::value::Serde(&content)).unwrap();

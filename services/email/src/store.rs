@@ -68,8 +68,8 @@ mod create_deliveries {
         SentAt,
     }
 
-    pub fn migration() -> verimail_kit::db::SchemaMigration {
-        verimail_kit::db::SchemaMigration {
+    pub fn migration() -> verimail_events::db::SchemaMigration {
+        verimail_events::db::SchemaMigration {
             name: "m20261124_000001_create_deliveries",
             tables: vec![
                 Table::create()
@@ -105,8 +105,8 @@ mod add_handled_by {
     }
 
     /// Which email-service instance made the last attempt, for operators running several.
-    pub fn migration() -> verimail_kit::db::SchemaMigration {
-        verimail_kit::db::SchemaMigration {
+    pub fn migration() -> verimail_events::db::SchemaMigration {
+        verimail_events::db::SchemaMigration {
             name: "m20261124_000002_add_deliveries_handled_by",
             tables: vec![],
             alters: vec![

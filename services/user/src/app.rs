@@ -9,24 +9,25 @@ use sea_orm::DatabaseConnection;
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
-use verimail_kit::bus::{self, USERS_STREAM};
-use verimail_kit::grpc::{Background, Service};
-use verimail_kit::outbox::OutboxRelay;
-use verimail_kit::parking::{self, Parking};
-use verimail_kit::shutdown::Shutdown;
+use verimail_events::bus::{self, USERS_STREAM};
+use verimail_events::outbox::OutboxRelay;
+use verimail_events::parking::{self, Parking};
 use verimail_proto::user::v1::user_service_server::{SERVICE_NAME, UserServiceServer};
+use verimail_server::grpc::Service;
+use verimail_server::shutdown::Shutdown;
 
 pub struct App {
     listener: TcpListener,
+    addr: SocketAddr,
     db: DatabaseConnection,
     js: async_nats::jetstream::Context,
     outbox_retention: std::time::Duration,
     stream_replicas: usize,
     limits: crate::limits::UserLimits,
     enumeration_safe: bool,
-    fronts: verimail_kit::internal::ServiceCredential,
-    admin: verimail_kit::admin::AdminCredential,
-    tls: verimail_kit::tls::GrpcTls,
+    fronts: verimail_server::internal::ServiceCredential,
+    admin: verimail_server::admin::AdminCredential,
+    tls: verimail_server::tls::GrpcTls,
     metrics: Option<TcpListener>,
     hasher: PasswordHasher,
 }
@@ -37,12 +38,15 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let hasher = PasswordHasher::new(config.hash_cost, config.hash_concurrency)
             .map_err(|e| anyhow::anyhow!("PASSWORD_HASH_*: {e}"))?;
-        let db = verimail_kit::db::connect_with::<Migrator>(&config.database).await?;
+        crate::metrics::metrics();
+        let db = verimail_events::db::connect_with::<Migrator>(&config.database).await?;
         let js = async_nats::jetstream::new(bus::connect(&config.nats).await);
         bus::declare_streams(&js, &[USERS_STREAM], config.stream_replicas).await?;
-        let listener = verimail_kit::grpc::bind("USER_GRPC_ADDR", &config.grpc_addr).await?;
+        let listener = verimail_server::grpc::bind("USER_GRPC_ADDR", &config.grpc_addr).await?;
+        let addr = listener.local_addr()?;
         Ok(App {
             listener,
+            addr,
             db,
             js,
             outbox_retention: config.outbox_retention,
@@ -52,13 +56,13 @@ impl App {
             fronts: config.fronts,
             admin: config.admin,
             tls: config.tls,
-            metrics: verimail_kit::metrics::bind(&config.metrics_addr).await?,
+            metrics: verimail_server::metrics::bind(&config.metrics_addr).await?,
             hasher,
         })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.addr
     }
 
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -79,25 +83,22 @@ impl App {
             let db = db.clone();
             async move { events::on_email_verified(&db, deliveries).await }
         };
-        let background: Vec<Background> = vec![
-            Box::pin(relay.run(shutdown.clone())),
-            Box::pin(bus::consume_batches(self.js.clone(), consumer, handler, shutdown.clone())),
-        ];
+        let (checks, mut background) = verimail_events::backbone_checks(self.js.client(), self.db.clone(), &shutdown);
+        background.push(Box::pin(relay.run(shutdown.clone())));
+        background.push(Box::pin(bus::consume_batches(self.js.clone(), consumer, handler, shutdown.clone())));
         let service = Service {
             listener: self.listener,
             routes: Routes::new(
-                UserServiceServer::new(service).max_decoding_message_size(verimail_kit::grpc::MAX_MESSAGE_BYTES),
+                UserServiceServer::new(service).max_decoding_message_size(verimail_server::grpc::MAX_MESSAGE_BYTES),
             )
             .add_service(parking),
             served: vec![SERVICE_NAME, parking::SERVICE_NAME],
             background,
-            nats: self.js.client(),
-            db: self.db,
-            checks: vec![],
+            checks,
             tls: self.tls,
             metrics: self.metrics,
         };
-        verimail_kit::grpc::run_service(service, shutdown).await?;
+        verimail_server::grpc::run_service(service, shutdown).await?;
         Ok(())
     }
 }

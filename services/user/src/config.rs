@@ -1,16 +1,16 @@
 use crate::domain::HashCost;
-use verimail_kit::config::{self, ConfigError};
+use verimail_server::config::{self, ConfigError};
 
 /// user-service's configuration, from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `GATEWAY_SERVICE_TOKEN`: the fronts that may name the browser they call for; see
-    /// [`ServiceCredential`](verimail_kit::internal::ServiceCredential).
-    pub fronts: verimail_kit::internal::ServiceCredential,
-    /// `ADMIN_TOKEN`: what ops RPCs require; see [`AdminCredential`](verimail_kit::admin::AdminCredential).
-    pub admin: verimail_kit::admin::AdminCredential,
+    /// [`ServiceCredential`](verimail_server::internal::ServiceCredential).
+    pub fronts: verimail_server::internal::ServiceCredential,
+    /// `ADMIN_TOKEN`: what ops RPCs require; see [`AdminCredential`](verimail_server::admin::AdminCredential).
+    pub admin: verimail_server::admin::AdminCredential,
     /// `GRPC_TLS_CERT`, `GRPC_TLS_KEY`, `GRPC_TLS_CA`: mutual TLS on gRPC when set.
-    pub tls: verimail_kit::tls::GrpcTls,
+    pub tls: verimail_server::tls::GrpcTls,
     /// `METRICS_ADDR`: where `/metrics` is served (`off`: nowhere).
     pub metrics_addr: String,
     /// `ENUMERATION_SAFE_REGISTRATION` (default `true`): registering an address that has an
@@ -24,10 +24,10 @@ pub struct Config {
     /// `USER_GRPC_ADDR`
     pub grpc_addr: String,
     /// `DATABASE_URL`, `DATABASE_MAX_CONNECTIONS`, and the migration flags.
-    pub database: verimail_kit::db::DbConfig,
+    pub database: verimail_events::db::DbConfig,
     /// `NATS_URL`, its credentials (`NATS_USER`/`NATS_PASSWORD`, `NATS_TOKEN` or
     /// `NATS_CREDS`) and TLS (`NATS_TLS_*`).
-    pub nats: verimail_kit::bus::NatsConfig,
+    pub nats: verimail_events::bus::NatsConfig,
     /// `NATS_STREAM_REPLICAS`: servers that keep each stream this service declares.
     pub stream_replicas: usize,
     /// `PASSWORD_HASH_MEMORY_KIB`, `PASSWORD_HASH_ITERATIONS`, `PASSWORD_HASH_PARALLELISM`
@@ -53,19 +53,19 @@ impl Config {
             ));
         }
         let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(2);
-        let fronts = verimail_kit::internal::ServiceCredential::from_env(verimail_kit::internal::GATEWAY_TOKEN)?;
+        let fronts = verimail_server::internal::ServiceCredential::from_env(verimail_server::internal::GATEWAY_TOKEN)?;
         Ok(Config {
-            admin: verimail_kit::admin::AdminCredential::from_env(&[&fronts])?,
+            admin: verimail_server::admin::AdminCredential::from_env(&[&fronts])?,
             fronts,
-            tls: verimail_kit::tls::GrpcTls::from_env()?,
+            tls: verimail_server::tls::GrpcTls::from_env()?,
             metrics_addr: config::string("METRICS_ADDR", "127.0.0.1:9101"),
             enumeration_safe: config::parse("ENUMERATION_SAFE_REGISTRATION", true)?,
             limits: crate::limits::UserLimits::from_env()?,
-            outbox_retention: config::seconds("OUTBOX_RETENTION_SECONDS", verimail_kit::outbox::DEFAULT_RETENTION)?,
+            outbox_retention: config::seconds("OUTBOX_RETENTION_SECONDS", verimail_events::outbox::DEFAULT_RETENTION)?,
             grpc_addr: config::string("USER_GRPC_ADDR", "127.0.0.1:50051"),
-            database: verimail_kit::db::DbConfig::from_env("user.db")?,
-            nats: verimail_kit::bus::NatsConfig::from_env()?,
-            stream_replicas: config::stream_replicas()?,
+            database: verimail_events::db::DbConfig::from_env("user.db")?,
+            nats: verimail_events::bus::NatsConfig::from_env()?,
+            stream_replicas: verimail_events::bus::stream_replicas()?,
             hash_cost,
             hash_concurrency: config::parse("PASSWORD_HASH_CONCURRENCY", cores)?,
         })

@@ -56,7 +56,7 @@ impl Email {
             })?;
         }
         let address = candidate.to_lowercase();
-        let mailbox = verimail_kit::limits::mailbox(&address);
+        let mailbox = verimail_server::limits::mailbox(&address);
         Ok(Email(address, mailbox))
     }
 
@@ -65,7 +65,7 @@ impl Email {
     }
 
     /// The inbox this address delivers to, as far as the domain's rules tell
-    /// ([`verimail_kit::limits::mailbox`]): `Ann+1@Gmail.com` and `a.n.n@googlemail.com` are one.
+    /// ([`verimail_server::limits::mailbox`]): `Ann+1@Gmail.com` and `a.n.n@googlemail.com` are one.
     pub fn mailbox(&self) -> &str {
         &self.1
     }
@@ -183,7 +183,7 @@ fn hash_worker(queue: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>, params:
     let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
     // Taken on the first job, then kept: an instance that never hashes never holds it.
     let mut memory = Vec::new();
-    let in_flight = &verimail_kit::metrics::metrics().password_hashes_in_flight;
+    let in_flight = &crate::metrics::metrics().password_hashes_in_flight;
     loop {
         let job = match queue.lock() {
             Ok(queue) => queue.recv(),

@@ -27,7 +27,7 @@ impl UserError {
 impl From<UserError> for Status {
     fn from(err: UserError) -> Status {
         match err {
-            UserError::InvalidArgument { field, reason } => verimail_kit::grpc::invalid_argument(field, reason),
+            UserError::InvalidArgument { field, reason } => verimail_server::grpc::invalid_argument(field, reason),
             UserError::AlreadyExists => Status::already_exists(err.to_string()),
             UserError::NotFound => Status::not_found(err.to_string()),
             UserError::Db(ref source @ (DbErr::Conn(_) | DbErr::ConnectionAcquire(_))) => {

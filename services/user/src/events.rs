@@ -3,8 +3,9 @@
 use crate::store;
 use prost::Message;
 use sea_orm::DatabaseConnection;
-use verimail_kit::bus::{AUTH_STREAM, ConsumerSpec, Delivery, HandlerError, subjects};
+use verimail_events::bus::{AUTH_STREAM, ConsumerSpec, Delivery, HandlerError};
 use verimail_proto::events::v1::EmailVerified;
+use verimail_proto::subjects;
 
 /// Up to 64 events per transaction: under load one commit marks many users.
 pub fn email_verified_consumer(replicas: usize) -> ConsumerSpec {
@@ -37,7 +38,7 @@ pub async fn on_email_verified(db: &DatabaseConnection, deliveries: Vec<Delivery
         .collect();
     let verified: Vec<store::Verified> = events.iter().flatten().map(verified_by).collect();
     let marked = async {
-        let txn = verimail_kit::db::begin_write(db).await?;
+        let txn = verimail_events::db::begin_write(db).await?;
         let before = store::mark_verified(&txn, &verified).await?;
         txn.commit().await.map(|()| before)
     }

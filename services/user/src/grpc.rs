@@ -6,14 +6,14 @@ use crate::limits::UserLimiters;
 use crate::store::{self, Status, user};
 use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait};
 use tonic::{Request, Response};
-use verimail_kit::admin::AdminCredential;
-use verimail_kit::bus::subjects;
-use verimail_kit::internal::ServiceCredential;
-use verimail_kit::outbox::{self, OutboxEvent, OutboxRelay};
-use verimail_kit::paging::Page;
-use verimail_kit::rfc3339;
+use verimail_events::outbox::{self, OutboxEvent, OutboxRelay};
 use verimail_proto::events::v1 as events;
+use verimail_proto::subjects;
 use verimail_proto::user::v1::{self as pb, user_service_server::UserService};
+use verimail_server::admin::AdminCredential;
+use verimail_server::internal::ServiceCredential;
+use verimail_server::paging::Page;
+use verimail_server::rfc3339;
 
 pub struct UserGrpc {
     pub db: DatabaseConnection,
@@ -65,8 +65,8 @@ impl UserService for UserGrpc {
             pb::UserStatus::Unverified => Some(Status::Unverified),
             pb::UserStatus::Verified => Some(Status::Verified),
         };
-        let after = verimail_kit::time_filter("created_after", &request.created_after)?;
-        let before = verimail_kit::time_filter("created_before", &request.created_before)?;
+        let after = verimail_server::time_filter("created_after", &request.created_after)?;
+        let before = verimail_server::time_filter("created_before", &request.created_before)?;
         if let (Some(after), Some(before)) = (after, before)
             && after >= before
         {
@@ -104,13 +104,6 @@ impl UserService for UserGrpc {
     }
 }
 
-fn registered(outcome: &'static str) {
-    verimail_kit::metrics::metrics()
-        .registrations
-        .get_or_create(&verimail_kit::metrics::OutcomeLabel { outcome })
-        .inc();
-}
-
 impl UserGrpc {
     async fn register(&self, email: &str, password: &str) -> Result<String, UserError> {
         let email = Email::parse(email).map_err(|reason| UserError::invalid("email", reason))?;
@@ -125,7 +118,7 @@ impl UserGrpc {
         let now = chrono::Utc::now();
         let user_id = uuid::Uuid::now_v7().to_string();
         let registration = uuid::Uuid::now_v7().to_string();
-        let txn = verimail_kit::db::begin_write(&self.db).await?;
+        let txn = verimail_events::db::begin_write(&self.db).await?;
         let inserted = user::Entity::insert(user::ActiveModel {
             id: Set(user_id.clone()),
             email: Set(email.as_str().to_owned()),
@@ -139,7 +132,7 @@ impl UserGrpc {
         .exec_without_returning(&txn)
         .await;
         if let Err(err) = inserted {
-            if !verimail_kit::db::is_unique_violation(&err) {
+            if !verimail_events::db::is_unique_violation(&err) {
                 return Err(err.into());
             }
             // Two registrations of one address at once: the unique index decided that the
@@ -151,8 +144,8 @@ impl UserGrpc {
         enqueue_registered(&txn, &registration, &user_id, email.as_str()).await?;
         txn.commit().await?;
         self.relay.wake();
-        tracing::info!(%user_id, email = %verimail_kit::telemetry::email(email.as_str()), event_id = %registration, "user registered");
-        registered("new");
+        tracing::info!(%user_id, email = %verimail_server::telemetry::email(email.as_str()), event_id = %registration, "user registered");
+        crate::metrics::registered("new");
         Ok(user_id)
     }
 
@@ -180,13 +173,13 @@ impl UserGrpc {
             |existing_id: String| if self.enumeration_safe { uuid::Uuid::now_v7().to_string() } else { existing_id };
         if existing.status == Status::Unverified {
             let event_id = uuid::Uuid::now_v7().to_string();
-            let txn = verimail_kit::db::begin_write(&self.db).await?;
+            let txn = verimail_events::db::begin_write(&self.db).await?;
             if store::replace_unverified_password(&txn, &existing.id, &password_hash, &event_id).await? {
                 enqueue_registered(&txn, &event_id, &existing.id, &existing.email).await?;
                 txn.commit().await?;
                 self.relay.wake();
                 tracing::info!(user_id = %existing.id, %event_id, "unverified address registered again: the newer registration replaced the password");
-                registered("replaced");
+                crate::metrics::registered("replaced");
                 return Ok(answer(existing.id));
             }
             // Verified in the meantime: a registration of a verified address, below.
@@ -196,7 +189,7 @@ impl UserGrpc {
         }
         if self.limits.mail_to(email).is_err() {
             tracing::info!(user_id = %existing.id, "sign-up notice not sent: the mailbox had its emails for now");
-            registered("existing");
+            crate::metrics::registered("existing");
             return Ok(answer(existing.id));
         }
         let event = events::SignUpAttempted {
@@ -205,7 +198,7 @@ impl UserGrpc {
             email: existing.email,
             occurred_at: rfc3339(chrono::Utc::now()),
         };
-        let txn = verimail_kit::db::begin_write(&self.db).await?;
+        let txn = verimail_events::db::begin_write(&self.db).await?;
         outbox::enqueue(
             &txn,
             OutboxEvent::new(event.event_id.clone(), &event.user_id, subjects::USERS_SIGNUP_ATTEMPTED, &event),
@@ -214,7 +207,7 @@ impl UserGrpc {
         txn.commit().await?;
         self.relay.wake();
         tracing::info!(user_id = %existing.id, event_id = %event.event_id, "sign-up attempted on a registered address");
-        registered("existing");
+        crate::metrics::registered("existing");
         Ok(answer(existing.id))
     }
 

@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod limits;
+pub mod metrics;
 pub mod store;
 
 pub use app::App;

@@ -1,8 +1,8 @@
 //! user-service's rate limits, per client address and per email address.
 
 use std::time::Duration;
-use verimail_kit::config::ConfigError;
-use verimail_kit::limits::{Limiter, Rate, rate};
+use verimail_server::config::ConfigError;
+use verimail_server::limits::{Limiter, Rate, rate};
 
 /// Each `None` is off.
 #[derive(Debug, Clone)]

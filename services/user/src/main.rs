@@ -1,1 +1,1 @@
-verimail_kit::service_main!(verimail_user, "user-service", "user.db");
+verimail_events::service_main!(verimail_user, "user-service", "user.db");

@@ -55,8 +55,8 @@ mod create_users {
         VerifiedAt,
     }
 
-    pub fn migration() -> verimail_kit::db::SchemaMigration {
-        verimail_kit::db::SchemaMigration {
+    pub fn migration() -> verimail_events::db::SchemaMigration {
+        verimail_events::db::SchemaMigration {
             name: "m20261124_000001_create_users",
             tables: vec![
                 Table::create()
@@ -86,8 +86,8 @@ mod add_registration_event {
         RegistrationEventId,
     }
 
-    pub fn migration() -> verimail_kit::db::SchemaMigration {
-        verimail_kit::db::SchemaMigration {
+    pub fn migration() -> verimail_events::db::SchemaMigration {
+        verimail_events::db::SchemaMigration {
             name: "m20261202_000002_add_registration_event",
             tables: vec![],
             alters: vec![
@@ -102,7 +102,7 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        let mut migrations = verimail_kit::outbox::migration::migrations();
+        let mut migrations = verimail_events::outbox::migration::migrations();
         migrations.push(Box::new(create_users::migration()));
         migrations.push(Box::new(add_registration_event::migration()));
         migrations

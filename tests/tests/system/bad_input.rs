@@ -88,7 +88,7 @@ async fn malformed_registrations_get_invalid_argument_naming_the_field() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{email:?}");
-        assert_eq!(verimail_kit::grpc::bad_request_field(&status).as_deref(), Some(field), "{email:?}");
+        assert_eq!(verimail_server::grpc::bad_request_field(&status).as_deref(), Some(field), "{email:?}");
         assert!(status.message().starts_with(&format!("{field}: ")), "{}", status.message());
     }
     assert_eq!(user_by_email(&stack, "ok@example.com").await, Err(Code::NotFound));
@@ -110,7 +110,7 @@ async fn bad_lookups_and_resends_are_refused_precisely() {
         .await
         .unwrap_err();
     assert_eq!(not_uuid.code(), Code::InvalidArgument);
-    assert_eq!(verimail_kit::grpc::bad_request_field(&not_uuid).as_deref(), Some("user_id"));
+    assert_eq!(verimail_server::grpc::bad_request_field(&not_uuid).as_deref(), Some("user_id"));
     let no_key = users.clone().get_user(GetUserRequest { key: None }).await.unwrap_err();
     assert_eq!(no_key.code(), Code::InvalidArgument);
     let unknown = users
@@ -159,7 +159,7 @@ async fn an_oversized_message_is_refused_before_any_handler_and_unknown_paths_sh
         let request = verimail_proto::auth::v1::VerifyEmailRequest { token: token.into() };
         assert_eq!(wrong_server.verify_email(request).await.unwrap_err().code(), Code::Unimplemented);
     }
-    let text = verimail_kit::metrics::metrics().render();
+    let text = verimail_server::metrics::render();
     let unimplemented: Vec<&str> =
         text.lines().filter(|l| l.starts_with("verimail_rpc_requests_total") && l.contains("Unimplemented")).collect();
     assert!(!unimplemented.is_empty(), "{text}");

@@ -86,7 +86,7 @@ async fn bad_input_everywhere_gets_a_precise_answer_and_changes_nothing() {
         let register = RegisterUserRequest { email: email.into(), password: "correct horse battery".into() };
         let status = users.clone().register_user(register).await.unwrap_err();
         assert_eq!(
-            (status.code(), verimail_kit::grpc::bad_request_field(&status).as_deref()),
+            (status.code(), verimail_server::grpc::bad_request_field(&status).as_deref()),
             (Code::InvalidArgument, Some("email")),
             "RegisterUser {email:?}"
         );
@@ -117,7 +117,7 @@ async fn bad_input_everywhere_gets_a_precise_answer_and_changes_nothing() {
         let register = RegisterUserRequest { email: "new@example.com".into(), password: password.into() };
         let status = users.clone().register_user(register).await.unwrap_err();
         assert_eq!(
-            (status.code(), verimail_kit::grpc::bad_request_field(&status).as_deref()),
+            (status.code(), verimail_server::grpc::bad_request_field(&status).as_deref()),
             (Code::InvalidArgument, Some("password")),
             "password {password:?}"
         );
@@ -155,7 +155,7 @@ async fn bad_input_everywhere_gets_a_precise_answer_and_changes_nothing() {
             .await
             .unwrap_err();
         assert_eq!(
-            (status.code(), verimail_kit::grpc::bad_request_field(&status).as_deref()),
+            (status.code(), verimail_server::grpc::bad_request_field(&status).as_deref()),
             (Code::InvalidArgument, Some(field)),
             "code {email:?} {code:?}"
         );
@@ -168,7 +168,11 @@ async fn bad_input_everywhere_gets_a_precise_answer_and_changes_nothing() {
     ] {
         let request = IssueVerificationTokenRequest { user_id: user.into(), email: email.into(), ..Default::default() };
         let status = stack.issuer.clone().issue_verification_token(request).await.unwrap_err();
-        assert_eq!(verimail_kit::grpc::bad_request_field(&status).as_deref(), Some(field), "Issue {user:?} {email:?}");
+        assert_eq!(
+            verimail_server::grpc::bad_request_field(&status).as_deref(),
+            Some(field),
+            "Issue {user:?} {email:?}"
+        );
         tried += 1;
     }
     // The ops RPCs: each bad field named.
@@ -195,7 +199,7 @@ async fn bad_input_everywhere_gets_a_precise_answer_and_changes_nothing() {
     ];
     for (request, field) in list_users {
         let status = stack.users.clone().list_users(request.clone()).await.unwrap_err();
-        assert_eq!(verimail_kit::grpc::bad_request_field(&status).as_deref(), Some(field), "ListUsers {request:?}");
+        assert_eq!(verimail_server::grpc::bad_request_field(&status).as_deref(), Some(field), "ListUsers {request:?}");
         tried += 1;
     }
     let list_deliveries = [
@@ -206,7 +210,7 @@ async fn bad_input_everywhere_gets_a_precise_answer_and_changes_nothing() {
     ];
     for (request, field) in list_deliveries {
         let status = emails.clone().list_deliveries(request.clone()).await.unwrap_err();
-        assert_eq!(verimail_kit::grpc::bad_request_field(&status).as_deref(), Some(field), "{request:?}");
+        assert_eq!(verimail_server::grpc::bad_request_field(&status).as_deref(), Some(field), "{request:?}");
         tried += 1;
     }
     for event_id in ["", "not-a-uuid", "'; DROP TABLE deliveries; --"] {
@@ -214,12 +218,12 @@ async fn bad_input_everywhere_gets_a_precise_answer_and_changes_nothing() {
         let retry =
             emails.clone().retry_delivery(RetryDeliveryRequest { event_id: event_id.into() }).await.unwrap_err();
         for status in [get, retry] {
-            assert_eq!(verimail_kit::grpc::bad_request_field(&status).as_deref(), Some("event_id"), "{event_id:?}");
+            assert_eq!(verimail_server::grpc::bad_request_field(&status).as_deref(), Some("event_id"), "{event_id:?}");
             tried += 1;
         }
         let revoke = RevokeVerificationTokensRequest { user_id: event_id.into() };
         let status = auth.clone().revoke_verification_tokens(revoke).await.unwrap_err();
-        assert_eq!(verimail_kit::grpc::bad_request_field(&status).as_deref(), Some("user_id"), "{event_id:?}");
+        assert_eq!(verimail_server::grpc::bad_request_field(&status).as_deref(), Some("user_id"), "{event_id:?}");
         tried += 1;
     }
     // Well-formed but unknown: NOT_FOUND, nothing retried.

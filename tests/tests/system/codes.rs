@@ -3,7 +3,6 @@
 use crate::{EMAIL_WAIT, STATUS_WAIT, register};
 use std::time::Duration;
 use tonic::Code;
-use tonic_types::StatusExt;
 use verimail_proto::auth::v1::{VerifyEmailCodeRequest, VerifyOutcome};
 use verimail_proto::user::v1::{ResendVerificationRequest, UserStatus};
 use verimail_system_tests::browser::Browser;
@@ -18,10 +17,6 @@ async fn verify_code(stack: &Stack, email: &str, code: &str) -> Result<VerifyOut
 fn other_than(code: &str, n: u32) -> String {
     let value: u32 = code.parse().unwrap();
     format!("{:06}", (value + n) % 1_000_000)
-}
-
-fn reason(status: &tonic::Status) -> String {
-    status.get_details_error_info().map(|info| info.reason).unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,7 +56,7 @@ async fn verify_code_from(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_guessing_codes_spends_only_their_own_allowance_and_the_owner_still_verifies() {
-    let code_limit = Some(verimail_kit::limits::Rate::new(5, Duration::from_secs(3600)));
+    let code_limit = Some(verimail_server::limits::Rate::new(5, Duration::from_secs(3600)));
     let stack = Stack::start_with(StackOptions { code_limit, ..StackOptions::default() }).await;
     let user_id = register(&stack, "gus@example.com", "correct horse battery").await;
     let code = stack.smtp.wait_for("gus@example.com", 1, EMAIL_WAIT).await[0].verification_code();
@@ -93,14 +88,17 @@ async fn wrong_codes_from_many_clients_kill_the_codes_at_the_cap_and_a_new_email
         let client = format!("203.0.113.{n}");
         let wrong = verify_code_from(&stack, &client, "dave@example.com", &other_than(&code, n)).await.unwrap_err();
         assert_eq!(wrong.code(), Code::InvalidArgument, "wrong try {n}");
-        assert_eq!(verimail_kit::grpc::bad_request_field(&wrong).as_deref(), Some("code"));
+        assert_eq!(verimail_server::grpc::bad_request_field(&wrong).as_deref(), Some("code"));
     }
     // Locked, but only the right code may say so: a wrong one answers as for an unknown address.
     let unknown = verify_code(&stack, "nobody@example.com", &code).await.unwrap_err();
     let wrong = verify_code(&stack, "dave@example.com", &other_than(&code, 9)).await.unwrap_err();
     assert_eq!((wrong.code(), wrong.message()), (unknown.code(), unknown.message()), "a wrong code after the lock");
     let locked = verify_code(&stack, "dave@example.com", &code).await.unwrap_err();
-    assert_eq!((locked.code(), reason(&locked).as_str()), (Code::FailedPrecondition, "CODE_LOCKED"));
+    assert_eq!(
+        (locked.code(), verimail_proto::reasons::of(&locked).as_str()),
+        (Code::FailedPrecondition, verimail_proto::reasons::CODE_LOCKED)
+    );
     let page = Browser::new(&stack.gateway_url)
         .submit("/verify-code", &[("email".into(), "dave@example.com".into()), ("code".into(), code.clone())])
         .await;
@@ -143,7 +141,7 @@ async fn twenty_concurrent_wrong_codes_count_at_most_the_cap_on_postgresql() {
     println!("20 concurrent wrong codes counted as {counted} tries (cap 5)");
     assert_eq!(counted, 5);
     let locked = verify_code(&stack, "hal@example.com", &code).await.unwrap_err();
-    assert_eq!(reason(&locked), "CODE_LOCKED");
+    assert_eq!(verimail_proto::reasons::of(&locked), verimail_proto::reasons::CODE_LOCKED);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,7 +182,7 @@ async fn expired_malformed_and_unknown_codes_get_their_own_answers_and_change_no
     ] {
         let status = verify_code(&stack, email, typed).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{email:?} {typed:?}");
-        assert_eq!(verimail_kit::grpc::bad_request_field(&status).as_deref(), Some(field), "{email:?} {typed:?}");
+        assert_eq!(verimail_server::grpc::bad_request_field(&status).as_deref(), Some(field), "{email:?} {typed:?}");
     }
     // An address with no code answers like a wrong code: it tells nothing about accounts.
     let unknown = verify_code(&stack, "nobody@example.com", &code).await.unwrap_err();
@@ -200,7 +198,10 @@ async fn expired_malformed_and_unknown_codes_get_their_own_answers_and_change_no
         .await;
     assert_eq!((page.status, page.kind()), (400, "code"), "the page too: no 410 for a wrong code");
     let expired = verify_code(&stack, "faye@example.com", &code).await.unwrap_err();
-    assert_eq!((expired.code(), reason(&expired).as_str()), (Code::FailedPrecondition, "CODE_EXPIRED"));
+    assert_eq!(
+        (expired.code(), verimail_proto::reasons::of(&expired).as_str()),
+        (Code::FailedPrecondition, verimail_proto::reasons::CODE_EXPIRED)
+    );
     let page = Browser::new(&stack.gateway_url)
         .submit("/verify-code", &[("email".into(), "faye@example.com".into()), ("code".into(), code)])
         .await;

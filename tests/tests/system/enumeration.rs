@@ -119,7 +119,7 @@ async fn an_earlier_registration_gets_no_new_link_and_its_verification_is_refuse
     let refused = stack.issuer.clone().issue_verification_token(late).await.unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
     use tonic_types::StatusExt;
-    assert_eq!(refused.get_details_error_info().unwrap().reason, "REGISTRATION_SUPERSEDED");
+    assert_eq!(refused.get_details_error_info().unwrap().reason, verimail_proto::reasons::REGISTRATION_SUPERSEDED);
 
     // A verification of the first registration that reached the bus anyway (a click in the
     // moment before the second registration's email was issued): user-service refuses it.
@@ -131,8 +131,12 @@ async fn an_earlier_registration_gets_no_new_link_and_its_verification_is_refuse
         registration_event_id: first,
     };
     let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
-    let headers = verimail_kit::bus::event_headers(&stale.event_id, "test");
-    js.publish_with_headers("auth.email_verified", headers, stale.encode_to_vec().into()).await.unwrap().await.unwrap();
+    let headers = verimail_events::bus::event_headers(&stale.event_id, "test");
+    js.publish_with_headers(verimail_proto::subjects::AUTH_EMAIL_VERIFIED, headers, stale.encode_to_vec().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     let deadline = tokio::time::Instant::now() + STATUS_WAIT;
     loop {
         let request = verimail_proto::ops::v1::ListParkedRequest::default();

@@ -5,7 +5,7 @@ use async_nats::jetstream;
 use std::time::{Duration, Instant};
 use tonic::Code;
 use tonic_health::ServingStatus;
-use verimail_kit::bus;
+use verimail_events::bus;
 use verimail_proto::email::v1::{DeliveryStatus, ListDeliveriesRequest};
 use verimail_proto::ops::v1::parking_service_client::ParkingServiceClient;
 use verimail_proto::ops::v1::{ListParkedRequest, ParkedMessage, ReplayParkedRequest};
@@ -104,7 +104,7 @@ async fn a_poison_message_is_parked_listed_and_blocks_nothing_behind_it() {
     // Bytes that are no UserRegistered, on the subject email-service consumes.
     let js = jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
     js.publish_with_headers(
-        "users.registered",
+        verimail_proto::subjects::USERS_REGISTERED,
         bus::event_headers("poison-1", "verimail.events.v1.UserRegistered"),
         bytes::Bytes::from_static(&[0xff, 0xff, 0xff, 0x01]),
     )
@@ -119,7 +119,10 @@ async fn a_poison_message_is_parked_listed_and_blocks_nothing_behind_it() {
     let parked = list_parked(&stack.email_parking).await;
     assert_eq!(parked.len(), 1, "{parked:?}");
     let poison = &parked[0];
-    assert_eq!((poison.consumer.as_str(), poison.subject.as_str()), ("email-service", "users.registered"));
+    assert_eq!(
+        (poison.consumer.as_str(), poison.subject.as_str()),
+        ("email-service", verimail_proto::subjects::USERS_REGISTERED)
+    );
     assert_eq!(poison.event_id, "poison-1");
     assert!(poison.error.contains("undecodable"), "{poison:?}");
     assert_eq!(poison.attempts, 1, "it can never succeed, so it is parked at once");
@@ -164,7 +167,7 @@ async fn a_message_parked_after_its_attempts_is_replayed_by_rpc_and_delivered() 
 
     stack.smtp.come_back();
     let replayed = parking.replay_parked(ReplayParkedRequest { sequence: parked[0].sequence }).await.unwrap();
-    assert_eq!(replayed.into_inner().subject, "users.registered");
+    assert_eq!(replayed.into_inner().subject, verimail_proto::subjects::USERS_REGISTERED);
     batch::expect_one_email_each(&stack.smtp, std::slice::from_ref(&user), &Default::default(), LIMIT).await;
     assert!(list_parked(&stack.email_parking).await.is_empty());
     let status = parking.replay_parked(ReplayParkedRequest { sequence: parked[0].sequence }).await.unwrap_err();
@@ -193,7 +196,7 @@ async fn the_same_event_published_twice_has_one_effect() {
     batch::expect_one_email_each(&stack.smtp, &batch, &Default::default(), LIMIT).await;
 
     let js = jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
-    let stream = js.get_stream("USERS").await.unwrap();
+    let stream = js.get_stream(verimail_proto::streams::USERS).await.unwrap();
     let mut dropped = 0;
     for sequence in 1..=BATCH as u64 {
         let original = stream.get_raw_message(sequence).await.unwrap();
@@ -214,12 +217,12 @@ async fn the_same_event_published_twice_has_one_effect() {
     finish("same event twice", &stack, &batch, started).await;
 
     // And auth.email_verified twice for every user: still one verified user each.
-    let auth = js.get_stream("AUTH").await.unwrap();
+    let auth = js.get_stream(verimail_proto::streams::AUTH).await.unwrap();
     for sequence in 1..=BATCH as u64 {
         let original = auth.get_raw_message(sequence).await.unwrap();
         republish(&js, &original, &format!("again-{sequence}")).await;
     }
-    batch::wait_until_drained(&stack.nats.url(), "AUTH", "user-service", LIMIT).await;
+    batch::wait_until_drained(&stack.nats.url(), verimail_proto::streams::AUTH, "user-service", LIMIT).await;
     assert_eq!(batch::parked_count(&stack.nats.url()).await, 0);
     for user in batch.iter().step_by(10) {
         assert_eq!(stack.status_of(&user.user_id).await, verimail_proto::user::v1::UserStatus::Verified);
@@ -296,7 +299,7 @@ async fn email_service_killed_mid_batch_and_restarted_sends_each_email_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_service_killed_between_commit_and_publish_still_sends_every_event() {
     use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
-    use verimail_kit::outbox::entity;
+    use verimail_events::outbox::entity;
 
     let mut stack = ProcessStack::start().await;
     let started = Instant::now();

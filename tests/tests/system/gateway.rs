@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use verimail_kit::limits::Rate;
+use verimail_server::limits::Rate;
 use verimail_system_tests::{Stack, StackOptions};
 
 const HALF_SENT: usize = 300;

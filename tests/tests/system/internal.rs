@@ -4,8 +4,6 @@
 
 use tonic::Code;
 use tonic::metadata::MetadataValue;
-use verimail_kit::internal::{SERVICE_TOKEN, ServiceCredential};
-use verimail_kit::limits::Rate;
 use verimail_proto::auth::v1::{
     IssueVerificationTokenRequest, RevokeVerificationTokensRequest, auth_service_client::AuthServiceClient,
 };
@@ -17,6 +15,8 @@ use verimail_proto::user::v1::{
     GetUserRequest, ListUsersRequest, RegisterUserRequest, ResendVerificationRequest, get_user_request,
     user_service_client::UserServiceClient,
 };
+use verimail_server::internal::{SERVICE_TOKEN, ServiceCredential};
+use verimail_server::limits::Rate;
 use verimail_system_tests::{Stack, StackOptions, TEST_ADMIN_TOKEN, TEST_EMAIL_TOKEN, TEST_GATEWAY_TOKEN, for_browser};
 
 /// A caller presenting exactly the given metadata.
@@ -38,7 +38,7 @@ type Client = tonic::service::interceptor::InterceptedService<tonic::transport::
 async fn ops_rpcs(stack: &Stack, caller: &Caller) -> Vec<(&'static str, Code)> {
     let [user_addr, auth_addr, email_addr] = stack.grpc_addrs;
     let client = |addr: std::net::SocketAddr| -> Client {
-        let channel = verimail_kit::tls::GrpcTls::off().channel("test", &addr.to_string()).unwrap();
+        let channel = verimail_server::tls::GrpcTls::off().channel("test", &addr.to_string()).unwrap();
         tonic::service::interceptor::InterceptedService::new(channel, caller.clone())
     };
     let code = |answer: Result<(), tonic::Status>| answer.err().map_or(Code::Ok, |status| status.code());
@@ -90,7 +90,7 @@ async fn ops_rpcs(stack: &Stack, caller: &Caller) -> Vec<(&'static str, Code)> {
 }
 
 async fn issue_token(stack: &Stack, caller: &Caller) -> Code {
-    let channel = verimail_kit::tls::GrpcTls::off().channel("test", &stack.grpc_addrs[1].to_string()).unwrap();
+    let channel = verimail_server::tls::GrpcTls::off().channel("test", &stack.grpc_addrs[1].to_string()).unwrap();
     let request = IssueVerificationTokenRequest {
         user_id: "01937b5e-0000-7000-8000-000000000000".into(),
         email: "a@example.com".into(),
@@ -138,7 +138,7 @@ async fn internal_and_ops_rpcs_each_take_their_own_credential() {
     assert_eq!(issue_token(&stack, &Caller(vec![GATEWAY])).await, Code::PermissionDenied, "as the gateway");
     assert_eq!(issue_token(&stack, &Caller(vec![EMAIL])).await, Code::Ok);
     // Public RPCs need nothing.
-    let plain = verimail_kit::tls::GrpcTls::off().channel("test", &stack.grpc_addrs[0].to_string()).unwrap();
+    let plain = verimail_server::tls::GrpcTls::off().channel("test", &stack.grpc_addrs[0].to_string()).unwrap();
     UserServiceClient::new(plain)
         .register_user(RegisterUserRequest {
             email: "pub@example.com".into(),
@@ -155,7 +155,7 @@ async fn only_a_trusted_caller_may_name_the_client_it_calls_for() {
         ..StackOptions::default()
     })
     .await;
-    let plain = verimail_kit::tls::GrpcTls::off().channel("test", &stack.grpc_addrs[0].to_string()).unwrap();
+    let plain = verimail_server::tls::GrpcTls::off().channel("test", &stack.grpc_addrs[0].to_string()).unwrap();
     let resend_as = |client: &'static str, credential: Option<&'static str>| {
         let channel = plain.clone();
         async move {

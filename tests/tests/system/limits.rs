@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 use tonic::Code;
-use verimail_kit::limits::{Rate, retry_after};
 use verimail_proto::auth::v1::VerifyEmailCodeRequest;
 use verimail_proto::user::v1::{GetUserRequest, RegisterUserRequest, ResendVerificationRequest, get_user_request};
+use verimail_server::limits::{Rate, retry_after};
 use verimail_system_tests::browser::Browser;
 use verimail_system_tests::{Stack, StackOptions};
 

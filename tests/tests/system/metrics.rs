@@ -83,11 +83,12 @@ async fn metrics_count_what_the_flow_did() {
 
     let sent = |kind: &str, t: &str| sample(t, "verimail_emails_total", &[("kind", kind), ("outcome", "sent")]);
     let email = settled(&stack, Part::Email, |t| {
-        sent("users.registered", t) == Some(3.0) && sent("users.signup_attempted", t) == Some(1.0)
+        sent(verimail_proto::subjects::USERS_REGISTERED, t) == Some(3.0)
+            && sent(verimail_proto::subjects::USERS_SIGNUP_ATTEMPTED, t) == Some(1.0)
     })
     .await;
-    assert_eq!(sent("users.registered", &email), Some(3.0), "{email}");
-    assert_eq!(sent("users.signup_attempted", &email), Some(1.0), "{email}");
+    assert_eq!(sent(verimail_proto::subjects::USERS_REGISTERED, &email), Some(3.0), "{email}");
+    assert_eq!(sent(verimail_proto::subjects::USERS_SIGNUP_ATTEMPTED, &email), Some(1.0), "{email}");
     assert_eq!(sample(&email, "verimail_consumer_pending", &[("durable", "email-service")]), Some(0.0));
 
     let auth = scrape(&stack, Part::Auth).await;

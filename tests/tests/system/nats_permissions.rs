@@ -5,9 +5,10 @@ use crate::{EMAIL_WAIT, STATUS_WAIT, register};
 use async_nats::jetstream;
 use prost::Message;
 use std::time::Duration;
-use verimail_kit::bus::{self, NatsAuth, NatsConfig, subjects};
+use verimail_events::bus::{self, NatsAuth, NatsConfig};
 use verimail_proto::events::v1::{EmailVerified, UserRegistered};
 use verimail_proto::ops::v1::{ListParkedRequest, ReplayParkedRequest};
+use verimail_proto::subjects;
 use verimail_proto::user::v1::UserStatus;
 use verimail_system_tests::browser::Browser;
 use verimail_system_tests::{Stack, StackOptions, nats_password};
@@ -81,10 +82,10 @@ async fn with_a_user_per_service_the_flow_works_and_nobody_else_can_publish_what
     assert!(refused.is_err(), "auth-service published users.registered");
     // Nor pull from another service's consumer, or manage another's stream.
     let js = jetstream_of(&auth_service);
-    assert!(js.get_stream("USERS").await.is_err(), "auth-service read the USERS stream");
-    assert!(js.delete_stream("AUTH").await.is_err(), "auth-service deleted its stream");
+    assert!(js.get_stream(verimail_proto::streams::USERS).await.is_err(), "auth-service read the USERS stream");
+    assert!(js.delete_stream(verimail_proto::streams::AUTH).await.is_err(), "auth-service deleted its stream");
     let js = jetstream_of(&email_service);
-    assert!(js.get_stream("AUTH").await.is_err(), "email-service read the AUTH stream");
+    assert!(js.get_stream(verimail_proto::streams::AUTH).await.is_err(), "email-service read the AUTH stream");
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(stack.status_of(&victim).await, UserStatus::Unverified, "a forged event verified the user");

@@ -4,7 +4,7 @@ use crate::{EMAIL_WAIT, register};
 use async_nats::jetstream;
 use std::time::Duration;
 use tokio_stream::StreamExt;
-use verimail_kit::bus;
+use verimail_events::bus;
 use verimail_proto::email::v1::{DeliveryStatus, ListDeliveriesRequest};
 use verimail_system_tests::Stack;
 
@@ -21,7 +21,7 @@ async fn every_service_serves_health_and_reflection_v1_and_v1alpha() {
         (stack.grpc_addrs[2], "verimail.email.v1.EmailService", Some(PARKING)),
     ];
     for (addr, name, ops) in services {
-        let channel = verimail_kit::tls::GrpcTls::off().channel("test", &addr.to_string()).unwrap();
+        let channel = verimail_server::tls::GrpcTls::off().channel("test", &addr.to_string()).unwrap();
         let health = HealthClient::new(channel.clone())
             .check(HealthCheckRequest { service: name.into() })
             .await
@@ -87,7 +87,7 @@ async fn a_redelivered_registration_sends_nothing_twice() {
     // Put the same event on the stream again under a new message id, past JetStream's
     // de-duplication: the consumer sees it as a redelivery of the same event.
     let js = jetstream::new(async_nats::connect(stack.nats.url()).await.unwrap());
-    let stream = js.get_stream("USERS").await.unwrap();
+    let stream = js.get_stream(verimail_proto::streams::USERS).await.unwrap();
     let original = stream.get_raw_message(1).await.unwrap();
     js.publish_with_headers(
         original.subject.to_string(),
@@ -127,7 +127,7 @@ type Health = tonic_health::pb::health_client::HealthClient<tonic::transport::Ch
 use tonic_health::pb::health_check_response::ServingStatus;
 
 fn health_of(addr: std::net::SocketAddr) -> Health {
-    Health::new(verimail_kit::tls::GrpcTls::off().channel("test", &addr.to_string()).unwrap())
+    Health::new(verimail_server::tls::GrpcTls::off().channel("test", &addr.to_string()).unwrap())
 }
 
 async fn status(mut client: Health) -> ServingStatus {

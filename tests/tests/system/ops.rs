@@ -5,7 +5,6 @@ use crate::{EMAIL_WAIT, STATUS_WAIT, register};
 use std::collections::HashSet;
 use std::time::Duration;
 use tonic::Code;
-use tonic_types::StatusExt;
 use verimail_proto::auth::v1::{RevokeVerificationTokensRequest, VerifyEmailCodeRequest, VerifyEmailRequest};
 use verimail_proto::email::v1::{
     Delivery, DeliveryStatus, GetDeliveryRequest, ListDeliveriesRequest, RetryDeliveryRequest,
@@ -50,7 +49,7 @@ async fn list_users_pages_newest_first_and_filters_by_status_and_creation_time()
         if n == 3 {
             // Three users before this instant, four after.
             tokio::time::sleep(Duration::from_millis(20)).await;
-            middle = verimail_kit::rfc3339(chrono::Utc::now());
+            middle = verimail_server::rfc3339(chrono::Utc::now());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         registered.push(register(&stack, &format!("lister{n}@example.com"), "correct horse battery").await);
@@ -216,10 +215,6 @@ async fn a_parked_delivery_retried_by_hand_is_not_sent_again_by_a_replay() {
     assert!(stack.wait_for_status(&user_id, UserStatus::Verified, STATUS_WAIT).await);
 }
 
-fn reason(status: &tonic::Status) -> String {
-    status.get_details_error_info().map(|info| info.reason).unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_links_and_codes_stop_working_and_a_new_email_works() {
     let stack = Stack::start().await;
@@ -237,10 +232,18 @@ async fn revoked_links_and_codes_stop_working_and_a_new_email_works() {
 
     let token = mail.verification_link().split("token=").nth(1).unwrap().to_owned();
     let link = stack.auth.clone().verify_email(VerifyEmailRequest { token }).await.unwrap_err();
-    assert_eq!((link.code(), reason(&link).as_str()), (Code::FailedPrecondition, "TOKEN_REVOKED"), "{link:?}");
+    assert_eq!(
+        (link.code(), verimail_proto::reasons::of(&link).as_str()),
+        (Code::FailedPrecondition, verimail_proto::reasons::TOKEN_REVOKED),
+        "{link:?}"
+    );
     let code = VerifyEmailCodeRequest { email: "revoke@example.com".into(), code: mail.verification_code() };
     let code = stack.auth.clone().verify_email_code(code).await.unwrap_err();
-    assert_eq!((code.code(), reason(&code).as_str()), (Code::FailedPrecondition, "CODE_REVOKED"), "{code:?}");
+    assert_eq!(
+        (code.code(), verimail_proto::reasons::of(&code).as_str()),
+        (Code::FailedPrecondition, verimail_proto::reasons::CODE_REVOKED),
+        "{code:?}"
+    );
     // Through the page too: the user is told to ask for a new email.
     let page = reqwest::Client::new()
         .post(format!("{}/verify-email", stack.gateway_url))

@@ -13,8 +13,8 @@ const LIMIT: Duration = Duration::from_secs(120);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_node_nats_cluster_loses_the_stream_leader_mid_batch_and_nothing_is_lost() {
     let mut stack = Stack::start_with(StackOptions { nats_nodes: 3, ..StackOptions::default() }).await;
-    let js = jetstream::new(async_nats::connect(verimail_kit::bus::servers(&stack.nats.url())).await.unwrap());
-    let mut users_stream = js.get_stream("USERS").await.expect("USERS stream");
+    let js = jetstream::new(async_nats::connect(verimail_events::bus::servers(&stack.nats.url())).await.unwrap());
+    let mut users_stream = js.get_stream(verimail_proto::streams::USERS).await.expect("USERS stream");
     drop(js);
     let info = users_stream.info().await.expect("stream info").clone();
     assert_eq!(info.config.num_replicas, 3, "streams are kept on three servers");
@@ -37,8 +37,15 @@ async fn a_three_node_nats_cluster_loses_the_stream_leader_mid_batch_and_nothing
     // The two nodes left elected a new leader and carried on.
     let new_leader = loop {
         let asked = async {
-            let client = async_nats::connect(verimail_kit::bus::servers(&stack.nats.url())).await.ok()?;
-            let info = jetstream::new(client).get_stream("USERS").await.ok()?.info().await.ok()?.clone();
+            let client = async_nats::connect(verimail_events::bus::servers(&stack.nats.url())).await.ok()?;
+            let info = jetstream::new(client)
+                .get_stream(verimail_proto::streams::USERS)
+                .await
+                .ok()?
+                .info()
+                .await
+                .ok()?
+                .clone();
             info.cluster.and_then(|c| c.leader)
         };
         match tokio::time::timeout(Duration::from_secs(5), asked).await {

@@ -4,8 +4,8 @@
 use crate::{EMAIL_WAIT, STATUS_WAIT, register};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-use verimail_kit::tls::GrpcTls;
 use verimail_proto::user::v1::UserStatus;
+use verimail_server::tls::GrpcTls;
 use verimail_system_tests::browser::Browser;
 use verimail_system_tests::pki::TestCa;
 use verimail_system_tests::{Stack, StackOptions};

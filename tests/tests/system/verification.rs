@@ -102,7 +102,7 @@ async fn a_tampered_token_gets_the_invalid_page_and_invalid_argument() {
 
     let status = stack.auth.clone().verify_email(VerifyEmailRequest { token: tampered }).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert_eq!(verimail_kit::grpc::bad_request_field(&status).as_deref(), Some("token"));
+    assert_eq!(verimail_server::grpc::bad_request_field(&status).as_deref(), Some("token"));
 
     for junk in ["", "not-a-token", "v4.public.abc"] {
         let page = browser.submit("/verify-email", &[("token".into(), junk.into())]).await;

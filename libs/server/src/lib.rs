@@ -1,20 +1,16 @@
-//! What every Verimail service shares: typed configuration helpers, telemetry set-up, the gRPC
-//! server bootstrap (health + reflection), the database connection, the JetStream bus and the
-//! transactional outbox with its relay.
+//! What every Verimail process needs to serve, the gateway included: configuration, telemetry,
+//! the gRPC bootstrap (health that follows the checks it is given, reflection), metrics
+//! plumbing, TLS, shutdown, the command line, credentials, rate limits and paging.
+//! Nothing here knows a database or NATS (that is `verimail-events`), nor one service's rules.
 
 pub mod admin;
-pub mod backoff;
-pub mod bus;
 pub mod cli;
 pub mod config;
-pub mod db;
 pub mod grpc;
 pub mod internal;
 pub mod limits;
 pub mod metrics;
-pub mod outbox;
 pub mod paging;
-pub mod parking;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;

@@ -11,17 +11,9 @@ use sea_orm_migration::prelude::{IndexCreateStatement, TableAlterStatement, Tabl
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
 use std::sync::Arc;
 use std::time::Duration;
+use verimail_server::config;
 
-/// What a process does about the schema at start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Migrations {
-    /// Apply pending migrations, one instance at a time (the default).
-    #[default]
-    Apply,
-    /// `--no-migrate`: apply nothing, and refuse to start while migrations are pending (for
-    /// deployments that migrate in a job of their own).
-    Check,
-}
+pub use verimail_server::cli::Migrations;
 
 /// How long a statement waits for a pooled connection before the database counts as
 /// unreachable.
@@ -42,7 +34,7 @@ pub struct DbConfig {
 impl std::fmt::Debug for DbConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DbConfig")
-            .field("url", &crate::config::redact_url(&self.url))
+            .field("url", &verimail_server::config::redact_url(&self.url))
             .field("max_connections", &self.max_connections)
             .field("migrations", &self.migrations)
             .finish()
@@ -50,15 +42,15 @@ impl std::fmt::Debug for DbConfig {
 }
 
 impl DbConfig {
-    pub fn from_env(default_file: &str) -> Result<DbConfig, crate::config::ConfigError> {
-        let max_connections = crate::config::parse("DATABASE_MAX_CONNECTIONS", 16u32)?;
+    pub fn from_env(default_file: &str) -> Result<DbConfig, verimail_server::config::ConfigError> {
+        let max_connections = verimail_server::config::parse("DATABASE_MAX_CONNECTIONS", 16u32)?;
         if max_connections < 2 {
-            return Err(crate::config::ConfigError::new(
+            return Err(verimail_server::config::ConfigError::new(
                 "DATABASE_MAX_CONNECTIONS",
                 "must be at least 2 (migrating holds one connection for its lock)",
             ));
         }
-        Ok(DbConfig { url: crate::config::database_url(default_file), max_connections, migrations: Migrations::Apply })
+        Ok(DbConfig { url: database_url(default_file), max_connections, migrations: Migrations::Apply })
     }
 
     /// These settings for `url`, migrating at start, with a small pool (tests, tools).
@@ -73,7 +65,7 @@ pub async fn migrate_only<M: MigratorTrait>(default_file: &str) -> anyhow::Resul
     let config = DbConfig::from_env(default_file)?;
     let db = connect_with::<M>(&config).await?;
     let applied = M::get_applied_migrations(&db).await?.len();
-    tracing::info!(database = %crate::config::redact_url(&config.url), applied, "migrated; exiting (--migrate-only)");
+    tracing::info!(database = %verimail_server::config::redact_url(&config.url), applied, "migrated; exiting (--migrate-only)");
     db.close().await?;
     Ok(())
 }
@@ -117,7 +109,7 @@ pub async fn connect_with<M: MigratorTrait>(config: &DbConfig) -> Result<Databas
             Ok(db) => break db,
             Err(DbErr::Conn(e)) => {
                 let delay = backoff.next_delay();
-                tracing::warn!(database = %crate::config::redact_url(url), error = %e, retry_in = ?delay, "database is not reachable yet");
+                tracing::warn!(database = %verimail_server::config::redact_url(url), error = %e, retry_in = ?delay, "database is not reachable yet");
                 tokio::time::sleep(delay).await;
             }
             Err(e) => return Err(e),
@@ -283,6 +275,11 @@ pub fn is_unique_violation(err: &DbErr) -> bool {
     matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
 }
 
+/// This service's database, `DATABASE_URL`, defaulting to a SQLite file under `data/`.
+pub fn database_url(default_file: &str) -> String {
+    config::var("DATABASE_URL").unwrap_or_else(|| format!("sqlite://data/{default_file}?mode=rwc"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::{Migrations, SchemaMigration, sqlite_path};
@@ -361,11 +358,17 @@ mod tests {
 
     #[test]
     fn logs_never_show_a_password() {
-        assert_eq!(crate::config::redact_url("postgres://app:s3cret@db:5432/user"), "postgres://app:***@db:5432/user");
         assert_eq!(
-            crate::config::redact_url("postgres://postgres@127.0.0.1/verimail"),
+            verimail_server::config::redact_url("postgres://app:s3cret@db:5432/user"),
+            "postgres://app:***@db:5432/user"
+        );
+        assert_eq!(
+            verimail_server::config::redact_url("postgres://postgres@127.0.0.1/verimail"),
             "postgres://postgres@127.0.0.1/verimail"
         );
-        assert_eq!(crate::config::redact_url("sqlite://data/user.db?mode=rwc"), "sqlite://data/user.db?mode=rwc");
+        assert_eq!(
+            verimail_server::config::redact_url("sqlite://data/user.db?mode=rwc"),
+            "sqlite://data/user.db?mode=rwc"
+        );
     }
 }

@@ -5,7 +5,6 @@
 
 use crate::backoff::Backoff;
 use crate::bus;
-use crate::shutdown::Shutdown;
 use async_nats::jetstream;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
@@ -17,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::Instrument;
+use verimail_server::shutdown::Shutdown;
 
 pub mod entity {
     use sea_orm::entity::prelude::*;
@@ -146,7 +146,7 @@ impl OutboxEvent {
             subject,
             event_type: M::full_name(),
             payload: message.encode_to_vec(),
-            trace_context: crate::telemetry::current_traceparent(),
+            trace_context: verimail_server::telemetry::current_traceparent(),
         }
     }
 }
@@ -336,12 +336,12 @@ impl OutboxRelay {
                 messaging.message.id = %row.id,
                 trace_id = tracing::field::Empty,
             );
-            crate::telemetry::continue_trace(&span, |field| match field {
+            verimail_server::telemetry::continue_trace(&span, |field| match field {
                 "traceparent" => row.trace_context.clone(),
                 _ => None,
             });
             let mut headers = bus::event_headers(&row.id, &row.event_type);
-            for (field, value) in crate::telemetry::carrier(&span) {
+            for (field, value) in verimail_server::telemetry::carrier(&span) {
                 headers.insert(field.as_str(), value.as_str());
             }
             let publish = self.js.publish_with_headers(row.subject.clone(), headers, row.payload.clone().into());

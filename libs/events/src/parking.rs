@@ -1,7 +1,6 @@
 //! The operator's view of parked messages (`verimail.ops.v1.ParkingService`): list what a
 //! service's consumers gave up on, and replay one. The PARKED stream is the record.
 
-use crate::admin::AdminCredential;
 use crate::bus::{self, HEADER_MSG_ID, HEADER_PARKED_ATTEMPTS, HEADER_PARKED_ERROR, HEADER_PARKED_SUBJECT};
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::GetStreamErrorKind;
@@ -9,6 +8,7 @@ use async_nats::jetstream::{self, ErrorCode, stream::RawMessageErrorKind};
 use tonic::{Request, Response, Status};
 use verimail_proto::ops::v1 as pb;
 use verimail_proto::ops::v1::parking_service_server::ParkingServiceServer;
+use verimail_server::admin::AdminCredential;
 
 pub use verimail_proto::ops::v1::parking_service_server::SERVICE_NAME;
 
@@ -30,7 +30,7 @@ impl Parking {
         admin: AdminCredential,
     ) -> ParkingServiceServer<Parking> {
         ParkingServiceServer::new(Parking { js, durables, admin })
-            .max_decoding_message_size(crate::grpc::MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(verimail_server::grpc::MAX_MESSAGE_BYTES)
     }
 
     async fn parked_stream(&self) -> Result<Option<jetstream::stream::Stream>, Status> {
@@ -82,7 +82,7 @@ fn header(headers: &HeaderMap, name: &str) -> String {
 fn to_proto(durable: &str, message: jetstream::message::StreamMessage) -> pb::ParkedMessage {
     let headers = &message.headers;
     let parked_at = chrono::DateTime::from_timestamp(message.time.unix_timestamp(), message.time.nanosecond())
-        .map(crate::rfc3339)
+        .map(verimail_server::rfc3339)
         .unwrap_or_default();
     pb::ParkedMessage {
         sequence: message.sequence,
@@ -108,7 +108,7 @@ impl pb::parking_service_server::ParkingService for Parking {
         let limit = match request.limit {
             0 => DEFAULT_LIMIT,
             n if n > MAX_LIMIT => {
-                return Err(crate::grpc::invalid_argument("limit", format!("at most {MAX_LIMIT}")));
+                return Err(verimail_server::grpc::invalid_argument("limit", format!("at most {MAX_LIMIT}")));
             }
             n => n,
         } as usize;
@@ -130,7 +130,7 @@ impl pb::parking_service_server::ParkingService for Parking {
         self.admin.require(&request)?;
         let sequence = request.into_inner().sequence;
         if sequence == 0 {
-            return Err(crate::grpc::invalid_argument("sequence", "required: the sequence ListParked gives"));
+            return Err(verimail_server::grpc::invalid_argument("sequence", "required: the sequence ListParked gives"));
         }
         let not_found = || Status::not_found(format!("no parked message {sequence} for this service"));
         let stream = self.parked_stream().await?.ok_or_else(not_found)?;

@@ -5,12 +5,14 @@
 //! publish inside the stream's duplicate window) and `Verimail-Event-Type`.
 
 use crate::backoff::Backoff;
-use crate::shutdown::Shutdown;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use futures::StreamExt;
 use std::time::Duration;
 use tracing::Instrument;
+use verimail_proto::streams;
+use verimail_server::config;
+use verimail_server::shutdown::Shutdown;
 
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 /// The event's own id. Equal to `Nats-Msg-Id` but on a replay, which needs a new message id
@@ -30,18 +32,11 @@ pub struct StreamSpec {
 }
 
 /// Events owned by user-service.
-pub const USERS_STREAM: StreamSpec = StreamSpec { name: "USERS", subjects: &["users.>"] };
+pub const USERS_STREAM: StreamSpec = StreamSpec { name: streams::USERS, subjects: &[streams::USERS_SUBJECTS] };
 /// Events owned by auth-service.
-pub const AUTH_STREAM: StreamSpec = StreamSpec { name: "AUTH", subjects: &["auth.>"] };
+pub const AUTH_STREAM: StreamSpec = StreamSpec { name: streams::AUTH, subjects: &[streams::AUTH_SUBJECTS] };
 /// Messages every attempt failed on, one subject per consumer: `parked.<durable>`.
-pub const PARKED_STREAM: StreamSpec = StreamSpec { name: "PARKED", subjects: &["parked.>"] };
-
-pub mod subjects {
-    pub const USERS_REGISTERED: &str = "users.registered";
-    pub const USERS_VERIFICATION_REQUESTED: &str = "users.verification_requested";
-    pub const USERS_SIGNUP_ATTEMPTED: &str = "users.signup_attempted";
-    pub const AUTH_EMAIL_VERIFIED: &str = "auth.email_verified";
-}
+pub const PARKED_STREAM: StreamSpec = StreamSpec { name: streams::PARKED, subjects: &[streams::PARKED_SUBJECTS] };
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -103,7 +98,7 @@ impl std::fmt::Debug for NatsConfig {
             NatsAuth::CredsFile(path) => format!("creds file {}", path.display()),
         };
         f.debug_struct("NatsConfig")
-            .field("url", &crate::config::redact_url(&self.url))
+            .field("url", &verimail_server::config::redact_url(&self.url))
             .field("auth", &auth)
             .field("tls_ca", &self.tls_ca)
             .field("tls_client", &self.tls_client)
@@ -122,8 +117,8 @@ impl NatsConfig {
     /// In production a connection without credentials is refused unless
     /// `NATS_ALLOW_UNAUTHENTICATED=true` says so: whoever reaches the server could otherwise
     /// publish the events the services act on.
-    pub fn from_env() -> Result<NatsConfig, crate::config::ConfigError> {
-        use crate::config::{ConfigError, var};
+    pub fn from_env() -> Result<NatsConfig, verimail_server::config::ConfigError> {
+        use verimail_server::config::{ConfigError, var};
         // A file a variable names, which must be there.
         let file = |name: &'static str| match var(name).map(std::path::PathBuf::from) {
             Some(path) if !path.is_file() => Err(ConfigError::new(name, format!("{} is not a file", path.display()))),
@@ -147,8 +142,8 @@ impl NatsConfig {
             return Err(ConfigError::new("NATS_USER", "give one of NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS"));
         }
         let auth = methods.pop().unwrap_or_default();
-        let allow_unauthenticated = crate::config::parse("NATS_ALLOW_UNAUTHENTICATED", false)?;
-        if matches!(auth, NatsAuth::None) && crate::config::is_production() && !allow_unauthenticated {
+        let allow_unauthenticated = verimail_server::config::parse("NATS_ALLOW_UNAUTHENTICATED", false)?;
+        if matches!(auth, NatsAuth::None) && verimail_server::config::is_production() && !allow_unauthenticated {
             return Err(ConfigError::new(
                 "NATS_CREDS",
                 "production needs NATS credentials (NATS_CREDS, NATS_USER and NATS_PASSWORD, or NATS_TOKEN): \
@@ -163,8 +158,8 @@ impl NatsConfig {
             (Some(_), None) => return Err(ConfigError::new("NATS_TLS_KEY", "is required with NATS_TLS_CERT")),
             (None, Some(_)) => return Err(ConfigError::new("NATS_TLS_CERT", "is required with NATS_TLS_KEY")),
         };
-        let tls_required = crate::config::parse("NATS_TLS_REQUIRED", false)? || tls_ca.is_some();
-        Ok(NatsConfig { url: crate::config::nats_url(), auth, tls_ca, tls_client, tls_required })
+        let tls_required = verimail_server::config::parse("NATS_TLS_REQUIRED", false)? || tls_ca.is_some();
+        Ok(NatsConfig { url: nats_url(), auth, tls_ca, tls_client, tls_required })
     }
 
     async fn options(&self) -> std::io::Result<async_nats::ConnectOptions> {
@@ -176,7 +171,7 @@ impl NatsConfig {
             NatsAuth::CredsFile(path) => options.credentials_file(path).await?,
         };
         // A tls:// URL needs it too, whatever the variables say.
-        crate::tls::install_crypto_provider();
+        verimail_server::tls::install_crypto_provider();
         if let Some(ca) = &self.tls_ca {
             options = options.add_root_certificates(ca.clone());
         }
@@ -190,7 +185,7 @@ impl NatsConfig {
 /// Connects to NATS, waiting and retrying (with capped backoff) while no server is
 /// reachable instead of failing the service's start.
 pub async fn connect(nats: &NatsConfig) -> async_nats::Client {
-    let url = crate::config::redact_url(&nats.url);
+    let url = verimail_server::config::redact_url(&nats.url);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let connected = match nats.options().await {
@@ -263,7 +258,7 @@ pub fn event_id_of(headers: &HeaderMap) -> Option<String> {
 
 /// The subject a consumer parks messages under.
 pub fn parked_subject(durable: &str) -> String {
-    format!("parked.{durable}")
+    streams::parked_subject(durable)
 }
 
 /// How a durable consumer is set up and how often a failing message is retried.
@@ -498,7 +493,7 @@ fn delivery(spec: &ConsumerSpec, message: &jetstream::Message) -> Delivery {
         trace_id = tracing::field::Empty,
     );
     let headers = message.headers.as_ref();
-    crate::telemetry::continue_trace(&span, |field| headers?.get(field).map(|v| v.as_str().to_owned()));
+    verimail_server::telemetry::continue_trace(&span, |field| headers?.get(field).map(|v| v.as_str().to_owned()));
     Delivery {
         subject: message.subject.to_string(),
         payload: message.payload.clone(),
@@ -587,4 +582,19 @@ async fn park(
         result = publish().await;
     }
     result
+}
+
+/// The NATS server, `NATS_URL` (several, comma-separated, for a cluster).
+pub fn nats_url() -> String {
+    config::string("NATS_URL", "nats://127.0.0.1:4222")
+}
+
+/// `NATS_STREAM_REPLICAS`: how many servers keep each stream (1 to 5; 3 on a three-node
+/// cluster, so that losing one server loses nothing).
+pub fn stream_replicas() -> Result<usize, config::ConfigError> {
+    let replicas = config::parse("NATS_STREAM_REPLICAS", 1usize)?;
+    if !(1..=5).contains(&replicas) {
+        return Err(config::ConfigError::new("NATS_STREAM_REPLICAS", "must be between 1 and 5"));
+    }
+    Ok(replicas)
 }

@@ -87,26 +87,6 @@ pub fn is_production() -> bool {
     !matches!(environment(), Ok(Environment::Development))
 }
 
-/// The NATS server, `NATS_URL` (several, comma-separated, for a cluster).
-pub fn nats_url() -> String {
-    string("NATS_URL", "nats://127.0.0.1:4222")
-}
-
-/// `NATS_STREAM_REPLICAS`: how many servers keep each stream (1 to 5; 3 on a three-node
-/// cluster, so that losing one server loses nothing).
-pub fn stream_replicas() -> Result<usize, ConfigError> {
-    let replicas = parse("NATS_STREAM_REPLICAS", 1usize)?;
-    if !(1..=5).contains(&replicas) {
-        return Err(ConfigError::new("NATS_STREAM_REPLICAS", "must be between 1 and 5"));
-    }
-    Ok(replicas)
-}
-
-/// This service's database, `DATABASE_URL`, defaulting to a SQLite file under `data/`.
-pub fn database_url(default_file: &str) -> String {
-    var("DATABASE_URL").unwrap_or_else(|| format!("sqlite://data/{default_file}?mode=rwc"))
-}
-
 /// `url` with the password of its user information, if any, shown as `***`: for logs and
 /// `Debug` (a database or SMTP URL may carry credentials).
 pub fn redact_url(url: &str) -> String {
@@ -139,7 +119,5 @@ mod tests {
         assert_eq!(redact_url("postgres://app:hunter2@db:5432/users"), "postgres://app:***@db:5432/users");
         assert_eq!(redact_url("smtps://me%40x.org:p%40ss@mail.example"), "smtps://me%40x.org:***@mail.example");
         assert_eq!(redact_url("smtp://127.0.0.1:2525"), "smtp://127.0.0.1:2525");
-        let db = crate::db::DbConfig::url("postgres://app:hunter2@db/users");
-        assert!(!format!("{db:?}").contains("hunter2"), "{db:?}");
     }
 }

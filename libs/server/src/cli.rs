@@ -1,15 +1,25 @@
 //! The command line every binary takes; everything else is configured through the environment.
 //!
 //! - no flag: serve (a service with a database first applies pending migrations);
-//! - `--migrate-only` ([`crate::db::migrate_only`]) and `--no-migrate`
-//!   ([`crate::db::Migrations::Check`]): services with a database;
+//! - `--migrate-only` and `--no-migrate` ([`Migrations::Check`]): services with a database
+//!   (`verimail-events` applies them);
 //! - `--check-config`: read the configuration as serving would, report every variable set
 //!   that nothing reads (a typo, a setting of another part), and exit: 0 when both are clean;
 //! - `--health-check`: ask the instance running beside it (its gRPC health, or the gateway's
 //!   `/readyz`) whether it is ready, and exit 0 if so: a container health check.
 
-use crate::db::Migrations;
 use std::time::Duration;
+
+/// What a service with a database does with pending migrations at start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Migrations {
+    /// Apply pending migrations, one instance at a time (the default).
+    #[default]
+    Apply,
+    /// `--no-migrate`: apply nothing, and refuse to start while migrations are pending (for
+    /// deployments that migrate in a job of their own).
+    Check,
+}
 
 /// What the binary was asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,35 +81,6 @@ where
     // The exporter needs the runtime, so not on a worker thread.
     let _ = tokio::task::spawn_blocking(crate::telemetry::flush).await;
     result
-}
-
-/// The `main` of a service with a database and a gRPC server, from its crate (which has
-/// `App`, `Config` and `store::Migrator`), its name and its default SQLite file:
-/// `verimail_kit::service_main!(verimail_user, "user-service", "user.db");`
-#[macro_export]
-macro_rules! service_main {
-    ($service:ident, $name:literal, $db_file:literal) => {
-        #[tokio::main]
-        async fn main() -> anyhow::Result<()> {
-            use $crate::cli::{self, Mode};
-            use $service::{App, Config, store::Migrator};
-            $crate::telemetry::init($name);
-            let migrations = match cli::mode(true)? {
-                Mode::Serve(migrations) => migrations,
-                Mode::MigrateOnly => return $crate::db::migrate_only::<Migrator>($db_file).await,
-                Mode::CheckConfig => return cli::check_config(Config::from_env()),
-                Mode::HealthCheck => {
-                    let config = Config::from_env()?;
-                    return cli::grpc_health_check(&config.grpc_addr, &config.tls).await;
-                }
-            };
-            let mut config = Config::from_env()?;
-            config.database.migrations = migrations;
-            let app = App::build(config).await?;
-            tracing::info!(grpc = %app.grpc_addr(), concat!($name, " listening"));
-            cli::serve(|shutdown| app.run(shutdown)).await
-        }
-    };
 }
 
 /// Variables read by others than our configuration code, or set by every environment.

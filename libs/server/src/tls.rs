@@ -127,9 +127,10 @@ impl GrpcTls {
     }
 }
 
-/// rustls is built with two crypto providers in this workspace (ring, and aws-lc-rs through
-/// dependencies), so it cannot pick one itself; we use ring, as tonic's `tls-ring` does.
-pub(crate) fn install_crypto_provider() {
+/// Makes ring rustls's process-wide provider, as tonic's `tls-ring` uses it. ring is the only
+/// provider this workspace builds (`deny.toml` bans aws-lc-rs), but a library that builds its
+/// own rustls config asks for the process default, so it is installed before any TLS is set up.
+pub fn install_crypto_provider() {
     // An error means one is installed already, which is all we need.
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

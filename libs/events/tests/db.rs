@@ -1,9 +1,11 @@
 //! The database connection against the machine's real PostgreSQL.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 use sea_orm::EntityTrait;
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 use std::time::Duration;
-use verimail_kit::outbox::{self, entity};
+use verimail_events::outbox::{self, entity};
 use verimail_testkit::{PostgresDb, TcpDoor};
 
 struct OutboxOnly;
@@ -20,7 +22,7 @@ async fn connect_waits_for_postgresql_and_migrates_once_it_answers() {
     let door = TcpDoor::open(database.server_addr());
     door.set_open(false);
     let url = database.url_through(door.port());
-    let connecting = tokio::spawn(async move { verimail_kit::db::connect::<OutboxOnly>(&url).await });
+    let connecting = tokio::spawn(async move { verimail_events::db::connect::<OutboxOnly>(&url).await });
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!connecting.is_finished(), "it waits while the database does not answer");
     door.set_open(true);
@@ -32,5 +34,5 @@ async fn connect_waits_for_postgresql_and_migrates_once_it_answers() {
     assert_eq!(db.get_database_backend(), sea_orm::DbBackend::Postgres);
     assert!(entity::Entity::find().all(&db).await.unwrap().is_empty(), "the outbox table exists");
     // Migrations are idempotent: a second start (or a second instance) applies nothing new.
-    verimail_kit::db::connect::<OutboxOnly>(&database.url()).await.expect("connect again");
+    verimail_events::db::connect::<OutboxOnly>(&database.url()).await.expect("connect again");
 }

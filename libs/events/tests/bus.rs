@@ -1,5 +1,7 @@
 //! The outbox relay and the consume loop against a real nats-server and a real SQLite file.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
+
 use async_nats::jetstream;
 use prost::Message;
 use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait, TransactionTrait};
@@ -7,10 +9,10 @@ use sea_orm_migration::{MigrationTrait, MigratorTrait};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use verimail_kit::bus::{self, ConsumerSpec, HandlerError, USERS_STREAM};
-use verimail_kit::outbox::{self, OutboxEvent, OutboxRelay, entity};
-use verimail_kit::shutdown::Shutdown;
+use verimail_events::bus::{self, ConsumerSpec, HandlerError, USERS_STREAM};
+use verimail_events::outbox::{self, OutboxEvent, OutboxRelay, entity};
 use verimail_proto::events::v1::UserRegistered;
+use verimail_server::shutdown::Shutdown;
 use verimail_testkit::NatsServer;
 
 struct OutboxOnly;
@@ -23,7 +25,7 @@ impl MigratorTrait for OutboxOnly {
 
 async fn database(dir: &tempfile::TempDir) -> DatabaseConnection {
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("kit.db").display());
-    verimail_kit::db::connect::<OutboxOnly>(&url).await.unwrap()
+    verimail_events::db::connect::<OutboxOnly>(&url).await.unwrap()
 }
 
 async fn jetstream(nats: &NatsServer) -> jetstream::Context {
@@ -39,12 +41,12 @@ fn registered(n: u32) -> OutboxEvent {
         email: format!("u{n}@example.com"),
         occurred_at: String::new(),
     };
-    OutboxEvent::new(event.event_id.clone(), &event.user_id, "users.registered", &event)
+    OutboxEvent::new(event.event_id.clone(), &event.user_id, verimail_proto::subjects::USERS_REGISTERED, &event)
 }
 
 /// Publishes a test message on users.registered and waits for JetStream's ack.
 async fn publish(js: &jetstream::Context, id: &str, body: &'static str) {
-    js.publish_with_headers("users.registered", bus::event_headers(id, "test"), body.into())
+    js.publish_with_headers(verimail_proto::subjects::USERS_REGISTERED, bus::event_headers(id, "test"), body.into())
         .await
         .unwrap()
         .await
@@ -52,7 +54,7 @@ async fn publish(js: &jetstream::Context, id: &str, body: &'static str) {
 }
 
 async fn stream_messages(js: &jetstream::Context) -> u64 {
-    js.get_stream("USERS").await.unwrap().info().await.unwrap().state.messages
+    js.get_stream(verimail_proto::streams::USERS).await.unwrap().info().await.unwrap().state.messages
 }
 
 #[tokio::test]
@@ -80,7 +82,7 @@ async fn relay_publishes_each_committed_event_once_with_its_headers() {
     let rows = entity::Entity::find().all(&db).await.unwrap();
     assert!(rows.iter().all(|r| r.published_at.is_some() && r.attempts == 1));
 
-    let message = js.get_stream("USERS").await.unwrap().get_raw_message(1).await.unwrap();
+    let message = js.get_stream(verimail_proto::streams::USERS).await.unwrap().get_raw_message(1).await.unwrap();
     assert_eq!(message.headers.get(bus::HEADER_MSG_ID).unwrap().as_str(), "event-1");
     assert_eq!(message.headers.get(bus::HEADER_EVENT_TYPE).unwrap().as_str(), "verimail.events.v1.UserRegistered");
 }
@@ -115,7 +117,7 @@ async fn relay_waits_for_nats_and_publishes_once_it_is_back() {
     let db = database(&dir).await;
     let js = jetstream(&nats).await;
     // The stream does not take users.* subjects here, so publishing fails (no responders).
-    js.delete_stream("USERS").await.unwrap();
+    js.delete_stream(verimail_proto::streams::USERS).await.unwrap();
     outbox::enqueue(&db, registered(1)).await.unwrap();
     let relay = OutboxRelay::new(db.clone(), js.clone());
     assert!(relay.publish_pending().await.is_err());
@@ -136,7 +138,7 @@ async fn consumer_retries_then_parks_after_the_last_attempt() {
     publish(&js, "event-7", "payload").await;
 
     let attempts = Arc::new(AtomicUsize::new(0));
-    let mut spec = ConsumerSpec::new(USERS_STREAM, "test-consumer", "users.>");
+    let mut spec = ConsumerSpec::new(USERS_STREAM, "test-consumer", verimail_proto::streams::USERS_SUBJECTS);
     spec.max_deliver = 3;
     spec.backoff = vec![Duration::from_millis(50)];
     let seen = attempts.clone();
@@ -150,14 +152,16 @@ async fn consumer_retries_then_parks_after_the_last_attempt() {
     };
     let consumer = tokio::spawn(bus::consume(js.clone(), spec, handler, Shutdown::default()));
 
-    eventually(Duration::from_secs(10), "a parked message", async || match js.get_stream("PARKED").await {
-        Ok(mut stream) => stream.info().await.unwrap().state.messages == 1,
-        Err(_) => false,
+    eventually(Duration::from_secs(10), "a parked message", async || {
+        match js.get_stream(verimail_proto::streams::PARKED).await {
+            Ok(mut stream) => stream.info().await.unwrap().state.messages == 1,
+            Err(_) => false,
+        }
     })
     .await;
     let message = parked_message(&js).await;
     assert_eq!(message.0, "parked.test-consumer");
-    assert_eq!(message.1, "users.registered");
+    assert_eq!(message.1, verimail_proto::subjects::USERS_REGISTERED);
     assert_eq!(message.2, "attempt 3 failed");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(attempts.load(Ordering::SeqCst), 3, "no delivery after the last attempt");
@@ -179,7 +183,7 @@ async fn a_message_that_cannot_be_parked_on_its_last_attempt_comes_back_and_is_p
     let js = jetstream(&nats).await;
     publish(&js, "event-8", "payload").await;
     let attempts = Arc::new(AtomicUsize::new(0));
-    let mut spec = ConsumerSpec::new(USERS_STREAM, "test-unparkable", "users.>");
+    let mut spec = ConsumerSpec::new(USERS_STREAM, "test-unparkable", verimail_proto::streams::USERS_SUBJECTS);
     spec.max_deliver = 2;
     // Time to take the parking stream away before the last attempt.
     spec.backoff = vec![Duration::from_secs(1), Duration::from_millis(50)];
@@ -193,10 +197,10 @@ async fn a_message_that_cannot_be_parked_on_its_last_attempt_comes_back_and_is_p
     };
     let consumer = tokio::spawn(bus::consume(js.clone(), spec, handler, Shutdown::default()));
     eventually(Duration::from_secs(10), "a first attempt", async || attempts.load(Ordering::SeqCst) >= 1).await;
-    js.delete_stream("PARKED").await.unwrap();
+    js.delete_stream(verimail_proto::streams::PARKED).await.unwrap();
 
     let failures = || {
-        let text = verimail_kit::metrics::metrics().render();
+        let text = verimail_server::metrics::render();
         text.lines()
             .find(|line| line.starts_with("verimail_park_failures_total{durable=\"test-unparkable\"}"))
             .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
@@ -209,10 +213,10 @@ async fn a_message_that_cannot_be_parked_on_its_last_attempt_comes_back_and_is_p
     // Once the parking stream is back, the message is parked: nothing was lost.
     bus::declare_streams(&js, &[bus::PARKED_STREAM], 1).await.unwrap();
     eventually(Duration::from_secs(15), "the message parked", async || {
-        js.get_stream("PARKED").await.unwrap().info().await.unwrap().state.messages == 1
+        js.get_stream(verimail_proto::streams::PARKED).await.unwrap().info().await.unwrap().state.messages == 1
     })
     .await;
-    assert_eq!(parked_message(&js).await.1, "users.registered");
+    assert_eq!(parked_message(&js).await.1, verimail_proto::subjects::USERS_REGISTERED);
     println!(
         "parking failed {} times over {} attempts; parked once the stream was back",
         failures(),
@@ -222,7 +226,7 @@ async fn a_message_that_cannot_be_parked_on_its_last_attempt_comes_back_and_is_p
 }
 
 async fn parked_message(js: &jetstream::Context) -> (String, String, String) {
-    let stream = js.get_stream("PARKED").await.unwrap();
+    let stream = js.get_stream(verimail_proto::streams::PARKED).await.unwrap();
     let message = stream.get_raw_message(1).await.unwrap();
     let header = |name| message.headers.get(name).unwrap().as_str().to_owned();
     (message.subject.to_string(), header(bus::HEADER_PARKED_SUBJECT), header(bus::HEADER_PARKED_ERROR))
@@ -239,7 +243,7 @@ async fn consumer_acks_what_succeeds_and_a_permanent_failure_is_parked_at_once()
     let seen = attempts.clone();
     let consumer = tokio::spawn(bus::consume(
         js.clone(),
-        ConsumerSpec::new(USERS_STREAM, "test-permanent", "users.>"),
+        ConsumerSpec::new(USERS_STREAM, "test-permanent", verimail_proto::streams::USERS_SUBJECTS),
         move |delivery| {
             let seen = seen.clone();
             async move {
@@ -254,7 +258,7 @@ async fn consumer_acks_what_succeeds_and_a_permanent_failure_is_parked_at_once()
     ));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let consumer_info = js.get_stream("USERS").await.unwrap();
+        let consumer_info = js.get_stream(verimail_proto::streams::USERS).await.unwrap();
         let info = consumer_info.consumer_info("test-permanent").await;
         if let Ok(info) = info
             && info.num_ack_pending == 0
@@ -284,7 +288,7 @@ async fn on_shutdown_the_consumer_finishes_what_it_holds_acks_it_and_returns() {
     let shutdown = Shutdown::default();
     let consumer = tokio::spawn(bus::consume(
         js.clone(),
-        ConsumerSpec::new(USERS_STREAM, "test-drain", "users.>"),
+        ConsumerSpec::new(USERS_STREAM, "test-drain", verimail_proto::streams::USERS_SUBJECTS),
         move |_| {
             let (on_start, on_finish) = (on_start.clone(), on_finish.clone());
             async move {
@@ -300,7 +304,7 @@ async fn on_shutdown_the_consumer_finishes_what_it_holds_acks_it_and_returns() {
     shutdown.trigger();
     tokio::time::timeout(Duration::from_secs(5), consumer).await.expect("the consumer returned").unwrap();
     assert_eq!(finished.load(Ordering::SeqCst), 1, "the message in flight was finished");
-    let info = js.get_stream("USERS").await.unwrap().consumer_info("test-drain").await.unwrap();
+    let info = js.get_stream(verimail_proto::streams::USERS).await.unwrap().consumer_info("test-drain").await.unwrap();
     assert_eq!((info.ack_floor.stream_sequence, info.num_ack_pending), (1, 0), "and acked");
 }
 
@@ -317,7 +321,7 @@ async fn events_of_one_aggregate_go_out_in_order_and_published_rows_are_pruned_a
             email: "x@example.com".into(),
             occurred_at: String::new(),
         };
-        OutboxEvent::new(event.event_id.clone(), user, "users.registered", &event)
+        OutboxEvent::new(event.event_id.clone(), user, verimail_proto::subjects::USERS_REGISTERED, &event)
     };
     for (n, user) in [(1, "ada"), (2, "ada"), (3, "bob"), (4, "ada")] {
         outbox::enqueue(&db, about(n, user)).await.unwrap();
@@ -328,7 +332,7 @@ async fn events_of_one_aggregate_go_out_in_order_and_published_rows_are_pruned_a
     assert_eq!(relay.publish_pending().await.unwrap(), 1);
     assert_eq!(relay.publish_pending().await.unwrap(), 1);
     assert_eq!(relay.publish_pending().await.unwrap(), 0);
-    let stream = js.get_stream("USERS").await.unwrap();
+    let stream = js.get_stream(verimail_proto::streams::USERS).await.unwrap();
     let mut ada = Vec::new();
     for sequence in 1..=4 {
         let message = stream.get_raw_message(sequence).await.unwrap();
@@ -355,16 +359,16 @@ async fn events_of_one_aggregate_go_out_in_order_and_published_rows_are_pruned_a
 async fn opening_a_consumer_again_with_a_changed_spec_updates_it() {
     let nats = NatsServer::start();
     let js = jetstream(&nats).await;
-    let mut spec = ConsumerSpec::new(USERS_STREAM, "test-update", "users.>");
+    let mut spec = ConsumerSpec::new(USERS_STREAM, "test-update", verimail_proto::streams::USERS_SUBJECTS);
     bus::open_consumer(&js, &spec).await.unwrap();
     bus::open_consumer(&js, &spec).await.expect("the same spec again is fine");
     spec.max_deliver = 5;
     spec.ack_wait = Duration::from_secs(12);
     bus::open_consumer(&js, &spec).await.expect("a changed spec updates the consumer");
-    let info = js.get_stream("USERS").await.unwrap().consumer_info("test-update").await.unwrap();
+    let info = js.get_stream(verimail_proto::streams::USERS).await.unwrap().consumer_info("test-update").await.unwrap();
     // The consume loop counts attempts itself; JetStream never stops redelivering.
     assert_eq!((info.config.max_deliver, info.config.ack_wait), (-1, Duration::from_secs(12)));
-    let stream = js.get_stream("USERS").await.unwrap().get_info().await.unwrap();
+    let stream = js.get_stream(verimail_proto::streams::USERS).await.unwrap().get_info().await.unwrap();
     assert_eq!(stream.config.storage, jetstream::stream::StorageType::File);
     assert!(stream.config.duplicate_window >= Duration::from_secs(60), "longer than the relay's longest retry gap");
 }

@@ -30,7 +30,7 @@ async fn serve(
     health_service: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
     tls: &GrpcTls,
     shutdown: Shutdown,
-) -> Result<(), tonic::transport::Error> {
+) -> anyhow::Result<()> {
     // Reflection lists only what this server answers, though it can describe every type.
     let reflection = || {
         let builder = tonic_reflection::server::Builder::configure()
@@ -41,14 +41,8 @@ async fn serve(
             .with_service_name("grpc.health.v1.Health");
         served.iter().fold(builder, |builder, name| builder.with_service_name(*name))
     };
-    let reflection_v1 = reflection()
-        .build_v1()
-        .expect("the embedded descriptor sets are valid")
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()
-        .expect("the embedded descriptor sets are valid")
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let reflection_v1 = reflection().build_v1()?.max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let reflection_v1alpha = reflection().build_v1alpha()?.max_decoding_message_size(MAX_MESSAGE_BYTES);
     let health_service = health_service.max_decoding_message_size(MAX_MESSAGE_BYTES);
     let routes = routes.add_service(health_service).add_service(reflection_v1).add_service(reflection_v1alpha);
     let mut server = tonic::transport::Server::builder()
@@ -62,7 +56,8 @@ async fn serve(
         .layer(crate::metrics::RpcMetricsLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move { shutdown.wait().await })
-        .await
+        .await?;
+    Ok(())
 }
 
 /// INVALID_ARGUMENT naming the field, with google.rpc.BadRequest details for clients that read them.
@@ -100,10 +95,8 @@ pub struct Service {
     /// Their names, for health and reflection.
     pub served: Vec<&'static str>,
     pub background: Vec<Background>,
-    /// What it cannot work without: health says NOT_SERVING while either is unreachable.
-    pub nats: async_nats::Client,
-    pub db: sea_orm::DatabaseConnection,
-    /// Further dependencies health reflects (email-service: its SMTP server).
+    /// What it cannot work without (its database, NATS, an SMTP server): health says
+    /// NOT_SERVING while any of them fails. Each check's probe runs among `background`.
     pub checks: Vec<Check>,
     /// Mutual TLS when certificates are configured.
     pub tls: GrpcTls,
@@ -150,12 +143,12 @@ impl Check {
     }
 }
 
-/// Runs a whole service until `shutdown`: the gRPC server with health (checked against NATS
-/// and the database every second) and reflection, and the background tasks beside it. On
+/// Runs a whole service until `shutdown`: the gRPC server with health (following the
+/// service's checks) and reflection, and the background tasks beside it. On
 /// shutdown, health turns NOT_SERVING, the server finishes its calls in flight, and the
 /// background tasks drain (stop pulling, finish what they hold, flush the outbox) for at
 /// most [`DRAIN_LIMIT`].
-pub async fn run_service(service: Service, shutdown: Shutdown) -> Result<(), tonic::transport::Error> {
+pub async fn run_service(service: Service, shutdown: Shutdown) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     // Built only once NATS and the database answered, so it starts serving.
     for name in service.served.iter().copied() {
@@ -165,14 +158,7 @@ pub async fn run_service(service: Service, shutdown: Shutdown) -> Result<(), ton
     if let Some(listener) = service.metrics {
         tokio::spawn(crate::metrics::serve(listener, shutdown.clone()));
     }
-    let monitor = tokio::spawn(watch_health(
-        health,
-        service.served.clone(),
-        service.nats,
-        service.db,
-        service.checks,
-        shutdown.clone(),
-    ));
+    let monitor = tokio::spawn(watch_health(health, service.served.clone(), service.checks, shutdown.clone()));
     let result = serve(service.listener, service.routes, &service.served, health_service, &service.tls, shutdown).await;
     let drained = tokio::time::timeout(DRAIN_LIMIT, async {
         for task in tasks {
@@ -187,13 +173,11 @@ pub async fn run_service(service: Service, shutdown: Shutdown) -> Result<(), ton
     result
 }
 
-/// SERVING while NATS is connected, the database answers and every further check passes,
-/// NOT_SERVING otherwise and from the shutdown signal on. Checks once a second.
+/// SERVING while every check passes, NOT_SERVING otherwise and from the shutdown signal on.
+/// Reads the checks' last results once a second.
 async fn watch_health(
     health: tonic_health::server::HealthReporter,
     served: Vec<&'static str>,
-    nats: async_nats::Client,
-    db: sea_orm::DatabaseConnection,
     checks: Vec<Check>,
     shutdown: Shutdown,
 ) {
@@ -201,13 +185,10 @@ async fn watch_health(
     // run_service set SERVING before the first check.
     let mut last = ServingStatus::Serving;
     loop {
-        let nats_up = nats.connection_state() == async_nats::connection::State::Connected;
-        let db_up = matches!(tokio::time::timeout(Duration::from_secs(2), db.ping()).await, Ok(Ok(())));
         let down: Vec<&str> = checks.iter().filter(|check| !check.is_up()).map(|check| check.name).collect();
-        let status =
-            if nats_up && db_up && down.is_empty() { ServingStatus::Serving } else { ServingStatus::NotServing };
+        let status = if down.is_empty() { ServingStatus::Serving } else { ServingStatus::NotServing };
         if status != last {
-            tracing::warn!(nats = nats_up, database = db_up, ?down, ?status, "health changed");
+            tracing::warn!(?down, ?status, "health changed");
             for name in served.iter().copied().chain([""]) {
                 health.set_service_status(name, status).await;
             }

@@ -33,7 +33,7 @@ impl FromStr for Rate {
 
 impl Rate {
     pub fn new(count: u32, per: Duration) -> Rate {
-        Rate { count: NonZeroU32::new(count.max(1)).expect("at least 1"), per }
+        Rate { count: NonZeroU32::new(count).unwrap_or(NonZeroU32::MIN), per }
     }
 }
 
@@ -75,7 +75,8 @@ impl Limiter {
     pub fn with_max_keys(what: &'static str, rate: Option<Rate>, max_keys: usize) -> Limiter {
         let limiter = rate.map(|rate| {
             let period = rate.per / rate.count.get();
-            let quota = Quota::with_period(period.max(Duration::from_nanos(1))).expect("a period above zero");
+            // A period of zero (a count above the nanoseconds in `per`) means no wait at all.
+            let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX));
             std::sync::Arc::new(RateLimiter::keyed(quota.allow_burst(rate.count)))
         });
         if let (Some(limiter), Ok(runtime)) = (&limiter, tokio::runtime::Handle::try_current()) {

@@ -1,0 +1,79 @@
+//! The event backbone of the services that own data: the database connection and its single
+//! writer, JetStream streams, publishing, consuming with retry and parking, and the
+//! transactional outbox with its relay. What a process needs to serve (configuration, gRPC,
+//! metrics plumbing) is `verimail-server`; the names of streams and subjects are the contracts'
+//! (`verimail-proto`).
+
+pub mod backoff;
+pub mod bus;
+pub mod db;
+pub mod metrics;
+pub mod outbox;
+pub mod parking;
+
+#[doc(hidden)]
+pub use verimail_server as server;
+
+/// The `main` of a service with a database and a gRPC server, from its crate (which has
+/// `App`, `Config` and `store::Migrator`), its name and its default SQLite file:
+/// `verimail_events::service_main!(verimail_user, "user-service", "user.db");`
+#[macro_export]
+macro_rules! service_main {
+    ($service:ident, $name:literal, $db_file:literal) => {
+        #[tokio::main]
+        async fn main() -> anyhow::Result<()> {
+            use $crate::server::cli::{self, Mode};
+            use $service::{App, Config, store::Migrator};
+            $crate::server::telemetry::init($name);
+            let migrations = match cli::mode(true)? {
+                Mode::Serve(migrations) => migrations,
+                Mode::MigrateOnly => return $crate::db::migrate_only::<Migrator>($db_file).await,
+                Mode::CheckConfig => return cli::check_config(Config::from_env()),
+                Mode::HealthCheck => {
+                    let config = Config::from_env()?;
+                    return cli::grpc_health_check(&config.grpc_addr, &config.tls).await;
+                }
+            };
+            let mut config = Config::from_env()?;
+            config.database.migrations = migrations;
+            let app = App::build(config).await?;
+            tracing::info!(grpc = %app.grpc_addr(), concat!($name, " listening"));
+            cli::serve(|shutdown| app.run(shutdown)).await
+        }
+    };
+}
+
+use verimail_server::grpc::{Background, Check};
+use verimail_server::shutdown::Shutdown;
+
+/// How often health probes NATS and the database.
+const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The health checks of what a service with events stands on: NATS connected and the database
+/// answering (within 2 s), each probed once a second; the probes run among the background tasks.
+pub fn backbone_checks(
+    nats: async_nats::Client,
+    db: sea_orm::DatabaseConnection,
+    shutdown: &Shutdown,
+) -> (Vec<Check>, Vec<Background>) {
+    let (nats, nats_probe) = Check::every("nats", PROBE_EVERY, shutdown.clone(), move || {
+        let state = nats.connection_state();
+        async move {
+            match state {
+                async_nats::connection::State::Connected => Ok(()),
+                other => Err(format!("NATS is {other:?}")),
+            }
+        }
+    });
+    let (database, database_probe) = Check::every("database", PROBE_EVERY, shutdown.clone(), move || {
+        let db = db.clone();
+        async move {
+            match tokio::time::timeout(std::time::Duration::from_secs(2), db.ping()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err("no answer within 2 s".to_owned()),
+            }
+        }
+    });
+    (vec![nats, database], vec![nats_probe, database_probe])
+}

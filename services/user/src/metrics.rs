@@ -1,0 +1,37 @@
+//! user-service's metric families, registered when the service is built.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use std::sync::LazyLock;
+use verimail_server::metrics::register;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+pub struct Metrics {
+    /// `outcome` new or existing (an enumeration-safe answer to a taken address).
+    pub registrations: Family<OutcomeLabel, Counter>,
+    pub password_hashes_in_flight: Gauge,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+    registrations: register("registrations", "RegisterUser calls that succeeded, by outcome", Family::default()),
+    password_hashes_in_flight: register(
+        "password_hashes_in_flight",
+        "argon2id hashes being computed now",
+        Gauge::default(),
+    ),
+});
+
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+/// A registration that succeeded, `outcome` new or existing.
+pub fn registered(outcome: &'static str) {
+    metrics().registrations.get_or_create(&OutcomeLabel { outcome }).inc();
+}
