@@ -33,6 +33,9 @@ fi
 
 echo "== SQLite variant"
 if nextest; then run -E 'not test(/postgresql/)'; else run -- --skip postgresql; fi
+# nextest does not run doctests; the ones that matter say what must not compile.
+echo "== Doctests"
+cargo test --workspace --doc
 
 pg_url="${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432}"
 pg_hostport="${pg_url#*://}"; pg_hostport="${pg_hostport#*@}"; pg_hostport="${pg_hostport%%/*}"

@@ -1,5 +1,7 @@
 //! The gateway: the pages behind the verification link (verify, result, resend),
-//! `/healthz` (alive) and `/readyz` (the services it calls answer SERVING). Thin on purpose: every decision is a gRPC call to a service.
+//! `/healthz` (alive) and `/readyz` (the services it calls answer SERVING).
+//! Thin on purpose: every decision is a gRPC call to a service, and it holds no data (no
+//! database, no NATS: it depends on `verimail-server` alone).
 
 pub mod client;
 pub mod config;

@@ -1,6 +1,7 @@
 //! The whole stack for system tests: a nats-server of its own, the three services and the
 //! gateway on free ports with temporary SQLite files, and an SMTP server inside the test.
-//! Helpers hide ports and processes; assertions stay in the tests.
+//! Helpers hide ports and processes; assertions stay in the tests (`tests/tests/system`), and
+//! parts that are not Verimail's (nats-server, PostgreSQL) come from `verimail-testkit`.
 
 pub mod batch;
 pub mod browser;

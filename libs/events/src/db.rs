@@ -249,6 +249,19 @@ impl MigrationTrait for SchemaMigration {
     }
 }
 
+/// The answer to a caller whose request failed on `database` ("user", "auth", "email"):
+/// UNAVAILABLE (retry later) when the database could not be reached ([`is_unavailable`]),
+/// INTERNAL for a statement's own failure, which a retry would not mend. Logged either way.
+pub fn status_of(database: &str, err: &DbErr) -> tonic::Status {
+    if is_unavailable(err) {
+        tracing::error!(error = %err, database, "database unavailable");
+        tonic::Status::unavailable(format!("the {database} database is unavailable; retry later"))
+    } else {
+        tracing::error!(error = %err, database, "database error");
+        tonic::Status::internal("internal error")
+    }
+}
+
 /// Whether `err` means the database could not be reached (no connection, a connection cut,
 /// the pool closed or out of connections): worth retrying later, UNAVAILABLE to a caller;
 /// anything else is the statement's own failure.

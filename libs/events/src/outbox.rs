@@ -8,8 +8,8 @@ use crate::bus;
 use async_nats::jetstream;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -151,14 +151,23 @@ impl OutboxEvent {
     }
 }
 
-/// Writes the event row; call it on the transaction that makes the state change.
-pub async fn enqueue<C: ConnectionTrait>(conn: &C, event: OutboxEvent) -> Result<(), DbErr> {
-    enqueue_all(conn, vec![event]).await
+/// Writes the event row, on the transaction that makes the state change (from
+/// [`crate::db::begin_write`], so on SQLite it is the file's one writer). Only a transaction is
+/// taken: an event written through the pool would bypass the single writer, and could be
+/// committed without the change it announces.
+///
+/// ```compile_fail
+/// # async fn through_the_pool(db: sea_orm::DatabaseConnection, event: verimail_events::outbox::OutboxEvent) {
+/// verimail_events::outbox::enqueue(&db, event).await; // refused: not a transaction
+/// # }
+/// ```
+pub async fn enqueue(txn: &DatabaseTransaction, event: OutboxEvent) -> Result<(), DbErr> {
+    enqueue_all(txn, vec![event]).await
 }
 
 /// Writes the event rows in one statement (none: nothing), on the transaction that makes the
 /// state changes they announce.
-pub async fn enqueue_all<C: ConnectionTrait>(conn: &C, events: Vec<OutboxEvent>) -> Result<(), DbErr> {
+pub async fn enqueue_all(txn: &DatabaseTransaction, events: Vec<OutboxEvent>) -> Result<(), DbErr> {
     if events.is_empty() {
         return Ok(());
     }
@@ -175,7 +184,7 @@ pub async fn enqueue_all<C: ConnectionTrait>(conn: &C, events: Vec<OutboxEvent>)
         aggregate_id: Set(Some(event.aggregate_id)),
         trace_context: Set(event.trace_context),
     });
-    entity::Entity::insert_many(rows).exec_without_returning(conn).await?;
+    entity::Entity::insert_many(rows).exec_without_returning(txn).await?;
     Ok(())
 }
 

@@ -28,6 +28,13 @@ async fn database(dir: &tempfile::TempDir) -> DatabaseConnection {
     verimail_events::db::connect::<OutboxOnly>(&url).await.unwrap()
 }
 
+/// One event, in a transaction of its own on the database's writer.
+async fn enqueue_committed(db: &DatabaseConnection, event: OutboxEvent) {
+    let txn = verimail_events::db::begin_write(db).await.unwrap();
+    outbox::enqueue(&txn, event).await.unwrap();
+    txn.commit().await.unwrap();
+}
+
 async fn jetstream(nats: &NatsServer) -> jetstream::Context {
     let js = jetstream::new(bus::connect(&bus::NatsConfig::url(nats.url())).await);
     bus::declare_streams(&js, &[USERS_STREAM], 1).await.unwrap();
@@ -93,7 +100,7 @@ async fn a_crash_before_marking_published_does_not_duplicate_the_event() {
     let dir = tempfile::tempdir().unwrap();
     let db = database(&dir).await;
     let js = jetstream(&nats).await;
-    outbox::enqueue(&db, registered(1)).await.unwrap();
+    enqueue_committed(&db, registered(1)).await;
     let relay = OutboxRelay::new(db.clone(), js.clone());
     assert_eq!(relay.publish_pending().await.unwrap(), 1);
 
@@ -118,7 +125,7 @@ async fn relay_waits_for_nats_and_publishes_once_it_is_back() {
     let js = jetstream(&nats).await;
     // The stream does not take users.* subjects here, so publishing fails (no responders).
     js.delete_stream(verimail_proto::streams::USERS).await.unwrap();
-    outbox::enqueue(&db, registered(1)).await.unwrap();
+    enqueue_committed(&db, registered(1)).await;
     let relay = OutboxRelay::new(db.clone(), js.clone());
     assert!(relay.publish_pending().await.is_err());
     let row = entity::Entity::find_by_id("event-1".to_owned()).one(&db).await.unwrap().unwrap();
@@ -324,7 +331,7 @@ async fn events_of_one_aggregate_go_out_in_order_and_published_rows_are_pruned_a
         OutboxEvent::new(event.event_id.clone(), user, verimail_proto::subjects::USERS_REGISTERED, &event)
     };
     for (n, user) in [(1, "ada"), (2, "ada"), (3, "bob"), (4, "ada")] {
-        outbox::enqueue(&db, about(n, user)).await.unwrap();
+        enqueue_committed(&db, about(n, user)).await;
     }
     let relay = OutboxRelay::new(db.clone(), js.clone());
     // One event per aggregate per pass: ada's second waits until her first is acknowledged.
@@ -343,7 +350,7 @@ async fn events_of_one_aggregate_go_out_in_order_and_published_rows_are_pruned_a
     }
     assert_eq!(ada, ["event-1", "event-2", "event-4"], "ada's events in the order they were written");
 
-    outbox::enqueue(&db, about(5, "cy")).await.unwrap();
+    enqueue_committed(&db, about(5, "cy")).await;
     assert_eq!(
         relay.clone().with_retention(Duration::from_secs(3600)).prune().await.unwrap(),
         0,

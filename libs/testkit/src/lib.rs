@@ -1,4 +1,6 @@
-//! Real parts for tests: a nats-server with JetStream on a free port and a temporary store.
+//! Real parts for tests: a nats-server with JetStream on a free port and a temporary store, a
+//! cluster of them, a TCP door a test can close, a fresh PostgreSQL database, free ports.
+//! Nothing of Verimail's own lives here (the stack of our parts is `tests/src`).
 //!
 //! Every process started here is killed by its pid when its handle drops, and every wait is
 //! bounded, so a failing test cannot leave a server behind or hang the suite.

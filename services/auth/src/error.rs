@@ -55,14 +55,7 @@ impl From<AuthError> for Status {
             AuthError::CodeRevoked => failed_precondition(reasons::CODE_REVOKED, err.to_string()),
             AuthError::RegistrationSuperseded => failed_precondition(reasons::REGISTRATION_SUPERSEDED, err.to_string()),
             AuthError::Token(token_error) => verimail_server::grpc::invalid_argument("token", token_error.to_string()),
-            AuthError::Db(ref source) if verimail_events::db::is_unavailable(source) => {
-                tracing::error!(error = %source, "database unavailable");
-                Status::unavailable("the auth database is unavailable; retry later")
-            }
-            AuthError::Db(ref source) => {
-                tracing::error!(error = %source, "database error");
-                Status::internal("internal error")
-            }
+            AuthError::Db(ref source) => verimail_events::db::status_of("auth", source),
             AuthError::Issue(ref reason) => {
                 tracing::error!(%reason, "token issuing failed");
                 Status::internal("internal error")

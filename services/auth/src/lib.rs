@@ -1,6 +1,6 @@
 //! auth-service: the only holder of token keys. Issues PASETO v4.local email verification
-//! tokens, checks them (key, purpose, expiry, single use) and publishes auth.email_verified
-//! through its outbox.
+//! tokens and codes, checks them (key, purpose, expiry, single use) and publishes
+//! auth.email_verified through its outbox. It stores no users and sends no mail.
 
 pub mod app;
 pub mod claim;

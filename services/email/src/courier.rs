@@ -2,6 +2,7 @@
 //! each, recording every attempt so a redelivered event sends nothing twice.
 
 use crate::config::Config;
+use crate::error::EmailError;
 use crate::mail::{Mailer, SendError, Templates, VerificationEmail};
 use crate::store::{self, Status};
 use lettre::message::Mailbox;
@@ -90,13 +91,13 @@ impl Courier {
 
     /// RetryDelivery: one more attempt, now, at a delivery that failed or was parked. An
     /// attempt that fails again leaves it as it was, with the new error.
-    pub async fn retry(&self, event_id: &str) -> Result<store::delivery::Model, RetryError> {
+    pub async fn retry(&self, event_id: &str) -> Result<store::delivery::Model, EmailError> {
         let txn = begin_write(&self.db).await?;
         let claim = store::claim_retry(&txn, event_id, &self.instance).await?;
         txn.commit().await?;
         let before = match claim {
-            store::Claim::NotFound => return Err(RetryError::NotFound),
-            store::Claim::NotRetryable(status) => return Err(RetryError::NotRetryable(status)),
+            store::Claim::NotFound => return Err(EmailError::NotFound(event_id.to_owned())),
+            store::Claim::NotRetryable(status) => return Err(EmailError::NotRetryable(status)),
             store::Claim::Claimed(before) => before,
         };
         // A registration's own email belongs to it; a resend's registration is not recorded.
@@ -114,7 +115,7 @@ impl Courier {
             Err(Failure::Handler(failure)) => (before.status, Some(failure.to_string())),
         };
         self.record(&request, &before.kind, status, error, before.attempts + 1).await?;
-        store::get(&self.db, event_id).await?.ok_or(RetryError::NotFound)
+        store::get(&self.db, event_id).await?.ok_or_else(|| EmailError::NotFound(event_id.to_owned()))
     }
 
     /// Records how an attempt ended: the delivery's status, the metric, the log line.
@@ -216,17 +217,6 @@ impl Courier {
             .render(&self.from, &request.email, &request.event_id, &content)
             .map_err(HandlerError::Permanent)?)
     }
-}
-
-/// Why RetryDelivery made no attempt.
-#[derive(Debug, thiserror::Error)]
-pub enum RetryError {
-    #[error("no delivery for this event")]
-    NotFound,
-    #[error("the delivery is {0:?}: only failed or parked deliveries are retried")]
-    NotRetryable(Status),
-    #[error("database error: {0}")]
-    Db(#[from] sea_orm::DbErr),
 }
 
 /// How an attempt ended short of sending.

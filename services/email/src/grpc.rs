@@ -1,7 +1,8 @@
 //! The ops view: what became of every email, and one more attempt where it failed. Every
 //! RPC here is for operators (the admin credential).
 
-use crate::courier::{Courier, RetryError};
+use crate::courier::Courier;
+use crate::error::EmailError;
 use crate::store::{self, Status, delivery};
 use std::sync::Arc;
 use tonic::{Request, Response, Status as GrpcStatus};
@@ -47,8 +48,9 @@ impl EmailService for EmailGrpc {
         let filters = [user_id.as_deref().unwrap_or_default(), &email, &request.status.to_string()];
         let page = Page::parse(request.page_size, &request.page_token, 20, 100, &filters)?;
         let filters = store::Filters { user_id, recipient: (!email.is_empty()).then_some(email), status };
-        let rows =
-            store::list(&self.courier.db, &filters, page.after.as_deref(), page.fetch()).await.map_err(unavailable)?;
+        let rows = store::list(&self.courier.db, &filters, page.after.as_deref(), page.fetch())
+            .await
+            .map_err(EmailError::from)?;
         let (rows, next_page_token) = page.finish(rows, |row| &row.event_id);
         Ok(Response::new(pb::ListDeliveriesResponse {
             deliveries: rows.into_iter().map(to_proto).collect(),
@@ -59,8 +61,8 @@ impl EmailService for EmailGrpc {
     async fn get_delivery(&self, request: Request<pb::GetDeliveryRequest>) -> GrpcResult<pb::GetDeliveryResponse> {
         self.admin.require(&request)?;
         let event_id = event_id(&request.into_inner().event_id)?;
-        let row = store::get(&self.courier.db, &event_id).await.map_err(unavailable)?;
-        let row = row.ok_or_else(|| GrpcStatus::not_found(format!("no delivery for event {event_id}")))?;
+        let row = store::get(&self.courier.db, &event_id).await.map_err(EmailError::from)?;
+        let row = row.ok_or(EmailError::NotFound(event_id))?;
         Ok(Response::new(pb::GetDeliveryResponse { delivery: Some(to_proto(row)) }))
     }
 
@@ -70,11 +72,7 @@ impl EmailService for EmailGrpc {
     ) -> GrpcResult<pb::RetryDeliveryResponse> {
         self.admin.require(&request)?;
         let event_id = event_id(&request.into_inner().event_id)?;
-        let row = self.courier.retry(&event_id).await.map_err(|e| match e {
-            RetryError::NotFound => GrpcStatus::not_found(format!("no delivery for event {event_id}")),
-            RetryError::NotRetryable(_) => GrpcStatus::failed_precondition(e.to_string()),
-            RetryError::Db(e) => unavailable(e),
-        })?;
+        let row = self.courier.retry(&event_id).await?;
         Ok(Response::new(pb::RetryDeliveryResponse { delivery: Some(to_proto(row)) }))
     }
 }
@@ -84,11 +82,6 @@ fn event_id(raw: &str) -> Result<String, GrpcStatus> {
     uuid::Uuid::parse_str(raw.trim())
         .map(|id| id.to_string())
         .map_err(|_| invalid_argument("event_id", "must be a UUID"))
-}
-
-fn unavailable(e: sea_orm::DbErr) -> GrpcStatus {
-    tracing::error!(error = %e, "the email database failed");
-    GrpcStatus::unavailable("the email database is unavailable; retry later")
 }
 
 fn to_proto(row: delivery::Model) -> pb::Delivery {

@@ -30,14 +30,7 @@ impl From<UserError> for Status {
             UserError::InvalidArgument { field, reason } => verimail_server::grpc::invalid_argument(field, reason),
             UserError::AlreadyExists => Status::already_exists(err.to_string()),
             UserError::NotFound => Status::not_found(err.to_string()),
-            UserError::Db(ref source @ (DbErr::Conn(_) | DbErr::ConnectionAcquire(_))) => {
-                tracing::error!(error = %source, "database unavailable");
-                Status::unavailable("the user database is unavailable; retry later")
-            }
-            UserError::Db(ref source) => {
-                tracing::error!(error = %source, "database error");
-                Status::internal("internal error")
-            }
+            UserError::Db(ref source) => verimail_events::db::status_of("user", source),
             UserError::Limited(status) => status,
             UserError::Hashing(ref reason) => {
                 tracing::error!(%reason, "password hashing failed");

@@ -227,11 +227,14 @@ impl UserGrpc {
             occurred_at: rfc3339(chrono::Utc::now()),
             registration_event_id: user.registration_event_id.unwrap_or_default(),
         };
+        // On SQLite through the file's one writer, like every write.
+        let txn = verimail_events::db::begin_write(&self.db).await?;
         outbox::enqueue(
-            &self.db,
+            &txn,
             OutboxEvent::new(event.event_id.clone(), &event.user_id, subjects::USERS_VERIFICATION_REQUESTED, &event),
         )
         .await?;
+        txn.commit().await?;
         self.relay.wake();
         Ok(())
     }

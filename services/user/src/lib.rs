@@ -1,6 +1,6 @@
 //! user-service: owns users (normalized email, argon2id password hash, verification status).
-//! Publishes users.registered and users.verification_requested through its outbox and
-//! consumes auth.email_verified.
+//! Publishes users.registered, users.verification_requested and users.signup_attempted through
+//! its outbox and consumes auth.email_verified. Tokens, codes and mail belong to the others.
 
 pub mod app;
 pub mod config;

@@ -55,7 +55,8 @@ async fn every_part_in_compose_yaml_gets_exactly_the_configuration_it_reads() {
         ("ADMIN_TOKEN", "compose-check-admin-token-0123456".to_owned()),
     ]);
 
-    let readme = std::fs::read_to_string(path.with_file_name("README.md")).expect("README.md");
+    let reference = path.with_file_name("docs").join("configuration.md");
+    let reference = std::fs::read_to_string(reference).expect("docs/configuration.md");
     let mut checked = Vec::new();
     for (name, service) in services {
         let Some(part) = service["command"][0].as_str().filter(|c| PARTS.contains(c)) else { continue };
@@ -72,12 +73,12 @@ async fn every_part_in_compose_yaml_gets_exactly_the_configuration_it_reads() {
         let said = printed(&output);
         assert!(output.status.success(), "{part} in compose.yaml ({name:?}) with {env:#?}:\n{said}");
         checked.push(part);
-        // The configuration reference in the README lists every variable the part read.
+        // The configuration reference (docs/configuration.md) lists every variable the part read.
         let reads = said.lines().find_map(|line| line.strip_prefix("reads: ")).expect("the variables read");
         for variable in reads.split_whitespace() {
             assert!(
-                readme.contains(&format!("| `{variable}`")) || readme.contains(&format!(", `{variable}`")),
-                "{variable} ({part}) is missing from the README's configuration table"
+                reference.contains(&format!("| `{variable}`")) || reference.contains(&format!(", `{variable}`")),
+                "{variable} ({part}) is missing from the configuration tables of docs/configuration.md"
             );
         }
         // The same binary refuses a variable nobody reads, so the check above has teeth.

@@ -111,3 +111,66 @@ async fn an_operator_with_grpcurl_lists_describes_and_calls_the_ops_rpcs() {
     assert!(!ok);
     assert!(stderr.contains("Code: InvalidArgument") && stderr.contains("page_size"), "{stderr}");
 }
+
+/// The cookbook in docs/operating.md cannot drift from the services: each of its grpcurl calls
+/// runs against a stack (with its `$A`, `$U`, `$AU`, `$E`), and each reaches its method with a
+/// request grpcurl could encode, so every answer is the service's own (a status such as
+/// NOT_FOUND for the sample ids is fine; an unknown method or field is not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_of_the_operating_cookbook_reaches_its_method() {
+    let stack = Stack::start().await;
+    let [user, auth, email] = stack.grpc_addrs.map(|addr| addr.to_string());
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/operating.md")).expect("the page");
+    let (_, cookbook) = page.split_once("```sh\n").expect("the cookbook's code block");
+    let (cookbook, _) = cookbook.split_once("```").expect("its end");
+    let admin = format!("authorization: Bearer {TEST_ADMIN_TOKEN}");
+    // Lines continued with a backslash are one command.
+    let commands = cookbook.replace("\\\n", " ");
+    let mut calls = 0;
+    for line in commands.lines().map(str::trim).filter(|l| l.starts_with("grpcurl ")) {
+        let command = line.split(" # ").next().unwrap_or(line);
+        let words = shell_words(command);
+        let args: Vec<String> = words[1..]
+            .iter()
+            .filter(|w| *w != "-plaintext")
+            .map(|w| match w.as_str() {
+                "$A" => admin.clone(),
+                "$U" => user.clone(),
+                "$AU" => auth.clone(),
+                "$E" => email.clone(),
+                other => other.to_owned(),
+            })
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, stdout, stderr) = grpcurl(&args);
+        assert!(
+            ok || stderr.starts_with("ERROR:\n  Code: "),
+            "the cookbook's `{command}` did not reach a method:\n{stdout}{stderr}"
+        );
+        calls += 1;
+    }
+    assert!(calls >= 10, "the cookbook has its calls: {calls}");
+}
+
+/// A command line split as a POSIX shell does for our cookbook: words, 'single' and "double"
+/// quotes (no escapes inside them, none needed there).
+fn shell_words(line: &str) -> Vec<String> {
+    let (mut words, mut word, mut quote, mut started) = (Vec::new(), String::new(), None, false);
+    for c in line.chars() {
+        match (quote, c) {
+            (None, '\'' | '"') => (quote, started) = (Some(c), true),
+            (Some(q), c) if c == q => quote = None,
+            (None, c) if c.is_whitespace() => {
+                if started {
+                    words.push(std::mem::take(&mut word));
+                    started = false;
+                }
+            }
+            (_, c) => (word, started) = (word + &c.to_string(), true),
+        }
+    }
+    if started {
+        words.push(word);
+    }
+    words
+}

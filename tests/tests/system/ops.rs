@@ -262,3 +262,19 @@ async fn revoked_links_and_codes_stop_working_and_a_new_email_works() {
     click(&stack, "revoke@example.com", 2).await;
     assert!(stack.wait_for_status(&user_id, UserStatus::Verified, STATUS_WAIT).await);
 }
+
+/// email-service tells an outage (UNAVAILABLE: retry later) from a failure of its own
+/// (INTERNAL: a retry will not mend it), as the other services do: with its deliveries table
+/// gone, the ops RPCs answer INTERNAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_email_database_answers_internal_not_unavailable() {
+    use sea_orm::ConnectionTrait;
+    let stack = Stack::start().await;
+    let db = sea_orm::Database::connect(stack.database_url("email")).await.expect("the email database");
+    db.execute_unprepared("DROP TABLE deliveries").await.expect("drop the table");
+    let listed = stack.emails.clone().list_deliveries(ListDeliveriesRequest::default()).await.unwrap_err();
+    assert_eq!(listed.code(), Code::Internal, "{listed:?}");
+    let request = GetDeliveryRequest { event_id: uuid::Uuid::now_v7().to_string() };
+    let got = stack.emails.clone().get_delivery(request).await.unwrap_err();
+    assert_eq!(got.code(), Code::Internal, "{got:?}");
+}

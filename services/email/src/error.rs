@@ -1,0 +1,33 @@
+use crate::store::Status as DeliveryStatus;
+use sea_orm::DbErr;
+use tonic::Status;
+
+/// Everything an email-service request can fail with; converted to a gRPC status in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum EmailError {
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+    #[error("no delivery for event {0}")]
+    NotFound(String),
+    #[error("the delivery is {0:?}: only failed or parked deliveries are retried")]
+    NotRetryable(DeliveryStatus),
+    #[error("database error")]
+    Db(#[from] DbErr),
+}
+
+impl EmailError {
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        EmailError::InvalidArgument { field, reason: reason.into() }
+    }
+}
+
+impl From<EmailError> for Status {
+    fn from(err: EmailError) -> Status {
+        match err {
+            EmailError::InvalidArgument { field, reason } => verimail_server::grpc::invalid_argument(field, reason),
+            EmailError::NotFound(_) => Status::not_found(err.to_string()),
+            EmailError::NotRetryable(_) => Status::failed_precondition(err.to_string()),
+            EmailError::Db(ref source) => verimail_events::db::status_of("email", source),
+        }
+    }
+}
