@@ -13,10 +13,13 @@ pub mod smtp;
 
 use std::time::Duration;
 use verimail_proto::auth::v1::auth_service_client::AuthServiceClient;
+use verimail_proto::auth::v1::{VerifyEmailRequest, VerifyEmailResponse};
 use verimail_proto::email::v1::email_service_client::EmailServiceClient;
+use verimail_proto::email::v1::{Delivery, ListDeliveriesRequest};
 use verimail_proto::ops::v1::parking_service_client::ParkingServiceClient;
+use verimail_proto::ops::v1::{ListParkedRequest, ParkedMessage};
 use verimail_proto::user::v1::user_service_client::UserServiceClient;
-use verimail_proto::user::v1::{GetUserRequest, UserStatus, get_user_request};
+use verimail_proto::user::v1::{GetUserRequest, RegisterUserRequest, UserStatus, get_user_request};
 use verimail_server::admin::AdminCredential;
 use verimail_server::internal::ServiceCredential;
 use verimail_server::limits::Rate;
@@ -405,6 +408,53 @@ impl Stack {
             _data: data,
             databases,
         }
+    }
+
+    /// Registers through the gRPC API as the gateway would (no rate limit names a browser):
+    /// the new user's id, or the status RegisterUser answered.
+    pub async fn try_register(&self, email: &str, password: &str) -> Result<String, tonic::Status> {
+        let request = RegisterUserRequest { email: email.into(), password: password.into() };
+        self.users.clone().register_user(request).await.map(|r| r.into_inner().user_id)
+    }
+
+    /// Registers, and the new user's id; a refusal fails the test.
+    pub async fn register(&self, email: &str, password: &str) -> String {
+        self.try_register(email, password).await.unwrap_or_else(|status| panic!("RegisterUser {email}: {status:?}"))
+    }
+
+    /// VerifyEmail with the token of a link, as the gateway's POST sends it.
+    pub async fn verify(&self, token: &str) -> Result<VerifyEmailResponse, tonic::Status> {
+        self.auth.clone().verify_email(VerifyEmailRequest { token: token.into() }).await.map(|r| r.into_inner())
+    }
+
+    /// One page of ListDeliveries; a refusal fails the test.
+    pub async fn deliveries(&self, request: ListDeliveriesRequest) -> Vec<Delivery> {
+        let listed = self.emails.clone().list_deliveries(request).await.expect("ListDeliveries");
+        listed.into_inner().deliveries
+    }
+
+    /// The first delivery `request` lists that `wanted` accepts, polling (every 50 ms, at most
+    /// `limit`) while email-service has not recorded it yet.
+    pub async fn delivery_where(
+        &self,
+        request: ListDeliveriesRequest,
+        wanted: impl Fn(&Delivery) -> bool,
+        limit: Duration,
+    ) -> Delivery {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(found) = self.deliveries(request.clone()).await.into_iter().find(&wanted) {
+                return found;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no such delivery within {limit:?}: {request:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What a service (its parking client: [`Stack::email_parking`], [`Stack::user_parking`])
+    /// holds parked.
+    pub async fn parked(client: &ParkingServiceClient<Ops>) -> Vec<ParkedMessage> {
+        client.clone().list_parked(ListParkedRequest::default()).await.expect("ListParked").into_inner().messages
     }
 
     /// Polls GetUser (every 20 ms, at most `limit`) until the user has `status`.

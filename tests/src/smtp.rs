@@ -62,6 +62,16 @@ impl ReceivedMail {
             .unwrap_or_else(|| panic!("no verification link in:\n{text}"))
             .to_owned()
     }
+
+    /// The token of the verification link.
+    pub fn verification_token(&self) -> String {
+        token_of(&self.verification_link())
+    }
+}
+
+/// The token a verification link carries.
+pub fn token_of(link: &str) -> String {
+    link.split_once("token=").map(|(_, token)| token.to_owned()).unwrap_or_else(|| panic!("no token in {link}"))
 }
 
 #[derive(Default)]

@@ -1,8 +1,10 @@
 //! What every Verimail process needs to serve, the gateway included: configuration, telemetry,
 //! the gRPC bootstrap (health that follows the checks it is given, reflection), metrics
-//! plumbing, TLS, shutdown, the command line, credentials, rate limits and paging.
+//! plumbing, TLS, shutdown, the command line, credentials, rate limits and paging, and the
+//! request values every service checks at its edge alike (email addresses).
 //! Nothing here knows a database or NATS (that is `verimail-events`), nor one service's rules.
 
+pub mod address;
 pub mod admin;
 pub mod cli;
 pub mod config;

@@ -124,3 +124,113 @@ mod tests {
         assert!(!keys.matches("gone", "user-1", &code, &stored), "a removed key verifies nothing");
     }
 }
+
+/// What a typed code does, decided from the codes sent to the address alone (no I/O):
+/// [`AuthGrpc::use_code`](crate::grpc) carries it out.
+#[derive(Debug, PartialEq)]
+pub enum Decision<'a> {
+    /// The code was used before: its user is verified already, and nothing changes.
+    AlreadyUsed(&'a crate::store::code::Model),
+    /// The code matches but no longer verifies; nothing changes.
+    Refused(Refusal),
+    /// A live code matches: mark it used (if it still is live then) and verify its user.
+    Use(&'a crate::store::code::Model),
+    /// No code matches: a wrong try counts against each of these live codes.
+    Wrong { live: Vec<String> },
+}
+
+/// Why a matching code no longer verifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Revoked,
+    Locked,
+    Expired,
+}
+
+/// Decides what `code` does against the codes `sent` to its address (`matches` tells whether a
+/// row is this code). A matching row decides: used, revoked, locked (`max_tries` wrong tries),
+/// expired, or live. Without a match, every live row takes a wrong try.
+pub fn decide<'a>(
+    sent: &'a [crate::store::code::Model],
+    matches: impl Fn(&crate::store::code::Model) -> bool,
+    now: chrono::DateTime<chrono::Utc>,
+    max_tries: i32,
+) -> Decision<'a> {
+    let live =
+        |row: &crate::store::code::Model| row.used_at.is_none() && row.revoked_at.is_none() && row.expires_at > now;
+    match sent.iter().find(|row| matches(row)) {
+        Some(row) if row.used_at.is_some() => Decision::AlreadyUsed(row),
+        Some(row) if row.revoked_at.is_some() => Decision::Refused(Refusal::Revoked),
+        Some(row) if row.wrong_tries >= max_tries => Decision::Refused(Refusal::Locked),
+        Some(row) if row.expires_at <= now => Decision::Refused(Refusal::Expired),
+        Some(row) => Decision::Use(row),
+        None => Decision::Wrong { live: sent.iter().filter(|row| live(row)).map(|row| row.id.clone()).collect() },
+    }
+}
+
+#[cfg(test)]
+mod decide_tests {
+    use super::*;
+    use crate::store::code::Model;
+    use chrono::{Duration, Utc};
+
+    fn row(id: &str, at: chrono::DateTime<Utc>) -> Model {
+        Model {
+            id: id.into(),
+            user_id: format!("user-of-{id}"),
+            email: "kim@example.com".into(),
+            key_id: "k".into(),
+            code_hash: id.as_bytes().to_vec(),
+            issued_at: at - Duration::minutes(1),
+            expires_at: at + Duration::minutes(10),
+            wrong_tries: 0,
+            used_at: None,
+            revoked_at: None,
+            registration_event_id: None,
+        }
+    }
+
+    fn decide_for<'a>(sent: &'a [Model], typed: &str, now: chrono::DateTime<Utc>) -> Decision<'a> {
+        decide(sent, |row| row.id == typed, now, 5)
+    }
+
+    #[test]
+    fn a_live_matching_code_is_used() {
+        let now = Utc::now();
+        let sent = [row("a", now), row("b", now)];
+        assert_eq!(decide_for(&sent, "b", now), Decision::Use(&sent[1]));
+    }
+
+    #[test]
+    fn a_matching_code_that_no_longer_verifies_says_why_in_order_used_revoked_locked_expired() {
+        let now = Utc::now();
+        let mut used = row("a", now);
+        used.used_at = Some(now);
+        used.revoked_at = Some(now);
+        assert_eq!(decide_for(std::slice::from_ref(&used), "a", now), Decision::AlreadyUsed(&used));
+        let mut revoked = row("a", now);
+        revoked.revoked_at = Some(now);
+        revoked.wrong_tries = 5;
+        assert_eq!(decide_for(&[revoked], "a", now), Decision::Refused(Refusal::Revoked));
+        let mut locked = row("a", now);
+        locked.wrong_tries = 5;
+        locked.expires_at = now;
+        assert_eq!(decide_for(&[locked], "a", now), Decision::Refused(Refusal::Locked));
+        let mut expired = row("a", now);
+        expired.wrong_tries = 4;
+        expired.expires_at = now;
+        assert_eq!(decide_for(&[expired], "a", now), Decision::Refused(Refusal::Expired));
+    }
+
+    #[test]
+    fn a_wrong_code_counts_against_the_live_codes_only() {
+        let now = Utc::now();
+        let (mut used, mut revoked, mut expired) = (row("used", now), row("revoked", now), row("expired", now));
+        used.used_at = Some(now);
+        revoked.revoked_at = Some(now);
+        expired.expires_at = now - Duration::seconds(1);
+        let sent = [row("live-1", now), used, revoked, expired, row("live-2", now)];
+        assert_eq!(decide_for(&sent, "typo", now), Decision::Wrong { live: vec!["live-1".into(), "live-2".into()] });
+        assert_eq!(decide_for(&[], "typo", now), Decision::Wrong { live: vec![] });
+    }
+}

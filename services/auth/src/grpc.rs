@@ -11,6 +11,7 @@ use std::time::Duration;
 use tonic::{Request, Response};
 use verimail_events::outbox::{self, OutboxRelay};
 use verimail_proto::auth::v1::{self as pb, auth_service_server::AuthService};
+use verimail_server::address::Email;
 use verimail_server::admin::AdminCredential;
 use verimail_server::internal::ServiceCredential;
 use verimail_server::limits::Limiter;
@@ -52,11 +53,8 @@ impl AuthService for AuthGrpc {
         let user_id = uuid::Uuid::parse_str(request.user_id.trim())
             .map_err(|_| AuthError::invalid("user_id", "must be a UUID"))?
             .to_string();
-        let email = request.email.trim();
-        if email.is_empty() || !email.contains('@') {
-            return Err(AuthError::invalid("email", "must be an email address").into());
-        }
-        let email = email.to_lowercase();
+        let email = Email::parse(&request.email).map_err(|reason| AuthError::invalid("email", reason))?;
+        let email = email.as_str().to_owned();
         let issued =
             self.keys.issue(&user_id, &email, self.token_lifetime).map_err(|e| AuthError::Issue(e.to_string()))?;
         // A code beside the link. Earlier tokens and codes of the same registration stay valid
@@ -166,17 +164,17 @@ impl AuthService for AuthGrpc {
         let client = self.fronts.client_of(&request);
         self.verify_per_client.check(&client)?;
         let request = request.into_inner();
-        let email = request.email.trim().to_lowercase();
-        if email.is_empty() || email.len() > 254 || !email.contains('@') {
-            return Err(AuthError::invalid("email", "must be the email address the code was sent to").into());
-        }
+        let address = Email::parse(&request.email).map_err(|reason| AuthError::invalid("email", reason))?;
         // Parsed first: a typo that is not a code spends nothing. Then each client has its own
         // allowance per mailbox, so a stranger's guesses do not use up the owner's.
         let code = Code::parse(&request.code).map_err(|reason| AuthError::invalid("code", reason))?;
-        let mailbox = verimail_server::limits::mailbox(&email);
-        self.code_per_email.check(&format!("{mailbox} {client}"))?;
-        let (outcome, user_id) = counted("code", self.use_code(&email, &code).await)?;
-        Ok(Response::new(pb::VerifyEmailResponse { outcome: outcome as i32, user_id, email }))
+        self.code_per_email.check(&format!("{} {client}", address.mailbox()))?;
+        let (outcome, user_id) = counted("code", self.use_code(address.as_str(), &code).await)?;
+        Ok(Response::new(pb::VerifyEmailResponse {
+            outcome: outcome as i32,
+            user_id,
+            email: address.as_str().to_owned(),
+        }))
     }
 
     async fn revoke_verification_tokens(
@@ -231,6 +229,7 @@ impl AuthGrpc {
     /// whose condition is checked row by row as it updates, so concurrent misses never count
     /// past the cap (PostgreSQL re-checks `wrong_tries < cap` on the row it waited for).
     async fn use_code(&self, email: &str, code: &Code) -> Result<(pb::VerifyOutcome, String), AuthError> {
+        use crate::code::{Decision, Refusal};
         use sea_orm::sea_query::{Expr, ExprTrait};
         use sea_orm::{ColumnTrait, QueryFilter};
         use store::code as codes;
@@ -238,53 +237,44 @@ impl AuthGrpc {
         let now = chrono::Utc::now();
         let txn = verimail_events::db::begin_write(&self.db).await?;
         let sent = codes::Entity::find().filter(codes::Column::Email.eq(email)).all(&txn).await?;
-        let matching = sent.iter().find(|row| self.code_keys.matches(&row.key_id, &row.user_id, code, &row.code_hash));
-        if let Some(row) = matching {
-            if row.used_at.is_some() {
-                return Ok((pb::VerifyOutcome::AlreadyVerified, row.user_id.clone()));
+        let matches = |row: &codes::Model| self.code_keys.matches(&row.key_id, &row.user_id, code, &row.code_hash);
+        match crate::code::decide(&sent, matches, now, max_tries) {
+            Decision::AlreadyUsed(row) => Ok((pb::VerifyOutcome::AlreadyVerified, row.user_id.clone())),
+            Decision::Refused(Refusal::Revoked) => Err(AuthError::CodeRevoked),
+            Decision::Refused(Refusal::Locked) => Err(AuthError::CodeLocked),
+            Decision::Refused(Refusal::Expired) => Err(AuthError::CodeExpired),
+            Decision::Use(row) => {
+                let already_verified = store::user_verified(&txn, &row.user_id).await?;
+                // Used only if still live: a concurrent use or the last wrong try came first.
+                let used = codes::Entity::update_many()
+                    .col_expr(codes::Column::UsedAt, Expr::value(now))
+                    .filter(codes::Column::Id.eq(row.id.as_str()))
+                    .filter(codes::Column::UsedAt.is_null())
+                    .filter(codes::Column::RevokedAt.is_null())
+                    .filter(codes::Column::WrongTries.lt(max_tries))
+                    .exec(&txn)
+                    .await?;
+                if used.rows_affected == 0 {
+                    return Err(AuthError::CodeLocked);
+                }
+                if already_verified {
+                    txn.commit().await?;
+                    return Ok((pb::VerifyOutcome::AlreadyVerified, row.user_id.clone()));
+                }
+                self.announce_verified(txn, &row.user_id, email, row.registration_event_id.as_deref()).await?;
+                Ok((pb::VerifyOutcome::Verified, row.user_id.clone()))
             }
-            if row.revoked_at.is_some() {
-                return Err(AuthError::CodeRevoked);
-            }
-            if row.wrong_tries >= max_tries {
-                return Err(AuthError::CodeLocked);
-            }
-            if row.expires_at <= now {
-                return Err(AuthError::CodeExpired);
-            }
-            let already_verified = store::user_verified(&txn, &row.user_id).await?;
-            // Used only if still live: a concurrent use or the last wrong try came first.
-            let used = codes::Entity::update_many()
-                .col_expr(codes::Column::UsedAt, Expr::value(now))
-                .filter(codes::Column::Id.eq(row.id.as_str()))
-                .filter(codes::Column::UsedAt.is_null())
-                .filter(codes::Column::RevokedAt.is_null())
-                .filter(codes::Column::WrongTries.lt(max_tries))
-                .exec(&txn)
-                .await?;
-            if used.rows_affected == 0 {
-                return Err(AuthError::CodeLocked);
-            }
-            if already_verified {
+            Decision::Wrong { live } => {
+                codes::Entity::update_many()
+                    .col_expr(codes::Column::WrongTries, Expr::col(codes::Column::WrongTries).add(1))
+                    .filter(codes::Column::Id.is_in(live))
+                    .filter(codes::Column::WrongTries.lt(max_tries))
+                    .exec(&txn)
+                    .await?;
                 txn.commit().await?;
-                return Ok((pb::VerifyOutcome::AlreadyVerified, row.user_id.clone()));
+                Err(AuthError::invalid("code", "is not the code we sent to this address"))
             }
-            self.announce_verified(txn, &row.user_id, email, row.registration_event_id.as_deref()).await?;
-            return Ok((pb::VerifyOutcome::Verified, row.user_id.clone()));
         }
-        let live: Vec<_> = sent
-            .iter()
-            .filter(|row| row.used_at.is_none() && row.revoked_at.is_none() && row.expires_at > now)
-            .map(|row| row.id.clone())
-            .collect();
-        codes::Entity::update_many()
-            .col_expr(codes::Column::WrongTries, Expr::col(codes::Column::WrongTries).add(1))
-            .filter(codes::Column::Id.is_in(live))
-            .filter(codes::Column::WrongTries.lt(max_tries))
-            .exec(&txn)
-            .await?;
-        txn.commit().await?;
-        Err(AuthError::invalid("code", "is not the code we sent to this address"))
     }
 
     /// Writes auth.email_verified into the outbox and commits the transaction that used the

@@ -7,6 +7,7 @@ use crate::store::{self, Status, delivery};
 use std::sync::Arc;
 use tonic::{Request, Response, Status as GrpcStatus};
 use verimail_proto::email::v1::{self as pb, email_service_server::EmailService};
+use verimail_server::address::Email;
 use verimail_server::admin::AdminCredential;
 use verimail_server::grpc::invalid_argument;
 use verimail_server::paging::Page;
@@ -32,10 +33,11 @@ impl EmailService for EmailGrpc {
             .then(|| uuid::Uuid::parse_str(user_id).map(|id| id.to_string()))
             .transpose()
             .map_err(|_| invalid_argument("user_id", "must be a UUID"))?;
-        let email = request.email.trim().to_lowercase();
-        if email.len() > 254 || (!email.is_empty() && !email.contains('@')) {
-            return Err(invalid_argument("email", "must be an email address"));
-        }
+        // A filter: empty means every address.
+        let email = match request.email.trim() {
+            "" => String::new(),
+            raw => Email::parse(raw).map_err(|reason| invalid_argument("email", reason))?.as_str().to_owned(),
+        };
         let status = match request.status() {
             pb::DeliveryStatus::Unspecified => None,
             pb::DeliveryStatus::Pending => Some(Status::Pending),

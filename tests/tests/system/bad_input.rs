@@ -1,6 +1,6 @@
 //! Bad input gets a precise status and writes nothing.
 
-use crate::{EMAIL_WAIT, register};
+use crate::EMAIL_WAIT;
 use std::time::Duration;
 use tonic::Code;
 use verimail_proto::email::v1::ListDeliveriesRequest;
@@ -33,9 +33,9 @@ async fn delivery_count(stack: &Stack) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_enumeration_safety_off_a_verified_email_gets_already_exists_and_writes_nothing() {
     let stack = Stack::start_with(StackOptions { enumeration_safe: false, ..StackOptions::default() }).await;
-    let first = register(&stack, "frank@example.com", "correct horse battery").await;
+    let first = stack.register("frank@example.com", "correct horse battery").await;
     // Unverified, the newer registration wins (and is told the account's id).
-    let again = register(&stack, "Frank@example.com", "another password").await;
+    let again = stack.register("Frank@example.com", "another password").await;
     assert_eq!(again, first);
     // The two emails may arrive in either order: the later registration's verifies.
     let mails = stack.smtp.wait_for("frank@example.com", 2, EMAIL_WAIT).await;
@@ -95,7 +95,7 @@ async fn malformed_registrations_get_invalid_argument_naming_the_field() {
 
     // A valid IP literal and a 128-character password are accepted.
     let long_password: String = (0..128u32).map(|i| char::from(b'a' + ((i * 7 + i / 26) % 26) as u8)).collect();
-    register(&stack, "user@[192.0.2.7]", &long_password).await;
+    stack.register("user@[192.0.2.7]", &long_password).await;
     stack.smtp.wait_for("user@[192.0.2.7]", 1, EMAIL_WAIT).await;
     assert_eq!(delivery_count(&stack).await, 1, "only the valid registration sent an email");
 }

@@ -1,6 +1,6 @@
 //! The 6-digit code: typed on the gateway's page instead of opening the link.
 
-use crate::{EMAIL_WAIT, STATUS_WAIT, register};
+use crate::{EMAIL_WAIT, STATUS_WAIT};
 use std::time::Duration;
 use tonic::Code;
 use verimail_proto::auth::v1::{VerifyEmailCodeRequest, VerifyOutcome};
@@ -23,7 +23,7 @@ fn other_than(code: &str, n: u32) -> String {
 async fn typing_the_code_from_the_email_on_the_page_verifies() {
     let stack = Stack::start().await;
     let browser = Browser::new(&stack.gateway_url);
-    let user_id = register(&stack, "carol@example.com", "correct horse battery").await;
+    let user_id = stack.register("carol@example.com", "correct horse battery").await;
     let mail = stack.smtp.wait_for("carol@example.com", 1, EMAIL_WAIT).await.remove(0);
     let code = mail.verification_code();
     assert!(mail.part("text/html").contains(&code), "the code is in the HTML part too");
@@ -58,7 +58,7 @@ async fn verify_code_from(
 async fn a_stranger_guessing_codes_spends_only_their_own_allowance_and_the_owner_still_verifies() {
     let code_limit = Some(verimail_server::limits::Rate::new(5, Duration::from_secs(3600)));
     let stack = Stack::start_with(StackOptions { code_limit, ..StackOptions::default() }).await;
-    let user_id = register(&stack, "gus@example.com", "correct horse battery").await;
+    let user_id = stack.register("gus@example.com", "correct horse battery").await;
     let code = stack.smtp.wait_for("gus@example.com", 1, EMAIL_WAIT).await[0].verification_code();
     let stranger = "203.0.113.7";
     // Not codes at all: refused before anything is counted.
@@ -82,7 +82,7 @@ async fn a_stranger_guessing_codes_spends_only_their_own_allowance_and_the_owner
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_codes_from_many_clients_kill_the_codes_at_the_cap_and_a_new_email_brings_a_live_one() {
     let stack = Stack::start_with(StackOptions { code_max_wrong_tries: 5, ..StackOptions::default() }).await;
-    let user_id = register(&stack, "dave@example.com", "correct horse battery").await;
+    let user_id = stack.register("dave@example.com", "correct horse battery").await;
     let code = stack.smtp.wait_for("dave@example.com", 1, EMAIL_WAIT).await[0].verification_code();
     for n in 1..=5 {
         let client = format!("203.0.113.{n}");
@@ -128,7 +128,7 @@ async fn wrong_codes_from_many_clients_kill_the_codes_at_the_cap_and_a_new_email
 async fn twenty_concurrent_wrong_codes_count_at_most_the_cap_on_postgresql() {
     let stack =
         Stack::start_with(StackOptions { postgres: true, code_max_wrong_tries: 5, ..StackOptions::default() }).await;
-    register(&stack, "hal@example.com", "correct horse battery").await;
+    stack.register("hal@example.com", "correct horse battery").await;
     let code = stack.smtp.wait_for("hal@example.com", 1, EMAIL_WAIT).await[0].verification_code();
     let guesses = (1..=20).map(|n| {
         let (stack, code) = (&stack, &code);
@@ -147,7 +147,7 @@ async fn twenty_concurrent_wrong_codes_count_at_most_the_cap_on_postgresql() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_emails_in_flight_both_codes_work_and_verify_once() {
     let stack = Stack::start().await;
-    let user_id = register(&stack, "erin@example.com", "correct horse battery").await;
+    let user_id = stack.register("erin@example.com", "correct horse battery").await;
     stack.smtp.wait_for("erin@example.com", 1, EMAIL_WAIT).await;
     stack
         .users
@@ -169,7 +169,7 @@ async fn two_emails_in_flight_both_codes_work_and_verify_once() {
 async fn expired_malformed_and_unknown_codes_get_their_own_answers_and_change_nothing() {
     let stack =
         Stack::start_with(StackOptions { code_lifetime: Duration::from_secs(1), ..StackOptions::default() }).await;
-    let user_id = register(&stack, "faye@example.com", "correct horse battery").await;
+    let user_id = stack.register("faye@example.com", "correct horse battery").await;
     let code = stack.smtp.wait_for("faye@example.com", 1, EMAIL_WAIT).await[0].verification_code();
 
     for (email, typed, field) in [

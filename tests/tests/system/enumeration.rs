@@ -1,6 +1,6 @@
 //! Registration tells nobody whether an address has an account.
 
-use crate::{EMAIL_WAIT, STATUS_WAIT, register};
+use crate::{EMAIL_WAIT, STATUS_WAIT};
 use std::time::{Duration, Instant};
 use tonic::Code;
 use verimail_proto::user::v1::{GetUserRequest, RegisterUserRequest, UserStatus, get_user_request};
@@ -21,7 +21,7 @@ fn median(mut times: Vec<Duration>) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registering_a_taken_address_looks_like_a_new_registration_and_the_owner_is_told() {
     let stack = Stack::start().await;
-    let owner = register(&stack, "hana@example.com", "correct horse battery").await;
+    let owner = stack.register("hana@example.com", "correct horse battery").await;
     let link = stack.smtp.wait_for("hana@example.com", 1, EMAIL_WAIT).await[0].verification_link();
     verimail_system_tests::browser::Browser::new(&stack.gateway_url).click(&link).await;
     assert!(stack.wait_for_status(&owner, UserStatus::Verified, STATUS_WAIT).await);
@@ -66,7 +66,7 @@ async fn the_owner_registering_after_an_attacker_replaces_the_password_and_voids
     let stack = Stack::start().await;
     // The attacker registers the CEO's address with a password of their own; the email with
     // its link and code lands in the CEO's inbox.
-    let account = register(&stack, "ceo@corp.example", "attacker's own password").await;
+    let account = stack.register("ceo@corp.example", "attacker's own password").await;
     let attackers = stack.smtp.wait_for("ceo@corp.example", 1, EMAIL_WAIT).await.remove(0);
     // The CEO registers: answered like any new registration, and a fresh verification email.
     let (_, answer) = timed_register(&stack, "CEO@corp.example").await;
@@ -103,7 +103,7 @@ async fn an_earlier_registration_gets_no_new_link_and_its_verification_is_refuse
     use prost::Message;
     use verimail_proto::auth::v1::IssueVerificationTokenRequest;
     let stack = Stack::start().await;
-    let account = register(&stack, "early@example.com", "attacker's own password").await;
+    let account = stack.register("early@example.com", "attacker's own password").await;
     let first = stack.smtp.wait_for("early@example.com", 1, EMAIL_WAIT).await[0].event_id();
     timed_register(&stack, "early@example.com").await.1.expect("registered again");
     let second = stack.smtp.wait_for("early@example.com", 2, EMAIL_WAIT).await[1].event_id();

@@ -7,9 +7,7 @@ use tonic::Code;
 use tonic_health::ServingStatus;
 use verimail_events::bus;
 use verimail_proto::email::v1::{DeliveryStatus, ListDeliveriesRequest};
-use verimail_proto::ops::v1::parking_service_client::ParkingServiceClient;
-use verimail_proto::ops::v1::{ListParkedRequest, ParkedMessage, ReplayParkedRequest};
-use verimail_system_tests::Ops;
+use verimail_proto::ops::v1::{ListParkedRequest, ReplayParkedRequest};
 use verimail_system_tests::batch::{self, Registered};
 use verimail_system_tests::procs::{Part, ProcessStack};
 use verimail_system_tests::{Stack, StackOptions};
@@ -22,24 +20,12 @@ async fn finish(name: &str, stack: &Stack, batch: &[Registered], started: Instan
 }
 
 /// The one delivery for this user, waiting (bounded) until email-service has recorded it.
-async fn delivery_of(stack: &Stack, user_id: &str) -> verimail_proto::email::v1::Delivery {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let mut deliveries = stack
-            .emails
-            .clone()
-            .list_deliveries(ListDeliveriesRequest { user_id: user_id.into(), page_size: 10, ..Default::default() })
-            .await
-            .expect("ListDeliveries")
-            .into_inner()
-            .deliveries;
-        if !deliveries.is_empty() {
-            assert_eq!(deliveries.len(), 1, "one delivery for {user_id}");
-            return deliveries.remove(0);
-        }
-        assert!(Instant::now() < deadline, "no delivery for {user_id}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn the_one_delivery_of(stack: &Stack, user_id: &str) -> verimail_proto::email::v1::Delivery {
+    let request = ListDeliveriesRequest { user_id: user_id.into(), page_size: 10, ..Default::default() };
+    stack.delivery_where(request.clone(), |_| true, LIMIT).await;
+    let mut deliveries = stack.deliveries(request).await;
+    assert_eq!(deliveries.len(), 1, "one delivery for {user_id}");
+    deliveries.remove(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,7 +50,7 @@ async fn smtp_down_for_a_while_then_back_delivers_everything_and_a_rejected_reci
         .into_inner()
         .user_id;
     let deadline = Instant::now() + LIMIT;
-    while delivery_of(&stack, &rejected_id).await.status() != DeliveryStatus::Failed {
+    while the_one_delivery_of(&stack, &rejected_id).await.status() != DeliveryStatus::Failed {
         assert!(Instant::now() < deadline, "the rejected delivery did not end failed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -81,21 +67,17 @@ async fn smtp_down_for_a_while_then_back_delivers_everything_and_a_rejected_reci
     let batch: Vec<_> = first.into_iter().chain(second).collect();
     finish("smtp down 3 s", &stack, &batch, started).await;
 
-    let failed = delivery_of(&stack, &rejected_id).await;
+    let failed = the_one_delivery_of(&stack, &rejected_id).await;
     assert_eq!(failed.status(), DeliveryStatus::Failed, "{failed:?}");
     assert_eq!(failed.attempts, 1, "a permanent rejection is not retried");
     assert!(failed.last_error.contains("550"), "{failed:?}");
     assert!(stack.smtp.to("rejected@example.com").is_empty());
     for user in batch.iter().step_by(20) {
-        assert_eq!(delivery_of(&stack, &user.user_id).await.status(), DeliveryStatus::Sent);
+        assert_eq!(the_one_delivery_of(&stack, &user.user_id).await.status(), DeliveryStatus::Sent);
     }
 }
 
 /// Waits (bounded) until at least `count` emails have arrived: "the middle of the batch".
-async fn list_parked(client: &ParkingServiceClient<Ops>) -> Vec<ParkedMessage> {
-    client.clone().list_parked(ListParkedRequest::default()).await.expect("ListParked").into_inner().messages
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_is_parked_listed_and_blocks_nothing_behind_it() {
     let stack = Stack::start().await;
@@ -116,7 +98,7 @@ async fn a_poison_message_is_parked_listed_and_blocks_nothing_behind_it() {
     let batch: Vec<_> = first.into_iter().chain(behind).collect();
     batch::finish("poison message", stack.flow(), &batch, started, 1, LIMIT).await;
 
-    let parked = list_parked(&stack.email_parking).await;
+    let parked = Stack::parked(&stack.email_parking).await;
     assert_eq!(parked.len(), 1, "{parked:?}");
     let poison = &parked[0];
     assert_eq!(
@@ -126,7 +108,7 @@ async fn a_poison_message_is_parked_listed_and_blocks_nothing_behind_it() {
     assert_eq!(poison.event_id, "poison-1");
     assert!(poison.error.contains("undecodable"), "{poison:?}");
     assert_eq!(poison.attempts, 1, "it can never succeed, so it is parked at once");
-    assert!(list_parked(&stack.user_parking).await.is_empty(), "user-service lists only its own consumer's");
+    assert!(Stack::parked(&stack.user_parking).await.is_empty(), "user-service lists only its own consumer's");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,7 +123,7 @@ async fn a_message_parked_after_its_attempts_is_replayed_by_rpc_and_delivered() 
     let user = batch::register(&stack.users, "parked", 0..1, LIMIT).await.remove(0);
     let deadline = Instant::now() + LIMIT;
     let parked = loop {
-        let parked = list_parked(&stack.email_parking).await;
+        let parked = Stack::parked(&stack.email_parking).await;
         if !parked.is_empty() {
             break parked;
         }
@@ -151,7 +133,7 @@ async fn a_message_parked_after_its_attempts_is_replayed_by_rpc_and_delivered() 
     assert_eq!(parked.len(), 1);
     assert_eq!(parked[0].attempts, 3, "{:?}", parked[0]);
     assert!(parked[0].error.contains("SMTP"), "{:?}", parked[0]);
-    assert_eq!(delivery_of(&stack, &user.user_id).await.status(), DeliveryStatus::Parked);
+    assert_eq!(the_one_delivery_of(&stack, &user.user_id).await.status(), DeliveryStatus::Parked);
 
     // Bad requests change nothing.
     let mut parking = stack.email_parking.clone();
@@ -163,16 +145,16 @@ async fn a_message_parked_after_its_attempts_is_replayed_by_rpc_and_delivered() 
     assert_eq!(status.unwrap_err().code(), Code::NotFound, "another service's parked message");
     let status = parking.list_parked(ListParkedRequest { after_sequence: 0, limit: 5000 }).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert_eq!(list_parked(&stack.email_parking).await.len(), 1);
+    assert_eq!(Stack::parked(&stack.email_parking).await.len(), 1);
 
     stack.smtp.come_back();
     let replayed = parking.replay_parked(ReplayParkedRequest { sequence: parked[0].sequence }).await.unwrap();
     assert_eq!(replayed.into_inner().subject, verimail_proto::subjects::USERS_REGISTERED);
     batch::expect_one_email_each(&stack.smtp, std::slice::from_ref(&user), &Default::default(), LIMIT).await;
-    assert!(list_parked(&stack.email_parking).await.is_empty());
+    assert!(Stack::parked(&stack.email_parking).await.is_empty());
     let status = parking.replay_parked(ReplayParkedRequest { sequence: parked[0].sequence }).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "a replayed message is no longer parked");
-    let delivery = delivery_of(&stack, &user.user_id).await;
+    let delivery = the_one_delivery_of(&stack, &user.user_id).await;
     assert_eq!((delivery.status(), delivery.attempts), (DeliveryStatus::Sent, 4));
     batch::click_all_and_expect_verified(&stack.smtp, &stack.gateway_url, &stack.users, &[user], LIMIT).await;
 }
@@ -333,7 +315,7 @@ async fn two_email_service_instances_share_the_work_and_send_each_email_once() {
     // the delivery recorded as sent.
     let mut windows = Vec::new();
     for user in &batch {
-        let delivery = delivery_of(&stack, &user.user_id).await;
+        let delivery = the_one_delivery_of(&stack, &user.user_id).await;
         assert_eq!((delivery.status(), delivery.attempts), (DeliveryStatus::Sent, 1), "{delivery:?}");
         *by_instance.entry(delivery.handled_by).or_default() += 1;
         let sent_at = chrono::DateTime::parse_from_rfc3339(&delivery.sent_at).expect("sent_at");

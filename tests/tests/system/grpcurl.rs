@@ -2,9 +2,8 @@
 //! provides): list services through reflection, describe a method, and call ListUsers and
 //! ListDeliveries with the admin credential, paging with the token a page returns.
 
-use crate::{EMAIL_WAIT, STATUS_WAIT, register};
+use crate::{EMAIL_WAIT, STATUS_WAIT};
 use std::process::Command;
-use verimail_proto::auth::v1::VerifyEmailRequest;
 use verimail_proto::user::v1::UserStatus;
 use verimail_system_tests::{Stack, TEST_ADMIN_TOKEN};
 
@@ -65,11 +64,11 @@ async fn an_operator_with_grpcurl_lists_describes_and_calls_the_ops_rpcs() {
     // Three users, one verified.
     let mut ids = Vec::new();
     for name in ["ann", "bob", "cy"] {
-        ids.push(register(&stack, &format!("{name}@example.com"), "correct horse battery").await);
+        ids.push(stack.register(&format!("{name}@example.com"), "correct horse battery").await);
     }
     let mail = stack.smtp.wait_for("bob@example.com", 1, EMAIL_WAIT).await.remove(0);
-    let token = mail.verification_link().split("token=").nth(1).unwrap().to_owned();
-    stack.auth.clone().verify_email(VerifyEmailRequest { token }).await.expect("VerifyEmail");
+    let token = mail.verification_token();
+    stack.verify(&token).await.expect("VerifyEmail");
     assert!(stack.wait_for_status(&ids[1], UserStatus::Verified, STATUS_WAIT).await);
     for name in ["ann", "cy"] {
         stack.smtp.wait_for(&format!("{name}@example.com"), 1, EMAIL_WAIT).await;

@@ -23,22 +23,17 @@ fn assert_exhausted(status: &tonic::Status) -> Duration {
     wait
 }
 
-async fn register(stack: &Stack, email: &str) -> Result<String, tonic::Status> {
-    let request = RegisterUserRequest { email: email.into(), password: "correct horse battery".into() };
-    stack.users.clone().register_user(request).await.map(|r| r.into_inner().user_id)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registrations_per_client_trip_at_three_write_nothing_and_recover() {
     let stack = limited_stack().await;
     for n in 0..3 {
-        register(&stack, &format!("r{n}@example.com")).await.expect("within the limit");
+        stack.try_register(&format!("r{n}@example.com"), "correct horse battery").await.expect("within the limit");
     }
-    let wait = assert_exhausted(&register(&stack, "r3@example.com").await.unwrap_err());
+    let wait = assert_exhausted(&stack.try_register("r3@example.com", "correct horse battery").await.unwrap_err());
     let lookup = GetUserRequest { key: Some(get_user_request::Key::Email("r3@example.com".into())) };
     assert_eq!(stack.users.clone().get_user(lookup).await.unwrap_err().code(), Code::NotFound, "nothing written");
     tokio::time::sleep(wait + Duration::from_millis(50)).await;
-    register(&stack, "r3@example.com").await.expect("allowed again after the wait it named");
+    stack.try_register("r3@example.com", "correct horse battery").await.expect("allowed again after the wait it named");
     println!(
         "RegisterUser per client: 3 allowed, the 4th RESOURCE_EXHAUSTED with RetryInfo {wait:?}, allowed again after it"
     );
@@ -47,7 +42,7 @@ async fn registrations_per_client_trip_at_three_write_nothing_and_recover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resends_trip_at_three_alike_for_known_and_unknown_addresses_and_recover() {
     let stack = limited_stack().await;
-    register(&stack, "known@example.com").await.unwrap();
+    stack.try_register("known@example.com", "correct horse battery").await.unwrap();
     let resend = |email: &'static str| {
         let mut users = stack.users.clone();
         async move { users.resend_verification(ResendVerificationRequest { email: email.into() }).await }
@@ -126,7 +121,7 @@ async fn mail_limits_count_the_mailbox_not_its_spelling_and_sign_up_notices_with
     resend("other@example.com", 5).await.expect("another mailbox");
 
     // A sign-up notice is an email to the mailbox like a resend.
-    let owner = register(&stack, "owner@example.com").await.unwrap();
+    let owner = stack.try_register("owner@example.com", "correct horse battery").await.unwrap();
     let link = stack.smtp.wait_for("owner@example.com", 1, crate::EMAIL_WAIT).await[0].verification_link();
     Browser::new(&stack.gateway_url).click(&link).await;
     assert!(stack.wait_for_status(&owner, verimail_proto::user::v1::UserStatus::Verified, crate::STATUS_WAIT).await);

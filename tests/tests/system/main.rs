@@ -25,21 +25,7 @@ mod traces;
 mod verification;
 
 use std::time::Duration;
-use verimail_proto::user::v1::RegisterUserRequest;
-use verimail_system_tests::Stack;
 
 /// Generous bounds: a loaded two-core CI machine, never a fixed sleep.
 pub const EMAIL_WAIT: Duration = Duration::from_secs(20);
 pub const STATUS_WAIT: Duration = Duration::from_secs(20);
-
-/// Registers through the gRPC API and returns the user id.
-pub async fn register(stack: &Stack, email: &str, password: &str) -> String {
-    stack
-        .users
-        .clone()
-        .register_user(RegisterUserRequest { email: email.into(), password: password.into() })
-        .await
-        .expect("RegisterUser")
-        .into_inner()
-        .user_id
-}

@@ -1,7 +1,7 @@
 //! NATS with a user per service (scripts/nats-permissions.conf): the whole flow works with
 //! each service connecting as itself, and nobody else can publish what a service acts on.
 
-use crate::{EMAIL_WAIT, STATUS_WAIT, register};
+use crate::{EMAIL_WAIT, STATUS_WAIT};
 use async_nats::jetstream;
 use prost::Message;
 use std::time::Duration;
@@ -49,7 +49,7 @@ async fn with_a_user_per_service_the_flow_works_and_nobody_else_can_publish_what
     let stack = Stack::start_with(StackOptions { nats_permissions: true, ..StackOptions::default() }).await;
 
     // The whole flow, each service as its own NATS user.
-    let victim = register(&stack, "victim@example.com", "correct horse battery").await;
+    let victim = stack.register("victim@example.com", "correct horse battery").await;
     let link = stack.smtp.wait_for("victim@example.com", 1, EMAIL_WAIT).await[0].verification_link();
 
     // Without credentials: no connection at all.

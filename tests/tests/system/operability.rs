@@ -1,6 +1,6 @@
 //! What operators rely on: health, reflection, and no second email for a redelivered event.
 
-use crate::{EMAIL_WAIT, register};
+use crate::EMAIL_WAIT;
 use async_nats::jetstream;
 use std::time::Duration;
 use tokio_stream::StreamExt;
@@ -81,7 +81,7 @@ async fn every_service_serves_health_and_reflection_v1_and_v1alpha() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_registration_sends_nothing_twice() {
     let stack = Stack::start().await;
-    let user_id = register(&stack, "grace@example.com", "correct horse battery").await;
+    let user_id = stack.register("grace@example.com", "correct horse battery").await;
     stack.smtp.wait_for("grace@example.com", 1, EMAIL_WAIT).await;
 
     // Put the same event on the stream again under a new message id, past JetStream's

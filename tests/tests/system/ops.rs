@@ -1,15 +1,15 @@
 //! The ops RPCs an operator answers "did Alice get her email, and why not?" with: ListUsers,
 //! ListDeliveries, GetDelivery, RetryDelivery and RevokeVerificationTokens.
 
-use crate::{EMAIL_WAIT, STATUS_WAIT, register};
+use crate::{EMAIL_WAIT, STATUS_WAIT};
 use std::collections::HashSet;
 use std::time::Duration;
 use tonic::Code;
-use verimail_proto::auth::v1::{RevokeVerificationTokensRequest, VerifyEmailCodeRequest, VerifyEmailRequest};
+use verimail_proto::auth::v1::{RevokeVerificationTokensRequest, VerifyEmailCodeRequest};
 use verimail_proto::email::v1::{
     Delivery, DeliveryStatus, GetDeliveryRequest, ListDeliveriesRequest, RetryDeliveryRequest,
 };
-use verimail_proto::ops::v1::{ListParkedRequest, ReplayParkedRequest};
+use verimail_proto::ops::v1::ReplayParkedRequest;
 use verimail_proto::user::v1::{ListUsersRequest, ResendVerificationRequest, User, UserStatus};
 use verimail_system_tests::{Stack, StackOptions};
 
@@ -36,8 +36,8 @@ fn ids(users: &[User]) -> Vec<String> {
 /// Verifies a user through the link in their (latest) email.
 async fn click(stack: &Stack, email: &str, emails: usize) {
     let mail = stack.smtp.wait_for(email, emails, EMAIL_WAIT).await.pop().expect("an email");
-    let token = mail.verification_link().split("token=").nth(1).expect("a token").to_owned();
-    stack.auth.clone().verify_email(VerifyEmailRequest { token }).await.expect("VerifyEmail");
+    let token = mail.verification_token();
+    stack.verify(&token).await.expect("VerifyEmail");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,7 +52,7 @@ async fn list_users_pages_newest_first_and_filters_by_status_and_creation_time()
             middle = verimail_server::rfc3339(chrono::Utc::now());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        registered.push(register(&stack, &format!("lister{n}@example.com"), "correct horse battery").await);
+        registered.push(stack.register(&format!("lister{n}@example.com"), "correct horse battery").await);
     }
     for n in [1, 5] {
         click(&stack, &format!("lister{n}@example.com"), 1).await;
@@ -86,7 +86,7 @@ async fn list_users_pages_newest_first_and_filters_by_status_and_creation_time()
     // A user who registers between two pages shows on neither: keyset pages skip and repeat nothing.
     let first = stack.users.clone().list_users(ListUsersRequest { page_size: 4, ..Default::default() }).await;
     let first = first.unwrap().into_inner();
-    let latecomer = register(&stack, "latecomer@example.com", "correct horse battery").await;
+    let latecomer = stack.register("latecomer@example.com", "correct horse battery").await;
     let next = ListUsersRequest { page_size: 4, page_token: first.next_page_token, ..Default::default() };
     let second = stack.users.clone().list_users(next).await.unwrap().into_inner();
     let mut seen = ids(&first.users);
@@ -96,18 +96,11 @@ async fn list_users_pages_newest_first_and_filters_by_status_and_creation_time()
     assert!(second.next_page_token.is_empty());
 }
 
-/// Polls GetDelivery until the delivery for `user_id`'s first email has `status`.
-async fn delivery_of(stack: &Stack, email: &str, status: DeliveryStatus) -> Delivery {
-    let deadline = tokio::time::Instant::now() + EMAIL_WAIT;
-    loop {
-        let request = ListDeliveriesRequest { email: email.to_uppercase(), ..Default::default() };
-        let listed = stack.emails.clone().list_deliveries(request).await.expect("ListDeliveries").into_inner();
-        if let Some(found) = listed.deliveries.into_iter().find(|d| d.status() == status) {
-            return found;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no {status:?} delivery to {email}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// The delivery to `email` (looked up in another case: addresses are found case-blind) once
+/// it has `status`.
+async fn delivery_to(stack: &Stack, email: &str, status: DeliveryStatus) -> Delivery {
+    let request = ListDeliveriesRequest { email: email.to_uppercase(), ..Default::default() };
+    stack.delivery_where(request, |d| d.status() == status, EMAIL_WAIT).await
 }
 
 async fn retry(stack: &Stack, event_id: &str) -> Result<Delivery, tonic::Status> {
@@ -119,12 +112,12 @@ async fn retry(stack: &Stack, event_id: &str) -> Result<Delivery, tonic::Status>
 async fn deliveries_are_found_by_address_and_status_and_a_failed_one_is_retried_once() {
     let stack = Stack::start().await;
     stack.smtp.reject("bounce@example.com");
-    let bounced_user = register(&stack, "bounce@example.com", "correct horse battery").await;
-    register(&stack, "fine@example.com", "correct horse battery").await;
-    register(&stack, "other@example.com", "correct horse battery").await;
-    let failed = delivery_of(&stack, "bounce@example.com", DeliveryStatus::Failed).await;
-    let sent = delivery_of(&stack, "fine@example.com", DeliveryStatus::Sent).await;
-    delivery_of(&stack, "other@example.com", DeliveryStatus::Sent).await;
+    let bounced_user = stack.register("bounce@example.com", "correct horse battery").await;
+    stack.register("fine@example.com", "correct horse battery").await;
+    stack.register("other@example.com", "correct horse battery").await;
+    let failed = delivery_to(&stack, "bounce@example.com", DeliveryStatus::Failed).await;
+    let sent = delivery_to(&stack, "fine@example.com", DeliveryStatus::Sent).await;
+    delivery_to(&stack, "other@example.com", DeliveryStatus::Sent).await;
     println!("failed delivery: {failed:?}");
     assert_eq!((failed.user_id.as_str(), failed.attempts), (bounced_user.as_str(), 1));
     assert!(failed.last_error.contains("550"), "{}", failed.last_error);
@@ -190,8 +183,8 @@ async fn a_parked_delivery_retried_by_hand_is_not_sent_again_by_a_replay() {
     })
     .await;
     stack.smtp.go_down();
-    let user_id = register(&stack, "parked@example.com", "correct horse battery").await;
-    let parked = delivery_of(&stack, "parked@example.com", DeliveryStatus::Parked).await;
+    let user_id = stack.register("parked@example.com", "correct horse battery").await;
+    let parked = delivery_to(&stack, "parked@example.com", DeliveryStatus::Parked).await;
     assert_eq!(parked.attempts, 2);
     // Down still: the retry fails and the delivery stays parked.
     let again = retry(&stack, &parked.event_id).await.expect("RetryDelivery");
@@ -203,8 +196,8 @@ async fn a_parked_delivery_retried_by_hand_is_not_sent_again_by_a_replay() {
     assert_eq!(stack.smtp.wait_for("parked@example.com", 1, EMAIL_WAIT).await.len(), 1);
 
     // The parked message is still there; replaying it now sends nothing.
-    let listed = stack.email_parking.clone().list_parked(ListParkedRequest::default()).await.unwrap().into_inner();
-    let message = listed.messages.iter().find(|m| m.event_id == parked.event_id).expect("the parked message");
+    let listed = Stack::parked(&stack.email_parking).await;
+    let message = listed.iter().find(|m| m.event_id == parked.event_id).expect("the parked message");
     let replay = ReplayParkedRequest { sequence: message.sequence };
     stack.email_parking.clone().replay_parked(replay).await.expect("ReplayParked");
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -218,7 +211,7 @@ async fn a_parked_delivery_retried_by_hand_is_not_sent_again_by_a_replay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_links_and_codes_stop_working_and_a_new_email_works() {
     let stack = Stack::start().await;
-    let user_id = register(&stack, "revoke@example.com", "correct horse battery").await;
+    let user_id = stack.register("revoke@example.com", "correct horse battery").await;
     let mail = stack.smtp.wait_for("revoke@example.com", 1, EMAIL_WAIT).await.remove(0);
     let revoke = || {
         let mut auth = stack.auth.clone();
@@ -230,8 +223,8 @@ async fn revoked_links_and_codes_stop_working_and_a_new_email_works() {
     let revoked = revoke().await;
     assert_eq!((revoked.revoked_tokens, revoked.revoked_codes), (1, 1));
 
-    let token = mail.verification_link().split("token=").nth(1).unwrap().to_owned();
-    let link = stack.auth.clone().verify_email(VerifyEmailRequest { token }).await.unwrap_err();
+    let token = mail.verification_token();
+    let link = stack.verify(&token).await.unwrap_err();
     assert_eq!(
         (link.code(), verimail_proto::reasons::of(&link).as_str()),
         (Code::FailedPrecondition, verimail_proto::reasons::TOKEN_REVOKED),
@@ -247,7 +240,7 @@ async fn revoked_links_and_codes_stop_working_and_a_new_email_works() {
     // Through the page too: the user is told to ask for a new email.
     let page = reqwest::Client::new()
         .post(format!("{}/verify-email", stack.gateway_url))
-        .form(&[("token", mail.verification_link().split("token=").nth(1).unwrap())])
+        .form(&[("token", mail.verification_token().as_str())])
         .send()
         .await
         .unwrap();

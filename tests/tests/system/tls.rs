@@ -1,7 +1,7 @@
 //! Mutual TLS between the services where certificates are configured: the whole flow runs
 //! over it, and a caller without a certificate from the deployment's CA reaches no RPC.
 
-use crate::{EMAIL_WAIT, STATUS_WAIT, register};
+use crate::{EMAIL_WAIT, STATUS_WAIT};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use verimail_proto::user::v1::UserStatus;
@@ -17,7 +17,7 @@ async fn the_flow_runs_over_mutual_tls_and_callers_without_a_certificate_are_ref
 
     // Register (test → user-service), email (email-service → auth-service for the token),
     // click (gateway → auth-service), verified (test → user-service): every hop is mTLS.
-    let user_id = register(&stack, "tess@example.com", "correct horse battery").await;
+    let user_id = stack.register("tess@example.com", "correct horse battery").await;
     let link = stack.smtp.wait_for("tess@example.com", 1, EMAIL_WAIT).await[0].verification_link();
     let page = Browser::new(&stack.gateway_url).click(&link).await;
     assert_eq!((page.status, page.kind()), (200, "verified"), "{}", page.html);

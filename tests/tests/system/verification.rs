@@ -1,6 +1,6 @@
 //! The flow a user goes through: register, open the email, click the link, verified.
 
-use crate::{EMAIL_WAIT, STATUS_WAIT, register};
+use crate::{EMAIL_WAIT, STATUS_WAIT};
 use std::time::{Duration, Instant};
 use tonic::Code;
 use verimail_auth::token::TokenKeys;
@@ -8,11 +8,8 @@ use verimail_proto::auth::v1::{VerifyEmailRequest, VerifyOutcome};
 use verimail_proto::email::v1::{DeliveryStatus, ListDeliveriesRequest};
 use verimail_proto::user::v1::UserStatus;
 use verimail_system_tests::browser::Browser;
+use verimail_system_tests::smtp::token_of;
 use verimail_system_tests::{Stack, StackOptions};
-
-fn token_of(link: &str) -> String {
-    link.split("token=").nth(1).expect("token in link").to_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_open_the_email_click_the_link_and_become_verified() {
@@ -20,7 +17,7 @@ async fn register_open_the_email_click_the_link_and_become_verified() {
     let browser = Browser::new(&stack.gateway_url);
     let started = Instant::now();
 
-    let user_id = register(&stack, "Alice@Example.com", "correct horse battery").await;
+    let user_id = stack.register("Alice@Example.com", "correct horse battery").await;
     assert_eq!(stack.status_of(&user_id).await, UserStatus::Unverified);
 
     let mails = stack.smtp.wait_for("alice@example.com", 1, EMAIL_WAIT).await;
@@ -68,7 +65,7 @@ async fn register_open_the_email_click_the_link_and_become_verified() {
 async fn opening_the_link_without_submitting_verifies_nothing() {
     let stack = Stack::start().await;
     let browser = Browser::new(&stack.gateway_url);
-    let user_id = register(&stack, "bob@example.com", "correct horse battery").await;
+    let user_id = stack.register("bob@example.com", "correct horse battery").await;
     let link = stack.smtp.wait_for("bob@example.com", 1, EMAIL_WAIT).await[0].verification_link();
 
     for _ in 0..3 {
@@ -89,7 +86,7 @@ async fn opening_the_link_without_submitting_verifies_nothing() {
 async fn a_tampered_token_gets_the_invalid_page_and_invalid_argument() {
     let stack = Stack::start().await;
     let browser = Browser::new(&stack.gateway_url);
-    let user_id = register(&stack, "carol@example.com", "correct horse battery").await;
+    let user_id = stack.register("carol@example.com", "correct horse battery").await;
     let link = stack.smtp.wait_for("carol@example.com", 1, EMAIL_WAIT).await[0].verification_link();
     let token = token_of(&link);
     let split = "v4.local.".len() + 20;
@@ -100,7 +97,7 @@ async fn a_tampered_token_gets_the_invalid_page_and_invalid_argument() {
     assert_eq!((page.status, page.kind()), (400, "invalid"));
     assert!(page.form().is_some(), "the invalid page offers a new link");
 
-    let status = stack.auth.clone().verify_email(VerifyEmailRequest { token: tampered }).await.unwrap_err();
+    let status = stack.verify(&tampered).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(verimail_server::grpc::bad_request_field(&status).as_deref(), Some("token"));
 
@@ -118,13 +115,13 @@ async fn a_tampered_token_gets_the_invalid_page_and_invalid_argument() {
 async fn a_token_for_another_purpose_is_refused() {
     let stack = Stack::start().await;
     let browser = Browser::new(&stack.gateway_url);
-    let user_id = register(&stack, "dave@example.com", "correct horse battery").await;
+    let user_id = stack.register("dave@example.com", "correct horse battery").await;
     stack.smtp.wait_for("dave@example.com", 1, EMAIL_WAIT).await;
     // Signed with auth-service's own key, so only the purpose is wrong.
     let keys = TokenKeys::from_paserk(&[stack.token_key.as_str()]).unwrap();
     let other = keys.issue_for("password_reset", &user_id, "dave@example.com", Duration::from_secs(600)).unwrap().token;
 
-    let status = stack.auth.clone().verify_email(VerifyEmailRequest { token: other.clone() }).await.unwrap_err();
+    let status = stack.verify(&other).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("not an email verification token"), "{}", status.message());
     let page = browser.submit("/verify-email", &[("token".into(), other)]).await;
@@ -137,13 +134,13 @@ async fn an_expired_link_offers_a_new_one_which_works() {
     let stack =
         Stack::start_with(StackOptions { token_lifetime: Duration::from_secs(2), ..StackOptions::default() }).await;
     let browser = Browser::new(&stack.gateway_url);
-    let user_id = register(&stack, "erin@example.com", "correct horse battery").await;
+    let user_id = stack.register("erin@example.com", "correct horse battery").await;
     let link = stack.smtp.wait_for("erin@example.com", 1, EMAIL_WAIT).await[0].verification_link();
     tokio::time::sleep(Duration::from_millis(2500)).await;
 
     let page = browser.click(&link).await;
     assert_eq!((page.status, page.kind()), (410, "expired"), "{}", page.html);
-    let status = stack.auth.clone().verify_email(VerifyEmailRequest { token: token_of(&link) }).await.unwrap_err();
+    let status = stack.verify(&token_of(&link)).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert_eq!(stack.status_of(&user_id).await, UserStatus::Unverified);
 
@@ -166,13 +163,13 @@ async fn an_expired_link_offers_a_new_one_which_works() {
 async fn while_auth_services_postgresql_database_is_unreachable_verifying_answers_unavailable() {
     let stack =
         Stack::start_with(StackOptions { postgres: true, auth_database_door: true, ..StackOptions::default() }).await;
-    let user_id = register(&stack, "outage@example.com", "correct horse battery").await;
+    let user_id = stack.register("outage@example.com", "correct horse battery").await;
     let link = stack.smtp.wait_for("outage@example.com", 1, EMAIL_WAIT).await[0].verification_link();
-    let token = link.split("token=").nth(1).unwrap().to_owned();
+    let token = token_of(&link);
     let door = stack.auth_database_door.as_ref().unwrap();
 
     door.set_open(false);
-    let status = stack.auth.clone().verify_email(VerifyEmailRequest { token: token.clone() }).await.unwrap_err();
+    let status = stack.verify(&token).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     let page = Browser::new(&stack.gateway_url).click(&link).await;
     assert_eq!((page.status, page.kind()), (503, "unavailable"), "{}", page.html);
@@ -182,7 +179,7 @@ async fn while_auth_services_postgresql_database_is_unreachable_verifying_answer
     door.set_open(true);
     let deadline = tokio::time::Instant::now() + STATUS_WAIT;
     loop {
-        match stack.auth.clone().verify_email(VerifyEmailRequest { token: token.clone() }).await {
+        match stack.verify(&token).await {
             Ok(_) => break,
             Err(status) if status.code() == tonic::Code::Unavailable && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
