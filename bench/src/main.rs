@@ -243,61 +243,11 @@ async fn registration(
     stack.set_var(Part::User, "PASSWORD_HASH_PARALLELISM", &cost.parallelism.to_string());
     stack.start_part(Part::User).await;
 
-    // 6. Start-up to SERVING (migrations already applied) and resident memory when idle.
-    let mut parts = serde_json::Map::new();
-    for part in Part::ALL {
-        stack.kill(part);
-        let began = Instant::now();
-        stack.start_part(part).await;
-        let startup = began.elapsed();
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let idle = resident_kib(stack.pid(part));
-        parts.insert(part.binary().into(), serde_json::json!({ "startup_ms": ms(startup), "idle_rss_kib": idle }));
-    }
-
-    // 2. RegisterUser at rising concurrency, memory sampled throughout.
-    let peak = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<&str, u64>::new()));
-    let sampler = {
-        let pids: Vec<_> = Part::ALL.iter().map(|&part| (part.binary(), stack.pid(part))).collect();
-        let peak = peak.clone();
-        tokio::spawn(async move {
-            loop {
-                for (name, pid) in &pids {
-                    let now = resident_kib(*pid).unwrap_or(0);
-                    let mut peak = peak.lock().expect("peak lock");
-                    let entry = peak.entry(name).or_default();
-                    *entry = (*entry).max(now);
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
-    // Each row: label, sample, whether it counts against the bound, CPU per operation.
-    type Row = (String, Sample, bool, Option<Vec<(&'static str, f64)>>);
-    let mut rows: Vec<Row> = Vec::new();
-    for clients in [1, 4, 16, 64] {
-        let meter = cpu_meter(&stack);
-        let sample = register::at_full_speed(&stack, clients, seconds).await?;
-        let cpu = (clients == 16).then(|| meter.per_operation(sample.latencies.len()));
-        let plural = if clients == 1 { "" } else { "s" };
-        rows.push((format!("RegisterUser, {clients} client{plural}"), sample, true, cpu));
-    }
-    let full_speed = rows[2..].iter().map(|(_, sample, _, _)| sample.per_second()).fold(0.0, f64::max);
-
-    // 3. Register → email accepted, at half the full-speed rate.
-    let half = full_speed / 2.0;
-    let (registered, to_email) = register::to_email_at(&stack, half, seconds).await?;
-    rows.push((format!("RegisterUser at {half:.0}/s (half of full speed)"), registered, true, None));
-    sampler.abort();
-
-    // What the email each registration causes costs: the same load with email-service stopped
-    // (its events wait in JetStream), so the two cores hash and store only.
-    stack.kill(Part::Email);
-    let meter = cpu_meter(&stack);
-    let alone = register::at_full_speed(&stack, 16, seconds).await?;
-    let cpu = meter.per_operation(alone.latencies.len());
-    rows.push(("RegisterUser, 16 clients, email-service stopped".into(), alone, true, Some(cpu)));
-    stack.start_part(Part::Email).await;
+    let mut parts = startup_and_idle_memory(&mut stack).await;
+    let peak = PeakMemory::sample(&stack);
+    let (mut rows, half, to_email) = registrations(&stack, seconds).await?;
+    let peak = peak.stop();
+    rows.push(registration_without_email(&mut stack, seconds).await?);
     let bound_after = argon2_bound(cores, seconds).await?;
 
     table.bound = (bound_before.per_second() + bound_after.per_second()) / 2.0;
@@ -305,16 +255,16 @@ async fn registration(
     table.row(&format!("argon2id alone, {cores} at a time, before"), &bound_before, true);
     table.row(&format!("argon2id alone, {cores} at a time, after"), &bound_after, true);
     println!("| the bound: the mean of the two | {:.1} | {:.1} | | 100% |", table.bound, ms(per_hash));
-    for (label, sample, of_bound, cpu) in &rows {
-        table.row(label, sample, *of_bound);
-        if let Some(cpu) = cpu {
+    for row in &rows {
+        table.row(&row.label, &row.sample, true);
+        if let Some(cpu) = &row.cpu {
             table.cpu(cpu);
         }
-        if label == "RegisterUser, 16 clients" || label == "RegisterUser, 64 clients" {
-            let share = sample.per_second() / table.bound;
+        if row.bound_target {
+            let share = row.sample.per_second() / table.bound;
             targets.push(Target::new(
-                format!("{label} ≥ 85% of the argon2 bound"),
-                format!("{:.0}% ({:.1}/s of {:.1}/s)", 100.0 * share, sample.per_second(), table.bound),
+                format!("{} ≥ 85% of the argon2 bound", row.label),
+                format!("{:.0}% ({:.1}/s of {:.1}/s)", 100.0 * share, row.sample.per_second(), table.bound),
                 share >= 0.85,
             ));
         }
@@ -326,13 +276,116 @@ async fn registration(
         format!("p99 {:.1} ms, allowed {:.1} ms", ms(to_email.percentile(0.99)), ms(allowed)),
         to_email.percentile(0.99) <= allowed,
     ));
+    report_parts(&mut parts, &peak, targets);
 
+    Ok(serde_json::json!({
+        "argon2_bound": { "before": bound_before.json(), "after": bound_after.json(), "per_second": table.bound },
+        "parts": parts,
+    }))
+}
+
+/// A measured row of the registration table, counted against the argon2 bound.
+struct Row {
+    label: String,
+    sample: Sample,
+    /// CPU per operation, by process, where it was metered.
+    cpu: Option<Vec<(&'static str, f64)>>,
+    /// Whether the row has the "≥ 85% of the bound" target.
+    bound_target: bool,
+}
+
+/// 6. Start-up to SERVING (migrations already applied) and resident memory when idle, by part.
+async fn startup_and_idle_memory(stack: &mut ProcessStack) -> serde_json::Map<String, serde_json::Value> {
+    let mut parts = serde_json::Map::new();
+    for part in Part::ALL {
+        stack.kill(part);
+        let began = Instant::now();
+        stack.start_part(part).await;
+        let startup = began.elapsed();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let idle = resident_kib(stack.pid(part));
+        parts.insert(part.binary().into(), serde_json::json!({ "startup_ms": ms(startup), "idle_rss_kib": idle }));
+    }
+    parts
+}
+
+/// 2 and 3: RegisterUser at rising concurrency, then at half the full-speed rate (and the time
+/// to the email). The rows, the half rate, and register → email accepted.
+async fn registrations(stack: &ProcessStack, seconds: u64) -> anyhow::Result<(Vec<Row>, f64, Sample)> {
+    let mut rows = Vec::new();
+    for clients in [1, 4, 16, 64] {
+        let meter = cpu_meter(stack);
+        let sample = register::at_full_speed(stack, clients, seconds).await?;
+        let cpu = (clients == 16).then(|| meter.per_operation(sample.latencies.len()));
+        let plural = if clients == 1 { "" } else { "s" };
+        let label = format!("RegisterUser, {clients} client{plural}");
+        rows.push(Row { label, sample, cpu, bound_target: clients >= 16 });
+    }
+    let full_speed = rows[2..].iter().map(|row| row.sample.per_second()).fold(0.0, f64::max);
+    let half = full_speed / 2.0;
+    let (registered, to_email) = register::to_email_at(stack, half, seconds).await?;
+    let label = format!("RegisterUser at {half:.0}/s (half of full speed)");
+    rows.push(Row { label, sample: registered, cpu: None, bound_target: false });
+    Ok((rows, half, to_email))
+}
+
+/// What the email each registration causes costs: the same load with email-service stopped
+/// (its events wait in JetStream), so the two cores hash and store only.
+async fn registration_without_email(stack: &mut ProcessStack, seconds: u64) -> anyhow::Result<Row> {
+    stack.kill(Part::Email);
+    let meter = cpu_meter(stack);
+    let alone = register::at_full_speed(stack, 16, seconds).await?;
+    let cpu = Some(meter.per_operation(alone.latencies.len()));
+    stack.start_part(Part::Email).await;
+    let label = "RegisterUser, 16 clients, email-service stopped".to_owned();
+    Ok(Row { label, sample: alone, cpu, bound_target: false })
+}
+
+/// The peak resident memory of each part, sampled every 100 ms while it runs.
+struct PeakMemory {
+    peak: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<&'static str, u64>>>,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+impl PeakMemory {
+    fn sample(stack: &ProcessStack) -> PeakMemory {
+        let peak = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<&str, u64>::new()));
+        let pids: Vec<_> = Part::ALL.iter().map(|&part| (part.binary(), stack.pid(part))).collect();
+        let sampler = tokio::spawn({
+            let peak = peak.clone();
+            async move {
+                loop {
+                    for (name, pid) in &pids {
+                        let now = resident_kib(*pid).unwrap_or(0);
+                        let mut peak = peak.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                        let entry = peak.entry(name).or_default();
+                        *entry = (*entry).max(now);
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        });
+        PeakMemory { peak, sampler }
+    }
+
+    /// Stops sampling: the peak of each part, by binary name.
+    fn stop(self) -> std::collections::HashMap<&'static str, u64> {
+        self.sampler.abort();
+        self.peak.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+}
+
+/// The table of parts (start-up, idle and peak memory) and their targets.
+fn report_parts(
+    parts: &mut serde_json::Map<String, serde_json::Value>,
+    peak: &std::collections::HashMap<&'static str, u64>,
+    targets: &mut Vec<Target>,
+) {
     println!("\n| part | start-up to SERVING ms | idle RSS MiB | peak RSS under load MiB |");
     println!("|---|---|---|---|");
-    let peak = peak.lock().expect("peak lock").clone();
     for part in Part::ALL {
         let name = part.binary();
-        let entry = parts.get_mut(name).expect("measured");
+        let Some(entry) = parts.get_mut(name) else { continue };
         entry["peak_rss_kib"] = peak.get(name).copied().into();
         let mib =
             |v: &serde_json::Value| v.as_u64().map(|kib| format!("{:.1}", kib as f64 / 1024.0)).unwrap_or("?".into());
@@ -345,11 +398,6 @@ async fn registration(
             idle_bytes < 30_000_000 && startup < 1000.0,
         ));
     }
-
-    Ok(serde_json::json!({
-        "argon2_bound": { "before": bound_before.json(), "after": bound_after.json(), "per_second": table.bound },
-        "parts": parts,
-    }))
 }
 
 /// Clients of the full-speed verify measurements.

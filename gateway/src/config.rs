@@ -1,4 +1,5 @@
-use verimail_server::config::{self, ConfigError};
+use verimail_server::config::ConfigError;
+use verimail_server::config::Vars;
 
 /// The gateway's configuration, from the environment.
 #[derive(Debug, Clone)]
@@ -27,24 +28,25 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env() -> Result<Config, ConfigError> {
+    pub fn from_vars(vars: &Vars) -> Result<Config, ConfigError> {
         let defaults = crate::serve::Limits::default();
         Ok(Config {
-            http_addr: config::string("GATEWAY_HTTP_ADDR", "127.0.0.1:8080"),
-            user_addr: config::string("USER_GRPC_ADDR", "127.0.0.1:50051"),
-            auth_addr: config::string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
-            posts_per_client: verimail_server::limits::rate("RATE_LIMIT_GATEWAY_PER_CLIENT", "30/60")?,
-            credential: verimail_server::internal::ServiceCredential::from_env(
+            http_addr: vars.string("GATEWAY_HTTP_ADDR", "127.0.0.1:8080"),
+            user_addr: vars.string("USER_GRPC_ADDR", "127.0.0.1:50051"),
+            auth_addr: vars.string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
+            posts_per_client: verimail_server::limits::rate(vars, "RATE_LIMIT_GATEWAY_PER_CLIENT", "30/60")?,
+            credential: verimail_server::internal::ServiceCredential::from_vars(
+                vars,
                 verimail_server::internal::GATEWAY_TOKEN,
             )?,
-            tls: verimail_server::tls::GrpcTls::from_env()?,
-            metrics_addr: config::string("METRICS_ADDR", "127.0.0.1:9104"),
-            trusted_proxies: crate::client::TrustedProxies::parse(&config::string("TRUSTED_PROXIES", ""))
+            tls: verimail_server::tls::GrpcTls::from_vars(vars)?,
+            metrics_addr: vars.string("METRICS_ADDR", "127.0.0.1:9104"),
+            trusted_proxies: crate::client::TrustedProxies::parse(&vars.string("TRUSTED_PROXIES", ""))
                 .map_err(|e| ConfigError::new("TRUSTED_PROXIES", e))?,
             limits: crate::serve::Limits {
-                header_timeout: config::seconds("GATEWAY_HEADER_TIMEOUT_SECONDS", defaults.header_timeout)?,
-                request_timeout: config::seconds("GATEWAY_REQUEST_TIMEOUT_SECONDS", defaults.request_timeout)?,
-                max_connections: match config::parse("GATEWAY_MAX_CONNECTIONS", defaults.max_connections)? {
+                header_timeout: vars.seconds("GATEWAY_HEADER_TIMEOUT_SECONDS", defaults.header_timeout)?,
+                request_timeout: vars.seconds("GATEWAY_REQUEST_TIMEOUT_SECONDS", defaults.request_timeout)?,
+                max_connections: match vars.parse("GATEWAY_MAX_CONNECTIONS", defaults.max_connections)? {
                     0 => return Err(ConfigError::new("GATEWAY_MAX_CONNECTIONS", "must be at least 1")),
                     n => n,
                 },

@@ -9,8 +9,10 @@ pub mod chrome;
 pub mod otlp;
 pub mod pki;
 pub mod procs;
+pub mod settings;
 pub mod smtp;
 
+use procs::Part;
 use std::time::Duration;
 use verimail_proto::auth::v1::auth_service_client::AuthServiceClient;
 use verimail_proto::auth::v1::{VerifyEmailRequest, VerifyEmailResponse};
@@ -21,12 +23,12 @@ use verimail_proto::ops::v1::{ListParkedRequest, ParkedMessage};
 use verimail_proto::user::v1::user_service_client::UserServiceClient;
 use verimail_proto::user::v1::{GetUserRequest, RegisterUserRequest, UserStatus, get_user_request};
 use verimail_server::admin::AdminCredential;
+use verimail_server::config::Vars;
 use verimail_server::internal::ServiceCredential;
 use verimail_server::limits::Rate;
 use verimail_server::shutdown::Shutdown;
 use verimail_server::tls::GrpcTls;
 use verimail_testkit::NatsCluster;
-use verimail_user::domain::HashCost;
 
 pub use smtp::{ReceivedMail, SmtpServer};
 
@@ -86,7 +88,7 @@ pub struct StackOptions {
     /// Enumeration-safe registration, as in production by default.
     pub enumeration_safe: bool,
     /// gRPC between every part (and the test's clients) over this TLS; off by default.
-    pub tls: GrpcTls,
+    pub tls: Option<pki::TlsPem>,
     /// How often email-service's health probes SMTP (1 s here, 15 s by default).
     pub smtp_check_interval: Duration,
     /// nats-servers: 1, or a cluster of this many with every stream on up to 3 of them.
@@ -97,7 +99,7 @@ pub struct StackOptions {
     /// limits are off; `limits` when `None`.
     pub code_limit: Option<Rate>,
     /// The gateway's `TRUSTED_PROXIES` (none by default).
-    pub trusted_proxies: verimail_gateway::client::TrustedProxies,
+    pub trusted_proxies: String,
     /// auth-service reaches its PostgreSQL database through a door a test can close
     /// ([`Stack::auth_database_door`]); needs `postgres`.
     pub auth_database_door: bool,
@@ -106,6 +108,20 @@ pub struct StackOptions {
     /// NATS with a user per service and its permissions (`scripts/nats-permissions.conf`),
     /// each service connecting as its own; open NATS otherwise.
     pub nats_permissions: bool,
+}
+
+impl StackOptions {
+    /// What the process stack runs with: production's token lifetimes and SMTP check
+    /// interval, and email retries that outlive a part's restart.
+    pub fn for_processes() -> StackOptions {
+        StackOptions {
+            token_lifetime: Duration::from_secs(24 * 3600),
+            email_attempts: 10,
+            email_backoff: vec![Duration::from_secs(1)],
+            smtp_check_interval: Duration::from_secs(15),
+            ..StackOptions::default()
+        }
+    }
 }
 
 impl Default for StackOptions {
@@ -120,12 +136,12 @@ impl Default for StackOptions {
             postgres: on_postgres(),
             limits: None,
             enumeration_safe: true,
-            tls: GrpcTls::off(),
+            tls: None,
             smtp_check_interval: Duration::from_secs(1),
             nats_nodes: 1,
             code_max_wrong_tries: verimail_auth::code::MAX_WRONG_TRIES,
             code_limit: None,
-            trusted_proxies: Default::default(),
+            trusted_proxies: String::new(),
             gateway_limits: Default::default(),
             nats_permissions: false,
             auth_database_door: false,
@@ -239,25 +255,12 @@ impl Stack {
         Stack::start_with(StackOptions::default()).await
     }
 
+    /// A stack with these options: every part configured through its own parser from the
+    /// variables [`StackOptions::vars_for`] gives it, beside the addresses, databases, NATS and
+    /// keys of this stack.
     pub async fn start_with(options: StackOptions) -> Stack {
-        verimail_server::telemetry::init("verimail-tests");
-        let nats = if options.nats_permissions {
-            let passwords = ["user-service", "auth-service", "email-service"].map(nats_password).to_vec();
-            let server =
-                verimail_testkit::NatsServer::start_configured(std::path::Path::new(NATS_PERMISSIONS), passwords);
-            NatsCluster { nodes: vec![server] }
-        } else {
-            NatsCluster::start(options.nats_nodes)
-        };
-        // Each service as itself where NATS has users.
-        let nats_for = |service: &str| {
-            let mut config = verimail_events::bus::NatsConfig::url(nats.url());
-            if options.nats_permissions {
-                config.auth =
-                    verimail_events::bus::NatsAuth::UserPassword(service.to_owned(), nats_password(service).1);
-            }
-            config
-        };
+        verimail_server::telemetry::init("verimail-tests", &Vars::env());
+        let nats = start_nats(&options);
         let smtp = SmtpServer::start();
         let data = tempfile::tempdir().expect("temporary data folder");
         let databases = Databases::create(options.postgres).await;
@@ -267,84 +270,55 @@ impl Stack {
             let url = auth.url_through(door.port());
             (door, url)
         });
-        let db = |service: &str| match (&auth_database_door, service) {
-            (Some((_, through_door)), "auth") => through_door.clone(),
-            _ => databases.url(data.path(), service),
-        };
         let shutdown = Shutdown::default();
-        // Internal RPCs need their callers' credentials, as in production.
-        let gateway_credential = ServiceCredential::new(TEST_GATEWAY_TOKEN).expect("a long enough secret");
-        let email_credential = ServiceCredential::new(TEST_EMAIL_TOKEN).expect("a long enough secret");
-        let admin = AdminCredential::new(TEST_ADMIN_TOKEN).expect("a long enough secret");
+        let client_tls = options.tls.as_ref().map_or_else(GrpcTls::off, pki::TlsPem::grpc_tls);
+        let tls_vars = options.tls.as_ref().map(|pem| pem.write(data.path())).unwrap_or_default();
+        // Every instance of auth-service holds the same token key.
+        let token_key = verimail_auth::token::TokenKeys::generate().expect("token key").current_paserk();
+        // What `part` is given: its options' variables, this stack's and its own.
+        let given = |part: Part, own: Vec<settings::Var>| {
+            let mut vars = options.vars_for(part);
+            vars.extend(tls_vars.iter().cloned());
+            vars.push(("METRICS_ADDR", "127.0.0.1:0".into()));
+            if part != Part::Gateway {
+                vars.extend(nats_vars(&nats, part, options.nats_permissions));
+                let db = match (&auth_database_door, part) {
+                    (Some((_, through_door)), Part::Auth) => through_door.clone(),
+                    _ => databases.url(data.path(), part.database()),
+                };
+                vars.push(("DATABASE_URL", db));
+            }
+            vars.extend(own);
+            Vars::from_pairs(vars)
+        };
+        let listen = "127.0.0.1:0".to_owned();
 
         let operator = Operator::new();
         let channel = |addr: std::net::SocketAddr| {
-            operator.channel(options.tls.channel("test", &addr.to_string()).expect("channel"))
+            operator.channel(client_tls.channel("test", &addr.to_string()).expect("channel"))
         };
-        // Every instance of auth-service holds the same token key.
-        let token_key = verimail_auth::token::TokenKeys::generate().expect("token key").current_paserk();
         let mut instances = Vec::new();
         let mut part_addrs = Vec::new();
         for _ in 0..options.instances.max(1) {
-            let keys = verimail_auth::token::TokenKeys::from_paserk(&[token_key.as_str()]).expect("the token key");
-            let auth = verimail_auth::App::build(verimail_auth::Config {
-                nats: nats_for("auth-service"),
-                fronts: gateway_credential.clone(),
-                issuer: email_credential.clone(),
-                admin: admin.clone(),
-                tls: options.tls.clone(),
-                metrics_addr: "127.0.0.1:0".into(),
-                grpc_addr: "127.0.0.1:0".into(),
-                database: verimail_events::db::DbConfig::url(db("auth")),
-                stream_replicas: options.nats_nodes.min(3),
-                keys,
-                token_lifetime: options.token_lifetime,
-                code_lifetime: options.code_lifetime,
-                verify_per_client: options.limits,
-                code_per_email: options.code_limit.or(options.limits),
-                code_max_wrong_tries: options.code_max_wrong_tries,
-                outbox_retention: verimail_events::outbox::DEFAULT_RETENTION,
-            })
-            .await
-            .expect("auth-service builds");
+            let vars =
+                given(Part::Auth, vec![("AUTH_GRPC_ADDR", listen.clone()), ("AUTH_TOKEN_KEYS", token_key.clone())]);
+            let config = verimail_auth::Config::from_vars(&vars).expect("auth-service's test configuration");
+            let auth = verimail_auth::App::build(config).await.expect("auth-service builds");
             let auth_addr = auth.grpc_addr();
 
-            let user = verimail_user::App::build(verimail_user::Config {
-                nats: nats_for("user-service"),
-                fronts: gateway_credential.clone(),
-                admin: admin.clone(),
-                tls: options.tls.clone(),
-                metrics_addr: "127.0.0.1:0".into(),
-                grpc_addr: "127.0.0.1:0".into(),
-                database: verimail_events::db::DbConfig::url(db("user")),
-                stream_replicas: options.nats_nodes.min(3),
-                // Cheap hashing for tests, through configuration like any other deployment.
-                hash_cost: HashCost { memory_kib: 1024, iterations: 1, parallelism: 1 },
-                hash_concurrency: 2,
-                enumeration_safe: options.enumeration_safe,
-                limits: match options.limits {
-                    Some(rate) => verimail_user::limits::UserLimits::all(rate.count.get(), rate.per),
-                    None => verimail_user::limits::UserLimits::off(),
-                },
-                outbox_retention: verimail_events::outbox::DEFAULT_RETENTION,
-            })
-            .await
-            .expect("user-service builds");
+            let vars = given(Part::User, vec![("USER_GRPC_ADDR", listen.clone())]);
+            let config = verimail_user::Config::from_vars(&vars).expect("user-service's test configuration");
+            let user = verimail_user::App::build(config).await.expect("user-service builds");
             let user_addr = user.grpc_addr();
 
-            let gateway = verimail_gateway::App::build(verimail_gateway::Config {
-                credential: gateway_credential.clone(),
-                tls: options.tls.clone(),
-                metrics_addr: "127.0.0.1:0".into(),
-                http_addr: "127.0.0.1:0".into(),
-                user_addr: user_addr.to_string(),
-                auth_addr: auth_addr.to_string(),
-                posts_per_client: options.limits,
-                trusted_proxies: options.trusted_proxies.clone(),
-                limits: options.gateway_limits,
-            })
-            .await
-            .expect("gateway builds");
+            let own = vec![
+                ("GATEWAY_HTTP_ADDR", listen.clone()),
+                ("USER_GRPC_ADDR", user_addr.to_string()),
+                ("AUTH_GRPC_ADDR", auth_addr.to_string()),
+            ];
+            let config = verimail_gateway::Config::from_vars(&given(Part::Gateway, own))
+                .expect("the gateway's test configuration");
+            let gateway = verimail_gateway::App::build(config).await.expect("gateway builds");
             let gateway_url = format!("http://{}", gateway.http_addr());
             tokio::spawn(auth.run(shutdown.clone()));
             tokio::spawn(user.run(shutdown.clone()));
@@ -358,28 +332,16 @@ impl Stack {
         let mut email_addrs = Vec::new();
         for n in 1..=options.email_instances.max(1) {
             let (_, auth_addr) = part_addrs[(n - 1) % part_addrs.len()];
-            let email = verimail_email::App::build(verimail_email::Config {
-                nats: nats_for("email-service"),
-                credential: email_credential.clone(),
-                admin: admin.clone(),
-                tls: options.tls.clone(),
-                metrics_addr: "127.0.0.1:0".into(),
-                grpc_addr: "127.0.0.1:0".into(),
-                database: verimail_events::db::DbConfig::url(db("email")),
-                stream_replicas: options.nats_nodes.min(3),
-                auth_addr: auth_addr.to_string(),
-                mail_target: verimail_email::mail::MailTarget::Smtp(smtp.url()),
-                from: "Verimail <no-reply@verimail.localhost>".parse().expect("mailbox"),
-                public_base_url: instances[(n - 1) % instances.len()].gateway_url.clone(),
-                max_attempts: options.email_attempts,
-                retry_backoff: options.email_backoff.clone(),
-                // Short, so a message whose ack was lost comes back within seconds.
-                send_timeout: Duration::from_secs(2),
-                smtp_check_interval: options.smtp_check_interval,
-                instance: format!("email-{n}"),
-            })
-            .await
-            .expect("email-service builds");
+            let own = vec![
+                ("EMAIL_GRPC_ADDR", listen.clone()),
+                ("AUTH_GRPC_ADDR", auth_addr.to_string()),
+                ("SMTP_URL", smtp.url()),
+                ("PUBLIC_BASE_URL", instances[(n - 1) % instances.len()].gateway_url.clone()),
+                ("EMAIL_INSTANCE_ID", format!("email-{n}")),
+            ];
+            let config = verimail_email::Config::from_vars(&given(Part::Email, own))
+                .expect("email-service's test configuration");
+            let email = verimail_email::App::build(config).await.expect("email-service builds");
             email_addrs.push(email.grpc_addr());
             tokio::spawn(email.run(shutdown.clone()));
         }
@@ -391,8 +353,7 @@ impl Stack {
             users: UserServiceClient::new(channel(user_addr)),
             auth: AuthServiceClient::new(channel(auth_addr)),
             issuer: AuthServiceClient::new(
-                Operator::email_service()
-                    .channel(options.tls.channel("test", &auth_addr.to_string()).expect("channel")),
+                Operator::email_service().channel(client_tls.channel("test", &auth_addr.to_string()).expect("channel")),
             ),
             emails: EmailServiceClient::new(channel(email_addr)),
             email_parking: ParkingServiceClient::new(channel(email_addr)),
@@ -498,6 +459,28 @@ impl Stack {
             .expect("a user");
         user.status()
     }
+}
+
+/// One nats-server, a cluster, or a server with a user per service
+/// ([`StackOptions::nats_permissions`]).
+fn start_nats(options: &StackOptions) -> NatsCluster {
+    if options.nats_permissions {
+        let passwords = ["user-service", "auth-service", "email-service"].map(nats_password).to_vec();
+        let server = verimail_testkit::NatsServer::start_configured(std::path::Path::new(NATS_PERMISSIONS), passwords);
+        NatsCluster { nodes: vec![server] }
+    } else {
+        NatsCluster::start(options.nats_nodes)
+    }
+}
+
+/// Where `part` finds NATS, and as whom where NATS has users.
+fn nats_vars(nats: &NatsCluster, part: Part, with_users: bool) -> Vec<settings::Var> {
+    let mut vars = vec![("NATS_URL", nats.url())];
+    if with_users {
+        vars.push(("NATS_USER", part.binary().to_owned()));
+        vars.push(("NATS_PASSWORD", nats_password(part.binary()).1));
+    }
+    vars
 }
 
 impl Drop for Stack {

@@ -38,9 +38,40 @@ impl TestCa {
         (cert.pem(), key.serialize_pem())
     }
 
-    /// Mutual TLS for a process holding a fresh certificate from this CA.
-    pub fn grpc_tls(&self, name: &str) -> GrpcTls {
+    /// A fresh certificate named `name` from this CA, its key and the CA (PEM).
+    pub fn tls_pem(&self, name: &str) -> TlsPem {
         let (cert, key) = self.issue(name);
-        GrpcTls::new(cert, key, self.pem()).expect("valid PEM")
+        TlsPem { cert, key, ca: self.pem() }
+    }
+}
+
+/// A certificate, its key and the CA to trust (PEM): what a part's `GRPC_TLS_*` files hold.
+#[derive(Clone)]
+pub struct TlsPem {
+    pub cert: String,
+    pub key: String,
+    pub ca: String,
+}
+
+impl TlsPem {
+    /// Mutual TLS with these, for a test's own clients.
+    pub fn grpc_tls(&self) -> GrpcTls {
+        GrpcTls::new(self.cert.clone(), self.key.clone(), self.ca.clone()).expect("valid PEM")
+    }
+
+    /// Writes the three files into `dir`: the `GRPC_TLS_*` variables that name them.
+    pub fn write(&self, dir: &std::path::Path) -> Vec<(&'static str, String)> {
+        [
+            ("GRPC_TLS_CERT", "tls-cert.pem", &self.cert),
+            ("GRPC_TLS_KEY", "tls-key.pem", &self.key),
+            ("GRPC_TLS_CA", "tls-ca.pem", &self.ca),
+        ]
+        .into_iter()
+        .map(|(variable, file, pem)| {
+            let path = dir.join(file);
+            std::fs::write(&path, pem).expect("write a PEM file");
+            (variable, path.display().to_string())
+        })
+        .collect()
     }
 }

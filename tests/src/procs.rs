@@ -38,6 +38,16 @@ impl Part {
         }
     }
 
+    /// Its database in a stack ("user", "auth", "email"); the gateway has none.
+    pub fn database(self) -> &'static str {
+        match self {
+            Part::User => "user",
+            Part::Auth => "auth",
+            Part::Email => "email",
+            Part::Gateway => "",
+        }
+    }
+
     pub fn binary(self) -> &'static str {
         match self {
             Part::User => "user-service",
@@ -125,69 +135,49 @@ impl ProcessStack {
         let db = |service: &str| databases.url(dir.path(), service);
         let token_key = verimail_auth::token::TokenKeys::generate().expect("token key").current_paserk();
 
-        let common = vec![
-            // Development is the explicit opt-in; a test of production sets it in `extra`.
-            ("VERIMAIL_ENV".to_owned(), "development".to_owned()),
-            ("NATS_URL".to_owned(), nats.url()),
-            ("USER_GRPC_ADDR".to_owned(), addr(user)),
-            ("AUTH_GRPC_ADDR".to_owned(), addr(auth)),
-            ("EMAIL_GRPC_ADDR".to_owned(), addr(email)),
-            ("GATEWAY_HTTP_ADDR".to_owned(), addr(http)),
-            ("RUST_LOG".to_owned(), "info,sqlx=warn,async_nats=warn,h2=warn".to_owned()),
-            ("GATEWAY_SERVICE_TOKEN".to_owned(), crate::TEST_GATEWAY_TOKEN.to_owned()),
-            ("EMAIL_SERVICE_TOKEN".to_owned(), crate::TEST_EMAIL_TOKEN.to_owned()),
-            ("ADMIN_TOKEN".to_owned(), crate::TEST_ADMIN_TOKEN.to_owned()),
-            // Small pools: tests run side by side on one PostgreSQL server.
-            ("DATABASE_MAX_CONNECTIONS".to_owned(), "4".to_owned()),
-        ];
-        // Batches come from one address: no rate limits here (tests of their own prove them).
-        let common: Vec<_> = common
-            .into_iter()
-            .chain(
-                [
-                    "RATE_LIMIT_REGISTER_PER_CLIENT",
-                    "RATE_LIMIT_REGISTER_PER_EMAIL",
-                    "RATE_LIMIT_RESEND_PER_CLIENT",
-                    "RATE_LIMIT_RESEND_PER_EMAIL",
-                    "RATE_LIMIT_RESEND_PER_EMAIL_DAILY",
-                    "RATE_LIMIT_VERIFY_PER_CLIENT",
-                    "RATE_LIMIT_CODE_PER_EMAIL",
-                    "RATE_LIMIT_GATEWAY_PER_CLIENT",
-                ]
-                .map(|name| (name.to_owned(), "off".to_owned())),
-            )
-            .chain(extra.iter().map(|(name, value)| (name.to_string(), value.clone())))
-            .collect();
-        let with = |extra: Vec<(&str, String)>| {
-            let mut env = common.clone();
-            env.push(("METRICS_ADDR".to_owned(), addr(free_port())));
-            env.extend(extra.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        // What each part is given: the process stack's options, then this stack's addresses,
+        // NATS and the caller's `extra` (for every part).
+        let options = crate::StackOptions::for_processes();
+        let with = |part: Part, own: Vec<(&str, String)>| {
+            let mut env: Vec<(String, String)> =
+                options.vars_for(part).into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
+            let stack = [
+                ("NATS_URL", nats.url()),
+                ("USER_GRPC_ADDR", addr(user)),
+                ("AUTH_GRPC_ADDR", addr(auth)),
+                ("EMAIL_GRPC_ADDR", addr(email)),
+                ("GATEWAY_HTTP_ADDR", addr(http)),
+                ("RUST_LOG", "info,sqlx=warn,async_nats=warn,h2=warn".to_owned()),
+                ("METRICS_ADDR", addr(free_port())),
+            ];
+            let extra = extra.iter().map(|(name, value)| (*name, value.clone()));
+            env.extend(stack.into_iter().chain(own).chain(extra).map(|(name, value)| (name.to_owned(), value)));
             env
         };
         let env = HashMap::from([
             (
                 Part::User,
-                with(vec![
-                    ("NATS_URL", format!("nats://127.0.0.1:{}", user_nats_door.port())),
-                    ("DATABASE_URL", db("user")),
-                    // Cheap hashing for tests, through configuration like any deployment.
-                    ("PASSWORD_HASH_MEMORY_KIB", "1024".into()),
-                    ("PASSWORD_HASH_ITERATIONS", "1".into()),
-                ]),
+                with(
+                    Part::User,
+                    vec![
+                        ("NATS_URL", format!("nats://127.0.0.1:{}", user_nats_door.port())),
+                        ("DATABASE_URL", db("user")),
+                    ],
+                ),
             ),
-            (Part::Auth, with(vec![("DATABASE_URL", db("auth")), ("AUTH_TOKEN_KEYS", token_key)])),
+            (Part::Auth, with(Part::Auth, vec![("DATABASE_URL", db("auth")), ("AUTH_TOKEN_KEYS", token_key)])),
             (
                 Part::Email,
-                with(vec![
-                    ("DATABASE_URL", db("email")),
-                    ("SMTP_URL", smtp.url()),
-                    ("PUBLIC_BASE_URL", gateway_url.clone()),
-                    ("EMAIL_SEND_TIMEOUT_SECONDS", "2".into()),
-                    ("EMAIL_RETRY_BACKOFF_SECONDS", "1".into()),
-                    ("EMAIL_MAX_ATTEMPTS", "10".into()),
-                ]),
+                with(
+                    Part::Email,
+                    vec![
+                        ("DATABASE_URL", db("email")),
+                        ("SMTP_URL", smtp.url()),
+                        ("PUBLIC_BASE_URL", gateway_url.clone()),
+                    ],
+                ),
             ),
-            (Part::Gateway, with(vec![])),
+            (Part::Gateway, with(Part::Gateway, vec![])),
         ]);
         let operator = Operator::new();
         let channel = |port: u16| {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tracing::Instrument;
 use verimail_proto::streams;
 use verimail_server::config;
+use verimail_server::config::Vars;
 use verimail_server::shutdown::Shutdown;
 
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
@@ -117,22 +118,23 @@ impl NatsConfig {
     /// In production a connection without credentials is refused unless
     /// `NATS_ALLOW_UNAUTHENTICATED=true` says so: whoever reaches the server could otherwise
     /// publish the events the services act on.
-    pub fn from_env() -> Result<NatsConfig, verimail_server::config::ConfigError> {
-        use verimail_server::config::{ConfigError, var};
+    pub fn from_vars(vars: &Vars) -> Result<NatsConfig, verimail_server::config::ConfigError> {
+        use verimail_server::config::ConfigError;
         // A file a variable names, which must be there.
-        let file = |name: &'static str| match var(name).map(std::path::PathBuf::from) {
+        let file = |name: &'static str| match vars.var(name).map(std::path::PathBuf::from) {
             Some(path) if !path.is_file() => Err(ConfigError::new(name, format!("{} is not a file", path.display()))),
             found => Ok(found),
         };
         let mut methods = Vec::new();
-        if let Some(user) = var("NATS_USER") {
-            let password =
-                var("NATS_PASSWORD").ok_or_else(|| ConfigError::new("NATS_PASSWORD", "is required with NATS_USER"))?;
+        if let Some(user) = vars.var("NATS_USER") {
+            let password = vars
+                .var("NATS_PASSWORD")
+                .ok_or_else(|| ConfigError::new("NATS_PASSWORD", "is required with NATS_USER"))?;
             methods.push(NatsAuth::UserPassword(user, password));
-        } else if var("NATS_PASSWORD").is_some() {
+        } else if vars.var("NATS_PASSWORD").is_some() {
             return Err(ConfigError::new("NATS_USER", "is required with NATS_PASSWORD"));
         }
-        if let Some(token) = var("NATS_TOKEN") {
+        if let Some(token) = vars.var("NATS_TOKEN") {
             methods.push(NatsAuth::Token(token));
         }
         if let Some(creds) = file("NATS_CREDS")? {
@@ -142,8 +144,8 @@ impl NatsConfig {
             return Err(ConfigError::new("NATS_USER", "give one of NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS"));
         }
         let auth = methods.pop().unwrap_or_default();
-        let allow_unauthenticated = verimail_server::config::parse("NATS_ALLOW_UNAUTHENTICATED", false)?;
-        if matches!(auth, NatsAuth::None) && verimail_server::config::is_production() && !allow_unauthenticated {
+        let allow_unauthenticated = vars.parse("NATS_ALLOW_UNAUTHENTICATED", false)?;
+        if matches!(auth, NatsAuth::None) && vars.is_production() && !allow_unauthenticated {
             return Err(ConfigError::new(
                 "NATS_CREDS",
                 "production needs NATS credentials (NATS_CREDS, NATS_USER and NATS_PASSWORD, or NATS_TOKEN): \
@@ -158,8 +160,8 @@ impl NatsConfig {
             (Some(_), None) => return Err(ConfigError::new("NATS_TLS_KEY", "is required with NATS_TLS_CERT")),
             (None, Some(_)) => return Err(ConfigError::new("NATS_TLS_CERT", "is required with NATS_TLS_KEY")),
         };
-        let tls_required = verimail_server::config::parse("NATS_TLS_REQUIRED", false)? || tls_ca.is_some();
-        Ok(NatsConfig { url: nats_url(), auth, tls_ca, tls_client, tls_required })
+        let tls_required = vars.parse("NATS_TLS_REQUIRED", false)? || tls_ca.is_some();
+        Ok(NatsConfig { url: nats_url(vars), auth, tls_ca, tls_client, tls_required })
     }
 
     async fn options(&self) -> std::io::Result<async_nats::ConnectOptions> {
@@ -585,14 +587,14 @@ async fn park(
 }
 
 /// The NATS server, `NATS_URL` (several, comma-separated, for a cluster).
-pub fn nats_url() -> String {
-    config::string("NATS_URL", "nats://127.0.0.1:4222")
+pub fn nats_url(vars: &Vars) -> String {
+    vars.string("NATS_URL", "nats://127.0.0.1:4222")
 }
 
 /// `NATS_STREAM_REPLICAS`: how many servers keep each stream (1 to 5; 3 on a three-node
 /// cluster, so that losing one server loses nothing).
-pub fn stream_replicas() -> Result<usize, config::ConfigError> {
-    let replicas = config::parse("NATS_STREAM_REPLICAS", 1usize)?;
+pub fn stream_replicas(vars: &Vars) -> Result<usize, config::ConfigError> {
+    let replicas = vars.parse("NATS_STREAM_REPLICAS", 1usize)?;
     if !(1..=5).contains(&replicas) {
         return Err(config::ConfigError::new("NATS_STREAM_REPLICAS", "must be between 1 and 5"));
     }

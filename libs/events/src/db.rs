@@ -11,7 +11,7 @@ use sea_orm_migration::prelude::{IndexCreateStatement, TableAlterStatement, Tabl
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
 use std::sync::Arc;
 use std::time::Duration;
-use verimail_server::config;
+use verimail_server::config::Vars;
 
 pub use verimail_server::cli::Migrations;
 
@@ -42,15 +42,15 @@ impl std::fmt::Debug for DbConfig {
 }
 
 impl DbConfig {
-    pub fn from_env(default_file: &str) -> Result<DbConfig, verimail_server::config::ConfigError> {
-        let max_connections = verimail_server::config::parse("DATABASE_MAX_CONNECTIONS", 16u32)?;
+    pub fn from_vars(vars: &Vars, default_file: &str) -> Result<DbConfig, verimail_server::config::ConfigError> {
+        let max_connections = vars.parse("DATABASE_MAX_CONNECTIONS", 16u32)?;
         if max_connections < 2 {
             return Err(verimail_server::config::ConfigError::new(
                 "DATABASE_MAX_CONNECTIONS",
                 "must be at least 2 (migrating holds one connection for its lock)",
             ));
         }
-        Ok(DbConfig { url: database_url(default_file), max_connections, migrations: Migrations::Apply })
+        Ok(DbConfig { url: database_url(vars, default_file), max_connections, migrations: Migrations::Apply })
     }
 
     /// These settings for `url`, migrating at start, with a small pool (tests, tools).
@@ -61,8 +61,8 @@ impl DbConfig {
 
 /// `--migrate-only`: applies pending migrations to `DATABASE_URL` (with
 /// `DATABASE_MAX_CONNECTIONS`, the only settings it reads) and returns, for the binary to exit.
-pub async fn migrate_only<M: MigratorTrait>(default_file: &str) -> anyhow::Result<()> {
-    let config = DbConfig::from_env(default_file)?;
+pub async fn migrate_only<M: MigratorTrait>(vars: &Vars, default_file: &str) -> anyhow::Result<()> {
+    let config = DbConfig::from_vars(vars, default_file)?;
     let db = connect_with::<M>(&config).await?;
     let applied = M::get_applied_migrations(&db).await?.len();
     tracing::info!(database = %verimail_server::config::redact_url(&config.url), applied, "migrated; exiting (--migrate-only)");
@@ -289,8 +289,8 @@ pub fn is_unique_violation(err: &DbErr) -> bool {
 }
 
 /// This service's database, `DATABASE_URL`, defaulting to a SQLite file under `data/`.
-pub fn database_url(default_file: &str) -> String {
-    config::var("DATABASE_URL").unwrap_or_else(|| format!("sqlite://data/{default_file}?mode=rwc"))
+pub fn database_url(vars: &Vars, default_file: &str) -> String {
+    vars.var("DATABASE_URL").unwrap_or_else(|| format!("sqlite://data/{default_file}?mode=rwc"))
 }
 
 #[cfg(test)]

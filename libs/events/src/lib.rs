@@ -24,17 +24,18 @@ macro_rules! service_main {
         async fn main() -> anyhow::Result<()> {
             use $crate::server::cli::{self, Mode};
             use $service::{App, Config, store::Migrator};
-            $crate::server::telemetry::init($name);
-            let migrations = match cli::mode(true)? {
+            let vars = &$crate::server::config::Vars::env();
+            $crate::server::telemetry::init($name, vars);
+            let migrations = match cli::mode(vars, true)? {
                 Mode::Serve(migrations) => migrations,
-                Mode::MigrateOnly => return $crate::db::migrate_only::<Migrator>($db_file).await,
-                Mode::CheckConfig => return cli::check_config(Config::from_env()),
+                Mode::MigrateOnly => return $crate::db::migrate_only::<Migrator>(vars, $db_file).await,
+                Mode::CheckConfig => return cli::check_config(vars, Config::from_vars(vars)),
                 Mode::HealthCheck => {
-                    let config = Config::from_env()?;
+                    let config = Config::from_vars(vars)?;
                     return cli::grpc_health_check(&config.grpc_addr, &config.tls).await;
                 }
             };
-            let mut config = Config::from_env()?;
+            let mut config = Config::from_vars(vars)?;
             config.database.migrations = migrations;
             let app = App::build(config).await?;
             tracing::info!(grpc = %app.grpc_addr(), concat!($name, " listening"));

@@ -8,7 +8,7 @@
 //! turned off in production (PERMISSION_DENIED), so a deployment that never sets one exposes
 //! nothing.
 
-use crate::config::{self, ConfigError};
+use crate::config::{ConfigError, Vars};
 use crate::internal::ServiceCredential;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -41,14 +41,14 @@ impl std::fmt::Debug for AdminCredential {
 
 impl AdminCredential {
     /// `ADMIN_TOKEN`: at least 16 characters, and none of the services' credentials.
-    pub fn from_env(services: &[&ServiceCredential]) -> Result<AdminCredential, ConfigError> {
-        match config::var("ADMIN_TOKEN") {
+    pub fn from_vars(vars: &Vars, services: &[&ServiceCredential]) -> Result<AdminCredential, ConfigError> {
+        match vars.var("ADMIN_TOKEN") {
             Some(secret) if services.iter().any(|service| service.is(&secret)) => Err(ConfigError::new(
                 "ADMIN_TOKEN",
                 "must differ from the service credentials: operators and services hold separate credentials",
             )),
             Some(secret) => AdminCredential::new(&secret).map_err(|e| ConfigError::new("ADMIN_TOKEN", e)),
-            None if config::is_production() => {
+            None if vars.is_production() => {
                 tracing::info!("ADMIN_TOKEN is not set: ops RPCs are turned off");
                 Ok(AdminCredential::Off)
             }

@@ -8,6 +8,7 @@
 //! - `--health-check`: ask the instance running beside it (its gRPC health, or the gateway's
 //!   `/readyz`) whether it is ready, and exit 0 if so: a container health check.
 
+use crate::config::Vars;
 use std::time::Duration;
 
 /// What a service with a database does with pending migrations at start.
@@ -60,8 +61,8 @@ pub fn parse(args: impl IntoIterator<Item = String>, database: bool) -> Result<M
 }
 
 /// The mode from this process's command line, once `VERIMAIL_ENV` names a known environment.
-pub fn mode(database: bool) -> anyhow::Result<Mode> {
-    let environment = crate::config::environment()?;
+pub fn mode(vars: &Vars, database: bool) -> anyhow::Result<Mode> {
+    let environment = vars.environment()?;
     if environment == crate::config::Environment::Development {
         tracing::warn!("VERIMAIL_ENV=development: development defaults allowed; never use this in production");
     }
@@ -87,11 +88,11 @@ where
 const NOT_OURS: &[&str] =
     &["RUST_LOG", "RUST_BACKTRACE", "PATH", "HOME", "HOSTNAME", "TERM", "LANG", "PWD", "SHLVL", "_"];
 
-/// `--check-config`: the configuration (already read into `config`) must be valid, and every
-/// variable in the environment must be one the configuration read (or a standard one).
-pub fn check_config<T>(config: Result<T, crate::config::ConfigError>) -> anyhow::Result<()> {
+/// `--check-config`: the configuration (already read into `config` from `vars`) must be valid,
+/// and every variable in the environment must be one the configuration read (or a standard one).
+pub fn check_config<T>(vars: &Vars, config: Result<T, crate::config::ConfigError>) -> anyhow::Result<()> {
     config?;
-    let read = crate::config::read_variables();
+    let read = vars.read_variables();
     let unknown: Vec<String> = std::env::vars_os()
         .filter_map(|(name, _)| name.into_string().ok())
         .filter(|name| {

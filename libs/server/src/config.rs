@@ -1,4 +1,5 @@
-//! Reading typed configuration from the environment, with errors that name the variable.
+//! Reading typed configuration from a source of variables ([`Vars`]: the environment, or a
+//! map in tests), with errors that name the variable.
 
 use std::fmt::Display;
 use std::str::FromStr;
@@ -17,45 +18,90 @@ impl ConfigError {
     }
 }
 
-/// Every variable this process's configuration has read (set or not), for `--check-config`.
-static READ: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
-    std::sync::Mutex::new(std::collections::BTreeSet::new());
+/// A variable's value by its name.
+type Lookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
-/// The names [`var`] has been asked for so far.
-pub fn read_variables() -> std::collections::BTreeSet<&'static str> {
-    READ.lock().map(|read| read.clone()).unwrap_or_default()
+/// Where configuration comes from: a lookup of variables by name (the process environment in
+/// a binary, a map the in-process test stack builds), remembering every name asked for so that
+/// `--check-config` can tell a variable nobody reads. Every `Config` of every part is parsed
+/// from one, with the same checks whatever the source.
+pub struct Vars {
+    lookup: Lookup,
+    read: std::sync::Mutex<std::collections::BTreeSet<&'static str>>,
 }
 
-/// The variable's value, or `None` when it is unset or blank.
-pub fn var(name: &'static str) -> Option<String> {
-    if let Ok(mut read) = READ.lock() {
-        read.insert(name);
+impl Vars {
+    pub fn new(lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> Vars {
+        Vars { lookup: Box::new(lookup), read: Default::default() }
     }
-    std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
-}
 
-pub fn string(name: &'static str, default: &str) -> String {
-    var(name).unwrap_or_else(|| default.to_owned())
-}
-
-pub fn parse<T>(name: &'static str, default: T) -> Result<T, ConfigError>
-where
-    T: FromStr,
-    T::Err: Display,
-{
-    match var(name) {
-        None => Ok(default),
-        Some(raw) => raw.parse().map_err(|e| ConfigError::new(name, format!("cannot parse {raw:?}: {e}"))),
+    /// This process's environment.
+    pub fn env() -> Vars {
+        Vars::new(|name| std::env::var(name).ok())
     }
-}
 
-/// A duration given in whole seconds.
-pub fn seconds(name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
-    let secs = parse(name, default.as_secs())?;
-    if secs == 0 {
-        return Err(ConfigError::new(name, "must be at least 1 second"));
+    /// Exactly these variables (a later pair of the same name wins).
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Vars {
+        let map: std::collections::HashMap<String, String> =
+            pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        Vars::new(move |name| map.get(name).cloned())
     }
-    Ok(Duration::from_secs(secs))
+
+    /// The names asked for so far.
+    pub fn read_variables(&self) -> std::collections::BTreeSet<&'static str> {
+        self.read.lock().map(|read| read.clone()).unwrap_or_default()
+    }
+
+    /// The variable's value, or `None` when it is unset or blank.
+    pub fn var(&self, name: &'static str) -> Option<String> {
+        if let Ok(mut read) = self.read.lock() {
+            read.insert(name);
+        }
+        (self.lookup)(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    }
+
+    pub fn string(&self, name: &'static str, default: &str) -> String {
+        self.var(name).unwrap_or_else(|| default.to_owned())
+    }
+
+    pub fn parse<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        match self.var(name) {
+            None => Ok(default),
+            Some(raw) => raw.parse().map_err(|e| ConfigError::new(name, format!("cannot parse {raw:?}: {e}"))),
+        }
+    }
+
+    /// A duration given in whole seconds.
+    pub fn seconds(&self, name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+        let secs = self.parse(name, default.as_secs())?;
+        if secs == 0 {
+            return Err(ConfigError::new(name, "must be at least 1 second"));
+        }
+        Ok(Duration::from_secs(secs))
+    }
+
+    /// `VERIMAIL_ENV`: `development`, `production`, or unset (production). Any other value is an
+    /// error, so a typo (`prod`, `dev`) cannot open what production closes.
+    pub fn environment(&self) -> Result<Environment, ConfigError> {
+        match self.var("VERIMAIL_ENV").map(|v| v.to_ascii_lowercase()).as_deref() {
+            None | Some("production") => Ok(Environment::Production),
+            Some("development") => Ok(Environment::Development),
+            Some(other) => Err(ConfigError::new(
+                "VERIMAIL_ENV",
+                format!("{other:?} is not an environment: use production (the default when unset) or development"),
+            )),
+        }
+    }
+
+    /// Everything but an explicit `VERIMAIL_ENV=development` is production (an invalid value
+    /// stops the start in [`crate::cli::mode`] before this is asked).
+    pub fn is_production(&self) -> bool {
+        !matches!(self.environment(), Ok(Environment::Development))
+    }
 }
 
 /// Where a process runs, `VERIMAIL_ENV`: production unless development is asked for by name.
@@ -66,25 +112,6 @@ pub enum Environment {
     /// Unset, or `production`: every setting that weakens security is refused unless a
     /// variable allows it by name.
     Production,
-}
-
-/// `VERIMAIL_ENV`: `development`, `production`, or unset (production). Any other value is an
-/// error, so a typo (`prod`, `dev`) cannot open what production closes.
-pub fn environment() -> Result<Environment, ConfigError> {
-    match var("VERIMAIL_ENV").map(|v| v.to_ascii_lowercase()).as_deref() {
-        None | Some("production") => Ok(Environment::Production),
-        Some("development") => Ok(Environment::Development),
-        Some(other) => Err(ConfigError::new(
-            "VERIMAIL_ENV",
-            format!("{other:?} is not an environment: use production (the default when unset) or development"),
-        )),
-    }
-}
-
-/// Everything but an explicit `VERIMAIL_ENV=development` is production (an invalid value
-/// stops the start in [`crate::cli::mode`] before this is asked).
-pub fn is_production() -> bool {
-    !matches!(environment(), Ok(Environment::Development))
 }
 
 /// `url` with the password of its user information, if any, shown as `***`: for logs and
@@ -100,10 +127,10 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// This process, for records an operator reads: the host name and the process id.
-pub fn default_instance_id() -> String {
+pub fn default_instance_id(vars: &Vars) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
-        .or_else(|| var("HOSTNAME"))
+        .or_else(|| vars.var("HOSTNAME"))
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_owned());

@@ -11,7 +11,7 @@
 //! in the `x-verimail-service-token` metadata, compared in constant time. Without one
 //! (development) what it guards is open; production refuses to start that way.
 
-use crate::config::{self, ConfigError};
+use crate::config::{ConfigError, Vars};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tonic::service::Interceptor;
@@ -47,10 +47,10 @@ impl std::fmt::Debug for ServiceCredential {
 impl ServiceCredential {
     /// The credential in `variable` ([`GATEWAY_TOKEN`] or [`EMAIL_TOKEN`]): at least 16
     /// characters; required in production.
-    pub fn from_env(variable: &'static str) -> Result<ServiceCredential, ConfigError> {
-        match config::var(variable) {
+    pub fn from_vars(vars: &Vars, variable: &'static str) -> Result<ServiceCredential, ConfigError> {
+        match vars.var(variable) {
             Some(secret) => ServiceCredential::new(&secret).map_err(|e| ConfigError::new(variable, e)),
-            None if config::is_production() => Err(ConfigError::new(
+            None if vars.is_production() => Err(ConfigError::new(
                 variable,
                 "is required in production: what it guards would be open to anyone who reaches the port",
             )),
@@ -59,9 +59,9 @@ impl ServiceCredential {
     }
 
     /// Both callers' credentials, for auth-service, which answers both: they must differ.
-    pub fn pair_from_env() -> Result<(ServiceCredential, ServiceCredential), ConfigError> {
-        let fronts = ServiceCredential::from_env(GATEWAY_TOKEN)?;
-        let issuer = ServiceCredential::from_env(EMAIL_TOKEN)?;
+    pub fn pair_from_vars(vars: &Vars) -> Result<(ServiceCredential, ServiceCredential), ConfigError> {
+        let fronts = ServiceCredential::from_vars(vars, GATEWAY_TOKEN)?;
+        let issuer = ServiceCredential::from_vars(vars, EMAIL_TOKEN)?;
         if let Some(secret) = &issuer.0
             && fronts.is(secret)
         {

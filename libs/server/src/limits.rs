@@ -2,6 +2,7 @@
 //! RESOURCE_EXHAUSTED status that tells a client when to come back.
 
 use crate::config::ConfigError;
+use crate::config::Vars;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
@@ -38,8 +39,8 @@ impl Rate {
 }
 
 /// A rate from the environment: `N/SECONDS`, or `off` for no limit.
-pub fn rate(name: &'static str, default: &str) -> Result<Option<Rate>, ConfigError> {
-    let text = crate::config::string(name, default);
+pub fn rate(vars: &Vars, name: &'static str, default: &str) -> Result<Option<Rate>, ConfigError> {
+    let text = vars.string(name, default);
     if text.trim().eq_ignore_ascii_case("off") {
         return Ok(None);
     }

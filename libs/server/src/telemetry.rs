@@ -13,6 +13,7 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set. The other
 //! standard `OTEL_*` variables (service name, sampler, batch delay) apply as the SDK reads them.
 
+use crate::config::Vars;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -60,19 +61,19 @@ impl std::fmt::Display for LoggedEmail<'_> {
 /// Installs logging and tracing for `service` once per process; later calls (tests start
 /// several apps in one process) do nothing. Call it inside the Tokio runtime: the OTLP
 /// exporter's gRPC client needs it.
-pub fn init(service: &'static str) {
+pub fn init(service: &'static str, vars: &Vars) {
     PROVIDER.get_or_init(|| {
-        let provider = tracer_provider(service);
+        let provider = tracer_provider(service, vars);
         let filter = EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn,async_nats=warn,h2=warn,tower=warn"));
         let traces = tracing_opentelemetry::layer().with_tracer(provider.tracer(service));
-        let json = crate::config::var("LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json"));
+        let json = vars.var("LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json"));
         let registry = tracing_subscriber::registry().with(filter).with(traces);
         let _ = match json {
             true => registry.with(tracing_subscriber::fmt::layer().json().with_span_list(true)).try_init(),
             false => registry.with(tracing_subscriber::fmt::layer()).try_init(),
         };
-        match crate::config::var("LOG_EMAIL_ADDRESSES").map(|v| v.to_ascii_lowercase()).as_deref() {
+        match vars.var("LOG_EMAIL_ADDRESSES").map(|v| v.to_ascii_lowercase()).as_deref() {
             None | Some("masked") => {}
             Some("full") => {
                 FULL_EMAILS.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -84,14 +85,15 @@ pub fn init(service: &'static str) {
     });
 }
 
-fn tracer_provider(service: &'static str) -> SdkTracerProvider {
+fn tracer_provider(service: &'static str, vars: &Vars) -> SdkTracerProvider {
     let mut resource = opentelemetry_sdk::Resource::builder();
-    if crate::config::var("OTEL_SERVICE_NAME").is_none() {
+    if vars.var("OTEL_SERVICE_NAME").is_none() {
         resource = resource.with_service_name(service);
     }
     let mut builder = SdkTracerProvider::builder().with_resource(resource.build());
-    let endpoint =
-        ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"].into_iter().find_map(crate::config::var);
+    let endpoint = ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
+        .into_iter()
+        .find_map(|name| vars.var(name));
     if let Some(endpoint) = endpoint {
         // The exporter reads the endpoint (and timeout, headers) from the same variables.
         match opentelemetry_otlp::SpanExporter::builder().with_tonic().build() {
@@ -185,7 +187,7 @@ mod tests {
 
     #[test]
     fn a_trace_continues_from_its_traceparent_and_a_fresh_one_starts_without() {
-        init("kit-tests");
+        init("kit-tests", &Vars::env());
         let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let span = tracing::info_span!("child", trace_id = tracing::field::Empty);
         continue_trace(&span, |field| (field == "traceparent").then(|| parent.to_owned()));

@@ -8,7 +8,7 @@
 //! require client certificates it signed, clients accept only servers it signed). Without
 //! them gRPC runs in plain text, as in development and inside a private network.
 
-use crate::config::{self, ConfigError};
+use crate::config::{ConfigError, Vars};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
@@ -32,13 +32,13 @@ impl std::fmt::Debug for GrpcTls {
 
 impl GrpcTls {
     /// From `GRPC_TLS_CERT`, `GRPC_TLS_KEY` and `GRPC_TLS_CA` (paths to PEM files).
-    pub fn from_env() -> Result<GrpcTls, ConfigError> {
+    pub fn from_vars(vars: &Vars) -> Result<GrpcTls, ConfigError> {
         let read = |name: &'static str, path: &str| {
             std::fs::read_to_string(path).map_err(|e| ConfigError::new(name, format!("cannot read {path}: {e}")))
         };
-        match ["GRPC_TLS_CERT", "GRPC_TLS_KEY", "GRPC_TLS_CA"].map(config::var) {
+        match ["GRPC_TLS_CERT", "GRPC_TLS_KEY", "GRPC_TLS_CA"].map(|name| vars.var(name)) {
             [None, None, None] => {
-                if config::is_production() {
+                if vars.is_production() {
                     tracing::warn!("GRPC_TLS_* unset: gRPC between the services runs in plain text");
                 }
                 Ok(GrpcTls::off())

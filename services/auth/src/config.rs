@@ -1,6 +1,6 @@
 use crate::token::TokenKeys;
 use std::time::Duration;
-use verimail_server::config::{self, ConfigError};
+use verimail_server::config::{ConfigError, Vars};
 
 /// auth-service's configuration, from the environment.
 pub struct Config {
@@ -46,13 +46,13 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env() -> Result<Config, ConfigError> {
-        let keys = match config::var("AUTH_TOKEN_KEYS") {
+    pub fn from_vars(vars: &Vars) -> Result<Config, ConfigError> {
+        let keys = match vars.var("AUTH_TOKEN_KEYS") {
             Some(list) => {
                 let paserks: Vec<&str> = list.split(',').filter(|k| !k.trim().is_empty()).collect();
                 TokenKeys::from_paserk(&paserks).map_err(|e| ConfigError::new("AUTH_TOKEN_KEYS", e))?
             }
-            None if config::is_production() && config::var("ALLOW_GENERATED_TOKEN_KEY").as_deref() != Some("true") => {
+            None if vars.is_production() && vars.var("ALLOW_GENERATED_TOKEN_KEY").as_deref() != Some("true") => {
                 return Err(ConfigError::new(
                     "AUTH_TOKEN_KEYS",
                     "is required in production (a generated key dies with the process; \
@@ -67,27 +67,27 @@ impl Config {
                 keys
             }
         };
-        let (fronts, issuer) = verimail_server::internal::ServiceCredential::pair_from_env()?;
+        let (fronts, issuer) = verimail_server::internal::ServiceCredential::pair_from_vars(vars)?;
         Ok(Config {
-            admin: verimail_server::admin::AdminCredential::from_env(&[&fronts, &issuer])?,
+            admin: verimail_server::admin::AdminCredential::from_vars(vars, &[&fronts, &issuer])?,
             fronts,
             issuer,
-            tls: verimail_server::tls::GrpcTls::from_env()?,
-            metrics_addr: config::string("METRICS_ADDR", "127.0.0.1:9102"),
-            verify_per_client: verimail_server::limits::rate("RATE_LIMIT_VERIFY_PER_CLIENT", "30/60")?,
-            code_per_email: verimail_server::limits::rate("RATE_LIMIT_CODE_PER_EMAIL", "5/3600")?,
-            code_max_wrong_tries: match config::parse("CODE_MAX_WRONG_TRIES", crate::code::MAX_WRONG_TRIES)? {
+            tls: verimail_server::tls::GrpcTls::from_vars(vars)?,
+            metrics_addr: vars.string("METRICS_ADDR", "127.0.0.1:9102"),
+            verify_per_client: verimail_server::limits::rate(vars, "RATE_LIMIT_VERIFY_PER_CLIENT", "30/60")?,
+            code_per_email: verimail_server::limits::rate(vars, "RATE_LIMIT_CODE_PER_EMAIL", "5/3600")?,
+            code_max_wrong_tries: match vars.parse("CODE_MAX_WRONG_TRIES", crate::code::MAX_WRONG_TRIES)? {
                 tries @ 1..=1000 => tries,
                 _ => return Err(ConfigError::new("CODE_MAX_WRONG_TRIES", "must be between 1 and 1000")),
             },
-            outbox_retention: config::seconds("OUTBOX_RETENTION_SECONDS", verimail_events::outbox::DEFAULT_RETENTION)?,
-            grpc_addr: config::string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
-            database: verimail_events::db::DbConfig::from_env("auth.db")?,
-            nats: verimail_events::bus::NatsConfig::from_env()?,
-            stream_replicas: verimail_events::bus::stream_replicas()?,
+            outbox_retention: vars.seconds("OUTBOX_RETENTION_SECONDS", verimail_events::outbox::DEFAULT_RETENTION)?,
+            grpc_addr: vars.string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
+            database: verimail_events::db::DbConfig::from_vars(vars, "auth.db")?,
+            nats: verimail_events::bus::NatsConfig::from_vars(vars)?,
+            stream_replicas: verimail_events::bus::stream_replicas(vars)?,
             keys,
-            token_lifetime: config::seconds("VERIFICATION_TOKEN_TTL_SECONDS", Duration::from_secs(24 * 3600))?,
-            code_lifetime: config::seconds("VERIFICATION_CODE_TTL_SECONDS", Duration::from_secs(3600))?,
+            token_lifetime: vars.seconds("VERIFICATION_TOKEN_TTL_SECONDS", Duration::from_secs(24 * 3600))?,
+            code_lifetime: vars.seconds("VERIFICATION_CODE_TTL_SECONDS", Duration::from_secs(3600))?,
         })
     }
 }

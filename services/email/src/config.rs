@@ -2,7 +2,7 @@ use crate::mail::MailTarget;
 use lettre::message::Mailbox;
 use std::path::PathBuf;
 use std::time::Duration;
-use verimail_server::config::{self, ConfigError};
+use verimail_server::config::{self, ConfigError, Vars};
 
 /// email-service's configuration, from the environment.
 #[derive(Debug, Clone)]
@@ -37,7 +37,8 @@ pub struct Config {
     pub public_base_url: String,
     /// `EMAIL_MAX_ATTEMPTS`: deliveries of one event before it is parked.
     pub max_attempts: i64,
-    /// `EMAIL_RETRY_BACKOFF_SECONDS`: comma-separated delays between attempts.
+    /// `EMAIL_RETRY_BACKOFF_SECONDS`: comma-separated delays between attempts, in seconds
+    /// (fractions allowed: `0.5`).
     pub retry_backoff: Vec<Duration>,
     /// `EMAIL_SEND_TIMEOUT_SECONDS`: the bound on each call an attempt makes (the token from
     /// auth-service, the SMTP exchange). JetStream's ack wait is sized from it.
@@ -51,10 +52,10 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env() -> Result<Config, ConfigError> {
-        let production = config::is_production();
-        let allow_plaintext = config::parse("SMTP_ALLOW_PLAINTEXT", false)?;
-        let mail_target = match config::var("SMTP_URL") {
+    pub fn from_vars(vars: &Vars) -> Result<Config, ConfigError> {
+        let production = vars.is_production();
+        let allow_plaintext = vars.parse("SMTP_ALLOW_PLAINTEXT", false)?;
+        let mail_target = match vars.var("SMTP_URL") {
             Some(url) => {
                 let security = crate::mail::check_smtp_url(&url, allow_plaintext || !production)
                     .map_err(|e| ConfigError::new("SMTP_URL", e))?;
@@ -69,49 +70,52 @@ impl Config {
                 if production {
                     return Err(ConfigError::new("SMTP_URL", "is required in production"));
                 }
-                MailTarget::Files(PathBuf::from(config::string("MAIL_DIR", "data/mail")))
+                MailTarget::Files(PathBuf::from(vars.string("MAIL_DIR", "data/mail")))
             }
         };
-        let from_raw = config::string("MAIL_FROM", "Verimail <no-reply@verimail.localhost>");
+        let from_raw = vars.string("MAIL_FROM", "Verimail <no-reply@verimail.localhost>");
         let from = from_raw
             .parse()
             .map_err(|e| ConfigError::new("MAIL_FROM", format!("{from_raw:?} is not a mailbox: {e}")))?;
-        let public_base_url = config::string("PUBLIC_BASE_URL", "http://127.0.0.1:8080");
+        let public_base_url = vars.string("PUBLIC_BASE_URL", "http://127.0.0.1:8080");
         if !(public_base_url.starts_with("http://") || public_base_url.starts_with("https://")) {
             return Err(ConfigError::new("PUBLIC_BASE_URL", "must start with http:// or https://"));
         }
-        let retry_backoff = match config::var("EMAIL_RETRY_BACKOFF_SECONDS") {
+        let retry_backoff = match vars.var("EMAIL_RETRY_BACKOFF_SECONDS") {
             None => [1, 5, 30, 120, 600].map(Duration::from_secs).to_vec(),
             Some(list) => list
                 .split(',')
-                .map(|s| s.trim().parse::<u64>().map(Duration::from_secs))
+                .map(|s| match s.trim().parse::<f64>() {
+                    Ok(secs) if secs > 0.0 && secs <= 86_400.0 => Ok(Duration::from_secs_f64(secs)),
+                    _ => Err(format!("{s:?} is not a delay in seconds (above 0, at most 86400; fractions allowed)")),
+                })
                 .collect::<Result<_, _>>()
-                .map_err(|e| ConfigError::new("EMAIL_RETRY_BACKOFF_SECONDS", e.to_string()))?,
+                .map_err(|e| ConfigError::new("EMAIL_RETRY_BACKOFF_SECONDS", e))?,
         };
-        let max_attempts = config::parse("EMAIL_MAX_ATTEMPTS", 6i64)?;
+        let max_attempts = vars.parse("EMAIL_MAX_ATTEMPTS", 6i64)?;
         if max_attempts < 1 {
             return Err(ConfigError::new("EMAIL_MAX_ATTEMPTS", "must be at least 1"));
         }
         let credential =
-            verimail_server::internal::ServiceCredential::from_env(verimail_server::internal::EMAIL_TOKEN)?;
+            verimail_server::internal::ServiceCredential::from_vars(vars, verimail_server::internal::EMAIL_TOKEN)?;
         Ok(Config {
-            admin: verimail_server::admin::AdminCredential::from_env(&[&credential])?,
+            admin: verimail_server::admin::AdminCredential::from_vars(vars, &[&credential])?,
             credential,
-            tls: verimail_server::tls::GrpcTls::from_env()?,
-            metrics_addr: config::string("METRICS_ADDR", "127.0.0.1:9103"),
-            grpc_addr: config::string("EMAIL_GRPC_ADDR", "127.0.0.1:50053"),
-            database: verimail_events::db::DbConfig::from_env("email.db")?,
-            nats: verimail_events::bus::NatsConfig::from_env()?,
-            stream_replicas: verimail_events::bus::stream_replicas()?,
-            auth_addr: config::string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
+            tls: verimail_server::tls::GrpcTls::from_vars(vars)?,
+            metrics_addr: vars.string("METRICS_ADDR", "127.0.0.1:9103"),
+            grpc_addr: vars.string("EMAIL_GRPC_ADDR", "127.0.0.1:50053"),
+            database: verimail_events::db::DbConfig::from_vars(vars, "email.db")?,
+            nats: verimail_events::bus::NatsConfig::from_vars(vars)?,
+            stream_replicas: verimail_events::bus::stream_replicas(vars)?,
+            auth_addr: vars.string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
             mail_target,
             from,
             public_base_url,
             max_attempts,
             retry_backoff,
-            send_timeout: config::seconds("EMAIL_SEND_TIMEOUT_SECONDS", Duration::from_secs(10))?,
-            smtp_check_interval: config::seconds("SMTP_CHECK_INTERVAL_SECONDS", Duration::from_secs(15))?,
-            instance: config::var("EMAIL_INSTANCE_ID").unwrap_or_else(config::default_instance_id),
+            send_timeout: vars.seconds("EMAIL_SEND_TIMEOUT_SECONDS", Duration::from_secs(10))?,
+            smtp_check_interval: vars.seconds("SMTP_CHECK_INTERVAL_SECONDS", Duration::from_secs(15))?,
+            instance: vars.var("EMAIL_INSTANCE_ID").unwrap_or_else(|| config::default_instance_id(vars)),
         })
     }
 }

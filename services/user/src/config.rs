@@ -1,5 +1,5 @@
 use crate::domain::HashCost;
-use verimail_server::config::{self, ConfigError};
+use verimail_server::config::{ConfigError, Vars};
 
 /// user-service's configuration, from the environment.
 #[derive(Debug, Clone)]
@@ -37,14 +37,14 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env() -> Result<Config, ConfigError> {
+    pub fn from_vars(vars: &Vars) -> Result<Config, ConfigError> {
         let default_cost = HashCost::default();
         let hash_cost = HashCost {
-            memory_kib: config::parse("PASSWORD_HASH_MEMORY_KIB", default_cost.memory_kib)?,
-            iterations: config::parse("PASSWORD_HASH_ITERATIONS", default_cost.iterations)?,
-            parallelism: config::parse("PASSWORD_HASH_PARALLELISM", default_cost.parallelism)?,
+            memory_kib: vars.parse("PASSWORD_HASH_MEMORY_KIB", default_cost.memory_kib)?,
+            iterations: vars.parse("PASSWORD_HASH_ITERATIONS", default_cost.iterations)?,
+            parallelism: vars.parse("PASSWORD_HASH_PARALLELISM", default_cost.parallelism)?,
         };
-        if config::is_production()
+        if vars.is_production()
             && (hash_cost.memory_kib < default_cost.memory_kib || hash_cost.iterations < default_cost.iterations)
         {
             return Err(ConfigError::new(
@@ -53,21 +53,22 @@ impl Config {
             ));
         }
         let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(2);
-        let fronts = verimail_server::internal::ServiceCredential::from_env(verimail_server::internal::GATEWAY_TOKEN)?;
+        let fronts =
+            verimail_server::internal::ServiceCredential::from_vars(vars, verimail_server::internal::GATEWAY_TOKEN)?;
         Ok(Config {
-            admin: verimail_server::admin::AdminCredential::from_env(&[&fronts])?,
+            admin: verimail_server::admin::AdminCredential::from_vars(vars, &[&fronts])?,
             fronts,
-            tls: verimail_server::tls::GrpcTls::from_env()?,
-            metrics_addr: config::string("METRICS_ADDR", "127.0.0.1:9101"),
-            enumeration_safe: config::parse("ENUMERATION_SAFE_REGISTRATION", true)?,
-            limits: crate::limits::UserLimits::from_env()?,
-            outbox_retention: config::seconds("OUTBOX_RETENTION_SECONDS", verimail_events::outbox::DEFAULT_RETENTION)?,
-            grpc_addr: config::string("USER_GRPC_ADDR", "127.0.0.1:50051"),
-            database: verimail_events::db::DbConfig::from_env("user.db")?,
-            nats: verimail_events::bus::NatsConfig::from_env()?,
-            stream_replicas: verimail_events::bus::stream_replicas()?,
+            tls: verimail_server::tls::GrpcTls::from_vars(vars)?,
+            metrics_addr: vars.string("METRICS_ADDR", "127.0.0.1:9101"),
+            enumeration_safe: vars.parse("ENUMERATION_SAFE_REGISTRATION", true)?,
+            limits: crate::limits::UserLimits::from_vars(vars)?,
+            outbox_retention: vars.seconds("OUTBOX_RETENTION_SECONDS", verimail_events::outbox::DEFAULT_RETENTION)?,
+            grpc_addr: vars.string("USER_GRPC_ADDR", "127.0.0.1:50051"),
+            database: verimail_events::db::DbConfig::from_vars(vars, "user.db")?,
+            nats: verimail_events::bus::NatsConfig::from_vars(vars)?,
+            stream_replicas: verimail_events::bus::stream_replicas(vars)?,
             hash_cost,
-            hash_concurrency: config::parse("PASSWORD_HASH_CONCURRENCY", cores)?,
+            hash_concurrency: vars.parse("PASSWORD_HASH_CONCURRENCY", cores)?,
         })
     }
 }

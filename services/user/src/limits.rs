@@ -1,7 +1,7 @@
 //! user-service's rate limits, per client address and per email address.
 
 use std::time::Duration;
-use verimail_server::config::ConfigError;
+use verimail_server::config::{ConfigError, Vars};
 use verimail_server::limits::{Limiter, Rate, rate};
 
 /// Each `None` is off.
@@ -20,13 +20,13 @@ pub struct UserLimits {
 }
 
 impl UserLimits {
-    pub fn from_env() -> Result<UserLimits, ConfigError> {
+    pub fn from_vars(vars: &Vars) -> Result<UserLimits, ConfigError> {
         Ok(UserLimits {
-            register_per_client: rate("RATE_LIMIT_REGISTER_PER_CLIENT", "20/60")?,
-            register_per_email: rate("RATE_LIMIT_REGISTER_PER_EMAIL", "5/3600")?,
-            resend_per_client: rate("RATE_LIMIT_RESEND_PER_CLIENT", "10/60")?,
-            resend_per_email: rate("RATE_LIMIT_RESEND_PER_EMAIL", "1/60")?,
-            resend_per_email_daily: rate("RATE_LIMIT_RESEND_PER_EMAIL_DAILY", "5/86400")?,
+            register_per_client: rate(vars, "RATE_LIMIT_REGISTER_PER_CLIENT", "20/60")?,
+            register_per_email: rate(vars, "RATE_LIMIT_REGISTER_PER_EMAIL", "5/3600")?,
+            resend_per_client: rate(vars, "RATE_LIMIT_RESEND_PER_CLIENT", "10/60")?,
+            resend_per_email: rate(vars, "RATE_LIMIT_RESEND_PER_EMAIL", "1/60")?,
+            resend_per_email_daily: rate(vars, "RATE_LIMIT_RESEND_PER_EMAIL_DAILY", "5/86400")?,
         })
     }
 

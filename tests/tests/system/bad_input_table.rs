@@ -202,11 +202,9 @@ async fn bad_tokens_and_codes(stack: &Stack, user_id: &str, forged: [&str; 3]) -
         );
         tried += 1;
     }
-    for (user, email, field) in [
-        ("not-a-uuid", "kim@example.com", "user_id"),
-        (user_id, "", "email"),
-        (user_id, "no-at-sign", "email"),
-    ] {
+    for (user, email, field) in
+        [("not-a-uuid", "kim@example.com", "user_id"), (user_id, "", "email"), (user_id, "no-at-sign", "email")]
+    {
         let request = IssueVerificationTokenRequest { user_id: user.into(), email: email.into(), ..Default::default() };
         let status = stack.issuer.clone().issue_verification_token(request).await.unwrap_err();
         assert_eq!(

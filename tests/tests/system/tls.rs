@@ -13,7 +13,7 @@ use verimail_system_tests::{Stack, StackOptions};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_flow_runs_over_mutual_tls_and_callers_without_a_certificate_are_refused() {
     let ca = TestCa::new("Verimail test CA");
-    let stack = Stack::start_with(StackOptions { tls: ca.grpc_tls("services"), ..Default::default() }).await;
+    let stack = Stack::start_with(StackOptions { tls: Some(ca.tls_pem("services")), ..Default::default() }).await;
 
     // Register (test → user-service), email (email-service → auth-service for the token),
     // click (gateway → auth-service), verified (test → user-service): every hop is mTLS.
