@@ -291,8 +291,6 @@ impl Stack {
             vars.extend(own);
             Vars::from_pairs(vars)
         };
-        let listen = "127.0.0.1:0".to_owned();
-
         let operator = Operator::new();
         let channel = |addr: std::net::SocketAddr| {
             operator.channel(client_tls.channel("test", &addr.to_string()).expect("channel"))
@@ -300,40 +298,17 @@ impl Stack {
         let mut instances = Vec::new();
         let mut part_addrs = Vec::new();
         for _ in 0..options.instances.max(1) {
-            let vars =
-                given(Part::Auth, vec![("AUTH_GRPC_ADDR", listen.clone()), ("AUTH_TOKEN_KEYS", token_key.clone())]);
-            let config = verimail_auth::Config::from_vars(&vars).expect("auth-service's test configuration");
-            let auth = verimail_auth::App::build(config).await.expect("auth-service builds");
-            let auth_addr = auth.grpc_addr();
-
-            let vars = given(Part::User, vec![("USER_GRPC_ADDR", listen.clone())]);
-            let config = verimail_user::Config::from_vars(&vars).expect("user-service's test configuration");
-            let user = verimail_user::App::build(config).await.expect("user-service builds");
-            let user_addr = user.grpc_addr();
-
-            let own = vec![
-                ("GATEWAY_HTTP_ADDR", listen.clone()),
-                ("USER_GRPC_ADDR", user_addr.to_string()),
-                ("AUTH_GRPC_ADDR", auth_addr.to_string()),
-            ];
-            let config = verimail_gateway::Config::from_vars(&given(Part::Gateway, own))
-                .expect("the gateway's test configuration");
-            let gateway = verimail_gateway::App::build(config).await.expect("gateway builds");
-            let gateway_url = format!("http://{}", gateway.http_addr());
-            tokio::spawn(auth.run(shutdown.clone()));
-            tokio::spawn(user.run(shutdown.clone()));
-            tokio::spawn(gateway.run(shutdown.clone()));
+            let (user_addr, auth_addr, gateway_url) = start_instance(&given, &token_key, &shutdown).await;
             instances.push(Instance { users: UserServiceClient::new(channel(user_addr)), gateway_url });
             part_addrs.push((user_addr, auth_addr));
         }
-
         // Instances of email-service share its database and its durable consumer; each calls
         // the auth-service (and links to the gateway) of one instance, in turn.
         let mut email_addrs = Vec::new();
         for n in 1..=options.email_instances.max(1) {
             let (_, auth_addr) = part_addrs[(n - 1) % part_addrs.len()];
             let own = vec![
-                ("EMAIL_GRPC_ADDR", listen.clone()),
+                ("EMAIL_GRPC_ADDR", ANY_PORT.to_owned()),
                 ("AUTH_GRPC_ADDR", auth_addr.to_string()),
                 ("SMTP_URL", smtp.url()),
                 ("PUBLIC_BASE_URL", instances[(n - 1) % instances.len()].gateway_url.clone()),
@@ -459,6 +434,42 @@ impl Stack {
             .expect("a user");
         user.status()
     }
+}
+
+/// A listening address on a free port of this machine.
+const ANY_PORT: &str = "127.0.0.1:0";
+
+/// One instance: auth-service (with `token_key`), user-service and a gateway calling them,
+/// each configured from `given`, running until `shutdown`: user-service's and auth-service's
+/// addresses and the gateway's URL.
+async fn start_instance(
+    given: &impl Fn(Part, Vec<settings::Var>) -> Vars,
+    token_key: &str,
+    shutdown: &Shutdown,
+) -> (std::net::SocketAddr, std::net::SocketAddr, String) {
+    let vars = given(Part::Auth, vec![("AUTH_GRPC_ADDR", ANY_PORT.into()), ("AUTH_TOKEN_KEYS", token_key.into())]);
+    let config = verimail_auth::Config::from_vars(&vars).expect("auth-service's test configuration");
+    let auth = verimail_auth::App::build(config).await.expect("auth-service builds");
+    let auth_addr = auth.grpc_addr();
+
+    let vars = given(Part::User, vec![("USER_GRPC_ADDR", ANY_PORT.into())]);
+    let config = verimail_user::Config::from_vars(&vars).expect("user-service's test configuration");
+    let user = verimail_user::App::build(config).await.expect("user-service builds");
+    let user_addr = user.grpc_addr();
+
+    let own = vec![
+        ("GATEWAY_HTTP_ADDR", ANY_PORT.into()),
+        ("USER_GRPC_ADDR", user_addr.to_string()),
+        ("AUTH_GRPC_ADDR", auth_addr.to_string()),
+    ];
+    let config =
+        verimail_gateway::Config::from_vars(&given(Part::Gateway, own)).expect("the gateway's test configuration");
+    let gateway = verimail_gateway::App::build(config).await.expect("gateway builds");
+    let gateway_url = format!("http://{}", gateway.http_addr());
+    tokio::spawn(auth.run(shutdown.clone()));
+    tokio::spawn(user.run(shutdown.clone()));
+    tokio::spawn(gateway.run(shutdown.clone()));
+    (user_addr, auth_addr, gateway_url)
 }
 
 /// One nats-server, a cluster, or a server with a user per service

@@ -15,14 +15,12 @@ use verimail_server::config;
 use verimail_server::config::Vars;
 use verimail_server::shutdown::Shutdown;
 
-pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
-/// The event's own id. Equal to `Nats-Msg-Id` but on a replay, which needs a new message id
-/// to pass JetStream's de-duplication while it stays the same event.
-pub const HEADER_EVENT_ID: &str = "Verimail-Event-Id";
-pub const HEADER_EVENT_TYPE: &str = "Verimail-Event-Type";
-pub const HEADER_PARKED_SUBJECT: &str = "Verimail-Parked-Subject";
-pub const HEADER_PARKED_ERROR: &str = "Verimail-Parked-Error";
-pub const HEADER_PARKED_ATTEMPTS: &str = "Verimail-Parked-Attempts";
+// The header names are the contract's: verimail_proto::headers.
+pub use verimail_proto::headers::{
+    EVENT_ID as HEADER_EVENT_ID, EVENT_TYPE as HEADER_EVENT_TYPE, MSG_ID as HEADER_MSG_ID,
+    PARKED_ATTEMPTS as HEADER_PARKED_ATTEMPTS, PARKED_ERROR as HEADER_PARKED_ERROR,
+    PARKED_SUBJECT as HEADER_PARKED_SUBJECT,
+};
 
 /// A stream and the subjects it holds. Whoever publishes to or consumes from a stream
 /// declares it at start; declaring is idempotent.

@@ -4,6 +4,7 @@
 //! metrics plumbing) is `verimail-server`; the names of streams and subjects are the contracts'
 //! (`verimail-proto`).
 
+pub mod backbone;
 pub mod backoff;
 pub mod bus;
 pub mod db;
@@ -32,11 +33,11 @@ macro_rules! service_main {
                 Mode::CheckConfig => return cli::check_config(vars, Config::from_vars(vars)),
                 Mode::HealthCheck => {
                     let config = Config::from_vars(vars)?;
-                    return cli::grpc_health_check(&config.grpc_addr, &config.tls).await;
+                    return cli::grpc_health_check(&config.backbone.grpc_addr, &config.backbone.tls).await;
                 }
             };
             let mut config = Config::from_vars(vars)?;
-            config.database.migrations = migrations;
+            config.backbone.database.migrations = migrations;
             let app = App::build(config).await?;
             tracing::info!(grpc = %app.grpc_addr(), concat!($name, " listening"));
             cli::serve(|shutdown| app.run(shutdown)).await

@@ -1,6 +1,6 @@
 //! The contracts: the code generated from `proto/`, and the names that go with it on the wire
-//! (JetStream streams and subjects of `events.proto`, ErrorInfo reasons of the services'
-//! statuses), defined once here for every service, the gateway, the tests and the bench.
+//! (JetStream streams, subjects and headers of `events.proto`, ErrorInfo reasons of the
+//! services' statuses), defined once here for every service, the gateway, the tests and the bench.
 //! Behaviour does not belong here.
 
 /// Everything in `proto/`, encoded, for gRPC reflection.
@@ -56,6 +56,21 @@ pub mod streams {
     pub fn parked_subject(durable: &str) -> String {
         format!("parked.{durable}")
     }
+}
+
+/// The NATS headers every event carries (see docs/events.md), and those of a parked message.
+pub mod headers {
+    /// The event id: JetStream drops a second publish of it within the duplicate window.
+    pub const MSG_ID: &str = "Nats-Msg-Id";
+    /// The event's own id. Equal to `Nats-Msg-Id` but on a replay, which needs a new message id
+    /// to pass JetStream's de-duplication while it stays the same event.
+    pub const EVENT_ID: &str = "Verimail-Event-Id";
+    /// The subject the event was published on.
+    pub const EVENT_TYPE: &str = "Verimail-Event-Type";
+    /// A parked message: the subject it came from, the error, and the attempts made.
+    pub const PARKED_SUBJECT: &str = "Verimail-Parked-Subject";
+    pub const PARKED_ERROR: &str = "Verimail-Parked-Error";
+    pub const PARKED_ATTEMPTS: &str = "Verimail-Parked-Attempts";
 }
 
 /// The subject each event of `events.proto` is published on.

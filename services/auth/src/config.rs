@@ -1,19 +1,18 @@
 use crate::token::TokenKeys;
 use std::time::Duration;
+use verimail_events::backbone::{BackboneConfig, Defaults};
 use verimail_server::config::{ConfigError, Vars};
 
 /// auth-service's configuration, from the environment.
 pub struct Config {
+    /// Addresses, TLS, the database and NATS: see [`BackboneConfig`].
+    pub backbone: BackboneConfig,
     /// `GATEWAY_SERVICE_TOKEN`: the fronts that may name the browser they call for.
     pub fronts: verimail_server::internal::ServiceCredential,
     /// `EMAIL_SERVICE_TOKEN`: the only caller that may have tokens issued (email-service).
     pub issuer: verimail_server::internal::ServiceCredential,
     /// `ADMIN_TOKEN`: what ops RPCs require; see [`AdminCredential`](verimail_server::admin::AdminCredential).
     pub admin: verimail_server::admin::AdminCredential,
-    /// `GRPC_TLS_CERT`, `GRPC_TLS_KEY`, `GRPC_TLS_CA`: mutual TLS on gRPC when set.
-    pub tls: verimail_server::tls::GrpcTls,
-    /// `METRICS_ADDR`: where `/metrics` is served (`off`: nowhere).
-    pub metrics_addr: String,
     /// `RATE_LIMIT_VERIFY_PER_CLIENT` (default `30/60`): VerifyEmail and VerifyEmailCode calls
     /// per client address; `RATE_LIMIT_CODE_PER_EMAIL` (default `5/3600`): code checks per
     /// mailbox and client, so one client's guesses spend its own allowance, not the owner's.
@@ -25,15 +24,6 @@ pub struct Config {
     pub code_max_wrong_tries: i32,
     /// `OUTBOX_RETENTION_SECONDS`: how long published events stay in the outbox table.
     pub outbox_retention: std::time::Duration,
-    /// `AUTH_GRPC_ADDR`
-    pub grpc_addr: String,
-    /// `DATABASE_URL`, `DATABASE_MAX_CONNECTIONS`, and the migration flags.
-    pub database: verimail_events::db::DbConfig,
-    /// `NATS_URL`, its credentials (`NATS_USER`/`NATS_PASSWORD`, `NATS_TOKEN` or
-    /// `NATS_CREDS`) and TLS (`NATS_TLS_*`).
-    pub nats: verimail_events::bus::NatsConfig,
-    /// `NATS_STREAM_REPLICAS`: servers that keep each stream this service declares.
-    pub stream_replicas: usize,
     /// `AUTH_TOKEN_KEYS`: comma-separated keys, PASERK `k4.local.…` or 64 hex digits; the first
     /// issues tokens,
     /// all are accepted (rotation: put the new key first and keep the old one until its
@@ -69,11 +59,17 @@ impl Config {
         };
         let (fronts, issuer) = verimail_server::internal::ServiceCredential::pair_from_vars(vars)?;
         Ok(Config {
+            backbone: BackboneConfig::from_vars(
+                vars,
+                Defaults {
+                    grpc: ("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
+                    metrics_addr: "127.0.0.1:9102",
+                    database_file: "auth.db",
+                },
+            )?,
             admin: verimail_server::admin::AdminCredential::from_vars(vars, &[&fronts, &issuer])?,
             fronts,
             issuer,
-            tls: verimail_server::tls::GrpcTls::from_vars(vars)?,
-            metrics_addr: vars.string("METRICS_ADDR", "127.0.0.1:9102"),
             verify_per_client: verimail_server::limits::rate(vars, "RATE_LIMIT_VERIFY_PER_CLIENT", "30/60")?,
             code_per_email: verimail_server::limits::rate(vars, "RATE_LIMIT_CODE_PER_EMAIL", "5/3600")?,
             code_max_wrong_tries: match vars.parse("CODE_MAX_WRONG_TRIES", crate::code::MAX_WRONG_TRIES)? {
@@ -81,10 +77,6 @@ impl Config {
                 _ => return Err(ConfigError::new("CODE_MAX_WRONG_TRIES", "must be between 1 and 1000")),
             },
             outbox_retention: vars.seconds("OUTBOX_RETENTION_SECONDS", verimail_events::outbox::DEFAULT_RETENTION)?,
-            grpc_addr: vars.string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
-            database: verimail_events::db::DbConfig::from_vars(vars, "auth.db")?,
-            nats: verimail_events::bus::NatsConfig::from_vars(vars)?,
-            stream_replicas: verimail_events::bus::stream_replicas(vars)?,
             keys,
             token_lifetime: vars.seconds("VERIFICATION_TOKEN_TTL_SECONDS", Duration::from_secs(24 * 3600))?,
             code_lifetime: vars.seconds("VERIFICATION_CODE_TTL_SECONDS", Duration::from_secs(3600))?,

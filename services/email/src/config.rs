@@ -2,28 +2,18 @@ use crate::mail::MailTarget;
 use lettre::message::Mailbox;
 use std::path::PathBuf;
 use std::time::Duration;
+use verimail_events::backbone::{BackboneConfig, Defaults};
 use verimail_server::config::{self, ConfigError, Vars};
 
 /// email-service's configuration, from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Addresses, TLS, the database and NATS: see [`BackboneConfig`].
+    pub backbone: BackboneConfig,
     /// `EMAIL_SERVICE_TOKEN`: presented to auth-service, which issues tokens to it alone.
     pub credential: verimail_server::internal::ServiceCredential,
     /// `ADMIN_TOKEN`: what ops RPCs require; see [`AdminCredential`](verimail_server::admin::AdminCredential).
     pub admin: verimail_server::admin::AdminCredential,
-    /// `GRPC_TLS_CERT`, `GRPC_TLS_KEY`, `GRPC_TLS_CA`: mutual TLS on gRPC when set.
-    pub tls: verimail_server::tls::GrpcTls,
-    /// `METRICS_ADDR`: where `/metrics` is served (`off`: nowhere).
-    pub metrics_addr: String,
-    /// `EMAIL_GRPC_ADDR`
-    pub grpc_addr: String,
-    /// `DATABASE_URL`, `DATABASE_MAX_CONNECTIONS`, and the migration flags.
-    pub database: verimail_events::db::DbConfig,
-    /// `NATS_URL`, its credentials (`NATS_USER`/`NATS_PASSWORD`, `NATS_TOKEN` or
-    /// `NATS_CREDS`) and TLS (`NATS_TLS_*`).
-    pub nats: verimail_events::bus::NatsConfig,
-    /// `NATS_STREAM_REPLICAS`: servers that keep each stream this service declares.
-    pub stream_replicas: usize,
     /// `AUTH_GRPC_ADDR`: where auth-service issues tokens.
     pub auth_addr: String,
     /// `SMTP_URL` (a lettre URL such as `smtp://127.0.0.1:2525`); without it, emails are
@@ -99,14 +89,16 @@ impl Config {
         let credential =
             verimail_server::internal::ServiceCredential::from_vars(vars, verimail_server::internal::EMAIL_TOKEN)?;
         Ok(Config {
+            backbone: BackboneConfig::from_vars(
+                vars,
+                Defaults {
+                    grpc: ("EMAIL_GRPC_ADDR", "127.0.0.1:50053"),
+                    metrics_addr: "127.0.0.1:9103",
+                    database_file: "email.db",
+                },
+            )?,
             admin: verimail_server::admin::AdminCredential::from_vars(vars, &[&credential])?,
             credential,
-            tls: verimail_server::tls::GrpcTls::from_vars(vars)?,
-            metrics_addr: vars.string("METRICS_ADDR", "127.0.0.1:9103"),
-            grpc_addr: vars.string("EMAIL_GRPC_ADDR", "127.0.0.1:50053"),
-            database: verimail_events::db::DbConfig::from_vars(vars, "email.db")?,
-            nats: verimail_events::bus::NatsConfig::from_vars(vars)?,
-            stream_replicas: verimail_events::bus::stream_replicas(vars)?,
             auth_addr: vars.string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
             mail_target,
             from,
@@ -150,28 +142,16 @@ mod tests {
 
     #[test]
     fn debug_never_shows_a_secret() {
-        let config = Config {
-            credential: verimail_server::internal::ServiceCredential::new("service-secret-0123456789").unwrap(),
-            admin: verimail_server::admin::AdminCredential::new("admin-secret-0123456789").unwrap(),
-            tls: verimail_server::tls::GrpcTls::off(),
-            metrics_addr: "off".into(),
-            grpc_addr: "127.0.0.1:0".into(),
-            database: verimail_events::db::DbConfig::url("postgres://email:db-secret-42@db/email"),
-            nats: verimail_events::bus::NatsConfig {
-                auth: verimail_events::bus::NatsAuth::UserPassword("email-service".into(), "nats-secret-42".into()),
-                ..verimail_events::bus::NatsConfig::url("nats://127.0.0.1:4222")
-            },
-            stream_replicas: 1,
-            auth_addr: "127.0.0.1:50052".into(),
-            mail_target: MailTarget::Smtp("smtps://mailer:smtp-secret-42@mail.example.com".into()),
-            from: "Verimail <no-reply@example.com>".parse().unwrap(),
-            public_base_url: "https://verify.example.com".into(),
-            max_attempts: 6,
-            retry_backoff: vec![],
-            send_timeout: Duration::from_secs(10),
-            smtp_check_interval: Duration::from_secs(15),
-            instance: "email-1".into(),
-        };
+        let vars = Vars::from_pairs([
+            ("VERIMAIL_ENV", "development"),
+            ("EMAIL_SERVICE_TOKEN", "service-secret-0123456789"),
+            ("ADMIN_TOKEN", "admin-secret-0123456789"),
+            ("DATABASE_URL", "postgres://email:db-secret-42@db/email"),
+            ("NATS_USER", "email-service"),
+            ("NATS_PASSWORD", "nats-secret-42"),
+            ("SMTP_URL", "smtps://mailer:smtp-secret-42@mail.example.com"),
+        ]);
+        let config = Config::from_vars(&vars).unwrap();
         let printed = format!("{config:?}");
         for secret in ["service-secret", "admin-secret", "db-secret-42", "smtp-secret-42", "nats-secret-42"] {
             assert!(!printed.contains(secret), "{secret} in {printed}");

@@ -1,18 +1,17 @@
 use crate::domain::HashCost;
+use verimail_events::backbone::{BackboneConfig, Defaults};
 use verimail_server::config::{ConfigError, Vars};
 
 /// user-service's configuration, from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Addresses, TLS, the database and NATS: see [`BackboneConfig`].
+    pub backbone: BackboneConfig,
     /// `GATEWAY_SERVICE_TOKEN`: the fronts that may name the browser they call for; see
     /// [`ServiceCredential`](verimail_server::internal::ServiceCredential).
     pub fronts: verimail_server::internal::ServiceCredential,
     /// `ADMIN_TOKEN`: what ops RPCs require; see [`AdminCredential`](verimail_server::admin::AdminCredential).
     pub admin: verimail_server::admin::AdminCredential,
-    /// `GRPC_TLS_CERT`, `GRPC_TLS_KEY`, `GRPC_TLS_CA`: mutual TLS on gRPC when set.
-    pub tls: verimail_server::tls::GrpcTls,
-    /// `METRICS_ADDR`: where `/metrics` is served (`off`: nowhere).
-    pub metrics_addr: String,
     /// `ENUMERATION_SAFE_REGISTRATION` (default `true`): registering an address that has an
     /// account answers like a new registration and emails the owner a notice; `false` answers
     /// ALREADY_EXISTS.
@@ -21,15 +20,6 @@ pub struct Config {
     pub limits: crate::limits::UserLimits,
     /// `OUTBOX_RETENTION_SECONDS`: how long published events stay in the outbox table.
     pub outbox_retention: std::time::Duration,
-    /// `USER_GRPC_ADDR`
-    pub grpc_addr: String,
-    /// `DATABASE_URL`, `DATABASE_MAX_CONNECTIONS`, and the migration flags.
-    pub database: verimail_events::db::DbConfig,
-    /// `NATS_URL`, its credentials (`NATS_USER`/`NATS_PASSWORD`, `NATS_TOKEN` or
-    /// `NATS_CREDS`) and TLS (`NATS_TLS_*`).
-    pub nats: verimail_events::bus::NatsConfig,
-    /// `NATS_STREAM_REPLICAS`: servers that keep each stream this service declares.
-    pub stream_replicas: usize,
     /// `PASSWORD_HASH_MEMORY_KIB`, `PASSWORD_HASH_ITERATIONS`, `PASSWORD_HASH_PARALLELISM`
     pub hash_cost: HashCost,
     /// `PASSWORD_HASH_CONCURRENCY`: hashes computed at once (default: the number of cores).
@@ -56,17 +46,19 @@ impl Config {
         let fronts =
             verimail_server::internal::ServiceCredential::from_vars(vars, verimail_server::internal::GATEWAY_TOKEN)?;
         Ok(Config {
+            backbone: BackboneConfig::from_vars(
+                vars,
+                Defaults {
+                    grpc: ("USER_GRPC_ADDR", "127.0.0.1:50051"),
+                    metrics_addr: "127.0.0.1:9101",
+                    database_file: "user.db",
+                },
+            )?,
             admin: verimail_server::admin::AdminCredential::from_vars(vars, &[&fronts])?,
             fronts,
-            tls: verimail_server::tls::GrpcTls::from_vars(vars)?,
-            metrics_addr: vars.string("METRICS_ADDR", "127.0.0.1:9101"),
             enumeration_safe: vars.parse("ENUMERATION_SAFE_REGISTRATION", true)?,
             limits: crate::limits::UserLimits::from_vars(vars)?,
             outbox_retention: vars.seconds("OUTBOX_RETENTION_SECONDS", verimail_events::outbox::DEFAULT_RETENTION)?,
-            grpc_addr: vars.string("USER_GRPC_ADDR", "127.0.0.1:50051"),
-            database: verimail_events::db::DbConfig::from_vars(vars, "user.db")?,
-            nats: verimail_events::bus::NatsConfig::from_vars(vars)?,
-            stream_replicas: verimail_events::bus::stream_replicas(vars)?,
             hash_cost,
             hash_concurrency: vars.parse("PASSWORD_HASH_CONCURRENCY", cores)?,
         })

@@ -1,0 +1,115 @@
+//! What every service with events stands on, started the same way in each: its database
+//! (migrated), JetStream, its gRPC and metrics listeners; and served the same way: health that
+//! follows NATS, the database and the service's own checks, with its background work beside.
+
+use crate::bus::{self, NatsConfig, StreamSpec};
+use crate::db::DbConfig;
+use async_nats::jetstream;
+use sea_orm::DatabaseConnection;
+use sea_orm_migration::MigratorTrait;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+use verimail_server::config::{ConfigError, Vars};
+use verimail_server::grpc::{Background, Check, Service};
+use verimail_server::shutdown::Shutdown;
+use verimail_server::tls::GrpcTls;
+
+/// The settings every service with events reads alike; each service's `Config` holds one.
+#[derive(Debug, Clone)]
+pub struct BackboneConfig {
+    /// The variable that names the gRPC address (`USER_GRPC_ADDR`, …), for its errors.
+    pub grpc_variable: &'static str,
+    /// The address the gRPC server listens on.
+    pub grpc_addr: String,
+    /// `METRICS_ADDR`: where `/metrics` is served (`off`: nowhere).
+    pub metrics_addr: String,
+    /// `GRPC_TLS_CERT`, `GRPC_TLS_KEY`, `GRPC_TLS_CA`: mutual TLS on gRPC when set.
+    pub tls: GrpcTls,
+    /// `DATABASE_URL`, `DATABASE_MAX_CONNECTIONS`, and the migration flags.
+    pub database: DbConfig,
+    /// `NATS_URL`, its credentials (`NATS_USER`/`NATS_PASSWORD`, `NATS_TOKEN` or
+    /// `NATS_CREDS`) and TLS (`NATS_TLS_*`).
+    pub nats: NatsConfig,
+    /// `NATS_STREAM_REPLICAS`: servers that keep each stream the service declares.
+    pub stream_replicas: usize,
+}
+
+/// Where a service listens and keeps its data by default.
+pub struct Defaults {
+    /// The variable of the gRPC address, and its default.
+    pub grpc: (&'static str, &'static str),
+    /// `METRICS_ADDR`'s default.
+    pub metrics_addr: &'static str,
+    /// The SQLite file under `data/` without `DATABASE_URL`.
+    pub database_file: &'static str,
+}
+
+impl BackboneConfig {
+    pub fn from_vars(vars: &Vars, defaults: Defaults) -> Result<BackboneConfig, ConfigError> {
+        let (grpc_variable, grpc_default) = defaults.grpc;
+        Ok(BackboneConfig {
+            grpc_variable,
+            grpc_addr: vars.string(grpc_variable, grpc_default),
+            metrics_addr: vars.string("METRICS_ADDR", defaults.metrics_addr),
+            tls: GrpcTls::from_vars(vars)?,
+            database: DbConfig::from_vars(vars, defaults.database_file)?,
+            nats: NatsConfig::from_vars(vars)?,
+            stream_replicas: bus::stream_replicas(vars)?,
+        })
+    }
+}
+
+pub struct Backbone {
+    pub db: DatabaseConnection,
+    pub js: jetstream::Context,
+    listener: TcpListener,
+    addr: SocketAddr,
+    metrics: Option<TcpListener>,
+    tls: GrpcTls,
+}
+
+impl Backbone {
+    /// Connects the database (running its migrations, `M`) and NATS (waiting for either while
+    /// it does not answer), declares `streams` (those the service publishes to) and binds the
+    /// gRPC and metrics ports.
+    pub async fn start<M: MigratorTrait>(config: &BackboneConfig, streams: &[StreamSpec]) -> anyhow::Result<Backbone> {
+        let db = crate::db::connect_with::<M>(&config.database).await?;
+        let js = jetstream::new(bus::connect(&config.nats).await);
+        bus::declare_streams(&js, streams, config.stream_replicas).await?;
+        let listener = verimail_server::grpc::bind(config.grpc_variable, &config.grpc_addr).await?;
+        let addr = listener.local_addr()?;
+        let metrics = verimail_server::metrics::bind(&config.metrics_addr).await?;
+        Ok(Backbone { db, js, listener, addr, metrics, tls: config.tls.clone() })
+    }
+
+    /// Where the gRPC listener is bound.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves `routes` (the services named `served`) until `shutdown`, with `background` beside
+    /// them and health SERVING while NATS, the database and each of `checks` are up.
+    pub async fn serve(
+        self,
+        routes: Routes,
+        served: Vec<&'static str>,
+        mut background: Vec<Background>,
+        checks: Vec<Check>,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<()> {
+        let (mut all, probes) = crate::backbone_checks(self.js.client(), self.db.clone(), &shutdown);
+        all.extend(checks);
+        background.extend(probes);
+        let service = Service {
+            listener: self.listener,
+            routes,
+            served,
+            background,
+            checks: all,
+            tls: self.tls,
+            metrics: self.metrics,
+        };
+        verimail_server::grpc::run_service(service, shutdown).await
+    }
+}
