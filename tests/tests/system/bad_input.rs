@@ -19,15 +19,7 @@ async fn user_by_email(stack: &Stack, email: &str) -> Result<String, Code> {
 }
 
 async fn delivery_count(stack: &Stack) -> usize {
-    stack
-        .emails
-        .clone()
-        .list_deliveries(ListDeliveriesRequest { page_size: 100, ..Default::default() })
-        .await
-        .expect("ListDeliveries")
-        .into_inner()
-        .deliveries
-        .len()
+    stack.deliveries(ListDeliveriesRequest { page_size: 100, ..Default::default() }).await.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,14 +47,7 @@ async fn register_open_the_email_click_the_link_and_become_verified() {
     assert_eq!(reply.user_id, user_id);
 
     // Exactly one email, recorded as sent once.
-    let deliveries = stack
-        .emails
-        .clone()
-        .list_deliveries(ListDeliveriesRequest { user_id: user_id.clone(), ..Default::default() })
-        .await
-        .expect("ListDeliveries")
-        .into_inner()
-        .deliveries;
+    let deliveries = stack.deliveries(ListDeliveriesRequest { user_id: user_id.clone(), ..Default::default() }).await;
     assert_eq!(deliveries.len(), 1);
     assert_eq!(deliveries[0].status(), DeliveryStatus::Sent);
     assert_eq!(deliveries[0].attempts, 1);
