@@ -396,5 +396,14 @@ impl Drop for ProcessStack {
         for part in Part::ALL {
             self.kill(part);
         }
+        // A failing test shows what its parts said (their log files go with the stack).
+        if std::thread::panicking() {
+            for part in Part::ALL {
+                let log = self.log(part);
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                eprintln!("--- the last 40 lines {} logged ---\n{tail}", part.binary());
+            }
+        }
     }
 }
