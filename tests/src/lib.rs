@@ -280,11 +280,12 @@ impl Stack {
             let mut vars = options.vars_for(part);
             vars.extend(tls_vars.iter().cloned());
             vars.push(("METRICS_ADDR", "127.0.0.1:0".into()));
-            if part != Part::Gateway {
+            // The services: each its database, and NATS.
+            if let Some(service) = part.database() {
                 vars.extend(nats_vars(&nats, part, options.nats_permissions));
                 let db = match (&auth_database_door, part) {
                     (Some((_, through_door)), Part::Auth) => through_door.clone(),
-                    _ => databases.url(data.path(), part.database()),
+                    _ => databases.url(data.path(), service),
                 };
                 vars.push(("DATABASE_URL", db));
             }

@@ -39,12 +39,12 @@ impl Part {
     }
 
     /// Its database in a stack ("user", "auth", "email"); the gateway has none.
-    pub fn database(self) -> &'static str {
+    pub fn database(self) -> Option<&'static str> {
         match self {
-            Part::User => "user",
-            Part::Auth => "auth",
-            Part::Email => "email",
-            Part::Gateway => "",
+            Part::User => Some("user"),
+            Part::Auth => Some("auth"),
+            Part::Email => Some("email"),
+            Part::Gateway => None,
         }
     }
 

@@ -13,7 +13,7 @@ pub type Var = (&'static str, String);
 
 /// `N/SECONDS`, or `off`.
 fn rate(rate: Option<Rate>) -> String {
-    rate.map_or_else(|| "off".to_owned(), |r| format!("{}/{}", r.count, r.per.as_secs()))
+    rate.map_or_else(|| "off".to_owned(), |r| r.to_string())
 }
 
 fn seconds(d: Duration) -> String {

@@ -10,17 +10,9 @@ use async_nats::jetstream::{self, AckKind, consumer, stream};
 use futures::StreamExt;
 use std::time::Duration;
 use tracing::Instrument;
-use verimail_proto::streams;
-use verimail_server::config;
-use verimail_server::config::Vars;
+use verimail_proto::{headers, streams};
+use verimail_server::config::{self, ConfigError, Vars};
 use verimail_server::shutdown::Shutdown;
-
-// The header names are the contract's: verimail_proto::headers.
-pub use verimail_proto::headers::{
-    EVENT_ID as HEADER_EVENT_ID, EVENT_TYPE as HEADER_EVENT_TYPE, MSG_ID as HEADER_MSG_ID,
-    PARKED_ATTEMPTS as HEADER_PARKED_ATTEMPTS, PARKED_ERROR as HEADER_PARKED_ERROR,
-    PARKED_SUBJECT as HEADER_PARKED_SUBJECT,
-};
 
 /// A stream and the subjects it holds. Whoever publishes to or consumes from a stream
 /// declares it at start; declaring is idempotent.
@@ -97,7 +89,7 @@ impl std::fmt::Debug for NatsConfig {
             NatsAuth::CredsFile(path) => format!("creds file {}", path.display()),
         };
         f.debug_struct("NatsConfig")
-            .field("url", &verimail_server::config::redact_url(&self.url))
+            .field("url", &config::redact_url(&self.url))
             .field("auth", &auth)
             .field("tls_ca", &self.tls_ca)
             .field("tls_client", &self.tls_client)
@@ -116,8 +108,7 @@ impl NatsConfig {
     /// In production a connection without credentials is refused unless
     /// `NATS_ALLOW_UNAUTHENTICATED=true` says so: whoever reaches the server could otherwise
     /// publish the events the services act on.
-    pub fn from_vars(vars: &Vars) -> Result<NatsConfig, verimail_server::config::ConfigError> {
-        use verimail_server::config::ConfigError;
+    pub fn from_vars(vars: &Vars) -> Result<NatsConfig, ConfigError> {
         // A file a variable names, which must be there.
         let file = |name: &'static str| match vars.var(name).map(std::path::PathBuf::from) {
             Some(path) if !path.is_file() => Err(ConfigError::new(name, format!("{} is not a file", path.display()))),
@@ -185,7 +176,7 @@ impl NatsConfig {
 /// Connects to NATS, waiting and retrying (with capped backoff) while no server is
 /// reachable instead of failing the service's start.
 pub async fn connect(nats: &NatsConfig) -> async_nats::Client {
-    let url = verimail_server::config::redact_url(&nats.url);
+    let url = config::redact_url(&nats.url);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let connected = match nats.options().await {
@@ -244,21 +235,16 @@ pub async fn declare_streams(js: &jetstream::Context, specs: &[StreamSpec], repl
 /// The headers every event carries.
 pub fn event_headers(event_id: &str, event_type: &str) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    headers.insert(HEADER_MSG_ID, event_id);
-    headers.insert(HEADER_EVENT_ID, event_id);
-    headers.insert(HEADER_EVENT_TYPE, event_type);
+    headers.insert(headers::MSG_ID, event_id);
+    headers.insert(headers::EVENT_ID, event_id);
+    headers.insert(headers::EVENT_TYPE, event_type);
     headers
 }
 
 /// The event id a message carries: `Verimail-Event-Id`, or `Nats-Msg-Id` for a message
 /// published without it.
 pub fn event_id_of(headers: &HeaderMap) -> Option<String> {
-    headers.get(HEADER_EVENT_ID).or_else(|| headers.get(HEADER_MSG_ID)).map(|v| v.as_str().to_owned())
-}
-
-/// The subject a consumer parks messages under.
-pub fn parked_subject(durable: &str) -> String {
-    streams::parked_subject(durable)
+    headers.get(headers::EVENT_ID).or_else(|| headers.get(headers::MSG_ID)).map(|v| v.as_str().to_owned())
 }
 
 /// How a durable consumer is set up and how often a failing message is retried.
@@ -559,18 +545,20 @@ async fn park(
     // A parked copy is a message of its own, named after the stored message it copies: a
     // second park of the same delivery is deduplicated, a park of its replay is not.
     let parked_id = match message.info() {
-        Ok(info) => format!("{}:{}:{}", parked_subject(spec.durable), info.stream, info.stream_sequence),
+        Ok(info) => format!("{}:{}:{}", streams::parked_subject(spec.durable), info.stream, info.stream_sequence),
         Err(_) => uuid::Uuid::now_v7().to_string(),
     };
     if let Some(event_id) = event_id_of(&headers) {
-        headers.insert(HEADER_EVENT_ID, event_id.as_str());
+        headers.insert(headers::EVENT_ID, event_id.as_str());
     }
-    headers.insert(HEADER_MSG_ID, parked_id.as_str());
-    headers.insert(HEADER_PARKED_SUBJECT, message.subject.as_str());
-    headers.insert(HEADER_PARKED_ERROR, reason.replace(['\r', '\n'], " ").as_str());
-    headers.insert(HEADER_PARKED_ATTEMPTS, attempts.to_string().as_str());
+    headers.insert(headers::MSG_ID, parked_id.as_str());
+    headers.insert(headers::PARKED_SUBJECT, message.subject.as_str());
+    headers.insert(headers::PARKED_ERROR, reason.replace(['\r', '\n'], " ").as_str());
+    headers.insert(headers::PARKED_ATTEMPTS, attempts.to_string().as_str());
     let publish = || async {
-        js.publish_with_headers(parked_subject(spec.durable), headers.clone(), message.payload.clone()).await?.await?;
+        js.publish_with_headers(streams::parked_subject(spec.durable), headers.clone(), message.payload.clone())
+            .await?
+            .await?;
         Ok::<(), async_nats::Error>(())
     };
     let mut result = publish().await;
@@ -591,10 +579,10 @@ pub fn nats_url(vars: &Vars) -> String {
 
 /// `NATS_STREAM_REPLICAS`: how many servers keep each stream (1 to 5; 3 on a three-node
 /// cluster, so that losing one server loses nothing).
-pub fn stream_replicas(vars: &Vars) -> Result<usize, config::ConfigError> {
+pub fn stream_replicas(vars: &Vars) -> Result<usize, ConfigError> {
     let replicas = vars.parse("NATS_STREAM_REPLICAS", 1usize)?;
     if !(1..=5).contains(&replicas) {
-        return Err(config::ConfigError::new("NATS_STREAM_REPLICAS", "must be between 1 and 5"));
+        return Err(ConfigError::new("NATS_STREAM_REPLICAS", "must be between 1 and 5"));
     }
     Ok(replicas)
 }

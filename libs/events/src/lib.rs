@@ -44,38 +44,3 @@ macro_rules! service_main {
         }
     };
 }
-
-use verimail_server::grpc::{Background, Check};
-use verimail_server::shutdown::Shutdown;
-
-/// How often health probes NATS and the database.
-const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// The health checks of what a service with events stands on: NATS connected and the database
-/// answering (within 2 s), each probed once a second; the probes run among the background tasks.
-pub fn backbone_checks(
-    nats: async_nats::Client,
-    db: sea_orm::DatabaseConnection,
-    shutdown: &Shutdown,
-) -> (Vec<Check>, Vec<Background>) {
-    let (nats, nats_probe) = Check::every("nats", PROBE_EVERY, shutdown.clone(), move || {
-        let state = nats.connection_state();
-        async move {
-            match state {
-                async_nats::connection::State::Connected => Ok(()),
-                other => Err(format!("NATS is {other:?}")),
-            }
-        }
-    });
-    let (database, database_probe) = Check::every("database", PROBE_EVERY, shutdown.clone(), move || {
-        let db = db.clone();
-        async move {
-            match tokio::time::timeout(std::time::Duration::from_secs(2), db.ping()).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(error.to_string()),
-                Err(_) => Err("no answer within 2 s".to_owned()),
-            }
-        }
-    });
-    (vec![nats, database], vec![nats_probe, database_probe])
-}

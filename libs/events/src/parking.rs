@@ -1,13 +1,14 @@
 //! The operator's view of parked messages (`verimail.ops.v1.ParkingService`): list what a
 //! service's consumers gave up on, and replay one. The PARKED stream is the record.
 
-use crate::bus::{self, HEADER_MSG_ID, HEADER_PARKED_ATTEMPTS, HEADER_PARKED_ERROR, HEADER_PARKED_SUBJECT};
+use crate::bus;
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::{self, ErrorCode, stream::RawMessageErrorKind};
 use tonic::{Request, Response, Status};
 use verimail_proto::ops::v1 as pb;
 use verimail_proto::ops::v1::parking_service_server::ParkingServiceServer;
+use verimail_proto::{headers, streams};
 use verimail_server::admin::AdminCredential;
 
 pub use verimail_proto::ops::v1::parking_service_server::SERVICE_NAME;
@@ -53,7 +54,7 @@ impl Parking {
         limit: usize,
         into: &mut Vec<pb::ParkedMessage>,
     ) -> Result<(), Status> {
-        let subject = bus::parked_subject(durable);
+        let subject = streams::parked_subject(durable);
         let mut next = after + 1;
         let start = into.len();
         while into.len() - start < limit {
@@ -87,11 +88,11 @@ fn to_proto(durable: &str, message: jetstream::message::StreamMessage) -> pb::Pa
     pb::ParkedMessage {
         sequence: message.sequence,
         consumer: durable.to_owned(),
-        subject: header(headers, HEADER_PARKED_SUBJECT),
+        subject: header(headers, headers::PARKED_SUBJECT),
         event_id: bus::event_id_of(headers).unwrap_or_default(),
-        event_type: header(headers, bus::HEADER_EVENT_TYPE),
-        error: header(headers, HEADER_PARKED_ERROR),
-        attempts: header(headers, HEADER_PARKED_ATTEMPTS).parse().unwrap_or(0),
+        event_type: header(headers, headers::EVENT_TYPE),
+        error: header(headers, headers::PARKED_ERROR),
+        attempts: header(headers, headers::PARKED_ATTEMPTS).parse().unwrap_or(0),
         parked_at,
         payload: message.payload.to_vec(),
     }
@@ -139,24 +140,24 @@ impl pb::parking_service_server::ParkingService for Parking {
             Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Err(not_found()),
             Err(e) => return Err(nats_unavailable(e)),
         };
-        if !self.durables.iter().any(|d| message.subject.as_str() == bus::parked_subject(d)) {
+        if !self.durables.iter().any(|d| message.subject.as_str() == streams::parked_subject(d)) {
             return Err(not_found());
         }
-        let subject = header(&message.headers, HEADER_PARKED_SUBJECT);
+        let subject = header(&message.headers, headers::PARKED_SUBJECT);
         if subject.is_empty() {
             return Err(Status::failed_precondition(format!(
                 "parked message {sequence} does not say where it came from"
             )));
         }
         let mut headers = HeaderMap::new();
-        for name in [bus::HEADER_EVENT_ID, bus::HEADER_EVENT_TYPE] {
+        for name in [headers::EVENT_ID, headers::EVENT_TYPE] {
             if let Some(value) = message.headers.get(name) {
                 headers.insert(name, value.as_str());
             }
         }
         // A new message id: the original's may still be inside the duplicate window. The
         // same one for the same parked message, so replaying twice publishes once.
-        headers.insert(HEADER_MSG_ID, format!("replay:{}:{sequence}", bus::PARKED_STREAM.name).as_str());
+        headers.insert(headers::MSG_ID, format!("replay:{}:{sequence}", bus::PARKED_STREAM.name).as_str());
         let ack = self
             .js
             .publish_with_headers(subject.clone(), headers, message.payload.clone())

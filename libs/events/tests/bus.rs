@@ -90,8 +90,11 @@ async fn relay_publishes_each_committed_event_once_with_its_headers() {
     assert!(rows.iter().all(|r| r.published_at.is_some() && r.attempts == 1));
 
     let message = js.get_stream(verimail_proto::streams::USERS).await.unwrap().get_raw_message(1).await.unwrap();
-    assert_eq!(message.headers.get(bus::HEADER_MSG_ID).unwrap().as_str(), "event-1");
-    assert_eq!(message.headers.get(bus::HEADER_EVENT_TYPE).unwrap().as_str(), "verimail.events.v1.UserRegistered");
+    assert_eq!(message.headers.get(verimail_proto::headers::MSG_ID).unwrap().as_str(), "event-1");
+    assert_eq!(
+        message.headers.get(verimail_proto::headers::EVENT_TYPE).unwrap().as_str(),
+        "verimail.events.v1.UserRegistered"
+    );
 }
 
 #[tokio::test]
@@ -236,7 +239,11 @@ async fn parked_message(js: &jetstream::Context) -> (String, String, String) {
     let stream = js.get_stream(verimail_proto::streams::PARKED).await.unwrap();
     let message = stream.get_raw_message(1).await.unwrap();
     let header = |name| message.headers.get(name).unwrap().as_str().to_owned();
-    (message.subject.to_string(), header(bus::HEADER_PARKED_SUBJECT), header(bus::HEADER_PARKED_ERROR))
+    (
+        message.subject.to_string(),
+        header(verimail_proto::headers::PARKED_SUBJECT),
+        header(verimail_proto::headers::PARKED_ERROR),
+    )
 }
 
 #[tokio::test]

@@ -38,6 +38,13 @@ impl Rate {
     }
 }
 
+/// The form [`Rate::from_str`] reads: `N/SECONDS` (whole seconds).
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.count, self.per.as_secs())
+    }
+}
+
 /// A rate from the environment: `N/SECONDS`, or `off` for no limit.
 pub fn rate(vars: &Vars, name: &'static str, default: &str) -> Result<Option<Rate>, ConfigError> {
     let text = vars.string(name, default);
@@ -180,6 +187,7 @@ mod tests {
     #[test]
     fn rates_are_read_strictly() {
         assert_eq!("5/86400".parse::<Rate>().unwrap(), Rate::new(5, Duration::from_secs(86400)));
+        assert_eq!(Rate::new(5, Duration::from_secs(86400)).to_string(), "5/86400", "printed as it is read");
         for bad in ["", "5", "0/60", "5/0", "-1/60", "5/minute", "five/60"] {
             assert!(bad.parse::<Rate>().is_err(), "{bad:?}");
         }

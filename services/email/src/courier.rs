@@ -234,8 +234,7 @@ impl From<HandlerError> for Failure {
 
 /// Whether auth-service refused because a later registration of the user had its email.
 fn superseded(status: &tonic::Status) -> bool {
-    use tonic_types::StatusExt;
-    status.get_details_error_info().is_some_and(|info| info.reason == verimail_proto::reasons::REGISTRATION_SUPERSEDED)
+    verimail_proto::reasons::of(status) == verimail_proto::reasons::REGISTRATION_SUPERSEDED
 }
 
 fn decode(delivery: &Delivery) -> Result<Option<EmailRequest>, HandlerError> {

@@ -9,7 +9,6 @@ use tonic::{Request, Response, Status as GrpcStatus};
 use verimail_proto::email::v1::{self as pb, email_service_server::EmailService};
 use verimail_server::address::Email;
 use verimail_server::admin::AdminCredential;
-use verimail_server::grpc::invalid_argument;
 use verimail_server::paging::Page;
 use verimail_server::rfc3339;
 
@@ -32,11 +31,11 @@ impl EmailService for EmailGrpc {
         let user_id = (!user_id.is_empty())
             .then(|| uuid::Uuid::parse_str(user_id).map(|id| id.to_string()))
             .transpose()
-            .map_err(|_| invalid_argument("user_id", "must be a UUID"))?;
+            .map_err(|_| EmailError::invalid("user_id", "must be a UUID"))?;
         // A filter: empty means every address.
         let email = match request.email.trim() {
             "" => String::new(),
-            raw => Email::parse(raw).map_err(|reason| invalid_argument("email", reason))?.as_str().to_owned(),
+            raw => Email::parse(raw).map_err(|reason| EmailError::invalid("email", reason))?.as_str().to_owned(),
         };
         let status = match request.status() {
             pb::DeliveryStatus::Unspecified => None,
@@ -80,10 +79,10 @@ impl EmailService for EmailGrpc {
 }
 
 /// An event id as the RPCs take it: a UUID.
-fn event_id(raw: &str) -> Result<String, GrpcStatus> {
+fn event_id(raw: &str) -> Result<String, EmailError> {
     uuid::Uuid::parse_str(raw.trim())
         .map(|id| id.to_string())
-        .map_err(|_| invalid_argument("event_id", "must be a UUID"))
+        .map_err(|_| EmailError::invalid("event_id", "must be a UUID"))
 }
 
 fn to_proto(row: delivery::Model) -> pb::Delivery {

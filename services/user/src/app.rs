@@ -32,7 +32,7 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let hasher = PasswordHasher::new(config.hash_cost, config.hash_concurrency)
             .map_err(|e| anyhow::anyhow!("PASSWORD_HASH_*: {e}"))?;
-        crate::metrics::metrics();
+        crate::metrics::register();
         let backbone = Backbone::start::<Migrator>(&config.backbone, &[USERS_STREAM]).await?;
         Ok(App {
             backbone,

@@ -1,6 +1,5 @@
 //! user-service's rate limits, per client address and per email address.
 
-use std::time::Duration;
 use verimail_server::config::{ConfigError, Vars};
 use verimail_server::limits::{Limiter, Rate, rate};
 
@@ -28,29 +27,6 @@ impl UserLimits {
             resend_per_email: rate(vars, "RATE_LIMIT_RESEND_PER_EMAIL", "1/60")?,
             resend_per_email_daily: rate(vars, "RATE_LIMIT_RESEND_PER_EMAIL_DAILY", "5/86400")?,
         })
-    }
-
-    /// No limits (a load test, or a test about something else).
-    pub fn off() -> UserLimits {
-        UserLimits {
-            register_per_client: None,
-            register_per_email: None,
-            resend_per_client: None,
-            resend_per_email: None,
-            resend_per_email_daily: None,
-        }
-    }
-
-    /// Every limit at `count` per `per`, for tests of the limits themselves.
-    pub fn all(count: u32, per: Duration) -> UserLimits {
-        let rate = Some(Rate::new(count, per));
-        UserLimits {
-            register_per_client: rate,
-            register_per_email: rate,
-            resend_per_client: rate,
-            resend_per_email: rate,
-            resend_per_email_daily: rate,
-        }
     }
 }
 

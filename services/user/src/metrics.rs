@@ -5,7 +5,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use std::sync::LazyLock;
-use verimail_server::metrics::register;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
@@ -19,8 +18,12 @@ pub struct Metrics {
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
-    registrations: register("registrations", "RegisterUser calls that succeeded, by outcome", Family::default()),
-    password_hashes_in_flight: register(
+    registrations: verimail_server::metrics::register(
+        "registrations",
+        "RegisterUser calls that succeeded, by outcome",
+        Family::default(),
+    ),
+    password_hashes_in_flight: verimail_server::metrics::register(
         "password_hashes_in_flight",
         "argon2id hashes being computed now",
         Gauge::default(),
@@ -29,6 +32,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
 
 pub fn metrics() -> &'static Metrics {
     &METRICS
+}
+
+/// Registers the families (at build, so `/metrics` shows them before the first call).
+pub fn register() {
+    LazyLock::force(&METRICS);
 }
 
 /// A registration that succeeded, `outcome` new or existing.

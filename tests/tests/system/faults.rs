@@ -162,7 +162,7 @@ async fn a_message_parked_after_its_attempts_is_replayed_by_rpc_and_delivered() 
 /// Publishes a stored message again, same headers and payload, under a new Nats-Msg-Id.
 async fn republish(js: &jetstream::Context, original: &jetstream::message::StreamMessage, msg_id: &str) {
     let mut headers = original.headers.clone();
-    headers.insert(bus::HEADER_MSG_ID, msg_id);
+    headers.insert(verimail_proto::headers::MSG_ID, msg_id);
     js.publish_with_headers(original.subject.to_string(), headers, original.payload.clone())
         .await
         .unwrap()
