@@ -51,6 +51,15 @@ else
 fi
 
 cargo build --workspace --bins
+# And an access-token signing key, so tokens from SignIn survive a restart too.
+if [[ -z "${AUTH_SIGNING_KEYS:-}" ]]; then
+    if [[ ! -s data/auth-signing.key ]]; then
+        "${CARGO_TARGET_DIR:-target}/debug/auth-service" --new-signing-key > data/auth-signing.key
+        chmod 600 data/auth-signing.key
+    fi
+    AUTH_SIGNING_KEYS="$(cat data/auth-signing.key)"
+    export AUTH_SIGNING_KEYS
+fi
 bin="${CARGO_TARGET_DIR:-target}/debug"
 DATABASE_URL="${USER_DATABASE_URL:-sqlite://data/user.db?mode=rwc}" "$bin/user-service" & pids+=($!)
 DATABASE_URL="${AUTH_DATABASE_URL:-sqlite://data/auth.db?mode=rwc}" "$bin/auth-service" & pids+=($!)

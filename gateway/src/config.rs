@@ -22,6 +22,9 @@ pub struct Config {
     /// `TRUSTED_PROXIES`: the proxies whose `X-Forwarded-For`/`Forwarded` name the client
     /// (comma-separated CIDRs; none by default).
     pub trusted_proxies: crate::client::TrustedProxies,
+    /// `APP_URL` (optional): where the verified page sends the user on ("Continue to …"), an
+    /// `http://` or `https://` URL.
+    pub app_url: Option<String>,
     /// `GATEWAY_HEADER_TIMEOUT_SECONDS` (10), `GATEWAY_REQUEST_TIMEOUT_SECONDS` (30),
     /// `GATEWAY_MAX_CONNECTIONS` (1000): see [`crate::serve`].
     pub limits: crate::serve::Limits,
@@ -43,6 +46,10 @@ impl Config {
             metrics_addr: vars.string("METRICS_ADDR", "127.0.0.1:9104"),
             trusted_proxies: crate::client::TrustedProxies::parse(&vars.string("TRUSTED_PROXIES", ""))
                 .map_err(|e| ConfigError::new("TRUSTED_PROXIES", e))?,
+            app_url: match vars.var("APP_URL") {
+                None => None,
+                Some(url) => Some(app_url(&url).map_err(|e| ConfigError::new("APP_URL", e))?),
+            },
             limits: crate::serve::Limits {
                 header_timeout: vars.seconds("GATEWAY_HEADER_TIMEOUT_SECONDS", defaults.header_timeout)?,
                 request_timeout: vars.seconds("GATEWAY_REQUEST_TIMEOUT_SECONDS", defaults.request_timeout)?,
@@ -52,5 +59,33 @@ impl Config {
                 },
             },
         })
+    }
+}
+
+/// An absolute `http(s)://host/…` URL, as given (trimmed).
+fn app_url(url: &str) -> Result<String, String> {
+    let url = url.trim();
+    let host = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("must start with https:// (or http://)")?
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    if host.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '<' || c == '>') {
+        return Err("must be an absolute URL with a host, e.g. https://app.example.com/welcome".into());
+    }
+    Ok(url.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_app_url_is_absolute_http() {
+        assert_eq!(super::app_url(" https://app.example.com/welcome ").unwrap(), "https://app.example.com/welcome");
+        assert!(super::app_url("http://localhost:3000").is_ok());
+        for bad in ["app.example.com", "javascript:alert(1)", "https://", "https:///x", "https://a b.com", "ftp://x"] {
+            assert!(super::app_url(bad).is_err(), "{bad}");
+        }
     }
 }

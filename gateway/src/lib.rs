@@ -1,5 +1,6 @@
-//! The gateway: the pages behind the verification link (verify, result, resend),
-//! `/healthz` (alive) and `/readyz` (the services it calls answer SERVING).
+//! The gateway: the pages behind the verification link (verify, result, resend), the public
+//! keys of access tokens as JSON (`/.well-known/verimail-keys`), `/healthz` (alive) and
+//! `/readyz` (the services it calls answer SERVING).
 //! Thin on purpose: every decision is a gRPC call to a service, and it holds no data (no
 //! database, no NATS: it depends on `verimail-server` alone).
 
@@ -44,6 +45,8 @@ impl App {
                 config.posts_per_client,
             ),
             trusted_proxies: config.trusted_proxies,
+            app_url: config.app_url,
+            keys: routes::KeysCache::default(),
             request_timeout: config.limits.request_timeout,
         };
         let listener = verimail_server::grpc::bind("GATEWAY_HTTP_ADDR", &config.http_addr).await?;

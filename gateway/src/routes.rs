@@ -34,9 +34,24 @@ pub struct Gateway {
     pub trusted_proxies: crate::client::TrustedProxies,
     /// From the request head to the response (a slow body included): 408 past it.
     pub request_timeout: Duration,
+    /// Where the verified page sends the user on.
+    pub app_url: Option<String>,
+    /// The keys document, fetched from auth-service at most once per [`KEYS_FRESH`].
+    pub keys: KeysCache,
     /// grpc.health.v1 of the services the pages call, for `/readyz`.
     pub upstreams: [(&'static str, HealthClient<Internal>); 2],
 }
+
+/// The access tokens' public keys, as JSON.
+pub const KEYS_PATH: &str = "/.well-known/verimail-keys";
+/// How long the gateway reuses the keys it fetched, and how long clients may cache them: a
+/// rotation publishes the new key before it signs (see docs/security.md), so a verifier that
+/// refetches on an unknown key id is never stale for long.
+const KEYS_FRESH: Duration = Duration::from_secs(60);
+
+/// The last keys document and when it was fetched.
+#[derive(Default)]
+pub struct KeysCache(tokio::sync::Mutex<Option<(std::time::Instant, Arc<str>)>>);
 
 /// Forms are a few short fields: anything bigger is refused before it is read.
 const MAX_FORM_BYTES: usize = 4 * 1024;
@@ -50,6 +65,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/verify-email", get(confirm_page).post(verify))
         .route("/verify-code", get(code_page).post(verify_code))
         .route("/resend", get(resend_page).post(resend))
+        .route(KEYS_PATH, get(public_keys))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .layer(axum::middleware::from_fn_with_state(gateway.clone(), limit_posts))
@@ -165,13 +181,56 @@ fn on_behalf<T>(message: T, client: IpAddr) -> tonic::Request<T> {
     request
 }
 
+/// GET /.well-known/verimail-keys: what AuthService/GetPublicKeys answers, as JSON, for
+/// verifiers in any language. Cacheable for a minute; 503 while auth-service cannot answer.
+async fn public_keys(State(gw): State<Arc<Gateway>>) -> Response {
+    let mut cached = gw.keys.0.lock().await;
+    let fresh = cached.as_ref().filter(|(at, _)| at.elapsed() < KEYS_FRESH).map(|(_, body)| body.clone());
+    let body = match fresh {
+        Some(body) => body,
+        None => {
+            let request = verimail_proto::auth::v1::GetPublicKeysRequest {};
+            let reply = match gw.auth.clone().get_public_keys(request).await {
+                Ok(reply) => reply.into_inner(),
+                Err(status) => {
+                    tracing::warn!(code = ?status.code(), message = status.message(), "public keys unavailable");
+                    let mut response =
+                        (StatusCode::SERVICE_UNAVAILABLE, "The keys cannot be fetched now; retry shortly.\n")
+                            .into_response();
+                    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                    return response;
+                }
+            };
+            let keys: Vec<serde_json::Value> = reply
+                .keys
+                .into_iter()
+                .map(|key| serde_json::json!({ "kid": key.id, "paserk": key.paserk, "current": key.current }))
+                .collect();
+            let document = serde_json::json!({ "issuer": reply.issuer, "audience": reply.audience, "version": "v4", "purpose": "public", "keys": keys });
+            let body: Arc<str> = document.to_string().into();
+            *cached = Some((std::time::Instant::now(), body.clone()));
+            body
+        }
+    };
+    drop(cached);
+    let cache_control = format!("public, max-age={}", KEYS_FRESH.as_secs());
+    let mut response = ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+    if let Ok(value) = HeaderValue::from_str(&cache_control) {
+        response.headers_mut().insert(header::CACHE_CONTROL, value);
+    }
+    response
+}
+
 /// Tokens ride in the URL, so nothing is cached and no Referer leaks them; no script runs at
 /// all (a mail scanner that runs a page's scripts must find nothing that submits the form)
 /// and forms go only to us.
 async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
+    // Pages hold tokens: never cached. (The keys document says otherwise for itself.)
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     let fixed = [
-        (header::CACHE_CONTROL, "no-store"),
         (header::REFERRER_POLICY, "no-referrer"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
@@ -230,9 +289,19 @@ async fn verify(
 /// The page after a successful check: verified now, or before.
 fn verified_page(gw: &Gateway, reply: VerifyEmailResponse) -> Response {
     match reply.outcome() {
-        VerifyOutcome::AlreadyVerified => gw.pages.render(StatusCode::OK, "already_verified.html", context! {}),
-        _ => gw.pages.render(StatusCode::OK, "verified.html", context! { email => reply.email }),
+        VerifyOutcome::AlreadyVerified => gw.pages.render(
+            StatusCode::OK,
+            "already_verified.html",
+            context! { app_url => gw.app_url.as_deref(), app_host => app_host(gw.app_url.as_deref()) },
+        ),
+        _ => gw.pages.render(StatusCode::OK, "verified.html", context! { email => reply.email, app_url => gw.app_url.as_deref(), app_host => app_host(gw.app_url.as_deref()) }),
     }
+}
+
+/// The host of the product's URL, for "Continue to app.example.com".
+fn app_host(url: Option<&str>) -> Option<&str> {
+    let rest = url?.split_once("://")?.1;
+    rest.split(['/', '?', '#']).next()
 }
 
 #[derive(Deserialize)]

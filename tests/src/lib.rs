@@ -108,6 +108,15 @@ pub struct StackOptions {
     /// NATS with a user per service and its permissions (`scripts/nats-permissions.conf`),
     /// each service connecting as its own; open NATS otherwise.
     pub nats_permissions: bool,
+    /// How long access tokens live (`ACCESS_TOKEN_TTL_SECONDS`; 15 minutes as in production).
+    pub access_token_lifetime: Duration,
+    /// `SIGN_IN_REQUIRES_VERIFIED` (true as in production).
+    pub sign_in_requires_verified: bool,
+    /// Wrong passwords per address and client (`SIGN_IN_MAX_FAILURES`) when the other limits
+    /// are off; `limits` when `None`.
+    pub sign_in_failures: Option<Rate>,
+    /// The gateway's `APP_URL` (none by default).
+    pub app_url: Option<String>,
 }
 
 impl StackOptions {
@@ -145,6 +154,10 @@ impl Default for StackOptions {
             gateway_limits: Default::default(),
             nats_permissions: false,
             auth_database_door: false,
+            access_token_lifetime: Duration::from_secs(900),
+            sign_in_requires_verified: true,
+            sign_in_failures: None,
+            app_url: None,
         }
     }
 }
@@ -173,6 +186,12 @@ pub const TEST_GATEWAY_TOKEN: &str = "test-gateway-credential-0123456789";
 /// email-service's credential (`EMAIL_SERVICE_TOKEN`) of every stack a test starts.
 pub const TEST_EMAIL_TOKEN: &str = "test-email-credential-0123456789";
 
+/// user-service's credential (`USER_SERVICE_TOKEN`) of every stack a test starts.
+pub const TEST_USER_TOKEN: &str = "test-user-credential-0123456789";
+
+/// The credential of the team's own services (`APP_SERVICE_TOKEN`) of every stack a test starts.
+pub const TEST_APP_TOKEN: &str = "test-app-credential-0123456789";
+
 /// The admin credential (`ADMIN_TOKEN`) of every stack a test starts.
 pub const TEST_ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
@@ -195,6 +214,14 @@ impl Operator {
 
     pub fn email_service() -> Operator {
         Operator { service: ServiceCredential::new(TEST_EMAIL_TOKEN).expect("a long enough secret"), ..Operator::new() }
+    }
+
+    /// As one of the team's own services: `APP_SERVICE_TOKEN` alone, no admin credential.
+    pub fn app_service() -> Operator {
+        Operator {
+            service: ServiceCredential::new(TEST_APP_TOKEN).expect("a long enough secret"),
+            admin: AdminCredential::Open,
+        }
     }
 
     pub fn channel(&self, channel: tonic::transport::Channel) -> Ops {
@@ -237,6 +264,8 @@ pub struct Stack {
     pub smtp: SmtpServer,
     /// The PASERK key auth-service issues with, so a test can forge tokens it signs.
     pub token_key: String,
+    /// The PASERK `k4.secret` key auth-service signs access tokens with.
+    pub signing_key: String,
     pub grpc_addrs: [std::net::SocketAddr; 3],
     /// Every instance's user-service and gateway ([`StackOptions::instances`]); the first is
     /// the one the fields above name.
@@ -275,6 +304,7 @@ impl Stack {
         let tls_vars = options.tls.as_ref().map(|pem| pem.write(data.path())).unwrap_or_default();
         // Every instance of auth-service holds the same token key.
         let token_key = verimail_auth::token::TokenKeys::generate().expect("token key").current_paserk();
+        let signing_key = verimail_auth::access::SigningKeys::generate().expect("signing key").current_paserk();
         // What `part` is given: its options' variables, this stack's and its own.
         let given = |part: Part, own: Vec<settings::Var>| {
             let mut vars = options.vars_for(part);
@@ -299,7 +329,7 @@ impl Stack {
         let mut instances = Vec::new();
         let mut part_addrs = Vec::new();
         for _ in 0..options.instances.max(1) {
-            let (user_addr, auth_addr, gateway_url) = start_instance(&given, &token_key, &shutdown).await;
+            let (user_addr, auth_addr, gateway_url) = start_instance(&given, &token_key, &signing_key, &shutdown).await;
             instances.push(Instance { users: UserServiceClient::new(channel(user_addr)), gateway_url });
             part_addrs.push((user_addr, auth_addr));
         }
@@ -337,6 +367,7 @@ impl Stack {
             gateway_url,
             smtp,
             token_key,
+            signing_key,
             grpc_addrs: [user_addr, auth_addr, email_addr],
             instances,
             nats,
@@ -423,6 +454,26 @@ impl Stack {
         row.expect("a row").try_get_by_index::<String>(0).expect("a text value")
     }
 
+    /// Runs one statement on `service`'s database, behind the service's back (a test that sets
+    /// up what an older version left, say): the rows it changed.
+    pub async fn execute(&self, service: &str, sql: &str) -> u64 {
+        use sea_orm::{ConnectionTrait, Statement};
+        let db = sea_orm::Database::connect(self.database_url(service)).await.expect("open a service database");
+        let done = db.execute_raw(Statement::from_string(db.get_database_backend(), sql)).await;
+        done.expect("the statement runs").rows_affected()
+    }
+
+    /// SignIn as the gateway would, for the browser at `client`.
+    pub async fn sign_in_from(
+        &self,
+        client: &str,
+        email: &str,
+        password: &str,
+    ) -> Result<verimail_proto::user::v1::SignInResponse, tonic::Status> {
+        let request = verimail_proto::user::v1::SignInRequest { email: email.into(), password: password.into() };
+        self.users.clone().sign_in(for_browser(request, client)).await.map(|reply| reply.into_inner())
+    }
+
     pub async fn status_of(&self, user_id: &str) -> UserStatus {
         let user = self
             .users
@@ -440,20 +491,28 @@ impl Stack {
 /// A listening address on a free port of this machine.
 const ANY_PORT: &str = "127.0.0.1:0";
 
-/// One instance: auth-service (with `token_key`), user-service and a gateway calling them,
+/// One instance: auth-service (with `token_key` and `signing_key`), user-service and a gateway calling them,
 /// each configured from `given`, running until `shutdown`: user-service's and auth-service's
 /// addresses and the gateway's URL.
 async fn start_instance(
     given: &impl Fn(Part, Vec<settings::Var>) -> Vars,
     token_key: &str,
+    signing_key: &str,
     shutdown: &Shutdown,
 ) -> (std::net::SocketAddr, std::net::SocketAddr, String) {
-    let vars = given(Part::Auth, vec![("AUTH_GRPC_ADDR", ANY_PORT.into()), ("AUTH_TOKEN_KEYS", token_key.into())]);
+    let vars = given(
+        Part::Auth,
+        vec![
+            ("AUTH_GRPC_ADDR", ANY_PORT.into()),
+            ("AUTH_TOKEN_KEYS", token_key.into()),
+            ("AUTH_SIGNING_KEYS", signing_key.into()),
+        ],
+    );
     let config = verimail_auth::Config::from_vars(&vars).expect("auth-service's test configuration");
     let auth = verimail_auth::App::build(config).await.expect("auth-service builds");
     let auth_addr = auth.grpc_addr();
 
-    let vars = given(Part::User, vec![("USER_GRPC_ADDR", ANY_PORT.into())]);
+    let vars = given(Part::User, vec![("USER_GRPC_ADDR", ANY_PORT.into()), ("AUTH_GRPC_ADDR", auth_addr.to_string())]);
     let config = verimail_user::Config::from_vars(&vars).expect("user-service's test configuration");
     let user = verimail_user::App::build(config).await.expect("user-service builds");
     let user_addr = user.grpc_addr();

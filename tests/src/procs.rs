@@ -134,6 +134,7 @@ impl ProcessStack {
         let databases = crate::Databases::create(crate::on_postgres()).await;
         let db = |service: &str| databases.url(dir.path(), service);
         let token_key = verimail_auth::token::TokenKeys::generate().expect("token key").current_paserk();
+        let signing_key = verimail_auth::access::SigningKeys::generate().expect("signing key").current_paserk();
 
         // What each part is given: the process stack's options, then this stack's addresses,
         // NATS and the caller's `extra` (for every part).
@@ -165,7 +166,17 @@ impl ProcessStack {
                     ],
                 ),
             ),
-            (Part::Auth, with(Part::Auth, vec![("DATABASE_URL", db("auth")), ("AUTH_TOKEN_KEYS", token_key)])),
+            (
+                Part::Auth,
+                with(
+                    Part::Auth,
+                    vec![
+                        ("DATABASE_URL", db("auth")),
+                        ("AUTH_TOKEN_KEYS", token_key),
+                        ("AUTH_SIGNING_KEYS", signing_key),
+                    ],
+                ),
+            ),
             (
                 Part::Email,
                 with(

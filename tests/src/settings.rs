@@ -33,6 +33,7 @@ impl StackOptions {
         let gateway_token = ("GATEWAY_SERVICE_TOKEN", crate::TEST_GATEWAY_TOKEN.to_owned());
         let email_token = ("EMAIL_SERVICE_TOKEN", crate::TEST_EMAIL_TOKEN.to_owned());
         let admin_token = ("ADMIN_TOKEN", crate::TEST_ADMIN_TOKEN.to_owned());
+        let user_token = ("USER_SERVICE_TOKEN", crate::TEST_USER_TOKEN.to_owned());
         // Small pools: tests run side by side on one PostgreSQL server.
         let pool = ("DATABASE_MAX_CONNECTIONS", "4".to_owned());
         let replicas = ("NATS_STREAM_REPLICAS", self.nats_nodes.min(3).to_string());
@@ -40,6 +41,11 @@ impl StackOptions {
             Part::User => vars.extend([
                 gateway_token,
                 admin_token,
+                user_token,
+                ("APP_SERVICE_TOKEN", crate::TEST_APP_TOKEN.to_owned()),
+                ("SIGN_IN_REQUIRES_VERIFIED", self.sign_in_requires_verified.to_string()),
+                ("RATE_LIMIT_SIGN_IN_PER_CLIENT", rate(self.limits)),
+                ("SIGN_IN_MAX_FAILURES", rate(self.sign_in_failures.or(self.limits))),
                 pool,
                 replicas,
                 // Cheap hashing for tests, through configuration like any other deployment.
@@ -58,6 +64,8 @@ impl StackOptions {
                 gateway_token,
                 email_token,
                 admin_token,
+                user_token,
+                ("ACCESS_TOKEN_TTL_SECONDS", seconds(self.access_token_lifetime)),
                 pool,
                 replicas,
                 ("RATE_LIMIT_VERIFY_PER_CLIENT", rate(self.limits)),
@@ -88,6 +96,9 @@ impl StackOptions {
                 ("GATEWAY_REQUEST_TIMEOUT_SECONDS", seconds(self.gateway_limits.request_timeout)),
                 ("GATEWAY_MAX_CONNECTIONS", self.gateway_limits.max_connections.to_string()),
             ]),
+        }
+        if let (Part::Gateway, Some(url)) = (part, &self.app_url) {
+            vars.push(("APP_URL", url.clone()));
         }
         vars
     }

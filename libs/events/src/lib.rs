@@ -21,10 +21,19 @@ pub use verimail_server as server;
 #[macro_export]
 macro_rules! service_main {
     ($service:ident, $name:literal, $db_file:literal) => {
+        $crate::service_main!($service, $name, $db_file, |_: &[String]| None);
+    };
+    // `$commands` sees the command line first: `Some(result)` when it was one of the
+    // service's own commands, which it has run.
+    ($service:ident, $name:literal, $db_file:literal, $commands:expr) => {
         #[tokio::main]
         async fn main() -> anyhow::Result<()> {
             use $crate::server::cli::{self, Mode};
             use $service::{App, Config, store::Migrator};
+            let commands: fn(&[String]) -> Option<anyhow::Result<()>> = $commands;
+            if let Some(done) = commands(&std::env::args().skip(1).collect::<Vec<_>>()) {
+                return done;
+            }
             let vars = &$crate::server::config::Vars::env();
             $crate::server::telemetry::init($name, vars);
             let migrations = match cli::mode(vars, true)? {

@@ -81,11 +81,13 @@ pub mod subjects {
     pub const USERS_VERIFICATION_REQUESTED: &str = "users.verification_requested";
     /// `SignUpAttempted`
     pub const USERS_SIGNUP_ATTEMPTED: &str = "users.signup_attempted";
+    /// `UserVerified`: for other services; none of Verimail's consumes it.
+    pub const USERS_VERIFIED: &str = "users.verified";
     /// `EmailVerified`
     pub const AUTH_EMAIL_VERIFIED: &str = "auth.email_verified";
 }
 
-/// The google.rpc.ErrorInfo reasons of FAILED_PRECONDITION answers, by the service that gives
+/// The google.rpc.ErrorInfo reasons of FAILED_PRECONDITION (and PERMISSION_DENIED) answers, by the service that gives
 /// them; clients (the gateway) tell the cases apart by these, never by the message.
 pub mod reasons {
     /// The ErrorInfo domain of auth-service's reasons.
@@ -97,6 +99,12 @@ pub mod reasons {
     pub const CODE_REVOKED: &str = "CODE_REVOKED";
     /// A link or code asked for a registration that a newer one of the address replaced.
     pub const REGISTRATION_SUPERSEDED: &str = "REGISTRATION_SUPERSEDED";
+
+    /// The ErrorInfo domain of user-service's reasons (and of the client library's).
+    pub const USER_DOMAIN: &str = "user.verimail";
+    /// SignIn with the right password for an address not verified yet; the client library's
+    /// `RequireVerified` answers an unverified caller's token with it too (PERMISSION_DENIED).
+    pub const EMAIL_NOT_VERIFIED: &str = "EMAIL_NOT_VERIFIED";
 
     /// The reason a status carries (empty when it has none).
     pub fn of(status: &tonic::Status) -> String {

@@ -70,6 +70,16 @@ pub fn invalid_argument(field: &str, description: impl Into<String>) -> Status {
     )
 }
 
+/// A status with a machine-readable reason (google.rpc.ErrorInfo of `domain`) beside the
+/// message: clients tell cases apart by the reason, never by the message.
+pub fn with_reason(code: Code, domain: &str, reason: &str, message: impl Into<String>) -> Status {
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, domain, std::collections::HashMap::<String, String>::new()),
+    )
+}
+
 /// The field a status names in its BadRequest details, if any (for clients and tests).
 pub fn bad_request_field(status: &Status) -> Option<String> {
     status.get_details_bad_request().and_then(|details| details.field_violations.first().map(|v| v.field.clone()))

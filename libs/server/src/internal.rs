@@ -5,6 +5,10 @@
 //!   (`x-verimail-client-address`), so per-client limits count browsers, not the front.
 //! - [`EMAIL_TOKEN`] (`EMAIL_SERVICE_TOKEN`): email-service, the only caller that may have
 //!   verification tokens issued (IssueVerificationToken).
+//! - [`USER_TOKEN`] (`USER_SERVICE_TOKEN`): user-service, the only caller that may have access
+//!   tokens signed (IssueAccessToken), after it has checked a password.
+//! - [`APP_TOKEN`] (`APP_SERVICE_TOKEN`, optional): the team's own services, which may look
+//!   users up (GetUser, BatchGetUsers) and nothing else.
 //!
 //! So the internet-facing gateway cannot mint links, and email-service cannot speak for
 //! browsers. Ops RPCs take the separate admin credential ([`crate::admin`]). Each is a secret
@@ -29,6 +33,12 @@ pub const GATEWAY_TOKEN: &str = "GATEWAY_SERVICE_TOKEN";
 
 /// The variable of email-service's credential: it may have verification tokens issued.
 pub const EMAIL_TOKEN: &str = "EMAIL_SERVICE_TOKEN";
+
+/// The variable of user-service's credential: it may have access tokens signed.
+pub const USER_TOKEN: &str = "USER_SERVICE_TOKEN";
+
+/// The variable of the credential of the system's other services: they may look users up.
+pub const APP_TOKEN: &str = "APP_SERVICE_TOKEN";
 
 const MIN_SECRET_LEN: usize = 16;
 
@@ -58,19 +68,41 @@ impl ServiceCredential {
         }
     }
 
-    /// Both callers' credentials, for auth-service, which answers both: they must differ.
-    pub fn pair_from_vars(vars: &Vars) -> Result<(ServiceCredential, ServiceCredential), ConfigError> {
-        let fronts = ServiceCredential::from_vars(vars, GATEWAY_TOKEN)?;
-        let issuer = ServiceCredential::from_vars(vars, EMAIL_TOKEN)?;
-        if let Some(secret) = &issuer.0
-            && fronts.is(secret)
-        {
-            return Err(ConfigError::new(
-                EMAIL_TOKEN,
-                format!("must differ from {GATEWAY_TOKEN}: each caller holds its own"),
-            ));
+    /// The credential in `variable` if it is set (development and production alike): what it
+    /// allows is simply not allowed to anyone without it.
+    pub fn optional_from_vars(vars: &Vars, variable: &'static str) -> Result<ServiceCredential, ConfigError> {
+        match vars.var(variable) {
+            Some(secret) => ServiceCredential::new(&secret).map_err(|e| ConfigError::new(variable, e)),
+            None => Ok(ServiceCredential::open()),
         }
-        Ok((fronts, issuer))
+    }
+
+    /// The credentials of several callers of one service, which must all differ: each caller
+    /// holds its own. Each is read with [`ServiceCredential::from_vars`], but [`APP_TOKEN`]
+    /// with [`ServiceCredential::optional_from_vars`].
+    pub fn distinct_from_vars<const N: usize>(
+        vars: &Vars,
+        variables: [&'static str; N],
+    ) -> Result<[ServiceCredential; N], ConfigError> {
+        let mut read: Vec<ServiceCredential> = Vec::with_capacity(N);
+        for (i, variable) in variables.into_iter().enumerate() {
+            let credential = if variable == APP_TOKEN {
+                ServiceCredential::optional_from_vars(vars, variable)?
+            } else {
+                ServiceCredential::from_vars(vars, variable)?
+            };
+            if let Some(secret) = &credential.0
+                && let Some(j) = read.iter().position(|earlier| earlier.is(secret))
+            {
+                return Err(ConfigError::new(
+                    variable,
+                    format!("must differ from {}: each caller holds its own", variables[j]),
+                ));
+            }
+            debug_assert_eq!(read.len(), i);
+            read.push(credential);
+        }
+        read.try_into().map_err(|_| ConfigError::new(variables[0], "internal: credential count"))
     }
 
     pub fn new(secret: &str) -> Result<ServiceCredential, String> {

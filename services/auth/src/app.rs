@@ -21,6 +21,9 @@ pub struct App {
     backbone: Backbone,
     outbox_retention: Duration,
     keys: Arc<TokenKeys>,
+    signing_keys: Arc<crate::access::SigningKeys>,
+    access_token_lifetime: Duration,
+    audience: String,
     token_lifetime: Duration,
     code_lifetime: Duration,
     verify_per_client: Option<Rate>,
@@ -28,6 +31,7 @@ pub struct App {
     code_max_wrong_tries: i32,
     fronts: ServiceCredential,
     issuer: ServiceCredential,
+    signs_for: ServiceCredential,
     admin: verimail_server::admin::AdminCredential,
 }
 
@@ -41,6 +45,9 @@ impl App {
             backbone,
             outbox_retention: config.outbox_retention,
             keys: Arc::new(config.keys),
+            signing_keys: Arc::new(config.signing_keys),
+            access_token_lifetime: config.access_token_lifetime,
+            audience: config.audience,
             token_lifetime: config.token_lifetime,
             code_lifetime: config.code_lifetime,
             verify_per_client: config.verify_per_client,
@@ -48,6 +55,7 @@ impl App {
             code_max_wrong_tries: config.code_max_wrong_tries,
             fronts: config.fronts,
             issuer: config.issuer,
+            signs_for: config.signs_for,
             admin: config.admin,
         })
     }
@@ -63,6 +71,9 @@ impl App {
             db: db.clone(),
             code_keys: Arc::new(CodeKeys::derive(self.keys.raw_keys())),
             keys: self.keys,
+            signing_keys: self.signing_keys,
+            access_token_lifetime: self.access_token_lifetime,
+            audience: self.audience,
             token_lifetime: self.token_lifetime,
             code_lifetime: self.code_lifetime,
             verify_per_client: Limiter::new("verification attempts from this client", self.verify_per_client),
@@ -72,6 +83,7 @@ impl App {
             relay: relay.clone(),
             fronts: self.fronts,
             issuer: self.issuer,
+            signs_for: self.signs_for,
             admin: self.admin,
         };
         let routes = Routes::new(

@@ -1,3 +1,4 @@
+use crate::access::SigningKeys;
 use crate::token::TokenKeys;
 use std::time::Duration;
 use verimail_events::backbone::{BackboneConfig, Defaults};
@@ -11,6 +12,8 @@ pub struct Config {
     pub fronts: verimail_server::internal::ServiceCredential,
     /// `EMAIL_SERVICE_TOKEN`: the only caller that may have tokens issued (email-service).
     pub issuer: verimail_server::internal::ServiceCredential,
+    /// `USER_SERVICE_TOKEN`: the only caller that may have access tokens signed (user-service).
+    pub signs_for: verimail_server::internal::ServiceCredential,
     /// `ADMIN_TOKEN`: what ops RPCs require; see [`AdminCredential`](verimail_server::admin::AdminCredential).
     pub admin: verimail_server::admin::AdminCredential,
     /// `RATE_LIMIT_VERIFY_PER_CLIENT` (default `30/60`): VerifyEmail and VerifyEmailCode calls
@@ -29,6 +32,14 @@ pub struct Config {
     /// all are accepted (rotation: put the new key first and keep the old one until its
     /// tokens have expired).
     pub keys: TokenKeys,
+    /// `AUTH_SIGNING_KEYS`: comma-separated Ed25519 keys, PASERK `k4.secret.…`; the first signs
+    /// access tokens, all are published for verifiers (rotation: put the new key first and keep
+    /// the old one until its tokens have expired, `ACCESS_TOKEN_TTL_SECONDS`).
+    pub signing_keys: SigningKeys,
+    /// `ACCESS_TOKEN_TTL_SECONDS` (default 900: 15 minutes).
+    pub access_token_lifetime: Duration,
+    /// `ACCESS_TOKEN_AUDIENCE` (default `verimail`): the `aud` claim verifiers check.
+    pub audience: String,
     /// `VERIFICATION_TOKEN_TTL_SECONDS` (default 24 h).
     pub token_lifetime: Duration,
     /// `VERIFICATION_CODE_TTL_SECONDS`: how long a 6-digit code works (default 1 hour).
@@ -37,27 +48,27 @@ pub struct Config {
 
 impl Config {
     pub fn from_vars(vars: &Vars) -> Result<Config, ConfigError> {
-        let keys = match vars.var("AUTH_TOKEN_KEYS") {
-            Some(list) => {
-                let paserks: Vec<&str> = list.split(',').filter(|k| !k.trim().is_empty()).collect();
-                TokenKeys::from_paserk(&paserks).map_err(|e| ConfigError::new("AUTH_TOKEN_KEYS", e))?
-            }
-            None if vars.is_production() && vars.var("ALLOW_GENERATED_TOKEN_KEY").as_deref() != Some("true") => {
-                return Err(ConfigError::new(
-                    "AUTH_TOKEN_KEYS",
-                    "is required in production (a generated key dies with the process; \
-                     set ALLOW_GENERATED_TOKEN_KEY=true to accept that)",
-                ));
-            }
-            None => {
-                let keys = TokenKeys::generate().map_err(|e| ConfigError::new("AUTH_TOKEN_KEYS", e))?;
-                tracing::warn!(
-                    "AUTH_TOKEN_KEYS is not set: generated a key for this run only; tokens will not survive a restart"
-                );
-                keys
-            }
-        };
-        let (fronts, issuer) = verimail_server::internal::ServiceCredential::pair_from_vars(vars)?;
+        let keys = keys_from(
+            vars,
+            "AUTH_TOKEN_KEYS",
+            "ALLOW_GENERATED_TOKEN_KEY",
+            |keys| TokenKeys::from_paserk(keys),
+            TokenKeys::generate,
+        )?;
+        let signing_keys = keys_from(
+            vars,
+            "AUTH_SIGNING_KEYS",
+            "ALLOW_GENERATED_SIGNING_KEY",
+            |keys| SigningKeys::from_paserk(keys),
+            SigningKeys::generate,
+        )?;
+        use verimail_server::internal::{EMAIL_TOKEN, GATEWAY_TOKEN, ServiceCredential, USER_TOKEN};
+        let [fronts, issuer, signs_for] =
+            ServiceCredential::distinct_from_vars(vars, [GATEWAY_TOKEN, EMAIL_TOKEN, USER_TOKEN])?;
+        let audience = vars.string("ACCESS_TOKEN_AUDIENCE", "verimail");
+        if audience.trim().is_empty() {
+            return Err(ConfigError::new("ACCESS_TOKEN_AUDIENCE", "must not be empty"));
+        }
         Ok(Config {
             backbone: BackboneConfig::from_vars(
                 vars,
@@ -67,9 +78,10 @@ impl Config {
                     database_file: "auth.db",
                 },
             )?,
-            admin: verimail_server::admin::AdminCredential::from_vars(vars, &[&fronts, &issuer])?,
+            admin: verimail_server::admin::AdminCredential::from_vars(vars, &[&fronts, &issuer, &signs_for])?,
             fronts,
             issuer,
+            signs_for,
             verify_per_client: verimail_server::limits::rate(vars, "RATE_LIMIT_VERIFY_PER_CLIENT", "30/60")?,
             code_per_email: verimail_server::limits::rate(vars, "RATE_LIMIT_CODE_PER_EMAIL", "5/3600")?,
             code_max_wrong_tries: match vars.parse("CODE_MAX_WRONG_TRIES", crate::code::MAX_WRONG_TRIES)? {
@@ -78,8 +90,40 @@ impl Config {
             },
             outbox_retention: vars.seconds("OUTBOX_RETENTION_SECONDS", verimail_events::outbox::DEFAULT_RETENTION)?,
             keys,
+            signing_keys,
+            access_token_lifetime: vars.seconds("ACCESS_TOKEN_TTL_SECONDS", Duration::from_secs(900))?,
+            audience: audience.trim().to_owned(),
             token_lifetime: vars.seconds("VERIFICATION_TOKEN_TTL_SECONDS", Duration::from_secs(24 * 3600))?,
             code_lifetime: vars.seconds("VERIFICATION_CODE_TTL_SECONDS", Duration::from_secs(3600))?,
         })
+    }
+}
+
+/// Keys from `variable` (comma-separated, parsed by `parse`), or in development a generated
+/// key that dies with the process; production refuses that unless `allow` is `true`.
+fn keys_from<K>(
+    vars: &Vars,
+    variable: &'static str,
+    allow: &'static str,
+    parse: fn(&[&str]) -> Result<K, String>,
+    generate: fn() -> Result<K, String>,
+) -> Result<K, ConfigError> {
+    match vars.var(variable) {
+        Some(list) => {
+            let paserks: Vec<&str> = list.split(',').filter(|k| !k.trim().is_empty()).collect();
+            parse(&paserks).map_err(|e| ConfigError::new(variable, e))
+        }
+        None if vars.is_production() && vars.var(allow).as_deref() != Some("true") => Err(ConfigError::new(
+            variable,
+            format!(
+                "is required in production (a generated key dies with the process; set {allow}=true to accept that)"
+            ),
+        )),
+        None => {
+            tracing::warn!(
+                "{variable} is not set: generated a key for this run only; what it signs will not survive a restart"
+            );
+            generate().map_err(|e| ConfigError::new(variable, e))
+        }
     }
 }

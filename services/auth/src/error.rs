@@ -26,14 +26,9 @@ pub enum AuthError {
     RegistrationSuperseded,
 }
 
-/// FAILED_PRECONDITION with a machine-readable reason (google.rpc.ErrorInfo) beside the message.
+/// FAILED_PRECONDITION with a machine-readable reason beside the message.
 fn failed_precondition(reason: &str, message: String) -> Status {
-    use tonic_types::{ErrorDetails, StatusExt};
-    Status::with_error_details(
-        tonic::Code::FailedPrecondition,
-        message,
-        ErrorDetails::with_error_info(reason, reasons::AUTH_DOMAIN, std::collections::HashMap::<String, String>::new()),
-    )
+    verimail_server::grpc::with_reason(tonic::Code::FailedPrecondition, reasons::AUTH_DOMAIN, reason, message)
 }
 
 impl AuthError {

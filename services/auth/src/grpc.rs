@@ -20,6 +20,10 @@ use verimail_server::rfc3339;
 pub struct AuthGrpc {
     pub db: DatabaseConnection,
     pub keys: Arc<TokenKeys>,
+    /// Signs access tokens.
+    pub signing_keys: Arc<crate::access::SigningKeys>,
+    pub access_token_lifetime: Duration,
+    pub audience: String,
     pub code_keys: Arc<CodeKeys>,
     pub token_lifetime: Duration,
     pub code_lifetime: Duration,
@@ -35,6 +39,8 @@ pub struct AuthGrpc {
     pub fronts: ServiceCredential,
     /// email-service's credential: who may have tokens issued.
     pub issuer: ServiceCredential,
+    /// user-service's credential: who may have access tokens signed.
+    pub signs_for: ServiceCredential,
     /// What RevokeVerificationTokens requires.
     pub admin: AdminCredential,
 }
@@ -48,7 +54,7 @@ impl AuthService for AuthGrpc {
         request: Request<pb::IssueVerificationTokenRequest>,
     ) -> GrpcResult<pb::IssueVerificationTokenResponse> {
         // Internal: only email-service may have tokens made; not the internet-facing gateway.
-        self.issuer.require(&request, &[(&self.fronts, "the gateway")])?;
+        self.issuer.require(&request, &[(&self.fronts, "the gateway"), (&self.signs_for, "user-service")])?;
         let request = request.into_inner();
         let user_id = uuid::Uuid::parse_str(request.user_id.trim())
             .map_err(|_| AuthError::invalid("user_id", "must be a UUID"))?
@@ -197,6 +203,57 @@ impl AuthService for AuthGrpc {
             revoked_tokens: count(tokens),
             revoked_codes: count(codes),
         }))
+    }
+
+    async fn issue_access_token(
+        &self,
+        request: Request<pb::IssueAccessTokenRequest>,
+    ) -> GrpcResult<pb::IssueAccessTokenResponse> {
+        self.sign_access_token(request).await
+    }
+
+    /// Public keys are public: no credential, the same answer for everyone.
+    async fn get_public_keys(&self, _: Request<pb::GetPublicKeysRequest>) -> GrpcResult<pb::GetPublicKeysResponse> {
+        Ok(Response::new(self.public_keys()))
+    }
+}
+
+impl AuthGrpc {
+    async fn sign_access_token(
+        &self,
+        request: Request<pb::IssueAccessTokenRequest>,
+    ) -> GrpcResult<pb::IssueAccessTokenResponse> {
+        // Only user-service, which has just checked the password, may have one signed.
+        self.signs_for.require(&request, &[(&self.fronts, "the gateway"), (&self.issuer, "email-service")])?;
+        let request = request.into_inner();
+        let user_id = uuid::Uuid::parse_str(request.user_id.trim())
+            .map_err(|_| AuthError::invalid("user_id", "must be a UUID"))?
+            .to_string();
+        let email = Email::parse(&request.email).map_err(|reason| AuthError::invalid("email", reason))?;
+        let holder =
+            crate::access::Holder { user_id: &user_id, email: email.as_str(), email_verified: request.email_verified };
+        let signed = self
+            .signing_keys
+            .sign(&holder, &self.audience, self.access_token_lifetime)
+            .map_err(|e| AuthError::Issue(e.to_string()))?;
+        crate::metrics::access_token_signed(request.email_verified);
+        Ok(Response::new(pb::IssueAccessTokenResponse {
+            access_token: signed.token,
+            expires_at: rfc3339(signed.expires_at),
+        }))
+    }
+
+    fn public_keys(&self) -> pb::GetPublicKeysResponse {
+        pb::GetPublicKeysResponse {
+            keys: self
+                .signing_keys
+                .published()
+                .into_iter()
+                .map(|key| pb::PublicKey { id: key.id, paserk: key.paserk, current: key.current })
+                .collect(),
+            audience: self.audience.clone(),
+            issuer: crate::access::ISSUER.to_owned(),
+        }
     }
 }
 

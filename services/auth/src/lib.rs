@@ -1,7 +1,9 @@
-//! auth-service: the only holder of token keys. Issues PASETO v4.local email verification
-//! tokens and codes, checks them (key, purpose, expiry, single use) and publishes
-//! auth.email_verified through its outbox. It stores no users and sends no mail.
+//! auth-service: the only holder of keys. Issues PASETO v4.local email verification tokens and
+//! codes, checks them (key, purpose, expiry, single use) and publishes auth.email_verified
+//! through its outbox; signs the PASETO v4.public access tokens of signed-in users and
+//! publishes the keys that verify them. It stores no users and sends no mail.
 
+pub mod access;
 pub mod app;
 pub mod claim;
 pub mod code;
@@ -14,3 +16,17 @@ pub mod token;
 
 pub use app::App;
 pub use config::Config;
+
+/// auth-service's own commands: `--new-signing-key` prints a fresh Ed25519 key (PASERK
+/// `k4.secret.…`) for `AUTH_SIGNING_KEYS`.
+pub fn commands(args: &[String]) -> Option<anyhow::Result<()>> {
+    if args.first().map(String::as_str) != Some("--new-signing-key") {
+        return None;
+    }
+    Some(access::SigningKeys::generate().map_err(anyhow::Error::msg).map(|keys| {
+        #[allow(clippy::print_stdout, reason = "the command's output")]
+        {
+            println!("{}", keys.current_paserk());
+        }
+    }))
+}

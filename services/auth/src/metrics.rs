@@ -21,9 +21,24 @@ static VERIFICATIONS: LazyLock<Family<VerificationLabels, Counter>> = LazyLock::
     )
 });
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccessTokenLabels {
+    pub email_verified: bool,
+}
+
+/// Access tokens signed, by whether they say the address is verified.
+static ACCESS_TOKENS: LazyLock<Family<AccessTokenLabels, Counter>> = LazyLock::new(|| {
+    verimail_server::metrics::register("access_tokens_signed", "Access tokens signed", Family::default())
+});
+
 /// Registers the families (at build, so `/metrics` shows them before the first call).
 pub fn register() {
     LazyLock::force(&VERIFICATIONS);
+    LazyLock::force(&ACCESS_TOKENS);
+}
+
+pub fn access_token_signed(email_verified: bool) {
+    ACCESS_TOKENS.get_or_create(&AccessTokenLabels { email_verified }).inc();
 }
 
 pub fn verification(method: &'static str, outcome: &'static str) {

@@ -11,6 +11,7 @@ use verimail_events::backbone::Backbone;
 use verimail_events::bus::{self, USERS_STREAM};
 use verimail_events::outbox::OutboxRelay;
 use verimail_events::parking::{self, Parking};
+use verimail_proto::auth::v1::auth_service_client::AuthServiceClient;
 use verimail_proto::user::v1::user_service_server::{SERVICE_NAME, UserServiceServer};
 use verimail_server::grpc::Background;
 use verimail_server::shutdown::Shutdown;
@@ -23,7 +24,11 @@ pub struct App {
     enumeration_safe: bool,
     fronts: verimail_server::internal::ServiceCredential,
     admin: verimail_server::admin::AdminCredential,
+    apps: verimail_server::internal::ServiceCredential,
     hasher: PasswordHasher,
+    dummy_hash: String,
+    auth: AuthServiceClient<verimail_server::internal::Internal>,
+    sign_in_requires_verified: bool,
 }
 
 impl App {
@@ -32,6 +37,13 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let hasher = PasswordHasher::new(config.hash_cost, config.hash_concurrency)
             .map_err(|e| anyhow::anyhow!("PASSWORD_HASH_*: {e}"))?;
+        // What an unknown address is checked against: the same work as a real hash.
+        let dummy = crate::domain::Password::parse(&uuid::Uuid::new_v4().simple().to_string())
+            .map_err(|e| anyhow::anyhow!("a dummy password: {e}"))?;
+        let dummy_hash = hasher.hash(dummy).await.map_err(|e| anyhow::anyhow!("PASSWORD_HASH_*: {e}"))?;
+        let auth = AuthServiceClient::new(
+            config.credential.channel(config.backbone.tls.channel("AUTH_GRPC_ADDR", &config.auth_addr)?),
+        );
         crate::metrics::register();
         let backbone = Backbone::start::<Migrator>(&config.backbone, &[USERS_STREAM]).await?;
         Ok(App {
@@ -42,7 +54,11 @@ impl App {
             enumeration_safe: config.enumeration_safe,
             fronts: config.fronts,
             admin: config.admin,
+            apps: config.apps,
             hasher,
+            dummy_hash,
+            auth,
+            sign_in_requires_verified: config.sign_in_requires_verified,
         })
     }
 
@@ -61,12 +77,19 @@ impl App {
             enumeration_safe: self.enumeration_safe,
             fronts: self.fronts,
             admin: self.admin.clone(),
+            apps: self.apps,
+            dummy_hash: self.dummy_hash,
+            auth: self.auth,
+            sign_in_requires_verified: self.sign_in_requires_verified,
         };
         let consumer = events::email_verified_consumer(self.stream_replicas);
         let parking = Parking::server(js.clone(), vec![consumer.durable], self.admin);
-        let handler = move |deliveries| {
-            let db = db.clone();
-            async move { events::on_email_verified(&db, deliveries).await }
+        let handler = {
+            let relay = relay.clone();
+            move |deliveries| {
+                let (db, relay) = (db.clone(), relay.clone());
+                async move { events::on_email_verified(&db, &relay, deliveries).await }
+            }
         };
         let background: Vec<Background> = vec![
             Box::pin(relay.run(shutdown.clone())),

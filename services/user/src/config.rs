@@ -10,6 +10,17 @@ pub struct Config {
     /// `GATEWAY_SERVICE_TOKEN`: the fronts that may name the browser they call for; see
     /// [`ServiceCredential`](verimail_server::internal::ServiceCredential).
     pub fronts: verimail_server::internal::ServiceCredential,
+    /// `USER_SERVICE_TOKEN`: presented to auth-service, which signs access tokens for it alone.
+    pub credential: verimail_server::internal::ServiceCredential,
+    /// `APP_SERVICE_TOKEN` (optional): the system's other services, which may look users up
+    /// (GetUser, BatchGetUsers) besides operators.
+    pub apps: verimail_server::internal::ServiceCredential,
+    /// `AUTH_GRPC_ADDR`: where auth-service signs access tokens.
+    pub auth_addr: String,
+    /// `SIGN_IN_REQUIRES_VERIFIED` (default `true`): SignIn with the right password for an
+    /// unverified address answers FAILED_PRECONDITION (EMAIL_NOT_VERIFIED) and sends a new
+    /// verification email; `false` signs in with a token that says `email_verified: false`.
+    pub sign_in_requires_verified: bool,
     /// `ADMIN_TOKEN`: what ops RPCs require; see [`AdminCredential`](verimail_server::admin::AdminCredential).
     pub admin: verimail_server::admin::AdminCredential,
     /// `ENUMERATION_SAFE_REGISTRATION` (default `true`): registering an address that has an
@@ -43,8 +54,9 @@ impl Config {
             ));
         }
         let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(2);
-        let fronts =
-            verimail_server::internal::ServiceCredential::from_vars(vars, verimail_server::internal::GATEWAY_TOKEN)?;
+        use verimail_server::internal::{APP_TOKEN, GATEWAY_TOKEN, ServiceCredential, USER_TOKEN};
+        let [fronts, credential, apps] =
+            ServiceCredential::distinct_from_vars(vars, [GATEWAY_TOKEN, USER_TOKEN, APP_TOKEN])?;
         Ok(Config {
             backbone: BackboneConfig::from_vars(
                 vars,
@@ -54,8 +66,12 @@ impl Config {
                     database_file: "user.db",
                 },
             )?,
-            admin: verimail_server::admin::AdminCredential::from_vars(vars, &[&fronts])?,
+            admin: verimail_server::admin::AdminCredential::from_vars(vars, &[&fronts, &credential, &apps])?,
             fronts,
+            credential,
+            apps,
+            auth_addr: vars.string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
+            sign_in_requires_verified: vars.parse("SIGN_IN_REQUIRES_VERIFIED", true)?,
             enumeration_safe: vars.parse("ENUMERATION_SAFE_REGISTRATION", true)?,
             limits: crate::limits::UserLimits::from_vars(vars)?,
             outbox_retention: vars.seconds("OUTBOX_RETENTION_SECONDS", verimail_events::outbox::DEFAULT_RETENTION)?,

@@ -9,6 +9,7 @@ pub const MAX_PASSWORD_CHARS: usize = 128;
 pub use verimail_server::address::Email;
 
 /// A password within the length rules (counted in characters, not bytes).
+#[derive(Clone)]
 pub struct Password(String);
 
 impl Password {
@@ -62,19 +63,39 @@ impl Password {
     }
 }
 
-/// Hashes passwords with argon2id on `concurrency` threads of its own, each reusing one
-/// memory area (m KiB, taken at its first hash) for every hash it computes. A burst of registrations queues for them:
-/// it can neither stall the async workers nor grow memory beyond `concurrency` areas. (Hashing
-/// on Tokio's blocking pool allocated m KiB per hash on whichever of its many threads ran it,
-/// and the allocator kept those areas: 862 MiB resident under 64 concurrent registrations.)
+/// Hashes and checks passwords with argon2id on `concurrency` threads of its own, each reusing
+/// one memory area (m KiB, taken at its first job) for every hash it computes. A burst of
+/// registrations or sign-ins queues for them: it can neither stall the async workers nor grow
+/// memory beyond `concurrency` areas. (Hashing on Tokio's blocking pool allocated m KiB per hash
+/// on whichever of its many threads ran it, and the allocator kept those areas: 862 MiB
+/// resident under 64 concurrent registrations.)
 #[derive(Clone)]
 pub struct PasswordHasher {
     jobs: std::sync::mpsc::SyncSender<Job>,
 }
 
+enum Work {
+    Hash(Password),
+    Check { phc: String, password: Password },
+}
+
+/// What checking a password against a stored hash found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    pub matches: bool,
+    /// The hash was made with other parameters than the current ones: re-hash it now that the
+    /// password is known (only meaningful when it matches).
+    pub outdated: bool,
+}
+
+enum Done {
+    Hashed(Result<String, String>),
+    Checked(Checked),
+}
+
 struct Job {
-    password: Password,
-    done: tokio::sync::oneshot::Sender<Result<String, String>>,
+    work: Work,
+    done: tokio::sync::oneshot::Sender<Done>,
 }
 
 impl PasswordHasher {
@@ -96,10 +117,27 @@ impl PasswordHasher {
 
     /// The PHC string (`$argon2id$v=19$m=…`), with a fresh random salt.
     pub async fn hash(&self, password: Password) -> Result<String, String> {
+        match self.run(Work::Hash(password)).await? {
+            Done::Hashed(hashed) => hashed,
+            Done::Checked(_) => Err("the hashing thread answered another job".into()),
+        }
+    }
+
+    /// Whether `password` is the one `phc` (a stored PHC string) was made from, with the
+    /// parameters it names; the same work as a hash when the parameters are the current ones,
+    /// so checking against a dummy hash takes as long as against a real one.
+    pub async fn check(&self, phc: String, password: Password) -> Result<Checked, String> {
+        match self.run(Work::Check { phc, password }).await? {
+            Done::Checked(checked) => Ok(checked),
+            Done::Hashed(_) => Err("the hashing thread answered another job".into()),
+        }
+    }
+
+    async fn run(&self, work: Work) -> Result<Done, String> {
         use std::sync::mpsc::TrySendError;
         let (done, result) = tokio::sync::oneshot::channel();
         let stopped = || "the hashing threads have stopped".to_owned();
-        match self.jobs.try_send(Job { password, done }) {
+        match self.jobs.try_send(Job { work, done }) {
             Ok(()) => {}
             // A full queue blocks the sender: wait for room off the async workers.
             Err(TrySendError::Full(job)) => {
@@ -111,7 +149,7 @@ impl PasswordHasher {
             }
             Err(TrySendError::Disconnected(_)) => return Err(stopped()),
         }
-        result.await.map_err(|_| "the hashing thread dropped the job".to_owned())?
+        result.await.map_err(|_| "the hashing thread dropped the job".to_owned())
     }
 }
 
@@ -131,10 +169,40 @@ fn hash_worker(queue: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>, params:
         if memory.is_empty() {
             memory = vec![argon2::Block::default(); argon2.params().block_count()];
         }
-        let hashed = phc_hash(&argon2, &mut memory, job.password.0.as_bytes());
+        let done = match job.work {
+            Work::Hash(password) => Done::Hashed(phc_hash(&argon2, &mut memory, password.0.as_bytes())),
+            Work::Check { phc, password } => Done::Checked(check(&argon2, &mut memory, &phc, password.0.as_bytes())),
+        };
         in_flight.dec();
-        let _ = job.done.send(hashed);
+        let _ = job.done.send(done);
     }
+}
+
+/// Checks `password` against `phc`: in `memory` with `argon2` when the hash has the current
+/// parameters, else with the parameters it names (and then it is outdated).
+fn check(argon2: &Argon2, memory: &mut [argon2::Block], phc: &str, password: &[u8]) -> Checked {
+    use argon2::password_hash::PasswordVerifier;
+    use argon2::password_hash::phc::PasswordHash;
+    use subtle::ConstantTimeEq;
+    let refused = Checked { matches: false, outdated: false };
+    let Ok(parsed) = PasswordHash::new(phc) else { return refused };
+    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else { return refused };
+    let current = argon2.params();
+    let is_current = parsed.algorithm == argon2::ARGON2ID_IDENT
+        && parsed.version == Some(Version::V0x13.into())
+        && expected.len() == 32
+        && Params::try_from(&parsed).is_ok_and(|p| {
+            (p.m_cost(), p.t_cost(), p.p_cost()) == (current.m_cost(), current.t_cost(), current.p_cost())
+        });
+    if !is_current {
+        let matches = Argon2::default().verify_password(password, &parsed).is_ok();
+        return Checked { matches, outdated: true };
+    }
+    let mut output = [0u8; 32];
+    if argon2.hash_password_into_with_memory(password, salt, &mut output, memory).is_err() {
+        return refused;
+    }
+    Checked { matches: bool::from(output.ct_eq(expected.as_bytes())), outdated: false }
 }
 
 /// Whether `password` is the one `phc` (a stored PHC string) was made from, with the
@@ -206,6 +274,21 @@ mod tests {
         assert!(!password_matches("not a hash", "correct horse"));
         let again = hasher.hash(Password::parse("correct horse").unwrap()).await.unwrap();
         assert_ne!(hash, again, "every hash has its own salt");
+    }
+
+    #[tokio::test]
+    async fn checks_match_only_the_password_and_find_hashes_of_older_parameters() {
+        let old = PasswordHasher::new(HashCost { memory_kib: 512, iterations: 1, parallelism: 1 }, 1).unwrap();
+        let current = PasswordHasher::new(HashCost { memory_kib: 1024, iterations: 1, parallelism: 1 }, 1).unwrap();
+        let password = || Password::parse("correct horse").unwrap();
+        let wrong = || Password::parse("wrong horse!").unwrap();
+        let hash = current.hash(password()).await.unwrap();
+        assert_eq!(current.check(hash.clone(), password()).await.unwrap(), Checked { matches: true, outdated: false });
+        assert_eq!(current.check(hash, wrong()).await.unwrap(), Checked { matches: false, outdated: false });
+        let older = old.hash(password()).await.unwrap();
+        assert_eq!(current.check(older.clone(), password()).await.unwrap(), Checked { matches: true, outdated: true });
+        assert!(!current.check(older, wrong()).await.unwrap().matches);
+        assert!(!current.check("not a hash".into(), password()).await.unwrap().matches);
     }
 
     #[test]

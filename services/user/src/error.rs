@@ -16,6 +16,13 @@ pub enum UserError {
     Hashing(String),
     #[error("rate limited")]
     Limited(Status),
+    #[error("the email or the password is wrong")]
+    WrongCredentials,
+    #[error("email: is not verified yet; we have sent a new verification email")]
+    NotVerified,
+    /// auth-service did not sign an access token.
+    #[error("auth-service: {0}")]
+    Auth(Status),
 }
 
 impl UserError {
@@ -32,6 +39,20 @@ impl From<UserError> for Status {
             UserError::NotFound => Status::not_found(err.to_string()),
             UserError::Db(ref source) => verimail_events::db::status_of("user", source),
             UserError::Limited(status) => status,
+            UserError::WrongCredentials => Status::unauthenticated(err.to_string()),
+            UserError::NotVerified => verimail_server::grpc::with_reason(
+                tonic::Code::FailedPrecondition,
+                verimail_proto::reasons::USER_DOMAIN,
+                verimail_proto::reasons::EMAIL_NOT_VERIFIED,
+                err.to_string(),
+            ),
+            UserError::Auth(status) => {
+                tracing::error!(code = ?status.code(), message = status.message(), "auth-service did not sign an access token");
+                match status.code() {
+                    tonic::Code::Unavailable => Status::unavailable("auth-service is unavailable; retry"),
+                    _ => Status::internal("internal error"),
+                }
+            }
             UserError::Hashing(ref reason) => {
                 tracing::error!(%reason, "password hashing failed");
                 Status::internal("internal error")

@@ -1,10 +1,12 @@
-//! What user-service consumes: auth.email_verified, which marks the user verified.
+//! What user-service consumes: auth.email_verified, which marks the user verified and, in the
+//! same transaction, puts users.verified (for other services) into the outbox.
 
 use crate::store;
 use prost::Message;
 use sea_orm::DatabaseConnection;
 use verimail_events::bus::{AUTH_STREAM, ConsumerSpec, Delivery, HandlerError};
-use verimail_proto::events::v1::EmailVerified;
+use verimail_events::outbox::{self, OutboxEvent};
+use verimail_proto::events::v1::{EmailVerified, UserVerified};
 use verimail_proto::subjects;
 
 /// Up to 64 events per transaction: under load one commit marks many users.
@@ -14,6 +16,17 @@ pub fn email_verified_consumer(replicas: usize) -> ConsumerSpec {
         batch: 64,
         ..ConsumerSpec::new(AUTH_STREAM, "user-service", subjects::AUTH_EMAIL_VERIFIED)
     }
+}
+
+/// users.verified for a user this transaction verified.
+fn verified_event(user: &store::user::Model) -> OutboxEvent {
+    let event = UserVerified {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        user_id: user.id.clone(),
+        email: user.email.clone(),
+        verified_at: user.verified_at.map(verimail_server::rfc3339).unwrap_or_default(),
+    };
+    OutboxEvent::new(event.event_id.clone(), &event.user_id, subjects::USERS_VERIFIED, &event)
 }
 
 fn verified_by(event: &EmailVerified) -> store::Verified<'_> {
@@ -28,7 +41,11 @@ fn verified_by(event: &EmailVerified) -> store::Verified<'_> {
 /// in order. Idempotent: the same event twice leaves the user verified once. An event for no
 /// user, for an address that is not the user's current one or a registration that is not
 /// their latest, or one that cannot be decoded, is parked (and verifies nobody).
-pub async fn on_email_verified(db: &DatabaseConnection, deliveries: Vec<Delivery>) -> Vec<Result<(), HandlerError>> {
+pub async fn on_email_verified(
+    db: &DatabaseConnection,
+    relay: &verimail_events::outbox::OutboxRelay,
+    deliveries: Vec<Delivery>,
+) -> Vec<Result<(), HandlerError>> {
     let events: Vec<Result<EmailVerified, HandlerError>> = deliveries
         .iter()
         .map(|delivery| {
@@ -39,12 +56,20 @@ pub async fn on_email_verified(db: &DatabaseConnection, deliveries: Vec<Delivery
     let verified: Vec<store::Verified> = events.iter().flatten().map(verified_by).collect();
     let marked = async {
         let txn = verimail_events::db::begin_write(db).await?;
-        let before = store::mark_verified(&txn, &verified).await?;
-        txn.commit().await.map(|()| before)
+        let (before, newly) = store::mark_verified(&txn, &verified).await?;
+        let announced: Vec<OutboxEvent> = newly.iter().map(verified_event).collect();
+        outbox::enqueue_all(&txn, announced).await?;
+        txn.commit().await?;
+        Ok::<_, sea_orm::DbErr>((before, !newly.is_empty()))
     }
     .await;
     let before = match marked {
-        Ok(before) => before,
+        Ok((before, published)) => {
+            if published {
+                relay.wake();
+            }
+            before
+        }
         Err(e) => {
             let retry = HandlerError::from(e).to_string();
             return events.into_iter().map(|event| event.and(Err(HandlerError::Retry(retry.clone())))).collect();

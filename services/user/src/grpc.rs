@@ -7,6 +7,7 @@ use crate::store::{self, Status, user};
 use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait};
 use tonic::{Request, Response};
 use verimail_events::outbox::{self, OutboxEvent, OutboxRelay};
+use verimail_proto::auth::v1::{IssueAccessTokenRequest, auth_service_client::AuthServiceClient};
 use verimail_proto::events::v1 as events;
 use verimail_proto::subjects;
 use verimail_proto::user::v1::{self as pb, user_service_server::UserService};
@@ -25,7 +26,17 @@ pub struct UserGrpc {
     pub fronts: ServiceCredential,
     /// What the ops RPCs (GetUser, ListUsers) require.
     pub admin: AdminCredential,
+    /// The other services of the system, which may look users up (GetUser, BatchGetUsers).
+    pub apps: ServiceCredential,
+    /// What an unknown address's password is checked against, for the same work.
+    pub dummy_hash: String,
+    /// Signs access tokens (with user-service's credential).
+    pub auth: AuthServiceClient<verimail_server::internal::Internal>,
+    pub sign_in_requires_verified: bool,
 }
+
+/// Ids a BatchGetUsers call may ask for.
+const MAX_BATCH: usize = 100;
 
 type GrpcResult<T> = Result<Response<T>, tonic::Status>;
 
@@ -39,13 +50,11 @@ impl UserService for UserGrpc {
     }
 
     async fn get_user(&self, request: Request<pb::GetUserRequest>) -> GrpcResult<pb::GetUserResponse> {
-        // For operators: a public lookup by email would tell who has an account.
-        self.admin.require(&request)?;
+        // For operators and services: a public lookup by email would tell who has an account.
+        self.lookup_allowed(&request)?;
         let found = match request.into_inner().key {
             Some(pb::get_user_request::Key::UserId(id)) => {
-                let id =
-                    uuid::Uuid::parse_str(id.trim()).map_err(|_| UserError::invalid("user_id", "must be a UUID"))?;
-                store::find_by_id(&self.db, &id.to_string()).await
+                store::find_by_id(&self.db, &parse_user_id("user_id", &id)?).await
             }
             Some(pb::get_user_request::Key::Email(email)) => {
                 let email = Email::parse(&email).map_err(|reason| UserError::invalid("email", reason))?;
@@ -55,6 +64,53 @@ impl UserService for UserGrpc {
         };
         let user = found.map_err(UserError::from)?.ok_or(UserError::NotFound)?;
         Ok(Response::new(pb::GetUserResponse { user: Some(to_proto(user)) }))
+    }
+
+    async fn batch_get_users(
+        &self,
+        request: Request<pb::BatchGetUsersRequest>,
+    ) -> GrpcResult<pb::BatchGetUsersResponse> {
+        self.lookup_allowed(&request)?;
+        let asked = request.into_inner().user_ids;
+        if asked.is_empty() {
+            return Err(UserError::invalid("user_ids", "give at least one id").into());
+        }
+        if asked.len() > MAX_BATCH {
+            return Err(UserError::invalid("user_ids", format!("at most {MAX_BATCH} ids, got {}", asked.len())).into());
+        }
+        let mut ids: Vec<String> = Vec::with_capacity(asked.len());
+        for (i, id) in asked.iter().enumerate() {
+            let id = parse_user_id("user_ids", id).map_err(|_| UserError::InvalidArgument {
+                field: "user_ids",
+                reason: format!("[{i}] must be a UUID"),
+            })?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        let mut found: std::collections::HashMap<String, user::Model> = store::find_many(&self.db, &ids)
+            .await
+            .map_err(UserError::from)?
+            .into_iter()
+            .map(|u| (u.id.clone(), u))
+            .collect();
+        let (mut users, mut missing_user_ids) = (Vec::new(), Vec::new());
+        for id in ids {
+            match found.remove(&id) {
+                Some(user) => users.push(to_proto(user)),
+                None => missing_user_ids.push(id),
+            }
+        }
+        Ok(Response::new(pb::BatchGetUsersResponse { users, missing_user_ids }))
+    }
+
+    async fn sign_in(&self, request: Request<pb::SignInRequest>) -> GrpcResult<pb::SignInResponse> {
+        let client = self.fronts.client_of(&request);
+        self.limits.sign_in_per_client.check(&client)?;
+        let request = request.into_inner();
+        let email = Email::parse(&request.email).map_err(|reason| UserError::invalid("email", reason))?;
+        let password = Password::parse(&request.password).map_err(|reason| UserError::invalid("password", reason))?;
+        Ok(Response::new(self.sign_in_with(&email, password, &client).await?))
     }
 
     async fn list_users(&self, request: Request<pb::ListUsersRequest>) -> GrpcResult<pb::ListUsersResponse> {
@@ -105,6 +161,69 @@ impl UserService for UserGrpc {
 }
 
 impl UserGrpc {
+    /// GetUser and BatchGetUsers: the services' credential, else the operators'.
+    fn lookup_allowed<T>(&self, request: &Request<T>) -> Result<(), tonic::Status> {
+        if self.apps.presented_by(request) {
+            return Ok(());
+        }
+        self.admin.require(request)
+    }
+
+    /// Checks the password (against a dummy hash for an unknown address: the same work and
+    /// the same answer as a wrong password), then has auth-service sign a token.
+    async fn sign_in_with(
+        &self,
+        email: &Email,
+        password: Password,
+        client: &str,
+    ) -> Result<pb::SignInResponse, UserError> {
+        let failures_key = format!("{} {client}", email.mailbox());
+        if let Err(refused) = self.limits.sign_in_failures.check(&failures_key) {
+            crate::metrics::sign_in("refused");
+            return Err(UserError::Limited(refused));
+        }
+        let user = store::find_by_email(&self.db, email.as_str()).await?;
+        let stored = user.as_ref().map_or_else(|| self.dummy_hash.clone(), |user| user.password_hash.clone());
+        let upgrade = password.clone();
+        let checked = self.hasher.check(stored.clone(), password).await.map_err(UserError::Hashing)?;
+        let Some(user) = user.filter(|_| checked.matches) else {
+            self.limits.sign_in_failures.failed(&failures_key);
+            crate::metrics::sign_in("wrong");
+            return Err(UserError::WrongCredentials);
+        };
+        self.limits.sign_in_failures.succeeded(&failures_key);
+        if checked.outdated {
+            // Parameters raised since this hash was made: now that the password is known, hash
+            // it again with the current ones (no reset needed).
+            let upgraded = self.hasher.hash(upgrade).await.map_err(UserError::Hashing)?;
+            let txn = verimail_events::db::begin_write(&self.db).await?;
+            if store::upgrade_hash(&txn, &user.id, &stored, &upgraded).await? {
+                tracing::info!(user_id = %user.id, "password hash upgraded to the current parameters");
+                crate::metrics::sign_in("rehashed");
+            }
+            txn.commit().await?;
+        }
+        let verified = user.status == Status::Verified;
+        if !verified && self.sign_in_requires_verified {
+            // One answer tells the client what to show: "check your inbox", with a new email.
+            if self.limits.mail_to(email).is_ok() {
+                self.request_verification(email).await?;
+            }
+            crate::metrics::sign_in("not_verified");
+            return Err(UserError::NotVerified);
+        }
+        let request =
+            IssueAccessTokenRequest { user_id: user.id.clone(), email: user.email.clone(), email_verified: verified };
+        let signed = self.auth.clone().issue_access_token(request).await.map_err(UserError::Auth)?.into_inner();
+        crate::metrics::sign_in("signed_in");
+        tracing::info!(user_id = %user.id, email_verified = verified, "signed in");
+        Ok(pb::SignInResponse {
+            access_token: signed.access_token,
+            expires_at: signed.expires_at,
+            user: Some(to_proto(user)),
+        })
+    }
+
     async fn register(&self, email: &str, password: &str) -> Result<String, UserError> {
         let email = Email::parse(email).map_err(|reason| UserError::invalid("email", reason))?;
         let password = Password::parse(password).map_err(|reason| UserError::invalid("password", reason))?;
@@ -256,6 +375,11 @@ async fn enqueue_registered(
     outbox::enqueue(txn, OutboxEvent::new(event.event_id.clone(), &event.user_id, subjects::USERS_REGISTERED, &event))
         .await?;
     Ok(())
+}
+
+/// A user id as its canonical text; INVALID_ARGUMENT naming `field` otherwise.
+fn parse_user_id(field: &'static str, id: &str) -> Result<String, UserError> {
+    uuid::Uuid::parse_str(id.trim()).map(|id| id.to_string()).map_err(|_| UserError::invalid(field, "must be a UUID"))
 }
 
 fn to_proto(user: user::Model) -> pb::User {

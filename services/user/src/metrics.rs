@@ -14,6 +14,9 @@ pub struct OutcomeLabel {
 pub struct Metrics {
     /// `outcome` new or existing (an enumeration-safe answer to a taken address).
     pub registrations: Family<OutcomeLabel, Counter>,
+    /// `outcome` signed_in, wrong (password or address), not_verified, refused (too many
+    /// failures from the client) or rehashed (signed in, and the hash upgraded).
+    pub sign_ins: Family<OutcomeLabel, Counter>,
     pub password_hashes_in_flight: Gauge,
 }
 
@@ -23,6 +26,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "RegisterUser calls that succeeded, by outcome",
         Family::default(),
     ),
+    sign_ins: verimail_server::metrics::register("sign_ins", "SignIn calls, by outcome", Family::default()),
     password_hashes_in_flight: verimail_server::metrics::register(
         "password_hashes_in_flight",
         "argon2id hashes being computed now",
@@ -42,4 +46,9 @@ pub fn register() {
 /// A registration that succeeded, `outcome` new or existing.
 pub fn registered(outcome: &'static str) {
     metrics().registrations.get_or_create(&OutcomeLabel { outcome }).inc();
+}
+
+/// A SignIn call, by `outcome`.
+pub fn sign_in(outcome: &'static str) {
+    metrics().sign_ins.get_or_create(&OutcomeLabel { outcome }).inc();
 }

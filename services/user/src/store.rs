@@ -193,11 +193,12 @@ impl Before {
 
 /// Marks these users verified, each only where [`Before::accepts`] the event; one who already
 /// is stays as they are. Returns each existing user as found before (an id that names no user
-/// is not in it).
+/// is not in it), and the users this call verified, as they are now: exactly those whose row
+/// it changed (RETURNING), so a concurrent transaction that verified one first has it instead.
 pub async fn mark_verified<C: ConnectionTrait>(
     conn: &C,
     verified: &[Verified<'_>],
-) -> Result<std::collections::HashMap<String, Before>, DbErr> {
+) -> Result<(std::collections::HashMap<String, Before>, Vec<user::Model>), DbErr> {
     use sea_orm::QuerySelect;
     let before: std::collections::HashMap<String, Before> = user::Entity::find()
         .select_only()
@@ -214,16 +215,36 @@ pub async fn mark_verified<C: ConnectionTrait>(
         .filter(|v| before.get(v.user_id).is_some_and(|user| user.accepts(v)))
         .map(|v| v.user_id)
         .collect();
+    if ids.is_empty() {
+        return Ok((before, Vec::new()));
+    }
     let now = chrono::Utc::now();
-    user::Entity::update_many()
+    let newly = user::Entity::update_many()
         .col_expr(user::Column::Status, Expr::value(Status::Verified))
         .col_expr(user::Column::VerifiedAt, Expr::value(now))
         .col_expr(user::Column::UpdatedAt, Expr::value(now))
         .filter(user::Column::Id.is_in(ids.iter().copied()))
         .filter(user::Column::Status.eq(Status::Unverified))
+        .exec_with_returning(conn)
+        .await?;
+    Ok((before, newly))
+}
+
+/// Users by id, in no particular order (ids that name no user are left out).
+pub async fn find_many<C: ConnectionTrait>(conn: &C, ids: &[String]) -> Result<Vec<user::Model>, DbErr> {
+    user::Entity::find().filter(user::Column::Id.is_in(ids.iter().map(String::as_str))).all(conn).await
+}
+
+/// Replaces a password hash with one of the current parameters, if it is still `old` (a
+/// password change or a newer registration in between wins).
+pub async fn upgrade_hash<C: ConnectionTrait>(conn: &C, id: &str, old: &str, new: &str) -> Result<bool, DbErr> {
+    let replaced = user::Entity::update_many()
+        .col_expr(user::Column::PasswordHash, Expr::value(new))
+        .filter(user::Column::Id.eq(id))
+        .filter(user::Column::PasswordHash.eq(old))
         .exec(conn)
         .await?;
-    Ok(before)
+    Ok(replaced.rows_affected == 1)
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use verimail_proto::auth::v1::{
 use verimail_proto::email::v1::{GetDeliveryRequest, ListDeliveriesRequest, RetryDeliveryRequest};
 use verimail_proto::ops::v1::{ListParkedRequest, ReplayParkedRequest};
 use verimail_proto::user::v1::{
-    GetUserRequest, ListUsersRequest, RegisterUserRequest, ResendVerificationRequest, UserStatus, get_user_request,
+    BatchGetUsersRequest, GetUserRequest, ListUsersRequest, RegisterUserRequest, ResendVerificationRequest,
+    SignInRequest, UserStatus, get_user_request,
 };
 use verimail_system_tests::Stack;
 
@@ -67,6 +68,7 @@ async fn bad_input_everywhere_gets_a_precise_answer_and_changes_nothing() {
         + weak_passwords(&stack).await
         + bad_tokens_and_codes(&stack, &user_id, forged).await
         + bad_ops_fields(&stack).await
+        + bad_sign_ins_and_lookups(&stack, &user_id).await
         + bad_pages(&stack, &tampered).await;
 
     assert_eq!(fingerprint(&stack).await, before, "bad input changed a database");
@@ -109,6 +111,10 @@ async fn weird_emails(stack: &Stack, user_id: &str) -> usize {
             Code::InvalidArgument,
             "Resend {email:?}"
         );
+        let sign_in = SignInRequest { email: email.into(), password: "correct horse battery".into() };
+        let status = users.clone().sign_in(sign_in).await.unwrap_err();
+        assert_eq!(verimail_server::grpc::bad_request_field(&status).as_deref(), Some("email"), "SignIn {email:?}");
+        tried += 1;
         let lookup = GetUserRequest { key: Some(get_user_request::Key::Email(email.into())) };
         assert_eq!(
             users.clone().get_user(lookup).await.unwrap_err().code(),
@@ -290,6 +296,56 @@ async fn bad_ops_fields(stack: &Stack) -> usize {
     tried
 }
 
+/// SignIn's passwords and wrong answers, BatchGetUsers' ids, GetPublicKeys without anything.
+async fn bad_sign_ins_and_lookups(stack: &Stack, user_id: &str) -> usize {
+    let (mut tried, users) = (0, stack.users.clone());
+    for password in ["", "short", &"x".repeat(129)] {
+        let request = SignInRequest { email: "kim@example.com".into(), password: password.into() };
+        let status = users.clone().sign_in(request).await.unwrap_err();
+        assert_eq!(
+            (status.code(), verimail_server::grpc::bad_request_field(&status).as_deref()),
+            (Code::InvalidArgument, Some("password")),
+            "SignIn password {password:?}"
+        );
+        tried += 1;
+    }
+    for email in ["kim@example.com", "nobody@example.com"] {
+        let request = SignInRequest { email: email.into(), password: "not the password".into() };
+        let status = users.clone().sign_in(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "SignIn {email}");
+        tried += 1;
+    }
+    let unknown = "01937b5e-0000-7000-8000-000000000000".to_owned();
+    let batches = [
+        (vec![], "user_ids"),
+        (vec![user_id.to_owned(); 101], "user_ids"),
+        (vec![user_id.to_owned(), "not-a-uuid".into()], "user_ids"),
+        (vec!["'; DROP TABLE users; --".into()], "user_ids"),
+    ];
+    for (user_ids, field) in batches {
+        let status =
+            users.clone().batch_get_users(BatchGetUsersRequest { user_ids: user_ids.clone() }).await.unwrap_err();
+        assert_eq!(
+            (status.code(), verimail_server::grpc::bad_request_field(&status).as_deref()),
+            (Code::InvalidArgument, Some(field)),
+            "BatchGetUsers {:?}",
+            &user_ids[..user_ids.len().min(2)]
+        );
+        tried += 1;
+    }
+    let found = users
+        .clone()
+        .batch_get_users(BatchGetUsersRequest { user_ids: vec![unknown.clone(), user_id.into(), user_id.into()] })
+        .await
+        .expect("BatchGetUsers")
+        .into_inner();
+    assert_eq!(found.users.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(), [user_id], "asked twice, answered once");
+    assert_eq!(found.missing_user_ids, [unknown]);
+    let keys = stack.auth.clone().get_public_keys(verimail_proto::auth::v1::GetPublicKeysRequest {}).await;
+    assert_eq!(keys.expect("GetPublicKeys").into_inner().keys.len(), 1);
+    tried + 2
+}
+
 /// The pages: precise HTTP statuses, nothing reflected unescaped.
 async fn bad_pages(stack: &Stack, tampered: &str) -> usize {
     let mut tried = 0;
@@ -310,6 +366,9 @@ async fn bad_pages(stack: &Stack, tampered: &str) -> usize {
         (http.get(url("/resend")).header("x-padding", "p".repeat(7000)), 200),
         (http.get(url("/nowhere")), 404),
         (http.delete(url("/verify-email")), 405),
+        (http.post(url("/.well-known/verimail-keys")).form(&[("kid", "x")]), 405),
+        (http.get(url("/.well-known/verimail-keys?kid=<script>alert(1)</script>")), 200),
+        (http.get(url("/.well-known/verimail-key")), 404),
     ];
     for (request, want) in pages {
         let response = request.send().await.unwrap();

@@ -47,6 +47,8 @@ async fn every_part_in_compose_yaml_gets_exactly_the_configuration_it_reads() {
     let services = compose["services"].as_object().expect("services");
     let given = BTreeMap::from([
         ("AUTH_TOKEN_KEYS", verimail_auth::token::TokenKeys::generate().unwrap().current_paserk()),
+        ("AUTH_SIGNING_KEYS", verimail_auth::access::SigningKeys::generate().unwrap().current_paserk()),
+        ("USER_SERVICE_TOKEN", "compose-check-user-token-01234567".to_owned()),
         ("GATEWAY_SERVICE_TOKEN", "compose-check-gateway-token-0123".to_owned()),
         ("EMAIL_SERVICE_TOKEN", "compose-check-email-token-012345".to_owned()),
         ("NATS_USER_SERVICE_PASSWORD", "compose-check-nats-user-0123".to_owned()),

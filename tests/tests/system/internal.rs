@@ -5,19 +5,23 @@
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 use verimail_proto::auth::v1::{
-    IssueVerificationTokenRequest, RevokeVerificationTokensRequest, auth_service_client::AuthServiceClient,
+    IssueAccessTokenRequest, IssueVerificationTokenRequest, RevokeVerificationTokensRequest,
+    auth_service_client::AuthServiceClient,
 };
 use verimail_proto::email::v1::{
     GetDeliveryRequest, ListDeliveriesRequest, RetryDeliveryRequest, email_service_client::EmailServiceClient,
 };
 use verimail_proto::ops::v1::{ListParkedRequest, ReplayParkedRequest, parking_service_client::ParkingServiceClient};
 use verimail_proto::user::v1::{
-    GetUserRequest, ListUsersRequest, RegisterUserRequest, ResendVerificationRequest, get_user_request,
-    user_service_client::UserServiceClient,
+    BatchGetUsersRequest, GetUserRequest, ListUsersRequest, RegisterUserRequest, ResendVerificationRequest,
+    get_user_request, user_service_client::UserServiceClient,
 };
 use verimail_server::internal::{SERVICE_TOKEN, ServiceCredential};
 use verimail_server::limits::Rate;
-use verimail_system_tests::{Stack, StackOptions, TEST_ADMIN_TOKEN, TEST_EMAIL_TOKEN, TEST_GATEWAY_TOKEN, for_browser};
+use verimail_system_tests::{
+    Stack, StackOptions, TEST_ADMIN_TOKEN, TEST_APP_TOKEN, TEST_EMAIL_TOKEN, TEST_GATEWAY_TOKEN, TEST_USER_TOKEN,
+    for_browser,
+};
 
 /// A caller presenting exactly the given metadata.
 #[derive(Clone)]
@@ -103,7 +107,35 @@ async fn issue_token(stack: &Stack, caller: &Caller) -> Code {
         .map_or(Code::Ok, |status| status.code())
 }
 
+/// IssueAccessToken as `caller`: the code it answered.
+async fn sign_token(stack: &Stack, caller: &Caller) -> Code {
+    let channel = verimail_server::tls::GrpcTls::off().channel("test", &stack.grpc_addrs[1].to_string()).unwrap();
+    let request = IssueAccessTokenRequest {
+        user_id: "01937b5e-0000-7000-8000-000000000000".into(),
+        email: "a@example.com".into(),
+        email_verified: true,
+    };
+    AuthServiceClient::with_interceptor(channel, caller.clone())
+        .issue_access_token(request)
+        .await
+        .err()
+        .map_or(Code::Ok, |status| status.code())
+}
+
+/// BatchGetUsers as `caller`: the code it answered.
+async fn batch_lookup(stack: &Stack, caller: &Caller) -> Code {
+    let channel = verimail_server::tls::GrpcTls::off().channel("test", &stack.grpc_addrs[0].to_string()).unwrap();
+    let request = BatchGetUsersRequest { user_ids: vec!["01937b5e-0000-7000-8000-000000000000".into()] };
+    UserServiceClient::with_interceptor(channel, caller.clone())
+        .batch_get_users(request)
+        .await
+        .err()
+        .map_or(Code::Ok, |status| status.code())
+}
+
 const ADMIN: (&str, &str) = ("authorization", "Bearer test-admin-token-0123456789");
+const USER: (&str, &str) = (SERVICE_TOKEN, TEST_USER_TOKEN);
+const APP: (&str, &str) = (SERVICE_TOKEN, TEST_APP_TOKEN);
 const GATEWAY: (&str, &str) = (SERVICE_TOKEN, TEST_GATEWAY_TOKEN);
 const EMAIL: (&str, &str) = (SERVICE_TOKEN, TEST_EMAIL_TOKEN);
 
@@ -136,7 +168,30 @@ async fn internal_and_ops_rpcs_each_take_their_own_credential() {
         assert_eq!(issue_token(&stack, &caller).await, Code::Unauthenticated, "IssueVerificationToken as {who}");
     }
     assert_eq!(issue_token(&stack, &Caller(vec![GATEWAY])).await, Code::PermissionDenied, "as the gateway");
+    assert_eq!(issue_token(&stack, &Caller(vec![USER])).await, Code::PermissionDenied, "as user-service");
     assert_eq!(issue_token(&stack, &Caller(vec![EMAIL])).await, Code::Ok);
+    // IssueAccessToken takes user-service's credential only: it has checked the password.
+    for (who, caller) in [("nothing", vec![]), ("the admin credential", vec![ADMIN]), ("a service's", vec![APP])] {
+        assert_eq!(sign_token(&stack, &Caller(caller)).await, Code::Unauthenticated, "IssueAccessToken as {who}");
+    }
+    for (who, caller) in [("the gateway", GATEWAY), ("email-service", EMAIL)] {
+        assert_eq!(
+            sign_token(&stack, &Caller(vec![caller])).await,
+            Code::PermissionDenied,
+            "IssueAccessToken as {who}"
+        );
+    }
+    assert_eq!(sign_token(&stack, &Caller(vec![USER])).await, Code::Ok);
+    // The team's own services look users up with their credential, and do nothing else.
+    for (rpc, code) in ops_rpcs(&stack, &Caller(vec![APP])).await {
+        let expected = if rpc == "GetUser" { Code::NotFound } else { Code::Unauthenticated };
+        assert_eq!(code, expected, "{rpc} as a service");
+    }
+    assert_eq!(batch_lookup(&stack, &Caller(vec![APP])).await, Code::Ok, "BatchGetUsers as a service");
+    assert_eq!(batch_lookup(&stack, &Caller(vec![ADMIN])).await, Code::Ok, "BatchGetUsers as the operator");
+    for (who, caller) in [("nothing", vec![]), ("the gateway", vec![GATEWAY]), ("user-service", vec![USER])] {
+        assert_eq!(batch_lookup(&stack, &Caller(caller)).await, Code::Unauthenticated, "BatchGetUsers as {who}");
+    }
     // Public RPCs need nothing.
     let plain = verimail_server::tls::GrpcTls::off().channel("test", &stack.grpc_addrs[0].to_string()).unwrap();
     UserServiceClient::new(plain)
