@@ -13,15 +13,20 @@
 //!    speed, POST /verify-email at 1,000/s, and click → GetUser verified under that load;
 //! 5. the event path alone: outbox rows → JetStream → consumer ack ([`events`]);
 //! 6. each part's start-up to SERVING (migrations already applied) and resident memory, idle
-//!    and at its peak under the RegisterUser load.
+//!    and at its peak under the RegisterUser load;
+//! 7. SignIn at 16 clients against the same hashing bound; offline access-token verification
+//!    in the client library against raw Ed25519 verification; and what `RequireVerified` adds
+//!    to a call of the orders example ([`tokens`]).
 //!
 //! Then each target of the benchmark issue, met or not.
 //!
-//! Flags: `--db sqlite|postgres` (default sqlite), `--seconds N` per measurement (default 5).
+//! Flags: `--db sqlite|postgres` (default sqlite), `--seconds N` per measurement (default 5),
+//! `--only registration|verification|tokens`.
 
 mod events;
 mod load;
 mod register;
+mod tokens;
 mod verify;
 
 use load::{Sample, drive, ms};
@@ -32,7 +37,7 @@ use verimail_user::domain::{HashCost, Password, PasswordHasher};
 struct Options {
     postgres: bool,
     seconds: u64,
-    /// `--only verification|registration`: one half of the measurements (while profiling).
+    /// `--only verification|registration|tokens`: one part of the measurements (while profiling).
     only: Option<String>,
 }
 
@@ -49,9 +54,11 @@ fn options() -> anyhow::Result<Options> {
         match (arg.as_str(), args.next()) {
             ("--db", Some(db)) if db == "postgres" || db == "sqlite" => options.postgres = db == "postgres",
             ("--seconds", Some(n)) => options.seconds = n.parse()?,
-            ("--only", Some(half)) if half == "verification" || half == "registration" => options.only = Some(half),
+            ("--only", Some(part)) if ["verification", "registration", "tokens"].contains(&part.as_str()) => {
+                options.only = Some(part)
+            }
             (other, _) => anyhow::bail!(
-                "unknown argument {other:?}: use --db sqlite|postgres, --seconds N, --only verification|registration"
+                "unknown argument {other:?}: use --db sqlite|postgres, --seconds N, --only verification|registration|tokens"
             ),
         }
     }
@@ -204,6 +211,10 @@ async fn run(options: &Options) -> anyhow::Result<serde_json::Value> {
         true => verification(&mut table, &mut targets, options).await?,
         false => serde_json::Value::Null,
     };
+    let tokens = match options.runs("tokens") {
+        true => tokens(&mut targets, options).await?,
+        false => serde_json::Value::Null,
+    };
 
     println!("\n| target | measured | met |");
     println!("|---|---|---|");
@@ -219,6 +230,7 @@ async fn run(options: &Options) -> anyhow::Result<serde_json::Value> {
         "measurements": table.rows,
         "verification": verification,
         "registration": registration,
+        "tokens": tokens,
         "targets": targets.iter().map(|t| serde_json::json!({ "target": t.asks, "measured": t.figure, "met": t.met })).collect::<Vec<_>>(),
     }))
 }
@@ -248,6 +260,8 @@ async fn registration(
     let (mut rows, half, to_email) = registrations(&stack, seconds).await?;
     let peak = peak.stop();
     rows.push(registration_without_email(&mut stack, seconds).await?);
+    let sample = tokens::sign_in_at_full_speed(&stack, 16, seconds).await?;
+    rows.push(Row { label: "SignIn, 16 clients".into(), sample, cpu: None, bound_target: true });
     let bound_after = argon2_bound(cores, seconds).await?;
 
     table.bound = (bound_before.per_second() + bound_after.per_second()) / 2.0;
@@ -482,4 +496,41 @@ async fn verification(
         acked >= 10_000.0,
     ));
     Ok(serde_json::json!({ "prepared_users": users.len(), "event_path": path.json() }))
+}
+
+/// 7 (without SignIn, which is measured with the registrations): offline verification and
+/// the RequireVerified layer, in this process.
+async fn tokens(targets: &mut Vec<Target>, options: &Options) -> anyhow::Result<serde_json::Value> {
+    let (library, raw) = tokens::offline_verification(options.seconds.max(2)).await?;
+    let share = library / raw;
+    println!("\n| access tokens | per second on one core | of raw Ed25519 |");
+    println!("|---|---|---|");
+    println!("| raw Ed25519 verification (ed25519-compact), a message of the token's length | {raw:.0} | 100% |");
+    println!("| TokenVerifier::verify_cached (parse, signature, claims) | {library:.0} | {:.0}% |", 100.0 * share);
+    targets.push(Target::new(
+        "offline token verification per core ≥ 80% of raw Ed25519",
+        format!("{:.0}% ({library:.0}/s of {raw:.0}/s)", 100.0 * share),
+        share >= 0.80,
+    ));
+    let (with, without) = tokens::require_verified_overhead(options.seconds).await?;
+    let added = |p: f64| with.percentile(p).saturating_sub(without.percentile(p));
+    println!("\n| PlaceOrder on the orders example, one call at a time | calls | p50 µs | p99 µs |");
+    println!("|---|---|---|---|");
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    for (label, sample) in [("behind RequireVerified", &with), ("claims given, nothing checked", &without)] {
+        let (p50, p99) = (us(sample.percentile(0.5)), us(sample.percentile(0.99)));
+        println!("| {label} | {} | {p50:.0} | {p99:.0} |", sample.latencies.len());
+    }
+    targets.push(Target::new(
+        "RequireVerified adds ≤ 50 µs at p99 to a call of the example service",
+        format!("+{:.0} µs at p99 (+{:.0} µs at p50)", us(added(0.99)), us(added(0.5))),
+        added(0.99) <= Duration::from_micros(50),
+    ));
+    Ok(serde_json::json!({
+        "offline_verification": { "library_per_second": library, "raw_ed25519_per_second": raw, "share": share },
+        "require_verified": {
+            "with": with.json(), "without": without.json(),
+            "added_p50_us": us(added(0.5)), "added_p99_us": us(added(0.99)),
+        },
+    }))
 }

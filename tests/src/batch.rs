@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 use verimail_proto::user::v1::user_service_client::UserServiceClient;
 use verimail_proto::user::v1::{GetUserRequest, RegisterUserRequest, UserStatus, get_user_request};
 
+/// The password of every user a batch registers.
+pub const PASSWORD: &str = "correct horse battery";
+
 /// The parts a batch goes through, whichever way the stack runs.
 pub struct Flow<'a> {
     pub smtp: &'a SmtpServer,
@@ -104,8 +107,7 @@ pub async fn register(
             let email = format!("{prefix}-{n}@example.com");
             async move {
                 loop {
-                    let request =
-                        RegisterUserRequest { email: email.clone(), password: "correct horse battery".into() };
+                    let request = RegisterUserRequest { email: email.clone(), password: PASSWORD.into() };
                     match users.register_user(request).await {
                         Err(status) if status.code() != tonic::Code::AlreadyExists => {
                             assert!(Instant::now() < deadline, "cannot register {email} within {limit:?}: {status}");

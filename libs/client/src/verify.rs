@@ -115,11 +115,15 @@ pub struct TokenVerifier {
     audience: Arc<str>,
     leeway: Duration,
     refetch_interval: Duration,
+    max_age: Duration,
 }
+
+/// The keys by id, and when they were fetched (never: `None`).
+type Fetched = (Option<Instant>, HashMap<String, AsymmetricPublicKey<V4>>);
 
 struct Inner {
     source: Box<dyn KeySource>,
-    keys: RwLock<HashMap<String, AsymmetricPublicKey<V4>>>,
+    keys: RwLock<Fetched>,
     /// When the keys were last fetched; held while fetching, so concurrent misses fetch once.
     fetched: tokio::sync::Mutex<Option<Instant>>,
 }
@@ -132,12 +136,13 @@ impl TokenVerifier {
         TokenVerifier {
             inner: Arc::new(Inner {
                 source: Box::new(source),
-                keys: RwLock::new(HashMap::new()),
+                keys: RwLock::new((None, HashMap::new())),
                 fetched: tokio::sync::Mutex::new(None),
             }),
             audience: audience.into().into(),
             leeway: Duration::from_secs(30),
             refetch_interval: Duration::from_secs(30),
+            max_age: Duration::from_secs(300),
         }
     }
 
@@ -152,6 +157,13 @@ impl TokenVerifier {
         self
     }
 
+    /// How long fetched keys are used before they are fetched again (default 5 minutes): a key
+    /// the issuer stopped publishing verifies nothing after that.
+    pub fn with_max_age(mut self, max_age: Duration) -> TokenVerifier {
+        self.max_age = max_age;
+        self
+    }
+
     /// How far the issuer's clock and this one may differ.
     pub fn with_leeway(mut self, leeway: Duration) -> TokenVerifier {
         self.leeway = leeway;
@@ -161,12 +173,28 @@ impl TokenVerifier {
     /// Checks `token`: its key (fetching the keys if it names one not seen yet, at most once
     /// per refetch interval), signature, expiry, issuer and audience.
     pub async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
+        // When the keys cannot be fetched, those held so far still serve (if any).
+        if self.stale()
+            && let Err(unreachable) = self.refetch().await
+            && self.is_empty()
+        {
+            return Err(unreachable);
+        }
         match self.verify_cached(token) {
             Err(VerifyError::UnknownKey) => {}
             done => return done,
         }
         self.refetch().await?;
         self.verify_cached(token)
+    }
+
+    /// Whether the keys were never fetched or are older than the maximum age.
+    fn stale(&self) -> bool {
+        self.inner.keys.read().map_or(true, |keys| keys.0.is_none_or(|at| at.elapsed() >= self.max_age))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.inner.keys.read().map_or(true, |keys| keys.1.is_empty())
     }
 
     /// As [`TokenVerifier::verify`], with the keys fetched so far only: UnknownKey for any
@@ -180,7 +208,7 @@ impl TokenVerifier {
             serde_json::from_slice(untrusted.untrusted_footer()).map_err(|_| VerifyError::Malformed)?;
         let trusted = {
             let keys = self.inner.keys.read().map_err(|_| VerifyError::KeysUnavailable("poisoned cache".into()))?;
-            let key = keys.get(footer.kid).ok_or(VerifyError::UnknownKey)?;
+            let key = keys.1.get(footer.kid).ok_or(VerifyError::UnknownKey)?;
             PublicToken::verify(key, &untrusted, None, None).map_err(|_| VerifyError::BadSignature)?
         };
         self.claims(trusted.payload())
@@ -238,7 +266,8 @@ impl TokenVerifier {
             keys.insert(id, key);
         }
         // Retired keys leave the cache with the list that no longer has them.
-        *self.inner.keys.write().map_err(|_| VerifyError::KeysUnavailable("poisoned cache".into()))? = keys;
+        *self.inner.keys.write().map_err(|_| VerifyError::KeysUnavailable("poisoned cache".into()))? =
+            (Some(Instant::now()), keys);
         Ok(())
     }
 }
@@ -331,5 +360,21 @@ mod tests {
         assert!(verifier.verify(&by_new).await.is_ok());
         assert_eq!(verifier.verify(&by_old).await, Err(VerifyError::UnknownKey));
         assert_eq!(rotated.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn keys_older_than_the_maximum_age_are_fetched_again() {
+        let signing = SigningKeys::generate().unwrap();
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let verifier = TokenVerifier::new(Counted(published(&signing), fetches.clone()), "orders")
+            .with_max_age(Duration::from_millis(200))
+            .with_refetch_interval(Duration::ZERO);
+        let token = sign(&signing, &ANN, "orders", Duration::from_secs(60));
+        assert!(verifier.verify(&token).await.is_ok());
+        assert!(verifier.verify(&token).await.is_ok());
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(verifier.verify(&token).await.is_ok());
+        assert_eq!(fetches.load(Ordering::SeqCst), 2, "stale keys are fetched again");
     }
 }
