@@ -15,6 +15,9 @@ use verimail_proto::auth::v1::{GetPublicKeysRequest, auth_service_client::AuthSe
 /// Tokens are a few hundred bytes; anything far longer is refused before any work.
 const MAX_TOKEN_LEN: usize = 4096;
 
+/// Tokens [`TokenVerifier::verify`] remembers as verified (some 2 MB at most).
+const MAX_REMEMBERED: usize = 10_000;
+
 /// Why a token is not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
@@ -124,6 +127,8 @@ type Fetched = (Option<Instant>, HashMap<String, AsymmetricPublicKey<V4>>);
 struct Inner {
     source: Box<dyn KeySource>,
     keys: RwLock<Fetched>,
+    /// Tokens verified with the keys held now, and what they say.
+    verified: RwLock<HashMap<Box<str>, Claims>>,
     /// When the keys were last fetched; held while fetching, so concurrent misses fetch once.
     fetched: tokio::sync::Mutex<Option<Instant>>,
 }
@@ -137,6 +142,7 @@ impl TokenVerifier {
             inner: Arc::new(Inner {
                 source: Box::new(source),
                 keys: RwLock::new((None, HashMap::new())),
+                verified: RwLock::new(HashMap::new()),
                 fetched: tokio::sync::Mutex::new(None),
             }),
             audience: audience.into().into(),
@@ -172,6 +178,10 @@ impl TokenVerifier {
 
     /// Checks `token`: its key (fetching the keys if it names one not seen yet, at most once
     /// per refetch interval), signature, expiry, issuer and audience.
+    ///
+    /// A token that verified is remembered (at most 10,000, until it expires or the keys are
+    /// fetched again), so a caller's later calls with the same token cost a lookup instead of
+    /// a signature check; its expiry is checked on every call.
     pub async fn verify(&self, token: &str) -> Result<Claims, VerifyError> {
         // When the keys cannot be fetched, those held so far still serve (if any).
         if self.stale()
@@ -180,12 +190,38 @@ impl TokenVerifier {
         {
             return Err(unreachable);
         }
-        match self.verify_cached(token) {
-            Err(VerifyError::UnknownKey) => {}
-            done => return done,
+        if let Some(claims) = self.remembered(token) {
+            return Ok(claims);
         }
-        self.refetch().await?;
-        self.verify_cached(token)
+        let checked = match self.verify_offline(token) {
+            Err(VerifyError::UnknownKey) => {
+                self.refetch().await?;
+                self.verify_offline(token)
+            }
+            done => done,
+        };
+        if let Ok(claims) = &checked {
+            self.remember(token, claims);
+        }
+        checked
+    }
+
+    /// The claims of `token` if it verified before and has not expired since.
+    fn remembered(&self, token: &str) -> Option<Claims> {
+        let verified = self.inner.verified.read().ok()?;
+        let claims = verified.get(token)?;
+        let leeway = chrono::Duration::from_std(self.leeway).unwrap_or_default();
+        (chrono::Utc::now() <= claims.expires_at + leeway).then(|| claims.clone())
+    }
+
+    fn remember(&self, token: &str, claims: &Claims) {
+        if let Ok(mut verified) = self.inner.verified.write() {
+            if verified.len() >= MAX_REMEMBERED {
+                // Bounded, and simple: start afresh (each caller's next call verifies once).
+                verified.clear();
+            }
+            verified.insert(token.into(), claims.clone());
+        }
     }
 
     /// Whether the keys were never fetched or are older than the maximum age.
@@ -197,9 +233,9 @@ impl TokenVerifier {
         self.inner.keys.read().map_or(true, |keys| keys.1.is_empty())
     }
 
-    /// As [`TokenVerifier::verify`], with the keys fetched so far only: UnknownKey for any
-    /// other (no waiting, no I/O).
-    pub fn verify_cached(&self, token: &str) -> Result<Claims, VerifyError> {
+    /// As [`TokenVerifier::verify`], with the keys fetched so far only (UnknownKey for any
+    /// other) and no memory of earlier tokens: the whole check every time, no waiting, no I/O.
+    pub fn verify_offline(&self, token: &str) -> Result<Claims, VerifyError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(VerifyError::Malformed);
         }
@@ -268,6 +304,11 @@ impl TokenVerifier {
         // Retired keys leave the cache with the list that no longer has them.
         *self.inner.keys.write().map_err(|_| VerifyError::KeysUnavailable("poisoned cache".into()))? =
             (Some(Instant::now()), keys);
+        // What the old keys verified is checked again with the new ones (a retired key's
+        // tokens stop here).
+        if let Ok(mut verified) = self.inner.verified.write() {
+            verified.clear();
+        }
         Ok(())
     }
 }
@@ -360,6 +401,27 @@ mod tests {
         assert!(verifier.verify(&by_new).await.is_ok());
         assert_eq!(verifier.verify(&by_old).await, Err(VerifyError::UnknownKey));
         assert_eq!(rotated.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_still_expires_and_a_refetch_forgets_what_was_verified() {
+        let signing = SigningKeys::generate().unwrap();
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let verifier = TokenVerifier::new(Counted(published(&signing), fetches.clone()), "orders")
+            .with_leeway(Duration::ZERO)
+            .with_refetch_interval(Duration::ZERO);
+        let short = sign(&signing, &ANN, "orders", Duration::from_secs(1));
+        for _ in 0..3 {
+            assert!(verifier.verify(&short).await.is_ok());
+        }
+        assert_eq!(verifier.inner.verified.read().unwrap().len(), 1, "remembered");
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(verifier.verify(&short).await, Err(VerifyError::Expired), "remembered, and expired all the same");
+        let long = sign(&signing, &ANN, "orders", Duration::from_secs(60));
+        assert!(verifier.verify(&long).await.is_ok());
+        verifier.refetch().await.unwrap();
+        assert!(verifier.inner.verified.read().unwrap().is_empty(), "new keys check every token again");
     }
 
     #[tokio::test]

@@ -37,10 +37,10 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let hasher = PasswordHasher::new(config.hash_cost, config.hash_concurrency)
             .map_err(|e| anyhow::anyhow!("PASSWORD_HASH_*: {e}"))?;
-        // What an unknown address is checked against: the same work as a real hash.
-        let dummy = crate::domain::Password::parse(&uuid::Uuid::new_v4().simple().to_string())
-            .map_err(|e| anyhow::anyhow!("a dummy password: {e}"))?;
-        let dummy_hash = hasher.hash(dummy).await.map_err(|e| anyhow::anyhow!("PASSWORD_HASH_*: {e}"))?;
+        // What an unknown address is checked against: the same work as a real hash, made
+        // without hashing (a hashing thread takes its memory area only when it first works).
+        let dummy_hash =
+            crate::domain::dummy_hash(config.hash_cost).map_err(|e| anyhow::anyhow!("PASSWORD_HASH_*: {e}"))?;
         let auth = AuthServiceClient::new(
             config.credential.channel(config.backbone.tls.channel("AUTH_GRPC_ADDR", &config.auth_addr)?),
         );

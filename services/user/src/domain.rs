@@ -205,6 +205,24 @@ fn check(argon2: &Argon2, memory: &mut [argon2::Block], phc: &str, password: &[u
     Checked { matches: bool::from(output.ct_eq(expected.as_bytes())), outdated: false }
 }
 
+/// A PHC string with the parameters of `cost` that no password matches (a random salt and a
+/// random output), made without hashing: checking a password against it costs exactly what a
+/// check against a real hash of these parameters costs. What an unknown address is checked
+/// against.
+pub fn dummy_hash(cost: HashCost) -> Result<String, String> {
+    use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+    let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None).map_err(|e| e.to_string())?;
+    let (salt, output): ([u8; 16], [u8; 32]) = (rand::random(), rand::random());
+    let hash = PasswordHash {
+        algorithm: argon2::ARGON2ID_IDENT,
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|e| e.to_string())?,
+        salt: Some(Salt::new(&salt).map_err(|e| e.to_string())?),
+        hash: Some(Output::new(&output).map_err(|e| e.to_string())?),
+    };
+    Ok(hash.to_string())
+}
+
 /// Whether `password` is the one `phc` (a stored PHC string) was made from, with the
 /// parameters it names. Blocking: call it off the async runtime's threads.
 pub fn password_matches(phc: &str, password: &str) -> bool {
@@ -289,6 +307,9 @@ mod tests {
         assert_eq!(current.check(older.clone(), password()).await.unwrap(), Checked { matches: true, outdated: true });
         assert!(!current.check(older, wrong()).await.unwrap().matches);
         assert!(!current.check("not a hash".into(), password()).await.unwrap().matches);
+        let dummy = dummy_hash(HashCost { memory_kib: 1024, iterations: 1, parallelism: 1 }).unwrap();
+        assert!(dummy.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{dummy}");
+        assert_eq!(current.check(dummy, password()).await.unwrap(), Checked { matches: false, outdated: false });
     }
 
     #[test]

@@ -172,4 +172,30 @@ async fn production_is_the_default_and_an_unknown_environment_stops_the_start() 
     assert!(email_service(allowed).await.0, "a plain-text relay without a password, allowed by name");
     let allowed = vec![("NATS_USER", ""), ("NATS_PASSWORD", ""), ("NATS_ALLOW_UNAUTHENTICATED", "true")];
     assert!(email_service(allowed).await.0, "NATS without credentials, allowed by name");
+
+    // auth-service signs nothing with a key that dies with the process, unless told so.
+    let token_key = verimail_auth::token::TokenKeys::generate().unwrap().current_paserk();
+    let signing_key = verimail_auth::access::SigningKeys::generate().unwrap().current_paserk();
+    let auth_service = |signing: Vec<(&'static str, String)>| {
+        let mut env: Vec<(&'static str, String)> = vec![
+            ("GATEWAY_SERVICE_TOKEN", "production-check-gateway-token-01".into()),
+            ("EMAIL_SERVICE_TOKEN", "production-check-email-token-0123".into()),
+            ("USER_SERVICE_TOKEN", "production-check-user-token-01234".into()),
+            ("NATS_USER", "auth-service".into()),
+            ("NATS_PASSWORD", "production-check-nats-password".into()),
+            ("AUTH_TOKEN_KEYS", token_key.clone()),
+        ];
+        env.extend(signing);
+        async move {
+            let env = env.iter().map(|(name, value)| (*name, value.as_str()));
+            let output = run_binary("auth-service", &["--check-config"], env, Duration::from_secs(20)).await;
+            (output.status.success(), printed(&output))
+        }
+    };
+    let (ok, said) = auth_service(vec![]).await;
+    assert!(!ok && said.contains("AUTH_SIGNING_KEYS"), "no signing key in production: {said}");
+    assert!(auth_service(vec![("AUTH_SIGNING_KEYS", signing_key)]).await.0, "with a signing key");
+    assert!(auth_service(vec![("ALLOW_GENERATED_SIGNING_KEY", "true".into())]).await.0, "generated, allowed by name");
+    let (ok, said) = auth_service(vec![("AUTH_SIGNING_KEYS", token_key.clone())]).await;
+    assert!(!ok && said.contains("AUTH_SIGNING_KEYS") && said.contains("k4.secret"), "a k4.local key: {said}");
 }
