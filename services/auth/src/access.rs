@@ -3,10 +3,11 @@
 //! The footer names the signing key by its PASERK id (`k4.pid.…`), so keys rotate: the first
 //! configured key signs, every configured key is published for verifiers.
 
+use crate::token::paserk;
 use pasetors::claims::Claims;
 use pasetors::footer::Footer;
 use pasetors::keys::{AsymmetricKeyPair, AsymmetricPublicKey, AsymmetricSecretKey, Generate};
-use pasetors::paserk::{FormatAsPaserk, Id};
+use pasetors::paserk::Id;
 use pasetors::version4::V4;
 use std::time::Duration;
 
@@ -126,13 +127,6 @@ impl SigningKeys {
             .ok_or(pasetors::errors::Error::InvalidClaim)?;
         Ok(SignedToken { token, expires_at })
     }
-}
-
-#[allow(clippy::expect_used, reason = "writing to a String cannot fail")]
-fn paserk(value: &impl FormatAsPaserk) -> String {
-    let mut text = String::new();
-    value.fmt(&mut text).expect("writing to a String cannot fail");
-    text
 }
 
 #[cfg(test)]

@@ -193,8 +193,9 @@ fn hex_key(text: &str) -> Option<[u8; 32]> {
     Some(key)
 }
 
+/// A key or key id as its PASERK text.
 #[allow(clippy::expect_used, reason = "writing to a String cannot fail")]
-fn paserk(value: &impl FormatAsPaserk) -> String {
+pub(crate) fn paserk(value: &impl FormatAsPaserk) -> String {
     let mut text = String::new();
     value.fmt(&mut text).expect("writing to a String cannot fail");
     text
