@@ -31,8 +31,9 @@ pub struct BackboneConfig {
     /// `NATS_URL`, its credentials (`NATS_USER`/`NATS_PASSWORD`, `NATS_TOKEN` or
     /// `NATS_CREDS`) and TLS (`NATS_TLS_*`).
     pub nats: NatsConfig,
-    /// `NATS_STREAM_REPLICAS`: servers that keep each stream the service declares.
-    pub stream_replicas: usize,
+    /// `NATS_STREAM_REPLICAS` and `NATS_EVENT_RETENTION_SECONDS`: how the streams the
+    /// service declares are kept.
+    pub streams: bus::StreamSettings,
 }
 
 /// Where a service listens and keeps its data by default.
@@ -55,7 +56,7 @@ impl BackboneConfig {
             tls: GrpcTls::from_vars(vars)?,
             database: DbConfig::from_vars(vars, defaults.database_file)?,
             nats: NatsConfig::from_vars(vars)?,
-            stream_replicas: bus::stream_replicas(vars)?,
+            streams: bus::StreamSettings::from_vars(vars)?,
         })
     }
 }
@@ -76,7 +77,7 @@ impl Backbone {
     pub async fn start<M: MigratorTrait>(config: &BackboneConfig, streams: &[StreamSpec]) -> anyhow::Result<Backbone> {
         let db = crate::db::connect_with::<M>(&config.database).await?;
         let js = jetstream::new(bus::connect(&config.nats).await);
-        bus::declare_streams(&js, streams, config.stream_replicas).await?;
+        bus::declare_streams(&js, streams, config.streams).await?;
         let listener = verimail_server::grpc::bind(config.grpc_variable, &config.grpc_addr).await?;
         let addr = listener.local_addr()?;
         let metrics = verimail_server::metrics::bind(&config.metrics_addr).await?;

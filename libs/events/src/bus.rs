@@ -20,14 +20,70 @@ use verimail_server::shutdown::Shutdown;
 pub struct StreamSpec {
     pub name: &'static str,
     pub subjects: &'static [&'static str],
+    /// Whether it holds events, which carry addresses: those are kept for the event retention
+    /// ([`StreamSettings::event_retention`]). Parked messages stay until an operator acts.
+    pub events: bool,
 }
 
 /// Events owned by user-service.
-pub const USERS_STREAM: StreamSpec = StreamSpec { name: streams::USERS, subjects: &[streams::USERS_SUBJECTS] };
+pub const USERS_STREAM: StreamSpec =
+    StreamSpec { name: streams::USERS, subjects: &[streams::USERS_SUBJECTS], events: true };
 /// Events owned by auth-service.
-pub const AUTH_STREAM: StreamSpec = StreamSpec { name: streams::AUTH, subjects: &[streams::AUTH_SUBJECTS] };
+pub const AUTH_STREAM: StreamSpec =
+    StreamSpec { name: streams::AUTH, subjects: &[streams::AUTH_SUBJECTS], events: true };
 /// Messages every attempt failed on, one subject per consumer: `parked.<durable>`.
-pub const PARKED_STREAM: StreamSpec = StreamSpec { name: streams::PARKED, subjects: &[streams::PARKED_SUBJECTS] };
+pub const PARKED_STREAM: StreamSpec =
+    StreamSpec { name: streams::PARKED, subjects: &[streams::PARKED_SUBJECTS], events: false };
+
+/// JetStream drops a second publish of an event id within this window.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// How the streams a service declares are kept. Every service that declares a stream must be
+/// given the same settings, or each start would change the stream back to its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// `NATS_STREAM_REPLICAS` (1 to 5, default 1): servers that keep each stream (3 on a
+    /// three-node cluster, so that losing one loses nothing); consumers follow their stream.
+    pub replicas: usize,
+    /// `NATS_EVENT_RETENTION_SECONDS` (default 604800, 7 days; `off` for no age limit): how
+    /// long the event streams keep a message. Events carry addresses, so they do not stay
+    /// forever; a consumer that is down for longer than this misses what expired meanwhile.
+    pub event_retention: Option<Duration>,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings { replicas: 1, event_retention: Some(DEFAULT_EVENT_RETENTION) }
+    }
+}
+
+/// Seven days.
+pub const DEFAULT_EVENT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+impl StreamSettings {
+    pub fn from_vars(vars: &Vars) -> Result<StreamSettings, ConfigError> {
+        const RETENTION: &str = "NATS_EVENT_RETENTION_SECONDS";
+        let event_retention = match vars.var(RETENTION) {
+            Some(off) if off.trim().eq_ignore_ascii_case("off") => None,
+            _ => Some(vars.seconds(RETENTION, DEFAULT_EVENT_RETENTION)?),
+        };
+        if event_retention.is_some_and(|kept| kept < DUPLICATE_WINDOW) {
+            return Err(ConfigError::new(
+                RETENTION,
+                format!("must be at least {} (the de-duplication window), or off", DUPLICATE_WINDOW.as_secs()),
+            ));
+        }
+        Ok(StreamSettings { replicas: stream_replicas(vars)?, event_retention })
+    }
+
+    /// How long `spec` keeps a message (zero: no age limit, as JetStream reads it).
+    pub fn max_age(&self, spec: &StreamSpec) -> Duration {
+        match (spec.events, self.event_retention) {
+            (true, Some(kept)) => kept,
+            _ => Duration::ZERO,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -201,19 +257,25 @@ pub async fn connect(nats: &NatsConfig) -> async_nats::Client {
     }
 }
 
-/// Creates the streams, or updates them to this configuration, each kept on `replicas`
-/// servers (`NATS_STREAM_REPLICAS`: 1 on a single server, 3 on a three-node cluster). While
+/// Creates the streams, or updates them to this configuration: kept on `settings.replicas`
+/// servers (1 on a single server, 3 on a three-node cluster), event streams for the event
+/// retention. While
 /// JetStream cannot answer yet (a cluster still electing its leader, a node restarting) it
 /// waits and tries again, as [`connect`] does; an answer refusing the configuration is final.
-pub async fn declare_streams(js: &jetstream::Context, specs: &[StreamSpec], replicas: usize) -> Result<(), BusError> {
+pub async fn declare_streams(
+    js: &jetstream::Context,
+    specs: &[StreamSpec],
+    settings: StreamSettings,
+) -> Result<(), BusError> {
     use jetstream::context::CreateStreamErrorKind as Kind;
     for spec in specs {
         let config = stream::Config {
             name: spec.name.to_owned(),
             subjects: spec.subjects.iter().map(|s| (*s).to_owned()).collect(),
             storage: stream::StorageType::File,
-            duplicate_window: Duration::from_secs(120),
-            num_replicas: replicas,
+            duplicate_window: DUPLICATE_WINDOW,
+            max_age: settings.max_age(spec),
+            num_replicas: settings.replicas,
             ..Default::default()
         };
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -265,8 +327,8 @@ pub struct ConsumerSpec {
     /// holds the messages that are already here, never waits for more: one message when the
     /// stream is quiet, many under load.
     pub batch: usize,
-    /// Servers the streams it reads and parks to are kept on; the consumer follows its stream.
-    pub replicas: usize,
+    /// How the streams it reads and parks to are kept; the consumer follows its stream.
+    pub streams: StreamSettings,
 }
 
 impl ConsumerSpec {
@@ -280,7 +342,7 @@ impl ConsumerSpec {
             ack_wait: Duration::from_secs(30),
             concurrency: 8,
             batch: 1,
-            replicas: 1,
+            streams: StreamSettings::default(),
         }
     }
 
@@ -416,7 +478,7 @@ async fn report_lag(mut consumer: consumer::PullConsumer, durable: &'static str,
 
 /// Declares the stream, the parking stream and the durable consumer (all idempotent).
 pub async fn open_consumer(js: &jetstream::Context, spec: &ConsumerSpec) -> Result<consumer::PullConsumer, BusError> {
-    declare_streams(js, &[spec.stream, PARKED_STREAM], spec.replicas).await?;
+    declare_streams(js, &[spec.stream, PARKED_STREAM], spec.streams).await?;
     let consumer_error = |source: async_nats::Error| BusError::Consumer { durable: spec.durable.to_owned(), source };
     let stream = js.get_stream(spec.stream.name).await.map_err(|e| consumer_error(e.into()))?;
     // Create or update: a changed spec (attempts, ack wait) takes effect at the next start.
@@ -579,7 +641,7 @@ pub fn nats_url(vars: &Vars) -> String {
 
 /// `NATS_STREAM_REPLICAS`: how many servers keep each stream (1 to 5; 3 on a three-node
 /// cluster, so that losing one server loses nothing).
-pub fn stream_replicas(vars: &Vars) -> Result<usize, ConfigError> {
+fn stream_replicas(vars: &Vars) -> Result<usize, ConfigError> {
     let replicas = vars.parse("NATS_STREAM_REPLICAS", 1usize)?;
     if !(1..=5).contains(&replicas) {
         return Err(ConfigError::new("NATS_STREAM_REPLICAS", "must be between 1 and 5"));

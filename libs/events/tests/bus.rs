@@ -37,7 +37,7 @@ async fn enqueue_committed(db: &DatabaseConnection, event: OutboxEvent) {
 
 async fn jetstream(nats: &NatsServer) -> jetstream::Context {
     let js = jetstream::new(bus::connect(&bus::NatsConfig::url(nats.url())).await);
-    bus::declare_streams(&js, &[USERS_STREAM], 1).await.unwrap();
+    bus::declare_streams(&js, &[USERS_STREAM], Default::default()).await.unwrap();
     js
 }
 
@@ -136,7 +136,7 @@ async fn relay_waits_for_nats_and_publishes_once_it_is_back() {
     assert_eq!(row.attempts, 1);
     assert!(row.last_error.is_some());
 
-    bus::declare_streams(&js, &[USERS_STREAM], 1).await.unwrap();
+    bus::declare_streams(&js, &[USERS_STREAM], Default::default()).await.unwrap();
     assert_eq!(relay.publish_pending().await.unwrap(), 1);
     assert_eq!(stream_messages(&js).await, 1);
 }
@@ -221,7 +221,7 @@ async fn a_message_that_cannot_be_parked_on_its_last_attempt_comes_back_and_is_p
     assert!(tried >= 3, "the message came back after a failed park: {tried} attempts");
 
     // Once the parking stream is back, the message is parked: nothing was lost.
-    bus::declare_streams(&js, &[bus::PARKED_STREAM], 1).await.unwrap();
+    bus::declare_streams(&js, &[bus::PARKED_STREAM], Default::default()).await.unwrap();
     eventually(Duration::from_secs(15), "the message parked", async || {
         js.get_stream(verimail_proto::streams::PARKED).await.unwrap().info().await.unwrap().state.messages == 1
     })
@@ -385,4 +385,30 @@ async fn opening_a_consumer_again_with_a_changed_spec_updates_it() {
     let stream = js.get_stream(verimail_proto::streams::USERS).await.unwrap().get_info().await.unwrap();
     assert_eq!(stream.config.storage, jetstream::stream::StorageType::File);
     assert!(stream.config.duplicate_window >= Duration::from_secs(60), "longer than the relay's longest retry gap");
+}
+
+#[tokio::test]
+async fn event_streams_keep_messages_for_the_retention_and_the_parking_stream_until_handled() {
+    use verimail_server::config::Vars;
+    let nats = NatsServer::start();
+    let js = jetstream::new(bus::connect(&bus::NatsConfig::url(nats.url())).await);
+    let max_age = |name: &'static str| {
+        let js = js.clone();
+        async move { js.get_stream(name).await.unwrap().info().await.unwrap().config.max_age }
+    };
+    let settings = |pairs: &[(&'static str, &str)]| {
+        bus::StreamSettings::from_vars(&Vars::from_pairs(pairs.iter().map(|(k, v)| (*k, *v))))
+    };
+    assert_eq!(settings(&[]).unwrap().event_retention, Some(Duration::from_secs(7 * 24 * 3600)), "7 days by default");
+    let refused = settings(&[("NATS_EVENT_RETENTION_SECONDS", "60")]).unwrap_err();
+    assert_eq!(refused.name, "NATS_EVENT_RETENTION_SECONDS", "shorter than the de-duplication window");
+
+    let five_minutes = settings(&[("NATS_EVENT_RETENTION_SECONDS", "300")]).unwrap();
+    bus::declare_streams(&js, &[USERS_STREAM, bus::PARKED_STREAM], five_minutes).await.unwrap();
+    assert_eq!(max_age("USERS").await, Duration::from_secs(300));
+    assert_eq!(max_age("PARKED").await, Duration::ZERO, "parked messages wait for an operator");
+    // Declared again with other settings (a redeployment), the stream follows.
+    let forever = settings(&[("NATS_EVENT_RETENTION_SECONDS", "off")]).unwrap();
+    bus::declare_streams(&js, &[USERS_STREAM], forever).await.unwrap();
+    assert_eq!(max_age("USERS").await, Duration::ZERO);
 }

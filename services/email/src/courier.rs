@@ -23,7 +23,7 @@ use verimail_server::telemetry::email;
 /// nats-server 2.9, which has no multi-subject filters.
 pub fn consumer(config: &Config) -> ConsumerSpec {
     let mut spec = ConsumerSpec::new(USERS_STREAM, "email-service", verimail_proto::streams::USERS_SUBJECTS);
-    spec.replicas = config.backbone.stream_replicas;
+    spec.streams = config.backbone.streams;
     spec.max_deliver = config.max_attempts;
     spec.backoff = config.retry_backoff.clone();
     // An attempt makes two bounded calls (token, SMTP) and two database writes.

@@ -19,7 +19,7 @@ use verimail_server::shutdown::Shutdown;
 pub struct App {
     backbone: Backbone,
     outbox_retention: std::time::Duration,
-    stream_replicas: usize,
+    streams: verimail_events::bus::StreamSettings,
     limits: crate::limits::UserLimits,
     enumeration_safe: bool,
     fronts: verimail_server::internal::ServiceCredential,
@@ -49,7 +49,7 @@ impl App {
         Ok(App {
             backbone,
             outbox_retention: config.outbox_retention,
-            stream_replicas: config.backbone.stream_replicas,
+            streams: config.backbone.streams,
             limits: config.limits,
             enumeration_safe: config.enumeration_safe,
             fronts: config.fronts,
@@ -82,7 +82,7 @@ impl App {
             auth: self.auth,
             sign_in_requires_verified: self.sign_in_requires_verified,
         };
-        let consumer = events::email_verified_consumer(self.stream_replicas);
+        let consumer = events::email_verified_consumer(self.streams);
         let parking = Parking::server(js.clone(), vec![consumer.durable], self.admin);
         let handler = {
             let relay = relay.clone();

@@ -10,12 +10,8 @@ use verimail_proto::events::v1::{EmailVerified, UserVerified};
 use verimail_proto::subjects;
 
 /// Up to 64 events per transaction: under load one commit marks many users.
-pub fn email_verified_consumer(replicas: usize) -> ConsumerSpec {
-    ConsumerSpec {
-        replicas,
-        batch: 64,
-        ..ConsumerSpec::new(AUTH_STREAM, "user-service", subjects::AUTH_EMAIL_VERIFIED)
-    }
+pub fn email_verified_consumer(streams: verimail_events::bus::StreamSettings) -> ConsumerSpec {
+    ConsumerSpec { streams, batch: 64, ..ConsumerSpec::new(AUTH_STREAM, "user-service", subjects::AUTH_EMAIL_VERIFIED) }
 }
 
 /// users.verified for a user this transaction verified.

@@ -156,7 +156,9 @@ async fn users_verified_reaches_a_downstream_consumer_once_per_user_across_kills
     // message ids): delivered again, acted on never.
     let js = jetstream::new(async_nats::connect(stack.nats.url()).await.expect("NATS"));
     let mut stream = js.get_stream(streams::USERS).await.expect("USERS");
-    let last = stream.info().await.expect("USERS info").state.last_sequence;
+    let info = stream.info().await.expect("USERS info");
+    assert_eq!(info.config.max_age, Duration::from_secs(7 * 24 * 3600), "events are kept 7 days by default");
+    let last = info.state.last_sequence;
     let delivered = |seen: &Mutex<Seen>| seen.lock().expect("seen").delivered.values().sum::<usize>();
     let before_replay = delivered(&seen);
     let mut replayed = 0;

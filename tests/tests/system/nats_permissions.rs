@@ -164,7 +164,9 @@ async fn with_nats_tls_a_service_connects_only_over_tls_with_a_certificate_from_
         ..NatsConfig::url(nats.url())
     };
     let connected = tokio::time::timeout(Duration::from_secs(10), bus::connect(&tls)).await.expect("connects over TLS");
-    bus::declare_streams(&jetstream::new(connected), &[bus::USERS_STREAM], 1).await.expect("JetStream over TLS");
+    bus::declare_streams(&jetstream::new(connected), &[bus::USERS_STREAM], Default::default())
+        .await
+        .expect("JetStream over TLS");
 
     // Without a client certificate, or without TLS: no connection.
     let no_certificate = NatsConfig { tls_ca: Some(ca_file), tls_required: true, ..NatsConfig::url(nats.url()) };
