@@ -24,7 +24,7 @@ pub struct Config {
     pub trusted_proxies: crate::client::TrustedProxies,
     /// `APP_URL` (optional): where the verified page sends the user on ("Continue to …"), an
     /// `http://` or `https://` URL.
-    pub app_url: Option<String>,
+    pub app: Option<AppLink>,
     /// `GATEWAY_HEADER_TIMEOUT_SECONDS` (10), `GATEWAY_REQUEST_TIMEOUT_SECONDS` (30),
     /// `GATEWAY_MAX_CONNECTIONS` (1000): see [`crate::serve`].
     pub limits: crate::serve::Limits,
@@ -46,9 +46,9 @@ impl Config {
             metrics_addr: vars.string("METRICS_ADDR", "127.0.0.1:9104"),
             trusted_proxies: crate::client::TrustedProxies::parse(&vars.string("TRUSTED_PROXIES", ""))
                 .map_err(|e| ConfigError::new("TRUSTED_PROXIES", e))?,
-            app_url: match vars.var("APP_URL") {
+            app: match vars.var("APP_URL") {
                 None => None,
-                Some(url) => Some(app_url(&url).map_err(|e| ConfigError::new("APP_URL", e))?),
+                Some(url) => Some(AppLink::parse(&url).map_err(|e| ConfigError::new("APP_URL", e))?),
             },
             limits: crate::serve::Limits {
                 header_timeout: vars.seconds("GATEWAY_HEADER_TIMEOUT_SECONDS", defaults.header_timeout)?,
@@ -62,30 +62,44 @@ impl Config {
     }
 }
 
-/// An absolute `http(s)://host/…` URL, as given (trimmed).
-fn app_url(url: &str) -> Result<String, String> {
-    let url = url.trim();
-    let host = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or("must start with https:// (or http://)")?
-        .split(['/', '?', '#'])
-        .next()
-        .unwrap_or_default();
-    if host.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '<' || c == '>') {
-        return Err("must be an absolute URL with a host, e.g. https://app.example.com/welcome".into());
+/// The product the verified page links on to: its URL and, for "Continue to …", its host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppLink {
+    pub url: String,
+    pub host: String,
+}
+
+impl AppLink {
+    /// An absolute `http(s)://host/…` URL, as given (trimmed).
+    fn parse(url: &str) -> Result<AppLink, String> {
+        let url = url.trim();
+        let host = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .ok_or("must start with https:// (or http://)")?
+            .split(['/', '?', '#'])
+            .next()
+            .unwrap_or_default();
+        if host.is_empty()
+            || url.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '<' || c == '>')
+        {
+            return Err("must be an absolute URL with a host, e.g. https://app.example.com/welcome".into());
+        }
+        Ok(AppLink { url: url.to_owned(), host: host.to_owned() })
     }
-    Ok(url.to_owned())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::AppLink;
+
     #[test]
     fn an_app_url_is_absolute_http() {
-        assert_eq!(super::app_url(" https://app.example.com/welcome ").unwrap(), "https://app.example.com/welcome");
-        assert!(super::app_url("http://localhost:3000").is_ok());
+        let link = AppLink::parse(" https://app.example.com/welcome ").unwrap();
+        assert_eq!((link.url.as_str(), link.host.as_str()), ("https://app.example.com/welcome", "app.example.com"));
+        assert_eq!(AppLink::parse("http://localhost:3000").unwrap().host, "localhost:3000");
         for bad in ["app.example.com", "javascript:alert(1)", "https://", "https:///x", "https://a b.com", "ftp://x"] {
-            assert!(super::app_url(bad).is_err(), "{bad}");
+            assert!(AppLink::parse(bad).is_err(), "{bad}");
         }
     }
 }

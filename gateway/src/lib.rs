@@ -45,7 +45,9 @@ impl App {
                 config.posts_per_client,
             ),
             trusted_proxies: config.trusted_proxies,
-            app_url: config.app_url,
+            app: config.app.map(|app| {
+                minijinja::Value::from(std::collections::BTreeMap::from([("url", app.url), ("host", app.host)]))
+            }),
             keys: routes::KeysCache::default(),
             request_timeout: config.limits.request_timeout,
         };

@@ -34,8 +34,9 @@ pub struct Gateway {
     pub trusted_proxies: crate::client::TrustedProxies,
     /// From the request head to the response (a slow body included): 408 past it.
     pub request_timeout: Duration,
-    /// Where the verified page sends the user on.
-    pub app_url: Option<String>,
+    /// Where the verified page sends the user on (`APP_URL`), for the templates: `app.url`,
+    /// `app.host`.
+    pub app: Option<minijinja::Value>,
     /// The keys document, fetched from auth-service at most once per [`KEYS_FRESH`].
     pub keys: KeysCache,
     /// grpc.health.v1 of the services the pages call, for `/readyz`.
@@ -288,20 +289,11 @@ async fn verify(
 
 /// The page after a successful check: verified now, or before.
 fn verified_page(gw: &Gateway, reply: VerifyEmailResponse) -> Response {
+    let app = gw.app.clone();
     match reply.outcome() {
-        VerifyOutcome::AlreadyVerified => gw.pages.render(
-            StatusCode::OK,
-            "already_verified.html",
-            context! { app_url => gw.app_url.as_deref(), app_host => app_host(gw.app_url.as_deref()) },
-        ),
-        _ => gw.pages.render(StatusCode::OK, "verified.html", context! { email => reply.email, app_url => gw.app_url.as_deref(), app_host => app_host(gw.app_url.as_deref()) }),
+        VerifyOutcome::AlreadyVerified => gw.pages.render(StatusCode::OK, "already_verified.html", context! { app }),
+        _ => gw.pages.render(StatusCode::OK, "verified.html", context! { email => reply.email, app }),
     }
-}
-
-/// The host of the product's URL, for "Continue to app.example.com".
-fn app_host(url: Option<&str>) -> Option<&str> {
-    let rest = url?.split_once("://")?.1;
-    rest.split(['/', '?', '#']).next()
 }
 
 #[derive(Deserialize)]

@@ -21,7 +21,9 @@ use verimail_proto::email::v1::{Delivery, ListDeliveriesRequest};
 use verimail_proto::ops::v1::parking_service_client::ParkingServiceClient;
 use verimail_proto::ops::v1::{ListParkedRequest, ParkedMessage};
 use verimail_proto::user::v1::user_service_client::UserServiceClient;
-use verimail_proto::user::v1::{GetUserRequest, RegisterUserRequest, UserStatus, get_user_request};
+use verimail_proto::user::v1::{
+    GetUserRequest, RegisterUserRequest, SignInRequest, SignInResponse, UserStatus, get_user_request,
+};
 use verimail_server::admin::AdminCredential;
 use verimail_server::config::Vars;
 use verimail_server::internal::ServiceCredential;
@@ -463,14 +465,23 @@ impl Stack {
         done.expect("the statement runs").rows_affected()
     }
 
+    /// SignIn as a client of its own (limited by the test's address).
+    pub async fn sign_in(&self, email: &str, password: &str) -> Result<SignInResponse, tonic::Status> {
+        self.users
+            .clone()
+            .sign_in(SignInRequest { email: email.into(), password: password.into() })
+            .await
+            .map(|r| r.into_inner())
+    }
+
     /// SignIn as the gateway would, for the browser at `client`.
     pub async fn sign_in_from(
         &self,
         client: &str,
         email: &str,
         password: &str,
-    ) -> Result<verimail_proto::user::v1::SignInResponse, tonic::Status> {
-        let request = verimail_proto::user::v1::SignInRequest { email: email.into(), password: password.into() };
+    ) -> Result<SignInResponse, tonic::Status> {
+        let request = SignInRequest { email: email.into(), password: password.into() };
         self.users.clone().sign_in(for_browser(request, client)).await.map(|reply| reply.into_inner())
     }
 

@@ -77,32 +77,20 @@ impl ServiceCredential {
         }
     }
 
-    /// The credentials of several callers of one service, which must all differ: each caller
-    /// holds its own. Each is read with [`ServiceCredential::from_vars`], but [`APP_TOKEN`]
-    /// with [`ServiceCredential::optional_from_vars`].
-    pub fn distinct_from_vars<const N: usize>(
-        vars: &Vars,
-        variables: [&'static str; N],
-    ) -> Result<[ServiceCredential; N], ConfigError> {
-        let mut read: Vec<ServiceCredential> = Vec::with_capacity(N);
-        for (i, variable) in variables.into_iter().enumerate() {
-            let credential = if variable == APP_TOKEN {
-                ServiceCredential::optional_from_vars(vars, variable)?
-            } else {
-                ServiceCredential::from_vars(vars, variable)?
-            };
+    /// The credentials of the callers of one service (each with its variable) must all differ:
+    /// each caller holds its own. Unset ones differ from everything.
+    pub fn ensure_distinct(credentials: &[(&'static str, &ServiceCredential)]) -> Result<(), ConfigError> {
+        for (i, (variable, credential)) in credentials.iter().enumerate() {
             if let Some(secret) = &credential.0
-                && let Some(j) = read.iter().position(|earlier| earlier.is(secret))
+                && let Some((earlier, _)) = credentials[..i].iter().find(|(_, earlier)| earlier.is(secret))
             {
                 return Err(ConfigError::new(
                     variable,
-                    format!("must differ from {}: each caller holds its own", variables[j]),
+                    format!("must differ from {earlier}: each caller holds its own"),
                 ));
             }
-            debug_assert_eq!(read.len(), i);
-            read.push(credential);
         }
-        read.try_into().map_err(|_| ConfigError::new(variables[0], "internal: credential count"))
+        Ok(())
     }
 
     pub fn new(secret: &str) -> Result<ServiceCredential, String> {
@@ -188,6 +176,24 @@ impl Interceptor for ServiceCredential {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_caller_holds_its_own_credential() {
+        let gateway = ServiceCredential::new("the-gateway-secret-0123").unwrap();
+        let email = ServiceCredential::new("the-email-secret-012345").unwrap();
+        let again = ServiceCredential::new("the-gateway-secret-0123").unwrap();
+        let open = ServiceCredential::open();
+        assert!(ServiceCredential::ensure_distinct(&[(GATEWAY_TOKEN, &gateway), (EMAIL_TOKEN, &email)]).is_ok());
+        assert!(ServiceCredential::ensure_distinct(&[(GATEWAY_TOKEN, &open), (APP_TOKEN, &open)]).is_ok(), "unset");
+        let refused = ServiceCredential::ensure_distinct(&[
+            (GATEWAY_TOKEN, &gateway),
+            (EMAIL_TOKEN, &email),
+            (USER_TOKEN, &again),
+        ])
+        .unwrap_err();
+        assert_eq!(refused.name, USER_TOKEN);
+        assert!(refused.message.contains(GATEWAY_TOKEN), "{}", refused.message);
+    }
 
     #[test]
     fn only_the_exact_secret_is_trusted() {

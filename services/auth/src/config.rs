@@ -63,8 +63,14 @@ impl Config {
             SigningKeys::generate,
         )?;
         use verimail_server::internal::{EMAIL_TOKEN, GATEWAY_TOKEN, ServiceCredential, USER_TOKEN};
-        let [fronts, issuer, signs_for] =
-            ServiceCredential::distinct_from_vars(vars, [GATEWAY_TOKEN, EMAIL_TOKEN, USER_TOKEN])?;
+        let fronts = ServiceCredential::from_vars(vars, GATEWAY_TOKEN)?;
+        let issuer = ServiceCredential::from_vars(vars, EMAIL_TOKEN)?;
+        let signs_for = ServiceCredential::from_vars(vars, USER_TOKEN)?;
+        ServiceCredential::ensure_distinct(&[
+            (GATEWAY_TOKEN, &fronts),
+            (EMAIL_TOKEN, &issuer),
+            (USER_TOKEN, &signs_for),
+        ])?;
         let audience = vars.string("ACCESS_TOKEN_AUDIENCE", "verimail");
         if audience.trim().is_empty() {
             return Err(ConfigError::new("ACCESS_TOKEN_AUDIENCE", "must not be empty"));

@@ -56,9 +56,7 @@ impl AuthService for AuthGrpc {
         // Internal: only email-service may have tokens made; not the internet-facing gateway.
         self.issuer.require(&request, &[(&self.fronts, "the gateway"), (&self.signs_for, "user-service")])?;
         let request = request.into_inner();
-        let user_id = uuid::Uuid::parse_str(request.user_id.trim())
-            .map_err(|_| AuthError::invalid("user_id", "must be a UUID"))?
-            .to_string();
+        let user_id = user_id(&request.user_id)?;
         let email = Email::parse(&request.email).map_err(|reason| AuthError::invalid("email", reason))?;
         let email = email.as_str().to_owned();
         let issued =
@@ -188,9 +186,7 @@ impl AuthService for AuthGrpc {
         request: Request<pb::RevokeVerificationTokensRequest>,
     ) -> GrpcResult<pb::RevokeVerificationTokensResponse> {
         self.admin.require(&request)?;
-        let user_id = uuid::Uuid::parse_str(request.into_inner().user_id.trim())
-            .map_err(|_| AuthError::invalid("user_id", "must be a UUID"))?
-            .to_string();
+        let user_id = user_id(&request.into_inner().user_id)?;
         let revoked = async {
             let txn = verimail_events::db::begin_write(&self.db).await?;
             let counts = store::revoke(&txn, &user_id, None).await?;
@@ -209,26 +205,10 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<pb::IssueAccessTokenRequest>,
     ) -> GrpcResult<pb::IssueAccessTokenResponse> {
-        self.sign_access_token(request).await
-    }
-
-    /// Public keys are public: no credential, the same answer for everyone.
-    async fn get_public_keys(&self, _: Request<pb::GetPublicKeysRequest>) -> GrpcResult<pb::GetPublicKeysResponse> {
-        Ok(Response::new(self.public_keys()))
-    }
-}
-
-impl AuthGrpc {
-    async fn sign_access_token(
-        &self,
-        request: Request<pb::IssueAccessTokenRequest>,
-    ) -> GrpcResult<pb::IssueAccessTokenResponse> {
         // Only user-service, which has just checked the password, may have one signed.
         self.signs_for.require(&request, &[(&self.fronts, "the gateway"), (&self.issuer, "email-service")])?;
         let request = request.into_inner();
-        let user_id = uuid::Uuid::parse_str(request.user_id.trim())
-            .map_err(|_| AuthError::invalid("user_id", "must be a UUID"))?
-            .to_string();
+        let user_id = user_id(&request.user_id)?;
         let email = Email::parse(&request.email).map_err(|reason| AuthError::invalid("email", reason))?;
         let holder =
             crate::access::Holder { user_id: &user_id, email: email.as_str(), email_verified: request.email_verified };
@@ -243,18 +223,22 @@ impl AuthGrpc {
         }))
     }
 
-    fn public_keys(&self) -> pb::GetPublicKeysResponse {
-        pb::GetPublicKeysResponse {
-            keys: self
-                .signing_keys
-                .published()
-                .into_iter()
-                .map(|key| pb::PublicKey { id: key.id, paserk: key.paserk, current: key.current })
-                .collect(),
+    /// Public keys are public: no credential, the same answer for everyone.
+    async fn get_public_keys(&self, _: Request<pb::GetPublicKeysRequest>) -> GrpcResult<pb::GetPublicKeysResponse> {
+        let published = self.signing_keys.published().into_iter();
+        Ok(Response::new(pb::GetPublicKeysResponse {
+            keys: published.map(|key| pb::PublicKey { id: key.id, paserk: key.paserk, current: key.current }).collect(),
             audience: self.audience.clone(),
             issuer: crate::access::ISSUER.to_owned(),
-        }
+        }))
     }
+}
+
+/// A user id as its canonical text; INVALID_ARGUMENT naming `user_id` otherwise.
+fn user_id(raw: &str) -> Result<String, AuthError> {
+    uuid::Uuid::parse_str(raw.trim())
+        .map(|id| id.to_string())
+        .map_err(|_| AuthError::invalid("user_id", "must be a UUID"))
 }
 
 /// Counts a verification by method and outcome (`verimail_verifications`), passing it on.

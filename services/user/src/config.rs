@@ -55,8 +55,11 @@ impl Config {
         }
         let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(2);
         use verimail_server::internal::{APP_TOKEN, GATEWAY_TOKEN, ServiceCredential, USER_TOKEN};
-        let [fronts, credential, apps] =
-            ServiceCredential::distinct_from_vars(vars, [GATEWAY_TOKEN, USER_TOKEN, APP_TOKEN])?;
+        let fronts = ServiceCredential::from_vars(vars, GATEWAY_TOKEN)?;
+        let credential = ServiceCredential::from_vars(vars, USER_TOKEN)?;
+        // Optional: without it only operators look users up.
+        let apps = ServiceCredential::optional_from_vars(vars, APP_TOKEN)?;
+        ServiceCredential::ensure_distinct(&[(GATEWAY_TOKEN, &fronts), (USER_TOKEN, &credential), (APP_TOKEN, &apps)])?;
         Ok(Config {
             backbone: BackboneConfig::from_vars(
                 vars,

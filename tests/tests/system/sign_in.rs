@@ -7,15 +7,10 @@ use tonic::Code;
 use verimail_client::{Connection, TokenVerifier, VerifyError};
 use verimail_example_orders::pb::{PlaceOrderRequest, orders_client::OrdersClient};
 use verimail_proto::reasons;
-use verimail_proto::user::v1::{SignInRequest, SignInResponse, UserStatus};
+use verimail_proto::user::v1::UserStatus;
 use verimail_system_tests::{Stack, StackOptions};
 
 const PASSWORD: &str = "correct horse battery";
-
-async fn sign_in(stack: &Stack, email: &str, password: &str) -> Result<SignInResponse, tonic::Status> {
-    let request = SignInRequest { email: email.into(), password: password.into() };
-    stack.users.clone().sign_in(request).await.map(|reply| reply.into_inner())
-}
 
 /// A verifier with the keys of the stack's auth-service, as another team's service holds one.
 fn verifier(stack: &Stack) -> TokenVerifier {
@@ -51,7 +46,7 @@ async fn sign_in_waits_for_verification_then_a_token_opens_another_teams_service
     stack.smtp.wait_for("ann@example.com", 1, EMAIL_WAIT).await;
 
     // Not verified yet: refused with the reason, and a new verification email goes out.
-    let refused = sign_in(&stack, "ann@example.com", PASSWORD).await.unwrap_err();
+    let refused = stack.sign_in("ann@example.com", PASSWORD).await.unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
     assert_eq!(reasons::of(&refused), reasons::EMAIL_NOT_VERIFIED);
     let mails = stack.smtp.wait_for("ann@example.com", 2, EMAIL_WAIT).await;
@@ -60,7 +55,7 @@ async fn sign_in_waits_for_verification_then_a_token_opens_another_teams_service
     // The newest link verifies; then sign-in answers a token for the user.
     stack.verify(&mails[1].verification_token()).await.expect("the new link verifies");
     assert!(stack.wait_for_status(&user_id, UserStatus::Verified, STATUS_WAIT).await);
-    let signed_in = sign_in(&stack, "Ann@Example.com", PASSWORD).await.expect("SignIn after verification");
+    let signed_in = stack.sign_in("Ann@Example.com", PASSWORD).await.expect("SignIn after verification");
     let user = signed_in.user.expect("the user");
     assert_eq!((user.id.as_str(), user.status()), (user_id.as_str(), UserStatus::Verified));
     assert!(signed_in.access_token.starts_with("v4.public."), "{}", signed_in.access_token);
@@ -112,7 +107,7 @@ async fn an_unverified_users_token_is_refused_by_the_service_and_an_expired_one_
     let orders = start_orders(verifier(&stack)).await;
 
     // SIGN_IN_REQUIRES_VERIFIED=false: a token that says so, which the service refuses.
-    let unverified = sign_in(&stack, "bob@example.com", PASSWORD).await.expect("SignIn unverified");
+    let unverified = stack.sign_in("bob@example.com", PASSWORD).await.expect("SignIn unverified");
     assert_eq!(unverified.user.expect("the user").status(), UserStatus::Unverified);
     let claims = verifier(&stack).verify(&unverified.access_token).await.expect("a valid token");
     assert!(!claims.email_verified);
@@ -123,7 +118,7 @@ async fn an_unverified_users_token_is_refused_by_the_service_and_an_expired_one_
 
     stack.verify(&mail.verification_token()).await.expect("the link verifies");
     assert!(stack.wait_for_status(&user_id, UserStatus::Verified, STATUS_WAIT).await);
-    let verified = sign_in(&stack, "bob@example.com", PASSWORD).await.expect("SignIn verified");
+    let verified = stack.sign_in("bob@example.com", PASSWORD).await.expect("SignIn verified");
     place_order(&orders, Some(&verified.access_token)).await.expect("a verified user's order");
 
     // ACCESS_TOKEN_TTL_SECONDS=2: past it, the same token opens nothing.
@@ -263,7 +258,7 @@ async fn the_gateway_publishes_the_keys_as_json_and_the_verified_page_continues_
         "{html}"
     );
     assert!(stack.wait_for_status(&user_id, UserStatus::Verified, STATUS_WAIT).await);
-    let token = sign_in(&stack, "eve@example.com", PASSWORD).await.expect("SignIn").access_token;
+    let token = stack.sign_in("eve@example.com", PASSWORD).await.expect("SignIn").access_token;
     let from_json: Vec<(String, String)> = keys
         .iter()
         .map(|k| {
