@@ -25,6 +25,7 @@ impl Pages {
             "already_verified.html",
             "resend_form.html",
             "expired.html",
+            "account_gone.html",
             "invalid.html",
             "resend.html",
             "resent.html",

@@ -21,6 +21,7 @@ use verimail_proto::auth::v1::{
     VerifyEmailCodeRequest, VerifyEmailRequest, VerifyEmailResponse, VerifyOutcome,
     auth_service_client::AuthServiceClient,
 };
+use verimail_proto::reasons;
 use verimail_proto::user::v1::{ResendVerificationRequest, user_service_client::UserServiceClient};
 use verimail_server::internal::{CLIENT_ADDRESS, Internal};
 use verimail_server::limits::Limiter;
@@ -277,14 +278,23 @@ async fn verify(
     match answer {
         Ok(reply) => verified_page(&gw, reply.into_inner()),
         Err(status) => match status.code() {
-            Code::FailedPrecondition => {
-                let revoked = verimail_proto::reasons::of(&status) == verimail_proto::reasons::TOKEN_REVOKED;
-                gw.pages.render(StatusCode::GONE, "expired.html", context! { email => "", revoked })
-            }
+            Code::FailedPrecondition => match verimail_proto::reasons::of(&status).as_str() {
+                why @ (reasons::ACCOUNT_EXPIRED | reasons::ACCOUNT_DELETED) => account_gone(&gw, why, "link"),
+                why => {
+                    let revoked = why == reasons::TOKEN_REVOKED;
+                    gw.pages.render(StatusCode::GONE, "expired.html", context! { email => "", revoked })
+                }
+            },
             Code::InvalidArgument => gw.pages.render(StatusCode::BAD_REQUEST, "invalid.html", context! { email => "" }),
             _ => unavailable(&gw, &status),
         },
     }
+}
+
+/// 410 for a link or code of a deleted account: "register again" when it expired unverified.
+fn account_gone(gw: &Gateway, why: &str, what: &str) -> Response {
+    let expired = why == reasons::ACCOUNT_EXPIRED;
+    gw.pages.render(StatusCode::GONE, "account_gone.html", context! { expired, what, app => gw.app.clone() })
 }
 
 /// The page after a successful check: verified now, or before.
@@ -319,11 +329,10 @@ async fn verify_code(
         Ok(reply) => verified_page(&gw, reply.into_inner()),
         Err(status) => match status.code() {
             Code::FailedPrecondition => match verimail_proto::reasons::of(&status).as_str() {
-                verimail_proto::reasons::CODE_LOCKED => {
-                    gw.pages.render(StatusCode::GONE, "code_locked.html", context! { email })
-                }
+                reasons::CODE_LOCKED => gw.pages.render(StatusCode::GONE, "code_locked.html", context! { email }),
+                why @ (reasons::ACCOUNT_EXPIRED | reasons::ACCOUNT_DELETED) => account_gone(&gw, why, "code"),
                 why => {
-                    let revoked = why == verimail_proto::reasons::CODE_REVOKED;
+                    let revoked = why == reasons::CODE_REVOKED;
                     gw.pages.render(StatusCode::GONE, "expired.html", context! { email, what => "code", revoked })
                 }
             },

@@ -119,6 +119,8 @@ pub struct StackOptions {
     pub sign_in_failures: Option<Rate>,
     /// The gateway's `APP_URL` (none by default).
     pub app_url: Option<String>,
+    /// `UNVERIFIED_ACCOUNT_TTL_SECONDS` (7 days as in production; `None`: off).
+    pub unverified_ttl: Option<Duration>,
 }
 
 impl StackOptions {
@@ -160,6 +162,7 @@ impl Default for StackOptions {
             sign_in_requires_verified: true,
             sign_in_failures: None,
             app_url: None,
+            unverified_ttl: Some(Duration::from_secs(7 * 24 * 3600)),
         }
     }
 }
@@ -262,6 +265,7 @@ pub struct Stack {
     /// The parking RPCs of email-service and of user-service.
     pub email_parking: ParkingServiceClient<Ops>,
     pub user_parking: ParkingServiceClient<Ops>,
+    pub auth_parking: ParkingServiceClient<Ops>,
     pub gateway_url: String,
     pub smtp: SmtpServer,
     /// The PASERK key auth-service issues with, so a test can forge tokens it signs.
@@ -366,6 +370,7 @@ impl Stack {
             emails: EmailServiceClient::new(channel(email_addr)),
             email_parking: ParkingServiceClient::new(channel(email_addr)),
             user_parking: ParkingServiceClient::new(channel(user_addr)),
+            auth_parking: ParkingServiceClient::new(channel(auth_addr)),
             gateway_url,
             smtp,
             token_key,
@@ -465,6 +470,16 @@ impl Stack {
         done.expect("the statement runs").rows_affected()
     }
 
+    /// Every place `needle` is stored in the three databases: `service.table.column` of each
+    /// column (of any type: text, and bytes such as event payloads) where a row holds it.
+    pub async fn find_everywhere(&self, needle: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for service in ["user", "auth", "email"] {
+            found.extend(find_in_database(&self.database_url(service), service, needle).await);
+        }
+        found
+    }
+
     /// SignIn as a client of its own (limited by the test's address).
     pub async fn sign_in(&self, email: &str, password: &str) -> Result<SignInResponse, tonic::Status> {
         self.users
@@ -497,6 +512,61 @@ impl Stack {
             .expect("a user");
         user.status()
     }
+}
+
+/// Where `needle` is stored in the database at `url` (see [`Stack::find_everywhere`]).
+pub async fn find_in_database(url: &str, service: &str, needle: &str) -> Vec<String> {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    let db = sea_orm::Database::connect(url).await.expect("open a service database");
+    let backend = db.get_database_backend();
+    let rows = |sql: &str| db.query_all_raw(Statement::from_string(backend, sql));
+    // (table, column, whether it holds bytes)
+    let columns: Vec<(String, String, bool)> = match backend {
+        DbBackend::Postgres => rows(
+            "SELECT table_name::text, column_name::text, data_type::text FROM information_schema.columns \
+             WHERE table_schema = current_schema()",
+        )
+        .await
+        .expect("list columns")
+        .iter()
+        .map(|r| {
+            let kind: String = r.try_get_by_index(2).expect("a type");
+            (r.try_get_by_index(0).expect("a table"), r.try_get_by_index(1).expect("a column"), kind == "bytea")
+        })
+        .collect(),
+        _ => {
+            let tables = rows("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+                .await
+                .expect("list tables");
+            let mut columns = Vec::new();
+            for table in tables {
+                let table: String = table.try_get_by_index(0).expect("a table");
+                let info = rows(&format!("SELECT name FROM pragma_table_info('{table}')")).await.expect("columns");
+                for column in info {
+                    columns.push((table.clone(), column.try_get_by_index(0).expect("a column"), false));
+                }
+            }
+            columns
+        }
+    };
+    assert!(columns.len() > 5, "{service}: found only {} columns to search", columns.len());
+    let needle = needle.replace('\'', "''");
+    let mut found = Vec::new();
+    for (table, column, bytes) in columns {
+        let holds = match (backend, bytes) {
+            (DbBackend::Postgres, true) => format!("position(convert_to('{needle}', 'UTF8') in \"{column}\") > 0"),
+            (DbBackend::Postgres, false) => format!("CAST(\"{column}\" AS TEXT) LIKE '%{needle}%'"),
+            // SQLite reads a blob cast to text as its bytes.
+            _ => format!("CAST(\"{column}\" AS TEXT) LIKE '%{needle}%'"),
+        };
+        let sql = format!("SELECT COUNT(*) FROM \"{table}\" WHERE {holds}");
+        let count = rows(&sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let count: i64 = count[0].try_get_by_index(0).expect("a count");
+        if count > 0 {
+            found.push(format!("{service}.{table}.{column} ({count} rows)"));
+        }
+    }
+    found
 }
 
 /// A listening address on a free port of this machine.

@@ -59,6 +59,7 @@ impl StackOptions {
                 ("RATE_LIMIT_RESEND_PER_CLIENT", rate(self.limits)),
                 ("RATE_LIMIT_RESEND_PER_EMAIL", rate(self.limits)),
                 ("RATE_LIMIT_RESEND_PER_EMAIL_DAILY", rate(self.limits)),
+                ("UNVERIFIED_ACCOUNT_TTL_SECONDS", self.unverified_ttl.map_or_else(|| "off".into(), seconds)),
             ]),
             Part::Auth => vars.extend([
                 gateway_token,

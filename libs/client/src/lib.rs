@@ -30,7 +30,11 @@ mod layer;
 mod verify;
 
 pub use connect::{ConnectError, Connection, ServiceToken, WithCredential};
-pub use layer::{RequireVerified, RequireVerifiedService};
+pub use layer::{RequireVerified, RequireVerifiedService, bearer_token};
+
+/// How every access token begins (PASETO v4.public): what tells one from another credential
+/// that travels in `authorization: Bearer`.
+pub const TOKEN_PREFIX: &str = "v4.public.";
 pub use verify::{Claims, KeySource, KeysFuture, StaticKeys, TokenVerifier, VerifyError};
 
 /// The `iss` claim of Verimail's access tokens.

@@ -63,10 +63,7 @@ pub const DEFAULT_EVENT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600)
 impl StreamSettings {
     pub fn from_vars(vars: &Vars) -> Result<StreamSettings, ConfigError> {
         const RETENTION: &str = "NATS_EVENT_RETENTION_SECONDS";
-        let event_retention = match vars.var(RETENTION) {
-            Some(off) if off.trim().eq_ignore_ascii_case("off") => None,
-            _ => Some(vars.seconds(RETENTION, DEFAULT_EVENT_RETENTION)?),
-        };
+        let event_retention = vars.seconds_or_off(RETENTION, DEFAULT_EVENT_RETENTION)?;
         if event_retention.is_some_and(|kept| kept < DUPLICATE_WINDOW) {
             return Err(ConfigError::new(
                 RETENTION,

@@ -8,6 +8,7 @@ pub mod backbone;
 pub mod backoff;
 pub mod bus;
 pub mod db;
+pub mod erasure;
 pub mod metrics;
 pub mod outbox;
 pub mod parking;

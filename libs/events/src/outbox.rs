@@ -350,6 +350,9 @@ impl OutboxRelay {
                 _ => None,
             });
             let mut headers = bus::event_headers(&row.id, &row.event_type);
+            if let Some(user_id) = &row.aggregate_id {
+                headers.insert(verimail_proto::headers::USER_ID, user_id.as_str());
+            }
             for (field, value) in verimail_server::telemetry::carrier(&span) {
                 headers.insert(field.as_str(), value.as_str());
             }

@@ -35,13 +35,7 @@ impl Parking {
     }
 
     async fn parked_stream(&self) -> Result<Option<jetstream::stream::Stream>, Status> {
-        match self.js.get_stream(bus::PARKED_STREAM.name).await {
-            Ok(stream) => Ok(Some(stream)),
-            Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND) => {
-                Ok(None)
-            }
-            Err(e) => Err(nats_unavailable(e)),
-        }
+        parked_stream(&self.js).await.map_err(nats_unavailable)
     }
 
     /// This service's parked messages on one consumer's subject, from `after + 1` on, at most
@@ -70,6 +64,46 @@ impl Parking {
         }
         Ok(())
     }
+}
+
+/// The PARKED stream; none before anything was parked.
+async fn parked_stream(
+    js: &jetstream::Context,
+) -> Result<Option<jetstream::stream::Stream>, jetstream::context::GetStreamError> {
+    match js.get_stream(bus::PARKED_STREAM.name).await {
+        Ok(stream) => Ok(Some(stream)),
+        Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND) => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes from PARKED every message of `durables` about `user_id` (its `Verimail-User-Id`
+/// header): a deleted user's parked events carry their address. How many it removed.
+pub async fn forget_user(js: &jetstream::Context, durables: &[&str], user_id: &str) -> Result<u64, async_nats::Error> {
+    let Some(stream) = parked_stream(js).await? else {
+        return Ok(0);
+    };
+    let mut removed = 0;
+    for durable in durables {
+        let subject = streams::parked_subject(durable);
+        let mut next = 1;
+        loop {
+            let found = stream.raw_message_builder().sequence(next).next_by_subject(subject.clone()).send().await;
+            let message = match found {
+                Ok(message) => message,
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
+                Err(e) => return Err(e.into()),
+            };
+            next = message.sequence + 1;
+            if header(&message.headers, headers::USER_ID) == user_id {
+                stream.delete_message(message.sequence).await?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 fn nats_unavailable(e: impl std::fmt::Display) -> Status {
@@ -150,7 +184,7 @@ impl pb::parking_service_server::ParkingService for Parking {
             )));
         }
         let mut headers = HeaderMap::new();
-        for name in [headers::EVENT_ID, headers::EVENT_TYPE] {
+        for name in [headers::EVENT_ID, headers::EVENT_TYPE, headers::USER_ID] {
             if let Some(value) = message.headers.get(name) {
                 headers.insert(name, value.as_str());
             }

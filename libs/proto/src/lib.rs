@@ -71,6 +71,9 @@ pub mod headers {
     pub const PARKED_SUBJECT: &str = "Verimail-Parked-Subject";
     pub const PARKED_ERROR: &str = "Verimail-Parked-Error";
     pub const PARKED_ATTEMPTS: &str = "Verimail-Parked-Attempts";
+    /// The user the event is about (its `user_id`), so that a user's messages can be found
+    /// without decoding them (the parked ones of a deleted user are removed).
+    pub const USER_ID: &str = "Verimail-User-Id";
 }
 
 /// The subject each event of `events.proto` is published on.
@@ -83,6 +86,8 @@ pub mod subjects {
     pub const USERS_SIGNUP_ATTEMPTED: &str = "users.signup_attempted";
     /// `UserVerified`: for other services; none of Verimail's consumes it.
     pub const USERS_VERIFIED: &str = "users.verified";
+    /// `UserDeleted`: every service erases what it holds of the user.
+    pub const USERS_DELETED: &str = "users.deleted";
     /// `EmailVerified`
     pub const AUTH_EMAIL_VERIFIED: &str = "auth.email_verified";
 }
@@ -99,6 +104,11 @@ pub mod reasons {
     pub const CODE_REVOKED: &str = "CODE_REVOKED";
     /// A link or code asked for a registration that a newer one of the address replaced.
     pub const REGISTRATION_SUPERSEDED: &str = "REGISTRATION_SUPERSEDED";
+    /// A link or code of an account deleted because it was never verified in time: the
+    /// address is free to register again.
+    pub const ACCOUNT_EXPIRED: &str = "ACCOUNT_EXPIRED";
+    /// A link or code of an account deleted on request.
+    pub const ACCOUNT_DELETED: &str = "ACCOUNT_DELETED";
 
     /// The ErrorInfo domain of user-service's reasons (and of the client library's).
     pub const USER_DOMAIN: &str = "user.verimail";

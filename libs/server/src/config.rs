@@ -84,6 +84,14 @@ impl Vars {
         Ok(Duration::from_secs(secs))
     }
 
+    /// A duration in whole seconds, or `off` (any case) for none.
+    pub fn seconds_or_off(&self, name: &'static str, default: Duration) -> Result<Option<Duration>, ConfigError> {
+        match self.var(name) {
+            Some(off) if off.eq_ignore_ascii_case("off") => Ok(None),
+            _ => self.seconds(name, default).map(Some),
+        }
+    }
+
     /// `VERIMAIL_ENV`: `development`, `production`, or unset (production). Any other value is an
     /// error, so a typo (`prod`, `dev`) cannot open what production closes.
     pub fn environment(&self) -> Result<Environment, ConfigError> {

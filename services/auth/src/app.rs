@@ -10,15 +10,18 @@ use std::sync::Arc;
 use std::time::Duration;
 use tonic::service::Routes;
 use verimail_events::backbone::Backbone;
-use verimail_events::bus::AUTH_STREAM;
+use verimail_events::bus::{self, AUTH_STREAM};
 use verimail_events::outbox::OutboxRelay;
+use verimail_events::parking::{self, Parking};
 use verimail_proto::auth::v1::auth_service_server::{AuthServiceServer, SERVICE_NAME};
+use verimail_server::grpc::Background;
 use verimail_server::internal::ServiceCredential;
 use verimail_server::limits::{Limiter, Rate};
 use verimail_server::shutdown::Shutdown;
 
 pub struct App {
     backbone: Backbone,
+    streams: verimail_events::bus::StreamSettings,
     outbox_retention: Duration,
     keys: Arc<TokenKeys>,
     signing_keys: Arc<crate::access::SigningKeys>,
@@ -42,6 +45,7 @@ impl App {
         crate::metrics::register();
         let backbone = Backbone::start::<Migrator>(&config.backbone, &[AUTH_STREAM]).await?;
         Ok(App {
+            streams: config.backbone.streams,
             backbone,
             outbox_retention: config.outbox_retention,
             keys: Arc::new(config.keys),
@@ -67,9 +71,20 @@ impl App {
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let db = self.backbone.db.clone();
         let relay = OutboxRelay::new(db.clone(), self.backbone.js.clone()).with_retention(self.outbox_retention);
+        let code_keys = Arc::new(CodeKeys::derive(self.keys.raw_keys()));
+        let js = self.backbone.js.clone();
+        let erase = {
+            let (db, js, code_keys) = (db.clone(), js.clone(), code_keys.clone());
+            move |delivery| {
+                let (db, js, code_keys) = (db.clone(), js.clone(), code_keys.clone());
+                async move { crate::erasure::on_user_deleted(&db, &js, &code_keys, delivery).await }
+            }
+        };
+        let deletions = crate::erasure::consumer(self.streams);
+        let parking = Parking::server(js.clone(), vec![deletions.durable], self.admin.clone());
         let grpc = AuthGrpc {
             db: db.clone(),
-            code_keys: Arc::new(CodeKeys::derive(self.keys.raw_keys())),
+            code_keys,
             keys: self.keys,
             signing_keys: self.signing_keys,
             access_token_lifetime: self.access_token_lifetime,
@@ -88,8 +103,11 @@ impl App {
         };
         let routes = Routes::new(
             AuthServiceServer::new(grpc).max_decoding_message_size(verimail_server::grpc::MAX_MESSAGE_BYTES),
-        );
-        let background = vec![Box::pin(relay.run(shutdown.clone())) as _];
-        self.backbone.serve(routes, vec![SERVICE_NAME], background, vec![], shutdown).await
+        )
+        .add_service(parking);
+        let background: Vec<Background> =
+            vec![Box::pin(relay.run(shutdown.clone())), Box::pin(bus::consume(js, deletions, erase, shutdown.clone()))];
+        let served = vec![SERVICE_NAME, parking::SERVICE_NAME];
+        self.backbone.serve(routes, served, background, vec![], shutdown).await
     }
 }

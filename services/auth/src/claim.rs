@@ -95,6 +95,13 @@ async fn use_tokens(db: &DatabaseConnection, uses: &[TokenUse]) -> Result<(Vec<A
             .map(|row| (row.jti.clone(), row))
             .collect(),
     };
+    // Authentic tokens with no row: those of deleted accounts (their rows were erased).
+    let unrecorded: Vec<&str> = uses
+        .iter()
+        .filter(|u| !claimed.contains_key(&u.jti) && !known.contains_key(&u.jti))
+        .map(|u| u.user_id.as_str())
+        .collect();
+    let gone = verimail_events::erasure::buried(&txn, &unrecorded).await?;
     let mut first_use = HashSet::new();
     let mut announcements = Vec::new();
     let outcomes = uses
@@ -112,8 +119,11 @@ async fn use_tokens(db: &DatabaseConnection, uses: &[TokenUse]) -> Result<(Vec<A
                 return Ok(VerifyOutcome::AlreadyVerified);
             }
             match known.get(&u.jti) {
-                // Authentic but never recorded: issued by a key holder that is not this service.
-                None => Err(AuthError::Token(crate::token::TokenError::Invalid)),
+                None => match gone.get(&u.user_id) {
+                    Some(reason) => Err(AuthError::AccountGone(*reason)),
+                    // Authentic but never recorded: issued by a key holder that is not this service.
+                    None => Err(AuthError::Token(crate::token::TokenError::Invalid)),
+                },
                 Some(row) if row.used_at.is_none() && row.revoked_at.is_some() => Err(AuthError::TokenRevoked),
                 Some(_) => Ok(VerifyOutcome::AlreadyVerified),
             }

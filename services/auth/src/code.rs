@@ -16,6 +16,9 @@ pub const MAX_WRONG_TRIES: i32 = 20;
 
 type CodeMac = Blake2bMac<U32>;
 
+/// How an erased address begins.
+pub const ERASED: &str = "erased:";
+
 /// A MAC keyed with `key` (32 bytes: a v4.local token key, or one derived from it).
 #[allow(clippy::expect_used, reason = "BLAKE2b takes keys of up to 64 bytes, and ours are 32")]
 fn keyed(key: &[u8]) -> CodeMac {
@@ -63,6 +66,22 @@ impl CodeKeys {
             })
             .collect();
         CodeKeys { by_id }
+    }
+
+    /// What replaces the address of a deleted user's code made with the key `key_id`: a keyed
+    /// hash, so that the code still finds its account ("this account was deleted") while the
+    /// address itself is gone.
+    pub fn erased_address(&self, key_id: &str, email: &str) -> Option<String> {
+        let mut mac = keyed(self.by_id.get(key_id)?);
+        mac.update(b"verimail/erased-address/v1\0");
+        mac.update(email.as_bytes());
+        let hash = mac.finalize().into_bytes();
+        Some(format!("{ERASED}{}", hash.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+    }
+
+    /// The erased forms of `email`, one per key.
+    pub fn erased_addresses(&self, email: &str) -> Vec<String> {
+        self.by_id.keys().filter_map(|key_id| self.erased_address(key_id, email)).collect()
     }
 
     fn mac(&self, key_id: &str, user_id: &str, code: &Code) -> Option<CodeMac> {

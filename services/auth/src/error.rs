@@ -24,6 +24,9 @@ pub enum AuthError {
     CodeRevoked,
     #[error("registration_event_id: a later registration of this user has had its email")]
     RegistrationSuperseded,
+    /// The link's or code's account was deleted: never verified in time, or on request.
+    #[error("the account was deleted")]
+    AccountGone(verimail_events::erasure::Reason),
 }
 
 /// FAILED_PRECONDITION with a machine-readable reason beside the message.
@@ -49,6 +52,13 @@ impl From<AuthError> for Status {
             AuthError::TokenRevoked => failed_precondition(reasons::TOKEN_REVOKED, err.to_string()),
             AuthError::CodeRevoked => failed_precondition(reasons::CODE_REVOKED, err.to_string()),
             AuthError::RegistrationSuperseded => failed_precondition(reasons::REGISTRATION_SUPERSEDED, err.to_string()),
+            AuthError::AccountGone(verimail_events::erasure::Reason::Expired) => failed_precondition(
+                reasons::ACCOUNT_EXPIRED,
+                "the account was not verified in time and has been deleted; register again".into(),
+            ),
+            AuthError::AccountGone(verimail_events::erasure::Reason::Requested) => {
+                failed_precondition(reasons::ACCOUNT_DELETED, "the account was deleted".into())
+            }
             AuthError::Token(token_error) => verimail_server::grpc::invalid_argument("token", token_error.to_string()),
             AuthError::Db(ref source) => verimail_events::db::status_of("auth", source),
             AuthError::Issue(ref reason) => {

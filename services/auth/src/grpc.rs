@@ -79,6 +79,11 @@ impl AuthService for AuthGrpc {
             .hash(&issued.key_id, &user_id, &code)
             .ok_or_else(|| AuthError::Issue("no code key for the current token key".into()))?;
         let txn = verimail_events::db::begin_write(&self.db).await.map_err(AuthError::from)?;
+        // email-service behind on users.deleted: nothing for an account that is gone.
+        let gone = verimail_events::erasure::buried(&txn, &[user_id.as_str()]).await.map_err(AuthError::from)?;
+        if let Some(reason) = gone.get(&user_id) {
+            return Err(AuthError::AccountGone(*reason).into());
+        }
         if let Some(registration) = &registration {
             if store::superseded(&txn, &user_id, registration).await.map_err(AuthError::from)? {
                 return Err(AuthError::RegistrationSuperseded.into());
@@ -253,6 +258,7 @@ fn counted<T>(
         Err(AuthError::CodeLocked) => "locked",
         Err(AuthError::TokenRevoked | AuthError::CodeRevoked) => "revoked",
         Err(AuthError::Token(_) | AuthError::InvalidArgument { .. }) => "invalid",
+        Err(AuthError::AccountGone(_)) => "account_deleted",
         Err(AuthError::Db(_) | AuthError::Issue(_) | AuthError::RegistrationSuperseded) => "error",
     };
     crate::metrics::verification(method, outcome);
@@ -277,8 +283,22 @@ impl AuthGrpc {
         let max_tries = self.code_max_wrong_tries;
         let now = chrono::Utc::now();
         let txn = verimail_events::db::begin_write(&self.db).await?;
-        let sent = codes::Entity::find().filter(codes::Column::Email.eq(email)).all(&txn).await?;
+        let mut forms = self.code_keys.erased_addresses(email);
+        forms.push(email.to_owned());
+        let (sent, erased): (Vec<_>, Vec<_>) = codes::Entity::find()
+            .filter(codes::Column::Email.is_in(forms))
+            .all(&txn)
+            .await?
+            .into_iter()
+            .partition(|row| row.email == email);
         let matches = |row: &codes::Model| self.code_keys.matches(&row.key_id, &row.user_id, code, &row.code_hash);
+        // A code of a deleted account: say so, rather than "wrong code".
+        if let Some(row) = erased.iter().find(|row| matches(row)) {
+            let gone = verimail_events::erasure::buried(&txn, &[row.user_id.as_str()]).await?;
+            return Err(AuthError::AccountGone(
+                gone.get(&row.user_id).copied().unwrap_or(verimail_events::erasure::Reason::Requested),
+            ));
+        }
         match crate::code::decide(&sent, matches, now, max_tries) {
             Decision::AlreadyUsed(row) => Ok((pb::VerifyOutcome::AlreadyVerified, row.user_id.clone())),
             Decision::Refused(Refusal::Revoked) => Err(AuthError::CodeRevoked),

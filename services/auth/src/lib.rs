@@ -1,13 +1,15 @@
 //! auth-service: the only holder of keys. Issues PASETO v4.local email verification tokens and
 //! codes, checks them (key, purpose, expiry, single use) and publishes auth.email_verified
 //! through its outbox; signs the PASETO v4.public access tokens of signed-in users and
-//! publishes the keys that verify them. It stores no users and sends no mail.
+//! publishes the keys that verify them. It stores no users and sends no mail. On users.deleted
+//! it erases the user's tokens and codes.
 
 pub mod access;
 pub mod app;
 pub mod claim;
 pub mod code;
 pub mod config;
+pub mod erasure;
 pub mod error;
 pub mod grpc;
 pub mod metrics;

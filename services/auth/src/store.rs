@@ -260,6 +260,7 @@ impl MigratorTrait for Migrator {
         migrations.push(Box::new(add_revoked_at::migration()));
         migrations.push(Box::new(index_codes_by_user::migration()));
         migrations.push(Box::new(add_registration_event::migration()));
+        migrations.push(Box::new(verimail_events::erasure::migration::migration()));
         migrations
     }
 }

@@ -43,6 +43,8 @@ impl App {
             public_base_url: config.public_base_url.clone(),
             send_timeout: config.send_timeout,
             instance: config.instance.clone(),
+            address_key: config.address_key.clone(),
+            js: backbone.js.clone(),
         });
         Ok(App {
             backbone,

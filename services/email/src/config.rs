@@ -39,6 +39,10 @@ pub struct Config {
     /// `EMAIL_INSTANCE_ID`: names this instance in the deliveries it handles (default: the
     /// host name and process id).
     pub instance: String,
+    /// `DELIVERY_HASH_KEY` (at least 32 characters; required in production, a key of the
+    /// process in development): keys the hash that replaces a deleted user's address in their
+    /// deliveries.
+    pub address_key: crate::store::AddressKey,
 }
 
 impl Config {
@@ -108,7 +112,19 @@ impl Config {
             send_timeout: vars.seconds("EMAIL_SEND_TIMEOUT_SECONDS", Duration::from_secs(10))?,
             smtp_check_interval: vars.seconds("SMTP_CHECK_INTERVAL_SECONDS", Duration::from_secs(15))?,
             instance: vars.var("EMAIL_INSTANCE_ID").unwrap_or_else(|| config::default_instance_id(vars)),
+            address_key: address_key(vars, production)?,
         })
+    }
+}
+
+/// `DELIVERY_HASH_KEY`: see [`Config::address_key`].
+fn address_key(vars: &Vars, production: bool) -> Result<crate::store::AddressKey, ConfigError> {
+    const NAME: &str = "DELIVERY_HASH_KEY";
+    match vars.var(NAME) {
+        Some(secret) if secret.chars().count() >= 32 => Ok(crate::store::AddressKey::from_secret(&secret)),
+        Some(_) => Err(ConfigError::new(NAME, "must be at least 32 characters (a random secret)")),
+        None if production => Err(ConfigError::new(NAME, "is required in production (at least 32 random characters)")),
+        None => Ok(crate::store::AddressKey::random()),
     }
 }
 
@@ -150,10 +166,13 @@ mod tests {
             ("NATS_USER", "email-service"),
             ("NATS_PASSWORD", "nats-secret-42"),
             ("SMTP_URL", "smtps://mailer:smtp-secret-42@mail.example.com"),
+            ("DELIVERY_HASH_KEY", "hash-secret-42-0123456789abcdefghijklmnop"),
         ]);
         let config = Config::from_vars(&vars).unwrap();
         let printed = format!("{config:?}");
-        for secret in ["service-secret", "admin-secret", "db-secret-42", "smtp-secret-42", "nats-secret-42"] {
+        for secret in
+            ["service-secret", "admin-secret", "db-secret-42", "smtp-secret-42", "nats-secret-42", "hash-secret"]
+        {
             assert!(!printed.contains(secret), "{secret} in {printed}");
         }
         assert!(printed.contains("mail.example.com"), "the rest is still there: {printed}");

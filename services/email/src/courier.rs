@@ -1,5 +1,6 @@
 //! The courier: turns users.registered and users.verification_requested into one sent email
-//! each, recording every attempt so a redelivered event sends nothing twice.
+//! each, recording every attempt so a redelivered event sends nothing twice; on users.deleted
+//! it erases the user's address from their deliveries.
 
 use crate::config::Config;
 use crate::error::EmailError;
@@ -13,6 +14,10 @@ use std::time::Duration;
 use tracing::Instrument;
 use verimail_events::bus::{ConsumerSpec, Delivery, HandlerError, USERS_STREAM};
 use verimail_events::db::{begin_write, writer};
+use verimail_events::erasure;
+
+/// email-service's durable consumer (and its parked subject).
+pub const CONSUMER: &str = "email-service";
 use verimail_proto::auth::v1::{IssueVerificationTokenRequest, auth_service_client::AuthServiceClient};
 use verimail_proto::events::v1::{SignUpAttempted, UserRegistered, VerificationRequested};
 use verimail_proto::subjects;
@@ -22,7 +27,7 @@ use verimail_server::telemetry::email;
 /// requested, sign-up attempted); filtering on the wildcard keeps the consumer working on
 /// nats-server 2.9, which has no multi-subject filters.
 pub fn consumer(config: &Config) -> ConsumerSpec {
-    let mut spec = ConsumerSpec::new(USERS_STREAM, "email-service", verimail_proto::streams::USERS_SUBJECTS);
+    let mut spec = ConsumerSpec::new(USERS_STREAM, CONSUMER, verimail_proto::streams::USERS_SUBJECTS);
     spec.streams = config.backbone.streams;
     spec.max_deliver = config.max_attempts;
     spec.backoff = config.retry_backoff.clone();
@@ -40,6 +45,10 @@ pub struct Courier {
     pub public_base_url: String,
     pub send_timeout: Duration,
     pub instance: String,
+    /// Keys the hash that replaces a deleted user's address.
+    pub address_key: store::AddressKey,
+    /// Where a deleted user's parked messages are removed.
+    pub js: async_nats::jetstream::Context,
 }
 
 /// What the three events that ask for an email have in common.
@@ -54,11 +63,18 @@ struct EmailRequest {
 
 impl Courier {
     pub async fn handle(self: Arc<Self>, delivery: Delivery) -> Result<(), HandlerError> {
+        if delivery.subject == subjects::USERS_DELETED {
+            return self.erase(&delivery).await;
+        }
         let Some(request) = decode(&delivery)? else {
             return Ok(()); // another users.* event: not ours to act on
         };
         let kind = delivery.subject.as_str();
         let txn = begin_write(&self.db).await?;
+        if !erasure::buried(&txn, &[request.user_id.as_str()]).await?.is_empty() {
+            tracing::info!(event_id = %request.event_id, user_id = %request.user_id, "the account was deleted: not sending");
+            return Ok(());
+        }
         let record =
             store::start_attempt(&txn, &request.event_id, &request.user_id, &request.email, kind, &self.instance)
                 .await?;
@@ -86,12 +102,36 @@ impl Courier {
             }
         };
         self.record(&request, kind, status, error, record.attempts).await?;
+        // Deleted while this email was on its way: its row must not keep the address.
+        if !erasure::buried(&self.db, &[request.user_id.as_str()]).await?.is_empty() {
+            self.erase_user(&request.user_id, erasure::Reason::Requested).await?;
+        }
         result
+    }
+
+    /// users.deleted: the user's deliveries keep a keyed hash instead of the address, a
+    /// tombstone keeps any later event of theirs from sending, and their parked messages go.
+    async fn erase(&self, delivery: &Delivery) -> Result<(), HandlerError> {
+        let event = erasure::decode(delivery)?;
+        let erased = self.erase_user(&event.user_id, erasure::reason_of(&event)).await?;
+        tracing::info!(user_id = %event.user_id, deliveries = erased, "deleted user's addresses erased from deliveries");
+        erasure::forget_parked(&self.js, &[CONSUMER], &event.user_id).await
+    }
+
+    async fn erase_user(&self, user_id: &str, reason: erasure::Reason) -> Result<u64, sea_orm::DbErr> {
+        let txn = begin_write(&self.db).await?;
+        erasure::bury(&txn, &[user_id], reason).await?;
+        let erased = store::erase_user(&txn, user_id, &self.address_key).await?;
+        txn.commit().await?;
+        Ok(erased)
     }
 
     /// RetryDelivery: one more attempt, now, at a delivery that failed or was parked. An
     /// attempt that fails again leaves it as it was, with the new error.
     pub async fn retry(&self, event_id: &str) -> Result<store::delivery::Model, EmailError> {
+        if store::get(&self.db, event_id).await?.is_some_and(|row| row.recipient.starts_with(store::ERASED)) {
+            return Err(EmailError::Erased);
+        }
         let txn = begin_write(&self.db).await?;
         let claim = store::claim_retry(&txn, event_id, &self.instance).await?;
         txn.commit().await?;
@@ -200,6 +240,9 @@ impl Courier {
                 tonic::Code::FailedPrecondition if superseded(&status) => {
                     Failure::Rejected("not sent: a later registration of the address has its own email".into())
                 }
+                tonic::Code::FailedPrecondition if account_gone(&status) => {
+                    Failure::Rejected("not sent: the account was deleted".into())
+                }
                 _ => HandlerError::Retry(format!("auth-service: {}", status.message())).into(),
             })?
             .into_inner();
@@ -230,6 +273,12 @@ impl From<HandlerError> for Failure {
     fn from(e: HandlerError) -> Self {
         Failure::Handler(e)
     }
+}
+
+/// Whether auth-service refused because the account was deleted.
+fn account_gone(status: &tonic::Status) -> bool {
+    use verimail_proto::reasons;
+    matches!(reasons::of(status).as_str(), reasons::ACCOUNT_EXPIRED | reasons::ACCOUNT_DELETED)
 }
 
 /// Whether auth-service refused because a later registration of the user had its email.

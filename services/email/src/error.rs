@@ -11,6 +11,8 @@ pub enum EmailError {
     NotFound(String),
     #[error("the delivery is {0:?}: only failed or parked deliveries are retried")]
     NotRetryable(DeliveryStatus),
+    #[error("the delivery's account was deleted: its address is gone")]
+    Erased,
     #[error("database error")]
     Db(#[from] DbErr),
 }
@@ -26,7 +28,7 @@ impl From<EmailError> for Status {
         match err {
             EmailError::InvalidArgument { field, reason } => verimail_server::grpc::invalid_argument(field, reason),
             EmailError::NotFound(_) => Status::not_found(err.to_string()),
-            EmailError::NotRetryable(_) => Status::failed_precondition(err.to_string()),
+            EmailError::NotRetryable(_) | EmailError::Erased => Status::failed_precondition(err.to_string()),
             EmailError::Db(ref source) => verimail_events::db::status_of("email", source),
         }
     }

@@ -48,7 +48,9 @@ impl EmailService for EmailGrpc {
         };
         let filters = [user_id.as_deref().unwrap_or_default(), &email, &request.status.to_string()];
         let page = Page::parse(request.page_size, &request.page_token, 20, 100, &filters)?;
-        let filters = store::Filters { user_id, recipient: (!email.is_empty()).then_some(email), status };
+        // A deleted user's deliveries keep only the address's keyed hash: found by it too.
+        let recipient = (!email.is_empty()).then(|| vec![self.courier.address_key.erased(&email), email]);
+        let filters = store::Filters { user_id, recipient, status };
         let rows = store::list(&self.courier.db, &filters, page.after.as_deref(), page.fetch())
             .await
             .map_err(EmailError::from)?;

@@ -121,8 +121,74 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(create_deliveries::migration()), Box::new(add_handled_by::migration())]
+        vec![
+            Box::new(create_deliveries::migration()),
+            Box::new(add_handled_by::migration()),
+            Box::new(verimail_events::erasure::migration::migration()),
+        ]
     }
+}
+
+/// How the recipient of a deleted user's delivery begins: what follows is its keyed hash.
+pub const ERASED: &str = "erased:";
+
+/// The key of the hash that replaces a deleted user's address (`DELIVERY_HASH_KEY`): operators
+/// can still tell whether mail went to an address they are asked about (ListDeliveries
+/// filters by it), nobody can read the address back.
+#[derive(Clone)]
+pub struct AddressKey([u8; 32]);
+
+impl std::fmt::Debug for AddressKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AddressKey(***)")
+    }
+}
+
+type AddressMac = blake2::Blake2bMac<blake2::digest::consts::U32>;
+
+impl AddressKey {
+    /// From a secret of any length (at least 32 characters, checked by the configuration).
+    pub fn from_secret(secret: &str) -> AddressKey {
+        use blake2::Digest;
+        let mut digest = blake2::Blake2b::<blake2::digest::consts::U32>::new();
+        digest.update(b"verimail/delivery-address-key/v1\0");
+        digest.update(secret.as_bytes());
+        AddressKey(digest.finalize().into())
+    }
+
+    /// A key of this process alone (development without `DELIVERY_HASH_KEY`).
+    pub fn random() -> AddressKey {
+        AddressKey(rand::random())
+    }
+
+    /// `erased:` and the hex of the address's keyed BLAKE2b.
+    #[allow(clippy::expect_used, reason = "BLAKE2b takes keys of up to 64 bytes, and ours are 32")]
+    pub fn erased(&self, address: &str) -> String {
+        use blake2::digest::{KeyInit, Mac};
+        let mut mac = AddressMac::new_from_slice(&self.0).expect("a 32-byte key fits BLAKE2b");
+        mac.update(address.as_bytes());
+        let hash = mac.finalize().into_bytes();
+        format!("{ERASED}{}", hash.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    }
+}
+
+/// Replaces the address of every delivery of the user with its keyed hash (and drops the
+/// error text, which may quote it): how many it changed.
+pub async fn erase_user(txn: &sea_orm::DatabaseTransaction, user_id: &str, key: &AddressKey) -> Result<u64, DbErr> {
+    let held = delivery::Entity::find()
+        .filter(delivery::Column::UserId.eq(user_id))
+        .filter(delivery::Column::Recipient.not_like(format!("{ERASED}%")))
+        .all(txn)
+        .await?;
+    for row in &held {
+        delivery::Entity::update_many()
+            .col_expr(delivery::Column::Recipient, Expr::value(key.erased(&row.recipient)))
+            .col_expr(delivery::Column::LastError, Expr::value(None::<String>))
+            .filter(delivery::Column::EventId.eq(row.event_id.as_str()))
+            .exec(txn)
+            .await?;
+    }
+    Ok(held.len() as u64)
 }
 
 /// The delivery for this event, created as pending on first sight, with one more attempt
@@ -198,7 +264,8 @@ pub async fn set_status<C: ConnectionTrait>(conn: &C, event_id: &str, status: St
 #[derive(Debug, Default)]
 pub struct Filters {
     pub user_id: Option<String>,
-    pub recipient: Option<String>,
+    /// The address, and the forms it may be stored in (erased: its keyed hash).
+    pub recipient: Option<Vec<String>>,
     pub status: Option<Status>,
 }
 
@@ -215,8 +282,8 @@ pub async fn list<C: ConnectionTrait>(
     if let Some(user_id) = &filters.user_id {
         query = query.filter(delivery::Column::UserId.eq(user_id.as_str()));
     }
-    if let Some(recipient) = &filters.recipient {
-        query = query.filter(delivery::Column::Recipient.eq(recipient.as_str()));
+    if let Some(forms) = &filters.recipient {
+        query = query.filter(delivery::Column::Recipient.is_in(forms.iter().map(String::as_str)));
     }
     if let Some(status) = filters.status {
         query = query.filter(delivery::Column::Status.eq(status));
@@ -262,4 +329,21 @@ pub async fn claim_retry<C: ConnectionTrait>(conn: &C, event_id: &str, instance:
         return Ok(Claim::NotRetryable(now));
     }
     Ok(Claim::Claimed(before))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AddressKey;
+
+    #[test]
+    fn an_erased_address_is_a_keyed_hash_that_finds_it_again_and_never_shows_it() {
+        let key = AddressKey::from_secret("a-secret-of-at-least-32-characters-0123");
+        let erased = key.erased("ann@example.com");
+        assert!(erased.starts_with("erased:") && erased.len() == "erased:".len() + 64, "{erased}");
+        assert!(!erased.contains("ann") && !erased.contains("example"), "{erased}");
+        assert_eq!(key.erased("ann@example.com"), erased, "the same address, the same hash: findable");
+        assert_ne!(key.erased("bob@example.com"), erased);
+        let other = AddressKey::from_secret("another-secret-of-at-least-32-characters");
+        assert_ne!(other.erased("ann@example.com"), erased, "without the key, no lookup table helps");
+    }
 }

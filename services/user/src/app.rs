@@ -2,9 +2,9 @@
 
 use crate::config::Config;
 use crate::domain::PasswordHasher;
-use crate::events;
 use crate::grpc::UserGrpc;
 use crate::store::Migrator;
+use crate::{events, lifecycle};
 use std::net::SocketAddr;
 use tonic::service::Routes;
 use verimail_events::backbone::Backbone;
@@ -29,6 +29,25 @@ pub struct App {
     dummy_hash: String,
     auth: AuthServiceClient<verimail_server::internal::Internal>,
     sign_in_requires_verified: bool,
+    unverified_ttl: Option<std::time::Duration>,
+    audience: String,
+}
+
+/// auth-service's public keys, fetched with user-service's channel.
+struct AuthKeys(AuthServiceClient<verimail_server::internal::Internal>);
+
+impl verimail_client::KeySource for AuthKeys {
+    fn fetch(&self) -> verimail_client::KeysFuture<'_> {
+        let mut auth = self.0.clone();
+        Box::pin(async move {
+            let request = verimail_proto::auth::v1::GetPublicKeysRequest {};
+            let keys = auth
+                .get_public_keys(request)
+                .await
+                .map_err(|status| verimail_client::VerifyError::KeysUnavailable(status.message().to_owned()))?;
+            Ok(keys.into_inner().keys.into_iter().map(|key| (key.id, key.paserk)).collect())
+        })
+    }
 }
 
 impl App {
@@ -59,6 +78,8 @@ impl App {
             dummy_hash,
             auth,
             sign_in_requires_verified: config.sign_in_requires_verified,
+            unverified_ttl: config.unverified_ttl,
+            audience: config.audience,
         })
     }
 
@@ -68,6 +89,7 @@ impl App {
 
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let (db, js) = (self.backbone.db.clone(), self.backbone.js.clone());
+        let db_for_sweeps = db.clone();
         let relay = OutboxRelay::new(db.clone(), js.clone()).with_retention(self.outbox_retention);
         let service = UserGrpc {
             db: db.clone(),
@@ -79,11 +101,14 @@ impl App {
             admin: self.admin.clone(),
             apps: self.apps,
             dummy_hash: self.dummy_hash,
+            access_tokens: verimail_client::TokenVerifier::new(AuthKeys(self.auth.clone()), self.audience),
             auth: self.auth,
             sign_in_requires_verified: self.sign_in_requires_verified,
         };
         let consumer = events::email_verified_consumer(self.streams);
-        let parking = Parking::server(js.clone(), vec![consumer.durable], self.admin);
+        let deletions = lifecycle::deletions_consumer(self.streams);
+        let durables = vec![consumer.durable, deletions.durable];
+        let parking = Parking::server(js.clone(), durables.clone(), self.admin);
         let handler = {
             let relay = relay.clone();
             move |deliveries| {
@@ -91,10 +116,21 @@ impl App {
                 async move { events::on_email_verified(&db, &relay, deliveries).await }
             }
         };
-        let background: Vec<Background> = vec![
-            Box::pin(relay.run(shutdown.clone())),
+        let forget = {
+            let js = js.clone();
+            move |delivery| {
+                let (js, durables) = (js.clone(), durables.clone());
+                async move { lifecycle::on_user_deleted(&js, &durables, delivery).await }
+            }
+        };
+        let mut background: Vec<Background> = vec![
+            Box::pin(relay.clone().run(shutdown.clone())),
+            Box::pin(bus::consume(js.clone(), deletions, forget, shutdown.clone())),
             Box::pin(bus::consume_batches(js, consumer, handler, shutdown.clone())),
         ];
+        if let Some(ttl) = self.unverified_ttl {
+            background.push(Box::pin(lifecycle::run_sweeps(db_for_sweeps, relay, ttl, shutdown.clone())));
+        }
         let routes = Routes::new(
             UserServiceServer::new(service).max_decoding_message_size(verimail_server::grpc::MAX_MESSAGE_BYTES),
         )

@@ -35,7 +35,17 @@ pub struct Config {
     pub hash_cost: HashCost,
     /// `PASSWORD_HASH_CONCURRENCY`: hashes computed at once (default: the number of cores).
     pub hash_concurrency: usize,
+    /// `UNVERIFIED_ACCOUNT_TTL_SECONDS` (default 604800, 7 days; `off` keeps them): an account
+    /// not verified within this time of its latest registration is deleted, and its address
+    /// is free to register again.
+    pub unverified_ttl: Option<std::time::Duration>,
+    /// `ACCESS_TOKEN_AUDIENCE` (default `verimail`, as auth-service's): the audience of the
+    /// access tokens users present to act on their own account.
+    pub audience: String,
 }
+
+/// Seven days.
+pub const DEFAULT_UNVERIFIED_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 impl Config {
     pub fn from_vars(vars: &Vars) -> Result<Config, ConfigError> {
@@ -80,6 +90,8 @@ impl Config {
             outbox_retention: vars.seconds("OUTBOX_RETENTION_SECONDS", verimail_events::outbox::DEFAULT_RETENTION)?,
             hash_cost,
             hash_concurrency: vars.parse("PASSWORD_HASH_CONCURRENCY", cores)?,
+            unverified_ttl: vars.seconds_or_off("UNVERIFIED_ACCOUNT_TTL_SECONDS", DEFAULT_UNVERIFIED_TTL)?,
+            audience: vars.string("ACCESS_TOKEN_AUDIENCE", "verimail"),
         })
     }
 }

@@ -1,5 +1,6 @@
 //! What user-service consumes: auth.email_verified, which marks the user verified and, in the
-//! same transaction, puts users.verified (for other services) into the outbox.
+//! same transaction, puts users.verified (for other services) into the outbox. One for an
+//! account deleted since is dropped.
 
 use crate::store;
 use prost::Message;
@@ -59,12 +60,20 @@ pub async fn on_email_verified(
         Ok::<_, sea_orm::DbErr>((before, !newly.is_empty()))
     }
     .await;
-    let before = match marked {
-        Ok((before, published)) => {
+    // Users gone: deleted ones (a late click on an expired account's link) are dropped.
+    let deleted = match &marked {
+        Ok((before, _)) => {
+            let gone: Vec<&str> = verified.iter().map(|v| v.user_id).filter(|id| !before.contains_key(*id)).collect();
+            verimail_events::erasure::buried(db, &gone).await
+        }
+        Err(_) => Ok(Default::default()),
+    };
+    let (before, deleted) = match marked.and_then(|marked| Ok((marked, deleted?))) {
+        Ok(((before, published), deleted)) => {
             if published {
                 relay.wake();
             }
-            before
+            (before, deleted)
         }
         Err(e) => {
             let retry = HandlerError::from(e).to_string();
@@ -78,6 +87,10 @@ pub async fn on_email_verified(
             let event = event?;
             let _in_its_trace = delivery.span.enter();
             match before.get(&event.user_id) {
+                None if deleted.contains_key(&event.user_id) => {
+                    tracing::info!(user_id = %event.user_id, event_id = %event.event_id, "email_verified for a deleted account: dropped");
+                    Ok(())
+                }
                 None => Err(HandlerError::Permanent(format!("no user {}", event.user_id))),
                 Some(user) if !user.accepts(&verified_by(&event)) => {
                     tracing::error!(user_id = %event.user_id, event_id = %event.event_id, "email_verified is for another address or an earlier registration: not verified");

@@ -6,6 +6,7 @@ use crate::limits::UserLimiters;
 use crate::store::{self, Status, user};
 use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait};
 use tonic::{Request, Response};
+use verimail_events::erasure::Reason;
 use verimail_events::outbox::{self, OutboxEvent, OutboxRelay};
 use verimail_proto::auth::v1::{IssueAccessTokenRequest, auth_service_client::AuthServiceClient};
 use verimail_proto::events::v1 as events;
@@ -33,6 +34,8 @@ pub struct UserGrpc {
     /// Signs access tokens (with user-service's credential).
     pub auth: AuthServiceClient<verimail_server::internal::Internal>,
     pub sign_in_requires_verified: bool,
+    /// Checks the access tokens users present to act on their own account (DeleteUser).
+    pub access_tokens: verimail_client::TokenVerifier,
 }
 
 /// Ids a BatchGetUsers call may ask for.
@@ -113,6 +116,36 @@ impl UserService for UserGrpc {
         Ok(Response::new(self.sign_in_with(&email, password, &client).await?))
     }
 
+    async fn delete_user(&self, request: Request<pb::DeleteUserRequest>) -> GrpcResult<pb::DeleteUserResponse> {
+        let holder = self.account_holder(&request).await?;
+        let client = self.fronts.client_of(&request);
+        let request = request.into_inner();
+        let user_id = parse_user_id("user_id", &request.user_id)?;
+        if let Some(holder) = &holder {
+            if holder.user_id != user_id {
+                return Err(tonic::Status::permission_denied("user_id: an access token deletes only its own account"));
+            }
+            let password =
+                Password::parse(&request.password).map_err(|reason| UserError::invalid("password", reason))?;
+            let account = store::find_by_id(&self.db, &user_id).await.map_err(UserError::from)?;
+            let account = account.ok_or(UserError::NotFound)?;
+            let email = Email::parse(&account.email).map_err(|reason| UserError::invalid("email", reason))?;
+            self.check_password(&email, password, &client, Some(&user_id)).await?;
+        }
+        let txn = verimail_events::db::begin_write(&self.db).await.map_err(UserError::from)?;
+        if !store::delete_user(&txn, &user_id).await.map_err(UserError::from)? {
+            return Err(UserError::NotFound.into());
+        }
+        crate::lifecycle::announce_deleted(&txn, std::slice::from_ref(&user_id), Reason::Requested)
+            .await
+            .map_err(UserError::from)?;
+        txn.commit().await.map_err(UserError::from)?;
+        self.relay.wake();
+        let by = if holder.is_some() { "the user" } else { "an operator" };
+        tracing::info!(%user_id, by, "account deleted on request");
+        Ok(Response::new(pb::DeleteUserResponse {}))
+    }
+
     async fn list_users(&self, request: Request<pb::ListUsersRequest>) -> GrpcResult<pb::ListUsersResponse> {
         self.admin.require(&request)?;
         let request = request.into_inner();
@@ -161,28 +194,44 @@ impl UserService for UserGrpc {
 }
 
 impl UserGrpc {
-    /// GetUser and BatchGetUsers: the services' credential, else the operators'.
-    fn lookup_allowed<T>(&self, request: &Request<T>) -> Result<(), tonic::Status> {
-        if self.apps.presented_by(request) {
-            return Ok(());
+    /// Who acts on an account: the holder of the access token the call presents
+    /// (`authorization: Bearer v4.public.…`), or `None` for an operator (the admin
+    /// credential); UNAUTHENTICATED for neither or a token that does not verify.
+    async fn account_holder<T>(&self, request: &Request<T>) -> Result<Option<verimail_client::Claims>, tonic::Status> {
+        let presented = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let token = presented
+            .and_then(verimail_client::bearer_token)
+            .filter(|token| token.starts_with(verimail_client::TOKEN_PREFIX));
+        let Some(token) = token else {
+            self.admin.require(request)?;
+            return Ok(None);
+        };
+        match self.access_tokens.verify(token).await {
+            Ok(claims) => Ok(Some(claims)),
+            Err(verimail_client::VerifyError::KeysUnavailable(reason)) => {
+                Err(tonic::Status::unavailable(format!("cannot check access tokens now: {reason}")))
+            }
+            Err(e) => Err(tonic::Status::unauthenticated(format!("the access token {e}"))),
         }
-        self.admin.require(request)
     }
 
-    /// Checks the password (against a dummy hash for an unknown address: the same work and
-    /// the same answer as a wrong password), then has auth-service sign a token.
-    async fn sign_in_with(
+    /// Checks a password against the account of `email` (a dummy hash for none: the same work
+    /// and answer as a wrong password), counting failures per mailbox and client: the account,
+    /// or WrongCredentials. With `user_id`, the account must be that user's too.
+    async fn check_password(
         &self,
         email: &Email,
         password: Password,
         client: &str,
-    ) -> Result<pb::SignInResponse, UserError> {
+        user_id: Option<&str>,
+    ) -> Result<user::Model, UserError> {
         let failures_key = format!("{} {client}", email.mailbox());
         if let Err(refused) = self.limits.sign_in_failures.check(&failures_key) {
             crate::metrics::sign_in("refused");
             return Err(UserError::Limited(refused));
         }
         let user = store::find_by_email(&self.db, email.as_str()).await?;
+        let user = user.filter(|user| user_id.is_none_or(|id| user.id == id));
         let stored = user.as_ref().map_or_else(|| self.dummy_hash.clone(), |user| user.password_hash.clone());
         let upgrade = password.clone();
         let checked = self.hasher.check(stored.clone(), password).await.map_err(UserError::Hashing)?;
@@ -203,6 +252,26 @@ impl UserGrpc {
             }
             txn.commit().await?;
         }
+        Ok(user)
+    }
+
+    /// GetUser and BatchGetUsers: the services' credential, else the operators'.
+    fn lookup_allowed<T>(&self, request: &Request<T>) -> Result<(), tonic::Status> {
+        if self.apps.presented_by(request) {
+            return Ok(());
+        }
+        self.admin.require(request)
+    }
+
+    /// Checks the password (against a dummy hash for an unknown address: the same work and
+    /// the same answer as a wrong password), then has auth-service sign a token.
+    async fn sign_in_with(
+        &self,
+        email: &Email,
+        password: Password,
+        client: &str,
+    ) -> Result<pb::SignInResponse, UserError> {
+        let user = self.check_password(email, password, client, None).await?;
         let verified = user.status == Status::Verified;
         if !verified && self.sign_in_requires_verified {
             // One answer tells the client what to show: "check your inbox", with a new email.

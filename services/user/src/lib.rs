@@ -1,6 +1,8 @@
 //! user-service: owns users (normalized email, argon2id password hash, verification status).
-//! Publishes users.registered, users.verification_requested and users.signup_attempted through
-//! its outbox and consumes auth.email_verified. Tokens, codes and mail belong to the others.
+//! Publishes users.registered, users.verification_requested, users.signup_attempted,
+//! users.verified and users.deleted through its outbox and consumes auth.email_verified (and
+//! users.deleted, for its parked messages). Deletes accounts never verified in time. Tokens,
+//! codes and mail belong to the others.
 
 pub mod app;
 pub mod config;
@@ -8,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod grpc;
+pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod store;

@@ -18,6 +18,13 @@ pub struct Metrics {
     /// failures from the client) or rehashed (signed in, and the hash upgraded).
     pub sign_ins: Family<OutcomeLabel, Counter>,
     pub password_hashes_in_flight: Gauge,
+    /// `reason` expired (the sweep) or requested (DeleteUser).
+    pub accounts_deleted: Family<ReasonLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -31,6 +38,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "password_hashes_in_flight",
         "argon2id hashes being computed now",
         Gauge::default(),
+    ),
+    accounts_deleted: verimail_server::metrics::register(
+        "accounts_deleted",
+        "Accounts deleted, by reason: expired (never verified in time) or requested (DeleteUser)",
+        Family::default(),
     ),
 });
 
@@ -51,4 +63,10 @@ pub fn registered(outcome: &'static str) {
 /// A SignIn call, by `outcome`.
 pub fn sign_in(outcome: &'static str) {
     metrics().sign_ins.get_or_create(&OutcomeLabel { outcome }).inc();
+}
+
+/// `count` accounts deleted for `reason`.
+pub fn deleted(reason: verimail_events::erasure::Reason, count: usize) {
+    let label = ReasonLabel { reason: reason.as_str() };
+    metrics().accounts_deleted.get_or_create(&label).inc_by(count as u64);
 }

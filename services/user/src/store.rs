@@ -98,6 +98,34 @@ mod add_registration_event {
     }
 }
 
+mod index_unverified {
+    use sea_orm_migration::prelude::*;
+
+    #[derive(DeriveIden)]
+    enum Users {
+        Table,
+        Status,
+        UpdatedAt,
+    }
+
+    /// The expiry sweep asks for unverified users by the time of their latest registration.
+    pub fn migration() -> verimail_events::db::SchemaMigration {
+        verimail_events::db::SchemaMigration {
+            name: "m20261202_000003_index_users_status_updated",
+            tables: vec![],
+            alters: vec![],
+            indexes: vec![
+                Index::create()
+                    .name("users_status_updated_at")
+                    .table(Users::Table)
+                    .col(Users::Status)
+                    .col(Users::UpdatedAt)
+                    .to_owned(),
+            ],
+        }
+    }
+}
+
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
@@ -105,6 +133,8 @@ impl MigratorTrait for Migrator {
         let mut migrations = verimail_events::outbox::migration::migrations();
         migrations.push(Box::new(create_users::migration()));
         migrations.push(Box::new(add_registration_event::migration()));
+        migrations.push(Box::new(index_unverified::migration()));
+        migrations.push(Box::new(verimail_events::erasure::migration::migration()));
         migrations
     }
 }
@@ -245,6 +275,41 @@ pub async fn upgrade_hash<C: ConnectionTrait>(conn: &C, id: &str, old: &str, new
         .exec(conn)
         .await?;
     Ok(replaced.rows_affected == 1)
+}
+
+/// Deletes up to `limit` users who are still unverified and whose latest registration is
+/// older than `cutoff`: the ids it deleted. The rows are claimed as they are chosen (on
+/// PostgreSQL `FOR UPDATE SKIP LOCKED`: another instance's sweep passes over them, and a
+/// verification holding one keeps it; on SQLite the file's one writer runs one sweep at a time).
+pub async fn delete_expired(
+    txn: &sea_orm::DatabaseTransaction,
+    cutoff: chrono::DateTime<chrono::Utc>,
+    limit: u64,
+) -> Result<Vec<String>, DbErr> {
+    use sea_orm::sea_query::{LockBehavior, LockType, Query};
+    let claim = Query::select()
+        .column(user::Column::Id)
+        .from(user::Entity)
+        .and_where(user::Column::Status.eq(Status::Unverified))
+        .and_where(user::Column::UpdatedAt.lt(cutoff))
+        .order_by(user::Column::UpdatedAt, sea_orm::Order::Asc)
+        .limit(limit)
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+        .to_owned();
+    deleted_ids(txn, user::Column::Id.in_subquery(claim)).await
+}
+
+/// Deletes one user: whether there was one.
+pub async fn delete_user(txn: &sea_orm::DatabaseTransaction, id: &str) -> Result<bool, DbErr> {
+    Ok(!deleted_ids(txn, user::Column::Id.eq(id)).await?.is_empty())
+}
+
+/// `DELETE … RETURNING id` of the users `which` selects.
+async fn deleted_ids(txn: &sea_orm::DatabaseTransaction, which: Expr) -> Result<Vec<String>, DbErr> {
+    use sea_orm::sea_query::Query;
+    let delete = Query::delete().from_table(user::Entity).and_where(which).returning_col(user::Column::Id).to_owned();
+    let rows = txn.query_all(&delete).await?;
+    rows.iter().map(|row| row.try_get_by_index::<String>(0)).collect()
 }
 
 #[cfg(test)]

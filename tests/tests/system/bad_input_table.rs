@@ -11,8 +11,8 @@ use verimail_proto::auth::v1::{
 use verimail_proto::email::v1::{GetDeliveryRequest, ListDeliveriesRequest, RetryDeliveryRequest};
 use verimail_proto::ops::v1::{ListParkedRequest, ReplayParkedRequest};
 use verimail_proto::user::v1::{
-    BatchGetUsersRequest, GetUserRequest, ListUsersRequest, RegisterUserRequest, ResendVerificationRequest,
-    SignInRequest, UserStatus, get_user_request,
+    BatchGetUsersRequest, DeleteUserRequest, GetUserRequest, ListUsersRequest, RegisterUserRequest,
+    ResendVerificationRequest, SignInRequest, UserStatus, get_user_request,
 };
 use verimail_system_tests::Stack;
 
@@ -343,7 +343,50 @@ async fn bad_sign_ins_and_lookups(stack: &Stack, user_id: &str) -> usize {
     assert_eq!(found.missing_user_ids, [unknown]);
     let keys = stack.auth.clone().get_public_keys(verimail_proto::auth::v1::GetPublicKeysRequest {}).await;
     assert_eq!(keys.expect("GetPublicKeys").into_inner().keys.len(), 1);
-    tried + 2
+    tried + 2 + bad_deletions(stack, user_id).await
+}
+
+/// DeleteUser: as an operator with bad ids, and as a user with a token that does not verify,
+/// names another account, or comes without the right password. Nothing is deleted.
+async fn bad_deletions(stack: &Stack, user_id: &str) -> usize {
+    let unknown = "01937b5e-0000-7000-8000-000000000000";
+    let signing = verimail_auth::access::SigningKeys::from_paserk(&[stack.signing_key.as_str()]).unwrap();
+    let holder = verimail_auth::access::Holder { user_id, email: "kim@example.com", email_verified: true };
+    let token = signing.sign(&holder, "verimail", Duration::from_secs(60)).unwrap().token;
+    let garbage = "v4.public.not-a-token".to_owned();
+    // (bearer token or operator, user_id, password, code, field)
+    type Case<'a> = (Option<&'a str>, &'a str, &'a str, Code, Option<&'a str>);
+    let cases: [Case; 8] = [
+        (None, "", "", Code::InvalidArgument, Some("user_id")),
+        (None, "not-a-uuid", "", Code::InvalidArgument, Some("user_id")),
+        (None, unknown, "", Code::NotFound, None),
+        (Some(&garbage), user_id, "correct horse battery", Code::Unauthenticated, None),
+        (Some(&token), unknown, "correct horse battery", Code::PermissionDenied, None),
+        (Some(&token), user_id, "", Code::InvalidArgument, Some("password")),
+        (Some(&token), user_id, "not the password", Code::Unauthenticated, None),
+        (Some(&token), "not-a-uuid", "correct horse battery", Code::InvalidArgument, Some("user_id")),
+    ];
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", stack.grpc_addrs[0])).unwrap();
+    let as_user = verimail_proto::user::v1::user_service_client::UserServiceClient::new(channel.connect_lazy());
+    for (bearer, id, password, code, field) in cases {
+        let request = DeleteUserRequest { user_id: id.into(), password: password.into() };
+        let answer = match bearer {
+            None => stack.users.clone().delete_user(request).await,
+            Some(token) => {
+                let mut request = tonic::Request::new(request);
+                request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+                as_user.clone().delete_user(request).await
+            }
+        };
+        let status = answer.expect_err("a bad DeleteUser deleted");
+        assert_eq!(
+            (status.code(), verimail_server::grpc::bad_request_field(&status).as_deref()),
+            (code, field),
+            "DeleteUser {id:?} {password:?} with {}: {status:?}",
+            if bearer.is_some() { "a token" } else { "the admin credential" }
+        );
+    }
+    cases.len()
 }
 
 /// The pages: precise HTTP statuses, nothing reflected unescaped.

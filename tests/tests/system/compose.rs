@@ -55,6 +55,7 @@ async fn every_part_in_compose_yaml_gets_exactly_the_configuration_it_reads() {
         ("NATS_AUTH_SERVICE_PASSWORD", "compose-check-nats-auth-0123".to_owned()),
         ("NATS_EMAIL_SERVICE_PASSWORD", "compose-check-nats-email-0123".to_owned()),
         ("ADMIN_TOKEN", "compose-check-admin-token-0123456".to_owned()),
+        ("DELIVERY_HASH_KEY", "compose-check-delivery-hash-key-0123456789".to_owned()),
     ]);
 
     let reference = path.with_file_name("docs").join("configuration.md");
@@ -150,6 +151,7 @@ async fn production_is_the_default_and_an_unknown_environment_stops_the_start() 
             ("NATS_USER", "email-service"),
             ("NATS_PASSWORD", "production-check-nats-password"),
             ("SMTP_URL", "smtps://mailer:pw@mail.example.com"),
+            ("DELIVERY_HASH_KEY", "production-check-delivery-hash-key-0123"),
         ];
         for (name, value) in extra {
             env.retain(|(n, _)| *n != name);
@@ -164,6 +166,8 @@ async fn production_is_the_default_and_an_unknown_environment_stops_the_start() 
         ("plain-text SMTP", vec![("SMTP_URL", "smtp://mailer:pw@mail.example.com")], "SMTP_URL"),
         ("opportunistic STARTTLS", vec![("SMTP_URL", "smtp://mail.example.com?tls=opportunistic")], "SMTP_URL"),
         ("NATS as nobody", vec![("NATS_USER", ""), ("NATS_PASSWORD", "")], "NATS_CREDS"),
+        ("no key for erased addresses", vec![("DELIVERY_HASH_KEY", "")], "DELIVERY_HASH_KEY"),
+        ("a short key for erased addresses", vec![("DELIVERY_HASH_KEY", "short")], "DELIVERY_HASH_KEY"),
     ] {
         let (ok, said) = email_service(extra).await;
         assert!(!ok && said.contains(named), "{why} was accepted: {said}");

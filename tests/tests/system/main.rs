@@ -11,6 +11,7 @@ mod faults;
 mod gateway;
 mod grpcurl;
 mod internal;
+mod lifecycle;
 mod limits;
 mod metrics;
 mod migrations;

@@ -9,7 +9,7 @@ use verimail_events::bus::{self, NatsAuth, NatsConfig};
 use verimail_proto::events::v1::{EmailVerified, UserRegistered};
 use verimail_proto::ops::v1::{ListParkedRequest, ReplayParkedRequest};
 use verimail_proto::subjects;
-use verimail_proto::user::v1::UserStatus;
+use verimail_proto::user::v1::{DeleteUserRequest, UserStatus};
 use verimail_system_tests::browser::Browser;
 use verimail_system_tests::{Stack, StackOptions, nats_password};
 
@@ -80,9 +80,15 @@ async fn with_a_user_per_service_the_flow_works_and_nobody_else_can_publish_what
     };
     let refused = stored(&auth_service, subjects::USERS_REGISTERED, registered.encode_to_vec()).await;
     assert!(refused.is_err(), "auth-service published users.registered");
-    // Nor pull from another service's consumer, or manage another's stream.
+    // It reads USERS (its own consumer takes users.deleted), but not from another service's
+    // consumer, and manages no stream but its own.
     let js = jetstream_of(&auth_service);
-    assert!(js.get_stream(verimail_proto::streams::USERS).await.is_err(), "auth-service read the USERS stream");
+    let users = js.get_stream(verimail_proto::streams::USERS).await.expect("auth-service reads USERS");
+    let others = users.get_consumer::<jetstream::consumer::pull::Config>("email-service").await;
+    assert!(others.is_err(), "auth-service opened email-service's consumer");
+    // Only user-service deletes accounts: email-service cannot forge the event of one.
+    let refused = stored(&email_service, subjects::USERS_DELETED, b"forged".to_vec()).await;
+    assert!(refused.is_err(), "email-service published users.deleted");
     assert!(js.delete_stream(verimail_proto::streams::AUTH).await.is_err(), "auth-service deleted its stream");
     let js = jetstream_of(&email_service);
     assert!(js.get_stream(verimail_proto::streams::AUTH).await.is_err(), "email-service read the AUTH stream");
@@ -119,6 +125,26 @@ async fn with_a_user_per_service_the_flow_works_and_nobody_else_can_publish_what
     let page = Browser::new(&stack.gateway_url).click(&link).await;
     assert_eq!(page.kind(), "verified", "{}", page.html);
     assert!(stack.wait_for_status(&victim, UserStatus::Verified, STATUS_WAIT).await);
+
+    // A deletion's erasure runs within the permissions: every service takes users.deleted.
+    let request = DeleteUserRequest { user_id: victim.clone(), password: String::new() };
+    stack.users.clone().delete_user(request).await.expect("DeleteUser");
+    let deadline = tokio::time::Instant::now() + STATUS_WAIT;
+    while !stack.find_everywhere("victim@example.com").await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "not erased: {:?}", stack.find_everywhere("victim@").await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let users = jetstream_of(&user_service).get_stream(verimail_proto::streams::USERS).await.expect("USERS");
+    let deletions = users.get_consumer::<jetstream::consumer::pull::Config>("user-service-deletions").await;
+    let mut deletions = deletions.expect("user-service's consumer of users.deleted");
+    loop {
+        let info = deletions.info().await.expect("consumer info");
+        if info.ack_floor.consumer_sequence >= 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "user-service never acked users.deleted: {info:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,64 @@
+//! auth-service's part of deleting an account (users.deleted): the user's tokens go, their
+//! codes keep only a keyed hash of the address (so a code typed later still finds its account
+//! and answers "deleted", never "wrong code"), their events leave the outbox, a tombstone
+//! stays, and their parked messages leave PARKED.
+
+use crate::code::CodeKeys;
+use crate::store::{code, token};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
+use verimail_events::bus::{ConsumerSpec, Delivery, HandlerError, StreamSettings};
+use verimail_events::erasure;
+
+/// auth-service's consumer: of users.deleted alone.
+pub const DURABLE: &str = "auth-service";
+
+pub fn consumer(streams: StreamSettings) -> ConsumerSpec {
+    erasure::consumer(DURABLE, streams)
+}
+
+/// Erases what auth-service holds of the user of `delivery` (idempotent: a second delivery
+/// finds nothing left).
+pub async fn on_user_deleted(
+    db: &DatabaseConnection,
+    js: &async_nats::jetstream::Context,
+    keys: &CodeKeys,
+    delivery: Delivery,
+) -> Result<(), HandlerError> {
+    let event = erasure::decode(&delivery)?;
+    let (tokens, codes, events) = erase(db, keys, &event.user_id, erasure::reason_of(&event)).await?;
+    tracing::info!(user_id = %event.user_id, tokens, codes, events, "deleted user's tokens, codes and events erased");
+    erasure::forget_parked(js, &[DURABLE], &event.user_id).await
+}
+
+/// In one transaction: the tombstone, the tokens deleted, the codes' addresses replaced by
+/// their keyed hash (and revoked), the user's outbox rows deleted. How many of each.
+pub async fn erase(
+    db: &DatabaseConnection,
+    keys: &CodeKeys,
+    user_id: &str,
+    reason: erasure::Reason,
+) -> Result<(u64, u64, u64), DbErr> {
+    let txn = verimail_events::db::begin_write(db).await?;
+    erasure::bury(&txn, &[user_id], reason).await?;
+    let tokens = token::Entity::delete_many().filter(token::Column::UserId.eq(user_id)).exec(&txn).await?;
+    let now = chrono::Utc::now();
+    let held = code::Entity::find()
+        .filter(code::Column::UserId.eq(user_id))
+        .filter(code::Column::Email.not_like(format!("{}%", crate::code::ERASED)))
+        .all(&txn)
+        .await?;
+    for row in &held {
+        // A code whose key is gone can never match again: nothing of the address stays.
+        let erased = keys.erased_address(&row.key_id, &row.email).unwrap_or_else(|| crate::code::ERASED.to_owned());
+        code::Entity::update_many()
+            .col_expr(code::Column::Email, Expr::value(erased))
+            .col_expr(code::Column::RevokedAt, Expr::value(row.revoked_at.unwrap_or(now)))
+            .filter(code::Column::Id.eq(row.id.as_str()))
+            .exec(&txn)
+            .await?;
+    }
+    let events = erasure::forget_events(&txn, user_id).await?;
+    txn.commit().await?;
+    Ok((tokens.rows_affected, held.len() as u64, events))
+}

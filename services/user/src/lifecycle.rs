@@ -1,0 +1,110 @@
+//! The end of an account: deleted on request (DeleteUser) or because it was never verified in
+//! time (the expiry sweep). One transaction deletes the row, drops the user's events still in
+//! the outbox (they carry the address), keeps a tombstone and writes users.deleted, on which
+//! every service erases what it holds.
+
+use crate::store;
+use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr};
+use std::time::Duration;
+use verimail_events::bus::{ConsumerSpec, Delivery, HandlerError, StreamSettings};
+use verimail_events::erasure::{self, Reason};
+use verimail_events::outbox::{self, OutboxEvent, OutboxRelay};
+use verimail_proto::events::v1::UserDeleted;
+use verimail_proto::subjects;
+use verimail_server::shutdown::Shutdown;
+
+/// Users one sweep transaction deletes at most.
+const SWEEP_BATCH: u64 = 100;
+
+/// The durable that removes user-service's parked messages of deleted users.
+pub const DELETIONS_DURABLE: &str = "user-service-deletions";
+
+/// Everything but the row's own deletion: the user's outbox rows, the tombstone and
+/// users.deleted, for users `txn` has just deleted.
+pub async fn announce_deleted(txn: &DatabaseTransaction, user_ids: &[String], reason: Reason) -> Result<(), DbErr> {
+    let mut announced = Vec::with_capacity(user_ids.len());
+    for user_id in user_ids {
+        erasure::forget_events(txn, user_id).await?;
+        let event = UserDeleted {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            user_id: user_id.clone(),
+            reason: reason.to_proto() as i32,
+            occurred_at: verimail_server::rfc3339(chrono::Utc::now()),
+        };
+        announced.push(OutboxEvent::new(event.event_id.clone(), user_id, subjects::USERS_DELETED, &event));
+    }
+    let ids: Vec<&str> = user_ids.iter().map(String::as_str).collect();
+    erasure::bury(txn, &ids, reason).await?;
+    outbox::enqueue_all(txn, announced).await?;
+    crate::metrics::deleted(reason, user_ids.len());
+    Ok(())
+}
+
+/// How often the sweep looks for expired accounts: a quarter of the TTL, between 250 ms and a
+/// minute (an account outlives its TTL by at most that).
+pub fn sweep_interval(ttl: Duration) -> Duration {
+    (ttl / 4).clamp(Duration::from_millis(250), Duration::from_secs(60))
+}
+
+/// Deletes the accounts never verified within `ttl` of their latest registration, a batch per
+/// transaction: how many.
+pub async fn sweep(db: &DatabaseConnection, relay: &OutboxRelay, ttl: Duration) -> Result<usize, DbErr> {
+    let cutoff = chrono::Utc::now() - chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+    let mut total = 0;
+    loop {
+        let txn = verimail_events::db::begin_write(db).await?;
+        let deleted = store::delete_expired(&txn, cutoff, SWEEP_BATCH).await?;
+        if deleted.is_empty() {
+            return Ok(total);
+        }
+        announce_deleted(&txn, &deleted, Reason::Expired).await?;
+        txn.commit().await?;
+        relay.wake();
+        total += deleted.len();
+        tracing::info!(count = deleted.len(), "unverified accounts expired and deleted");
+        if (deleted.len() as u64) < SWEEP_BATCH {
+            return Ok(total);
+        }
+    }
+}
+
+/// Sweeps every [`sweep_interval`] until `shutdown`; a failed sweep is tried again next time.
+pub async fn run_sweeps(db: DatabaseConnection, relay: OutboxRelay, ttl: Duration, shutdown: Shutdown) {
+    let interval = sweep_interval(ttl);
+    while !shutdown.is_triggered() {
+        if let Err(e) = sweep(&db, &relay, ttl).await {
+            tracing::warn!(error = %e, "expiry sweep failed; trying again later");
+        }
+        tokio::select! {
+            _ = shutdown.wait() => {}
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// users.deleted, for user-service's own part of the erasure: its parked messages of the user
+/// (the row, the outbox rows and the tombstone went with the deletion).
+pub fn deletions_consumer(streams: StreamSettings) -> ConsumerSpec {
+    erasure::consumer(DELETIONS_DURABLE, streams)
+}
+
+pub async fn on_user_deleted(
+    js: &async_nats::jetstream::Context,
+    durables: &[&str],
+    delivery: Delivery,
+) -> Result<(), HandlerError> {
+    let event = erasure::decode(&delivery)?;
+    erasure::forget_parked(js, durables, &event.user_id).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_runs_four_times_per_ttl_within_bounds() {
+        assert_eq!(sweep_interval(Duration::from_secs(7 * 24 * 3600)), Duration::from_secs(60));
+        assert_eq!(sweep_interval(Duration::from_secs(8)), Duration::from_secs(2));
+        assert_eq!(sweep_interval(Duration::from_millis(400)), Duration::from_millis(250));
+    }
+}
