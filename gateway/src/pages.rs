@@ -26,6 +26,8 @@ impl Pages {
             "resend_form.html",
             "expired.html",
             "account_gone.html",
+            "undo_confirm.html",
+            "undone.html",
             "invalid.html",
             "resend.html",
             "resent.html",

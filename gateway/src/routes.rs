@@ -18,7 +18,7 @@ use tonic::Code;
 use tonic_health::pb::health_client::HealthClient;
 use tracing::Instrument;
 use verimail_proto::auth::v1::{
-    VerifyEmailCodeRequest, VerifyEmailRequest, VerifyEmailResponse, VerifyOutcome,
+    UndoEmailChangeRequest, VerifyEmailCodeRequest, VerifyEmailRequest, VerifyEmailResponse, VerifyOutcome,
     auth_service_client::AuthServiceClient,
 };
 use verimail_proto::reasons;
@@ -67,6 +67,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/verify-email", get(confirm_page).post(verify))
         .route("/verify-code", get(code_page).post(verify_code))
         .route("/resend", get(resend_page).post(resend))
+        .route("/email-change/undo", get(undo_page).post(undo))
         .route(KEYS_PATH, get(public_keys))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -262,11 +263,16 @@ struct EmailParams {
 /// GET changes nothing, and the page does nothing by itself: mail scanners fetch links and run
 /// their scripts, so verifying takes a person's press of the button (a plain form POST).
 async fn confirm_page(State(gw): State<Arc<Gateway>>, Query(params): Query<TokenParams>) -> Response {
+    form_page(&gw, &params, "confirm.html")
+}
+
+/// The page with the form that POSTs a link's token; 400 for a link without one.
+fn form_page(gw: &Gateway, params: &TokenParams, template: &str) -> Response {
     let token = params.token.trim();
     if token.is_empty() {
         return gw.pages.render(StatusCode::BAD_REQUEST, "invalid.html", context! { email => "" });
     }
-    gw.pages.render(StatusCode::OK, "confirm.html", context! { token })
+    gw.pages.render(StatusCode::OK, template, context! { token })
 }
 
 async fn verify(
@@ -283,6 +289,35 @@ async fn verify(
                 why => {
                     let revoked = why == reasons::TOKEN_REVOKED;
                     gw.pages.render(StatusCode::GONE, "expired.html", context! { email => "", revoked })
+                }
+            },
+            Code::InvalidArgument => gw.pages.render(StatusCode::BAD_REQUEST, "invalid.html", context! { email => "" }),
+            _ => unavailable(&gw, &status),
+        },
+    }
+}
+
+/// The link of a change-of-address notice: like a verification link, GET shows a form and only
+/// the POST acts (mail scanners open links).
+async fn undo_page(State(gw): State<Arc<Gateway>>, Query(params): Query<TokenParams>) -> Response {
+    form_page(&gw, &params, "undo_confirm.html")
+}
+
+async fn undo(
+    State(gw): State<Arc<Gateway>>,
+    Extension(Client(client)): Extension<Client>,
+    Form(params): Form<TokenParams>,
+) -> Response {
+    let request = on_behalf(UndoEmailChangeRequest { token: params.token }, client);
+    match gw.auth.clone().undo_email_change(request).await {
+        Ok(reply) => gw.pages.render(StatusCode::OK, "undone.html", context! { email => reply.into_inner().email }),
+        Err(status) => match status.code() {
+            Code::FailedPrecondition => match verimail_proto::reasons::of(&status).as_str() {
+                reasons::TOKEN_USED => gw.pages.render(StatusCode::OK, "undone.html", context! { again => true }),
+                why @ (reasons::ACCOUNT_EXPIRED | reasons::ACCOUNT_DELETED) => account_gone(&gw, why, "link"),
+                why => {
+                    let revoked = why == reasons::TOKEN_REVOKED;
+                    gw.pages.render(StatusCode::GONE, "expired.html", context! { email => "", revoked, change => true })
                 }
             },
             Code::InvalidArgument => gw.pages.render(StatusCode::BAD_REQUEST, "invalid.html", context! { email => "" }),

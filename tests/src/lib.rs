@@ -175,6 +175,13 @@ pub fn for_browser<T>(message: T, client: &str) -> tonic::Request<T> {
     request
 }
 
+/// `message` as a user sends it with their access token (`authorization: Bearer <token>`).
+pub fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("a header value"));
+    request
+}
+
 /// The documented nats-server configuration of users and permissions.
 pub const NATS_PERMISSIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/nats-permissions.conf");
 
@@ -468,6 +475,13 @@ impl Stack {
         let db = sea_orm::Database::connect(self.database_url(service)).await.expect("open a service database");
         let done = db.execute_raw(Statement::from_string(db.get_database_backend(), sql)).await;
         done.expect("the statement runs").rows_affected()
+    }
+
+    /// user-service without the test's credentials: for calls that carry a user's own
+    /// ([`with_bearer`]).
+    pub fn plain_users(&self) -> UserServiceClient<tonic::transport::Channel> {
+        let url = format!("http://{}", self.grpc_addrs[0]);
+        UserServiceClient::new(tonic::transport::Channel::from_shared(url).expect("a URL").connect_lazy())
     }
 
     /// Every place `needle` is stored in the three databases: `service.table.column` of each

@@ -88,6 +88,14 @@ pub mod subjects {
     pub const USERS_VERIFIED: &str = "users.verified";
     /// `UserDeleted`: every service erases what it holds of the user.
     pub const USERS_DELETED: &str = "users.deleted";
+    /// `EmailChangeRequested`: the verification email to the new address.
+    pub const USERS_EMAIL_CHANGE_REQUESTED: &str = "users.email_change_requested";
+    /// `EmailChangeNotice`: the notice to the current address, with the undo link.
+    pub const USERS_EMAIL_CHANGE_NOTICE: &str = "users.email_change_notice";
+    /// `EmailChanged`: an account's address changed (or changed back).
+    pub const USERS_EMAIL_CHANGED: &str = "users.email_changed";
+    /// `EmailChangeUndoRequested`: the notice's link was used.
+    pub const AUTH_EMAIL_CHANGE_UNDO_REQUESTED: &str = "auth.email_change_undo_requested";
     /// `EmailVerified`
     pub const AUTH_EMAIL_VERIFIED: &str = "auth.email_verified";
 }
@@ -109,6 +117,8 @@ pub mod reasons {
     pub const ACCOUNT_EXPIRED: &str = "ACCOUNT_EXPIRED";
     /// A link or code of an account deleted on request.
     pub const ACCOUNT_DELETED: &str = "ACCOUNT_DELETED";
+    /// A single-use link (an undo link) used before.
+    pub const TOKEN_USED: &str = "TOKEN_USED";
 
     /// The ErrorInfo domain of user-service's reasons (and of the client library's).
     pub const USER_DOMAIN: &str = "user.verimail";

@@ -80,7 +80,9 @@ impl Claimer {
 async fn use_tokens(db: &DatabaseConnection, uses: &[TokenUse]) -> Result<(Vec<Answer>, bool), DbErr> {
     let txn = verimail_events::db::begin_write(db).await?;
     let users: Vec<&str> = uses.iter().map(|u| u.user_id.as_str()).collect();
-    let mut verified = store::verified_users(&txn, &users).await?;
+    // A registration (or change of address) is verified once, whichever of its links or codes
+    // is used first; a later one of the same registration answers "already verified".
+    let mut verified = store::used_registrations(&txn, &users).await?;
     let jtis: Vec<&str> = uses.iter().map(|u| u.jti.as_str()).collect();
     let claimed = store::claim_tokens(&txn, &jtis).await?;
     // Why the others were not claimed: never recorded, used already, or revoked.
@@ -109,7 +111,7 @@ async fn use_tokens(db: &DatabaseConnection, uses: &[TokenUse]) -> Result<(Vec<A
         .map(|u| {
             if let Some(registration) = claimed.get(&u.jti) {
                 // The same token twice in one batch: the second is a repeat click.
-                if first_use.insert(u.jti.as_str()) && verified.insert(u.user_id.clone()) {
+                if first_use.insert(u.jti.as_str()) && verified.insert((u.user_id.clone(), registration.clone())) {
                     // In the click's trace: this batch runs outside the request's span.
                     let mut event = email_verified(&u.user_id, &u.email, registration.as_deref());
                     event.trace_context = u.trace.clone();

@@ -42,6 +42,9 @@ pub struct Config {
     pub audience: String,
     /// `VERIFICATION_TOKEN_TTL_SECONDS` (default 24 h).
     pub token_lifetime: Duration,
+    /// `EMAIL_CHANGE_UNDO_TTL_SECONDS` (default 7 days): how long the link of a
+    /// change-of-address notice cancels or undoes the change.
+    pub undo_lifetime: Duration,
     /// `VERIFICATION_CODE_TTL_SECONDS`: how long a 6-digit code works (default 1 hour).
     pub code_lifetime: Duration,
 }
@@ -100,6 +103,7 @@ impl Config {
             access_token_lifetime: vars.seconds("ACCESS_TOKEN_TTL_SECONDS", Duration::from_secs(900))?,
             audience: audience.trim().to_owned(),
             token_lifetime: vars.seconds("VERIFICATION_TOKEN_TTL_SECONDS", Duration::from_secs(24 * 3600))?,
+            undo_lifetime: vars.seconds("EMAIL_CHANGE_UNDO_TTL_SECONDS", Duration::from_secs(7 * 24 * 3600))?,
             code_lifetime: vars.seconds("VERIFICATION_CODE_TTL_SECONDS", Duration::from_secs(3600))?,
         })
     }

@@ -20,6 +20,8 @@ pub enum AuthError {
     CodeLocked,
     #[error("token: was revoked; ask for a new email")]
     TokenRevoked,
+    #[error("token: was used already")]
+    TokenUsed,
     #[error("code: was revoked; ask for a new email")]
     CodeRevoked,
     #[error("registration_event_id: a later registration of this user has had its email")]
@@ -50,6 +52,7 @@ impl From<AuthError> for Status {
             AuthError::CodeExpired => failed_precondition(reasons::CODE_EXPIRED, err.to_string()),
             AuthError::CodeLocked => failed_precondition(reasons::CODE_LOCKED, err.to_string()),
             AuthError::TokenRevoked => failed_precondition(reasons::TOKEN_REVOKED, err.to_string()),
+            AuthError::TokenUsed => failed_precondition(reasons::TOKEN_USED, err.to_string()),
             AuthError::CodeRevoked => failed_precondition(reasons::CODE_REVOKED, err.to_string()),
             AuthError::RegistrationSuperseded => failed_precondition(reasons::REGISTRATION_SUPERSEDED, err.to_string()),
             AuthError::AccountGone(verimail_events::erasure::Reason::Expired) => failed_precondition(

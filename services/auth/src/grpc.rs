@@ -11,6 +11,7 @@ use std::time::Duration;
 use tonic::{Request, Response};
 use verimail_events::outbox::{self, OutboxRelay};
 use verimail_proto::auth::v1::{self as pb, auth_service_server::AuthService};
+use verimail_proto::events::v1 as events;
 use verimail_server::address::Email;
 use verimail_server::admin::AdminCredential;
 use verimail_server::internal::ServiceCredential;
@@ -26,6 +27,8 @@ pub struct AuthGrpc {
     pub audience: String,
     pub code_keys: Arc<CodeKeys>,
     pub token_lifetime: Duration,
+    /// How long a change-of-address notice's link works.
+    pub undo_lifetime: Duration,
     pub code_lifetime: Duration,
     pub verify_per_client: Limiter,
     /// Code checks per mailbox and client.
@@ -59,18 +62,17 @@ impl AuthService for AuthGrpc {
         let user_id = user_id(&request.user_id)?;
         let email = Email::parse(&request.email).map_err(|reason| AuthError::invalid("email", reason))?;
         let email = email.as_str().to_owned();
+        let undo = request.purpose() == pb::TokenPurpose::UndoEmailChange;
+        if undo {
+            let change = parse_registration("registration_event_id", &request.registration_event_id)?
+                .ok_or_else(|| AuthError::invalid("registration_event_id", "an undo link needs the change id"))?;
+            return Ok(Response::new(self.issue_undo(&user_id, &email, &change).await?));
+        }
         let issued =
             self.keys.issue(&user_id, &email, self.token_lifetime).map_err(|e| AuthError::Issue(e.to_string()))?;
         // A code beside the link. Earlier tokens and codes of the same registration stay valid
         // (two emails in flight); those of earlier registrations die.
-        let registration = match request.registration_event_id.trim() {
-            "" => None,
-            id => Some(
-                uuid::Uuid::parse_str(id)
-                    .map_err(|_| AuthError::invalid("registration_event_id", "must be a UUID (an event id)"))?
-                    .to_string(),
-            ),
-        };
+        let registration = parse_registration("registration_event_id", &request.registration_event_id)?;
         let code = Code::generate();
         let now = chrono::Utc::now();
         let code_expires_at = now + chrono::Duration::from_std(self.code_lifetime).unwrap_or(chrono::Duration::zero());
@@ -79,6 +81,7 @@ impl AuthService for AuthGrpc {
             .hash(&issued.key_id, &user_id, &code)
             .ok_or_else(|| AuthError::Issue("no code key for the current token key".into()))?;
         let txn = verimail_events::db::begin_write(&self.db).await.map_err(AuthError::from)?;
+        store::lock_user(&txn, &user_id).await.map_err(AuthError::from)?;
         // email-service behind on users.deleted: nothing for an account that is gone.
         let gone = verimail_events::erasure::buried(&txn, &[user_id.as_str()]).await.map_err(AuthError::from)?;
         if let Some(reason) = gone.get(&user_id) {
@@ -88,7 +91,8 @@ impl AuthService for AuthGrpc {
             if store::superseded(&txn, &user_id, registration).await.map_err(AuthError::from)? {
                 return Err(AuthError::RegistrationSuperseded.into());
             }
-            let (tokens, codes) = store::revoke(&txn, &user_id, Some(registration)).await.map_err(AuthError::from)?;
+            let (tokens, codes) =
+                store::revoke(&txn, &user_id, store::Revoked::Before(registration)).await.map_err(AuthError::from)?;
             if tokens + codes > 0 {
                 tracing::info!(%user_id, tokens, codes, "tokens and codes of earlier registrations revoked");
             }
@@ -103,6 +107,7 @@ impl AuthService for AuthGrpc {
             used_at: Set(None),
             revoked_at: Set(None),
             registration_event_id: Set(registration.clone()),
+            purpose: Set(None),
         })
         .exec_without_returning(&txn)
         .await
@@ -194,7 +199,7 @@ impl AuthService for AuthGrpc {
         let user_id = user_id(&request.into_inner().user_id)?;
         let revoked = async {
             let txn = verimail_events::db::begin_write(&self.db).await?;
-            let counts = store::revoke(&txn, &user_id, None).await?;
+            let counts = store::revoke(&txn, &user_id, store::Revoked::All).await?;
             txn.commit().await.map(|()| counts)
         };
         let (tokens, codes) = revoked.await.map_err(AuthError::from)?;
@@ -228,6 +233,55 @@ impl AuthService for AuthGrpc {
         }))
     }
 
+    async fn undo_email_change(
+        &self,
+        request: Request<pb::UndoEmailChangeRequest>,
+    ) -> GrpcResult<pb::UndoEmailChangeResponse> {
+        self.verify_per_client.check(&self.fronts.client_of(&request))?;
+        let raw = request.into_inner().token;
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(AuthError::invalid("token", "is required").into());
+        }
+        let claims = self.keys.open_for(crate::token::UNDO_EMAIL_CHANGE, raw).map_err(AuthError::from)?;
+        let txn = verimail_events::db::begin_write(&self.db).await.map_err(AuthError::from)?;
+        let gone = verimail_events::erasure::buried(&txn, &[claims.user_id.as_str()]).await.map_err(AuthError::from)?;
+        if let Some(reason) = gone.get(&claims.user_id) {
+            return Err(AuthError::AccountGone(*reason).into());
+        }
+        let claimed = store::claim_tokens(&txn, &[claims.jti.as_str()]).await.map_err(AuthError::from)?;
+        let Some(Some(change_id)) = claimed.get(&claims.jti) else {
+            let row = token::Entity::find_by_id(claims.jti.clone()).one(&txn).await.map_err(AuthError::from)?;
+            return Err(match row {
+                Some(row) if row.used_at.is_some() => AuthError::TokenUsed,
+                Some(row) if row.revoked_at.is_some() => AuthError::TokenRevoked,
+                _ => AuthError::Token(crate::token::TokenError::Invalid),
+            }
+            .into());
+        };
+        // The change's links and codes die with it.
+        let revoked =
+            store::revoke(&txn, &claims.user_id, store::Revoked::Of(change_id)).await.map_err(AuthError::from)?;
+        let event = events::EmailChangeUndoRequested {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            user_id: claims.user_id.clone(),
+            email: claims.email.clone(),
+            occurred_at: rfc3339(chrono::Utc::now()),
+            change_id: change_id.clone(),
+        };
+        let announced = outbox::OutboxEvent::new(
+            event.event_id.clone(),
+            &event.user_id,
+            verimail_proto::subjects::AUTH_EMAIL_CHANGE_UNDO_REQUESTED,
+            &event,
+        );
+        outbox::enqueue(&txn, announced).await.map_err(AuthError::from)?;
+        txn.commit().await.map_err(AuthError::from)?;
+        self.relay.wake();
+        tracing::info!(user_id = %claims.user_id, %change_id, revoked = ?revoked, "change of address cancelled or undone from its notice");
+        Ok(Response::new(pb::UndoEmailChangeResponse { user_id: claims.user_id, email: claims.email }))
+    }
+
     /// Public keys are public: no credential, the same answer for everyone.
     async fn get_public_keys(&self, _: Request<pb::GetPublicKeysRequest>) -> GrpcResult<pb::GetPublicKeysResponse> {
         let published = self.signing_keys.published().into_iter();
@@ -236,6 +290,16 @@ impl AuthService for AuthGrpc {
             audience: self.audience.clone(),
             issuer: crate::access::ISSUER.to_owned(),
         }))
+    }
+}
+
+/// An optional event id (a registration or a change) as its canonical text.
+fn parse_registration(field: &'static str, raw: &str) -> Result<Option<String>, AuthError> {
+    match raw.trim() {
+        "" => Ok(None),
+        id => uuid::Uuid::parse_str(id)
+            .map(|id| Some(id.to_string()))
+            .map_err(|_| AuthError::invalid(field, "must be a UUID (an event id)")),
     }
 }
 
@@ -257,6 +321,7 @@ fn counted<T>(
         Err(AuthError::Token(crate::token::TokenError::Expired) | AuthError::CodeExpired) => "expired",
         Err(AuthError::CodeLocked) => "locked",
         Err(AuthError::TokenRevoked | AuthError::CodeRevoked) => "revoked",
+        Err(AuthError::TokenUsed) => "already_verified",
         Err(AuthError::Token(_) | AuthError::InvalidArgument { .. }) => "invalid",
         Err(AuthError::AccountGone(_)) => "account_deleted",
         Err(AuthError::Db(_) | AuthError::Issue(_) | AuthError::RegistrationSuperseded) => "error",
@@ -266,6 +331,45 @@ fn counted<T>(
 }
 
 impl AuthGrpc {
+    /// The link of a change-of-address notice: single use, for `undo_lifetime`, no code.
+    async fn issue_undo(
+        &self,
+        user_id: &str,
+        email: &str,
+        change: &str,
+    ) -> Result<pb::IssueVerificationTokenResponse, AuthError> {
+        let purpose = crate::token::UNDO_EMAIL_CHANGE;
+        let issued = self
+            .keys
+            .issue_for(purpose, user_id, email, self.undo_lifetime)
+            .map_err(|e| AuthError::Issue(e.to_string()))?;
+        let txn = verimail_events::db::begin_write(&self.db).await?;
+        if let Some(reason) = verimail_events::erasure::buried(&txn, &[user_id]).await?.get(user_id) {
+            return Err(AuthError::AccountGone(*reason));
+        }
+        token::Entity::insert(token::ActiveModel {
+            jti: Set(issued.jti.clone()),
+            user_id: Set(user_id.to_owned()),
+            email: Set(email.to_owned()),
+            key_id: Set(issued.key_id.clone()),
+            issued_at: Set(chrono::Utc::now()),
+            expires_at: Set(issued.expires_at),
+            used_at: Set(None),
+            revoked_at: Set(None),
+            registration_event_id: Set(Some(change.to_owned())),
+            purpose: Set(Some(purpose.to_owned())),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        txn.commit().await?;
+        Ok(pb::IssueVerificationTokenResponse {
+            token: issued.token,
+            expires_at: rfc3339(issued.expires_at),
+            code: String::new(),
+            code_expires_at: String::new(),
+        })
+    }
+
     /// Checks `code` against every code sent to `email` (constant time each), in one write
     /// transaction. A match is used up (and verifies, unless the user already is); only a
     /// match may say that its code expired, was revoked or is locked. Every miss answers the
@@ -305,7 +409,8 @@ impl AuthGrpc {
             Decision::Refused(Refusal::Locked) => Err(AuthError::CodeLocked),
             Decision::Refused(Refusal::Expired) => Err(AuthError::CodeExpired),
             Decision::Use(row) => {
-                let already_verified = store::user_verified(&txn, &row.user_id).await?;
+                let issue = (row.user_id.clone(), row.registration_event_id.clone());
+                let already_verified = store::used_registrations(&txn, &[row.user_id.as_str()]).await?.contains(&issue);
                 // Used only if still live: a concurrent use or the last wrong try came first.
                 let used = codes::Entity::update_many()
                     .col_expr(codes::Column::UsedAt, Expr::value(now))

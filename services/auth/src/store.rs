@@ -22,8 +22,10 @@ pub mod token {
         /// Set by RevokeVerificationTokens: the token no longer verifies.
         pub revoked_at: Option<DateTimeUtc>,
         /// The users.registered event this token's email was for (its own, or the one a
-        /// resend names); none when issued without one.
+        /// resend names), or the change of address; none when issued without one.
         pub registration_event_id: Option<String>,
+        /// `undo_email_change` for a change-of-address notice's link; none for verification.
+        pub purpose: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -250,6 +252,32 @@ mod add_registration_event {
     }
 }
 
+mod add_token_purpose {
+    use sea_orm_migration::prelude::*;
+    use sea_orm_migration::schema::*;
+
+    #[derive(DeriveIden)]
+    enum VerificationTokens {
+        Table,
+        Purpose,
+    }
+
+    /// What a token is for: verification (none), or undoing a change of address.
+    pub fn migration() -> verimail_events::db::SchemaMigration {
+        verimail_events::db::SchemaMigration {
+            name: "m20261202_000006_add_token_purpose",
+            tables: vec![],
+            alters: vec![
+                Table::alter()
+                    .table(VerificationTokens::Table)
+                    .add_column(string_null(VerificationTokens::Purpose))
+                    .to_owned(),
+            ],
+            indexes: vec![],
+        }
+    }
+}
+
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
@@ -261,6 +289,7 @@ impl MigratorTrait for Migrator {
         migrations.push(Box::new(index_codes_by_user::migration()));
         migrations.push(Box::new(add_registration_event::migration()));
         migrations.push(Box::new(verimail_events::erasure::migration::migration()));
+        migrations.push(Box::new(add_token_purpose::migration()));
         migrations
     }
 }
@@ -282,20 +311,25 @@ pub async fn claim_tokens<C: ConnectionTrait>(
     Ok(claimed.into_iter().map(|row| (row.jti, row.registration_event_id)).collect())
 }
 
-/// Which of these users have used a token or a code: their email is verified.
-pub async fn verified_users<C: ConnectionTrait>(conn: &C, user_ids: &[&str]) -> Result<HashSet<String>, DbErr> {
+/// A user and the registration (or change of address) a link or code was issued for.
+pub type Issue = (String, Option<String>);
+
+/// Which registrations (or changes of address) of these users have had a verification token
+/// or code used: their address of that registration is verified.
+pub async fn used_registrations<C: ConnectionTrait>(conn: &C, user_ids: &[&str]) -> Result<HashSet<Issue>, DbErr> {
     use sea_orm::QuerySelect;
-    let tokens: Vec<String> = token::Entity::find()
+    let tokens: Vec<Issue> = token::Entity::find()
         .select_only()
-        .column(token::Column::UserId)
+        .columns([token::Column::UserId, token::Column::RegistrationEventId])
         .filter(token::Column::UserId.is_in(user_ids.iter().copied()))
         .filter(token::Column::UsedAt.is_not_null())
+        .filter(token::Column::Purpose.is_null())
         .into_tuple()
         .all(conn)
         .await?;
-    let codes: Vec<String> = code::Entity::find()
+    let codes: Vec<Issue> = code::Entity::find()
         .select_only()
-        .column(code::Column::UserId)
+        .columns([code::Column::UserId, code::Column::RegistrationEventId])
         .filter(code::Column::UserId.is_in(user_ids.iter().copied()))
         .filter(code::Column::UsedAt.is_not_null())
         .into_tuple()
@@ -304,9 +338,17 @@ pub async fn verified_users<C: ConnectionTrait>(conn: &C, user_ids: &[&str]) -> 
     Ok(tokens.into_iter().chain(codes).collect())
 }
 
-/// Whether the user has used a token or a code: their email is verified.
-pub async fn user_verified<C: ConnectionTrait>(conn: &C, user_id: &str) -> Result<bool, DbErr> {
-    Ok(!verified_users(conn, &[user_id]).await?.is_empty())
+/// Holds the user's issuing lock until `txn` ends (PostgreSQL; SQLite's one writer already runs
+/// one transaction at a time): two issues for one user at once would each miss the other's
+/// token, and neither would revoke or refuse the other (a replaced change's link would live).
+pub async fn lock_user(txn: &sea_orm::DatabaseTransaction, user_id: &str) -> Result<(), DbErr> {
+    use sea_orm::{DbBackend, Statement};
+    if txn.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    let lock = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
+    txn.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, lock, [user_id.into()])).await?;
+    Ok(())
 }
 
 /// Whether a later registration of the user than `registration` has had a token issued:
@@ -320,9 +362,19 @@ pub async fn superseded<C: ConnectionTrait>(conn: &C, user_id: &str, registratio
     Ok(later.is_some())
 }
 
-/// Revokes the user's unused, unrevoked tokens and codes: all of them, or with `before` those
-/// of registrations before it (and those issued without one); how many of each.
-pub async fn revoke<C: ConnectionTrait>(conn: &C, user_id: &str, before: Option<&str>) -> Result<(u64, u64), DbErr> {
+/// Which registrations [`revoke`] revokes the tokens and codes of.
+#[derive(Debug, Clone, Copy)]
+pub enum Revoked<'a> {
+    All,
+    /// Those of registrations before it (and those issued without one).
+    Before(&'a str),
+    /// Those of this registration (or change of address) alone.
+    Of(&'a str),
+}
+
+/// Revokes the user's unused, unrevoked verification tokens and codes of `which`
+/// registrations; how many of each.
+pub async fn revoke<C: ConnectionTrait>(conn: &C, user_id: &str, which: Revoked<'_>) -> Result<(u64, u64), DbErr> {
     use sea_orm::Condition;
     use sea_orm::sea_query::{Alias, ExprTrait};
     // Both tables name these columns alike.
@@ -331,14 +383,21 @@ pub async fn revoke<C: ConnectionTrait>(conn: &C, user_id: &str, before: Option<
         .add(column("user_id").eq(user_id))
         .add(column("used_at").is_null())
         .add(column("revoked_at").is_null());
-    if let Some(registration) = before {
-        let registration_of = || column("registration_event_id");
-        unused = unused.add(Condition::any().add(registration_of().is_null()).add(registration_of().lt(registration)));
+    let registration_of = || column("registration_event_id");
+    match which {
+        Revoked::All => {}
+        Revoked::Before(registration) => {
+            unused =
+                unused.add(Condition::any().add(registration_of().is_null()).add(registration_of().lt(registration)));
+        }
+        Revoked::Of(registration) => unused = unused.add(registration_of().eq(registration)),
     }
     let now = chrono::Utc::now();
+    // An undo link outlives later changes: it is the earlier address's way back.
     let tokens = token::Entity::update_many()
         .col_expr(token::Column::RevokedAt, Expr::value(now))
         .filter(unused.clone())
+        .filter(token::Column::Purpose.is_null())
         .exec(conn)
         .await?;
     let codes = code::Entity::update_many()

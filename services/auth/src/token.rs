@@ -16,6 +16,9 @@ use std::time::Duration;
 /// The `purpose` claim of every token this service issues for email verification.
 pub const EMAIL_VERIFICATION: &str = "email_verification";
 
+/// The `purpose` claim of the link in a change-of-address notice, which cancels or undoes it.
+pub const UNDO_EMAIL_CHANGE: &str = "undo_email_change";
+
 /// Tokens are short strings; anything longer is refused before any work is done on it.
 const MAX_TOKEN_LEN: usize = 2048;
 
@@ -143,8 +146,13 @@ impl TokenKeys {
         Ok(IssuedToken { token, jti, key_id: current.id_text.clone(), expires_at })
     }
 
-    /// Checks the key, the authentication tag, the expiry and the purpose.
+    /// Checks the key, the authentication tag, the expiry and the purpose (email verification).
     pub fn open(&self, token: &str) -> Result<VerificationClaims, TokenError> {
+        self.open_for(EMAIL_VERIFICATION, token)
+    }
+
+    /// As [`TokenKeys::open`], for a token of `purpose`.
+    pub fn open_for(&self, purpose: &str, token: &str) -> Result<VerificationClaims, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed);
         }
@@ -159,7 +167,7 @@ impl TokenKeys {
             })?;
         let claims = trusted.payload_claims().ok_or(TokenError::Invalid)?;
         let text = |name: &str| claims.get_claim(name).and_then(|v| v.as_str()).map(str::to_owned);
-        if text("purpose").as_deref() != Some(EMAIL_VERIFICATION) {
+        if text("purpose").as_deref() != Some(purpose) {
             return Err(TokenError::WrongPurpose);
         }
         Ok(VerificationClaims {

@@ -18,8 +18,12 @@ use verimail_events::erasure;
 
 /// email-service's durable consumer (and its parked subject).
 pub const CONSUMER: &str = "email-service";
-use verimail_proto::auth::v1::{IssueVerificationTokenRequest, auth_service_client::AuthServiceClient};
-use verimail_proto::events::v1::{SignUpAttempted, UserRegistered, VerificationRequested};
+use verimail_proto::auth::v1::{
+    IssueVerificationTokenRequest, IssueVerificationTokenResponse, TokenPurpose, auth_service_client::AuthServiceClient,
+};
+use verimail_proto::events::v1::{
+    EmailChangeNotice, EmailChangeRequested, SignUpAttempted, UserRegistered, VerificationRequested,
+};
 use verimail_proto::subjects;
 use verimail_server::telemetry::email;
 
@@ -56,9 +60,13 @@ struct EmailRequest {
     event_id: String,
     user_id: String,
     email: String,
-    /// The registration a verification email belongs to (users.registered's event id);
-    /// empty where unknown.
+    /// The registration a verification email belongs to (users.registered's event id), or
+    /// the change of address; empty where unknown.
     registration_event_id: String,
+    /// A change-of-address notice: the address the account is to move to.
+    new_email: String,
+    /// A sign-up notice for an attempt to move another account to this address.
+    by_email_change: bool,
 }
 
 impl Courier {
@@ -140,6 +148,11 @@ impl Courier {
             store::Claim::NotRetryable(status) => return Err(EmailError::NotRetryable(status)),
             store::Claim::Claimed(before) => before,
         };
+        if matches!(before.kind.as_str(), subjects::USERS_EMAIL_CHANGE_REQUESTED | subjects::USERS_EMAIL_CHANGE_NOTICE)
+        {
+            // Its change id is not recorded here: the user asks for the change again.
+            return Err(EmailError::NotRetryableKind(before.kind));
+        }
         // A registration's own email belongs to it; a resend's registration is not recorded.
         let registration_event_id =
             if before.kind == subjects::USERS_REGISTERED { before.event_id.clone() } else { String::new() };
@@ -148,6 +161,8 @@ impl Courier {
             user_id: before.user_id,
             email: before.recipient,
             registration_event_id,
+            new_email: String::new(),
+            by_email_change: false,
         };
         let (status, error) = match self.send(&request, &before.kind).await {
             Ok(()) => (Status::Sent, None),
@@ -189,18 +204,19 @@ impl Courier {
 
     async fn send(&self, request: &EmailRequest, kind: &str) -> Result<(), Failure> {
         let message = match kind {
-            // The owner of an address someone tried to register again: a notice, no token.
-            subjects::USERS_SIGNUP_ATTEMPTED => self
-                .templates
-                .render_email(
-                    &self.from,
-                    &request.email,
-                    &request.event_id,
-                    "signup_attempted",
-                    "Someone tried to sign up with your address",
-                    &minijinja::context! { email => &request.email },
-                )
-                .map_err(HandlerError::Permanent)?,
+            // The owner of an address someone tried to register, or to move an account to: a
+            // notice, no token.
+            subjects::USERS_SIGNUP_ATTEMPTED => {
+                let (template, subject) = match request.by_email_change {
+                    true => ("change_attempted", "Someone tried to move an account to your address"),
+                    false => ("signup_attempted", "Someone tried to sign up with your address"),
+                };
+                let context = minijinja::context! { email => &request.email };
+                self.templates
+                    .render_email(&self.from, &request.email, &request.event_id, template, subject, &context)
+                    .map_err(HandlerError::Permanent)?
+            }
+            subjects::USERS_EMAIL_CHANGE_NOTICE => self.change_notice(request).await?,
             _ => self.verification_email(request, kind).await?,
         };
         // Recorded before the SMTP exchange: a crash from here on leaves the delivery in doubt.
@@ -214,8 +230,12 @@ impl Courier {
         })
     }
 
-    /// A token and a code from auth-service, in the verification email.
-    async fn verification_email(&self, request: &EmailRequest, kind: &str) -> Result<lettre::Message, Failure> {
+    /// A token (and for verification a code) from auth-service, for `request`'s email.
+    async fn issue(
+        &self,
+        request: &EmailRequest,
+        purpose: TokenPurpose,
+    ) -> Result<IssueVerificationTokenResponse, Failure> {
         let mut auth = self.auth.clone();
         let issue = auth.issue_verification_token(IssueVerificationTokenRequest {
             user_id: request.user_id.clone(),
@@ -223,6 +243,7 @@ impl Courier {
             // A registration (first, or again while unverified) voids the links and codes of
             // earlier ones; an email of an earlier one is not sent.
             registration_event_id: request.registration_event_id.clone(),
+            purpose: purpose as i32,
         });
         let span = tracing::info_span!(
             "grpc.client",
@@ -230,7 +251,7 @@ impl Courier {
             otel.kind = "client",
             rpc.system = "grpc",
         );
-        let issued = tokio::time::timeout(self.send_timeout, issue.instrument(span))
+        Ok(tokio::time::timeout(self.send_timeout, issue.instrument(span))
             .await
             .map_err(|_| HandlerError::Retry(format!("auth-service: no answer within {:?}", self.send_timeout)))?
             .map_err(|status| match status.code() {
@@ -245,7 +266,29 @@ impl Courier {
                 }
                 _ => HandlerError::Retry(format!("auth-service: {}", status.message())).into(),
             })?
-            .into_inner();
+            .into_inner())
+    }
+
+    /// The notice to the current address of a change, with the link that cancels or undoes it.
+    async fn change_notice(&self, request: &EmailRequest) -> Result<lettre::Message, Failure> {
+        let issued = self.issue(request, TokenPurpose::UndoEmailChange).await?;
+        let base = self.public_base_url.trim_end_matches('/');
+        let context = minijinja::context! {
+            email => &request.email,
+            new_email => &request.new_email,
+            link => format!("{base}/email-change/undo?token={}", crate::mail::url_escape(&issued.token)),
+            expires_at => &issued.expires_at,
+        };
+        let subject = "Your email address is being changed";
+        Ok(self
+            .templates
+            .render_email(&self.from, &request.email, &request.event_id, "email_change_notice", subject, &context)
+            .map_err(HandlerError::Permanent)?)
+    }
+
+    /// A token and a code from auth-service, in the verification email.
+    async fn verification_email(&self, request: &EmailRequest, kind: &str) -> Result<lettre::Message, Failure> {
+        let issued = self.issue(request, TokenPurpose::VerifyEmail).await?;
         let content = VerificationEmail {
             email: &request.email,
             link: Templates::link(&self.public_base_url, &issued.token),
@@ -286,27 +329,34 @@ fn superseded(status: &tonic::Status) -> bool {
     verimail_proto::reasons::of(status) == verimail_proto::reasons::REGISTRATION_SUPERSEDED
 }
 
+/// An email to `email` for `user_id`, asked for by `event_id`, of `registration_event_id`.
+fn plain(event_id: String, user_id: String, email: String, registration_event_id: String) -> EmailRequest {
+    EmailRequest { event_id, user_id, email, registration_event_id, new_email: String::new(), by_email_change: false }
+}
+
 fn decode(delivery: &Delivery) -> Result<Option<EmailRequest>, HandlerError> {
     let undecodable = |e: prost::DecodeError| HandlerError::Permanent(format!("undecodable {}: {e}", delivery.subject));
     let request = match delivery.subject.as_str() {
         subjects::USERS_REGISTERED => {
             let e = UserRegistered::decode(delivery.payload.clone()).map_err(undecodable)?;
             let registration_event_id = e.event_id.clone();
-            EmailRequest { event_id: e.event_id, user_id: e.user_id, email: e.email, registration_event_id }
+            plain(e.event_id, e.user_id, e.email, registration_event_id)
         }
         subjects::USERS_VERIFICATION_REQUESTED => {
             let e = VerificationRequested::decode(delivery.payload.clone()).map_err(undecodable)?;
-            let registration_event_id = e.registration_event_id;
-            EmailRequest { event_id: e.event_id, user_id: e.user_id, email: e.email, registration_event_id }
+            plain(e.event_id, e.user_id, e.email, e.registration_event_id)
         }
         subjects::USERS_SIGNUP_ATTEMPTED => {
             let e = SignUpAttempted::decode(delivery.payload.clone()).map_err(undecodable)?;
-            EmailRequest {
-                event_id: e.event_id,
-                user_id: e.user_id,
-                email: e.email,
-                registration_event_id: String::new(),
-            }
+            EmailRequest { by_email_change: e.by_email_change, ..plain(e.event_id, e.user_id, e.email, String::new()) }
+        }
+        subjects::USERS_EMAIL_CHANGE_REQUESTED => {
+            let e = EmailChangeRequested::decode(delivery.payload.clone()).map_err(undecodable)?;
+            plain(e.event_id, e.user_id, e.email, e.change_id)
+        }
+        subjects::USERS_EMAIL_CHANGE_NOTICE => {
+            let e = EmailChangeNotice::decode(delivery.payload.clone()).map_err(undecodable)?;
+            EmailRequest { new_email: e.new_email, ..plain(e.event_id, e.user_id, e.email, e.change_id) }
         }
         _ => return Ok(None),
     };

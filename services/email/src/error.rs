@@ -13,6 +13,8 @@ pub enum EmailError {
     NotRetryable(DeliveryStatus),
     #[error("the delivery's account was deleted: its address is gone")]
     Erased,
+    #[error("a {0} email is not retried: the user asks for the change again")]
+    NotRetryableKind(String),
     #[error("database error")]
     Db(#[from] DbErr),
 }
@@ -28,7 +30,9 @@ impl From<EmailError> for Status {
         match err {
             EmailError::InvalidArgument { field, reason } => verimail_server::grpc::invalid_argument(field, reason),
             EmailError::NotFound(_) => Status::not_found(err.to_string()),
-            EmailError::NotRetryable(_) | EmailError::Erased => Status::failed_precondition(err.to_string()),
+            EmailError::NotRetryable(_) | EmailError::Erased | EmailError::NotRetryableKind(_) => {
+                Status::failed_precondition(err.to_string())
+            }
             EmailError::Db(ref source) => verimail_events::db::status_of("email", source),
         }
     }

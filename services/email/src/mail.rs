@@ -179,6 +179,10 @@ impl Templates {
         env.add_template("verification.html", include_str!("../templates/verification.html"))?;
         env.add_template("signup_attempted.txt", include_str!("../templates/signup_attempted.txt"))?;
         env.add_template("signup_attempted.html", include_str!("../templates/signup_attempted.html"))?;
+        env.add_template("change_attempted.txt", include_str!("../templates/change_attempted.txt"))?;
+        env.add_template("change_attempted.html", include_str!("../templates/change_attempted.html"))?;
+        env.add_template("email_change_notice.txt", include_str!("../templates/email_change_notice.txt"))?;
+        env.add_template("email_change_notice.html", include_str!("../templates/email_change_notice.html"))?;
         Ok(Templates { env })
     }
 
@@ -196,7 +200,11 @@ impl Templates {
         message_id: &str,
         content: &VerificationEmail<'_>,
     ) -> Result<Message, String> {
-        self.render_email(from, to, message_id, "verification", "Verify your email address", content)
+        let subject = match content.kind {
+            verimail_proto::subjects::USERS_EMAIL_CHANGE_REQUESTED => "Confirm your new email address",
+            _ => "Verify your email address",
+        };
+        self.render_email(from, to, message_id, "verification", subject, content)
     }
 
     /// Text and HTML from `<template>.txt` and `<template>.html`.
@@ -236,7 +244,7 @@ impl Templates {
 }
 
 /// Percent-encodes everything outside RFC 3986's unreserved set.
-fn url_escape(raw: &str) -> String {
+pub(crate) fn url_escape(raw: &str) -> String {
     raw.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),

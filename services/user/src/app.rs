@@ -107,7 +107,8 @@ impl App {
         };
         let consumer = events::email_verified_consumer(self.streams);
         let deletions = lifecycle::deletions_consumer(self.streams);
-        let durables = vec![consumer.durable, deletions.durable];
+        let undo = crate::email_change::undo_consumer(self.streams);
+        let durables = vec![consumer.durable, deletions.durable, undo.durable];
         let parking = Parking::server(js.clone(), durables.clone(), self.admin);
         let handler = {
             let relay = relay.clone();
@@ -123,7 +124,15 @@ impl App {
                 async move { lifecycle::on_user_deleted(&js, &durables, delivery).await }
             }
         };
+        let undone = {
+            let (db, relay) = (db_for_sweeps.clone(), relay.clone());
+            move |delivery| {
+                let (db, relay) = (db.clone(), relay.clone());
+                async move { crate::email_change::on_undo_requested(&db, &relay, delivery).await }
+            }
+        };
         let mut background: Vec<Background> = vec![
+            Box::pin(bus::consume(js.clone(), undo, undone, shutdown.clone())),
             Box::pin(relay.clone().run(shutdown.clone())),
             Box::pin(bus::consume(js.clone(), deletions, forget, shutdown.clone())),
             Box::pin(bus::consume_batches(js, consumer, handler, shutdown.clone())),

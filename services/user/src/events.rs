@@ -10,6 +10,9 @@ use verimail_events::outbox::{self, OutboxEvent};
 use verimail_proto::events::v1::{EmailVerified, UserVerified};
 use verimail_proto::subjects;
 
+/// What [`crate::email_change::complete`] says of a verification that is no change's.
+const NOT_A_CHANGE: &str = crate::email_change::NOT_A_CHANGE;
+
 /// Up to 64 events per transaction: under load one commit marks many users.
 pub fn email_verified_consumer(streams: verimail_events::bus::StreamSettings) -> ConsumerSpec {
     ConsumerSpec { streams, batch: 64, ..ConsumerSpec::new(AUTH_STREAM, "user-service", subjects::AUTH_EMAIL_VERIFIED) }
@@ -80,6 +83,17 @@ pub async fn on_email_verified(
             return events.into_iter().map(|event| event.and(Err(HandlerError::Retry(retry.clone())))).collect();
         }
     };
+    // Not the current address, or not the latest registration: a change of address's new one?
+    let mut changes = std::collections::HashMap::new();
+    for event in events.iter().flatten() {
+        let Some(user) = before.get(&event.user_id) else { continue };
+        if user.accepts(&verified_by(event)) || event.registration_event_id.is_empty() {
+            continue;
+        }
+        let completed =
+            crate::email_change::complete(db, relay, &event.user_id, &event.registration_event_id, &event.email).await;
+        changes.insert(event.event_id.clone(), completed);
+    }
     events
         .into_iter()
         .zip(&deliveries)
@@ -92,6 +106,21 @@ pub async fn on_email_verified(
                     Ok(())
                 }
                 None => Err(HandlerError::Permanent(format!("no user {}", event.user_id))),
+                Some(_) if changes.contains_key(&event.event_id) => match changes.remove(&event.event_id) {
+                    Some(Err(e)) => Err(HandlerError::from(e)),
+                    Some(Ok(crate::email_change::Completion::NothingToDo(why))) if why == NOT_A_CHANGE => {
+                        tracing::error!(user_id = %event.user_id, event_id = %event.event_id, "email_verified is for another address or an earlier registration: not verified");
+                        Err(HandlerError::Permanent(format!(
+                            "user {} has another address or a later registration than the one verified",
+                            event.user_id
+                        )))
+                    }
+                    Some(Ok(outcome)) => {
+                        tracing::info!(user_id = %event.user_id, event_id = %event.event_id, ?outcome, "new address of a change verified");
+                        Ok(())
+                    }
+                    None => Ok(()),
+                },
                 Some(user) if !user.accepts(&verified_by(&event)) => {
                     tracing::error!(user_id = %event.user_id, event_id = %event.event_id, "email_verified is for another address or an earlier registration: not verified");
                     Err(HandlerError::Permanent(format!(

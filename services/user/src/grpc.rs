@@ -66,7 +66,8 @@ impl UserService for UserGrpc {
             None => return Err(UserError::invalid("user_id", "give user_id or email").into()),
         };
         let user = found.map_err(UserError::from)?.ok_or(UserError::NotFound)?;
-        Ok(Response::new(pb::GetUserResponse { user: Some(to_proto(user)) }))
+        let user = with_pending(&self.db, vec![user]).await?.pop();
+        Ok(Response::new(pb::GetUserResponse { user }))
     }
 
     async fn batch_get_users(
@@ -100,10 +101,11 @@ impl UserService for UserGrpc {
         let (mut users, mut missing_user_ids) = (Vec::new(), Vec::new());
         for id in ids {
             match found.remove(&id) {
-                Some(user) => users.push(to_proto(user)),
+                Some(user) => users.push(user),
                 None => missing_user_ids.push(id),
             }
         }
+        let users = with_pending(&self.db, users).await?;
         Ok(Response::new(pb::BatchGetUsersResponse { users, missing_user_ids }))
     }
 
@@ -146,6 +148,13 @@ impl UserService for UserGrpc {
         Ok(Response::new(pb::DeleteUserResponse {}))
     }
 
+    async fn change_email(&self, request: Request<pb::ChangeEmailRequest>) -> GrpcResult<pb::ChangeEmailResponse> {
+        let client = self.fronts.client_of(&request);
+        let holder = self.token_holder(&request).await?;
+        let change = self.change_email_of(holder, request.into_inner(), &client).await?;
+        Ok(Response::new(pb::ChangeEmailResponse { pending_email_change: Some(pending(&change)) }))
+    }
+
     async fn list_users(&self, request: Request<pb::ListUsersRequest>) -> GrpcResult<pb::ListUsersResponse> {
         self.admin.require(&request)?;
         let request = request.into_inner();
@@ -177,7 +186,7 @@ impl UserService for UserGrpc {
             .await
             .map_err(UserError::from)?;
         let (users, next_page_token) = page.finish(rows, |user| &user.id);
-        Ok(Response::new(pb::ListUsersResponse { users: users.into_iter().map(to_proto).collect(), next_page_token }))
+        Ok(Response::new(pb::ListUsersResponse { users: with_pending(&self.db, users).await?, next_page_token }))
     }
 
     async fn resend_verification(
@@ -194,16 +203,14 @@ impl UserService for UserGrpc {
 }
 
 impl UserGrpc {
-    /// Who acts on an account: the holder of the access token the call presents
-    /// (`authorization: Bearer v4.public.…`), or `None` for an operator (the admin
-    /// credential); UNAUTHENTICATED for neither or a token that does not verify.
-    async fn account_holder<T>(&self, request: &Request<T>) -> Result<Option<verimail_client::Claims>, tonic::Status> {
+    /// The holder of the access token the call presents (`authorization: Bearer
+    /// v4.public.…`): `None` for no such token; UNAUTHENTICATED for one that does not verify.
+    async fn token_holder<T>(&self, request: &Request<T>) -> Result<Option<verimail_client::Claims>, tonic::Status> {
         let presented = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
         let token = presented
             .and_then(verimail_client::bearer_token)
             .filter(|token| token.starts_with(verimail_client::TOKEN_PREFIX));
         let Some(token) = token else {
-            self.admin.require(request)?;
             return Ok(None);
         };
         match self.access_tokens.verify(token).await {
@@ -213,6 +220,16 @@ impl UserGrpc {
             }
             Err(e) => Err(tonic::Status::unauthenticated(format!("the access token {e}"))),
         }
+    }
+
+    /// Who acts on an account: the holder of the access token the call presents, or `None`
+    /// for an operator (the admin credential); UNAUTHENTICATED for neither.
+    async fn account_holder<T>(&self, request: &Request<T>) -> Result<Option<verimail_client::Claims>, tonic::Status> {
+        let holder = self.token_holder(request).await?;
+        if holder.is_none() {
+            self.admin.require(request)?;
+        }
+        Ok(holder)
     }
 
     /// Checks a password against the account of `email` (a dummy hash for none: the same work
@@ -255,6 +272,45 @@ impl UserGrpc {
         Ok(user)
     }
 
+    /// ChangeEmail, for the holder of an access token or the account the request's address
+    /// and password open: the change recorded, with its emails asked for.
+    async fn change_email_of(
+        &self,
+        holder: Option<verimail_client::Claims>,
+        request: pb::ChangeEmailRequest,
+        client: &str,
+    ) -> Result<store::change::Model, UserError> {
+        let new_email = Email::parse(&request.new_email).map_err(|reason| UserError::invalid("new_email", reason))?;
+        let user = match holder {
+            Some(holder) => store::find_by_id(&self.db, &holder.user_id).await?.ok_or(UserError::NotFound)?,
+            None => {
+                let email = Email::parse(&request.email)
+                    .map_err(|reason| UserError::invalid("email", format!("{reason} (or present an access token)")))?;
+                let password =
+                    Password::parse(&request.password).map_err(|reason| UserError::invalid("password", reason))?;
+                self.check_password(&email, password, client, None).await?
+            }
+        };
+        if user.status != Status::Verified {
+            return Err(UserError::NotVerified);
+        }
+        if user.email == new_email.as_str() {
+            return Err(UserError::invalid("new_email", "is already the account's address"));
+        }
+        self.limits.email_change_per_user.check(&user.id).map_err(UserError::Limited)?;
+        self.limits.mail_to(&new_email).map_err(UserError::Limited)?;
+        // Taken or free, the same work and the same answer: the owner is told instead.
+        let owner = store::find_by_email(&self.db, new_email.as_str()).await?;
+        let requested = crate::email_change::request(&user, new_email.as_str(), owner.as_ref());
+        let txn = verimail_events::db::begin_write(&self.db).await?;
+        let change = crate::email_change::record(&txn, requested).await?;
+        txn.commit().await?;
+        self.relay.wake();
+        crate::metrics::email_change("requested");
+        tracing::info!(user_id = %user.id, change_id = %change.id, "change of address requested");
+        Ok(change)
+    }
+
     /// GetUser and BatchGetUsers: the services' credential, else the operators'.
     fn lookup_allowed<T>(&self, request: &Request<T>) -> Result<(), tonic::Status> {
         if self.apps.presented_by(request) {
@@ -289,7 +345,7 @@ impl UserGrpc {
         Ok(pb::SignInResponse {
             access_token: signed.access_token,
             expires_at: signed.expires_at,
-            user: Some(to_proto(user)),
+            user: with_pending(&self.db, vec![user]).await?.pop(),
         })
     }
 
@@ -385,6 +441,7 @@ impl UserGrpc {
             user_id: existing.id.clone(),
             email: existing.email,
             occurred_at: rfc3339(chrono::Utc::now()),
+            by_email_change: false,
         };
         let txn = verimail_events::db::begin_write(&self.db).await?;
         outbox::enqueue(
@@ -451,8 +508,26 @@ fn parse_user_id(field: &'static str, id: &str) -> Result<String, UserError> {
     uuid::Uuid::parse_str(id.trim()).map(|id| id.to_string()).map_err(|_| UserError::invalid(field, "must be a UUID"))
 }
 
+fn pending(change: &store::change::Model) -> pb::PendingEmailChange {
+    pb::PendingEmailChange { email: change.new_email.clone(), requested_at: rfc3339(change.requested_at) }
+}
+
+/// Users as the API shows them, each with their pending change of address.
+async fn with_pending(db: &DatabaseConnection, users: Vec<user::Model>) -> Result<Vec<pb::User>, UserError> {
+    let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
+    let changes = store::pending_changes(db, &ids).await?;
+    Ok(users
+        .into_iter()
+        .map(|user| {
+            let change = changes.get(&user.id);
+            pb::User { pending_email_change: change.map(pending), ..to_proto(user) }
+        })
+        .collect())
+}
+
 fn to_proto(user: user::Model) -> pb::User {
     pb::User {
+        pending_email_change: None,
         id: user.id,
         email: user.email,
         status: match user.status {

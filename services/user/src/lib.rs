@@ -7,6 +7,7 @@
 pub mod app;
 pub mod config;
 pub mod domain;
+pub mod email_change;
 pub mod error;
 pub mod events;
 pub mod grpc;

@@ -25,6 +25,7 @@ pub async fn announce_deleted(txn: &DatabaseTransaction, user_ids: &[String], re
     let mut announced = Vec::with_capacity(user_ids.len());
     for user_id in user_ids {
         erasure::forget_events(txn, user_id).await?;
+        store::forget_changes(txn, user_id).await?;
         let event = UserDeleted {
             event_id: uuid::Uuid::now_v7().to_string(),
             user_id: user_id.clone(),

@@ -22,6 +22,8 @@ pub struct UserLimits {
     /// address before it is refused there until the window after its last failure has passed;
     /// a success forgets them. See [`SignInFailures`].
     pub sign_in_failures: Option<Rate>,
+    /// `RATE_LIMIT_EMAIL_CHANGE_PER_USER` (default `5/3600`): ChangeEmail calls per account.
+    pub email_change_per_user: Option<Rate>,
 }
 
 impl UserLimits {
@@ -34,6 +36,7 @@ impl UserLimits {
             resend_per_email_daily: rate(vars, "RATE_LIMIT_RESEND_PER_EMAIL_DAILY", "5/86400")?,
             sign_in_per_client: rate(vars, "RATE_LIMIT_SIGN_IN_PER_CLIENT", "30/60")?,
             sign_in_failures: rate(vars, "SIGN_IN_MAX_FAILURES", "5/900")?,
+            email_change_per_user: rate(vars, "RATE_LIMIT_EMAIL_CHANGE_PER_USER", "5/3600")?,
         })
     }
 }
@@ -46,6 +49,7 @@ pub struct UserLimiters {
     pub resend_per_email_daily: Limiter,
     pub sign_in_per_client: Limiter,
     pub sign_in_failures: SignInFailures,
+    pub email_change_per_user: Limiter,
 }
 
 impl UserLimiters {
@@ -65,6 +69,7 @@ impl UserLimiters {
             resend_per_email_daily: Limiter::new("emails to this address today", limits.resend_per_email_daily),
             sign_in_per_client: Limiter::new("sign-in attempts from this client", limits.sign_in_per_client),
             sign_in_failures: SignInFailures::new(limits.sign_in_failures, verimail_server::limits::MAX_KEYS),
+            email_change_per_user: Limiter::new("changes of address of this account", limits.email_change_per_user),
         }
     }
 }

@@ -20,6 +20,8 @@ pub struct Metrics {
     pub password_hashes_in_flight: Gauge,
     /// `reason` expired (the sweep) or requested (DeleteUser).
     pub accounts_deleted: Family<ReasonLabel, Counter>,
+    /// `outcome` requested, completed, cancelled or undone.
+    pub email_changes: Family<OutcomeLabel, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -42,6 +44,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     accounts_deleted: verimail_server::metrics::register(
         "accounts_deleted",
         "Accounts deleted, by reason: expired (never verified in time) or requested (DeleteUser)",
+        Family::default(),
+    ),
+    email_changes: verimail_server::metrics::register(
+        "email_changes",
+        "Changes of address, by outcome: requested, completed, cancelled, undone",
         Family::default(),
     ),
 });
@@ -69,4 +76,9 @@ pub fn sign_in(outcome: &'static str) {
 pub fn deleted(reason: verimail_events::erasure::Reason, count: usize) {
     let label = ReasonLabel { reason: reason.as_str() };
     metrics().accounts_deleted.get_or_create(&label).inc_by(count as u64);
+}
+
+/// A change of address, by `outcome`.
+pub fn email_change(outcome: &'static str) {
+    metrics().email_changes.get_or_create(&OutcomeLabel { outcome }).inc();
 }

@@ -30,6 +30,35 @@ pub mod user {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+pub mod change {
+    use sea_orm::entity::prelude::*;
+
+    /// A change of address: pending until its new address is verified (completed), or a newer
+    /// request or the notice's link cancels it; a completed one can be undone from the notice.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "email_changes")]
+    pub struct Model {
+        /// UUIDv7: the change id its links and codes are issued for.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub user_id: String,
+        pub old_email: String,
+        pub new_email: String,
+        /// The new address belonged to another account: no verification email went there
+        /// (its owner was told instead), so the change can never complete.
+        pub taken: bool,
+        pub requested_at: DateTimeUtc,
+        pub completed_at: Option<DateTimeUtc>,
+        pub cancelled_at: Option<DateTimeUtc>,
+        pub undone_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
 pub enum Status {
@@ -126,6 +155,53 @@ mod index_unverified {
     }
 }
 
+mod create_email_changes {
+    use sea_orm_migration::prelude::*;
+    use sea_orm_migration::schema::*;
+
+    #[derive(DeriveIden)]
+    enum EmailChanges {
+        Table,
+        Id,
+        UserId,
+        OldEmail,
+        NewEmail,
+        Taken,
+        RequestedAt,
+        CompletedAt,
+        CancelledAt,
+        UndoneAt,
+    }
+
+    pub fn migration() -> verimail_events::db::SchemaMigration {
+        verimail_events::db::SchemaMigration {
+            name: "m20261202_000004_create_email_changes",
+            tables: vec![
+                Table::create()
+                    .table(EmailChanges::Table)
+                    .col(string(EmailChanges::Id).primary_key())
+                    .col(string(EmailChanges::UserId))
+                    .col(string(EmailChanges::OldEmail))
+                    .col(string(EmailChanges::NewEmail))
+                    .col(boolean(EmailChanges::Taken).default(false))
+                    .col(timestamp_with_time_zone(EmailChanges::RequestedAt))
+                    .col(timestamp_with_time_zone_null(EmailChanges::CompletedAt))
+                    .col(timestamp_with_time_zone_null(EmailChanges::CancelledAt))
+                    .col(timestamp_with_time_zone_null(EmailChanges::UndoneAt))
+                    .to_owned(),
+            ],
+            alters: vec![],
+            indexes: vec![
+                Index::create()
+                    .name("email_changes_user")
+                    .table(EmailChanges::Table)
+                    .col(EmailChanges::UserId)
+                    .to_owned(),
+            ],
+        }
+    }
+}
+
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
@@ -135,6 +211,7 @@ impl MigratorTrait for Migrator {
         migrations.push(Box::new(add_registration_event::migration()));
         migrations.push(Box::new(index_unverified::migration()));
         migrations.push(Box::new(verimail_events::erasure::migration::migration()));
+        migrations.push(Box::new(create_email_changes::migration()));
         migrations
     }
 }
@@ -275,6 +352,56 @@ pub async fn upgrade_hash<C: ConnectionTrait>(conn: &C, id: &str, old: &str, new
         .exec(conn)
         .await?;
     Ok(replaced.rows_affected == 1)
+}
+
+/// The pending change of address of each of these users (the latest; older ones were
+/// cancelled when it was asked for).
+pub async fn pending_changes<C: ConnectionTrait>(
+    conn: &C,
+    user_ids: &[&str],
+) -> Result<std::collections::HashMap<String, change::Model>, DbErr> {
+    use sea_orm::QueryOrder;
+    if user_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows = change::Entity::find()
+        .filter(change::Column::UserId.is_in(user_ids.iter().copied()))
+        .filter(change::Column::CompletedAt.is_null())
+        .filter(change::Column::CancelledAt.is_null())
+        .order_by_asc(change::Column::Id)
+        .all(conn)
+        .await?;
+    Ok(rows.into_iter().map(|row| (row.user_id.clone(), row)).collect())
+}
+
+/// Deletes the user's changes of address (they hold addresses): with the account.
+pub async fn forget_changes<C: ConnectionTrait>(conn: &C, user_id: &str) -> Result<u64, DbErr> {
+    Ok(change::Entity::delete_many().filter(change::Column::UserId.eq(user_id)).exec(conn).await?.rows_affected)
+}
+
+/// Cancels the user's pending changes: how many.
+pub async fn cancel_pending<C: ConnectionTrait>(conn: &C, user_id: &str) -> Result<u64, DbErr> {
+    let cancelled = change::Entity::update_many()
+        .col_expr(change::Column::CancelledAt, Expr::value(chrono::Utc::now()))
+        .filter(change::Column::UserId.eq(user_id))
+        .filter(change::Column::CompletedAt.is_null())
+        .filter(change::Column::CancelledAt.is_null())
+        .exec(conn)
+        .await?;
+    Ok(cancelled.rows_affected)
+}
+
+/// Moves the user from `from` to `to`, if the account still has `from`: whether it did. Fails
+/// with a unique violation when `to` belongs to another account by now.
+pub async fn move_address<C: ConnectionTrait>(conn: &C, user_id: &str, from: &str, to: &str) -> Result<bool, DbErr> {
+    let moved = user::Entity::update_many()
+        .col_expr(user::Column::Email, Expr::value(to))
+        .col_expr(user::Column::UpdatedAt, Expr::value(chrono::Utc::now()))
+        .filter(user::Column::Id.eq(user_id))
+        .filter(user::Column::Email.eq(from))
+        .exec(conn)
+        .await?;
+    Ok(moved.rows_affected == 1)
 }
 
 /// Deletes up to `limit` users who are still unverified and whose latest registration is

@@ -11,7 +11,7 @@ use verimail_proto::auth::v1::{
 use verimail_proto::email::v1::{GetDeliveryRequest, ListDeliveriesRequest, RetryDeliveryRequest};
 use verimail_proto::ops::v1::{ListParkedRequest, ReplayParkedRequest};
 use verimail_proto::user::v1::{
-    BatchGetUsersRequest, DeleteUserRequest, GetUserRequest, ListUsersRequest, RegisterUserRequest,
+    BatchGetUsersRequest, ChangeEmailRequest, DeleteUserRequest, GetUserRequest, ListUsersRequest, RegisterUserRequest,
     ResendVerificationRequest, SignInRequest, UserStatus, get_user_request,
 };
 use verimail_system_tests::Stack;
@@ -343,7 +343,44 @@ async fn bad_sign_ins_and_lookups(stack: &Stack, user_id: &str) -> usize {
     assert_eq!(found.missing_user_ids, [unknown]);
     let keys = stack.auth.clone().get_public_keys(verimail_proto::auth::v1::GetPublicKeysRequest {}).await;
     assert_eq!(keys.expect("GetPublicKeys").into_inner().keys.len(), 1);
-    tried + 2 + bad_deletions(stack, user_id).await
+    tried + 2 + bad_deletions(stack, user_id).await + bad_changes(stack, user_id).await
+}
+
+/// ChangeEmail: a bad new address, bad credentials, an account not verified yet.
+async fn bad_changes(stack: &Stack, user_id: &str) -> usize {
+    let signing = verimail_auth::access::SigningKeys::from_paserk(&[stack.signing_key.as_str()]).unwrap();
+    let holder = verimail_auth::access::Holder { user_id, email: "kim@example.com", email_verified: true };
+    let token = signing.sign(&holder, "verimail", Duration::from_secs(60)).unwrap().token;
+    let garbage = "v4.public.not-a-token".to_owned();
+    let password = "correct horse battery";
+    // (bearer token, new_email, email, password, code, field)
+    type Case<'a> = (Option<&'a str>, &'a str, &'a str, &'a str, Code, Option<&'a str>);
+    let cases: [Case; 8] = [
+        (Some(&token), "", "", "", Code::InvalidArgument, Some("new_email")),
+        (Some(&token), "not-an-address", "", "", Code::InvalidArgument, Some("new_email")),
+        (None, "new@example.com", "", password, Code::InvalidArgument, Some("email")),
+        (None, "new@example.com", "kim@example.com", "", Code::InvalidArgument, Some("password")),
+        (None, "new@example.com", "kim@example.com", "not the password", Code::Unauthenticated, None),
+        (Some(&garbage), "new@example.com", "", "", Code::Unauthenticated, None),
+        // kim has not verified her address yet: there is nothing to move.
+        (Some(&token), "new@example.com", "", "", Code::FailedPrecondition, None),
+        (None, "new@example.com", "kim@example.com", password, Code::FailedPrecondition, None),
+    ];
+    for (bearer, new_email, email, password, code, field) in cases {
+        let request =
+            ChangeEmailRequest { new_email: new_email.into(), email: email.into(), password: password.into() };
+        let answer = match bearer {
+            None => stack.plain_users().change_email(request).await,
+            Some(token) => stack.plain_users().change_email(verimail_system_tests::with_bearer(request, token)).await,
+        };
+        let status = answer.expect_err("a bad ChangeEmail changed something");
+        assert_eq!(
+            (status.code(), verimail_server::grpc::bad_request_field(&status).as_deref()),
+            (code, field),
+            "ChangeEmail to {new_email:?} as {email:?}: {status:?}"
+        );
+    }
+    cases.len()
 }
 
 /// DeleteUser: as an operator with bad ids, and as a user with a token that does not verify,
@@ -366,17 +403,11 @@ async fn bad_deletions(stack: &Stack, user_id: &str) -> usize {
         (Some(&token), user_id, "not the password", Code::Unauthenticated, None),
         (Some(&token), "not-a-uuid", "correct horse battery", Code::InvalidArgument, Some("user_id")),
     ];
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", stack.grpc_addrs[0])).unwrap();
-    let as_user = verimail_proto::user::v1::user_service_client::UserServiceClient::new(channel.connect_lazy());
     for (bearer, id, password, code, field) in cases {
         let request = DeleteUserRequest { user_id: id.into(), password: password.into() };
         let answer = match bearer {
             None => stack.users.clone().delete_user(request).await,
-            Some(token) => {
-                let mut request = tonic::Request::new(request);
-                request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-                as_user.clone().delete_user(request).await
-            }
+            Some(token) => stack.plain_users().delete_user(verimail_system_tests::with_bearer(request, token)).await,
         };
         let status = answer.expect_err("a bad DeleteUser deleted");
         assert_eq!(

@@ -115,6 +115,7 @@ async fn an_earlier_registration_gets_no_new_link_and_its_verification_is_refuse
         user_id: account.clone(),
         email: "early@example.com".into(),
         registration_event_id: first.clone(),
+        ..Default::default()
     };
     let refused = stack.issuer.clone().issue_verification_token(late).await.unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");

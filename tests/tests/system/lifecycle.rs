@@ -13,7 +13,7 @@ use tonic::Code;
 use verimail_proto::auth::v1::VerifyEmailCodeRequest;
 use verimail_proto::email::v1::ListDeliveriesRequest;
 use verimail_proto::events::v1::{DeletionReason, UserDeleted};
-use verimail_proto::user::v1::{DeleteUserRequest, GetUserRequest, UserStatus, get_user_request};
+use verimail_proto::user::v1::{ChangeEmailRequest, DeleteUserRequest, GetUserRequest, UserStatus, get_user_request};
 use verimail_proto::{reasons, streams, subjects};
 use verimail_system_tests::browser::Browser;
 use verimail_system_tests::procs::{Part, ProcessStack};
@@ -183,16 +183,16 @@ async fn deleting_an_account_erases_its_address_from_every_service_and_the_parke
         stack.sign_in("stays@example.com", PASSWORD).await.expect("SignIn").access_token
     };
     let delete = |token: &str, user_id: &str, password: &str| {
-        let mut request =
-            tonic::Request::new(DeleteUserRequest { user_id: user_id.to_owned(), password: password.to_owned() });
-        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("a header value"));
-        let mut users = verimail_proto::user::v1::user_service_client::UserServiceClient::new(
-            tonic::transport::Channel::from_shared(format!("http://{}", stack.grpc_addrs[0]))
-                .expect("a URL")
-                .connect_lazy(),
-        );
+        let request = DeleteUserRequest { user_id: user_id.to_owned(), password: password.to_owned() };
+        let mut users = stack.plain_users();
+        let request = verimail_system_tests::with_bearer(request, token);
         async move { users.delete_user(request).await }
     };
+    // A change of address pending: its new address is the user's too.
+    let change = ChangeEmailRequest { new_email: "erase-me-too@example.com".into(), ..Default::default() };
+    stack.plain_users().change_email(verimail_system_tests::with_bearer(change, &token)).await.expect("ChangeEmail");
+    stack.smtp.wait_for("erase-me-too@example.com", 1, EMAIL_WAIT).await;
+    assert!(!stack.find_everywhere("erase-me-too@example.com").await.is_empty());
     // Someone else's token, and the wrong password: refused, nothing deleted.
     let refused = delete(&others_token, &user_id, PASSWORD).await.expect_err("another user's token");
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
@@ -208,16 +208,17 @@ async fn deleting_an_account_erases_its_address_from_every_service_and_the_parke
     // Each service erases its part; the parked email goes.
     eventually("the address erased everywhere", STATUS_WAIT, || async {
         stack.find_everywhere(address).await.is_empty()
+            && stack.find_everywhere("erase-me-too@example.com").await.is_empty()
             && Stack::parked(&stack.email_parking).await.is_empty()
             && stack.query_text("auth", "SELECT COUNT(*) FROM deleted_users").await == "1"
     })
     .await;
     let kept = stack.deliveries(ListDeliveriesRequest { user_id: user_id.clone(), ..Default::default() }).await;
-    assert_eq!(kept.len(), 3, "the deliveries stay, as counts: {kept:?}");
+    assert_eq!(kept.len(), 5, "the deliveries stay, as counts (3 + the change's 2): {kept:?}");
     assert!(kept.iter().all(|d| d.recipient.starts_with("erased:")), "{kept:?}");
     // Operators still find them by the address they are asked about.
     let by_address = stack.deliveries(ListDeliveriesRequest { email: address.into(), ..Default::default() }).await;
-    assert_eq!(by_address.len(), 3, "ListDeliveries by the erased address");
+    assert_eq!(by_address.len(), 4, "ListDeliveries by the erased address (3 + the change notice)");
     assert!(exists(&stack, &other).await, "another account was touched");
     assert!(!stack.find_everywhere("stays@example.com").await.is_empty(), "another user's address was erased");
 
@@ -233,7 +234,8 @@ async fn deleting_an_account_erases_its_address_from_every_service_and_the_parke
 
     // The address registers again, as new.
     let again = stack.register(address, PASSWORD).await;
-    let mails = stack.smtp.wait_for(address, 3, EMAIL_WAIT).await;
+    // Received before: the first verification, a sign-up notice and the change's notice.
+    let mails = stack.smtp.wait_for(address, 4, EMAIL_WAIT).await;
     let link = mails.iter().rev().find(|m| m.is_verification()).expect("a new verification email").verification_link();
     assert_eq!(Browser::new(&stack.gateway_url).click(&link).await.kind(), "verified");
     assert!(stack.wait_for_status(&again, UserStatus::Verified, STATUS_WAIT).await);

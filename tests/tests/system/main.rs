@@ -6,6 +6,7 @@ mod bad_input_table;
 mod codes;
 mod compose;
 mod downstream;
+mod email_change;
 mod enumeration;
 mod faults;
 mod gateway;

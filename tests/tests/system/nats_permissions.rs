@@ -137,6 +137,10 @@ async fn with_a_user_per_service_the_flow_works_and_nobody_else_can_publish_what
     let users = jetstream_of(&user_service).get_stream(verimail_proto::streams::USERS).await.expect("USERS");
     let deletions = users.get_consumer::<jetstream::consumer::pull::Config>("user-service-deletions").await;
     let mut deletions = deletions.expect("user-service's consumer of users.deleted");
+    // And the one that takes the links of change-of-address notices, on AUTH.
+    let auth_stream = jetstream_of(&user_service).get_stream(verimail_proto::streams::AUTH).await.expect("AUTH");
+    let undo = auth_stream.get_consumer::<jetstream::consumer::pull::Config>("user-service-undo").await;
+    undo.expect("user-service's consumer of auth.email_change_undo_requested");
     loop {
         let info = deletions.info().await.expect("consumer info");
         if info.ack_floor.consumer_sequence >= 1 {
