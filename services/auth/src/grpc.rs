@@ -68,8 +68,13 @@ impl AuthService for AuthGrpc {
                 .ok_or_else(|| AuthError::invalid("registration_event_id", "an undo link needs the change id"))?;
             return Ok(Response::new(self.issue_undo(&user_id, &email, &change).await?));
         }
-        let issued =
-            self.keys.issue(&user_id, &email, self.token_lifetime).map_err(|e| AuthError::Issue(e.to_string()))?;
+        // The new address of a change: a purpose of its own, bound to the change and the address.
+        let change = request.purpose() == pb::TokenPurpose::VerifyEmailChange;
+        let purpose = if change { crate::token::EMAIL_CHANGE } else { crate::token::EMAIL_VERIFICATION };
+        let issued = self
+            .keys
+            .issue_for(purpose, &user_id, &email, self.token_lifetime)
+            .map_err(|e| AuthError::Issue(e.to_string()))?;
         // A code beside the link. Earlier tokens and codes of the same registration stay valid
         // (two emails in flight); those of earlier registrations die.
         let registration = parse_registration("registration_event_id", &request.registration_event_id)?;
@@ -107,7 +112,7 @@ impl AuthService for AuthGrpc {
             used_at: Set(None),
             revoked_at: Set(None),
             registration_event_id: Set(registration.clone()),
-            purpose: Set(None),
+            purpose: Set(change.then(|| purpose.to_owned())),
         })
         .exec_without_returning(&txn)
         .await
@@ -243,7 +248,7 @@ impl AuthService for AuthGrpc {
         if raw.is_empty() {
             return Err(AuthError::invalid("token", "is required").into());
         }
-        let claims = self.keys.open_for(crate::token::UNDO_EMAIL_CHANGE, raw).map_err(AuthError::from)?;
+        let claims = self.keys.open_for(&[crate::token::UNDO_EMAIL_CHANGE], raw).map_err(AuthError::from)?;
         let txn = verimail_events::db::begin_write(&self.db).await.map_err(AuthError::from)?;
         let gone = verimail_events::erasure::buried(&txn, &[claims.user_id.as_str()]).await.map_err(AuthError::from)?;
         if let Some(reason) = gone.get(&claims.user_id) {

@@ -24,7 +24,8 @@ pub mod token {
         /// The users.registered event this token's email was for (its own, or the one a
         /// resend names), or the change of address; none when issued without one.
         pub registration_event_id: Option<String>,
-        /// `undo_email_change` for a change-of-address notice's link; none for verification.
+        /// `email_change` for verifying a change's new address, `undo_email_change` for a
+        /// change-of-address notice's link; none for verifying a registration's.
         pub purpose: Option<String>,
     }
 
@@ -311,6 +312,13 @@ pub async fn claim_tokens<C: ConnectionTrait>(
     Ok(claimed.into_iter().map(|row| (row.jti, row.registration_event_id)).collect())
 }
 
+/// Tokens that verify an address (of a registration, or a change's new one), not undo links.
+fn verifies() -> sea_orm::Condition {
+    sea_orm::Condition::any()
+        .add(token::Column::Purpose.is_null())
+        .add(token::Column::Purpose.eq(crate::token::EMAIL_CHANGE))
+}
+
 /// A user and the registration (or change of address) a link or code was issued for.
 pub type Issue = (String, Option<String>);
 
@@ -323,7 +331,7 @@ pub async fn used_registrations<C: ConnectionTrait>(conn: &C, user_ids: &[&str])
         .columns([token::Column::UserId, token::Column::RegistrationEventId])
         .filter(token::Column::UserId.is_in(user_ids.iter().copied()))
         .filter(token::Column::UsedAt.is_not_null())
-        .filter(token::Column::Purpose.is_null())
+        .filter(verifies())
         .into_tuple()
         .all(conn)
         .await?;
@@ -397,7 +405,7 @@ pub async fn revoke<C: ConnectionTrait>(conn: &C, user_id: &str, which: Revoked<
     let tokens = token::Entity::update_many()
         .col_expr(token::Column::RevokedAt, Expr::value(now))
         .filter(unused.clone())
-        .filter(token::Column::Purpose.is_null())
+        .filter(verifies())
         .exec(conn)
         .await?;
     let codes = code::Entity::update_many()

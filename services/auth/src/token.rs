@@ -16,6 +16,9 @@ use std::time::Duration;
 /// The `purpose` claim of every token this service issues for email verification.
 pub const EMAIL_VERIFICATION: &str = "email_verification";
 
+/// The `purpose` claim of the link (and code) that verifies the new address of a change.
+pub const EMAIL_CHANGE: &str = "email_change";
+
 /// The `purpose` claim of the link in a change-of-address notice, which cancels or undoes it.
 pub const UNDO_EMAIL_CHANGE: &str = "undo_email_change";
 
@@ -121,7 +124,8 @@ impl TokenKeys {
         self.issue_for(EMAIL_VERIFICATION, user_id, email, lifetime)
     }
 
-    /// Any purpose: only tests need another one, to prove it is refused.
+    /// A token of `purpose` ([`EMAIL_VERIFICATION`], [`EMAIL_CHANGE`], [`UNDO_EMAIL_CHANGE`]; tests
+    /// use others, to prove them refused).
     pub fn issue_for(
         &self,
         purpose: &str,
@@ -146,13 +150,14 @@ impl TokenKeys {
         Ok(IssuedToken { token, jti, key_id: current.id_text.clone(), expires_at })
     }
 
-    /// Checks the key, the authentication tag, the expiry and the purpose (email verification).
+    /// Checks the key, the authentication tag, the expiry and the purpose: verifying an
+    /// address (of a registration, or the new one of a change).
     pub fn open(&self, token: &str) -> Result<VerificationClaims, TokenError> {
-        self.open_for(EMAIL_VERIFICATION, token)
+        self.open_for(&[EMAIL_VERIFICATION, EMAIL_CHANGE], token)
     }
 
-    /// As [`TokenKeys::open`], for a token of `purpose`.
-    pub fn open_for(&self, purpose: &str, token: &str) -> Result<VerificationClaims, TokenError> {
+    /// As [`TokenKeys::open`], for a token of one of `purposes`.
+    pub fn open_for(&self, purposes: &[&str], token: &str) -> Result<VerificationClaims, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed);
         }
@@ -167,7 +172,7 @@ impl TokenKeys {
             })?;
         let claims = trusted.payload_claims().ok_or(TokenError::Invalid)?;
         let text = |name: &str| claims.get_claim(name).and_then(|v| v.as_str()).map(str::to_owned);
-        if text("purpose").as_deref() != Some(purpose) {
+        if !text("purpose").is_some_and(|purpose| purposes.contains(&purpose.as_str())) {
             return Err(TokenError::WrongPurpose);
         }
         Ok(VerificationClaims {
@@ -267,6 +272,17 @@ mod tests {
         let token = keys.issue("user-1", "a@example.com", Duration::from_secs(1)).unwrap().token;
         std::thread::sleep(Duration::from_millis(1100));
         assert_eq!(keys.open(&token), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn a_change_verifies_like_a_registration_and_an_undo_link_only_undoes() {
+        let keys = TokenKeys::generate().unwrap();
+        let change = keys.issue_for(EMAIL_CHANGE, "user-1", "new@example.com", HOUR).unwrap().token;
+        assert_eq!(keys.open(&change).unwrap().email, "new@example.com");
+        assert_eq!(keys.open_for(&[UNDO_EMAIL_CHANGE], &change), Err(TokenError::WrongPurpose));
+        let undo = keys.issue_for(UNDO_EMAIL_CHANGE, "user-1", "old@example.com", HOUR).unwrap().token;
+        assert_eq!(keys.open(&undo), Err(TokenError::WrongPurpose), "an undo link verifies nothing");
+        assert_eq!(keys.open_for(&[UNDO_EMAIL_CHANGE], &undo).unwrap().email, "old@example.com");
     }
 
     #[test]

@@ -288,7 +288,11 @@ impl Courier {
 
     /// A token and a code from auth-service, in the verification email.
     async fn verification_email(&self, request: &EmailRequest, kind: &str) -> Result<lettre::Message, Failure> {
-        let issued = self.issue(request, TokenPurpose::VerifyEmail).await?;
+        let purpose = match kind {
+            subjects::USERS_EMAIL_CHANGE_REQUESTED => TokenPurpose::VerifyEmailChange,
+            _ => TokenPurpose::VerifyEmail,
+        };
+        let issued = self.issue(request, purpose).await?;
         let content = VerificationEmail {
             email: &request.email,
             link: Templates::link(&self.public_base_url, &issued.token),

@@ -6,7 +6,8 @@ use std::time::Duration;
 use tonic::Code;
 use verimail_auth::token::TokenKeys;
 use verimail_proto::auth::v1::{
-    IssueVerificationTokenRequest, RevokeVerificationTokensRequest, VerifyEmailCodeRequest, VerifyEmailRequest,
+    IssueVerificationTokenRequest, RevokeVerificationTokensRequest, UndoEmailChangeRequest, VerifyEmailCodeRequest,
+    VerifyEmailRequest,
 };
 use verimail_proto::email::v1::{GetDeliveryRequest, ListDeliveriesRequest, RetryDeliveryRequest};
 use verimail_proto::ops::v1::{ListParkedRequest, ReplayParkedRequest};
@@ -184,8 +185,20 @@ async fn bad_tokens_and_codes(stack: &Stack, user_id: &str, forged: [&str; 3]) -
     for (bad, code) in bad_tokens.iter().copied().chain([(&huge[..], Code::InvalidArgument)]) {
         let status = auth.clone().verify_email(VerifyEmailRequest { token: bad.into() }).await.unwrap_err();
         assert_eq!(status.code(), code, "VerifyEmail {:?}", &bad[..bad.len().min(40)]);
-        tried += 1;
+        // The link of a change-of-address notice: the same answers (a verification token is
+        // of another purpose there).
+        let status = auth.clone().undo_email_change(UndoEmailChangeRequest { token: bad.into() }).await.unwrap_err();
+        assert_eq!(status.code(), code, "UndoEmailChange {:?}", &bad[..bad.len().min(40)]);
+        tried += 2;
     }
+    let mail = stack.smtp.wait_for("kim@example.com", 1, crate::EMAIL_WAIT).await.remove(0);
+    let status =
+        auth.clone().undo_email_change(UndoEmailChangeRequest { token: mail.verification_token() }).await.unwrap_err();
+    assert_eq!(
+        (status.code(), verimail_server::grpc::bad_request_field(&status).as_deref()),
+        (Code::InvalidArgument, Some("token")),
+        "UndoEmailChange with a verification link's token"
+    );
     for (email, code, field) in [
         ("kim@example.com", "12345", "code"),
         ("kim@example.com", "1234567", "code"),
@@ -433,6 +446,9 @@ async fn bad_pages(stack: &Stack, tampered: &str) -> usize {
         (http.post(url("/verify-code")).form(&[("email", "kim@example.com"), ("code", "12ab56")]), 400),
         (http.post(url("/verify-code")).form(&[("email", ""), ("code", "123456")]), 400),
         (http.post(url("/resend")).form(&[("email", "not an address")]), 400),
+        (http.get(url("/email-change/undo")), 400),
+        (http.post(url("/email-change/undo")).form(&[("token", "garbage")]), 400),
+        (http.post(url("/email-change/undo")).form(&[("token", tampered)]), 400),
         (http.post(url("/resend")).form(&[("email", "x".repeat(5000).as_str())]), 413),
         (http.post(url("/verify-email")).header("content-type", "application/json").body("{}"), 415),
         (http.get(url(&format!("/verify-email?token={}", "a".repeat(3000)))), 414),
