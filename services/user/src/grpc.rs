@@ -49,7 +49,11 @@ impl UserService for UserGrpc {
         self.limits.register_per_client.check(&self.fronts.client_of(&request))?;
         let request = request.into_inner();
         let user_id = self.register(&request.email, &request.password).await?;
-        Ok(Response::new(pb::RegisterUserResponse { user_id }))
+        let did_you_mean = Email::parse(&request.email)
+            .ok()
+            .and_then(|email| crate::typos::did_you_mean(email.as_str()))
+            .unwrap_or_default();
+        Ok(Response::new(pb::RegisterUserResponse { user_id, did_you_mean }))
     }
 
     async fn get_user(&self, request: Request<pb::GetUserRequest>) -> GrpcResult<pb::GetUserResponse> {
@@ -152,7 +156,10 @@ impl UserService for UserGrpc {
         let client = self.fronts.client_of(&request);
         let holder = self.token_holder(&request).await?;
         let change = self.change_email_of(holder, request.into_inner(), &client).await?;
-        Ok(Response::new(pb::ChangeEmailResponse { pending_email_change: Some(pending(&change)) }))
+        Ok(Response::new(pb::ChangeEmailResponse {
+            pending_email_change: Some(pending(&change)),
+            did_you_mean: crate::typos::did_you_mean(&change.new_email).unwrap_or_default(),
+        }))
     }
 
     async fn list_users(&self, request: Request<pb::ListUsersRequest>) -> GrpcResult<pb::ListUsersResponse> {

@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod store;
+pub mod typos;
 
 pub use app::App;
 pub use config::Config;

@@ -279,3 +279,23 @@ async fn changes_of_address_while_the_nats_server_is_killed_send_one_notice_and_
         assert_eq!(changed_events(&stack, user_id).await.len(), 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_likely_typo_of_a_major_provider_gets_a_suggestion_and_goes_ahead_as_typed() {
+    let stack = Stack::start().await;
+    let request =
+        verimail_proto::user::v1::RegisterUserRequest { email: "Typo@GMIAL.com".into(), password: PASSWORD.into() };
+    let reply = stack.users.clone().register_user(request).await.expect("RegisterUser").into_inner();
+    assert_eq!(reply.did_you_mean, "typo@gmail.com");
+    // A hint, not a correction: the address as typed got the email.
+    stack.smtp.wait_for_verification("typo@gmial.com", EMAIL_WAIT).await;
+    let request =
+        verimail_proto::user::v1::RegisterUserRequest { email: "right@gmail.com".into(), password: PASSWORD.into() };
+    let reply = stack.users.clone().register_user(request).await.expect("RegisterUser").into_inner();
+    assert_eq!(reply.did_you_mean, "", "a right address gets no suggestion");
+
+    let (_, token) = signed_in(&stack, "mover@example.com").await;
+    let request = ChangeEmailRequest { new_email: "mover@hotmial.com".into(), ..Default::default() };
+    let reply = stack.plain_users().change_email(with_bearer(request, &token)).await.expect("ChangeEmail");
+    assert_eq!(reply.into_inner().did_you_mean, "mover@hotmail.com");
+}
