@@ -283,17 +283,23 @@ async fn verify(
     let answer = gw.auth.clone().verify_email(on_behalf(VerifyEmailRequest { token: params.token }, client)).await;
     match answer {
         Ok(reply) => verified_page(&gw, reply.into_inner()),
-        Err(status) => match status.code() {
-            Code::FailedPrecondition => match verimail_proto::reasons::of(&status).as_str() {
-                why @ (reasons::ACCOUNT_EXPIRED | reasons::ACCOUNT_DELETED) => account_gone(&gw, why, "link"),
-                why => {
-                    let revoked = why == reasons::TOKEN_REVOKED;
-                    gw.pages.render(StatusCode::GONE, "expired.html", context! { email => "", revoked })
-                }
-            },
-            Code::InvalidArgument => gw.pages.render(StatusCode::BAD_REQUEST, "invalid.html", context! { email => "" }),
-            _ => unavailable(&gw, &status),
+        Err(status) => link_refused(&gw, &status, false),
+    }
+}
+
+/// The page for a link (a verification's, or a change notice's when `change`) auth-service
+/// refused: its account deleted, the link expired or revoked, invalid, or no answer.
+fn link_refused(gw: &Gateway, status: &tonic::Status, change: bool) -> Response {
+    match status.code() {
+        Code::FailedPrecondition => match reasons::of(status).as_str() {
+            why @ (reasons::ACCOUNT_EXPIRED | reasons::ACCOUNT_DELETED) => account_gone(gw, why, "link"),
+            why => {
+                let revoked = why == reasons::TOKEN_REVOKED;
+                gw.pages.render(StatusCode::GONE, "expired.html", context! { email => "", revoked, change })
+            }
         },
+        Code::InvalidArgument => gw.pages.render(StatusCode::BAD_REQUEST, "invalid.html", context! { email => "" }),
+        _ => unavailable(gw, status),
     }
 }
 
@@ -311,18 +317,11 @@ async fn undo(
     let request = on_behalf(UndoEmailChangeRequest { token: params.token }, client);
     match gw.auth.clone().undo_email_change(request).await {
         Ok(reply) => gw.pages.render(StatusCode::OK, "undone.html", context! { email => reply.into_inner().email }),
-        Err(status) => match status.code() {
-            Code::FailedPrecondition => match verimail_proto::reasons::of(&status).as_str() {
-                reasons::TOKEN_USED => gw.pages.render(StatusCode::OK, "undone.html", context! { again => true }),
-                why @ (reasons::ACCOUNT_EXPIRED | reasons::ACCOUNT_DELETED) => account_gone(&gw, why, "link"),
-                why => {
-                    let revoked = why == reasons::TOKEN_REVOKED;
-                    gw.pages.render(StatusCode::GONE, "expired.html", context! { email => "", revoked, change => true })
-                }
-            },
-            Code::InvalidArgument => gw.pages.render(StatusCode::BAD_REQUEST, "invalid.html", context! { email => "" }),
-            _ => unavailable(&gw, &status),
-        },
+        // Used before: the change it was for is already cancelled or undone.
+        Err(status) if reasons::of(&status) == reasons::TOKEN_USED => {
+            gw.pages.render(StatusCode::OK, "undone.html", context! { again => true })
+        }
+        Err(status) => link_refused(&gw, &status, true),
     }
 }
 
@@ -363,7 +362,7 @@ async fn verify_code(
     match gw.auth.clone().verify_email_code(on_behalf(request, client)).await {
         Ok(reply) => verified_page(&gw, reply.into_inner()),
         Err(status) => match status.code() {
-            Code::FailedPrecondition => match verimail_proto::reasons::of(&status).as_str() {
+            Code::FailedPrecondition => match reasons::of(&status).as_str() {
                 reasons::CODE_LOCKED => gw.pages.render(StatusCode::GONE, "code_locked.html", context! { email }),
                 why @ (reasons::ACCOUNT_EXPIRED | reasons::ACCOUNT_DELETED) => account_gone(&gw, why, "code"),
                 why => {

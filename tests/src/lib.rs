@@ -175,6 +175,29 @@ pub fn for_browser<T>(message: T, client: &str) -> tonic::Request<T> {
     request
 }
 
+/// Every event on `subject` of the USERS stream, in order, decoded (read without a consumer).
+pub async fn events_on<M: prost::Message + Default>(nats_url: &str, subject: &str) -> Vec<M> {
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url).await.expect("connect to NATS"));
+    let stream = js.get_stream(verimail_proto::streams::USERS).await.expect("the USERS stream");
+    let (mut events, mut next) = (Vec::new(), 1);
+    while let Some(message) =
+        verimail_events::bus::next_on_subject(&stream, subject, next).await.unwrap_or_else(|e| panic!("{subject}: {e}"))
+    {
+        next = message.sequence + 1;
+        events.push(M::decode(message.payload).unwrap_or_else(|e| panic!("an event on {subject}: {e}")));
+    }
+    events
+}
+
+/// Polls `check` (every 50 ms, at most `limit`) until it holds; fails the test naming `what`.
+pub async fn eventually<F: std::future::Future<Output = bool>>(what: &str, limit: Duration, check: impl Fn() -> F) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// `message` as a user sends it with their access token (`authorization: Bearer <token>`).
 pub fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);

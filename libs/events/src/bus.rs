@@ -291,6 +291,20 @@ pub async fn declare_streams(
     Ok(())
 }
 
+/// The first message `stream` stores on `subject` at sequence `from` or later; `None` past
+/// the last one. Read without a consumer, so walking a subject changes nothing on the stream.
+pub async fn next_on_subject(
+    stream: &stream::Stream,
+    subject: &str,
+    from: u64,
+) -> Result<Option<jetstream::message::StreamMessage>, stream::RawMessageError> {
+    match stream.raw_message_builder().sequence(from).next_by_subject(subject.to_owned()).send().await {
+        Ok(message) => Ok(Some(message)),
+        Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The headers every event carries.
 pub fn event_headers(event_id: &str, event_type: &str) -> HeaderMap {
     let mut headers = HeaderMap::new();

@@ -120,12 +120,12 @@ pub async fn buried<C: ConnectionTrait>(
     Ok(rows.into_iter().map(|(id, reason)| (id, Reason::parse(&reason))).collect())
 }
 
-/// Deletes the outbox rows about the user (published or not): their payloads carry the
+/// Deletes the outbox rows about these users (published or not): their payloads carry the
 /// address. Written in the transaction that erases the rest.
-pub async fn forget_events(txn: &DatabaseTransaction, user_id: &str) -> Result<u64, DbErr> {
+pub async fn forget_events(txn: &DatabaseTransaction, user_ids: &[&str]) -> Result<u64, DbErr> {
     use crate::outbox::entity;
-    let deleted = entity::Entity::delete_many().filter(entity::Column::AggregateId.eq(user_id)).exec(txn).await?;
-    Ok(deleted.rows_affected)
+    let about = entity::Column::AggregateId.is_in(user_ids.iter().copied());
+    Ok(entity::Entity::delete_many().filter(about).exec(txn).await?.rows_affected)
 }
 
 /// The durable consumer of users.deleted named `durable`.

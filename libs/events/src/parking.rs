@@ -52,15 +52,11 @@ impl Parking {
         let mut next = after + 1;
         let start = into.len();
         while into.len() - start < limit {
-            let found = stream.raw_message_builder().sequence(next).next_by_subject(subject.clone()).send().await;
-            match found {
-                Ok(message) => {
-                    next = message.sequence + 1;
-                    into.push(to_proto(durable, message));
-                }
-                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
-                Err(e) => return Err(nats_unavailable(e)),
-            }
+            let Some(message) = bus::next_on_subject(stream, &subject, next).await.map_err(nats_unavailable)? else {
+                break;
+            };
+            next = message.sequence + 1;
+            into.push(to_proto(durable, message));
         }
         Ok(())
     }
@@ -89,13 +85,7 @@ pub async fn forget_user(js: &jetstream::Context, durables: &[&str], user_id: &s
     for durable in durables {
         let subject = streams::parked_subject(durable);
         let mut next = 1;
-        loop {
-            let found = stream.raw_message_builder().sequence(next).next_by_subject(subject.clone()).send().await;
-            let message = match found {
-                Ok(message) => message,
-                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
-                Err(e) => return Err(e.into()),
-            };
+        while let Some(message) = bus::next_on_subject(&stream, &subject, next).await? {
             next = message.sequence + 1;
             if header(&message.headers, headers::USER_ID) == user_id {
                 stream.delete_message(message.sequence).await?;

@@ -58,7 +58,7 @@ pub async fn erase(
             .exec(&txn)
             .await?;
     }
-    let events = erasure::forget_events(&txn, user_id).await?;
+    let events = erasure::forget_events(&txn, &[user_id]).await?;
     txn.commit().await?;
     Ok((tokens.rows_affected, held.len() as u64, events))
 }

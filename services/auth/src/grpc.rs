@@ -88,10 +88,7 @@ impl AuthService for AuthGrpc {
         let txn = verimail_events::db::begin_write(&self.db).await.map_err(AuthError::from)?;
         store::lock_user(&txn, &user_id).await.map_err(AuthError::from)?;
         // email-service behind on users.deleted: nothing for an account that is gone.
-        let gone = verimail_events::erasure::buried(&txn, &[user_id.as_str()]).await.map_err(AuthError::from)?;
-        if let Some(reason) = gone.get(&user_id) {
-            return Err(AuthError::AccountGone(*reason).into());
-        }
+        not_deleted(&txn, &user_id).await?;
         if let Some(registration) = &registration {
             if store::superseded(&txn, &user_id, registration).await.map_err(AuthError::from)? {
                 return Err(AuthError::RegistrationSuperseded.into());
@@ -102,21 +99,10 @@ impl AuthService for AuthGrpc {
                 tracing::info!(%user_id, tokens, codes, "tokens and codes of earlier registrations revoked");
             }
         }
-        token::Entity::insert(token::ActiveModel {
-            jti: Set(issued.jti.clone()),
-            user_id: Set(user_id.clone()),
-            email: Set(email.clone()),
-            key_id: Set(issued.key_id.clone()),
-            issued_at: Set(now),
-            expires_at: Set(issued.expires_at),
-            used_at: Set(None),
-            revoked_at: Set(None),
-            registration_event_id: Set(registration.clone()),
-            purpose: Set(change.then(|| purpose.to_owned())),
-        })
-        .exec_without_returning(&txn)
-        .await
-        .map_err(AuthError::from)?;
+        let recorded = change.then_some(purpose);
+        store::record_token(&txn, &issued, &user_id, &email, registration.as_deref(), recorded)
+            .await
+            .map_err(AuthError::from)?;
         store::code::Entity::insert(store::code::ActiveModel {
             id: Set(uuid::Uuid::now_v7().to_string()),
             user_id: Set(user_id),
@@ -250,10 +236,7 @@ impl AuthService for AuthGrpc {
         }
         let claims = self.keys.open_for(&[crate::token::UNDO_EMAIL_CHANGE], raw).map_err(AuthError::from)?;
         let txn = verimail_events::db::begin_write(&self.db).await.map_err(AuthError::from)?;
-        let gone = verimail_events::erasure::buried(&txn, &[claims.user_id.as_str()]).await.map_err(AuthError::from)?;
-        if let Some(reason) = gone.get(&claims.user_id) {
-            return Err(AuthError::AccountGone(*reason).into());
-        }
+        not_deleted(&txn, &claims.user_id).await?;
         let claimed = store::claim_tokens(&txn, &[claims.jti.as_str()]).await.map_err(AuthError::from)?;
         let Some(Some(change_id)) = claimed.get(&claims.jti) else {
             let row = token::Entity::find_by_id(claims.jti.clone()).one(&txn).await.map_err(AuthError::from)?;
@@ -295,6 +278,14 @@ impl AuthService for AuthGrpc {
             audience: self.audience.clone(),
             issuer: crate::access::ISSUER.to_owned(),
         }))
+    }
+}
+
+/// AccountGone when the user's account was deleted: nothing is issued or undone for it.
+async fn not_deleted(txn: &DatabaseTransaction, user_id: &str) -> Result<(), AuthError> {
+    match verimail_events::erasure::buried(txn, &[user_id]).await?.get(user_id) {
+        Some(reason) => Err(AuthError::AccountGone(*reason)),
+        None => Ok(()),
     }
 }
 
@@ -349,23 +340,8 @@ impl AuthGrpc {
             .issue_for(purpose, user_id, email, self.undo_lifetime)
             .map_err(|e| AuthError::Issue(e.to_string()))?;
         let txn = verimail_events::db::begin_write(&self.db).await?;
-        if let Some(reason) = verimail_events::erasure::buried(&txn, &[user_id]).await?.get(user_id) {
-            return Err(AuthError::AccountGone(*reason));
-        }
-        token::Entity::insert(token::ActiveModel {
-            jti: Set(issued.jti.clone()),
-            user_id: Set(user_id.to_owned()),
-            email: Set(email.to_owned()),
-            key_id: Set(issued.key_id.clone()),
-            issued_at: Set(chrono::Utc::now()),
-            expires_at: Set(issued.expires_at),
-            used_at: Set(None),
-            revoked_at: Set(None),
-            registration_event_id: Set(Some(change.to_owned())),
-            purpose: Set(Some(purpose.to_owned())),
-        })
-        .exec_without_returning(&txn)
-        .await?;
+        not_deleted(&txn, user_id).await?;
+        store::record_token(&txn, &issued, user_id, email, Some(change), Some(purpose)).await?;
         txn.commit().await?;
         Ok(pb::IssueVerificationTokenResponse {
             token: issued.token,

@@ -346,6 +346,34 @@ pub async fn used_registrations<C: ConnectionTrait>(conn: &C, user_ids: &[&str])
     Ok(tokens.into_iter().chain(codes).collect())
 }
 
+/// Records an issued token (its jti, never the token): for `registration` (or a change), of
+/// `purpose` (none for a registration's verification).
+pub async fn record_token<C: ConnectionTrait>(
+    conn: &C,
+    issued: &crate::token::IssuedToken,
+    user_id: &str,
+    email: &str,
+    registration: Option<&str>,
+    purpose: Option<&str>,
+) -> Result<(), DbErr> {
+    use sea_orm::ActiveValue::Set;
+    token::Entity::insert(token::ActiveModel {
+        jti: Set(issued.jti.clone()),
+        user_id: Set(user_id.to_owned()),
+        email: Set(email.to_owned()),
+        key_id: Set(issued.key_id.clone()),
+        issued_at: Set(chrono::Utc::now()),
+        expires_at: Set(issued.expires_at),
+        used_at: Set(None),
+        revoked_at: Set(None),
+        registration_event_id: Set(registration.map(str::to_owned)),
+        purpose: Set(purpose.map(str::to_owned)),
+    })
+    .exec_without_returning(conn)
+    .await?;
+    Ok(())
+}
+
 /// Holds the user's issuing lock until `txn` ends (PostgreSQL; SQLite's one writer already runs
 /// one transaction at a time): two issues for one user at once would each miss the other's
 /// token, and neither would revoke or refuse the other (a replaced change's link would live).

@@ -106,16 +106,15 @@ pub async fn record(txn: &sea_orm::DatabaseTransaction, requested: Requested) ->
     Ok(requested.change)
 }
 
-/// A verification that names no change of the user to that address (a stale link of an
-/// earlier registration, or a forgery): parked, as before changes existed.
-pub const NOT_A_CHANGE: &str = "not a change of this user to this address";
-
 /// What became of a verification of a change's new address.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Completion {
     Completed,
     /// Completed before (a redelivery), or cancelled or replaced since: nothing to do.
     NothingToDo(&'static str),
+    /// It names no change of the user to that address (a stale link of an earlier
+    /// registration, or a forgery): parked, as before changes existed.
+    NotAChange,
 }
 
 /// The change `change_id` of `user_id`, its new address `email` verified: the account moves
@@ -130,10 +129,10 @@ pub async fn complete(
 ) -> Result<Completion, DbErr> {
     let txn = verimail_events::db::begin_write(db).await?;
     let Some(row) = change::Entity::find_by_id(change_id.to_owned()).one(&txn).await? else {
-        return Ok(Completion::NothingToDo(NOT_A_CHANGE));
+        return Ok(Completion::NotAChange);
     };
     if row.user_id != user_id || row.new_email != email || row.taken {
-        return Ok(Completion::NothingToDo(NOT_A_CHANGE));
+        return Ok(Completion::NotAChange);
     }
     if row.completed_at.is_some() {
         return Ok(Completion::NothingToDo("completed before"));

@@ -2,6 +2,7 @@
 //! same transaction, puts users.verified (for other services) into the outbox. One for an
 //! account deleted since is dropped.
 
+use crate::email_change::Completion;
 use crate::store;
 use prost::Message;
 use sea_orm::DatabaseConnection;
@@ -9,9 +10,6 @@ use verimail_events::bus::{AUTH_STREAM, ConsumerSpec, Delivery, HandlerError};
 use verimail_events::outbox::{self, OutboxEvent};
 use verimail_proto::events::v1::{EmailVerified, UserVerified};
 use verimail_proto::subjects;
-
-/// What [`crate::email_change::complete`] says of a verification that is no change's.
-const NOT_A_CHANGE: &str = crate::email_change::NOT_A_CHANGE;
 
 /// Up to 64 events per transaction: under load one commit marks many users.
 pub fn email_verified_consumer(streams: verimail_events::bus::StreamSettings) -> ConsumerSpec {
@@ -57,22 +55,17 @@ pub async fn on_email_verified(
     let marked = async {
         let txn = verimail_events::db::begin_write(db).await?;
         let (before, newly) = store::mark_verified(&txn, &verified).await?;
+        // Users gone: deleted ones (a late click on an expired account's link) are dropped.
+        let gone: Vec<&str> = verified.iter().map(|v| v.user_id).filter(|id| !before.contains_key(*id)).collect();
+        let deleted = verimail_events::erasure::buried(&txn, &gone).await?;
         let announced: Vec<OutboxEvent> = newly.iter().map(verified_event).collect();
         outbox::enqueue_all(&txn, announced).await?;
         txn.commit().await?;
-        Ok::<_, sea_orm::DbErr>((before, !newly.is_empty()))
+        Ok::<_, sea_orm::DbErr>((before, deleted, !newly.is_empty()))
     }
     .await;
-    // Users gone: deleted ones (a late click on an expired account's link) are dropped.
-    let deleted = match &marked {
-        Ok((before, _)) => {
-            let gone: Vec<&str> = verified.iter().map(|v| v.user_id).filter(|id| !before.contains_key(*id)).collect();
-            verimail_events::erasure::buried(db, &gone).await
-        }
-        Err(_) => Ok(Default::default()),
-    };
-    let (before, deleted) = match marked.and_then(|marked| Ok((marked, deleted?))) {
-        Ok(((before, published), deleted)) => {
+    let (before, deleted) = match marked {
+        Ok((before, deleted, published)) => {
             if published {
                 relay.wake();
             }
@@ -100,35 +93,22 @@ pub async fn on_email_verified(
         .map(|(event, delivery)| {
             let event = event?;
             let _in_its_trace = delivery.span.enter();
-            match before.get(&event.user_id) {
-                None if deleted.contains_key(&event.user_id) => {
+            let Some(user) = before.get(&event.user_id) else {
+                if deleted.contains_key(&event.user_id) {
                     tracing::info!(user_id = %event.user_id, event_id = %event.event_id, "email_verified for a deleted account: dropped");
+                    return Ok(());
+                }
+                return Err(HandlerError::Permanent(format!("no user {}", event.user_id)));
+            };
+            match changes.remove(&event.event_id) {
+                Some(Err(e)) => Err(HandlerError::from(e)),
+                Some(Ok(Completion::NotAChange)) => Err(not_this_users(&event)),
+                Some(Ok(outcome)) => {
+                    tracing::info!(user_id = %event.user_id, event_id = %event.event_id, ?outcome, "new address of a change verified");
                     Ok(())
                 }
-                None => Err(HandlerError::Permanent(format!("no user {}", event.user_id))),
-                Some(_) if changes.contains_key(&event.event_id) => match changes.remove(&event.event_id) {
-                    Some(Err(e)) => Err(HandlerError::from(e)),
-                    Some(Ok(crate::email_change::Completion::NothingToDo(why))) if why == NOT_A_CHANGE => {
-                        tracing::error!(user_id = %event.user_id, event_id = %event.event_id, "email_verified is for another address or an earlier registration: not verified");
-                        Err(HandlerError::Permanent(format!(
-                            "user {} has another address or a later registration than the one verified",
-                            event.user_id
-                        )))
-                    }
-                    Some(Ok(outcome)) => {
-                        tracing::info!(user_id = %event.user_id, event_id = %event.event_id, ?outcome, "new address of a change verified");
-                        Ok(())
-                    }
-                    None => Ok(()),
-                },
-                Some(user) if !user.accepts(&verified_by(&event)) => {
-                    tracing::error!(user_id = %event.user_id, event_id = %event.event_id, "email_verified is for another address or an earlier registration: not verified");
-                    Err(HandlerError::Permanent(format!(
-                        "user {} has another address or a later registration than the one verified",
-                        event.user_id
-                    )))
-                }
-                Some(user) => {
+                None if !user.accepts(&verified_by(&event)) => Err(not_this_users(&event)),
+                None => {
                     if user.status == store::Status::Unverified {
                         tracing::info!(user_id = %event.user_id, event_id = %event.event_id, "user verified");
                     }
@@ -137,4 +117,14 @@ pub async fn on_email_verified(
             }
         })
         .collect()
+}
+
+/// A verification of an address that is not the user's, of a registration that is not their
+/// latest, and of no change of theirs: it verifies nothing, and is parked.
+fn not_this_users(event: &EmailVerified) -> HandlerError {
+    tracing::error!(user_id = %event.user_id, event_id = %event.event_id, "email_verified is for another address or an earlier registration: not verified");
+    HandlerError::Permanent(format!(
+        "user {} has another address or a later registration than the one verified",
+        event.user_id
+    ))
 }

@@ -136,7 +136,7 @@ impl UserService for UserGrpc {
             let account = store::find_by_id(&self.db, &user_id).await.map_err(UserError::from)?;
             let account = account.ok_or(UserError::NotFound)?;
             let email = Email::parse(&account.email).map_err(|reason| UserError::invalid("email", reason))?;
-            self.check_password(&email, password, &client, Some(&user_id)).await?;
+            self.check_password_of(&email, Some(account), password, &client).await?;
         }
         let txn = verimail_events::db::begin_write(&self.db).await.map_err(UserError::from)?;
         if !store::delete_user(&txn, &user_id).await.map_err(UserError::from)? {
@@ -241,21 +241,25 @@ impl UserGrpc {
 
     /// Checks a password against the account of `email` (a dummy hash for none: the same work
     /// and answer as a wrong password), counting failures per mailbox and client: the account,
-    /// or WrongCredentials. With `user_id`, the account must be that user's too.
-    async fn check_password(
+    /// or WrongCredentials.
+    async fn check_password(&self, email: &Email, password: Password, client: &str) -> Result<user::Model, UserError> {
+        let account = store::find_by_email(&self.db, email.as_str()).await?;
+        self.check_password_of(email, account, password, client).await
+    }
+
+    /// As [`UserGrpc::check_password`], against the account (`user`) as the caller found it.
+    async fn check_password_of(
         &self,
         email: &Email,
+        user: Option<user::Model>,
         password: Password,
         client: &str,
-        user_id: Option<&str>,
     ) -> Result<user::Model, UserError> {
         let failures_key = format!("{} {client}", email.mailbox());
         if let Err(refused) = self.limits.sign_in_failures.check(&failures_key) {
             crate::metrics::sign_in("refused");
             return Err(UserError::Limited(refused));
         }
-        let user = store::find_by_email(&self.db, email.as_str()).await?;
-        let user = user.filter(|user| user_id.is_none_or(|id| user.id == id));
         let stored = user.as_ref().map_or_else(|| self.dummy_hash.clone(), |user| user.password_hash.clone());
         let upgrade = password.clone();
         let checked = self.hasher.check(stored.clone(), password).await.map_err(UserError::Hashing)?;
@@ -295,7 +299,7 @@ impl UserGrpc {
                     .map_err(|reason| UserError::invalid("email", format!("{reason} (or present an access token)")))?;
                 let password =
                     Password::parse(&request.password).map_err(|reason| UserError::invalid("password", reason))?;
-                self.check_password(&email, password, client, None).await?
+                self.check_password(&email, password, client).await?
             }
         };
         if user.status != Status::Verified {
@@ -334,7 +338,7 @@ impl UserGrpc {
         password: Password,
         client: &str,
     ) -> Result<pb::SignInResponse, UserError> {
-        let user = self.check_password(email, password, client, None).await?;
+        let user = self.check_password(email, password, client).await?;
         let verified = user.status == Status::Verified;
         if !verified && self.sign_in_requires_verified {
             // One answer tells the client what to show: "check your inbox", with a new email.

@@ -19,24 +19,23 @@ const SWEEP_BATCH: u64 = 100;
 /// The durable that removes user-service's parked messages of deleted users.
 pub const DELETIONS_DURABLE: &str = "user-service-deletions";
 
-/// Everything but the row's own deletion: the user's outbox rows, the tombstone and
-/// users.deleted, for users `txn` has just deleted.
+/// Everything but the rows' own deletion, for users `txn` has just deleted: their outbox rows
+/// and changes of address go, their tombstones and users.deleted are written.
 pub async fn announce_deleted(txn: &DatabaseTransaction, user_ids: &[String], reason: Reason) -> Result<(), DbErr> {
-    let mut announced = Vec::with_capacity(user_ids.len());
-    for user_id in user_ids {
-        erasure::forget_events(txn, user_id).await?;
-        store::forget_changes(txn, user_id).await?;
+    let ids: Vec<&str> = user_ids.iter().map(String::as_str).collect();
+    erasure::forget_events(txn, &ids).await?;
+    store::forget_changes(txn, &ids).await?;
+    let announced = user_ids.iter().map(|user_id| {
         let event = UserDeleted {
             event_id: uuid::Uuid::now_v7().to_string(),
             user_id: user_id.clone(),
             reason: reason.to_proto() as i32,
             occurred_at: verimail_server::rfc3339(chrono::Utc::now()),
         };
-        announced.push(OutboxEvent::new(event.event_id.clone(), user_id, subjects::USERS_DELETED, &event));
-    }
-    let ids: Vec<&str> = user_ids.iter().map(String::as_str).collect();
+        OutboxEvent::new(event.event_id.clone(), user_id, subjects::USERS_DELETED, &event)
+    });
     erasure::bury(txn, &ids, reason).await?;
-    outbox::enqueue_all(txn, announced).await?;
+    outbox::enqueue_all(txn, announced.collect()).await?;
     crate::metrics::deleted(reason, user_ids.len());
     Ok(())
 }

@@ -374,9 +374,10 @@ pub async fn pending_changes<C: ConnectionTrait>(
     Ok(rows.into_iter().map(|row| (row.user_id.clone(), row)).collect())
 }
 
-/// Deletes the user's changes of address (they hold addresses): with the account.
-pub async fn forget_changes<C: ConnectionTrait>(conn: &C, user_id: &str) -> Result<u64, DbErr> {
-    Ok(change::Entity::delete_many().filter(change::Column::UserId.eq(user_id)).exec(conn).await?.rows_affected)
+/// Deletes these users' changes of address (they hold addresses): with the accounts.
+pub async fn forget_changes<C: ConnectionTrait>(conn: &C, user_ids: &[&str]) -> Result<u64, DbErr> {
+    let of = change::Column::UserId.is_in(user_ids.iter().copied());
+    Ok(change::Entity::delete_many().filter(of).exec(conn).await?.rows_affected)
 }
 
 /// Cancels the user's pending changes: how many.

@@ -4,17 +4,14 @@
 //! change of address while the nats-server is killed.
 
 use crate::{EMAIL_WAIT, STATUS_WAIT};
-use async_nats::jetstream;
-use async_nats::jetstream::stream::RawMessageErrorKind;
-use prost::Message;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tonic::Code;
 use verimail_proto::auth::v1::VerifyEmailCodeRequest;
 use verimail_proto::events::v1::EmailChanged;
 use verimail_proto::user::v1::{ChangeEmailRequest, GetUserRequest, User, UserStatus, get_user_request};
-use verimail_proto::{reasons, streams, subjects};
+use verimail_proto::{reasons, subjects};
 use verimail_system_tests::browser::Browser;
-use verimail_system_tests::{ReceivedMail, Stack, with_bearer};
+use verimail_system_tests::{ReceivedMail, Stack, eventually, with_bearer};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -40,15 +37,11 @@ async fn user(stack: &Stack, user_id: &str) -> User {
 
 /// Polls GetUser until the account has `email` (and no pending change).
 async fn wait_for_address(stack: &Stack, user_id: &str, email: &str) {
-    let deadline = Instant::now() + STATUS_WAIT;
-    loop {
+    eventually(&format!("the account moves to {email}"), STATUS_WAIT, || async {
         let now = user(stack, user_id).await;
-        if now.email == email && now.pending_email_change.is_none() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the account did not move to {email}: {now:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        now.email == email && now.pending_email_change.is_none()
+    })
+    .await;
 }
 
 /// The emails to `address` with this subject.
@@ -57,14 +50,11 @@ fn titled(stack: &Stack, address: &str, subject: &str) -> Vec<ReceivedMail> {
 }
 
 async fn wait_titled(stack: &Stack, address: &str, subject: &str) -> ReceivedMail {
-    let deadline = Instant::now() + EMAIL_WAIT;
-    loop {
-        if let Some(mail) = titled(stack, address, subject).pop() {
-            return mail;
-        }
-        assert!(Instant::now() < deadline, "no {subject:?} to {address}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(&format!("{subject:?} to {address}"), EMAIL_WAIT, || async {
+        !titled(stack, address, subject).is_empty()
+    })
+    .await;
+    titled(stack, address, subject).pop().expect("the email")
 }
 
 const VERIFY_NEW: &str = "Confirm your new email address";
@@ -79,24 +69,9 @@ fn undo_link(notice: &ReceivedMail) -> String {
 
 /// Every users.email_changed of the user, in order.
 async fn changed_events(stack: &Stack, user_id: &str) -> Vec<EmailChanged> {
-    let js = jetstream::new(async_nats::connect(stack.nats.url()).await.expect("NATS"));
-    let stream = js.get_stream(streams::USERS).await.expect("USERS");
-    let (mut events, mut next) = (Vec::new(), 1);
-    loop {
-        let found =
-            stream.raw_message_builder().sequence(next).next_by_subject(subjects::USERS_EMAIL_CHANGED.to_owned());
-        match found.send().await {
-            Ok(message) => {
-                next = message.sequence + 1;
-                let event = EmailChanged::decode(message.payload).expect("an EmailChanged");
-                if event.user_id == user_id {
-                    events.push(event);
-                }
-            }
-            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return events,
-            Err(e) => panic!("reading users.email_changed: {e}"),
-        }
-    }
+    let all: Vec<EmailChanged> =
+        verimail_system_tests::events_on(&stack.nats.url(), subjects::USERS_EMAIL_CHANGED).await;
+    all.into_iter().filter(|event| event.user_id == user_id).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,11 +140,10 @@ async fn the_notice_cancels_a_pending_change_and_moves_a_completed_one_back() {
     let page = Browser::new(&stack.gateway_url).click(&undo_link(&notice)).await;
     assert_eq!(page.kind(), "undone", "{}", page.html);
     assert!(page.html.contains("keep@example.com"), "{}", page.html);
-    let deadline = Instant::now() + STATUS_WAIT;
-    while user(&stack, &user_id).await.pending_email_change.is_some() {
-        assert!(Instant::now() < deadline, "the change was not cancelled");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the change is cancelled", STATUS_WAIT, || async {
+        user(&stack, &user_id).await.pending_email_change.is_none()
+    })
+    .await;
     let refused = stack.verify(&verification.verification_token()).await.expect_err("a cancelled change's link");
     assert_eq!(reasons::of(&refused), reasons::TOKEN_REVOKED, "{refused:?}");
     assert_eq!(user(&stack, &user_id).await.email, "keep@example.com");
@@ -179,18 +153,9 @@ async fn the_notice_cancels_a_pending_change_and_moves_a_completed_one_back() {
     // Completed, then moved back from its notice.
     change(&stack, &token, "second@example.com").await.expect("ChangeEmail");
     let verification = wait_titled(&stack, "second@example.com", VERIFY_NEW).await;
-    let deadline = Instant::now() + EMAIL_WAIT;
-    let notice = loop {
-        let notices = titled(&stack, "keep@example.com", NOTICE);
-        if notices.len() == 2 {
-            break notices
-                .into_iter()
-                .find(|m| m.part("text/plain").contains("second@example.com"))
-                .expect("its notice");
-        }
-        assert!(Instant::now() < deadline, "no second notice");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    eventually("a second notice", EMAIL_WAIT, || async { titled(&stack, "keep@example.com", NOTICE).len() == 2 }).await;
+    let notices = titled(&stack, "keep@example.com", NOTICE);
+    let notice = notices.into_iter().find(|m| m.part("text/plain").contains("second@example.com")).expect("its notice");
     Browser::new(&stack.gateway_url).click(&verification.verification_link()).await;
     wait_for_address(&stack, &user_id, "second@example.com").await;
     let page = Browser::new(&stack.gateway_url).click(&undo_link(&notice)).await;

@@ -4,9 +4,6 @@
 //! email-service down while it happens.
 
 use crate::{EMAIL_WAIT, STATUS_WAIT};
-use async_nats::jetstream;
-use async_nats::jetstream::stream::RawMessageErrorKind;
-use prost::Message;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tonic::Code;
@@ -14,40 +11,16 @@ use verimail_proto::auth::v1::VerifyEmailCodeRequest;
 use verimail_proto::email::v1::ListDeliveriesRequest;
 use verimail_proto::events::v1::{DeletionReason, UserDeleted};
 use verimail_proto::user::v1::{ChangeEmailRequest, DeleteUserRequest, GetUserRequest, UserStatus, get_user_request};
-use verimail_proto::{reasons, streams, subjects};
+use verimail_proto::{reasons, subjects};
 use verimail_system_tests::browser::Browser;
 use verimail_system_tests::procs::{Part, ProcessStack};
-use verimail_system_tests::{Stack, StackOptions};
+use verimail_system_tests::{Stack, StackOptions, eventually};
 
 const PASSWORD: &str = "correct horse battery";
 
 /// Every users.deleted on the stream, in order.
 async fn deleted_events(nats_url: &str) -> Vec<UserDeleted> {
-    let js = jetstream::new(async_nats::connect(nats_url).await.expect("connect to NATS"));
-    let stream = js.get_stream(streams::USERS).await.expect("the USERS stream");
-    let mut events = Vec::new();
-    let mut next = 1;
-    loop {
-        let found =
-            stream.raw_message_builder().sequence(next).next_by_subject(subjects::USERS_DELETED.to_owned()).send();
-        match found.await {
-            Ok(message) => {
-                next = message.sequence + 1;
-                events.push(UserDeleted::decode(message.payload).expect("a UserDeleted"));
-            }
-            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return events,
-            Err(e) => panic!("reading users.deleted: {e}"),
-        }
-    }
-}
-
-/// Polls `check` (every 50 ms, at most `limit`) until it holds.
-async fn eventually<F: std::future::Future<Output = bool>>(what: &str, limit: Duration, check: impl Fn() -> F) {
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    verimail_system_tests::events_on(nats_url, subjects::USERS_DELETED).await
 }
 
 async fn exists(stack: &Stack, user_id: &str) -> bool {
