@@ -383,7 +383,7 @@ impl Stack {
             ];
             let config = verimail_email::Config::from_vars(&given(Part::Email, own))
                 .expect("email-service's test configuration");
-            let email = verimail_email::App::build(config).await.expect("email-service builds");
+            let email = built("email-service", verimail_email::App::build(config)).await;
             email_addrs.push(email.grpc_addr());
             tokio::spawn(email.run(shutdown.clone()));
         }
@@ -627,12 +627,12 @@ async fn start_instance(
         ],
     );
     let config = verimail_auth::Config::from_vars(&vars).expect("auth-service's test configuration");
-    let auth = verimail_auth::App::build(config).await.expect("auth-service builds");
+    let auth = built("auth-service", verimail_auth::App::build(config)).await;
     let auth_addr = auth.grpc_addr();
 
     let vars = given(Part::User, vec![("USER_GRPC_ADDR", ANY_PORT.into()), ("AUTH_GRPC_ADDR", auth_addr.to_string())]);
     let config = verimail_user::Config::from_vars(&vars).expect("user-service's test configuration");
-    let user = verimail_user::App::build(config).await.expect("user-service builds");
+    let user = built("user-service", verimail_user::App::build(config)).await;
     let user_addr = user.grpc_addr();
 
     let own = vec![
@@ -642,12 +642,21 @@ async fn start_instance(
     ];
     let config =
         verimail_gateway::Config::from_vars(&given(Part::Gateway, own)).expect("the gateway's test configuration");
-    let gateway = verimail_gateway::App::build(config).await.expect("gateway builds");
+    let gateway = built("gateway", verimail_gateway::App::build(config)).await;
     let gateway_url = format!("http://{}", gateway.http_addr());
     tokio::spawn(auth.run(shutdown.clone()));
     tokio::spawn(user.run(shutdown.clone()));
     tokio::spawn(gateway.run(shutdown.clone()));
     (user_addr, auth_addr, gateway_url)
+}
+
+/// A part built, within a minute: one that cannot reach NATS or its database waits for it
+/// for ever by design (a service must outlast its dependencies' restarts), a test must not.
+async fn built<T, E: std::fmt::Debug>(part: &str, build: impl Future<Output = Result<T, E>>) -> T {
+    match tokio::time::timeout(Duration::from_secs(60), build).await {
+        Ok(built) => built.unwrap_or_else(|e| panic!("{part} builds: {e:?}")),
+        Err(_) => panic!("{part} was not built within 60 s (NATS or its database not ready?)"),
+    }
 }
 
 /// One nats-server, a cluster, or a server with a user per service

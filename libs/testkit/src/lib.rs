@@ -62,29 +62,52 @@ impl NatsServer {
     /// Starts a server on a free port with its store in a fresh temporary directory and waits
     /// (at most 10 s) until it accepts connections.
     pub fn start() -> Self {
-        Self::start_with(free_port(), Vec::new(), Vec::new())
+        Self::start_with(Vec::new(), Vec::new())
     }
 
     /// A server that reads `config` (users and their permissions, say), with `env` in its
     /// environment.
     pub fn start_configured(config: &std::path::Path, env: Vec<(String, String)>) -> Self {
         let args = vec!["-c".to_owned(), config.display().to_string()];
-        Self::start_with(free_port(), args, env)
+        Self::start_with(args, env)
     }
 
-    fn start_with(port: u16, args: Vec<String>, env: Vec<(String, String)>) -> Self {
+    /// On a free port; on another one while the port turns out taken (free ports are only
+    /// free when chosen: another test may bind the same one first).
+    fn start_with(args: Vec<String>, env: Vec<(String, String)>) -> Self {
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Self::try_start(free_port(), args.clone(), env.clone()) {
+                Ok(server) => return server,
+                Err(why) => last = why,
+            }
+        }
+        panic!("nats-server did not start on any of five free ports: {last}")
+    }
+
+    /// A server on `port`, once it listens there itself.
+    fn try_start(port: u16, args: Vec<String>, env: Vec<(String, String)>) -> Result<Self, String> {
         let store = tempfile::tempdir().expect("temporary JetStream store");
         let child = Self::spawn(port, &store, &args, &env);
-        let server = NatsServer { child, port, args, env, _store: store };
-        server.wait_until_listening(Duration::from_secs(10));
-        server
+        let mut server = NatsServer { child, port, args, env, _store: store };
+        server.wait_until_listening(Duration::from_secs(10))?;
+        Ok(server)
+    }
+
+    /// Where the server writes the ports it listens on, once it listens on all of them.
+    fn ports_dir(store: &std::path::Path) -> PathBuf {
+        store.join("ports")
     }
 
     fn spawn(port: u16, store: &tempfile::TempDir, args: &[String], env: &[(String, String)]) -> Child {
+        let ports = Self::ports_dir(store.path());
+        std::fs::create_dir_all(&ports).expect("ports file folder");
         // Flags win over a config file's settings, wherever they stand.
         Command::new(nats_server_binary())
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(store.path())
+            .arg("--ports_file_dir")
+            .arg(&ports)
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
@@ -99,11 +122,19 @@ impl NatsServer {
         let _ = self.child.wait();
     }
 
-    /// Starts the server again on the same port and the same store (after `kill`).
+    /// Starts the server again on the same port and the same store (after `kill`), trying
+    /// again for a while if the port is held for a moment (another test probing it).
     pub fn restart(&mut self) {
         self.kill();
-        self.child = Self::spawn(self.port, &self._store, &self.args, &self.env);
-        self.wait_until_listening(Duration::from_secs(10));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            self.child = Self::spawn(self.port, &self._store, &self.args, &self.env);
+            match self.wait_until_listening(Duration::from_secs(10)) {
+                Ok(()) => return,
+                Err(why) => assert!(Instant::now() < deadline, "nats-server did not restart: {why}"),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     pub fn url(&self) -> String {
@@ -114,10 +145,27 @@ impl NatsServer {
         self.child.id()
     }
 
-    fn wait_until_listening(&self, limit: Duration) {
+    /// Until this server (not another process that holds the port: a test that connected to
+    /// that would wait for ever) listens: its ports file, written once it listens, is there
+    /// and the port answers. An error if it exits first (the port was taken) or the time is up.
+    fn wait_until_listening(&mut self, limit: Duration) -> Result<(), String> {
         let deadline = Instant::now() + limit;
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen on port {} within {limit:?}", self.port);
+        let ports_file = format!("_{}.ports", self.child.id());
+        let ports = Self::ports_dir(self._store.path());
+        loop {
+            let written = std::fs::read_dir(&ports)
+                .map(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().ends_with(&ports_file)))
+                .unwrap_or(false);
+            if written && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("nats-server on port {} exited ({status})", self.port));
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                return Err(format!("nats-server did not listen on port {} within {limit:?}", self.port));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -142,6 +190,18 @@ impl NatsCluster {
         if nodes <= 1 {
             return NatsCluster { nodes: vec![NatsServer::start()] };
         }
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Self::try_start(nodes) {
+                Ok(cluster) => return cluster,
+                Err(why) => last = why,
+            }
+        }
+        panic!("a cluster of {nodes} nats-servers did not start on five sets of free ports: {last}")
+    }
+
+    /// One try on fresh ports; the nodes started so far are killed on an error.
+    fn try_start(nodes: usize) -> Result<NatsCluster, String> {
         let client_ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
         let route_ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
         let routes = route_ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
@@ -160,10 +220,10 @@ impl NatsCluster {
                     "--routes".to_owned(),
                     routes.clone(),
                 ];
-                NatsServer::start_with(*client, cluster, Vec::new())
+                NatsServer::try_start(*client, cluster, Vec::new())
             })
-            .collect();
-        NatsCluster { nodes }
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(NatsCluster { nodes })
     }
 
     /// Every node's client URL, comma-separated (as `NATS_URL` takes them).
@@ -332,5 +392,17 @@ mod tests {
         assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
         drop(server);
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "nats-server {pid} still runs after drop");
+    }
+
+    /// What hung CI for 87 minutes once: two tests chose the same free port, the second
+    /// server could not bind it and exited, and its test took the first one's server for its
+    /// own (until that one was killed). A server that cannot listen is now noticed.
+    #[test]
+    fn a_server_whose_port_is_taken_is_not_taken_for_started() {
+        let first = NatsServer::start();
+        let second = NatsServer::try_start(first.port, Vec::new(), Vec::new());
+        let why = second.err().expect("the second server cannot listen on the first one's port");
+        assert!(why.contains("exited"), "{why}");
+        assert!(TcpStream::connect(("127.0.0.1", first.port)).is_ok(), "the first one still serves");
     }
 }
