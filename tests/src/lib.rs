@@ -121,6 +121,8 @@ pub struct StackOptions {
     pub app_url: Option<String>,
     /// `UNVERIFIED_ACCOUNT_TTL_SECONDS` (7 days as in production; `None`: off).
     pub unverified_ttl: Option<Duration>,
+    /// Further variables for email-service (DKIM, say), after the others.
+    pub email_vars: Vec<settings::Var>,
 }
 
 impl StackOptions {
@@ -163,6 +165,7 @@ impl Default for StackOptions {
             sign_in_failures: None,
             app_url: None,
             unverified_ttl: Some(Duration::from_secs(7 * 24 * 3600)),
+            email_vars: Vec::new(),
         }
     }
 }

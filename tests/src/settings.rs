@@ -101,6 +101,9 @@ impl StackOptions {
         if let (Part::Gateway, Some(url)) = (part, &self.app_url) {
             vars.push(("APP_URL", url.clone()));
         }
+        if part == Part::Email {
+            vars.extend(self.email_vars.iter().cloned());
+        }
         vars
     }
 }

@@ -28,7 +28,9 @@ impl App {
     /// Checks the mail target, connects the database (running migrations) and NATS (waiting
     /// for it) and binds the gRPC port; the stream it consumes is declared with its consumer.
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        let mailer = Mailer::new(&config.mail_target, config.send_timeout).map_err(anyhow::Error::msg)?;
+        let mailer = Mailer::new(&config.mail_target, config.send_timeout)
+            .map_err(anyhow::Error::msg)?
+            .signing(config.dkim.clone());
         let auth = AuthServiceClient::new(
             config.credential.channel(config.backbone.tls.channel("AUTH_GRPC_ADDR", &config.auth_addr)?),
         );

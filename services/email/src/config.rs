@@ -43,7 +43,13 @@ pub struct Config {
     /// process in development): keys the hash that replaces a deleted user's address in their
     /// deliveries.
     pub address_key: crate::store::AddressKey,
+    /// `DKIM_DOMAIN`, `DKIM_SELECTOR`, `DKIM_PRIVATE_KEY_FILE`: every message signed (see
+    /// [`crate::dkim`]); none of them, unsigned.
+    pub dkim: Option<std::sync::Arc<crate::dkim::Dkim>>,
 }
+
+/// `MAIL_FROM` when it is not set.
+pub const DEFAULT_FROM: &str = "Verimail <no-reply@verimail.localhost>";
 
 impl Config {
     pub fn from_vars(vars: &Vars) -> Result<Config, ConfigError> {
@@ -67,10 +73,11 @@ impl Config {
                 MailTarget::Files(PathBuf::from(vars.string("MAIL_DIR", "data/mail")))
             }
         };
-        let from_raw = vars.string("MAIL_FROM", "Verimail <no-reply@verimail.localhost>");
-        let from = from_raw
+        let from_raw = vars.string("MAIL_FROM", DEFAULT_FROM);
+        let from: Mailbox = from_raw
             .parse()
             .map_err(|e| ConfigError::new("MAIL_FROM", format!("{from_raw:?} is not a mailbox: {e}")))?;
+        let dkim = crate::dkim::Dkim::from_vars(vars, from.email.domain())?.map(std::sync::Arc::new);
         let public_base_url = vars.string("PUBLIC_BASE_URL", "http://127.0.0.1:8080");
         if !(public_base_url.starts_with("http://") || public_base_url.starts_with("https://")) {
             return Err(ConfigError::new("PUBLIC_BASE_URL", "must start with http:// or https://"));
@@ -113,6 +120,7 @@ impl Config {
             smtp_check_interval: vars.seconds("SMTP_CHECK_INTERVAL_SECONDS", Duration::from_secs(15))?,
             instance: vars.var("EMAIL_INSTANCE_ID").unwrap_or_else(|| config::default_instance_id(vars)),
             address_key: address_key(vars, production)?,
+            dkim,
         })
     }
 }

@@ -6,6 +6,7 @@
 pub mod app;
 pub mod config;
 pub mod courier;
+pub mod dkim;
 pub mod error;
 pub mod grpc;
 pub mod mail;
@@ -14,3 +15,10 @@ pub mod store;
 
 pub use app::App;
 pub use config::Config;
+
+/// The commands email-service runs instead of serving: `--dkim-dns-record` prints the DNS
+/// record to publish for the configured DKIM key.
+pub fn commands(args: &[String]) -> Option<anyhow::Result<()>> {
+    (args.first().map(String::as_str) == Some("--dkim-dns-record"))
+        .then(|| dkim::print_dns_record(&verimail_server::config::Vars::env()))
+}

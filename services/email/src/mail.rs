@@ -1,12 +1,14 @@
 //! Rendering a verification email (text + HTML from escaped templates) and handing it to
 //! SMTP, or to .eml files when no SMTP server is configured.
 
+use crate::dkim::Dkim;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use minijinja::Environment;
 use serde::Serialize;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Where emails go: `SMTP_URL`, or files under a folder. Its `Debug` hides the URL's password.
@@ -79,8 +81,15 @@ pub fn check_smtp_url(url: &str, allow_plaintext: bool) -> Result<SmtpSecurity, 
     }
 }
 
+/// Hands messages over, DKIM-signed when a key is configured.
 #[derive(Clone)]
-pub enum Mailer {
+pub struct Mailer {
+    transport: Transport,
+    dkim: Option<Arc<Dkim>>,
+}
+
+#[derive(Clone)]
+enum Transport {
     /// Sends over a pool of connections; probes over a fresh one each time (`probe`).
     Smtp {
         send: AsyncSmtpTransport<Tokio1Executor>,
@@ -90,7 +99,51 @@ pub enum Mailer {
 }
 
 impl Mailer {
+    /// Unsigned mail to `target`; see [`Mailer::signing`].
     pub fn new(target: &MailTarget, timeout: Duration) -> Result<Mailer, String> {
+        Ok(Mailer { transport: Transport::new(target, timeout)?, dkim: None })
+    }
+
+    /// Signs every message with `dkim` (none: unsigned).
+    pub fn signing(self, dkim: Option<Arc<Dkim>>) -> Mailer {
+        Mailer { dkim, ..self }
+    }
+
+    pub async fn send(&self, mut message: Message) -> Result<(), SendError> {
+        if let Some(dkim) = &self.dkim {
+            dkim.sign(&mut message);
+        }
+        match &self.transport {
+            Transport::Smtp { send, .. } => send.send(message).await.map(drop).map_err(|e| {
+                // Only a 5xx reply is final; a refused connection, a timeout or a 4xx may pass.
+                if e.is_permanent() { SendError::Rejected(e.to_string()) } else { SendError::Transient(e.to_string()) }
+            }),
+            Transport::Files(files, _) => {
+                files.send(message).await.map(drop).map_err(|e| SendError::Transient(e.to_string()))
+            }
+        }
+    }
+
+    /// Whether mail can go out now: the SMTP server takes a new session and answers NOOP, or
+    /// the mail folder is there.
+    pub async fn check(&self) -> Result<(), String> {
+        match &self.transport {
+            Transport::Smtp { probe, .. } => match probe.test_connection().await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err("the SMTP server did not answer NOOP".into()),
+                Err(e) => Err(format!("SMTP: {e}")),
+            },
+            Transport::Files(_, dir) => match tokio::fs::metadata(dir).await {
+                Ok(meta) if meta.is_dir() => Ok(()),
+                Ok(_) => Err(format!("{} is not a folder", dir.display())),
+                Err(e) => Err(format!("{}: {e}", dir.display())),
+            },
+        }
+    }
+}
+
+impl Transport {
+    fn new(target: &MailTarget, timeout: Duration) -> Result<Transport, String> {
         Ok(match target {
             MailTarget::Smtp(url) => {
                 let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
@@ -102,42 +155,13 @@ impl Mailer {
                 // the URL says) and sends NOOP, as a send would, rather than asking a pooled
                 // connection that may outlive the server's will to take mail.
                 let probe = builder.clone().pool_config(PoolConfig::new().max_size(0)).build();
-                Mailer::Smtp { send: builder.build(), probe }
+                Transport::Smtp { send: builder.build(), probe }
             }
             MailTarget::Files(dir) => {
                 std::fs::create_dir_all(dir).map_err(|e| format!("MAIL_DIR {}: {e}", dir.display()))?;
-                Mailer::Files(AsyncFileTransport::<Tokio1Executor>::new(dir), dir.clone())
+                Transport::Files(AsyncFileTransport::<Tokio1Executor>::new(dir), dir.clone())
             }
         })
-    }
-
-    pub async fn send(&self, message: Message) -> Result<(), SendError> {
-        match self {
-            Mailer::Smtp { send, .. } => send.send(message).await.map(drop).map_err(|e| {
-                // Only a 5xx reply is final; a refused connection, a timeout or a 4xx may pass.
-                if e.is_permanent() { SendError::Rejected(e.to_string()) } else { SendError::Transient(e.to_string()) }
-            }),
-            Mailer::Files(files, _) => {
-                files.send(message).await.map(drop).map_err(|e| SendError::Transient(e.to_string()))
-            }
-        }
-    }
-
-    /// Whether mail can go out now: the SMTP server takes a new session and answers NOOP, or
-    /// the mail folder is there.
-    pub async fn check(&self) -> Result<(), String> {
-        match self {
-            Mailer::Smtp { probe, .. } => match probe.test_connection().await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err("the SMTP server did not answer NOOP".into()),
-                Err(e) => Err(format!("SMTP: {e}")),
-            },
-            Mailer::Files(_, dir) => match tokio::fs::metadata(dir).await {
-                Ok(meta) if meta.is_dir() => Ok(()),
-                Ok(_) => Err(format!("{} is not a folder", dir.display())),
-                Err(e) => Err(format!("{}: {e}", dir.display())),
-            },
-        }
     }
 }
 

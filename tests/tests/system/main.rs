@@ -5,6 +5,7 @@ mod bad_input;
 mod bad_input_table;
 mod codes;
 mod compose;
+mod deliverability;
 mod downstream;
 mod email_change;
 mod enumeration;

@@ -1,0 +1,90 @@
+//! Mail that arrives: DKIM signatures a receiver verifies.
+
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt as _;
+use verimail_system_tests::procs::{printed, run_binary};
+use verimail_system_tests::{Stack, StackOptions};
+
+/// What a team sets for DKIM with `key` (a file of tests/data/dkim), MAIL_FROM below the
+/// signing domain.
+fn dkim_vars(key: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("MAIL_FROM", "Verimail <no-reply@mail.example.com>".to_owned()),
+        ("DKIM_DOMAIN", "example.com".to_owned()),
+        ("DKIM_SELECTOR", "verimail-test".to_owned()),
+        ("DKIM_PRIVATE_KEY_FILE", format!("{}/data/dkim/{key}", env!("CARGO_MANIFEST_DIR"))),
+    ]
+}
+
+/// dkimpy's verdict on `message` with the key from `record` (tests/dkim_verify.py): whether it
+/// verifies, and what it said.
+async fn dkimpy_verifies(message: &[u8], record: &str) -> (bool, String) {
+    let script = format!("{}/dkim_verify.py", env!("CARGO_MANIFEST_DIR"));
+    let mut child = tokio::process::Command::new("/usr/bin/python3")
+        .args([script.as_str(), record])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 with python3-dkim and python3-nacl (apt-get install python3-dkim python3-nacl)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(message).await.expect("write the message");
+    drop(stdin);
+    let output = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("dkimpy answers within 30 s")
+        .expect("dkimpy runs");
+    let said = printed(&output);
+    assert!(!said.contains("ModuleNotFoundError"), "dkimpy is not installed: {said}");
+    (output.status.success(), said)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mail_is_dkim_signed_and_dkimpy_verifies_it_with_the_printed_record() {
+    for key in ["ed25519.pem", "rsa2048.pem"] {
+        let vars = dkim_vars(key);
+        let stack = Stack::start_with(StackOptions { email_vars: vars.clone(), ..StackOptions::default() }).await;
+        let address = "signed@example.org";
+        stack.register(address, "correct horse battery").await;
+        let mail = stack.smtp.wait_for_verification(address, Duration::from_secs(10)).await;
+
+        let env = vars.iter().map(|(name, value)| (*name, value.as_str()));
+        let output = run_binary("email-service", &["--dkim-dns-record"], env, Duration::from_secs(30)).await;
+        assert!(output.status.success(), "{}", printed(&output));
+        let record = String::from_utf8(output.stdout).expect("text").trim().to_owned();
+        assert!(record.starts_with("verimail-test._domainkey.example.com. IN TXT \"v=DKIM1;"), "{record}");
+
+        let (verified, said) = dkimpy_verifies(&mail.raw, &record).await;
+        assert!(verified, "{key}: dkimpy refuses the signature:\n{said}");
+        // What a signature is for: a changed subject or body no longer verifies.
+        let raw = String::from_utf8(mail.raw.clone()).expect("an ASCII message");
+        let forged_subject = raw.replace("Subject: Verify your email address", "Subject: Urgent: reset your password");
+        assert_ne!(forged_subject, raw);
+        assert!(!dkimpy_verifies(forged_subject.as_bytes(), &record).await.0, "{key}: a changed subject verifies");
+        let code = mail.verification_code();
+        let forged_body = raw.replace(&code, "000000");
+        assert_ne!(forged_body, raw);
+        assert!(!dkimpy_verifies(forged_body.as_bytes(), &record).await.0, "{key}: a changed body verifies");
+        println!("{key}: {record}\n  dkimpy: pass; changed subject or body: fail");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_refuses_an_unfit_key_by_name() {
+    for (key, why) in [("rsa1024.pem", "1024 bits"), ("ed25519-public.pem", "public key"), ("p256.pem", "neither")] {
+        let mut vars = dkim_vars(key);
+        vars.push(("VERIMAIL_ENV", "development".to_owned()));
+        let env = vars.iter().map(|(name, value)| (*name, value.as_str()));
+        let output = run_binary("email-service", &["--check-config"], env, Duration::from_secs(30)).await;
+        let said = printed(&output);
+        assert!(
+            !output.status.success() && said.contains("DKIM_PRIVATE_KEY_FILE") && said.contains(why),
+            "{key}: {said}"
+        );
+    }
+    let env = [("VERIMAIL_ENV", "development")];
+    let output = run_binary("email-service", &["--dkim-dns-record"], env, Duration::from_secs(30)).await;
+    assert!(!output.status.success() && printed(&output).contains("DKIM is not configured"), "{}", printed(&output));
+}
