@@ -11,6 +11,8 @@ use verimail_testkit::TcpDoor;
 
 #[derive(Debug, Clone)]
 pub struct ReceivedMail {
+    /// The envelope sender (MAIL FROM), where bounces go.
+    pub from: String,
     pub to: Vec<String>,
     pub raw: Vec<u8>,
     /// When the server accepted it (stored it and answered 250).
@@ -95,6 +97,7 @@ impl Inbox {
 #[derive(Clone)]
 struct Collector {
     inbox: Arc<Inbox>,
+    from: String,
     to: Vec<String>,
     data: Vec<u8>,
 }
@@ -119,10 +122,11 @@ impl Handler for Collector {
         }
     }
 
-    fn data_start(&mut self, _domain: &str, _from: &str, _is8bit: bool, to: &[String]) -> Response {
+    fn data_start(&mut self, _domain: &str, from: &str, _is8bit: bool, to: &[String]) -> Response {
         if self.inbox.down() {
             return response::NO_SERVICE;
         }
+        self.from = from.to_owned();
         self.to = to.to_vec();
         self.data.clear();
         response::OK
@@ -139,6 +143,7 @@ impl Handler for Collector {
             return response::NO_SERVICE;
         }
         let mail = ReceivedMail {
+            from: std::mem::take(&mut self.from),
             to: std::mem::take(&mut self.to),
             raw: std::mem::take(&mut self.data),
             accepted_at: std::time::SystemTime::now(),
@@ -163,7 +168,7 @@ impl SmtpServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind SMTP port");
         let backend = listener.local_addr().expect("SMTP address");
         let inbox = Arc::new(Inbox::default());
-        let mut server = Server::new(Collector { inbox: inbox.clone(), to: Vec::new(), data: Vec::new() });
+        let mut server = Server::new(Collector { inbox: inbox.clone(), from: String::new(), to: Vec::new(), data: Vec::new() });
         // One thread per connection: enough for every pooled client connection at once.
         server.with_name("smtp.test").with_num_threads(64).with_tcp_listener(listener);
         std::thread::spawn(move || {

@@ -30,7 +30,8 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let mailer = Mailer::new(&config.mail_target, config.send_timeout)
             .map_err(anyhow::Error::msg)?
-            .signing(config.dkim.clone());
+            .signing(config.dkim.clone())
+            .bouncing_to(config.bounces.clone());
         let auth = AuthServiceClient::new(
             config.credential.channel(config.backbone.tls.channel("AUTH_GRPC_ADDR", &config.auth_addr)?),
         );

@@ -46,6 +46,9 @@ pub struct Config {
     /// `DKIM_DOMAIN`, `DKIM_SELECTOR`, `DKIM_PRIVATE_KEY_FILE`: every message signed (see
     /// [`crate::dkim`]); none of them, unsigned.
     pub dkim: Option<std::sync::Arc<crate::dkim::Dkim>>,
+    /// `BOUNCE_DOMAIN` and `BOUNCE_ADDRESS_FORMAT`: each message's envelope sender is its
+    /// delivery's bounce address (see [`crate::bounce::address`]); none, MAIL_FROM's address.
+    pub bounces: Option<crate::bounce::address::BounceAddresses>,
 }
 
 /// `MAIL_FROM` when it is not set.
@@ -99,6 +102,7 @@ impl Config {
         }
         let credential =
             verimail_server::internal::ServiceCredential::from_vars(vars, verimail_server::internal::EMAIL_TOKEN)?;
+        let address_key = address_key(vars, production)?;
         Ok(Config {
             backbone: BackboneConfig::from_vars(
                 vars,
@@ -119,7 +123,8 @@ impl Config {
             send_timeout: vars.seconds("EMAIL_SEND_TIMEOUT_SECONDS", Duration::from_secs(10))?,
             smtp_check_interval: vars.seconds("SMTP_CHECK_INTERVAL_SECONDS", Duration::from_secs(15))?,
             instance: vars.var("EMAIL_INSTANCE_ID").unwrap_or_else(|| config::default_instance_id(vars)),
-            address_key: address_key(vars, production)?,
+            bounces: crate::bounce::address::BounceAddresses::from_vars(vars, address_key.secret())?,
+            address_key,
             dkim,
         })
     }

@@ -224,7 +224,7 @@ impl Courier {
         let span = tracing::info_span!("smtp.send", otel.kind = "client", %kind);
         // Servers often quote the recipient in their reply; errors go to logs, so mask it.
         let masked = |e: SendError| e.to_string().replace(&request.email, &email(&request.email).to_string());
-        self.mailer.send(message).instrument(span).await.map_err(|e| match e {
+        self.mailer.send(message, &request.event_id).instrument(span).await.map_err(|e| match e {
             SendError::Rejected(_) => Failure::Rejected(masked(e)),
             SendError::Transient(_) => Failure::Handler(HandlerError::Retry(masked(e))),
         })

@@ -177,7 +177,7 @@ impl Key {
 }
 
 /// Dot-separated labels of letters, digits and inner hyphens (a selector may have dots too).
-fn is_domain(name: &str) -> bool {
+pub(crate) fn is_domain(name: &str) -> bool {
     name.len() <= 253
         && name.split('.').all(|label| {
             !label.is_empty()

@@ -4,6 +4,7 @@
 //! about users or tokens: it carries what the others decided.
 
 pub mod app;
+pub mod bounce;
 pub mod config;
 pub mod courier;
 pub mod dkim;

@@ -1,6 +1,7 @@
 //! Rendering a verification email (text + HTML from escaped templates) and handing it to
 //! SMTP, or to .eml files when no SMTP server is configured.
 
+use crate::bounce::address::BounceAddresses;
 use crate::dkim::Dkim;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::PoolConfig;
@@ -81,11 +82,13 @@ pub fn check_smtp_url(url: &str, allow_plaintext: bool) -> Result<SmtpSecurity, 
     }
 }
 
-/// Hands messages over, DKIM-signed when a key is configured.
+/// Hands messages over: DKIM-signed when a key is configured, from the delivery's own bounce
+/// address when a bounce domain is.
 #[derive(Clone)]
 pub struct Mailer {
     transport: Transport,
     dkim: Option<Arc<Dkim>>,
+    bounces: Option<BounceAddresses>,
 }
 
 #[derive(Clone)]
@@ -99,9 +102,10 @@ enum Transport {
 }
 
 impl Mailer {
-    /// Unsigned mail to `target`; see [`Mailer::signing`].
+    /// Unsigned mail to `target`, from the message's own envelope; see [`Mailer::signing`]
+    /// and [`Mailer::bouncing_to`].
     pub fn new(target: &MailTarget, timeout: Duration) -> Result<Mailer, String> {
-        Ok(Mailer { transport: Transport::new(target, timeout)?, dkim: None })
+        Ok(Mailer { transport: Transport::new(target, timeout)?, dkim: None, bounces: None })
     }
 
     /// Signs every message with `dkim` (none: unsigned).
@@ -109,17 +113,30 @@ impl Mailer {
         Mailer { dkim, ..self }
     }
 
-    pub async fn send(&self, mut message: Message) -> Result<(), SendError> {
+    /// Sends every message from its delivery's bounce address (none: the message's own
+    /// envelope sender, MAIL_FROM).
+    pub fn bouncing_to(self, bounces: Option<BounceAddresses>) -> Mailer {
+        Mailer { bounces, ..self }
+    }
+
+    /// Sends `message` for the delivery `delivery_id`.
+    pub async fn send(&self, mut message: Message, delivery_id: &str) -> Result<(), SendError> {
         if let Some(dkim) = &self.dkim {
             dkim.sign(&mut message);
         }
+        let mut envelope = message.envelope().clone();
+        if let Some(sender) = self.bounces.as_ref().and_then(|bounces| bounces.for_delivery(delivery_id)) {
+            envelope = lettre::address::Envelope::new(Some(sender), envelope.to().to_vec())
+                .map_err(|e| SendError::Transient(format!("envelope: {e}")))?;
+        }
+        let raw = message.formatted();
         match &self.transport {
-            Transport::Smtp { send, .. } => send.send(message).await.map(drop).map_err(|e| {
+            Transport::Smtp { send, .. } => send.send_raw(&envelope, &raw).await.map(drop).map_err(|e| {
                 // Only a 5xx reply is final; a refused connection, a timeout or a 4xx may pass.
                 if e.is_permanent() { SendError::Rejected(e.to_string()) } else { SendError::Transient(e.to_string()) }
             }),
             Transport::Files(files, _) => {
-                files.send(message).await.map(drop).map_err(|e| SendError::Transient(e.to_string()))
+                files.send_raw(&envelope, &raw).await.map(drop).map_err(|e| SendError::Transient(e.to_string()))
             }
         }
     }

@@ -156,6 +156,11 @@ impl AddressKey {
         AddressKey(digest.finalize().into())
     }
 
+    /// The key, for the keys derived from it (the bounce address tags').
+    pub fn secret(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// A key of this process alone (development without `DELIVERY_HASH_KEY`).
     pub fn random() -> AddressKey {
         AddressKey(rand::random())

@@ -72,6 +72,32 @@ async fn every_mail_is_dkim_signed_and_dkimpy_verifies_it_with_the_printed_recor
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_mail_leaves_from_its_delivery_s_own_bounce_address() {
+    let vars = vec![
+        ("BOUNCE_DOMAIN", "bounces.example.com".to_owned()),
+        ("DELIVERY_HASH_KEY", "a-test-delivery-hash-key-0123456789abcdef".to_owned()),
+    ];
+    let stack = Stack::start_with(StackOptions { email_vars: vars.clone(), ..StackOptions::default() }).await;
+    let mut seen = std::collections::HashSet::new();
+    for address in ["one@example.org", "two@example.org"] {
+        stack.register(address, "correct horse battery").await;
+        let mail = stack.smtp.wait_for_verification(address, Duration::from_secs(10)).await;
+        let key = verimail_email::store::AddressKey::from_secret(&vars[1].1);
+        let bounces = verimail_email::bounce::address::BounceAddresses::from_vars(
+            &verimail_server::config::Vars::from_pairs(vars.clone()),
+            key.secret(),
+        )
+        .unwrap()
+        .unwrap();
+        // Its delivery, named by the envelope sender: the event the Message-ID carries.
+        assert_eq!(bounces.delivery_of(&mail.from), Ok(mail.event_id()), "{}", mail.from);
+        assert!(mail.from.starts_with("bounce+") && mail.from.ends_with("@bounces.example.com"), "{}", mail.from);
+        assert_eq!(mail.header("From").as_deref(), Some("Verimail <no-reply@verimail.localhost>"), "the header From stays");
+        assert!(seen.insert(mail.from.clone()), "one bounce address per delivery");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_config_refuses_an_unfit_key_by_name() {
     for (key, why) in [("rsa1024.pem", "1024 bits"), ("ed25519-public.pem", "public key"), ("p256.pem", "neither")] {
         let mut vars = dkim_vars(key);

@@ -28,7 +28,7 @@ async fn a_pooled_connection_sends_each_email_without_a_nagle_stall() {
         };
         let message = templates.render(&from, &email, &format!("nagle-{n}"), &content).unwrap();
         let started = Instant::now();
-        mailer.send(message).await.unwrap();
+        mailer.send(message, "").await.unwrap();
         took.push(started.elapsed());
     }
     assert_eq!(smtp.all().len(), 21);
