@@ -306,6 +306,8 @@ pub struct Stack {
     /// The PASERK `k4.secret` key auth-service signs access tokens with.
     pub signing_key: String,
     pub grpc_addrs: [std::net::SocketAddr; 3],
+    /// The first email-service's bounce listener (with `BOUNCE_SMTP_ADDR` among `email_vars`).
+    pub bounce_addr: Option<std::net::SocketAddr>,
     /// Every instance's user-service and gateway ([`StackOptions::instances`]); the first is
     /// the one the fields above name.
     pub instances: Vec<Instance>,
@@ -375,6 +377,7 @@ impl Stack {
         // Instances of email-service share its database and its durable consumer; each calls
         // the auth-service (and links to the gateway) of one instance, in turn.
         let mut email_addrs = Vec::new();
+        let mut bounce_addrs = Vec::new();
         for n in 1..=options.email_instances.max(1) {
             let (_, auth_addr) = part_addrs[(n - 1) % part_addrs.len()];
             let own = vec![
@@ -388,6 +391,7 @@ impl Stack {
                 .expect("email-service's test configuration");
             let email = built("email-service", verimail_email::App::build(config)).await;
             email_addrs.push(email.grpc_addr());
+            bounce_addrs.push(email.bounce_addr());
             tokio::spawn(email.run(shutdown.clone()));
         }
         let email_addr = email_addrs[0];
@@ -409,6 +413,7 @@ impl Stack {
             token_key,
             signing_key,
             grpc_addrs: [user_addr, auth_addr, email_addr],
+            bounce_addr: bounce_addrs[0],
             instances,
             nats,
             auth_database_door: auth_database_door.map(|(door, _)| door),

@@ -168,7 +168,8 @@ impl SmtpServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind SMTP port");
         let backend = listener.local_addr().expect("SMTP address");
         let inbox = Arc::new(Inbox::default());
-        let mut server = Server::new(Collector { inbox: inbox.clone(), from: String::new(), to: Vec::new(), data: Vec::new() });
+        let mut server =
+            Server::new(Collector { inbox: inbox.clone(), from: String::new(), to: Vec::new(), data: Vec::new() });
         // One thread per connection: enough for every pooled client connection at once.
         server.with_name("smtp.test").with_num_threads(64).with_tcp_listener(listener);
         std::thread::spawn(move || {

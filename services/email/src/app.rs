@@ -22,6 +22,8 @@ pub struct App {
     consumer: bus::ConsumerSpec,
     admin: verimail_server::admin::AdminCredential,
     smtp_check_interval: std::time::Duration,
+    /// The bounce listener, bound, and what it records into.
+    bounce_listener: Option<(crate::bounce::listener::Listener, Arc<crate::bounce::inbox::Inbox>)>,
 }
 
 impl App {
@@ -49,17 +51,35 @@ impl App {
             address_key: config.address_key.clone(),
             js: backbone.js.clone(),
         });
+        crate::metrics::refresh_suppressed(&backbone.db).await;
+        let bounce_listener = match (config.bounce_listener.clone(), config.bounces.clone()) {
+            (Some(listener), Some(bounces)) => {
+                let inbox = crate::bounce::inbox::Inbox {
+                    db: backbone.db.clone(),
+                    address_key: config.address_key.clone(),
+                    soft: config.soft_limit,
+                };
+                Some((crate::bounce::listener::Listener::bind(listener, bounces).await?, Arc::new(inbox)))
+            }
+            _ => None,
+        };
         Ok(App {
             backbone,
             courier,
             consumer: courier::consumer(&config),
             admin: config.admin,
             smtp_check_interval: config.smtp_check_interval,
+            bounce_listener,
         })
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
         self.backbone.grpc_addr()
+    }
+
+    /// Where the bounce listener is bound, if there is one.
+    pub fn bounce_addr(&self) -> Option<SocketAddr> {
+        self.bounce_listener.as_ref().and_then(|(listener, _)| listener.local_addr().ok())
     }
 
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -73,8 +93,11 @@ impl App {
         });
         let courier = self.courier;
         let handler = move |delivery| courier.clone().handle(delivery);
-        let background: Vec<Background> =
+        let mut background: Vec<Background> =
             vec![Box::pin(bus::consume(js, self.consumer, handler, shutdown.clone())), smtp_probe];
+        if let Some((listener, inbox)) = self.bounce_listener {
+            background.push(Box::pin(listener.run(inbox, shutdown.clone())));
+        }
         let routes = Routes::new(
             EmailServiceServer::new(service).max_decoding_message_size(verimail_server::grpc::MAX_MESSAGE_BYTES),
         )

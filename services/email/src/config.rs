@@ -49,6 +49,11 @@ pub struct Config {
     /// `BOUNCE_DOMAIN` and `BOUNCE_ADDRESS_FORMAT`: each message's envelope sender is its
     /// delivery's bounce address (see [`crate::bounce::address`]); none, MAIL_FROM's address.
     pub bounces: Option<crate::bounce::address::BounceAddresses>,
+    /// `BOUNCE_SMTP_ADDR` and the listener's bounds and TLS (see
+    /// [`crate::bounce::listener::ListenerConfig`]); none, no listener.
+    pub bounce_listener: Option<crate::bounce::listener::ListenerConfig>,
+    /// `BOUNCE_SOFT_LIMIT` soft bounces within `BOUNCE_SOFT_WINDOW_SECONDS` suppress an address.
+    pub soft_limit: crate::suppression::SoftLimit,
 }
 
 /// `MAIL_FROM` when it is not set.
@@ -103,6 +108,7 @@ impl Config {
         let credential =
             verimail_server::internal::ServiceCredential::from_vars(vars, verimail_server::internal::EMAIL_TOKEN)?;
         let address_key = address_key(vars, production)?;
+        let bounces = crate::bounce::address::BounceAddresses::from_vars(vars, address_key.secret())?;
         Ok(Config {
             backbone: BackboneConfig::from_vars(
                 vars,
@@ -123,11 +129,23 @@ impl Config {
             send_timeout: vars.seconds("EMAIL_SEND_TIMEOUT_SECONDS", Duration::from_secs(10))?,
             smtp_check_interval: vars.seconds("SMTP_CHECK_INTERVAL_SECONDS", Duration::from_secs(15))?,
             instance: vars.var("EMAIL_INSTANCE_ID").unwrap_or_else(|| config::default_instance_id(vars)),
-            bounces: crate::bounce::address::BounceAddresses::from_vars(vars, address_key.secret())?,
+            bounce_listener: crate::bounce::listener::ListenerConfig::from_vars(vars, bounces.as_ref())?,
+            bounces,
+            soft_limit: soft_limit(vars)?,
             address_key,
             dkim,
         })
     }
+}
+
+/// `BOUNCE_SOFT_LIMIT` (default 3) and `BOUNCE_SOFT_WINDOW_SECONDS` (default 7 days).
+fn soft_limit(vars: &Vars) -> Result<crate::suppression::SoftLimit, ConfigError> {
+    let count = vars.parse("BOUNCE_SOFT_LIMIT", 3u64)?;
+    if count == 0 {
+        return Err(ConfigError::new("BOUNCE_SOFT_LIMIT", "must be at least 1"));
+    }
+    let window = vars.seconds("BOUNCE_SOFT_WINDOW_SECONDS", Duration::from_secs(7 * 24 * 3600))?;
+    Ok(crate::suppression::SoftLimit { count, window })
 }
 
 /// `DELIVERY_HASH_KEY`: see [`Config::address_key`].

@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::error::EmailError;
 use crate::mail::{Mailer, SendError, Templates, VerificationEmail};
 use crate::store::{self, Status};
+use crate::suppression;
 use lettre::message::Mailbox;
 use prost::Message as _;
 use sea_orm::DatabaseConnection;
@@ -88,7 +89,7 @@ impl Courier {
                 .await?;
         txn.commit().await?;
         match record.status {
-            Status::Sent | Status::Failed => {
+            Status::Sent | Status::Failed | Status::Bounced | Status::Complained | Status::Suppressed => {
                 tracing::info!(event_id = %request.event_id, status = ?record.status, "already done; not sending again");
                 return Ok(());
             }
@@ -100,10 +101,20 @@ impl Courier {
             }
             _ => {}
         }
+        // Registration and resend answered as for any address; only the email is not sent.
+        if let Some(found) = suppression::active(&self.db, &self.address_key, &request.email).await? {
+            let why = format!("not sent: the address is on the suppression list ({})", found.reason);
+            self.record(&request, kind, Status::Suppressed, Some(why), record.attempts).await?;
+            return Ok(());
+        }
         let (status, error, result) = match self.send(&request, kind).await {
             Ok(()) => (Status::Sent, None, Ok(())),
             // Final: recorded and acknowledged, not retried and not parked.
             Err(Failure::Rejected(reason)) => (Status::Failed, Some(reason), Ok(())),
+            Err(Failure::Undeliverable(reason)) => {
+                self.suppress_refused(&request.event_id, &reason).await?;
+                (Status::Failed, Some(reason), Ok(()))
+            }
             Err(Failure::Handler(failure)) => {
                 let parked = delivery.is_last_attempt || matches!(failure, HandlerError::Permanent(_));
                 (if parked { Status::Parked } else { Status::Retrying }, Some(failure.to_string()), Err(failure))
@@ -130,6 +141,7 @@ impl Courier {
         let txn = begin_write(&self.db).await?;
         erasure::bury(&txn, &[user_id], reason).await?;
         let erased = store::erase_user(&txn, user_id, &self.address_key).await?;
+        suppression::erase_user(&txn, user_id).await?;
         txn.commit().await?;
         Ok(erased)
     }
@@ -137,8 +149,13 @@ impl Courier {
     /// RetryDelivery: one more attempt, now, at a delivery that failed or was parked. An
     /// attempt that fails again leaves it as it was, with the new error.
     pub async fn retry(&self, event_id: &str) -> Result<store::delivery::Model, EmailError> {
-        if store::get(&self.db, event_id).await?.is_some_and(|row| row.recipient.starts_with(store::ERASED)) {
-            return Err(EmailError::Erased);
+        if let Some(row) = store::get(&self.db, event_id).await? {
+            if row.recipient.starts_with(store::ERASED) {
+                return Err(EmailError::Erased);
+            }
+            if suppression::active(&self.db, &self.address_key, &row.recipient).await?.is_some() {
+                return Err(EmailError::Suppressed);
+            }
         }
         let txn = begin_write(&self.db).await?;
         let claim = store::claim_retry(&txn, event_id, &self.instance).await?;
@@ -167,10 +184,48 @@ impl Courier {
         let (status, error) = match self.send(&request, &before.kind).await {
             Ok(()) => (Status::Sent, None),
             Err(Failure::Rejected(reason)) => (Status::Failed, Some(reason)),
+            Err(Failure::Undeliverable(reason)) => {
+                self.suppress_refused(&request.event_id, &reason).await?;
+                (Status::Failed, Some(reason))
+            }
             Err(Failure::Handler(failure)) => (before.status, Some(failure.to_string())),
         };
         self.record(&request, &before.kind, status, error, before.attempts + 1).await?;
         store::get(&self.db, event_id).await?.ok_or_else(|| EmailError::NotFound(event_id.to_owned()))
+    }
+
+    /// A recipient refused at send time (SMTP 550, 551, 553 or 5.1.x): the address goes on the
+    /// suppression list, as for a hard bounce.
+    async fn suppress_refused(&self, event_id: &str, reason: &str) -> Result<(), sea_orm::DbErr> {
+        let txn = begin_write(&self.db).await?;
+        let Some(row) = store::get(&txn, event_id).await? else { return Ok(()) };
+        let new = suppression::suppress(
+            &txn,
+            &self.address_key,
+            &row,
+            suppression::Reason::Rejected,
+            Some(reason.to_owned()),
+        )
+        .await?;
+        txn.commit().await?;
+        if new {
+            tracing::warn!(event_id, user_id = %row.user_id, to = %email(&row.recipient), "address suppressed: refused at send time");
+            crate::metrics::refresh_suppressed(&self.db).await;
+        }
+        Ok(())
+    }
+
+    /// RemoveSuppression: lifts the suppression of `address`, recording `why`.
+    pub async fn lift_suppression(&self, address: &str, why: &str) -> Result<suppression::listed::Model, EmailError> {
+        let hash = self.address_key.erased(address);
+        let txn = begin_write(&self.db).await?;
+        let removed = suppression::remove(&txn, &hash, why).await?;
+        txn.commit().await?;
+        let row = removed.ok_or_else(|| EmailError::NotSuppressed(address.to_owned()))?;
+        tracing::info!(user_id = %row.user_id, to = %email(address), reason = why, "suppression lifted by an operator");
+        crate::metrics::refresh_suppressed(&self.db).await;
+        let now = suppression::list(&self.db, Some(&hash), false, None, 1).await?;
+        Ok(now.into_iter().next().unwrap_or(row))
     }
 
     /// Records how an attempt ended: the delivery's status, the metric, the log line.
@@ -187,6 +242,7 @@ impl Courier {
             Status::Sent => "sent",
             Status::Failed => "failed",
             Status::Parked => "parked",
+            Status::Suppressed => "suppressed",
             _ => "retrying",
         };
         crate::metrics::email(kind, outcome);
@@ -225,7 +281,8 @@ impl Courier {
         // Servers often quote the recipient in their reply; errors go to logs, so mask it.
         let masked = |e: SendError| e.to_string().replace(&request.email, &email(&request.email).to_string());
         self.mailer.send(message, &request.event_id).instrument(span).await.map_err(|e| match e {
-            SendError::Rejected(_) => Failure::Rejected(masked(e)),
+            SendError::Rejected { recipient: true, .. } => Failure::Undeliverable(masked(e)),
+            SendError::Rejected { .. } => Failure::Rejected(masked(e)),
             SendError::Transient(_) => Failure::Handler(HandlerError::Retry(masked(e))),
         })
     }
@@ -311,8 +368,10 @@ impl Courier {
 
 /// How an attempt ended short of sending.
 enum Failure {
-    /// The SMTP server refused the recipient for good.
+    /// Not sent, for good: the SMTP server refused the message, or there is nothing to send.
     Rejected(String),
+    /// The recipient's server said the address does not take mail (550, 551, 553, 5.1.x).
+    Undeliverable(String),
     Handler(HandlerError),
 }
 

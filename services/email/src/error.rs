@@ -15,6 +15,10 @@ pub enum EmailError {
     Erased,
     #[error("a {0} email is not retried: the user asks for the change again")]
     NotRetryableKind(String),
+    #[error("the address is on the suppression list: RemoveSuppression first")]
+    Suppressed,
+    #[error("{0} is not on the suppression list")]
+    NotSuppressed(String),
     #[error("database error")]
     Db(#[from] DbErr),
 }
@@ -29,10 +33,11 @@ impl From<EmailError> for Status {
     fn from(err: EmailError) -> Status {
         match err {
             EmailError::InvalidArgument { field, reason } => verimail_server::grpc::invalid_argument(field, reason),
-            EmailError::NotFound(_) => Status::not_found(err.to_string()),
-            EmailError::NotRetryable(_) | EmailError::Erased | EmailError::NotRetryableKind(_) => {
-                Status::failed_precondition(err.to_string())
-            }
+            EmailError::NotFound(_) | EmailError::NotSuppressed(_) => Status::not_found(err.to_string()),
+            EmailError::NotRetryable(_)
+            | EmailError::Erased
+            | EmailError::NotRetryableKind(_)
+            | EmailError::Suppressed => Status::failed_precondition(err.to_string()),
             EmailError::Db(ref source) => verimail_events::db::status_of("email", source),
         }
     }

@@ -4,6 +4,7 @@
 use crate::courier::Courier;
 use crate::error::EmailError;
 use crate::store::{self, Status, delivery};
+use crate::suppression;
 use std::sync::Arc;
 use tonic::{Request, Response, Status as GrpcStatus};
 use verimail_proto::email::v1::{self as pb, email_service_server::EmailService};
@@ -33,10 +34,7 @@ impl EmailService for EmailGrpc {
             .transpose()
             .map_err(|_| EmailError::invalid("user_id", "must be a UUID"))?;
         // A filter: empty means every address.
-        let email = match request.email.trim() {
-            "" => String::new(),
-            raw => Email::parse(raw).map_err(|reason| EmailError::invalid("email", reason))?.as_str().to_owned(),
-        };
+        let email = email_filter(&request.email)?;
         let status = match request.status() {
             pb::DeliveryStatus::Unspecified => None,
             pb::DeliveryStatus::Pending => Some(Status::Pending),
@@ -45,6 +43,9 @@ impl EmailService for EmailGrpc {
             pb::DeliveryStatus::Parked => Some(Status::Parked),
             pb::DeliveryStatus::Retrying => Some(Status::Retrying),
             pb::DeliveryStatus::Sending => Some(Status::Sending),
+            pb::DeliveryStatus::Bounced => Some(Status::Bounced),
+            pb::DeliveryStatus::Complained => Some(Status::Complained),
+            pb::DeliveryStatus::Suppressed => Some(Status::Suppressed),
         };
         let filters = [user_id.as_deref().unwrap_or_default(), &email, &request.status.to_string()];
         let page = Page::parse(request.page_size, &request.page_token, 20, 100, &filters)?;
@@ -55,10 +56,7 @@ impl EmailService for EmailGrpc {
             .await
             .map_err(EmailError::from)?;
         let (rows, next_page_token) = page.finish(rows, |row| &row.event_id);
-        Ok(Response::new(pb::ListDeliveriesResponse {
-            deliveries: rows.into_iter().map(to_proto).collect(),
-            next_page_token,
-        }))
+        Ok(Response::new(pb::ListDeliveriesResponse { deliveries: self.with_bounces(rows).await?, next_page_token }))
     }
 
     async fn get_delivery(&self, request: Request<pb::GetDeliveryRequest>) -> GrpcResult<pb::GetDeliveryResponse> {
@@ -66,7 +64,7 @@ impl EmailService for EmailGrpc {
         let event_id = event_id(&request.into_inner().event_id)?;
         let row = store::get(&self.courier.db, &event_id).await.map_err(EmailError::from)?;
         let row = row.ok_or(EmailError::NotFound(event_id))?;
-        Ok(Response::new(pb::GetDeliveryResponse { delivery: Some(to_proto(row)) }))
+        Ok(Response::new(pb::GetDeliveryResponse { delivery: self.with_bounces(vec![row]).await?.pop() }))
     }
 
     async fn retry_delivery(
@@ -76,7 +74,98 @@ impl EmailService for EmailGrpc {
         self.admin.require(&request)?;
         let event_id = event_id(&request.into_inner().event_id)?;
         let row = self.courier.retry(&event_id).await?;
-        Ok(Response::new(pb::RetryDeliveryResponse { delivery: Some(to_proto(row)) }))
+        Ok(Response::new(pb::RetryDeliveryResponse { delivery: self.with_bounces(vec![row]).await?.pop() }))
+    }
+
+    async fn list_suppressions(
+        &self,
+        request: Request<pb::ListSuppressionsRequest>,
+    ) -> GrpcResult<pb::ListSuppressionsResponse> {
+        self.admin.require(&request)?;
+        let request = request.into_inner();
+        let email = email_filter(&request.email)?;
+        let filters = [email.as_str(), if request.include_removed { "all" } else { "active" }];
+        let page = Page::parse(request.page_size, &request.page_token, 20, 100, &filters)?;
+        let hash = (!email.is_empty()).then(|| self.courier.address_key.erased(&email));
+        let rows = suppression::list(
+            &self.courier.db,
+            hash.as_deref(),
+            !request.include_removed,
+            page.after.as_deref(),
+            page.fetch(),
+        )
+        .await
+        .map_err(EmailError::from)?;
+        let (rows, next_page_token) = page.finish(rows, |row| &row.id);
+        Ok(Response::new(pb::ListSuppressionsResponse {
+            suppressions: rows.into_iter().map(suppression_to_proto).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn remove_suppression(
+        &self,
+        request: Request<pb::RemoveSuppressionRequest>,
+    ) -> GrpcResult<pb::RemoveSuppressionResponse> {
+        self.admin.require(&request)?;
+        let request = request.into_inner();
+        let email = email_filter(&request.email)?;
+        if email.is_empty() {
+            return Err(EmailError::invalid("email", "is required").into());
+        }
+        let reason = request.reason.trim();
+        if reason.is_empty() || reason.chars().count() > 500 {
+            return Err(EmailError::invalid("reason", "is required (at most 500 characters): say why").into());
+        }
+        let removed = self.courier.lift_suppression(&email, reason).await?;
+        Ok(Response::new(pb::RemoveSuppressionResponse { suppression: Some(suppression_to_proto(removed)) }))
+    }
+}
+
+impl EmailGrpc {
+    /// The deliveries, each with its bounce history (one query for all of them).
+    async fn with_bounces(&self, rows: Vec<delivery::Model>) -> Result<Vec<pb::Delivery>, EmailError> {
+        let ids: Vec<&str> = rows.iter().map(|row| row.event_id.as_str()).collect();
+        let mut bounces = suppression::histories(&self.courier.db, &ids).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let history = bounces.remove(&row.event_id).unwrap_or_default();
+                pb::Delivery { bounces: history.into_iter().map(bounce_to_proto).collect(), ..to_proto(row) }
+            })
+            .collect())
+    }
+}
+
+/// An address filter: empty means every address; otherwise a valid address, trimmed and
+/// lower-cased.
+fn email_filter(raw: &str) -> Result<String, EmailError> {
+    match raw.trim() {
+        "" => Ok(String::new()),
+        raw => Ok(Email::parse(raw).map_err(|reason| EmailError::invalid("email", reason))?.as_str().to_owned()),
+    }
+}
+
+fn bounce_to_proto(row: suppression::bounce::Model) -> pb::Bounce {
+    pb::Bounce {
+        class: row.class,
+        status: row.status.unwrap_or_default(),
+        diagnostic: row.diagnostic.unwrap_or_default(),
+        received_at: rfc3339(row.received_at),
+        text: row.text.unwrap_or_default(),
+    }
+}
+
+fn suppression_to_proto(row: suppression::listed::Model) -> pb::Suppression {
+    pb::Suppression {
+        email: row.address.unwrap_or(row.address_hash),
+        reason: row.reason,
+        delivery_id: row.delivery_id.unwrap_or_default(),
+        user_id: row.user_id,
+        detail: row.detail.unwrap_or_default(),
+        created_at: rfc3339(row.created_at),
+        removed_at: row.removed_at.map(rfc3339).unwrap_or_default(),
+        removed_reason: row.removed_reason.unwrap_or_default(),
     }
 }
 
@@ -100,6 +189,9 @@ fn to_proto(row: delivery::Model) -> pb::Delivery {
             Status::Retrying => pb::DeliveryStatus::Retrying,
             Status::Failed => pb::DeliveryStatus::Failed,
             Status::Parked => pb::DeliveryStatus::Parked,
+            Status::Bounced => pb::DeliveryStatus::Bounced,
+            Status::Complained => pb::DeliveryStatus::Complained,
+            Status::Suppressed => pb::DeliveryStatus::Suppressed,
         } as i32,
         attempts: u32::try_from(row.attempts).unwrap_or(0),
         last_error: row.last_error.unwrap_or_default(),
@@ -107,5 +199,6 @@ fn to_proto(row: delivery::Model) -> pb::Delivery {
         updated_at: rfc3339(row.updated_at),
         sent_at: row.sent_at.map(rfc3339).unwrap_or_default(),
         handled_by: row.handled_by.unwrap_or_default(),
+        bounces: Vec::new(),
     }
 }

@@ -13,6 +13,7 @@ pub mod grpc;
 pub mod mail;
 pub mod metrics;
 pub mod store;
+pub mod suppression;
 
 pub use app::App;
 pub use config::Config;

@@ -133,7 +133,14 @@ impl Mailer {
         match &self.transport {
             Transport::Smtp { send, .. } => send.send_raw(&envelope, &raw).await.map(drop).map_err(|e| {
                 // Only a 5xx reply is final; a refused connection, a timeout or a 4xx may pass.
-                if e.is_permanent() { SendError::Rejected(e.to_string()) } else { SendError::Transient(e.to_string()) }
+                if !e.is_permanent() {
+                    return SendError::Transient(e.to_string());
+                }
+                let code = e.status().map(|code| code.to_string()).unwrap_or_default();
+                let message = e.to_string();
+                let recipient = matches!(code.as_str(), "550" | "551" | "553")
+                    || crate::bounce::classify::enhanced_status(&message).is_some_and(|s| s.starts_with("5.1."));
+                SendError::Rejected { message, recipient }
             }),
             Transport::Files(files, _) => {
                 files.send_raw(&envelope, &raw).await.map(drop).map_err(|e| SendError::Transient(e.to_string()))
@@ -186,8 +193,9 @@ impl Transport {
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     /// The server refused it for good (SMTP 5xx): sending again would fail again.
-    #[error("SMTP rejected: {0}")]
-    Rejected(String),
+    /// `recipient`: the refusal was about the address (550, 551, 553, 5.1.x), not the message.
+    #[error("SMTP rejected: {message}")]
+    Rejected { message: String, recipient: bool },
     /// Worth another attempt later.
     #[error("SMTP: {0}")]
     Transient(String),

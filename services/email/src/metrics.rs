@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use std::sync::LazyLock;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -16,9 +17,61 @@ static EMAILS: LazyLock<Family<EmailLabels, Counter>> = LazyLock::new(|| {
     verimail_server::metrics::register("emails", "Email delivery attempts, by kind and outcome", Family::default())
 });
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    pub class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    pub why: &'static str,
+}
+
+/// Messages that came back to a bounce address, by `class` (hard, soft, complaint,
+/// auto_reply, delivered, unrecognized).
+static BOUNCES: LazyLock<Family<ClassLabels, Counter>> = LazyLock::new(|| {
+    verimail_server::metrics::register("bounces", "Messages received at bounce addresses, by class", Family::default())
+});
+
+/// What the bounce listener refused, by `why` (not_our_domain, unknown_address, bad_tag,
+/// too_big, too_many_connections).
+static INBOUND_REFUSED: LazyLock<Family<RefusedLabels, Counter>> = LazyLock::new(|| {
+    verimail_server::metrics::register(
+        "bounce_listener_refusals",
+        "Recipients, messages and connections the bounce listener refused, by reason",
+        Family::default(),
+    )
+});
+
+/// Addresses on the suppression list now.
+static SUPPRESSED: LazyLock<Gauge> = LazyLock::new(|| {
+    verimail_server::metrics::register("suppressed_addresses", "Addresses on the suppression list", Gauge::default())
+});
+
 /// Registers the families (at build, so `/metrics` shows them before the first delivery).
 pub fn register() {
     LazyLock::force(&EMAILS);
+    LazyLock::force(&BOUNCES);
+    LazyLock::force(&INBOUND_REFUSED);
+    LazyLock::force(&SUPPRESSED);
+}
+
+pub fn bounce(class: &str) {
+    BOUNCES.get_or_create(&ClassLabels { class: class.to_owned() }).inc();
+}
+
+pub fn inbound_refused(why: &'static str) {
+    INBOUND_REFUSED.get_or_create(&RefusedLabels { why }).inc();
+}
+
+/// Sets the suppression list's size from the database (after a change, and at start).
+pub async fn refresh_suppressed(db: &sea_orm::DatabaseConnection) {
+    match crate::suppression::count_active(db).await {
+        Ok(count) => {
+            SUPPRESSED.set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        Err(e) => tracing::warn!(error = %e, "could not count the suppression list"),
+    }
 }
 
 pub fn email(kind: &str, outcome: &'static str) {

@@ -47,6 +47,15 @@ pub enum Status {
     Failed,
     #[sea_orm(string_value = "parked")]
     Parked,
+    /// A hard bounce came back for it.
+    #[sea_orm(string_value = "bounced")]
+    Bounced,
+    /// The recipient reported it as spam.
+    #[sea_orm(string_value = "complained")]
+    Complained,
+    /// Not sent: the address is on the suppression list.
+    #[sea_orm(string_value = "suppressed")]
+    Suppressed,
 }
 
 mod create_deliveries {
@@ -125,6 +134,7 @@ impl MigratorTrait for Migrator {
             Box::new(create_deliveries::migration()),
             Box::new(add_handled_by::migration()),
             Box::new(verimail_events::erasure::migration::migration()),
+            Box::new(crate::suppression::migration::migration()),
         ]
     }
 }

@@ -9,7 +9,9 @@ use verimail_proto::auth::v1::{
     IssueVerificationTokenRequest, RevokeVerificationTokensRequest, UndoEmailChangeRequest, VerifyEmailCodeRequest,
     VerifyEmailRequest,
 };
-use verimail_proto::email::v1::{GetDeliveryRequest, ListDeliveriesRequest, RetryDeliveryRequest};
+use verimail_proto::email::v1::{
+    GetDeliveryRequest, ListDeliveriesRequest, ListSuppressionsRequest, RemoveSuppressionRequest, RetryDeliveryRequest,
+};
 use verimail_proto::ops::v1::{ListParkedRequest, ReplayParkedRequest};
 use verimail_proto::user::v1::{
     BatchGetUsersRequest, ChangeEmailRequest, DeleteUserRequest, GetUserRequest, ListUsersRequest, RegisterUserRequest,
@@ -305,6 +307,50 @@ async fn bad_ops_fields(stack: &Stack) -> usize {
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     tried += 2;
+
+    // The suppression list: a malformed address, a missing reason, a negative page; and
+    // removing what is not there.
+    let cases = [
+        (
+            RemoveSuppressionRequest { email: "not an address".into(), reason: "why".into() },
+            Code::InvalidArgument,
+            Some("email"),
+        ),
+        (RemoveSuppressionRequest { email: String::new(), reason: "why".into() }, Code::InvalidArgument, Some("email")),
+        (
+            RemoveSuppressionRequest { email: "kim@example.com".into(), reason: " ".into() },
+            Code::InvalidArgument,
+            Some("reason"),
+        ),
+        (
+            RemoveSuppressionRequest { email: "kim@example.com".into(), reason: "x".repeat(501) },
+            Code::InvalidArgument,
+            Some("reason"),
+        ),
+        (
+            RemoveSuppressionRequest { email: "kim@example.com".into(), reason: "never suppressed".into() },
+            Code::NotFound,
+            None,
+        ),
+    ];
+    for (request, code, field) in cases {
+        let status = emails.clone().remove_suppression(request.clone()).await.unwrap_err();
+        assert_eq!(
+            (status.code(), verimail_server::grpc::bad_request_field(&status).as_deref()),
+            (code, field),
+            "{request:?}"
+        );
+        tried += 1;
+    }
+    for request in [
+        ListSuppressionsRequest { email: "@@".into(), ..Default::default() },
+        ListSuppressionsRequest { page_size: -1, ..Default::default() },
+        ListSuppressionsRequest { page_token: "not a token".into(), ..Default::default() },
+    ] {
+        let status = emails.clone().list_suppressions(request.clone()).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{request:?}");
+        tried += 1;
+    }
 
     tried
 }

@@ -92,7 +92,11 @@ async fn each_mail_leaves_from_its_delivery_s_own_bounce_address() {
         // Its delivery, named by the envelope sender: the event the Message-ID carries.
         assert_eq!(bounces.delivery_of(&mail.from), Ok(mail.event_id()), "{}", mail.from);
         assert!(mail.from.starts_with("bounce+") && mail.from.ends_with("@bounces.example.com"), "{}", mail.from);
-        assert_eq!(mail.header("From").as_deref(), Some("Verimail <no-reply@verimail.localhost>"), "the header From stays");
+        assert_eq!(
+            mail.header("From").as_deref(),
+            Some("Verimail <no-reply@verimail.localhost>"),
+            "the header From stays"
+        );
         assert!(seen.insert(mail.from.clone()), "one bounce address per delivery");
     }
 }

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod bad_input_table;
+mod bounces;
 mod codes;
 mod compose;
 mod deliverability;

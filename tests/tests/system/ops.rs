@@ -7,7 +7,7 @@ use std::time::Duration;
 use tonic::Code;
 use verimail_proto::auth::v1::{RevokeVerificationTokensRequest, VerifyEmailCodeRequest};
 use verimail_proto::email::v1::{
-    Delivery, DeliveryStatus, GetDeliveryRequest, ListDeliveriesRequest, RetryDeliveryRequest,
+    Delivery, DeliveryStatus, GetDeliveryRequest, ListDeliveriesRequest, RemoveSuppressionRequest, RetryDeliveryRequest,
 };
 use verimail_proto::ops::v1::ReplayParkedRequest;
 use verimail_proto::user::v1::{ListUsersRequest, ResendVerificationRequest, User, UserStatus};
@@ -156,11 +156,24 @@ async fn deliveries_are_found_by_address_and_status_and_a_failed_one_is_retried_
     // A sent email is not sent twice.
     let refused = retry(&stack, &sent.event_id).await.unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{}", refused.message());
+    // A 550 for the recipient put the address on the suppression list: no retry until an
+    // operator lifts it.
+    let suppressed = retry(&stack, &failed.event_id).await.unwrap_err();
+    assert_eq!(suppressed.code(), Code::FailedPrecondition, "{}", suppressed.message());
+    assert!(suppressed.message().contains("suppression"), "{}", suppressed.message());
+    let lift = || {
+        let mut emails = stack.emails.clone();
+        let request =
+            RemoveSuppressionRequest { email: "bounce@example.com".into(), reason: "user says it works".into() };
+        async move { emails.remove_suppression(request).await.expect("RemoveSuppression") }
+    };
+    lift().await;
     // Still refused by the server: one more attempt, still failed, the error recorded.
     let again = retry(&stack, &failed.event_id).await.expect("RetryDelivery");
     assert_eq!((again.status(), again.attempts), (DeliveryStatus::Failed, 2));
-    // The mailbox exists now: the retry sends it, with a link that works.
+    // The mailbox exists now: lifted again, the retry sends it, with a link that works.
     stack.smtp.accept("bounce@example.com");
+    lift().await;
     let retried = retry(&stack, &failed.event_id).await.expect("RetryDelivery");
     println!("retried: {retried:?}");
     assert_eq!((retried.status(), retried.attempts), (DeliveryStatus::Sent, 3));

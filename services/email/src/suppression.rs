@@ -1,0 +1,394 @@
+//! What came back and what it decided: every inbound message about a delivery (`bounces`),
+//! and the addresses nothing more is sent to (`suppressions`). Both name the address by its
+//! keyed hash, which outlives the account; the readable address and the remote server's words
+//! (which quote it) are erased with the user.
+
+use crate::bounce::classify::{Class, Verdict};
+use crate::store::{self, AddressKey, Status, delivery};
+use sea_orm::entity::prelude::*;
+use sea_orm::{ConnectionTrait, DatabaseTransaction, QueryOrder, QuerySelect, Set};
+
+pub mod bounce {
+    use sea_orm::entity::prelude::*;
+
+    /// One inbound message about a delivery.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "bounces")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub delivery_id: String,
+        pub user_id: String,
+        /// The keyed hash of the delivery's recipient (`erased:…`).
+        pub address_hash: String,
+        /// hard, soft, complaint, auto_reply, delivered, unrecognized.
+        pub class: String,
+        pub status: Option<String>,
+        pub diagnostic: Option<String>,
+        /// The recipient the report names, as it names it.
+        pub reported_recipient: Option<String>,
+        /// The text of an unrecognized message, for operators.
+        pub text: Option<String>,
+        pub received_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod listed {
+    use sea_orm::entity::prelude::*;
+
+    /// An address nothing is sent to, or was until an operator lifted it (`removed_at`).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "suppressions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub address_hash: String,
+        /// A UUIDv7 given at each suppression: the list's order (newest first) and cursor.
+        pub id: String,
+        /// The address; none once its user was deleted (the hash still suppresses it).
+        pub address: Option<String>,
+        /// The user of the delivery that suppressed it.
+        pub user_id: String,
+        /// hard_bounce, complaint, soft_bounces, rejected.
+        pub reason: String,
+        pub delivery_id: Option<String>,
+        pub detail: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub removed_at: Option<DateTimeUtc>,
+        pub removed_reason: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod migration {
+    use sea_orm_migration::prelude::*;
+    use sea_orm_migration::schema::*;
+
+    #[derive(DeriveIden)]
+    enum Bounces {
+        Table,
+        Id,
+        DeliveryId,
+        UserId,
+        AddressHash,
+        Class,
+        Status,
+        Diagnostic,
+        ReportedRecipient,
+        Text,
+        ReceivedAt,
+    }
+
+    #[derive(DeriveIden)]
+    enum Suppressions {
+        Table,
+        AddressHash,
+        Id,
+        Address,
+        UserId,
+        Reason,
+        DeliveryId,
+        Detail,
+        CreatedAt,
+        RemovedAt,
+        RemovedReason,
+    }
+
+    pub fn migration() -> verimail_events::db::SchemaMigration {
+        verimail_events::db::SchemaMigration {
+            name: "m20261203_000001_create_bounces_and_suppressions",
+            tables: vec![
+                Table::create()
+                    .table(Bounces::Table)
+                    .col(string(Bounces::Id).primary_key())
+                    .col(string(Bounces::DeliveryId))
+                    .col(string(Bounces::UserId))
+                    .col(string(Bounces::AddressHash))
+                    .col(string_len(Bounces::Class, 16))
+                    .col(string_null(Bounces::Status))
+                    .col(text_null(Bounces::Diagnostic))
+                    .col(text_null(Bounces::ReportedRecipient))
+                    .col(text_null(Bounces::Text))
+                    .col(timestamp_with_time_zone(Bounces::ReceivedAt))
+                    .to_owned(),
+                Table::create()
+                    .table(Suppressions::Table)
+                    .col(string(Suppressions::AddressHash).primary_key())
+                    .col(string(Suppressions::Id))
+                    .col(string_null(Suppressions::Address))
+                    .col(string(Suppressions::UserId))
+                    .col(string_len(Suppressions::Reason, 16))
+                    .col(string_null(Suppressions::DeliveryId))
+                    .col(text_null(Suppressions::Detail))
+                    .col(timestamp_with_time_zone(Suppressions::CreatedAt))
+                    .col(timestamp_with_time_zone_null(Suppressions::RemovedAt))
+                    .col(text_null(Suppressions::RemovedReason))
+                    .to_owned(),
+            ],
+            alters: vec![],
+            indexes: vec![
+                Index::create().name("bounces_delivery").table(Bounces::Table).col(Bounces::DeliveryId).to_owned(),
+                Index::create().name("bounces_user").table(Bounces::Table).col(Bounces::UserId).to_owned(),
+                Index::create()
+                    .name("bounces_address_time")
+                    .table(Bounces::Table)
+                    .col(Bounces::AddressHash)
+                    .col(Bounces::ReceivedAt)
+                    .to_owned(),
+                Index::create()
+                    .name("suppressions_id")
+                    .table(Suppressions::Table)
+                    .col(Suppressions::Id)
+                    .unique()
+                    .to_owned(),
+                Index::create()
+                    .name("suppressions_user")
+                    .table(Suppressions::Table)
+                    .col(Suppressions::UserId)
+                    .to_owned(),
+            ],
+        }
+    }
+}
+
+/// Why an address is suppressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    HardBounce,
+    Complaint,
+    SoftBounces,
+    /// The recipient's server refused it at send time (550, 551, 553, 5.1.x).
+    Rejected,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::HardBounce => "hard_bounce",
+            Reason::Complaint => "complaint",
+            Reason::SoftBounces => "soft_bounces",
+            Reason::Rejected => "rejected",
+        }
+    }
+}
+
+/// The suppression of `address`, if one is in force.
+pub async fn active<C: ConnectionTrait>(
+    conn: &C,
+    key: &AddressKey,
+    address: &str,
+) -> Result<Option<listed::Model>, DbErr> {
+    listed::Entity::find_by_id(key.erased(&address.to_lowercase()))
+        .filter(listed::Column::RemovedAt.is_null())
+        .one(conn)
+        .await
+}
+
+/// Puts the address of `delivery` on the list (or back on it after a removal): whether it was
+/// not on it before, so the caller announces it once.
+pub async fn suppress(
+    txn: &DatabaseTransaction,
+    key: &AddressKey,
+    delivery: &delivery::Model,
+    reason: Reason,
+    detail: Option<String>,
+) -> Result<bool, DbErr> {
+    let hash = key.erased(&delivery.recipient.to_lowercase());
+    let existing = listed::Entity::find_by_id(hash.clone()).one(txn).await?;
+    if existing.as_ref().is_some_and(|row| row.removed_at.is_none()) {
+        return Ok(false);
+    }
+    let row = listed::ActiveModel {
+        address_hash: Set(hash),
+        id: Set(uuid::Uuid::now_v7().to_string()),
+        address: Set(Some(delivery.recipient.clone())),
+        user_id: Set(delivery.user_id.clone()),
+        reason: Set(reason.as_str().to_owned()),
+        delivery_id: Set(Some(delivery.event_id.clone())),
+        detail: Set(detail),
+        created_at: Set(chrono::Utc::now()),
+        removed_at: Set(None),
+        removed_reason: Set(None),
+    };
+    if existing.is_some() {
+        listed::Entity::update(row).exec(txn).await?;
+    } else {
+        listed::Entity::insert(row).exec_without_returning(txn).await?;
+    }
+    Ok(true)
+}
+
+/// What one inbound message did to one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Recorded; nothing else changes (auto-reply, delivered notice, unrecognized, a soft
+    /// bounce under the limit, or an address already suppressed).
+    Recorded,
+    /// The address was put on the list now.
+    Suppressed { delivery: Box<delivery::Model>, reason: Reason },
+    /// No such delivery, or its user was deleted: nothing is kept.
+    Ignored,
+}
+
+/// Soft bounces in a window that suppress (`BOUNCE_SOFT_LIMIT`, `BOUNCE_SOFT_WINDOW_SECONDS`).
+#[derive(Debug, Clone, Copy)]
+pub struct SoftLimit {
+    pub count: u64,
+    pub window: std::time::Duration,
+}
+
+/// Records `verdict` for the delivery `delivery_id` and does what it calls for: a hard bounce
+/// or complaint marks the delivery and suppresses the address; a soft one counts, and
+/// suppresses once there are `soft.count` in `soft.window`.
+pub async fn record(
+    txn: &DatabaseTransaction,
+    key: &AddressKey,
+    delivery_id: &str,
+    verdict: &Verdict,
+    soft: SoftLimit,
+) -> Result<Effect, DbErr> {
+    let Some(delivery) = store::get(txn, delivery_id).await? else {
+        return Ok(Effect::Ignored);
+    };
+    if delivery.recipient.starts_with(store::ERASED) {
+        return Ok(Effect::Ignored);
+    }
+    let now = chrono::Utc::now();
+    let hash = key.erased(&delivery.recipient.to_lowercase());
+    bounce::Entity::insert(bounce::ActiveModel {
+        id: Set(uuid::Uuid::now_v7().to_string()),
+        delivery_id: Set(delivery.event_id.clone()),
+        user_id: Set(delivery.user_id.clone()),
+        address_hash: Set(hash.clone()),
+        class: Set(verdict.class.as_str().to_owned()),
+        status: Set(verdict.status.clone()),
+        diagnostic: Set(verdict.diagnostic.clone()),
+        reported_recipient: Set(verdict.recipient.clone()),
+        text: Set(verdict.text.clone()),
+        received_at: Set(now),
+    })
+    .exec_without_returning(txn)
+    .await?;
+    let detail = [verdict.status.as_deref(), verdict.diagnostic.as_deref()].into_iter().flatten().collect::<Vec<_>>();
+    let detail = (!detail.is_empty()).then(|| detail.join(" "));
+    let reason = match verdict.class {
+        Class::Hard => {
+            store::finish(txn, &delivery.event_id, Status::Bounced, detail.clone()).await?;
+            Reason::HardBounce
+        }
+        Class::Complaint => {
+            store::finish(txn, &delivery.event_id, Status::Complained, detail.clone()).await?;
+            Reason::Complaint
+        }
+        Class::Soft => {
+            let since = now - chrono::Duration::from_std(soft.window).unwrap_or(chrono::Duration::MAX);
+            let recent = bounce::Entity::find()
+                .filter(bounce::Column::AddressHash.eq(hash.as_str()))
+                .filter(bounce::Column::Class.eq(Class::Soft.as_str()))
+                .filter(bounce::Column::ReceivedAt.gte(since))
+                .count(txn)
+                .await?;
+            if recent < soft.count {
+                return Ok(Effect::Recorded);
+            }
+            Reason::SoftBounces
+        }
+        Class::AutoReply | Class::Delivered | Class::Unrecognized => return Ok(Effect::Recorded),
+    };
+    Ok(match suppress(txn, key, &delivery, reason, detail).await? {
+        true => Effect::Suppressed { delivery: Box::new(delivery), reason },
+        false => Effect::Recorded,
+    })
+}
+
+/// The bounces of each of these deliveries, oldest first (their bounce histories).
+pub async fn histories<C: ConnectionTrait>(
+    conn: &C,
+    delivery_ids: &[&str],
+) -> Result<std::collections::HashMap<String, Vec<bounce::Model>>, DbErr> {
+    let mut histories = std::collections::HashMap::<String, Vec<bounce::Model>>::new();
+    if delivery_ids.is_empty() {
+        return Ok(histories);
+    }
+    let rows = bounce::Entity::find()
+        .filter(bounce::Column::DeliveryId.is_in(delivery_ids.iter().copied()))
+        .order_by_asc(bounce::Column::Id)
+        .all(conn)
+        .await?;
+    for row in rows {
+        histories.entry(row.delivery_id.clone()).or_default().push(row);
+    }
+    Ok(histories)
+}
+
+/// How many addresses are suppressed now.
+pub async fn count_active<C: ConnectionTrait>(conn: &C) -> Result<u64, DbErr> {
+    listed::Entity::find().filter(listed::Column::RemovedAt.is_null()).count(conn).await
+}
+
+/// Suppressions newest first, continuing after the one with id `after`, optionally only that
+/// of the address with `hash`, or only those in force.
+pub async fn list<C: ConnectionTrait>(
+    conn: &C,
+    hash: Option<&str>,
+    active_only: bool,
+    after: Option<&str>,
+    limit: u64,
+) -> Result<Vec<listed::Model>, DbErr> {
+    let mut query = listed::Entity::find();
+    if let Some(hash) = hash {
+        query = query.filter(listed::Column::AddressHash.eq(hash));
+    }
+    if active_only {
+        query = query.filter(listed::Column::RemovedAt.is_null());
+    }
+    if let Some(id) = after {
+        query = query.filter(listed::Column::Id.lt(id));
+    }
+    query.order_by_desc(listed::Column::Id).limit(limit).all(conn).await
+}
+
+/// Lifts the suppression of the address with this hash, recording why: the row as it was, or
+/// none if none was in force.
+pub async fn remove(txn: &DatabaseTransaction, hash: &str, why: &str) -> Result<Option<listed::Model>, DbErr> {
+    let Some(row) =
+        listed::Entity::find_by_id(hash.to_owned()).filter(listed::Column::RemovedAt.is_null()).one(txn).await?
+    else {
+        return Ok(None);
+    };
+    listed::Entity::update_many()
+        .col_expr(listed::Column::RemovedAt, sea_orm::sea_query::Expr::value(chrono::Utc::now()))
+        .col_expr(listed::Column::RemovedReason, sea_orm::sea_query::Expr::value(why.to_owned()))
+        .filter(listed::Column::AddressHash.eq(hash))
+        .exec(txn)
+        .await?;
+    Ok(Some(row))
+}
+
+/// A deleted user's trace here: the readable address of their suppressions and the remote
+/// servers' words about their deliveries go; the hashes, classes and times stay.
+pub async fn erase_user(txn: &DatabaseTransaction, user_id: &str) -> Result<(), DbErr> {
+    use sea_orm::sea_query::Expr;
+    bounce::Entity::update_many()
+        .col_expr(bounce::Column::Diagnostic, Expr::value(None::<String>))
+        .col_expr(bounce::Column::ReportedRecipient, Expr::value(None::<String>))
+        .col_expr(bounce::Column::Text, Expr::value(None::<String>))
+        .filter(bounce::Column::UserId.eq(user_id))
+        .exec(txn)
+        .await?;
+    listed::Entity::update_many()
+        .col_expr(listed::Column::Address, Expr::value(None::<String>))
+        .col_expr(listed::Column::Detail, Expr::value(None::<String>))
+        .filter(listed::Column::UserId.eq(user_id))
+        .exec(txn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,336 @@
+//! Bounces, complaints and the suppression list: messages sent over SMTP to email-service's
+//! bounce listener, as a recipient's MTA or a feedback loop sends them.
+
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use verimail_proto::email::v1::{
+    DeliveryStatus, GetDeliveryRequest, ListDeliveriesRequest, ListSuppressionsRequest, RemoveSuppressionRequest,
+};
+use verimail_proto::user::v1::ResendVerificationRequest;
+use verimail_system_tests::smtp::ReceivedMail;
+use verimail_system_tests::{Stack, StackOptions, eventually};
+
+const HASH_KEY: &str = "a-test-delivery-hash-key-0123456789abcdef";
+
+/// A stack whose mail leaves from bounce addresses at bounces.example.com, with a listener
+/// for them; two soft bounces in a day suppress.
+async fn bounce_stack() -> Stack {
+    let email_vars = vec![
+        ("BOUNCE_DOMAIN", "bounces.example.com".to_owned()),
+        ("BOUNCE_SMTP_ADDR", "127.0.0.1:0".to_owned()),
+        ("BOUNCE_SOFT_LIMIT", "2".to_owned()),
+        ("BOUNCE_MAX_MESSAGE_BYTES", "65536".to_owned()),
+        ("DELIVERY_HASH_KEY", HASH_KEY.to_owned()),
+    ];
+    Stack::start_with(StackOptions { email_vars, ..StackOptions::default() }).await
+}
+
+/// An SMTP client that says exactly what a test wants, and reads each reply.
+struct Client {
+    io: BufReader<TcpStream>,
+}
+
+impl Client {
+    async fn connect(stack: &Stack) -> Client {
+        let addr = stack.bounce_addr.expect("the bounce listener");
+        let stream = TcpStream::connect(addr).await.expect("connect to the bounce listener");
+        let mut client = Client { io: BufReader::new(stream) };
+        let greeting = client.reply().await;
+        assert!(greeting.starts_with("220"), "{greeting}");
+        let hello = client.command("EHLO relay.example.net").await;
+        assert!(hello.starts_with("250"), "{hello}");
+        client
+    }
+
+    /// The next reply (every line of a multi-line one), within 10 s.
+    async fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            let read = tokio::time::timeout(Duration::from_secs(10), self.io.read_line(&mut line)).await;
+            let n = read.expect("a reply within 10 s").expect("read a reply");
+            assert!(n > 0, "the listener closed the connection; so far: {all}");
+            all.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return all;
+            }
+        }
+    }
+
+    async fn command(&mut self, line: &str) -> String {
+        self.io.get_mut().write_all(format!("{line}\r\n").as_bytes()).await.expect("write");
+        self.reply().await
+    }
+
+    /// MAIL FROM:<>, a RCPT TO for each of `to`, and the message if any was accepted: the
+    /// replies to RCPT, and to the end of DATA (empty when DATA was not reached).
+    async fn send(&mut self, to: &[&str], message: &str) -> (Vec<String>, String) {
+        assert!(self.command("MAIL FROM:<>").await.starts_with("250"));
+        let mut rcpt = Vec::new();
+        for address in to {
+            rcpt.push(self.command(&format!("RCPT TO:<{address}>")).await);
+        }
+        if !rcpt.iter().any(|r| r.starts_with("250")) {
+            assert!(self.command("RSET").await.starts_with("250"));
+            return (rcpt, String::new());
+        }
+        assert!(self.command("DATA").await.starts_with("354"));
+        let mut body = String::new();
+        for line in message.lines() {
+            if line.starts_with('.') {
+                body.push('.');
+            }
+            body.push_str(line);
+            body.push_str("\r\n");
+        }
+        body.push_str(".\r\n");
+        self.io.get_mut().write_all(body.as_bytes()).await.expect("write the message");
+        (rcpt, self.reply().await)
+    }
+}
+
+/// A delivery status notification (RFC 3464) as Postfix writes it, about `recipient`.
+fn dsn(recipient: &str, action: &str, status: &str) -> String {
+    format!(
+        "From: MAILER-DAEMON@relay.example.net (Mail Delivery System)\n\
+         Subject: Undelivered Mail Returned to Sender\n\
+         Auto-Submitted: auto-replied\n\
+         MIME-Version: 1.0\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"b1\"\n\
+         \n\
+         --b1\n\
+         Content-Type: text/plain\n\
+         \n\
+         Your message could not be delivered.\n\
+         \n\
+         --b1\n\
+         Content-Type: message/delivery-status\n\
+         \n\
+         Reporting-MTA: dns; relay.example.net\n\
+         \n\
+         Final-Recipient: rfc822; {recipient}\n\
+         Action: {action}\n\
+         Status: {status}\n\
+         Diagnostic-Code: smtp; {code} {status} <{recipient}>: mailbox says no\n\
+         \n\
+         --b1--\n",
+        code = if status.starts_with('5') { "550" } else { "450" },
+    )
+}
+
+fn complaint(recipient: &str) -> String {
+    format!(
+        "From: feedbackloop@isp.example\n\
+         Subject: FW: Verify your email address\n\
+         MIME-Version: 1.0\n\
+         Content-Type: multipart/report; report-type=feedback-report; boundary=\"arf\"\n\
+         \n\
+         --arf\n\
+         Content-Type: text/plain\n\
+         \n\
+         This is an abuse report.\n\
+         \n\
+         --arf\n\
+         Content-Type: message/feedback-report\n\
+         \n\
+         Feedback-Type: abuse\n\
+         Version: 1\n\
+         Original-Rcpt-To: {recipient}\n\
+         \n\
+         --arf--\n"
+    )
+}
+
+/// Registers `address` and waits for its verification email.
+async fn registered(stack: &Stack, address: &str) -> ReceivedMail {
+    stack.register(address, "correct horse battery").await;
+    stack.smtp.wait_for_verification(address, Duration::from_secs(10)).await
+}
+
+async fn delivery(stack: &Stack, event_id: &str) -> verimail_proto::email::v1::Delivery {
+    let request = GetDeliveryRequest { event_id: event_id.to_owned() };
+    stack.emails.clone().get_delivery(request).await.expect("GetDelivery").into_inner().delivery.expect("a delivery")
+}
+
+async fn suppressions(
+    stack: &Stack,
+    email: &str,
+    include_removed: bool,
+) -> Vec<verimail_proto::email::v1::Suppression> {
+    let request = ListSuppressionsRequest { email: email.to_owned(), include_removed, ..Default::default() };
+    stack.emails.clone().list_suppressions(request).await.expect("ListSuppressions").into_inner().suppressions
+}
+
+async fn resend(stack: &Stack, email: &str) {
+    stack.users.clone().resend_verification(ResendVerificationRequest { email: email.into() }).await.expect("resend");
+}
+
+/// Waits (at most 10 s) for a delivery to `email` in `status`.
+async fn wait_for_status(stack: &Stack, email: &str, status: DeliveryStatus) {
+    let request = ListDeliveriesRequest { email: email.to_owned(), status: status as i32, ..Default::default() };
+    stack.delivery_where(request, |_| true, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_bounce_suppresses_the_address_and_a_resend_sends_nothing_until_it_is_lifted() {
+    let stack = bounce_stack().await;
+    let mail = registered(&stack, "ann@example.org").await;
+    let mut client = Client::connect(&stack).await;
+    let (rcpt, end) = client.send(&[&mail.from], &dsn("ann@example.org", "failed", "5.1.1")).await;
+    assert!(rcpt[0].starts_with("250") && end.starts_with("250"), "{rcpt:?} {end}");
+
+    let bounced = delivery(&stack, &mail.event_id()).await;
+    assert_eq!(bounced.status(), DeliveryStatus::Bounced);
+    assert_eq!(bounced.bounces.len(), 1);
+    assert_eq!((bounced.bounces[0].class.as_str(), bounced.bounces[0].status.as_str()), ("hard", "5.1.1"));
+    assert!(bounced.last_error.contains("5.1.1"), "{}", bounced.last_error);
+    let listed = suppressions(&stack, "ann@example.org", false).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].reason.as_str(), listed[0].delivery_id.as_str()), ("hard_bounce", bounced.event_id.as_str()));
+
+    // Resend answers as for any address; nothing goes out.
+    resend(&stack, "ann@example.org").await;
+    wait_for_status(&stack, "ann@example.org", DeliveryStatus::Suppressed).await;
+    assert_eq!(stack.smtp.to("ann@example.org").len(), 1, "no second mail to a suppressed address");
+
+    // An operator lifts it, with a reason: mail goes out again.
+    let lift =
+        RemoveSuppressionRequest { email: "ANN@example.org ".into(), reason: "the user fixed their mailbox".into() };
+    let lifted = stack.emails.clone().remove_suppression(lift).await.expect("RemoveSuppression").into_inner();
+    let lifted = lifted.suppression.expect("the suppression");
+    assert!(!lifted.removed_at.is_empty() && lifted.removed_reason == "the user fixed their mailbox", "{lifted:?}");
+    assert!(suppressions(&stack, "ann@example.org", false).await.is_empty());
+    assert_eq!(suppressions(&stack, "ann@example.org", true).await.len(), 1, "the history stays");
+    resend(&stack, "ann@example.org").await;
+    stack.smtp.wait_for("ann@example.org", 2, Duration::from_secs(10)).await;
+    let twice = RemoveSuppressionRequest { email: "ann@example.org".into(), reason: "twice".into() };
+    assert_eq!(stack.emails.clone().remove_suppression(twice).await.unwrap_err().code(), tonic::Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_bounces_count_and_suppress_at_the_limit_complaints_at_once_auto_replies_never() {
+    let stack = bounce_stack().await;
+    let soft = registered(&stack, "soft@example.org").await;
+    let loud = registered(&stack, "loud@example.org").await;
+    let away = registered(&stack, "away@example.org").await;
+    let mut client = Client::connect(&stack).await;
+
+    assert!(client.send(&[&soft.from], &dsn("soft@example.org", "delayed", "4.4.1")).await.1.starts_with("250"));
+    assert!(suppressions(&stack, "soft@example.org", false).await.is_empty(), "one soft bounce is not enough");
+    assert_eq!(delivery(&stack, &soft.event_id()).await.status(), DeliveryStatus::Sent, "the MTA still retries");
+    assert!(client.send(&[&soft.from], &dsn("soft@example.org", "failed", "4.2.2")).await.1.starts_with("250"));
+    let listed = suppressions(&stack, "soft@example.org", false).await;
+    assert_eq!(listed.first().map(|s| s.reason.as_str()), Some("soft_bounces"), "{listed:?}");
+
+    assert!(client.send(&[&loud.from], &complaint("loud@example.org")).await.1.starts_with("250"));
+    assert_eq!(delivery(&stack, &loud.event_id()).await.status(), DeliveryStatus::Complained);
+    assert_eq!(suppressions(&stack, "loud@example.org", false).await[0].reason, "complaint");
+
+    let vacation = "From: away@example.org\nSubject: Out of office\nAuto-Submitted: auto-replied\n\nBack on Monday.\n";
+    assert!(client.send(&[&away.from], vacation).await.1.starts_with("250"));
+    let recorded = delivery(&stack, &away.event_id()).await;
+    assert_eq!((recorded.status(), recorded.bounces[0].class.as_str()), (DeliveryStatus::Sent, "auto_reply"));
+    assert!(suppressions(&stack, "away@example.org", false).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_bounces_change_nothing() {
+    let stack = bounce_stack().await;
+    let mail = registered(&stack, "kept@example.org").await;
+    let (local, domain) = mail.from.split_once('@').unwrap();
+    let flipped = format!("{}{}@{domain}", &local[..local.len() - 1], if local.ends_with('0') { '1' } else { '0' });
+    // A tag made with the key for a delivery that does not exist: accepted, and ignored.
+    let bounces = verimail_email::bounce::address::BounceAddresses::from_vars(
+        &verimail_server::config::Vars::from_pairs([("BOUNCE_DOMAIN", "bounces.example.com")]),
+        verimail_email::store::AddressKey::from_secret(HASH_KEY).secret(),
+    )
+    .unwrap()
+    .unwrap();
+    let unknown = bounces.for_delivery(&uuid::Uuid::now_v7().to_string()).unwrap().to_string();
+    let mut client = Client::connect(&stack).await;
+    for (address, why) in [
+        (flipped.as_str(), "a wrong tag"),
+        (&format!("{local}@example.com"), "another domain"),
+        ("postmaster@bounces.example.com", "not a bounce address"),
+        ("kept@example.org", "the user's own address"),
+    ] {
+        let (rcpt, _) = client.send(&[address], &dsn("kept@example.org", "failed", "5.1.1")).await;
+        assert!(rcpt[0].starts_with("550"), "{why}: {rcpt:?}");
+    }
+    let (rcpt, end) = client.send(&[&unknown], &dsn("kept@example.org", "failed", "5.1.1")).await;
+    assert!(rcpt[0].starts_with("250") && end.starts_with("250"), "a delivery we do not have: {rcpt:?} {end}");
+    let kept = delivery(&stack, &mail.event_id()).await;
+    assert_eq!((kept.status(), kept.bounces.len()), (DeliveryStatus::Sent, 0));
+    assert!(suppressions(&stack, "", true).await.is_empty(), "nothing suppressed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_malformed_input_get_the_right_reply_and_the_listener_keeps_serving() {
+    let stack = bounce_stack().await;
+    let mail = registered(&stack, "big@example.org").await;
+    let mut client = Client::connect(&stack).await;
+    let huge = format!("Subject: big\n\n{}\n", "x".repeat(900).repeat(100));
+    let (_, end) = client.send(&[&mail.from], &huge).await;
+    assert!(end.starts_with("552"), "over BOUNCE_MAX_MESSAGE_BYTES: {end}");
+    assert!(client.command(&format!("HELO {}", "h".repeat(20_000))).await.starts_with("500"), "a line too long");
+    assert!(client.command("WHAT IS THIS").await.starts_with('5'), "an unknown command");
+    assert!(client.command("DATA").await.starts_with("503"), "DATA before MAIL");
+    // The same session, and a new one, still take a bounce.
+    assert!(client.send(&[&mail.from], &dsn("big@example.org", "failed", "5.1.1")).await.1.starts_with("250"));
+    let mut other = Client::connect(&stack).await;
+    assert!(other.command("QUIT").await.starts_with("221"));
+    assert_eq!(delivery(&stack, &mail.event_id()).await.bounces.len(), 1, "the oversized one was not recorded");
+}
+
+/// A thousand messages in a burst, over 8 connections: every one is recorded. Prints the rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_inbound_messages_in_a_burst_are_all_classified() {
+    const MESSAGES: usize = 1000;
+    const CONNECTIONS: usize = 8;
+    let stack = bounce_stack().await;
+    let mut targets = Vec::new();
+    for n in 0..4 {
+        let mail = registered(&stack, &format!("burst{n}@example.org")).await;
+        targets.push((mail.from.clone(), mail.event_id()));
+    }
+    let corpus_dir = format!("{}/data/bounces", env!("CARGO_MANIFEST_DIR"));
+    let corpus: Vec<String> = std::fs::read_dir(&corpus_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+        .map(|e| String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()).into_owned())
+        .filter(|text| !text.contains('\0'))
+        .collect();
+    let started = Instant::now();
+    let mut sessions = Vec::new();
+    for c in 0..CONNECTIONS {
+        let mut client = Client::connect(&stack).await;
+        let (targets, corpus) = (targets.clone(), corpus.clone());
+        sessions.push(tokio::spawn(async move {
+            for n in (c..MESSAGES).step_by(CONNECTIONS) {
+                let (to, _) = &targets[n % targets.len()];
+                let (_, end) = client.send(&[to], &corpus[n % corpus.len()]).await;
+                assert!(end.starts_with("250"), "message {n}: {end}");
+            }
+        }));
+    }
+    for session in sessions {
+        session.await.expect("a session");
+    }
+    let elapsed = started.elapsed();
+    let mut recorded = 0;
+    for (_, event_id) in &targets {
+        recorded += delivery(&stack, event_id).await.bounces.len();
+    }
+    assert_eq!(recorded, MESSAGES, "every message recorded against its delivery");
+    eventually("the suppression list holds the four addresses", Duration::from_secs(5), || async {
+        suppressions(&stack, "", false).await.len() == 4
+    })
+    .await;
+    println!(
+        "{MESSAGES} inbound messages ({} corpus kinds) over {CONNECTIONS} connections in {elapsed:?}: {:.0} messages/s classified and recorded",
+        corpus.len(),
+        MESSAGES as f64 / elapsed.as_secs_f64()
+    );
+}
