@@ -8,6 +8,7 @@ pub mod browser;
 pub mod chrome;
 pub mod otlp;
 pub mod pki;
+pub mod postfix;
 pub mod procs;
 pub mod settings;
 pub mod smtp;
@@ -383,7 +384,15 @@ impl Stack {
             let own = vec![
                 ("EMAIL_GRPC_ADDR", ANY_PORT.to_owned()),
                 ("AUTH_GRPC_ADDR", auth_addr.to_string()),
-                ("SMTP_URL", smtp.url()),
+                // The stack's SMTP server, unless the test puts something (an MTA) between.
+                (
+                    "SMTP_URL",
+                    options
+                        .email_vars
+                        .iter()
+                        .find(|(name, _)| *name == "SMTP_URL")
+                        .map_or_else(|| smtp.url(), |(_, url)| url.clone()),
+                ),
                 ("PUBLIC_BASE_URL", instances[(n - 1) % instances.len()].gateway_url.clone()),
                 ("EMAIL_INSTANCE_ID", format!("email-{n}")),
             ];

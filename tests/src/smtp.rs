@@ -82,6 +82,8 @@ struct Inbox {
     arrived: Notify,
     /// Recipients refused for good (550 to RCPT TO).
     rejected: Mutex<HashSet<String>>,
+    /// Recipients refused for now (450 to RCPT TO).
+    deferred: Mutex<HashSet<String>>,
     /// Stopping: every command gets 421 and nothing more is accepted.
     down: AtomicBool,
     /// SMTP sessions opened (HELO/EHLO), for tests of how often clients connect.
@@ -117,6 +119,8 @@ impl Handler for Collector {
             response::NO_SERVICE
         } else if self.inbox.rejected.lock().expect("inbox lock").contains(to) {
             response::NO_MAILBOX
+        } else if self.inbox.deferred.lock().expect("inbox lock").contains(to) {
+            Response::custom(450, "4.2.1 Mailbox busy, try again later".into())
         } else {
             response::OK
         }
@@ -191,9 +195,20 @@ impl SmtpServer {
         self.inbox.sessions.load(Ordering::SeqCst)
     }
 
+    /// Refuses every RCPT TO for `address` with 450 (try again later) from now on.
+    pub fn defer(&self, address: &str) {
+        self.inbox.deferred.lock().expect("inbox lock").insert(address.to_owned());
+    }
+
     /// Takes mail for `address` again.
     pub fn accept(&self, address: &str) {
         self.inbox.rejected.lock().expect("inbox lock").remove(address);
+        self.inbox.deferred.lock().expect("inbox lock").remove(address);
+    }
+
+    /// Where it listens (its front door).
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     /// Stops as a mail server does: new connections are refused, and open ones get 421

@@ -31,6 +31,9 @@ pub const USERS_STREAM: StreamSpec =
 /// Events owned by auth-service.
 pub const AUTH_STREAM: StreamSpec =
     StreamSpec { name: streams::AUTH, subjects: &[streams::AUTH_SUBJECTS], events: true };
+/// Events owned by email-service.
+pub const EMAIL_STREAM: StreamSpec =
+    StreamSpec { name: streams::EMAIL, subjects: &[streams::EMAIL_SUBJECTS], events: true };
 /// Messages every attempt failed on, one subject per consumer: `parked.<durable>`.
 pub const PARKED_STREAM: StreamSpec =
     StreamSpec { name: streams::PARKED, subjects: &[streams::PARKED_SUBJECTS], events: false };

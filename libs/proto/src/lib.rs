@@ -49,6 +49,9 @@ pub mod streams {
     /// Events owned by auth-service.
     pub const AUTH: &str = "AUTH";
     pub const AUTH_SUBJECTS: &str = "auth.>";
+    /// Events owned by email-service.
+    pub const EMAIL: &str = "EMAIL";
+    pub const EMAIL_SUBJECTS: &str = "email.>";
     /// Messages every attempt failed on, one subject per consumer: `parked.<durable>`.
     pub const PARKED: &str = "PARKED";
     pub const PARKED_SUBJECTS: &str = "parked.>";
@@ -98,6 +101,10 @@ pub mod subjects {
     pub const AUTH_EMAIL_CHANGE_UNDO_REQUESTED: &str = "auth.email_change_undo_requested";
     /// `EmailVerified`
     pub const AUTH_EMAIL_VERIFIED: &str = "auth.email_verified";
+    /// `AddressUndeliverable`: an address went on email-service's suppression list.
+    pub const EMAIL_ADDRESS_UNDELIVERABLE: &str = "email.address_undeliverable";
+    /// `AddressDeliverable`: an operator lifted an address's suppression.
+    pub const EMAIL_ADDRESS_DELIVERABLE: &str = "email.address_deliverable";
 }
 
 /// The google.rpc.ErrorInfo reasons of FAILED_PRECONDITION (and PERMISSION_DENIED) answers, by the service that gives

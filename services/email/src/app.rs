@@ -38,7 +38,8 @@ impl App {
             config.credential.channel(config.backbone.tls.channel("AUTH_GRPC_ADDR", &config.auth_addr)?),
         );
         crate::metrics::register();
-        let backbone = Backbone::start::<Migrator>(&config.backbone, &[]).await?;
+        let backbone = Backbone::start::<Migrator>(&config.backbone, &[bus::EMAIL_STREAM]).await?;
+        let relay = verimail_events::outbox::OutboxRelay::new(backbone.db.clone(), backbone.js.clone());
         let courier = Arc::new(Courier {
             db: backbone.db.clone(),
             auth,
@@ -50,6 +51,7 @@ impl App {
             instance: config.instance.clone(),
             address_key: config.address_key.clone(),
             js: backbone.js.clone(),
+            relay: relay.clone(),
         });
         crate::metrics::refresh_suppressed(&backbone.db).await;
         let bounce_listener = match (config.bounce_listener.clone(), config.bounces.clone()) {
@@ -58,6 +60,7 @@ impl App {
                     db: backbone.db.clone(),
                     address_key: config.address_key.clone(),
                     soft: config.soft_limit,
+                    relay: relay.clone(),
                 };
                 Some((crate::bounce::listener::Listener::bind(listener, bounces).await?, Arc::new(inbox)))
             }
@@ -91,10 +94,14 @@ impl App {
             let mailer = mailer.clone();
             async move { mailer.check().await }
         });
+        let relay = self.courier.relay.clone();
         let courier = self.courier;
         let handler = move |delivery| courier.clone().handle(delivery);
-        let mut background: Vec<Background> =
-            vec![Box::pin(bus::consume(js, self.consumer, handler, shutdown.clone())), smtp_probe];
+        let mut background: Vec<Background> = vec![
+            Box::pin(bus::consume(js, self.consumer, handler, shutdown.clone())),
+            smtp_probe,
+            Box::pin(relay.run(shutdown.clone())),
+        ];
         if let Some((listener, inbox)) = self.bounce_listener {
             background.push(Box::pin(listener.run(inbox, shutdown.clone())));
         }

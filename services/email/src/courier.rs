@@ -54,6 +54,8 @@ pub struct Courier {
     pub address_key: store::AddressKey,
     /// Where a deleted user's parked messages are removed.
     pub js: async_nats::jetstream::Context,
+    /// Publishes email-service's own events (email.address_undeliverable, …).
+    pub relay: verimail_events::outbox::OutboxRelay,
 }
 
 /// What the three events that ask for an email have in common.
@@ -105,6 +107,20 @@ impl Courier {
         if let Some(found) = suppression::active(&self.db, &self.address_key, &request.email).await? {
             let why = format!("not sent: the address is on the suppression list ({})", found.reason);
             self.record(&request, kind, Status::Suppressed, Some(why), record.attempts).await?;
+            // The user may not have heard (another account's bounce suppressed the address).
+            if let Some(reason) = suppression::Reason::parse(&found.reason) {
+                let txn = begin_write(&self.db).await?;
+                let event = suppression::undeliverable_event(
+                    &request.user_id,
+                    &request.email,
+                    reason,
+                    None,
+                    found.delivery_id.as_deref().unwrap_or_default(),
+                );
+                verimail_events::outbox::enqueue(&txn, event).await?;
+                txn.commit().await?;
+                self.relay.wake();
+            }
             return Ok(());
         }
         let (status, error, result) = match self.send(&request, kind).await {
@@ -142,6 +158,8 @@ impl Courier {
         erasure::bury(&txn, &[user_id], reason).await?;
         let erased = store::erase_user(&txn, user_id, &self.address_key).await?;
         suppression::erase_user(&txn, user_id).await?;
+        // Its own events about the user (email.address_*) name the address too.
+        erasure::forget_events(&txn, &[user_id]).await?;
         txn.commit().await?;
         Ok(erased)
     }
@@ -199,16 +217,17 @@ impl Courier {
     async fn suppress_refused(&self, event_id: &str, reason: &str) -> Result<(), sea_orm::DbErr> {
         let txn = begin_write(&self.db).await?;
         let Some(row) = store::get(&txn, event_id).await? else { return Ok(()) };
-        let new = suppression::suppress(
-            &txn,
-            &self.address_key,
-            &row,
-            suppression::Reason::Rejected,
-            Some(reason.to_owned()),
-        )
-        .await?;
+        let kind = suppression::Reason::Rejected;
+        let new = suppression::suppress(&txn, &self.address_key, &row, kind, Some(reason.to_owned())).await?;
+        if new {
+            let status = crate::bounce::classify::enhanced_status(reason);
+            let event =
+                suppression::undeliverable_event(&row.user_id, &row.recipient, kind, status.as_deref(), event_id);
+            verimail_events::outbox::enqueue(&txn, event).await?;
+        }
         txn.commit().await?;
         if new {
+            self.relay.wake();
             tracing::warn!(event_id, user_id = %row.user_id, to = %email(&row.recipient), "address suppressed: refused at send time");
             crate::metrics::refresh_suppressed(&self.db).await;
         }
@@ -219,9 +238,12 @@ impl Courier {
     pub async fn lift_suppression(&self, address: &str, why: &str) -> Result<suppression::listed::Model, EmailError> {
         let hash = self.address_key.erased(address);
         let txn = begin_write(&self.db).await?;
-        let removed = suppression::remove(&txn, &hash, why).await?;
+        let Some(row) = suppression::remove(&txn, &hash, why).await? else {
+            return Err(EmailError::NotSuppressed(address.to_owned()));
+        };
+        verimail_events::outbox::enqueue(&txn, suppression::deliverable_event(&row.user_id, address)).await?;
         txn.commit().await?;
-        let row = removed.ok_or_else(|| EmailError::NotSuppressed(address.to_owned()))?;
+        self.relay.wake();
         tracing::info!(user_id = %row.user_id, to = %email(address), reason = why, "suppression lifted by an operator");
         crate::metrics::refresh_suppressed(&self.db).await;
         let now = suppression::list(&self.db, Some(&hash), false, None, 1).await?;

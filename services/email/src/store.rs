@@ -130,12 +130,16 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![
+        let mut migrations: Vec<Box<dyn MigrationTrait>> = vec![
             Box::new(create_deliveries::migration()),
             Box::new(add_handled_by::migration()),
             Box::new(verimail_events::erasure::migration::migration()),
             Box::new(crate::suppression::migration::migration()),
-        ]
+        ];
+        // The outbox came with email-service's own events (email.address_undeliverable): last,
+        // so that databases from before take it as one more migration.
+        migrations.extend(verimail_events::outbox::migration::migrations());
+        migrations
     }
 }
 

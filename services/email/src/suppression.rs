@@ -7,6 +7,9 @@ use crate::bounce::classify::{Class, Verdict};
 use crate::store::{self, AddressKey, Status, delivery};
 use sea_orm::entity::prelude::*;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, QueryOrder, QuerySelect, Set};
+use verimail_events::outbox::OutboxEvent;
+use verimail_proto::events::v1 as events;
+use verimail_proto::subjects;
 
 pub mod bounce {
     use sea_orm::entity::prelude::*;
@@ -170,6 +173,22 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// From what the list records.
+    pub fn parse(text: &str) -> Option<Reason> {
+        [Reason::HardBounce, Reason::Complaint, Reason::SoftBounces, Reason::Rejected]
+            .into_iter()
+            .find(|reason| reason.as_str() == text)
+    }
+
+    fn to_proto(self) -> events::UndeliverableReason {
+        match self {
+            Reason::HardBounce => events::UndeliverableReason::HardBounce,
+            Reason::Complaint => events::UndeliverableReason::Complaint,
+            Reason::SoftBounces => events::UndeliverableReason::SoftBounces,
+            Reason::Rejected => events::UndeliverableReason::Rejected,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::HardBounce => "hard_bounce",
@@ -178,6 +197,37 @@ impl Reason {
             Reason::Rejected => "rejected",
         }
     }
+}
+
+/// email.address_undeliverable: `user_id`'s address `email` cannot receive mail.
+pub fn undeliverable_event(
+    user_id: &str,
+    email: &str,
+    reason: Reason,
+    status: Option<&str>,
+    delivery_id: &str,
+) -> OutboxEvent {
+    let event = events::AddressUndeliverable {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        user_id: user_id.to_owned(),
+        email: email.to_owned(),
+        reason: reason.to_proto() as i32,
+        status: status.unwrap_or_default().to_owned(),
+        delivery_id: delivery_id.to_owned(),
+        occurred_at: verimail_server::rfc3339(chrono::Utc::now()),
+    };
+    OutboxEvent::new(event.event_id.clone(), user_id, subjects::EMAIL_ADDRESS_UNDELIVERABLE, &event)
+}
+
+/// email.address_deliverable: an operator lifted the suppression of `user_id`'s `email`.
+pub fn deliverable_event(user_id: &str, email: &str) -> OutboxEvent {
+    let event = events::AddressDeliverable {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        user_id: user_id.to_owned(),
+        email: email.to_owned(),
+        occurred_at: verimail_server::rfc3339(chrono::Utc::now()),
+    };
+    OutboxEvent::new(event.event_id.clone(), user_id, subjects::EMAIL_ADDRESS_DELIVERABLE, &event)
 }
 
 /// The suppression of `address`, if one is in force.

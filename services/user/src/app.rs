@@ -108,7 +108,8 @@ impl App {
         let consumer = events::email_verified_consumer(self.streams);
         let deletions = lifecycle::deletions_consumer(self.streams);
         let undo = crate::email_change::undo_consumer(self.streams);
-        let durables = vec![consumer.durable, deletions.durable, undo.durable];
+        let undeliverable = crate::undeliverable::consumer(self.streams);
+        let durables = vec![consumer.durable, deletions.durable, undo.durable, undeliverable.durable];
         let parking = Parking::server(js.clone(), durables.clone(), self.admin);
         let handler = {
             let relay = relay.clone();
@@ -131,7 +132,15 @@ impl App {
                 async move { crate::email_change::on_undo_requested(&db, &relay, delivery).await }
             }
         };
+        let reported = {
+            let db = db_for_sweeps.clone();
+            move |delivery| {
+                let db = db.clone();
+                async move { crate::undeliverable::on_event(&db, delivery).await }
+            }
+        };
         let mut background: Vec<Background> = vec![
+            Box::pin(bus::consume(js.clone(), undeliverable, reported, shutdown.clone())),
             Box::pin(bus::consume(js.clone(), undo, undone, shutdown.clone())),
             Box::pin(relay.clone().run(shutdown.clone())),
             Box::pin(bus::consume(js.clone(), deletions, forget, shutdown.clone())),

@@ -523,15 +523,23 @@ fn pending(change: &store::change::Model) -> pb::PendingEmailChange {
     pb::PendingEmailChange { email: change.new_email.clone(), requested_at: rfc3339(change.requested_at) }
 }
 
-/// Users as the API shows them, each with their pending change of address.
+/// Users as the API shows them, each with their pending change of address and whether their
+/// address can receive mail.
 async fn with_pending(db: &DatabaseConnection, users: Vec<user::Model>) -> Result<Vec<pb::User>, UserError> {
     let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
     let changes = store::pending_changes(db, &ids).await?;
+    let addresses: Vec<(&str, &str)> = users.iter().map(|u| (u.id.as_str(), u.email.as_str())).collect();
+    let undeliverable = crate::undeliverable::of_users(db, &addresses).await?;
     Ok(users
         .into_iter()
         .map(|user| {
             let change = changes.get(&user.id);
-            pb::User { pending_email_change: change.map(pending), ..to_proto(user) }
+            let email_undeliverable = undeliverable.get(&user.id).map(|row| pb::EmailUndeliverable {
+                reason: row.reason.clone(),
+                status: row.status.clone().unwrap_or_default(),
+                since: rfc3339(row.since),
+            });
+            pb::User { pending_email_change: change.map(pending), email_undeliverable, ..to_proto(user) }
         })
         .collect())
 }
@@ -539,6 +547,7 @@ async fn with_pending(db: &DatabaseConnection, users: Vec<user::Model>) -> Resul
 fn to_proto(user: user::Model) -> pb::User {
     pb::User {
         pending_email_change: None,
+        email_undeliverable: None,
         id: user.id,
         email: user.email,
         status: match user.status {

@@ -16,6 +16,7 @@ pub mod limits;
 pub mod metrics;
 pub mod store;
 pub mod typos;
+pub mod undeliverable;
 
 pub use app::App;
 pub use config::Config;

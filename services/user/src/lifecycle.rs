@@ -20,11 +20,12 @@ const SWEEP_BATCH: u64 = 100;
 pub const DELETIONS_DURABLE: &str = "user-service-deletions";
 
 /// Everything but the rows' own deletion, for users `txn` has just deleted: their outbox rows
-/// and changes of address go, their tombstones and users.deleted are written.
+/// changes of address and what email-service said of their addresses go, their tombstones and users.deleted are written.
 pub async fn announce_deleted(txn: &DatabaseTransaction, user_ids: &[String], reason: Reason) -> Result<(), DbErr> {
     let ids: Vec<&str> = user_ids.iter().map(String::as_str).collect();
     erasure::forget_events(txn, &ids).await?;
     store::forget_changes(txn, &ids).await?;
+    crate::undeliverable::forget(txn, &ids).await?;
     let announced = user_ids.iter().map(|user_id| {
         let event = UserDeleted {
             event_id: uuid::Uuid::now_v7().to_string(),

@@ -212,6 +212,7 @@ impl MigratorTrait for Migrator {
         migrations.push(Box::new(index_unverified::migration()));
         migrations.push(Box::new(verimail_events::erasure::migration::migration()));
         migrations.push(Box::new(create_email_changes::migration()));
+        migrations.push(Box::new(crate::undeliverable::migration::migration()));
         migrations
     }
 }
@@ -394,6 +395,7 @@ pub async fn cancel_pending<C: ConnectionTrait>(conn: &C, user_id: &str) -> Resu
 
 /// Moves the user from `from` to `to`, if the account still has `from`: whether it did. Fails
 /// with a unique violation when `to` belongs to another account by now.
+/// What email-service said of the address it leaves goes with it.
 pub async fn move_address<C: ConnectionTrait>(conn: &C, user_id: &str, from: &str, to: &str) -> Result<bool, DbErr> {
     let moved = user::Entity::update_many()
         .col_expr(user::Column::Email, Expr::value(to))
@@ -402,6 +404,9 @@ pub async fn move_address<C: ConnectionTrait>(conn: &C, user_id: &str, from: &st
         .filter(user::Column::Email.eq(from))
         .exec(conn)
         .await?;
+    if moved.rows_affected == 1 {
+        crate::undeliverable::forget(conn, &[user_id]).await?;
+    }
     Ok(moved.rows_affected == 1)
 }
 

@@ -7,7 +7,10 @@ use tokio::net::TcpStream;
 use verimail_proto::email::v1::{
     DeliveryStatus, GetDeliveryRequest, ListDeliveriesRequest, ListSuppressionsRequest, RemoveSuppressionRequest,
 };
-use verimail_proto::user::v1::ResendVerificationRequest;
+use verimail_proto::user::v1::{
+    ChangeEmailRequest, DeleteUserRequest, GetUserRequest, ResendVerificationRequest, User, UserStatus,
+    get_user_request,
+};
 use verimail_system_tests::smtp::ReceivedMail;
 use verimail_system_tests::{Stack, StackOptions, eventually};
 
@@ -148,6 +151,20 @@ async fn registered(stack: &Stack, address: &str) -> ReceivedMail {
     stack.smtp.wait_for_verification(address, Duration::from_secs(10)).await
 }
 
+async fn user(stack: &Stack, user_id: &str) -> User {
+    let request = GetUserRequest { key: Some(get_user_request::Key::UserId(user_id.to_owned())) };
+    stack.users.clone().get_user(request).await.expect("GetUser").into_inner().user.expect("a user")
+}
+
+/// Waits (at most 10 s) until GetUser shows the user's address undeliverable (`Some(reason)`)
+/// or not (`None`).
+async fn wait_for_undeliverable(stack: &Stack, user_id: &str, reason: Option<&str>) {
+    eventually(&format!("GetUser shows {reason:?}"), Duration::from_secs(10), || async {
+        user(stack, user_id).await.email_undeliverable.map(|u| u.reason).as_deref() == reason
+    })
+    .await;
+}
+
 async fn delivery(stack: &Stack, event_id: &str) -> verimail_proto::email::v1::Delivery {
     let request = GetDeliveryRequest { event_id: event_id.to_owned() };
     stack.emails.clone().get_delivery(request).await.expect("GetDelivery").into_inner().delivery.expect("a delivery")
@@ -188,6 +205,9 @@ async fn a_hard_bounce_suppresses_the_address_and_a_resend_sends_nothing_until_i
     let listed = suppressions(&stack, "ann@example.org", false).await;
     assert_eq!(listed.len(), 1);
     assert_eq!((listed[0].reason.as_str(), listed[0].delivery_id.as_str()), ("hard_bounce", bounced.event_id.as_str()));
+    // user-service heard (email.address_undeliverable): a product can ask for another address.
+    wait_for_undeliverable(&stack, &bounced.user_id, Some("hard_bounce")).await;
+    assert_eq!(user(&stack, &bounced.user_id).await.email_undeliverable.unwrap().status, "5.1.1");
 
     // Resend answers as for any address; nothing goes out.
     resend(&stack, "ann@example.org").await;
@@ -202,6 +222,7 @@ async fn a_hard_bounce_suppresses_the_address_and_a_resend_sends_nothing_until_i
     assert!(!lifted.removed_at.is_empty() && lifted.removed_reason == "the user fixed their mailbox", "{lifted:?}");
     assert!(suppressions(&stack, "ann@example.org", false).await.is_empty());
     assert_eq!(suppressions(&stack, "ann@example.org", true).await.len(), 1, "the history stays");
+    wait_for_undeliverable(&stack, &bounced.user_id, None).await;
     resend(&stack, "ann@example.org").await;
     stack.smtp.wait_for("ann@example.org", 2, Duration::from_secs(10)).await;
     let twice = RemoveSuppressionRequest { email: "ann@example.org".into(), reason: "twice".into() };
@@ -333,4 +354,53 @@ async fn a_thousand_inbound_messages_in_a_burst_are_all_classified() {
         corpus.len(),
         MESSAGES as f64 / elapsed.as_secs_f64()
     );
+}
+
+/// A verified user's address starts to bounce: they change to another (the flag goes, mail
+/// goes to the new one), and once the account is deleted nothing of either address is left
+/// anywhere but keyed hashes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_address_clears_the_flag_and_a_deletion_leaves_no_address_behind() {
+    const PASSWORD: &str = "correct horse battery";
+    let stack = bounce_stack().await;
+    let mail = registered(&stack, "old@bouncing.example").await;
+    let user_id = delivery(&stack, &mail.event_id()).await.user_id;
+    let browser = verimail_system_tests::browser::Browser::new(&stack.gateway_url);
+    assert_eq!(browser.click(&mail.verification_link()).await.kind(), "verified");
+    assert!(stack.wait_for_status(&user_id, UserStatus::Verified, Duration::from_secs(10)).await);
+    let mut client = Client::connect(&stack).await;
+    assert!(client.send(&[&mail.from], &dsn("old@bouncing.example", "failed", "5.2.1")).await.1.starts_with("250"));
+    wait_for_undeliverable(&stack, &user_id, Some("hard_bounce")).await;
+
+    let token = stack.sign_in("old@bouncing.example", PASSWORD).await.expect("SignIn").access_token;
+    let change = ChangeEmailRequest { new_email: "new@fine.example".into(), ..Default::default() };
+    stack.plain_users().change_email(verimail_system_tests::with_bearer(change, &token)).await.expect("ChangeEmail");
+    let confirm = stack.smtp.wait_for("new@fine.example", 1, Duration::from_secs(10)).await.remove(0);
+    assert!(browser.click(&confirm.verification_link()).await.kind().starts_with("verified"));
+    eventually("the account moves to the new address", Duration::from_secs(10), || async {
+        user(&stack, &user_id).await.email == "new@fine.example"
+    })
+    .await;
+    wait_for_undeliverable(&stack, &user_id, None).await;
+    // The notice of the change went nowhere: the old address is suppressed.
+    wait_for_status(&stack, "old@bouncing.example", DeliveryStatus::Suppressed).await;
+    assert_eq!(stack.smtp.to("old@bouncing.example").len(), 1, "only the first email reached it");
+
+    let request = DeleteUserRequest { user_id: user_id.clone(), password: String::new() };
+    stack.users.clone().delete_user(request).await.expect("DeleteUser");
+    let traces = || async {
+        let mut found = stack.find_everywhere("bouncing.example").await;
+        found.extend(stack.find_everywhere("fine.example").await);
+        found
+    };
+    let settled = tokio::time::timeout(Duration::from_secs(10), async {
+        while !traces().await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    assert!(settled.await.is_ok(), "left behind: {:?}", traces().await);
+    // The bounced address stays suppressed, by its keyed hash alone.
+    let left = suppressions(&stack, "old@bouncing.example", false).await;
+    assert_eq!(left.len(), 1);
+    assert!(left[0].email.starts_with("erased:") && left[0].detail.is_empty(), "{left:?}");
 }

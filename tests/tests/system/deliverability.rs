@@ -118,3 +118,90 @@ async fn check_config_refuses_an_unfit_key_by_name() {
     let output = run_binary("email-service", &["--dkim-dns-record"], env, Duration::from_secs(30)).await;
     assert!(!output.status.success() && printed(&output).contains("DKIM is not configured"), "{}", printed(&output));
 }
+
+/// Postfix from Debian's packages relays email-service's mail to the recipients' SMTP server,
+/// which refuses one recipient for good and another for now. Postfix itself writes the
+/// delivery status notifications and sends them to email-service's bounce listener: the hard
+/// bounce suppresses its address (GetUser says so, a resend sends nothing), the soft one is
+/// retried by Postfix, arrives, and suppresses nothing. The message that went through Postfix
+/// still carries a DKIM signature that dkimpy verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_real_mta_bounces_come_back_and_suppress_and_signatures_survive_the_relay() {
+    use verimail_proto::email::v1::{DeliveryStatus, ListDeliveriesRequest, ListSuppressionsRequest};
+    use verimail_proto::user::v1::{GetUserRequest, ResendVerificationRequest, get_user_request};
+    let wait = Duration::from_secs(30);
+    let (mta_port, bounce_port) = (verimail_testkit::free_port(), verimail_testkit::free_port());
+    let mut email_vars = dkim_vars("rsa2048.pem");
+    email_vars.extend([
+        ("SMTP_URL", format!("smtp://127.0.0.1:{mta_port}")),
+        ("BOUNCE_DOMAIN", "bounces.example.com".to_owned()),
+        ("BOUNCE_SMTP_ADDR", format!("127.0.0.1:{bounce_port}")),
+    ]);
+    let stack = Stack::start_with(StackOptions { email_vars: email_vars.clone(), ..StackOptions::default() }).await;
+    let bounce_addr = stack.bounce_addr.expect("the bounce listener");
+    let postfix = verimail_system_tests::postfix::Postfix::start_on(
+        mta_port,
+        stack.smtp.addr(),
+        "bounces.example.com",
+        bounce_addr,
+    );
+    stack.smtp.reject("hard@example.org");
+    stack.smtp.defer("soft@example.org");
+    let mut ids = std::collections::HashMap::new();
+    for address in ["fine@example.org", "hard@example.org", "soft@example.org"] {
+        ids.insert(address, stack.register(address, "correct horse battery").await);
+    }
+
+    // Through the relay, the signature still verifies.
+    let fine = stack.smtp.wait_for_verification("fine@example.org", wait).await;
+    assert!(fine.raw.windows(9).any(|w| w == b"Received:"), "it went through Postfix");
+    let env = email_vars.iter().filter(|(n, _)| n.starts_with("DKIM") || *n == "MAIL_FROM");
+    let env = env.map(|(name, value)| (*name, value.as_str()));
+    let record = run_binary("email-service", &["--dkim-dns-record"], env, Duration::from_secs(30)).await;
+    let record = String::from_utf8(record.stdout).unwrap().trim().to_owned();
+    let (verified, said) = dkimpy_verifies(&fine.raw, &record).await;
+    assert!(verified, "after Postfix, dkimpy refuses the signature:\n{said}");
+
+    // The hard bounce: Postfix's DSN comes back and suppresses the address.
+    let suppressed = || async {
+        let request = ListSuppressionsRequest { email: "hard@example.org".into(), ..Default::default() };
+        stack.emails.clone().list_suppressions(request).await.expect("ListSuppressions").into_inner().suppressions
+    };
+    verimail_system_tests::eventually("Postfix's bounce suppresses hard@", wait, || async {
+        !suppressed().await.is_empty()
+    })
+    .await;
+    assert_eq!(suppressed().await[0].reason, "hard_bounce", "log:\n{}", postfix.log());
+    let user = |id: String| {
+        let mut users = stack.users.clone();
+        async move {
+            let request = GetUserRequest { key: Some(get_user_request::Key::UserId(id)) };
+            users.get_user(request).await.expect("GetUser").into_inner().user.expect("a user")
+        }
+    };
+    verimail_system_tests::eventually("GetUser shows hard@ undeliverable", wait, || async {
+        user(ids["hard@example.org"].clone()).await.email_undeliverable.is_some()
+    })
+    .await;
+    let request = ResendVerificationRequest { email: "hard@example.org".into() };
+    stack.users.clone().resend_verification(request).await.expect("ResendVerification");
+    let suppressed_delivery = ListDeliveriesRequest {
+        email: "hard@example.org".into(),
+        status: DeliveryStatus::Suppressed as i32,
+        ..Default::default()
+    };
+    stack.delivery_where(suppressed_delivery, |_| true, wait).await;
+    assert!(stack.smtp.to("hard@example.org").is_empty(), "nothing reached the refusing server's mailbox");
+
+    // The soft one: Postfix warns of the delay (a soft bounce, counted), retries, delivers.
+    let soft = ListDeliveriesRequest { email: "soft@example.org".into(), ..Default::default() };
+    let warned = stack.delivery_where(soft.clone(), |d| d.bounces.iter().any(|b| b.class == "soft"), wait).await;
+    println!("the soft bounce as recorded: {:?}", warned.bounces);
+    stack.smtp.accept("soft@example.org");
+    stack.smtp.wait_for("soft@example.org", 1, wait).await;
+    let request = ListSuppressionsRequest { email: "soft@example.org".into(), ..Default::default() };
+    let listed = stack.emails.clone().list_suppressions(request).await.unwrap().into_inner().suppressions;
+    assert!(listed.is_empty(), "a soft bounce under the limit suppresses nothing: {listed:?}");
+    assert!(user(ids["soft@example.org"].clone()).await.email_undeliverable.is_none());
+    println!("through Postfix: DKIM verified, hard bounce suppressed, soft bounce retried and delivered");
+}

@@ -13,6 +13,8 @@ pub struct Inbox {
     pub db: DatabaseConnection,
     pub address_key: AddressKey,
     pub soft: SoftLimit,
+    /// Publishes email.address_undeliverable for each address suppressed.
+    pub relay: verimail_events::outbox::OutboxRelay,
 }
 
 impl Inbox {
@@ -26,7 +28,18 @@ impl Inbox {
         let txn = begin_write(&self.db).await?;
         let mut effects = Vec::with_capacity(deliveries.len());
         for delivery in &deliveries {
-            effects.push(suppression::record(&txn, &self.address_key, delivery, &verdict, self.soft).await?);
+            let effect = suppression::record(&txn, &self.address_key, delivery, &verdict, self.soft).await?;
+            if let Effect::Suppressed { delivery: row, reason } = &effect {
+                let event = suppression::undeliverable_event(
+                    &row.user_id,
+                    &row.recipient,
+                    *reason,
+                    verdict.status.as_deref(),
+                    &row.event_id,
+                );
+                verimail_events::outbox::enqueue(&txn, event).await?;
+            }
+            effects.push(effect);
         }
         txn.commit().await?;
         for (delivery, effect) in deliveries.iter().zip(&effects) {
@@ -43,6 +56,7 @@ impl Inbox {
             }
         }
         if effects.iter().any(|e| matches!(e, Effect::Suppressed { .. })) {
+            self.relay.wake();
             crate::metrics::refresh_suppressed(&self.db).await;
         }
         if verdict.class == Class::Unrecognized {
