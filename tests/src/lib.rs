@@ -6,6 +6,7 @@
 pub mod batch;
 pub mod browser;
 pub mod chrome;
+pub mod dns;
 pub mod otlp;
 pub mod pki;
 pub mod postfix;
@@ -124,6 +125,8 @@ pub struct StackOptions {
     pub unverified_ttl: Option<Duration>,
     /// Further variables for email-service (DKIM, say), after the others.
     pub email_vars: Vec<settings::Var>,
+    /// Further variables for user-service (EMAIL_CHECK_DNS, say), after the others.
+    pub user_vars: Vec<settings::Var>,
 }
 
 impl StackOptions {
@@ -167,6 +170,7 @@ impl Default for StackOptions {
             app_url: None,
             unverified_ttl: Some(Duration::from_secs(7 * 24 * 3600)),
             email_vars: Vec::new(),
+            user_vars: Vec::new(),
         }
     }
 }

@@ -101,8 +101,10 @@ impl StackOptions {
         if let (Part::Gateway, Some(url)) = (part, &self.app_url) {
             vars.push(("APP_URL", url.clone()));
         }
-        if part == Part::Email {
-            vars.extend(self.email_vars.iter().cloned());
+        match part {
+            Part::Email => vars.extend(self.email_vars.iter().cloned()),
+            Part::User => vars.extend(self.user_vars.iter().cloned()),
+            _ => {}
         }
         vars
     }

@@ -31,6 +31,7 @@ pub struct App {
     sign_in_requires_verified: bool,
     unverified_ttl: Option<std::time::Duration>,
     audience: String,
+    domain_check: Option<std::sync::Arc<crate::dns::DomainCheck>>,
 }
 
 /// auth-service's public keys, fetched with user-service's channel.
@@ -80,6 +81,7 @@ impl App {
             sign_in_requires_verified: config.sign_in_requires_verified,
             unverified_ttl: config.unverified_ttl,
             audience: config.audience,
+            domain_check: config.domain_check,
         })
     }
 
@@ -104,6 +106,7 @@ impl App {
             access_tokens: verimail_client::TokenVerifier::new(AuthKeys(self.auth.clone()), self.audience),
             auth: self.auth,
             sign_in_requires_verified: self.sign_in_requires_verified,
+            domain_check: self.domain_check,
         };
         let consumer = events::email_verified_consumer(self.streams);
         let deletions = lifecycle::deletions_consumer(self.streams);

@@ -42,6 +42,9 @@ pub struct Config {
     /// `ACCESS_TOKEN_AUDIENCE` (default `verimail`, as auth-service's): the audience of the
     /// access tokens users present to act on their own account.
     pub audience: String,
+    /// `EMAIL_CHECK_DNS` (and `EMAIL_DNS_SERVER`): refuse addresses whose domain cannot
+    /// receive mail; see [`crate::dns`].
+    pub domain_check: Option<std::sync::Arc<crate::dns::DomainCheck>>,
 }
 
 /// Seven days.
@@ -92,6 +95,7 @@ impl Config {
             hash_concurrency: vars.parse("PASSWORD_HASH_CONCURRENCY", cores)?,
             unverified_ttl: vars.seconds_or_off("UNVERIFIED_ACCOUNT_TTL_SECONDS", DEFAULT_UNVERIFIED_TTL)?,
             audience: vars.string("ACCESS_TOKEN_AUDIENCE", "verimail"),
+            domain_check: crate::dns::DomainCheck::from_vars(vars)?.map(std::sync::Arc::new),
         })
     }
 }

@@ -36,6 +36,8 @@ pub struct UserGrpc {
     pub sign_in_requires_verified: bool,
     /// Checks the access tokens users present to act on their own account (DeleteUser).
     pub access_tokens: verimail_client::TokenVerifier,
+    /// `EMAIL_CHECK_DNS`: refuses addresses whose domain cannot receive mail.
+    pub domain_check: Option<std::sync::Arc<crate::dns::DomainCheck>>,
 }
 
 /// Ids a BatchGetUsers call may ask for.
@@ -292,6 +294,7 @@ impl UserGrpc {
         client: &str,
     ) -> Result<store::change::Model, UserError> {
         let new_email = Email::parse(&request.new_email).map_err(|reason| UserError::invalid("new_email", reason))?;
+        self.check_domain("new_email", &new_email).await?;
         let user = match holder {
             Some(holder) => store::find_by_id(&self.db, &holder.user_id).await?.ok_or(UserError::NotFound)?,
             None => {
@@ -360,10 +363,26 @@ impl UserGrpc {
         })
     }
 
+    /// With `EMAIL_CHECK_DNS`, INVALID_ARGUMENT naming `field` for an address whose domain
+    /// cannot receive mail. It depends on the address alone: nothing to learn about accounts.
+    async fn check_domain(&self, field: &'static str, email: &Email) -> Result<(), UserError> {
+        let Some(check) = &self.domain_check else { return Ok(()) };
+        let domain = email.as_str().rsplit_once('@').map_or("", |(_, domain)| domain);
+        match check.check(domain).await {
+            crate::dns::Answer::Receives => Ok(()),
+            crate::dns::Answer::NoMail(why) => Err(UserError::invalid(field, format!("{why}: it cannot receive mail"))),
+            crate::dns::Answer::Unknown(error) => {
+                tracing::warn!(%domain, %error, "EMAIL_CHECK_DNS: no answer from DNS; letting the address through");
+                Ok(())
+            }
+        }
+    }
+
     async fn register(&self, email: &str, password: &str) -> Result<String, UserError> {
         let email = Email::parse(email).map_err(|reason| UserError::invalid("email", reason))?;
         let password = Password::parse(password).map_err(|reason| UserError::invalid("password", reason))?;
         password.check_strength(&email).map_err(|reason| UserError::invalid("password", reason))?;
+        self.check_domain("email", &email).await?;
         self.limits.register_per_email.check(email.mailbox()).map_err(UserError::Limited)?;
         // Hashed whether or not the address is taken: the same work for every answer.
         let password_hash = self.hasher.hash(password).await.map_err(UserError::Hashing)?;

@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod config;
+pub mod dns;
 pub mod domain;
 pub mod email_change;
 pub mod error;

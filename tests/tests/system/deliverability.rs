@@ -205,3 +205,48 @@ async fn through_a_real_mta_bounces_come_back_and_suppress_and_signatures_surviv
     assert!(user(ids["soft@example.org"].clone()).await.email_undeliverable.is_none());
     println!("through Postfix: DKIM verified, hard bounce suppressed, soft bounce retried and delivered");
 }
+
+/// EMAIL_CHECK_DNS=true, against a DNS server inside the test: an address whose domain does
+/// not exist, or has neither MX nor A record, or a null MX, is refused at RegisterUser and
+/// ChangeEmail, naming the field; one with an MX or only an A record goes ahead, and so does
+/// one whose lookup fails (a DNS outage stops nobody). Without the setting nothing is looked up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_email_check_dns_a_domain_that_cannot_receive_mail_is_refused() {
+    use tonic::Code;
+    use verimail_proto::user::v1::{ChangeEmailRequest, GetUserRequest, get_user_request};
+    use verimail_system_tests::dns::{DnsServer, Entry};
+    let dns = DnsServer::start(&[
+        ("mail.example", Entry::Mx("mx.mail.example.")),
+        ("host.example", Entry::A(std::net::Ipv4Addr::new(192, 0, 2, 1))),
+        ("nullmx.example", Entry::Mx(".")),
+        ("flaky.example", Entry::Fails),
+    ])
+    .await;
+    let user_vars = vec![("EMAIL_CHECK_DNS", "true".to_owned()), ("EMAIL_DNS_SERVER", dns.addr.to_string())];
+    let stack = Stack::start_with(StackOptions { user_vars, ..StackOptions::default() }).await;
+    for address in ["a@mail.example", "b@host.example", "c@flaky.example"] {
+        stack.try_register(address, "correct horse battery").await.unwrap_or_else(|e| panic!("{address}: {e:?}"));
+    }
+    for (address, why) in [("d@nowhere.example", "does not exist"), ("e@nullmx.example", "null MX")] {
+        let refused = stack.try_register(address, "correct horse battery").await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{address}");
+        assert_eq!(verimail_server::grpc::bad_request_field(&refused).as_deref(), Some("email"));
+        assert!(refused.message().contains(why), "{address}: {}", refused.message());
+        let lookup = GetUserRequest { key: Some(get_user_request::Key::Email(address.into())) };
+        assert_eq!(stack.users.clone().get_user(lookup).await.unwrap_err().code(), Code::NotFound, "nothing written");
+    }
+    let change = ChangeEmailRequest {
+        new_email: "moved@nowhere.example".into(),
+        email: "a@mail.example".into(),
+        password: "correct horse battery".into(),
+    };
+    let refused = stack.plain_users().change_email(change).await.unwrap_err();
+    assert_eq!(
+        (refused.code(), verimail_server::grpc::bad_request_field(&refused).as_deref()),
+        (Code::InvalidArgument, Some("new_email")),
+        "{refused:?}"
+    );
+    // Off (the default): the same address registers.
+    let unchecked = Stack::start().await;
+    unchecked.try_register("d@nowhere.example", "correct horse battery").await.expect("no lookup without the setting");
+}
