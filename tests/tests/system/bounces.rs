@@ -29,23 +29,54 @@ async fn bounce_stack() -> Stack {
     Stack::start_with(StackOptions { email_vars, ..StackOptions::default() }).await
 }
 
-/// An SMTP client that says exactly what a test wants, and reads each reply.
-struct Client {
-    io: BufReader<TcpStream>,
+/// An SMTP client that says exactly what a test wants, and reads each reply: over plain TCP,
+/// or TLS after STARTTLS.
+struct Client<S = TcpStream> {
+    io: BufReader<S>,
 }
 
-impl Client {
+impl Client<TcpStream> {
     async fn connect(stack: &Stack) -> Client {
-        let addr = stack.bounce_addr.expect("the bounce listener");
-        let stream = TcpStream::connect(addr).await.expect("connect to the bounce listener");
-        let mut client = Client { io: BufReader::new(stream) };
-        let greeting = client.reply().await;
-        assert!(greeting.starts_with("220"), "{greeting}");
+        let mut client = Client::greeted(stack).await;
         let hello = client.command("EHLO relay.example.net").await;
         assert!(hello.starts_with("250"), "{hello}");
         client
     }
 
+    /// Connected, the greeting read (and checked to be 220), nothing said.
+    async fn greeted(stack: &Stack) -> Client {
+        let mut client = Client::opened(stack).await;
+        let greeting = client.reply().await;
+        assert!(greeting.starts_with("220"), "{greeting}");
+        client
+    }
+
+    async fn opened(stack: &Stack) -> Client {
+        let addr = stack.bounce_addr.expect("the bounce listener");
+        let stream = TcpStream::connect(addr).await.expect("connect to the bounce listener");
+        Client { io: BufReader::new(stream) }
+    }
+
+    /// STARTTLS, trusting `ca` (PEM) for the name localhost, and EHLO again.
+    async fn starttls(mut self, ca: &str) -> Client<tokio_rustls::client::TlsStream<TcpStream>> {
+        use rustls::pki_types::pem::PemObject;
+        let ready = self.command("STARTTLS").await;
+        assert!(ready.starts_with("220"), "{ready}");
+        verimail_server::tls::install_crypto_provider();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap()).unwrap();
+        let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, self.io.into_inner()).await.expect("the TLS handshake");
+        let mut client = Client { io: BufReader::new(tls) };
+        let hello = client.command("EHLO relay.example.net").await;
+        assert!(hello.starts_with("250") && !hello.contains("STARTTLS"), "{hello}");
+        client
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Client<S> {
     /// The next reply (every line of a multi-line one), within 10 s.
     async fn reply(&mut self) -> String {
         let mut all = String::new();
@@ -403,4 +434,53 @@ async fn a_new_address_clears_the_flag_and_a_deletion_leaves_no_address_behind()
     let left = suppressions(&stack, "old@bouncing.example", false).await;
     assert_eq!(left.len(), 1);
     assert!(left[0].email.starts_with("erased:") && left[0].detail.is_empty(), "{left:?}");
+}
+
+/// With BOUNCE_TLS_CERT_FILE and BOUNCE_TLS_KEY_FILE the listener offers STARTTLS, and a bounce
+/// sent over TLS counts as any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_starttls_a_bounce_counts_as_any_other() {
+    let ca = verimail_system_tests::pki::TestCa::new("bounce-test-ca");
+    let (cert, key) = ca.issue("verimail-bounces");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (dir.path().join("bounce.crt"), dir.path().join("bounce.key"));
+    std::fs::write(&cert_file, cert).unwrap();
+    std::fs::write(&key_file, key).unwrap();
+    let email_vars = vec![
+        ("BOUNCE_DOMAIN", "bounces.example.com".to_owned()),
+        ("BOUNCE_SMTP_ADDR", "127.0.0.1:0".to_owned()),
+        ("BOUNCE_TLS_CERT_FILE", cert_file.display().to_string()),
+        ("BOUNCE_TLS_KEY_FILE", key_file.display().to_string()),
+    ];
+    let stack = Stack::start_with(StackOptions { email_vars, ..StackOptions::default() }).await;
+    let mail = registered(&stack, "tls@example.org").await;
+    let mut plain = Client::greeted(&stack).await;
+    assert!(plain.command("EHLO relay.example.net").await.contains("STARTTLS"), "offered");
+    let mut client = plain.starttls(&ca.pem()).await;
+    let (rcpt, end) = client.send(&[&mail.from], &dsn("tls@example.org", "failed", "5.1.1")).await;
+    assert!(rcpt[0].starts_with("250") && end.starts_with("250"), "{rcpt:?} {end}");
+    assert_eq!(delivery(&stack, &mail.event_id()).await.status(), DeliveryStatus::Bounced);
+}
+
+/// BOUNCE_MAX_CONNECTIONS sessions at once; one more is told 421 and closed, and a place that
+/// frees up is taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_bound_get_421_and_the_listener_keeps_serving() {
+    let email_vars = vec![
+        ("BOUNCE_DOMAIN", "bounces.example.com".to_owned()),
+        ("BOUNCE_SMTP_ADDR", "127.0.0.1:0".to_owned()),
+        ("BOUNCE_MAX_CONNECTIONS", "2".to_owned()),
+    ];
+    let stack = Stack::start_with(StackOptions { email_vars, ..StackOptions::default() }).await;
+    let first = Client::connect(&stack).await;
+    let _second = Client::connect(&stack).await;
+    let mut third = Client::opened(&stack).await;
+    let refused = third.reply().await;
+    assert!(refused.starts_with("421"), "{refused}");
+    drop(first);
+    eventually("a freed place is taken again", Duration::from_secs(5), || async {
+        let mut next = Client::opened(&stack).await;
+        next.reply().await.starts_with("220")
+    })
+    .await;
 }
