@@ -31,7 +31,7 @@ async fn bounce_stack() -> Stack {
 
 /// An SMTP client that says exactly what a test wants, and reads each reply: over plain TCP,
 /// or TLS after STARTTLS.
-struct Client<S = TcpStream> {
+pub(crate) struct Client<S = TcpStream> {
     io: BufReader<S>,
 }
 
@@ -52,9 +52,20 @@ impl Client<TcpStream> {
     }
 
     async fn opened(stack: &Stack) -> Client {
-        let addr = stack.bounce_addr.expect("the bounce listener");
+        Client::opened_at(stack.bounce_addr.expect("the bounce listener")).await
+    }
+
+    async fn opened_at(addr: std::net::SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).await.expect("connect to the bounce listener");
         Client { io: BufReader::new(stream) }
+    }
+
+    /// Connected to the listener at `addr`, greeted and EHLO said.
+    pub(crate) async fn connect_to(addr: std::net::SocketAddr) -> Client {
+        let mut client = Client::opened_at(addr).await;
+        assert!(client.reply().await.starts_with("220"));
+        assert!(client.command("EHLO relay.example.net").await.starts_with("250"));
+        client
     }
 
     /// STARTTLS, trusting `ca` (PEM) for the name localhost, and EHLO again.
@@ -99,7 +110,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Client<S> {
 
     /// MAIL FROM:<>, a RCPT TO for each of `to`, and the message if any was accepted: the
     /// replies to RCPT, and to the end of DATA (empty when DATA was not reached).
-    async fn send(&mut self, to: &[&str], message: &str) -> (Vec<String>, String) {
+    pub(crate) async fn send(&mut self, to: &[&str], message: &str) -> (Vec<String>, String) {
         assert!(self.command("MAIL FROM:<>").await.starts_with("250"));
         let mut rcpt = Vec::new();
         for address in to {
@@ -125,7 +136,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Client<S> {
 }
 
 /// A delivery status notification (RFC 3464) as Postfix writes it, about `recipient`.
-fn dsn(recipient: &str, action: &str, status: &str) -> String {
+pub(crate) fn dsn(recipient: &str, action: &str, status: &str) -> String {
     format!(
         "From: MAILER-DAEMON@relay.example.net (Mail Delivery System)\n\
          Subject: Undelivered Mail Returned to Sender\n\

@@ -107,11 +107,18 @@ async fn users_verified_reaches_a_downstream_consumer_once_per_user_across_kills
         users.iter().map(|u| batch::verification_emails(&stack.smtp, &u.email)[0].verification_link()).collect();
     let browser = Browser::new(&stack.gateway_url);
     let clicked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Set once the broker is killed: the last clicks wait for it (at most a minute), so the
+    // faults land while verifications flow however slowly the restarts go on a busy machine.
+    let (broker_killed, mut killed) = tokio::sync::watch::channel(false);
     // One click every 30 ms or so: the faults land while verifications flow.
     let clicking = tokio::spawn({
         let clicked = clicked.clone();
         async move {
-            for link in links {
+            for (n, link) in links.into_iter().enumerate() {
+                if n == BATCH * 3 / 4 {
+                    let waited = tokio::time::timeout(Duration::from_secs(60), killed.wait_for(|k| *k)).await;
+                    assert!(waited.is_ok(), "the broker was not killed within a minute of the clicks");
+                }
                 let page = browser.click(&link).await;
                 assert_eq!((page.status, page.kind()), (200, "verified"), "{}", page.html);
                 clicked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -127,6 +134,7 @@ async fn users_verified_reaches_a_downstream_consumer_once_per_user_across_kills
     wait_until(|| effects(&seen) >= 50).await;
     stack.nats.kill();
     let at_kill = clicked.load(std::sync::atomic::Ordering::SeqCst);
+    broker_killed.send_replace(true);
     tokio::time::sleep(Duration::from_secs(1)).await;
     stack.nats.restart();
     clicking.await.expect("every click");

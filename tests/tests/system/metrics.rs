@@ -107,3 +107,32 @@ async fn metrics_count_what_the_flow_did() {
     let code_posts = [("method", "POST"), ("route", "/verify-code"), ("status", "400")];
     assert_eq!(sample(&gateway, "verimail_http_requests_total", &code_posts), Some(1.0), "{gateway}");
 }
+
+/// email-service's deliverability metrics: a hard bounce counts by class and grows the
+/// suppression list; a forged bounce address is counted among the listener's refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounces_suppressions_and_refusals_are_counted() {
+    let bounce_port = verimail_testkit::free_port();
+    let env =
+        [("BOUNCE_DOMAIN", "bounces.example.com".to_owned()), ("BOUNCE_SMTP_ADDR", format!("127.0.0.1:{bounce_port}"))];
+    let stack = ProcessStack::start_with_env(&env).await;
+    let request = RegisterUserRequest { email: "gone@example.org".into(), password: "correct horse battery".into() };
+    stack.users.clone().register_user(request).await.expect("RegisterUser");
+    let mail = stack.smtp.wait_for_verification("gone@example.org", EMAIL_WAIT).await;
+    let before = scrape(&stack, Part::Email).await;
+    assert_eq!(sample(&before, "verimail_suppressed_addresses", &[]), Some(0.0), "registered at start");
+
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], bounce_port));
+    let mut client = crate::bounces::Client::connect_to(addr).await;
+    let dsn = crate::bounces::dsn("gone@example.org", "failed", "5.1.1");
+    assert!(client.send(&[&mail.from], &dsn).await.1.starts_with("250"));
+    let (local, domain) = mail.from.split_once('@').unwrap();
+    let forged = format!("{}{}@{domain}", &local[..local.len() - 1], if local.ends_with('0') { '1' } else { '0' });
+    assert!(client.send(&[&forged], &dsn).await.0[0].starts_with("550"));
+
+    let after =
+        settled(&stack, Part::Email, |text| sample(text, "verimail_suppressed_addresses", &[]) == Some(1.0)).await;
+    assert_eq!(sample(&after, "verimail_bounces_total", &[("class", "hard")]), Some(1.0), "{after}");
+    assert_eq!(sample(&after, "verimail_suppressed_addresses", &[]), Some(1.0));
+    assert_eq!(sample(&after, "verimail_bounce_listener_refusals_total", &[("why", "bad_tag")]), Some(1.0));
+}
