@@ -391,6 +391,21 @@ async fn a_thousand_inbound_messages_in_a_burst_are_all_classified() {
         suppressions(&stack, "", false).await.len() == 4
     })
     .await;
+    // Paged as the other list RPCs: newest first, a token to the next page, none after the last.
+    let page = |token: String| {
+        let mut emails = stack.emails.clone();
+        let request = ListSuppressionsRequest { page_size: 3, page_token: token, ..Default::default() };
+        async move { emails.list_suppressions(request).await.expect("ListSuppressions").into_inner() }
+    };
+    let first = page(String::new()).await;
+    let second = page(first.next_page_token.clone()).await;
+    assert_eq!((first.suppressions.len(), second.suppressions.len()), (3, 1));
+    assert!(second.next_page_token.is_empty());
+    let mut listed: Vec<String> =
+        first.suppressions.iter().chain(&second.suppressions).map(|s| s.email.clone()).collect();
+    listed.sort();
+    listed.dedup();
+    assert_eq!(listed.len(), 4, "each address once across the pages");
     println!(
         "{MESSAGES} inbound messages ({} corpus kinds) over {CONNECTIONS} connections in {elapsed:?}: {:.0} messages/s classified and recorded",
         corpus.len(),
