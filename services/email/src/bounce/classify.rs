@@ -383,6 +383,19 @@ mod tests {
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
         let total: usize = counts.values().sum();
         assert!(total >= 30, "{total}");
-        println!("bounce corpus: {total} messages, {counts:?}");
+        // The reading alone, without SMTP or the database: every message 100 times.
+        let messages: Vec<Vec<u8>> = expected
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| std::fs::read(dir.join(l.split('\t').next().unwrap())).unwrap())
+            .collect();
+        let started = std::time::Instant::now();
+        for _ in 0..100 {
+            for raw in &messages {
+                std::hint::black_box(classify(raw));
+            }
+        }
+        let rate = (100 * messages.len()) as f64 / started.elapsed().as_secs_f64();
+        println!("bounce corpus: {total} messages, {counts:?}; classified at {rate:.0} messages/s");
     }
 }
