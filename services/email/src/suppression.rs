@@ -243,7 +243,9 @@ pub async fn active<C: ConnectionTrait>(
 }
 
 /// Puts the address of `delivery` on the list (or back on it after a removal): whether it was
-/// not on it before, so the caller announces it once.
+/// not on it before, so the caller announces it once. Safe when several bounces for the address
+/// are recorded at once (PostgreSQL's read committed): the insert that loses the race changes
+/// nothing, and only a lifted suppression is put back.
 pub async fn suppress(
     txn: &DatabaseTransaction,
     key: &AddressKey,
@@ -251,29 +253,43 @@ pub async fn suppress(
     reason: Reason,
     detail: Option<String>,
 ) -> Result<bool, DbErr> {
+    use sea_orm::TryInsertResult;
+    use sea_orm::sea_query::Expr;
     let hash = key.erased(&delivery.recipient.to_lowercase());
-    let existing = listed::Entity::find_by_id(hash.clone()).one(txn).await?;
-    if existing.as_ref().is_some_and(|row| row.removed_at.is_none()) {
-        return Ok(false);
-    }
+    let (id, now) = (uuid::Uuid::now_v7().to_string(), chrono::Utc::now());
     let row = listed::ActiveModel {
-        address_hash: Set(hash),
-        id: Set(uuid::Uuid::now_v7().to_string()),
+        address_hash: Set(hash.clone()),
+        id: Set(id.clone()),
         address: Set(Some(delivery.recipient.clone())),
         user_id: Set(delivery.user_id.clone()),
         reason: Set(reason.as_str().to_owned()),
         delivery_id: Set(Some(delivery.event_id.clone())),
-        detail: Set(detail),
-        created_at: Set(chrono::Utc::now()),
+        detail: Set(detail.clone()),
+        created_at: Set(now),
         removed_at: Set(None),
         removed_reason: Set(None),
     };
-    if existing.is_some() {
-        listed::Entity::update(row).exec(txn).await?;
-    } else {
-        listed::Entity::insert(row).exec_without_returning(txn).await?;
+    // A conflict shows as Conflicted, or (as on SQLite) as zero rows inserted.
+    if let TryInsertResult::Inserted(1..) =
+        listed::Entity::insert(row).on_conflict_do_nothing().exec_without_returning(txn).await?
+    {
+        return Ok(true);
     }
-    Ok(true)
+    let restored = listed::Entity::update_many()
+        .col_expr(listed::Column::Id, Expr::value(id))
+        .col_expr(listed::Column::Address, Expr::value(Some(delivery.recipient.clone())))
+        .col_expr(listed::Column::UserId, Expr::value(delivery.user_id.clone()))
+        .col_expr(listed::Column::Reason, Expr::value(reason.as_str()))
+        .col_expr(listed::Column::DeliveryId, Expr::value(Some(delivery.event_id.clone())))
+        .col_expr(listed::Column::Detail, Expr::value(detail))
+        .col_expr(listed::Column::CreatedAt, Expr::value(now))
+        .col_expr(listed::Column::RemovedAt, Expr::value(None::<chrono::DateTime<chrono::Utc>>))
+        .col_expr(listed::Column::RemovedReason, Expr::value(None::<String>))
+        .filter(listed::Column::AddressHash.eq(hash.as_str()))
+        .filter(listed::Column::RemovedAt.is_not_null())
+        .exec(txn)
+        .await?;
+    Ok(restored.rows_affected == 1)
 }
 
 /// What one inbound message did to one delivery.
