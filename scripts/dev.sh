@@ -75,6 +75,11 @@ Verimail is running (Ctrl-C stops everything):
   gateway        $PUBLIC_BASE_URL   (verify pages, /healthz)
   nats           $NATS_URL
   mail           ${SMTP_URL:-.eml files in data/mail/}
+EOM
+if [[ -z "${SMTP_URL:-}" && "${MAILBOX_HTTP_ADDR:-}" != "off" ]]; then
+    echo "  mailbox        http://${MAILBOX_HTTP_ADDR:-127.0.0.1:8025}/   (open the emails in a browser)"
+fi
+cat <<EOM
 
 EOM
 # Stop everything as soon as any part exits: that is a failure (Ctrl-C exits through the trap).

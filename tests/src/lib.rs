@@ -313,6 +313,8 @@ pub struct Stack {
     pub grpc_addrs: [std::net::SocketAddr; 3],
     /// The first email-service's bounce listener (with `BOUNCE_SMTP_ADDR` among `email_vars`).
     pub bounce_addr: Option<std::net::SocketAddr>,
+    /// The first email-service's development mailbox (with `SMTP_URL` empty among `email_vars`).
+    pub mailbox_addr: Option<std::net::SocketAddr>,
     /// Every instance's user-service and gateway ([`StackOptions::instances`]); the first is
     /// the one the fields above name.
     pub instances: Vec<Instance>,
@@ -383,6 +385,7 @@ impl Stack {
         // the auth-service (and links to the gateway) of one instance, in turn.
         let mut email_addrs = Vec::new();
         let mut bounce_addrs = Vec::new();
+        let mut mailbox_addrs = Vec::new();
         for n in 1..=options.email_instances.max(1) {
             let (_, auth_addr) = part_addrs[(n - 1) % part_addrs.len()];
             let own = vec![
@@ -405,6 +408,7 @@ impl Stack {
             let email = built("email-service", verimail_email::App::build(config)).await;
             email_addrs.push(email.grpc_addr());
             bounce_addrs.push(email.bounce_addr());
+            mailbox_addrs.push(email.mailbox_addr());
             tokio::spawn(email.run(shutdown.clone()));
         }
         let email_addr = email_addrs[0];
@@ -427,6 +431,7 @@ impl Stack {
             signing_key,
             grpc_addrs: [user_addr, auth_addr, email_addr],
             bounce_addr: bounce_addrs[0],
+            mailbox_addr: mailbox_addrs[0],
             instances,
             nats,
             auth_database_door: auth_database_door.map(|(door, _)| door),

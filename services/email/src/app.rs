@@ -24,6 +24,8 @@ pub struct App {
     smtp_check_interval: std::time::Duration,
     /// The bounce listener, bound, and what it records into.
     bounce_listener: Option<(crate::bounce::listener::Listener, Arc<crate::bounce::inbox::Inbox>)>,
+    /// The development mailbox, bound.
+    mailbox: Option<crate::mailbox::Mailbox>,
 }
 
 impl App {
@@ -66,7 +68,14 @@ impl App {
             }
             _ => None,
         };
+        let mailbox = match (&config.mailbox_addr, &config.mail_target) {
+            (Some(addr), crate::mail::MailTarget::Files(dir)) => {
+                Some(crate::mailbox::Mailbox::bind(addr, dir.clone()).await?)
+            }
+            _ => None,
+        };
         Ok(App {
+            mailbox,
             backbone,
             courier,
             consumer: courier::consumer(&config),
@@ -78,6 +87,11 @@ impl App {
 
     pub fn grpc_addr(&self) -> SocketAddr {
         self.backbone.grpc_addr()
+    }
+
+    /// Where the development mailbox is bound, if there is one.
+    pub fn mailbox_addr(&self) -> Option<SocketAddr> {
+        self.mailbox.as_ref().and_then(|mailbox| mailbox.local_addr().ok())
     }
 
     /// Where the bounce listener is bound, if there is one.
@@ -104,6 +118,9 @@ impl App {
         ];
         if let Some((listener, inbox)) = self.bounce_listener {
             background.push(Box::pin(listener.run(inbox, shutdown.clone())));
+        }
+        if let Some(mailbox) = self.mailbox {
+            background.push(Box::pin(mailbox.run(shutdown.clone())));
         }
         let routes = Routes::new(
             EmailServiceServer::new(service).max_decoding_message_size(verimail_server::grpc::MAX_MESSAGE_BYTES),

@@ -54,6 +54,9 @@ pub struct Config {
     pub bounce_listener: Option<crate::bounce::listener::ListenerConfig>,
     /// `BOUNCE_SOFT_LIMIT` soft bounces within `BOUNCE_SOFT_WINDOW_SECONDS` suppress an address.
     pub soft_limit: crate::suppression::SoftLimit,
+    /// `MAILBOX_HTTP_ADDR`: the development mailbox (see [`crate::mailbox`]); none in production
+    /// or with `SMTP_URL`.
+    pub mailbox_addr: Option<String>,
 }
 
 /// `MAIL_FROM` when it is not set.
@@ -81,6 +84,8 @@ impl Config {
                 MailTarget::Files(PathBuf::from(vars.string("MAIL_DIR", "data/mail")))
             }
         };
+        let mailbox_addr =
+            crate::mailbox::addr_from_vars(vars, production, matches!(mail_target, MailTarget::Files(_)))?;
         let from_raw = vars.string("MAIL_FROM", DEFAULT_FROM);
         let from: Mailbox = from_raw
             .parse()
@@ -132,6 +137,7 @@ impl Config {
             bounce_listener: crate::bounce::listener::ListenerConfig::from_vars(vars, bounces.as_ref())?,
             bounces,
             soft_limit: soft_limit(vars)?,
+            mailbox_addr,
             address_key,
             dkim,
         })

@@ -11,6 +11,7 @@ pub mod dkim;
 pub mod error;
 pub mod grpc;
 pub mod mail;
+pub mod mailbox;
 pub mod metrics;
 pub mod store;
 pub mod suppression;

@@ -40,3 +40,41 @@ async fn chromium_types_the_code_from_the_email_and_the_user_is_verified() {
     assert!(stack.wait_for_status(&user_id, UserStatus::Verified, STATUS_WAIT).await);
     chrome.close().await;
 }
+
+/// In development without SMTP_URL, email-service's mailbox lists what it would have sent;
+/// Chromium opens the verification email there, follows its link, and the user is verified.
+/// The mailbox runs no script: its pages forbid them and the HTML part sits in a sandbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_opens_the_email_in_the_dev_mailbox_and_its_link_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let email_vars = vec![
+        ("SMTP_URL", String::new()),
+        ("MAIL_DIR", dir.path().display().to_string()),
+        ("MAILBOX_HTTP_ADDR", "127.0.0.1:0".to_owned()),
+    ];
+    let stack = Stack::start_with(verimail_system_tests::StackOptions { email_vars, ..Default::default() }).await;
+    let user_id = stack.register("mia@example.com", "correct horse battery").await;
+    verimail_system_tests::eventually("the email is written", EMAIL_WAIT, || async {
+        std::fs::read_dir(dir.path()).unwrap().flatten().any(|e| e.path().extension().is_some_and(|x| x == "eml"))
+    })
+    .await;
+    let mailbox = format!("http://{}", stack.mailbox_addr.expect("the mailbox"));
+    let listed = reqwest::get(format!("{mailbox}/")).await.unwrap();
+    let policy = listed.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(policy.contains("default-src 'none'") && !policy.contains("script-src"), "{policy}");
+    let missing = reqwest::get(format!("{mailbox}/m/..%2Fsecret.eml")).await.unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+
+    let chrome = Chrome::start().await;
+    chrome.client.goto(&mailbox).await.expect("open the mailbox");
+    chrome.client.find(Locator::LinkText("Verify your email address")).await.unwrap().click().await.unwrap();
+    let frame = chrome.client.find(Locator::Css("iframe[sandbox]")).await.expect("the HTML part, sandboxed");
+    let sandbox = frame.attr("sandbox").await.unwrap().unwrap_or_default();
+    assert!(!sandbox.contains("allow-scripts"), "{sandbox}");
+    chrome.client.find(Locator::Css("pre a[href*='/verify-email?token=']")).await.unwrap().click().await.unwrap();
+    chrome.wait_for_page("confirm").await;
+    chrome.client.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    chrome.wait_for_page("verified").await;
+    assert!(stack.wait_for_status(&user_id, UserStatus::Verified, STATUS_WAIT).await);
+    chrome.close().await;
+}
