@@ -564,16 +564,13 @@ impl Stack {
     }
 
     pub async fn status_of(&self, user_id: &str) -> UserStatus {
-        let user = self
-            .users
-            .clone()
-            .get_user(GetUserRequest { key: Some(get_user_request::Key::UserId(user_id.to_owned())) })
-            .await
-            .expect("GetUser")
-            .into_inner()
-            .user
-            .expect("a user");
-        user.status()
+        self.user(user_id).await.status()
+    }
+
+    /// GetUser by id, as an operator; a refusal fails the test.
+    pub async fn user(&self, user_id: &str) -> verimail_proto::user::v1::User {
+        let request = GetUserRequest { key: Some(get_user_request::Key::UserId(user_id.to_owned())) };
+        self.users.clone().get_user(request).await.expect("GetUser").into_inner().user.expect("a user")
     }
 }
 

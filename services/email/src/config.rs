@@ -60,7 +60,7 @@ pub struct Config {
 }
 
 /// `MAIL_FROM` when it is not set.
-pub const DEFAULT_FROM: &str = "Verimail <no-reply@verimail.localhost>";
+const DEFAULT_FROM: &str = "Verimail <no-reply@verimail.localhost>";
 
 impl Config {
     pub fn from_vars(vars: &Vars) -> Result<Config, ConfigError> {
@@ -86,10 +86,7 @@ impl Config {
         };
         let mailbox_addr =
             crate::mailbox::addr_from_vars(vars, production, matches!(mail_target, MailTarget::Files(_)))?;
-        let from_raw = vars.string("MAIL_FROM", DEFAULT_FROM);
-        let from: Mailbox = from_raw
-            .parse()
-            .map_err(|e| ConfigError::new("MAIL_FROM", format!("{from_raw:?} is not a mailbox: {e}")))?;
+        let from = mail_from(vars)?;
         let dkim = crate::dkim::Dkim::from_vars(vars, from.email.domain())?.map(std::sync::Arc::new);
         let public_base_url = vars.string("PUBLIC_BASE_URL", "http://127.0.0.1:8080");
         if !(public_base_url.starts_with("http://") || public_base_url.starts_with("https://")) {
@@ -142,6 +139,12 @@ impl Config {
             dkim,
         })
     }
+}
+
+/// `MAIL_FROM` (default [`DEFAULT_FROM`]).
+pub fn mail_from(vars: &Vars) -> Result<Mailbox, ConfigError> {
+    let raw = vars.string("MAIL_FROM", DEFAULT_FROM);
+    raw.parse().map_err(|e| ConfigError::new("MAIL_FROM", format!("{raw:?} is not a mailbox: {e}")))
 }
 
 /// `BOUNCE_SOFT_LIMIT` (default 3) and `BOUNCE_SOFT_WINDOW_SECONDS` (default 7 days).

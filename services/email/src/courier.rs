@@ -217,14 +217,10 @@ impl Courier {
     async fn suppress_refused(&self, event_id: &str, reason: &str) -> Result<(), sea_orm::DbErr> {
         let txn = begin_write(&self.db).await?;
         let Some(row) = store::get(&txn, event_id).await? else { return Ok(()) };
-        let kind = suppression::Reason::Rejected;
-        let new = suppression::suppress(&txn, &self.address_key, &row, kind, Some(reason.to_owned())).await?;
-        if new {
-            let status = crate::bounce::classify::enhanced_status(reason);
-            let event =
-                suppression::undeliverable_event(&row.user_id, &row.recipient, kind, status.as_deref(), event_id);
-            verimail_events::outbox::enqueue(&txn, event).await?;
-        }
+        let status = crate::bounce::classify::enhanced_status(reason);
+        let rejected = suppression::Reason::Rejected;
+        let detail = Some(reason.to_owned());
+        let new = suppression::suppress(&txn, &self.address_key, &row, rejected, status.as_deref(), detail).await?;
         txn.commit().await?;
         if new {
             self.relay.wake();
@@ -236,7 +232,7 @@ impl Courier {
 
     /// RemoveSuppression: lifts the suppression of `address`, recording `why`.
     pub async fn lift_suppression(&self, address: &str, why: &str) -> Result<suppression::listed::Model, EmailError> {
-        let hash = self.address_key.erased(address);
+        let hash = suppression::address_hash(&self.address_key, address);
         let txn = begin_write(&self.db).await?;
         let Some(row) = suppression::remove(&txn, &hash, why).await? else {
             return Err(EmailError::NotSuppressed(address.to_owned()));
@@ -246,8 +242,7 @@ impl Courier {
         self.relay.wake();
         tracing::info!(user_id = %row.user_id, to = %email(address), reason = why, "suppression lifted by an operator");
         crate::metrics::refresh_suppressed(&self.db).await;
-        let now = suppression::list(&self.db, Some(&hash), false, None, 1).await?;
-        Ok(now.into_iter().next().unwrap_or(row))
+        Ok(row)
     }
 
     /// Records how an attempt ended: the delivery's status, the metric, the log line.

@@ -190,8 +190,7 @@ pub(crate) fn is_domain(name: &str) -> bool {
 
 /// `email-service --dkim-dns-record`: prints the TXT record for the configured key.
 pub fn print_dns_record(vars: &Vars) -> anyhow::Result<()> {
-    let from = vars.string("MAIL_FROM", crate::config::DEFAULT_FROM);
-    let from: lettre::message::Mailbox = from.parse().map_err(|e| anyhow::anyhow!("MAIL_FROM: {e}"))?;
+    let from = crate::config::mail_from(vars)?;
     let dkim = Dkim::from_vars(vars, from.email.domain())?.ok_or_else(|| {
         anyhow::anyhow!("DKIM is not configured: set DKIM_DOMAIN, DKIM_SELECTOR and DKIM_PRIVATE_KEY_FILE")
     })?;

@@ -86,7 +86,7 @@ impl EmailService for EmailGrpc {
         let email = email_filter(&request.email)?;
         let filters = [email.as_str(), if request.include_removed { "all" } else { "active" }];
         let page = Page::parse(request.page_size, &request.page_token, 20, 100, &filters)?;
-        let hash = (!email.is_empty()).then(|| self.courier.address_key.erased(&email));
+        let hash = (!email.is_empty()).then(|| suppression::address_hash(&self.courier.address_key, &email));
         let rows = suppression::list(
             &self.courier.db,
             hash.as_deref(),

@@ -230,23 +230,44 @@ pub fn deliverable_event(user_id: &str, email: &str) -> OutboxEvent {
     OutboxEvent::new(event.event_id.clone(), user_id, subjects::EMAIL_ADDRESS_DELIVERABLE, &event)
 }
 
+/// What the list and the bounces know an address by: its keyed hash, whatever its case.
+pub fn address_hash(key: &AddressKey, address: &str) -> String {
+    key.erased(&address.to_lowercase())
+}
+
 /// The suppression of `address`, if one is in force.
 pub async fn active<C: ConnectionTrait>(
     conn: &C,
     key: &AddressKey,
     address: &str,
 ) -> Result<Option<listed::Model>, DbErr> {
-    listed::Entity::find_by_id(key.erased(&address.to_lowercase()))
-        .filter(listed::Column::RemovedAt.is_null())
-        .one(conn)
-        .await
+    listed::Entity::find_by_id(address_hash(key, address)).filter(listed::Column::RemovedAt.is_null()).one(conn).await
 }
 
-/// Puts the address of `delivery` on the list (or back on it after a removal): whether it was
-/// not on it before, so the caller announces it once. Safe when several bounces for the address
-/// are recorded at once (PostgreSQL's read committed): the insert that loses the race changes
-/// nothing, and only a lifted suppression is put back.
+/// Puts the address of `delivery` on the list (or back on it after a removal) and, when it was
+/// not on it before, announces it in the same transaction (email.address_undeliverable, with
+/// `status`, the enhanced code that decided it): whether it did, so the caller wakes the relay.
+/// Safe when several bounces for the address are recorded at once (PostgreSQL's read
+/// committed): the insert that loses the race changes nothing and announces nothing, and only
+/// a lifted suppression is put back.
 pub async fn suppress(
+    txn: &DatabaseTransaction,
+    key: &AddressKey,
+    delivery: &delivery::Model,
+    reason: Reason,
+    status: Option<&str>,
+    detail: Option<String>,
+) -> Result<bool, DbErr> {
+    let new = put_on_list(txn, key, delivery, reason, detail).await?;
+    if new {
+        let event = undeliverable_event(&delivery.user_id, &delivery.recipient, reason, status, &delivery.event_id);
+        verimail_events::outbox::enqueue(txn, event).await?;
+    }
+    Ok(new)
+}
+
+/// The row of [`suppress`]: whether the address was not on the list before.
+async fn put_on_list(
     txn: &DatabaseTransaction,
     key: &AddressKey,
     delivery: &delivery::Model,
@@ -255,7 +276,7 @@ pub async fn suppress(
 ) -> Result<bool, DbErr> {
     use sea_orm::TryInsertResult;
     use sea_orm::sea_query::Expr;
-    let hash = key.erased(&delivery.recipient.to_lowercase());
+    let hash = address_hash(key, &delivery.recipient);
     let (id, now) = (uuid::Uuid::now_v7().to_string(), chrono::Utc::now());
     let row = listed::ActiveModel {
         address_hash: Set(hash.clone()),
@@ -328,7 +349,7 @@ pub async fn record(
         return Ok(Effect::Ignored);
     }
     let now = chrono::Utc::now();
-    let hash = key.erased(&delivery.recipient.to_lowercase());
+    let hash = address_hash(key, &delivery.recipient);
     bounce::Entity::insert(bounce::ActiveModel {
         id: Set(uuid::Uuid::now_v7().to_string()),
         delivery_id: Set(delivery.event_id.clone()),
@@ -369,7 +390,7 @@ pub async fn record(
         }
         Class::AutoReply | Class::Delivered | Class::Unrecognized => return Ok(Effect::Recorded),
     };
-    Ok(match suppress(txn, key, &delivery, reason, detail).await? {
+    Ok(match suppress(txn, key, &delivery, reason, verdict.status.as_deref(), detail).await? {
         true => Effect::Suppressed { delivery: Box::new(delivery), reason },
         false => Effect::Recorded,
     })
@@ -422,20 +443,23 @@ pub async fn list<C: ConnectionTrait>(
     query.order_by_desc(listed::Column::Id).limit(limit).all(conn).await
 }
 
-/// Lifts the suppression of the address with this hash, recording why: the row as it was, or
-/// none if none was in force.
+/// Lifts the suppression of the address with this hash, recording why: the row as it is now
+/// (lifted), or none if none was in force.
 pub async fn remove(txn: &DatabaseTransaction, hash: &str, why: &str) -> Result<Option<listed::Model>, DbErr> {
-    let Some(row) =
+    let Some(mut row) =
         listed::Entity::find_by_id(hash.to_owned()).filter(listed::Column::RemovedAt.is_null()).one(txn).await?
     else {
         return Ok(None);
     };
+    let now = chrono::Utc::now();
     listed::Entity::update_many()
-        .col_expr(listed::Column::RemovedAt, sea_orm::sea_query::Expr::value(chrono::Utc::now()))
+        .col_expr(listed::Column::RemovedAt, sea_orm::sea_query::Expr::value(now))
         .col_expr(listed::Column::RemovedReason, sea_orm::sea_query::Expr::value(why.to_owned()))
         .filter(listed::Column::AddressHash.eq(hash))
         .exec(txn)
         .await?;
+    row.removed_at = Some(now);
+    row.removed_reason = Some(why.to_owned());
     Ok(Some(row))
 }
 

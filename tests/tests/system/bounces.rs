@@ -7,10 +7,7 @@ use tokio::net::TcpStream;
 use verimail_proto::email::v1::{
     DeliveryStatus, GetDeliveryRequest, ListDeliveriesRequest, ListSuppressionsRequest, RemoveSuppressionRequest,
 };
-use verimail_proto::user::v1::{
-    ChangeEmailRequest, DeleteUserRequest, GetUserRequest, ResendVerificationRequest, User, UserStatus,
-    get_user_request,
-};
+use verimail_proto::user::v1::{ChangeEmailRequest, DeleteUserRequest, ResendVerificationRequest, UserStatus};
 use verimail_system_tests::smtp::ReceivedMail;
 use verimail_system_tests::{Stack, StackOptions, eventually};
 
@@ -193,16 +190,11 @@ async fn registered(stack: &Stack, address: &str) -> ReceivedMail {
     stack.smtp.wait_for_verification(address, Duration::from_secs(10)).await
 }
 
-async fn user(stack: &Stack, user_id: &str) -> User {
-    let request = GetUserRequest { key: Some(get_user_request::Key::UserId(user_id.to_owned())) };
-    stack.users.clone().get_user(request).await.expect("GetUser").into_inner().user.expect("a user")
-}
-
 /// Waits (at most 10 s) until GetUser shows the user's address undeliverable (`Some(reason)`)
 /// or not (`None`).
 async fn wait_for_undeliverable(stack: &Stack, user_id: &str, reason: Option<&str>) {
     eventually(&format!("GetUser shows {reason:?}"), Duration::from_secs(10), || async {
-        user(stack, user_id).await.email_undeliverable.map(|u| u.reason).as_deref() == reason
+        stack.user(user_id).await.email_undeliverable.map(|u| u.reason).as_deref() == reason
     })
     .await;
 }
@@ -249,7 +241,7 @@ async fn a_hard_bounce_suppresses_the_address_and_a_resend_sends_nothing_until_i
     assert_eq!((listed[0].reason.as_str(), listed[0].delivery_id.as_str()), ("hard_bounce", bounced.event_id.as_str()));
     // user-service heard (email.address_undeliverable): a product can ask for another address.
     wait_for_undeliverable(&stack, &bounced.user_id, Some("hard_bounce")).await;
-    assert_eq!(user(&stack, &bounced.user_id).await.email_undeliverable.unwrap().status, "5.1.1");
+    assert_eq!(stack.user(&bounced.user_id).await.email_undeliverable.unwrap().status, "5.1.1");
 
     // Resend answers as for any address; nothing goes out.
     resend(&stack, "ann@example.org").await;
@@ -435,7 +427,7 @@ async fn a_new_address_clears_the_flag_and_a_deletion_leaves_no_address_behind()
     let confirm = stack.smtp.wait_for("new@fine.example", 1, Duration::from_secs(10)).await.remove(0);
     assert!(browser.click(&confirm.verification_link()).await.kind().starts_with("verified"));
     eventually("the account moves to the new address", Duration::from_secs(10), || async {
-        user(&stack, &user_id).await.email == "new@fine.example"
+        stack.user(&user_id).await.email == "new@fine.example"
     })
     .await;
     wait_for_undeliverable(&stack, &user_id, None).await;

@@ -128,7 +128,7 @@ async fn check_config_refuses_an_unfit_key_by_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_a_real_mta_bounces_come_back_and_suppress_and_signatures_survive_the_relay() {
     use verimail_proto::email::v1::{DeliveryStatus, ListDeliveriesRequest, ListSuppressionsRequest};
-    use verimail_proto::user::v1::{GetUserRequest, ResendVerificationRequest, get_user_request};
+    use verimail_proto::user::v1::ResendVerificationRequest;
     let wait = Duration::from_secs(30);
     let (mta_port, bounce_port) = (verimail_testkit::free_port(), verimail_testkit::free_port());
     let mut email_vars = dkim_vars("rsa2048.pem");
@@ -172,15 +172,8 @@ async fn through_a_real_mta_bounces_come_back_and_suppress_and_signatures_surviv
     })
     .await;
     assert_eq!(suppressed().await[0].reason, "hard_bounce", "log:\n{}", postfix.log());
-    let user = |id: String| {
-        let mut users = stack.users.clone();
-        async move {
-            let request = GetUserRequest { key: Some(get_user_request::Key::UserId(id)) };
-            users.get_user(request).await.expect("GetUser").into_inner().user.expect("a user")
-        }
-    };
     verimail_system_tests::eventually("GetUser shows hard@ undeliverable", wait, || async {
-        user(ids["hard@example.org"].clone()).await.email_undeliverable.is_some()
+        stack.user(&ids["hard@example.org"]).await.email_undeliverable.is_some()
     })
     .await;
     let request = ResendVerificationRequest { email: "hard@example.org".into() };
@@ -202,7 +195,7 @@ async fn through_a_real_mta_bounces_come_back_and_suppress_and_signatures_surviv
     let request = ListSuppressionsRequest { email: "soft@example.org".into(), ..Default::default() };
     let listed = stack.emails.clone().list_suppressions(request).await.unwrap().into_inner().suppressions;
     assert!(listed.is_empty(), "a soft bounce under the limit suppresses nothing: {listed:?}");
-    assert!(user(ids["soft@example.org"].clone()).await.email_undeliverable.is_none());
+    assert!(stack.user(&ids["soft@example.org"]).await.email_undeliverable.is_none());
     println!("through Postfix: DKIM verified, hard bounce suppressed, soft bounce retried and delivered");
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tonic::Code;
 use verimail_proto::auth::v1::VerifyEmailCodeRequest;
 use verimail_proto::events::v1::EmailChanged;
-use verimail_proto::user::v1::{ChangeEmailRequest, GetUserRequest, User, UserStatus, get_user_request};
+use verimail_proto::user::v1::{ChangeEmailRequest, UserStatus};
 use verimail_proto::{reasons, subjects};
 use verimail_system_tests::browser::Browser;
 use verimail_system_tests::{ReceivedMail, Stack, eventually, with_bearer};
@@ -30,15 +30,10 @@ async fn change(stack: &Stack, token: &str, new_email: &str) -> Result<String, t
     Ok(reply.pending_email_change.expect("the pending change").email)
 }
 
-async fn user(stack: &Stack, user_id: &str) -> User {
-    let request = GetUserRequest { key: Some(get_user_request::Key::UserId(user_id.to_owned())) };
-    stack.users.clone().get_user(request).await.expect("GetUser").into_inner().user.expect("a user")
-}
-
 /// Polls GetUser until the account has `email` (and no pending change).
 async fn wait_for_address(stack: &Stack, user_id: &str, email: &str) {
     eventually(&format!("the account moves to {email}"), STATUS_WAIT, || async {
-        let now = user(stack, user_id).await;
+        let now = stack.user(user_id).await;
         now.email == email && now.pending_email_change.is_none()
     })
     .await;
@@ -79,7 +74,7 @@ async fn the_new_address_verified_by_its_link_replaces_the_old_which_signs_in_un
     let stack = Stack::start().await;
     let (user_id, token) = signed_in(&stack, "old@example.com").await;
     assert_eq!(change(&stack, &token, "New@Example.com").await.expect("ChangeEmail"), "new@example.com");
-    let pending = user(&stack, &user_id).await;
+    let pending = stack.user(&user_id).await;
     assert_eq!(pending.email, "old@example.com");
     assert_eq!(pending.pending_email_change.as_ref().map(|p| p.email.as_str()), Some("new@example.com"));
 
@@ -141,12 +136,12 @@ async fn the_notice_cancels_a_pending_change_and_moves_a_completed_one_back() {
     assert_eq!(page.kind(), "undone", "{}", page.html);
     assert!(page.html.contains("keep@example.com"), "{}", page.html);
     eventually("the change is cancelled", STATUS_WAIT, || async {
-        user(&stack, &user_id).await.pending_email_change.is_none()
+        stack.user(&user_id).await.pending_email_change.is_none()
     })
     .await;
     let refused = stack.verify(&verification.verification_token()).await.expect_err("a cancelled change's link");
     assert_eq!(reasons::of(&refused), reasons::TOKEN_REVOKED, "{refused:?}");
-    assert_eq!(user(&stack, &user_id).await.email, "keep@example.com");
+    assert_eq!(stack.user(&user_id).await.email, "keep@example.com");
     let again = Browser::new(&stack.gateway_url).click(&undo_link(&notice)).await;
     assert!(again.html.contains("used before"), "{}", again.html);
 
@@ -178,16 +173,13 @@ async fn a_taken_address_answers_as_a_free_one_and_its_owner_is_told() {
     let (owner, _) = signed_in(&stack, "owner@example.com").await;
     let taken = change(&stack, &token, "owner@example.com").await.expect("ChangeEmail to a taken address");
     assert_eq!(taken, "owner@example.com", "the same answer as for a free address");
-    assert_eq!(
-        user(&stack, &user_id).await.pending_email_change.map(|p| p.email).as_deref(),
-        Some("owner@example.com")
-    );
+    assert_eq!(stack.user(&user_id).await.pending_email_change.map(|p| p.email).as_deref(), Some("owner@example.com"));
     wait_titled(&stack, "owner@example.com", "Someone tried to move an account to your address").await;
     wait_titled(&stack, "mover@example.com", NOTICE).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(titled(&stack, "owner@example.com", VERIFY_NEW).is_empty(), "a verification went to the owner");
-    assert_eq!(user(&stack, &owner).await.email, "owner@example.com");
-    assert_eq!(user(&stack, &user_id).await.email, "mover@example.com");
+    assert_eq!(stack.user(&owner).await.email, "owner@example.com");
+    assert_eq!(stack.user(&user_id).await.email, "mover@example.com");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,7 +188,7 @@ async fn of_two_changes_in_a_row_only_the_latest_stays_pending() {
     let (user_id, token) = signed_in(&stack, "twice@example.com").await;
     change(&stack, &token, "one@example.com").await.expect("ChangeEmail");
     change(&stack, &token, "two@example.com").await.expect("ChangeEmail again");
-    assert_eq!(user(&stack, &user_id).await.pending_email_change.map(|p| p.email).as_deref(), Some("two@example.com"));
+    assert_eq!(stack.user(&user_id).await.pending_email_change.map(|p| p.email).as_deref(), Some("two@example.com"));
     let latest = wait_titled(&stack, "two@example.com", VERIFY_NEW).await;
     // The first change's email may not have gone out at all (its change was replaced before
     // email-service got to it); if it did, its link no longer works.

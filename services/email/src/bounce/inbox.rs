@@ -13,7 +13,8 @@ pub struct Inbox {
     pub db: DatabaseConnection,
     pub address_key: AddressKey,
     pub soft: SoftLimit,
-    /// Publishes email.address_undeliverable for each address suppressed.
+    /// Woken when a message suppressed an address (its email.address_undeliverable is in the
+    /// outbox).
     pub relay: verimail_events::outbox::OutboxRelay,
 }
 
@@ -28,18 +29,7 @@ impl Inbox {
         let txn = begin_write(&self.db).await?;
         let mut effects = Vec::with_capacity(deliveries.len());
         for delivery in &deliveries {
-            let effect = suppression::record(&txn, &self.address_key, delivery, &verdict, self.soft).await?;
-            if let Effect::Suppressed { delivery: row, reason } = &effect {
-                let event = suppression::undeliverable_event(
-                    &row.user_id,
-                    &row.recipient,
-                    *reason,
-                    verdict.status.as_deref(),
-                    &row.event_id,
-                );
-                verimail_events::outbox::enqueue(&txn, event).await?;
-            }
-            effects.push(effect);
+            effects.push(suppression::record(&txn, &self.address_key, delivery, &verdict, self.soft).await?);
         }
         txn.commit().await?;
         for (delivery, effect) in deliveries.iter().zip(&effects) {

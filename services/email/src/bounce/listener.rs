@@ -182,10 +182,14 @@ struct Gatekeeper {
     transaction: Arc<Mutex<Transaction>>,
 }
 
+/// The transaction, whoever panicked while holding it (a plain record: nothing half-done to fear).
+fn locked(transaction: &Mutex<Transaction>) -> std::sync::MutexGuard<'_, Transaction> {
+    transaction.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Gatekeeper {
     fn with<T>(&self, f: impl FnOnce(&mut Transaction) -> T) -> T {
-        let mut guard = self.transaction.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        f(&mut guard)
+        f(&mut locked(&self.transaction))
     }
 }
 
@@ -273,12 +277,12 @@ async fn session<R: Receiver>(
                 write(&mut io, &Response::custom(500, "5.5.2 Line too long".into())).await?;
                 continue;
             }
-            transaction.lock().unwrap_or_else(std::sync::PoisonError::into_inner).too_big = true;
+            locked(&transaction).too_big = true;
         }
         if in_data && (line == b".\r\n" || line == b".\n") {
             in_data = false;
             let (deliveries, raw, too_big) = {
-                let mut t = transaction.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut t = locked(&transaction);
                 (std::mem::take(&mut t.deliveries), std::mem::take(&mut t.data), t.too_big)
             };
             let verdict = if too_big {
@@ -295,7 +299,7 @@ async fn session<R: Receiver>(
             };
             // mailin stays in its DATA state after an error at the end of data, where RFC 5321
             // ends the transaction whatever the answer: it is told 250, the client our answer.
-            transaction.lock().unwrap_or_else(std::sync::PoisonError::into_inner).verdict = Some(response::OK);
+            locked(&transaction).verdict = Some(response::OK);
             let _ = smtp.process(&line);
             write(&mut io, &verdict).await?;
             continue;
