@@ -16,6 +16,11 @@ use std::time::{Duration, Instant};
 /// Linux's ephemeral range (32768 and up), from a spot that differs per call: a port the
 /// kernel hands out itself (bind to 0, or any outgoing connection, of which the tests make
 /// many) could be handed out again to someone else between this check and the real bind.
+///
+/// And it is never handed to two tests: a test that kills a server and starts it again on the
+/// same port leaves the port free meanwhile, and another test (its own process) must not take
+/// it then, or each would end up talking to the other's server. Each port handed out is
+/// claimed in a folder every test process shares ([`claim`]).
 pub fn free_port() -> u16 {
     use std::sync::atomic::AtomicU32;
     const FIRST: u32 = 20_000;
@@ -25,10 +30,38 @@ pub fn free_port() -> u16 {
     let start = std::process::id().wrapping_mul(2_654_435_761)
         ^ clock
         ^ CALLS.fetch_add(1, Ordering::Relaxed).wrapping_mul(7_919);
-    (0..COUNT)
-        .map(|step| (FIRST + start.wrapping_add(step) % COUNT) as u16)
-        .find(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+    let ports = || (0..COUNT).map(|step| (FIRST + start.wrapping_add(step) % COUNT) as u16);
+    let bindable = |port: u16| TcpListener::bind(("127.0.0.1", port)).is_ok();
+    ports()
+        .find(|&port| bindable(port) && claim(port))
+        // Every port claimed in the last half hour (runs back to back): free is enough.
+        .or_else(|| ports().find(|&port| bindable(port)))
         .expect("no free port on 127.0.0.1 below 32768")
+}
+
+/// Claims `port` for this test process: false if another process claimed it in the last half
+/// hour (a claim is a file, created exclusively; an older one is taken over). Without the
+/// folder, every port counts as unclaimed.
+fn claim(port: u16) -> bool {
+    const KEPT: Duration = Duration::from_secs(30 * 60);
+    let dir = std::env::temp_dir().join("verimail-test-ports");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return true;
+    }
+    let path = dir.join(port.to_string());
+    let create = || std::fs::OpenOptions::new().write(true).create_new(true).open(&path);
+    match create() {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let stale = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| at.elapsed().is_ok_and(|age| age > KEPT));
+            // Two processes taking over the same half-hour-old claim at the same instant could
+            // both win; ports handed out within a run are never stale.
+            stale && std::fs::remove_file(&path).is_ok() && create().is_ok()
+        }
+        Err(_) => true,
+    }
 }
 
 /// Where the nats-server binary is: `NATS_SERVER_BIN`, then PATH, then Debian's location.
@@ -392,6 +425,14 @@ mod tests {
         assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
         drop(server);
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "nats-server {pid} still runs after drop");
+    }
+
+    #[test]
+    fn a_port_handed_out_is_not_handed_out_again() {
+        let port = free_port();
+        assert!(!claim(port), "claimed already: another test process would not get {port}");
+        let other = free_port();
+        assert_ne!(port, other);
     }
 
     /// What hung CI for 87 minutes once: two tests chose the same free port, the second
