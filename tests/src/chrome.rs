@@ -79,6 +79,36 @@ impl Chrome {
         }
     }
 
+    /// Makes the page area `width` CSS pixels wide (and `height` high): the window's frame,
+    /// if any, is added.
+    pub async fn set_viewport(&self, width: u32, height: u32) {
+        self.client.set_window_size(width, height).await.expect("set the window size");
+        let inner =
+            self.client.execute("return [window.innerWidth, window.innerHeight];", vec![]).await.expect("measure");
+        let inner: (u32, u32) = serde_json::from_value(inner).expect("two numbers");
+        let (extra_w, extra_h) = (width.saturating_sub(inner.0), height.saturating_sub(inner.1));
+        if extra_w + extra_h > 0 {
+            self.client.set_window_size(width + extra_w, height + extra_h).await.expect("set the window size");
+        }
+    }
+
+    /// How wide the open page is laid out against how wide the page area is: (scrollWidth,
+    /// innerWidth). A page wider than its area scrolls sideways.
+    pub async fn layout_width(&self) -> (u64, u64) {
+        let script = "return [document.documentElement.scrollWidth, window.innerWidth];";
+        let measured = self.client.execute(script, vec![]).await.expect("measure the page");
+        serde_json::from_value(measured).expect("two numbers")
+    }
+
+    /// Writes a PNG of what the browser shows to the test artifacts folder, as `name`.png; its
+    /// path.
+    pub async fn screenshot(&self, name: &str) -> PathBuf {
+        let png = self.client.screenshot().await.expect("a screenshot");
+        let path = crate::artifacts_dir().join(format!("{name}.png"));
+        std::fs::write(&path, png).expect("write the screenshot");
+        path
+    }
+
     /// Ends the WebDriver session (closing Chromium); dropping then stops chromedriver.
     pub async fn close(self) {
         let _ = self.client.clone().close().await;

@@ -206,6 +206,18 @@ pub async fn eventually<F: std::future::Future<Output = bool>>(what: &str, limit
     }
 }
 
+/// Where tests write what a person should be able to look at afterwards (screenshots):
+/// `TEST_ARTIFACTS_DIR`, else `test-artifacts` in `CARGO_TARGET_DIR` (or the temporary folder).
+pub fn artifacts_dir() -> std::path::PathBuf {
+    let dir = match (std::env::var_os("TEST_ARTIFACTS_DIR"), std::env::var_os("CARGO_TARGET_DIR")) {
+        (Some(dir), _) => std::path::PathBuf::from(dir),
+        (None, Some(target)) => std::path::PathBuf::from(target).join("test-artifacts"),
+        (None, None) => std::env::temp_dir().join("verimail-test-artifacts"),
+    };
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    dir
+}
+
 /// `message` as a user sends it with their access token (`authorization: Bearer <token>`).
 pub fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);

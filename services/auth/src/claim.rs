@@ -5,8 +5,9 @@
 
 use crate::error::AuthError;
 use crate::store::{self, token};
-use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
-use std::collections::{HashMap, HashSet};
+use crate::token::TokenError;
+use sea_orm::{DatabaseConnection, DbErr};
+use std::collections::HashSet;
 use tokio::sync::{mpsc, oneshot};
 use verimail_events::outbox::{self, OutboxEvent, OutboxRelay};
 use verimail_proto::auth::v1::VerifyOutcome;
@@ -20,13 +21,21 @@ const MAX_BATCH: usize = 256;
 /// One click's authentic token, to be used.
 pub struct TokenUse {
     pub jti: String,
-    pub user_id: String,
-    pub email: String,
     /// The click's `traceparent`: the auth.email_verified it causes continues that trace.
     pub trace: Option<String>,
 }
 
-type Answer = Result<VerifyOutcome, AuthError>;
+/// What a used (or earlier used) token was for, from its row.
+#[derive(Debug, Clone)]
+pub struct Used {
+    pub outcome: VerifyOutcome,
+    pub user_id: String,
+    pub email: String,
+    /// The trace the token was issued in (the registration's).
+    pub issued_in: Option<String>,
+}
+
+type Answer = Result<Used, AuthError>;
 
 /// Hands token uses to the task that runs the batches.
 #[derive(Clone)]
@@ -79,62 +88,68 @@ impl Claimer {
 /// written.
 async fn use_tokens(db: &DatabaseConnection, uses: &[TokenUse]) -> Result<(Vec<Answer>, bool), DbErr> {
     let txn = verimail_events::db::begin_write(db).await?;
-    let users: Vec<&str> = uses.iter().map(|u| u.user_id.as_str()).collect();
+    let jtis: Vec<&str> = uses.iter().map(|u| u.jti.as_str()).collect();
+    let claimed = store::claim_tokens(&txn, &jtis, store::verifies()).await?;
+    // Why the others were not claimed: never recorded, used already, revoked (a deleted
+    // account's are), expired, or not for verifying.
+    let unclaimed: Vec<&str> = jtis.iter().copied().filter(|jti| !claimed.contains_key(*jti)).collect();
+    let known = store::tokens(&txn, &unclaimed).await?;
+    let users: Vec<&str> = claimed.values().chain(known.values()).map(|row| row.user_id.as_str()).collect();
     // A registration (or change of address) is verified once, whichever of its links or codes
     // is used first; a later one of the same registration answers "already verified".
-    let mut verified = store::used_registrations(&txn, &users).await?;
-    let jtis: Vec<&str> = uses.iter().map(|u| u.jti.as_str()).collect();
-    let claimed = store::claim_tokens(&txn, &jtis).await?;
-    // Why the others were not claimed: never recorded, used already, or revoked.
-    let unclaimed: Vec<&str> = jtis.iter().copied().filter(|jti| !claimed.contains_key(*jti)).collect();
-    let known: HashMap<String, token::Model> = match unclaimed.is_empty() {
-        true => HashMap::new(),
-        false => token::Entity::find()
-            .filter(token::Column::Jti.is_in(unclaimed))
-            .all(&txn)
-            .await?
-            .into_iter()
-            .map(|row| (row.jti.clone(), row))
-            .collect(),
-    };
-    // Authentic tokens with no row: those of deleted accounts (their rows were erased).
-    let unrecorded: Vec<&str> = uses
-        .iter()
-        .filter(|u| !claimed.contains_key(&u.jti) && !known.contains_key(&u.jti))
-        .map(|u| u.user_id.as_str())
-        .collect();
-    let gone = verimail_events::erasure::buried(&txn, &unrecorded).await?;
+    let claimed_jtis: Vec<&str> = claimed.keys().map(String::as_str).collect();
+    let mut verified = store::used_registrations(&txn, &users, &claimed_jtis).await?;
+    // A deleted account's tokens stay, revoked and without the address, to say so.
+    let known_users: Vec<&str> = known.values().map(|row| row.user_id.as_str()).collect();
+    let gone = verimail_events::erasure::buried(&txn, &known_users).await?;
     let mut first_use = HashSet::new();
     let mut announcements = Vec::new();
+    let now = chrono::Utc::now();
     let outcomes = uses
         .iter()
         .map(|u| {
-            if let Some(registration) = claimed.get(&u.jti) {
+            if let Some(row) = claimed.get(&u.jti) {
+                let registration = (row.user_id.clone(), row.registration_event_id.clone());
                 // The same token twice in one batch: the second is a repeat click.
-                if first_use.insert(u.jti.as_str()) && verified.insert((u.user_id.clone(), registration.clone())) {
-                    // In the click's trace: this batch runs outside the request's span.
-                    let mut event = email_verified(&u.user_id, &u.email, registration.as_deref());
-                    event.trace_context = u.trace.clone();
-                    announcements.push(event);
-                    return Ok(VerifyOutcome::Verified);
-                }
-                return Ok(VerifyOutcome::AlreadyVerified);
+                let outcome = match first_use.insert(u.jti.as_str()) && verified.insert(registration) {
+                    true => {
+                        // In the click's trace: this batch runs outside the request's span.
+                        let mut event = email_verified(&row.user_id, &row.email, row.registration_event_id.as_deref());
+                        event.trace_context = u.trace.clone();
+                        announcements.push(event);
+                        VerifyOutcome::Verified
+                    }
+                    false => VerifyOutcome::AlreadyVerified,
+                };
+                return Ok(used(outcome, row));
             }
-            match known.get(&u.jti) {
-                None => match gone.get(&u.user_id) {
-                    Some(reason) => Err(AuthError::AccountGone(*reason)),
-                    // Authentic but never recorded: issued by a key holder that is not this service.
-                    None => Err(AuthError::Token(crate::token::TokenError::Invalid)),
-                },
-                Some(row) if row.used_at.is_none() && row.revoked_at.is_some() => Err(AuthError::TokenRevoked),
-                Some(_) => Ok(VerifyOutcome::AlreadyVerified),
+            let row = known.get(&u.jti).ok_or(AuthError::Token(TokenError::Invalid))?;
+            let unused = row.used_at.is_none();
+            if row.purpose.as_deref() == Some(crate::token::UNDO_EMAIL_CHANGE) {
+                return Err(AuthError::Token(TokenError::WrongPurpose));
             }
+            if let Some(reason) = gone.get(&row.user_id) {
+                return Err(AuthError::AccountGone(*reason));
+            }
+            if unused && row.revoked_at.is_some() {
+                return Err(AuthError::TokenRevoked);
+            }
+            if unused && row.expires_at <= now {
+                return Err(AuthError::Token(TokenError::Expired));
+            }
+            // Used before, or by another instance between its claim and our read.
+            Ok(used(VerifyOutcome::AlreadyVerified, row))
         })
         .collect();
     let announced = !announcements.is_empty();
     outbox::enqueue_all(&txn, announcements).await?;
     txn.commit().await?;
     Ok((outcomes, announced))
+}
+
+/// A token's answer from its row.
+fn used(outcome: VerifyOutcome, row: &token::Model) -> Used {
+    Used { outcome, user_id: row.user_id.clone(), email: row.email.clone(), issued_in: row.trace.clone() }
 }
 
 /// auth.email_verified for this user, by the link or code of `registration`, in the trace of

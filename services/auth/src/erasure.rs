@@ -1,6 +1,7 @@
-//! auth-service's part of deleting an account (users.deleted): the user's tokens go, their
-//! codes keep only a keyed hash of the address (so a code typed later still finds its account
-//! and answers "deleted", never "wrong code"), their events leave the outbox, a tombstone
+//! auth-service's part of deleting an account (users.deleted): the user's tokens are revoked
+//! and lose the address (so a link opened later still finds its account and answers
+//! "deleted" or "expired: register again"), their codes keep only a keyed hash of the address
+//! (so a code typed later does the same, never "wrong code"), their events leave the outbox, a tombstone
 //! stays, and their parked messages leave PARKED.
 
 use crate::code::CodeKeys;
@@ -31,8 +32,9 @@ pub async fn on_user_deleted(
     erasure::forget_parked(js, &[DURABLE], &event.user_id).await
 }
 
-/// In one transaction: the tombstone, the tokens deleted, the codes' addresses replaced by
-/// their keyed hash (and revoked), the user's outbox rows deleted. How many of each.
+/// In one transaction: the tombstone, the tokens' addresses and traces dropped (and revoked),
+/// the codes' addresses replaced by their keyed hash (and revoked), the user's outbox rows
+/// deleted. How many of each.
 pub async fn erase(
     db: &DatabaseConnection,
     keys: &CodeKeys,
@@ -41,8 +43,15 @@ pub async fn erase(
 ) -> Result<(u64, u64, u64), DbErr> {
     let txn = verimail_events::db::begin_write(db).await?;
     erasure::bury(&txn, &[user_id], reason).await?;
-    let tokens = token::Entity::delete_many().filter(token::Column::UserId.eq(user_id)).exec(&txn).await?;
     let now = chrono::Utc::now();
+    let tokens = token::Entity::update_many()
+        .col_expr(token::Column::Email, Expr::value(crate::code::ERASED))
+        .col_expr(token::Column::Trace, Expr::value(Option::<String>::None))
+        .col_expr(token::Column::RevokedAt, Expr::value(now))
+        .filter(token::Column::UserId.eq(user_id))
+        .filter(token::Column::Email.ne(crate::code::ERASED))
+        .exec(&txn)
+        .await?;
     let held = code::Entity::find()
         .filter(code::Column::UserId.eq(user_id))
         .filter(code::Column::Email.not_like(format!("{}%", crate::code::ERASED)))

@@ -70,11 +70,7 @@ impl AuthService for AuthGrpc {
         }
         // The new address of a change: a purpose of its own, bound to the change and the address.
         let change = request.purpose() == pb::TokenPurpose::VerifyEmailChange;
-        let purpose = if change { crate::token::EMAIL_CHANGE } else { crate::token::EMAIL_VERIFICATION };
-        let issued = self
-            .keys
-            .issue_for(purpose, &user_id, &email, self.token_lifetime)
-            .map_err(|e| AuthError::Issue(e.to_string()))?;
+        let issued = self.keys.issue(self.token_lifetime);
         // A code beside the link. Earlier tokens and codes of the same registration stay valid
         // (two emails in flight); those of earlier registrations die.
         let registration = parse_registration("registration_event_id", &request.registration_event_id)?;
@@ -99,7 +95,7 @@ impl AuthService for AuthGrpc {
                 tracing::info!(%user_id, tokens, codes, "tokens and codes of earlier registrations revoked");
             }
         }
-        let recorded = change.then_some(purpose);
+        let recorded = change.then_some(crate::token::EMAIL_CHANGE);
         store::record_token(&txn, &issued, &user_id, &email, registration.as_deref(), recorded)
             .await
             .map_err(AuthError::from)?;
@@ -136,30 +132,22 @@ impl AuthService for AuthGrpc {
             return Err(AuthError::invalid("token", "is required").into());
         }
         let verified = async {
-            let claims = self.keys.open(raw)?;
-            // This click's trace links to the registration's, where the link was made.
-            if let Some(traceparent) = &claims.trace {
-                verimail_server::telemetry::link_to(&tracing::Span::current(), traceparent);
-            }
-            let token_use = TokenUse {
-                jti: claims.jti.clone(),
-                user_id: claims.user_id.clone(),
-                email: claims.email.clone(),
-                trace: verimail_server::telemetry::current_traceparent(),
-            };
-            Ok::<_, AuthError>((self.claimer.use_token(token_use).await?, claims))
+            let jti = self.keys.open(raw)?;
+            let token_use = TokenUse { jti, trace: verimail_server::telemetry::current_traceparent() };
+            let used = self.claimer.use_token(token_use).await?;
+            Ok::<_, AuthError>((used.outcome, used))
         }
         .await;
-        let (outcome, claims) = counted("link", verified)?;
-        if outcome == pb::VerifyOutcome::Verified {
-            let email = verimail_server::telemetry::email(&claims.email);
-            tracing::info!(user_id = %claims.user_id, %email, "email verified");
+        let (outcome, used) = counted("link", verified)?;
+        // This click's trace links to the registration's, where the link was made.
+        if let Some(traceparent) = &used.issued_in {
+            verimail_server::telemetry::link_to(&tracing::Span::current(), traceparent);
         }
-        Ok(Response::new(pb::VerifyEmailResponse {
-            outcome: outcome as i32,
-            user_id: claims.user_id,
-            email: claims.email,
-        }))
+        if outcome == pb::VerifyOutcome::Verified {
+            let email = verimail_server::telemetry::email(&used.email);
+            tracing::info!(user_id = %used.user_id, %email, "email verified");
+        }
+        Ok(Response::new(pb::VerifyEmailResponse { outcome: outcome as i32, user_id: used.user_id, email: used.email }))
     }
 
     async fn verify_email_code(
@@ -234,26 +222,31 @@ impl AuthService for AuthGrpc {
         if raw.is_empty() {
             return Err(AuthError::invalid("token", "is required").into());
         }
-        let claims = self.keys.open_for(&[crate::token::UNDO_EMAIL_CHANGE], raw).map_err(AuthError::from)?;
+        let jti = self.keys.open(raw).map_err(AuthError::from)?;
         let txn = verimail_events::db::begin_write(&self.db).await.map_err(AuthError::from)?;
-        not_deleted(&txn, &claims.user_id).await?;
-        let claimed = store::claim_tokens(&txn, &[claims.jti.as_str()]).await.map_err(AuthError::from)?;
-        let Some(Some(change_id)) = claimed.get(&claims.jti) else {
-            let row = token::Entity::find_by_id(claims.jti.clone()).one(&txn).await.map_err(AuthError::from)?;
+        let claimed = store::claim_tokens(&txn, &[jti.as_str()], store::undoes()).await.map_err(AuthError::from)?;
+        let Some(row) = claimed.into_values().next() else {
+            let row = token::Entity::find_by_id(jti).one(&txn).await.map_err(AuthError::from)?;
+            let row = row.ok_or(AuthError::Token(crate::token::TokenError::Invalid))?;
+            not_deleted(&txn, &row.user_id).await?;
             return Err(match row {
-                Some(row) if row.used_at.is_some() => AuthError::TokenUsed,
-                Some(row) if row.revoked_at.is_some() => AuthError::TokenRevoked,
-                _ => AuthError::Token(crate::token::TokenError::Invalid),
+                row if row.purpose.as_deref() != Some(crate::token::UNDO_EMAIL_CHANGE) => {
+                    AuthError::Token(crate::token::TokenError::WrongPurpose)
+                }
+                row if row.used_at.is_some() => AuthError::TokenUsed,
+                row if row.revoked_at.is_some() => AuthError::TokenRevoked,
+                _ => AuthError::Token(crate::token::TokenError::Expired),
             }
             .into());
         };
+        let change_id = row.registration_event_id.clone().ok_or(AuthError::Token(crate::token::TokenError::Invalid))?;
         // The change's links and codes die with it.
         let revoked =
-            store::revoke(&txn, &claims.user_id, store::Revoked::Of(change_id)).await.map_err(AuthError::from)?;
+            store::revoke(&txn, &row.user_id, store::Revoked::Of(&change_id)).await.map_err(AuthError::from)?;
         let event = events::EmailChangeUndoRequested {
             event_id: uuid::Uuid::now_v7().to_string(),
-            user_id: claims.user_id.clone(),
-            email: claims.email.clone(),
+            user_id: row.user_id.clone(),
+            email: row.email.clone(),
             occurred_at: rfc3339(chrono::Utc::now()),
             change_id: change_id.clone(),
         };
@@ -266,8 +259,8 @@ impl AuthService for AuthGrpc {
         outbox::enqueue(&txn, announced).await.map_err(AuthError::from)?;
         txn.commit().await.map_err(AuthError::from)?;
         self.relay.wake();
-        tracing::info!(user_id = %claims.user_id, %change_id, revoked = ?revoked, "change of address cancelled or undone from its notice");
-        Ok(Response::new(pb::UndoEmailChangeResponse { user_id: claims.user_id, email: claims.email }))
+        tracing::info!(user_id = %row.user_id, %change_id, revoked = ?revoked, "change of address cancelled or undone from its notice");
+        Ok(Response::new(pb::UndoEmailChangeResponse { user_id: row.user_id, email: row.email }))
     }
 
     /// Public keys are public: no credential, the same answer for everyone.
@@ -335,10 +328,7 @@ impl AuthGrpc {
         change: &str,
     ) -> Result<pb::IssueVerificationTokenResponse, AuthError> {
         let purpose = crate::token::UNDO_EMAIL_CHANGE;
-        let issued = self
-            .keys
-            .issue_for(purpose, user_id, email, self.undo_lifetime)
-            .map_err(|e| AuthError::Issue(e.to_string()))?;
+        let issued = self.keys.issue(self.undo_lifetime);
         let txn = verimail_events::db::begin_write(&self.db).await?;
         not_deleted(&txn, user_id).await?;
         store::record_token(&txn, &issued, user_id, email, Some(change), Some(purpose)).await?;
@@ -391,7 +381,8 @@ impl AuthGrpc {
             Decision::Refused(Refusal::Expired) => Err(AuthError::CodeExpired),
             Decision::Use(row) => {
                 let issue = (row.user_id.clone(), row.registration_event_id.clone());
-                let already_verified = store::used_registrations(&txn, &[row.user_id.as_str()]).await?.contains(&issue);
+                let already_verified =
+                    store::used_registrations(&txn, &[row.user_id.as_str()], &[]).await?.contains(&issue);
                 // Used only if still live: a concurrent use or the last wrong try came first.
                 let used = codes::Entity::update_many()
                     .col_expr(codes::Column::UsedAt, Expr::value(now))

@@ -1,8 +1,9 @@
-//! auth-service: the only holder of keys. Issues PASETO v4.local email verification tokens and
-//! codes, checks them (key, purpose, expiry, single use) and publishes auth.email_verified
+//! auth-service: the only holder of keys. Issues the tokens of verification links (a random id
+//! and its MAC; what the link is for stays here by that id) and codes, checks them (key,
+//! purpose, expiry, single use) and publishes auth.email_verified
 //! through its outbox; signs the PASETO v4.public access tokens of signed-in users and
 //! publishes the keys that verify them. It stores no users and sends no mail. On users.deleted
-//! it erases the user's tokens and codes.
+//! it erases the address from the user's tokens and codes.
 
 pub mod access;
 pub mod app;

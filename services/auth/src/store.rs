@@ -3,7 +3,7 @@
 
 use sea_orm::entity::prelude::*;
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 pub mod token {
     use sea_orm::entity::prelude::*;
@@ -27,6 +27,8 @@ pub mod token {
         /// `email_change` for verifying a change's new address, `undo_email_change` for a
         /// change-of-address notice's link; none for verifying a registration's.
         pub purpose: Option<String>,
+        /// The `traceparent` of the work that issued it: the click's trace links to it.
+        pub trace: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -279,6 +281,32 @@ mod add_token_purpose {
     }
 }
 
+mod add_token_trace {
+    use sea_orm_migration::prelude::*;
+    use sea_orm_migration::schema::*;
+
+    #[derive(DeriveIden)]
+    enum VerificationTokens {
+        Table,
+        Trace,
+    }
+
+    /// The trace a token was issued in, which its link used to carry.
+    pub fn migration() -> verimail_events::db::SchemaMigration {
+        verimail_events::db::SchemaMigration {
+            name: "m20261203_000007_add_token_trace",
+            tables: vec![],
+            alters: vec![
+                Table::alter()
+                    .table(VerificationTokens::Table)
+                    .add_column(string_null(VerificationTokens::Trace))
+                    .to_owned(),
+            ],
+            indexes: vec![],
+        }
+    }
+}
+
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
@@ -291,29 +319,48 @@ impl MigratorTrait for Migrator {
         migrations.push(Box::new(add_registration_event::migration()));
         migrations.push(Box::new(verimail_events::erasure::migration::migration()));
         migrations.push(Box::new(add_token_purpose::migration()));
+        migrations.push(Box::new(add_token_trace::migration()));
         migrations
     }
 }
 
-/// Marks these tokens used where nobody has yet and they are not revoked: the jtis this call
-/// claimed, with the registration each was issued for (`UPDATE … RETURNING`, so two
+/// Marks these tokens used where nobody has yet, they are neither revoked nor expired, and
+/// they are for one of `purposes`: the rows this call claimed (`UPDATE … RETURNING`, so two
 /// instances never both claim one).
 pub async fn claim_tokens<C: ConnectionTrait>(
     conn: &C,
     jtis: &[&str],
-) -> Result<std::collections::HashMap<String, Option<String>>, DbErr> {
+    purposes: sea_orm::Condition,
+) -> Result<HashMap<String, token::Model>, DbErr> {
+    let now = chrono::Utc::now();
     let claimed = token::Entity::update_many()
-        .col_expr(token::Column::UsedAt, Expr::value(chrono::Utc::now()))
+        .col_expr(token::Column::UsedAt, Expr::value(now))
         .filter(token::Column::Jti.is_in(jtis.iter().copied()))
         .filter(token::Column::UsedAt.is_null())
         .filter(token::Column::RevokedAt.is_null())
+        .filter(token::Column::ExpiresAt.gt(now))
+        .filter(purposes)
         .exec_with_returning(conn)
         .await?;
-    Ok(claimed.into_iter().map(|row| (row.jti, row.registration_event_id)).collect())
+    Ok(claimed.into_iter().map(|row| (row.jti.clone(), row)).collect())
+}
+
+/// The rows of these tokens, by jti.
+pub async fn tokens<C: ConnectionTrait>(conn: &C, jtis: &[&str]) -> Result<HashMap<String, token::Model>, DbErr> {
+    if jtis.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = token::Entity::find().filter(token::Column::Jti.is_in(jtis.iter().copied())).all(conn).await?;
+    Ok(rows.into_iter().map(|row| (row.jti.clone(), row)).collect())
+}
+
+/// Undo links: the link of a change-of-address notice.
+pub fn undoes() -> sea_orm::Condition {
+    sea_orm::Condition::all().add(token::Column::Purpose.eq(crate::token::UNDO_EMAIL_CHANGE))
 }
 
 /// Tokens that verify an address (of a registration, or a change's new one), not undo links.
-fn verifies() -> sea_orm::Condition {
+pub fn verifies() -> sea_orm::Condition {
     sea_orm::Condition::any()
         .add(token::Column::Purpose.is_null())
         .add(token::Column::Purpose.eq(crate::token::EMAIL_CHANGE))
@@ -323,18 +370,23 @@ fn verifies() -> sea_orm::Condition {
 pub type Issue = (String, Option<String>);
 
 /// Which registrations (or changes of address) of these users have had a verification token
-/// or code used: their address of that registration is verified.
-pub async fn used_registrations<C: ConnectionTrait>(conn: &C, user_ids: &[&str]) -> Result<HashSet<Issue>, DbErr> {
+/// (other than those of `except`) or code used: their address of that registration is verified.
+pub async fn used_registrations<C: ConnectionTrait>(
+    conn: &C,
+    user_ids: &[&str],
+    except: &[&str],
+) -> Result<HashSet<Issue>, DbErr> {
     use sea_orm::QuerySelect;
-    let tokens: Vec<Issue> = token::Entity::find()
+    let mut used = token::Entity::find()
         .select_only()
         .columns([token::Column::UserId, token::Column::RegistrationEventId])
         .filter(token::Column::UserId.is_in(user_ids.iter().copied()))
         .filter(token::Column::UsedAt.is_not_null())
-        .filter(verifies())
-        .into_tuple()
-        .all(conn)
-        .await?;
+        .filter(verifies());
+    if !except.is_empty() {
+        used = used.filter(token::Column::Jti.is_not_in(except.iter().copied()));
+    }
+    let tokens: Vec<Issue> = used.into_tuple().all(conn).await?;
     let codes: Vec<Issue> = code::Entity::find()
         .select_only()
         .columns([code::Column::UserId, code::Column::RegistrationEventId])
@@ -347,7 +399,7 @@ pub async fn used_registrations<C: ConnectionTrait>(conn: &C, user_ids: &[&str])
 }
 
 /// Records an issued token (its jti, never the token): for `registration` (or a change), of
-/// `purpose` (none for a registration's verification).
+/// `purpose` (none for a registration's verification), in the current trace.
 pub async fn record_token<C: ConnectionTrait>(
     conn: &C,
     issued: &crate::token::IssuedToken,
@@ -368,6 +420,7 @@ pub async fn record_token<C: ConnectionTrait>(
         revoked_at: Set(None),
         registration_event_id: Set(registration.map(str::to_owned)),
         purpose: Set(purpose.map(str::to_owned)),
+        trace: Set(verimail_server::telemetry::current_traceparent()),
     })
     .exec_without_returning(conn)
     .await?;

@@ -54,10 +54,9 @@ async fn bad_input_everywhere_gets_a_precise_answer_and_changes_nothing() {
     let mail = stack.smtp.wait_for("kim@example.com", 1, EMAIL_WAIT).await.remove(0);
     let token = mail.verification_token();
     let keys = TokenKeys::from_paserk(&[stack.token_key.as_str()]).unwrap();
-    let wrong_purpose =
-        keys.issue_for("password_reset", &user_id, "kim@example.com", Duration::from_secs(600)).unwrap().token;
-    let wrong_key =
-        TokenKeys::generate().unwrap().issue(&user_id, "kim@example.com", Duration::from_secs(600)).unwrap().token;
+    // Made with auth-service's own key, but never recorded: authentic, and for nothing.
+    let unrecorded = keys.issue(Duration::from_secs(600)).token;
+    let wrong_key = TokenKeys::generate().unwrap().issue(Duration::from_secs(600)).token;
     let mut tampered = token.clone().into_bytes();
     let middle = tampered.len() / 2;
     tampered[middle] = if tampered[middle] == b'A' { b'B' } else { b'A' };
@@ -66,7 +65,7 @@ async fn bad_input_everywhere_gets_a_precise_answer_and_changes_nothing() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = fingerprint(&stack).await;
 
-    let forged = [tampered.as_str(), wrong_purpose.as_str(), wrong_key.as_str()];
+    let forged = [tampered.as_str(), unrecorded.as_str(), wrong_key.as_str()];
     let tried = weird_emails(&stack, &user_id).await
         + weak_passwords(&stack).await
         + bad_tokens_and_codes(&stack, &user_id, forged).await
@@ -172,14 +171,16 @@ async fn weak_passwords(stack: &Stack) -> usize {
 /// Forged, foreign and malformed tokens, codes and token requests.
 async fn bad_tokens_and_codes(stack: &Stack, user_id: &str, forged: [&str; 3]) -> usize {
     let (mut tried, auth) = (0, stack.auth.clone());
-    let [tampered, wrong_purpose, wrong_key] = forged;
+    let [tampered, unrecorded, wrong_key] = forged;
     let bad_tokens = [
         ("", Code::InvalidArgument),
         ("garbage", Code::InvalidArgument),
         (tampered, Code::InvalidArgument),
-        (wrong_purpose, Code::InvalidArgument),
+        (unrecorded, Code::InvalidArgument),
         (wrong_key, Code::InvalidArgument),
         ("v4.local.", Code::InvalidArgument),
+        (&tampered[..42], Code::InvalidArgument),
+        ("0123456789012345678901234567890123456789012", Code::InvalidArgument),
         ("v4.public.eyJ", Code::InvalidArgument),
         ("v2.local.AAAA", Code::InvalidArgument),
     ];

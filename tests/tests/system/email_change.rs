@@ -132,6 +132,13 @@ async fn the_notice_cancels_a_pending_change_and_moves_a_completed_one_back() {
     change(&stack, &token, "first@example.com").await.expect("ChangeEmail");
     let verification = wait_titled(&stack, "first@example.com", VERIFY_NEW).await;
     let notice = wait_titled(&stack, "keep@example.com", NOTICE).await;
+    // The notice's link is for undoing alone: it verifies nothing.
+    let undo_token = verimail_system_tests::smtp::token_of(&undo_link(&notice));
+    let refused = stack.verify(&undo_token).await.expect_err("an undo link in VerifyEmail");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().contains("not an email verification token"), "{}", refused.message());
+    let page = Browser::new(&stack.gateway_url).submit("/verify-email", &[("token".into(), undo_token)]).await;
+    assert_eq!((page.status, page.kind()), (400, "invalid"));
     let page = Browser::new(&stack.gateway_url).click(&undo_link(&notice)).await;
     assert_eq!(page.kind(), "undone", "{}", page.html);
     assert!(page.html.contains("keep@example.com"), "{}", page.html);

@@ -16,6 +16,7 @@ mod grpcurl;
 mod internal;
 mod lifecycle;
 mod limits;
+mod mail_layout;
 mod metrics;
 mod migrations;
 mod nats_permissions;

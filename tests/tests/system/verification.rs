@@ -3,7 +3,6 @@
 use crate::{EMAIL_WAIT, STATUS_WAIT};
 use std::time::{Duration, Instant};
 use tonic::Code;
-use verimail_auth::token::TokenKeys;
 use verimail_proto::auth::v1::{VerifyEmailRequest, VerifyOutcome};
 use verimail_proto::email::v1::{DeliveryStatus, ListDeliveriesRequest};
 use verimail_proto::user::v1::UserStatus;
@@ -24,7 +23,10 @@ async fn register_open_the_email_click_the_link_and_become_verified() {
     let email = &mails[0];
     assert_eq!(email.header("Subject").as_deref(), Some("Verify your email address"));
     let link = email.verification_link();
-    assert!(link.starts_with(&format!("{}/verify-email?token=v4.local.", stack.gateway_url)), "{link}");
+    // The token is 43 characters (an id and its MAC): the link stays short for every client.
+    let token = token_of(&link);
+    assert_eq!(link, format!("{}/verify-email?token={token}", stack.gateway_url));
+    assert_eq!(token.len(), verimail_auth::token::TOKEN_LEN, "{link}");
     assert!(email.part("text/html").replace("&#x2f;", "/").contains(&link), "the HTML part carries the same link");
 
     let page = browser.click(&link).await;
@@ -82,7 +84,7 @@ async fn a_tampered_token_gets_the_invalid_page_and_invalid_argument() {
     let user_id = stack.register("carol@example.com", "correct horse battery").await;
     let link = stack.smtp.wait_for("carol@example.com", 1, EMAIL_WAIT).await[0].verification_link();
     let token = token_of(&link);
-    let split = "v4.local.".len() + 20;
+    let split = 20;
     let flipped = if &token[split..=split] == "A" { "B" } else { "A" };
     let tampered = format!("{}{flipped}{}", &token[..split], &token[split + 1..]);
 
@@ -101,24 +103,6 @@ async fn a_tampered_token_gets_the_invalid_page_and_invalid_argument() {
     let missing = browser.get(&format!("{}/verify-email", stack.gateway_url)).await;
     assert_eq!((missing.status, missing.kind()), (400, "invalid"));
 
-    assert!(!stack.wait_for_status(&user_id, UserStatus::Verified, Duration::from_millis(300)).await);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_for_another_purpose_is_refused() {
-    let stack = Stack::start().await;
-    let browser = Browser::new(&stack.gateway_url);
-    let user_id = stack.register("dave@example.com", "correct horse battery").await;
-    stack.smtp.wait_for("dave@example.com", 1, EMAIL_WAIT).await;
-    // Signed with auth-service's own key, so only the purpose is wrong.
-    let keys = TokenKeys::from_paserk(&[stack.token_key.as_str()]).unwrap();
-    let other = keys.issue_for("password_reset", &user_id, "dave@example.com", Duration::from_secs(600)).unwrap().token;
-
-    let status = stack.verify(&other).await.unwrap_err();
-    assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("not an email verification token"), "{}", status.message());
-    let page = browser.submit("/verify-email", &[("token".into(), other)]).await;
-    assert_eq!((page.status, page.kind()), (400, "invalid"));
     assert!(!stack.wait_for_status(&user_id, UserStatus::Verified, Duration::from_millis(300)).await);
 }
 
