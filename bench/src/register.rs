@@ -8,7 +8,7 @@ use verimail_proto::user::v1::RegisterUserRequest;
 use verimail_system_tests::procs::ProcessStack;
 
 fn request(email: String) -> RegisterUserRequest {
-    RegisterUserRequest { email, password: "correct horse battery staple".into() }
+    RegisterUserRequest { email, password: "correct horse battery staple".into(), ..Default::default() }
 }
 
 /// RegisterUser from `clients` concurrent clients for `seconds`.

@@ -45,8 +45,11 @@ pub async fn prepare(stack: &ProcessStack, count: usize) -> anyhow::Result<Token
             let (mut users, mut auth) = (stack.users.clone(), stack.issuer.clone());
             async move {
                 let email = crate::address("verify");
-                let request =
-                    RegisterUserRequest { email: email.clone(), password: "correct horse battery staple".into() };
+                let request = RegisterUserRequest {
+                    email: email.clone(),
+                    password: "correct horse battery staple".into(),
+                    ..Default::default()
+                };
                 let user_id = users.register_user(request).await?.into_inner().user_id;
                 let request = IssueVerificationTokenRequest {
                     user_id: user_id.clone(),

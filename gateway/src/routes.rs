@@ -392,7 +392,7 @@ async fn resend(
     Form(params): Form<EmailParams>,
 ) -> Response {
     let email = params.email.trim().to_owned();
-    let request = on_behalf(ResendVerificationRequest { email: email.clone() }, client);
+    let request = on_behalf(ResendVerificationRequest { email: email.clone(), ..Default::default() }, client);
     let answer = gw.users.clone().resend_verification(request).await;
     match answer {
         Ok(_) => gw.pages.render(StatusCode::ACCEPTED, "resent.html", context! { email }),

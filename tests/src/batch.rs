@@ -107,7 +107,8 @@ pub async fn register(
             let email = format!("{prefix}-{n}@example.com");
             async move {
                 loop {
-                    let request = RegisterUserRequest { email: email.clone(), password: PASSWORD.into() };
+                    let request =
+                        RegisterUserRequest { email: email.clone(), password: PASSWORD.into(), ..Default::default() };
                     match users.register_user(request).await {
                         Err(status) if status.code() != tonic::Code::AlreadyExists => {
                             assert!(Instant::now() < deadline, "cannot register {email} within {limit:?}: {status}");

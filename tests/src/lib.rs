@@ -456,7 +456,7 @@ impl Stack {
     /// Registers through the gRPC API as the gateway would (no rate limit names a browser):
     /// the new user's id, or the status RegisterUser answered.
     pub async fn try_register(&self, email: &str, password: &str) -> Result<String, tonic::Status> {
-        let request = RegisterUserRequest { email: email.into(), password: password.into() };
+        let request = RegisterUserRequest { email: email.into(), password: password.into(), ..Default::default() };
         self.users.clone().register_user(request).await.map(|r| r.into_inner().user_id)
     }
 

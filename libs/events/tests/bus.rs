@@ -47,6 +47,7 @@ fn registered(n: u32) -> OutboxEvent {
         user_id: format!("user-{n}"),
         email: format!("u{n}@example.com"),
         occurred_at: String::new(),
+        locale: String::new(),
     };
     OutboxEvent::new(event.event_id.clone(), &event.user_id, verimail_proto::subjects::USERS_REGISTERED, &event)
 }
@@ -334,6 +335,7 @@ async fn events_of_one_aggregate_go_out_in_order_and_published_rows_are_pruned_a
             user_id: user.into(),
             email: "x@example.com".into(),
             occurred_at: String::new(),
+            locale: String::new(),
         };
         OutboxEvent::new(event.event_id.clone(), user, verimail_proto::subjects::USERS_REGISTERED, &event)
     };

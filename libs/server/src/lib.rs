@@ -11,6 +11,7 @@ pub mod config;
 pub mod grpc;
 pub mod internal;
 pub mod limits;
+pub mod locale;
 pub mod metrics;
 pub mod paging;
 pub mod shutdown;

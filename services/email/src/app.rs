@@ -46,7 +46,7 @@ impl App {
             db: backbone.db.clone(),
             auth,
             mailer,
-            templates: Templates::new()?,
+            templates: Templates::new(&config.default_locale).map_err(anyhow::Error::msg)?,
             from: config.from.clone(),
             public_base_url: config.public_base_url.clone(),
             send_timeout: config.send_timeout,

@@ -57,6 +57,9 @@ pub struct Config {
     /// `MAILBOX_HTTP_ADDR`: the development mailbox (see [`crate::mailbox`]); none in production
     /// or with `SMTP_URL`.
     pub mailbox_addr: Option<String>,
+    /// `DEFAULT_LOCALE` (default `en`): the language of emails to users without one, or
+    /// without one the templates have; every email must exist in it.
+    pub default_locale: String,
 }
 
 /// `MAIL_FROM` when it is not set.
@@ -110,6 +113,7 @@ impl Config {
         let credential =
             verimail_server::internal::ServiceCredential::from_vars(vars, verimail_server::internal::EMAIL_TOKEN)?;
         let address_key = address_key(vars, production)?;
+        let default_locale = default_locale(vars)?;
         let bounces = crate::bounce::address::BounceAddresses::from_vars(vars, address_key.secret())?;
         Ok(Config {
             backbone: BackboneConfig::from_vars(
@@ -137,8 +141,19 @@ impl Config {
             mailbox_addr,
             address_key,
             dkim,
+            default_locale,
         })
     }
+}
+
+/// `DEFAULT_LOCALE`: a language tag every email exists in (checked by building the templates).
+fn default_locale(vars: &Vars) -> Result<String, ConfigError> {
+    const NAME: &str = "DEFAULT_LOCALE";
+    let locale = verimail_server::locale::parse(&vars.string(NAME, "en"))
+        .map_err(|e| ConfigError::new(NAME, e))?
+        .ok_or_else(|| ConfigError::new(NAME, "must not be empty"))?;
+    crate::mail::Templates::new(&locale).map_err(|e| ConfigError::new(NAME, e))?;
+    Ok(locale)
 }
 
 /// `MAIL_FROM` (default [`DEFAULT_FROM`]).

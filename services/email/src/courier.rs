@@ -70,6 +70,8 @@ struct EmailRequest {
     new_email: String,
     /// A sign-up notice for an attempt to move another account to this address.
     by_email_change: bool,
+    /// The user's language (BCP 47); empty for the default.
+    locale: String,
 }
 
 impl Courier {
@@ -86,9 +88,16 @@ impl Courier {
             tracing::info!(event_id = %request.event_id, user_id = %request.user_id, "the account was deleted: not sending");
             return Ok(());
         }
-        let record =
-            store::start_attempt(&txn, &request.event_id, &request.user_id, &request.email, kind, &self.instance)
-                .await?;
+        let record = store::start_attempt(
+            &txn,
+            &request.event_id,
+            &request.user_id,
+            &request.email,
+            kind,
+            &request.locale,
+            &self.instance,
+        )
+        .await?;
         txn.commit().await?;
         match record.status {
             Status::Sent | Status::Failed | Status::Bounced | Status::Complained | Status::Suppressed => {
@@ -181,7 +190,7 @@ impl Courier {
         let before = match claim {
             store::Claim::NotFound => return Err(EmailError::NotFound(event_id.to_owned())),
             store::Claim::NotRetryable(status) => return Err(EmailError::NotRetryable(status)),
-            store::Claim::Claimed(before) => before,
+            store::Claim::Claimed(before) => *before,
         };
         if matches!(before.kind.as_str(), subjects::USERS_EMAIL_CHANGE_REQUESTED | subjects::USERS_EMAIL_CHANGE_NOTICE)
         {
@@ -198,6 +207,7 @@ impl Courier {
             registration_event_id,
             new_email: String::new(),
             by_email_change: false,
+            locale: before.locale.unwrap_or_default(),
         };
         let (status, error) = match self.send(&request, &before.kind).await {
             Ok(()) => (Status::Sent, None),
@@ -280,14 +290,9 @@ impl Courier {
             // The owner of an address someone tried to register, or to move an account to: a
             // notice, no token.
             subjects::USERS_SIGNUP_ATTEMPTED => {
-                let (template, subject) = match request.by_email_change {
-                    true => ("change_attempted", "Someone tried to move an account to your address"),
-                    false => ("signup_attempted", "Someone tried to sign up with your address"),
-                };
+                let template = if request.by_email_change { "change_attempted" } else { "signup_attempted" };
                 let context = minijinja::context! { email => &request.email };
-                self.templates
-                    .render_email(&self.from, &request.email, &request.event_id, template, subject, &context)
-                    .map_err(HandlerError::Permanent)?
+                self.render(request, template, &context)?
             }
             subjects::USERS_EMAIL_CHANGE_NOTICE => self.change_notice(request).await?,
             _ => self.verification_email(request, kind).await?,
@@ -353,11 +358,19 @@ impl Courier {
             link => format!("{base}/email-change/undo?token={}", crate::mail::url_escape(&issued.token)),
             expires_at => &issued.expires_at,
         };
-        let subject = "Your email address is being changed";
-        Ok(self
-            .templates
-            .render_email(&self.from, &request.email, &request.event_id, "email_change_notice", subject, &context)
-            .map_err(HandlerError::Permanent)?)
+        Ok(self.render(request, "email_change_notice", &context)?)
+    }
+
+    /// The email `template` for `request`, in the user's language.
+    fn render(
+        &self,
+        request: &EmailRequest,
+        template: &str,
+        content: &impl serde::Serialize,
+    ) -> Result<lettre::Message, HandlerError> {
+        self.templates
+            .render_email(&self.from, &request.email, &request.event_id, template, &request.locale, content)
+            .map_err(HandlerError::Permanent)
     }
 
     /// A token and a code from auth-service, in the verification email.
@@ -376,10 +389,7 @@ impl Courier {
             code_page: format!("{}/verify-code", self.public_base_url.trim_end_matches('/')),
             kind,
         };
-        Ok(self
-            .templates
-            .render(&self.from, &request.email, &request.event_id, &content)
-            .map_err(HandlerError::Permanent)?)
+        Ok(self.render(request, "verification", &content)?)
     }
 }
 
@@ -410,8 +420,22 @@ fn superseded(status: &tonic::Status) -> bool {
 }
 
 /// An email to `email` for `user_id`, asked for by `event_id`, of `registration_event_id`.
-fn plain(event_id: String, user_id: String, email: String, registration_event_id: String) -> EmailRequest {
-    EmailRequest { event_id, user_id, email, registration_event_id, new_email: String::new(), by_email_change: false }
+fn plain(
+    event_id: String,
+    user_id: String,
+    email: String,
+    registration_event_id: String,
+    locale: String,
+) -> EmailRequest {
+    EmailRequest {
+        event_id,
+        user_id,
+        email,
+        registration_event_id,
+        new_email: String::new(),
+        by_email_change: false,
+        locale,
+    }
 }
 
 fn decode(delivery: &Delivery) -> Result<Option<EmailRequest>, HandlerError> {
@@ -420,23 +444,26 @@ fn decode(delivery: &Delivery) -> Result<Option<EmailRequest>, HandlerError> {
         subjects::USERS_REGISTERED => {
             let e = UserRegistered::decode(delivery.payload.clone()).map_err(undecodable)?;
             let registration_event_id = e.event_id.clone();
-            plain(e.event_id, e.user_id, e.email, registration_event_id)
+            plain(e.event_id, e.user_id, e.email, registration_event_id, e.locale)
         }
         subjects::USERS_VERIFICATION_REQUESTED => {
             let e = VerificationRequested::decode(delivery.payload.clone()).map_err(undecodable)?;
-            plain(e.event_id, e.user_id, e.email, e.registration_event_id)
+            plain(e.event_id, e.user_id, e.email, e.registration_event_id, e.locale)
         }
         subjects::USERS_SIGNUP_ATTEMPTED => {
             let e = SignUpAttempted::decode(delivery.payload.clone()).map_err(undecodable)?;
-            EmailRequest { by_email_change: e.by_email_change, ..plain(e.event_id, e.user_id, e.email, String::new()) }
+            EmailRequest {
+                by_email_change: e.by_email_change,
+                ..plain(e.event_id, e.user_id, e.email, String::new(), e.locale)
+            }
         }
         subjects::USERS_EMAIL_CHANGE_REQUESTED => {
             let e = EmailChangeRequested::decode(delivery.payload.clone()).map_err(undecodable)?;
-            plain(e.event_id, e.user_id, e.email, e.change_id)
+            plain(e.event_id, e.user_id, e.email, e.change_id, e.locale)
         }
         subjects::USERS_EMAIL_CHANGE_NOTICE => {
             let e = EmailChangeNotice::decode(delivery.payload.clone()).map_err(undecodable)?;
-            EmailRequest { new_email: e.new_email, ..plain(e.event_id, e.user_id, e.email, e.change_id) }
+            EmailRequest { new_email: e.new_email, ..plain(e.event_id, e.user_id, e.email, e.change_id, e.locale) }
         }
         _ => return Ok(None),
     };

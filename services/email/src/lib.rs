@@ -10,6 +10,7 @@ pub mod courier;
 pub mod dkim;
 pub mod error;
 pub mod grpc;
+pub mod human;
 pub mod mail;
 pub mod mailbox;
 pub mod metrics;

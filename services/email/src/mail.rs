@@ -206,33 +206,82 @@ pub enum SendError {
 pub struct VerificationEmail<'a> {
     pub email: &'a str,
     pub link: String,
+    /// RFC 3339; templates show it with the `datetime` and `expires_in` filters.
     pub expires_at: &'a str,
     /// The 6-digit code and the gateway page where it is typed.
     pub code: &'a str,
     pub code_expires_at: &'a str,
     pub code_page: String,
-    /// The event type that asked for it (users.registered, users.verification_requested).
+    /// The event type that asked for it (users.registered, users.verification_requested,
+    /// users.email_change_requested).
     pub kind: &'a str,
 }
 
+/// The languages built in, each with every template.
+pub const BUILT_IN_LOCALES: [&str; 3] = ["en", "de", "es"];
+
+/// The emails: each a subject, a text and an HTML template.
+pub const EMAILS: [&str; 4] = ["verification", "signup_attempted", "change_attempted", "email_change_notice"];
+
+/// A locale's built-in templates, named `<locale>/<email>.<subject|txt|html>`.
+macro_rules! built_in {
+    ($locale:literal) => {
+        built_in!($locale; "verification", "signup_attempted", "change_attempted", "email_change_notice")
+    };
+    ($locale:literal; $($email:literal),*) => {
+        [$(
+            (concat!($locale, "/", $email, ".subject"), include_str!(concat!("../templates/", $locale, "/", $email, ".subject"))),
+            (concat!($locale, "/", $email, ".txt"), include_str!(concat!("../templates/", $locale, "/", $email, ".txt"))),
+            (concat!($locale, "/", $email, ".html"), include_str!(concat!("../templates/", $locale, "/", $email, ".html"))),
+        )*]
+    };
+}
+
+static BUILT_IN: [[(&str, &str); 12]; 3] = [built_in!("en"), built_in!("de"), built_in!("es")];
+
 pub struct Templates {
     env: Environment<'static>,
+    /// The language of an email whose user has none, or none we have: `DEFAULT_LOCALE`.
+    default_locale: String,
 }
 
 impl Templates {
-    /// The built-in templates; an error names the one that does not parse.
-    pub fn new() -> Result<Templates, minijinja::Error> {
+    /// The built-in templates, with `default_locale` for users without a language we have;
+    /// an error names a template that does not parse, or a default we have no emails in.
+    pub fn new(default_locale: &str) -> Result<Templates, String> {
         let mut env = Environment::new();
+        // A variable a template names but the email does not give is an error, not "".
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
         // minijinja escapes HTML in templates whose name ends in .html.
-        env.add_template("verification.txt", include_str!("../templates/verification.txt"))?;
-        env.add_template("verification.html", include_str!("../templates/verification.html"))?;
-        env.add_template("signup_attempted.txt", include_str!("../templates/signup_attempted.txt"))?;
-        env.add_template("signup_attempted.html", include_str!("../templates/signup_attempted.html"))?;
-        env.add_template("change_attempted.txt", include_str!("../templates/change_attempted.txt"))?;
-        env.add_template("change_attempted.html", include_str!("../templates/change_attempted.html"))?;
-        env.add_template("email_change_notice.txt", include_str!("../templates/email_change_notice.txt"))?;
-        env.add_template("email_change_notice.html", include_str!("../templates/email_change_notice.html"))?;
-        Ok(Templates { env })
+        for (name, source) in BUILT_IN.iter().flatten() {
+            env.add_template(name, source).map_err(|e| format!("template {name}: {e}"))?;
+        }
+        env.add_filter("datetime", |state: &minijinja::State, at: String| {
+            Ok(crate::human::datetime(moment(&at)?, &locale_of(state)))
+        });
+        env.add_filter("expires_in", |state: &minijinja::State, at: String| {
+            let seconds = (moment(&at)? - chrono::Utc::now()).num_seconds().max(0);
+            Ok(crate::human::span(seconds, &locale_of(state)))
+        });
+        let templates = Templates { env, default_locale: default_locale.to_owned() };
+        for email in EMAILS {
+            if !templates.has(email, default_locale) {
+                return Err(format!("DEFAULT_LOCALE {default_locale}: there is no {email} email in it"));
+            }
+        }
+        Ok(templates)
+    }
+
+    /// The language `email` is written in for a user of `locale`: the first of its lookup
+    /// chain (`pt-BR`, `pt`, the default) that has the email.
+    pub fn locale_for(&self, email: &str, locale: &str) -> String {
+        let chain = verimail_server::locale::chain(locale, &self.default_locale);
+        chain.into_iter().find(|tag| self.has(email, tag)).unwrap_or_else(|| self.default_locale.clone())
+    }
+
+    /// Whether `email` exists in the language `tag`.
+    fn has(&self, email: &str, tag: &str) -> bool {
+        self.env.get_template(&format!("{tag}/{email}.txt")).is_ok()
     }
 
     /// The link that the email carries: `{base}/verify-email?token=…`.
@@ -241,37 +290,28 @@ impl Templates {
         format!("{}/verify-email?token={token}", public_base_url.trim_end_matches('/'))
     }
 
-    /// The verification email (link and code).
-    pub fn render(
-        &self,
-        from: &Mailbox,
-        to: &str,
-        message_id: &str,
-        content: &VerificationEmail<'_>,
-    ) -> Result<Message, String> {
-        let subject = match content.kind {
-            verimail_proto::subjects::USERS_EMAIL_CHANGE_REQUESTED => "Confirm your new email address",
-            _ => "Verify your email address",
-        };
-        self.render_email(from, to, message_id, "verification", subject, content)
-    }
-
-    /// Text and HTML from `<template>.txt` and `<template>.html`.
+    /// `email` (one of [`EMAILS`]) for a user of `locale`: subject, text and HTML from its
+    /// templates in the nearest language we have, with `content` and `locale` (the language
+    /// chosen) as their variables.
+    #[allow(clippy::too_many_arguments, reason = "an email's header fields, its kind and its content")]
     pub fn render_email(
         &self,
         from: &Mailbox,
         to: &str,
         message_id: &str,
-        template: &str,
-        subject: &str,
+        email: &str,
+        locale: &str,
         content: &impl Serialize,
     ) -> Result<Message, String> {
-        let render = |name: String| {
-            self.env
-                .get_template(&name)
-                .and_then(|t| t.render(minijinja::value::Serde(content)))
-                .map_err(|e| format!("template {name}: {e}"))
+        let locale = self.locale_for(email, locale);
+        let context =
+            minijinja::context! { locale => &locale, ..minijinja::Value::from(minijinja::value::Serde(content)) };
+        let render = |part: &str| {
+            let name = format!("{locale}/{email}.{part}");
+            self.env.get_template(&name).and_then(|t| t.render(&context)).map_err(|e| format!("template {name}: {e:#}"))
         };
+        // One line, whatever the template's line breaks.
+        let subject = render("subject")?.split_whitespace().collect::<Vec<_>>().join(" ");
         // Address, not Mailbox: its parser also takes IP literal domains (user@[192.0.2.1]).
         let to: lettre::Address = to.parse().map_err(|e| format!("recipient {to:?}: {e}"))?;
         // An explicit envelope: lettre cannot derive one from a To header with an IP literal.
@@ -284,12 +324,21 @@ impl Templates {
             .subject(subject)
             // Derived from the event, so a resend after a crash is recognisably the same mail.
             .message_id(Some(format!("<{message_id}@verimail>")))
-            .multipart(MultiPart::alternative_plain_html(
-                render(format!("{template}.txt"))?,
-                render(format!("{template}.html"))?,
-            ))
+            .multipart(MultiPart::alternative_plain_html(render("txt")?, render("html")?))
             .map_err(|e| e.to_string())
     }
+}
+
+/// An RFC 3339 time given to a template filter.
+fn moment(at: &str) -> Result<chrono::DateTime<chrono::Utc>, minijinja::Error> {
+    chrono::DateTime::parse_from_rfc3339(at).map(|at| at.with_timezone(&chrono::Utc)).map_err(|e| {
+        minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("{at:?} is not an RFC 3339 time: {e}"))
+    })
+}
+
+/// The language the template is rendered in.
+fn locale_of(state: &minijinja::State) -> String {
+    state.lookup("locale").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 /// Percent-encodes everything outside RFC 3986's unreserved set.
@@ -308,18 +357,21 @@ mod tests {
 
     /// The formatted message and its decoded text and HTML parts.
     fn render(email: &str) -> (String, String, String) {
-        let templates = Templates::new().unwrap();
+        let templates = Templates::new("en").unwrap();
         let content = VerificationEmail {
             email,
             link: Templates::link("http://127.0.0.1:8080/", "v4.local.abc+/="),
-            expires_at: "2026-11-25T00:00:00.000Z",
+            expires_at: "2099-11-25T00:00:00.000Z",
             code: "042917",
-            code_expires_at: "2026-11-24T01:00:00.000Z",
+            code_expires_at: "2099-11-24T01:00:00.000Z",
             code_page: "http://127.0.0.1:8080/verify-code".into(),
             kind: verimail_proto::subjects::USERS_REGISTERED,
         };
         let from: Mailbox = "Verimail <no-reply@verimail.localhost>".parse().unwrap();
-        let raw = templates.render(&from, "a@example.com", "evt-1", &content).unwrap().formatted();
+        let raw = templates
+            .render_email(&from, "a@example.com", "evt-1", "verification", "en", &content)
+            .unwrap()
+            .formatted();
         let parsed = mailparse::parse_mail(&raw).unwrap();
         let part = |mime: &str| {
             let part = parsed.subparts.iter().find(|p| p.ctype.mimetype == mime).unwrap();
@@ -353,20 +405,50 @@ mod tests {
 
     #[test]
     fn html_is_escaped() {
-        let templates = Templates::new().unwrap();
+        let templates = Templates::new("en").unwrap();
         let content = VerificationEmail {
             email: "<script>alert(1)</script>@example.com",
             link: "http://x/verify-email?token=a&b".into(),
-            expires_at: "soon",
+            expires_at: "2099-01-01T00:00:00Z",
             code: "123456",
-            code_expires_at: "sooner",
+            code_expires_at: "2099-01-01T00:00:00Z",
             code_page: "http://x/verify-code".into(),
             kind: verimail_proto::subjects::USERS_REGISTERED,
         };
-        let html =
-            templates.env.get_template("verification.html").unwrap().render(minijinja::value::Serde(&content)).unwrap();
+        let context =
+            minijinja::context! { locale => "en", ..minijinja::Value::from(minijinja::value::Serde(&content)) };
+        let html = templates.env.get_template("en/verification.html").unwrap().render(context).unwrap();
         assert!(!html.contains("<script>"));
         assert!(html.contains("&lt;script&gt;"));
         assert!(html.contains("token=a&amp;b"));
+    }
+
+    #[test]
+    fn every_email_renders_in_every_built_in_language_and_the_nearest_is_chosen() {
+        let templates = Templates::new("en").unwrap();
+        let from: Mailbox = "Verimail <no-reply@verimail.localhost>".parse().unwrap();
+        let sample = minijinja::context! {
+            email => "a@example.com", new_email => "b@example.com", link => "http://x/l?token=t",
+            expires_at => "2099-01-01T00:00:00Z", code => "123456", code_expires_at => "2099-01-01T00:00:00Z",
+            code_page => "http://x/verify-code", kind => "users.registered",
+        };
+        let mut subjects = std::collections::HashSet::new();
+        for locale in BUILT_IN_LOCALES {
+            for email in EMAILS {
+                let message = templates.render_email(&from, "a@example.com", "e", email, locale, &sample).unwrap();
+                let raw = message.formatted();
+                let parsed = mailparse::parse_mail(&raw).unwrap();
+                use mailparse::MailHeaderMap;
+                subjects.insert(parsed.headers.get_first_value("Subject").unwrap());
+                let html = parsed.subparts[1].get_body().unwrap();
+                assert!(html.contains(&format!("<html lang=\"{locale}\">")), "{locale} {email}");
+            }
+        }
+        assert_eq!(subjects.len(), 12, "each email has its own subject in each language: {subjects:?}");
+        assert_eq!(templates.locale_for("verification", "de-AT"), "de");
+        assert_eq!(templates.locale_for("verification", "pt-BR"), "en");
+        assert_eq!(templates.locale_for("verification", ""), "en");
+        assert_eq!(Templates::new("es").unwrap().locale_for("verification", "pt-BR"), "es");
+        assert!(Templates::new("pt").is_err(), "a default without the emails");
     }
 }

@@ -24,6 +24,9 @@ pub mod delivery {
         pub sent_at: Option<DateTimeUtc>,
         /// The instance (`EMAIL_INSTANCE_ID`) that made the last attempt.
         pub handled_by: Option<String>,
+        /// The language the event asked for (the email is written in the nearest one we have);
+        /// none for the default.
+        pub locale: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -126,6 +129,29 @@ mod add_handled_by {
     }
 }
 
+mod add_locale {
+    use sea_orm_migration::prelude::*;
+    use sea_orm_migration::schema::*;
+
+    #[derive(DeriveIden)]
+    enum Deliveries {
+        Table,
+        Locale,
+    }
+
+    /// The language each email was asked for in, so that a retry by hand writes it the same.
+    pub fn migration() -> verimail_events::db::SchemaMigration {
+        verimail_events::db::SchemaMigration {
+            name: "m20261203_000005_add_deliveries_locale",
+            tables: vec![],
+            alters: vec![
+                Table::alter().table(Deliveries::Table).add_column(string_null(Deliveries::Locale)).to_owned(),
+            ],
+            indexes: vec![],
+        }
+    }
+}
+
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
@@ -139,6 +165,7 @@ impl MigratorTrait for Migrator {
         // The outbox came with email-service's own events (email.address_undeliverable): last,
         // so that databases from before take it as one more migration.
         migrations.extend(verimail_events::outbox::migration::migrations());
+        migrations.push(Box::new(add_locale::migration()));
         migrations
     }
 }
@@ -218,6 +245,7 @@ pub async fn start_attempt<C: ConnectionTrait>(
     user_id: &str,
     recipient: &str,
     kind: &str,
+    locale: &str,
     instance: &str,
 ) -> Result<delivery::Model, DbErr> {
     let now = chrono::Utc::now();
@@ -233,6 +261,7 @@ pub async fn start_attempt<C: ConnectionTrait>(
         updated_at: sea_orm::Set(now),
         sent_at: sea_orm::Set(None),
         handled_by: sea_orm::Set(Some(instance.to_owned())),
+        locale: sea_orm::Set(Some(locale.to_owned()).filter(|l| !l.is_empty())),
     })
     .on_conflict_do_nothing()
     .exec_without_returning(conn)
@@ -323,7 +352,7 @@ pub enum Claim {
     /// Not failed or parked: the status it has.
     NotRetryable(Status),
     /// Claimed for one more attempt (now pending, its attempts counted); the row as it was.
-    Claimed(delivery::Model),
+    Claimed(Box<delivery::Model>),
 }
 
 /// Claims a failed or parked delivery for one more attempt. Of two retries at once, one wins.
@@ -347,7 +376,7 @@ pub async fn claim_retry<C: ConnectionTrait>(conn: &C, event_id: &str, instance:
         let now = get(conn, event_id).await?.map(|row| row.status).unwrap_or(before.status);
         return Ok(Claim::NotRetryable(now));
     }
-    Ok(Claim::Claimed(before))
+    Ok(Claim::Claimed(Box::new(before)))
 }
 
 #[cfg(test)]

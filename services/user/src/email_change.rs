@@ -45,6 +45,7 @@ pub fn request(user: &store::user::Model, new_email: &str, owner: Option<&store:
         occurred_at: occurred_at.clone(),
         change_id: change.id.clone(),
         new_email: new_email.to_owned(),
+        locale: user.locale.clone().unwrap_or_default(),
     };
     let mut announced =
         vec![OutboxEvent::new(notice.event_id.clone(), &user.id, subjects::USERS_EMAIL_CHANGE_NOTICE, &notice)];
@@ -57,6 +58,7 @@ pub fn request(user: &store::user::Model, new_email: &str, owner: Option<&store:
                 occurred_at,
                 change_id: change.id.clone(),
                 current_email: user.email.clone(),
+                locale: user.locale.clone().unwrap_or_default(),
             };
             announced.push(OutboxEvent::new(
                 verify.event_id.clone(),
@@ -72,6 +74,7 @@ pub fn request(user: &store::user::Model, new_email: &str, owner: Option<&store:
                 email: owner.email.clone(),
                 occurred_at,
                 by_email_change: true,
+                locale: owner.locale.clone().unwrap_or_default(),
             };
             announced.push(OutboxEvent::new(
                 attempted.event_id.clone(),

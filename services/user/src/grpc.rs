@@ -50,7 +50,8 @@ impl UserService for UserGrpc {
     async fn register_user(&self, request: Request<pb::RegisterUserRequest>) -> GrpcResult<pb::RegisterUserResponse> {
         self.limits.register_per_client.check(&self.fronts.client_of(&request))?;
         let request = request.into_inner();
-        let user_id = self.register(&request.email, &request.password).await?;
+        let locale = parse_locale(&request.locale)?;
+        let user_id = self.register(&request.email, &request.password, locale.as_deref()).await?;
         let did_you_mean = Email::parse(&request.email)
             .ok()
             .and_then(|email| crate::typos::did_you_mean(email.as_str()))
@@ -203,10 +204,12 @@ impl UserService for UserGrpc {
         request: Request<pb::ResendVerificationRequest>,
     ) -> GrpcResult<pb::ResendVerificationResponse> {
         self.limits.resend_per_client.check(&self.fronts.client_of(&request))?;
-        let email = Email::parse(&request.into_inner().email).map_err(|reason| UserError::invalid("email", reason))?;
+        let request = request.into_inner();
+        let email = Email::parse(&request.email).map_err(|reason| UserError::invalid("email", reason))?;
+        let locale = parse_locale(&request.locale)?;
         // Limited by mailbox whether or not it is registered: the answer reveals nothing.
         self.limits.mail_to(&email)?;
-        self.request_verification(&email).await?;
+        self.request_verification(&email, locale.as_deref()).await?;
         Ok(Response::new(pb::ResendVerificationResponse {}))
     }
 }
@@ -294,8 +297,9 @@ impl UserGrpc {
         client: &str,
     ) -> Result<store::change::Model, UserError> {
         let new_email = Email::parse(&request.new_email).map_err(|reason| UserError::invalid("new_email", reason))?;
+        let locale = parse_locale(&request.locale)?;
         self.check_domain("new_email", &new_email).await?;
-        let user = match holder {
+        let mut user = match holder {
             Some(holder) => store::find_by_id(&self.db, &holder.user_id).await?.ok_or(UserError::NotFound)?,
             None => {
                 let email = Email::parse(&request.email)
@@ -315,8 +319,14 @@ impl UserGrpc {
         self.limits.mail_to(&new_email).map_err(UserError::Limited)?;
         // Taken or free, the same work and the same answer: the owner is told instead.
         let owner = store::find_by_email(&self.db, new_email.as_str()).await?;
+        if locale.is_some() {
+            user.locale = locale.clone();
+        }
         let requested = crate::email_change::request(&user, new_email.as_str(), owner.as_ref());
         let txn = verimail_events::db::begin_write(&self.db).await?;
+        if let Some(locale) = &locale {
+            store::set_locale(&txn, &user.id, locale).await?;
+        }
         let change = crate::email_change::record(&txn, requested).await?;
         txn.commit().await?;
         self.relay.wake();
@@ -346,7 +356,7 @@ impl UserGrpc {
         if !verified && self.sign_in_requires_verified {
             // One answer tells the client what to show: "check your inbox", with a new email.
             if self.limits.mail_to(email).is_ok() {
-                self.request_verification(email).await?;
+                self.request_verification(email, None).await?;
             }
             crate::metrics::sign_in("not_verified");
             return Err(UserError::NotVerified);
@@ -378,7 +388,7 @@ impl UserGrpc {
         }
     }
 
-    async fn register(&self, email: &str, password: &str) -> Result<String, UserError> {
+    async fn register(&self, email: &str, password: &str, locale: Option<&str>) -> Result<String, UserError> {
         let email = Email::parse(email).map_err(|reason| UserError::invalid("email", reason))?;
         let password = Password::parse(password).map_err(|reason| UserError::invalid("password", reason))?;
         password.check_strength(&email).map_err(|reason| UserError::invalid("password", reason))?;
@@ -387,7 +397,7 @@ impl UserGrpc {
         // Hashed whether or not the address is taken: the same work for every answer.
         let password_hash = self.hasher.hash(password).await.map_err(UserError::Hashing)?;
         if let Some(existing) = store::find_by_email(&self.db, email.as_str()).await? {
-            return self.registered_again(existing, &email, password_hash).await;
+            return self.registered_again(existing, &email, password_hash, locale).await;
         }
         let now = chrono::Utc::now();
         let user_id = uuid::Uuid::now_v7().to_string();
@@ -402,6 +412,7 @@ impl UserGrpc {
             updated_at: Set(now),
             verified_at: Set(None),
             registration_event_id: Set(Some(registration.clone())),
+            locale: Set(locale.map(str::to_owned)),
         })
         .exec_without_returning(&txn)
         .await;
@@ -413,9 +424,9 @@ impl UserGrpc {
             // other one came first, so this one is a registration again.
             drop(txn);
             let existing = store::find_by_email(&self.db, email.as_str()).await?.ok_or(UserError::AlreadyExists)?;
-            return self.registered_again(existing, &email, password_hash).await;
+            return self.registered_again(existing, &email, password_hash, locale).await;
         }
-        enqueue_registered(&txn, &registration, &user_id, email.as_str()).await?;
+        enqueue_registered(&txn, &registration, &user_id, email.as_str(), locale).await?;
         txn.commit().await?;
         self.relay.wake();
         tracing::info!(%user_id, email = %verimail_server::telemetry::email(email.as_str()), event_id = %registration, "user registered");
@@ -442,14 +453,17 @@ impl UserGrpc {
         existing: user::Model,
         email: &Email,
         password_hash: String,
+        locale: Option<&str>,
     ) -> Result<String, UserError> {
         let answer =
             |existing_id: String| if self.enumeration_safe { uuid::Uuid::now_v7().to_string() } else { existing_id };
         if existing.status == Status::Unverified {
             let event_id = uuid::Uuid::now_v7().to_string();
             let txn = verimail_events::db::begin_write(&self.db).await?;
-            if store::replace_unverified_password(&txn, &existing.id, &password_hash, &event_id).await? {
-                enqueue_registered(&txn, &event_id, &existing.id, &existing.email).await?;
+            if store::replace_unverified_password(&txn, &existing.id, &password_hash, &event_id, locale).await? {
+                // The newer registrant's language, as their password: theirs is the account now.
+                let locale = locale.or(existing.locale.as_deref());
+                enqueue_registered(&txn, &event_id, &existing.id, &existing.email, locale).await?;
                 txn.commit().await?;
                 self.relay.wake();
                 tracing::info!(user_id = %existing.id, %event_id, "unverified address registered again: the newer registration replaced the password");
@@ -472,6 +486,8 @@ impl UserGrpc {
             email: existing.email,
             occurred_at: rfc3339(chrono::Utc::now()),
             by_email_change: false,
+            // The owner's language: a stranger's registration does not change it.
+            locale: existing.locale.unwrap_or_default(),
         };
         let txn = verimail_events::db::begin_write(&self.db).await?;
         outbox::enqueue(
@@ -486,9 +502,10 @@ impl UserGrpc {
         Ok(answer(existing.id))
     }
 
-    /// Enqueues users.verification_requested for an unverified user; does nothing otherwise,
-    /// and the caller cannot tell which happened.
-    async fn request_verification(&self, email: &Email) -> Result<(), UserError> {
+    /// Enqueues users.verification_requested for an unverified user (in `locale`, which is
+    /// stored, else the user's own); does nothing otherwise, and the caller cannot tell which
+    /// happened.
+    async fn request_verification(&self, email: &Email, locale: Option<&str>) -> Result<(), UserError> {
         let Some(user) = store::find_by_email(&self.db, email.as_str()).await? else {
             return Ok(());
         };
@@ -501,9 +518,13 @@ impl UserGrpc {
             email: user.email,
             occurred_at: rfc3339(chrono::Utc::now()),
             registration_event_id: user.registration_event_id.unwrap_or_default(),
+            locale: locale.map(str::to_owned).or(user.locale).unwrap_or_default(),
         };
         // On SQLite through the file's one writer, like every write.
         let txn = verimail_events::db::begin_write(&self.db).await?;
+        if let Some(locale) = locale {
+            store::set_locale(&txn, &event.user_id, locale).await?;
+        }
         outbox::enqueue(
             &txn,
             OutboxEvent::new(event.event_id.clone(), &event.user_id, subjects::USERS_VERIFICATION_REQUESTED, &event),
@@ -521,16 +542,23 @@ async fn enqueue_registered(
     event_id: &str,
     user_id: &str,
     email: &str,
+    locale: Option<&str>,
 ) -> Result<(), UserError> {
     let event = events::UserRegistered {
         event_id: event_id.to_owned(),
         user_id: user_id.to_owned(),
         email: email.to_owned(),
         occurred_at: rfc3339(chrono::Utc::now()),
+        locale: locale.unwrap_or_default().to_owned(),
     };
     outbox::enqueue(txn, OutboxEvent::new(event.event_id.clone(), &event.user_id, subjects::USERS_REGISTERED, &event))
         .await?;
     Ok(())
+}
+
+/// A request's optional `locale` in canonical form; INVALID_ARGUMENT naming it otherwise.
+fn parse_locale(raw: &str) -> Result<Option<String>, UserError> {
+    verimail_server::locale::parse(raw).map_err(|reason| UserError::invalid("locale", reason))
 }
 
 /// A user id as its canonical text; INVALID_ARGUMENT naming `field` otherwise.
@@ -576,5 +604,6 @@ fn to_proto(user: user::Model) -> pb::User {
         created_at: rfc3339(user.created_at),
         updated_at: rfc3339(user.updated_at),
         verified_at: user.verified_at.map(rfc3339).unwrap_or_default(),
+        locale: user.locale.unwrap_or_default(),
     }
 }

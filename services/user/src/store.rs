@@ -22,6 +22,8 @@ pub mod user {
         /// The users.registered event of the latest registration of the address: only its
         /// links and codes verify (none for users from before it was recorded).
         pub registration_event_id: Option<String>,
+        /// The canonical BCP 47 tag the user's emails are written in; none for the default.
+        pub locale: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -202,6 +204,27 @@ mod create_email_changes {
     }
 }
 
+mod add_locale {
+    use sea_orm_migration::prelude::*;
+    use sea_orm_migration::schema::*;
+
+    #[derive(DeriveIden)]
+    enum Users {
+        Table,
+        Locale,
+    }
+
+    /// The language each user's emails are written in.
+    pub fn migration() -> verimail_events::db::SchemaMigration {
+        verimail_events::db::SchemaMigration {
+            name: "m20261203_000006_add_user_locale",
+            tables: vec![],
+            alters: vec![Table::alter().table(Users::Table).add_column(string_null(Users::Locale)).to_owned()],
+            indexes: vec![],
+        }
+    }
+}
+
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
@@ -213,6 +236,7 @@ impl MigratorTrait for Migrator {
         migrations.push(Box::new(verimail_events::erasure::migration::migration()));
         migrations.push(Box::new(create_email_changes::migration()));
         migrations.push(Box::new(crate::undeliverable::migration::migration()));
+        migrations.push(Box::new(add_locale::migration()));
         migrations
     }
 }
@@ -252,22 +276,25 @@ pub async fn list<C: ConnectionTrait>(
     query.order_by_desc(user::Column::Id).limit(limit).all(conn).await
 }
 
-/// Replaces the password of a user who is still unverified (a newer registration of the
-/// address, `registration`); false when the user is verified by now, or gone.
+/// Replaces the password (and the language, if one is given) of a user who is still
+/// unverified (a newer registration of the address, `registration`); false when the user is
+/// verified by now, or gone.
 pub async fn replace_unverified_password<C: ConnectionTrait>(
     conn: &C,
     id: &str,
     password_hash: &str,
     registration: &str,
+    locale: Option<&str>,
 ) -> Result<bool, DbErr> {
-    let replaced = user::Entity::update_many()
+    let mut update = user::Entity::update_many()
         .col_expr(user::Column::PasswordHash, Expr::value(password_hash))
         .col_expr(user::Column::RegistrationEventId, Expr::value(registration))
-        .col_expr(user::Column::UpdatedAt, Expr::value(chrono::Utc::now()))
-        .filter(user::Column::Id.eq(id))
-        .filter(user::Column::Status.eq(Status::Unverified))
-        .exec(conn)
-        .await?;
+        .col_expr(user::Column::UpdatedAt, Expr::value(chrono::Utc::now()));
+    if let Some(locale) = locale {
+        update = update.col_expr(user::Column::Locale, Expr::value(locale));
+    }
+    let replaced =
+        update.filter(user::Column::Id.eq(id)).filter(user::Column::Status.eq(Status::Unverified)).exec(conn).await?;
     Ok(replaced.rows_affected == 1)
 }
 
@@ -339,6 +366,17 @@ pub async fn mark_verified<C: ConnectionTrait>(
 }
 
 /// Users by id, in no particular order (ids that name no user are left out).
+/// Sets the language of the user's emails; false when the user is gone.
+pub async fn set_locale<C: ConnectionTrait>(conn: &C, id: &str, locale: &str) -> Result<bool, DbErr> {
+    let set = user::Entity::update_many()
+        .col_expr(user::Column::Locale, Expr::value(locale))
+        .col_expr(user::Column::UpdatedAt, Expr::value(chrono::Utc::now()))
+        .filter(user::Column::Id.eq(id))
+        .exec(conn)
+        .await?;
+    Ok(set.rows_affected == 1)
+}
+
 pub async fn find_many<C: ConnectionTrait>(conn: &C, ids: &[String]) -> Result<Vec<user::Model>, DbErr> {
     user::Entity::find().filter(user::Column::Id.is_in(ids.iter().map(String::as_str))).all(conn).await
 }

@@ -54,7 +54,11 @@ async fn with_enumeration_safety_off_a_verified_email_gets_already_exists_and_wr
         let status = stack
             .users
             .clone()
-            .register_user(RegisterUserRequest { email: same_mailbox.into(), password: "another password".into() })
+            .register_user(RegisterUserRequest {
+                email: same_mailbox.into(),
+                password: "another password".into(),
+                ..Default::default()
+            })
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::AlreadyExists, "{same_mailbox:?}");
@@ -91,7 +95,7 @@ async fn malformed_registrations_get_invalid_argument_naming_the_field() {
         let status = stack
             .users
             .clone()
-            .register_user(RegisterUserRequest { email: email.clone(), password })
+            .register_user(RegisterUserRequest { email: email.clone(), password, ..Default::default() })
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{email:?}");
@@ -129,13 +133,16 @@ async fn bad_lookups_and_resends_are_refused_precisely() {
         .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
 
-    let bad_resend =
-        users.clone().resend_verification(ResendVerificationRequest { email: "nope".into() }).await.unwrap_err();
+    let bad_resend = users
+        .clone()
+        .resend_verification(ResendVerificationRequest { email: "nope".into(), ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(bad_resend.code(), Code::InvalidArgument);
     // An unknown address is answered exactly like a known one, and sends nothing.
     users
         .clone()
-        .resend_verification(ResendVerificationRequest { email: "nobody@example.com".into() })
+        .resend_verification(ResendVerificationRequest { email: "nobody@example.com".into(), ..Default::default() })
         .await
         .expect("same answer for unknown addresses");
 
@@ -152,7 +159,8 @@ async fn bad_lookups_and_resends_are_refused_precisely() {
 async fn an_oversized_message_is_refused_before_any_handler_and_unknown_paths_share_one_metric_label() {
     let stack = Stack::start().await;
     // 64 KiB of password: refused while decoding, far below tonic's 4 MiB default.
-    let huge = RegisterUserRequest { email: "big@example.com".into(), password: "x".repeat(64 * 1024) };
+    let huge =
+        RegisterUserRequest { email: "big@example.com".into(), password: "x".repeat(64 * 1024), ..Default::default() };
     let status = stack.users.clone().register_user(huge).await.unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     println!("RegisterUser with a 64 KiB password: {:?} {}", status.code(), status.message());

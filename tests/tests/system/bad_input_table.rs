@@ -69,6 +69,7 @@ async fn bad_input_everywhere_gets_a_precise_answer_and_changes_nothing() {
     let tried = weird_emails(&stack, &user_id).await
         + weak_passwords(&stack).await
         + bad_tokens_and_codes(&stack, &user_id, forged).await
+        + bad_locales(&stack).await
         + bad_ops_fields(&stack).await
         + bad_sign_ins_and_lookups(&stack, &user_id).await
         + bad_pages(&stack, &tampered).await;
@@ -100,14 +101,15 @@ async fn weird_emails(stack: &Stack, user_id: &str) -> usize {
         "kim@localhost",
     ];
     for email in weird_emails {
-        let register = RegisterUserRequest { email: email.into(), password: "correct horse battery".into() };
+        let register =
+            RegisterUserRequest { email: email.into(), password: "correct horse battery".into(), ..Default::default() };
         let status = users.clone().register_user(register).await.unwrap_err();
         assert_eq!(
             (status.code(), verimail_server::grpc::bad_request_field(&status).as_deref()),
             (Code::InvalidArgument, Some("email")),
             "RegisterUser {email:?}"
         );
-        let resend = ResendVerificationRequest { email: email.into() };
+        let resend = ResendVerificationRequest { email: email.into(), ..Default::default() };
         assert_eq!(
             users.clone().resend_verification(resend).await.unwrap_err().code(),
             Code::InvalidArgument,
@@ -156,7 +158,8 @@ async fn weak_passwords(stack: &Stack) -> usize {
         "\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}",
     ];
     for password in weak_passwords {
-        let register = RegisterUserRequest { email: "new@example.com".into(), password: password.into() };
+        let register =
+            RegisterUserRequest { email: "new@example.com".into(), password: password.into(), ..Default::default() };
         let status = users.clone().register_user(register).await.unwrap_err();
         assert_eq!(
             (status.code(), verimail_server::grpc::bad_request_field(&status).as_deref()),
@@ -164,6 +167,40 @@ async fn weak_passwords(stack: &Stack) -> usize {
             "password {password:?}"
         );
         tried += 1;
+    }
+    tried
+}
+
+/// Malformed language tags, to every RPC that takes one: INVALID_ARGUMENT naming `locale`.
+async fn bad_locales(stack: &Stack) -> usize {
+    let mut tried = 0;
+    for locale in ["english", "x-klingon", "de_DE", "de-", "und", "de-u-co-phonebk", "<b>", &"de-".repeat(20)] {
+        let register = RegisterUserRequest {
+            email: "new@example.com".into(),
+            password: "correct horse battery".into(),
+            locale: locale.into(),
+        };
+        let resend = ResendVerificationRequest { email: "kim@example.com".into(), locale: locale.into() };
+        let change = ChangeEmailRequest {
+            new_email: "new@example.com".into(),
+            email: "kim@example.com".into(),
+            password: "correct horse battery".into(),
+            locale: locale.into(),
+        };
+        let answers = [
+            ("RegisterUser", stack.users.clone().register_user(register).await.map(drop)),
+            ("ResendVerification", stack.users.clone().resend_verification(resend).await.map(drop)),
+            ("ChangeEmail", stack.plain_users().change_email(change).await.map(drop)),
+        ];
+        for (rpc, answer) in answers {
+            let status = answer.expect_err("a bad locale was taken");
+            assert_eq!(
+                (status.code(), verimail_server::grpc::bad_request_field(&status).as_deref()),
+                (Code::InvalidArgument, Some("locale")),
+                "{rpc} {locale:?}"
+            );
+            tried += 1;
+        }
     }
     tried
 }
@@ -427,8 +464,12 @@ async fn bad_changes(stack: &Stack, user_id: &str) -> usize {
         (None, "new@example.com", "kim@example.com", password, Code::FailedPrecondition, None),
     ];
     for (bearer, new_email, email, password, code, field) in cases {
-        let request =
-            ChangeEmailRequest { new_email: new_email.into(), email: email.into(), password: password.into() };
+        let request = ChangeEmailRequest {
+            new_email: new_email.into(),
+            email: email.into(),
+            password: password.into(),
+            ..Default::default()
+        };
         let answer = match bearer {
             None => stack.plain_users().change_email(request).await,
             Some(token) => stack.plain_users().change_email(verimail_system_tests::with_bearer(request, token)).await,

@@ -214,7 +214,12 @@ async fn suppressions(
 }
 
 async fn resend(stack: &Stack, email: &str) {
-    stack.users.clone().resend_verification(ResendVerificationRequest { email: email.into() }).await.expect("resend");
+    stack
+        .users
+        .clone()
+        .resend_verification(ResendVerificationRequest { email: email.into(), ..Default::default() })
+        .await
+        .expect("resend");
 }
 
 /// Waits (at most 10 s) for a delivery to `email` in `status`.

@@ -114,7 +114,7 @@ async fn wrong_codes_from_many_clients_kill_the_codes_at_the_cap_and_a_new_email
     stack
         .users
         .clone()
-        .resend_verification(ResendVerificationRequest { email: "dave@example.com".into() })
+        .resend_verification(ResendVerificationRequest { email: "dave@example.com".into(), ..Default::default() })
         .await
         .unwrap();
     let fresh = stack.smtp.wait_for("dave@example.com", 2, EMAIL_WAIT).await[1].verification_code();
@@ -152,7 +152,7 @@ async fn two_emails_in_flight_both_codes_work_and_verify_once() {
     stack
         .users
         .clone()
-        .resend_verification(ResendVerificationRequest { email: "erin@example.com".into() })
+        .resend_verification(ResendVerificationRequest { email: "erin@example.com".into(), ..Default::default() })
         .await
         .unwrap();
     let mails = stack.smtp.wait_for("erin@example.com", 2, EMAIL_WAIT).await;

@@ -176,7 +176,7 @@ async fn through_a_real_mta_bounces_come_back_and_suppress_and_signatures_surviv
         stack.user(&ids["hard@example.org"]).await.email_undeliverable.is_some()
     })
     .await;
-    let request = ResendVerificationRequest { email: "hard@example.org".into() };
+    let request = ResendVerificationRequest { email: "hard@example.org".into(), ..Default::default() };
     stack.users.clone().resend_verification(request).await.expect("ResendVerification");
     let suppressed_delivery = ListDeliveriesRequest {
         email: "hard@example.org".into(),
@@ -232,6 +232,7 @@ async fn with_email_check_dns_a_domain_that_cannot_receive_mail_is_refused() {
         new_email: "moved@nowhere.example".into(),
         email: "a@mail.example".into(),
         password: "correct horse battery".into(),
+        ..Default::default()
     };
     let refused = stack.plain_users().change_email(change).await.unwrap_err();
     assert_eq!(

@@ -111,6 +111,7 @@ async fn with_the_password_instead_of_a_token_the_new_address_is_verified_by_its
         new_email: "ann@example.org".into(),
         email: "ann@example.com".into(),
         password: "not the password".into(),
+        ..Default::default()
     };
     let refused = stack.plain_users().change_email(request.clone()).await.expect_err("a wrong password");
     assert_eq!(refused.code(), Code::Unauthenticated);
@@ -247,14 +248,20 @@ async fn changes_of_address_while_the_nats_server_is_killed_send_one_notice_and_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_likely_typo_of_a_major_provider_gets_a_suggestion_and_goes_ahead_as_typed() {
     let stack = Stack::start().await;
-    let request =
-        verimail_proto::user::v1::RegisterUserRequest { email: "Typo@GMIAL.com".into(), password: PASSWORD.into() };
+    let request = verimail_proto::user::v1::RegisterUserRequest {
+        email: "Typo@GMIAL.com".into(),
+        password: PASSWORD.into(),
+        ..Default::default()
+    };
     let reply = stack.users.clone().register_user(request).await.expect("RegisterUser").into_inner();
     assert_eq!(reply.did_you_mean, "typo@gmail.com");
     // A hint, not a correction: the address as typed got the email.
     stack.smtp.wait_for_verification("typo@gmial.com", EMAIL_WAIT).await;
-    let request =
-        verimail_proto::user::v1::RegisterUserRequest { email: "right@gmail.com".into(), password: PASSWORD.into() };
+    let request = verimail_proto::user::v1::RegisterUserRequest {
+        email: "right@gmail.com".into(),
+        password: PASSWORD.into(),
+        ..Default::default()
+    };
     let reply = stack.users.clone().register_user(request).await.expect("RegisterUser").into_inner();
     assert_eq!(reply.did_you_mean, "", "a right address gets no suggestion");
 

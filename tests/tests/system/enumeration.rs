@@ -8,7 +8,8 @@ use verimail_system_tests::Stack;
 
 async fn timed_register(stack: &Stack, email: &str) -> (Duration, Result<String, tonic::Status>) {
     let started = Instant::now();
-    let request = RegisterUserRequest { email: email.into(), password: "another password".into() };
+    let request =
+        RegisterUserRequest { email: email.into(), password: "another password".into(), ..Default::default() };
     let reply = stack.users.clone().register_user(request).await.map(|r| r.into_inner().user_id);
     (started.elapsed(), reply)
 }

@@ -44,6 +44,7 @@ async fn smtp_down_for_a_while_then_back_delivers_everything_and_a_rejected_reci
         .register_user(verimail_proto::user::v1::RegisterUserRequest {
             email: "rejected@example.com".into(),
             password: "correct horse battery".into(),
+            ..Default::default()
         })
         .await
         .expect("RegisterUser")
@@ -386,6 +387,7 @@ async fn the_whole_flow_on_postgresql_with_a_registration_race() {
             let request = verimail_proto::user::v1::RegisterUserRequest {
                 email: "pg-race@example.com".into(),
                 password: "correct horse battery".into(),
+                ..Default::default()
             };
             users.register_user(request).await.map(|r| r.into_inner().user_id).map_err(|s| s.code())
         }

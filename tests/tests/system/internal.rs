@@ -198,6 +198,7 @@ async fn internal_and_ops_rpcs_each_take_their_own_credential() {
         .register_user(RegisterUserRequest {
             email: "pub@example.com".into(),
             password: "correct horse battery".into(),
+            ..Default::default()
         })
         .await
         .expect("a public RPC");
@@ -214,7 +215,10 @@ async fn only_a_trusted_caller_may_name_the_client_it_calls_for() {
     let resend_as = |client: &'static str, credential: Option<&'static str>| {
         let channel = plain.clone();
         async move {
-            let request = for_browser(ResendVerificationRequest { email: format!("{client}@example.com") }, client);
+            let request = for_browser(
+                ResendVerificationRequest { email: format!("{client}@example.com"), ..Default::default() },
+                client,
+            );
             if let Some(secret) = credential {
                 let credential = ServiceCredential::new(secret).unwrap();
                 return UserServiceClient::new(credential.channel(channel)).resend_verification(request).await;

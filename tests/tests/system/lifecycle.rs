@@ -97,6 +97,7 @@ async fn two_user_service_instances_on_one_postgresql_database_delete_each_expir
         let request = verimail_proto::user::v1::RegisterUserRequest {
             email: format!("lapse-{n}@example.com"),
             password: PASSWORD.into(),
+            ..Default::default()
         };
         ids.push(instance.users.clone().register_user(request).await.expect("RegisterUser").into_inner().user_id);
     }
@@ -218,7 +219,11 @@ async fn deleting_an_account_erases_its_address_from_every_service_and_the_parke
 async fn an_operator_deletes_an_account_while_email_service_is_down_and_the_erasure_completes() {
     let mut stack = ProcessStack::start().await;
     let address = "while-down@example.com";
-    let request = verimail_proto::user::v1::RegisterUserRequest { email: address.into(), password: PASSWORD.into() };
+    let request = verimail_proto::user::v1::RegisterUserRequest {
+        email: address.into(),
+        password: PASSWORD.into(),
+        ..Default::default()
+    };
     let user_id = stack.users.clone().register_user(request).await.expect("RegisterUser").into_inner().user_id;
     stack.smtp.wait_for(address, 1, EMAIL_WAIT).await;
     let email_db = stack.database_url("email");

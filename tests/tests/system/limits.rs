@@ -45,7 +45,9 @@ async fn resends_trip_at_three_alike_for_known_and_unknown_addresses_and_recover
     stack.try_register("known@example.com", "correct horse battery").await.unwrap();
     let resend = |email: &'static str| {
         let mut users = stack.users.clone();
-        async move { users.resend_verification(ResendVerificationRequest { email: email.into() }).await }
+        async move {
+            users.resend_verification(ResendVerificationRequest { email: email.into(), ..Default::default() }).await
+        }
     };
     resend("known@example.com").await.unwrap();
     resend("known@example.com").await.unwrap();
@@ -111,7 +113,14 @@ async fn mail_limits_count_the_mailbox_not_its_spelling_and_sign_up_notices_with
     .await;
     let resend = |email: &'static str, n: u8| {
         let mut users = stack.users.clone();
-        async move { users.resend_verification(from_browser(ResendVerificationRequest { email: email.into() }, n)).await }
+        async move {
+            users
+                .resend_verification(from_browser(
+                    ResendVerificationRequest { email: email.into(), ..Default::default() },
+                    n,
+                ))
+                .await
+        }
     };
     // Sub-addresses and case are one mailbox: one allowance.
     for (n, spelling) in [(1, "Victim+1@Example.com"), (2, "victim+2@example.com"), (3, "VICTIM@example.com")] {
@@ -129,8 +138,11 @@ async fn mail_limits_count_the_mailbox_not_its_spelling_and_sign_up_notices_with
     resend("owner+a@example.com", 7).await.unwrap();
     let again = |n: u8| {
         let mut users = stack.users.clone();
-        let request =
-            RegisterUserRequest { email: "Owner@example.com".into(), password: "correct horse battery".into() };
+        let request = RegisterUserRequest {
+            email: "Owner@example.com".into(),
+            password: "correct horse battery".into(),
+            ..Default::default()
+        };
         async move { users.register_user(from_browser(request, n)).await }
     };
     again(8).await.expect("answered as a new registration: the third email of the mailbox, a notice");

@@ -1,32 +1,91 @@
-//! What every email kind looks like where it is read: its links short enough for every mail
-//! client and scanner, and its HTML laid out in a 600-pixel-wide reading pane (Chromium) with
-//! nothing to scroll sideways. Screenshots go to the test artifacts folder.
+//! What every email kind looks like where it is read, in each language we ship: written in the
+//! user's language (the nearest we have: `de-AT` gets German, `pt-BR` the default), its times
+//! as people read them, its links short enough for every mail client and scanner, and its HTML
+//! laid out in a 600-pixel-wide reading pane (Chromium) with nothing to scroll sideways.
+//! Screenshots go to the test artifacts folder.
 
 use crate::{EMAIL_WAIT, STATUS_WAIT};
-use verimail_proto::user::v1::{ChangeEmailRequest, UserStatus};
+use std::time::Duration;
+use tonic::Code;
+use verimail_proto::user::v1::{ChangeEmailRequest, RegisterUserRequest, UserStatus};
 use verimail_system_tests::browser::Browser;
 use verimail_system_tests::chrome::Chrome;
-use verimail_system_tests::{ReceivedMail, Stack, eventually, with_bearer};
+use verimail_system_tests::{ReceivedMail, Stack, StackOptions, eventually, with_bearer};
 
 const PASSWORD: &str = "correct horse battery";
 
 /// Longest link an email may carry: some clients and scanners break or cut longer ones.
 const MAX_LINK: usize = 200;
 
-/// A verified account of `email`, and its access token.
-async fn verified(stack: &Stack, email: &str) -> String {
-    let user_id = stack.register(email, PASSWORD).await;
-    let link = stack.smtp.wait_for_verification(email, EMAIL_WAIT).await.verification_link();
+/// Each email, its subject in each language (en, de, es), and a time phrase of its text.
+const EMAILS: [(&str, [&str; 3], [&str; 3]); 5] = [
+    (
+        "verification",
+        ["Verify your email address", "Bestätigen Sie Ihre E-Mail-Adresse", "Verifica tu dirección de correo"],
+        ["expires in 24 hours", "läuft in 24 Stunden ab", "caduca en 24 horas"],
+    ),
+    (
+        "signup_attempted",
+        [
+            "Someone tried to sign up with your address",
+            "Jemand hat versucht, sich mit Ihrer Adresse zu registrieren",
+            "Alguien intentó registrarse con tu dirección",
+        ],
+        ["", "", ""],
+    ),
+    (
+        "email_change_verification",
+        [
+            "Confirm your new email address",
+            "Bestätigen Sie Ihre neue E-Mail-Adresse",
+            "Confirma tu nueva dirección de correo",
+        ],
+        ["the code expires in 1 hour", "der Code läuft in 1 Stunde ab", "el código caduca en 1 hora"],
+    ),
+    (
+        "email_change_notice",
+        [
+            "Your email address is being changed",
+            "Ihre E-Mail-Adresse wird geändert",
+            "Se está cambiando tu dirección de correo",
+        ],
+        ["for 7 days", "7 Tage lang", "durante 7 días"],
+    ),
+    (
+        "change_attempted",
+        [
+            "Someone tried to move an account to your address",
+            "Jemand hat versucht, ein Konto auf Ihre Adresse umzustellen",
+            "Alguien intentó cambiar una cuenta a tu dirección",
+        ],
+        ["", "", ""],
+    ),
+];
+
+async fn register(stack: &Stack, email: &str, locale: &str) -> Result<String, tonic::Status> {
+    let request = RegisterUserRequest { email: email.into(), password: PASSWORD.into(), locale: locale.into() };
+    stack.users.clone().register_user(request).await.map(|reply| reply.into_inner().user_id)
+}
+
+/// The email to `to` whose subject is `subject`, once it arrived.
+async fn titled(stack: &Stack, to: &str, subject: &str) -> ReceivedMail {
+    let find = || stack.smtp.to(to).into_iter().find(|m| m.header("Subject").as_deref() == Some(subject));
+    eventually(&format!("{subject:?} to {to}"), EMAIL_WAIT, || async { find().is_some() }).await;
+    find().expect("the email")
+}
+
+/// A verified account of `email` in `locale`, and its access token.
+async fn verified(stack: &Stack, email: &str, locale: &str, subject: &str) -> String {
+    let user_id = register(stack, email, locale).await.expect("RegisterUser");
+    let link = titled(stack, email, subject).await.verification_link();
     assert_eq!(Browser::new(&stack.gateway_url).click(&link).await.kind(), "verified");
     assert!(stack.wait_for_status(&user_id, UserStatus::Verified, STATUS_WAIT).await);
     stack.sign_in(email, PASSWORD).await.expect("SignIn").access_token
 }
 
-/// Waits for the email to `to` whose subject is `subject`.
-async fn titled(stack: &Stack, to: &str, subject: &str) -> ReceivedMail {
-    let find = || stack.smtp.to(to).into_iter().find(|m| m.header("Subject").as_deref() == Some(subject));
-    eventually(&format!("{subject:?} to {to}"), EMAIL_WAIT, || async { find().is_some() }).await;
-    find().expect("the email")
+async fn change(stack: &Stack, token: &str, new_email: &str) {
+    let request = ChangeEmailRequest { new_email: new_email.into(), ..Default::default() };
+    stack.plain_users().change_email(with_bearer(request, token)).await.expect("ChangeEmail");
 }
 
 /// Every http(s) link of the text part.
@@ -36,26 +95,9 @@ fn links(mail: &ReceivedMail) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_email_kind_has_short_links_and_fits_a_600_pixel_pane() {
-    let stack = Stack::start().await;
-    // A registration's verification email, then the notice of a second registration.
-    let token = verified(&stack, "ada@example.com").await;
-    stack.register("ada@example.com", PASSWORD).await;
-    // A change of address: the new address's verification, the current one's notice; a
-    // change to a taken address: its owner's notice.
-    let change = ChangeEmailRequest { new_email: "ada@example.org".into(), ..Default::default() };
-    stack.plain_users().change_email(with_bearer(change, &token)).await.expect("ChangeEmail");
-    let bea = verified(&stack, "bea@example.com").await;
-    let to_taken = ChangeEmailRequest { new_email: "ada@example.com".into(), ..Default::default() };
-    stack.plain_users().change_email(with_bearer(to_taken, &bea)).await.expect("ChangeEmail");
-
-    let kinds = [
-        ("verification", "ada@example.com", "Verify your email address"),
-        ("signup_attempted", "ada@example.com", "Someone tried to sign up with your address"),
-        ("email_change_verification", "ada@example.org", "Confirm your new email address"),
-        ("email_change_notice", "ada@example.com", "Your email address is being changed"),
-        ("change_attempted", "ada@example.com", "Someone tried to move an account to your address"),
-    ];
+async fn every_email_kind_in_every_language_has_short_links_and_fits_a_600_pixel_pane() {
+    let options = StackOptions { token_lifetime: Duration::from_secs(24 * 3600), ..StackOptions::default() };
+    let stack = Stack::start_with(options).await;
     let chrome = Chrome::start().await;
     chrome.set_viewport(600, 900).await;
     let pages = tempfile::tempdir().expect("a folder for the HTML parts");
@@ -65,19 +107,68 @@ async fn every_email_kind_has_short_links_and_fits_a_600_pixel_pane() {
     chrome.client.goto(&format!("file://{}", wide.display())).await.expect("open the wide page");
     let (laid_out, pane) = chrome.layout_width().await;
     assert!(laid_out > pane, "a 120-character unbroken line measured {laid_out} px in {pane} px");
-    for (kind, to, subject) in kinds {
-        let mail = titled(&stack, to, subject).await;
-        for link in links(&mail) {
-            println!("{kind}: a link of {} characters", link.len());
-            assert!(link.len() < MAX_LINK, "{kind}: a link of {} characters: {link}", link.len());
+
+    // `de-AT` has no emails of its own: German is the nearest.
+    for (n, (locale, asked)) in [("en", "en"), ("de", "de-AT"), ("es", "es")].into_iter().enumerate() {
+        let subject = |email: &str| EMAILS.iter().find(|(name, ..)| *name == email).expect("an email").1[n];
+        let (ada, ada_new, bea) = (
+            format!("ada-{locale}@example.com"),
+            format!("ada-{locale}@example.org"),
+            format!("bea-{locale}@example.com"),
+        );
+        // A registration's verification email, then the notice of a second registration; a
+        // change of address (the new address's verification, the current one's notice); a
+        // change to a taken address (its owner's notice).
+        let token = verified(&stack, &ada, asked, subject("verification")).await;
+        register(&stack, &ada, "").await.expect("RegisterUser again");
+        change(&stack, &token, &ada_new).await;
+        let bea_token = verified(&stack, &bea, "", EMAILS[0].1[0]).await;
+        change(&stack, &bea_token, &ada).await;
+
+        for (email, subjects, phrases) in EMAILS {
+            let to = if email == "email_change_verification" { &ada_new } else { &ada };
+            let mail = titled(&stack, to, subjects[n]).await;
+            let (text, html) = (mail.part("text/plain"), mail.part("text/html"));
+            assert!(text.replace('\n', " ").contains(phrases[n]), "{locale} {email}: no {:?} in\n{text}", phrases[n]);
+            assert!(html.contains(&format!("<html lang=\"{locale}\">")), "{locale} {email}");
+            assert!(!text.contains("T00:") && !text.contains(":00Z"), "{locale} {email}: an RFC 3339 time\n{text}");
+            for link in links(&mail) {
+                println!("{locale} {email}: a link of {} characters", link.len());
+                assert!(link.len() < MAX_LINK, "{email}: a link of {} characters: {link}", link.len());
+            }
+            let page = pages.path().join(format!("{locale}-{email}.html"));
+            std::fs::write(&page, html).expect("write the HTML part");
+            chrome.client.goto(&format!("file://{}", page.display())).await.expect("open the HTML part");
+            let (laid_out, pane) = chrome.layout_width().await;
+            let shot = chrome.screenshot(&format!("email-{email}-{locale}-600px")).await;
+            assert_eq!(pane, 600, "the reading pane");
+            assert!(laid_out <= pane, "{email}: laid out {laid_out} px wide in {pane} px; see {}", shot.display());
         }
-        let page = pages.path().join(format!("{kind}.html"));
-        std::fs::write(&page, mail.part("text/html")).expect("write the HTML part");
-        chrome.client.goto(&format!("file://{}", page.display())).await.expect("open the HTML part");
-        let (laid_out, pane) = chrome.layout_width().await;
-        let shot = chrome.screenshot(&format!("email-{kind}-600px")).await;
-        assert_eq!(pane, 600, "the reading pane");
-        assert!(laid_out <= pane, "{kind}: laid out {laid_out} px wide in a {pane} px pane; see {}", shot.display());
     }
     chrome.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_language_we_lack_gets_the_default_and_a_malformed_tag_is_refused() {
+    let stack = Stack::start().await;
+    let user_id = register(&stack, "cai@example.com", "pt-BR").await.expect("RegisterUser pt-BR");
+    titled(&stack, "cai@example.com", EMAILS[0].1[0]).await;
+    let user = stack.user(&user_id).await;
+    assert_eq!(user.locale, "pt-BR", "kept as asked, for when Portuguese emails exist");
+
+    // Canonical form, and a resend may change the language (German now).
+    let user_id = register(&stack, "dov@example.com", "EN-gb").await.expect("RegisterUser");
+    assert_eq!(stack.user(&user_id).await.locale, "en-GB");
+    let resend =
+        verimail_proto::user::v1::ResendVerificationRequest { email: "dov@example.com".into(), locale: "de".into() };
+    stack.users.clone().resend_verification(resend).await.expect("ResendVerification");
+    titled(&stack, "dov@example.com", EMAILS[0].1[1]).await;
+    assert_eq!(stack.user(&user_id).await.locale, "de");
+
+    for bad in ["english", "x-klingon", "de_DE", "de-u-co-phonebk", "und", "<b>"] {
+        let refused = register(&stack, "eve@example.com", bad).await.expect_err(bad);
+        assert_eq!(refused.code(), Code::InvalidArgument, "{bad}");
+        assert_eq!(verimail_server::grpc::bad_request_field(&refused).as_deref(), Some("locale"), "{bad}");
+    }
+    assert_eq!(stack.query_text("user", "SELECT COUNT(*) FROM users WHERE email = 'eve@example.com'").await, "0");
 }

@@ -45,7 +45,11 @@ async fn metrics_count_what_the_flow_did() {
     let mut users = Vec::new();
     for n in 0..3 {
         let email = format!("m{n}@example.com");
-        let request = RegisterUserRequest { email: email.clone(), password: "correct horse battery".into() };
+        let request = RegisterUserRequest {
+            email: email.clone(),
+            password: "correct horse battery".into(),
+            ..Default::default()
+        };
         users.push((
             email,
             stack.users.clone().register_user(request).await.expect("RegisterUser").into_inner().user_id,
@@ -63,7 +67,11 @@ async fn metrics_count_what_the_flow_did() {
     let fields = [("email".to_owned(), "m2@example.com".to_owned()), ("code".to_owned(), wrong)];
     assert_eq!(browser.submit("/verify-code", &fields).await.status, 400);
     // A verified address again: answered like a new registration, counted as "existing".
-    let again = RegisterUserRequest { email: "m0@example.com".into(), password: "correct horse battery".into() };
+    let again = RegisterUserRequest {
+        email: "m0@example.com".into(),
+        password: "correct horse battery".into(),
+        ..Default::default()
+    };
     stack.users.clone().register_user(again).await.expect("RegisterUser again");
     stack.smtp.wait_for("m0@example.com", 2, EMAIL_WAIT).await; // the verification email and the notice
 
@@ -116,7 +124,11 @@ async fn bounces_suppressions_and_refusals_are_counted() {
     let env =
         [("BOUNCE_DOMAIN", "bounces.example.com".to_owned()), ("BOUNCE_SMTP_ADDR", format!("127.0.0.1:{bounce_port}"))];
     let stack = ProcessStack::start_with_env(&env).await;
-    let request = RegisterUserRequest { email: "gone@example.org".into(), password: "correct horse battery".into() };
+    let request = RegisterUserRequest {
+        email: "gone@example.org".into(),
+        password: "correct horse battery".into(),
+        ..Default::default()
+    };
     stack.users.clone().register_user(request).await.expect("RegisterUser");
     let mail = stack.smtp.wait_for_verification("gone@example.org", EMAIL_WAIT).await;
     let before = scrape(&stack, Part::Email).await;

@@ -76,7 +76,7 @@ async fn with_a_user_per_service_the_flow_works_and_nobody_else_can_publish_what
         event_id: "e".into(),
         user_id: victim.clone(),
         email: "x@example.com".into(),
-        occurred_at: String::new(),
+        ..Default::default()
     };
     let refused = stored(&auth_service, subjects::USERS_REGISTERED, registered.encode_to_vec()).await;
     assert!(refused.is_err(), "auth-service published users.registered");

@@ -263,7 +263,7 @@ async fn revoked_links_and_codes_stop_working_and_a_new_email_works() {
     assert_eq!((revoke().await.revoked_tokens, revoke().await.revoked_codes), (0, 0), "nothing left to revoke");
 
     // A new email (a resend) carries a token that works.
-    let resend = ResendVerificationRequest { email: "revoke@example.com".into() };
+    let resend = ResendVerificationRequest { email: "revoke@example.com".into(), ..Default::default() };
     stack.users.clone().resend_verification(resend).await.expect("ResendVerification");
     click(&stack, "revoke@example.com", 2).await;
     assert!(stack.wait_for_status(&user_id, UserStatus::Verified, STATUS_WAIT).await);

@@ -41,7 +41,7 @@ async fn keys_rotate_without_breaking_links_and_codes_in_flight_and_a_removed_ke
     assert_eq!((page.status, page.kind()), (200, "verified"), "an old-key code after the rotation");
 
     // A new email for the third user is made with the new key.
-    let resend = ResendVerificationRequest { email: users[2].email.clone() };
+    let resend = ResendVerificationRequest { email: users[2].email.clone(), ..Default::default() };
     stack.users.clone().resend_verification(resend).await.expect("ResendVerification");
     stack.smtp.wait_for(&users[2].email, 2, LIMIT).await;
     let second = verification_emails(&stack.smtp, &users[2].email).remove(1);

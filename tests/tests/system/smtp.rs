@@ -12,7 +12,7 @@ use verimail_system_tests::smtp::SmtpServer;
 async fn a_pooled_connection_sends_each_email_without_a_nagle_stall() {
     let smtp = SmtpServer::start();
     let mailer = Mailer::new(&MailTarget::Smtp(smtp.url()), Duration::from_secs(10)).unwrap();
-    let templates = Templates::new().expect("the built-in templates");
+    let templates = Templates::new("en").expect("the built-in templates");
     let from = "Verimail <no-reply@verimail.localhost>".parse().unwrap();
     let mut took = Vec::new();
     for n in 0..21 {
@@ -20,13 +20,14 @@ async fn a_pooled_connection_sends_each_email_without_a_nagle_stall() {
         let content = VerificationEmail {
             email: &email,
             link: Templates::link("http://127.0.0.1:8080", "v4.local.token"),
-            expires_at: "2026-12-02T00:00:00Z",
+            expires_at: "2099-12-02T00:00:00Z",
             code: "123456",
-            code_expires_at: "2026-12-01T01:00:00Z",
+            code_expires_at: "2099-12-01T01:00:00Z",
             code_page: "http://127.0.0.1:8080/verify-code".into(),
             kind: verimail_proto::subjects::USERS_REGISTERED,
         };
-        let message = templates.render(&from, &email, &format!("nagle-{n}"), &content).unwrap();
+        let message =
+            templates.render_email(&from, &email, &format!("nagle-{n}"), "verification", "en", &content).unwrap();
         let started = Instant::now();
         mailer.send(message, "").await.unwrap();
         took.push(started.elapsed());

@@ -50,7 +50,11 @@ async fn a_registration_and_its_click_each_make_one_trace_across_the_services_li
     ])
     .await;
 
-    let request = RegisterUserRequest { email: "trace@example.com".into(), password: "correct horse battery".into() };
+    let request = RegisterUserRequest {
+        email: "trace@example.com".into(),
+        password: "correct horse battery".into(),
+        ..Default::default()
+    };
     let user_id = stack.users.clone().register_user(request).await.expect("RegisterUser").into_inner().user_id;
     let link = stack.smtp.wait_for("trace@example.com", 1, EMAIL_WAIT).await[0].verification_link();
     let page = Browser::new(&stack.gateway_url).click(&link).await;
@@ -110,7 +114,11 @@ async fn a_registration_and_its_click_each_make_one_trace_across_the_services_li
     stack.kill(Part::Email);
     stack.set_var(Part::Email, "LOG_EMAIL_ADDRESSES", "full");
     stack.start_part(Part::Email).await;
-    let request = RegisterUserRequest { email: "whole@example.com".into(), password: "correct horse battery".into() };
+    let request = RegisterUserRequest {
+        email: "whole@example.com".into(),
+        password: "correct horse battery".into(),
+        ..Default::default()
+    };
     stack.users.clone().register_user(request).await.expect("RegisterUser");
     stack.smtp.wait_for("whole@example.com", 1, EMAIL_WAIT).await;
     // The line follows the SMTP answer by a moment.
