@@ -3,7 +3,7 @@
 use crate::config::Config;
 use crate::courier::{self, Courier};
 use crate::grpc::EmailGrpc;
-use crate::mail::{Mailer, Templates};
+use crate::mail::Mailer;
 use crate::store::Migrator;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,7 +46,7 @@ impl App {
             db: backbone.db.clone(),
             auth,
             mailer,
-            templates: Templates::new(&config.default_locale).map_err(anyhow::Error::msg)?,
+            templates: config.templates.clone(),
             from: config.from.clone(),
             public_base_url: config.public_base_url.clone(),
             send_timeout: config.send_timeout,

@@ -57,9 +57,10 @@ pub struct Config {
     /// `MAILBOX_HTTP_ADDR`: the development mailbox (see [`crate::mailbox`]); none in production
     /// or with `SMTP_URL`.
     pub mailbox_addr: Option<String>,
-    /// `DEFAULT_LOCALE` (default `en`): the language of emails to users without one, or
-    /// without one the templates have; every email must exist in it.
-    pub default_locale: String,
+    /// The emails' templates: built in, overridden file by file from `EMAIL_TEMPLATES_DIR`,
+    /// with `DEFAULT_LOCALE` (default `en`) for users without a language they exist in. Every
+    /// one was rendered with sample data while the configuration was read.
+    pub templates: std::sync::Arc<crate::mail::Templates>,
 }
 
 /// `MAIL_FROM` when it is not set.
@@ -113,7 +114,7 @@ impl Config {
         let credential =
             verimail_server::internal::ServiceCredential::from_vars(vars, verimail_server::internal::EMAIL_TOKEN)?;
         let address_key = address_key(vars, production)?;
-        let default_locale = default_locale(vars)?;
+        let templates = templates(vars)?;
         let bounces = crate::bounce::address::BounceAddresses::from_vars(vars, address_key.secret())?;
         Ok(Config {
             backbone: BackboneConfig::from_vars(
@@ -141,19 +142,26 @@ impl Config {
             mailbox_addr,
             address_key,
             dkim,
-            default_locale,
+            templates,
         })
     }
 }
 
-/// `DEFAULT_LOCALE`: a language tag every email exists in (checked by building the templates).
-fn default_locale(vars: &Vars) -> Result<String, ConfigError> {
-    const NAME: &str = "DEFAULT_LOCALE";
-    let locale = verimail_server::locale::parse(&vars.string(NAME, "en"))
-        .map_err(|e| ConfigError::new(NAME, e))?
-        .ok_or_else(|| ConfigError::new(NAME, "must not be empty"))?;
-    crate::mail::Templates::new(&locale).map_err(|e| ConfigError::new(NAME, e))?;
-    Ok(locale)
+/// `EMAIL_TEMPLATES_DIR` and `DEFAULT_LOCALE` (a language every email exists in): the
+/// templates, each rendered with sample data.
+fn templates(vars: &Vars) -> Result<std::sync::Arc<crate::mail::Templates>, ConfigError> {
+    use crate::mail::TemplateError;
+    const LOCALE: &str = "DEFAULT_LOCALE";
+    const DIR: &str = "EMAIL_TEMPLATES_DIR";
+    let locale = verimail_server::locale::parse(&vars.string(LOCALE, "en"))
+        .map_err(|e| ConfigError::new(LOCALE, e))?
+        .ok_or_else(|| ConfigError::new(LOCALE, "must not be empty"))?;
+    let dir = vars.var(DIR).map(PathBuf::from);
+    match crate::mail::Templates::load(&locale, dir.as_deref()) {
+        Ok(templates) => Ok(std::sync::Arc::new(templates)),
+        Err(TemplateError::DefaultLocale(e)) => Err(ConfigError::new(LOCALE, e)),
+        Err(TemplateError::Template(e)) => Err(ConfigError::new(DIR, e)),
+    }
 }
 
 /// `MAIL_FROM` (default [`DEFAULT_FROM`]).

@@ -45,7 +45,7 @@ pub struct Courier {
     pub db: DatabaseConnection,
     pub auth: AuthServiceClient<verimail_server::internal::Internal>,
     pub mailer: Mailer,
-    pub templates: Templates,
+    pub templates: std::sync::Arc<Templates>,
     pub from: Mailbox,
     pub public_base_url: String,
     pub send_timeout: Duration,

@@ -8,7 +8,8 @@ use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use minijinja::Environment;
 use serde::Serialize;
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -223,6 +224,9 @@ pub const BUILT_IN_LOCALES: [&str; 3] = ["en", "de", "es"];
 /// The emails: each a subject, a text and an HTML template.
 pub const EMAILS: [&str; 4] = ["verification", "signup_attempted", "change_attempted", "email_change_notice"];
 
+/// The parts of an email: each a template of its own.
+pub const PARTS: [&str; 3] = ["subject", "txt", "html"];
+
 /// A locale's built-in templates, named `<locale>/<email>.<subject|txt|html>`.
 macro_rules! built_in {
     ($locale:literal) => {
@@ -239,22 +243,61 @@ macro_rules! built_in {
 
 static BUILT_IN: [[(&str, &str); 12]; 3] = [built_in!("en"), built_in!("de"), built_in!("es")];
 
+/// Why the templates cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    /// A template does not parse, does not render with sample data, or is missing or unknown:
+    /// the file (and line) and the problem.
+    #[error("{0}")]
+    Template(String),
+    /// `DEFAULT_LOCALE` lacks an email.
+    #[error("{0}")]
+    DefaultLocale(String),
+}
+
 pub struct Templates {
     env: Environment<'static>,
     /// The language of an email whose user has none, or none we have: `DEFAULT_LOCALE`.
     default_locale: String,
+    /// Where each overriding template came from, by name (`de/verification.txt`).
+    files: HashMap<String, PathBuf>,
+    /// Every language some email exists in, sorted.
+    locales: Vec<String>,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Templates")
+            .field("default_locale", &self.default_locale)
+            .field("locales", &self.locales)
+            .field("overrides", &self.files.len())
+            .finish()
+    }
 }
 
 impl Templates {
-    /// The built-in templates, with `default_locale` for users without a language we have;
-    /// an error names a template that does not parse, or a default we have no emails in.
-    pub fn new(default_locale: &str) -> Result<Templates, String> {
+    /// The built-in templates, with `default_locale` for users without a language we have.
+    pub fn new(default_locale: &str) -> Result<Templates, TemplateError> {
+        Templates::load(default_locale, None)
+    }
+
+    /// The built-in templates, each replaced by the file of the same name under `dir`
+    /// (`EMAIL_TEMPLATES_DIR`: `<dir>/<locale>/<email>.<subject|txt|html>`), which may also
+    /// add languages. Every email of every language is then rendered with sample data: a
+    /// template that does not parse, names a variable its email does not give, or is missing
+    /// a part, is refused with its file, line and problem.
+    pub fn load(default_locale: &str, dir: Option<&Path>) -> Result<Templates, TemplateError> {
         let mut env = Environment::new();
         // A variable a template names but the email does not give is an error, not "".
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
         // minijinja escapes HTML in templates whose name ends in .html.
         for (name, source) in BUILT_IN.iter().flatten() {
-            env.add_template(name, source).map_err(|e| format!("template {name}: {e}"))?;
+            env.add_template(name, source).map_err(|e| TemplateError::Template(format!("built-in {name}: {e}")))?;
+        }
+        let mut files = HashMap::new();
+        for (name, path, source) in dir.map(overrides).transpose()?.unwrap_or_default() {
+            env.add_template_owned(name.clone(), source).map_err(|e| at(&path, &e))?;
+            files.insert(name, path);
         }
         env.add_filter("datetime", |state: &minijinja::State, at: String| {
             Ok(crate::human::datetime(moment(&at)?, &locale_of(state)))
@@ -263,13 +306,59 @@ impl Templates {
             let seconds = (moment(&at)? - chrono::Utc::now()).num_seconds().max(0);
             Ok(crate::human::span(seconds, &locale_of(state)))
         });
-        let templates = Templates { env, default_locale: default_locale.to_owned() };
-        for email in EMAILS {
-            if !templates.has(email, default_locale) {
-                return Err(format!("DEFAULT_LOCALE {default_locale}: there is no {email} email in it"));
+        let mut locales: Vec<String> =
+            env.templates().filter_map(|(name, _)| name.split_once('/').map(|(l, _)| l.to_owned())).collect();
+        locales.sort();
+        locales.dedup();
+        let templates = Templates { env, default_locale: default_locale.to_owned(), files, locales };
+        for locale in &templates.locales {
+            for email in EMAILS {
+                let present: Vec<&str> = PARTS.into_iter().filter(|part| templates.part(locale, email, part)).collect();
+                if !present.is_empty() && present.len() < PARTS.len() {
+                    let missing = PARTS.iter().find(|part| !present.contains(part)).unwrap_or(&"");
+                    let base = dir.map(|d| d.display().to_string()).unwrap_or_default();
+                    return Err(TemplateError::Template(format!(
+                        "{base}/{locale}/{email}.{missing} is missing: an email needs its subject, txt and html"
+                    )));
+                }
             }
         }
+        for email in EMAILS {
+            if !templates.has(email, default_locale) {
+                return Err(TemplateError::DefaultLocale(format!(
+                    "there is no {email} email in {default_locale} (built in: {})",
+                    BUILT_IN_LOCALES.join(", ")
+                )));
+            }
+        }
+        templates.rehearse()?;
         Ok(templates)
+    }
+
+    /// Renders every email in every language with sample data.
+    fn rehearse(&self) -> Result<(), TemplateError> {
+        for locale in &self.locales {
+            for email in EMAILS.into_iter().filter(|email| self.has(email, locale)) {
+                for sample in samples(email) {
+                    let context = minijinja::context! { locale => locale, ..sample };
+                    for part in PARTS {
+                        let name = format!("{locale}/{email}.{part}");
+                        let rendered = self.env.get_template(&name).and_then(|t| t.render(&context));
+                        rendered.map_err(|e| self.problem(&name, &e))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `e` (of the template `name`) with the file and line it is at.
+    fn problem(&self, name: &str, e: &minijinja::Error) -> TemplateError {
+        let failing = e.name().unwrap_or(name);
+        match self.files.get(failing) {
+            Some(path) => at(path, e),
+            None => TemplateError::Template(format!("built-in {failing}: {e}")),
+        }
     }
 
     /// The language `email` is written in for a user of `locale`: the first of its lookup
@@ -279,9 +368,13 @@ impl Templates {
         chain.into_iter().find(|tag| self.has(email, tag)).unwrap_or_else(|| self.default_locale.clone())
     }
 
-    /// Whether `email` exists in the language `tag`.
+    /// Whether `email` exists in the language `tag`: its three parts.
     fn has(&self, email: &str, tag: &str) -> bool {
-        self.env.get_template(&format!("{tag}/{email}.txt")).is_ok()
+        PARTS.iter().all(|part| self.part(tag, email, part))
+    }
+
+    fn part(&self, tag: &str, email: &str, part: &str) -> bool {
+        self.env.get_template(&format!("{tag}/{email}.{part}")).is_ok()
     }
 
     /// The link that the email carries: `{base}/verify-email?token=…`.
@@ -308,7 +401,8 @@ impl Templates {
             minijinja::context! { locale => &locale, ..minijinja::Value::from(minijinja::value::Serde(content)) };
         let render = |part: &str| {
             let name = format!("{locale}/{email}.{part}");
-            self.env.get_template(&name).and_then(|t| t.render(&context)).map_err(|e| format!("template {name}: {e:#}"))
+            let rendered = self.env.get_template(&name).and_then(|t| t.render(&context));
+            rendered.map_err(|e| self.problem(&name, &e).to_string())
         };
         // One line, whatever the template's line breaks.
         let subject = render("subject")?.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -326,6 +420,88 @@ impl Templates {
             .message_id(Some(format!("<{message_id}@verimail>")))
             .multipart(MultiPart::alternative_plain_html(render("txt")?, render("html")?))
             .map_err(|e| e.to_string())
+    }
+}
+
+/// The templates under `dir`: `<locale>/<email>.<part>` files, as (name, path, source). A
+/// folder that is not a canonical language tag, or a file that is not a known email's part,
+/// is refused: a misspelt name would otherwise be ignored.
+fn overrides(dir: &Path) -> Result<Vec<(String, PathBuf, String)>, TemplateError> {
+    let refuse = |path: &Path, why: &str| TemplateError::Template(format!("{}: {why}", path.display()));
+    let entries = |path: &Path| -> Result<Vec<PathBuf>, TemplateError> {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| refuse(path, &e.to_string()))?
+            .map(|entry| entry.map(|e| e.path()).map_err(|e| refuse(path, &e.to_string())))
+            .collect::<Result<_, _>>()?;
+        found.sort();
+        Ok(found)
+    };
+    let mut templates = Vec::new();
+    for folder in entries(dir)? {
+        let locale = folder.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if !folder.is_dir() || verimail_server::locale::parse(&locale) != Ok(Some(locale.clone())) {
+            return Err(refuse(&folder, "is not a folder named by a language tag such as de or pt-BR"));
+        }
+        for file in entries(&folder)? {
+            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let known =
+                name.rsplit_once('.').is_some_and(|(email, part)| EMAILS.contains(&email) && PARTS.contains(&part));
+            if !known {
+                return Err(refuse(
+                    &file,
+                    &format!(
+                        "is not a template: the files are <email>.<part>, emails {}, parts {}",
+                        EMAILS.join(", "),
+                        PARTS.join(", ")
+                    ),
+                ));
+            }
+            let source = std::fs::read_to_string(&file).map_err(|e| refuse(&file, &e.to_string()))?;
+            templates.push((format!("{locale}/{name}"), file, source));
+        }
+    }
+    Ok(templates)
+}
+
+/// A template's error at its file and line: `path:line: problem`.
+fn at(path: &Path, e: &minijinja::Error) -> TemplateError {
+    let line = e.line().map(|line| format!(":{line}")).unwrap_or_default();
+    let problem = e.detail().map_or_else(|| e.kind().to_string(), |detail| format!("{}: {detail}", e.kind()));
+    TemplateError::Template(format!("{}{line}: {problem}", path.display()))
+}
+
+/// What each email's templates are given, with sample values: one context per variant (the
+/// verification email has three, by `kind`).
+pub fn samples(email: &str) -> Vec<minijinja::Value> {
+    let now = chrono::Utc::now();
+    let link_expires = verimail_server::rfc3339(now + chrono::Duration::hours(24));
+    let base = "https://app.example.com";
+    match email {
+        "verification" => [
+            verimail_proto::subjects::USERS_REGISTERED,
+            verimail_proto::subjects::USERS_VERIFICATION_REQUESTED,
+            verimail_proto::subjects::USERS_EMAIL_CHANGE_REQUESTED,
+        ]
+        .into_iter()
+        .map(|kind| {
+            minijinja::Value::from(minijinja::value::Serde(VerificationEmail {
+                email: "ada@example.com",
+                link: format!("{base}/verify-email?token=SAMPLE-TOKEN-not-a-real-link"),
+                expires_at: &link_expires,
+                code: "123456",
+                code_expires_at: &verimail_server::rfc3339(now + chrono::Duration::hours(1)),
+                code_page: format!("{base}/verify-code"),
+                kind,
+            }))
+        })
+        .collect(),
+        "email_change_notice" => vec![minijinja::context! {
+            email => "ada@example.com",
+            new_email => "ada@example.org",
+            link => format!("{base}/email-change/undo?token=SAMPLE-TOKEN-not-a-real-link"),
+            expires_at => verimail_server::rfc3339(now + chrono::Duration::days(7)),
+        }],
+        _ => vec![minijinja::context! { email => "ada@example.com" }],
     }
 }
 
@@ -450,5 +626,64 @@ mod tests {
         assert_eq!(templates.locale_for("verification", ""), "en");
         assert_eq!(Templates::new("es").unwrap().locale_for("verification", "pt-BR"), "es");
         assert!(Templates::new("pt").is_err(), "a default without the emails");
+    }
+
+    /// A templates folder holding `files` (path under it, contents).
+    fn folder(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, text) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        dir
+    }
+
+    fn refusal(files: &[(&str, &str)]) -> String {
+        let dir = folder(files);
+        Templates::load("en", Some(dir.path())).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn a_templates_folder_overrides_file_by_file_and_adds_languages() {
+        let dir = folder(&[
+            ("de/verification.subject", "Bitte bestätigen: {{ email }}"),
+            ("fr/verification.subject", "Vérifiez votre adresse"),
+            ("fr/verification.txt", "Bonjour, {{ link }} ({{ expires_at | expires_in }})"),
+            ("fr/verification.html", "<p lang=\"{{ locale }}\"><a href=\"{{ link }}\">{{ email }}</a></p>"),
+        ]);
+        let templates = Templates::load("en", Some(dir.path())).unwrap();
+        let from: Mailbox = "Verimail <no-reply@verimail.localhost>".parse().unwrap();
+        let sample = samples("verification").remove(0);
+        let subject = |email: &str, locale: &str| {
+            let raw = templates.render_email(&from, "a@example.com", "e", email, locale, &sample).unwrap().formatted();
+            use mailparse::MailHeaderMap;
+            mailparse::parse_mail(&raw).unwrap().headers.get_first_value("Subject").unwrap()
+        };
+        assert_eq!(subject("verification", "de"), "Bitte bestätigen: ada@example.com", "the overridden subject");
+        assert_eq!(subject("verification", "fr-CA"), "Vérifiez votre adresse", "a language added");
+        let notice = minijinja::context! { email => "ada@example.com" };
+        let raw = templates.render_email(&from, "a@example.com", "e", "signup_attempted", "fr", &notice).unwrap();
+        assert!(String::from_utf8(raw.formatted()).unwrap().contains("Someone tried"), "French lacks it: English");
+    }
+
+    #[test]
+    fn a_broken_template_is_refused_with_its_file_line_and_problem() {
+        let said = refusal(&[("en/signup_attempted.html", "<p>\n<p>\n{% if %}\n")]);
+        assert!(said.contains("en/signup_attempted.html:3: syntax error"), "{said}");
+        let said = refusal(&[("es/change_attempted.txt", "Hola:\n{{ nickname }}\n")]);
+        assert!(said.contains("es/change_attempted.txt:2: undefined value"), "{said}");
+        let said = refusal(&[("de/verifcation.txt", "x")]);
+        assert!(said.contains("de/verifcation.txt: is not a template"), "{said}");
+        let said = refusal(&[("german/verification.txt", "x")]);
+        assert!(said.contains("german: is not a folder named by a language tag"), "{said}");
+        let said = refusal(&[("fr/verification.txt", "x")]);
+        assert!(said.contains("fr/verification.subject is missing"), "{said}");
+        let said = refusal(&[("en/verification.txt", "{{ expires_at | datetime(1) }}")]);
+        assert!(said.contains("en/verification.txt:1:"), "{said}");
+        let dir =
+            folder(&[("fr/verification.txt", "x"), ("fr/verification.subject", "x"), ("fr/verification.html", "x")]);
+        let said = Templates::load("fr", Some(dir.path())).expect_err("fr lacks emails");
+        assert!(matches!(said, TemplateError::DefaultLocale(_)), "{said}");
     }
 }

@@ -172,3 +172,55 @@ async fn a_language_we_lack_gets_the_default_and_a_malformed_tag_is_refused() {
     }
     assert_eq!(stack.query_text("user", "SELECT COUNT(*) FROM users WHERE email = 'eve@example.com'").await, "0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_s_template_is_what_arrives_and_a_broken_one_stops_check_config_at_its_line() {
+    let dir = tempfile::tempdir().expect("a templates folder");
+    let write = |path: &str, text: &str| {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().expect("a folder")).expect("mkdir");
+        std::fs::write(path, text).expect("write a template");
+    };
+    let templates = dir.path().to_string_lossy().into_owned();
+    // One email overridden: its subject and text (the HTML stays built in).
+    write("en/verification.subject", "Welcome to Teapot: confirm {{ email }}");
+    write("en/verification.txt", "Teapot says hello.\n\nConfirm: {{ link }}\nCode: {{ code }}\n");
+    let check = |env: Vec<(&'static str, String)>| async move {
+        let mut env: Vec<(&str, &str)> = env.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        env.push(("VERIMAIL_ENV", "development"));
+        let output = verimail_system_tests::procs::run_binary(
+            "email-service",
+            &["--check-config"],
+            env,
+            Duration::from_secs(20),
+        )
+        .await;
+        (output.status.success(), verimail_system_tests::procs::printed(&output))
+    };
+    let (ok, said) = check(vec![("EMAIL_TEMPLATES_DIR", templates.clone())]).await;
+    assert!(ok, "the override is accepted: {said}");
+
+    let options =
+        StackOptions { email_vars: vec![("EMAIL_TEMPLATES_DIR", templates.clone())], ..StackOptions::default() };
+    let stack = Stack::start_with(options).await;
+    let user_id = register(&stack, "tea@example.com", "").await.expect("RegisterUser");
+    let mail = titled(&stack, "tea@example.com", "Welcome to Teapot: confirm tea@example.com").await;
+    assert!(mail.part("text/plain").starts_with("Teapot says hello."), "{}", mail.part("text/plain"));
+    assert!(mail.part("text/html").contains("Verify my email address"), "the built-in HTML stays");
+    let link = mail.part("text/plain").lines().find_map(|l| l.strip_prefix("Confirm: ")).expect("the link").to_owned();
+    assert_eq!(Browser::new(&stack.gateway_url).click(&link).await.kind(), "verified");
+    assert!(stack.wait_for_status(&user_id, UserStatus::Verified, STATUS_WAIT).await);
+
+    // A broken one: --check-config (and so the start) stops, naming the file and the line.
+    write("de/signup_attempted.html", "<p>Guten Tag,</p>\n<p>{{ email }}</p>\n<p>{% if %}</p>\n");
+    write("de/signup_attempted.txt", "x");
+    write("de/signup_attempted.subject", "x");
+    let (ok, said) = check(vec![("EMAIL_TEMPLATES_DIR", templates.clone())]).await;
+    let broken = format!("{templates}/de/signup_attempted.html:3: syntax error");
+    assert!(!ok && said.contains("EMAIL_TEMPLATES_DIR") && said.contains(&broken), "{said}");
+    println!("--check-config said: {}", said.lines().find(|l| l.contains(&broken)).unwrap_or_default());
+    // A variable the email does not give: the same, at its line.
+    write("de/signup_attempted.html", "<p>{{ email }}</p>\n<p>{{ password }}</p>\n");
+    let (ok, said) = check(vec![("EMAIL_TEMPLATES_DIR", templates)]).await;
+    assert!(!ok && said.contains("de/signup_attempted.html:2: undefined value"), "{said}");
+}
