@@ -230,6 +230,7 @@ pub async fn erase_user(txn: &sea_orm::DatabaseTransaction, user_id: &str, key: 
         delivery::Entity::update_many()
             .col_expr(delivery::Column::Recipient, Expr::value(key.erased(&row.recipient)))
             .col_expr(delivery::Column::LastError, Expr::value(None::<String>))
+            .col_expr(delivery::Column::Locale, Expr::value(None::<String>))
             .filter(delivery::Column::EventId.eq(row.event_id.as_str()))
             .exec(txn)
             .await?;
