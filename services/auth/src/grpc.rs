@@ -63,6 +63,9 @@ impl AuthService for AuthGrpc {
         let email = Email::parse(&request.email).map_err(|reason| AuthError::invalid("email", reason))?;
         let email = email.as_str().to_owned();
         let undo = request.purpose() == pb::TokenPurpose::UndoEmailChange;
+        if request.preview {
+            return Ok(Response::new(self.preview(undo)));
+        }
         if undo {
             let change = parse_registration("registration_event_id", &request.registration_event_id)?
                 .ok_or_else(|| AuthError::invalid("registration_event_id", "an undo link needs the change id"))?;
@@ -320,6 +323,24 @@ fn counted<T>(
 }
 
 impl AuthGrpc {
+    /// What an issue now would answer, with a sample token and code; nothing is recorded.
+    fn preview(&self, undo: bool) -> pb::IssueVerificationTokenResponse {
+        let now = chrono::Utc::now();
+        let after = |lifetime: std::time::Duration| {
+            rfc3339(now + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::zero()))
+        };
+        let (lifetime, code, code_expires_at) = match undo {
+            true => (self.undo_lifetime, String::new(), String::new()),
+            false => (self.token_lifetime, crate::token::SAMPLE_CODE.to_owned(), after(self.code_lifetime)),
+        };
+        pb::IssueVerificationTokenResponse {
+            token: crate::token::SAMPLE_TOKEN.to_owned(),
+            expires_at: after(lifetime),
+            code,
+            code_expires_at,
+        }
+    }
+
     /// The link of a change-of-address notice: single use, for `undo_lifetime`, no code.
     async fn issue_undo(
         &self,

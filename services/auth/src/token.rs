@@ -33,6 +33,13 @@ pub const EMAIL_CHANGE: &str = "email_change";
 /// The purpose of the link in a change-of-address notice, which cancels or undoes it.
 pub const UNDO_EMAIL_CHANGE: &str = "undo_email_change";
 
+/// What a preview's link carries instead of a token: visibly a sample, and no token (it
+/// cannot be decoded as one).
+pub const SAMPLE_TOKEN: &str = "SAMPLE-this-is-a-preview-not-a-real-link";
+
+/// What a preview shows instead of a code.
+pub const SAMPLE_CODE: &str = "000000";
+
 /// The length of a token: base64url of 32 bytes, unpadded.
 pub const TOKEN_LEN: usize = 43;
 

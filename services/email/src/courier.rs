@@ -58,7 +58,7 @@ pub struct Courier {
     pub relay: verimail_events::outbox::OutboxRelay,
 }
 
-/// What the three events that ask for an email have in common.
+/// What the events that ask for an email have in common.
 struct EmailRequest {
     event_id: String,
     user_id: String,
@@ -285,18 +285,33 @@ impl Courier {
         Ok(())
     }
 
-    async fn send(&self, request: &EmailRequest, kind: &str) -> Result<(), Failure> {
-        let message = match kind {
+    /// The email `kind` (the event type that asks for it) for `request`: what is sent, or with
+    /// `preview` what would be (auth-service answers a sample token and issues nothing).
+    async fn compose(
+        &self,
+        request: &EmailRequest,
+        kind: &str,
+        preview: bool,
+    ) -> Result<crate::mail::Rendered, Failure> {
+        match kind {
             // The owner of an address someone tried to register, or to move an account to: a
             // notice, no token.
             subjects::USERS_SIGNUP_ATTEMPTED => {
                 let template = if request.by_email_change { "change_attempted" } else { "signup_attempted" };
                 let context = minijinja::context! { email => &request.email };
-                self.render(request, template, &context)?
+                Ok(self.render(request, template, &context)?)
             }
-            subjects::USERS_EMAIL_CHANGE_NOTICE => self.change_notice(request).await?,
-            _ => self.verification_email(request, kind).await?,
-        };
+            subjects::USERS_EMAIL_CHANGE_NOTICE => self.change_notice(request, preview).await,
+            _ => self.verification_email(request, kind, preview).await,
+        }
+    }
+
+    async fn send(&self, request: &EmailRequest, kind: &str) -> Result<(), Failure> {
+        let message = self
+            .compose(request, kind, false)
+            .await?
+            .message(&self.from, &request.email, &request.event_id)
+            .map_err(HandlerError::Permanent)?;
         // Recorded before the SMTP exchange: a crash from here on leaves the delivery in doubt.
         store::set_status(&writer(&self.db), &request.event_id, Status::Sending).await.map_err(HandlerError::from)?;
         let span = tracing::info_span!("smtp.send", otel.kind = "client", %kind);
@@ -309,11 +324,13 @@ impl Courier {
         })
     }
 
-    /// A token (and for verification a code) from auth-service, for `request`'s email.
+    /// A token (and for verification a code) from auth-service, for `request`'s email (with
+    /// `preview`, a sample: nothing is issued).
     async fn issue(
         &self,
         request: &EmailRequest,
         purpose: TokenPurpose,
+        preview: bool,
     ) -> Result<IssueVerificationTokenResponse, Failure> {
         let mut auth = self.auth.clone();
         let issue = auth.issue_verification_token(IssueVerificationTokenRequest {
@@ -323,6 +340,7 @@ impl Courier {
             // earlier ones; an email of an earlier one is not sent.
             registration_event_id: request.registration_event_id.clone(),
             purpose: purpose as i32,
+            preview,
         });
         let span = tracing::info_span!(
             "grpc.client",
@@ -349,8 +367,8 @@ impl Courier {
     }
 
     /// The notice to the current address of a change, with the link that cancels or undoes it.
-    async fn change_notice(&self, request: &EmailRequest) -> Result<lettre::Message, Failure> {
-        let issued = self.issue(request, TokenPurpose::UndoEmailChange).await?;
+    async fn change_notice(&self, request: &EmailRequest, preview: bool) -> Result<crate::mail::Rendered, Failure> {
+        let issued = self.issue(request, TokenPurpose::UndoEmailChange, preview).await?;
         let base = self.public_base_url.trim_end_matches('/');
         let context = minijinja::context! {
             email => &request.email,
@@ -367,19 +385,49 @@ impl Courier {
         request: &EmailRequest,
         template: &str,
         content: &impl serde::Serialize,
-    ) -> Result<lettre::Message, HandlerError> {
-        self.templates
-            .render_email(&self.from, &request.email, &request.event_id, template, &request.locale, content)
-            .map_err(HandlerError::Permanent)
+    ) -> Result<crate::mail::Rendered, HandlerError> {
+        self.templates.render(template, &request.locale, content).map_err(HandlerError::Permanent)
+    }
+
+    /// The email `kind` (an event type; `by_email_change` for the notice of an attempt to move
+    /// an account to a taken address) as a send to `to` would render it in `locale`, with a
+    /// sample link and code: nothing is issued, recorded or sent.
+    pub async fn preview(
+        &self,
+        kind: &str,
+        by_email_change: bool,
+        to: &str,
+        locale: &str,
+    ) -> Result<crate::mail::Rendered, EmailError> {
+        let request = EmailRequest {
+            event_id: String::new(),
+            user_id: uuid::Uuid::nil().to_string(),
+            email: to.to_owned(),
+            registration_event_id: String::new(),
+            new_email: "new-address@example.com".into(),
+            by_email_change,
+            locale: locale.to_owned(),
+        };
+        self.compose(&request, kind, true).await.map_err(|failure| {
+            EmailError::Unavailable(match failure {
+                Failure::Rejected(reason) | Failure::Undeliverable(reason) => reason,
+                Failure::Handler(e) => e.to_string(),
+            })
+        })
     }
 
     /// A token and a code from auth-service, in the verification email.
-    async fn verification_email(&self, request: &EmailRequest, kind: &str) -> Result<lettre::Message, Failure> {
+    async fn verification_email(
+        &self,
+        request: &EmailRequest,
+        kind: &str,
+        preview: bool,
+    ) -> Result<crate::mail::Rendered, Failure> {
         let purpose = match kind {
             subjects::USERS_EMAIL_CHANGE_REQUESTED => TokenPurpose::VerifyEmailChange,
             _ => TokenPurpose::VerifyEmail,
         };
-        let issued = self.issue(request, purpose).await?;
+        let issued = self.issue(request, purpose, preview).await?;
         let content = VerificationEmail {
             email: &request.email,
             link: Templates::link(&self.public_base_url, &issued.token),

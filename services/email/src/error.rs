@@ -19,6 +19,11 @@ pub enum EmailError {
     Suppressed,
     #[error("{0} is not on the suppression list")]
     NotSuppressed(String),
+    #[error("email-service has written to no user {0} (or only before the account was deleted)")]
+    NoMailForUser(String),
+    /// A preview could not be made: auth-service did not answer, or a template failed.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("database error")]
     Db(#[from] DbErr),
 }
@@ -33,7 +38,10 @@ impl From<EmailError> for Status {
     fn from(err: EmailError) -> Status {
         match err {
             EmailError::InvalidArgument { field, reason } => verimail_server::grpc::invalid_argument(field, reason),
-            EmailError::NotFound(_) | EmailError::NotSuppressed(_) => Status::not_found(err.to_string()),
+            EmailError::NotFound(_) | EmailError::NotSuppressed(_) | EmailError::NoMailForUser(_) => {
+                Status::not_found(err.to_string())
+            }
+            EmailError::Unavailable(reason) => Status::unavailable(reason),
             EmailError::NotRetryable(_)
             | EmailError::Erased
             | EmailError::NotRetryableKind(_)

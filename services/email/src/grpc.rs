@@ -8,6 +8,7 @@ use crate::suppression;
 use std::sync::Arc;
 use tonic::{Request, Response, Status as GrpcStatus};
 use verimail_proto::email::v1::{self as pb, email_service_server::EmailService};
+use verimail_proto::subjects;
 use verimail_server::address::Email;
 use verimail_server::admin::AdminCredential;
 use verimail_server::paging::Page;
@@ -75,6 +76,39 @@ impl EmailService for EmailGrpc {
         let event_id = event_id(&request.into_inner().event_id)?;
         let row = self.courier.retry(&event_id).await?;
         Ok(Response::new(pb::RetryDeliveryResponse { delivery: self.with_bounces(vec![row]).await?.pop() }))
+    }
+
+    async fn preview_email(&self, request: Request<pb::PreviewEmailRequest>) -> GrpcResult<pb::PreviewEmailResponse> {
+        self.admin.require(&request)?;
+        let request = request.into_inner();
+        let (kind, by_email_change) = match request.kind() {
+            pb::EmailKind::Unspecified => return Err(EmailError::invalid("kind", "name an email kind").into()),
+            pb::EmailKind::Verification => (subjects::USERS_REGISTERED, false),
+            pb::EmailKind::VerificationResent => (subjects::USERS_VERIFICATION_REQUESTED, false),
+            pb::EmailKind::EmailChangeVerification => (subjects::USERS_EMAIL_CHANGE_REQUESTED, false),
+            pb::EmailKind::EmailChangeNotice => (subjects::USERS_EMAIL_CHANGE_NOTICE, false),
+            pb::EmailKind::SignupAttempted => (subjects::USERS_SIGNUP_ATTEMPTED, false),
+            pb::EmailKind::ChangeAttempted => (subjects::USERS_SIGNUP_ATTEMPTED, true),
+        };
+        let asked = verimail_server::locale::parse(&request.locale).map_err(|e| EmailError::invalid("locale", e))?;
+        let (to, locale) = match request.user_id.trim() {
+            "" => ("ada@example.com".to_owned(), asked.unwrap_or_default()),
+            id => {
+                let id = uuid::Uuid::parse_str(id).map_err(|_| EmailError::invalid("user_id", "must be a UUID"))?;
+                let latest =
+                    store::latest_for_user(&self.courier.db, &id.to_string()).await.map_err(EmailError::from)?;
+                let latest = latest.ok_or_else(|| EmailError::NoMailForUser(id.to_string()))?;
+                (latest.recipient, asked.or(latest.locale).unwrap_or_default())
+            }
+        };
+        let rendered = self.courier.preview(kind, by_email_change, &to, &locale).await?;
+        Ok(Response::new(pb::PreviewEmailResponse {
+            subject: rendered.subject,
+            text: rendered.text,
+            html: rendered.html,
+            locale: rendered.locale,
+            to,
+        }))
     }
 
     async fn list_suppressions(

@@ -386,16 +386,7 @@ impl Templates {
     /// `email` (one of [`EMAILS`]) for a user of `locale`: subject, text and HTML from its
     /// templates in the nearest language we have, with `content` and `locale` (the language
     /// chosen) as their variables.
-    #[allow(clippy::too_many_arguments, reason = "an email's header fields, its kind and its content")]
-    pub fn render_email(
-        &self,
-        from: &Mailbox,
-        to: &str,
-        message_id: &str,
-        email: &str,
-        locale: &str,
-        content: &impl Serialize,
-    ) -> Result<Message, String> {
+    pub fn render(&self, email: &str, locale: &str, content: &impl Serialize) -> Result<Rendered, String> {
         let locale = self.locale_for(email, locale);
         let context =
             minijinja::context! { locale => &locale, ..minijinja::Value::from(minijinja::value::Serde(content)) };
@@ -406,6 +397,38 @@ impl Templates {
         };
         // One line, whatever the template's line breaks.
         let subject = render("subject")?.split_whitespace().collect::<Vec<_>>().join(" ");
+        Ok(Rendered { subject, text: render("txt")?, html: render("html")?, locale })
+    }
+
+    /// [`Templates::render`] as a message from `from` to `to`.
+    #[allow(clippy::too_many_arguments, reason = "an email's header fields, its kind and its content")]
+    pub fn render_email(
+        &self,
+        from: &Mailbox,
+        to: &str,
+        message_id: &str,
+        email: &str,
+        locale: &str,
+        content: &impl Serialize,
+    ) -> Result<Message, String> {
+        self.render(email, locale, content)?.message(from, to, message_id)
+    }
+}
+
+/// An email's parts, rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    /// The language it is written in.
+    pub locale: String,
+}
+
+impl Rendered {
+    /// The message from `from` to `to`, text and HTML as alternatives, its Message-ID derived
+    /// from `message_id`.
+    pub fn message(self, from: &Mailbox, to: &str, message_id: &str) -> Result<Message, String> {
         // Address, not Mailbox: its parser also takes IP literal domains (user@[192.0.2.1]).
         let to: lettre::Address = to.parse().map_err(|e| format!("recipient {to:?}: {e}"))?;
         // An explicit envelope: lettre cannot derive one from a To header with an IP literal.
@@ -415,10 +438,10 @@ impl Templates {
             .from(from.clone())
             .to(Mailbox::new(None, to))
             .envelope(envelope)
-            .subject(subject)
+            .subject(self.subject)
             // Derived from the event, so a resend after a crash is recognisably the same mail.
             .message_id(Some(format!("<{message_id}@verimail>")))
-            .multipart(MultiPart::alternative_plain_html(render("txt")?, render("html")?))
+            .multipart(MultiPart::alternative_plain_html(self.text, self.html))
             .map_err(|e| e.to_string())
     }
 }

@@ -281,6 +281,17 @@ pub async fn start_attempt<C: ConnectionTrait>(
         .ok_or_else(|| DbErr::RecordNotFound(format!("delivery {event_id}")))
 }
 
+/// The user's latest delivery whose address is still there (not erased).
+pub async fn latest_for_user<C: ConnectionTrait>(conn: &C, user_id: &str) -> Result<Option<delivery::Model>, DbErr> {
+    use sea_orm::QueryOrder;
+    delivery::Entity::find()
+        .filter(delivery::Column::UserId.eq(user_id))
+        .filter(delivery::Column::Recipient.not_like(format!("{ERASED}%")))
+        .order_by_desc(delivery::Column::CreatedAt)
+        .one(conn)
+        .await
+}
+
 pub async fn finish<C: ConnectionTrait>(
     conn: &C,
     event_id: &str,

@@ -389,6 +389,29 @@ async fn bad_ops_fields(stack: &Stack) -> usize {
         assert_eq!(status.code(), Code::InvalidArgument, "{request:?}");
         tried += 1;
     }
+    // Previews: no kind, a malformed language or user id, a user nothing was sent to.
+    use verimail_proto::email::v1::{EmailKind, PreviewEmailRequest};
+    let preview = |kind: EmailKind, locale: &str, user_id: &str| PreviewEmailRequest {
+        kind: kind as i32,
+        locale: locale.into(),
+        user_id: user_id.into(),
+    };
+    let nobody = uuid::Uuid::now_v7().to_string();
+    for (request, code, field) in [
+        (preview(EmailKind::Unspecified, "", ""), Code::InvalidArgument, Some("kind")),
+        (PreviewEmailRequest { kind: 99, ..Default::default() }, Code::InvalidArgument, Some("kind")),
+        (preview(EmailKind::Verification, "english", ""), Code::InvalidArgument, Some("locale")),
+        (preview(EmailKind::Verification, "", "not-a-uuid"), Code::InvalidArgument, Some("user_id")),
+        (preview(EmailKind::Verification, "", &nobody), Code::NotFound, None),
+    ] {
+        let status = emails.clone().preview_email(request.clone()).await.unwrap_err();
+        assert_eq!(
+            (status.code(), verimail_server::grpc::bad_request_field(&status).as_deref()),
+            (code, field),
+            "{request:?}"
+        );
+        tried += 1;
+    }
 
     tried
 }

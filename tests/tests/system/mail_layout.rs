@@ -224,3 +224,62 @@ async fn a_team_s_template_is_what_arrives_and_a_broken_one_stops_check_config_a
     let (ok, said) = check(vec![("EMAIL_TEMPLATES_DIR", templates)]).await;
     assert!(!ok && said.contains("de/signup_attempted.html:2: undefined value"), "{said}");
 }
+
+/// `text` with every "HH:MM UTC" written as "hh:mm UTC": a preview made a moment after a send
+/// may be a minute later.
+fn any_minute(text: &str) -> String {
+    let mut out = text.replace("\r\n", "\n");
+    let mut from = 0;
+    while let Some(at) = out[from..].find(" UTC").map(|i| i + from) {
+        if at >= 5 && out.is_char_boundary(at - 5) && out.as_bytes()[at - 3] == b':' {
+            out.replace_range(at - 5..at, "hh:mm");
+        }
+        from = at + 4;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preview_is_the_email_a_send_writes_apart_from_its_token_and_issues_nothing() {
+    use verimail_auth::token::{SAMPLE_CODE, SAMPLE_TOKEN};
+    use verimail_proto::email::v1::{EmailKind, PreviewEmailRequest};
+    let stack = Stack::start().await;
+    let user_id = register(&stack, "pia@example.com", "es").await.expect("RegisterUser");
+    let sent = titled(&stack, "pia@example.com", EMAILS[0].1[2]).await;
+    let counts = || async {
+        let tokens = stack.query_text("auth", "SELECT COUNT(*) FROM verification_tokens").await;
+        let codes = stack.query_text("auth", "SELECT COUNT(*) FROM verification_codes").await;
+        let deliveries = stack.query_text("email", "SELECT COUNT(*) FROM deliveries").await;
+        (tokens, codes, deliveries, stack.smtp.to("pia@example.com").len())
+    };
+    let before = counts().await;
+
+    let request = PreviewEmailRequest { kind: EmailKind::Verification as i32, user_id, ..Default::default() };
+    let preview = stack.emails.clone().preview_email(request).await.expect("PreviewEmail").into_inner();
+    assert_eq!(
+        (preview.to.as_str(), preview.locale.as_str()),
+        ("pia@example.com", "es"),
+        "the user's address and language"
+    );
+    assert_eq!(Some(preview.subject.clone()), sent.header("Subject"));
+    let as_preview = |part: String| {
+        any_minute(
+            &part.replace(&sent.verification_token(), SAMPLE_TOKEN).replace(&sent.verification_code(), SAMPLE_CODE),
+        )
+    };
+    assert_eq!(as_preview(sent.part("text/plain")), any_minute(&preview.text), "the text, byte for byte");
+    assert_eq!(as_preview(sent.part("text/html")), any_minute(&preview.html), "the HTML, byte for byte");
+    assert!(preview.text.contains(SAMPLE_TOKEN), "the link is visibly a sample: {}", preview.text);
+    // The sample link verifies nothing.
+    let refused = stack.verify(SAMPLE_TOKEN).await.expect_err("a sample token");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+
+    // Without a user: a sample address, any kind, any language.
+    let request =
+        PreviewEmailRequest { kind: EmailKind::EmailChangeNotice as i32, locale: "de-CH".into(), ..Default::default() };
+    let notice = stack.emails.clone().preview_email(request).await.expect("PreviewEmail").into_inner();
+    assert_eq!((notice.subject.as_str(), notice.locale.as_str()), (EMAILS[3].1[1], "de"));
+    assert!(notice.text.contains("7 Tage lang"), "{}", notice.text);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(counts().await, before, "a preview issued, recorded or sent something");
+}
