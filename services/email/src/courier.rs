@@ -132,7 +132,7 @@ impl Courier {
             }
             return Ok(());
         }
-        let (status, error, result) = match self.send(&request, kind).await {
+        let (status, error, result) = match self.send(&request, kind, false).await {
             Ok(()) => (Status::Sent, None, Ok(())),
             // Final: recorded and acknowledged, not retried and not parked.
             Err(Failure::Rejected(reason)) => (Status::Failed, Some(reason), Ok(())),
@@ -180,6 +180,12 @@ impl Courier {
             if row.recipient.starts_with(store::ERASED) {
                 return Err(EmailError::Erased);
             }
+            // A change's id is not recorded here, and a test email is for no user: each is
+            // asked for again instead. Refused before the claim, which would leave it pending.
+            let change = [subjects::USERS_EMAIL_CHANGE_REQUESTED, subjects::USERS_EMAIL_CHANGE_NOTICE];
+            if change.contains(&row.kind.as_str()) || row.kind.starts_with(TEST_KIND) {
+                return Err(EmailError::NotRetryableKind(row.kind));
+            }
             if suppression::active(&self.db, &self.address_key, &row.recipient).await?.is_some() {
                 return Err(EmailError::Suppressed);
             }
@@ -192,11 +198,6 @@ impl Courier {
             store::Claim::NotRetryable(status) => return Err(EmailError::NotRetryable(status)),
             store::Claim::Claimed(before) => *before,
         };
-        if matches!(before.kind.as_str(), subjects::USERS_EMAIL_CHANGE_REQUESTED | subjects::USERS_EMAIL_CHANGE_NOTICE)
-        {
-            // Its change id is not recorded here: the user asks for the change again.
-            return Err(EmailError::NotRetryableKind(before.kind));
-        }
         // A registration's own email belongs to it; a resend's registration is not recorded.
         let registration_event_id =
             if before.kind == subjects::USERS_REGISTERED { before.event_id.clone() } else { String::new() };
@@ -209,7 +210,7 @@ impl Courier {
             by_email_change: false,
             locale: before.locale.unwrap_or_default(),
         };
-        let (status, error) = match self.send(&request, &before.kind).await {
+        let (status, error) = match self.send(&request, &before.kind, false).await {
             Ok(()) => (Status::Sent, None),
             Err(Failure::Rejected(reason)) => (Status::Failed, Some(reason)),
             Err(Failure::Undeliverable(reason)) => {
@@ -306,9 +307,10 @@ impl Courier {
         }
     }
 
-    async fn send(&self, request: &EmailRequest, kind: &str) -> Result<(), Failure> {
+    /// Sends the email `kind` for `request` (with `preview`, its sample: a test email).
+    async fn send(&self, request: &EmailRequest, kind: &str, preview: bool) -> Result<(), Failure> {
         let message = self
-            .compose(request, kind, false)
+            .compose(request, kind, preview)
             .await?
             .message(&self.from, &request.email, &request.event_id)
             .map_err(HandlerError::Permanent)?;
@@ -399,21 +401,36 @@ impl Courier {
         to: &str,
         locale: &str,
     ) -> Result<crate::mail::Rendered, EmailError> {
-        let request = EmailRequest {
-            event_id: String::new(),
-            user_id: uuid::Uuid::nil().to_string(),
-            email: to.to_owned(),
-            registration_event_id: String::new(),
-            new_email: "new-address@example.com".into(),
-            by_email_change,
-            locale: locale.to_owned(),
+        let request = sample_request(String::new(), by_email_change, to, locale);
+        self.compose(&request, kind, true).await.map_err(|failure| EmailError::Unavailable(failure.reason()))
+    }
+
+    /// Sends the preview of `kind` (see [`Courier::preview`]) to `to`, recorded as a delivery
+    /// of kind `test.<kind>` for no user; the delivery as the attempt left it. An address on
+    /// the suppression list is refused.
+    pub async fn send_test(
+        &self,
+        kind: &str,
+        by_email_change: bool,
+        to: &str,
+        locale: &str,
+    ) -> Result<store::delivery::Model, EmailError> {
+        if suppression::active(&self.db, &self.address_key, to).await?.is_some() {
+            return Err(EmailError::Suppressed);
+        }
+        let event_id = uuid::Uuid::now_v7().to_string();
+        let request = sample_request(event_id.clone(), by_email_change, to, locale);
+        let recorded = format!("{TEST_KIND}{kind}");
+        let txn = begin_write(&self.db).await?;
+        store::start_attempt(&txn, &event_id, &request.user_id, to, &recorded, locale, &self.instance).await?;
+        txn.commit().await?;
+        let (status, error) = match self.send(&request, kind, true).await {
+            Ok(()) => (Status::Sent, None),
+            Err(failure) => (Status::Failed, Some(failure.reason())),
         };
-        self.compose(&request, kind, true).await.map_err(|failure| {
-            EmailError::Unavailable(match failure {
-                Failure::Rejected(reason) | Failure::Undeliverable(reason) => reason,
-                Failure::Handler(e) => e.to_string(),
-            })
-        })
+        store::finish(&writer(&self.db), &event_id, status, error).await?;
+        tracing::info!(%event_id, to = %email(to), %kind, ?status, "test email");
+        store::get(&self.db, &event_id).await?.ok_or(EmailError::NotFound(event_id))
     }
 
     /// A token and a code from auth-service, in the verification email.
@@ -441,6 +458,22 @@ impl Courier {
     }
 }
 
+/// How the kind of a test delivery begins (`test.users.registered`).
+pub const TEST_KIND: &str = "test.";
+
+/// An email of sample content to `to` for no user (a preview, or a test email `event_id`).
+fn sample_request(event_id: String, by_email_change: bool, to: &str, locale: &str) -> EmailRequest {
+    EmailRequest {
+        event_id,
+        user_id: uuid::Uuid::nil().to_string(),
+        email: to.to_owned(),
+        registration_event_id: String::new(),
+        new_email: "new-address@example.com".into(),
+        by_email_change,
+        locale: locale.to_owned(),
+    }
+}
+
 /// How an attempt ended short of sending.
 enum Failure {
     /// Not sent, for good: the SMTP server refused the message, or there is nothing to send.
@@ -448,6 +481,16 @@ enum Failure {
     /// The recipient's server said the address does not take mail (550, 551, 553, 5.1.x).
     Undeliverable(String),
     Handler(HandlerError),
+}
+
+impl Failure {
+    /// What went wrong, in words.
+    fn reason(self) -> String {
+        match self {
+            Failure::Rejected(reason) | Failure::Undeliverable(reason) => reason,
+            Failure::Handler(e) => e.to_string(),
+        }
+    }
 }
 
 impl From<HandlerError> for Failure {

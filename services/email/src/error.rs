@@ -13,7 +13,7 @@ pub enum EmailError {
     NotRetryable(DeliveryStatus),
     #[error("the delivery's account was deleted: its address is gone")]
     Erased,
-    #[error("a {0} email is not retried: the user asks for the change again")]
+    #[error("a {0} email is not retried: ask for it again (the user a change of address, an operator SendTestEmail)")]
     NotRetryableKind(String),
     #[error("the address is on the suppression list: RemoveSuppression first")]
     Suppressed,

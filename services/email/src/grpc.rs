@@ -81,16 +81,8 @@ impl EmailService for EmailGrpc {
     async fn preview_email(&self, request: Request<pb::PreviewEmailRequest>) -> GrpcResult<pb::PreviewEmailResponse> {
         self.admin.require(&request)?;
         let request = request.into_inner();
-        let (kind, by_email_change) = match request.kind() {
-            pb::EmailKind::Unspecified => return Err(EmailError::invalid("kind", "name an email kind").into()),
-            pb::EmailKind::Verification => (subjects::USERS_REGISTERED, false),
-            pb::EmailKind::VerificationResent => (subjects::USERS_VERIFICATION_REQUESTED, false),
-            pb::EmailKind::EmailChangeVerification => (subjects::USERS_EMAIL_CHANGE_REQUESTED, false),
-            pb::EmailKind::EmailChangeNotice => (subjects::USERS_EMAIL_CHANGE_NOTICE, false),
-            pb::EmailKind::SignupAttempted => (subjects::USERS_SIGNUP_ATTEMPTED, false),
-            pb::EmailKind::ChangeAttempted => (subjects::USERS_SIGNUP_ATTEMPTED, true),
-        };
-        let asked = verimail_server::locale::parse(&request.locale).map_err(|e| EmailError::invalid("locale", e))?;
+        let (kind, by_email_change) = email_kind(request.kind())?;
+        let asked = locale(&request.locale)?;
         let (to, locale) = match request.user_id.trim() {
             "" => ("ada@example.com".to_owned(), asked.unwrap_or_default()),
             id => {
@@ -109,6 +101,19 @@ impl EmailService for EmailGrpc {
             locale: rendered.locale,
             to,
         }))
+    }
+
+    async fn send_test_email(
+        &self,
+        request: Request<pb::SendTestEmailRequest>,
+    ) -> GrpcResult<pb::SendTestEmailResponse> {
+        self.admin.require(&request)?;
+        let request = request.into_inner();
+        let (kind, by_email_change) = email_kind(request.kind())?;
+        let locale = locale(&request.locale)?.unwrap_or_default();
+        let to = Email::parse(&request.to).map_err(|reason| EmailError::invalid("to", reason))?;
+        let row = self.courier.send_test(kind, by_email_change, to.as_str(), &locale).await?;
+        Ok(Response::new(pb::SendTestEmailResponse { delivery: self.with_bounces(vec![row]).await?.pop() }))
     }
 
     async fn list_suppressions(
@@ -235,4 +240,23 @@ fn to_proto(row: delivery::Model) -> pb::Delivery {
         handled_by: row.handled_by.unwrap_or_default(),
         bounces: Vec::new(),
     }
+}
+
+/// The event type that asks for an email of `kind`, and whether it is the notice of an attempt
+/// to move another account (a sign-up notice otherwise).
+fn email_kind(kind: pb::EmailKind) -> Result<(&'static str, bool), EmailError> {
+    Ok(match kind {
+        pb::EmailKind::Unspecified => return Err(EmailError::invalid("kind", "name an email kind")),
+        pb::EmailKind::Verification => (subjects::USERS_REGISTERED, false),
+        pb::EmailKind::VerificationResent => (subjects::USERS_VERIFICATION_REQUESTED, false),
+        pb::EmailKind::EmailChangeVerification => (subjects::USERS_EMAIL_CHANGE_REQUESTED, false),
+        pb::EmailKind::EmailChangeNotice => (subjects::USERS_EMAIL_CHANGE_NOTICE, false),
+        pb::EmailKind::SignupAttempted => (subjects::USERS_SIGNUP_ATTEMPTED, false),
+        pb::EmailKind::ChangeAttempted => (subjects::USERS_SIGNUP_ATTEMPTED, true),
+    })
+}
+
+/// A request's optional language tag, canonical; INVALID_ARGUMENT naming `locale` otherwise.
+fn locale(raw: &str) -> Result<Option<String>, EmailError> {
+    verimail_server::locale::parse(raw).map_err(|e| EmailError::invalid("locale", e))
 }

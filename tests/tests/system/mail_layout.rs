@@ -283,3 +283,56 @@ async fn a_preview_is_the_email_a_send_writes_apart_from_its_token_and_issues_no
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(counts().await, before, "a preview issued, recorded or sent something");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_email_arrives_as_its_preview_and_shows_as_a_test_delivery() {
+    use verimail_proto::email::v1::{DeliveryStatus, EmailKind, ListDeliveriesRequest, SendTestEmailRequest};
+    let stack = Stack::start().await;
+    let send = |kind: EmailKind, locale: &str, to: &str| {
+        let request = SendTestEmailRequest { kind: kind as i32, locale: locale.into(), to: to.into() };
+        let mut emails = stack.emails.clone();
+        async move { emails.send_test_email(request).await.map(|reply| reply.into_inner().delivery.expect("a delivery")) }
+    };
+    let delivery = send(EmailKind::ChangeAttempted, "es", "ops@example.com").await.expect("SendTestEmail");
+    assert_eq!(delivery.status(), DeliveryStatus::Sent);
+    assert_eq!(
+        (delivery.kind.as_str(), delivery.recipient.as_str()),
+        ("test.users.signup_attempted", "ops@example.com")
+    );
+    titled(&stack, "ops@example.com", EMAILS[4].1[2]).await;
+
+    // A verification email's link is the preview's sample: it verifies nobody.
+    send(EmailKind::Verification, "", "ops@example.com").await.expect("SendTestEmail");
+    let mail = titled(&stack, "ops@example.com", EMAILS[0].1[0]).await;
+    let page = Browser::new(&stack.gateway_url).click(&mail.verification_link()).await;
+    assert_eq!(page.kind(), "invalid", "{}", page.html);
+    let listed =
+        stack.deliveries(ListDeliveriesRequest { email: "ops@example.com".into(), ..Default::default() }).await;
+    assert_eq!(listed.len(), 2, "both test emails are deliveries: {listed:?}");
+    assert!(listed.iter().all(|d| d.kind.starts_with("test.")), "{listed:?}");
+
+    // A server that refuses the address: the delivery says so.
+    stack.smtp.reject("nobody-here@example.com");
+    let failed = send(EmailKind::SignupAttempted, "de", "nobody-here@example.com").await.expect("SendTestEmail");
+    assert_eq!(failed.status(), DeliveryStatus::Failed, "{failed:?}");
+    assert!(failed.last_error.contains("550"), "{failed:?}");
+    // Not retried by hand: another test email is the way, and the delivery stays as it was.
+    let retry = verimail_proto::email::v1::RetryDeliveryRequest { event_id: failed.event_id.clone() };
+    let refused = stack.emails.clone().retry_delivery(retry).await.expect_err("a test email retried");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let get = verimail_proto::email::v1::GetDeliveryRequest { event_id: failed.event_id.clone() };
+    let after = stack.emails.clone().get_delivery(get).await.expect("GetDelivery").into_inner().delivery;
+    assert_eq!(after.as_ref(), Some(&failed), "the refused retry changed the delivery");
+    for (kind, locale, to, field) in [
+        (EmailKind::Unspecified, "", "ops@example.com", "kind"),
+        (EmailKind::Verification, "english", "ops@example.com", "locale"),
+        (EmailKind::Verification, "", "not an address", "to"),
+        (EmailKind::Verification, "", "", "to"),
+    ] {
+        let refused = send(kind, locale, to).await.expect_err("bad input sent an email");
+        assert_eq!(
+            (refused.code(), verimail_server::grpc::bad_request_field(&refused).as_deref()),
+            (Code::InvalidArgument, Some(field))
+        );
+    }
+}
