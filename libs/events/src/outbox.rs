@@ -294,14 +294,21 @@ impl OutboxRelay {
 
     /// Sets `verimail_outbox_backlog` and `verimail_outbox_oldest_unsent_seconds`.
     async fn report_backlog(&self) -> Result<(), DbErr> {
-        use sea_orm::PaginatorTrait;
-        let unpublished = entity::Entity::find().filter(entity::Column::PublishedAt.is_null());
-        let backlog = unpublished.clone().count(&self.db).await?;
-        let oldest = unpublished.order_by_asc(entity::Column::CreatedAt).one(&self.db).await?;
-        let age = oldest
-            .map_or(0.0, |row| Ord::max((chrono::Utc::now() - row.created_at).num_milliseconds(), 0) as f64 / 1000.0);
+        use sea_orm::QuerySelect;
+        // One statement, so the two agree: a row written between two reads would show an age
+        // beside an empty backlog.
+        let (backlog, oldest): (i64, Option<chrono::DateTime<chrono::Utc>>) = entity::Entity::find()
+            .select_only()
+            .column_as(entity::Column::Id.count(), "backlog")
+            .column_as(entity::Column::CreatedAt.min(), "oldest")
+            .filter(entity::Column::PublishedAt.is_null())
+            .into_tuple()
+            .one(&self.db)
+            .await?
+            .unwrap_or((0, None));
+        let age = oldest.map_or(0.0, |at| Ord::max((chrono::Utc::now() - at).num_milliseconds(), 0) as f64 / 1000.0);
         let metrics = crate::metrics::metrics();
-        metrics.outbox_backlog.set(i64::try_from(backlog).unwrap_or(i64::MAX));
+        metrics.outbox_backlog.set(backlog);
         metrics.outbox_oldest_unsent_seconds.set(age);
         Ok(())
     }

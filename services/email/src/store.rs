@@ -306,7 +306,13 @@ pub async fn finish<C: ConnectionTrait>(
     if status == Status::Sent {
         update = update.col_expr(delivery::Column::SentAt, Expr::value(now));
     }
-    update.filter(delivery::Column::EventId.eq(event_id)).exec(conn).await?;
+    // A bounce or complaint can come back before the attempt records its end (a fast relay,
+    // a slow database): what the recipient's side said stands.
+    update
+        .filter(delivery::Column::EventId.eq(event_id))
+        .filter(delivery::Column::Status.is_not_in([Status::Bounced, Status::Complained]))
+        .exec(conn)
+        .await?;
     Ok(())
 }
 
