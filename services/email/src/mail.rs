@@ -340,12 +340,8 @@ impl Templates {
         for locale in &self.locales {
             for email in EMAILS.into_iter().filter(|email| self.has(email, locale)) {
                 for sample in samples(email) {
-                    let context = minijinja::context! { locale => locale, ..sample };
-                    for part in PARTS {
-                        let name = format!("{locale}/{email}.{part}");
-                        let rendered = self.env.get_template(&name).and_then(|t| t.render(&context));
-                        rendered.map_err(|e| self.problem(&name, &e))?;
-                    }
+                    // The email exists in `locale`, so that is the language render picks.
+                    self.render(email, locale, &sample).map_err(TemplateError::Template)?;
                 }
             }
         }
