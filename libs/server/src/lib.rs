@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod paging;
 pub mod shutdown;
 pub mod telemetry;
+pub mod templates;
 pub mod tls;
 
 /// RFC 3339 in UTC with millisecond precision: the one text form of a time in every contract.

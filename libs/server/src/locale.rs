@@ -1,5 +1,5 @@
-//! Language tags (BCP 47): what a request may name, in canonical form, and the chain of
-//! languages to try for it (RFC 4647 lookup: `de-CH-1996`, `de-CH`, `de`, then a default).
+//! Language tags (BCP 47): what a request may name, in canonical form, and the language to
+//! use for it (RFC 4647 lookup: `de-CH-1996`, `de-CH`, `de`, then a default).
 
 use icu_locale_core::LanguageIdentifier;
 
@@ -26,20 +26,21 @@ pub fn parse(raw: &str) -> Result<Option<String>, &'static str> {
     Ok(Some(tag.to_string()))
 }
 
-/// The tags to try for `tag`, most specific first, ending with `default`: each drops the last
-/// subtag of the one before (`zh-Hant-TW`, `zh-Hant`, `zh`, `en`). An empty `tag` gives
-/// `default` alone.
-pub fn chain(tag: &str, default: &str) -> Vec<String> {
-    let mut tags = Vec::new();
-    let mut rest = tag.trim();
-    while !rest.is_empty() {
-        tags.push(rest.to_owned());
-        rest = rest.rsplit_once('-').map_or("", |(head, _)| head);
+/// The language to use for someone who reads `preferences` (canonical tags, most wanted
+/// first): the first tag `has` takes, each preference tried with its last subtag dropped one at
+/// a time (RFC 4647 lookup: `zh-Hant-TW`, `zh-Hant`, `zh`), before the next preference;
+/// `default` when none is taken.
+pub fn lookup<'a>(preferences: impl IntoIterator<Item = &'a str>, default: &str, has: impl Fn(&str) -> bool) -> String {
+    for preference in preferences {
+        let mut rest = preference.trim();
+        while !rest.is_empty() {
+            if has(rest) {
+                return rest.to_owned();
+            }
+            rest = rest.rsplit_once('-').map_or("", |(head, _)| head);
+        }
     }
-    if !tags.iter().any(|t| t == default) {
-        tags.push(default.to_owned());
-    }
-    tags
+    default.to_owned()
 }
 
 #[cfg(test)]
@@ -71,10 +72,13 @@ mod tests {
     }
 
     #[test]
-    fn the_chain_drops_one_subtag_at_a_time_and_ends_with_the_default() {
-        assert_eq!(chain("pt-BR", "en"), ["pt-BR", "pt", "en"]);
-        assert_eq!(chain("zh-Hant-TW", "en"), ["zh-Hant-TW", "zh-Hant", "zh", "en"]);
-        assert_eq!(chain("en-GB", "en"), ["en-GB", "en"]);
-        assert_eq!(chain("", "de"), ["de"]);
+    fn lookup_drops_one_subtag_at_a_time_then_tries_the_next_preference() {
+        let have = |tags: &'static [&'static str]| move |tag: &str| tags.contains(&tag);
+        assert_eq!(lookup(["pt-BR"], "en", have(&["en", "pt"])), "pt");
+        assert_eq!(lookup(["zh-Hant-TW"], "en", have(&["en", "zh-Hant"])), "zh-Hant");
+        assert_eq!(lookup(["fr-CA", "de-AT", "es"], "en", have(&["en", "de", "es"])), "de");
+        assert_eq!(lookup(["pt-BR"], "en", have(&["en", "de"])), "en");
+        assert_eq!(lookup([""], "de", have(&["de"])), "de");
+        assert_eq!(lookup([], "de", have(&[])), "de");
     }
 }

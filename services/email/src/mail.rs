@@ -6,9 +6,7 @@ use crate::dkim::Dkim;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use minijinja::Environment;
 use serde::Serialize;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -256,22 +254,14 @@ pub enum TemplateError {
 }
 
 pub struct Templates {
-    env: Environment<'static>,
+    set: verimail_server::templates::TemplateSet,
     /// The language of an email whose user has none, or none we have: `DEFAULT_LOCALE`.
     default_locale: String,
-    /// Where each overriding template came from, by name (`de/verification.txt`).
-    files: HashMap<String, PathBuf>,
-    /// Every language some email exists in, sorted.
-    locales: Vec<String>,
 }
 
 impl std::fmt::Debug for Templates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Templates")
-            .field("default_locale", &self.default_locale)
-            .field("locales", &self.locales)
-            .field("overrides", &self.files.len())
-            .finish()
+        f.debug_struct("Templates").field("default_locale", &self.default_locale).field("set", &self.set).finish()
     }
 }
 
@@ -287,31 +277,20 @@ impl Templates {
     /// template that does not parse, names a variable its email does not give, or is missing
     /// a part, is refused with its file, line and problem.
     pub fn load(default_locale: &str, dir: Option<&Path>) -> Result<Templates, TemplateError> {
-        let mut env = Environment::new();
-        // A variable a template names but the email does not give is an error, not "".
-        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-        // minijinja escapes HTML in templates whose name ends in .html.
-        for (name, source) in BUILT_IN.iter().flatten() {
-            env.add_template(name, source).map_err(|e| TemplateError::Template(format!("built-in {name}: {e}")))?;
-        }
-        let mut files = HashMap::new();
-        for (name, path, source) in dir.map(overrides).transpose()?.unwrap_or_default() {
-            env.add_template_owned(name.clone(), source).map_err(|e| at(&path, &e))?;
-            files.insert(name, path);
-        }
-        env.add_filter("datetime", |state: &minijinja::State, at: String| {
+        let files: Vec<String> =
+            EMAILS.iter().flat_map(|email| PARTS.iter().map(move |part| format!("{email}.{part}"))).collect();
+        let layout = verimail_server::templates::Layout { per_locale: &files, shared: &[], assets: &[] };
+        let mut set = verimail_server::templates::TemplateSet::load(BUILT_IN.iter().flatten().copied(), dir, &layout)
+            .map_err(TemplateError::Template)?;
+        set.env.add_filter("datetime", |state: &minijinja::State, at: String| {
             Ok(crate::human::datetime(moment(&at)?, &locale_of(state)))
         });
-        env.add_filter("expires_in", |state: &minijinja::State, at: String| {
+        set.env.add_filter("expires_in", |state: &minijinja::State, at: String| {
             let seconds = (moment(&at)? - chrono::Utc::now()).num_seconds().max(0);
             Ok(crate::human::span(seconds, &locale_of(state)))
         });
-        let mut locales: Vec<String> =
-            env.templates().filter_map(|(name, _)| name.split_once('/').map(|(l, _)| l.to_owned())).collect();
-        locales.sort();
-        locales.dedup();
-        let templates = Templates { env, default_locale: default_locale.to_owned(), files, locales };
-        for locale in &templates.locales {
+        let templates = Templates { set, default_locale: default_locale.to_owned() };
+        for locale in &templates.set.locales {
             for email in EMAILS {
                 let present: Vec<&str> = PARTS.into_iter().filter(|part| templates.part(locale, email, part)).collect();
                 if !present.is_empty() && present.len() < PARTS.len() {
@@ -337,7 +316,7 @@ impl Templates {
 
     /// Renders every email in every language with sample data.
     fn rehearse(&self) -> Result<(), TemplateError> {
-        for locale in &self.locales {
+        for locale in &self.set.locales {
             for email in EMAILS.into_iter().filter(|email| self.has(email, locale)) {
                 for sample in samples(email) {
                     // The email exists in `locale`, so that is the language render picks.
@@ -348,20 +327,10 @@ impl Templates {
         Ok(())
     }
 
-    /// `e` (of the template `name`) with the file and line it is at.
-    fn problem(&self, name: &str, e: &minijinja::Error) -> TemplateError {
-        let failing = e.name().unwrap_or(name);
-        match self.files.get(failing) {
-            Some(path) => at(path, e),
-            None => TemplateError::Template(format!("built-in {failing}: {e}")),
-        }
-    }
-
     /// The language `email` is written in for a user of `locale`: the first of its lookup
     /// chain (`pt-BR`, `pt`, the default) that has the email.
     pub fn locale_for(&self, email: &str, locale: &str) -> String {
-        let chain = verimail_server::locale::chain(locale, &self.default_locale);
-        chain.into_iter().find(|tag| self.has(email, tag)).unwrap_or_else(|| self.default_locale.clone())
+        verimail_server::locale::lookup([locale], &self.default_locale, |tag| self.has(email, tag))
     }
 
     /// Whether `email` exists in the language `tag`: its three parts.
@@ -370,7 +339,7 @@ impl Templates {
     }
 
     fn part(&self, tag: &str, email: &str, part: &str) -> bool {
-        self.env.get_template(&format!("{tag}/{email}.{part}")).is_ok()
+        self.set.has(&format!("{tag}/{email}.{part}"))
     }
 
     /// The link that the email carries: `{base}/verify-email?token=…`.
@@ -386,11 +355,7 @@ impl Templates {
         let locale = self.locale_for(email, locale);
         let context =
             minijinja::context! { locale => &locale, ..minijinja::Value::from(minijinja::value::Serde(content)) };
-        let render = |part: &str| {
-            let name = format!("{locale}/{email}.{part}");
-            let rendered = self.env.get_template(&name).and_then(|t| t.render(&context));
-            rendered.map_err(|e| self.problem(&name, &e).to_string())
-        };
+        let render = |part: &str| self.set.render(&format!("{locale}/{email}.{part}"), &context);
         // One line, whatever the template's line breaks.
         let subject = render("subject")?.split_whitespace().collect::<Vec<_>>().join(" ");
         Ok(Rendered { subject, text: render("txt")?, html: render("html")?, locale })
@@ -440,53 +405,6 @@ impl Rendered {
             .multipart(MultiPart::alternative_plain_html(self.text, self.html))
             .map_err(|e| e.to_string())
     }
-}
-
-/// The templates under `dir`: `<locale>/<email>.<part>` files, as (name, path, source). A
-/// folder that is not a canonical language tag, or a file that is not a known email's part,
-/// is refused: a misspelt name would otherwise be ignored.
-fn overrides(dir: &Path) -> Result<Vec<(String, PathBuf, String)>, TemplateError> {
-    let refuse = |path: &Path, why: &str| TemplateError::Template(format!("{}: {why}", path.display()));
-    let entries = |path: &Path| -> Result<Vec<PathBuf>, TemplateError> {
-        let mut found: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| refuse(path, &e.to_string()))?
-            .map(|entry| entry.map(|e| e.path()).map_err(|e| refuse(path, &e.to_string())))
-            .collect::<Result<_, _>>()?;
-        found.sort();
-        Ok(found)
-    };
-    let mut templates = Vec::new();
-    for folder in entries(dir)? {
-        let locale = folder.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if !folder.is_dir() || verimail_server::locale::parse(&locale) != Ok(Some(locale.clone())) {
-            return Err(refuse(&folder, "is not a folder named by a language tag such as de or pt-BR"));
-        }
-        for file in entries(&folder)? {
-            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let known =
-                name.rsplit_once('.').is_some_and(|(email, part)| EMAILS.contains(&email) && PARTS.contains(&part));
-            if !known {
-                return Err(refuse(
-                    &file,
-                    &format!(
-                        "is not a template: the files are <email>.<part>, emails {}, parts {}",
-                        EMAILS.join(", "),
-                        PARTS.join(", ")
-                    ),
-                ));
-            }
-            let source = std::fs::read_to_string(&file).map_err(|e| refuse(&file, &e.to_string()))?;
-            templates.push((format!("{locale}/{name}"), file, source));
-        }
-    }
-    Ok(templates)
-}
-
-/// A template's error at its file and line: `path:line: problem`.
-fn at(path: &Path, e: &minijinja::Error) -> TemplateError {
-    let line = e.line().map(|line| format!(":{line}")).unwrap_or_default();
-    let problem = e.detail().map_or_else(|| e.kind().to_string(), |detail| format!("{}: {detail}", e.kind()));
-    TemplateError::Template(format!("{}{line}: {problem}", path.display()))
 }
 
 /// What each email's templates are given, with sample values: one context per variant (the
@@ -612,7 +530,7 @@ mod tests {
         };
         let context =
             minijinja::context! { locale => "en", ..minijinja::Value::from(minijinja::value::Serde(&content)) };
-        let html = templates.env.get_template("en/verification.html").unwrap().render(context).unwrap();
+        let html = templates.set.render("en/verification.html", &context).unwrap();
         assert!(!html.contains("<script>"));
         assert!(html.contains("&lt;script&gt;"));
         assert!(html.contains("token=a&amp;b"));
