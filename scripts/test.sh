@@ -14,6 +14,9 @@ export NATS_SERVER_BIN
 # The operator's-eye tests drive the real grpcurl.
 GRPCURL_BIN="$(scripts/grpcurl.sh)"
 export GRPCURL_BIN
+# The page tests audit every page with axe-core in Chromium.
+AXE_CORE_JS="$(scripts/axe-core.sh)"
+export AXE_CORE_JS
 # The fault tests start the real binaries and kill them; build them first.
 cargo build --workspace --bins
 

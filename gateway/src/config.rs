@@ -28,11 +28,25 @@ pub struct Config {
     /// `GATEWAY_HEADER_TIMEOUT_SECONDS` (10), `GATEWAY_REQUEST_TIMEOUT_SECONDS` (30),
     /// `GATEWAY_MAX_CONNECTIONS` (1000): see [`crate::serve`].
     pub limits: crate::serve::Limits,
+    /// Every page in every language, with the brand: `GATEWAY_TEMPLATES_DIR`, `DEFAULT_LOCALE`,
+    /// `BRAND_NAME`, `BRAND_COLOR`, `BRAND_LOGO_URL` (see [`pages`]). Rendered with sample data
+    /// while the configuration is read, so a broken template stops the start.
+    pub pages: std::sync::Arc<crate::pages::Pages>,
+    /// A logo file in `GATEWAY_TEMPLATES_DIR`, served at `/brand/logo.<ext>`.
+    pub logo: Option<crate::pages::Logo>,
+    /// Where images may come from (Content-Security-Policy `img-src`): the gateway itself, and
+    /// the origin of `BRAND_LOGO_URL`.
+    pub image_sources: String,
 }
 
 impl Config {
     pub fn from_vars(vars: &Vars) -> Result<Config, ConfigError> {
         let defaults = crate::serve::Limits::default();
+        let app = match vars.var("APP_URL") {
+            None => None,
+            Some(url) => Some(AppLink::parse(&url).map_err(|e| ConfigError::new("APP_URL", e))?),
+        };
+        let (pages, logo, image_sources) = pages(vars, app.as_ref())?;
         Ok(Config {
             http_addr: vars.string("GATEWAY_HTTP_ADDR", "127.0.0.1:8080"),
             user_addr: vars.string("USER_GRPC_ADDR", "127.0.0.1:50051"),
@@ -46,10 +60,7 @@ impl Config {
             metrics_addr: vars.string("METRICS_ADDR", "127.0.0.1:9104"),
             trusted_proxies: crate::client::TrustedProxies::parse(&vars.string("TRUSTED_PROXIES", ""))
                 .map_err(|e| ConfigError::new("TRUSTED_PROXIES", e))?,
-            app: match vars.var("APP_URL") {
-                None => None,
-                Some(url) => Some(AppLink::parse(&url).map_err(|e| ConfigError::new("APP_URL", e))?),
-            },
+            app,
             limits: crate::serve::Limits {
                 header_timeout: vars.seconds("GATEWAY_HEADER_TIMEOUT_SECONDS", defaults.header_timeout)?,
                 request_timeout: vars.seconds("GATEWAY_REQUEST_TIMEOUT_SECONDS", defaults.request_timeout)?,
@@ -58,8 +69,52 @@ impl Config {
                     n => n,
                 },
             },
+            pages,
+            logo,
+            image_sources,
         })
     }
+}
+
+/// The pages, the logo file and the image sources, from `GATEWAY_TEMPLATES_DIR`,
+/// `DEFAULT_LOCALE` (a language every page exists in), `BRAND_NAME`, `BRAND_COLOR` and
+/// `BRAND_LOGO_URL` (or a logo file in the templates folder, not both).
+fn pages(
+    vars: &Vars,
+    app: Option<&AppLink>,
+) -> Result<(std::sync::Arc<crate::pages::Pages>, Option<crate::pages::Logo>, String), ConfigError> {
+    use crate::pages::{Brand, BrandError, Logo, Pages, PagesError};
+    const DIR: &str = "GATEWAY_TEMPLATES_DIR";
+    const LOCALE: &str = "DEFAULT_LOCALE";
+    const LOGO: &str = "BRAND_LOGO_URL";
+    let dir = vars.var(DIR).map(std::path::PathBuf::from);
+    let logo = dir.as_deref().map(Logo::find).transpose().map_err(|e| ConfigError::new(DIR, e))?.flatten();
+    let logo_url = vars.var(LOGO).map(|url| AppLink::parse(&url).map_err(|e| ConfigError::new(LOGO, e))).transpose()?;
+    let (src, image_sources) = match (&logo, logo_url) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(LOGO, format!("is set and {DIR} holds a logo file: use one or the other")));
+        }
+        (Some(file), None) => (Some(file.path.clone()), "'self'".to_owned()),
+        (None, Some(url)) => {
+            let scheme = if url.url.starts_with("https://") { "https" } else { "http" };
+            (Some(url.url.clone()), format!("'self' {scheme}://{}", url.host))
+        }
+        (None, None) => (None, "'self'".to_owned()),
+    };
+    let brand = Brand::new(&vars.string("BRAND_NAME", "Verimail"), &vars.string("BRAND_COLOR", "#1f6feb"), src)
+        .map_err(|e| match e {
+            BrandError::Name(e) => ConfigError::new("BRAND_NAME", e),
+            BrandError::Color(e) => ConfigError::new("BRAND_COLOR", e),
+        })?;
+    let locale = verimail_server::locale::parse(&vars.string(LOCALE, "en"))
+        .map_err(|e| ConfigError::new(LOCALE, e))?
+        .ok_or_else(|| ConfigError::new(LOCALE, "must not be empty"))?;
+    let pages = match Pages::load(&locale, dir.as_deref(), &brand, app) {
+        Ok(pages) => pages,
+        Err(PagesError::DefaultLocale(e)) => return Err(ConfigError::new(LOCALE, e)),
+        Err(PagesError::Template(e)) => return Err(ConfigError::new(DIR, e)),
+    };
+    Ok((std::sync::Arc::new(pages), logo, image_sources))
 }
 
 /// The product the verified page links on to: its URL and, for "Continue to …", its host.

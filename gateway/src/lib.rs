@@ -39,15 +39,14 @@ impl App {
             ],
             auth: AuthServiceClient::new(auth),
             users: UserServiceClient::new(users),
-            pages: pages::Pages::new()?,
+            pages: config.pages,
+            logo: config.logo,
+            content_security_policy: routes::content_security_policy(&config.image_sources)?,
             posts_per_client: verimail_server::limits::Limiter::new(
                 "form posts from this address",
                 config.posts_per_client,
             ),
             trusted_proxies: config.trusted_proxies,
-            app: config.app.map(|app| {
-                minijinja::Value::from(std::collections::BTreeMap::from([("url", app.url), ("host", app.host)]))
-            }),
             keys: routes::KeysCache::default(),
             request_timeout: config.limits.request_timeout,
         };

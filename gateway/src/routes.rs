@@ -1,7 +1,7 @@
 //! The routes: every decision is made by a service over gRPC; the gateway only turns
 //! answers into pages.
 
-use crate::pages::Pages;
+use crate::pages::{CodeError, Logo, Page, Pages, Proof};
 use axum::Extension;
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Query, State};
@@ -9,7 +9,6 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use minijinja::context;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -29,15 +28,17 @@ use verimail_server::limits::Limiter;
 pub struct Gateway {
     pub auth: AuthServiceClient<Internal>,
     pub users: UserServiceClient<Internal>,
-    pub pages: Pages,
+    /// Every page in every language, with the team's brand.
+    pub pages: Arc<Pages>,
+    /// The logo of the templates folder, served at its path.
+    pub logo: Option<Logo>,
+    /// The Content-Security-Policy of every response.
+    pub content_security_policy: HeaderValue,
     pub posts_per_client: Limiter,
     /// Whose forwarding headers name the client.
     pub trusted_proxies: crate::client::TrustedProxies,
     /// From the request head to the response (a slow body included): 408 past it.
     pub request_timeout: Duration,
-    /// Where the verified page sends the user on (`APP_URL`), for the templates: `app.url`,
-    /// `app.host`.
-    pub app: Option<minijinja::Value>,
     /// The keys document, fetched from auth-service at most once per [`KEYS_FRESH`].
     pub keys: KeysCache,
     /// grpc.health.v1 of the services the pages call, for `/readyz`.
@@ -63,7 +64,11 @@ const MAX_URI_BYTES: usize = 2 * 1024;
 const MAX_HEADER_BYTES: usize = 8 * 1024;
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if let Some(logo) = &gateway.logo {
+        router = router.route(&logo.path, get(logo_file));
+    }
+    router
         .route("/verify-email", get(confirm_page).post(verify))
         .route("/verify-code", get(code_page).post(verify_code))
         .route("/resend", get(resend_page).post(resend))
@@ -71,14 +76,38 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route(KEYS_PATH, get(public_keys))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(gateway.clone(), limit_posts))
+        .layer(axum::middleware::from_fn_with_state(gateway.clone(), choose_language))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::from_fn_with_state(gateway.clone(), identify_client))
         .layer(axum::middleware::from_fn_with_state(gateway.clone(), limit_time))
         .layer(axum::middleware::from_fn(limit_request_head))
         .layer(axum::middleware::from_fn(trace_request))
+        .layer(axum::middleware::map_response_with_state(gateway.clone(), security_headers))
         .with_state(gateway)
-        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// The language of the pages for a request ([`Pages::negotiate`]).
+#[derive(Debug, Clone)]
+struct Lang(String);
+
+async fn choose_language(State(gw): State<Arc<Gateway>>, mut request: axum::extract::Request, next: Next) -> Response {
+    let lang = gw.pages.negotiate(request.headers());
+    request.extensions_mut().insert(Lang(lang));
+    next.run(request).await
+}
+
+/// 404 with a page, for any path the gateway does not serve.
+async fn not_found(State(gw): State<Arc<Gateway>>, Extension(Lang(lang)): Extension<Lang>) -> Response {
+    gw.pages.render(StatusCode::NOT_FOUND, &lang, &Page::NotFound)
+}
+
+/// The logo file of the templates folder; browsers may keep it a day.
+async fn logo_file(State(gw): State<Arc<Gateway>>) -> Response {
+    let Some(logo) = &gw.logo else { return StatusCode::NOT_FOUND.into_response() };
+    let headers = [(header::CONTENT_TYPE, logo.media_type), (header::CACHE_CONTROL, "public, max-age=86400")];
+    (headers, logo.bytes.clone()).into_response()
 }
 
 /// A server span per request (named by method and path; the query, which holds tokens, is
@@ -153,22 +182,23 @@ async fn identify_client(
 async fn limit_posts(
     State(gw): State<Arc<Gateway>>,
     Extension(Client(client)): Extension<Client>,
+    Extension(Lang(lang)): Extension<Lang>,
     request: axum::extract::Request,
     next: Next,
 ) -> Response {
     if request.method() == Method::POST
         && let Err(status) = gw.posts_per_client.check(&verimail_server::limits::client_key(client))
     {
-        return too_many(&gw, &status);
+        return too_many(&gw, &lang, &status);
     }
     next.run(request).await
 }
 
 /// 429 with Retry-After (whole seconds) and a page, from a RESOURCE_EXHAUSTED status.
-fn too_many(gw: &Gateway, status: &tonic::Status) -> Response {
+fn too_many(gw: &Gateway, lang: &str, status: &tonic::Status) -> Response {
     let wait = verimail_server::limits::retry_after(status).unwrap_or(Duration::from_secs(1));
     let seconds = verimail_server::limits::whole_seconds(wait);
-    let mut response = gw.pages.render(StatusCode::TOO_MANY_REQUESTS, "too_many.html", context! { seconds });
+    let mut response = gw.pages.render(StatusCode::TOO_MANY_REQUESTS, lang, &Page::TooMany { seconds });
     if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }
@@ -227,7 +257,7 @@ async fn public_keys(State(gw): State<Arc<Gateway>>) -> Response {
 /// Tokens ride in the URL, so nothing is cached and no Referer leaks them; no script runs at
 /// all (a mail scanner that runs a page's scripts must find nothing that submits the form)
 /// and forms go only to us.
-async fn security_headers(mut response: Response) -> Response {
+async fn security_headers(State(gw): State<Arc<Gateway>>, mut response: Response) -> Response {
     let headers = response.headers_mut();
     // Pages hold tokens: never cached. (The keys document says otherwise for itself.)
     if !headers.contains_key(header::CACHE_CONTROL) {
@@ -237,15 +267,20 @@ async fn security_headers(mut response: Response) -> Response {
         (header::REFERRER_POLICY, "no-referrer"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; script-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
     ];
     for (name, value) in fixed {
         headers.insert::<HeaderName>(name, HeaderValue::from_static(value));
     }
+    headers.insert(header::CONTENT_SECURITY_POLICY, gw.content_security_policy.clone());
     response
+}
+
+/// No script runs, styles are the page's own, images come from `image_sources` (the gateway,
+/// and the origin of `BRAND_LOGO_URL`), forms go only to the gateway.
+pub fn content_security_policy(image_sources: &str) -> Result<HeaderValue, axum::http::header::InvalidHeaderValue> {
+    HeaderValue::from_str(&format!(
+        "default-src 'none'; script-src 'none'; style-src 'unsafe-inline'; img-src {image_sources}; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ))
 }
 
 #[derive(Deserialize)]
@@ -262,81 +297,94 @@ struct EmailParams {
 
 /// GET changes nothing, and the page does nothing by itself: mail scanners fetch links and run
 /// their scripts, so verifying takes a person's press of the button (a plain form POST).
-async fn confirm_page(State(gw): State<Arc<Gateway>>, Query(params): Query<TokenParams>) -> Response {
-    form_page(&gw, &params, "confirm.html")
+async fn confirm_page(
+    State(gw): State<Arc<Gateway>>,
+    Extension(Lang(lang)): Extension<Lang>,
+    Query(params): Query<TokenParams>,
+) -> Response {
+    form_page(&gw, &lang, &params, |token| Page::Confirm { token })
 }
 
 /// The page with the form that POSTs a link's token; 400 for a link without one.
-fn form_page(gw: &Gateway, params: &TokenParams, template: &str) -> Response {
+fn form_page(gw: &Gateway, lang: &str, params: &TokenParams, page: impl Fn(&str) -> Page) -> Response {
     let token = params.token.trim();
     if token.is_empty() {
-        return gw.pages.render(StatusCode::BAD_REQUEST, "invalid.html", context! { email => "" });
+        return gw.pages.render(StatusCode::BAD_REQUEST, lang, &Page::Invalid);
     }
-    gw.pages.render(StatusCode::OK, template, context! { token })
+    gw.pages.render(StatusCode::OK, lang, &page(token))
 }
 
 async fn verify(
     State(gw): State<Arc<Gateway>>,
     Extension(Client(client)): Extension<Client>,
+    Extension(Lang(lang)): Extension<Lang>,
     Form(params): Form<TokenParams>,
 ) -> Response {
     let answer = gw.auth.clone().verify_email(on_behalf(VerifyEmailRequest { token: params.token }, client)).await;
     match answer {
-        Ok(reply) => verified_page(&gw, reply.into_inner()),
-        Err(status) => link_refused(&gw, &status, false),
+        Ok(reply) => verified_page(&gw, &lang, reply.into_inner()),
+        Err(status) => link_refused(&gw, &lang, &status, false),
     }
 }
 
 /// The page for a link (a verification's, or a change notice's when `change`) auth-service
 /// refused: its account deleted, the link expired or revoked, invalid, or no answer.
-fn link_refused(gw: &Gateway, status: &tonic::Status, change: bool) -> Response {
+fn link_refused(gw: &Gateway, lang: &str, status: &tonic::Status, change: bool) -> Response {
     match status.code() {
         Code::FailedPrecondition => match reasons::of(status).as_str() {
-            why @ (reasons::ACCOUNT_EXPIRED | reasons::ACCOUNT_DELETED) => account_gone(gw, why, "link"),
+            why @ (reasons::ACCOUNT_EXPIRED | reasons::ACCOUNT_DELETED) => account_gone(gw, lang, why, Proof::Link),
             why => {
                 let revoked = why == reasons::TOKEN_REVOKED;
-                gw.pages.render(StatusCode::GONE, "expired.html", context! { email => "", revoked, change })
+                let page = Page::Expired { email: "", what: Proof::Link, revoked, change };
+                gw.pages.render(StatusCode::GONE, lang, &page)
             }
         },
-        Code::InvalidArgument => gw.pages.render(StatusCode::BAD_REQUEST, "invalid.html", context! { email => "" }),
-        _ => unavailable(gw, status),
+        Code::InvalidArgument => gw.pages.render(StatusCode::BAD_REQUEST, lang, &Page::Invalid),
+        _ => unavailable(gw, lang, status),
     }
 }
 
 /// The link of a change-of-address notice: like a verification link, GET shows a form and only
 /// the POST acts (mail scanners open links).
-async fn undo_page(State(gw): State<Arc<Gateway>>, Query(params): Query<TokenParams>) -> Response {
-    form_page(&gw, &params, "undo_confirm.html")
+async fn undo_page(
+    State(gw): State<Arc<Gateway>>,
+    Extension(Lang(lang)): Extension<Lang>,
+    Query(params): Query<TokenParams>,
+) -> Response {
+    form_page(&gw, &lang, &params, |token| Page::UndoConfirm { token })
 }
 
 async fn undo(
     State(gw): State<Arc<Gateway>>,
     Extension(Client(client)): Extension<Client>,
+    Extension(Lang(lang)): Extension<Lang>,
     Form(params): Form<TokenParams>,
 ) -> Response {
     let request = on_behalf(UndoEmailChangeRequest { token: params.token }, client);
     match gw.auth.clone().undo_email_change(request).await {
-        Ok(reply) => gw.pages.render(StatusCode::OK, "undone.html", context! { email => reply.into_inner().email }),
+        Ok(reply) => {
+            let email = reply.into_inner().email;
+            gw.pages.render(StatusCode::OK, &lang, &Page::Undone { email: &email, again: false })
+        }
         // Used before: the change it was for is already cancelled or undone.
         Err(status) if reasons::of(&status) == reasons::TOKEN_USED => {
-            gw.pages.render(StatusCode::OK, "undone.html", context! { again => true })
+            gw.pages.render(StatusCode::OK, &lang, &Page::Undone { email: "", again: true })
         }
-        Err(status) => link_refused(&gw, &status, true),
+        Err(status) => link_refused(&gw, &lang, &status, true),
     }
 }
 
 /// 410 for a link or code of a deleted account: "register again" when it expired unverified.
-fn account_gone(gw: &Gateway, why: &str, what: &str) -> Response {
+fn account_gone(gw: &Gateway, lang: &str, why: &str, what: Proof) -> Response {
     let expired = why == reasons::ACCOUNT_EXPIRED;
-    gw.pages.render(StatusCode::GONE, "account_gone.html", context! { expired, what, app => gw.app.clone() })
+    gw.pages.render(StatusCode::GONE, lang, &Page::AccountGone { expired, what })
 }
 
 /// The page after a successful check: verified now, or before.
-fn verified_page(gw: &Gateway, reply: VerifyEmailResponse) -> Response {
-    let app = gw.app.clone();
+fn verified_page(gw: &Gateway, lang: &str, reply: VerifyEmailResponse) -> Response {
     match reply.outcome() {
-        VerifyOutcome::AlreadyVerified => gw.pages.render(StatusCode::OK, "already_verified.html", context! { app }),
-        _ => gw.pages.render(StatusCode::OK, "verified.html", context! { email => reply.email, app }),
+        VerifyOutcome::AlreadyVerified => gw.pages.render(StatusCode::OK, lang, &Page::AlreadyVerified),
+        _ => gw.pages.render(StatusCode::OK, lang, &Page::Verified { email: &reply.email }),
     }
 }
 
@@ -348,69 +396,77 @@ struct CodeParams {
     code: String,
 }
 
-async fn code_page(State(gw): State<Arc<Gateway>>, Query(params): Query<EmailParams>) -> Response {
-    gw.pages.render(StatusCode::OK, "code.html", context! { email => params.email.trim() })
+async fn code_page(
+    State(gw): State<Arc<Gateway>>,
+    Extension(Lang(lang)): Extension<Lang>,
+    Query(params): Query<EmailParams>,
+) -> Response {
+    gw.pages.render(StatusCode::OK, &lang, &Page::Code { email: params.email.trim(), error: None })
 }
 
 async fn verify_code(
     State(gw): State<Arc<Gateway>>,
     Extension(Client(client)): Extension<Client>,
+    Extension(Lang(lang)): Extension<Lang>,
     Form(params): Form<CodeParams>,
 ) -> Response {
     let email = params.email.trim().to_owned();
     let request = VerifyEmailCodeRequest { email: email.clone(), code: params.code };
+    let email = email.as_str();
     match gw.auth.clone().verify_email_code(on_behalf(request, client)).await {
-        Ok(reply) => verified_page(&gw, reply.into_inner()),
+        Ok(reply) => verified_page(&gw, &lang, reply.into_inner()),
         Err(status) => match status.code() {
             Code::FailedPrecondition => match reasons::of(&status).as_str() {
-                reasons::CODE_LOCKED => gw.pages.render(StatusCode::GONE, "code_locked.html", context! { email }),
-                why @ (reasons::ACCOUNT_EXPIRED | reasons::ACCOUNT_DELETED) => account_gone(&gw, why, "code"),
+                reasons::CODE_LOCKED => gw.pages.render(StatusCode::GONE, &lang, &Page::CodeLocked { email }),
+                why @ (reasons::ACCOUNT_EXPIRED | reasons::ACCOUNT_DELETED) => {
+                    account_gone(&gw, &lang, why, Proof::Code)
+                }
                 why => {
                     let revoked = why == reasons::CODE_REVOKED;
-                    gw.pages.render(StatusCode::GONE, "expired.html", context! { email, what => "code", revoked })
+                    let page = Page::Expired { email, what: Proof::Code, revoked, change: false };
+                    gw.pages.render(StatusCode::GONE, &lang, &page)
                 }
             },
             Code::InvalidArgument => {
                 let error = match verimail_server::grpc::bad_request_field(&status).as_deref() {
-                    Some("email") => "Please enter the email address the code was sent to.",
-                    _ => "That is not the code we sent to this address. Check the email and try again.",
+                    Some("email") => CodeError::Email,
+                    _ => CodeError::Code,
                 };
-                gw.pages.render(StatusCode::BAD_REQUEST, "code.html", context! { email, error })
+                gw.pages.render(StatusCode::BAD_REQUEST, &lang, &Page::Code { email, error: Some(error) })
             }
-            _ => unavailable(&gw, &status),
+            _ => unavailable(&gw, &lang, &status),
         },
     }
 }
 
-async fn resend_page(State(gw): State<Arc<Gateway>>) -> Response {
-    gw.pages.render(StatusCode::OK, "resend.html", context! { email => "" })
+async fn resend_page(State(gw): State<Arc<Gateway>>, Extension(Lang(lang)): Extension<Lang>) -> Response {
+    gw.pages.render(StatusCode::OK, &lang, &Page::Resend { email: "", error: false })
 }
 
 async fn resend(
     State(gw): State<Arc<Gateway>>,
     Extension(Client(client)): Extension<Client>,
+    Extension(Lang(lang)): Extension<Lang>,
     Form(params): Form<EmailParams>,
 ) -> Response {
     let email = params.email.trim().to_owned();
     let request = on_behalf(ResendVerificationRequest { email: email.clone(), ..Default::default() }, client);
     let answer = gw.users.clone().resend_verification(request).await;
     match answer {
-        Ok(_) => gw.pages.render(StatusCode::ACCEPTED, "resent.html", context! { email }),
-        Err(status) if status.code() == Code::InvalidArgument => gw.pages.render(
-            StatusCode::BAD_REQUEST,
-            "resend.html",
-            context! { email, error => "Please enter a valid email address." },
-        ),
-        Err(status) => unavailable(&gw, &status),
+        Ok(_) => gw.pages.render(StatusCode::ACCEPTED, &lang, &Page::Resent { email: &email }),
+        Err(status) if status.code() == Code::InvalidArgument => {
+            gw.pages.render(StatusCode::BAD_REQUEST, &lang, &Page::Resend { email: &email, error: true })
+        }
+        Err(status) => unavailable(&gw, &lang, &status),
     }
 }
 
-fn unavailable(gw: &Gateway, status: &tonic::Status) -> Response {
+fn unavailable(gw: &Gateway, lang: &str, status: &tonic::Status) -> Response {
     if status.code() == Code::ResourceExhausted {
-        return too_many(gw, status);
+        return too_many(gw, lang, status);
     }
     tracing::warn!(code = ?status.code(), message = status.message(), "service call failed");
-    let mut response = gw.pages.render(StatusCode::SERVICE_UNAVAILABLE, "unavailable.html", context! {});
+    let mut response = gw.pages.render(StatusCode::SERVICE_UNAVAILABLE, lang, &Page::Unavailable);
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     response
 }

@@ -27,6 +27,12 @@ pub struct Chrome {
 
 impl Chrome {
     pub async fn start() -> Chrome {
+        Chrome::start_in(None).await
+    }
+
+    /// A browser whose `Accept-Language` is `languages` (`de`, `fr-CA,es`), or Chromium's
+    /// own with `None`.
+    pub async fn start_in(languages: Option<&str>) -> Chrome {
         let port = verimail_testkit::free_port();
         let mut driver = Command::new(chromedriver())
             .arg(format!("--port={port}"))
@@ -44,7 +50,7 @@ impl Chrome {
         }
         let profile = tempfile::tempdir().expect("a browser profile folder");
         let binary = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-        let options = serde_json::json!({
+        let mut options = serde_json::json!({
             "binary": binary,
             "args": [
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
@@ -52,6 +58,12 @@ impl Chrome {
                 "--disable-sync", format!("--user-data-dir={}", profile.path().display()),
             ],
         });
+        if let Some(languages) = languages {
+            options["prefs"] = serde_json::json!({ "intl.accept_languages": languages });
+            if let Some(args) = options["args"].as_array_mut() {
+                args.push(format!("--accept-lang={languages}").into());
+            }
+        }
         let mut capabilities = serde_json::Map::new();
         capabilities.insert("goog:chromeOptions".into(), options);
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
@@ -109,6 +121,39 @@ impl Chrome {
         path
     }
 
+    /// Runs the accessibility checker axe-core (the `axe.min.js` at `AXE_CORE_JS`, which
+    /// `scripts/axe-core.sh` installs) on the open page against WCAG 2.0, 2.1 and 2.2 A and AA
+    /// and axe's best practices: its violations (rule, impact, help, the elements) and how
+    /// many rules passed. Injected over WebDriver, so the page's own policy (no scripts) holds
+    /// for everything else.
+    pub async fn audit(&self) -> Audit {
+        static AXE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let source = AXE.get_or_init(|| {
+            let path = std::env::var("AXE_CORE_JS").expect("AXE_CORE_JS: the path of axe.min.js (scripts/axe-core.sh)");
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e} (scripts/axe-core.sh installs it)"))
+        });
+        self.client.execute(source, vec![]).await.expect("load axe-core into the page");
+        let run = r#"
+            const done = arguments[arguments.length - 1];
+            const tags = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa', 'best-practice'];
+            axe.run(document, { runOnly: { type: 'tag', values: tags } })
+                .then(r => done({
+                    version: axe.version,
+                    passes: r.passes.length,
+                    violations: r.violations.map(v => ({
+                        id: v.id, impact: v.impact, help: v.help,
+                        nodes: v.nodes.map(n => n.target.join(' ')),
+                    })),
+                }))
+                .catch(e => done({ error: String(e) }));
+        "#;
+        let result = self.client.execute_async(run, vec![]).await.expect("run axe-core");
+        if let Some(error) = result.get("error") {
+            panic!("axe-core failed: {error}");
+        }
+        serde_json::from_value(result).expect("axe-core's results")
+    }
+
     /// Ends the WebDriver session (closing Chromium); dropping then stops chromedriver.
     pub async fn close(self) {
         let _ = self.client.clone().close().await;
@@ -119,5 +164,30 @@ impl Drop for Chrome {
     fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+    }
+}
+
+/// What axe-core found on a page.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+pub struct Audit {
+    pub version: String,
+    /// Rules that held.
+    pub passes: usize,
+    pub violations: Vec<Violation>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+pub struct Violation {
+    pub id: String,
+    /// minor, moderate, serious or critical.
+    pub impact: Option<String>,
+    pub help: String,
+    pub nodes: Vec<String>,
+}
+
+impl Audit {
+    /// The violations of impact serious or critical.
+    pub fn serious(&self) -> Vec<&Violation> {
+        self.violations.iter().filter(|v| matches!(v.impact.as_deref(), Some("serious" | "critical"))).collect()
     }
 }

@@ -127,6 +127,8 @@ pub struct StackOptions {
     pub email_vars: Vec<settings::Var>,
     /// Further variables for user-service (EMAIL_CHECK_DNS, say), after the others.
     pub user_vars: Vec<settings::Var>,
+    /// Further variables for every gateway (BRAND_NAME, say), after the others.
+    pub gateway_vars: Vec<settings::Var>,
 }
 
 impl StackOptions {
@@ -171,6 +173,7 @@ impl Default for StackOptions {
             unverified_ttl: Some(Duration::from_secs(7 * 24 * 3600)),
             email_vars: Vec::new(),
             user_vars: Vec::new(),
+            gateway_vars: Vec::new(),
         }
     }
 }
@@ -334,6 +337,8 @@ pub struct Stack {
     pub nats: NatsCluster,
     /// Between auth-service and its database, with [`StackOptions::auth_database_door`].
     pub auth_database_door: Option<std::sync::Arc<verimail_testkit::TcpDoor>>,
+    /// What the first instance's gateway was configured with: see [`Stack::start_gateway`].
+    gateway_vars: Vec<settings::Var>,
     shutdown: Shutdown,
     _data: tempfile::TempDir,
     databases: Databases,
@@ -426,6 +431,14 @@ impl Stack {
         let email_addr = email_addrs[0];
         let (user_addr, auth_addr) = part_addrs[0];
         let gateway_url = instances[0].gateway_url.clone();
+        let mut gateway_vars = options.vars_for(Part::Gateway);
+        gateway_vars.extend(tls_vars.iter().cloned());
+        gateway_vars.extend([
+            ("METRICS_ADDR", "127.0.0.1:0".into()),
+            ("USER_GRPC_ADDR", user_addr.to_string()),
+            ("AUTH_GRPC_ADDR", auth_addr.to_string()),
+            ("GATEWAY_HTTP_ADDR", ANY_PORT.into()),
+        ]);
 
         Stack {
             users: UserServiceClient::new(channel(user_addr)),
@@ -447,10 +460,23 @@ impl Stack {
             instances,
             nats,
             auth_database_door: auth_database_door.map(|(door, _)| door),
+            gateway_vars,
             shutdown,
             _data: data,
             databases,
         }
+    }
+
+    /// Another gateway in front of this stack's services, configured as the first one but for
+    /// `vars` (a brand, a rate limit, an address nothing answers at): its URL. It stops with
+    /// the stack.
+    pub async fn start_gateway(&self, vars: Vec<settings::Var>) -> String {
+        let vars = Vars::from_pairs(self.gateway_vars.iter().cloned().chain(vars));
+        let config = verimail_gateway::Config::from_vars(&vars).expect("the extra gateway's configuration");
+        let gateway = built("gateway", verimail_gateway::App::build(config)).await;
+        let url = format!("http://{}", gateway.http_addr());
+        tokio::spawn(gateway.run(self.shutdown.clone()));
+        url
     }
 
     /// Registers through the gRPC API as the gateway would (no rate limit names a browser):

@@ -104,6 +104,7 @@ impl StackOptions {
         match part {
             Part::Email => vars.extend(self.email_vars.iter().cloned()),
             Part::User => vars.extend(self.user_vars.iter().cloned()),
+            Part::Gateway => vars.extend(self.gateway_vars.iter().cloned()),
             _ => {}
         }
         vars

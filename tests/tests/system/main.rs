@@ -22,6 +22,7 @@ mod migrations;
 mod nats_permissions;
 mod operability;
 mod ops;
+mod pages;
 mod production;
 mod real_browser;
 mod rotation;
