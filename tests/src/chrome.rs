@@ -140,6 +140,7 @@ impl Chrome {
                 .then(r => done({
                     version: axe.version,
                     passes: r.passes.length,
+                    incomplete: r.incomplete.map(v => v.id),
                     violations: r.violations.map(v => ({
                         id: v.id, impact: v.impact, help: v.help,
                         nodes: v.nodes.map(n => n.target.join(' ')),
@@ -173,6 +174,8 @@ pub struct Audit {
     pub version: String,
     /// Rules that held.
     pub passes: usize,
+    /// Rules axe-core could not decide by itself (it asks a person to look).
+    pub incomplete: Vec<String>,
     pub violations: Vec<Violation>,
 }
 

@@ -52,10 +52,11 @@ impl Tour {
             self.chrome.screenshot(&format!("page-{}-{name}-{size}", self.lang)).await;
             let audit = self.chrome.audit().await;
             println!(
-                "axe-core {}: {} {name} at {size}: {} rules passed, violations: {}",
+                "axe-core {}: {} {name} at {size}: {} rules passed, undecided: {:?}, violations: {}",
                 audit.version,
                 self.lang,
                 audit.passes,
+                audit.incomplete,
                 if audit.violations.is_empty() {
                     "none".to_owned()
                 } else {
