@@ -43,8 +43,9 @@ pub fn on_postgres() -> bool {
     std::env::var("TEST_DATABASE").is_ok_and(|v| v.eq_ignore_ascii_case("postgres"))
 }
 
-/// The three services' databases of a stack: fresh PostgreSQL databases on the machine's
-/// server (dropped with it), or SQLite files in the stack's folder.
+/// The three services' databases of a stack: PostgreSQL databases on the machine's server,
+/// each with its service's tables already migrated by an earlier test and no rows
+/// ([`verimail_testkit::PostgresDb::reused`]), or SQLite files in the stack's folder.
 pub(crate) struct Databases {
     /// user, auth, email; empty on SQLite.
     postgres: Vec<verimail_testkit::PostgresDb>,
@@ -52,13 +53,34 @@ pub(crate) struct Databases {
 
 impl Databases {
     pub(crate) async fn create(on_postgres: bool) -> Databases {
+        use sea_orm_migration::MigratorTrait;
         let mut postgres = Vec::new();
         if on_postgres {
-            for _ in 0..3 {
-                postgres.push(verimail_testkit::PostgresDb::create().await);
+            // A kind per service and set of migrations: a database migrated by another set
+            // (another commit, another branch) is never handed to this one.
+            let names = |migrations: Vec<Box<dyn sea_orm_migration::MigrationTrait>>| {
+                migrations.iter().map(|m| m.name().to_owned()).collect::<Vec<_>>().join(",")
+            };
+            for (service, migrations) in [
+                ("user", names(verimail_user::store::Migrator::migrations())),
+                ("auth", names(verimail_auth::store::Migrator::migrations())),
+                ("email", names(verimail_email::store::Migrator::migrations())),
+            ] {
+                let fingerprint =
+                    migrations.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+                postgres.push(verimail_testkit::PostgresDb::reused(&format!("{service}_{fingerprint:08x}")).await);
             }
         }
         Databases { postgres }
+    }
+
+    /// Makes `service`'s PostgreSQL database empty when the stack ends (its tables too), for a
+    /// test that dropped or altered one of them.
+    pub(crate) fn discard(&self, service: &str) {
+        let index = ["user", "auth", "email"].iter().position(|s| *s == service).expect("user, auth or email");
+        if let Some(db) = self.postgres.get(index) {
+            db.discard();
+        }
     }
 
     /// The database URL of `service` ("user", "auth" or "email"), SQLite files under `dir`.
@@ -538,6 +560,12 @@ impl Stack {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// For a test that damages `service`'s tables: its PostgreSQL database is made empty when
+    /// the stack ends instead of being handed, tables kept, to the next test.
+    pub fn discard_database(&self, service: &str) {
+        self.databases.discard(service);
     }
 
     /// The database URL of a service of this stack ("user", "auth" or "email").

@@ -355,30 +355,102 @@ impl TcpDoor {
     }
 }
 
-/// A fresh, empty PostgreSQL database on the machine's server (`TEST_POSTGRES_URL`, default
-/// `postgres://postgres@127.0.0.1:5432`), dropped when the handle drops.
+/// A PostgreSQL database on the machine's server (`TEST_POSTGRES_URL`, default
+/// `postgres://postgres@127.0.0.1:5432`), this test's alone while the handle lives: empty
+/// ([`PostgresDb::create`]), or with the tables of its kind and no rows
+/// ([`PostgresDb::reused`]).
+///
+/// Creating a database costs the server a copy of its template and a flush of it (0.2 to 1.5
+/// s here, more while other work writes), and migrating one a third of a second per service,
+/// three of each per test stack: so databases are kept and reused instead. Each is a slot,
+/// `verimail_pool_<kind>_<n>`, held through a session-level advisory lock on a connection the
+/// handle keeps open, so a test process that dies frees its slots with its connections. A slot
+/// taken again first has the sessions left in it ended; then its `public` schema is made anew
+/// (empty), or every table but `seaql_migrations` is truncated (reused: the migrations stay
+/// applied). A test that damages a reused database's tables calls [`PostgresDb::discard`].
 pub struct PostgresDb {
     server: String,
     name: String,
+    /// The one connection holding the slot's advisory lock.
+    claim: Option<sea_orm::DatabaseConnection>,
+    /// Made empty when the handle drops: its tables were damaged.
+    discard: AtomicBool,
 }
 
+/// Slots of one kind a machine's tests may hold at once.
+const POOL_SLOTS: i32 = 64;
+
 impl PostgresDb {
+    /// An empty database.
     pub async fn create() -> PostgresDb {
-        use sea_orm::ConnectionTrait;
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        PostgresDb::claim("empty", false).await
+    }
+
+    /// A database that holds the tables of `kind` (lower-case letters, digits and `_`; name
+    /// it by what migrates it, and by the migrations, so another set never shares it) from an
+    /// earlier test, with no rows; empty the first time.
+    pub async fn reused(kind: &str) -> PostgresDb {
+        assert!(
+            kind.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+            "a database kind is lower-case letters, digits and _: {kind:?}"
+        );
+        PostgresDb::claim(kind, true).await
+    }
+
+    async fn claim(kind: &str, keep_tables: bool) -> PostgresDb {
+        use sea_orm::{ConnectOptions, ConnectionTrait, Database, Statement};
         let server = std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-        let name = format!("verimail_test_{}_{}_{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
-        let admin = sea_orm::Database::connect(format!("{server}/postgres"))
+        // One connection and no recycling: the advisory lock belongs to that session.
+        let mut options = ConnectOptions::new(database_url(&server, "postgres"));
+        options.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None).sqlx_logging(false);
+        let claim = Database::connect(options)
             .await
             .unwrap_or_else(|e| panic!("PostgreSQL at {server} is needed by this test: {e}"));
-        admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create a test database");
-        PostgresDb { server, name }
+        let backend = claim.get_database_backend();
+        // The lock's first key names the kind (FNV-1a of its name), the second the slot.
+        let kind_key = kind.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193)) as i32;
+        for slot in 0..POOL_SLOTS {
+            let lock = Statement::from_sql_and_values(
+                backend,
+                "SELECT pg_try_advisory_lock($1, $2)",
+                [kind_key.into(), slot.into()],
+            );
+            let row = claim.query_one_raw(lock).await.expect("ask for a test database slot");
+            if row.and_then(|row| row.try_get_by_index::<bool>(0).ok()) != Some(true) {
+                continue;
+            }
+            let name = format!("verimail_pool_{kind}_{slot}");
+            let find = Statement::from_sql_and_values(
+                backend,
+                "SELECT 1 FROM pg_database WHERE datname = $1",
+                [name.clone().into()],
+            );
+            if claim.query_one_raw(find).await.expect("look for the slot's database").is_none() {
+                claim.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create a test database");
+            } else {
+                let ended = format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+                );
+                claim.execute_unprepared(&ended).await.expect("end the sessions left in a test database");
+                let db = Database::connect(database_url(&server, &name)).await.expect("connect to a test database");
+                db.execute_unprepared(if keep_tables { TRUNCATE_ALL } else { EMPTY })
+                    .await
+                    .expect("empty a test database");
+                db.close().await.expect("close the emptying connection");
+            }
+            return PostgresDb { server, name, claim: Some(claim), discard: AtomicBool::new(false) };
+        }
+        panic!("all {POOL_SLOTS} test database slots of kind {kind} are taken");
+    }
+
+    /// Makes the database empty when the handle drops (not only its rows): for a test that
+    /// dropped or altered a table of a reused database.
+    pub fn discard(&self) {
+        self.discard.store(true, Ordering::SeqCst);
     }
 
     pub fn url(&self) -> String {
-        format!("{}/{}", self.server, self.name)
+        database_url(&self.server, &self.name)
     }
 
     /// The server's address, for a [`TcpDoor`] in front of it.
@@ -390,26 +462,60 @@ impl PostgresDb {
     /// The URL of this database reached through another port on 127.0.0.1 (a door).
     pub fn url_through(&self, port: u16) -> String {
         let user = self.server.trim_start_matches("postgres://").split('@').next().unwrap_or("postgres");
-        format!("postgres://{user}@127.0.0.1:{port}/{}", self.name)
+        format!("postgres://{user}@127.0.0.1:{port}/{}?sslmode=disable", self.name)
     }
 }
 
+/// The URL of the database `name` on `server`. On a server of this machine, without TLS
+/// (`sslmode=disable`): the client offers TLS by default, and getting ready to (its root
+/// certificates) costs about 90 ms of every new connection, which the server then refuses
+/// anyway; with three services per stack and connections opened at start and while
+/// migrating, that was a second of each test's start.
+fn database_url(server: &str, name: &str) -> String {
+    let host = server.rsplit('@').next().unwrap_or(server).trim_start_matches("postgres://");
+    let local = ["127.0.0.1", "localhost", "[::1]"].iter().any(|h| host.starts_with(h));
+    if local && !server.contains('?') { format!("{server}/{name}?sslmode=disable") } else { format!("{server}/{name}") }
+}
+
+/// A schema made anew: nothing in it.
+const EMPTY: &str = "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;";
+
+/// Every table's rows gone, but the migrations' record: the tables stay as migrated.
+const TRUNCATE_ALL: &str = "DO $$ DECLARE tables text; BEGIN \
+    SELECT string_agg(format('%I.%I', schemaname, tablename), ', ') INTO tables FROM pg_tables \
+    WHERE schemaname = 'public' AND tablename <> 'seaql_migrations'; \
+    IF tables IS NOT NULL THEN EXECUTE 'TRUNCATE ' || tables || ' RESTART IDENTITY CASCADE'; END IF; \
+    END $$;";
+
 impl Drop for PostgresDb {
     fn drop(&mut self) {
-        let (admin, name) = (format!("{}/postgres", self.server), self.name.clone());
-        // Drop runs inside the test's runtime: use a runtime of its own on another thread.
-        let dropped = std::thread::spawn(move || {
+        let claim = self.claim.take();
+        if !self.discard.load(Ordering::SeqCst) {
+            // Closing the claim's connection frees the slot.
+            return;
+        }
+        // Emptied before the slot is freed. Drop runs inside the test's runtime: use a runtime
+        // of its own on another thread, with connections of its own; the claim's connection
+        // (of the test's runtime) holds the slot meanwhile.
+        let (admin, url, name) = (database_url(&self.server, "postgres"), self.url(), self.name.clone());
+        let emptied = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             runtime.block_on(async {
                 use sea_orm::ConnectionTrait;
                 let admin = sea_orm::Database::connect(admin).await.ok()?;
-                admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok()
+                let ended = format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+                );
+                admin.execute_unprepared(&ended).await.ok()?;
+                let db = sea_orm::Database::connect(url).await.ok()?;
+                db.execute_unprepared(EMPTY).await.ok()
             })
         })
         .join();
-        if !matches!(dropped, Ok(Some(_))) {
-            eprintln!("could not drop test database {}", self.name);
+        if !matches!(emptied, Ok(Some(_))) {
+            eprintln!("could not empty test database {}", self.name);
         }
+        drop(claim);
     }
 }
 

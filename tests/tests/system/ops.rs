@@ -276,6 +276,7 @@ async fn revoked_links_and_codes_stop_working_and_a_new_email_works() {
 async fn a_broken_email_database_answers_internal_not_unavailable() {
     use sea_orm::ConnectionTrait;
     let stack = Stack::start().await;
+    stack.discard_database("email");
     let db = sea_orm::Database::connect(stack.database_url("email")).await.expect("the email database");
     db.execute_unprepared("DROP TABLE deliveries").await.expect("drop the table");
     let listed = stack.emails.clone().list_deliveries(ListDeliveriesRequest::default()).await.unwrap_err();
