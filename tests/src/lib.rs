@@ -66,9 +66,8 @@ impl Databases {
                 ("auth", names(verimail_auth::store::Migrator::migrations())),
                 ("email", names(verimail_email::store::Migrator::migrations())),
             ] {
-                let fingerprint =
-                    migrations.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
-                postgres.push(verimail_testkit::PostgresDb::reused(&format!("{service}_{fingerprint:08x}")).await);
+                let kind = format!("{service}_{:08x}", verimail_testkit::fingerprint(&migrations));
+                postgres.push(verimail_testkit::PostgresDb::reused(&kind).await);
             }
         }
         Databases { postgres }

@@ -408,7 +408,7 @@ impl PostgresDb {
             .unwrap_or_else(|e| panic!("PostgreSQL at {server} is needed by this test: {e}"));
         let backend = claim.get_database_backend();
         // The lock's first key names the kind (FNV-1a of its name), the second the slot.
-        let kind_key = kind.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193)) as i32;
+        let kind_key = fingerprint(kind) as i32;
         for slot in 0..POOL_SLOTS {
             let lock = Statement::from_sql_and_values(
                 backend,
@@ -464,6 +464,11 @@ impl PostgresDb {
         let user = self.server.trim_start_matches("postgres://").split('@').next().unwrap_or("postgres");
         format!("postgres://{user}@127.0.0.1:{port}/{}?sslmode=disable", self.name)
     }
+}
+
+/// A short, stable fingerprint of `text` (32-bit FNV-1a): for names, not for security.
+pub fn fingerprint(text: &str) -> u32 {
+    text.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
 }
 
 /// The URL of the database `name` on `server`. On a server of this machine, without TLS
