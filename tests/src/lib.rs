@@ -743,7 +743,10 @@ async fn start_instance(
 async fn built<T, E: std::fmt::Debug>(part: &str, build: impl Future<Output = Result<T, E>>) -> T {
     match tokio::time::timeout(Duration::from_secs(60), build).await {
         Ok(built) => built.unwrap_or_else(|e| panic!("{part} builds: {e:?}")),
-        Err(_) => panic!("{part} was not built within 60 s (NATS or its database not ready?)"),
+        Err(_) => panic!(
+            "{part} was not built within 60 s (NATS or its database not ready?): {}",
+            verimail_testkit::nats_report()
+        ),
     }
 }
 

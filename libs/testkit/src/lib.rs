@@ -124,6 +124,9 @@ impl NatsServer {
         let child = Self::spawn(port, &store, &args, &env);
         let mut server = NatsServer { child, port, args, env, _store: store };
         server.wait_until_listening(Duration::from_secs(10))?;
+        if let Ok(mut started) = STARTED_NATS.lock() {
+            started.push((server.child.id(), port));
+        }
         Ok(server)
     }
 
@@ -212,6 +215,32 @@ impl Drop for NatsServer {
 
 /// Several nats-servers clustered on loopback ports (JetStream clustered, each node with its
 /// own store), or one plain server. Every node is killed when it drops.
+/// The nats-servers this process started: pid and client port.
+static STARTED_NATS: Mutex<Vec<(u32, u16)>> = Mutex::new(Vec::new());
+
+/// How each nats-server this process started is doing (running or gone, taking connections
+/// or not): for the message of a test that waited in vain for something built on NATS.
+pub fn nats_report() -> String {
+    let started = STARTED_NATS.lock().map(|started| started.clone()).unwrap_or_default();
+    let lines: Vec<String> = started
+        .iter()
+        .map(|(pid, port)| {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|stat| {
+                stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()).map(str::to_owned)
+            });
+            let running = match state.as_deref() {
+                None => "gone".to_owned(),
+                Some("Z") => "exited (not yet reaped)".to_owned(),
+                Some(state) => format!("running (state {state})"),
+            };
+            let taking = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], *port)), Duration::from_secs(1))
+                .map_or_else(|e| format!("refuses connections ({e})"), |_| "takes connections".to_owned());
+            format!("nats-server pid {pid} on port {port}: {running}, {taking}")
+        })
+        .collect();
+    if lines.is_empty() { "no nats-server started by this process".into() } else { lines.join("; ") }
+}
+
 pub struct NatsCluster {
     pub nodes: Vec<NatsServer>,
 }
@@ -534,8 +563,12 @@ mod tests {
         let pid = server.pid();
         let port = server.port;
         assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
+        let report = nats_report();
+        assert!(report.contains(&format!("pid {pid} on port {port}: running")), "{report}");
         drop(server);
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "nats-server {pid} still runs after drop");
+        let report = nats_report();
+        assert!(report.contains(&format!("pid {pid} on port {port}: gone, refuses connections")), "{report}");
     }
 
     #[test]
