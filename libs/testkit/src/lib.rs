@@ -125,7 +125,7 @@ impl NatsServer {
         let mut server = NatsServer { child, port, args, env, _store: store };
         server.wait_until_listening(Duration::from_secs(10))?;
         if let Ok(mut started) = STARTED_NATS.lock() {
-            started.push((server.child.id(), port));
+            started.push((server.child.id(), port, server._store.path().join("stderr.log")));
         }
         Ok(server)
     }
@@ -147,7 +147,8 @@ impl NatsServer {
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            // Kept in its store, for [`nats_report`]: why a server went away.
+            .stderr(std::fs::File::create(store.path().join("stderr.log")).map_or_else(|_| Stdio::null(), Stdio::from))
             .spawn()
             .expect("start nats-server")
     }
@@ -215,8 +216,8 @@ impl Drop for NatsServer {
 
 /// Several nats-servers clustered on loopback ports (JetStream clustered, each node with its
 /// own store), or one plain server. Every node is killed when it drops.
-/// The nats-servers this process started: pid and client port.
-static STARTED_NATS: Mutex<Vec<(u32, u16)>> = Mutex::new(Vec::new());
+/// The nats-servers this process started: pid, client port and where its stderr goes.
+static STARTED_NATS: Mutex<Vec<(u32, u16, PathBuf)>> = Mutex::new(Vec::new());
 
 /// How each nats-server this process started is doing (running or gone, taking connections
 /// or not): for the message of a test that waited in vain for something built on NATS.
@@ -224,18 +225,23 @@ pub fn nats_report() -> String {
     let started = STARTED_NATS.lock().map(|started| started.clone()).unwrap_or_default();
     let lines: Vec<String> = started
         .iter()
-        .map(|(pid, port)| {
-            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|stat| {
-                stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()).map(str::to_owned)
-            });
-            let running = match state.as_deref() {
+        .map(|(pid, port, stderr)| {
+            // After the command's ")": the state, and (Linux 3.5+) the exit code as the 50th.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+            let running = match fields.first().copied() {
                 None => "gone".to_owned(),
-                Some("Z") => "exited (not yet reaped)".to_owned(),
+                Some("Z") => {
+                    let code: i32 = fields.get(49).and_then(|c| c.parse().ok()).unwrap_or(-1);
+                    format!("exited (not yet reaped; exit status {}, signal {})", code >> 8, code & 0x7f)
+                }
                 Some(state) => format!("running (state {state})"),
             };
             let taking = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], *port)), Duration::from_secs(1))
                 .map_or_else(|e| format!("refuses connections ({e})"), |_| "takes connections".to_owned());
-            format!("nats-server pid {pid} on port {port}: {running}, {taking}")
+            let said = std::fs::read_to_string(stderr).unwrap_or_default();
+            let tail: Vec<&str> = said.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+            format!("nats-server pid {pid} on port {port}: {running}, {taking}; its last words: {:?}", tail.join(" | "))
         })
         .collect();
     if lines.is_empty() { "no nats-server started by this process".into() } else { lines.join("; ") }
