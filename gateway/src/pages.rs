@@ -8,29 +8,6 @@ use serde::Serialize;
 use std::path::Path;
 use verimail_server::templates::{Layout, TemplateSet};
 
-/// The languages built in, each with every page.
-pub const BUILT_IN_LOCALES: [&str; 3] = ["en", "de", "es"];
-
-/// The templates of a language folder: the pages and the form some of them include.
-pub const PAGES: [&str; 16] = [
-    "confirm.html",
-    "verified.html",
-    "already_verified.html",
-    "expired.html",
-    "account_gone.html",
-    "invalid.html",
-    "code.html",
-    "code_locked.html",
-    "resend.html",
-    "resend_form.html",
-    "resent.html",
-    "undo_confirm.html",
-    "undone.html",
-    "too_many.html",
-    "unavailable.html",
-    "not_found.html",
-];
-
 /// The layout every page extends, the same in every language.
 pub const LAYOUT: &str = "layout.html";
 
@@ -41,19 +18,44 @@ pub const LOGOS: [(&str, &str); 3] =
 /// A logo file larger than this is refused: it is sent with every page.
 const MAX_LOGO_BYTES: u64 = 256 * 1024;
 
+/// [`BUILT_IN_LOCALES`], [`PAGES`] and `BUILT_IN` (each page of each language, compiled in)
+/// from one list of each.
 macro_rules! built_in {
-    ($($locale:literal),*) => {
-        [$(built_in!(@ $locale; "confirm.html", "verified.html", "already_verified.html", "expired.html",
-            "account_gone.html", "invalid.html", "code.html", "code_locked.html", "resend.html",
-            "resend_form.html", "resent.html", "undo_confirm.html", "undone.html", "too_many.html",
-            "unavailable.html", "not_found.html")),*]
+    (locales [$($locale:literal),*]; pages $pages:tt) => {
+        /// The languages built in, each with every page.
+        pub const BUILT_IN_LOCALES: [&str; [$($locale),*].len()] = [$($locale),*];
+        /// The templates of a language folder: the pages and the form some of them include.
+        pub const PAGES: [&str; built_in!(@count $pages)] = built_in!(@list $pages);
+        static BUILT_IN: [[(&str, &str); PAGES.len()]; BUILT_IN_LOCALES.len()] = [$(built_in!(@ $locale; $pages)),*];
     };
-    (@ $locale:literal; $($page:literal),*) => {
+    (@count [$($page:literal),*]) => { [$($page),*].len() };
+    (@list [$($page:literal),*]) => { [$($page),*] };
+    (@ $locale:literal; [$($page:literal),*]) => {
         [$((concat!($locale, "/", $page), include_str!(concat!("../templates/", $locale, "/", $page)))),*]
     };
 }
 
-static BUILT_IN: [[(&str, &str); 16]; 3] = built_in!("en", "de", "es");
+built_in! {
+    locales ["en", "de", "es"];
+    pages [
+        "confirm.html",
+        "verified.html",
+        "already_verified.html",
+        "expired.html",
+        "account_gone.html",
+        "invalid.html",
+        "code.html",
+        "code_locked.html",
+        "resend.html",
+        "resend_form.html",
+        "resent.html",
+        "undo_confirm.html",
+        "undone.html",
+        "too_many.html",
+        "unavailable.html",
+        "not_found.html"
+    ]
+}
 
 /// A page and what it shows. Every page is also given `lang` (the language it is written in),
 /// `brand` and `app`.

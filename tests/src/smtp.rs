@@ -58,11 +58,21 @@ impl ReceivedMail {
 
     /// The verification link in the plain-text part.
     pub fn verification_link(&self) -> String {
-        let text = self.part("text/plain");
-        text.split_whitespace()
-            .find(|word| word.contains("/verify-email?token="))
-            .unwrap_or_else(|| panic!("no verification link in:\n{text}"))
-            .to_owned()
+        self.link_to("/verify-email?token=").unwrap_or_else(|| panic!("no verification link in:\n{}", self.text()))
+    }
+
+    /// The link of a change-of-address notice (it cancels the change) in the plain-text part.
+    pub fn undo_link(&self) -> Option<String> {
+        self.link_to("/email-change/undo?token=")
+    }
+
+    /// The first link in the plain-text part whose address contains `path`.
+    fn link_to(&self, path: &str) -> Option<String> {
+        self.text().split_whitespace().find(|word| word.contains(path)).map(str::to_owned)
+    }
+
+    fn text(&self) -> String {
+        self.part("text/plain")
     }
 
     /// The token of the verification link.

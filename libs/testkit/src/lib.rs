@@ -463,10 +463,7 @@ impl PostgresDb {
             if claim.query_one_raw(find).await.expect("look for the slot's database").is_none() {
                 claim.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create a test database");
             } else {
-                let ended = format!(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
-                );
-                claim.execute_unprepared(&ended).await.expect("end the sessions left in a test database");
+                claim.execute_unprepared(&end_sessions(&name)).await.expect("end the sessions left in a test database");
                 let db = Database::connect(database_url(&server, &name)).await.expect("connect to a test database");
                 db.execute_unprepared(if keep_tables { TRUNCATE_ALL } else { EMPTY })
                     .await
@@ -517,6 +514,13 @@ fn database_url(server: &str, name: &str) -> String {
     if local && !server.contains('?') { format!("{server}/{name}?sslmode=disable") } else { format!("{server}/{name}") }
 }
 
+/// Ends every session in the database `name` but the caller's own.
+fn end_sessions(name: &str) -> String {
+    format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+    )
+}
+
 /// A schema made anew: nothing in it.
 const EMPTY: &str = "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;";
 
@@ -543,10 +547,7 @@ impl Drop for PostgresDb {
             runtime.block_on(async {
                 use sea_orm::ConnectionTrait;
                 let admin = sea_orm::Database::connect(admin).await.ok()?;
-                let ended = format!(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
-                );
-                admin.execute_unprepared(&ended).await.ok()?;
+                admin.execute_unprepared(&end_sessions(&name)).await.ok()?;
                 let db = sea_orm::Database::connect(url).await.ok()?;
                 db.execute_unprepared(EMPTY).await.ok()
             })

@@ -216,21 +216,23 @@ pub struct VerificationEmail<'a> {
     pub kind: &'a str,
 }
 
-/// The languages built in, each with every template.
-pub const BUILT_IN_LOCALES: [&str; 3] = ["en", "de", "es"];
-
-/// The emails: each a subject, a text and an HTML template.
-pub const EMAILS: [&str; 4] = ["verification", "signup_attempted", "change_attempted", "email_change_notice"];
-
 /// The parts of an email: each a template of its own.
 pub const PARTS: [&str; 3] = ["subject", "txt", "html"];
 
-/// A locale's built-in templates, named `<locale>/<email>.<subject|txt|html>`.
+/// [`BUILT_IN_LOCALES`], [`EMAILS`] and `BUILT_IN` (every part of each email of each language,
+/// compiled in and named `<locale>/<email>.<subject|txt|html>`) from one list of each.
 macro_rules! built_in {
-    ($locale:literal) => {
-        built_in!($locale; "verification", "signup_attempted", "change_attempted", "email_change_notice")
+    (locales [$($locale:literal),*]; emails $emails:tt) => {
+        /// The languages built in, each with every template.
+        pub const BUILT_IN_LOCALES: [&str; [$($locale),*].len()] = [$($locale),*];
+        /// The emails: each a subject, a text and an HTML template.
+        pub const EMAILS: [&str; built_in!(@count $emails)] = built_in!(@list $emails);
+        static BUILT_IN: [[(&str, &str); PARTS.len() * EMAILS.len()]; BUILT_IN_LOCALES.len()] =
+            [$(built_in!(@ $locale; $emails)),*];
     };
-    ($locale:literal; $($email:literal),*) => {
+    (@count [$($email:literal),*]) => { [$($email),*].len() };
+    (@list [$($email:literal),*]) => { [$($email),*] };
+    (@ $locale:literal; [$($email:literal),*]) => {
         [$(
             (concat!($locale, "/", $email, ".subject"), include_str!(concat!("../templates/", $locale, "/", $email, ".subject"))),
             (concat!($locale, "/", $email, ".txt"), include_str!(concat!("../templates/", $locale, "/", $email, ".txt"))),
@@ -239,7 +241,10 @@ macro_rules! built_in {
     };
 }
 
-static BUILT_IN: [[(&str, &str); 12]; 3] = [built_in!("en"), built_in!("de"), built_in!("es")];
+built_in! {
+    locales ["en", "de", "es"];
+    emails ["verification", "signup_attempted", "change_attempted", "email_change_notice"]
+}
 
 /// Why the templates cannot be used.
 #[derive(Debug, thiserror::Error)]

@@ -57,9 +57,7 @@ const NOTICE: &str = "Your email address is being changed";
 
 /// The notice's undo link.
 fn undo_link(notice: &ReceivedMail) -> String {
-    let text = notice.part("text/plain");
-    let start = text.find("http").expect("a link in the notice");
-    text[start..].split_whitespace().next().expect("the link").to_owned()
+    notice.undo_link().expect("the undo link in the notice")
 }
 
 /// Every users.email_changed of the user, in order.

@@ -115,12 +115,7 @@ async fn nth_mail(stack: &Stack, to: &str, n: usize) -> ReceivedMail {
 
 /// The link of a change-of-address notice to `to`.
 async fn undo_link(stack: &Stack, to: &str) -> String {
-    let find = || {
-        stack.smtp.to(to).iter().find_map(|mail| {
-            let text = mail.part("text/plain");
-            text.split_whitespace().find(|w| w.contains("/email-change/undo?token=")).map(str::to_owned)
-        })
-    };
+    let find = || stack.smtp.to(to).iter().find_map(ReceivedMail::undo_link);
     eventually("the change notice", EMAIL_WAIT, || async { find().is_some() }).await;
     find().expect("the notice's link")
 }
