@@ -64,20 +64,26 @@ fn claim(port: u16) -> bool {
     }
 }
 
-/// Where the nats-server binary is: `NATS_SERVER_BIN`, then PATH, then Debian's location.
+/// Where the nats-server binary is: `NATS_SERVER_BIN`, else the pinned release that
+/// `scripts/nats-server.sh` installs into `.tools/` (and prints), asked once per process.
+/// Not a nats-server on PATH: Debian's 2.9 panics now and then under these tests.
 /// Panics with a clear message when there is none, so a test that needs it fails loudly.
 pub fn nats_server_binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
-        return PathBuf::from(bin);
-    }
-    let on_path = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).map(|dir| dir.join("nats-server")).collect::<Vec<_>>())
-        .unwrap_or_default();
-    on_path
-        .into_iter()
-        .chain([PathBuf::from("/usr/sbin/nats-server")])
-        .find(|p| p.is_file())
-        .expect("nats-server not found: install it (apt-get install nats-server) or set NATS_SERVER_BIN")
+    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            if let Some(bin) = std::env::var_os("NATS_SERVER_BIN") {
+                return PathBuf::from(bin);
+            }
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/nats-server.sh");
+            let out = Command::new(script)
+                .stderr(Stdio::inherit())
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run {script}: {e}; set NATS_SERVER_BIN"));
+            assert!(out.status.success(), "{script} failed ({}); set NATS_SERVER_BIN", out.status);
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        })
+        .clone()
 }
 
 /// A nats-server with JetStream, owned by the test that started it.
