@@ -93,38 +93,78 @@ where
     Ok(Sample { latencies, elapsed: started.elapsed() })
 }
 
-/// CPU time (user and system, all threads) of the stack's processes and of the benchmark
-/// itself, read from /proc: what one operation costs each of them.
+/// CPU time (user and system, all threads) of the stack's processes, of the benchmark itself
+/// and, on PostgreSQL, of the database server, read from /proc: what one operation costs each.
 pub struct CpuMeter {
-    pids: Vec<(&'static str, u32)>,
+    sources: Vec<(&'static str, Source)>,
     start: Vec<Option<u64>>,
 }
 
-/// Clock ticks of CPU a process has used (Linux: utime + stime in /proc/PID/stat).
-fn cpu_ticks(pid: u32) -> Option<u64> {
+/// Whose CPU a row of the meter counts.
+#[derive(Clone, Copy)]
+pub enum Source {
+    Process(u32),
+    /// Every process named `postgres` (the server and its backends), with what its exited
+    /// backends used (the postmaster's reaped children): the whole server's CPU, which only
+    /// the benchmark uses while it runs.
+    Postgres,
+}
+
+/// Clock ticks of CPU a process has used (Linux: utime + stime in /proc/PID/stat; with
+/// `reaped`, also cutime + cstime, its waited-for children's).
+fn cpu_ticks(pid: &str, reaped: bool) -> Option<(String, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (head, tail) = stat.rsplit_once(')')?;
+    let command = head.split_once('(')?.1.to_owned();
     // Fields after the command name (which may hold spaces) in parentheses.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    let fields: Vec<u64> = tail.split_whitespace().skip(11).take(4).filter_map(|f| f.parse().ok()).collect();
+    let ticks = match (reaped, fields.as_slice()) {
+        (false, [utime, stime, ..]) => utime + stime,
+        (true, [utime, stime, cutime, cstime]) => utime + stime + cutime + cstime,
+        _ => return None,
+    };
+    Some((command, ticks))
+}
+
+impl Source {
+    fn ticks(self) -> Option<u64> {
+        match self {
+            Source::Process(pid) => Some(cpu_ticks(&pid.to_string(), false)?.1),
+            Source::Postgres => {
+                let processes = std::fs::read_dir("/proc").ok()?.filter_map(Result::ok);
+                let ticks = processes
+                    .filter_map(|entry| cpu_ticks(entry.file_name().to_str()?, true))
+                    .filter(|(command, _)| command == "postgres")
+                    .map(|(_, ticks)| ticks)
+                    .sum();
+                Some(ticks)
+            }
+        }
+    }
 }
 
 impl CpuMeter {
-    pub fn start(pids: Vec<(&'static str, u32)>) -> CpuMeter {
-        let start = pids.iter().map(|(_, pid)| cpu_ticks(*pid)).collect();
-        CpuMeter { pids, start }
+    pub fn start(sources: Vec<(&'static str, Source)>) -> CpuMeter {
+        let start = sources.iter().map(|(_, source)| source.ticks()).collect();
+        CpuMeter { sources, start }
     }
 
-    /// Microseconds of CPU per operation for each process since `start`, over `operations`.
+    /// Microseconds of CPU per operation for each source since `start`, over `operations`.
     pub fn per_operation(&self, operations: usize) -> Vec<(&'static str, f64)> {
         // USER_HZ is 100 on Linux.
         let micros_per_tick = 10_000.0;
-        self.pids
-            .iter()
-            .zip(&self.start)
-            .filter_map(|((name, pid), start)| {
-                let used = cpu_ticks(*pid)?.checked_sub((*start)?)?;
-                Some((*name, used as f64 * micros_per_tick / operations.max(1) as f64))
-            })
-            .collect()
+        // Processes of one name (instances, nats-server nodes) are summed.
+        let mut costs: Vec<(&'static str, f64)> = Vec::new();
+        for ((name, source), start) in self.sources.iter().zip(&self.start) {
+            let Some(used) = source.ticks().zip(*start).and_then(|(now, start)| now.checked_sub(start)) else {
+                continue;
+            };
+            let micros = used as f64 * micros_per_tick / operations.max(1) as f64;
+            match costs.iter_mut().find(|(each, _)| each == name) {
+                Some((_, sum)) => *sum += micros,
+                None => costs.push((name, micros)),
+            }
+        }
+        costs
     }
 }

@@ -11,11 +11,12 @@ fn request(email: String) -> RegisterUserRequest {
     RegisterUserRequest { email, password: "correct horse battery staple".into(), ..Default::default() }
 }
 
-/// RegisterUser from `clients` concurrent clients for `seconds`.
+/// RegisterUser from `clients` concurrent clients for `seconds`, client n calling instance
+/// n mod the stack's instances.
 pub async fn at_full_speed(stack: &ProcessStack, clients: usize, seconds: u64) -> anyhow::Result<Sample> {
-    let users = stack.users.clone();
-    drive(clients, seconds, move |_, _| {
-        let mut users = users.clone();
+    let instances = stack.user_clients();
+    drive(clients, seconds, move |client, _| {
+        let mut users = instances[client % instances.len()].clone();
         async move {
             users.register_user(request(crate::address("register"))).await?;
             Ok(true)

@@ -2,6 +2,10 @@
 //! operator would give them, so that a test can SIGKILL a service and start it again.
 //! user-service reaches NATS through a [`TcpDoor`], so a test can cut it off the broker alone.
 //! Every process is killed by its pid when the stack drops.
+//!
+//! [`ProcessStack::start_scaled`] starts the production shape instead: a cluster of
+//! nats-servers with replicated streams, and more than one instance of every part on the same
+//! databases (the benchmark's scale-out rows).
 
 use crate::smtp::SmtpServer;
 use crate::{Operator, Ops};
@@ -14,7 +18,7 @@ use std::time::{Duration, Instant};
 use verimail_proto::auth::v1::auth_service_client::AuthServiceClient;
 use verimail_proto::email::v1::email_service_client::EmailServiceClient;
 use verimail_proto::user::v1::user_service_client::UserServiceClient;
-use verimail_testkit::{NatsServer, TcpDoor, free_port};
+use verimail_testkit::{NatsCluster, NatsServer, TcpDoor, free_port};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Part {
@@ -100,6 +104,8 @@ pub fn printed(output: &std::process::Output) -> String {
 
 pub struct ProcessStack {
     pub nats: NatsServer,
+    /// The other nodes of a NATS cluster ([`ProcessStack::start_scaled`]); none by default.
+    pub more_nats: Vec<NatsServer>,
     pub smtp: SmtpServer,
     /// The door between user-service and NATS.
     pub user_nats_door: Arc<TcpDoor>,
@@ -114,6 +120,25 @@ pub struct ProcessStack {
     children: HashMap<Part, Child>,
     /// The services' databases (PostgreSQL ones are dropped with the stack).
     databases: crate::Databases,
+    /// Instances 2, 3, … of every part ([`ProcessStack::start_scaled`]).
+    more: Vec<Instance>,
+}
+
+/// Another instance of every part, on the same databases and NATS as the first, each part
+/// calling the services of its own instance.
+pub struct Instance {
+    pub users: UserServiceClient<Ops>,
+    pub gateway_url: String,
+    children: Vec<(Part, Child)>,
+}
+
+/// How many nats-servers and instances [`ProcessStack::start_scaled`] starts.
+#[derive(Clone, Copy, Debug)]
+pub struct Scale {
+    /// 1, or a cluster of this many with every stream on up to 3 of them.
+    pub nats_nodes: usize,
+    /// Instances of every part.
+    pub instances: usize,
 }
 
 impl ProcessStack {
@@ -123,11 +148,24 @@ impl ProcessStack {
 
     /// With `extra` variables set for every part.
     pub async fn start_with_env(extra: &[(&str, String)]) -> ProcessStack {
-        let nats = NatsServer::start();
+        ProcessStack::start_scaled(Scale { nats_nodes: 1, instances: 1 }, extra).await
+    }
+
+    /// `scale.nats_nodes` nats-servers and `scale.instances` instances of every part, with
+    /// `extra` variables set for every part. user-service's door leads to the first node.
+    pub async fn start_scaled(scale: Scale, extra: &[(&str, String)]) -> ProcessStack {
+        let mut cluster = NatsCluster::start(scale.nats_nodes);
+        let nats = cluster.nodes.remove(0);
+        let more_nats = std::mem::take(&mut cluster.nodes);
+        let nats_url = std::iter::once(&nats).chain(&more_nats).map(NatsServer::url).collect::<Vec<_>>().join(",");
         let smtp = SmtpServer::start();
         let dir = tempfile::tempdir().expect("temporary data folder");
         let nats_port: u16 = nats.url().rsplit(':').next().and_then(|p| p.parse().ok()).expect("NATS port");
         let user_nats_door = TcpDoor::open(([127, 0, 0, 1], nats_port).into());
+        let user_nats_url = std::iter::once(format!("nats://127.0.0.1:{}", user_nats_door.port()))
+            .chain(more_nats.iter().map(NatsServer::url))
+            .collect::<Vec<_>>()
+            .join(",");
         let [user, auth, email, http] = [free_port(), free_port(), free_port(), free_port()];
         let addr = |port: u16| format!("127.0.0.1:{port}");
         let gateway_url = format!("http://{}", addr(http));
@@ -138,12 +176,12 @@ impl ProcessStack {
 
         // What each part is given: the process stack's options, then this stack's addresses,
         // NATS and the caller's `extra` (for every part).
-        let options = crate::StackOptions::for_processes();
+        let options = crate::StackOptions { nats_nodes: scale.nats_nodes, ..crate::StackOptions::for_processes() };
         let with = |part: Part, own: Vec<(&str, String)>| {
             let mut env: Vec<(String, String)> =
                 options.vars_for(part).into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
             let stack = [
-                ("NATS_URL", nats.url()),
+                ("NATS_URL", nats_url.clone()),
                 ("USER_GRPC_ADDR", addr(user)),
                 ("AUTH_GRPC_ADDR", addr(auth)),
                 ("EMAIL_GRPC_ADDR", addr(email)),
@@ -156,16 +194,7 @@ impl ProcessStack {
             env
         };
         let env = HashMap::from([
-            (
-                Part::User,
-                with(
-                    Part::User,
-                    vec![
-                        ("NATS_URL", format!("nats://127.0.0.1:{}", user_nats_door.port())),
-                        ("DATABASE_URL", db("user")),
-                    ],
-                ),
-            ),
+            (Part::User, with(Part::User, vec![("NATS_URL", user_nats_url), ("DATABASE_URL", db("user"))])),
             (
                 Part::Auth,
                 with(
@@ -196,6 +225,7 @@ impl ProcessStack {
         };
         let mut stack = ProcessStack {
             nats,
+            more_nats,
             smtp,
             user_nats_door,
             users: UserServiceClient::new(channel(user)),
@@ -210,12 +240,85 @@ impl ProcessStack {
             env,
             children: HashMap::new(),
             databases,
+            more: Vec::new(),
         };
         for part in Part::ALL {
             stack.start_part_first(part).await;
         }
         stack.connect_clients();
+        for _ in 1..scale.instances {
+            let instance = stack.start_instance().await;
+            stack.more.push(instance);
+        }
         stack
+    }
+
+    /// Another instance of every part: the first's variables with fresh ports throughout,
+    /// so its parts call each other.
+    async fn start_instance(&self) -> Instance {
+        let mut env = self.env.clone();
+        for part in Part::ALL {
+            for (variable, everywhere) in [(part.address_variable(), true), ("METRICS_ADDR", false)] {
+                let old = self.var(part, variable);
+                let new = format!("127.0.0.1:{}", free_port());
+                for (each, vars) in env.iter_mut() {
+                    if everywhere || *each == part {
+                        vars.iter_mut().for_each(|(_, value)| *value = value.replace(&old, &new));
+                    }
+                }
+            }
+        }
+        let var = |part: Part, name: &str| env[&part].iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let mut children = Vec::new();
+        for part in Part::ALL {
+            let name = format!("{}-{}", part.binary(), self.more.len() + 2);
+            let address = var(part, part.address_variable()).expect("an address");
+            match spawn_part(part, &env[&part], self.dir.path(), &name, &address).await {
+                Ok(child) => children.push((part, child)),
+                Err(log) => panic!("{name} exited; log:\n{log}"),
+            }
+        }
+        let users = var(Part::User, Part::User.address_variable()).expect("user-service's address");
+        let channel = verimail_server::tls::GrpcTls::off().channel("test", &users).expect("channel");
+        let gateway = var(Part::Gateway, Part::Gateway.address_variable()).expect("the gateway's address");
+        Instance {
+            users: UserServiceClient::new(Operator::new().channel(channel)),
+            gateway_url: format!("http://{gateway}"),
+            children,
+        }
+    }
+
+    /// A client of every instance's user-service, the first's first.
+    pub fn user_clients(&self) -> Vec<UserServiceClient<Ops>> {
+        std::iter::once(&self.users).chain(self.more.iter().map(|instance| &instance.users)).cloned().collect()
+    }
+
+    /// Every instance's gateway URL, the first's first.
+    pub fn gateway_urls(&self) -> Vec<String> {
+        std::iter::once(&self.gateway_url)
+            .chain(self.more.iter().map(|instance| &instance.gateway_url))
+            .cloned()
+            .collect()
+    }
+
+    /// SIGKILLs `part` in every instance.
+    pub fn kill_everywhere(&mut self, part: Part) {
+        self.kill(part);
+        for instance in &mut self.more {
+            for (_, child) in instance.children.iter_mut().filter(|(each, _)| *each == part) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            instance.children.retain(|(each, _)| *each != part);
+        }
+    }
+
+    /// Every process of the stack, by binary name: each instance's parts and each nats-server.
+    pub fn processes(&self) -> Vec<(&'static str, u32)> {
+        let first = Part::ALL.iter().filter_map(|&part| Some((part.binary(), self.pid(part)?)));
+        let more = self.more.iter().flat_map(|i| i.children.iter().map(|(part, child)| (part.binary(), child.id())));
+        let nats = std::iter::once(&self.nats).chain(&self.more_nats).map(|node| ("nats-server", node.pid()));
+        first.chain(more).chain(nats).collect()
     }
 
     /// The test's clients and the gateway's URL, at the addresses the parts listen on.
@@ -277,36 +380,9 @@ impl ProcessStack {
 
     /// One start of `part`: Ok once it answers, what it logged if it exits first.
     async fn try_start_part(&mut self, part: Part) -> Result<(), String> {
-        let log_path = self.dir.path().join(format!("{}.log", part.binary()));
-        let log = OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
-        // The log holds the earlier runs of this part too.
-        let earlier = self.log(part).len();
-        let child = Command::new(binary(part.binary()))
-            .env_clear()
-            .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME"))
-            .envs(self.env[&part].iter().map(|(k, v)| (k, v)))
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", part.binary()));
+        let address = self.var(part, part.address_variable());
+        let child = spawn_part(part, &self.env[&part], self.dir.path(), part.binary(), &address).await?;
         self.children.insert(part, child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.answers(part).await {
-            let exited = self.children.get_mut(&part).and_then(|c| c.try_wait().ok().flatten());
-            if let Some(status) = exited {
-                self.children.remove(&part);
-                return Err(format!("({status})\n{}", &self.log(part)[earlier..]));
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not answer within 30 s; log:\n{}",
-                part.binary(),
-                self.log(part)
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
         Ok(())
     }
 
@@ -381,31 +457,75 @@ impl ProcessStack {
     pub fn var(&self, part: Part, name: &str) -> String {
         self.env[&part].iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()).expect("a configured variable")
     }
+}
 
-    async fn answers(&self, part: Part) -> bool {
-        use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
-        let address = self.var(part, part.address_variable());
-        let service = match part {
-            Part::User => "verimail.user.v1.UserService",
-            Part::Auth => "verimail.auth.v1.AuthService",
-            Part::Email => "verimail.email.v1.EmailService",
-            Part::Gateway => {
-                let url = format!("http://{address}/healthz");
-                return reqwest::get(url).await.is_ok_and(|r| r.status().is_success());
-            }
-        };
-        let Ok(channel) = verimail_server::tls::GrpcTls::off().channel("test", &address) else {
-            return false;
-        };
-        let reply = HealthClient::new(channel).check(HealthCheckRequest { service: service.into() }).await;
-        reply.is_ok_and(|r| r.into_inner().status() == ServingStatus::Serving)
+/// Starts `part`'s binary with `env` in `dir`, its output appended to `<name>.log` there, and
+/// waits (at most 30 s) until it answers at `address`: SERVING on grpc.health.v1, or 200 on
+/// the gateway's /healthz. What it logged this time if it exits first.
+async fn spawn_part(
+    part: Part,
+    env: &[(String, String)],
+    dir: &Path,
+    name: &str,
+    address: &str,
+) -> Result<Child, String> {
+    let log_path = dir.join(format!("{name}.log"));
+    let log = OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
+    // The log holds the earlier runs of this part too.
+    let earlier = std::fs::metadata(&log_path).map_or(0, |m| m.len() as usize);
+    let logged = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let mut child = Command::new(binary(part.binary()))
+        .env_clear()
+        .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !answers(part, address).await {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("({status})\n{}", logged().get(earlier..).unwrap_or_default()));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name} did not answer within 30 s; log:\n{}", logged());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    Ok(child)
+}
+
+/// Whether `part` answers at `address`.
+async fn answers(part: Part, address: &str) -> bool {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let service = match part {
+        Part::User => "verimail.user.v1.UserService",
+        Part::Auth => "verimail.auth.v1.AuthService",
+        Part::Email => "verimail.email.v1.EmailService",
+        Part::Gateway => {
+            let url = format!("http://{address}/healthz");
+            return reqwest::get(url).await.is_ok_and(|r| r.status().is_success());
+        }
+    };
+    let Ok(channel) = verimail_server::tls::GrpcTls::off().channel("test", address) else {
+        return false;
+    };
+    let reply = HealthClient::new(channel).check(HealthCheckRequest { service: service.into() }).await;
+    reply.is_ok_and(|r| r.into_inner().status() == ServingStatus::Serving)
 }
 
 impl Drop for ProcessStack {
     fn drop(&mut self) {
         for part in Part::ALL {
             self.kill(part);
+        }
+        for (_, child) in self.more.iter_mut().flat_map(|instance| instance.children.iter_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
         }
         // A failing test shows what its parts said (their log files go with the stack).
         if std::thread::panicking() {
