@@ -11,14 +11,19 @@ use verimail_system_tests::procs::ProcessStack;
 
 /// SignIn from `clients` concurrent clients for `seconds`, each client signing in as a verified
 /// user of its own (registered with the stack's hashing cost, so every check is one hash).
-pub async fn sign_in_at_full_speed(stack: &ProcessStack, clients: usize, seconds: u64) -> anyhow::Result<Sample> {
+pub async fn sign_in_at_full_speed(
+    stack: &ProcessStack,
+    clients: usize,
+    seconds: u64,
+) -> anyhow::Result<(Sample, Vec<(&'static str, f64)>)> {
     let limit = Duration::from_secs(120);
     let users = batch::register(&stack.users, &format!("sign-in-{}", std::process::id()), 0..clients, limit).await;
     batch::expect_one_email_each(&stack.smtp, &users, &Default::default(), limit).await;
     batch::click_all_and_expect_verified(&stack.smtp, &stack.gateway_url, &stack.users, &users, limit).await;
     let emails: Vec<String> = users.iter().map(|user| user.email.clone()).collect();
     let client = stack.users.clone();
-    drive(clients, seconds, move |n, _| {
+    let meter = crate::cpu_meter(stack);
+    let sample = drive(clients, seconds, move |n, _| {
         let (mut client, email) = (client.clone(), emails[n].clone());
         async move {
             let request = SignInRequest { email, password: batch::PASSWORD.into() };
@@ -26,7 +31,9 @@ pub async fn sign_in_at_full_speed(stack: &ProcessStack, clients: usize, seconds
             Ok(true)
         }
     })
-    .await
+    .await?;
+    let cpu = meter.per_operation(sample.latencies.len());
+    Ok((sample, cpu))
 }
 
 /// Operations per second of `op` on this thread, for about `seconds`.
