@@ -68,6 +68,17 @@ impl Target {
         Target { asks: asks.into(), value, limit, at_most: true, unit, figure: figure.into() }
     }
 
+    /// A latency within what is allowed, judged as its share of that (at most 100%).
+    pub fn within(
+        asks: impl Into<String>,
+        latency: std::time::Duration,
+        allowed: std::time::Duration,
+        figure: String,
+    ) -> Target {
+        let share = 100.0 * latency.as_secs_f64() / allowed.as_secs_f64();
+        Target::at_most(asks, share, 100.0, Unit::Percent, figure)
+    }
+
     fn holds(value: f64, limit: f64, at_most: bool) -> bool {
         if at_most { value <= limit } else { value >= limit }
     }
@@ -122,6 +133,35 @@ fn of<'a>(runs: &'a [(String, serde_json::Value)], database: &'a str) -> impl It
     runs.iter().filter(move |(d, _)| d == database).map(|(_, report)| report)
 }
 
+/// The names (`name` of each entry of the list `list`) over all reports, in the order they
+/// first appear.
+fn first_seen(runs: &[(String, serde_json::Value)], list: &str, name: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for (_, report) in runs {
+        for entry in report[list].as_array().into_iter().flatten() {
+            let each = entry[name].as_str().unwrap_or_default().to_owned();
+            if !names.contains(&each) {
+                names.push(each);
+            }
+        }
+    }
+    names
+}
+
+/// The entries of the list `list` named `wanted` in `database`'s reports, run by run.
+fn entries<'a>(
+    runs: &'a [(String, serde_json::Value)],
+    database: &'a str,
+    list: &str,
+    name: &str,
+    wanted: &str,
+) -> Vec<&'a serde_json::Value> {
+    of(runs, database)
+        .flat_map(|report| report[list].as_array().into_iter().flatten())
+        .filter(|entry| entry[name].as_str() == Some(wanted))
+        .collect()
+}
+
 /// The runs' reports (database, report), in the order they ran: prints each target's
 /// figures and median by database, then each measurement's medians by database, and returns
 /// the same as JSON.
@@ -134,16 +174,7 @@ pub fn summarize(runs: &[(String, serde_json::Value)]) -> serde_json::Value {
     }
     let title = |database: &str| if database == "postgres" { "PostgreSQL" } else { "SQLite" };
 
-    // Targets, in the order they first appear.
-    let mut names: Vec<String> = Vec::new();
-    for (_, report) in runs {
-        for target in report["targets"].as_array().into_iter().flatten() {
-            let name = target["target"].as_str().unwrap_or_default().to_owned();
-            if !names.contains(&name) {
-                names.push(name);
-            }
-        }
-    }
+    let names = first_seen(runs, "targets", "target");
     let header: String = databases.iter().map(|d| format!(" {} (each run) | median | met |", title(d))).collect();
     println!("\n| target |{header}");
     println!("|---|{}", "---|---|---|".repeat(databases.len()));
@@ -152,10 +183,7 @@ pub fn summarize(runs: &[(String, serde_json::Value)]) -> serde_json::Value {
         let mut cells = String::new();
         let mut by_database = serde_json::Map::new();
         for database in &databases {
-            let found: Vec<&serde_json::Value> = of(runs, database)
-                .flat_map(|report| report["targets"].as_array().into_iter().flatten())
-                .filter(|target| target["target"].as_str() == Some(name))
-                .collect();
+            let found = entries(runs, database, "targets", "target", name);
             let Some(last) = found.last() else {
                 cells.push_str(" – | – | – |");
                 continue;
@@ -187,15 +215,7 @@ pub fn summarize(runs: &[(String, serde_json::Value)]) -> serde_json::Value {
     }
 
     // Measurements: the median of each figure over the runs, by database.
-    let mut labels: Vec<String> = Vec::new();
-    for (_, report) in runs {
-        for row in report["measurements"].as_array().into_iter().flatten() {
-            let label = row["measurement"].as_str().unwrap_or_default().to_owned();
-            if !labels.contains(&label) {
-                labels.push(label);
-            }
-        }
-    }
+    let labels = first_seen(runs, "measurements", "measurement");
     let header: String = databases.iter().map(|d| format!(" {} per second | p50 ms | p99 ms |", title(d))).collect();
     println!("\n| measurement (medians of the runs) |{header}");
     println!("|---|{}", "---|---|---|".repeat(databases.len()));
@@ -205,10 +225,7 @@ pub fn summarize(runs: &[(String, serde_json::Value)]) -> serde_json::Value {
         let mut cpu_cells = Vec::new();
         let mut by_database = serde_json::Map::new();
         for database in &databases {
-            let rows: Vec<&serde_json::Value> = of(runs, database)
-                .flat_map(|report| report["measurements"].as_array().into_iter().flatten())
-                .filter(|row| row["measurement"].as_str() == Some(label))
-                .collect();
+            let rows = entries(runs, database, "measurements", "measurement", label);
             let figure = |key: &str| {
                 let values: Vec<f64> = rows.iter().filter_map(|row| row[key].as_f64()).collect();
                 (!values.is_empty()).then(|| median(&values))
