@@ -13,7 +13,7 @@ dev:
 test *args:
     scripts/test.sh "$@"
 
-# Benchmark fresh stacks of release binaries (--db postgres, --seconds N, --only ...); report in target/bench
+# Benchmark fresh stacks of release binaries (--db sqlite|postgres|both, --runs N, --seconds N, --only ...); report in target/bench
 [positional-arguments]
 bench *args:
     scripts/bench.sh "$@"
