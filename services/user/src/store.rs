@@ -140,6 +140,7 @@ mod index_unverified {
     }
 
     /// The expiry sweep asks for unverified users by the time of their latest registration.
+    /// Replaced by [`Partial`], and kept so databases that applied it move on from it.
     pub fn migration() -> verimail_events::db::SchemaMigration {
         verimail_events::db::SchemaMigration {
             name: "m20261202_000003_index_users_status_updated",
@@ -155,7 +156,42 @@ mod index_unverified {
             ],
         }
     }
+
+    /// The sweep's index holds unverified users only, by `updated_at`. The index on
+    /// (status, updated_at) it replaces was taken by SQLite's planner (which keeps no
+    /// statistics here) for the UPDATE that marks a batch of users verified — `id IN (…) AND
+    /// status = 'unverified'` — so every batch read every unverified user instead of its own
+    /// ids by primary key: 150 µs of CPU per event at 60,000 users instead of 20.
+    pub struct Partial;
+
+    impl MigrationName for Partial {
+        fn name(&self) -> &str {
+            "m20261203_000001_index_unverified_users_partial"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Partial {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .drop_index(Index::drop().name("users_status_updated_at").table(Users::Table).if_exists().to_owned())
+                .await?;
+            let unverified = Expr::col(Users::Status).eq(Expr::cust(super::UNVERIFIED_LITERAL));
+            let index = Index::create()
+                .name("users_unverified_updated_at")
+                .table(Users::Table)
+                .col(Users::UpdatedAt)
+                .and_where(unverified)
+                .if_not_exists()
+                .to_owned();
+            manager.create_index(index).await
+        }
+    }
 }
+
+/// `Status::Unverified` as an SQL literal, where a bound value would not do: in the partial
+/// index's condition, and in the sweep's, so a planner sees they match whatever the value.
+const UNVERIFIED_LITERAL: &str = "'unverified'";
 
 mod create_email_changes {
     use sea_orm_migration::prelude::*;
@@ -237,6 +273,7 @@ impl MigratorTrait for Migrator {
         migrations.push(Box::new(create_email_changes::migration()));
         migrations.push(Box::new(crate::undeliverable::migration::migration()));
         migrations.push(Box::new(add_locale::migration()));
+        migrations.push(Box::new(index_unverified::Partial));
         migrations
     }
 }
@@ -353,16 +390,19 @@ pub async fn mark_verified<C: ConnectionTrait>(
     if ids.is_empty() {
         return Ok((before, Vec::new()));
     }
-    let now = chrono::Utc::now();
-    let newly = user::Entity::update_many()
+    let newly = verify_many(&ids, chrono::Utc::now()).exec_with_returning(conn).await?;
+    Ok((before, newly))
+}
+
+/// Marks these users verified, those still unverified (an UPDATE, so two instances that
+/// handle the same event verify once).
+fn verify_many(ids: &[&str], now: chrono::DateTime<chrono::Utc>) -> sea_orm::UpdateMany<user::Entity> {
+    user::Entity::update_many()
         .col_expr(user::Column::Status, Expr::value(Status::Verified))
         .col_expr(user::Column::VerifiedAt, Expr::value(now))
         .col_expr(user::Column::UpdatedAt, Expr::value(now))
         .filter(user::Column::Id.is_in(ids.iter().copied()))
         .filter(user::Column::Status.eq(Status::Unverified))
-        .exec_with_returning(conn)
-        .await?;
-    Ok((before, newly))
 }
 
 /// Users by id, in no particular order (ids that name no user are left out).
@@ -457,17 +497,21 @@ pub async fn delete_expired(
     cutoff: chrono::DateTime<chrono::Utc>,
     limit: u64,
 ) -> Result<Vec<String>, DbErr> {
-    use sea_orm::sea_query::{LockBehavior, LockType, Query};
-    let claim = Query::select()
+    deleted_ids(txn, user::Column::Id.in_subquery(expired(cutoff, limit))).await
+}
+
+/// The ids of up to `limit` unverified users registered before `cutoff`, oldest first.
+fn expired(cutoff: chrono::DateTime<chrono::Utc>, limit: u64) -> sea_orm::sea_query::SelectStatement {
+    use sea_orm::sea_query::{ExprTrait, LockBehavior, LockType, Query};
+    Query::select()
         .column(user::Column::Id)
         .from(user::Entity)
-        .and_where(user::Column::Status.eq(Status::Unverified))
+        .and_where(Expr::col(user::Column::Status).eq(Expr::cust(UNVERIFIED_LITERAL)))
         .and_where(user::Column::UpdatedAt.lt(cutoff))
         .order_by(user::Column::UpdatedAt, sea_orm::Order::Asc)
         .limit(limit)
         .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-        .to_owned();
-    deleted_ids(txn, user::Column::Id.in_subquery(claim)).await
+        .to_owned()
 }
 
 /// Deletes one user: whether there was one.
@@ -486,6 +530,32 @@ async fn deleted_ids(txn: &sea_orm::DatabaseTransaction, which: Expr) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// SQLite's plans, on a migrated database with no statistics (as every SQLite database of
+    /// ours is): marking a batch verified reads its users by primary key, not every unverified
+    /// user; the sweep reads the unverified users' index.
+    #[tokio::test]
+    async fn verifying_a_batch_reads_its_users_by_key_and_the_sweep_reads_unverified_users_only() {
+        use sea_orm::{ConnectionTrait, DbBackend, QueryTrait, Statement};
+        let db = sea_orm::Database::connect("sqlite::memory:").await.expect("SQLite");
+        Migrator::up(&db, None).await.expect("migrations");
+        let plan = |statement: Statement| {
+            let values = statement.values.map(|values| values.0).unwrap_or_default();
+            let sql = format!("EXPLAIN QUERY PLAN {}", statement.sql);
+            let db = db.clone();
+            async move {
+                let rows = db.query_all_raw(Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)).await;
+                let rows = rows.expect("a plan");
+                rows.iter().map(|row| row.try_get::<String>("", "detail").expect("detail")).collect::<Vec<_>>()
+            }
+        };
+        let now = chrono::Utc::now();
+        let verify = plan(verify_many(&["a", "b"], now).build(DbBackend::Sqlite)).await;
+        assert_eq!(verify, ["SEARCH users USING INDEX sqlite_autoindex_users_1 (id=?)"]);
+        let sweep = plan(DbBackend::Sqlite.build(&expired(now, 100))).await;
+        assert_eq!(sweep, ["SEARCH users USING INDEX users_unverified_updated_at (updated_at<?)"]);
+        assert_eq!(UNVERIFIED_LITERAL, format!("'{}'", Status::Unverified.to_value()));
+    }
 
     #[test]
     fn a_verification_counts_only_for_the_current_address_and_the_latest_registration() {
