@@ -325,14 +325,14 @@ async fn registration(
     // 1. The bound, measured right before the registrations and again right after: this
     // machine's speed drifts by a fifth over minutes (other tenants), so the bound is the mean
     // of the two, each shown.
-    let (cost, seconds) = (HashCost::default(), options.seconds);
+    let seconds = options.seconds;
     let bound_before = argon2_bound(cores, seconds).await?;
     let rustcrypto_before = rustcrypto_bound(cores, seconds).await?;
     let mut stack = ProcessStack::start_with_env(&production_pool(1)).await;
     stack.kill(Part::User);
-    stack.set_var(Part::User, "PASSWORD_HASH_MEMORY_KIB", &cost.memory_kib.to_string());
-    stack.set_var(Part::User, "PASSWORD_HASH_ITERATIONS", &cost.iterations.to_string());
-    stack.set_var(Part::User, "PASSWORD_HASH_PARALLELISM", &cost.parallelism.to_string());
+    for (name, value) in production_hashing() {
+        stack.set_var(Part::User, name, &value);
+    }
     stack.start_part(Part::User).await;
 
     let mut parts = startup_and_idle_memory(&mut stack).await;
@@ -518,6 +518,16 @@ fn report_parts(
 
 /// Clients of the full-speed verify measurements.
 const VERIFY_CLIENTS: usize = 32;
+
+/// user-service's hashing with the production parameters (test stacks hash cheaply).
+fn production_hashing() -> Vec<(&'static str, String)> {
+    let cost = HashCost::default();
+    vec![
+        ("PASSWORD_HASH_MEMORY_KIB", cost.memory_kib.to_string()),
+        ("PASSWORD_HASH_ITERATIONS", cost.iterations.to_string()),
+        ("PASSWORD_HASH_PARALLELISM", cost.parallelism.to_string()),
+    ]
+}
 
 /// What every part of a benchmark stack is given beyond the test stack's settings: each
 /// service's database pool at the production default, 16, shared by `instances` (test stacks

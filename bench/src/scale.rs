@@ -8,7 +8,6 @@
 
 use crate::{Table, cpu_meter, register, verify};
 use verimail_system_tests::procs::{Part, ProcessStack, Scale};
-use verimail_user::domain::HashCost;
 
 const SHAPES: [(&str, Scale); 3] = [
     ("1 instance each, 1 nats-server (R1)", Scale { nats_nodes: 1, instances: 1 }),
@@ -17,17 +16,11 @@ const SHAPES: [(&str, Scale); 3] = [
 ];
 
 pub async fn run(table: &mut Table, seconds: u64) -> anyhow::Result<serde_json::Value> {
-    let cost = HashCost::default();
-    let production_hashing = [
-        ("PASSWORD_HASH_MEMORY_KIB", cost.memory_kib.to_string()),
-        ("PASSWORD_HASH_ITERATIONS", cost.iterations.to_string()),
-        ("PASSWORD_HASH_PARALLELISM", cost.parallelism.to_string()),
-    ];
     let mut shapes = Vec::new();
     for (label, scale) in SHAPES {
         let stack = ProcessStack::start_scaled(
             scale,
-            &[crate::production_pool(scale.instances), production_hashing.to_vec()].concat(),
+            &[crate::production_pool(scale.instances), crate::production_hashing()].concat(),
         )
         .await;
         let meter = cpu_meter(&stack);

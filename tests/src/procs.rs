@@ -116,7 +116,7 @@ pub struct ProcessStack {
     pub emails: EmailServiceClient<Ops>,
     pub gateway_url: String,
     pub dir: tempfile::TempDir,
-    env: HashMap<Part, Vec<(String, String)>>,
+    env: Env,
     children: HashMap<Part, Child>,
     /// The services' databases (PostgreSQL ones are dropped with the stack).
     databases: crate::Databases,
@@ -258,29 +258,20 @@ impl ProcessStack {
     async fn start_instance(&self) -> Instance {
         let mut env = self.env.clone();
         for part in Part::ALL {
-            for (variable, everywhere) in [(part.address_variable(), true), ("METRICS_ADDR", false)] {
-                let old = self.var(part, variable);
-                let new = format!("127.0.0.1:{}", free_port());
-                for (each, vars) in env.iter_mut() {
-                    if everywhere || *each == part {
-                        vars.iter_mut().for_each(|(_, value)| *value = value.replace(&old, &new));
-                    }
-                }
-            }
+            move_to_fresh_ports(&mut env, part);
         }
-        let var = |part: Part, name: &str| env[&part].iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let mut children = Vec::new();
         for part in Part::ALL {
             let name = format!("{}-{}", part.binary(), self.more.len() + 2);
-            let address = var(part, part.address_variable()).expect("an address");
+            let address = var(&env, part, part.address_variable());
             match spawn_part(part, &env[&part], self.dir.path(), &name, &address).await {
                 Ok(child) => children.push((part, child)),
                 Err(log) => panic!("{name} exited; log:\n{log}"),
             }
         }
-        let users = var(Part::User, Part::User.address_variable()).expect("user-service's address");
+        let users = var(&env, Part::User, Part::User.address_variable());
         let channel = verimail_server::tls::GrpcTls::off().channel("test", &users).expect("channel");
-        let gateway = var(Part::Gateway, Part::Gateway.address_variable()).expect("the gateway's address");
+        let gateway = var(&env, Part::Gateway, Part::Gateway.address_variable());
         Instance {
             users: UserServiceClient::new(Operator::new().channel(channel)),
             gateway_url: format!("http://{gateway}"),
@@ -305,10 +296,7 @@ impl ProcessStack {
     pub fn kill_everywhere(&mut self, part: Part) {
         self.kill(part);
         for instance in &mut self.more {
-            for (_, child) in instance.children.iter_mut().filter(|(each, _)| *each == part) {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            instance.children.iter_mut().filter(|(each, _)| *each == part).for_each(|(_, child)| end(child));
             instance.children.retain(|(each, _)| *each != part);
         }
     }
@@ -341,15 +329,7 @@ impl ProcessStack {
     }
 
     fn move_to_fresh_ports(&mut self, part: Part) {
-        for (variable, everywhere) in [(part.address_variable(), true), ("METRICS_ADDR", false)] {
-            let old = self.var(part, variable);
-            let new = format!("127.0.0.1:{}", free_port());
-            for (each, env) in self.env.iter_mut() {
-                if everywhere || *each == part {
-                    env.iter_mut().for_each(|(_, value)| *value = value.replace(&old, &new));
-                }
-            }
-        }
+        move_to_fresh_ports(&mut self.env, part);
     }
 
     /// Starts `part` again (after `kill` or `terminate`) and waits (at most 30 s) until it
@@ -394,8 +374,7 @@ impl ProcessStack {
     /// SIGKILL, by pid: no shutdown hook runs.
     pub fn kill(&mut self, part: Part) {
         if let Some(mut child) = self.children.remove(&part) {
-            let _ = child.kill();
-            let _ = child.wait();
+            end(&mut child);
         }
     }
 
@@ -410,8 +389,7 @@ impl ProcessStack {
                 return status;
             }
             if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
+                end(&mut child);
                 panic!("{} did not exit within 30 s of SIGTERM; log:\n{}", part.binary(), self.log(part));
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -455,8 +433,35 @@ impl ProcessStack {
 
     /// A variable `part` is started with.
     pub fn var(&self, part: Part, name: &str) -> String {
-        self.env[&part].iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()).expect("a configured variable")
+        var(&self.env, part, name)
     }
+}
+
+/// Each part's variables.
+type Env = HashMap<Part, Vec<(String, String)>>;
+
+/// A variable `part` is started with (the last setting wins).
+fn var(env: &Env, part: Part, name: &str) -> String {
+    env[&part].iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()).expect("a configured variable")
+}
+
+/// Gives `part` fresh ports: its address, everywhere it is named, and its metrics address.
+fn move_to_fresh_ports(env: &mut Env, part: Part) {
+    for (variable, everywhere) in [(part.address_variable(), true), ("METRICS_ADDR", false)] {
+        let old = var(env, part, variable);
+        let new = format!("127.0.0.1:{}", free_port());
+        for (each, vars) in env.iter_mut() {
+            if everywhere || *each == part {
+                vars.iter_mut().for_each(|(_, value)| *value = value.replace(&old, &new));
+            }
+        }
+    }
+}
+
+/// SIGKILL, by pid, and reaped.
+fn end(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Starts `part`'s binary with `env` in `dir`, its output appended to `<name>.log` there, and
@@ -490,8 +495,7 @@ async fn spawn_part(
             return Err(format!("({status})\n{}", logged().get(earlier..).unwrap_or_default()));
         }
         if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
+            end(&mut child);
             panic!("{name} did not answer within 30 s; log:\n{}", logged());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -521,11 +525,7 @@ async fn answers(part: Part, address: &str) -> bool {
 impl Drop for ProcessStack {
     fn drop(&mut self) {
         for part in Part::ALL {
-            self.kill(part);
-        }
-        for (_, child) in self.more.iter_mut().flat_map(|instance| instance.children.iter_mut()) {
-            let _ = child.kill();
-            let _ = child.wait();
+            self.kill_everywhere(part);
         }
         // A failing test shows what its parts said (their log files go with the stack).
         if std::thread::panicking() {
