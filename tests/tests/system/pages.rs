@@ -77,9 +77,17 @@ impl Tour {
         self.chrome.client.goto(url).await.unwrap_or_else(|e| panic!("open {url}: {e}"));
     }
 
-    /// Presses the page's button.
+    /// Presses the page's button and waits (at most 15 s) until the browser has left the page:
+    /// the click answers before the form's post does, and a page that follows with the same
+    /// elements (a refused code, again) must not be read from the old document.
     async fn press(&self) {
+        let page = self.chrome.client.find(Locator::Css("html")).await.unwrap();
         self.chrome.client.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while page.tag_name().await.is_ok() {
+            assert!(std::time::Instant::now() < deadline, "the form's post left no page within 15 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Types `text` into the field `id` (emptied first).
