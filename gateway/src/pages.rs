@@ -390,14 +390,17 @@ impl Pages {
         &self.set.locales
     }
 
-    /// The language for a request: the browser's most wanted (`Accept-Language`, by quality)
-    /// that the pages exist in, each tried less its last subtag (`de-AT`, `de`), else
-    /// `DEFAULT_LOCALE`.
-    pub fn negotiate(&self, headers: &HeaderMap) -> String {
+    /// The language for a request: the one its link asks for (`asked`, the `lang` of the links
+    /// in emails: the user's language), else the browser's most wanted (`Accept-Language`, by
+    /// quality), the first the pages exist in, each tried less its last subtag (`de-AT`, `de`);
+    /// else `DEFAULT_LOCALE`. A malformed tag counts as none.
+    pub fn negotiate(&self, asked: Option<&str>, headers: &HeaderMap) -> String {
         let wanted =
             headers.get_all(header::ACCEPT_LANGUAGE).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>();
-        let preferences: Vec<String> = accept_language::parse(&wanted.join(","))
+        let preferences: Vec<String> = asked
+            .map(str::to_owned)
             .into_iter()
+            .chain(accept_language::parse(&wanted.join(",")))
             .filter_map(|tag| verimail_server::locale::parse(&tag).ok().flatten())
             .collect();
         verimail_server::locale::lookup(preferences.iter().map(String::as_str), &self.default_locale, |tag| {
@@ -476,7 +479,7 @@ mod tests {
         let lang = |value: &str| {
             let mut headers = HeaderMap::new();
             headers.insert(header::ACCEPT_LANGUAGE, HeaderValue::from_str(value).unwrap());
-            pages.negotiate(&headers)
+            pages.negotiate(None, &headers)
         };
         assert_eq!(lang("de"), "de");
         assert_eq!(lang("de-AT,de;q=0.9,en;q=0.8"), "de");
@@ -485,10 +488,24 @@ mod tests {
         assert_eq!(lang("pt-BR"), "en");
         assert_eq!(lang("*"), "en");
         assert_eq!(lang("x-klingon, !!"), "en");
-        assert_eq!(pages.negotiate(&HeaderMap::new()), "en");
+        assert_eq!(pages.negotiate(None, &HeaderMap::new()), "en");
         let german_default = Pages::load("de", None, &brand(), None).unwrap();
-        assert_eq!(german_default.negotiate(&HeaderMap::new()), "de");
+        assert_eq!(german_default.negotiate(None, &HeaderMap::new()), "de");
         assert!(matches!(Pages::load("fr", None, &brand(), None), Err(PagesError::DefaultLocale(_))));
+    }
+
+    #[test]
+    fn the_language_a_link_asks_for_comes_before_the_browser_s() {
+        let pages = Pages::load("en", None, &brand(), None).unwrap();
+        let mut english = HeaderMap::new();
+        english.insert(header::ACCEPT_LANGUAGE, HeaderValue::from_static("en-US,en;q=0.9,es;q=0.5"));
+        assert_eq!(pages.negotiate(Some("de"), &english), "de");
+        assert_eq!(pages.negotiate(Some("de-AT"), &english), "de", "less its last subtag");
+        assert_eq!(pages.negotiate(Some("pt-BR"), &english), "en", "no such pages: the browser's choice");
+        assert_eq!(pages.negotiate(Some("pt-BR"), &HeaderMap::new()), "en");
+        for malformed in ["", "x-klingon", "de_DE", "<b>", "de\nX"] {
+            assert_eq!(pages.negotiate(Some(malformed), &english), "en", "{malformed:?}");
+        }
     }
 
     #[test]

@@ -92,8 +92,16 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 #[derive(Debug, Clone)]
 struct Lang(String);
 
+/// The language a link or a form's action asks for (`?lang=`): the links in emails carry the
+/// user's, and every form posts it on, so each page of a flow is in the email's language.
+#[derive(Deserialize)]
+struct LangParams {
+    lang: Option<String>,
+}
+
 async fn choose_language(State(gw): State<Arc<Gateway>>, mut request: axum::extract::Request, next: Next) -> Response {
-    let lang = gw.pages.negotiate(request.headers());
+    let asked = Query::<LangParams>::try_from_uri(request.uri()).ok().and_then(|Query(params)| params.lang);
+    let lang = gw.pages.negotiate(asked.as_deref(), request.headers());
     request.extensions_mut().insert(Lang(lang));
     next.run(request).await
 }

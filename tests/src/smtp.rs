@@ -66,9 +66,16 @@ impl ReceivedMail {
         self.link_to("/email-change/undo?token=")
     }
 
+    /// The link to the page where the code is typed, in the plain-text part.
+    pub fn code_page_link(&self) -> String {
+        self.link_to("/verify-code").unwrap_or_else(|| panic!("no link to the code page in:\n{}", self.text()))
+    }
+
     /// The first link in the plain-text part whose address contains `path`.
     fn link_to(&self, path: &str) -> Option<String> {
-        self.text().split_whitespace().find(|word| word.contains(path)).map(str::to_owned)
+        // Without the punctuation of the sentence it ends, as mail clients make links of it.
+        let link = self.text().split_whitespace().find(|word| word.contains(path)).map(str::to_owned)?;
+        Some(link.trim_end_matches([':', '.', ',', ';', ')']).to_owned())
     }
 
     fn text(&self) -> String {
@@ -81,9 +88,10 @@ impl ReceivedMail {
     }
 }
 
-/// The token a verification link carries.
+/// The token a verification link carries (its `token` parameter, before a `lang`).
 pub fn token_of(link: &str) -> String {
-    link.split_once("token=").map(|(_, token)| token.to_owned()).unwrap_or_else(|| panic!("no token in {link}"))
+    let (_, token) = link.split_once("token=").unwrap_or_else(|| panic!("no token in {link}"));
+    token.split('&').next().unwrap_or_default().to_owned()
 }
 
 #[derive(Default)]

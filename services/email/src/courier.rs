@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::error::EmailError;
-use crate::mail::{Mailer, SendError, Templates, VerificationEmail};
+use crate::mail::{Mailer, SendError, Templates, VerificationEmail, page_link};
 use crate::store::{self, Status};
 use crate::suppression;
 use lettre::message::Mailbox;
@@ -371,11 +371,11 @@ impl Courier {
     /// The notice to the current address of a change, with the link that cancels or undoes it.
     async fn change_notice(&self, request: &EmailRequest, preview: bool) -> Result<crate::mail::Rendered, Failure> {
         let issued = self.issue(request, TokenPurpose::UndoEmailChange, preview).await?;
-        let base = self.public_base_url.trim_end_matches('/');
+        let link = page_link(&self.public_base_url, "/email-change/undo", Some(&issued.token), &request.locale);
         let context = minijinja::context! {
             email => &request.email,
             new_email => &request.new_email,
-            link => format!("{base}/email-change/undo?token={}", crate::mail::url_escape(&issued.token)),
+            link => link,
             expires_at => &issued.expires_at,
         };
         Ok(self.render(request, "email_change_notice", &context)?)
@@ -447,11 +447,11 @@ impl Courier {
         let issued = self.issue(request, purpose, preview).await?;
         let content = VerificationEmail {
             email: &request.email,
-            link: Templates::link(&self.public_base_url, &issued.token),
+            link: page_link(&self.public_base_url, "/verify-email", Some(&issued.token), &request.locale),
             expires_at: &issued.expires_at,
             code: &issued.code,
             code_expires_at: &issued.code_expires_at,
-            code_page: format!("{}/verify-code", self.public_base_url.trim_end_matches('/')),
+            code_page: page_link(&self.public_base_url, "/verify-code", None, &request.locale),
             kind,
         };
         Ok(self.render(request, "verification", &content)?)

@@ -347,12 +347,6 @@ impl Templates {
         self.set.has(&format!("{tag}/{email}.{part}"))
     }
 
-    /// The link that the email carries: `{base}/verify-email?token=…`.
-    pub fn link(public_base_url: &str, token: &str) -> String {
-        let token: String = url_escape(token);
-        format!("{}/verify-email?token={token}", public_base_url.trim_end_matches('/'))
-    }
-
     /// `email` (one of [`EMAILS`]) for a user of `locale`: subject, text and HTML from its
     /// templates in the nearest language we have, with `content` and `locale` (the language
     /// chosen) as their variables.
@@ -460,6 +454,22 @@ fn locale_of(state: &minijinja::State) -> String {
 }
 
 /// Percent-encodes everything outside RFC 3986's unreserved set.
+/// A link to the gateway's page `path` (`/verify-email`), with the link's token if any and,
+/// for a user who has a language, that language (`lang=`): the page opens in the language of
+/// the email, whatever the browser asks for.
+pub fn page_link(public_base_url: &str, path: &str, token: Option<&str>, locale: &str) -> String {
+    let params: Vec<String> = [("token", token.unwrap_or_default()), ("lang", locale)]
+        .into_iter()
+        .filter(|(_, value)| !value.is_empty())
+        .map(|(name, value)| format!("{name}={}", url_escape(value)))
+        .collect();
+    let base = public_base_url.trim_end_matches('/');
+    match params.is_empty() {
+        true => format!("{base}{path}"),
+        false => format!("{base}{path}?{}", params.join("&")),
+    }
+}
+
 pub(crate) fn url_escape(raw: &str) -> String {
     raw.bytes()
         .map(|b| match b {
@@ -478,7 +488,7 @@ mod tests {
         let templates = Templates::new("en").unwrap();
         let content = VerificationEmail {
             email,
-            link: Templates::link("http://127.0.0.1:8080/", "v4.local.abc+/="),
+            link: page_link("http://127.0.0.1:8080/", "/verify-email", Some("v4.local.abc+/="), ""),
             expires_at: "2099-11-25T00:00:00.000Z",
             code: "042917",
             code_expires_at: "2099-11-24T01:00:00.000Z",
@@ -499,11 +509,13 @@ mod tests {
     }
 
     #[test]
-    fn the_link_points_at_the_gateway_with_an_escaped_token() {
-        assert_eq!(
-            Templates::link("http://127.0.0.1:8080/", "v4.local.a+b/c="),
-            "http://127.0.0.1:8080/verify-email?token=v4.local.a%2Bb%2Fc%3D"
-        );
+    fn the_link_points_at_the_gateway_with_an_escaped_token_and_the_user_s_language() {
+        let base = "http://127.0.0.1:8080/";
+        let link = |token, locale| page_link(base, "/verify-email", token, locale);
+        assert_eq!(link(Some("v4.local.a+b/c="), ""), "http://127.0.0.1:8080/verify-email?token=v4.local.a%2Bb%2Fc%3D");
+        assert_eq!(link(Some("v4.local.a"), "de-AT"), "http://127.0.0.1:8080/verify-email?token=v4.local.a&lang=de-AT");
+        assert_eq!(page_link(base, "/verify-code", None, "es"), "http://127.0.0.1:8080/verify-code?lang=es");
+        assert_eq!(page_link(base, "/verify-code", None, ""), "http://127.0.0.1:8080/verify-code");
     }
 
     #[test]

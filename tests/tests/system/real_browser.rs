@@ -2,7 +2,7 @@
 
 use crate::{EMAIL_WAIT, STATUS_WAIT};
 use fantoccini::Locator;
-use verimail_proto::user::v1::UserStatus;
+use verimail_proto::user::v1::{RegisterUserRequest, UserStatus};
 use verimail_system_tests::Stack;
 use verimail_system_tests::chrome::Chrome;
 
@@ -38,6 +38,59 @@ async fn chromium_types_the_code_from_the_email_and_the_user_is_verified() {
     chrome.client.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
     chrome.wait_for_page("verified").await;
     assert!(stack.wait_for_status(&user_id, UserStatus::Verified, STATUS_WAIT).await);
+    chrome.close().await;
+}
+
+/// A German email's link opens German pages in a browser that asks for English, and the form
+/// keeps the language for the page after it; so does a Spanish email's link to the code page.
+/// An email to a user without a language leaves the choice to the browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_links_of_an_email_open_its_language_in_a_browser_that_asks_for_another() {
+    let stack = Stack::start().await;
+    let register = |email: &'static str, locale: &'static str| {
+        let request = RegisterUserRequest {
+            email: email.into(),
+            password: "correct horse battery".into(),
+            locale: locale.into(),
+        };
+        let mut users = stack.users.clone();
+        async move { users.register_user(request).await.expect("RegisterUser").into_inner().user_id }
+    };
+    let chrome = Chrome::start_in(Some("en-US,en;q=0.9")).await;
+    let page_lang = async || {
+        let html = chrome.client.find(Locator::Css("html")).await.expect("the page");
+        html.attr("lang").await.expect("its lang").unwrap_or_default()
+    };
+
+    let uma = register("uma@example.com", "de-AT").await;
+    let link = stack.smtp.wait_for("uma@example.com", 1, EMAIL_WAIT).await[0].verification_link();
+    assert!(link.ends_with("&lang=de-AT"), "{link}");
+    chrome.client.goto(&link).await.expect("open the link");
+    chrome.wait_for_page("confirm").await;
+    assert_eq!(page_lang().await, "de", "the confirm page");
+    chrome.client.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    chrome.wait_for_page("verified").await;
+    assert_eq!(page_lang().await, "de", "the page after the form");
+    assert!(stack.wait_for_status(&uma, UserStatus::Verified, STATUS_WAIT).await);
+
+    let vic = register("vic@example.com", "es").await;
+    let mail = stack.smtp.wait_for("vic@example.com", 1, EMAIL_WAIT).await.swap_remove(0);
+    chrome.client.goto(&mail.code_page_link()).await.expect("open the code page");
+    chrome.wait_for_page("code").await;
+    assert_eq!(page_lang().await, "es", "the code page");
+    chrome.client.find(Locator::Id("email")).await.unwrap().send_keys("vic@example.com").await.unwrap();
+    chrome.client.find(Locator::Id("code")).await.unwrap().send_keys(&mail.verification_code()).await.unwrap();
+    chrome.client.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    chrome.wait_for_page("verified").await;
+    assert_eq!(page_lang().await, "es", "the page after the code");
+    assert!(stack.wait_for_status(&vic, UserStatus::Verified, STATUS_WAIT).await);
+
+    register("wes@example.com", "").await;
+    let link = stack.smtp.wait_for("wes@example.com", 1, EMAIL_WAIT).await[0].verification_link();
+    assert!(!link.contains("lang="), "{link}");
+    chrome.client.goto(&link).await.expect("open the link");
+    chrome.wait_for_page("confirm").await;
+    assert_eq!(page_lang().await, "en", "the browser's language");
     chrome.close().await;
 }
 

@@ -67,7 +67,7 @@ async fn opening_the_link_without_submitting_verifies_nothing() {
         let page = browser.get(&link).await;
         assert_eq!((page.status, page.kind()), (200, "confirm"));
         let (action, fields) = page.form().expect("a form to submit");
-        assert_eq!(action, "/verify-email");
+        assert_eq!(action, "/verify-email?lang=en", "the form keeps the page's language");
         assert_eq!(fields, vec![("token".to_owned(), token_of(&link))]);
         assert!(page.html.contains("<button type=\"submit\">"), "works without JavaScript");
     }
@@ -123,7 +123,7 @@ async fn an_expired_link_offers_a_new_one_which_works() {
 
     // The expired page's form asks for a new link.
     let (action, mut fields) = page.form().expect("a resend form");
-    assert_eq!(action, "/resend");
+    assert_eq!(action, "/resend?lang=en");
     fields.iter_mut().filter(|(name, _)| name == "email").for_each(|(_, v)| *v = "erin@example.com".into());
     let resent = browser.submit(&action, &fields).await;
     assert_eq!((resent.status, resent.kind()), (202, "resent"));
