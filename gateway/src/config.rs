@@ -39,6 +39,13 @@ pub struct Config {
     pub image_sources: String,
 }
 
+/// `GATEWAY_HTTP_ADDR`: where the pages are served. Alone, it is what `--health-check` reads:
+/// the running gateway read its pages and the rest when it started, and a check of it must
+/// not fail on a template changed since.
+pub fn http_addr(vars: &Vars) -> String {
+    vars.string("GATEWAY_HTTP_ADDR", "127.0.0.1:8080")
+}
+
 impl Config {
     pub fn from_vars(vars: &Vars) -> Result<Config, ConfigError> {
         let defaults = crate::serve::Limits::default();
@@ -48,7 +55,7 @@ impl Config {
         };
         let (pages, logo, image_sources) = pages(vars, app.as_ref())?;
         Ok(Config {
-            http_addr: vars.string("GATEWAY_HTTP_ADDR", "127.0.0.1:8080"),
+            http_addr: http_addr(vars),
             user_addr: vars.string("USER_GRPC_ADDR", "127.0.0.1:50051"),
             auth_addr: vars.string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
             posts_per_client: verimail_server::limits::rate(vars, "RATE_LIMIT_GATEWAY_PER_CLIENT", "30/60")?,

@@ -8,7 +8,7 @@ async fn main() -> anyhow::Result<()> {
     verimail_server::telemetry::init("gateway", vars);
     match cli::mode(vars, false)? {
         Mode::CheckConfig => return cli::check_config(vars, Config::from_vars(vars)),
-        Mode::HealthCheck => return cli::http_ready_check(&Config::from_vars(vars)?.http_addr).await,
+        Mode::HealthCheck => return cli::http_ready_check(&verimail_gateway::config::http_addr(vars)).await,
         _ => {}
     }
     let app = App::build(Config::from_vars(vars)?).await?;

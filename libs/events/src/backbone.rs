@@ -47,6 +47,14 @@ pub struct Defaults {
 }
 
 impl BackboneConfig {
+    /// What `--health-check` needs to reach the instance beside it: its gRPC address and TLS,
+    /// and nothing of the rest (templates, keys, the database), which that instance read when
+    /// it started: a check of the running instance must not fail on a file changed since.
+    pub fn health_target(vars: &Vars, defaults: Defaults) -> Result<(String, GrpcTls), ConfigError> {
+        let (variable, default) = defaults.grpc;
+        Ok((vars.string(variable, default), GrpcTls::from_vars(vars)?))
+    }
+
     pub fn from_vars(vars: &Vars, defaults: Defaults) -> Result<BackboneConfig, ConfigError> {
         let (grpc_variable, grpc_default) = defaults.grpc;
         Ok(BackboneConfig {

@@ -4,6 +4,10 @@ use std::time::Duration;
 use verimail_events::backbone::{BackboneConfig, Defaults};
 use verimail_server::config::{ConfigError, Vars};
 
+/// Where auth-service listens and keeps its data unless told otherwise.
+pub const DEFAULTS: Defaults =
+    Defaults { grpc: ("AUTH_GRPC_ADDR", "127.0.0.1:50052"), metrics_addr: "127.0.0.1:9102", database_file: "auth.db" };
+
 /// auth-service's configuration, from the environment.
 pub struct Config {
     /// Addresses, TLS, the database and NATS: see [`BackboneConfig`].
@@ -79,14 +83,7 @@ impl Config {
             return Err(ConfigError::new("ACCESS_TOKEN_AUDIENCE", "must not be empty"));
         }
         Ok(Config {
-            backbone: BackboneConfig::from_vars(
-                vars,
-                Defaults {
-                    grpc: ("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
-                    metrics_addr: "127.0.0.1:9102",
-                    database_file: "auth.db",
-                },
-            )?,
+            backbone: BackboneConfig::from_vars(vars, DEFAULTS)?,
             admin: verimail_server::admin::AdminCredential::from_vars(vars, &[&fronts, &issuer, &signs_for])?,
             fronts,
             issuer,

@@ -5,6 +5,13 @@ use std::time::Duration;
 use verimail_events::backbone::{BackboneConfig, Defaults};
 use verimail_server::config::{self, ConfigError, Vars};
 
+/// Where email-service listens and keeps its data unless told otherwise.
+pub const DEFAULTS: Defaults = Defaults {
+    grpc: ("EMAIL_GRPC_ADDR", "127.0.0.1:50053"),
+    metrics_addr: "127.0.0.1:9103",
+    database_file: "email.db",
+};
+
 /// email-service's configuration, from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -117,14 +124,7 @@ impl Config {
         let templates = templates(vars)?;
         let bounces = crate::bounce::address::BounceAddresses::from_vars(vars, address_key.secret())?;
         Ok(Config {
-            backbone: BackboneConfig::from_vars(
-                vars,
-                Defaults {
-                    grpc: ("EMAIL_GRPC_ADDR", "127.0.0.1:50053"),
-                    metrics_addr: "127.0.0.1:9103",
-                    database_file: "email.db",
-                },
-            )?,
+            backbone: BackboneConfig::from_vars(vars, DEFAULTS)?,
             admin: verimail_server::admin::AdminCredential::from_vars(vars, &[&credential])?,
             credential,
             auth_addr: vars.string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),

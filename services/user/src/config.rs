@@ -2,6 +2,10 @@ use crate::domain::HashCost;
 use verimail_events::backbone::{BackboneConfig, Defaults};
 use verimail_server::config::{ConfigError, Vars};
 
+/// Where user-service listens and keeps its data unless told otherwise.
+pub const DEFAULTS: Defaults =
+    Defaults { grpc: ("USER_GRPC_ADDR", "127.0.0.1:50051"), metrics_addr: "127.0.0.1:9101", database_file: "user.db" };
+
 /// user-service's configuration, from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -74,14 +78,7 @@ impl Config {
         let apps = ServiceCredential::optional_from_vars(vars, APP_TOKEN)?;
         ServiceCredential::ensure_distinct(&[(GATEWAY_TOKEN, &fronts), (USER_TOKEN, &credential), (APP_TOKEN, &apps)])?;
         Ok(Config {
-            backbone: BackboneConfig::from_vars(
-                vars,
-                Defaults {
-                    grpc: ("USER_GRPC_ADDR", "127.0.0.1:50051"),
-                    metrics_addr: "127.0.0.1:9101",
-                    database_file: "user.db",
-                },
-            )?,
+            backbone: BackboneConfig::from_vars(vars, DEFAULTS)?,
             admin: verimail_server::admin::AdminCredential::from_vars(vars, &[&fronts, &credential, &apps])?,
             fronts,
             credential,

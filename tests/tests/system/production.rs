@@ -108,6 +108,26 @@ async fn each_binary_checks_the_health_of_the_instance_beside_it() {
         let (healthy, said) = stack.run_beside(part, &["--health-check"]).await;
         assert!(healthy, "{part:?}: {said}");
     }
+    // A template broken on disk since the start: the instances running beside are still
+    // healthy (a check reads no templates), while --check-config, which reads them, refuses it.
+    let broken = tempfile::tempdir().expect("a templates folder");
+    for path in ["en/verification.txt", "en/confirm.html"] {
+        let path = broken.path().join(path);
+        std::fs::create_dir_all(path.parent().expect("a folder")).expect("mkdir");
+        std::fs::write(path, "{% if %}").expect("write a template");
+    }
+    let folder = broken.path().display().to_string();
+    let templates = [
+        (Part::Email, "EMAIL_TEMPLATES_DIR", "verification.txt"),
+        (Part::Gateway, "GATEWAY_TEMPLATES_DIR", "confirm.html"),
+    ];
+    for (part, variable, file) in templates {
+        stack.set_var(part, variable, &folder);
+        let (healthy, said) = stack.run_beside(part, &["--health-check"]).await;
+        assert!(healthy, "{part:?} with a template broken since its start: {said}");
+        let (valid, said) = stack.run_beside(part, &["--check-config"]).await;
+        assert!(!valid && said.contains(file), "{part:?}: {said}");
+    }
     // auth-service gone: its check fails, and so does the gateway's (/readyz needs it).
     stack.kill(Part::Auth);
     let (healthy, said) = stack.run_beside(Part::Auth, &["--health-check"]).await;
