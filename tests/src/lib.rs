@@ -503,13 +503,24 @@ impl Stack {
     /// Registers through the gRPC API as the gateway would (no rate limit names a browser):
     /// the new user's id, or the status RegisterUser answered.
     pub async fn try_register(&self, email: &str, password: &str) -> Result<String, tonic::Status> {
-        let request = RegisterUserRequest { email: email.into(), password: password.into(), ..Default::default() };
+        self.try_register_in(email, password, "").await
+    }
+
+    /// As [`Stack::try_register`], for a user of the language `locale` (BCP 47; empty: none).
+    pub async fn try_register_in(&self, email: &str, password: &str, locale: &str) -> Result<String, tonic::Status> {
+        let request = RegisterUserRequest { email: email.into(), password: password.into(), locale: locale.into() };
         self.users.clone().register_user(request).await.map(|r| r.into_inner().user_id)
     }
 
     /// Registers, and the new user's id; a refusal fails the test.
     pub async fn register(&self, email: &str, password: &str) -> String {
-        self.try_register(email, password).await.unwrap_or_else(|status| panic!("RegisterUser {email}: {status:?}"))
+        self.register_in(email, password, "").await
+    }
+
+    /// As [`Stack::register`], for a user of the language `locale`.
+    pub async fn register_in(&self, email: &str, password: &str, locale: &str) -> String {
+        let registered = self.try_register_in(email, password, locale).await;
+        registered.unwrap_or_else(|status| panic!("RegisterUser {email}: {status:?}"))
     }
 
     /// VerifyEmail with the token of a link, as the gateway's POST sends it.

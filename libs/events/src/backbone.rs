@@ -50,18 +50,18 @@ impl BackboneConfig {
     /// What `--health-check` needs to reach the instance beside it: its gRPC address and TLS,
     /// and nothing of the rest (templates, keys, the database), which that instance read when
     /// it started: a check of the running instance must not fail on a file changed since.
-    pub fn health_target(vars: &Vars, defaults: Defaults) -> Result<(String, GrpcTls), ConfigError> {
+    pub fn health_target(vars: &Vars, defaults: &Defaults) -> Result<(String, GrpcTls), ConfigError> {
         let (variable, default) = defaults.grpc;
         Ok((vars.string(variable, default), GrpcTls::from_vars(vars)?))
     }
 
     pub fn from_vars(vars: &Vars, defaults: Defaults) -> Result<BackboneConfig, ConfigError> {
-        let (grpc_variable, grpc_default) = defaults.grpc;
+        let (grpc_addr, tls) = Self::health_target(vars, &defaults)?;
         Ok(BackboneConfig {
-            grpc_variable,
-            grpc_addr: vars.string(grpc_variable, grpc_default),
+            grpc_variable: defaults.grpc.0,
+            grpc_addr,
             metrics_addr: vars.string("METRICS_ADDR", defaults.metrics_addr),
-            tls: GrpcTls::from_vars(vars)?,
+            tls,
             database: DbConfig::from_vars(vars, defaults.database_file)?,
             nats: NatsConfig::from_vars(vars)?,
             streams: bus::StreamSettings::from_vars(vars)?,

@@ -42,7 +42,7 @@ macro_rules! service_main {
                 Mode::MigrateOnly => return $crate::db::migrate_only::<Migrator>(vars, $db_file).await,
                 Mode::CheckConfig => return cli::check_config(vars, Config::from_vars(vars)),
                 Mode::HealthCheck => {
-                    let (addr, tls) = $crate::backbone::BackboneConfig::health_target(vars, $service::config::DEFAULTS)?;
+                    let (addr, tls) = $crate::backbone::BackboneConfig::health_target(vars, &$service::config::DEFAULTS)?;
                     return cli::grpc_health_check(&addr, &tls).await;
                 }
             };

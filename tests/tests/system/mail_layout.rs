@@ -7,7 +7,7 @@
 use crate::{EMAIL_WAIT, STATUS_WAIT};
 use std::time::Duration;
 use tonic::Code;
-use verimail_proto::user::v1::{ChangeEmailRequest, RegisterUserRequest, UserStatus};
+use verimail_proto::user::v1::{ChangeEmailRequest, UserStatus};
 use verimail_system_tests::browser::Browser;
 use verimail_system_tests::chrome::Chrome;
 use verimail_system_tests::{ReceivedMail, Stack, StackOptions, eventually, with_bearer};
@@ -63,8 +63,7 @@ const EMAILS: [(&str, [&str; 3], [&str; 3]); 5] = [
 ];
 
 async fn register(stack: &Stack, email: &str, locale: &str) -> Result<String, tonic::Status> {
-    let request = RegisterUserRequest { email: email.into(), password: PASSWORD.into(), locale: locale.into() };
-    stack.users.clone().register_user(request).await.map(|reply| reply.into_inner().user_id)
+    stack.try_register_in(email, PASSWORD, locale).await
 }
 
 /// The email to `to` whose subject is `subject`, once it arrived.

@@ -9,7 +9,7 @@
 use crate::EMAIL_WAIT;
 use fantoccini::Locator;
 use std::time::Duration;
-use verimail_proto::user::v1::{ChangeEmailRequest, DeleteUserRequest, RegisterUserRequest};
+use verimail_proto::user::v1::{ChangeEmailRequest, DeleteUserRequest};
 use verimail_system_tests::chrome::{Audit, Chrome};
 use verimail_system_tests::{ReceivedMail, Stack, StackOptions, eventually, with_bearer};
 
@@ -112,8 +112,7 @@ impl Tour {
 }
 
 async fn register(stack: &Stack, email: &str, locale: &str) -> String {
-    let request = RegisterUserRequest { email: email.into(), password: PASSWORD.into(), locale: locale.into() };
-    stack.users.clone().register_user(request).await.expect("RegisterUser").into_inner().user_id
+    stack.register_in(email, PASSWORD, locale).await
 }
 
 /// The `n`th email (from 1) to `to`, once it arrived.

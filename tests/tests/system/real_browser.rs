@@ -2,7 +2,7 @@
 
 use crate::{EMAIL_WAIT, STATUS_WAIT};
 use fantoccini::Locator;
-use verimail_proto::user::v1::{RegisterUserRequest, UserStatus};
+use verimail_proto::user::v1::UserStatus;
 use verimail_system_tests::Stack;
 use verimail_system_tests::chrome::Chrome;
 
@@ -47,15 +47,7 @@ async fn chromium_types_the_code_from_the_email_and_the_user_is_verified() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_links_of_an_email_open_its_language_in_a_browser_that_asks_for_another() {
     let stack = Stack::start().await;
-    let register = |email: &'static str, locale: &'static str| {
-        let request = RegisterUserRequest {
-            email: email.into(),
-            password: "correct horse battery".into(),
-            locale: locale.into(),
-        };
-        let mut users = stack.users.clone();
-        async move { users.register_user(request).await.expect("RegisterUser").into_inner().user_id }
-    };
+    let register = |email, locale| stack.register_in(email, "correct horse battery", locale);
     let chrome = Chrome::start_in(Some("en-US,en;q=0.9")).await;
     let page_lang = async || {
         let html = chrome.client.find(Locator::Css("html")).await.expect("the page");
