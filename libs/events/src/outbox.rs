@@ -151,6 +151,53 @@ impl OutboxEvent {
     }
 }
 
+impl OutboxEvent {
+    /// An event of the contracts, about its user, on its subject.
+    pub fn of<E: verimail_proto::Event>(event: &E) -> Self {
+        OutboxEvent::new(event.event_id().to_owned(), event.user_id(), E::SUBJECT, event)
+    }
+}
+
+/// The one way a service changes its state: a write transaction (from
+/// [`crate::db::begin_write`]), the events that announce the change written in it, one commit,
+/// and the relay woken so they go out at once. Dropped without [`Write::commit`], it rolls
+/// back and announces nothing. It derefs to its transaction, for the store's functions.
+pub struct Write<'r> {
+    txn: DatabaseTransaction,
+    events: Vec<OutboxEvent>,
+    relay: &'r OutboxRelay,
+}
+
+impl std::ops::Deref for Write<'_> {
+    type Target = DatabaseTransaction;
+    fn deref(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
+}
+
+impl Write<'_> {
+    /// Announces `event` if the change commits.
+    pub fn announce<E: verimail_proto::Event>(&mut self, event: &E) {
+        self.events.push(OutboxEvent::of(event));
+    }
+
+    /// Announces these events if the change commits.
+    pub fn announce_all(&mut self, events: impl IntoIterator<Item = OutboxEvent>) {
+        self.events.extend(events);
+    }
+
+    /// Writes the events, commits, and wakes the relay if there were any.
+    pub async fn commit(self) -> Result<(), DbErr> {
+        let announced = !self.events.is_empty();
+        enqueue_all(&self.txn, self.events).await?;
+        self.txn.commit().await?;
+        if announced {
+            self.relay.wake();
+        }
+        Ok(())
+    }
+}
+
 /// Writes the event row, on the transaction that makes the state change (from
 /// [`crate::db::begin_write`], so on SQLite it is the file's one writer). Only a transaction is
 /// taken: an event written through the pool would bypass the single writer, and could be
@@ -231,6 +278,12 @@ impl OutboxRelay {
     pub fn with_retention(mut self, retention: Duration) -> Self {
         self.retention = retention;
         self
+    }
+
+    /// Begins a change of the service's state whose events this relay publishes.
+    pub async fn begin(&self) -> Result<Write<'_>, DbErr> {
+        let txn = crate::db::begin_write(&self.db).await?;
+        Ok(Write { txn, events: Vec::new(), relay: self })
     }
 
     /// Call after committing a transaction that enqueued events, so they go out at once.

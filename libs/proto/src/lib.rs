@@ -107,6 +107,43 @@ pub mod subjects {
     pub const EMAIL_ADDRESS_DELIVERABLE: &str = "email.address_deliverable";
 }
 
+/// An event of `events.proto`: the subject it is published on, and the two fields every event
+/// has (its id, the `Nats-Msg-Id`, and the user it is about, for order and erasure).
+pub trait Event: prost::Message + prost::Name {
+    const SUBJECT: &'static str;
+    fn event_id(&self) -> &str;
+    fn user_id(&self) -> &str;
+}
+
+macro_rules! events_on_subjects {
+    ($($message:ident => $subject:ident,)*) => {
+        $(impl Event for events::v1::$message {
+            const SUBJECT: &'static str = subjects::$subject;
+            fn event_id(&self) -> &str {
+                &self.event_id
+            }
+            fn user_id(&self) -> &str {
+                &self.user_id
+            }
+        })*
+    };
+}
+
+events_on_subjects! {
+    UserRegistered => USERS_REGISTERED,
+    VerificationRequested => USERS_VERIFICATION_REQUESTED,
+    SignUpAttempted => USERS_SIGNUP_ATTEMPTED,
+    UserVerified => USERS_VERIFIED,
+    UserDeleted => USERS_DELETED,
+    EmailChangeRequested => USERS_EMAIL_CHANGE_REQUESTED,
+    EmailChangeNotice => USERS_EMAIL_CHANGE_NOTICE,
+    EmailChanged => USERS_EMAIL_CHANGED,
+    EmailChangeUndoRequested => AUTH_EMAIL_CHANGE_UNDO_REQUESTED,
+    EmailVerified => AUTH_EMAIL_VERIFIED,
+    AddressUndeliverable => EMAIL_ADDRESS_UNDELIVERABLE,
+    AddressDeliverable => EMAIL_ADDRESS_DELIVERABLE,
+}
+
 /// The google.rpc.ErrorInfo reasons of FAILED_PRECONDITION (and PERMISSION_DENIED) answers, by the service that gives
 /// them; clients (the gateway) tell the cases apart by these, never by the message.
 pub mod reasons {
