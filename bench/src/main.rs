@@ -43,7 +43,7 @@ use load::{Sample, Source, drive, ms};
 use std::time::{Duration, Instant};
 use summary::{Target, Unit};
 use verimail_system_tests::procs::{Part, ProcessStack};
-use verimail_user::domain::{HashCost, Password, PasswordHasher};
+use verimail_user::password::{HashCost, Password, PasswordHasher};
 
 struct Options {
     /// `sqlite`, `postgres`, or both in that order.

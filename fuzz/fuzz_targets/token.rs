@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::sync::LazyLock;
-use verimail_auth::token::TokenKeys;
+use verimail_auth::links::TokenKeys;
 
 static KEYS: LazyLock<TokenKeys> =
     LazyLock::new(|| TokenKeys::from_paserk(&["0123456789abcdef".repeat(4)]).expect("a fixed test key"));

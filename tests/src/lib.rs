@@ -389,7 +389,7 @@ impl Stack {
         let client_tls = options.tls.as_ref().map_or_else(GrpcTls::off, pki::TlsPem::grpc_tls);
         let tls_vars = options.tls.as_ref().map(|pem| pem.write(data.path())).unwrap_or_default();
         // Every instance of auth-service holds the same token key.
-        let token_key = verimail_auth::token::TokenKeys::generate().expect("token key").current_paserk();
+        let token_key = verimail_auth::links::TokenKeys::generate().expect("token key").current_paserk();
         let signing_key = verimail_auth::access::SigningKeys::generate().expect("signing key").current_paserk();
         // What `part` is given: its options' variables, this stack's and its own.
         let given = |part: Part, own: Vec<settings::Var>| {

@@ -171,7 +171,7 @@ impl ProcessStack {
         let gateway_url = format!("http://{}", addr(http));
         let databases = crate::Databases::create(crate::on_postgres()).await;
         let db = |service: &str| databases.url(dir.path(), service);
-        let token_key = verimail_auth::token::TokenKeys::generate().expect("token key").current_paserk();
+        let token_key = verimail_auth::links::TokenKeys::generate().expect("token key").current_paserk();
         let signing_key = verimail_auth::access::SigningKeys::generate().expect("signing key").current_paserk();
 
         // What each part is given: the process stack's options, then this stack's addresses,

@@ -3,7 +3,7 @@
 //! The footer names the signing key by its PASERK id (`k4.pid.…`), so keys rotate: the first
 //! configured key signs, every configured key is published for verifiers.
 
-use crate::token::paserk;
+use crate::links::paserk;
 use pasetors::claims::Claims;
 use pasetors::footer::Footer;
 use pasetors::keys::{AsymmetricKeyPair, AsymmetricPublicKey, AsymmetricSecretKey, Generate};
@@ -184,7 +184,7 @@ mod tests {
     #[test]
     fn bad_key_configuration_is_refused() {
         assert!(SigningKeys::from_paserk(&["not-a-key"]).is_err());
-        let local = crate::token::TokenKeys::generate().unwrap().current_paserk();
+        let local = crate::links::TokenKeys::generate().unwrap().current_paserk();
         assert!(SigningKeys::from_paserk(&[local]).is_err(), "a k4.local key is not a signing key");
         assert!(SigningKeys::from_paserk::<&str>(&[]).is_err());
         let public = SigningKeys::generate().unwrap().published()[0].paserk.clone();

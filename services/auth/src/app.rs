@@ -3,8 +3,8 @@
 use crate::code::CodeKeys;
 use crate::config::Config;
 use crate::grpc::AuthGrpc;
+use crate::links::TokenKeys;
 use crate::store::Migrator;
-use crate::token::TokenKeys;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,21 +84,23 @@ impl App {
         };
         let deletions = crate::erasure::consumer(self.streams);
         let parking = Parking::server(js.clone(), vec![deletions.durable], self.admin.clone());
-        let grpc = AuthGrpc {
-            db: db.clone(),
-            code_keys,
+        let authority = crate::authority::Authority {
+            relay: relay.clone(),
             keys: self.keys,
+            code_keys,
             signing_keys: self.signing_keys,
             access_token_lifetime: self.access_token_lifetime,
             audience: self.audience,
             token_lifetime: self.token_lifetime,
             undo_lifetime: self.undo_lifetime,
             code_lifetime: self.code_lifetime,
+            code_max_wrong_tries: self.code_max_wrong_tries,
+        };
+        let grpc = AuthGrpc {
+            authority,
             verify_per_client: Limiter::new("verification attempts from this client", self.verify_per_client),
             code_per_email: Limiter::new("code attempts for this address from this client", self.code_per_email),
-            code_max_wrong_tries: self.code_max_wrong_tries,
             claimer: crate::claim::Claimer::start(db, relay.clone()),
-            relay: relay.clone(),
             fronts: self.fronts,
             issuer: self.issuer,
             signs_for: self.signs_for,

@@ -4,8 +4,8 @@
 //! time handing statements to the database thread and back.
 
 use crate::error::AuthError;
-use crate::store::{self, token};
-use crate::token::TokenError;
+use crate::links::TokenError;
+use crate::store::{self, tokens};
 use sea_orm::{DatabaseConnection, DbErr};
 use std::collections::HashSet;
 use tokio::sync::{mpsc, oneshot};
@@ -89,11 +89,11 @@ impl Claimer {
 async fn use_tokens(db: &DatabaseConnection, uses: &[TokenUse]) -> Result<(Vec<Answer>, bool), DbErr> {
     let txn = verimail_events::db::begin_write(db).await?;
     let jtis: Vec<&str> = uses.iter().map(|u| u.jti.as_str()).collect();
-    let claimed = store::claim_tokens(&txn, &jtis, store::verifies()).await?;
+    let claimed = tokens::claim(&txn, &jtis, tokens::verifies()).await?;
     // Why the others were not claimed: never recorded, used already, revoked (a deleted
     // account's are), expired, or not for verifying.
     let unclaimed: Vec<&str> = jtis.iter().copied().filter(|jti| !claimed.contains_key(*jti)).collect();
-    let known = store::tokens(&txn, &unclaimed).await?;
+    let known = tokens::find_many(&txn, &unclaimed).await?;
     let users: Vec<&str> = claimed.values().chain(known.values()).map(|row| row.user_id.as_str()).collect();
     // A registration (or change of address) is verified once, whichever of its links or codes
     // is used first; a later one of the same registration answers "already verified".
@@ -125,7 +125,7 @@ async fn use_tokens(db: &DatabaseConnection, uses: &[TokenUse]) -> Result<(Vec<A
             }
             let row = known.get(&u.jti).ok_or(AuthError::Token(TokenError::Invalid))?;
             let unused = row.used_at.is_none();
-            if row.purpose.as_deref() == Some(crate::token::UNDO_EMAIL_CHANGE) {
+            if row.purpose.as_deref() == Some(crate::links::UNDO_EMAIL_CHANGE) {
                 return Err(AuthError::Token(TokenError::WrongPurpose));
             }
             if let Some(reason) = gone.get(&row.user_id) {
@@ -148,7 +148,7 @@ async fn use_tokens(db: &DatabaseConnection, uses: &[TokenUse]) -> Result<(Vec<A
 }
 
 /// A token's answer from its row.
-fn used(outcome: VerifyOutcome, row: &token::Model) -> Used {
+fn used(outcome: VerifyOutcome, row: &tokens::Model) -> Used {
     Used { outcome, user_id: row.user_id.clone(), email: row.email.clone(), issued_in: row.trace.clone() }
 }
 

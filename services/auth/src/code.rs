@@ -149,11 +149,11 @@ mod tests {
 #[derive(Debug, PartialEq)]
 pub enum Decision<'a> {
     /// The code was used before: its user is verified already, and nothing changes.
-    AlreadyUsed(&'a crate::store::code::Model),
+    AlreadyUsed(&'a crate::store::codes::Model),
     /// The code matches but no longer verifies; nothing changes.
     Refused(Refusal),
     /// A live code matches: mark it used (if it still is live then) and verify its user.
-    Use(&'a crate::store::code::Model),
+    Use(&'a crate::store::codes::Model),
     /// No code matches: a wrong try counts against each of these live codes.
     Wrong { live: Vec<String> },
 }
@@ -170,13 +170,13 @@ pub enum Refusal {
 /// row is this code). A matching row decides: used, revoked, locked (`max_tries` wrong tries),
 /// expired, or live. Without a match, every live row takes a wrong try.
 pub fn decide<'a>(
-    sent: &'a [crate::store::code::Model],
-    matches: impl Fn(&crate::store::code::Model) -> bool,
+    sent: &'a [crate::store::codes::Model],
+    matches: impl Fn(&crate::store::codes::Model) -> bool,
     now: chrono::DateTime<chrono::Utc>,
     max_tries: i32,
 ) -> Decision<'a> {
     let live =
-        |row: &crate::store::code::Model| row.used_at.is_none() && row.revoked_at.is_none() && row.expires_at > now;
+        |row: &crate::store::codes::Model| row.used_at.is_none() && row.revoked_at.is_none() && row.expires_at > now;
     match sent.iter().find(|row| matches(row)) {
         Some(row) if row.used_at.is_some() => Decision::AlreadyUsed(row),
         Some(row) if row.revoked_at.is_some() => Decision::Refused(Refusal::Revoked),
@@ -190,7 +190,7 @@ pub fn decide<'a>(
 #[cfg(test)]
 mod decide_tests {
     use super::*;
-    use crate::store::code::Model;
+    use crate::store::codes::Model;
     use chrono::{Duration, Utc};
 
     fn row(id: &str, at: chrono::DateTime<Utc>) -> Model {

@@ -1,5 +1,5 @@
 use crate::access::SigningKeys;
-use crate::token::TokenKeys;
+use crate::links::TokenKeys;
 use std::time::Duration;
 use verimail_events::backbone::{BackboneConfig, Defaults};
 use verimail_server::config::{ConfigError, Vars};

@@ -5,9 +5,8 @@
 //! stays, and their parked messages leave PARKED.
 
 use crate::code::CodeKeys;
-use crate::store::{code, token};
-use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
+use crate::store::{codes, tokens};
+use sea_orm::{DatabaseConnection, DbErr};
 use verimail_events::bus::{ConsumerSpec, Delivery, HandlerError, StreamSettings};
 use verimail_events::erasure;
 
@@ -44,30 +43,14 @@ pub async fn erase(
     let txn = verimail_events::db::begin_write(db).await?;
     erasure::bury(&txn, &[user_id], reason).await?;
     let now = chrono::Utc::now();
-    let tokens = token::Entity::update_many()
-        .col_expr(token::Column::Email, Expr::value(crate::code::ERASED))
-        .col_expr(token::Column::Trace, Expr::value(Option::<String>::None))
-        .col_expr(token::Column::RevokedAt, Expr::value(now))
-        .filter(token::Column::UserId.eq(user_id))
-        .filter(token::Column::Email.ne(crate::code::ERASED))
-        .exec(&txn)
-        .await?;
-    let held = code::Entity::find()
-        .filter(code::Column::UserId.eq(user_id))
-        .filter(code::Column::Email.not_like(format!("{}%", crate::code::ERASED)))
-        .all(&txn)
-        .await?;
+    let tokens = tokens::erase(&txn, user_id, crate::code::ERASED).await?;
+    let held = codes::holding_address(&txn, user_id, crate::code::ERASED).await?;
     for row in &held {
         // A code whose key is gone can never match again: nothing of the address stays.
         let erased = keys.erased_address(&row.key_id, &row.email).unwrap_or_else(|| crate::code::ERASED.to_owned());
-        code::Entity::update_many()
-            .col_expr(code::Column::Email, Expr::value(erased))
-            .col_expr(code::Column::RevokedAt, Expr::value(row.revoked_at.unwrap_or(now)))
-            .filter(code::Column::Id.eq(row.id.as_str()))
-            .exec(&txn)
-            .await?;
+        codes::erase(&txn, &row.id, &erased, row.revoked_at.unwrap_or(now)).await?;
     }
     let events = erasure::forget_events(&txn, &[user_id]).await?;
     txn.commit().await?;
-    Ok((tokens.rows_affected, held.len() as u64, events))
+    Ok((tokens, held.len() as u64, events))
 }

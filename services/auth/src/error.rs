@@ -1,4 +1,4 @@
-use crate::token::TokenError;
+use crate::links::TokenError;
 use sea_orm::DbErr;
 use tonic::Status;
 use verimail_proto::reasons;

@@ -7,15 +7,19 @@
 
 pub mod access;
 pub mod app;
+pub mod authority;
 pub mod claim;
 pub mod code;
 pub mod config;
 pub mod erasure;
 pub mod error;
 pub mod grpc;
+pub mod issue;
+pub mod links;
 pub mod metrics;
 pub mod store;
-pub mod token;
+pub mod undo;
+pub mod verify;
 
 pub use app::App;
 pub use config::Config;

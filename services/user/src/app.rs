@@ -1,10 +1,10 @@
 //! Builds user-service from its configuration; `main` and the tests build the same thing.
 
 use crate::config::Config;
-use crate::domain::PasswordHasher;
 use crate::grpc::UserGrpc;
+use crate::password::PasswordHasher;
 use crate::store::Migrator;
-use crate::{events, lifecycle};
+use crate::{lifecycle, verification};
 use std::net::SocketAddr;
 use tonic::service::Routes;
 use verimail_events::backbone::Backbone;
@@ -60,7 +60,7 @@ impl App {
         // What an unknown address is checked against: the same work as a real hash, made
         // without hashing (a hashing thread takes its memory area only when it first works).
         let dummy_hash =
-            crate::domain::dummy_hash(config.hash_cost).map_err(|e| anyhow::anyhow!("PASSWORD_HASH_*: {e}"))?;
+            crate::password::dummy_hash(config.hash_cost).map_err(|e| anyhow::anyhow!("PASSWORD_HASH_*: {e}"))?;
         let auth = AuthServiceClient::new(
             config.credential.channel(config.backbone.tls.channel("AUTH_GRPC_ADDR", &config.auth_addr)?),
         );
@@ -91,24 +91,26 @@ impl App {
 
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let (db, js) = (self.backbone.db.clone(), self.backbone.js.clone());
-        let db_for_sweeps = db.clone();
         let relay = OutboxRelay::new(db.clone(), js.clone()).with_retention(self.outbox_retention);
-        let service = UserGrpc {
+        let accounts = crate::accounts::Accounts {
             db: db.clone(),
-            hasher: self.hasher,
             relay: relay.clone(),
+            hasher: self.hasher,
             limits: crate::limits::UserLimiters::new(&self.limits),
             enumeration_safe: self.enumeration_safe,
-            fronts: self.fronts,
-            admin: self.admin.clone(),
-            apps: self.apps,
             dummy_hash: self.dummy_hash,
-            access_tokens: verimail_client::TokenVerifier::new(AuthKeys(self.auth.clone()), self.audience),
-            auth: self.auth,
+            auth: self.auth.clone(),
             sign_in_requires_verified: self.sign_in_requires_verified,
             domain_check: self.domain_check,
         };
-        let consumer = events::email_verified_consumer(self.streams);
+        let service = UserGrpc {
+            accounts,
+            fronts: self.fronts,
+            admin: self.admin.clone(),
+            apps: self.apps,
+            access_tokens: verimail_client::TokenVerifier::new(AuthKeys(self.auth), self.audience),
+        };
+        let consumer = verification::email_verified_consumer(self.streams);
         let deletions = lifecycle::deletions_consumer(self.streams);
         let undo = crate::email_change::undo_consumer(self.streams);
         let undeliverable = crate::undeliverable::consumer(self.streams);
@@ -117,8 +119,8 @@ impl App {
         let handler = {
             let relay = relay.clone();
             move |deliveries| {
-                let (db, relay) = (db.clone(), relay.clone());
-                async move { events::on_email_verified(&db, &relay, deliveries).await }
+                let relay = relay.clone();
+                async move { verification::on_email_verified(&relay, deliveries).await }
             }
         };
         let forget = {
@@ -129,14 +131,14 @@ impl App {
             }
         };
         let undone = {
-            let (db, relay) = (db_for_sweeps.clone(), relay.clone());
+            let relay = relay.clone();
             move |delivery| {
-                let (db, relay) = (db.clone(), relay.clone());
-                async move { crate::email_change::on_undo_requested(&db, &relay, delivery).await }
+                let relay = relay.clone();
+                async move { crate::email_change::on_undo_requested(&relay, delivery).await }
             }
         };
         let reported = {
-            let db = db_for_sweeps.clone();
+            let db = db.clone();
             move |delivery| {
                 let db = db.clone();
                 async move { crate::undeliverable::on_event(&db, delivery).await }
@@ -150,7 +152,7 @@ impl App {
             Box::pin(bus::consume_batches(js, consumer, handler, shutdown.clone())),
         ];
         if let Some(ttl) = self.unverified_ttl {
-            background.push(Box::pin(lifecycle::run_sweeps(db_for_sweeps, relay, ttl, shutdown.clone())));
+            background.push(Box::pin(lifecycle::run_sweeps(relay, ttl, shutdown.clone())));
         }
         let routes = Routes::new(
             UserServiceServer::new(service).max_decoding_message_size(verimail_server::grpc::MAX_MESSAGE_BYTES),

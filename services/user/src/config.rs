@@ -1,4 +1,4 @@
-use crate::domain::HashCost;
+use crate::password::HashCost;
 use verimail_events::backbone::{BackboneConfig, Defaults};
 use verimail_server::config::{ConfigError, Vars};
 

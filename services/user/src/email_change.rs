@@ -5,10 +5,14 @@
 //! arrives, and changes back when auth.email_change_undo_requested does; each writes
 //! users.email_changed in the transaction that moves the address.
 
-use crate::store::{self, change};
-use sea_orm::{ActiveValue::Set, DatabaseConnection, DbErr, EntityTrait};
+use crate::accounts::Accounts;
+use crate::error::UserError;
+use crate::password::{Email, Password};
+use crate::store::email_changes::{self, Outcome};
+use crate::store::users::{self, AccountStatus};
+use sea_orm::DbErr;
 use verimail_events::bus::{AUTH_STREAM, ConsumerSpec, Delivery, HandlerError, StreamSettings};
-use verimail_events::outbox::{self, OutboxEvent, OutboxRelay};
+use verimail_events::outbox::{OutboxEvent, OutboxRelay, Write};
 use verimail_proto::events::v1 as events;
 use verimail_proto::subjects;
 use verimail_server::rfc3339;
@@ -18,15 +22,15 @@ pub const UNDO_DURABLE: &str = "user-service-undo";
 
 /// A change asked for: its row, and the events that ask for its emails, for one transaction.
 pub struct Requested {
-    pub change: change::Model,
+    pub change: email_changes::Model,
     pub events: Vec<OutboxEvent>,
 }
 
 /// The change of `user` to `new_email`; `owner` is the account that has that address already,
 /// if one does (then its owner gets a notice instead of a verification email).
-pub fn request(user: &store::user::Model, new_email: &str, owner: Option<&store::user::Model>) -> Requested {
+pub fn request(user: &users::Model, new_email: &str, owner: Option<&users::Model>) -> Requested {
     let now = chrono::Utc::now();
-    let change = change::Model {
+    let change = email_changes::Model {
         id: uuid::Uuid::now_v7().to_string(),
         user_id: user.id.clone(),
         old_email: user.email.clone(),
@@ -47,8 +51,7 @@ pub fn request(user: &store::user::Model, new_email: &str, owner: Option<&store:
         new_email: new_email.to_owned(),
         locale: user.locale.clone().unwrap_or_default(),
     };
-    let mut announced =
-        vec![OutboxEvent::new(notice.event_id.clone(), &user.id, subjects::USERS_EMAIL_CHANGE_NOTICE, &notice)];
+    let mut announced = vec![OutboxEvent::of(&notice)];
     match owner {
         None => {
             let verify = events::EmailChangeRequested {
@@ -60,12 +63,7 @@ pub fn request(user: &store::user::Model, new_email: &str, owner: Option<&store:
                 current_email: user.email.clone(),
                 locale: user.locale.clone().unwrap_or_default(),
             };
-            announced.push(OutboxEvent::new(
-                verify.event_id.clone(),
-                &user.id,
-                subjects::USERS_EMAIL_CHANGE_REQUESTED,
-                &verify,
-            ));
+            announced.push(OutboxEvent::of(&verify));
         }
         Some(owner) => {
             let attempted = events::SignUpAttempted {
@@ -76,12 +74,7 @@ pub fn request(user: &store::user::Model, new_email: &str, owner: Option<&store:
                 by_email_change: true,
                 locale: owner.locale.clone().unwrap_or_default(),
             };
-            announced.push(OutboxEvent::new(
-                attempted.event_id.clone(),
-                &owner.id,
-                subjects::USERS_SIGNUP_ATTEMPTED,
-                &attempted,
-            ));
+            announced.push(OutboxEvent::of(&attempted));
         }
     }
     Requested { change, events: announced }
@@ -89,23 +82,10 @@ pub fn request(user: &store::user::Model, new_email: &str, owner: Option<&store:
 
 /// Writes a requested change: older pending ones of the user are cancelled (their links die
 /// with them in auth-service, as the new change's are issued).
-pub async fn record(txn: &sea_orm::DatabaseTransaction, requested: Requested) -> Result<change::Model, DbErr> {
-    store::cancel_pending(txn, &requested.change.user_id).await?;
-    let row = requested.change.clone();
-    change::Entity::insert(change::ActiveModel {
-        id: Set(row.id),
-        user_id: Set(row.user_id),
-        old_email: Set(row.old_email),
-        new_email: Set(row.new_email),
-        taken: Set(row.taken),
-        requested_at: Set(row.requested_at),
-        completed_at: Set(None),
-        cancelled_at: Set(None),
-        undone_at: Set(None),
-    })
-    .exec_without_returning(txn)
-    .await?;
-    outbox::enqueue_all(txn, requested.events).await?;
+pub async fn record(write: &mut Write<'_>, requested: Requested) -> Result<email_changes::Model, DbErr> {
+    email_changes::cancel_pending(&**write, &requested.change.user_id).await?;
+    email_changes::insert(&**write, requested.change.clone()).await?;
+    write.announce_all(requested.events);
     Ok(requested.change)
 }
 
@@ -123,15 +103,9 @@ pub enum Completion {
 /// The change `change_id` of `user_id`, its new address `email` verified: the account moves
 /// there, unless the change was cancelled, replaced or done already, or the address was taken
 /// by another account meanwhile (then the change is cancelled).
-pub async fn complete(
-    db: &DatabaseConnection,
-    relay: &OutboxRelay,
-    user_id: &str,
-    change_id: &str,
-    email: &str,
-) -> Result<Completion, DbErr> {
-    let txn = verimail_events::db::begin_write(db).await?;
-    let Some(row) = change::Entity::find_by_id(change_id.to_owned()).one(&txn).await? else {
+pub async fn complete(relay: &OutboxRelay, user_id: &str, change_id: &str, email: &str) -> Result<Completion, DbErr> {
+    let mut write = relay.begin().await?;
+    let Some(row) = email_changes::find(&*write, change_id).await? else {
         return Ok(Completion::NotAChange);
     };
     if row.user_id != user_id || row.new_email != email || row.taken {
@@ -145,34 +119,22 @@ pub async fn complete(
     }
     // Registered by someone else meanwhile, or the account moved on: the change cannot be. (A
     // registration racing this one makes the move below fail; the retry lands here.)
-    let taken = store::find_by_email(&txn, &row.new_email).await?.is_some();
-    if taken || !store::move_address(&txn, user_id, &row.old_email, &row.new_email).await? {
-        store::cancel_pending(&txn, user_id).await?;
-        txn.commit().await?;
+    let taken = users::find_by_email(&*write, &row.new_email).await?.is_some();
+    if taken || !users::move_address(&*write, user_id, &row.old_email, &row.new_email).await? {
+        email_changes::cancel_pending(&*write, user_id).await?;
+        write.commit().await?;
         return Ok(Completion::NothingToDo("the new address was taken meanwhile, or the account moved on"));
     }
-    mark(&txn, change_id, change::Column::CompletedAt).await?;
-    let changed = changed_event(user_id, change_id, &row.old_email, &row.new_email, false);
-    outbox::enqueue(&txn, changed).await?;
-    txn.commit().await?;
-    relay.wake();
+    email_changes::mark(&*write, change_id, Outcome::Completed).await?;
+    write.announce(&changed_event(user_id, change_id, &row.old_email, &row.new_email, false));
+    write.commit().await?;
     crate::metrics::email_change("completed");
     tracing::info!(%user_id, %change_id, "address changed");
     Ok(Completion::Completed)
 }
 
-async fn mark(txn: &sea_orm::DatabaseTransaction, change_id: &str, column: change::Column) -> Result<(), DbErr> {
-    use sea_orm::{ColumnTrait, QueryFilter, sea_query::Expr};
-    change::Entity::update_many()
-        .col_expr(column, Expr::value(chrono::Utc::now()))
-        .filter(change::Column::Id.eq(change_id))
-        .exec(txn)
-        .await?;
-    Ok(())
-}
-
-fn changed_event(user_id: &str, change_id: &str, old: &str, new: &str, undone: bool) -> OutboxEvent {
-    let event = events::EmailChanged {
+fn changed_event(user_id: &str, change_id: &str, old: &str, new: &str, undone: bool) -> events::EmailChanged {
+    events::EmailChanged {
         event_id: uuid::Uuid::now_v7().to_string(),
         user_id: user_id.to_owned(),
         old_email: old.to_owned(),
@@ -180,8 +142,7 @@ fn changed_event(user_id: &str, change_id: &str, old: &str, new: &str, undone: b
         occurred_at: rfc3339(chrono::Utc::now()),
         change_id: change_id.to_owned(),
         undone,
-    };
-    OutboxEvent::new(event.event_id.clone(), user_id, subjects::USERS_EMAIL_CHANGED, &event)
+    }
 }
 
 pub fn undo_consumer(streams: StreamSettings) -> ConsumerSpec {
@@ -191,16 +152,12 @@ pub fn undo_consumer(streams: StreamSettings) -> ConsumerSpec {
 /// The notice's link was used: a pending change is cancelled; a completed one moves the
 /// account back to the address the notice went to (unless another account has it by now, or
 /// the account moved on since).
-pub async fn on_undo_requested(
-    db: &DatabaseConnection,
-    relay: &OutboxRelay,
-    delivery: Delivery,
-) -> Result<(), HandlerError> {
+pub async fn on_undo_requested(relay: &OutboxRelay, delivery: Delivery) -> Result<(), HandlerError> {
     use prost::Message;
     let event = events::EmailChangeUndoRequested::decode(delivery.payload.clone())
         .map_err(|e| HandlerError::Permanent(format!("undecodable EmailChangeUndoRequested: {e}")))?;
-    let txn = verimail_events::db::begin_write(db).await?;
-    let Some(row) = change::Entity::find_by_id(event.change_id.clone()).one(&txn).await? else {
+    let mut write = relay.begin().await?;
+    let Some(row) = email_changes::find(&*write, &event.change_id).await? else {
         tracing::info!(user_id = %event.user_id, change_id = %event.change_id, "undo of an unknown change (the account was deleted?): nothing to do");
         return Ok(());
     };
@@ -208,13 +165,13 @@ pub async fn on_undo_requested(
         return Ok(());
     }
     if row.completed_at.is_none() {
-        mark(&txn, &row.id, change::Column::CancelledAt).await?;
-        txn.commit().await?;
+        email_changes::mark(&*write, &row.id, Outcome::Cancelled).await?;
+        write.commit().await?;
         crate::metrics::email_change("cancelled");
         tracing::info!(user_id = %row.user_id, change_id = %row.id, "change of address cancelled from its notice");
         return Ok(());
     }
-    let moved = match store::move_address(&txn, &row.user_id, &row.new_email, &row.old_email).await {
+    let moved = match users::move_address(&*write, &row.user_id, &row.new_email, &row.old_email).await {
         Ok(moved) => moved,
         Err(e) if verimail_events::db::is_unique_violation(&e) => false,
         Err(e) => return Err(e.into()),
@@ -223,11 +180,57 @@ pub async fn on_undo_requested(
         tracing::warn!(user_id = %row.user_id, change_id = %row.id, "change not undone: the account moved on, or its earlier address has another account now");
         return Ok(());
     }
-    mark(&txn, &row.id, change::Column::UndoneAt).await?;
-    outbox::enqueue(&txn, changed_event(&row.user_id, &row.id, &row.new_email, &row.old_email, true)).await?;
-    txn.commit().await?;
-    relay.wake();
+    email_changes::mark(&*write, &row.id, Outcome::Undone).await?;
+    write.announce(&changed_event(&row.user_id, &row.id, &row.new_email, &row.old_email, true));
+    write.commit().await?;
     crate::metrics::email_change("undone");
     tracing::info!(user_id = %row.user_id, change_id = %row.id, "change of address undone from its notice");
     Ok(())
+}
+
+/// Who asks for a change of address: the holder of an access token, or whoever presents the
+/// account's address and password.
+pub enum Requester {
+    Holder { user_id: String },
+    Password { email: Email, password: Password },
+}
+
+impl Accounts {
+    /// ChangeEmail: the change recorded, with its emails asked for.
+    pub async fn change_email(
+        &self,
+        requester: Requester,
+        new_email: &Email,
+        locale: Option<String>,
+        client: &str,
+    ) -> Result<email_changes::Model, UserError> {
+        self.check_domain("new_email", new_email).await?;
+        let mut user = match requester {
+            Requester::Holder { user_id } => self.user(&user_id).await?,
+            Requester::Password { email, password } => self.check_password(&email, password, client).await?,
+        };
+        if user.status != AccountStatus::Verified {
+            return Err(UserError::NotVerified);
+        }
+        if user.email == new_email.as_str() {
+            return Err(UserError::invalid("new_email", "is already the account's address"));
+        }
+        self.limits.email_change_per_user.check(&user.id).map_err(UserError::Limited)?;
+        self.limits.mail_to(new_email).map_err(UserError::Limited)?;
+        // Taken or free, the same work and the same answer: the owner is told instead.
+        let owner = users::find_by_email(&self.db, new_email.as_str()).await?;
+        if locale.is_some() {
+            user.locale = locale.clone();
+        }
+        let requested = request(&user, new_email.as_str(), owner.as_ref());
+        let mut write = self.relay.begin().await?;
+        if let Some(locale) = &locale {
+            users::set_locale(&*write, &user.id, locale).await?;
+        }
+        let change = record(&mut write, requested).await?;
+        write.commit().await?;
+        crate::metrics::email_change("requested");
+        tracing::info!(user_id = %user.id, change_id = %change.id, "change of address requested");
+        Ok(change)
+    }
 }

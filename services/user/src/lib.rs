@@ -4,20 +4,23 @@
 //! users.deleted, for its parked messages). Deletes accounts never verified in time. Tokens,
 //! codes and mail belong to the others.
 
+pub mod accounts;
 pub mod app;
 pub mod config;
 pub mod dns;
-pub mod domain;
 pub mod email_change;
 pub mod error;
-pub mod events;
 pub mod grpc;
 pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
+pub mod password;
+pub mod registration;
+pub mod sign_in;
 pub mod store;
 pub mod typos;
 pub mod undeliverable;
+pub mod verification;
 
 pub use app::App;
 pub use config::Config;

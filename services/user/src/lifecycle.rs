@@ -3,14 +3,13 @@
 //! the outbox (they carry the address), keeps a tombstone and writes users.deleted, on which
 //! every service erases what it holds.
 
-use crate::store;
-use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr};
+use crate::store::{email_changes, undeliverable, users};
+use sea_orm::DbErr;
 use std::time::Duration;
 use verimail_events::bus::{ConsumerSpec, Delivery, HandlerError, StreamSettings};
 use verimail_events::erasure::{self, Reason};
-use verimail_events::outbox::{self, OutboxEvent, OutboxRelay};
+use verimail_events::outbox::{OutboxRelay, Write};
 use verimail_proto::events::v1::UserDeleted;
-use verimail_proto::subjects;
 use verimail_server::shutdown::Shutdown;
 
 /// Users one sweep transaction deletes at most.
@@ -21,22 +20,20 @@ pub const DELETIONS_DURABLE: &str = "user-service-deletions";
 
 /// Everything but the rows' own deletion, for users `txn` has just deleted: their outbox rows
 /// changes of address and what email-service said of their addresses go, their tombstones and users.deleted are written.
-pub async fn announce_deleted(txn: &DatabaseTransaction, user_ids: &[String], reason: Reason) -> Result<(), DbErr> {
+pub async fn announce_deleted(write: &mut Write<'_>, user_ids: &[String], reason: Reason) -> Result<(), DbErr> {
     let ids: Vec<&str> = user_ids.iter().map(String::as_str).collect();
-    erasure::forget_events(txn, &ids).await?;
-    store::forget_changes(txn, &ids).await?;
-    crate::undeliverable::forget(txn, &ids).await?;
-    let announced = user_ids.iter().map(|user_id| {
-        let event = UserDeleted {
+    erasure::forget_events(write, &ids).await?;
+    email_changes::forget(&**write, &ids).await?;
+    undeliverable::forget(&**write, &ids).await?;
+    erasure::bury(write, &ids, reason).await?;
+    for user_id in user_ids {
+        write.announce(&UserDeleted {
             event_id: uuid::Uuid::now_v7().to_string(),
             user_id: user_id.clone(),
             reason: reason.to_proto() as i32,
             occurred_at: verimail_server::rfc3339(chrono::Utc::now()),
-        };
-        OutboxEvent::new(event.event_id.clone(), user_id, subjects::USERS_DELETED, &event)
-    });
-    erasure::bury(txn, &ids, reason).await?;
-    outbox::enqueue_all(txn, announced.collect()).await?;
+        });
+    }
     crate::metrics::deleted(reason, user_ids.len());
     Ok(())
 }
@@ -49,18 +46,17 @@ pub fn sweep_interval(ttl: Duration) -> Duration {
 
 /// Deletes the accounts never verified within `ttl` of their latest registration, a batch per
 /// transaction: how many.
-pub async fn sweep(db: &DatabaseConnection, relay: &OutboxRelay, ttl: Duration) -> Result<usize, DbErr> {
+pub async fn sweep(relay: &OutboxRelay, ttl: Duration) -> Result<usize, DbErr> {
     let cutoff = chrono::Utc::now() - chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
     let mut total = 0;
     loop {
-        let txn = verimail_events::db::begin_write(db).await?;
-        let deleted = store::delete_expired(&txn, cutoff, SWEEP_BATCH).await?;
+        let mut write = relay.begin().await?;
+        let deleted = users::delete_expired(&write, cutoff, SWEEP_BATCH).await?;
         if deleted.is_empty() {
             return Ok(total);
         }
-        announce_deleted(&txn, &deleted, Reason::Expired).await?;
-        txn.commit().await?;
-        relay.wake();
+        announce_deleted(&mut write, &deleted, Reason::Expired).await?;
+        write.commit().await?;
         total += deleted.len();
         tracing::info!(count = deleted.len(), "unverified accounts expired and deleted");
         if (deleted.len() as u64) < SWEEP_BATCH {
@@ -70,10 +66,10 @@ pub async fn sweep(db: &DatabaseConnection, relay: &OutboxRelay, ttl: Duration) 
 }
 
 /// Sweeps every [`sweep_interval`] until `shutdown`; a failed sweep is tried again next time.
-pub async fn run_sweeps(db: DatabaseConnection, relay: OutboxRelay, ttl: Duration, shutdown: Shutdown) {
+pub async fn run_sweeps(relay: OutboxRelay, ttl: Duration, shutdown: Shutdown) {
     let interval = sweep_interval(ttl);
     while !shutdown.is_triggered() {
-        if let Err(e) = sweep(&db, &relay, ttl).await {
+        if let Err(e) = sweep(&relay, ttl).await {
             tracing::warn!(error = %e, "expiry sweep failed; trying again later");
         }
         tokio::select! {

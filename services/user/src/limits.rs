@@ -55,7 +55,7 @@ pub struct UserLimiters {
 impl UserLimiters {
     /// Counts one email to the mailbox of `email` (a resend, or a notice of a sign-up attempt)
     /// against both caps on what one inbox is sent; RESOURCE_EXHAUSTED when over either.
-    pub fn mail_to(&self, email: &crate::domain::Email) -> Result<(), tonic::Status> {
+    pub fn mail_to(&self, email: &crate::password::Email) -> Result<(), tonic::Status> {
         self.resend_per_email.check(email.mailbox())?;
         self.resend_per_email_daily.check(email.mailbox())
     }

@@ -1,4 +1,5 @@
-//! The user domain: values that are checked once, at the edge, and trusted after.
+//! Passwords: the length and strength rules, and argon2id hashing on a bounded pool of
+//! threads (with the dummy hash an unknown address is checked against).
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use std::sync::Arc;

@@ -3,11 +3,10 @@
 //! account deleted since is dropped.
 
 use crate::email_change::Completion;
-use crate::store;
+use crate::store::users::{self, AccountStatus, Verified};
 use prost::Message;
-use sea_orm::DatabaseConnection;
 use verimail_events::bus::{AUTH_STREAM, ConsumerSpec, Delivery, HandlerError};
-use verimail_events::outbox::{self, OutboxEvent};
+use verimail_events::outbox::{OutboxEvent, OutboxRelay};
 use verimail_proto::events::v1::{EmailVerified, UserVerified};
 use verimail_proto::subjects;
 
@@ -17,33 +16,24 @@ pub fn email_verified_consumer(streams: verimail_events::bus::StreamSettings) ->
 }
 
 /// users.verified for a user this transaction verified.
-fn verified_event(user: &store::user::Model) -> OutboxEvent {
-    let event = UserVerified {
+fn verified_event(user: &users::Model) -> OutboxEvent {
+    OutboxEvent::of(&UserVerified {
         event_id: uuid::Uuid::now_v7().to_string(),
         user_id: user.id.clone(),
         email: user.email.clone(),
         verified_at: user.verified_at.map(verimail_server::rfc3339).unwrap_or_default(),
-    };
-    OutboxEvent::new(event.event_id.clone(), &event.user_id, subjects::USERS_VERIFIED, &event)
+    })
 }
 
-fn verified_by(event: &EmailVerified) -> store::Verified<'_> {
-    store::Verified {
-        user_id: &event.user_id,
-        email: &event.email,
-        registration_event_id: &event.registration_event_id,
-    }
+fn verified_by(event: &EmailVerified) -> Verified<'_> {
+    Verified { user_id: &event.user_id, email: &event.email, registration_event_id: &event.registration_event_id }
 }
 
 /// Marks the users of a batch of events verified, in one transaction; answers for each event
 /// in order. Idempotent: the same event twice leaves the user verified once. An event for no
 /// user, for an address that is not the user's current one or a registration that is not
 /// their latest, or one that cannot be decoded, is parked (and verifies nobody).
-pub async fn on_email_verified(
-    db: &DatabaseConnection,
-    relay: &verimail_events::outbox::OutboxRelay,
-    deliveries: Vec<Delivery>,
-) -> Vec<Result<(), HandlerError>> {
+pub async fn on_email_verified(relay: &OutboxRelay, deliveries: Vec<Delivery>) -> Vec<Result<(), HandlerError>> {
     let events: Vec<Result<EmailVerified, HandlerError>> = deliveries
         .iter()
         .map(|delivery| {
@@ -51,26 +41,20 @@ pub async fn on_email_verified(
                 .map_err(|e| HandlerError::Permanent(format!("undecodable EmailVerified: {e}")))
         })
         .collect();
-    let verified: Vec<store::Verified> = events.iter().flatten().map(verified_by).collect();
+    let verified: Vec<Verified> = events.iter().flatten().map(verified_by).collect();
     let marked = async {
-        let txn = verimail_events::db::begin_write(db).await?;
-        let (before, newly) = store::mark_verified(&txn, &verified).await?;
+        let mut write = relay.begin().await?;
+        let (before, newly) = users::mark_verified(&*write, &verified).await?;
         // Users gone: deleted ones (a late click on an expired account's link) are dropped.
         let gone: Vec<&str> = verified.iter().map(|v| v.user_id).filter(|id| !before.contains_key(*id)).collect();
-        let deleted = verimail_events::erasure::buried(&txn, &gone).await?;
-        let announced: Vec<OutboxEvent> = newly.iter().map(verified_event).collect();
-        outbox::enqueue_all(&txn, announced).await?;
-        txn.commit().await?;
-        Ok::<_, sea_orm::DbErr>((before, deleted, !newly.is_empty()))
+        let deleted = verimail_events::erasure::buried(&*write, &gone).await?;
+        write.announce_all(newly.iter().map(verified_event));
+        write.commit().await?;
+        Ok::<_, sea_orm::DbErr>((before, deleted))
     }
     .await;
     let (before, deleted) = match marked {
-        Ok((before, deleted, published)) => {
-            if published {
-                relay.wake();
-            }
-            (before, deleted)
-        }
+        Ok(marked) => marked,
         Err(e) => {
             let retry = HandlerError::from(e).to_string();
             return events.into_iter().map(|event| event.and(Err(HandlerError::Retry(retry.clone())))).collect();
@@ -84,7 +68,7 @@ pub async fn on_email_verified(
             continue;
         }
         let completed =
-            crate::email_change::complete(db, relay, &event.user_id, &event.registration_event_id, &event.email).await;
+            crate::email_change::complete(relay, &event.user_id, &event.registration_event_id, &event.email).await;
         changes.insert(event.event_id.clone(), completed);
     }
     events
@@ -109,7 +93,7 @@ pub async fn on_email_verified(
                 }
                 None if !user.accepts(&verified_by(&event)) => Err(not_this_users(&event)),
                 None => {
-                    if user.status == store::Status::Unverified {
+                    if user.status == AccountStatus::Unverified {
                         tracing::info!(user_id = %event.user_id, event_id = %event.event_id, "user verified");
                     }
                     Ok(())

@@ -4,7 +4,7 @@
 use crate::EMAIL_WAIT;
 use std::time::Duration;
 use tonic::Code;
-use verimail_auth::token::TokenKeys;
+use verimail_auth::links::TokenKeys;
 use verimail_proto::auth::v1::{
     IssueVerificationTokenRequest, RevokeVerificationTokensRequest, UndoEmailChangeRequest, VerifyEmailCodeRequest,
     VerifyEmailRequest,

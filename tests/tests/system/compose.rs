@@ -46,7 +46,7 @@ async fn every_part_in_compose_yaml_gets_exactly_the_configuration_it_reads() {
         serde_saphyr::from_str(&std::fs::read_to_string(&path).expect("compose.yaml")).expect("compose.yaml is YAML");
     let services = compose["services"].as_object().expect("services");
     let given = BTreeMap::from([
-        ("AUTH_TOKEN_KEYS", verimail_auth::token::TokenKeys::generate().unwrap().current_paserk()),
+        ("AUTH_TOKEN_KEYS", verimail_auth::links::TokenKeys::generate().unwrap().current_paserk()),
         ("AUTH_SIGNING_KEYS", verimail_auth::access::SigningKeys::generate().unwrap().current_paserk()),
         ("USER_SERVICE_TOKEN", "compose-check-user-token-01234567".to_owned()),
         ("GATEWAY_SERVICE_TOKEN", "compose-check-gateway-token-0123".to_owned()),
@@ -178,7 +178,7 @@ async fn production_is_the_default_and_an_unknown_environment_stops_the_start() 
     assert!(email_service(allowed).await.0, "NATS without credentials, allowed by name");
 
     // auth-service signs nothing with a key that dies with the process, unless told so.
-    let token_key = verimail_auth::token::TokenKeys::generate().unwrap().current_paserk();
+    let token_key = verimail_auth::links::TokenKeys::generate().unwrap().current_paserk();
     let signing_key = verimail_auth::access::SigningKeys::generate().unwrap().current_paserk();
     let auth_service = |signing: Vec<(&'static str, String)>| {
         let mut env: Vec<(&'static str, String)> = vec![

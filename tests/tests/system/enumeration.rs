@@ -75,7 +75,7 @@ async fn the_owner_registering_after_an_attacker_replaces_the_password_and_voids
     assert!(uuid::Uuid::parse_str(&answer).is_ok() && answer != account, "a fresh id, as for a new address");
     let mails = stack.smtp.wait_for("ceo@corp.example", 2, EMAIL_WAIT).await;
     assert!(mails[1].is_verification(), "the newer registration gets a verification email, not a notice");
-    assert!(verimail_user::domain::password_matches(
+    assert!(verimail_user::password::password_matches(
         &password_hash_of(&stack, "ceo@corp.example").await,
         "another password"
     ));
@@ -93,7 +93,7 @@ async fn the_owner_registering_after_an_attacker_replaces_the_password_and_voids
     let page = browser.click(&mails[1].verification_link()).await;
     assert_eq!(page.kind(), "verified", "{}", page.html);
     assert!(stack.wait_for_status(&account, UserStatus::Verified, STATUS_WAIT).await);
-    assert!(!verimail_user::domain::password_matches(
+    assert!(!verimail_user::password::password_matches(
         &password_hash_of(&stack, "ceo@corp.example").await,
         "attacker's own password"
     ));

@@ -240,7 +240,7 @@ fn any_minute(text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_preview_is_the_email_a_send_writes_apart_from_its_token_and_issues_nothing() {
-    use verimail_auth::token::{SAMPLE_CODE, SAMPLE_TOKEN};
+    use verimail_auth::links::{SAMPLE_CODE, SAMPLE_TOKEN};
     use verimail_proto::email::v1::{EmailKind, PreviewEmailRequest};
     let stack = Stack::start().await;
     let user_id = register(&stack, "pia@example.com", "es").await.expect("RegisterUser");

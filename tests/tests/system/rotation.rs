@@ -1,7 +1,7 @@
 //! Token keys rotate without breaking links and codes in flight; a removed key verifies nothing.
 
 use std::time::Duration;
-use verimail_auth::token::TokenKeys;
+use verimail_auth::links::TokenKeys;
 use verimail_proto::user::v1::ResendVerificationRequest;
 use verimail_system_tests::batch::{self, verification_emails};
 use verimail_system_tests::browser::Browser;

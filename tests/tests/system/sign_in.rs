@@ -192,7 +192,7 @@ async fn a_wrong_password_and_an_unknown_address_answer_alike_and_only_the_guess
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hash_made_with_older_parameters_is_upgraded_by_a_sign_in() {
-    use verimail_user::domain::{HashCost, Password, PasswordHasher};
+    use verimail_user::password::{HashCost, Password, PasswordHasher};
     let stack = Stack::start().await;
     let user_id = stack.register("dan@example.com", PASSWORD).await;
     // As an earlier deployment with a lower memory cost left it.
@@ -211,7 +211,7 @@ async fn a_hash_made_with_older_parameters_is_upgraded_by_a_sign_in() {
     assert_eq!(reasons::of(&refused), reasons::EMAIL_NOT_VERIFIED);
     let upgraded = stored().await;
     assert!(upgraded.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "the stack's cost now: {upgraded}");
-    assert!(verimail_user::domain::password_matches(&upgraded, PASSWORD));
+    assert!(verimail_user::password::password_matches(&upgraded, PASSWORD));
     let mail = stack.smtp.wait_for("dan@example.com", 2, EMAIL_WAIT).await.remove(1);
     stack.verify(&mail.verification_token()).await.expect("verified");
     assert!(stack.wait_for_status(&user_id, UserStatus::Verified, STATUS_WAIT).await);

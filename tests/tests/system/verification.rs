@@ -26,7 +26,7 @@ async fn register_open_the_email_click_the_link_and_become_verified() {
     // The token is 43 characters (an id and its MAC): the link stays short for every client.
     let token = token_of(&link);
     assert_eq!(link, format!("{}/verify-email?token={token}", stack.gateway_url));
-    assert_eq!(token.len(), verimail_auth::token::TOKEN_LEN, "{link}");
+    assert_eq!(token.len(), verimail_auth::links::TOKEN_LEN, "{link}");
     assert!(email.part("text/html").replace("&#x2f;", "/").contains(&link), "the HTML part carries the same link");
 
     let page = browser.click(&link).await;

@@ -1,0 +1,48 @@
+//! Using the link of a change-of-address notice: single use; the change's links and codes die,
+//! and auth.email_change_undo_requested asks user-service to cancel or undo the change.
+
+use crate::authority::{Authority, not_deleted};
+use crate::error::AuthError;
+use crate::links::TokenError;
+use crate::store::{self, tokens};
+use verimail_proto::events::v1 as events;
+
+/// Whose change an undo link was for.
+pub struct Undone {
+    pub user_id: String,
+    pub email: String,
+}
+
+impl Authority {
+    /// Uses the undo link `raw`; why not, for one that is not a live undo link.
+    pub async fn undo_email_change(&self, raw: &str) -> Result<Undone, AuthError> {
+        let jti = self.keys.open(raw)?;
+        let mut write = self.relay.begin().await?;
+        let claimed = tokens::claim(&*write, &[jti.as_str()], tokens::undoes()).await?;
+        let Some(row) = claimed.into_values().next() else {
+            let row = tokens::find(&*write, &jti).await?.ok_or(AuthError::Token(TokenError::Invalid))?;
+            not_deleted(&write, &row.user_id).await?;
+            return Err(match row {
+                row if row.purpose.as_deref() != Some(crate::links::UNDO_EMAIL_CHANGE) => {
+                    AuthError::Token(TokenError::WrongPurpose)
+                }
+                row if row.used_at.is_some() => AuthError::TokenUsed,
+                row if row.revoked_at.is_some() => AuthError::TokenRevoked,
+                _ => AuthError::Token(TokenError::Expired),
+            });
+        };
+        let change_id = row.registration_event_id.clone().ok_or(AuthError::Token(TokenError::Invalid))?;
+        // The change's links and codes die with it.
+        let revoked = store::revoke(&*write, &row.user_id, store::Revoked::Of(&change_id)).await?;
+        write.announce(&events::EmailChangeUndoRequested {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            user_id: row.user_id.clone(),
+            email: row.email.clone(),
+            occurred_at: verimail_server::rfc3339(chrono::Utc::now()),
+            change_id: change_id.clone(),
+        });
+        write.commit().await?;
+        tracing::info!(user_id = %row.user_id, %change_id, revoked = ?revoked, "change of address cancelled or undone from its notice");
+        Ok(Undone { user_id: row.user_id, email: row.email })
+    }
+}

@@ -1,0 +1,98 @@
+//! The `email_changes` table: each change of address asked for, and what became of it.
+
+use sea_orm::entity::prelude::*;
+
+/// A change of address: pending until its new address is verified (completed), or a newer
+/// request or the notice's link cancels it; a completed one can be undone from the notice.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "email_changes")]
+pub struct Model {
+    /// UUIDv7: the change id its links and codes are issued for.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub user_id: String,
+    pub old_email: String,
+    pub new_email: String,
+    /// The new address belonged to another account: no verification email went there
+    /// (its owner was told instead), so the change can never complete.
+    pub taken: bool,
+    pub requested_at: DateTimeUtc,
+    pub completed_at: Option<DateTimeUtc>,
+    pub cancelled_at: Option<DateTimeUtc>,
+    pub undone_at: Option<DateTimeUtc>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
+
+/// What happened to a change, each a column with its time.
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome {
+    Completed,
+    Cancelled,
+    Undone,
+}
+
+pub async fn insert<C: ConnectionTrait>(conn: &C, row: Model) -> Result<(), DbErr> {
+    Entity::insert(ActiveModel::from(row)).exec_without_returning(conn).await?;
+    Ok(())
+}
+
+pub async fn find<C: ConnectionTrait>(conn: &C, id: &str) -> Result<Option<Model>, DbErr> {
+    Entity::find_by_id(id.to_owned()).one(conn).await
+}
+
+/// Records what became of the change, now.
+pub async fn mark<C: ConnectionTrait>(conn: &C, id: &str, outcome: Outcome) -> Result<(), DbErr> {
+    let column = match outcome {
+        Outcome::Completed => Column::CompletedAt,
+        Outcome::Cancelled => Column::CancelledAt,
+        Outcome::Undone => Column::UndoneAt,
+    };
+    Entity::update_many()
+        .col_expr(column, Expr::value(chrono::Utc::now()))
+        .filter(Column::Id.eq(id))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// The pending change of address of each of these users (the latest; older ones were
+/// cancelled when it was asked for).
+pub async fn pending_of<C: ConnectionTrait>(
+    conn: &C,
+    user_ids: &[&str],
+) -> Result<std::collections::HashMap<String, Model>, DbErr> {
+    use sea_orm::QueryOrder;
+    if user_ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows = Entity::find()
+        .filter(Column::UserId.is_in(user_ids.iter().copied()))
+        .filter(Column::CompletedAt.is_null())
+        .filter(Column::CancelledAt.is_null())
+        .order_by_asc(Column::Id)
+        .all(conn)
+        .await?;
+    Ok(rows.into_iter().map(|row| (row.user_id.clone(), row)).collect())
+}
+
+/// Deletes these users' changes of address (they hold addresses): with the accounts.
+pub async fn forget<C: ConnectionTrait>(conn: &C, user_ids: &[&str]) -> Result<u64, DbErr> {
+    let of = Column::UserId.is_in(user_ids.iter().copied());
+    Ok(Entity::delete_many().filter(of).exec(conn).await?.rows_affected)
+}
+
+/// Cancels the user's pending changes: how many.
+pub async fn cancel_pending<C: ConnectionTrait>(conn: &C, user_id: &str) -> Result<u64, DbErr> {
+    let cancelled = Entity::update_many()
+        .col_expr(Column::CancelledAt, Expr::value(chrono::Utc::now()))
+        .filter(Column::UserId.eq(user_id))
+        .filter(Column::CompletedAt.is_null())
+        .filter(Column::CancelledAt.is_null())
+        .exec(conn)
+        .await?;
+    Ok(cancelled.rows_affected)
+}
