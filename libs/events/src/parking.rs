@@ -5,11 +5,12 @@ use crate::bus;
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::{self, ErrorCode, stream::RawMessageErrorKind};
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 use verimail_proto::ops::v1 as pb;
 use verimail_proto::ops::v1::parking_service_server::ParkingServiceServer;
 use verimail_proto::{headers, streams};
-use verimail_server::admin::AdminCredential;
+use verimail_server::admin::{AdminCredential, OperatorsOnly};
 
 pub use verimail_proto::ops::v1::parking_service_server::SERVICE_NAME;
 
@@ -20,18 +21,18 @@ const MAX_LIMIT: u32 = 1000;
 pub struct Parking {
     js: jetstream::Context,
     durables: Vec<&'static str>,
-    admin: AdminCredential,
 }
 
 impl Parking {
-    /// Ops RPCs: callers present the admin credential.
+    /// Ops RPCs: callers present the admin credential, checked once in front of the service.
     pub fn server(
         js: jetstream::Context,
         durables: Vec<&'static str>,
         admin: AdminCredential,
-    ) -> ParkingServiceServer<Parking> {
-        ParkingServiceServer::new(Parking { js, durables, admin })
-            .max_decoding_message_size(verimail_server::grpc::MAX_MESSAGE_BYTES)
+    ) -> InterceptedService<ParkingServiceServer<Parking>, OperatorsOnly> {
+        let server = ParkingServiceServer::new(Parking { js, durables })
+            .max_decoding_message_size(verimail_server::grpc::MAX_MESSAGE_BYTES);
+        InterceptedService::new(server, admin.guard())
     }
 
     async fn parked_stream(&self) -> Result<Option<jetstream::stream::Stream>, Status> {
@@ -128,7 +129,6 @@ impl pb::parking_service_server::ParkingService for Parking {
         &self,
         request: Request<pb::ListParkedRequest>,
     ) -> Result<Response<pb::ListParkedResponse>, Status> {
-        self.admin.require(&request)?;
         let request = request.into_inner();
         let limit = match request.limit {
             0 => DEFAULT_LIMIT,
@@ -152,7 +152,6 @@ impl pb::parking_service_server::ParkingService for Parking {
         &self,
         request: Request<pb::ReplayParkedRequest>,
     ) -> Result<Response<pb::ReplayParkedResponse>, Status> {
-        self.admin.require(&request)?;
         let sequence = request.into_inner().sequence;
         if sequence == 0 {
             return Err(verimail_server::grpc::invalid_argument("sequence", "required: the sequence ListParked gives"));

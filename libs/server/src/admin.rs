@@ -96,6 +96,25 @@ impl AdminCredential {
     }
 }
 
+/// The guard of a service whose every RPC is for operators: one check for all of them, in
+/// front of the service (`InterceptedService::new(server, admin.guard())`).
+#[derive(Clone, Debug)]
+pub struct OperatorsOnly(AdminCredential);
+
+impl Interceptor for OperatorsOnly {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        self.0.require(&request)?;
+        Ok(request)
+    }
+}
+
+impl AdminCredential {
+    /// The guard of a service whose every RPC is for operators.
+    pub fn guard(&self) -> OperatorsOnly {
+        OperatorsOnly(self.clone())
+    }
+}
+
 /// A client that presents the credential (an operator's tool, the tests).
 impl Interceptor for AdminCredential {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {

@@ -8,6 +8,7 @@ use crate::store::Migrator;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tonic::service::Routes;
+use tonic::service::interceptor::InterceptedService;
 use verimail_events::backbone::Backbone;
 use verimail_events::bus;
 use verimail_events::parking::{self, Parking};
@@ -101,7 +102,9 @@ impl App {
 
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let js = self.backbone.js.clone();
-        let service = EmailGrpc { courier: self.courier.clone(), admin: self.admin.clone() };
+        let service = EmailServiceServer::new(EmailGrpc { courier: self.courier.clone() })
+            .max_decoding_message_size(verimail_server::grpc::MAX_MESSAGE_BYTES);
+        let service = InterceptedService::new(service, self.admin.guard());
         let parking = Parking::server(js.clone(), vec![self.consumer.durable], self.admin);
         let mailer = self.courier.mailer.clone();
         let (smtp, smtp_probe) = Check::every("smtp", self.smtp_check_interval, shutdown.clone(), move || {
@@ -122,10 +125,7 @@ impl App {
         if let Some(mailbox) = self.mailbox {
             background.push(Box::pin(mailbox.run(shutdown.clone())));
         }
-        let routes = Routes::new(
-            EmailServiceServer::new(service).max_decoding_message_size(verimail_server::grpc::MAX_MESSAGE_BYTES),
-        )
-        .add_service(parking);
+        let routes = Routes::new(service).add_service(parking);
         let served = vec![SERVICE_NAME, parking::SERVICE_NAME];
         self.backbone.serve(routes, served, background, vec![smtp], shutdown).await
     }
