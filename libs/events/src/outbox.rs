@@ -149,9 +149,7 @@ impl OutboxEvent {
             trace_context: verimail_server::telemetry::current_traceparent(),
         }
     }
-}
 
-impl OutboxEvent {
     /// An event of the contracts, about its user, on its subject.
     pub fn of<E: verimail_proto::Event>(event: &E) -> Self {
         OutboxEvent::new(event.event_id().to_owned(), event.user_id(), E::SUBJECT, event)

@@ -94,10 +94,16 @@ impl AdminCredential {
             ))),
         }
     }
+
+    /// The guard of a service whose every RPC is for operators: [`AdminCredential::require`]
+    /// once, in front of all of them.
+    pub fn guard(&self) -> OperatorsOnly {
+        OperatorsOnly(self.clone())
+    }
 }
 
-/// The guard of a service whose every RPC is for operators: one check for all of them, in
-/// front of the service (`InterceptedService::new(server, admin.guard())`).
+/// The guard of a service whose every RPC is for operators, put in front of the service
+/// (`InterceptedService::new(server, admin.guard())`).
 #[derive(Clone, Debug)]
 pub struct OperatorsOnly(AdminCredential);
 
@@ -105,13 +111,6 @@ impl Interceptor for OperatorsOnly {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         self.0.require(&request)?;
         Ok(request)
-    }
-}
-
-impl AdminCredential {
-    /// The guard of a service whose every RPC is for operators.
-    pub fn guard(&self) -> OperatorsOnly {
-        OperatorsOnly(self.clone())
     }
 }
 

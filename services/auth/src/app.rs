@@ -100,7 +100,7 @@ impl App {
             authority,
             verify_per_client: Limiter::new("verification attempts from this client", self.verify_per_client),
             code_per_email: Limiter::new("code attempts for this address from this client", self.code_per_email),
-            claimer: crate::claim::Claimer::start(db, relay.clone()),
+            claimer: crate::claim::Claimer::start(relay.clone()),
             fronts: self.fronts,
             issuer: self.issuer,
             signs_for: self.signs_for,

@@ -6,13 +6,12 @@
 use crate::error::AuthError;
 use crate::links::TokenError;
 use crate::store::{self, tokens};
-use sea_orm::{DatabaseConnection, DbErr};
+use sea_orm::DbErr;
 use std::collections::HashSet;
 use tokio::sync::{mpsc, oneshot};
-use verimail_events::outbox::{self, OutboxEvent, OutboxRelay};
+use verimail_events::outbox::{OutboxEvent, OutboxRelay};
 use verimail_proto::auth::v1::VerifyOutcome;
 use verimail_proto::events::v1 as events;
-use verimail_proto::subjects;
 use verimail_server::rfc3339;
 
 /// Most tokens one transaction uses.
@@ -45,17 +44,14 @@ pub struct Claimer {
 
 impl Claimer {
     /// Starts the batching task; it ends when every `Claimer` is dropped.
-    pub fn start(db: DatabaseConnection, relay: OutboxRelay) -> Claimer {
+    pub fn start(relay: OutboxRelay) -> Claimer {
         let (queue, mut waiting) = mpsc::channel::<(TokenUse, oneshot::Sender<Answer>)>(4 * MAX_BATCH);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
                 let (uses, answers): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
-                match use_tokens(&db, &uses).await {
-                    Ok((outcomes, announced)) => {
-                        if announced {
-                            relay.wake();
-                        }
+                match use_tokens(&relay, &uses).await {
+                    Ok(outcomes) => {
                         for (answer, outcome) in answers.into_iter().zip(outcomes) {
                             let _ = answer.send(outcome);
                         }
@@ -84,24 +80,23 @@ impl Claimer {
     }
 }
 
-/// One transaction for the batch: each use's outcome, in order, and whether any event was
-/// written.
-async fn use_tokens(db: &DatabaseConnection, uses: &[TokenUse]) -> Result<(Vec<Answer>, bool), DbErr> {
-    let txn = verimail_events::db::begin_write(db).await?;
+/// One transaction for the batch: each use's outcome, in order.
+async fn use_tokens(relay: &OutboxRelay, uses: &[TokenUse]) -> Result<Vec<Answer>, DbErr> {
+    let mut write = relay.begin().await?;
     let jtis: Vec<&str> = uses.iter().map(|u| u.jti.as_str()).collect();
-    let claimed = tokens::claim(&txn, &jtis, tokens::verifies()).await?;
+    let claimed = tokens::claim(&*write, &jtis, tokens::verifies()).await?;
     // Why the others were not claimed: never recorded, used already, revoked (a deleted
     // account's are), expired, or not for verifying.
     let unclaimed: Vec<&str> = jtis.iter().copied().filter(|jti| !claimed.contains_key(*jti)).collect();
-    let known = tokens::find_many(&txn, &unclaimed).await?;
+    let known = tokens::find_many(&*write, &unclaimed).await?;
     let users: Vec<&str> = claimed.values().chain(known.values()).map(|row| row.user_id.as_str()).collect();
     // A registration (or change of address) is verified once, whichever of its links or codes
     // is used first; a later one of the same registration answers "already verified".
     let claimed_jtis: Vec<&str> = claimed.keys().map(String::as_str).collect();
-    let mut verified = store::used_registrations(&txn, &users, &claimed_jtis).await?;
+    let mut verified = store::used_registrations(&*write, &users, &claimed_jtis).await?;
     // A deleted account's tokens stay, revoked and without the address, to say so.
     let known_users: Vec<&str> = known.values().map(|row| row.user_id.as_str()).collect();
-    let gone = verimail_events::erasure::buried(&txn, &known_users).await?;
+    let gone = verimail_events::erasure::buried(&*write, &known_users).await?;
     let mut first_use = HashSet::new();
     let mut announcements = Vec::new();
     let now = chrono::Utc::now();
@@ -141,10 +136,9 @@ async fn use_tokens(db: &DatabaseConnection, uses: &[TokenUse]) -> Result<(Vec<A
             Ok(used(VerifyOutcome::AlreadyVerified, row))
         })
         .collect();
-    let announced = !announcements.is_empty();
-    outbox::enqueue_all(&txn, announcements).await?;
-    txn.commit().await?;
-    Ok((outcomes, announced))
+    write.announce_all(announcements);
+    write.commit().await?;
+    Ok(outcomes)
 }
 
 /// A token's answer from its row.
@@ -155,12 +149,11 @@ fn used(outcome: VerifyOutcome, row: &tokens::Model) -> Used {
 /// auth.email_verified for this user, by the link or code of `registration`, in the trace of
 /// the current span: the outbox row that announces a verification.
 pub(crate) fn email_verified(user_id: &str, email: &str, registration: Option<&str>) -> OutboxEvent {
-    let event = events::EmailVerified {
+    OutboxEvent::of(&events::EmailVerified {
         event_id: uuid::Uuid::now_v7().to_string(),
         user_id: user_id.to_owned(),
         email: email.to_owned(),
         occurred_at: rfc3339(chrono::Utc::now()),
         registration_event_id: registration.unwrap_or_default().to_owned(),
-    };
-    OutboxEvent::new(event.event_id.clone(), &event.user_id, subjects::AUTH_EMAIL_VERIFIED, &event)
+    })
 }

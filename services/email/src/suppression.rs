@@ -9,7 +9,6 @@ use sea_orm::entity::prelude::*;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, QueryOrder, QuerySelect, Set};
 use verimail_events::outbox::OutboxEvent;
 use verimail_proto::events::v1 as events;
-use verimail_proto::subjects;
 
 pub mod bounce {
     use sea_orm::entity::prelude::*;
@@ -207,7 +206,7 @@ pub fn undeliverable_event(
     status: Option<&str>,
     delivery_id: &str,
 ) -> OutboxEvent {
-    let event = events::AddressUndeliverable {
+    OutboxEvent::of(&events::AddressUndeliverable {
         event_id: uuid::Uuid::now_v7().to_string(),
         user_id: user_id.to_owned(),
         email: email.to_owned(),
@@ -215,19 +214,17 @@ pub fn undeliverable_event(
         status: status.unwrap_or_default().to_owned(),
         delivery_id: delivery_id.to_owned(),
         occurred_at: verimail_server::rfc3339(chrono::Utc::now()),
-    };
-    OutboxEvent::new(event.event_id.clone(), user_id, subjects::EMAIL_ADDRESS_UNDELIVERABLE, &event)
+    })
 }
 
 /// email.address_deliverable: an operator lifted the suppression of `user_id`'s `email`.
 pub fn deliverable_event(user_id: &str, email: &str) -> OutboxEvent {
-    let event = events::AddressDeliverable {
+    OutboxEvent::of(&events::AddressDeliverable {
         event_id: uuid::Uuid::now_v7().to_string(),
         user_id: user_id.to_owned(),
         email: email.to_owned(),
         occurred_at: verimail_server::rfc3339(chrono::Utc::now()),
-    };
-    OutboxEvent::new(event.event_id.clone(), user_id, subjects::EMAIL_ADDRESS_DELIVERABLE, &event)
+    })
 }
 
 /// What the list and the bounces know an address by: its keyed hash, whatever its case.

@@ -123,12 +123,10 @@ impl UserService for UserGrpc {
             }
         };
         let change = self.accounts.change_email(requester, &new_email, locale, &client).await?;
+        let did_you_mean = crate::typos::did_you_mean(&change.new_email).unwrap_or_default();
         Ok(Response::new(pb::ChangeEmailResponse {
-            pending_email_change: Some(pb::PendingEmailChange {
-                email: change.new_email.clone(),
-                requested_at: rfc3339(change.requested_at),
-            }),
-            did_you_mean: crate::typos::did_you_mean(&change.new_email).unwrap_or_default(),
+            pending_email_change: Some(pending(change.new_email, change.requested_at)),
+            did_you_mean,
         }))
     }
 
@@ -244,14 +242,16 @@ fn parse_user_id(field: &'static str, id: &str) -> Result<String, UserError> {
     uuid::Uuid::parse_str(id.trim()).map(|id| id.to_string()).map_err(|_| UserError::invalid(field, "must be a UUID"))
 }
 
+/// A pending change of address as the API shows it.
+fn pending(email: String, requested_at: chrono::DateTime<chrono::Utc>) -> pb::PendingEmailChange {
+    pb::PendingEmailChange { email, requested_at: rfc3339(requested_at) }
+}
+
 /// An account as the API shows it.
 fn to_proto(account: Account) -> pb::User {
     let Account { user, pending_change, undeliverable } = account;
     pb::User {
-        pending_email_change: pending_change.map(|change| pb::PendingEmailChange {
-            email: change.new_email,
-            requested_at: rfc3339(change.requested_at),
-        }),
+        pending_email_change: pending_change.map(|change| pending(change.new_email, change.requested_at)),
         email_undeliverable: undeliverable.map(|row| pb::EmailUndeliverable {
             reason: row.reason,
             status: row.status.unwrap_or_default(),
