@@ -2,7 +2,9 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bins \
+# email-service without the development mailbox (the dev-mailbox feature): production has none.
+RUN cargo build --release --locked --bins --workspace --exclude verimail-email \
+    && cargo build --release --locked -p verimail-email --no-default-features \
     && mkdir /out \
     && cp target/release/user-service target/release/auth-service \
           target/release/email-service target/release/gateway /out/

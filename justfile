@@ -30,10 +30,12 @@ build:
 fmt:
     cargo fmt --all
 
-# Formatting, clippy (warnings as errors) and the dependency rules of deny.toml
+# Formatting, clippy (warnings as errors), no import circles, and the dependency rules of deny.toml
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+    cargo clippy -p verimail-email --no-default-features -- -D warnings
+    python3 scripts/import-circles.py
     cargo deny --log-level error check bans licenses sources
 
 # Remove local state: databases, mails and the dev NATS store

@@ -1,3 +1,4 @@
+use crate::link::WebLink;
 use verimail_server::config::ConfigError;
 use verimail_server::config::Vars;
 
@@ -24,7 +25,7 @@ pub struct Config {
     pub trusted_proxies: crate::client::TrustedProxies,
     /// `APP_URL` (optional): where the verified page sends the user on ("Continue to …"), an
     /// `http://` or `https://` URL.
-    pub app: Option<AppLink>,
+    pub app: Option<WebLink>,
     /// `GATEWAY_HEADER_TIMEOUT_SECONDS` (10), `GATEWAY_REQUEST_TIMEOUT_SECONDS` (30),
     /// `GATEWAY_MAX_CONNECTIONS` (1000): see [`crate::serve`].
     pub limits: crate::serve::Limits,
@@ -51,7 +52,7 @@ impl Config {
         let defaults = crate::serve::Limits::default();
         let app = match vars.var("APP_URL") {
             None => None,
-            Some(url) => Some(AppLink::parse(&url).map_err(|e| ConfigError::new("APP_URL", e))?),
+            Some(url) => Some(WebLink::parse(&url).map_err(|e| ConfigError::new("APP_URL", e))?),
         };
         let (pages, logo, image_sources) = pages(vars, app.as_ref())?;
         Ok(Config {
@@ -88,7 +89,7 @@ impl Config {
 /// `BRAND_LOGO_URL` (or a logo file in the templates folder, not both).
 fn pages(
     vars: &Vars,
-    app: Option<&AppLink>,
+    app: Option<&WebLink>,
 ) -> Result<(std::sync::Arc<crate::pages::Pages>, Option<crate::pages::Logo>, String), ConfigError> {
     use crate::pages::{Brand, BrandError, Logo, Pages, PagesError};
     const DIR: &str = "GATEWAY_TEMPLATES_DIR";
@@ -96,7 +97,7 @@ fn pages(
     const LOGO: &str = "BRAND_LOGO_URL";
     let dir = vars.var(DIR).map(std::path::PathBuf::from);
     let logo = dir.as_deref().map(Logo::find).transpose().map_err(|e| ConfigError::new(DIR, e))?.flatten();
-    let logo_url = vars.var(LOGO).map(|url| AppLink::parse(&url).map_err(|e| ConfigError::new(LOGO, e))).transpose()?;
+    let logo_url = vars.var(LOGO).map(|url| WebLink::parse(&url).map_err(|e| ConfigError::new(LOGO, e))).transpose()?;
     let (src, image_sources) = match (&logo, logo_url) {
         (Some(_), Some(_)) => {
             return Err(ConfigError::new(LOGO, format!("is set and {DIR} holds a logo file: use one or the other")));
@@ -122,46 +123,4 @@ fn pages(
         Err(PagesError::Template(e)) => return Err(ConfigError::new(DIR, e)),
     };
     Ok((std::sync::Arc::new(pages), logo, image_sources))
-}
-
-/// The product the verified page links on to: its URL and, for "Continue to …", its host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppLink {
-    pub url: String,
-    pub host: String,
-}
-
-impl AppLink {
-    /// An absolute `http(s)://host/…` URL, as given (trimmed).
-    fn parse(url: &str) -> Result<AppLink, String> {
-        let url = url.trim();
-        let host = url
-            .strip_prefix("https://")
-            .or_else(|| url.strip_prefix("http://"))
-            .ok_or("must start with https:// (or http://)")?
-            .split(['/', '?', '#'])
-            .next()
-            .unwrap_or_default();
-        if host.is_empty()
-            || url.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '<' || c == '>')
-        {
-            return Err("must be an absolute URL with a host, e.g. https://app.example.com/welcome".into());
-        }
-        Ok(AppLink { url: url.to_owned(), host: host.to_owned() })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::AppLink;
-
-    #[test]
-    fn an_app_url_is_absolute_http() {
-        let link = AppLink::parse(" https://app.example.com/welcome ").unwrap();
-        assert_eq!((link.url.as_str(), link.host.as_str()), ("https://app.example.com/welcome", "app.example.com"));
-        assert_eq!(AppLink::parse("http://localhost:3000").unwrap().host, "localhost:3000");
-        for bad in ["app.example.com", "javascript:alert(1)", "https://", "https:///x", "https://a b.com", "ftp://x"] {
-            assert!(AppLink::parse(bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod config;
+pub mod link;
 pub mod pages;
 pub mod routes;
 pub mod serve;
@@ -50,7 +51,7 @@ impl App {
             keys: routes::KeysCache::default(),
             request_timeout: config.limits.request_timeout,
         };
-        let listener = verimail_server::grpc::bind("GATEWAY_HTTP_ADDR", &config.http_addr).await?;
+        let listener = verimail_server::config::bind("GATEWAY_HTTP_ADDR", &config.http_addr).await?;
         let metrics = verimail_server::metrics::bind(&config.metrics_addr).await?;
         let addr = listener.local_addr()?;
         Ok(App { listener, addr, gateway: Arc::new(gateway), metrics, limits: config.limits })

@@ -348,7 +348,7 @@ impl Pages {
         default_locale: &str,
         dir: Option<&Path>,
         brand: &Brand,
-        app: Option<&crate::config::AppLink>,
+        app: Option<&crate::link::WebLink>,
     ) -> Result<Pages, PagesError> {
         let files: Vec<String> = PAGES.iter().map(|page| (*page).to_owned()).collect();
         let assets: Vec<&str> = LOGOS.iter().map(|(name, _)| *name).collect();

@@ -86,7 +86,7 @@ impl Backbone {
         let db = crate::db::connect_with::<M>(&config.database).await?;
         let js = jetstream::new(bus::connect(&config.nats).await);
         bus::declare_streams(&js, streams, config.streams).await?;
-        let listener = verimail_server::grpc::bind(config.grpc_variable, &config.grpc_addr).await?;
+        let listener = verimail_server::config::bind(config.grpc_variable, &config.grpc_addr).await?;
         let addr = listener.local_addr()?;
         let metrics = verimail_server::metrics::bind(&config.metrics_addr).await?;
         Ok(Backbone { db, js, listener, addr, metrics, tls: config.tls.clone() })

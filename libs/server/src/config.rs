@@ -145,6 +145,12 @@ pub fn default_instance_id(vars: &Vars) -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// Binds a listener on the address a variable gave, with the variable's name in the error.
+pub async fn bind(variable: &'static str, addr: &str) -> Result<tokio::net::TcpListener, ConfigError> {
+    let bound = tokio::net::TcpListener::bind(addr).await;
+    bound.map_err(|e| ConfigError::new(variable, format!("cannot listen on {addr}: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,6 @@
 //! gRPC plumbing: the server every service runs (its own service plus health and reflection,
 //! v1 and v1alpha), client channels to other services, and precise error statuses.
 
-use crate::config::ConfigError;
 use crate::shutdown::Shutdown;
 use crate::tls::GrpcTls;
 use std::time::Duration;
@@ -83,11 +82,6 @@ pub fn with_reason(code: Code, domain: &str, reason: &str, message: impl Into<St
 /// The field a status names in its BadRequest details, if any (for clients and tests).
 pub fn bad_request_field(status: &Status) -> Option<String> {
     status.get_details_bad_request().and_then(|details| details.field_violations.first().map(|v| v.field.clone()))
-}
-
-/// Binds a listener, with the variable's name in the error.
-pub async fn bind(variable: &'static str, addr: &str) -> Result<TcpListener, ConfigError> {
-    TcpListener::bind(addr).await.map_err(|e| ConfigError::new(variable, format!("cannot listen on {addr}: {e}")))
 }
 
 /// A background task that runs beside the gRPC server (an outbox relay, a consumer). It

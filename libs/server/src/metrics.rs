@@ -92,7 +92,7 @@ pub async fn bind(addr: &str) -> Result<Option<TcpListener>, crate::config::Conf
     if addr.eq_ignore_ascii_case("off") {
         return Ok(None);
     }
-    crate::grpc::bind("METRICS_ADDR", addr).await.map(Some)
+    crate::config::bind("METRICS_ADDR", addr).await.map(Some)
 }
 
 /// Serves `GET /metrics` until `shutdown`.

@@ -3,8 +3,8 @@
 use crate::config::Config;
 use crate::courier::{self, Courier};
 use crate::grpc::EmailGrpc;
-use crate::mail::Mailer;
 use crate::store::Migrator;
+use crate::suppression::Suppressions;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tonic::service::Routes;
@@ -12,6 +12,7 @@ use tonic::service::interceptor::InterceptedService;
 use verimail_events::backbone::Backbone;
 use verimail_events::bus;
 use verimail_events::parking::{self, Parking};
+use verimail_mail::Mailer;
 use verimail_proto::auth::v1::auth_service_client::AuthServiceClient;
 use verimail_proto::email::v1::email_service_server::{EmailServiceServer, SERVICE_NAME};
 use verimail_server::grpc::{Background, Check};
@@ -43,6 +44,13 @@ impl App {
         crate::metrics::register();
         let backbone = Backbone::start::<Migrator>(&config.backbone, &[bus::EMAIL_STREAM]).await?;
         let relay = verimail_events::outbox::OutboxRelay::new(backbone.db.clone(), backbone.js.clone());
+        let suppressions = Suppressions {
+            db: backbone.db.clone(),
+            relay,
+            address_key: config.address_key.clone(),
+            soft: config.soft_limit,
+        };
+        suppressions.refresh_metric().await;
         let courier = Arc::new(Courier {
             db: backbone.db.clone(),
             auth,
@@ -52,25 +60,18 @@ impl App {
             public_base_url: config.public_base_url.clone(),
             send_timeout: config.send_timeout,
             instance: config.instance.clone(),
-            address_key: config.address_key.clone(),
             js: backbone.js.clone(),
-            relay: relay.clone(),
+            suppressions: suppressions.clone(),
         });
-        crate::metrics::refresh_suppressed(&backbone.db).await;
         let bounce_listener = match (config.bounce_listener.clone(), config.bounces.clone()) {
             (Some(listener), Some(bounces)) => {
-                let inbox = crate::bounce::inbox::Inbox {
-                    db: backbone.db.clone(),
-                    address_key: config.address_key.clone(),
-                    soft: config.soft_limit,
-                    relay: relay.clone(),
-                };
+                let inbox = crate::bounce::inbox::Inbox { suppressions };
                 Some((crate::bounce::listener::Listener::bind(listener, bounces).await?, Arc::new(inbox)))
             }
             _ => None,
         };
         let mailbox = match (&config.mailbox_addr, &config.mail_target) {
-            (Some(addr), crate::mail::MailTarget::Files(dir)) => {
+            (Some(addr), verimail_mail::MailTarget::Files(dir)) => {
                 Some(crate::mailbox::Mailbox::bind(addr, dir.clone()).await?)
             }
             _ => None,
@@ -79,7 +80,7 @@ impl App {
             mailbox,
             backbone,
             courier,
-            consumer: courier::consumer(&config),
+            consumer: courier::consumer::spec(&config),
             admin: config.admin,
             smtp_check_interval: config.smtp_check_interval,
             bounce_listener,
@@ -111,7 +112,7 @@ impl App {
             let mailer = mailer.clone();
             async move { mailer.check().await }
         });
-        let relay = self.courier.relay.clone();
+        let relay = self.courier.suppressions.relay.clone();
         let courier = self.courier;
         let handler = move |delivery| courier.clone().handle(delivery);
         let mut background: Vec<Background> = vec![

@@ -1,8 +1,8 @@
-use crate::mail::MailTarget;
 use lettre::message::Mailbox;
 use std::path::PathBuf;
 use std::time::Duration;
 use verimail_events::backbone::{BackboneConfig, Defaults};
+use verimail_mail::MailTarget;
 use verimail_server::config::{self, ConfigError, Vars};
 
 /// Where email-service listens and keeps its data unless told otherwise.
@@ -26,7 +26,7 @@ pub struct Config {
     /// `SMTP_URL` (a lettre URL such as `smtp://127.0.0.1:2525`); without it, emails are
     /// written as .eml files under `MAIL_DIR` (default `data/mail`). In production it must
     /// use TLS that cannot be stripped, unless `SMTP_ALLOW_PLAINTEXT=true` (see
-    /// [`crate::mail::check_smtp_url`]). `Debug` hides its password.
+    /// [`verimail_mail::check_smtp_url`]). `Debug` hides its password.
     pub mail_target: MailTarget,
     /// `MAIL_FROM`
     pub from: Mailbox,
@@ -49,13 +49,13 @@ pub struct Config {
     /// `DELIVERY_HASH_KEY` (at least 32 characters; required in production, a key of the
     /// process in development): keys the hash that replaces a deleted user's address in their
     /// deliveries.
-    pub address_key: crate::store::AddressKey,
+    pub address_key: crate::address_key::AddressKey,
     /// `DKIM_DOMAIN`, `DKIM_SELECTOR`, `DKIM_PRIVATE_KEY_FILE`: every message signed (see
-    /// [`crate::dkim`]); none of them, unsigned.
-    pub dkim: Option<std::sync::Arc<crate::dkim::Dkim>>,
+    /// [`verimail_mail::dkim`]); none of them, unsigned.
+    pub dkim: Option<std::sync::Arc<verimail_mail::dkim::Dkim>>,
     /// `BOUNCE_DOMAIN` and `BOUNCE_ADDRESS_FORMAT`: each message's envelope sender is its
-    /// delivery's bounce address (see [`crate::bounce::address`]); none, MAIL_FROM's address.
-    pub bounces: Option<crate::bounce::address::BounceAddresses>,
+    /// delivery's bounce address (see [`verimail_mail::bounce::address`]); none, MAIL_FROM's address.
+    pub bounces: Option<verimail_mail::bounce::address::BounceAddresses>,
     /// `BOUNCE_SMTP_ADDR` and the listener's bounds and TLS (see
     /// [`crate::bounce::listener::ListenerConfig`]); none, no listener.
     pub bounce_listener: Option<crate::bounce::listener::ListenerConfig>,
@@ -67,11 +67,8 @@ pub struct Config {
     /// The emails' templates: built in, overridden file by file from `EMAIL_TEMPLATES_DIR`,
     /// with `DEFAULT_LOCALE` (default `en`) for users without a language they exist in. Every
     /// one was rendered with sample data while the configuration was read.
-    pub templates: std::sync::Arc<crate::mail::Templates>,
+    pub templates: std::sync::Arc<verimail_mail::Templates>,
 }
-
-/// `MAIL_FROM` when it is not set.
-const DEFAULT_FROM: &str = "Verimail <no-reply@verimail.localhost>";
 
 impl Config {
     pub fn from_vars(vars: &Vars) -> Result<Config, ConfigError> {
@@ -79,10 +76,10 @@ impl Config {
         let allow_plaintext = vars.parse("SMTP_ALLOW_PLAINTEXT", false)?;
         let mail_target = match vars.var("SMTP_URL") {
             Some(url) => {
-                let security = crate::mail::check_smtp_url(&url, allow_plaintext || !production)
+                let security = verimail_mail::check_smtp_url(&url, allow_plaintext || !production)
                     .map_err(|e| ConfigError::new("SMTP_URL", e))?;
                 let plain =
-                    matches!(security, crate::mail::SmtpSecurity::Plain | crate::mail::SmtpSecurity::Opportunistic);
+                    matches!(security, verimail_mail::SmtpSecurity::Plain | verimail_mail::SmtpSecurity::Opportunistic);
                 if production && plain {
                     tracing::warn!(smtp = %verimail_server::config::redact_url(&url), "SMTP_ALLOW_PLAINTEXT: mail leaves in plain text");
                 }
@@ -97,8 +94,8 @@ impl Config {
         };
         let mailbox_addr =
             crate::mailbox::addr_from_vars(vars, production, matches!(mail_target, MailTarget::Files(_)))?;
-        let from = mail_from(vars)?;
-        let dkim = crate::dkim::Dkim::from_vars(vars, from.email.domain())?.map(std::sync::Arc::new);
+        let from = verimail_mail::sender::mail_from(vars)?;
+        let dkim = verimail_mail::dkim::Dkim::from_vars(vars, from.email.domain())?.map(std::sync::Arc::new);
         let public_base_url = vars.string("PUBLIC_BASE_URL", "http://127.0.0.1:8080");
         if !(public_base_url.starts_with("http://") || public_base_url.starts_with("https://")) {
             return Err(ConfigError::new("PUBLIC_BASE_URL", "must start with http:// or https://"));
@@ -122,7 +119,7 @@ impl Config {
             verimail_server::internal::ServiceCredential::from_vars(vars, verimail_server::internal::EMAIL_TOKEN)?;
         let address_key = address_key(vars, production)?;
         let templates = templates(vars)?;
-        let bounces = crate::bounce::address::BounceAddresses::from_vars(vars, address_key.secret())?;
+        let bounces = verimail_mail::bounce::address::BounceAddresses::from_vars(vars, address_key.secret())?;
         Ok(Config {
             backbone: BackboneConfig::from_vars(vars, DEFAULTS)?,
             admin: verimail_server::admin::AdminCredential::from_vars(vars, &[&credential])?,
@@ -149,25 +146,19 @@ impl Config {
 
 /// `EMAIL_TEMPLATES_DIR` and `DEFAULT_LOCALE` (a language every email exists in): the
 /// templates, each rendered with sample data.
-fn templates(vars: &Vars) -> Result<std::sync::Arc<crate::mail::Templates>, ConfigError> {
-    use crate::mail::TemplateError;
+fn templates(vars: &Vars) -> Result<std::sync::Arc<verimail_mail::Templates>, ConfigError> {
+    use verimail_mail::TemplateError;
     const LOCALE: &str = "DEFAULT_LOCALE";
     const DIR: &str = "EMAIL_TEMPLATES_DIR";
     let locale = verimail_server::locale::parse(&vars.string(LOCALE, "en"))
         .map_err(|e| ConfigError::new(LOCALE, e))?
         .ok_or_else(|| ConfigError::new(LOCALE, "must not be empty"))?;
     let dir = vars.var(DIR).map(PathBuf::from);
-    match crate::mail::Templates::load(&locale, dir.as_deref()) {
+    match verimail_mail::Templates::load(&locale, dir.as_deref()) {
         Ok(templates) => Ok(std::sync::Arc::new(templates)),
         Err(TemplateError::DefaultLocale(e)) => Err(ConfigError::new(LOCALE, e)),
         Err(TemplateError::Template(e)) => Err(ConfigError::new(DIR, e)),
     }
-}
-
-/// `MAIL_FROM` (default [`DEFAULT_FROM`]).
-pub fn mail_from(vars: &Vars) -> Result<Mailbox, ConfigError> {
-    let raw = vars.string("MAIL_FROM", DEFAULT_FROM);
-    raw.parse().map_err(|e| ConfigError::new("MAIL_FROM", format!("{raw:?} is not a mailbox: {e}")))
 }
 
 /// `BOUNCE_SOFT_LIMIT` (default 3) and `BOUNCE_SOFT_WINDOW_SECONDS` (default 7 days).
@@ -181,20 +172,20 @@ fn soft_limit(vars: &Vars) -> Result<crate::suppression::SoftLimit, ConfigError>
 }
 
 /// `DELIVERY_HASH_KEY`: see [`Config::address_key`].
-fn address_key(vars: &Vars, production: bool) -> Result<crate::store::AddressKey, ConfigError> {
+fn address_key(vars: &Vars, production: bool) -> Result<crate::address_key::AddressKey, ConfigError> {
     const NAME: &str = "DELIVERY_HASH_KEY";
     match vars.var(NAME) {
-        Some(secret) if secret.chars().count() >= 32 => Ok(crate::store::AddressKey::from_secret(&secret)),
+        Some(secret) if secret.chars().count() >= 32 => Ok(crate::address_key::AddressKey::from_secret(&secret)),
         Some(_) => Err(ConfigError::new(NAME, "must be at least 32 characters (a random secret)")),
         None if production => Err(ConfigError::new(NAME, "is required in production (at least 32 random characters)")),
-        None => Ok(crate::store::AddressKey::random()),
+        None => Ok(crate::address_key::AddressKey::random()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mail::{SmtpSecurity, check_smtp_url};
+    use verimail_mail::{SmtpSecurity, check_smtp_url};
 
     #[test]
     fn production_smtp_needs_tls_that_cannot_be_stripped() {

@@ -1,4 +1,4 @@
-use crate::store::Status as DeliveryStatus;
+use crate::store::deliveries::DeliveryStatus;
 use sea_orm::DbErr;
 use tonic::Status;
 

@@ -2,9 +2,9 @@
 //! RPC here is for operators (the admin credential).
 
 use crate::courier::Courier;
+use crate::courier::ledger::{Bounce, Delivery, DeliveryFilter, DeliveryStatus as Status};
 use crate::error::EmailError;
-use crate::store::{self, Status, delivery};
-use crate::suppression;
+use crate::suppression::Suppression;
 use std::sync::Arc;
 use tonic::{Request, Response, Status as GrpcStatus};
 use verimail_proto::email::v1::{self as pb, email_service_server::EmailService};
@@ -49,21 +49,21 @@ impl EmailService for EmailGrpc {
         };
         let filters = [user_id.as_deref().unwrap_or_default(), &email, &request.status.to_string()];
         let page = Page::parse(request.page_size, &request.page_token, 20, 100, &filters)?;
-        // A deleted user's deliveries keep only the address's keyed hash: found by it too.
-        let recipient = (!email.is_empty()).then(|| vec![self.courier.address_key.erased(&email), email]);
-        let filters = store::Filters { user_id, recipient, status };
-        let rows = store::list(&self.courier.db, &filters, page.after.as_deref(), page.fetch())
-            .await
-            .map_err(EmailError::from)?;
-        let (rows, next_page_token) = page.finish(rows, |row| &row.event_id);
-        Ok(Response::new(pb::ListDeliveriesResponse { deliveries: self.with_bounces(rows).await?, next_page_token }))
+        let filter = DeliveryFilter { user_id, email: (!email.is_empty()).then_some(email), status };
+        let rows =
+            self.courier.deliveries(filter, page.after.as_deref(), page.fetch()).await.map_err(EmailError::from)?;
+        let (rows, next_page_token) = page.finish(rows, |delivery| &delivery.row.event_id);
+        Ok(Response::new(pb::ListDeliveriesResponse {
+            deliveries: rows.into_iter().map(to_proto).collect(),
+            next_page_token,
+        }))
     }
 
     async fn get_delivery(&self, request: Request<pb::GetDeliveryRequest>) -> GrpcResult<pb::GetDeliveryResponse> {
         let event_id = event_id(&request.into_inner().event_id)?;
-        let row = store::get(&self.courier.db, &event_id).await.map_err(EmailError::from)?;
-        let row = row.ok_or(EmailError::NotFound(event_id))?;
-        Ok(Response::new(pb::GetDeliveryResponse { delivery: self.with_bounces(vec![row]).await?.pop() }))
+        let found = self.courier.delivery(&event_id).await.map_err(EmailError::from)?;
+        let delivery = found.ok_or(EmailError::NotFound(event_id))?;
+        Ok(Response::new(pb::GetDeliveryResponse { delivery: Some(to_proto(delivery)) }))
     }
 
     async fn retry_delivery(
@@ -71,8 +71,8 @@ impl EmailService for EmailGrpc {
         request: Request<pb::RetryDeliveryRequest>,
     ) -> GrpcResult<pb::RetryDeliveryResponse> {
         let event_id = event_id(&request.into_inner().event_id)?;
-        let row = self.courier.retry(&event_id).await?;
-        Ok(Response::new(pb::RetryDeliveryResponse { delivery: self.with_bounces(vec![row]).await?.pop() }))
+        let delivery = self.courier.retry(&event_id).await?;
+        Ok(Response::new(pb::RetryDeliveryResponse { delivery: Some(to_proto(delivery)) }))
     }
 
     async fn preview_email(&self, request: Request<pb::PreviewEmailRequest>) -> GrpcResult<pb::PreviewEmailResponse> {
@@ -83,10 +83,9 @@ impl EmailService for EmailGrpc {
             "" => ("ada@example.com".to_owned(), asked.unwrap_or_default()),
             id => {
                 let id = uuid::Uuid::parse_str(id).map_err(|_| EmailError::invalid("user_id", "must be a UUID"))?;
-                let latest =
-                    store::latest_for_user(&self.courier.db, &id.to_string()).await.map_err(EmailError::from)?;
-                let latest = latest.ok_or_else(|| EmailError::NoMailForUser(id.to_string()))?;
-                (latest.recipient, asked.or(latest.locale).unwrap_or_default())
+                let latest = self.courier.latest_for_user(&id.to_string()).await.map_err(EmailError::from)?;
+                let (to, locale) = latest.ok_or_else(|| EmailError::NoMailForUser(id.to_string()))?;
+                (to, asked.or(locale).unwrap_or_default())
             }
         };
         let rendered = self.courier.preview(kind, by_email_change, &to, &locale).await?;
@@ -107,8 +106,8 @@ impl EmailService for EmailGrpc {
         let (kind, by_email_change) = email_kind(request.kind())?;
         let locale = locale(&request.locale)?.unwrap_or_default();
         let to = Email::parse(&request.to).map_err(|reason| EmailError::invalid("to", reason))?;
-        let row = self.courier.send_test(kind, by_email_change, to.as_str(), &locale).await?;
-        Ok(Response::new(pb::SendTestEmailResponse { delivery: self.with_bounces(vec![row]).await?.pop() }))
+        let delivery = self.courier.send_test(kind, by_email_change, to.as_str(), &locale).await?;
+        Ok(Response::new(pb::SendTestEmailResponse { delivery: Some(to_proto(delivery)) }))
     }
 
     async fn list_suppressions(
@@ -119,16 +118,10 @@ impl EmailService for EmailGrpc {
         let email = email_filter(&request.email)?;
         let filters = [email.as_str(), if request.include_removed { "all" } else { "active" }];
         let page = Page::parse(request.page_size, &request.page_token, 20, 100, &filters)?;
-        let hash = (!email.is_empty()).then(|| suppression::address_hash(&self.courier.address_key, &email));
-        let rows = suppression::list(
-            &self.courier.db,
-            hash.as_deref(),
-            !request.include_removed,
-            page.after.as_deref(),
-            page.fetch(),
-        )
-        .await
-        .map_err(EmailError::from)?;
+        let address = (!email.is_empty()).then_some(email.as_str());
+        let active_only = !request.include_removed;
+        let rows = self.courier.suppressions.list(address, active_only, page.after.as_deref(), page.fetch()).await;
+        let rows = rows.map_err(EmailError::from)?;
         let (rows, next_page_token) = page.finish(rows, |row| &row.id);
         Ok(Response::new(pb::ListSuppressionsResponse {
             suppressions: rows.into_iter().map(suppression_to_proto).collect(),
@@ -149,23 +142,8 @@ impl EmailService for EmailGrpc {
         if reason.is_empty() || reason.chars().count() > 500 {
             return Err(EmailError::invalid("reason", "is required (at most 500 characters): say why").into());
         }
-        let removed = self.courier.lift_suppression(&email, reason).await?;
+        let removed = self.courier.suppressions.lift(&email, reason).await?;
         Ok(Response::new(pb::RemoveSuppressionResponse { suppression: Some(suppression_to_proto(removed)) }))
-    }
-}
-
-impl EmailGrpc {
-    /// The deliveries, each with its bounce history (one query for all of them).
-    async fn with_bounces(&self, rows: Vec<delivery::Model>) -> Result<Vec<pb::Delivery>, EmailError> {
-        let ids: Vec<&str> = rows.iter().map(|row| row.event_id.as_str()).collect();
-        let mut bounces = suppression::histories(&self.courier.db, &ids).await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| {
-                let history = bounces.remove(&row.event_id).unwrap_or_default();
-                pb::Delivery { bounces: history.into_iter().map(bounce_to_proto).collect(), ..to_proto(row) }
-            })
-            .collect())
     }
 }
 
@@ -178,7 +156,7 @@ fn email_filter(raw: &str) -> Result<String, EmailError> {
     }
 }
 
-fn bounce_to_proto(row: suppression::bounce::Model) -> pb::Bounce {
+fn bounce_to_proto(row: Bounce) -> pb::Bounce {
     pb::Bounce {
         class: row.class,
         status: row.status.unwrap_or_default(),
@@ -188,7 +166,7 @@ fn bounce_to_proto(row: suppression::bounce::Model) -> pb::Bounce {
     }
 }
 
-fn suppression_to_proto(row: suppression::listed::Model) -> pb::Suppression {
+fn suppression_to_proto(row: Suppression) -> pb::Suppression {
     pb::Suppression {
         email: row.address.unwrap_or(row.address_hash),
         reason: row.reason,
@@ -208,7 +186,7 @@ fn event_id(raw: &str) -> Result<String, EmailError> {
         .map_err(|_| EmailError::invalid("event_id", "must be a UUID"))
 }
 
-fn to_proto(row: delivery::Model) -> pb::Delivery {
+fn to_proto(Delivery { row, bounces }: Delivery) -> pb::Delivery {
     pb::Delivery {
         event_id: row.event_id,
         user_id: row.user_id,
@@ -231,7 +209,7 @@ fn to_proto(row: delivery::Model) -> pb::Delivery {
         updated_at: rfc3339(row.updated_at),
         sent_at: row.sent_at.map(rfc3339).unwrap_or_default(),
         handled_by: row.handled_by.unwrap_or_default(),
-        bounces: Vec::new(),
+        bounces: bounces.into_iter().map(bounce_to_proto).collect(),
     }
 }
 

@@ -1,17 +1,20 @@
-//! email-service: the courier. Consumes users.registered, users.verification_requested and
-//! users.signup_attempted, asks auth-service for a token, renders a text + HTML email and sends
-//! it over SMTP, recording every delivery (pending, sent, failed, parked). It decides nothing
-//! about users or tokens: it carries what the others decided.
+//! email-service: the courier. Consumes the users.* events that ask for an email, asks
+//! auth-service for a token, renders a text + HTML email and sends it over SMTP, recording
+//! every delivery (pending, sent, failed, parked); reads what comes back and keeps the
+//! suppression list. It decides nothing about users or tokens: it carries what the others
+//! decided.
+//!
+//! Where things are: [`grpc`] is the ops API's adapter over [`courier`] (sending),
+//! [`courier::ledger`] (what became of each email) and [`suppression`] (what came back); [`store`] has
+//! one module per table; [`app`] puts them together.
 
+pub mod address_key;
 pub mod app;
 pub mod bounce;
 pub mod config;
 pub mod courier;
-pub mod dkim;
 pub mod error;
 pub mod grpc;
-pub mod human;
-pub mod mail;
 pub mod mailbox;
 pub mod metrics;
 pub mod store;
@@ -24,5 +27,5 @@ pub use config::Config;
 /// record to publish for the configured DKIM key.
 pub fn commands(args: &[String]) -> Option<anyhow::Result<()>> {
     (args.first().map(String::as_str) == Some("--dkim-dns-record"))
-        .then(|| dkim::print_dns_record(&verimail_server::config::Vars::env()))
+        .then(|| verimail_mail::dkim::print_dns_record(&verimail_server::config::Vars::env()))
 }

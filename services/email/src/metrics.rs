@@ -64,14 +64,9 @@ pub fn inbound_refused(why: &'static str) {
     INBOUND_REFUSED.get_or_create(&RefusedLabels { why }).inc();
 }
 
-/// Sets the suppression list's size from the database (after a change, and at start).
-pub async fn refresh_suppressed(db: &sea_orm::DatabaseConnection) {
-    match crate::suppression::count_active(db).await {
-        Ok(count) => {
-            SUPPRESSED.set(i64::try_from(count).unwrap_or(i64::MAX));
-        }
-        Err(e) => tracing::warn!(error = %e, "could not count the suppression list"),
-    }
+/// Sets the suppression list's size (after a change, and at start).
+pub fn suppressed(count: u64) {
+    SUPPRESSED.set(i64::try_from(count).unwrap_or(i64::MAX));
 }
 
 pub fn email(kind: &str, outcome: &'static str) {

@@ -301,9 +301,9 @@ async fn forged_bounces_change_nothing() {
     let (local, domain) = mail.from.split_once('@').unwrap();
     let flipped = format!("{}{}@{domain}", &local[..local.len() - 1], if local.ends_with('0') { '1' } else { '0' });
     // A tag made with the key for a delivery that does not exist: accepted, and ignored.
-    let bounces = verimail_email::bounce::address::BounceAddresses::from_vars(
+    let bounces = verimail_mail::bounce::address::BounceAddresses::from_vars(
         &verimail_server::config::Vars::from_pairs([("BOUNCE_DOMAIN", "bounces.example.com")]),
-        verimail_email::store::AddressKey::from_secret(HASH_KEY).secret(),
+        verimail_email::address_key::AddressKey::from_secret(HASH_KEY).secret(),
     )
     .unwrap()
     .unwrap();

@@ -82,8 +82,8 @@ async fn each_mail_leaves_from_its_delivery_s_own_bounce_address() {
     for address in ["one@example.org", "two@example.org"] {
         stack.register(address, "correct horse battery").await;
         let mail = stack.smtp.wait_for_verification(address, Duration::from_secs(10)).await;
-        let key = verimail_email::store::AddressKey::from_secret(&vars[1].1);
-        let bounces = verimail_email::bounce::address::BounceAddresses::from_vars(
+        let key = verimail_email::address_key::AddressKey::from_secret(&vars[1].1);
+        let bounces = verimail_mail::bounce::address::BounceAddresses::from_vars(
             &verimail_server::config::Vars::from_pairs(vars.clone()),
             key.secret(),
         )

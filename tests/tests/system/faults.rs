@@ -248,7 +248,7 @@ async fn nats_server_killed_mid_batch_and_restarted_on_its_store_loses_nothing()
 /// Recipients whose delivery email-service's database says is being sent.
 async fn in_doubt(stack: &ProcessStack) -> std::collections::HashSet<String> {
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-    use verimail_email::store::{Status, delivery};
+    use verimail_email::store::deliveries::{self as delivery, DeliveryStatus as Status};
     let db = sea_orm::Database::connect(stack.database_url("email")).await.expect("open email-service's database");
     let rows = delivery::Entity::find()
         .filter(delivery::Column::Status.eq(Status::Sending))

@@ -1,7 +1,7 @@
 //! How fast one email goes out over a pooled SMTP connection.
 
 use std::time::{Duration, Instant};
-use verimail_email::mail::{MailTarget, Mailer, Templates, VerificationEmail, page_link};
+use verimail_mail::{MailTarget, Mailer, Templates, VerificationEmail, page_link};
 use verimail_system_tests::smtp::SmtpServer;
 
 /// lettre writes a body and its closing `\r\n.\r\n` as two writes. With Nagle's algorithm on,

@@ -1,21 +1,14 @@
-//! What a message that came back does: read it, record it against each delivery it is for,
-//! and suppress the address where it calls for that, in one transaction.
+//! What a message that came back does: read it, then record it against each delivery it is
+//! for, suppressing the address where it calls for that (see [`Suppressions::record`]).
 
-use super::classify::{Class, classify};
 use super::listener::Receiver;
-use crate::store::AddressKey;
-use crate::suppression::{self, Effect, SoftLimit};
-use sea_orm::DatabaseConnection;
-use verimail_events::db::begin_write;
+use crate::suppression::{Effect, Suppressions};
+use verimail_mail::bounce::classify::{Class, classify};
+use verimail_server::telemetry::email;
 
 /// The bounce listener's receiver.
 pub struct Inbox {
-    pub db: DatabaseConnection,
-    pub address_key: AddressKey,
-    pub soft: SoftLimit,
-    /// Woken when a message suppressed an address (its email.address_undeliverable is in the
-    /// outbox).
-    pub relay: verimail_events::outbox::OutboxRelay,
+    pub suppressions: Suppressions,
 }
 
 impl Inbox {
@@ -26,28 +19,18 @@ impl Inbox {
         deliveries.dedup();
         let verdict = classify(raw);
         crate::metrics::bounce(verdict.class.as_str());
-        let txn = begin_write(&self.db).await?;
-        let mut effects = Vec::with_capacity(deliveries.len());
-        for delivery in &deliveries {
-            effects.push(suppression::record(&txn, &self.address_key, delivery, &verdict, self.soft).await?);
-        }
-        txn.commit().await?;
+        let effects = self.suppressions.record(&deliveries, &verdict).await?;
+        let (class, status) = (verdict.class.as_str(), verdict.status.as_deref());
         for (delivery, effect) in deliveries.iter().zip(&effects) {
             match effect {
                 Effect::Suppressed { delivery: row, reason } => {
-                    tracing::warn!(delivery = %delivery, user_id = %row.user_id, to = %verimail_server::telemetry::email(&row.recipient), reason = reason.as_str(), status = verdict.status.as_deref(), "address suppressed");
+                    tracing::warn!(delivery = %delivery, user_id = %row.user_id, to = %email(&row.recipient), reason = reason.as_str(), status, "address suppressed");
                 }
-                Effect::Recorded => {
-                    tracing::info!(delivery = %delivery, class = verdict.class.as_str(), status = verdict.status.as_deref(), "bounce recorded");
-                }
+                Effect::Recorded => tracing::info!(delivery = %delivery, class, status, "bounce recorded"),
                 Effect::Ignored => {
-                    tracing::info!(delivery = %delivery, class = verdict.class.as_str(), "bounce for a delivery that is gone or erased: not kept");
+                    tracing::info!(delivery = %delivery, class, "bounce for a delivery that is gone or erased: not kept");
                 }
             }
-        }
-        if effects.iter().any(|e| matches!(e, Effect::Suppressed { .. })) {
-            self.relay.wake();
-            crate::metrics::refresh_suppressed(&self.db).await;
         }
         if verdict.class == Class::Unrecognized {
             tracing::info!(

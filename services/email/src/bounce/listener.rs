@@ -6,13 +6,13 @@
 //! issued are accepted at RCPT (550 for everything else); a message is answered 250 once
 //! what it says is recorded, 451 if that failed (the sender tries again later).
 
-use super::address::BounceAddresses;
 use mailin::{Action, Handler, Response, SessionBuilder, response};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use verimail_mail::bounce::address::{BounceAddresses, NotOurs};
 use verimail_server::config::{ConfigError, Vars};
 use verimail_server::shutdown::Shutdown;
 
@@ -210,9 +210,9 @@ impl Handler for Gatekeeper {
             }),
             Err(why) => {
                 crate::metrics::inbound_refused(match why {
-                    super::address::NotOurs::Domain => "not_our_domain",
-                    super::address::NotOurs::Shape => "unknown_address",
-                    super::address::NotOurs::Tag => "bad_tag",
+                    NotOurs::Domain => "not_our_domain",
+                    NotOurs::Shape => "unknown_address",
+                    NotOurs::Tag => "bad_tag",
                 });
                 Response::custom(550, "5.1.1 No such bounce address".into())
             }

@@ -1,7 +1,6 @@
-//! Bounces: the per-delivery envelope sender that brings them back, the listener they come
-//! back to, what a message that came back says, and what it does.
+//! Bounces as they come back: the listener they come back to (SMTP, on the bounce domain),
+//! and what a message that came back does. The addresses and the classifier, which need no
+//! I/O, are in `verimail_mail::bounce`.
 
-pub mod address;
-pub mod classify;
 pub mod inbox;
 pub mod listener;

@@ -2,6 +2,7 @@
 //! for `DKIM_DOMAIN` with the key in `DKIM_PRIVATE_KEY_FILE`, published under `DKIM_SELECTOR`.
 //! lettre signs; this module reads and checks the key, and says what to publish in DNS.
 
+use crate::sender::is_domain;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use lettre::Message;
@@ -176,21 +177,9 @@ impl Key {
     }
 }
 
-/// Dot-separated labels of letters, digits and inner hyphens (a selector may have dots too).
-pub(crate) fn is_domain(name: &str) -> bool {
-    name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
-}
-
 /// `email-service --dkim-dns-record`: prints the TXT record for the configured key.
 pub fn print_dns_record(vars: &Vars) -> anyhow::Result<()> {
-    let from = crate::config::mail_from(vars)?;
+    let from = crate::sender::mail_from(vars)?;
     let dkim = Dkim::from_vars(vars, from.email.domain())?.ok_or_else(|| {
         anyhow::anyhow!("DKIM is not configured: set DKIM_DOMAIN, DKIM_SELECTOR and DKIM_PRIVATE_KEY_FILE")
     })?;

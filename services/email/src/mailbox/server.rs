@@ -1,35 +1,15 @@
-//! The development mailbox: with no `SMTP_URL`, email-service writes each message as an .eml
-//! file under `MAIL_DIR`, and serves them here (`MAILBOX_HTTP_ADDR`, default 127.0.0.1:8025 in
-//! development) so a developer opens the verification email in a browser: the list newest
-//! first, each message with its text (links clickable) and its HTML in a sandboxed frame that
-//! runs no script. It refuses to run in production.
+//! The mailbox's web pages: the list newest first, each message with its text (links
+//! clickable) and its HTML in a sandboxed frame that runs no script.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use std::path::PathBuf;
-use verimail_server::config::{ConfigError, Vars};
 use verimail_server::shutdown::Shutdown;
 
 /// Messages the list shows at most.
 const LISTED: usize = 200;
-
-/// `MAILBOX_HTTP_ADDR`: where the mailbox listens. In development without `SMTP_URL` it
-/// defaults to 127.0.0.1:8025 (`off`: none); anywhere else it may not be set.
-pub fn addr_from_vars(vars: &Vars, production: bool, files: bool) -> Result<Option<String>, ConfigError> {
-    const NAME: &str = "MAILBOX_HTTP_ADDR";
-    match vars.var(NAME) {
-        Some(_) if production => Err(ConfigError::new(NAME, "the development mailbox does not run in production")),
-        Some(_) if !files => {
-            Err(ConfigError::new(NAME, "shows the mail written to MAIL_DIR: unset SMTP_URL to use it"))
-        }
-        Some(addr) if addr == "off" => Ok(None),
-        Some(addr) => Ok(Some(addr)),
-        None if production || !files => Ok(None),
-        None => Ok(Some("127.0.0.1:8025".to_owned())),
-    }
-}
 
 /// A bound mailbox; [`Mailbox::run`] serves it until shutdown.
 pub struct Mailbox {
@@ -210,18 +190,6 @@ fn linkify(escaped: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn production_and_smtp_refuse_it_and_development_gets_a_default() {
-        let vars = |pairs: &[(&str, &str)]| Vars::from_pairs(pairs.iter().copied());
-        assert_eq!(addr_from_vars(&vars(&[]), false, true).unwrap().as_deref(), Some("127.0.0.1:8025"));
-        assert_eq!(addr_from_vars(&vars(&[("MAILBOX_HTTP_ADDR", "off")]), false, true).unwrap(), None);
-        assert_eq!(addr_from_vars(&vars(&[]), true, false).unwrap(), None);
-        assert_eq!(addr_from_vars(&vars(&[]), false, false).unwrap(), None, "mail goes over SMTP");
-        let refused = addr_from_vars(&vars(&[("MAILBOX_HTTP_ADDR", "127.0.0.1:8025")]), true, true).unwrap_err();
-        assert!(refused.to_string().contains("production"), "{refused}");
-        assert!(addr_from_vars(&vars(&[("MAILBOX_HTTP_ADDR", "127.0.0.1:8025")]), false, false).is_err());
-    }
 
     #[test]
     fn text_is_escaped_and_its_links_are_clickable() {

@@ -60,7 +60,7 @@ impl BounceAddresses {
             return Ok(None);
         };
         let domain = domain.to_ascii_lowercase();
-        if !crate::dkim::is_domain(&domain) || !domain.contains('.') {
+        if !crate::sender::is_domain(&domain) || !domain.contains('.') {
             return Err(ConfigError::new("BOUNCE_DOMAIN", format!("{domain:?} is not a domain name")));
         }
         let pieces = parse_format(&format).map_err(|e| ConfigError::new("BOUNCE_ADDRESS_FORMAT", e))?;

@@ -1,0 +1,85 @@
+//! The `bounces` table: every message that came back about a delivery, what it was judged to
+//! be, and (until its user is deleted) what the remote server said.
+
+use sea_orm::entity::prelude::*;
+use sea_orm::{DatabaseTransaction, QueryOrder};
+use std::collections::HashMap;
+
+/// One inbound message about a delivery.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "bounces")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    pub delivery_id: String,
+    pub user_id: String,
+    /// The keyed hash of the delivery's recipient (`erased:…`).
+    pub address_hash: String,
+    /// hard, soft, complaint, auto_reply, delivered, unrecognized.
+    pub class: String,
+    pub status: Option<String>,
+    pub diagnostic: Option<String>,
+    /// The recipient the report names, as it names it.
+    pub reported_recipient: Option<String>,
+    /// The text of an unrecognized message, for operators.
+    pub text: Option<String>,
+    pub received_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
+
+/// Records one message that came back.
+pub async fn insert(txn: &DatabaseTransaction, row: Model) -> Result<(), DbErr> {
+    Entity::insert(ActiveModel::from(row)).exec_without_returning(txn).await?;
+    Ok(())
+}
+
+/// How many soft bounces came back for the address with this hash since `since`.
+pub async fn soft_since<C: ConnectionTrait>(
+    conn: &C,
+    hash: &str,
+    soft: &str,
+    since: DateTimeUtc,
+) -> Result<u64, DbErr> {
+    Entity::find()
+        .filter(Column::AddressHash.eq(hash))
+        .filter(Column::Class.eq(soft))
+        .filter(Column::ReceivedAt.gte(since))
+        .count(conn)
+        .await
+}
+
+/// The bounces of each of these deliveries, oldest first (their bounce histories).
+pub async fn histories<C: ConnectionTrait>(
+    conn: &C,
+    delivery_ids: &[&str],
+) -> Result<HashMap<String, Vec<Model>>, DbErr> {
+    let mut histories = HashMap::<String, Vec<Model>>::new();
+    if delivery_ids.is_empty() {
+        return Ok(histories);
+    }
+    let rows = Entity::find()
+        .filter(Column::DeliveryId.is_in(delivery_ids.iter().copied()))
+        .order_by_asc(Column::Id)
+        .all(conn)
+        .await?;
+    for row in rows {
+        histories.entry(row.delivery_id.clone()).or_default().push(row);
+    }
+    Ok(histories)
+}
+
+/// A deleted user's bounces keep their hash, class and time; the remote servers' words go.
+pub async fn erase_user(txn: &DatabaseTransaction, user_id: &str) -> Result<(), DbErr> {
+    Entity::update_many()
+        .col_expr(Column::Diagnostic, Expr::value(None::<String>))
+        .col_expr(Column::ReportedRecipient, Expr::value(None::<String>))
+        .col_expr(Column::Text, Expr::value(None::<String>))
+        .filter(Column::UserId.eq(user_id))
+        .exec(txn)
+        .await?;
+    Ok(())
+}

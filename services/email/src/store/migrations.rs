@@ -1,0 +1,204 @@
+//! Every migration of email-service's database, in the order they run. A migration, once
+//! released, never changes: a new one follows it.
+
+use sea_orm_migration::{MigrationTrait, MigratorTrait};
+
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        let mut migrations: Vec<Box<dyn MigrationTrait>> = vec![
+            Box::new(create_deliveries::migration()),
+            Box::new(add_handled_by::migration()),
+            Box::new(verimail_events::erasure::migration::migration()),
+            Box::new(create_bounces_and_suppressions::migration()),
+        ];
+        // The outbox came with email-service's own events (email.address_undeliverable): last,
+        // so that databases from before take it as one more migration.
+        migrations.extend(verimail_events::outbox::migration::migrations());
+        migrations.push(Box::new(add_locale::migration()));
+        migrations
+    }
+}
+
+mod create_deliveries {
+    use sea_orm_migration::prelude::*;
+    use sea_orm_migration::schema::*;
+
+    #[derive(DeriveIden)]
+    enum Deliveries {
+        Table,
+        EventId,
+        UserId,
+        Recipient,
+        Kind,
+        Status,
+        Attempts,
+        LastError,
+        CreatedAt,
+        UpdatedAt,
+        SentAt,
+    }
+
+    pub fn migration() -> verimail_events::db::SchemaMigration {
+        verimail_events::db::SchemaMigration {
+            name: "m20261124_000001_create_deliveries",
+            tables: vec![
+                Table::create()
+                    .table(Deliveries::Table)
+                    .col(string(Deliveries::EventId).primary_key())
+                    .col(string(Deliveries::UserId))
+                    .col(string(Deliveries::Recipient))
+                    .col(string(Deliveries::Kind))
+                    .col(string_len(Deliveries::Status, 16))
+                    .col(integer(Deliveries::Attempts).default(0))
+                    .col(text_null(Deliveries::LastError))
+                    .col(timestamp_with_time_zone(Deliveries::CreatedAt))
+                    .col(timestamp_with_time_zone(Deliveries::UpdatedAt))
+                    .col(timestamp_with_time_zone_null(Deliveries::SentAt))
+                    .to_owned(),
+            ],
+            alters: vec![],
+            indexes: vec![
+                Index::create().name("deliveries_user").table(Deliveries::Table).col(Deliveries::UserId).to_owned(),
+            ],
+        }
+    }
+}
+
+mod add_handled_by {
+    use sea_orm_migration::prelude::*;
+    use sea_orm_migration::schema::*;
+
+    #[derive(DeriveIden)]
+    enum Deliveries {
+        Table,
+        HandledBy,
+    }
+
+    /// Which email-service instance made the last attempt, for operators running several.
+    pub fn migration() -> verimail_events::db::SchemaMigration {
+        verimail_events::db::SchemaMigration {
+            name: "m20261124_000002_add_deliveries_handled_by",
+            tables: vec![],
+            alters: vec![
+                Table::alter().table(Deliveries::Table).add_column(string_null(Deliveries::HandledBy)).to_owned(),
+            ],
+            indexes: vec![],
+        }
+    }
+}
+
+mod add_locale {
+    use sea_orm_migration::prelude::*;
+    use sea_orm_migration::schema::*;
+
+    #[derive(DeriveIden)]
+    enum Deliveries {
+        Table,
+        Locale,
+    }
+
+    /// The language each email was asked for in, so that a retry by hand writes it the same.
+    pub fn migration() -> verimail_events::db::SchemaMigration {
+        verimail_events::db::SchemaMigration {
+            name: "m20261203_000005_add_deliveries_locale",
+            tables: vec![],
+            alters: vec![
+                Table::alter().table(Deliveries::Table).add_column(string_null(Deliveries::Locale)).to_owned(),
+            ],
+            indexes: vec![],
+        }
+    }
+}
+
+mod create_bounces_and_suppressions {
+    use sea_orm_migration::prelude::*;
+    use sea_orm_migration::schema::*;
+
+    #[derive(DeriveIden)]
+    enum Bounces {
+        Table,
+        Id,
+        DeliveryId,
+        UserId,
+        AddressHash,
+        Class,
+        Status,
+        Diagnostic,
+        ReportedRecipient,
+        Text,
+        ReceivedAt,
+    }
+
+    #[derive(DeriveIden)]
+    enum Suppressions {
+        Table,
+        AddressHash,
+        Id,
+        Address,
+        UserId,
+        Reason,
+        DeliveryId,
+        Detail,
+        CreatedAt,
+        RemovedAt,
+        RemovedReason,
+    }
+
+    pub fn migration() -> verimail_events::db::SchemaMigration {
+        verimail_events::db::SchemaMigration {
+            name: "m20261203_000001_create_bounces_and_suppressions",
+            tables: vec![
+                Table::create()
+                    .table(Bounces::Table)
+                    .col(string(Bounces::Id).primary_key())
+                    .col(string(Bounces::DeliveryId))
+                    .col(string(Bounces::UserId))
+                    .col(string(Bounces::AddressHash))
+                    .col(string_len(Bounces::Class, 16))
+                    .col(string_null(Bounces::Status))
+                    .col(text_null(Bounces::Diagnostic))
+                    .col(text_null(Bounces::ReportedRecipient))
+                    .col(text_null(Bounces::Text))
+                    .col(timestamp_with_time_zone(Bounces::ReceivedAt))
+                    .to_owned(),
+                Table::create()
+                    .table(Suppressions::Table)
+                    .col(string(Suppressions::AddressHash).primary_key())
+                    .col(string(Suppressions::Id))
+                    .col(string_null(Suppressions::Address))
+                    .col(string(Suppressions::UserId))
+                    .col(string_len(Suppressions::Reason, 16))
+                    .col(string_null(Suppressions::DeliveryId))
+                    .col(text_null(Suppressions::Detail))
+                    .col(timestamp_with_time_zone(Suppressions::CreatedAt))
+                    .col(timestamp_with_time_zone_null(Suppressions::RemovedAt))
+                    .col(text_null(Suppressions::RemovedReason))
+                    .to_owned(),
+            ],
+            alters: vec![],
+            indexes: vec![
+                Index::create().name("bounces_delivery").table(Bounces::Table).col(Bounces::DeliveryId).to_owned(),
+                Index::create().name("bounces_user").table(Bounces::Table).col(Bounces::UserId).to_owned(),
+                Index::create()
+                    .name("bounces_address_time")
+                    .table(Bounces::Table)
+                    .col(Bounces::AddressHash)
+                    .col(Bounces::ReceivedAt)
+                    .to_owned(),
+                Index::create()
+                    .name("suppressions_id")
+                    .table(Suppressions::Table)
+                    .col(Suppressions::Id)
+                    .unique()
+                    .to_owned(),
+                Index::create()
+                    .name("suppressions_user")
+                    .table(Suppressions::Table)
+                    .col(Suppressions::UserId)
+                    .to_owned(),
+            ],
+        }
+    }
+}
