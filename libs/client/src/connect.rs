@@ -20,15 +20,9 @@ pub enum ConnectError {
 }
 
 /// Presents the service credential (`x-verimail-service-token`) on every call; none when
-/// empty.
-#[derive(Clone, Default)]
+/// empty. The value is marked sensitive: its `Debug` (and tonic's) shows `Sensitive`.
+#[derive(Clone, Debug, Default)]
 pub struct ServiceToken(Option<AsciiMetadataValue>);
-
-impl std::fmt::Debug for ServiceToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "ServiceToken(***)" } else { "ServiceToken(none)" })
-    }
-}
 
 impl Interceptor for ServiceToken {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
@@ -76,7 +70,8 @@ impl Connection {
 
     /// The service credential to present.
     pub fn with_service_token(mut self, token: &str) -> Result<Connection, ConnectError> {
-        let value: AsciiMetadataValue = MetadataValue::try_from(token.trim()).map_err(|_| ConnectError::Token)?;
+        let mut value: AsciiMetadataValue = MetadataValue::try_from(token.trim()).map_err(|_| ConnectError::Token)?;
+        value.set_sensitive(true);
         self.token = ServiceToken(Some(value));
         Ok(self)
     }

@@ -8,10 +8,11 @@ use crate::backoff::Backoff;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use futures::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
 use std::time::Duration;
 use tracing::Instrument;
 use verimail_proto::{headers, streams};
-use verimail_server::config::{self, ConfigError, Vars};
+use verimail_server::config::{ConfigError, SecretUrl, Vars};
 use verimail_server::shutdown::Shutdown;
 
 /// A stream and the subjects it holds. Whoever publishes to or consumes from a stream
@@ -108,10 +109,11 @@ pub fn servers(url: &str) -> Vec<&str> {
 }
 
 /// How a service reaches NATS: where, as whom, and over what.
-#[derive(Clone, Default)]
+/// Its `Debug` shows no password, token or URL credentials.
+#[derive(Clone, Debug, Default)]
 pub struct NatsConfig {
     /// `NATS_URL`: one server, or a cluster's nodes comma-separated.
-    pub url: String,
+    pub url: SecretUrl,
     pub auth: NatsAuth,
     /// `NATS_TLS_CA`: the CA that signed the servers' certificates (PEM file); setting it, or
     /// `NATS_TLS_REQUIRED=true`, refuses a connection without TLS.
@@ -123,41 +125,23 @@ pub struct NatsConfig {
 }
 
 /// Who a service is to NATS: one of these, never more.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub enum NatsAuth {
     /// No credentials: development, or production with `NATS_ALLOW_UNAUTHENTICATED=true`.
     #[default]
     None,
     /// `NATS_USER` and `NATS_PASSWORD`.
-    UserPassword(String, String),
+    UserPassword(String, SecretString),
     /// `NATS_TOKEN`.
-    Token(String),
+    Token(SecretString),
     /// `NATS_CREDS`: a `.creds` file (a user JWT and its NKey seed) of a decentralized setup.
     CredsFile(std::path::PathBuf),
-}
-
-impl std::fmt::Debug for NatsConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let auth = match &self.auth {
-            NatsAuth::None => "none".to_owned(),
-            NatsAuth::UserPassword(user, _) => format!("user {user} with a password (***)"),
-            NatsAuth::Token(_) => "token (***)".to_owned(),
-            NatsAuth::CredsFile(path) => format!("creds file {}", path.display()),
-        };
-        f.debug_struct("NatsConfig")
-            .field("url", &config::redact_url(&self.url))
-            .field("auth", &auth)
-            .field("tls_ca", &self.tls_ca)
-            .field("tls_client", &self.tls_client)
-            .field("tls_required", &self.tls_required)
-            .finish()
-    }
 }
 
 impl NatsConfig {
     /// `url`, no credentials, no TLS (tests, tools).
     pub fn url(url: impl Into<String>) -> NatsConfig {
-        NatsConfig { url: url.into(), ..NatsConfig::default() }
+        NatsConfig { url: SecretUrl::new(url), ..NatsConfig::default() }
     }
 
     /// From `NATS_URL`, `NATS_USER`/`NATS_PASSWORD`, `NATS_TOKEN`, `NATS_CREDS`, `NATS_TLS_*`.
@@ -175,12 +159,12 @@ impl NatsConfig {
             let password = vars
                 .var("NATS_PASSWORD")
                 .ok_or_else(|| ConfigError::new("NATS_PASSWORD", "is required with NATS_USER"))?;
-            methods.push(NatsAuth::UserPassword(user, password));
+            methods.push(NatsAuth::UserPassword(user, password.into()));
         } else if vars.var("NATS_PASSWORD").is_some() {
             return Err(ConfigError::new("NATS_USER", "is required with NATS_PASSWORD"));
         }
         if let Some(token) = vars.var("NATS_TOKEN") {
-            methods.push(NatsAuth::Token(token));
+            methods.push(NatsAuth::Token(token.into()));
         }
         if let Some(creds) = file("NATS_CREDS")? {
             methods.push(NatsAuth::CredsFile(creds));
@@ -206,15 +190,17 @@ impl NatsConfig {
             (None, Some(_)) => return Err(ConfigError::new("NATS_TLS_CERT", "is required with NATS_TLS_KEY")),
         };
         let tls_required = vars.parse("NATS_TLS_REQUIRED", false)? || tls_ca.is_some();
-        Ok(NatsConfig { url: nats_url(vars), auth, tls_ca, tls_client, tls_required })
+        Ok(NatsConfig { url: SecretUrl::new(nats_url(vars)), auth, tls_ca, tls_client, tls_required })
     }
 
     async fn options(&self) -> std::io::Result<async_nats::ConnectOptions> {
         let mut options = async_nats::ConnectOptions::new();
         options = match &self.auth {
             NatsAuth::None => options,
-            NatsAuth::UserPassword(user, password) => options.user_and_password(user.clone(), password.clone()),
-            NatsAuth::Token(token) => options.token(token.clone()),
+            NatsAuth::UserPassword(user, password) => {
+                options.user_and_password(user.clone(), password.expose_secret().to_owned())
+            }
+            NatsAuth::Token(token) => options.token(token.expose_secret().to_owned()),
             NatsAuth::CredsFile(path) => options.credentials_file(path).await?,
         };
         // A tls:// URL needs it too, whatever the variables say.
@@ -232,7 +218,7 @@ impl NatsConfig {
 /// Connects to NATS, waiting and retrying (with capped backoff) while no server is
 /// reachable instead of failing the service's start.
 pub async fn connect(nats: &NatsConfig) -> async_nats::Client {
-    let url = config::redact_url(&nats.url);
+    let url = nats.url.shown();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let connected = match nats.options().await {
@@ -241,7 +227,7 @@ pub async fn connect(nats: &NatsConfig) -> async_nats::Client {
                 .connection_timeout(Duration::from_secs(2))
                 // Back within a second of the server: the default backoff grows to several seconds.
                 .reconnect_delay_callback(|attempts| Duration::from_millis(100 * attempts.min(10) as u64))
-                .connect(servers(&nats.url))
+                .connect(servers(nats.url.expose()))
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(format!("NATS_CREDS: {e}")),

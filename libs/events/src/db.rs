@@ -11,7 +11,7 @@ use sea_orm_migration::prelude::{IndexCreateStatement, TableAlterStatement, Tabl
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
 use std::sync::Arc;
 use std::time::Duration;
-use verimail_server::config::Vars;
+use verimail_server::config::{SecretUrl, Vars};
 
 pub use verimail_server::cli::Migrations;
 
@@ -20,25 +20,15 @@ pub use verimail_server::cli::Migrations;
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A service's database settings (their `Debug` hides the URL's password).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct DbConfig {
     /// `DATABASE_URL`: a SQLite file by default, `postgres://…` for PostgreSQL.
-    pub url: String,
+    pub url: SecretUrl,
     /// `DATABASE_MAX_CONNECTIONS` (default 16, at least 2): the pool's size per instance. On
     /// PostgreSQL, instances × services × this must stay under the server's max_connections.
     pub max_connections: u32,
     /// From the command line: what to do about pending migrations.
     pub migrations: Migrations,
-}
-
-impl std::fmt::Debug for DbConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DbConfig")
-            .field("url", &verimail_server::config::redact_url(&self.url))
-            .field("max_connections", &self.max_connections)
-            .field("migrations", &self.migrations)
-            .finish()
-    }
 }
 
 impl DbConfig {
@@ -50,12 +40,16 @@ impl DbConfig {
                 "must be at least 2 (migrating holds one connection for its lock)",
             ));
         }
-        Ok(DbConfig { url: database_url(vars, default_file), max_connections, migrations: Migrations::Apply })
+        Ok(DbConfig {
+            url: SecretUrl::new(database_url(vars, default_file)),
+            max_connections,
+            migrations: Migrations::Apply,
+        })
     }
 
     /// These settings for `url`, migrating at start, with a small pool (tests, tools).
     pub fn url(url: impl Into<String>) -> DbConfig {
-        DbConfig { url: url.into(), max_connections: 4, migrations: Migrations::Apply }
+        DbConfig { url: SecretUrl::new(url), max_connections: 4, migrations: Migrations::Apply }
     }
 }
 
@@ -65,7 +59,7 @@ pub async fn migrate_only<M: MigratorTrait>(vars: &Vars, default_file: &str) -> 
     let config = DbConfig::from_vars(vars, default_file)?;
     let db = connect_with::<M>(&config).await?;
     let applied = M::get_applied_migrations(&db).await?.len();
-    tracing::info!(database = %verimail_server::config::redact_url(&config.url), applied, "migrated; exiting (--migrate-only)");
+    tracing::info!(database = %config.url.shown(), applied, "migrated; exiting (--migrate-only)");
     db.close().await?;
     Ok(())
 }
@@ -80,7 +74,7 @@ pub async fn connect<M: MigratorTrait>(url: &str) -> Result<DatabaseConnection, 
 /// backoff) instead of failing the service's start; any other error (a bad URL, a failed
 /// migration, pending migrations under `--no-migrate`) is final.
 pub async fn connect_with<M: MigratorTrait>(config: &DbConfig) -> Result<DatabaseConnection, DbErr> {
-    let (url, migrations) = (config.url.as_str(), config.migrations);
+    let (url, migrations) = (config.url.expose(), config.migrations);
     if let Some(path) = sqlite_path(url)
         && let Some(dir) = std::path::Path::new(path).parent()
         && !dir.as_os_str().is_empty()

@@ -10,7 +10,9 @@ use lettre::message::dkim::{
     DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm, DkimSigningKey,
 };
 use lettre::message::header::HeaderName;
+use secrecy::{ExposeSecret, SecretBox};
 use verimail_server::config::{ConfigError, Vars};
+use zeroize::Zeroize;
 
 /// The headers signed: those a reader sees, and MIME-Version (what Gmail signs, too). Relays
 /// that pass mail on unchanged (every common MTA) leave them be; a mailing list that rewrites
@@ -30,19 +32,25 @@ enum Key {
     Rsa(rsa::RsaPrivateKey),
 }
 
-/// What signs: lettre's configuration, and the record to publish for it.
+/// What signs: lettre's configuration, and the record to publish for it. Its `Debug` shows
+/// the record's name, never the key.
+#[derive(Debug)]
 pub struct Dkim {
-    config: DkimConfig,
+    signer: SecretBox<Signer>,
     /// `<selector>._domainkey.<domain>`
     pub record_name: String,
     /// `v=DKIM1; k=…; p=…`
     pub record: String,
 }
 
-impl std::fmt::Debug for Dkim {
-    /// The record, never the key.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dkim").field("record_name", &self.record_name).finish_non_exhaustive()
+/// lettre's signing configuration, key and all: a secret, since lettre's own `Debug` prints
+/// an RSA key's private exponent.
+struct Signer(Option<DkimConfig>);
+
+impl Zeroize for Signer {
+    /// Drops the configuration: the RSA and Ed25519 keys in it zero themselves when dropped.
+    fn zeroize(&mut self) {
+        self.0 = None;
     }
 }
 
@@ -92,7 +100,13 @@ impl Dkim {
         let relaxed =
             DkimCanonicalization { header: DkimCanonicalizationType::Relaxed, body: DkimCanonicalizationType::Relaxed };
         Ok(Dkim {
-            config: DkimConfig::new(selector.to_owned(), domain.to_owned(), signing_key, headers, relaxed),
+            signer: SecretBox::new(Box::new(Signer(Some(DkimConfig::new(
+                selector.to_owned(),
+                domain.to_owned(),
+                signing_key,
+                headers,
+                relaxed,
+            ))))),
             record_name: format!("{selector}._domainkey.{domain}"),
             record,
         })
@@ -100,7 +114,9 @@ impl Dkim {
 
     /// Adds the DKIM-Signature header.
     pub fn sign(&self, message: &mut Message) {
-        message.sign(&self.config);
+        if let Some(config) = &self.signer.expose_secret().0 {
+            message.sign(config);
+        }
     }
 
     /// The record as a zone file line, its text split in strings of at most 255 characters

@@ -8,21 +8,13 @@ use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, To
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use verimail_server::config::SecretUrl;
 
 /// Where emails go: `SMTP_URL`, or files under a folder. Its `Debug` hides the URL's password.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MailTarget {
-    Smtp(String),
+    Smtp(SecretUrl),
     Files(PathBuf),
-}
-
-impl std::fmt::Debug for MailTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            MailTarget::Smtp(url) => f.debug_tuple("Smtp").field(&verimail_server::config::redact_url(url)).finish(),
-            MailTarget::Files(dir) => f.debug_tuple("Files").field(dir).finish(),
-        }
-    }
 }
 
 /// How an `SMTP_URL` protects the session, as lettre reads it.
@@ -167,7 +159,7 @@ impl Transport {
     fn new(target: &MailTarget, timeout: Duration) -> Result<Transport, String> {
         Ok(match target {
             MailTarget::Smtp(url) => {
-                let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+                let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose())
                     .map_err(|e| format!("SMTP_URL: {e}"))?
                     // Well under the consumer's ack wait, so a hung server cannot make
                     // JetStream hand the same event to a second attempt meanwhile.

@@ -10,7 +10,7 @@
 
 use crate::config::{ConfigError, Vars};
 use crate::internal::ServiceCredential;
-use std::sync::Arc;
+use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
@@ -20,23 +20,14 @@ pub const AUTHORIZATION: &str = "authorization";
 
 const MIN_SECRET_LEN: usize = 16;
 
-#[derive(Clone)]
+/// Its `Debug` never shows the token.
+#[derive(Clone, Debug)]
 pub enum AdminCredential {
     /// Development without `ADMIN_TOKEN`: ops RPCs answer anyone.
     Open,
     /// Production without `ADMIN_TOKEN`: ops RPCs answer no one.
     Off,
-    Token(Arc<str>),
-}
-
-impl std::fmt::Debug for AdminCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            AdminCredential::Open => "AdminCredential(open)",
-            AdminCredential::Off => "AdminCredential(off)",
-            AdminCredential::Token(_) => "AdminCredential(***)",
-        })
-    }
+    Token(SecretString),
 }
 
 impl AdminCredential {
@@ -87,7 +78,7 @@ impl AdminCredential {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim().as_bytes());
         match presented {
-            Some(token) if bool::from(token.ct_eq(secret.as_bytes())) => Ok(()),
+            Some(token) if bool::from(token.ct_eq(secret.expose_secret().as_bytes())) => Ok(()),
             Some(_) => Err(Status::unauthenticated("an ops RPC: the admin credential is not valid")),
             None => Err(Status::unauthenticated(format!(
                 "an ops RPC: present the admin credential as `{AUTHORIZATION}: Bearer <ADMIN_TOKEN>`"
@@ -118,7 +109,7 @@ impl Interceptor for OperatorsOnly {
 impl Interceptor for AdminCredential {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if let AdminCredential::Token(secret) = self
-            && let Ok(value) = format!("Bearer {secret}").parse()
+            && let Ok(value) = format!("Bearer {}", secret.expose_secret()).parse()
         {
             request.metadata_mut().insert(AUTHORIZATION, value);
         }
@@ -150,7 +141,8 @@ mod tests {
         assert!(AdminCredential::Open.require(&Request::new(())).is_ok());
         assert!(AdminCredential::new("short").is_err());
         assert!(AdminCredential::new("has a space in it, long enough").is_err());
-        assert_eq!(format!("{admin:?}"), "AdminCredential(***)");
+        let shown = format!("{admin:?}");
+        assert!(!shown.contains("operator-secret") && shown.contains("REDACTED"), "{shown}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Reading typed configuration from a source of variables ([`Vars`]: the environment, or a
 //! map in tests), with errors that name the variable.
 
+use secrecy::{ExposeSecret, SecretString};
 use std::fmt::Display;
 use std::str::FromStr;
 use std::time::Duration;
@@ -133,6 +134,40 @@ pub fn redact_url(url: &str) -> String {
         _ => url.to_owned(),
     }
 }
+
+/// A URL that may carry a password (a database's, an SMTP server's, NATS's): its `Debug` and
+/// [`SecretUrl::shown`] give it with the password masked, and only [`SecretUrl::expose`] the
+/// URL itself.
+#[derive(Clone, Debug, Default)]
+pub struct SecretUrl {
+    shown: String,
+    url: SecretString,
+}
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> SecretUrl {
+        let url = url.into();
+        SecretUrl { shown: redact_url(&url), url: url.into() }
+    }
+
+    /// The URL, credentials and all: for connecting, never for logs.
+    pub fn expose(&self) -> &str {
+        self.url.expose_secret()
+    }
+
+    /// The URL with its password masked: for logs.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+}
+
+impl PartialEq for SecretUrl {
+    fn eq(&self, other: &SecretUrl) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for SecretUrl {}
 
 /// This process, for records an operator reads: the host name and the process id.
 pub fn default_instance_id(vars: &Vars) -> String {

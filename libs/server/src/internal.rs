@@ -16,7 +16,7 @@
 //! (development) what it guards is open; production refuses to start that way.
 
 use crate::config::{ConfigError, Vars};
-use std::sync::Arc;
+use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 use tonic::service::Interceptor;
 use tonic::transport::Channel;
@@ -45,14 +45,9 @@ const MIN_SECRET_LEN: usize = 16;
 /// A channel that presents the credential on every call.
 pub type Internal = tonic::service::interceptor::InterceptedService<Channel, ServiceCredential>;
 
-#[derive(Clone, Default)]
-pub struct ServiceCredential(Option<Arc<str>>);
-
-impl std::fmt::Debug for ServiceCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "ServiceCredential(***)" } else { "ServiceCredential(open)" })
-    }
-}
+/// A service credential, or none (open, development only); its `Debug` never shows it.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceCredential(Option<SecretString>);
 
 impl ServiceCredential {
     /// The credential in `variable` ([`GATEWAY_TOKEN`] or [`EMAIL_TOKEN`]): at least 16
@@ -82,7 +77,8 @@ impl ServiceCredential {
     pub fn ensure_distinct(credentials: &[(&'static str, &ServiceCredential)]) -> Result<(), ConfigError> {
         for (i, (variable, credential)) in credentials.iter().enumerate() {
             if let Some(secret) = &credential.0
-                && let Some((earlier, _)) = credentials[..i].iter().find(|(_, earlier)| earlier.is(secret))
+                && let Some((earlier, _)) =
+                    credentials[..i].iter().find(|(_, earlier)| earlier.is(secret.expose_secret()))
             {
                 return Err(ConfigError::new(
                     variable,
@@ -103,13 +99,13 @@ impl ServiceCredential {
 
     /// Whether `secret` is this credential (false when there is none).
     pub fn is(&self, secret: &str) -> bool {
-        self.0.as_ref().is_some_and(|own| bool::from(own.as_bytes().ct_eq(secret.trim().as_bytes())))
+        self.0.as_ref().is_some_and(|own| bool::from(own.expose_secret().as_bytes().ct_eq(secret.trim().as_bytes())))
     }
 
     /// Whether the call presents exactly this credential (false when there is none).
     pub fn presented_by<T>(&self, request: &Request<T>) -> bool {
         let presented = request.metadata().get(SERVICE_TOKEN).map(|v| v.as_bytes()).unwrap_or_default();
-        self.0.as_ref().is_some_and(|own| bool::from(presented.ct_eq(own.as_bytes())))
+        self.0.as_ref().is_some_and(|own| bool::from(presented.ct_eq(own.expose_secret().as_bytes())))
     }
 
     /// No credential: internal RPCs are open (development only).
@@ -159,7 +155,7 @@ impl ServiceCredential {
 impl Interceptor for ServiceCredential {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if let Some(secret) = &self.0
-            && let Ok(value) = secret.parse()
+            && let Ok(value) = secret.expose_secret().parse()
         {
             request.metadata_mut().insert(SERVICE_TOKEN, value);
         }
@@ -211,6 +207,8 @@ mod tests {
         assert!(credential.is_trusted(&attached), "what the interceptor attaches");
         assert!(ServiceCredential::new("short").is_err());
         assert!(ServiceCredential::open().is_trusted(&Request::new(())), "open in development");
-        assert_eq!(format!("{credential:?}"), "ServiceCredential(***)");
+        let shown = format!("{credential:?}");
+        assert!(!shown.contains("secret") || shown.contains("REDACTED"), "{shown}");
+        assert!(!shown.contains("0123"), "{shown}");
     }
 }

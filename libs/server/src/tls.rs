@@ -11,23 +11,21 @@
 use crate::config::{ConfigError, Vars};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 
-#[derive(Clone, Default)]
+/// Mutual TLS between the services, or none; its `Debug` never shows the private key.
+#[derive(Clone, Debug, Default)]
 pub struct GrpcTls(Option<Arc<Pems>>);
 
+/// The certificate chain, its private key and the CA, as PEM.
+#[derive(Debug)]
 struct Pems {
     cert: String,
-    key: String,
+    key: SecretString,
     ca: String,
-}
-
-impl std::fmt::Debug for GrpcTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "GrpcTls(mutual)" } else { "GrpcTls(off)" })
-    }
 }
 
 impl GrpcTls {
@@ -74,7 +72,7 @@ impl GrpcTls {
         PrivateKeyDer::from_pem_slice(key.as_bytes())
             .map_err(|e| ConfigError::new("GRPC_TLS_KEY", format!("holds no PEM private key: {e}")))?;
         install_crypto_provider();
-        Ok(GrpcTls(Some(Arc::new(Pems { cert, key, ca }))))
+        Ok(GrpcTls(Some(Arc::new(Pems { cert, key: key.into(), ca }))))
     }
 
     /// Plain text.
@@ -91,7 +89,7 @@ impl GrpcTls {
         let pems = self.0.as_ref()?;
         Some(
             ServerTlsConfig::new()
-                .identity(Identity::from_pem(&pems.cert, &pems.key))
+                .identity(Identity::from_pem(&pems.cert, pems.key.expose_secret()))
                 .client_ca_root(Certificate::from_pem(&pems.ca))
                 .timeout(Duration::from_secs(5)),
         )
@@ -103,7 +101,7 @@ impl GrpcTls {
         Some(
             ClientTlsConfig::new()
                 .ca_certificate(Certificate::from_pem(&pems.ca))
-                .identity(Identity::from_pem(&pems.cert, &pems.key)),
+                .identity(Identity::from_pem(&pems.cert, pems.key.expose_secret())),
         )
     }
 

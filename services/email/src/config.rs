@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use verimail_events::backbone::{BackboneConfig, Defaults};
 use verimail_mail::MailTarget;
-use verimail_server::config::{self, ConfigError, Vars};
+use verimail_server::config::{self, ConfigError, SecretUrl, Vars};
 
 /// Where email-service listens and keeps its data unless told otherwise.
 pub const DEFAULTS: Defaults = Defaults {
@@ -83,7 +83,7 @@ impl Config {
                 if production && plain {
                     tracing::warn!(smtp = %verimail_server::config::redact_url(&url), "SMTP_ALLOW_PLAINTEXT: mail leaves in plain text");
                 }
-                MailTarget::Smtp(url)
+                MailTarget::Smtp(SecretUrl::new(url))
             }
             None => {
                 if production {

@@ -2,6 +2,7 @@
 //! threads (with the dummy hash an unknown address is checked against).
 
 use argon2::{Algorithm, Argon2, Params, Version};
+use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 
 pub const MIN_PASSWORD_CHARS: usize = 8;
@@ -10,8 +11,8 @@ pub const MAX_PASSWORD_CHARS: usize = 128;
 pub use verimail_server::address::Email;
 
 /// A password within the length rules (counted in characters, not bytes).
-#[derive(Clone)]
-pub struct Password(String);
+#[derive(Clone, Debug)]
+pub struct Password(SecretString);
 
 impl Password {
     pub fn parse(raw: &str) -> Result<Password, String> {
@@ -22,13 +23,7 @@ impl Password {
         if chars > MAX_PASSWORD_CHARS {
             return Err(format!("must be at most {MAX_PASSWORD_CHARS} characters"));
         }
-        Ok(Password(raw.to_owned()))
-    }
-}
-
-impl std::fmt::Debug for Password {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Password(***)")
+        Ok(Password(raw.into()))
     }
 }
 
@@ -55,7 +50,7 @@ impl Password {
         let joined = local.replace(separators, "");
         let mut personal: Vec<&str> = vec![email.as_str(), local, domain, &joined];
         personal.extend(local.split(separators).chain(domain.split('.')).filter(|part| part.len() >= 3));
-        let estimate = zxcvbn::zxcvbn(&self.0, &personal);
+        let estimate = zxcvbn::zxcvbn(self.0.expose_secret(), &personal);
         if estimate.score() >= zxcvbn::Score::Two {
             return Ok(());
         }
@@ -173,8 +168,10 @@ fn hash_worker(queue: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>, params:
         let Ok(job) = job else { return };
         in_flight.inc();
         let done = match job.work {
-            Work::Hash(password) => Done::Hashed(phc_hash(&argon2, &mut memory, password.0.as_bytes())),
-            Work::Check { phc, password } => Done::Checked(check(&argon2, &mut memory, &phc, password.0.as_bytes())),
+            Work::Hash(password) => Done::Hashed(phc_hash(&argon2, &mut memory, password.0.expose_secret().as_bytes())),
+            Work::Check { phc, password } => {
+                Done::Checked(check(&argon2, &mut memory, &phc, password.0.expose_secret().as_bytes()))
+            }
         };
         in_flight.dec();
         let _ = job.done.send(done);
@@ -274,7 +271,8 @@ mod tests {
         assert!(Password::parse("12345678").is_ok());
         assert!(Password::parse(&"é".repeat(128)).is_ok(), "128 two-byte characters are 128 characters");
         assert!(Password::parse(&"x".repeat(129)).is_err());
-        assert_eq!(format!("{:?}", Password::parse("secret-password").unwrap()), "Password(***)");
+        let shown = format!("{:?}", Password::parse("secret-password").unwrap());
+        assert!(!shown.contains("secret-password") && shown.contains("REDACTED"), "{shown}");
     }
 
     #[test]

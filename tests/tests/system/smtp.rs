@@ -11,7 +11,9 @@ use verimail_system_tests::smtp::SmtpServer;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pooled_connection_sends_each_email_without_a_nagle_stall() {
     let smtp = SmtpServer::start();
-    let mailer = Mailer::new(&MailTarget::Smtp(smtp.url()), Duration::from_secs(10)).unwrap();
+    let mailer =
+        Mailer::new(&MailTarget::Smtp(verimail_server::config::SecretUrl::new(smtp.url())), Duration::from_secs(10))
+            .unwrap();
     let templates = Templates::new("en").expect("the built-in templates");
     let from = "Verimail <no-reply@verimail.localhost>".parse().unwrap();
     let mut took = Vec::new();

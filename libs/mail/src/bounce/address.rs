@@ -3,6 +3,7 @@
 //! only bounces to addresses we issued count: a forged one cannot suppress someone's address.
 
 use blake2::digest::{KeyInit, Mac};
+use secrecy::{ExposeSecret, SecretBox};
 use verimail_server::config::{ConfigError, Vars};
 
 /// `BOUNCE_ADDRESS_FORMAT` when it is not set.
@@ -24,17 +25,11 @@ enum Piece {
 
 /// How bounce addresses are made and read: `BOUNCE_ADDRESS_FORMAT`'s local part at
 /// `BOUNCE_DOMAIN`, tagged with a key derived from `DELIVERY_HASH_KEY`.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct BounceAddresses {
     pieces: Vec<Piece>,
     pub domain: String,
-    key: [u8; 32],
-}
-
-impl std::fmt::Debug for BounceAddresses {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BounceAddresses").field("pieces", &self.pieces).field("domain", &self.domain).finish()
-    }
+    key: std::sync::Arc<SecretBox<[u8; 32]>>,
 }
 
 /// Why a recipient is not one of our bounce addresses.
@@ -64,7 +59,11 @@ impl BounceAddresses {
             return Err(ConfigError::new("BOUNCE_DOMAIN", format!("{domain:?} is not a domain name")));
         }
         let pieces = parse_format(&format).map_err(|e| ConfigError::new("BOUNCE_ADDRESS_FORMAT", e))?;
-        Ok(Some(BounceAddresses { pieces, domain, key: derive_key(secret) }))
+        Ok(Some(BounceAddresses {
+            pieces,
+            domain,
+            key: std::sync::Arc::new(SecretBox::new(Box::new(derive_key(secret)))),
+        }))
     }
 
     /// The bounce address of the delivery `id` (a UUID), or `None` for an id that is not one.
@@ -116,7 +115,7 @@ impl BounceAddresses {
 
     #[allow(clippy::expect_used, reason = "BLAKE2b takes keys of up to 64 bytes, and ours are 32")]
     fn tag(&self, id: &str) -> String {
-        let mut mac = TagMac::new_from_slice(&self.key).expect("a 32-byte key fits BLAKE2b");
+        let mut mac = TagMac::new_from_slice(self.key.expose_secret()).expect("a 32-byte key fits BLAKE2b");
         mac.update(id.as_bytes());
         mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
     }
