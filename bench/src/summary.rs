@@ -172,8 +172,18 @@ pub fn summarize(runs: &[(String, serde_json::Value)]) -> serde_json::Value {
             databases.push(database);
         }
     }
-    let title = |database: &str| if database == "postgres" { "PostgreSQL" } else { "SQLite" };
+    let targets_json = targets(runs, &databases);
+    let measurements_json = measurements(runs, &databases);
+    serde_json::json!({ "targets": targets_json, "measurements": measurements_json })
+}
 
+/// What the table calls a database.
+fn title(database: &str) -> &'static str {
+    if database == "postgres" { "PostgreSQL" } else { "SQLite" }
+}
+
+/// Prints each target's figures and median by database; the same as JSON.
+fn targets(runs: &[(String, serde_json::Value)], databases: &[&str]) -> Vec<serde_json::Value> {
     let names = first_seen(runs, "targets", "target");
     let header: String = databases.iter().map(|d| format!(" {} (each run) | median | met |", title(d))).collect();
     println!("\n| target |{header}");
@@ -182,7 +192,7 @@ pub fn summarize(runs: &[(String, serde_json::Value)]) -> serde_json::Value {
     for name in &names {
         let mut cells = String::new();
         let mut by_database = serde_json::Map::new();
-        for database in &databases {
+        for database in databases {
             let found = entries(runs, database, "targets", "target", name);
             let Some(last) = found.last() else {
                 cells.push_str(" – | – | – |");
@@ -213,8 +223,12 @@ pub fn summarize(runs: &[(String, serde_json::Value)]) -> serde_json::Value {
         println!("| {name} |{cells}");
         targets_json.push(serde_json::json!({ "target": name, "by_database": by_database }));
     }
+    targets_json
+}
 
-    // Measurements: the median of each figure over the runs, by database.
+/// Prints each measurement's medians by database (rates, latencies, CPU per operation); the
+/// same as JSON.
+fn measurements(runs: &[(String, serde_json::Value)], databases: &[&str]) -> Vec<serde_json::Value> {
     let labels = first_seen(runs, "measurements", "measurement");
     let header: String = databases.iter().map(|d| format!(" {} per second | p50 ms | p99 ms |", title(d))).collect();
     println!("\n| measurement (medians of the runs) |{header}");
@@ -224,7 +238,7 @@ pub fn summarize(runs: &[(String, serde_json::Value)]) -> serde_json::Value {
         let mut cells = String::new();
         let mut cpu_cells = Vec::new();
         let mut by_database = serde_json::Map::new();
-        for database in &databases {
+        for database in databases {
             let rows = entries(runs, database, "measurements", "measurement", label);
             let figure = |key: &str| {
                 let values: Vec<f64> = rows.iter().filter_map(|row| row[key].as_f64()).collect();
@@ -258,5 +272,5 @@ pub fn summarize(runs: &[(String, serde_json::Value)]) -> serde_json::Value {
         }
         measurements_json.push(serde_json::json!({ "measurement": label, "by_database": by_database }));
     }
-    serde_json::json!({ "targets": targets_json, "measurements": measurements_json })
+    measurements_json
 }

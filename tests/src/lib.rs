@@ -379,12 +379,7 @@ impl Stack {
         let smtp = SmtpServer::start();
         let data = tempfile::tempdir().expect("temporary data folder");
         let databases = Databases::create(options.postgres).await;
-        let auth_database_door = options.auth_database_door.then(|| {
-            let auth = databases.postgres.get(1).expect("auth_database_door needs postgres");
-            let door = verimail_testkit::TcpDoor::open(auth.server_addr());
-            let url = auth.url_through(door.port());
-            (door, url)
-        });
+        let auth_database_door = options.auth_database_door.then(|| auth_database_door(&databases));
         let shutdown = Shutdown::default();
         let client_tls = options.tls.as_ref().map_or_else(GrpcTls::off, pki::TlsPem::grpc_tls);
         let tls_vars = options.tls.as_ref().map(|pem| pem.write(data.path())).unwrap_or_default();
@@ -419,47 +414,15 @@ impl Stack {
             instances.push(Instance { users: UserServiceClient::new(channel(user_addr)), gateway_url });
             part_addrs.push((user_addr, auth_addr));
         }
-        // Instances of email-service share its database and its durable consumer; each calls
-        // the auth-service (and links to the gateway) of one instance, in turn.
-        let mut email_addrs = Vec::new();
-        let mut bounce_addrs = Vec::new();
-        let mut mailbox_addrs = Vec::new();
-        for n in 1..=options.email_instances.max(1) {
-            let (_, auth_addr) = part_addrs[(n - 1) % part_addrs.len()];
-            let own = vec![
-                ("EMAIL_GRPC_ADDR", ANY_PORT.to_owned()),
-                ("AUTH_GRPC_ADDR", auth_addr.to_string()),
-                // The stack's SMTP server, unless the test puts something (an MTA) between.
-                (
-                    "SMTP_URL",
-                    options
-                        .email_vars
-                        .iter()
-                        .find(|(name, _)| *name == "SMTP_URL")
-                        .map_or_else(|| smtp.url(), |(_, url)| url.clone()),
-                ),
-                ("PUBLIC_BASE_URL", instances[(n - 1) % instances.len()].gateway_url.clone()),
-                ("EMAIL_INSTANCE_ID", format!("email-{n}")),
-            ];
-            let config = verimail_email::Config::from_vars(&given(Part::Email, own))
-                .expect("email-service's test configuration");
-            let email = built("email-service", verimail_email::App::build(config)).await;
-            email_addrs.push(email.grpc_addr());
-            bounce_addrs.push(email.bounce_addr());
-            mailbox_addrs.push(email.mailbox_addr());
-            tokio::spawn(email.run(shutdown.clone()));
-        }
-        let email_addr = email_addrs[0];
+        let gateway_urls: Vec<String> = instances.iter().map(|instance| instance.gateway_url.clone()).collect();
+        let auth_addrs: Vec<_> = part_addrs.iter().map(|(_, auth)| *auth).collect();
+        let emails = start_email_instances(&given, &options, &smtp, &auth_addrs, &gateway_urls, &shutdown).await;
+        let (email_addr, bounce_addr, mailbox_addr) = emails[0];
         let (user_addr, auth_addr) = part_addrs[0];
         let gateway_url = instances[0].gateway_url.clone();
         let mut gateway_vars = options.vars_for(Part::Gateway);
         gateway_vars.extend(tls_vars.iter().cloned());
-        gateway_vars.extend([
-            ("METRICS_ADDR", "127.0.0.1:0".into()),
-            ("USER_GRPC_ADDR", user_addr.to_string()),
-            ("AUTH_GRPC_ADDR", auth_addr.to_string()),
-            ("GATEWAY_HTTP_ADDR", ANY_PORT.into()),
-        ]);
+        gateway_vars.extend(gateway_addrs(user_addr, auth_addr));
 
         Stack {
             users: UserServiceClient::new(channel(user_addr)),
@@ -476,8 +439,8 @@ impl Stack {
             token_key,
             signing_key,
             grpc_addrs: [user_addr, auth_addr, email_addr],
-            bounce_addr: bounce_addrs[0],
-            mailbox_addr: mailbox_addrs[0],
+            bounce_addr,
+            mailbox_addr,
             instances,
             nats,
             auth_database_door: auth_database_door.map(|(door, _)| door),
@@ -707,6 +670,57 @@ pub async fn find_in_database(url: &str, service: &str, needle: &str) -> Vec<Str
 
 /// A listening address on a free port of this machine.
 const ANY_PORT: &str = "127.0.0.1:0";
+
+/// A door in front of auth-service's PostgreSQL database (a test closes it to cut the
+/// database off), and the database's URL through it.
+fn auth_database_door(databases: &Databases) -> (std::sync::Arc<verimail_testkit::TcpDoor>, String) {
+    let auth = databases.postgres.get(1).expect("auth_database_door needs postgres");
+    let door = verimail_testkit::TcpDoor::open(auth.server_addr());
+    let url = auth.url_through(door.port());
+    (door, url)
+}
+
+/// Where a gateway listens, and the services it calls.
+fn gateway_addrs(user_addr: std::net::SocketAddr, auth_addr: std::net::SocketAddr) -> [settings::Var; 4] {
+    [
+        ("METRICS_ADDR", "127.0.0.1:0".into()),
+        ("USER_GRPC_ADDR", user_addr.to_string()),
+        ("AUTH_GRPC_ADDR", auth_addr.to_string()),
+        ("GATEWAY_HTTP_ADDR", ANY_PORT.into()),
+    ]
+}
+
+/// The instances of email-service a stack runs: they share its database and its durable
+/// consumer; each calls the auth-service (and links to the gateway) of one instance, in turn.
+/// Each one's gRPC, bounce and mailbox addresses.
+async fn start_email_instances(
+    given: &impl Fn(Part, Vec<settings::Var>) -> Vars,
+    options: &StackOptions,
+    smtp: &SmtpServer,
+    auth_addrs: &[std::net::SocketAddr],
+    gateway_urls: &[String],
+    shutdown: &Shutdown,
+) -> Vec<(std::net::SocketAddr, Option<std::net::SocketAddr>, Option<std::net::SocketAddr>)> {
+    let mut started = Vec::new();
+    for n in 1..=options.email_instances.max(1) {
+        let auth_addr = auth_addrs[(n - 1) % auth_addrs.len()];
+        // The stack's SMTP server, unless the test puts something (an MTA) between.
+        let smtp_url = options.email_vars.iter().find(|(name, _)| *name == "SMTP_URL");
+        let own = vec![
+            ("EMAIL_GRPC_ADDR", ANY_PORT.to_owned()),
+            ("AUTH_GRPC_ADDR", auth_addr.to_string()),
+            ("SMTP_URL", smtp_url.map_or_else(|| smtp.url(), |(_, url)| url.clone())),
+            ("PUBLIC_BASE_URL", gateway_urls[(n - 1) % gateway_urls.len()].clone()),
+            ("EMAIL_INSTANCE_ID", format!("email-{n}")),
+        ];
+        let config =
+            verimail_email::Config::from_vars(&given(Part::Email, own)).expect("email-service's test configuration");
+        let email = built("email-service", verimail_email::App::build(config)).await;
+        started.push((email.grpc_addr(), email.bounce_addr(), email.mailbox_addr()));
+        tokio::spawn(email.run(shutdown.clone()));
+    }
+    started
+}
 
 /// One instance: auth-service (with `token_key` and `signing_key`), user-service and a gateway calling them,
 /// each configured from `given`, running until `shutdown`: user-service's and auth-service's

@@ -141,6 +141,18 @@ pub struct Scale {
     pub instances: usize,
 }
 
+/// The door user-service reaches NATS through (a test closes it to cut user-service off), and
+/// the NATS URL that leads through it to the first node.
+fn user_nats_door(nats: &NatsServer, more_nats: &[NatsServer]) -> (std::sync::Arc<TcpDoor>, String) {
+    let nats_port: u16 = nats.url().rsplit(':').next().and_then(|p| p.parse().ok()).expect("NATS port");
+    let door = TcpDoor::open(([127, 0, 0, 1], nats_port).into());
+    let url = std::iter::once(format!("nats://127.0.0.1:{}", door.port()))
+        .chain(more_nats.iter().map(NatsServer::url))
+        .collect::<Vec<_>>()
+        .join(",");
+    (door, url)
+}
+
 impl ProcessStack {
     pub async fn start() -> ProcessStack {
         ProcessStack::start_with_env(&[]).await
@@ -160,12 +172,7 @@ impl ProcessStack {
         let nats_url = std::iter::once(&nats).chain(&more_nats).map(NatsServer::url).collect::<Vec<_>>().join(",");
         let smtp = SmtpServer::start();
         let dir = tempfile::tempdir().expect("temporary data folder");
-        let nats_port: u16 = nats.url().rsplit(':').next().and_then(|p| p.parse().ok()).expect("NATS port");
-        let user_nats_door = TcpDoor::open(([127, 0, 0, 1], nats_port).into());
-        let user_nats_url = std::iter::once(format!("nats://127.0.0.1:{}", user_nats_door.port()))
-            .chain(more_nats.iter().map(NatsServer::url))
-            .collect::<Vec<_>>()
-            .join(",");
+        let (user_nats_door, user_nats_url) = user_nats_door(&nats, &more_nats);
         let [user, auth, email, http] = [free_port(), free_port(), free_port(), free_port()];
         let addr = |port: u16| format!("127.0.0.1:{port}");
         let gateway_url = format!("http://{}", addr(http));
@@ -193,30 +200,15 @@ impl ProcessStack {
             env.extend(stack.into_iter().chain(own).chain(extra).map(|(name, value)| (name.to_owned(), value)));
             env
         };
+        let user_own = vec![("NATS_URL", user_nats_url), ("DATABASE_URL", db("user"))];
+        let auth_own =
+            vec![("DATABASE_URL", db("auth")), ("AUTH_TOKEN_KEYS", token_key), ("AUTH_SIGNING_KEYS", signing_key)];
+        let email_own =
+            vec![("DATABASE_URL", db("email")), ("SMTP_URL", smtp.url()), ("PUBLIC_BASE_URL", gateway_url.clone())];
         let env = HashMap::from([
-            (Part::User, with(Part::User, vec![("NATS_URL", user_nats_url), ("DATABASE_URL", db("user"))])),
-            (
-                Part::Auth,
-                with(
-                    Part::Auth,
-                    vec![
-                        ("DATABASE_URL", db("auth")),
-                        ("AUTH_TOKEN_KEYS", token_key),
-                        ("AUTH_SIGNING_KEYS", signing_key),
-                    ],
-                ),
-            ),
-            (
-                Part::Email,
-                with(
-                    Part::Email,
-                    vec![
-                        ("DATABASE_URL", db("email")),
-                        ("SMTP_URL", smtp.url()),
-                        ("PUBLIC_BASE_URL", gateway_url.clone()),
-                    ],
-                ),
-            ),
+            (Part::User, with(Part::User, user_own)),
+            (Part::Auth, with(Part::Auth, auth_own)),
+            (Part::Email, with(Part::Email, email_own)),
             (Part::Gateway, with(Part::Gateway, vec![])),
         ]);
         let operator = Operator::new();

@@ -48,18 +48,6 @@ impl StackOptions {
                 ("SIGN_IN_MAX_FAILURES", rate(self.sign_in_failures.or(self.limits))),
                 pool,
                 replicas,
-                // Cheap hashing for tests, through configuration like any other deployment.
-                ("PASSWORD_HASH_MEMORY_KIB", "1024".into()),
-                ("PASSWORD_HASH_ITERATIONS", "1".into()),
-                ("PASSWORD_HASH_PARALLELISM", "1".into()),
-                ("PASSWORD_HASH_CONCURRENCY", "2".into()),
-                ("ENUMERATION_SAFE_REGISTRATION", self.enumeration_safe.to_string()),
-                ("RATE_LIMIT_REGISTER_PER_CLIENT", rate(self.limits)),
-                ("RATE_LIMIT_REGISTER_PER_EMAIL", rate(self.limits)),
-                ("RATE_LIMIT_RESEND_PER_CLIENT", rate(self.limits)),
-                ("RATE_LIMIT_RESEND_PER_EMAIL", rate(self.limits)),
-                ("RATE_LIMIT_RESEND_PER_EMAIL_DAILY", rate(self.limits)),
-                ("UNVERIFIED_ACCOUNT_TTL_SECONDS", self.unverified_ttl.map_or_else(|| "off".into(), seconds)),
             ]),
             Part::Auth => vars.extend([
                 gateway_token,
@@ -98,6 +86,11 @@ impl StackOptions {
                 ("GATEWAY_MAX_CONNECTIONS", self.gateway_limits.max_connections.to_string()),
             ]),
         }
+        if part == Part::User {
+            vars.extend(self.user_knobs());
+            let ttl = self.unverified_ttl.map_or_else(|| "off".into(), seconds);
+            vars.push(("UNVERIFIED_ACCOUNT_TTL_SECONDS", ttl));
+        }
         if let (Part::Gateway, Some(url)) = (part, &self.app_url) {
             vars.push(("APP_URL", url.clone()));
         }
@@ -108,5 +101,22 @@ impl StackOptions {
             _ => {}
         }
         vars
+    }
+
+    /// user-service's hashing, registration and resend limits, and expiry.
+    fn user_knobs(&self) -> [Var; 10] {
+        [
+            // Cheap hashing for tests, through configuration like any other deployment.
+            ("PASSWORD_HASH_MEMORY_KIB", "1024".into()),
+            ("PASSWORD_HASH_ITERATIONS", "1".into()),
+            ("PASSWORD_HASH_PARALLELISM", "1".into()),
+            ("PASSWORD_HASH_CONCURRENCY", "2".into()),
+            ("ENUMERATION_SAFE_REGISTRATION", self.enumeration_safe.to_string()),
+            ("RATE_LIMIT_REGISTER_PER_CLIENT", rate(self.limits)),
+            ("RATE_LIMIT_REGISTER_PER_EMAIL", rate(self.limits)),
+            ("RATE_LIMIT_RESEND_PER_CLIENT", rate(self.limits)),
+            ("RATE_LIMIT_RESEND_PER_EMAIL", rate(self.limits)),
+            ("RATE_LIMIT_RESEND_PER_EMAIL_DAILY", rate(self.limits)),
+        ]
     }
 }

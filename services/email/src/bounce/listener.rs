@@ -281,22 +281,7 @@ async fn session<R: Receiver>(
         }
         if in_data && (line == b".\r\n" || line == b".\n") {
             in_data = false;
-            let (deliveries, raw, too_big) = {
-                let mut t = locked(&transaction);
-                (std::mem::take(&mut t.deliveries), std::mem::take(&mut t.data), t.too_big)
-            };
-            let verdict = if too_big {
-                crate::metrics::inbound_refused("too_big");
-                Response::custom(552, "5.3.4 Message too big".into())
-            } else {
-                match receiver.receive(deliveries, raw).await {
-                    Ok(()) => response::OK,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "a bounce could not be recorded; the sender will try again");
-                        Response::custom(451, "4.3.0 Could not record it now, try again later".into())
-                    }
-                }
-            };
+            let verdict = end_of_data(&transaction, receiver.as_ref()).await;
             // mailin stays in its DATA state after an error at the end of data, where RFC 5321
             // ends the transaction whatever the answer: it is told 250, the client our answer.
             locked(&transaction).verdict = Some(response::OK);
@@ -329,6 +314,26 @@ async fn session<R: Receiver>(
                 io = BufReader::new(Box::new(tls));
                 smtp.tls_active();
             }
+        }
+    }
+}
+
+/// The message the transaction holds, handed to `receiver` (unless it was too big): the
+/// answer to its end of data.
+async fn end_of_data<R: Receiver>(transaction: &Mutex<Transaction>, receiver: &R) -> Response {
+    let (deliveries, raw, too_big) = {
+        let mut t = locked(transaction);
+        (std::mem::take(&mut t.deliveries), std::mem::take(&mut t.data), t.too_big)
+    };
+    if too_big {
+        crate::metrics::inbound_refused("too_big");
+        return Response::custom(552, "5.3.4 Message too big".into());
+    }
+    match receiver.receive(deliveries, raw).await {
+        Ok(()) => response::OK,
+        Err(e) => {
+            tracing::warn!(error = %e, "a bounce could not be recorded; the sender will try again");
+            Response::custom(451, "4.3.0 Could not record it now, try again later".into())
         }
     }
 }
