@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::service::Routes;
-use verimail_events::backbone::Backbone;
 use verimail_events::bus::{self, AUTH_STREAM};
 use verimail_events::outbox::OutboxRelay;
 use verimail_events::parking::{self, Parking};
@@ -18,6 +17,7 @@ use verimail_server::grpc::Background;
 use verimail_server::internal::ServiceCredential;
 use verimail_server::limits::{Limiter, Rate};
 use verimail_server::shutdown::Shutdown;
+use verimail_startup::backbone::Backbone;
 
 pub struct App {
     backbone: Backbone,

@@ -1,8 +1,8 @@
 use crate::access::SigningKeys;
 use crate::links::TokenKeys;
 use std::time::Duration;
-use verimail_events::backbone::{BackboneConfig, Defaults};
 use verimail_server::config::{ConfigError, Vars};
+use verimail_startup::backbone::{BackboneConfig, Defaults};
 
 /// Where auth-service listens and keeps its data unless told otherwise.
 pub const DEFAULTS: Defaults =

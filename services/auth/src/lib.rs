@@ -24,6 +24,14 @@ pub mod verify;
 pub use app::App;
 pub use config::Config;
 
+/// auth-service as its start-up knows it: its name, defaults, configuration and commands.
+pub const SERVICE: verimail_startup::Service<Config> = verimail_startup::Service {
+    name: "auth-service",
+    defaults: &config::DEFAULTS,
+    config: Config::from_vars,
+    commands,
+};
+
 /// auth-service's own commands: `--new-signing-key` prints a fresh Ed25519 key (PASERK
 /// `k4.secret.…`) for `AUTH_SIGNING_KEYS`.
 pub fn commands(args: &[String]) -> Option<anyhow::Result<()>> {

@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
-use verimail_events::backbone::Backbone;
 use verimail_events::bus;
 use verimail_events::parking::{self, Parking};
 use verimail_mail::Mailer;
@@ -17,6 +16,7 @@ use verimail_proto::auth::v1::auth_service_client::AuthServiceClient;
 use verimail_proto::email::v1::email_service_server::{EmailServiceServer, SERVICE_NAME};
 use verimail_server::grpc::{Background, Check};
 use verimail_server::shutdown::Shutdown;
+use verimail_startup::backbone::Backbone;
 
 pub struct App {
     backbone: Backbone,

@@ -1,9 +1,9 @@
 use lettre::message::Mailbox;
 use std::path::PathBuf;
 use std::time::Duration;
-use verimail_events::backbone::{BackboneConfig, Defaults};
 use verimail_mail::MailTarget;
 use verimail_server::config::{self, ConfigError, SecretUrl, Vars};
+use verimail_startup::backbone::{BackboneConfig, Defaults};
 
 /// Where email-service listens and keeps its data unless told otherwise.
 pub const DEFAULTS: Defaults = Defaults {

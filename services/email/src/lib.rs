@@ -23,6 +23,14 @@ pub mod suppression;
 pub use app::App;
 pub use config::Config;
 
+/// email-service as its start-up knows it: its name, defaults, configuration and commands.
+pub const SERVICE: verimail_startup::Service<Config> = verimail_startup::Service {
+    name: "email-service",
+    defaults: &config::DEFAULTS,
+    config: Config::from_vars,
+    commands,
+};
+
 /// The commands email-service runs instead of serving: `--dkim-dns-record` prints the DNS
 /// record to publish for the configured DKIM key.
 pub fn commands(args: &[String]) -> Option<anyhow::Result<()>> {

@@ -7,7 +7,6 @@ use crate::store::Migrator;
 use crate::{lifecycle, verification};
 use std::net::SocketAddr;
 use tonic::service::Routes;
-use verimail_events::backbone::Backbone;
 use verimail_events::bus::{self, USERS_STREAM};
 use verimail_events::outbox::OutboxRelay;
 use verimail_events::parking::{self, Parking};
@@ -15,6 +14,7 @@ use verimail_proto::auth::v1::auth_service_client::AuthServiceClient;
 use verimail_proto::user::v1::user_service_server::{SERVICE_NAME, UserServiceServer};
 use verimail_server::grpc::Background;
 use verimail_server::shutdown::Shutdown;
+use verimail_startup::backbone::Backbone;
 
 pub struct App {
     backbone: Backbone,

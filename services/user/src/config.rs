@@ -1,6 +1,6 @@
 use crate::password::HashCost;
-use verimail_events::backbone::{BackboneConfig, Defaults};
 use verimail_server::config::{ConfigError, Vars};
+use verimail_startup::backbone::{BackboneConfig, Defaults};
 
 /// Where user-service listens and keeps its data unless told otherwise.
 pub const DEFAULTS: Defaults =

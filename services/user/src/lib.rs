@@ -24,3 +24,11 @@ pub mod verification;
 
 pub use app::App;
 pub use config::Config;
+
+/// user-service as its start-up knows it: its name, defaults, configuration and commands.
+pub const SERVICE: verimail_startup::Service<Config> = verimail_startup::Service {
+    name: "user-service",
+    defaults: &config::DEFAULTS,
+    config: Config::from_vars,
+    commands: verimail_startup::no_commands,
+};

@@ -2,14 +2,14 @@
 //! (migrated), JetStream, its gRPC and metrics listeners; and served the same way: health that
 //! follows NATS, the database and the service's own checks, with its background work beside.
 
-use crate::bus::{self, NatsConfig, StreamSpec};
-use crate::db::DbConfig;
 use async_nats::jetstream;
 use sea_orm::DatabaseConnection;
 use sea_orm_migration::MigratorTrait;
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
+use verimail_events::bus::{self, NatsConfig, StreamSpec};
+use verimail_events::db::DbConfig;
 use verimail_server::config::{ConfigError, Vars};
 use verimail_server::grpc::{Background, Check, Service};
 use verimail_server::shutdown::Shutdown;
@@ -83,7 +83,7 @@ impl Backbone {
     /// it does not answer), declares `streams` (those the service publishes to) and binds the
     /// gRPC and metrics ports.
     pub async fn start<M: MigratorTrait>(config: &BackboneConfig, streams: &[StreamSpec]) -> anyhow::Result<Backbone> {
-        let db = crate::db::connect_with::<M>(&config.database).await?;
+        let db = verimail_events::db::connect_with::<M>(&config.database).await?;
         let js = jetstream::new(bus::connect(&config.nats).await);
         bus::declare_streams(&js, streams, config.streams).await?;
         let listener = verimail_server::config::bind(config.grpc_variable, &config.grpc_addr).await?;
