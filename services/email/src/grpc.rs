@@ -2,11 +2,11 @@
 //! RPC here is for operators (the admin credential).
 
 use crate::courier::Courier;
-use crate::courier::ledger::{Bounce, Delivery, DeliveryFilter, DeliveryStatus as Status};
+use crate::courier::ledger::{Bounce, Delivery, DeliveryFilter, DeliveryStatus};
 use crate::error::EmailError;
 use crate::suppression::Suppression;
 use std::sync::Arc;
-use tonic::{Request, Response, Status as GrpcStatus};
+use tonic::{Request, Response, Status};
 use verimail_proto::email::v1::{self as pb, email_service_server::EmailService};
 use verimail_proto::subjects;
 use verimail_server::address::Email;
@@ -19,7 +19,7 @@ pub struct EmailGrpc {
     pub courier: Arc<Courier>,
 }
 
-type GrpcResult<T> = Result<Response<T>, GrpcStatus>;
+type GrpcResult<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl EmailService for EmailGrpc {
@@ -37,15 +37,15 @@ impl EmailService for EmailGrpc {
         let email = email_filter(&request.email)?;
         let status = match request.status() {
             pb::DeliveryStatus::Unspecified => None,
-            pb::DeliveryStatus::Pending => Some(Status::Pending),
-            pb::DeliveryStatus::Sent => Some(Status::Sent),
-            pb::DeliveryStatus::Failed => Some(Status::Failed),
-            pb::DeliveryStatus::Parked => Some(Status::Parked),
-            pb::DeliveryStatus::Retrying => Some(Status::Retrying),
-            pb::DeliveryStatus::Sending => Some(Status::Sending),
-            pb::DeliveryStatus::Bounced => Some(Status::Bounced),
-            pb::DeliveryStatus::Complained => Some(Status::Complained),
-            pb::DeliveryStatus::Suppressed => Some(Status::Suppressed),
+            pb::DeliveryStatus::Pending => Some(DeliveryStatus::Pending),
+            pb::DeliveryStatus::Sent => Some(DeliveryStatus::Sent),
+            pb::DeliveryStatus::Failed => Some(DeliveryStatus::Failed),
+            pb::DeliveryStatus::Parked => Some(DeliveryStatus::Parked),
+            pb::DeliveryStatus::Retrying => Some(DeliveryStatus::Retrying),
+            pb::DeliveryStatus::Sending => Some(DeliveryStatus::Sending),
+            pb::DeliveryStatus::Bounced => Some(DeliveryStatus::Bounced),
+            pb::DeliveryStatus::Complained => Some(DeliveryStatus::Complained),
+            pb::DeliveryStatus::Suppressed => Some(DeliveryStatus::Suppressed),
         };
         let filters = [user_id.as_deref().unwrap_or_default(), &email, &request.status.to_string()];
         let page = Page::parse(request.page_size, &request.page_token, 20, 100, &filters)?;
@@ -193,15 +193,15 @@ fn to_proto(Delivery { row, bounces }: Delivery) -> pb::Delivery {
         recipient: row.recipient,
         kind: row.kind,
         status: match row.status {
-            Status::Pending => pb::DeliveryStatus::Pending,
-            Status::Sent => pb::DeliveryStatus::Sent,
-            Status::Sending => pb::DeliveryStatus::Sending,
-            Status::Retrying => pb::DeliveryStatus::Retrying,
-            Status::Failed => pb::DeliveryStatus::Failed,
-            Status::Parked => pb::DeliveryStatus::Parked,
-            Status::Bounced => pb::DeliveryStatus::Bounced,
-            Status::Complained => pb::DeliveryStatus::Complained,
-            Status::Suppressed => pb::DeliveryStatus::Suppressed,
+            DeliveryStatus::Pending => pb::DeliveryStatus::Pending,
+            DeliveryStatus::Sent => pb::DeliveryStatus::Sent,
+            DeliveryStatus::Sending => pb::DeliveryStatus::Sending,
+            DeliveryStatus::Retrying => pb::DeliveryStatus::Retrying,
+            DeliveryStatus::Failed => pb::DeliveryStatus::Failed,
+            DeliveryStatus::Parked => pb::DeliveryStatus::Parked,
+            DeliveryStatus::Bounced => pb::DeliveryStatus::Bounced,
+            DeliveryStatus::Complained => pb::DeliveryStatus::Complained,
+            DeliveryStatus::Suppressed => pb::DeliveryStatus::Suppressed,
         } as i32,
         attempts: u32::try_from(row.attempts).unwrap_or(0),
         last_error: row.last_error.unwrap_or_default(),

@@ -39,7 +39,7 @@ impl Courier {
             email: request.email.clone(),
             // A registration (first, or again while unverified) voids the links and codes of
             // earlier ones; an email of an earlier one is not sent.
-            registration_event_id: request.registration_event_id.clone(),
+            registration_event_id: request.belongs_to.clone(),
             purpose: purpose as i32,
             preview,
         });

@@ -98,23 +98,9 @@ impl Courier {
     }
 }
 
-/// An email to `email` for `user_id`, asked for by `event_id`, of `registration_event_id`.
-fn plain(
-    event_id: String,
-    user_id: String,
-    email: String,
-    registration_event_id: String,
-    locale: String,
-) -> EmailRequest {
-    EmailRequest {
-        event_id,
-        user_id,
-        email,
-        registration_event_id,
-        new_email: String::new(),
-        by_email_change: false,
-        locale,
-    }
+/// An email to `email` for `user_id`, asked for by `event_id`, of `belongs_to`.
+fn plain(event_id: String, user_id: String, email: String, belongs_to: String, locale: String) -> EmailRequest {
+    EmailRequest { event_id, user_id, email, belongs_to, new_email: String::new(), by_email_change: false, locale }
 }
 
 fn decode(delivery: &Delivery) -> Result<Option<EmailRequest>, HandlerError> {
@@ -122,8 +108,8 @@ fn decode(delivery: &Delivery) -> Result<Option<EmailRequest>, HandlerError> {
     let request = match delivery.subject.as_str() {
         subjects::USERS_REGISTERED => {
             let e = UserRegistered::decode(delivery.payload.clone()).map_err(undecodable)?;
-            let registration_event_id = e.event_id.clone();
-            plain(e.event_id, e.user_id, e.email, registration_event_id, e.locale)
+            let belongs_to = e.event_id.clone();
+            plain(e.event_id, e.user_id, e.email, belongs_to, e.locale)
         }
         subjects::USERS_VERIFICATION_REQUESTED => {
             let e = VerificationRequested::decode(delivery.payload.clone()).map_err(undecodable)?;

@@ -53,9 +53,10 @@ struct EmailRequest {
     event_id: String,
     user_id: String,
     email: String,
-    /// The registration a verification email belongs to (users.registered's event id), or
-    /// the change of address; empty where unknown.
-    registration_event_id: String,
+    /// What the email belongs to, for auth-service to void the links of earlier emails of it
+    /// (the proto's `registration_event_id`): a registration (users.registered's event id),
+    /// or a change of address (its change id); empty where unknown.
+    belongs_to: String,
     /// A change-of-address notice: the address the account is to move to.
     new_email: String,
     /// A sign-up notice for an attempt to move another account to this address.

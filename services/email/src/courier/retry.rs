@@ -34,13 +34,13 @@ impl Courier {
             Claim::Claimed(before) => *before,
         };
         // A registration's own email belongs to it; a resend's registration is not recorded.
-        let registration_event_id =
+        let belongs_to =
             if before.kind == subjects::USERS_REGISTERED { before.event_id.clone() } else { String::new() };
         let request = EmailRequest {
             event_id: before.event_id,
             user_id: before.user_id,
             email: before.recipient,
-            registration_event_id,
+            belongs_to,
             new_email: String::new(),
             by_email_change: false,
             locale: before.locale.unwrap_or_default(),

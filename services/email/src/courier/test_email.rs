@@ -62,7 +62,7 @@ fn sample_request(event_id: String, by_email_change: bool, to: &str, locale: &st
         event_id,
         user_id: uuid::Uuid::nil().to_string(),
         email: to.to_owned(),
-        registration_event_id: String::new(),
+        belongs_to: String::new(),
         new_email: "new-address@example.com".into(),
         by_email_change,
         locale: locale.to_owned(),
