@@ -76,10 +76,10 @@ impl App {
         let code_keys = Arc::new(CodeKeys::derive(self.keys.raw_keys()));
         let js = self.backbone.js.clone();
         let erase = {
-            let (db, js, code_keys) = (db.clone(), js.clone(), code_keys.clone());
+            let (relay, js, code_keys) = (relay.clone(), js.clone(), code_keys.clone());
             move |delivery| {
-                let (db, js, code_keys) = (db.clone(), js.clone(), code_keys.clone());
-                async move { crate::erasure::on_user_deleted(&db, &js, &code_keys, delivery).await }
+                let (relay, js, code_keys) = (relay.clone(), js.clone(), code_keys.clone());
+                async move { crate::erasure::on_user_deleted(&relay, &js, &code_keys, delivery).await }
             }
         };
         let deletions = crate::erasure::consumer(self.streams);

@@ -6,9 +6,10 @@
 
 use crate::code::CodeKeys;
 use crate::store::{codes, tokens};
-use sea_orm::{DatabaseConnection, DbErr};
+use sea_orm::DbErr;
 use verimail_events::bus::{ConsumerSpec, Delivery, HandlerError, StreamSettings};
 use verimail_events::erasure;
+use verimail_events::outbox::OutboxRelay;
 
 /// auth-service's consumer: of users.deleted alone.
 pub const DURABLE: &str = "auth-service";
@@ -20,13 +21,13 @@ pub fn consumer(streams: StreamSettings) -> ConsumerSpec {
 /// Erases what auth-service holds of the user of `delivery` (idempotent: a second delivery
 /// finds nothing left).
 pub async fn on_user_deleted(
-    db: &DatabaseConnection,
+    relay: &OutboxRelay,
     js: &async_nats::jetstream::Context,
     keys: &CodeKeys,
     delivery: Delivery,
 ) -> Result<(), HandlerError> {
     let event = erasure::decode(&delivery)?;
-    let (tokens, codes, events) = erase(db, keys, &event.user_id, erasure::reason_of(&event)).await?;
+    let (tokens, codes, events) = erase(relay, keys, &event.user_id, erasure::reason_of(&event)).await?;
     tracing::info!(user_id = %event.user_id, tokens, codes, events, "deleted user's tokens, codes and events erased");
     erasure::forget_parked(js, &[DURABLE], &event.user_id).await
 }
@@ -35,20 +36,20 @@ pub async fn on_user_deleted(
 /// the codes' addresses replaced by their keyed hash (and revoked), the user's outbox rows
 /// deleted. How many of each.
 pub async fn erase(
-    db: &DatabaseConnection,
+    relay: &OutboxRelay,
     keys: &CodeKeys,
     user_id: &str,
     reason: erasure::Reason,
 ) -> Result<(u64, u64, u64), DbErr> {
-    let txn = verimail_events::db::begin_write(db).await?;
+    let txn = relay.begin().await?;
     erasure::bury(&txn, &[user_id], reason).await?;
     let now = chrono::Utc::now();
-    let tokens = tokens::erase(&txn, user_id, crate::code::ERASED).await?;
-    let held = codes::holding_address(&txn, user_id, crate::code::ERASED).await?;
+    let tokens = tokens::erase(&*txn, user_id, crate::code::ERASED).await?;
+    let held = codes::holding_address(&*txn, user_id, crate::code::ERASED).await?;
     for row in &held {
         // A code whose key is gone can never match again: nothing of the address stays.
         let erased = keys.erased_address(&row.key_id, &row.email).unwrap_or_else(|| crate::code::ERASED.to_owned());
-        codes::erase(&txn, &row.id, &erased, row.revoked_at.unwrap_or(now)).await?;
+        codes::erase(&*txn, &row.id, &erased, row.revoked_at.unwrap_or(now)).await?;
     }
     let events = erasure::forget_events(&txn, &[user_id]).await?;
     txn.commit().await?;

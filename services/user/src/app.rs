@@ -138,10 +138,10 @@ impl App {
             }
         };
         let reported = {
-            let db = db.clone();
+            let relay = relay.clone();
             move |delivery| {
-                let db = db.clone();
-                async move { crate::undeliverable::on_event(&db, delivery).await }
+                let relay = relay.clone();
+                async move { crate::undeliverable::on_event(&relay, delivery).await }
             }
         };
         let mut background: Vec<Background> = vec![

@@ -5,8 +5,8 @@
 
 use crate::store::{undeliverable, users};
 use prost::Message;
-use sea_orm::DatabaseConnection;
 use verimail_events::bus::{ConsumerSpec, Delivery, EMAIL_STREAM, HandlerError, StreamSettings};
+use verimail_events::outbox::OutboxRelay;
 use verimail_proto::events::v1::{AddressDeliverable, AddressUndeliverable, UndeliverableReason};
 use verimail_proto::subjects;
 
@@ -32,13 +32,13 @@ fn reason_text(reason: UndeliverableReason) -> &'static str {
 /// Records or clears what an event says, for a user who still has the address it names.
 /// Idempotent; an event about a deleted user, or an address the user no longer has, changes
 /// nothing.
-pub async fn on_event(db: &DatabaseConnection, delivery: Delivery) -> Result<(), HandlerError> {
+pub async fn on_event(relay: &OutboxRelay, delivery: Delivery) -> Result<(), HandlerError> {
     let undecodable = |e: prost::DecodeError| HandlerError::Permanent(format!("undecodable {}: {e}", delivery.subject));
     match delivery.subject.as_str() {
         subjects::EMAIL_ADDRESS_UNDELIVERABLE => {
             let event = AddressUndeliverable::decode(delivery.payload.clone()).map_err(undecodable)?;
-            let txn = verimail_events::db::begin_write(db).await?;
-            let Some(user) = users::find_by_id(&txn, &event.user_id).await? else { return Ok(()) };
+            let txn = relay.begin().await?;
+            let Some(user) = users::find_by_id(&*txn, &event.user_id).await? else { return Ok(()) };
             if user.email != event.email {
                 return Ok(());
             }
@@ -52,13 +52,15 @@ pub async fn on_event(db: &DatabaseConnection, delivery: Delivery) -> Result<(),
                 status: (!event.status.is_empty()).then(|| event.status.clone()),
                 since,
             };
-            undeliverable::replace(&txn, recorded).await?;
+            undeliverable::replace(&*txn, recorded).await?;
             txn.commit().await?;
             tracing::info!(user_id = %event.user_id, reason = reason_text(event.reason()), "the user's address cannot receive mail");
         }
         subjects::EMAIL_ADDRESS_DELIVERABLE => {
             let event = AddressDeliverable::decode(delivery.payload.clone()).map_err(undecodable)?;
-            undeliverable::clear(&verimail_events::db::writer(db), &event.user_id, &event.email).await?;
+            let write = relay.begin().await?;
+            undeliverable::clear(&*write, &event.user_id, &event.email).await?;
+            write.commit().await?;
         }
         _ => {}
     }
