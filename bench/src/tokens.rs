@@ -53,8 +53,13 @@ fn per_second(seconds: f64, mut op: impl FnMut() -> bool) -> anyhow::Result<f64>
 async fn tokens_and_verifier(count: usize) -> anyhow::Result<(Vec<String>, TokenVerifier)> {
     use verimail_auth::access::{Holder, SigningKeys};
     let keys = SigningKeys::generate().map_err(anyhow::Error::msg)?;
-    let holder =
-        Holder { user_id: "0193f1c2-0000-7000-8000-000000000001", email: "ann@example.com", email_verified: true };
+    let holder = Holder {
+        user_id: "0193f1c2-0000-7000-8000-000000000001",
+        email: "ann@example.com",
+        email_verified: true,
+        session_id: "0193f1c2-0000-7000-8000-0000000000aa",
+        auth_time: chrono::Utc::now(),
+    };
     let tokens = (0..count.max(1))
         .map(|_| keys.sign(&holder, "verimail", Duration::from_secs(3600)).map(|signed| signed.token))
         .collect::<Result<Vec<_>, _>>()?;

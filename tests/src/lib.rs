@@ -565,6 +565,46 @@ impl Stack {
         done.expect("the statement runs").rows_affected()
     }
 
+    /// Registers `email` and clicks the link of its verification email (waiting for the email
+    /// and the status): the verified user's id.
+    pub async fn verified(&self, email: &str, password: &str) -> String {
+        let user_id = self.register(email, password).await;
+        let wait = Duration::from_secs(20);
+        let link = self.smtp.wait_for_verification(email, wait).await.verification_link();
+        assert_eq!(browser::Browser::new(&self.gateway_url).click(&link).await.kind(), "verified");
+        assert!(self.wait_for_status(&user_id, UserStatus::Verified, wait).await, "{email} is verified");
+        user_id
+    }
+
+    /// A session for `user_id` written behind user-service's back (for a user who cannot sign
+    /// in, say an unverified one), and an access token for it signed with the stack's key,
+    /// proving the password `signed_in_ago` ago.
+    pub async fn forge_session(&self, user_id: &str, email: &str, signed_in_ago: Duration) -> String {
+        use verimail_user::store::sessions;
+        let db = sea_orm::Database::connect(self.database_url("user")).await.expect("open user-service's database");
+        let now = chrono::Utc::now();
+        let auth_time = now - chrono::Duration::from_std(signed_in_ago).expect("a duration");
+        let id = uuid::Uuid::new_v4().to_string();
+        let row = sessions::Model {
+            id: id.clone(),
+            user_id: user_id.to_owned(),
+            refresh_hash: format!("forged {id}"),
+            client: "test".into(),
+            created_at: auth_time,
+            last_used_at: now,
+            auth_time,
+            expires_at: now + chrono::Duration::hours(1),
+            access_expires_at: now + chrono::Duration::minutes(1),
+            ended_at: None,
+            end_reason: None,
+            end_seq: None,
+        };
+        sessions::insert(&db, row).await.expect("insert a session");
+        let signing = verimail_auth::access::SigningKeys::from_paserk(&[self.signing_key.as_str()]).expect("the key");
+        let holder = verimail_auth::access::Holder { user_id, email, email_verified: true, session_id: &id, auth_time };
+        signing.sign(&holder, "verimail", Duration::from_secs(60)).expect("a token").token
+    }
+
     /// user-service without the test's credentials: for calls that carry a user's own
     /// ([`with_bearer`]).
     pub fn plain_users(&self) -> UserServiceClient<tonic::transport::Channel> {

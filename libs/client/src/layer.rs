@@ -33,6 +33,9 @@ impl RequireVerified {
             VerifyError::KeysUnavailable(reason) => {
                 Status::unavailable(format!("cannot check access tokens now: {reason}"))
             }
+            unchecked @ VerifyError::RevocationsUnavailable(_) => {
+                Status::unavailable(format!("cannot check access tokens now: the token {unchecked}"))
+            }
             other => Status::unauthenticated(format!("the access token {other}")),
         })?;
         if !claims.email_verified {

@@ -6,7 +6,10 @@
 //!   v4.public, Ed25519) offline, with the public keys it fetches from auth-service
 //!   (`AuthService/GetPublicKeys`) and caches; it refetches when a token names a key it does
 //!   not know (a rotation), at most once per interval. It checks the signature, expiry,
-//!   issuer and audience, and returns typed [`Claims`].
+//!   issuer and audience, and returns typed [`Claims`]. With
+//!   [`TokenVerifier::with_revocations`] it follows the sessions that ended (sign-out, a
+//!   password reset, a deleted account: `UserService/ListRevokedSessions`) and refuses their
+//!   tokens within about a second.
 //! - [`RequireVerified`]: a tower layer for a tonic server that lets through only calls with
 //!   a valid bearer token of a verified address: UNAUTHENTICATED without a valid token,
 //!   PERMISSION_DENIED (reason `EMAIL_NOT_VERIFIED`) for an address not verified yet. The
@@ -27,6 +30,7 @@
 
 mod connect;
 mod layer;
+mod revoked;
 mod verify;
 
 pub use connect::{ConnectError, Connection, ServiceToken, WithCredential};
@@ -35,6 +39,7 @@ pub use layer::{RequireVerified, RequireVerifiedService, bearer_token};
 /// How every access token begins (PASETO v4.public): what tells one from another credential
 /// that travels in `authorization: Bearer`.
 pub const TOKEN_PREFIX: &str = "v4.public.";
+pub use revoked::{RevocationSource, RevokedFuture, RevokedPage};
 pub use verify::{Claims, KeySource, KeysFuture, StaticKeys, TokenVerifier, VerifyError};
 
 /// The `iss` claim of Verimail's access tokens.

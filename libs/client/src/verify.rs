@@ -39,6 +39,10 @@ pub enum VerifyError {
     MissingClaim(&'static str),
     #[error("the public keys could not be fetched: {0}")]
     KeysUnavailable(String),
+    #[error("was revoked (its session ended: signed out, password changed, account deleted)")]
+    Revoked,
+    #[error("cannot be checked for revocation: the feed has not answered for {0} s")]
+    RevocationsUnavailable(u64),
 }
 
 /// What a valid token says about its holder.
@@ -54,6 +58,10 @@ pub struct Claims {
     pub audience: String,
     pub issued_at: chrono::DateTime<chrono::Utc>,
     pub expires_at: chrono::DateTime<chrono::Utc>,
+    /// `sid`: the session the token belongs to; revoked with it.
+    pub session_id: String,
+    /// `auth_time`: when the password was last proven in that session.
+    pub auth_time: chrono::DateTime<chrono::Utc>,
 }
 
 /// The claims as signed, borrowed from the payload.
@@ -69,6 +77,8 @@ struct Signed<'a> {
     iat: Option<&'a str>,
     nbf: Option<&'a str>,
     exp: Option<&'a str>,
+    sid: Option<String>,
+    auth_time: Option<&'a str>,
 }
 
 #[derive(serde::Deserialize)]
@@ -115,6 +125,10 @@ impl KeySource for StaticKeys {
 #[derive(Clone)]
 pub struct TokenVerifier {
     inner: Arc<Inner>,
+    /// The ended sessions, when the verifier follows a revocation feed.
+    revoked: Option<Arc<crate::revoked::Revoked>>,
+    /// Refuse every token once the feed has been silent this long (`None`: never).
+    revocations_max_lag: Option<Duration>,
     audience: Arc<str>,
     leeway: Duration,
     refetch_interval: Duration,
@@ -145,6 +159,8 @@ impl TokenVerifier {
                 verified: RwLock::new(HashMap::new()),
                 fetched: tokio::sync::Mutex::new(None),
             }),
+            revoked: None,
+            revocations_max_lag: None,
             audience: audience.into().into(),
             leeway: Duration::from_secs(30),
             refetch_interval: Duration::from_secs(30),
@@ -170,6 +186,28 @@ impl TokenVerifier {
         self
     }
 
+    /// Follows a revocation feed (user-service's `ListRevokedSessions`: `Connection::users()`
+    /// with `APP_SERVICE_TOKEN`), polled every `interval` (1 s keeps a revoked token alive for
+    /// about a second): a token whose session ended is refused with [`VerifyError::Revoked`].
+    /// Starts a task on the current tokio runtime. While the feed does not answer, tokens are
+    /// checked against what it said last (see [`TokenVerifier::with_revocations_max_lag`]).
+    pub fn with_revocations(mut self, source: impl crate::RevocationSource + 'static, interval: Duration) -> Self {
+        self.revoked = Some(crate::revoked::Revoked::follow(source, interval));
+        self
+    }
+
+    /// Fail closed: once the revocation feed has not answered for `lag` (or never has, `lag`
+    /// after start), refuse every token with [`VerifyError::RevocationsUnavailable`].
+    pub fn with_revocations_max_lag(mut self, lag: Duration) -> TokenVerifier {
+        self.revocations_max_lag = Some(lag);
+        self
+    }
+
+    /// How long ago the revocation feed last answered (`None`: not followed, or no answer yet).
+    pub fn revocations_age(&self) -> Option<Duration> {
+        self.revoked.as_ref().and_then(|revoked| revoked.age())
+    }
+
     /// How far the issuer's clock and this one may differ.
     pub fn with_leeway(mut self, leeway: Duration) -> TokenVerifier {
         self.leeway = leeway;
@@ -190,20 +228,40 @@ impl TokenVerifier {
         {
             return Err(unreachable);
         }
-        if let Some(claims) = self.remembered(token) {
-            return Ok(claims);
-        }
-        let checked = match self.verify_offline(token) {
-            Err(VerifyError::UnknownKey) => {
-                self.refetch().await?;
-                self.verify_offline(token)
+        let claims = match self.remembered(token) {
+            Some(claims) => claims,
+            None => {
+                let claims = match self.verify_offline(token) {
+                    Err(VerifyError::UnknownKey) => {
+                        self.refetch().await?;
+                        self.verify_offline(token)
+                    }
+                    done => done,
+                }?;
+                self.remember(token, &claims);
+                claims
             }
-            done => done,
         };
-        if let Ok(claims) = &checked {
-            self.remember(token, claims);
+        self.not_revoked(&claims)?;
+        Ok(claims)
+    }
+
+    /// Revoked when the feed names the token's session; RevocationsUnavailable when the feed
+    /// has been silent longer than the maximum lag.
+    fn not_revoked(&self, claims: &Claims) -> Result<(), VerifyError> {
+        let Some(revoked) = &self.revoked else { return Ok(()) };
+        if let Some(lag) = self.revocations_max_lag {
+            let age = revoked.age().unwrap_or(Duration::MAX);
+            if age > lag {
+                return Err(VerifyError::RevocationsUnavailable(
+                    age.min(Duration::from_secs(u32::MAX.into())).as_secs(),
+                ));
+            }
         }
-        checked
+        if revoked.contains(&claims.session_id) {
+            return Err(VerifyError::Revoked);
+        }
+        Ok(())
     }
 
     /// The claims of `token` if it verified before and has not expired since.
@@ -283,6 +341,8 @@ impl TokenVerifier {
             audience: self.audience.to_string(),
             issued_at: time("iat", signed.iat)?,
             expires_at,
+            session_id: signed.sid.ok_or(VerifyError::MissingClaim("sid"))?,
+            auth_time: time("auth_time", signed.auth_time)?,
         })
     }
 
@@ -319,8 +379,13 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use verimail_auth::access::{Holder, SigningKeys};
 
-    const ANN: Holder =
-        Holder { user_id: "0193f1c2-0000-7000-8000-000000000001", email: "ann@example.com", email_verified: true };
+    const ANN: Holder = Holder {
+        user_id: "0193f1c2-0000-7000-8000-000000000001",
+        email: "ann@example.com",
+        email_verified: true,
+        session_id: "0193f1c2-0000-7000-8000-0000000000aa",
+        auth_time: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+    };
 
     /// The keys of `signing`, counting the fetches.
     struct Counted(Vec<(String, String)>, Arc<AtomicUsize>);

@@ -97,6 +97,8 @@ pub mod subjects {
     pub const USERS_EMAIL_CHANGE_NOTICE: &str = "users.email_change_notice";
     /// `EmailChanged`: an account's address changed (or changed back).
     pub const USERS_EMAIL_CHANGED: &str = "users.email_changed";
+    /// `SessionsRevoked`: sessions ended; their access tokens are refused from now on.
+    pub const USERS_SESSIONS_REVOKED: &str = "users.sessions_revoked";
     /// `EmailChangeUndoRequested`: the notice's link was used.
     pub const AUTH_EMAIL_CHANGE_UNDO_REQUESTED: &str = "auth.email_change_undo_requested";
     /// `EmailVerified`
@@ -138,6 +140,7 @@ events_on_subjects! {
     EmailChangeRequested => USERS_EMAIL_CHANGE_REQUESTED,
     EmailChangeNotice => USERS_EMAIL_CHANGE_NOTICE,
     EmailChanged => USERS_EMAIL_CHANGED,
+    SessionsRevoked => USERS_SESSIONS_REVOKED,
     EmailChangeUndoRequested => AUTH_EMAIL_CHANGE_UNDO_REQUESTED,
     EmailVerified => AUTH_EMAIL_VERIFIED,
     AddressUndeliverable => EMAIL_ADDRESS_UNDELIVERABLE,
@@ -169,6 +172,9 @@ pub mod reasons {
     /// SignIn with the right password for an address not verified yet; the client library's
     /// `RequireVerified` answers an unverified caller's token with it too (PERMISSION_DENIED).
     pub const EMAIL_NOT_VERIFIED: &str = "EMAIL_NOT_VERIFIED";
+    /// An access token alone may change the address or delete the account only within
+    /// REAUTH_WINDOW_SECONDS of signing in (PERMISSION_DENIED): give the password, or sign in again.
+    pub const REAUTHENTICATION_REQUIRED: &str = "REAUTHENTICATION_REQUIRED";
 
     /// The reason a status carries (empty when it has none).
     pub fn of(status: &tonic::Status) -> String {

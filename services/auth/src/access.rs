@@ -41,6 +41,10 @@ pub struct Holder<'a> {
     pub user_id: &'a str,
     pub email: &'a str,
     pub email_verified: bool,
+    /// The session the token belongs to (`sid`).
+    pub session_id: &'a str,
+    /// When the password was last proven in that session (`auth_time`).
+    pub auth_time: chrono::DateTime<chrono::Utc>,
 }
 
 pub struct SignedToken {
@@ -116,6 +120,8 @@ impl SigningKeys {
         claims.token_identifier(&uuid::Uuid::now_v7().to_string())?;
         claims.add_additional("email", holder.email)?;
         claims.add_additional("email_verified", holder.email_verified)?;
+        claims.add_additional("sid", holder.session_id)?;
+        claims.add_additional("auth_time", holder.auth_time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))?;
         let mut footer = Footer::new();
         footer.key_id(&current.id);
         let token = pasetors::public::sign(&current.secret, &claims, Some(&footer), None)?;
@@ -135,7 +141,13 @@ mod tests {
     use pasetors::claims::ClaimsValidationRules;
     use pasetors::token::UntrustedToken;
 
-    const HOLDER: Holder = Holder { user_id: "0193-user", email: "ann@example.com", email_verified: true };
+    const HOLDER: Holder = Holder {
+        user_id: "0193-user",
+        email: "ann@example.com",
+        email_verified: true,
+        session_id: "0193-session",
+        auth_time: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+    };
 
     #[test]
     fn a_token_verifies_with_the_published_key_and_names_it_in_the_footer() {
@@ -161,6 +173,8 @@ mod tests {
         assert_eq!(claims.get_claim("sub").unwrap(), "0193-user");
         assert_eq!(claims.get_claim("email").unwrap(), "ann@example.com");
         assert_eq!(claims.get_claim("email_verified").unwrap(), true);
+        assert_eq!(claims.get_claim("sid").unwrap(), "0193-session");
+        assert_eq!(claims.get_claim("auth_time").unwrap(), "1970-01-01T00:00:00Z");
         assert!(claims.get_claim("jti").is_some() && claims.get_claim("iat").is_some());
         let lifetime = signed.expires_at - chrono::Utc::now();
         assert!(lifetime <= chrono::Duration::seconds(900) && lifetime > chrono::Duration::seconds(890));

@@ -122,8 +122,19 @@ impl AuthService for AuthGrpc {
         let request = request.into_inner();
         let user_id = user_id(&request.user_id)?;
         let email = Email::parse(&request.email).map_err(|reason| AuthError::invalid("email", reason))?;
-        let holder =
-            crate::access::Holder { user_id: &user_id, email: email.as_str(), email_verified: request.email_verified };
+        let session_id = uuid::Uuid::parse_str(request.session_id.trim())
+            .map_err(|_| AuthError::invalid("session_id", "must be a UUID"))?
+            .to_string();
+        let auth_time = chrono::DateTime::parse_from_rfc3339(request.auth_time.trim())
+            .map_err(|_| AuthError::invalid("auth_time", "must be an RFC 3339 time"))?
+            .with_timezone(&chrono::Utc);
+        let holder = crate::access::Holder {
+            user_id: &user_id,
+            email: email.as_str(),
+            email_verified: request.email_verified,
+            session_id: &session_id,
+            auth_time,
+        };
         let signed = self.authority.sign_access_token(&holder)?;
         Ok(Response::new(pb::IssueAccessTokenResponse {
             access_token: signed.token,

@@ -27,6 +27,8 @@ pub struct Accounts {
     pub(crate) sign_in_requires_verified: bool,
     /// `EMAIL_CHECK_DNS`: refuses addresses whose domain cannot receive mail.
     pub(crate) domain_check: Option<std::sync::Arc<crate::dns::DomainCheck>>,
+    /// Session lifetimes and the re-authentication window.
+    pub(crate) sessions: crate::config::SessionPolicy,
 }
 
 /// An account as the API shows it: the user, their pending change of address, and what

@@ -32,6 +32,7 @@ pub struct App {
     unverified_ttl: Option<std::time::Duration>,
     audience: String,
     domain_check: Option<std::sync::Arc<crate::dns::DomainCheck>>,
+    sessions: crate::config::SessionPolicy,
 }
 
 /// auth-service's public keys, fetched with user-service's channel.
@@ -82,6 +83,7 @@ impl App {
             unverified_ttl: config.unverified_ttl,
             audience: config.audience,
             domain_check: config.domain_check,
+            sessions: config.sessions,
         })
     }
 
@@ -102,6 +104,7 @@ impl App {
             auth: self.auth.clone(),
             sign_in_requires_verified: self.sign_in_requires_verified,
             domain_check: self.domain_check,
+            sessions: self.sessions,
         };
         let service = UserGrpc {
             accounts,
@@ -151,6 +154,12 @@ impl App {
             Box::pin(bus::consume(js.clone(), deletions, forget, shutdown.clone())),
             Box::pin(bus::consume_batches(js, consumer, handler, shutdown.clone())),
         ];
+        background.push(Box::pin(crate::revocation::run_expiry(
+            db.clone(),
+            relay.clone(),
+            self.sessions.idle,
+            shutdown.clone(),
+        )));
         if let Some(ttl) = self.unverified_ttl {
             background.push(Box::pin(lifecycle::run_sweeps(relay, ttl, shutdown.clone())));
         }

@@ -49,6 +49,11 @@ pub struct Config {
     /// `EMAIL_CHECK_DNS` (and `EMAIL_DNS_SERVER`): refuse addresses whose domain cannot
     /// receive mail; see [`crate::dns`].
     pub domain_check: Option<std::sync::Arc<crate::dns::DomainCheck>>,
+    /// `SESSION_IDLE_TTL_SECONDS` (default 604800, 7 days): a session not refreshed for this
+    /// long ends; `SESSION_MAX_TTL_SECONDS` (default 2592000, 30 days): a session ends this
+    /// long after SignIn whatever happens; `REAUTH_WINDOW_SECONDS` (default 300): how long
+    /// after SignIn an access token alone may change the address or delete the account.
+    pub sessions: SessionPolicy,
 }
 
 /// Seven days.
@@ -93,6 +98,38 @@ impl Config {
             unverified_ttl: vars.seconds_or_off("UNVERIFIED_ACCOUNT_TTL_SECONDS", DEFAULT_UNVERIFIED_TTL)?,
             audience: vars.string("ACCESS_TOKEN_AUDIENCE", "verimail"),
             domain_check: crate::dns::DomainCheck::from_vars(vars)?.map(std::sync::Arc::new),
+            sessions: session_policy(vars)?,
         })
+    }
+}
+
+fn session_policy(vars: &Vars) -> Result<SessionPolicy, ConfigError> {
+    use std::time::Duration;
+    let policy = SessionPolicy {
+        idle: vars.seconds("SESSION_IDLE_TTL_SECONDS", Duration::from_secs(7 * 24 * 3600))?,
+        max: vars.seconds("SESSION_MAX_TTL_SECONDS", Duration::from_secs(30 * 24 * 3600))?,
+        reauth_window: vars.seconds("REAUTH_WINDOW_SECONDS", Duration::from_secs(300))?,
+    };
+    if policy.idle.is_zero() || policy.max.is_zero() {
+        return Err(ConfigError::new("SESSION_IDLE_TTL_SECONDS", "session lifetimes must be at least a second"));
+    }
+    if policy.idle > policy.max {
+        return Err(ConfigError::new("SESSION_IDLE_TTL_SECONDS", "must not be longer than SESSION_MAX_TTL_SECONDS"));
+    }
+    Ok(policy)
+}
+
+/// The lifetimes: `SESSION_IDLE_TTL_SECONDS`, `SESSION_MAX_TTL_SECONDS`, `REAUTH_WINDOW_SECONDS`.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionPolicy {
+    pub idle: std::time::Duration,
+    pub max: std::time::Duration,
+    /// How recent a sign-in lets an access token alone change the address or delete the account.
+    pub reauth_window: std::time::Duration,
+}
+
+impl SessionPolicy {
+    pub fn idle_chrono(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.idle).unwrap_or(chrono::Duration::MAX)
     }
 }

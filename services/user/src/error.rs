@@ -20,6 +20,15 @@ pub enum UserError {
     WrongCredentials,
     #[error("email: is not verified yet; we have sent a new verification email")]
     NotVerified,
+    /// A session, or what stands for one (a refresh token, an access token's `sid`), that
+    /// cannot be used: UNAUTHENTICATED.
+    #[error("{0}")]
+    SessionEnded(&'static str),
+    /// An access token alone, signed in too long ago, for an act that can take the account away.
+    #[error(
+        "{0}: give the password, or sign in again (an access token alone serves for REAUTH_WINDOW_SECONDS after signing in)"
+    )]
+    ReauthenticationRequired(&'static str),
     /// auth-service did not sign an access token.
     #[error("auth-service: {0}")]
     Auth(Status),
@@ -39,7 +48,13 @@ impl From<UserError> for Status {
             UserError::NotFound => Status::not_found(err.to_string()),
             UserError::Db(ref source) => verimail_events::db::status_of("user", source),
             UserError::Limited(status) => status,
-            UserError::WrongCredentials => Status::unauthenticated(err.to_string()),
+            UserError::WrongCredentials | UserError::SessionEnded(_) => Status::unauthenticated(err.to_string()),
+            UserError::ReauthenticationRequired(_) => verimail_server::grpc::with_reason(
+                tonic::Code::PermissionDenied,
+                verimail_proto::reasons::USER_DOMAIN,
+                verimail_proto::reasons::REAUTHENTICATION_REQUIRED,
+                err.to_string(),
+            ),
             UserError::NotVerified => verimail_server::grpc::with_reason(
                 tonic::Code::FailedPrecondition,
                 verimail_proto::reasons::USER_DOMAIN,

@@ -5,6 +5,8 @@ use crate::accounts::{Account, AccountStatus, Accounts, Filter, Key, MAX_BATCH};
 use crate::email_change::Requester;
 use crate::error::UserError;
 use crate::password::{Email, Password};
+use crate::revocation::EndReason;
+use crate::store::sessions::Which;
 use tonic::{Request, Response};
 use verimail_proto::user::v1::{self as pb, user_service_server::UserService};
 use verimail_server::admin::AdminCredential;
@@ -85,9 +87,12 @@ impl UserService for UserGrpc {
         let email = parse_email("email", &request.email)?;
         let password = parse_password(&request.password)?;
         let signed_in = self.accounts.sign_in(&email, password, &client).await?;
+        let tokens = signed_in.tokens;
         Ok(Response::new(pb::SignInResponse {
-            access_token: signed_in.access_token,
-            expires_at: signed_in.expires_at,
+            session: Some(self.session(&tokens.session, Some(&tokens.session.id))),
+            access_token: tokens.access_token,
+            expires_at: tokens.expires_at,
+            refresh_token: tokens.refresh_token,
             user: signed_in.account.map(to_proto),
         }))
     }
@@ -101,8 +106,7 @@ impl UserService for UserGrpc {
             if holder.user_id != user_id {
                 return Err(tonic::Status::permission_denied("user_id: an access token deletes only its own account"));
             }
-            let password = parse_password(&request.password)?;
-            self.accounts.check_password_of_user(&user_id, password, &client).await?;
+            self.step_up(holder, &request.password, &client, "deleting the account").await?;
         }
         self.accounts.delete(&user_id, holder.is_some()).await?;
         Ok(Response::new(pb::DeleteUserResponse {}))
@@ -115,7 +119,10 @@ impl UserService for UserGrpc {
         let new_email = parse_email("new_email", &request.new_email)?;
         let locale = parse_locale(&request.locale)?;
         let requester = match holder {
-            Some(holder) => Requester::Holder { user_id: holder.user_id },
+            Some(holder) => {
+                self.step_up(&holder, &request.password, &client, "changing the address").await?;
+                Requester::Holder { user_id: holder.user_id }
+            }
             None => {
                 let email = Email::parse(&request.email)
                     .map_err(|reason| UserError::invalid("email", format!("{reason} (or present an access token)")))?;
@@ -127,6 +134,108 @@ impl UserService for UserGrpc {
         Ok(Response::new(pb::ChangeEmailResponse {
             pending_email_change: Some(pending(change.new_email, change.requested_at)),
             did_you_mean,
+        }))
+    }
+
+    async fn refresh_session(
+        &self,
+        request: Request<pb::RefreshSessionRequest>,
+    ) -> GrpcResult<pb::RefreshSessionResponse> {
+        let request = request.into_inner();
+        let token = crate::sessions::parse_refresh_token(&request.refresh_token)?;
+        let tokens = self.accounts.refresh(token).await?;
+        Ok(Response::new(pb::RefreshSessionResponse {
+            session: Some(self.session(&tokens.session, Some(&tokens.session.id))),
+            access_token: tokens.access_token,
+            expires_at: tokens.expires_at,
+            refresh_token: tokens.refresh_token,
+        }))
+    }
+
+    async fn sign_out(&self, request: Request<pb::SignOutRequest>) -> GrpcResult<pb::SignOutResponse> {
+        let holder = self.token_holder(&request).await?;
+        let request = request.into_inner();
+        let (user_id, session_id) = match holder {
+            Some(holder) => (holder.user_id, holder.session_id),
+            None if request.refresh_token.trim().is_empty() => {
+                return Err(tonic::Status::unauthenticated(
+                    "sign out with the session's access token (`authorization: Bearer …`) or its refresh_token",
+                ));
+            }
+            None => {
+                let token = crate::sessions::parse_refresh_token(&request.refresh_token)?;
+                let session = self.accounts.session_of_refresh_token(token).await?;
+                (session.user_id, session.id)
+            }
+        };
+        let which = match request.everywhere {
+            true => Which::Users(&[user_id.as_str()]),
+            false => Which::One(&session_id),
+        };
+        let ended = self.accounts.end_sessions(which, EndReason::SignedOut).await?;
+        Ok(Response::new(pb::SignOutResponse { ended_sessions: count(ended) }))
+    }
+
+    async fn list_sessions(&self, request: Request<pb::ListSessionsRequest>) -> GrpcResult<pb::ListSessionsResponse> {
+        let holder = self.account_holder(&request).await?;
+        let asked = request.into_inner().user_id;
+        let (user_id, current) = match &holder {
+            Some(holder) if asked.trim().is_empty() => (holder.user_id.clone(), Some(holder.session_id.as_str())),
+            Some(holder) => {
+                let user_id = parse_user_id("user_id", &asked)?;
+                if user_id != holder.user_id {
+                    return Err(tonic::Status::permission_denied(
+                        "user_id: an access token lists only its own sessions",
+                    ));
+                }
+                (user_id, Some(holder.session_id.as_str()))
+            }
+            None => (parse_user_id("user_id", &asked)?, None),
+        };
+        let sessions = self.accounts.sessions_of(&user_id).await?;
+        let sessions = sessions.iter().map(|session| self.session(session, current)).collect();
+        Ok(Response::new(pb::ListSessionsResponse { sessions }))
+    }
+
+    async fn revoke_sessions(
+        &self,
+        request: Request<pb::RevokeSessionsRequest>,
+    ) -> GrpcResult<pb::RevokeSessionsResponse> {
+        self.operator(&request)?;
+        let request = request.into_inner();
+        let user_id = parse_user_id("user_id", &request.user_id)?;
+        let ended = if request.session_id.trim().is_empty() {
+            self.accounts.end_sessions(Which::Users(&[user_id.as_str()]), EndReason::Operator).await?
+        } else {
+            let session_id = parse_user_id("session_id", &request.session_id)?;
+            self.accounts.end_session_of(&user_id, &session_id, EndReason::Operator).await?
+        };
+        Ok(Response::new(pb::RevokeSessionsResponse { ended_sessions: count(ended) }))
+    }
+
+    async fn list_revoked_sessions(
+        &self,
+        request: Request<pb::ListRevokedSessionsRequest>,
+    ) -> GrpcResult<pb::ListRevokedSessionsResponse> {
+        self.lookup_allowed(&request)?;
+        let request = request.into_inner();
+        if request.limit > crate::sessions::MAX_FEED_PAGE {
+            let most = crate::sessions::MAX_FEED_PAGE;
+            return Err(UserError::invalid("limit", format!("at most {most}, got {}", request.limit)).into());
+        }
+        let page = self.accounts.revoked_after(request.after, request.limit).await?;
+        Ok(Response::new(pb::ListRevokedSessionsResponse {
+            revoked: page
+                .revoked
+                .into_iter()
+                .map(|(session_id, user_id, expires)| pb::RevokedSession {
+                    session_id,
+                    user_id,
+                    tokens_expire_at: rfc3339(expires),
+                })
+                .collect(),
+            cursor: page.cursor,
+            more: page.more,
         }))
     }
 
@@ -182,7 +291,8 @@ impl UserService for UserGrpc {
 
 impl UserGrpc {
     /// The holder of the access token the call presents (`authorization: Bearer
-    /// v4.public.…`): `None` for no such token; UNAUTHENTICATED for one that does not verify.
+    /// v4.public.…`): `None` for no such token; UNAUTHENTICATED for one that does not verify
+    /// or whose session has ended (checked here, where sessions are kept, not by a feed).
     async fn token_holder<T>(&self, request: &Request<T>) -> Result<Option<verimail_client::Claims>, tonic::Status> {
         let presented = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
         let token = presented
@@ -191,12 +301,52 @@ impl UserGrpc {
         let Some(token) = token else {
             return Ok(None);
         };
-        match self.access_tokens.verify(token).await {
-            Ok(claims) => Ok(Some(claims)),
+        let claims = match self.access_tokens.verify(token).await {
+            Ok(claims) => claims,
             Err(verimail_client::VerifyError::KeysUnavailable(reason)) => {
-                Err(tonic::Status::unavailable(format!("cannot check access tokens now: {reason}")))
+                return Err(tonic::Status::unavailable(format!("cannot check access tokens now: {reason}")));
             }
-            Err(e) => Err(tonic::Status::unauthenticated(format!("the access token {e}"))),
+            Err(e) => return Err(tonic::Status::unauthenticated(format!("the access token {e}"))),
+        };
+        let session = self.accounts.live_session(&claims.session_id).await?;
+        if session.user_id != claims.user_id {
+            return Err(UserError::SessionEnded("the access token's session is not its holder's").into());
+        }
+        Ok(Some(claims))
+    }
+
+    /// Before an access token may take the account away: the password (`password`, checked
+    /// as SignIn checks it), or a sign-in within REAUTH_WINDOW_SECONDS.
+    async fn step_up(
+        &self,
+        holder: &verimail_client::Claims,
+        password: &str,
+        client: &str,
+        act: &'static str,
+    ) -> Result<(), tonic::Status> {
+        if !password.is_empty() {
+            let password = parse_password(password)?;
+            self.accounts.check_password_of_user(&holder.user_id, password, client).await?;
+            return Ok(());
+        }
+        if self.accounts.recently_authenticated(holder.auth_time) {
+            return Ok(());
+        }
+        Err(UserError::ReauthenticationRequired(act).into())
+    }
+
+    /// A session as the API shows it; `current` names the caller's.
+    fn session(&self, session: &crate::store::sessions::Model, current: Option<&str>) -> pb::Session {
+        pb::Session {
+            id: session.id.clone(),
+            user_id: session.user_id.clone(),
+            created_at: rfc3339(session.created_at),
+            last_used_at: rfc3339(session.last_used_at),
+            auth_time: rfc3339(session.auth_time),
+            client_address: session.client.clone(),
+            idle_expires_at: rfc3339(self.accounts.idle_expiry(session)),
+            expires_at: rfc3339(session.expires_at),
+            current: current == Some(session.id.as_str()),
         }
     }
 
@@ -268,4 +418,9 @@ fn to_proto(account: Account) -> pb::User {
         verified_at: user.verified_at.map(rfc3339).unwrap_or_default(),
         locale: user.locale.unwrap_or_default(),
     }
+}
+
+/// A count of sessions for the API.
+fn count(sessions: usize) -> u32 {
+    u32::try_from(sessions).unwrap_or(u32::MAX)
 }

@@ -1,7 +1,8 @@
 //! user-service: owns users (normalized email, argon2id password hash, verification status).
 //! Publishes users.registered, users.verification_requested, users.signup_attempted,
-//! users.verified and users.deleted through its outbox and consumes auth.email_verified (and
-//! users.deleted, for its parked messages). Deletes accounts never verified in time. Tokens,
+//! users.verified, users.deleted and users.sessions_revoked through its outbox and consumes auth.email_verified (and
+//! users.deleted, for its parked messages). Deletes accounts never verified in time. Keeps sessions (refresh tokens) and the feed of
+//! those that ended. Tokens,
 //! codes and mail belong to the others.
 
 pub mod accounts;
@@ -16,6 +17,8 @@ pub mod limits;
 pub mod metrics;
 pub mod password;
 pub mod registration;
+pub mod revocation;
+pub mod sessions;
 pub mod sign_in;
 pub mod store;
 pub mod typos;

@@ -22,6 +22,11 @@ pub struct Metrics {
     pub accounts_deleted: Family<ReasonLabel, Counter>,
     /// `outcome` requested, completed, cancelled or undone.
     pub email_changes: Family<OutcomeLabel, Counter>,
+    /// `reason`: signed_out, refresh_token_reused, password_changed, account_deleted,
+    /// email_changed, operator, expired, reregistered.
+    pub sessions_ended: Family<ReasonLabel, Counter>,
+    /// `outcome` rotated, unknown, reused (a retired token: its session ended) or ended.
+    pub refreshes: Family<OutcomeLabel, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -49,6 +54,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     email_changes: verimail_server::metrics::register(
         "email_changes",
         "Changes of address, by outcome: requested, completed, cancelled, undone",
+        Family::default(),
+    ),
+    sessions_ended: verimail_server::metrics::register(
+        "sessions_ended",
+        "Sessions ended (their access tokens announced revoked), by reason",
+        Family::default(),
+    ),
+    refreshes: verimail_server::metrics::register(
+        "session_refreshes",
+        "RefreshSession calls, by outcome: rotated, unknown, reused, ended",
         Family::default(),
     ),
 });
@@ -81,4 +96,14 @@ pub fn deleted(reason: verimail_events::erasure::Reason, count: usize) {
 /// A change of address, by `outcome`.
 pub fn email_change(outcome: &'static str) {
     metrics().email_changes.get_or_create(&OutcomeLabel { outcome }).inc();
+}
+
+/// `count` sessions ended for `reason`.
+pub fn sessions_ended(reason: &'static str, count: usize) {
+    metrics().sessions_ended.get_or_create(&ReasonLabel { reason }).inc_by(count as u64);
+}
+
+/// A RefreshSession call, by `outcome`.
+pub fn refreshed(outcome: &'static str) {
+    metrics().refreshes.get_or_create(&OutcomeLabel { outcome }).inc();
 }

@@ -5,18 +5,16 @@ use crate::accounts::{Account, Accounts};
 use crate::error::UserError;
 use crate::password::{Email, Password};
 use crate::store::users::{self, AccountStatus};
-use verimail_proto::auth::v1::IssueAccessTokenRequest;
 
-/// A signed-in user: their access token and account.
+/// A signed-in user: their session's tokens, and their account.
 pub struct SignedIn {
-    pub access_token: String,
-    pub expires_at: String,
+    pub tokens: crate::sessions::Tokens,
     pub account: Option<Account>,
 }
 
 impl Accounts {
     /// Checks the password (against a dummy hash for an unknown address: the same work and
-    /// the same answer as a wrong password), then has auth-service sign a token.
+    /// the same answer as a wrong password), then starts a session.
     pub async fn sign_in(&self, email: &Email, password: Password, client: &str) -> Result<SignedIn, UserError> {
         let user = self.check_password(email, password, client).await?;
         let verified = user.status == AccountStatus::Verified;
@@ -28,16 +26,10 @@ impl Accounts {
             crate::metrics::sign_in("not_verified");
             return Err(UserError::NotVerified);
         }
-        let request =
-            IssueAccessTokenRequest { user_id: user.id.clone(), email: user.email.clone(), email_verified: verified };
-        let signed = self.auth.clone().issue_access_token(request).await.map_err(UserError::Auth)?.into_inner();
+        let tokens = self.start_session(&user, client).await?;
         crate::metrics::sign_in("signed_in");
-        tracing::info!(user_id = %user.id, email_verified = verified, "signed in");
-        Ok(SignedIn {
-            access_token: signed.access_token,
-            expires_at: signed.expires_at,
-            account: self.shown(vec![user]).await?.pop(),
-        })
+        tracing::info!(user_id = %user.id, session_id = %tokens.session.id, email_verified = verified, "signed in");
+        Ok(SignedIn { tokens, account: self.shown(vec![user]).await?.pop() })
     }
 
     /// Checks a password against the account of `email` (a dummy hash for none: the same work

@@ -468,22 +468,25 @@ async fn bad_sign_ins_and_lookups(stack: &Stack, user_id: &str) -> usize {
 
 /// ChangeEmail: a bad new address, bad credentials, an account not verified yet.
 async fn bad_changes(stack: &Stack, user_id: &str) -> usize {
-    let signing = verimail_auth::access::SigningKeys::from_paserk(&[stack.signing_key.as_str()]).unwrap();
-    let holder = verimail_auth::access::Holder { user_id, email: "kim@example.com", email_verified: true };
-    let token = signing.sign(&holder, "verimail", Duration::from_secs(60)).unwrap().token;
+    // Signed in an hour ago: past REAUTH_WINDOW_SECONDS, the token alone does not move the account.
+    let token = stack.forge_session(user_id, "kim@example.com", Duration::from_secs(3600)).await;
+    let fresh = stack.forge_session(user_id, "kim@example.com", Duration::ZERO).await;
     let garbage = "v4.public.not-a-token".to_owned();
     let password = "correct horse battery";
     // (bearer token, new_email, email, password, code, field)
     type Case<'a> = (Option<&'a str>, &'a str, &'a str, &'a str, Code, Option<&'a str>);
-    let cases: [Case; 8] = [
+    let cases: [Case; 11] = [
         (Some(&token), "", "", "", Code::InvalidArgument, Some("new_email")),
         (Some(&token), "not-an-address", "", "", Code::InvalidArgument, Some("new_email")),
         (None, "new@example.com", "", password, Code::InvalidArgument, Some("email")),
         (None, "new@example.com", "kim@example.com", "", Code::InvalidArgument, Some("password")),
         (None, "new@example.com", "kim@example.com", "not the password", Code::Unauthenticated, None),
         (Some(&garbage), "new@example.com", "", "", Code::Unauthenticated, None),
+        (Some(&token), "new@example.com", "", "", Code::PermissionDenied, None),
+        (Some(&token), "new@example.com", "", "short", Code::InvalidArgument, Some("password")),
+        (Some(&token), "new@example.com", "", "not the password", Code::Unauthenticated, None),
         // kim has not verified her address yet: there is nothing to move.
-        (Some(&token), "new@example.com", "", "", Code::FailedPrecondition, None),
+        (Some(&fresh), "new@example.com", "", "", Code::FailedPrecondition, None),
         (None, "new@example.com", "kim@example.com", password, Code::FailedPrecondition, None),
     ];
     for (bearer, new_email, email, password, code, field) in cases {
@@ -511,19 +514,19 @@ async fn bad_changes(stack: &Stack, user_id: &str) -> usize {
 /// names another account, or comes without the right password. Nothing is deleted.
 async fn bad_deletions(stack: &Stack, user_id: &str) -> usize {
     let unknown = "01937b5e-0000-7000-8000-000000000000";
-    let signing = verimail_auth::access::SigningKeys::from_paserk(&[stack.signing_key.as_str()]).unwrap();
-    let holder = verimail_auth::access::Holder { user_id, email: "kim@example.com", email_verified: true };
-    let token = signing.sign(&holder, "verimail", Duration::from_secs(60)).unwrap().token;
+    let token = stack.forge_session(user_id, "kim@example.com", Duration::from_secs(3600)).await;
     let garbage = "v4.public.not-a-token".to_owned();
     // (bearer token or operator, user_id, password, code, field)
     type Case<'a> = (Option<&'a str>, &'a str, &'a str, Code, Option<&'a str>);
-    let cases: [Case; 8] = [
+    let cases: [Case; 9] = [
         (None, "", "", Code::InvalidArgument, Some("user_id")),
         (None, "not-a-uuid", "", Code::InvalidArgument, Some("user_id")),
         (None, unknown, "", Code::NotFound, None),
         (Some(&garbage), user_id, "correct horse battery", Code::Unauthenticated, None),
         (Some(&token), unknown, "correct horse battery", Code::PermissionDenied, None),
-        (Some(&token), user_id, "", Code::InvalidArgument, Some("password")),
+        // Signed in an hour ago: the token alone does not delete the account.
+        (Some(&token), user_id, "", Code::PermissionDenied, None),
+        (Some(&token), user_id, "short", Code::InvalidArgument, Some("password")),
         (Some(&token), user_id, "not the password", Code::Unauthenticated, None),
         (Some(&token), "not-a-uuid", "correct horse battery", Code::InvalidArgument, Some("user_id")),
     ];

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tonic::Code;
 use verimail_proto::auth::v1::VerifyEmailCodeRequest;
 use verimail_proto::events::v1::EmailChanged;
-use verimail_proto::user::v1::{ChangeEmailRequest, UserStatus};
+use verimail_proto::user::v1::ChangeEmailRequest;
 use verimail_proto::{reasons, subjects};
 use verimail_system_tests::browser::Browser;
 use verimail_system_tests::{ReceivedMail, Stack, eventually, with_bearer};
@@ -17,10 +17,7 @@ const PASSWORD: &str = "correct horse battery";
 
 /// A verified account of `email`, signed in: its id and access token.
 async fn signed_in(stack: &Stack, email: &str) -> (String, String) {
-    let user_id = stack.register(email, PASSWORD).await;
-    let link = stack.smtp.wait_for_verification(email, EMAIL_WAIT).await.verification_link();
-    assert_eq!(Browser::new(&stack.gateway_url).click(&link).await.kind(), "verified");
-    assert!(stack.wait_for_status(&user_id, UserStatus::Verified, STATUS_WAIT).await);
+    let user_id = stack.verified(email, PASSWORD).await;
     (user_id, stack.sign_in(email, PASSWORD).await.expect("SignIn").access_token)
 }
 

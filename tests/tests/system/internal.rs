@@ -114,6 +114,8 @@ async fn sign_token(stack: &Stack, caller: &Caller) -> Code {
         user_id: "01937b5e-0000-7000-8000-000000000000".into(),
         email: "a@example.com".into(),
         email_verified: true,
+        session_id: "01937b5e-0000-7000-8000-0000000000aa".into(),
+        auth_time: "2026-12-05T00:00:00Z".into(),
     };
     AuthServiceClient::with_interceptor(channel, caller.clone())
         .issue_access_token(request)

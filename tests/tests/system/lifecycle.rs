@@ -176,7 +176,11 @@ async fn deleting_an_account_erases_its_address_from_every_service_and_the_parke
 
     delete(&token, &user_id, PASSWORD).await.expect("DeleteUser with the token and the password");
     assert!(!exists(&stack, &user_id).await, "GetUser still finds the user");
+    // The deletion ended the token's session: the token acts no more.
     let gone = delete(&token, &user_id, PASSWORD).await.expect_err("a second DeleteUser");
+    assert_eq!(gone.code(), Code::Unauthenticated, "{gone:?}");
+    let again = DeleteUserRequest { user_id: user_id.clone(), ..Default::default() };
+    let gone = stack.users.clone().delete_user(again).await.expect_err("a second DeleteUser");
     assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
 
     // Each service erases its part; the parked email goes.

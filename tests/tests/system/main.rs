@@ -26,6 +26,7 @@ mod pages;
 mod production;
 mod real_browser;
 mod rotation;
+mod sessions;
 mod sign_in;
 mod smtp;
 mod tls;

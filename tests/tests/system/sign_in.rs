@@ -12,14 +12,20 @@ use verimail_system_tests::{Stack, StackOptions};
 
 const PASSWORD: &str = "correct horse battery";
 
-/// A verifier with the keys of the stack's auth-service, as another team's service holds one.
-fn verifier(stack: &Stack) -> TokenVerifier {
+/// A verifier with the keys of the stack's auth-service and its revocation feed, as another
+/// team's service holds one.
+pub fn verifier(stack: &Stack) -> TokenVerifier {
     let auth = Connection::new(&format!("http://{}", stack.grpc_addrs[1])).expect("auth-service's URL");
-    TokenVerifier::from_auth(auth.auth(), "verimail").with_leeway(Duration::ZERO)
+    let users = Connection::new(&format!("http://{}", stack.grpc_addrs[0]))
+        .and_then(|users| users.with_service_token(verimail_system_tests::TEST_APP_TOKEN))
+        .expect("user-service's URL");
+    TokenVerifier::from_auth(auth.auth(), "verimail")
+        .with_leeway(Duration::ZERO)
+        .with_revocations(users.users(), Duration::from_millis(250))
 }
 
 /// The orders example, served on a free port with `verifier`: its URL.
-async fn start_orders(verifier: TokenVerifier) -> String {
+pub async fn start_orders(verifier: TokenVerifier) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
     let url = format!("http://{}", listener.local_addr().expect("its address"));
     tokio::spawn(verimail_example_orders::serve(listener, verifier, std::future::pending()));
@@ -27,7 +33,7 @@ async fn start_orders(verifier: TokenVerifier) -> String {
 }
 
 /// PlaceOrder with `token` as the bearer token (none: no authorization header).
-async fn place_order(
+pub async fn place_order(
     orders: &str,
     token: Option<&str>,
 ) -> Result<verimail_example_orders::pb::PlaceOrderResponse, tonic::Status> {
@@ -87,7 +93,14 @@ async fn sign_in_waits_for_verification_then_a_token_opens_another_teams_service
 
     // A key auth-service does not publish (a retired one, or anybody's) verifies nothing.
     let stranger = verimail_auth::access::SigningKeys::generate().unwrap();
-    let holder = verimail_auth::access::Holder { user_id: &user_id, email: "ann@example.com", email_verified: true };
+    let session_id = signed_in.session.as_ref().expect("the session").id.clone();
+    let holder = verimail_auth::access::Holder {
+        user_id: &user_id,
+        email: "ann@example.com",
+        email_verified: true,
+        session_id: &session_id,
+        auth_time: chrono::Utc::now(),
+    };
     let forged = stranger.sign(&holder, "verimail", Duration::from_secs(60)).unwrap().token;
     let refused = place_order(&orders, Some(&forged)).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");

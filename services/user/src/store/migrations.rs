@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
         migrations.push(Box::new(create_undeliverable_addresses::migration()));
         migrations.push(Box::new(add_locale::migration()));
         migrations.push(Box::new(index_unverified::Partial));
+        migrations.push(Box::new(create_sessions::migration()));
         migrations
     }
 }
@@ -236,6 +237,87 @@ mod create_undeliverable_addresses {
             ],
             alters: vec![],
             indexes: vec![],
+        }
+    }
+}
+
+mod create_sessions {
+    use crate::store::sessions::Clock;
+    use sea_orm_migration::prelude::*;
+    use sea_orm_migration::schema::*;
+
+    #[derive(DeriveIden)]
+    #[sea_orm(iden = "sessions")]
+    enum SessionsTable {
+        #[sea_orm(iden = "sessions")]
+        Table,
+        Id,
+        UserId,
+        RefreshHash,
+        Client,
+        CreatedAt,
+        LastUsedAt,
+        AuthTime,
+        ExpiresAt,
+        AccessExpiresAt,
+        EndedAt,
+        EndReason,
+        EndSeq,
+    }
+
+    #[derive(DeriveIden)]
+    enum RetiredRefreshTokens {
+        Table,
+        Hash,
+        SessionId,
+    }
+
+    /// Sessions, the refresh tokens rotations retired, and the clock of the revocation feed
+    /// (one row, made by its first tick).
+    pub fn migration() -> verimail_events::db::SchemaMigration {
+        verimail_events::db::SchemaMigration {
+            name: "m20261205_000001_create_sessions",
+            tables: vec![
+                Table::create()
+                    .table(SessionsTable::Table)
+                    .col(string(SessionsTable::Id).primary_key())
+                    .col(string(SessionsTable::UserId))
+                    .col(string_uniq(SessionsTable::RefreshHash))
+                    .col(string(SessionsTable::Client))
+                    .col(timestamp_with_time_zone(SessionsTable::CreatedAt))
+                    .col(timestamp_with_time_zone(SessionsTable::LastUsedAt))
+                    .col(timestamp_with_time_zone(SessionsTable::AuthTime))
+                    .col(timestamp_with_time_zone(SessionsTable::ExpiresAt))
+                    .col(timestamp_with_time_zone(SessionsTable::AccessExpiresAt))
+                    .col(timestamp_with_time_zone_null(SessionsTable::EndedAt))
+                    .col(string_len_null(SessionsTable::EndReason, 32))
+                    .col(big_integer_null(SessionsTable::EndSeq))
+                    .to_owned(),
+                Table::create()
+                    .table(RetiredRefreshTokens::Table)
+                    .col(string(RetiredRefreshTokens::Hash).primary_key())
+                    .col(string(RetiredRefreshTokens::SessionId))
+                    .to_owned(),
+                Table::create()
+                    .table(Clock::Table)
+                    .col(integer(Clock::Id).primary_key())
+                    .col(big_integer(Clock::Seq))
+                    .to_owned(),
+            ],
+            alters: vec![],
+            indexes: vec![
+                Index::create().name("sessions_user").table(SessionsTable::Table).col(SessionsTable::UserId).to_owned(),
+                Index::create()
+                    .name("sessions_end_seq")
+                    .table(SessionsTable::Table)
+                    .col(SessionsTable::EndSeq)
+                    .to_owned(),
+                Index::create()
+                    .name("retired_refresh_tokens_session")
+                    .table(RetiredRefreshTokens::Table)
+                    .col(RetiredRefreshTokens::SessionId)
+                    .to_owned(),
+            ],
         }
     }
 }

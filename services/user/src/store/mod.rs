@@ -3,6 +3,7 @@
 
 pub mod email_changes;
 pub mod migrations;
+pub mod sessions;
 pub mod undeliverable;
 pub mod users;
 
