@@ -127,10 +127,18 @@ pub async fn complete(relay: &OutboxRelay, user_id: &str, change_id: &str, email
     }
     email_changes::mark(&*write, change_id, Outcome::Completed).await?;
     write.announce(&changed_event(user_id, change_id, &row.old_email, &row.new_email, false));
+    // Every token names the old address: the account's sessions end with it.
+    end_sessions(&mut write, user_id).await?;
     write.commit().await?;
     crate::metrics::email_change("completed");
     tracing::info!(%user_id, %change_id, "address changed");
     Ok(Completion::Completed)
+}
+
+/// Ends every session of the user (the last statement on a row of the transaction).
+async fn end_sessions(write: &mut verimail_events::outbox::Write<'_>, user_id: &str) -> Result<usize, DbErr> {
+    use crate::revocation::{EndReason, end};
+    end(write, crate::store::sessions::Which::Users(&[user_id]), EndReason::EmailChanged).await
 }
 
 fn changed_event(user_id: &str, change_id: &str, old: &str, new: &str, undone: bool) -> events::EmailChanged {
@@ -166,6 +174,8 @@ pub async fn on_undo_requested(relay: &OutboxRelay, delivery: Delivery) -> Resul
     }
     if row.completed_at.is_none() {
         email_changes::mark(&*write, &row.id, Outcome::Cancelled).await?;
+        // Whoever asked for the change, the owner says it was not them: their sessions end.
+        end_sessions(&mut write, &row.user_id).await?;
         write.commit().await?;
         crate::metrics::email_change("cancelled");
         tracing::info!(user_id = %row.user_id, change_id = %row.id, "change of address cancelled from its notice");
@@ -182,6 +192,7 @@ pub async fn on_undo_requested(relay: &OutboxRelay, delivery: Delivery) -> Resul
     }
     email_changes::mark(&*write, &row.id, Outcome::Undone).await?;
     write.announce(&changed_event(&row.user_id, &row.id, &row.new_email, &row.old_email, true));
+    end_sessions(&mut write, &row.user_id).await?;
     write.commit().await?;
     crate::metrics::email_change("undone");
     tracing::info!(user_id = %row.user_id, change_id = %row.id, "change of address undone from its notice");

@@ -78,6 +78,15 @@ impl Accounts {
                 // The newer registrant's language, as their password: theirs is the account now.
                 let locale = locale.or(existing.locale.as_deref());
                 write.announce(&registered(&event_id, &existing.id, &existing.email, locale));
+                // Whoever signed in with the replaced password (SIGN_IN_REQUIRES_VERIFIED=false)
+                // holds the account no more.
+                let existing_id = [existing.id.as_str()];
+                crate::revocation::end(
+                    &mut write,
+                    crate::store::sessions::Which::Users(&existing_id),
+                    crate::revocation::EndReason::Reregistered,
+                )
+                .await?;
                 write.commit().await?;
                 tracing::info!(user_id = %existing.id, %event_id, "unverified address registered again: the newer registration replaced the password");
                 crate::metrics::registered("replaced");

@@ -148,7 +148,12 @@ async fn the_notice_cancels_a_pending_change_and_moves_a_completed_one_back() {
     let again = Browser::new(&stack.gateway_url).click(&undo_link(&notice)).await;
     assert!(again.html.contains("used before"), "{}", again.html);
 
+    // Saying "not me" ended the account's sessions: the token changes nothing more.
+    let refused = change(&stack, &token, "second@example.com").await.expect_err("the ended session's token");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+
     // Completed, then moved back from its notice.
+    let token = stack.sign_in("keep@example.com", PASSWORD).await.expect("SignIn").access_token;
     change(&stack, &token, "second@example.com").await.expect("ChangeEmail");
     let verification = wait_titled(&stack, "second@example.com", VERIFY_NEW).await;
     eventually("a second notice", EMAIL_WAIT, || async { titled(&stack, "keep@example.com", NOTICE).len() == 2 }).await;

@@ -182,3 +182,54 @@ async fn sign_out_everywhere_with_a_refresh_token_ends_every_session_of_the_user
     let none = stack.plain_users().sign_out(SignOutRequest::default()).await.unwrap_err();
     assert_eq!(none.code(), Code::Unauthenticated, "{none:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_registering_again_ends_a_squatters_session_and_a_completed_change_of_address_ends_the_owners() {
+    let options = verimail_system_tests::StackOptions {
+        sign_in_requires_verified: false,
+        ..verimail_system_tests::StackOptions::default()
+    };
+    let stack = Stack::start_with(options).await;
+    // A squatter registers the owner's address and signs in, unverified.
+    let user_id = stack.register("dee@example.com", "squatters own password").await;
+    let squatter = stack.sign_in("dee@example.com", "squatters own password").await.expect("SignIn unverified");
+    let watcher = verifier(&stack);
+    assert!(watcher.verify(&squatter.access_token).await.is_ok());
+
+    // The owner registers the address again: the squatter's password and session are gone.
+    assert_eq!(stack.register("dee@example.com", PASSWORD).await.len(), 36);
+    let ended = stack.plain_users().sign_out(with_bearer(SignOutRequest::default(), &squatter.access_token)).await;
+    assert_eq!(ended.unwrap_err().code(), Code::Unauthenticated, "the squatter's token acts no more");
+    let started = Instant::now();
+    while watcher.verify(&squatter.access_token).await.is_ok() {
+        assert!(started.elapsed() < REVOCATION_BOUND, "the verifier still accepts the squatter's token");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(watcher.verify(&squatter.access_token).await, Err(verimail_client::VerifyError::Revoked));
+    let events: Vec<SessionsRevoked> =
+        verimail_system_tests::events_on(&stack.nats.url(), subjects::USERS_SESSIONS_REVOKED).await;
+    assert_eq!(events.iter().map(|e| e.reason()).collect::<Vec<_>>(), [SessionEndReason::Reregistered]);
+    assert_eq!(events[0].user_id, user_id);
+
+    // The owner verifies, signs in and moves the account: the completed change ends the session.
+    let mails = stack.smtp.wait_for("dee@example.com", 2, crate::EMAIL_WAIT).await;
+    stack.verify(&mails[1].verification_token()).await.expect("the owner's link verifies");
+    assert!(stack.wait_for_status(&user_id, verimail_proto::user::v1::UserStatus::Verified, crate::STATUS_WAIT).await);
+    let owner = stack.sign_in("dee@example.com", PASSWORD).await.expect("SignIn");
+    let change =
+        verimail_proto::user::v1::ChangeEmailRequest { new_email: "dee2@example.com".into(), ..Default::default() };
+    stack
+        .plain_users()
+        .change_email(with_bearer(change, &owner.access_token))
+        .await
+        .expect("ChangeEmail, just signed in");
+    let new_mail = stack.smtp.wait_for("dee2@example.com", 1, crate::EMAIL_WAIT).await;
+    stack.verify(&new_mail[0].verification_token()).await.expect("the new address verifies");
+    let started = Instant::now();
+    while watcher.verify(&owner.access_token).await.is_ok() {
+        assert!(started.elapsed() < crate::STATUS_WAIT, "the token naming the old address still verifies");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let again = stack.sign_in("dee2@example.com", PASSWORD).await.expect("SignIn at the new address");
+    assert!(watcher.verify(&again.access_token).await.is_ok());
+}
