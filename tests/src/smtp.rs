@@ -66,6 +66,11 @@ impl ReceivedMail {
         self.link_to("/email-change/undo?token=")
     }
 
+    /// The link of a password-reset email, in the plain-text part.
+    pub fn reset_link(&self) -> String {
+        self.link_to("/reset-password?token=").unwrap_or_else(|| panic!("no reset link in:\n{}", self.text()))
+    }
+
     /// The link to the page where the code is typed, in the plain-text part.
     pub fn code_page_link(&self) -> String {
         self.link_to("/verify-code").unwrap_or_else(|| panic!("no link to the code page in:\n{}", self.text()))

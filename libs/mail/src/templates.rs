@@ -49,7 +49,7 @@ macro_rules! built_in {
 
 built_in! {
     locales ["en", "de", "es"];
-    emails ["verification", "signup_attempted", "change_attempted", "email_change_notice"]
+    emails ["verification", "signup_attempted", "change_attempted", "email_change_notice", "password_reset", "password_changed"]
 }
 
 /// Why the templates cannot be used.
@@ -243,6 +243,17 @@ pub fn samples(email: &str) -> Vec<minijinja::Value> {
             link => format!("{base}/email-change/undo?token=SAMPLE-TOKEN-not-a-real-link"),
             expires_at => verimail_server::rfc3339(now + chrono::Duration::days(7)),
         }],
+        "password_reset" => vec![minijinja::context! {
+            email => "ada@example.com",
+            link => format!("{base}/reset-password?token=SAMPLE-TOKEN-not-a-real-link"),
+            expires_at => verimail_server::rfc3339(now + chrono::Duration::hours(1)),
+            code => "123456",
+            code_page => format!("{base}/reset-password"),
+        }],
+        "password_changed" => [true, false]
+            .into_iter()
+            .map(|reset| minijinja::context! { email => "ada@example.com", reset => reset })
+            .collect(),
         _ => vec![minijinja::context! { email => "ada@example.com" }],
     }
 }
@@ -366,7 +377,7 @@ mod tests {
         let sample = minijinja::context! {
             email => "a@example.com", new_email => "b@example.com", link => "http://x/l?token=t",
             expires_at => "2099-01-01T00:00:00Z", code => "123456", code_expires_at => "2099-01-01T00:00:00Z",
-            code_page => "http://x/verify-code", kind => "users.registered",
+            code_page => "http://x/verify-code", kind => "users.registered", reset => false,
         };
         let mut subjects = std::collections::HashSet::new();
         for locale in BUILT_IN_LOCALES {
@@ -380,7 +391,7 @@ mod tests {
                 assert!(html.contains(&format!("<html lang=\"{locale}\">")), "{locale} {email}");
             }
         }
-        assert_eq!(subjects.len(), 12, "each email has its own subject in each language: {subjects:?}");
+        assert_eq!(subjects.len(), 18, "each email has its own subject in each language: {subjects:?}");
         assert_eq!(templates.locale_for("verification", "de-AT"), "de");
         assert_eq!(templates.locale_for("verification", "pt-BR"), "en");
         assert_eq!(templates.locale_for("verification", ""), "en");

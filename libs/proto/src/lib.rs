@@ -97,6 +97,10 @@ pub mod subjects {
     pub const USERS_EMAIL_CHANGE_NOTICE: &str = "users.email_change_notice";
     /// `EmailChanged`: an account's address changed (or changed back).
     pub const USERS_EMAIL_CHANGED: &str = "users.email_changed";
+    /// `PasswordResetRequested`: the reset email (link and code).
+    pub const USERS_PASSWORD_RESET_REQUESTED: &str = "users.password_reset_requested";
+    /// `PasswordChanged`: the notice that the password changed.
+    pub const USERS_PASSWORD_CHANGED: &str = "users.password_changed";
     /// `SessionsRevoked`: sessions ended; their access tokens are refused from now on.
     pub const USERS_SESSIONS_REVOKED: &str = "users.sessions_revoked";
     /// `EmailChangeUndoRequested`: the notice's link was used.
@@ -141,6 +145,8 @@ events_on_subjects! {
     EmailChangeNotice => USERS_EMAIL_CHANGE_NOTICE,
     EmailChanged => USERS_EMAIL_CHANGED,
     SessionsRevoked => USERS_SESSIONS_REVOKED,
+    PasswordResetRequested => USERS_PASSWORD_RESET_REQUESTED,
+    PasswordChanged => USERS_PASSWORD_CHANGED,
     EmailChangeUndoRequested => AUTH_EMAIL_CHANGE_UNDO_REQUESTED,
     EmailVerified => AUTH_EMAIL_VERIFIED,
     AddressUndeliverable => EMAIL_ADDRESS_UNDELIVERABLE,

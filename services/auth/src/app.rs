@@ -29,6 +29,7 @@ pub struct App {
     audience: String,
     token_lifetime: Duration,
     undo_lifetime: Duration,
+    reset_lifetime: Duration,
     code_lifetime: Duration,
     verify_per_client: Option<Rate>,
     code_per_email: Option<Rate>,
@@ -55,6 +56,7 @@ impl App {
             audience: config.audience,
             token_lifetime: config.token_lifetime,
             undo_lifetime: config.undo_lifetime,
+            reset_lifetime: config.reset_lifetime,
             code_lifetime: config.code_lifetime,
             verify_per_client: config.verify_per_client,
             code_per_email: config.code_per_email,
@@ -93,6 +95,7 @@ impl App {
             audience: self.audience,
             token_lifetime: self.token_lifetime,
             undo_lifetime: self.undo_lifetime,
+            reset_lifetime: self.reset_lifetime,
             code_lifetime: self.code_lifetime,
             code_max_wrong_tries: self.code_max_wrong_tries,
         };

@@ -22,6 +22,8 @@ pub struct Authority {
     pub(crate) token_lifetime: Duration,
     /// How long a change-of-address notice's link works.
     pub(crate) undo_lifetime: Duration,
+    /// How long a password reset's link and code work.
+    pub(crate) reset_lifetime: Duration,
     pub(crate) code_lifetime: Duration,
     /// Wrong tries an address's codes take from all clients before they die.
     pub(crate) code_max_wrong_tries: i32,

@@ -206,6 +206,7 @@ mod decide_tests {
             used_at: None,
             revoked_at: None,
             registration_event_id: None,
+            purpose: None,
         }
     }
 

@@ -51,6 +51,8 @@ pub struct Config {
     pub undo_lifetime: Duration,
     /// `VERIFICATION_CODE_TTL_SECONDS`: how long a 6-digit code works (default 1 hour).
     pub code_lifetime: Duration,
+    /// `PASSWORD_RESET_TTL_SECONDS`: how long a reset's link and code work (default 1 hour).
+    pub reset_lifetime: Duration,
 }
 
 impl Config {
@@ -101,6 +103,7 @@ impl Config {
             audience: audience.trim().to_owned(),
             token_lifetime: vars.seconds("VERIFICATION_TOKEN_TTL_SECONDS", Duration::from_secs(24 * 3600))?,
             undo_lifetime: vars.seconds("EMAIL_CHANGE_UNDO_TTL_SECONDS", Duration::from_secs(7 * 24 * 3600))?,
+            reset_lifetime: vars.seconds("PASSWORD_RESET_TTL_SECONDS", Duration::from_secs(3600))?,
             code_lifetime: vars.seconds("VERIFICATION_CODE_TTL_SECONDS", Duration::from_secs(3600))?,
         })
     }

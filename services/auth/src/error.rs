@@ -24,6 +24,8 @@ pub enum AuthError {
     TokenUsed,
     #[error("code: was revoked; ask for a new email")]
     CodeRevoked,
+    #[error("code: was used already")]
+    CodeUsed,
     #[error("registration_event_id: a later registration of this user has had its email")]
     RegistrationSuperseded,
     /// The link's or code's account was deleted: never verified in time, or on request.
@@ -52,7 +54,7 @@ impl From<AuthError> for Status {
             AuthError::CodeExpired => failed_precondition(reasons::CODE_EXPIRED, err.to_string()),
             AuthError::CodeLocked => failed_precondition(reasons::CODE_LOCKED, err.to_string()),
             AuthError::TokenRevoked => failed_precondition(reasons::TOKEN_REVOKED, err.to_string()),
-            AuthError::TokenUsed => failed_precondition(reasons::TOKEN_USED, err.to_string()),
+            AuthError::TokenUsed | AuthError::CodeUsed => failed_precondition(reasons::TOKEN_USED, err.to_string()),
             AuthError::CodeRevoked => failed_precondition(reasons::CODE_REVOKED, err.to_string()),
             AuthError::RegistrationSuperseded => failed_precondition(reasons::REGISTRATION_SUPERSEDED, err.to_string()),
             AuthError::AccountGone(verimail_events::erasure::Reason::Expired) => failed_precondition(

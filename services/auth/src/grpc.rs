@@ -47,6 +47,7 @@ impl AuthService for AuthGrpc {
         let purpose = match request.purpose() {
             pb::TokenPurpose::UndoEmailChange => Purpose::UndoEmailChange,
             pb::TokenPurpose::VerifyEmailChange => Purpose::EmailChange,
+            pb::TokenPurpose::PasswordReset => Purpose::PasswordReset,
             _ => Purpose::Registration,
         };
         if request.preview {
@@ -142,6 +143,23 @@ impl AuthService for AuthGrpc {
         }))
     }
 
+    async fn redeem_password_reset(
+        &self,
+        request: Request<pb::RedeemPasswordResetRequest>,
+    ) -> GrpcResult<pb::RedeemPasswordResetResponse> {
+        // Only user-service, which replaces the password in the same breath.
+        self.signs_for.require(&request, &[(&self.fronts, "the gateway"), (&self.issuer, "email-service")])?;
+        let request = request.into_inner();
+        let redeemed = if request.token.trim().is_empty() {
+            let address = Email::parse(&request.email).map_err(|reason| AuthError::invalid("email", reason))?;
+            let code = Code::parse(&request.code).map_err(|reason| AuthError::invalid("code", reason))?;
+            self.authority.redeem_reset_code(address.as_str(), &code, request.check_only).await?
+        } else {
+            self.authority.redeem_reset_token(request.token.trim(), request.check_only).await?
+        };
+        Ok(Response::new(pb::RedeemPasswordResetResponse { user_id: redeemed.user_id, email: redeemed.email }))
+    }
+
     async fn undo_email_change(
         &self,
         request: Request<pb::UndoEmailChangeRequest>,
@@ -212,7 +230,7 @@ fn counted<T>(
         Err(AuthError::Token(crate::links::TokenError::Expired) | AuthError::CodeExpired) => "expired",
         Err(AuthError::CodeLocked) => "locked",
         Err(AuthError::TokenRevoked | AuthError::CodeRevoked) => "revoked",
-        Err(AuthError::TokenUsed) => "already_verified",
+        Err(AuthError::TokenUsed | AuthError::CodeUsed) => "already_verified",
         Err(AuthError::Token(_) | AuthError::InvalidArgument { .. }) => "invalid",
         Err(AuthError::AccountGone(_)) => "account_deleted",
         Err(AuthError::Db(_) | AuthError::Issue(_) | AuthError::RegistrationSuperseded) => "error",

@@ -16,6 +16,8 @@ pub enum Purpose {
     EmailChange,
     /// A change notice's way back (needs the change id).
     UndoEmailChange,
+    /// A password reset (needs the reset's id).
+    PasswordReset,
 }
 
 /// An issued link, and the code beside it (an undo link has none).
@@ -39,6 +41,11 @@ impl Authority {
             let change = registration
                 .ok_or_else(|| AuthError::invalid("registration_event_id", "an undo link needs the change id"))?;
             return self.issue_undo(user_id, email, &change).await;
+        }
+        if purpose == Purpose::PasswordReset {
+            let reset = registration
+                .ok_or_else(|| AuthError::invalid("registration_event_id", "a reset link needs the reset's id"))?;
+            return self.issue_reset(user_id, email, &reset).await;
         }
         let issued = self.keys.issue(self.token_lifetime);
         // A code beside the link. Earlier tokens and codes of the same registration stay valid
@@ -77,6 +84,7 @@ impl Authority {
             used_at: None,
             revoked_at: None,
             registration_event_id: registration,
+            purpose: None,
         };
         codes::insert(&*write, row).await?;
         write.commit().await?;
@@ -95,6 +103,9 @@ impl Authority {
         };
         let (lifetime, code) = match purpose {
             Purpose::UndoEmailChange => (self.undo_lifetime, None),
+            Purpose::PasswordReset => {
+                (self.reset_lifetime, Some((crate::links::SAMPLE_CODE.to_owned(), after(self.reset_lifetime))))
+            }
             _ => (self.token_lifetime, Some((crate::links::SAMPLE_CODE.to_owned(), after(self.code_lifetime)))),
         };
         Issued { token: crate::links::SAMPLE_TOKEN.to_owned(), expires_at: after(lifetime), code }

@@ -17,6 +17,7 @@ pub mod grpc;
 pub mod issue;
 pub mod links;
 pub mod metrics;
+pub mod reset;
 pub mod store;
 pub mod undo;
 pub mod verify;

@@ -33,6 +33,9 @@ pub const EMAIL_CHANGE: &str = "email_change";
 /// The purpose of the link in a change-of-address notice, which cancels or undoes it.
 pub const UNDO_EMAIL_CHANGE: &str = "undo_email_change";
 
+/// The purpose of a password reset's link and code.
+pub const PASSWORD_RESET: &str = "password_reset";
+
 /// What a preview's link carries instead of a token: visibly a sample, and no token (it
 /// cannot be decoded as one).
 pub const SAMPLE_TOKEN: &str = "SAMPLE-this-is-a-preview-not-a-real-link";

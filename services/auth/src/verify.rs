@@ -24,7 +24,7 @@ impl Authority {
         let mut forms = self.code_keys.erased_addresses(email);
         forms.push(email.to_owned());
         let (sent, erased): (Vec<_>, Vec<_>) =
-            codes::sent_to(&*write, forms).await?.into_iter().partition(|row| row.email == email);
+            codes::sent_to(&*write, forms, None).await?.into_iter().partition(|row| row.email == email);
         let matches = |row: &codes::Model| self.code_keys.matches(&row.key_id, &row.user_id, code, &row.code_hash);
         // A code of a deleted account: say so, rather than "wrong code".
         if let Some(row) = erased.iter().find(|row| matches(row)) {

@@ -224,6 +224,8 @@ fn email_kind(kind: pb::EmailKind) -> Result<(&'static str, bool), EmailError> {
         pb::EmailKind::EmailChangeNotice => (subjects::USERS_EMAIL_CHANGE_NOTICE, false),
         pb::EmailKind::SignupAttempted => (subjects::USERS_SIGNUP_ATTEMPTED, false),
         pb::EmailKind::ChangeAttempted => (subjects::USERS_SIGNUP_ATTEMPTED, true),
+        pb::EmailKind::PasswordReset => (subjects::USERS_PASSWORD_RESET_REQUESTED, false),
+        pb::EmailKind::PasswordChanged => (subjects::USERS_PASSWORD_CHANGED, false),
     })
 }
 

@@ -29,6 +29,10 @@ pub enum UserError {
         "{0}: give the password, or sign in again (an access token alone serves for REAUTH_WINDOW_SECONDS after signing in)"
     )]
     ReauthenticationRequired(&'static str),
+    /// auth-service refused a reset's link or code: its answer, passed on (INVALID_ARGUMENT or
+    /// FAILED_PRECONDITION with its reason).
+    #[error("{}", .0.message())]
+    Refused(Status),
     /// auth-service did not sign an access token.
     #[error("auth-service: {0}")]
     Auth(Status),
@@ -48,6 +52,10 @@ impl From<UserError> for Status {
             UserError::NotFound => Status::not_found(err.to_string()),
             UserError::Db(ref source) => verimail_events::db::status_of("user", source),
             UserError::Limited(status) => status,
+            UserError::Refused(status) => match status.code() {
+                tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => status,
+                _ => UserError::Auth(status).into(),
+            },
             UserError::WrongCredentials | UserError::SessionEnded(_) => Status::unauthenticated(err.to_string()),
             UserError::ReauthenticationRequired(_) => verimail_server::grpc::with_reason(
                 tonic::Code::PermissionDenied,

@@ -5,6 +5,7 @@ use crate::accounts::{Account, AccountStatus, Accounts, Filter, Key, MAX_BATCH};
 use crate::email_change::Requester;
 use crate::error::UserError;
 use crate::password::{Email, Password};
+use crate::recovery::ResetProof;
 use crate::revocation::EndReason;
 use crate::store::sessions::Which;
 use tonic::{Request, Response};
@@ -211,6 +212,58 @@ impl UserService for UserGrpc {
             self.accounts.end_session_of(&user_id, &session_id, EndReason::Operator).await?
         };
         Ok(Response::new(pb::RevokeSessionsResponse { ended_sessions: count(ended) }))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> GrpcResult<pb::ChangePasswordResponse> {
+        let client = self.fronts.client_of(&request);
+        let Some(holder) = self.token_holder(&request).await? else {
+            return Err(tonic::Status::unauthenticated("an access token is required: `authorization: Bearer <token>`"));
+        };
+        let request = request.into_inner();
+        let current = Password::parse(&request.current_password)
+            .map_err(|reason| UserError::invalid("current_password", reason))?;
+        let new =
+            Password::parse(&request.new_password).map_err(|reason| UserError::invalid("new_password", reason))?;
+        let ended = self.accounts.change_password(&holder, current, new, &client).await?;
+        Ok(Response::new(pb::ChangePasswordResponse { ended_sessions: count(ended) }))
+    }
+
+    async fn request_password_reset(
+        &self,
+        request: Request<pb::RequestPasswordResetRequest>,
+    ) -> GrpcResult<pb::RequestPasswordResetResponse> {
+        self.accounts.limits().resend_per_client.check(&self.fronts.client_of(&request))?;
+        let request = request.into_inner();
+        let email = parse_email("email", &request.email)?;
+        let locale = parse_locale(&request.locale)?;
+        self.accounts.request_password_reset(&email, locale.as_deref()).await?;
+        Ok(Response::new(pb::RequestPasswordResetResponse {}))
+    }
+
+    async fn reset_password(
+        &self,
+        request: Request<pb::ResetPasswordRequest>,
+    ) -> GrpcResult<pb::ResetPasswordResponse> {
+        self.accounts.limits().sign_in_per_client.check(&self.fronts.client_of(&request))?;
+        let request = request.into_inner();
+        let new =
+            Password::parse(&request.new_password).map_err(|reason| UserError::invalid("new_password", reason))?;
+        let proof = match request.token.trim() {
+            "" => {
+                let email = Email::parse(&request.email)
+                    .map_err(|reason| UserError::invalid("email", format!("{reason} (or give the link's token)")))?;
+                if request.code.trim().is_empty() {
+                    return Err(UserError::invalid("code", "is required with email (or give the link's token)").into());
+                }
+                ResetProof::Code { email, code: request.code.trim().to_owned() }
+            }
+            token => ResetProof::Token(token.to_owned()),
+        };
+        let email = self.accounts.reset_password(proof, new).await?;
+        Ok(Response::new(pb::ResetPasswordResponse { email }))
     }
 
     async fn list_revoked_sessions(

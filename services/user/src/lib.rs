@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod metrics;
 pub mod password;
+pub mod recovery;
 pub mod registration;
 pub mod revocation;
 pub mod sessions;

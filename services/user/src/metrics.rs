@@ -27,6 +27,8 @@ pub struct Metrics {
     pub sessions_ended: Family<ReasonLabel, Counter>,
     /// `outcome` rotated, unknown, reused (a retired token: its session ended) or ended.
     pub refreshes: Family<OutcomeLabel, Counter>,
+    /// `outcome` changed, reset_requested (for an address with an account) or reset.
+    pub passwords: Family<OutcomeLabel, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -64,6 +66,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     refreshes: verimail_server::metrics::register(
         "session_refreshes",
         "RefreshSession calls, by outcome: rotated, unknown, reused, ended",
+        Family::default(),
+    ),
+    passwords: verimail_server::metrics::register(
+        "passwords",
+        "Password changes and resets, by outcome: changed, reset_requested, reset",
         Family::default(),
     ),
 });
@@ -106,4 +113,9 @@ pub fn sessions_ended(reason: &'static str, count: usize) {
 /// A RefreshSession call, by `outcome`.
 pub fn refreshed(outcome: &'static str) {
     metrics().refreshes.get_or_create(&OutcomeLabel { outcome }).inc();
+}
+
+/// A password change or reset step, by `outcome`.
+pub fn password(outcome: &'static str) {
+    metrics().passwords.get_or_create(&OutcomeLabel { outcome }).inc();
 }

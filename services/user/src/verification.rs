@@ -16,7 +16,7 @@ pub fn email_verified_consumer(streams: verimail_events::bus::StreamSettings) ->
 }
 
 /// users.verified for a user this transaction verified.
-fn verified_event(user: &users::Model) -> OutboxEvent {
+pub(crate) fn verified_event(user: &users::Model) -> OutboxEvent {
     OutboxEvent::of(&UserVerified {
         event_id: uuid::Uuid::now_v7().to_string(),
         user_id: user.id.clone(),

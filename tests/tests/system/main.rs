@@ -23,6 +23,7 @@ mod nats_permissions;
 mod operability;
 mod ops;
 mod pages;
+mod passwords;
 mod production;
 mod real_browser;
 mod rotation;

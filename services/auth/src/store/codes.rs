@@ -20,8 +20,10 @@ pub struct Model {
     pub used_at: Option<DateTimeUtc>,
     /// Set by RevokeVerificationTokens: the code no longer verifies.
     pub revoked_at: Option<DateTimeUtc>,
-    /// The users.registered event this code's email was for (see the token's).
+    /// The users.registered event this code's email was for (see the token's), or the reset.
     pub registration_event_id: Option<String>,
+    /// `password_reset` for a reset's code; none for one that verifies an address.
+    pub purpose: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -34,9 +36,18 @@ pub async fn insert<C: ConnectionTrait>(conn: &C, row: Model) -> Result<(), DbEr
     Ok(())
 }
 
-/// Every code sent to one of these addresses (an address, and its erased forms).
-pub async fn sent_to<C: ConnectionTrait>(conn: &C, addresses: Vec<String>) -> Result<Vec<Model>, DbErr> {
-    Entity::find().filter(Column::Email.is_in(addresses)).all(conn).await
+/// Every code of `purpose` (none: those that verify an address) sent to one of these
+/// addresses (an address, and its erased forms).
+pub async fn sent_to<C: ConnectionTrait>(
+    conn: &C,
+    addresses: Vec<String>,
+    purpose: Option<&str>,
+) -> Result<Vec<Model>, DbErr> {
+    let of_purpose = match purpose {
+        Some(purpose) => Column::Purpose.eq(purpose),
+        None => Column::Purpose.is_null(),
+    };
+    Entity::find().filter(Column::Email.is_in(addresses)).filter(of_purpose).all(conn).await
 }
 
 /// Uses the code if it is still live (a concurrent use, or the last wrong try, may have come

@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
         migrations.push(Box::new(verimail_events::erasure::migration::migration()));
         migrations.push(Box::new(add_token_purpose::migration()));
         migrations.push(Box::new(add_token_trace::migration()));
+        migrations.push(Box::new(add_code_purpose::migration()));
         migrations
     }
 }
@@ -254,6 +255,32 @@ mod add_token_trace {
                 Table::alter()
                     .table(VerificationTokens::Table)
                     .add_column(string_null(VerificationTokens::Trace))
+                    .to_owned(),
+            ],
+            indexes: vec![],
+        }
+    }
+}
+
+mod add_code_purpose {
+    use sea_orm_migration::prelude::*;
+    use sea_orm_migration::schema::*;
+
+    #[derive(DeriveIden)]
+    enum VerificationCodes {
+        Table,
+        Purpose,
+    }
+
+    /// Codes of password resets beside those that verify an address.
+    pub fn migration() -> verimail_events::db::SchemaMigration {
+        verimail_events::db::SchemaMigration {
+            name: "m20261205_000001_add_code_purpose",
+            tables: vec![],
+            alters: vec![
+                Table::alter()
+                    .table(VerificationCodes::Table)
+                    .add_column(string_len_null(VerificationCodes::Purpose, 32))
                     .to_owned(),
             ],
             indexes: vec![],

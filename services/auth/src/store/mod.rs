@@ -36,6 +36,7 @@ pub async fn used_registrations<C: ConnectionTrait>(
         .columns([codes::Column::UserId, codes::Column::RegistrationEventId])
         .filter(codes::Column::UserId.is_in(user_ids.iter().copied()))
         .filter(codes::Column::UsedAt.is_not_null())
+        .filter(codes::Column::Purpose.is_null())
         .into_tuple()
         .all(conn)
         .await?;
@@ -96,6 +97,35 @@ pub async fn revoke<C: ConnectionTrait>(conn: &C, user_id: &str, which: Revoked<
     let codes = codes::Entity::update_many()
         .col_expr(codes::Column::RevokedAt, Expr::value(now))
         .filter(unused)
+        .exec(conn)
+        .await?;
+    Ok((tokens.rows_affected, codes.rows_affected))
+}
+
+/// Revokes the user's unused password-reset links and codes (but `keep`, the one just used):
+/// how many of each.
+pub async fn revoke_resets<C: ConnectionTrait>(
+    conn: &C,
+    user_id: &str,
+    keep: Option<&str>,
+) -> Result<(u64, u64), DbErr> {
+    let now = chrono::Utc::now();
+    let mut tokens = tokens::Entity::update_many()
+        .col_expr(tokens::Column::RevokedAt, Expr::value(now))
+        .filter(tokens::Column::UserId.eq(user_id))
+        .filter(tokens::Column::UsedAt.is_null())
+        .filter(tokens::Column::RevokedAt.is_null())
+        .filter(tokens::Column::Purpose.eq(crate::links::PASSWORD_RESET));
+    if let Some(keep) = keep {
+        tokens = tokens.filter(tokens::Column::Jti.ne(keep));
+    }
+    let tokens = tokens.exec(conn).await?;
+    let codes = codes::Entity::update_many()
+        .col_expr(codes::Column::RevokedAt, Expr::value(now))
+        .filter(codes::Column::UserId.eq(user_id))
+        .filter(codes::Column::UsedAt.is_null())
+        .filter(codes::Column::RevokedAt.is_null())
+        .filter(codes::Column::Purpose.eq(crate::links::PASSWORD_RESET))
         .exec(conn)
         .await?;
     Ok((tokens.rows_affected, codes.rows_affected))

@@ -66,6 +66,11 @@ pub fn undoes() -> sea_orm::Condition {
     sea_orm::Condition::all().add(Column::Purpose.eq(crate::links::UNDO_EMAIL_CHANGE))
 }
 
+/// Password-reset links.
+pub fn resets() -> sea_orm::Condition {
+    sea_orm::Condition::all().add(Column::Purpose.eq(crate::links::PASSWORD_RESET))
+}
+
 /// Tokens that verify an address (of a registration, or a change's new one), not undo links.
 pub fn verifies() -> sea_orm::Condition {
     sea_orm::Condition::any().add(Column::Purpose.is_null()).add(Column::Purpose.eq(crate::links::EMAIL_CHANGE))

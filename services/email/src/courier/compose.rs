@@ -21,6 +21,11 @@ impl Courier {
                 Ok(self.render(request, template, &context)?)
             }
             subjects::USERS_EMAIL_CHANGE_NOTICE => self.change_notice(request, preview).await,
+            subjects::USERS_PASSWORD_RESET_REQUESTED => self.password_reset(request, preview).await,
+            subjects::USERS_PASSWORD_CHANGED => {
+                let context = minijinja::context! { email => &request.email, reset => request.reset };
+                Ok(self.render(request, "password_changed", &context)?)
+            }
             _ => self.verification_email(request, kind, preview).await,
         }
     }
@@ -78,6 +83,19 @@ impl Courier {
             expires_at => &issued.expires_at,
         };
         Ok(self.render(request, "email_change_notice", &context)?)
+    }
+
+    /// A password reset's link and code (the reset's id is its event's).
+    async fn password_reset(&self, request: &EmailRequest, preview: bool) -> Result<Rendered, Failure> {
+        let issued = self.issue(request, TokenPurpose::PasswordReset, preview).await?;
+        let context = minijinja::context! {
+            email => &request.email,
+            link => page_link(&self.public_base_url, "/reset-password", Some(&issued.token), &request.locale),
+            expires_at => &issued.expires_at,
+            code => &issued.code,
+            code_page => page_link(&self.public_base_url, "/reset-password", None, &request.locale),
+        };
+        Ok(self.render(request, "password_reset", &context)?)
     }
 
     /// The email `template` for `request`, in the user's language.

@@ -9,15 +9,16 @@ use std::sync::Arc;
 use verimail_events::bus::{ConsumerSpec, Delivery, HandlerError, USERS_STREAM};
 use verimail_events::erasure;
 use verimail_proto::events::v1::{
-    EmailChangeNotice, EmailChangeRequested, SignUpAttempted, UserRegistered, VerificationRequested,
+    EmailChangeNotice, EmailChangeRequested, PasswordChanged, PasswordResetRequested, SignUpAttempted, UserRegistered,
+    VerificationRequested,
 };
 use verimail_proto::subjects;
 
 /// email-service's durable consumer (and its parked subject).
 pub const CONSUMER: &str = "email-service";
 
-/// The three subjects under `users.` that ask for an email (registered, verification
-/// requested, sign-up attempted); filtering on the wildcard keeps the consumer working on
+/// The subjects under `users.` that ask for an email (registered, verification requested,
+/// sign-up attempted, the two of a change of address, a reset and a changed password); filtering on the wildcard keeps the consumer working on
 /// nats-server 2.9, which has no multi-subject filters.
 pub fn spec(config: &Config) -> ConsumerSpec {
     let mut spec = ConsumerSpec::new(USERS_STREAM, CONSUMER, verimail_proto::streams::USERS_SUBJECTS);
@@ -100,7 +101,16 @@ impl Courier {
 
 /// An email to `email` for `user_id`, asked for by `event_id`, of `belongs_to`.
 fn plain(event_id: String, user_id: String, email: String, belongs_to: String, locale: String) -> EmailRequest {
-    EmailRequest { event_id, user_id, email, belongs_to, new_email: String::new(), by_email_change: false, locale }
+    EmailRequest {
+        event_id,
+        user_id,
+        email,
+        belongs_to,
+        new_email: String::new(),
+        by_email_change: false,
+        reset: false,
+        locale,
+    }
 }
 
 fn decode(delivery: &Delivery) -> Result<Option<EmailRequest>, HandlerError> {
@@ -129,6 +139,15 @@ fn decode(delivery: &Delivery) -> Result<Option<EmailRequest>, HandlerError> {
         subjects::USERS_EMAIL_CHANGE_NOTICE => {
             let e = EmailChangeNotice::decode(delivery.payload.clone()).map_err(undecodable)?;
             EmailRequest { new_email: e.new_email, ..plain(e.event_id, e.user_id, e.email, e.change_id, e.locale) }
+        }
+        subjects::USERS_PASSWORD_RESET_REQUESTED => {
+            let e = PasswordResetRequested::decode(delivery.payload.clone()).map_err(undecodable)?;
+            let belongs_to = e.event_id.clone();
+            plain(e.event_id, e.user_id, e.email, belongs_to, e.locale)
+        }
+        subjects::USERS_PASSWORD_CHANGED => {
+            let e = PasswordChanged::decode(delivery.payload.clone()).map_err(undecodable)?;
+            EmailRequest { reset: e.reset, ..plain(e.event_id, e.user_id, e.email, String::new(), e.locale) }
         }
         _ => return Ok(None),
     };

@@ -61,6 +61,8 @@ struct EmailRequest {
     new_email: String,
     /// A sign-up notice for an attempt to move another account to this address.
     by_email_change: bool,
+    /// A password-changed notice for a reset through the address (a change otherwise).
+    reset: bool,
     /// The user's language (BCP 47); empty for the default.
     locale: String,
 }

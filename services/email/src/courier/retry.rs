@@ -33,9 +33,10 @@ impl Courier {
             Claim::NotRetryable(status) => return Err(EmailError::NotRetryable(status)),
             Claim::Claimed(before) => *before,
         };
-        // A registration's own email belongs to it; a resend's registration is not recorded.
-        let belongs_to =
-            if before.kind == subjects::USERS_REGISTERED { before.event_id.clone() } else { String::new() };
+        // A registration's own email belongs to it (a reset's too); a resend's registration is
+        // not recorded.
+        let own = [subjects::USERS_REGISTERED, subjects::USERS_PASSWORD_RESET_REQUESTED];
+        let belongs_to = if own.contains(&before.kind.as_str()) { before.event_id.clone() } else { String::new() };
         let request = EmailRequest {
             event_id: before.event_id,
             user_id: before.user_id,
@@ -43,6 +44,7 @@ impl Courier {
             belongs_to,
             new_email: String::new(),
             by_email_change: false,
+            reset: false,
             locale: before.locale.unwrap_or_default(),
         };
         let (status, error) = match self.attempt(&request, &before.kind).await? {

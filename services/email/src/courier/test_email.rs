@@ -65,6 +65,7 @@ fn sample_request(event_id: String, by_email_change: bool, to: &str, locale: &st
         belongs_to: String::new(),
         new_email: "new-address@example.com".into(),
         by_email_change,
+        reset: false,
         locale: locale.to_owned(),
     }
 }

@@ -207,6 +207,33 @@ fn verify_many(ids: &[&str], now: chrono::DateTime<chrono::Utc>) -> sea_orm::Upd
         .filter(Column::Status.eq(AccountStatus::Unverified))
 }
 
+/// Replaces the password of the user whose address is still `email`; with `verify`, an
+/// unverified one becomes verified too (a reset through the address proved it). The user as
+/// it is now, and whether this call verified it; none when the user is gone or moved on.
+pub async fn replace_password<C: ConnectionTrait>(
+    conn: &C,
+    id: &str,
+    email: &str,
+    password_hash: &str,
+    verify: bool,
+) -> Result<Option<(Model, bool)>, DbErr> {
+    let replaced = Entity::update_many()
+        .col_expr(Column::PasswordHash, Expr::value(password_hash))
+        .col_expr(Column::UpdatedAt, Expr::value(chrono::Utc::now()))
+        .filter(Column::Id.eq(id))
+        .filter(Column::Email.eq(email))
+        .exec_with_returning(conn)
+        .await?;
+    let Some(user) = replaced.into_iter().next() else { return Ok(None) };
+    if verify && user.status == AccountStatus::Unverified {
+        let verified = verify_many(&[id], chrono::Utc::now()).exec_with_returning(conn).await?;
+        if let Some(user) = verified.into_iter().next() {
+            return Ok(Some((user, true)));
+        }
+    }
+    Ok(Some((user, false)))
+}
+
 /// Sets the language of the user's emails; false when the user is gone.
 pub async fn set_locale<C: ConnectionTrait>(conn: &C, id: &str, locale: &str) -> Result<bool, DbErr> {
     let set = Entity::update_many()
