@@ -53,7 +53,13 @@ built_in! {
         "undone.html",
         "too_many.html",
         "unavailable.html",
-        "not_found.html"
+        "not_found.html",
+        "forgot_password.html",
+        "forgot_password_form.html",
+        "reset_sent.html",
+        "reset_password.html",
+        "password_reset.html",
+        "reset_refused.html"
     ]
 }
 
@@ -112,6 +118,37 @@ pub enum Page<'a> {
     },
     Unavailable,
     NotFound,
+    /// The form that asks for a reset email; `error`: what was typed is not an address.
+    ForgotPassword {
+        email: &'a str,
+        error: bool,
+    },
+    ResetSent {
+        email: &'a str,
+    },
+    /// The new-password form of a reset link (`token`), or with the code (no token).
+    ResetPassword {
+        token: &'a str,
+        email: &'a str,
+        error: Option<ResetError>,
+    },
+    /// The password was replaced.
+    PasswordReset {
+        email: &'a str,
+    },
+    /// A reset link or code that no longer works: `why` is expired, revoked, used, locked or
+    /// invalid.
+    ResetRefused {
+        why: &'static str,
+    },
+}
+
+/// The field of the new-password form the service refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetError {
+    Email,
+    Code,
+    Password,
 }
 
 /// What the user came with: `what` is `"link"` or `"code"`.
@@ -159,6 +196,18 @@ impl Page<'_> {
             Page::TooMany { seconds } => ("too_many.html", context! { seconds }),
             Page::Unavailable => ("unavailable.html", context! {}),
             Page::NotFound => ("not_found.html", context! {}),
+            Page::ForgotPassword { email, error } => ("forgot_password.html", context! { email, error }),
+            Page::ResetSent { email } => ("reset_sent.html", context! { email }),
+            Page::ResetPassword { token, email, error } => {
+                let error = error.map(|field| match field {
+                    ResetError::Email => "email",
+                    ResetError::Code => "code",
+                    ResetError::Password => "password",
+                });
+                ("reset_password.html", context! { token, email, error })
+            }
+            Page::PasswordReset { email } => ("password_reset.html", context! { email }),
+            Page::ResetRefused { why } => ("reset_refused.html", context! { why, email => "", error => false }),
         }
     }
 
@@ -197,6 +246,20 @@ impl Page<'_> {
         }
         for error in [None, Some(CodeError::Email), Some(CodeError::Code)] {
             pages.push(Page::Code { email, error });
+        }
+        for error in [false, true] {
+            pages.push(Page::ForgotPassword { email, error });
+        }
+        pages.push(Page::ResetSent { email });
+        for error in [None, Some(ResetError::Password)] {
+            pages.push(Page::ResetPassword { token, email: "", error });
+        }
+        for error in [None, Some(ResetError::Email), Some(ResetError::Code), Some(ResetError::Password)] {
+            pages.push(Page::ResetPassword { token: "", email, error });
+        }
+        pages.push(Page::PasswordReset { email });
+        for why in ["expired", "revoked", "used", "locked", "invalid"] {
+            pages.push(Page::ResetRefused { why });
         }
         pages
     }

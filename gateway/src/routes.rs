@@ -1,7 +1,7 @@
 //! The routes: every decision is made by a service over gRPC; the gateway only turns
 //! answers into pages.
 
-use crate::pages::{CodeError, Logo, Page, Pages, Proof};
+use crate::pages::{CodeError, Logo, Page, Pages, Proof, ResetError};
 use axum::Extension;
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Query, State};
@@ -21,7 +21,10 @@ use verimail_proto::auth::v1::{
     auth_service_client::AuthServiceClient,
 };
 use verimail_proto::reasons;
-use verimail_proto::user::v1::{ResendVerificationRequest, user_service_client::UserServiceClient};
+use verimail_proto::user::v1::{
+    RequestPasswordResetRequest, ResendVerificationRequest, ResetPasswordRequest,
+    user_service_client::UserServiceClient,
+};
 use verimail_server::internal::{CLIENT_ADDRESS, Internal};
 use verimail_server::limits::Limiter;
 
@@ -73,6 +76,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/verify-code", get(code_page).post(verify_code))
         .route("/resend", get(resend_page).post(resend))
         .route("/email-change/undo", get(undo_page).post(undo))
+        .route("/forgot-password", get(forgot_page).post(forgot))
+        .route("/reset-password", get(reset_page).post(reset))
         .route(KEYS_PATH, get(public_keys))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -466,6 +471,93 @@ async fn resend(
             gw.pages.render(StatusCode::BAD_REQUEST, &lang, &Page::Resend { email: &email, error: true })
         }
         Err(status) => unavailable(&gw, &lang, &status),
+    }
+}
+
+async fn forgot_page(State(gw): State<Arc<Gateway>>, Extension(Lang(lang)): Extension<Lang>) -> Response {
+    gw.pages.render(StatusCode::OK, &lang, &Page::ForgotPassword { email: "", error: false })
+}
+
+/// The same page for any address: whether it has an account is nobody's business here.
+async fn forgot(
+    State(gw): State<Arc<Gateway>>,
+    Extension(Client(client)): Extension<Client>,
+    Extension(Lang(lang)): Extension<Lang>,
+    Form(params): Form<EmailParams>,
+) -> Response {
+    let email = params.email.trim().to_owned();
+    let locale = lang.clone();
+    let request = on_behalf(RequestPasswordResetRequest { email: email.clone(), locale }, client);
+    match gw.users.clone().request_password_reset(request).await {
+        Ok(_) => gw.pages.render(StatusCode::ACCEPTED, &lang, &Page::ResetSent { email: &email }),
+        Err(status) if status.code() == Code::InvalidArgument => {
+            gw.pages.render(StatusCode::BAD_REQUEST, &lang, &Page::ForgotPassword { email: &email, error: true })
+        }
+        Err(status) => unavailable(&gw, &lang, &status),
+    }
+}
+
+/// A reset link's page (or, without a token, the code's): a form asking for the new password.
+/// Opening it changes nothing; only a person who types a password and presses the button does.
+async fn reset_page(
+    State(gw): State<Arc<Gateway>>,
+    Extension(Lang(lang)): Extension<Lang>,
+    Query(params): Query<TokenParams>,
+) -> Response {
+    let page = Page::ResetPassword { token: params.token.trim(), email: "", error: None };
+    gw.pages.render(StatusCode::OK, &lang, &page)
+}
+
+#[derive(Deserialize)]
+struct ResetParams {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    new_password: String,
+}
+
+async fn reset(
+    State(gw): State<Arc<Gateway>>,
+    Extension(Client(client)): Extension<Client>,
+    Extension(Lang(lang)): Extension<Lang>,
+    Form(params): Form<ResetParams>,
+) -> Response {
+    let (token, email) = (params.token.trim().to_owned(), params.email.trim().to_owned());
+    let request = ResetPasswordRequest {
+        token: token.clone(),
+        email: email.clone(),
+        code: params.code,
+        new_password: params.new_password,
+    };
+    let status = match gw.users.clone().reset_password(on_behalf(request, client)).await {
+        Ok(reply) => {
+            let email = reply.into_inner().email;
+            return gw.pages.render(StatusCode::OK, &lang, &Page::PasswordReset { email: &email });
+        }
+        Err(status) => status,
+    };
+    let form = |error| Page::ResetPassword { token: &token, email: &email, error: Some(error) };
+    let refused = |why| gw.pages.render(StatusCode::GONE, &lang, &Page::ResetRefused { why });
+    match (status.code(), reasons::of(&status).as_str()) {
+        (Code::InvalidArgument, _) => match verimail_server::grpc::bad_request_field(&status).as_deref() {
+            Some("new_password") => gw.pages.render(StatusCode::BAD_REQUEST, &lang, &form(ResetError::Password)),
+            Some("email") => gw.pages.render(StatusCode::BAD_REQUEST, &lang, &form(ResetError::Email)),
+            Some("code") => gw.pages.render(StatusCode::BAD_REQUEST, &lang, &form(ResetError::Code)),
+            _ => gw.pages.render(StatusCode::BAD_REQUEST, &lang, &Page::ResetRefused { why: "invalid" }),
+        },
+        (Code::FailedPrecondition, why @ (reasons::ACCOUNT_EXPIRED | reasons::ACCOUNT_DELETED)) => {
+            account_gone(&gw, &lang, why, if token.is_empty() { Proof::Code } else { Proof::Link })
+        }
+        (Code::FailedPrecondition, reasons::TOKEN_EXPIRED | reasons::CODE_EXPIRED) => refused("expired"),
+        (Code::FailedPrecondition, reasons::TOKEN_REVOKED | reasons::CODE_REVOKED) => refused("revoked"),
+        (Code::FailedPrecondition, reasons::TOKEN_USED) => refused("used"),
+        (Code::FailedPrecondition, reasons::CODE_LOCKED) => refused("locked"),
+        (Code::FailedPrecondition, _) => refused("invalid"),
+        _ => unavailable(&gw, &lang, &status),
     }
 }
 

@@ -66,6 +66,11 @@ impl ReceivedMail {
         self.link_to("/email-change/undo?token=")
     }
 
+    /// Whether the plain-text part contains `needle`.
+    pub fn text_contains(&self, needle: &str) -> bool {
+        self.text().contains(needle)
+    }
+
     /// The link of a password-reset email, in the plain-text part.
     pub fn reset_link(&self) -> String {
         self.link_to("/reset-password?token=").unwrap_or_else(|| panic!("no reset link in:\n{}", self.text()))

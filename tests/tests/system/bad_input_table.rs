@@ -14,10 +14,12 @@ use verimail_proto::email::v1::{
 };
 use verimail_proto::ops::v1::{ListParkedRequest, ReplayParkedRequest};
 use verimail_proto::user::v1::{
-    BatchGetUsersRequest, ChangeEmailRequest, DeleteUserRequest, GetUserRequest, ListUsersRequest, RegisterUserRequest,
-    ResendVerificationRequest, SignInRequest, UserStatus, get_user_request,
+    BatchGetUsersRequest, ChangeEmailRequest, ChangePasswordRequest, DeleteUserRequest, GetUserRequest,
+    ListRevokedSessionsRequest, ListSessionsRequest, ListUsersRequest, RefreshSessionRequest, RegisterUserRequest,
+    RequestPasswordResetRequest, ResendVerificationRequest, ResetPasswordRequest, RevokeSessionsRequest, SignInRequest,
+    SignOutRequest, UserStatus, get_user_request,
 };
-use verimail_system_tests::Stack;
+use verimail_system_tests::{Stack, with_bearer};
 
 /// What must not move: rows per table, and the columns a request could change.
 async fn fingerprint(stack: &Stack) -> Vec<(String, String)> {
@@ -36,6 +38,9 @@ async fn fingerprint(stack: &Stack) -> Vec<(String, String)> {
         ),
         ("auth", "SELECT COUNT(*) FROM outbox".into()),
         ("email", format!("SELECT COUNT(*) || '/' || COALESCE(SUM(attempts), 0) || '/' || {sent} FROM deliveries")),
+        // Sessions forged for the table's tokens may start; none may end or rotate.
+        ("user", "SELECT COUNT(ended_at) FROM sessions".into()),
+        ("user", "SELECT COUNT(*) FROM retired_refresh_tokens".into()),
     ];
     let mut rows = Vec::new();
     for (service, sql) in queries {
@@ -72,6 +77,8 @@ async fn bad_input_everywhere_gets_a_precise_answer_and_changes_nothing() {
         + bad_locales(&stack).await
         + bad_ops_fields(&stack).await
         + bad_sign_ins_and_lookups(&stack, &user_id).await
+        + bad_sessions(&stack, &user_id).await
+        + bad_password_resets(&stack, &token, &tampered).await
         + bad_pages(&stack, &tampered).await;
 
     assert_eq!(fingerprint(&stack).await, before, "bad input changed a database");
@@ -547,6 +554,157 @@ async fn bad_deletions(stack: &Stack, user_id: &str) -> usize {
     cases.len()
 }
 
+/// A status code, and the field it names.
+type Answer = (Code, Option<String>);
+
+/// The answer's code and the field it names, for a table's row.
+fn answered<T: std::fmt::Debug>(answer: Result<tonic::Response<T>, tonic::Status>) -> Answer {
+    let status = answer.expect_err("bad input was accepted");
+    (status.code(), verimail_server::grpc::bad_request_field(&status))
+}
+
+/// RefreshSession, SignOut, ListSessions, RevokeSessions, ListRevokedSessions and
+/// ChangePassword: malformed, unknown or missing credentials and fields.
+async fn bad_sessions(stack: &Stack, user_id: &str) -> usize {
+    let token = stack.forge_session(user_id, "kim@example.com", Duration::ZERO).await;
+    let (plain, ops) = (stack.plain_users(), stack.users.clone());
+    let unknown_refresh = format!("vmr_{}", "A".repeat(43));
+    let unknown = "01937b5e-0000-7000-8000-000000000000".to_owned();
+    let field = |f: &str| Some(f.to_owned());
+    let refresh = |t: &str| RefreshSessionRequest { refresh_token: t.into() };
+    let sign_out = |t: &str| SignOutRequest { refresh_token: t.into(), everywhere: true };
+    let revoke = |u: &str, s: &str| RevokeSessionsRequest { user_id: u.into(), session_id: s.into() };
+    let change = |c: &str, n: &str| ChangePasswordRequest { current_password: c.into(), new_password: n.into() };
+    let rows: Vec<(Answer, Answer)> = vec![
+        (answered(plain.clone().refresh_session(refresh("")).await), (Code::InvalidArgument, field("refresh_token"))),
+        (
+            answered(plain.clone().refresh_session(refresh("garbage")).await),
+            (Code::InvalidArgument, field("refresh_token")),
+        ),
+        (answered(plain.clone().refresh_session(refresh(&unknown_refresh)).await), (Code::Unauthenticated, None)),
+        (answered(plain.clone().sign_out(sign_out("")).await), (Code::Unauthenticated, None)),
+        (answered(plain.clone().sign_out(sign_out("garbage")).await), (Code::InvalidArgument, field("refresh_token"))),
+        (answered(plain.clone().sign_out(sign_out(&unknown_refresh)).await), (Code::Unauthenticated, None)),
+        (answered(plain.clone().list_sessions(ListSessionsRequest::default()).await), (Code::Unauthenticated, None)),
+        (
+            answered(
+                plain
+                    .clone()
+                    .list_sessions(with_bearer(ListSessionsRequest { user_id: unknown.clone() }, &token))
+                    .await,
+            ),
+            (Code::PermissionDenied, None),
+        ),
+        (
+            answered(ops.clone().list_sessions(ListSessionsRequest::default()).await),
+            (Code::InvalidArgument, field("user_id")),
+        ),
+        (answered(plain.clone().revoke_sessions(revoke(user_id, "")).await), (Code::Unauthenticated, None)),
+        (answered(ops.clone().revoke_sessions(revoke("nobody", "")).await), (Code::InvalidArgument, field("user_id"))),
+        (
+            answered(ops.clone().revoke_sessions(revoke(user_id, "nothing")).await),
+            (Code::InvalidArgument, field("session_id")),
+        ),
+        (answered(ops.clone().revoke_sessions(revoke(user_id, &unknown)).await), (Code::NotFound, None)),
+        (
+            answered(plain.clone().list_revoked_sessions(ListRevokedSessionsRequest::default()).await),
+            (Code::Unauthenticated, None),
+        ),
+        (
+            answered(ops.clone().list_revoked_sessions(ListRevokedSessionsRequest { after: 0, limit: 5000 }).await),
+            (Code::InvalidArgument, field("limit")),
+        ),
+        (
+            answered(plain.clone().change_password(change("correct horse battery", "a fresh purple teapot")).await),
+            (Code::Unauthenticated, None),
+        ),
+        (
+            answered(plain.clone().change_password(with_bearer(change("", "a fresh purple teapot"), &token)).await),
+            (Code::InvalidArgument, field("current_password")),
+        ),
+        (
+            answered(
+                plain.clone().change_password(with_bearer(change("correct horse battery", "short"), &token)).await,
+            ),
+            (Code::InvalidArgument, field("new_password")),
+        ),
+        (
+            answered(
+                plain
+                    .clone()
+                    .change_password(with_bearer(change("not the password", "a fresh purple teapot"), &token))
+                    .await,
+            ),
+            (Code::Unauthenticated, None),
+        ),
+    ];
+    for (n, (got, want)) in rows.iter().enumerate() {
+        assert_eq!(got, want, "sessions row {n}");
+    }
+    rows.len()
+}
+
+/// RequestPasswordReset and ResetPassword: malformed addresses, languages, tokens and codes;
+/// a verification link is no reset link.
+async fn bad_password_resets(stack: &Stack, verification: &str, tampered: &str) -> usize {
+    let users = stack.users.clone();
+    let field = |f: &str| Some(f.to_owned());
+    let ask = |email: &str, locale: &str| RequestPasswordResetRequest { email: email.into(), locale: locale.into() };
+    let strong = "a fresh purple teapot";
+    let reset = |token: &str, email: &str, code: &str, password: &str| ResetPasswordRequest {
+        token: token.into(),
+        email: email.into(),
+        code: code.into(),
+        new_password: password.into(),
+    };
+    let rows: Vec<(Answer, Answer)> = vec![
+        (
+            answered(users.clone().request_password_reset(ask("not an address", "")).await),
+            (Code::InvalidArgument, field("email")),
+        ),
+        (
+            answered(users.clone().request_password_reset(ask("kim@example.com", "english")).await),
+            (Code::InvalidArgument, field("locale")),
+        ),
+        (
+            answered(users.clone().reset_password(reset("x", "", "", "")).await),
+            (Code::InvalidArgument, field("new_password")),
+        ),
+        (
+            answered(users.clone().reset_password(reset("", "", "", strong)).await),
+            (Code::InvalidArgument, field("email")),
+        ),
+        (
+            answered(users.clone().reset_password(reset("", "kim@example.com", "", strong)).await),
+            (Code::InvalidArgument, field("code")),
+        ),
+        (
+            answered(users.clone().reset_password(reset("", "kim@example.com", "12ab56", strong)).await),
+            (Code::InvalidArgument, field("code")),
+        ),
+        (
+            answered(users.clone().reset_password(reset("", "kim@example.com", "123456", strong)).await),
+            (Code::InvalidArgument, field("code")),
+        ),
+        (
+            answered(users.clone().reset_password(reset("garbage", "", "", strong)).await),
+            (Code::InvalidArgument, field("token")),
+        ),
+        (
+            answered(users.clone().reset_password(reset(tampered, "", "", strong)).await),
+            (Code::InvalidArgument, field("token")),
+        ),
+        (
+            answered(users.clone().reset_password(reset(verification, "", "", strong)).await),
+            (Code::InvalidArgument, field("token")),
+        ),
+    ];
+    for (n, (got, want)) in rows.iter().enumerate() {
+        assert_eq!(got, want, "password reset row {n}");
+    }
+    rows.len()
+}
+
 /// The pages: precise HTTP statuses, nothing reflected unescaped.
 async fn bad_pages(stack: &Stack, tampered: &str) -> usize {
     let mut tried = 0;
@@ -573,6 +731,27 @@ async fn bad_pages(stack: &Stack, tampered: &str) -> usize {
         (http.post(url("/.well-known/verimail-keys")).form(&[("kid", "x")]), 405),
         (http.get(url("/.well-known/verimail-keys?kid=<script>alert(1)</script>")), 200),
         (http.get(url("/.well-known/verimail-key")), 404),
+        (http.get(url("/forgot-password")), 200),
+        (http.post(url("/forgot-password")).form(&[("email", "not an address")]), 400),
+        (http.get(url("/reset-password")), 200),
+        (http.get(url("/reset-password?token=<script>alert(1)</script>")), 200),
+        (
+            http.post(url("/reset-password")).form(&[("token", "garbage"), ("new_password", "a fresh purple teapot")]),
+            400,
+        ),
+        (
+            http.post(url("/reset-password")).form(&[("token", tampered), ("new_password", "a fresh purple teapot")]),
+            400,
+        ),
+        (http.post(url("/reset-password")).form(&[("token", tampered), ("new_password", "")]), 400),
+        (
+            http.post(url("/reset-password")).form(&[
+                ("email", "kim@example.com"),
+                ("code", "12ab56"),
+                ("new_password", "a fresh purple teapot"),
+            ]),
+            400,
+        ),
     ];
     for (request, want) in pages {
         let response = request.send().await.unwrap();

@@ -18,7 +18,7 @@ const PASSWORD: &str = "correct horse battery";
 const MAX_LINK: usize = 200;
 
 /// Each email, its subject in each language (en, de, es), and a time phrase of its text.
-const EMAILS: [(&str, [&str; 3], [&str; 3]); 5] = [
+const EMAILS: [(&str, [&str; 3], [&str; 3]); 7] = [
     (
         "verification",
         ["Verify your email address", "Bestätigen Sie Ihre E-Mail-Adresse", "Verifica tu dirección de correo"],
@@ -58,6 +58,16 @@ const EMAILS: [(&str, [&str; 3], [&str; 3]); 5] = [
             "Jemand hat versucht, ein Konto auf Ihre Adresse umzustellen",
             "Alguien intentó cambiar una cuenta a tu dirección",
         ],
+        ["", "", ""],
+    ),
+    (
+        "password_reset",
+        ["Reset your password", "Passwort zurücksetzen", "Restablece tu contraseña"],
+        ["expire in 1 hour", "laufen in 1 Stunde ab", "caducan en 1 hora"],
+    ),
+    (
+        "password_changed",
+        ["Your password was changed", "Ihr Passwort wurde geändert", "Tu contraseña ha cambiado"],
         ["", "", ""],
     ),
 ];
@@ -123,6 +133,17 @@ async fn every_email_kind_in_every_language_has_short_links_and_fits_a_600_pixel
         change(&stack, &token, &ada_new).await;
         let bea_token = verified(&stack, &bea, "", EMAILS[0].1[0]).await;
         change(&stack, &bea_token, &ada).await;
+        // A password reset's email, and the notice once its code is used.
+        let reset = verimail_proto::user::v1::RequestPasswordResetRequest { email: ada.clone(), ..Default::default() };
+        stack.users.clone().request_password_reset(reset).await.expect("RequestPasswordReset");
+        let code = titled(&stack, &ada, subject("password_reset")).await.verification_code();
+        let reset = verimail_proto::user::v1::ResetPasswordRequest {
+            email: ada.clone(),
+            code,
+            new_password: "a fresh purple teapot".into(),
+            ..Default::default()
+        };
+        stack.plain_users().reset_password(reset).await.expect("ResetPassword");
 
         for (email, subjects, phrases) in EMAILS {
             let to = if email == "email_change_verification" { &ada_new } else { &ada };

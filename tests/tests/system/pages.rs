@@ -127,6 +127,14 @@ async fn undo_link(stack: &Stack, to: &str) -> String {
     find().expect("the notice's link")
 }
 
+/// The link of the reset email to `to`.
+async fn reset_link(stack: &Stack, to: &str) -> String {
+    let find =
+        || stack.smtp.to(to).iter().find(|m| m.text_contains("/reset-password?token=")).map(ReceivedMail::reset_link);
+    eventually("the reset email", EMAIL_WAIT, || async { find().is_some() }).await;
+    find().expect("the reset link")
+}
+
 /// Every page in `lang`, reached as a user reaches it, with the browser asking for `accept`.
 async fn tour(lang: &'static str, accept: &str, headline: &str) {
     let options = StackOptions { code_max_wrong_tries: 3, ..StackOptions::default() };
@@ -228,6 +236,35 @@ async fn tour(lang: &'static str, accept: &str, headline: &str) {
     tour.press().await;
     tour.check("undone_again", "undone").await;
 
+    // Getting back in: the reset form, a malformed address, the email's link, a weak
+    // password, the new one, the link again; and the code's form.
+    tour.goto(&format!("{gateway}/forgot-password")).await;
+    tour.check("forgot_password", "forgot-password").await;
+    tour.without_browser_checks().await;
+    tour.fill("email", "not an address").await;
+    tour.press().await;
+    tour.wait_for_error().await;
+    tour.check("forgot_password_error", "forgot-password").await;
+    tour.fill("email", &ada).await;
+    tour.press().await;
+    tour.check("reset_sent", "reset-sent").await;
+    let reset_link = reset_link(&stack, &ada).await;
+    tour.goto(&reset_link).await;
+    tour.check("reset_password", "reset-password").await;
+    tour.fill("new_password", "password1").await;
+    tour.press().await;
+    tour.wait_for_error().await;
+    tour.check("reset_password_error", "reset-password").await;
+    tour.fill("new_password", "a fresh purple teapot").await;
+    tour.press().await;
+    tour.check("password_reset", "password-reset").await;
+    tour.goto(&reset_link).await;
+    tour.fill("new_password", "another fresh teapot").await;
+    tour.press().await;
+    tour.check("reset_refused", "reset-refused").await;
+    tour.goto(&format!("{gateway}/reset-password")).await;
+    tour.check("reset_code", "reset-password").await;
+
     // Too many posts from one client; services that do not answer.
     tour.goto(&format!("{limited}/resend")).await;
     tour.fill("email", &ada).await;
@@ -245,7 +282,7 @@ async fn tour(lang: &'static str, accept: &str, headline: &str) {
     let report = verimail_system_tests::artifacts_dir().join(format!("pages-a11y-{lang}.json"));
     std::fs::write(&report, serde_json::to_string_pretty(&tour.seen).unwrap()).unwrap();
     let pages: std::collections::BTreeSet<&str> = tour.seen.iter().map(|s| s.page.as_str()).collect();
-    assert_eq!(pages.len(), 18, "{pages:?}");
+    assert_eq!(pages.len(), 26, "{pages:?}");
     tour.chrome.close().await;
 }
 

@@ -123,3 +123,38 @@ async fn chromium_opens_the_email_in_the_dev_mailbox_and_its_link_verifies() {
     assert!(stack.wait_for_status(&user_id, UserStatus::Verified, STATUS_WAIT).await);
     chrome.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_opens_a_reset_link_and_only_a_person_who_types_a_password_resets_it_once() {
+    let stack = Stack::start().await;
+    let old = "correct horse battery";
+    stack.verified("kai@example.com", old).await;
+    let request =
+        verimail_proto::user::v1::RequestPasswordResetRequest { email: "kai@example.com".into(), ..Default::default() };
+    stack.users.clone().request_password_reset(request).await.expect("RequestPasswordReset");
+    let mails = stack.smtp.wait_for("kai@example.com", 2, EMAIL_WAIT).await;
+    let link = mails[1].reset_link();
+    let chrome = Chrome::start().await;
+    // A mail scanner opens the link in a browser that runs the page's scripts, and waits.
+    chrome.client.goto(&link).await.expect("open the link");
+    chrome.wait_for_page("reset-password").await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    chrome.wait_for_page("reset-password").await;
+    stack.sign_in("kai@example.com", old).await.expect("opening the link changed the password");
+    // A person types the new password and presses the button.
+    let new = "seven purple teapots";
+    chrome.client.find(Locator::Id("new_password")).await.unwrap().send_keys(new).await.unwrap();
+    chrome.client.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    chrome.wait_for_page("password-reset").await;
+    stack.sign_in("kai@example.com", new).await.expect("the new password signs in");
+    let refused = stack.sign_in("kai@example.com", old).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "the old one does not");
+    // The link works once.
+    chrome.client.goto(&link).await.expect("open the link again");
+    chrome.wait_for_page("reset-password").await;
+    chrome.client.find(Locator::Id("new_password")).await.unwrap().send_keys("eight green kettles").await.unwrap();
+    chrome.client.find(Locator::Css("button[type=submit]")).await.unwrap().click().await.unwrap();
+    chrome.wait_for_page("reset-refused").await;
+    stack.sign_in("kai@example.com", new).await.expect("still the password the person chose");
+    chrome.close().await;
+}
