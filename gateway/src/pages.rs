@@ -59,7 +59,8 @@ built_in! {
         "reset_sent.html",
         "reset_password.html",
         "password_reset.html",
-        "reset_refused.html"
+        "reset_refused.html",
+        "undo_taken.html"
     ]
 }
 
@@ -91,7 +92,11 @@ pub enum Page<'a> {
         expired: bool,
         what: Proof,
     },
-    /// A change of address cancelled; `again`: the link was used before.
+    /// A change notice's link could not give the account back: another account has `email`.
+    UndoTaken {
+        email: &'a str,
+    },
+    /// The account is back at `email`; `again`: the link was used before.
     Undone {
         email: &'a str,
         again: bool,
@@ -182,6 +187,7 @@ impl Page<'_> {
             }
             Page::AccountGone { expired, what } => ("account_gone.html", context! { expired, what => proof(what) }),
             Page::Undone { email, again } => ("undone.html", context! { email, again }),
+            Page::UndoTaken { email } => ("undo_taken.html", context! { email }),
             Page::Invalid => ("invalid.html", context! { email => "", error => false }),
             Page::Resend { email, error } => ("resend.html", context! { email, error }),
             Page::Resent { email } => ("resent.html", context! { email }),
@@ -258,6 +264,7 @@ impl Page<'_> {
             pages.push(Page::ResetPassword { token: "", email, error });
         }
         pages.push(Page::PasswordReset { email });
+        pages.push(Page::UndoTaken { email });
         for why in ["expired", "revoked", "used", "locked", "invalid"] {
             pages.push(Page::ResetRefused { why });
         }

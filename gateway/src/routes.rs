@@ -17,12 +17,12 @@ use tonic::Code;
 use tonic_health::pb::health_client::HealthClient;
 use tracing::Instrument;
 use verimail_proto::auth::v1::{
-    UndoEmailChangeRequest, VerifyEmailCodeRequest, VerifyEmailRequest, VerifyEmailResponse, VerifyOutcome,
+    VerifyEmailCodeRequest, VerifyEmailRequest, VerifyEmailResponse, VerifyOutcome,
     auth_service_client::AuthServiceClient,
 };
 use verimail_proto::reasons;
 use verimail_proto::user::v1::{
-    RequestPasswordResetRequest, ResendVerificationRequest, ResetPasswordRequest,
+    RequestPasswordResetRequest, ResendVerificationRequest, ResetPasswordRequest, UndoEmailChangeRequest,
     user_service_client::UserServiceClient,
 };
 use verimail_server::internal::{CLIENT_ADDRESS, Internal};
@@ -373,13 +373,21 @@ async fn undo(
     Extension(Lang(lang)): Extension<Lang>,
     Form(params): Form<TokenParams>,
 ) -> Response {
+    use verimail_proto::user::v1::UndoOutcome;
     let request = on_behalf(UndoEmailChangeRequest { token: params.token }, client);
-    match gw.auth.clone().undo_email_change(request).await {
+    match gw.users.clone().undo_email_change(request).await {
         Ok(reply) => {
-            let email = reply.into_inner().email;
-            gw.pages.render(StatusCode::OK, &lang, &Page::Undone { email: &email, again: false })
+            let reply = reply.into_inner();
+            let email = reply.email.as_str();
+            match reply.outcome() {
+                UndoOutcome::AddressTaken => gw.pages.render(StatusCode::CONFLICT, &lang, &Page::UndoTaken { email }),
+                UndoOutcome::AlreadyUndone => {
+                    gw.pages.render(StatusCode::OK, &lang, &Page::Undone { email, again: true })
+                }
+                _ => gw.pages.render(StatusCode::OK, &lang, &Page::Undone { email, again: false }),
+            }
         }
-        // Used before: the change it was for is already cancelled or undone.
+        // Used before: the change it was for is already undone.
         Err(status) if reasons::of(&status) == reasons::TOKEN_USED => {
             gw.pages.render(StatusCode::OK, &lang, &Page::Undone { email: "", again: true })
         }

@@ -1,5 +1,6 @@
-//! Using the link of a change-of-address notice: single use; the change's links and codes die,
-//! and auth.email_change_undo_requested asks user-service to cancel or undo the change.
+//! Using the link of a change-of-address notice: checked first (user-service moves the account
+//! back), then spent once; the change's links and codes die, and
+//! auth.email_change_undo_requested tells user-service (which acts on it idempotently).
 
 use crate::authority::{Authority, not_deleted};
 use crate::error::AuthError;
@@ -11,27 +12,37 @@ use verimail_proto::events::v1 as events;
 pub struct Undone {
     pub user_id: String,
     pub email: String,
+    pub change_id: String,
 }
 
 impl Authority {
-    /// Uses the undo link `raw`; why not, for one that is not a live undo link.
-    pub async fn undo_email_change(&self, raw: &str) -> Result<Undone, AuthError> {
+    /// Uses the undo link `raw` (with `check_only`, answers as a use would and spends
+    /// nothing); why not, for one that is not a live undo link.
+    pub async fn undo_email_change(&self, raw: &str, check_only: bool) -> Result<Undone, AuthError> {
         let jti = self.keys.open(raw)?;
         let mut write = self.relay.begin().await?;
-        let claimed = tokens::claim(&*write, &[jti.as_str()], tokens::undoes()).await?;
-        let Some(row) = claimed.into_values().next() else {
-            let row = tokens::find(&*write, &jti).await?.ok_or(AuthError::Token(TokenError::Invalid))?;
-            not_deleted(&write, &row.user_id).await?;
-            return Err(match row {
-                row if row.purpose.as_deref() != Some(crate::links::UNDO_EMAIL_CHANGE) => {
-                    AuthError::Token(TokenError::WrongPurpose)
-                }
-                row if row.used_at.is_some() => AuthError::TokenUsed,
-                row if row.revoked_at.is_some() => AuthError::TokenRevoked,
-                _ => AuthError::Token(TokenError::Expired),
-            });
-        };
+        let row = tokens::find(&*write, &jti).await?.ok_or(AuthError::Token(TokenError::Invalid))?;
+        not_deleted(&write, &row.user_id).await?;
+        if row.purpose.as_deref() != Some(crate::links::UNDO_EMAIL_CHANGE) {
+            return Err(AuthError::Token(TokenError::WrongPurpose));
+        }
+        if row.used_at.is_some() {
+            return Err(AuthError::TokenUsed);
+        }
+        if row.revoked_at.is_some() {
+            return Err(AuthError::TokenRevoked);
+        }
+        if row.expires_at <= chrono::Utc::now() {
+            return Err(AuthError::Token(TokenError::Expired));
+        }
         let change_id = row.registration_event_id.clone().ok_or(AuthError::Token(TokenError::Invalid))?;
+        let undone = Undone { user_id: row.user_id.clone(), email: row.email.clone(), change_id: change_id.clone() };
+        if check_only {
+            return Ok(undone);
+        }
+        if tokens::claim(&*write, &[jti.as_str()], tokens::undoes()).await?.is_empty() {
+            return Err(AuthError::TokenUsed);
+        }
         // The change's links and codes die with it.
         let revoked = store::revoke(&*write, &row.user_id, store::Revoked::Of(&change_id)).await?;
         write.announce(&events::EmailChangeUndoRequested {
@@ -42,7 +53,7 @@ impl Authority {
             change_id: change_id.clone(),
         });
         write.commit().await?;
-        tracing::info!(user_id = %row.user_id, %change_id, revoked = ?revoked, "change of address cancelled or undone from its notice");
-        Ok(Undone { user_id: row.user_id, email: row.email })
+        tracing::info!(user_id = %row.user_id, %change_id, revoked = ?revoked, "change-of-address notice's link used");
+        Ok(undone)
     }
 }

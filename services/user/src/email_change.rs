@@ -157,46 +157,76 @@ pub fn undo_consumer(streams: StreamSettings) -> ConsumerSpec {
     ConsumerSpec { streams, ..ConsumerSpec::new(AUTH_STREAM, UNDO_DURABLE, subjects::AUTH_EMAIL_CHANGE_UNDO_REQUESTED) }
 }
 
-/// The notice's link was used: a pending change is cancelled; a completed one moves the
-/// account back to the address the notice went to (unless another account has it by now, or
-/// the account moved on since).
+/// auth.email_change_undo_requested: the notice's link was spent. UserService/UndoEmailChange
+/// has given the account back already (then this finds the change undone); an older gateway's
+/// direct use of the link has it done here.
 pub async fn on_undo_requested(relay: &OutboxRelay, delivery: Delivery) -> Result<(), HandlerError> {
     use prost::Message;
     let event = events::EmailChangeUndoRequested::decode(delivery.payload.clone())
         .map_err(|e| HandlerError::Permanent(format!("undecodable EmailChangeUndoRequested: {e}")))?;
+    let outcome = undo(relay, &event.user_id, &event.change_id).await?;
+    tracing::info!(user_id = %event.user_id, change_id = %event.change_id, ?outcome, "undo of a change of address");
+    Ok(())
+}
+
+/// What the link of a change's notice did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Undo {
+    /// The account is back at `email` (or was there), later changes cancelled or rolled back.
+    Restored { email: String },
+    /// Undone before, by this notice or an earlier one: nothing changed.
+    AlreadyUndone,
+    /// Another account has `email`: the account stays; its pending changes were cancelled and
+    /// its sessions ended.
+    Taken { email: String },
+}
+
+/// Gives the account back the address it had when the notice of `change_id` was sent: every
+/// change asked for since is cancelled (pending) or rolled back (completed), every session
+/// ends, and a password-reset email goes to the restored address. Idempotent: a change once
+/// undone (by its own notice, or rolled back by an earlier one's) is never undone again, so a
+/// later notice, sent to an address the account was moved to, cannot take it back.
+pub async fn undo(relay: &OutboxRelay, user_id: &str, change_id: &str) -> Result<Undo, DbErr> {
     let mut write = relay.begin().await?;
-    let Some(row) = email_changes::find(&*write, &event.change_id).await? else {
-        tracing::info!(user_id = %event.user_id, change_id = %event.change_id, "undo of an unknown change (the account was deleted?): nothing to do");
-        return Ok(());
-    };
-    if row.user_id != event.user_id || row.undone_at.is_some() || row.cancelled_at.is_some() {
-        return Ok(());
+    let Some(row) = email_changes::find(&*write, change_id).await? else { return Ok(Undo::AlreadyUndone) };
+    let Some(user) = users::find_by_id(&*write, user_id).await? else { return Ok(Undo::AlreadyUndone) };
+    if row.user_id != user_id || row.undone_at.is_some() {
+        return Ok(Undo::AlreadyUndone);
     }
-    if row.completed_at.is_none() {
-        email_changes::mark(&*write, &row.id, Outcome::Cancelled).await?;
-        // Whoever asked for the change, the owner says it was not them: their sessions end.
-        end_sessions(&mut write, &row.user_id).await?;
-        write.commit().await?;
-        crate::metrics::email_change("cancelled");
-        tracing::info!(user_id = %row.user_id, change_id = %row.id, "change of address cancelled from its notice");
-        return Ok(());
+    let since = email_changes::since(&*write, user_id, change_id).await?;
+    let pending: Vec<&str> =
+        since.iter().filter(|c| c.completed_at.is_none() && c.cancelled_at.is_none()).map(|c| c.id.as_str()).collect();
+    email_changes::mark_many(&*write, &pending, Outcome::Cancelled).await?;
+    if user.email != row.old_email {
+        let owner = users::find_by_email(&*write, &row.old_email).await?;
+        if owner.is_some() || !users::move_address(&*write, user_id, &user.email, &row.old_email).await? {
+            end_sessions(&mut write, user_id).await?;
+            write.commit().await?;
+            tracing::warn!(%user_id, %change_id, "change not undone: another account has the earlier address now");
+            crate::metrics::email_change("undo_taken");
+            return Ok(Undo::Taken { email: row.old_email });
+        }
+        write.announce(&changed_event(user_id, change_id, &user.email, &row.old_email, true));
     }
-    let moved = match users::move_address(&*write, &row.user_id, &row.new_email, &row.old_email).await {
-        Ok(moved) => moved,
-        Err(e) if verimail_events::db::is_unique_violation(&e) => false,
-        Err(e) => return Err(e.into()),
-    };
-    if !moved {
-        tracing::warn!(user_id = %row.user_id, change_id = %row.id, "change not undone: the account moved on, or its earlier address has another account now");
-        return Ok(());
-    }
-    email_changes::mark(&*write, &row.id, Outcome::Undone).await?;
-    write.announce(&changed_event(&row.user_id, &row.id, &row.new_email, &row.old_email, true));
-    end_sessions(&mut write, &row.user_id).await?;
+    let rolled_back: Vec<&str> = since
+        .iter()
+        .filter(|c| c.id == row.id || (c.completed_at.is_some() && c.undone_at.is_none()))
+        .map(|c| c.id.as_str())
+        .collect();
+    email_changes::mark_many(&*write, &rolled_back, Outcome::Undone).await?;
+    // Whoever moved the account may know the password: a way to choose a new one.
+    write.announce(&events::PasswordResetRequested {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        user_id: user_id.to_owned(),
+        email: row.old_email.clone(),
+        occurred_at: rfc3339(chrono::Utc::now()),
+        locale: user.locale.clone().unwrap_or_default(),
+    });
+    end_sessions(&mut write, user_id).await?;
     write.commit().await?;
     crate::metrics::email_change("undone");
-    tracing::info!(user_id = %row.user_id, change_id = %row.id, "change of address undone from its notice");
-    Ok(())
+    tracing::info!(%user_id, %change_id, cancelled = pending.len(), rolled_back = rolled_back.len(), "account given back its address from a change's notice");
+    Ok(Undo::Restored { email: row.old_email })
 }
 
 /// Who asks for a change of address: the holder of an access token, or whoever presents the
@@ -243,5 +273,26 @@ impl Accounts {
         crate::metrics::email_change("requested");
         tracing::info!(user_id = %user.id, change_id = %change.id, "change of address requested");
         Ok(change)
+    }
+}
+
+impl Accounts {
+    /// UserService/UndoEmailChange: auth-service checks the notice's link, the account is given
+    /// back its address ([`undo`]), then the link is spent (unless the address is taken: it
+    /// stays usable for when it is free again). Spending after the move is safe: the move is
+    /// idempotent, so a spend that fails leaves a link that would change nothing more.
+    pub async fn undo_email_change(&self, token: &str) -> Result<Undo, UserError> {
+        use verimail_proto::auth::v1::UndoEmailChangeRequest;
+        let mut auth = self.auth.clone();
+        let check = UndoEmailChangeRequest { token: token.to_owned(), check_only: true };
+        let checked = auth.undo_email_change(check).await.map_err(UserError::Refused)?.into_inner();
+        let outcome = undo(&self.relay, &checked.user_id, &checked.change_id).await?;
+        if !matches!(outcome, Undo::Taken { .. }) {
+            let spend = UndoEmailChangeRequest { token: token.to_owned(), check_only: false };
+            if let Err(status) = auth.undo_email_change(spend).await {
+                tracing::warn!(code = ?status.code(), message = status.message(), "undo link not spent (the undo itself is done)");
+            }
+        }
+        Ok(outcome)
     }
 }

@@ -2,7 +2,7 @@
 //! checks who is calling, calls [`Accounts`] and maps the answer. Nothing else happens here.
 
 use crate::accounts::{Account, AccountStatus, Accounts, Filter, Key, MAX_BATCH};
-use crate::email_change::Requester;
+use crate::email_change::{Requester, Undo};
 use crate::error::UserError;
 use crate::password::{Email, Password};
 use crate::recovery::ResetProof;
@@ -264,6 +264,23 @@ impl UserService for UserGrpc {
         };
         let email = self.accounts.reset_password(proof, new).await?;
         Ok(Response::new(pb::ResetPasswordResponse { email }))
+    }
+
+    async fn undo_email_change(
+        &self,
+        request: Request<pb::UndoEmailChangeRequest>,
+    ) -> GrpcResult<pb::UndoEmailChangeResponse> {
+        self.accounts.limits().sign_in_per_client.check(&self.fronts.client_of(&request))?;
+        let token = request.into_inner().token;
+        if token.trim().is_empty() {
+            return Err(UserError::invalid("token", "is required").into());
+        }
+        let (outcome, email) = match self.accounts.undo_email_change(token.trim()).await? {
+            Undo::Restored { email } => (pb::UndoOutcome::Restored, email),
+            Undo::AlreadyUndone => (pb::UndoOutcome::AlreadyUndone, String::new()),
+            Undo::Taken { email } => (pb::UndoOutcome::AddressTaken, email),
+        };
+        Ok(Response::new(pb::UndoEmailChangeResponse { outcome: outcome as i32, email }))
     }
 
     async fn list_revoked_sessions(

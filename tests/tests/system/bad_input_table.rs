@@ -234,13 +234,20 @@ async fn bad_tokens_and_codes(stack: &Stack, user_id: &str, forged: [&str; 3]) -
         assert_eq!(status.code(), code, "VerifyEmail {:?}", &bad[..bad.len().min(40)]);
         // The link of a change-of-address notice: the same answers (a verification token is
         // of another purpose there).
-        let status = auth.clone().undo_email_change(UndoEmailChangeRequest { token: bad.into() }).await.unwrap_err();
+        let status = auth
+            .clone()
+            .undo_email_change(UndoEmailChangeRequest { token: bad.into(), check_only: false })
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), code, "UndoEmailChange {:?}", &bad[..bad.len().min(40)]);
         tried += 2;
     }
     let mail = stack.smtp.wait_for("kim@example.com", 1, crate::EMAIL_WAIT).await.remove(0);
-    let status =
-        auth.clone().undo_email_change(UndoEmailChangeRequest { token: mail.verification_token() }).await.unwrap_err();
+    let status = auth
+        .clone()
+        .undo_email_change(UndoEmailChangeRequest { token: mail.verification_token(), check_only: false })
+        .await
+        .unwrap_err();
     assert_eq!(
         (status.code(), verimail_server::grpc::bad_request_field(&status).as_deref()),
         (Code::InvalidArgument, Some("token")),

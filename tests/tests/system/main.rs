@@ -30,6 +30,7 @@ mod rotation;
 mod sessions;
 mod sign_in;
 mod smtp;
+mod takeover;
 mod tls;
 mod traces;
 mod verification;

@@ -127,12 +127,16 @@ async fn undo_link(stack: &Stack, to: &str) -> String {
     find().expect("the notice's link")
 }
 
-/// The link of the reset email to `to`.
-async fn reset_link(stack: &Stack, to: &str) -> String {
-    let find =
-        || stack.smtp.to(to).iter().find(|m| m.text_contains("/reset-password?token=")).map(ReceivedMail::reset_link);
-    eventually("the reset email", EMAIL_WAIT, || async { find().is_some() }).await;
-    find().expect("the reset link")
+/// The links of the reset emails to `to` so far, oldest first.
+fn reset_links(stack: &Stack, to: &str) -> Vec<String> {
+    let reset = |m: &&ReceivedMail| m.text_contains("/reset-password?token=");
+    stack.smtp.to(to).iter().filter(reset).map(ReceivedMail::reset_link).collect()
+}
+
+/// The link of the reset email to `to` after the `before` earlier ones.
+async fn reset_link(stack: &Stack, to: &str, before: usize) -> String {
+    eventually("the reset email", EMAIL_WAIT, || async { reset_links(stack, to).len() > before }).await;
+    reset_links(stack, to).pop().expect("the reset link")
 }
 
 /// Every page in `lang`, reached as a user reaches it, with the browser asking for `accept`.
@@ -245,10 +249,12 @@ async fn tour(lang: &'static str, accept: &str, headline: &str) {
     tour.press().await;
     tour.wait_for_error().await;
     tour.check("forgot_password_error", "forgot-password").await;
+    // (The undo above sent ada a reset email of its own; the new one replaces it.)
+    let before = reset_links(&stack, &ada).len();
     tour.fill("email", &ada).await;
     tour.press().await;
     tour.check("reset_sent", "reset-sent").await;
-    let reset_link = reset_link(&stack, &ada).await;
+    let reset_link = reset_link(&stack, &ada, before).await;
     tour.goto(&reset_link).await;
     tour.check("reset_password", "reset-password").await;
     tour.fill("new_password", "password1").await;
@@ -264,6 +270,26 @@ async fn tour(lang: &'static str, accept: &str, headline: &str) {
     tour.check("reset_refused", "reset-refused").await;
     tour.goto(&format!("{gateway}/reset-password")).await;
     tour.check("reset_code", "reset-password").await;
+
+    // A notice's link when another account has taken the earlier address meanwhile.
+    let eli = format!("eli-{lang}@example.com");
+    let eli_id = stack.verified(&eli, PASSWORD).await;
+    let token = stack.sign_in(&eli, PASSWORD).await.expect("SignIn").access_token;
+    let request = ChangeEmailRequest { new_email: format!("new-{eli}"), ..Default::default() };
+    stack.plain_users().change_email(with_bearer(request, &token)).await.expect("ChangeEmail");
+    let undo = undo_link(&stack, &eli).await;
+    let verify = stack.smtp.wait_for(&format!("new-{eli}"), 1, EMAIL_WAIT).await.remove(0).verification_link();
+    verimail_system_tests::browser::Browser::new(&gateway).click(&verify).await;
+    eventually("eli moves", EMAIL_WAIT, || async { stack.user(&eli_id).await.email != eli }).await;
+    let taker = register(&stack, &eli, lang).await;
+    let mails = stack.smtp.wait_for(&eli, 3, EMAIL_WAIT).await;
+    let verification = |m: &&ReceivedMail| m.text_contains("/verify-email?token=");
+    let latest = mails.iter().rev().find(verification).expect("the taker's email").verification_link();
+    verimail_system_tests::browser::Browser::new(&gateway).click(&latest).await;
+    assert!(stack.wait_for_status(&taker, verimail_proto::user::v1::UserStatus::Verified, EMAIL_WAIT).await);
+    tour.goto(&undo).await;
+    tour.press().await;
+    tour.check("undo_taken", "undo-taken").await;
 
     // Too many posts from one client; services that do not answer.
     tour.goto(&format!("{limited}/resend")).await;
@@ -282,7 +308,7 @@ async fn tour(lang: &'static str, accept: &str, headline: &str) {
     let report = verimail_system_tests::artifacts_dir().join(format!("pages-a11y-{lang}.json"));
     std::fs::write(&report, serde_json::to_string_pretty(&tour.seen).unwrap()).unwrap();
     let pages: std::collections::BTreeSet<&str> = tour.seen.iter().map(|s| s.page.as_str()).collect();
-    assert_eq!(pages.len(), 26, "{pages:?}");
+    assert_eq!(pages.len(), 27, "{pages:?}");
     tour.chrome.close().await;
 }
 

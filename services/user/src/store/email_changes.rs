@@ -96,3 +96,33 @@ pub async fn cancel_pending<C: ConnectionTrait>(conn: &C, user_id: &str) -> Resu
         .await?;
     Ok(cancelled.rows_affected)
 }
+
+/// The user's changes asked for at or after `change_id` (ids are UUIDv7s: in order of
+/// request), oldest first.
+pub async fn since<C: ConnectionTrait>(conn: &C, user_id: &str, change_id: &str) -> Result<Vec<Model>, DbErr> {
+    use sea_orm::QueryOrder;
+    Entity::find()
+        .filter(Column::UserId.eq(user_id))
+        .filter(Column::Id.gte(change_id))
+        .order_by_asc(Column::Id)
+        .all(conn)
+        .await
+}
+
+/// Records `outcome` for these changes, now.
+pub async fn mark_many<C: ConnectionTrait>(conn: &C, ids: &[&str], outcome: Outcome) -> Result<(), DbErr> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let column = match outcome {
+        Outcome::Completed => Column::CompletedAt,
+        Outcome::Cancelled => Column::CancelledAt,
+        Outcome::Undone => Column::UndoneAt,
+    };
+    Entity::update_many()
+        .col_expr(column, Expr::value(chrono::Utc::now()))
+        .filter(Column::Id.is_in(ids.iter().copied()))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
