@@ -19,6 +19,9 @@
 //! 7. SignIn at 16 clients against the same hashing bound; offline access-token verification
 //!    in the client library against raw Ed25519 verification; and what `RequireVerified` adds
 //!    to a call of the orders example ([`tokens`]);
+//! 9. sessions: RefreshSession at 16 clients, SignOut at its maximum, and the time from a
+//!    sign-out's answer until a verifier following the revocation feed refuses the token, over
+//!    200 sign-outs at half that maximum ([`sessions`]);
 //! 8. on PostgreSQL, scale-out: registration and verification with one instance of every part
 //!    and one nats-server, one instance on three nats-servers (R3), two instances on three
 //!    ([`scale`]).
@@ -28,13 +31,14 @@
 //!
 //! Flags: `--db sqlite|postgres|both` (default sqlite), `--runs N` of each (default 1; the
 //! targets are judged on the medians), `--seconds N` per measurement (default 5),
-//! `--only registration|verification|tokens|scale-out`. Each run is a process of its own
+//! `--only registration|verification|tokens|sessions|scale-out`. Each run is a process of its own
 //! (`--out FILE`); the report holds every run and, by database, the medians side by side.
 
 mod events;
 mod load;
 mod register;
 mod scale;
+mod sessions;
 mod summary;
 mod tokens;
 mod verify;
@@ -65,7 +69,7 @@ impl Options {
 }
 
 /// What `--only` can name.
-const PARTS: [&str; 4] = ["registration", "verification", "tokens", "scale-out"];
+const PARTS: [&str; 5] = ["registration", "verification", "tokens", "sessions", "scale-out"];
 
 fn options() -> anyhow::Result<Options> {
     let mut options =
@@ -292,6 +296,10 @@ async fn run(options: &Options) -> anyhow::Result<serde_json::Value> {
         true => tokens(&mut targets, options).await?,
         false => serde_json::Value::Null,
     };
+    let sessions = match options.runs("sessions") {
+        true => sessions(&mut table, &mut targets, options).await?,
+        false => serde_json::Value::Null,
+    };
     // Instances sharing a database: on PostgreSQL only.
     let scale_out = match options.runs("scale-out") && options.postgres {
         true => scale::run(&mut table, seconds).await?,
@@ -309,6 +317,7 @@ async fn run(options: &Options) -> anyhow::Result<serde_json::Value> {
         "verification": verification,
         "registration": registration,
         "tokens": tokens,
+        "sessions": sessions,
         "scale_out": scale_out,
         "targets": targets.iter().map(Target::json).collect::<Vec<_>>(),
     }))
@@ -626,6 +635,37 @@ async fn verification(
 async fn drained(stack: &ProcessStack) {
     let (stream, durable) = (verimail_proto::streams::AUTH, "user-service");
     verimail_system_tests::batch::wait_until_drained(&stack.nats.url(), stream, durable, Duration::from_secs(60)).await;
+}
+
+/// 9: sessions, on a stack of their own (cheap hashing: no row here counts hashes):
+/// RefreshSession at 16 clients, SignOut at its maximum, and sign-out → a following verifier
+/// refuses the token, over 200 sign-outs at half that maximum (p99 ≤ 2 s).
+async fn sessions(
+    table: &mut Table,
+    targets: &mut Vec<Target>,
+    options: &Options,
+) -> anyhow::Result<serde_json::Value> {
+    let stack = ProcessStack::start_with_env(&production_pool(1)).await;
+    let (refresh, cpu) = sessions::refresh_at_full_speed(&stack, 16, options.seconds).await?;
+    table.row("RefreshSession, 16 clients", &refresh, false);
+    table.cpu(&cpu);
+    let revocation = sessions::revocation(&stack).await?;
+    table.row("SignOut, 16 clients (its maximum)", &revocation.sign_outs, false);
+    let label = format!("sign-out answered → a following verifier refuses the token, at {:.0}/s", revocation.rate);
+    table.row(&label, &revocation.latencies, false);
+    let p99 = revocation.latencies.percentile(0.99);
+    targets.push(Target::within(
+        "revocation: sign-out → verifier refuses, p99 ≤ 2 s at half the maximum sign-out rate (share of that)",
+        p99,
+        Duration::from_secs(2),
+        format!("p99 {:.0} ms over {} sign-outs", ms(p99), revocation.latencies.latencies.len()),
+    ));
+    Ok(serde_json::json!({
+        "refresh": refresh.json(),
+        "sign_out": revocation.sign_outs.json(),
+        "revocation": revocation.latencies.json(),
+        "revocation_rate": revocation.rate,
+    }))
 }
 
 /// 7 (without SignIn, which is measured with the registrations): offline verification and

@@ -473,12 +473,25 @@ async fn resend(
     let email = params.email.trim().to_owned();
     let request = on_behalf(ResendVerificationRequest { email: email.clone(), ..Default::default() }, client);
     let answer = gw.users.clone().resend_verification(request).await;
+    let (sent, refused) = (Page::Resent { email: &email }, Page::Resend { email: &email, error: true });
+    asked_for_email(&gw, &lang, answer, &sent, &refused)
+}
+
+/// The answer to a form that asks for an email to an address: `sent` (202, whatever the
+/// address), the form again when the address is malformed (400), or why not.
+fn asked_for_email<T>(
+    gw: &Gateway,
+    lang: &str,
+    answer: Result<T, tonic::Status>,
+    sent: &Page,
+    refused: &Page,
+) -> Response {
     match answer {
-        Ok(_) => gw.pages.render(StatusCode::ACCEPTED, &lang, &Page::Resent { email: &email }),
+        Ok(_) => gw.pages.render(StatusCode::ACCEPTED, lang, sent),
         Err(status) if status.code() == Code::InvalidArgument => {
-            gw.pages.render(StatusCode::BAD_REQUEST, &lang, &Page::Resend { email: &email, error: true })
+            gw.pages.render(StatusCode::BAD_REQUEST, lang, refused)
         }
-        Err(status) => unavailable(&gw, &lang, &status),
+        Err(status) => unavailable(gw, lang, &status),
     }
 }
 
@@ -496,13 +509,9 @@ async fn forgot(
     let email = params.email.trim().to_owned();
     let locale = lang.clone();
     let request = on_behalf(RequestPasswordResetRequest { email: email.clone(), locale }, client);
-    match gw.users.clone().request_password_reset(request).await {
-        Ok(_) => gw.pages.render(StatusCode::ACCEPTED, &lang, &Page::ResetSent { email: &email }),
-        Err(status) if status.code() == Code::InvalidArgument => {
-            gw.pages.render(StatusCode::BAD_REQUEST, &lang, &Page::ForgotPassword { email: &email, error: true })
-        }
-        Err(status) => unavailable(&gw, &lang, &status),
-    }
+    let answer = gw.users.clone().request_password_reset(request).await;
+    let (sent, refused) = (Page::ResetSent { email: &email }, Page::ForgotPassword { email: &email, error: true });
+    asked_for_email(&gw, &lang, answer, &sent, &refused)
 }
 
 /// A reset link's page (or, without a token, the code's): a form asking for the new password.

@@ -50,13 +50,9 @@ impl Authority {
         let issued = self.keys.issue(self.token_lifetime);
         // A code beside the link. Earlier tokens and codes of the same registration stay valid
         // (two emails in flight); those of earlier registrations die.
-        let code = Code::generate();
-        let now = chrono::Utc::now();
-        let code_expires_at = now + chrono::Duration::from_std(self.code_lifetime).unwrap_or(chrono::Duration::zero());
-        let code_hash = self
-            .code_keys
-            .hash(&issued.key_id, user_id, &code)
-            .ok_or_else(|| AuthError::Issue("no code key for the current token key".into()))?;
+        let code_expires_at =
+            chrono::Utc::now() + chrono::Duration::from_std(self.code_lifetime).unwrap_or(chrono::Duration::zero());
+        let (code, row) = self.code_beside(&issued, user_id, email, code_expires_at, registration.clone(), None)?;
         let write = self.relay.begin().await?;
         store::lock_user(&write, user_id).await?;
         // email-service behind on users.deleted: nothing for an account that is gone.
@@ -72,20 +68,6 @@ impl Authority {
         }
         let recorded = (purpose == Purpose::EmailChange).then_some(crate::links::EMAIL_CHANGE);
         tokens::record(&*write, &issued, user_id, email, registration.as_deref(), recorded).await?;
-        let row = codes::Model {
-            id: uuid::Uuid::now_v7().to_string(),
-            user_id: user_id.to_owned(),
-            email: email.to_owned(),
-            key_id: issued.key_id.clone(),
-            code_hash,
-            issued_at: now,
-            expires_at: code_expires_at,
-            wrong_tries: 0,
-            used_at: None,
-            revoked_at: None,
-            registration_event_id: registration,
-            purpose: None,
-        };
         codes::insert(&*write, row).await?;
         write.commit().await?;
         Ok(Issued {
@@ -93,6 +75,39 @@ impl Authority {
             expires_at: issued.expires_at,
             code: Some((code.as_str().to_owned(), code_expires_at)),
         })
+    }
+
+    /// A fresh code to send beside the link `issued` (for the same key), and its row: stored as
+    /// a keyed hash only.
+    pub(crate) fn code_beside(
+        &self,
+        issued: &crate::links::IssuedToken,
+        user_id: &str,
+        email: &str,
+        expires_at: chrono::DateTime<chrono::Utc>,
+        registration: Option<String>,
+        purpose: Option<&str>,
+    ) -> Result<(Code, codes::Model), AuthError> {
+        let code = Code::generate();
+        let code_hash = self
+            .code_keys
+            .hash(&issued.key_id, user_id, &code)
+            .ok_or_else(|| AuthError::Issue("no code key for the current token key".into()))?;
+        let row = codes::Model {
+            id: uuid::Uuid::now_v7().to_string(),
+            user_id: user_id.to_owned(),
+            email: email.to_owned(),
+            key_id: issued.key_id.clone(),
+            code_hash,
+            issued_at: chrono::Utc::now(),
+            expires_at,
+            wrong_tries: 0,
+            used_at: None,
+            revoked_at: None,
+            registration_event_id: registration,
+            purpose: purpose.map(str::to_owned),
+        };
+        Ok((code, row))
     }
 
     /// What an issue now would answer, with a sample token and code; nothing is recorded.

@@ -20,31 +20,14 @@ impl Authority {
     /// user's earlier unused reset links and codes die.
     pub(crate) async fn issue_reset(&self, user_id: &str, email: &str, reset: &str) -> Result<Issued, AuthError> {
         let issued = self.keys.issue(self.reset_lifetime);
-        let code = Code::generate();
-        let now = chrono::Utc::now();
-        let code_hash = self
-            .code_keys
-            .hash(&issued.key_id, user_id, &code)
-            .ok_or_else(|| AuthError::Issue("no code key for the current token key".into()))?;
+        let registration = Some(reset.to_owned());
+        let (code, row) =
+            self.code_beside(&issued, user_id, email, issued.expires_at, registration, Some(PASSWORD_RESET))?;
         let write = self.relay.begin().await?;
         store::lock_user(&write, user_id).await?;
         not_deleted(&write, user_id).await?;
         store::revoke_resets(&*write, user_id, None).await?;
         tokens::record(&*write, &issued, user_id, email, Some(reset), Some(PASSWORD_RESET)).await?;
-        let row = codes::Model {
-            id: uuid::Uuid::now_v7().to_string(),
-            user_id: user_id.to_owned(),
-            email: email.to_owned(),
-            key_id: issued.key_id.clone(),
-            code_hash,
-            issued_at: now,
-            expires_at: issued.expires_at,
-            wrong_tries: 0,
-            used_at: None,
-            revoked_at: None,
-            registration_event_id: Some(reset.to_owned()),
-            purpose: Some(PASSWORD_RESET.to_owned()),
-        };
         codes::insert(&*write, row).await?;
         write.commit().await?;
         Ok(Issued {
@@ -61,17 +44,8 @@ impl Authority {
         let write = self.relay.begin().await?;
         let row = tokens::find(&*write, &jti).await?.ok_or(AuthError::Token(TokenError::Invalid))?;
         not_deleted(&write, &row.user_id).await?;
-        if row.purpose.as_deref() != Some(PASSWORD_RESET) {
-            return Err(AuthError::Token(TokenError::WrongPurpose));
-        }
-        if row.used_at.is_some() {
-            return Err(AuthError::TokenUsed);
-        }
-        if row.revoked_at.is_some() {
-            return Err(AuthError::TokenRevoked);
-        }
-        if row.expires_at <= chrono::Utc::now() {
-            return Err(AuthError::Token(TokenError::Expired));
+        if let Some(refusal) = row.refusal(PASSWORD_RESET) {
+            return Err(refusal);
         }
         if check_only {
             return Ok(Redeemed { user_id: row.user_id, email: row.email });

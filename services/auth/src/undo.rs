@@ -23,17 +23,8 @@ impl Authority {
         let mut write = self.relay.begin().await?;
         let row = tokens::find(&*write, &jti).await?.ok_or(AuthError::Token(TokenError::Invalid))?;
         not_deleted(&write, &row.user_id).await?;
-        if row.purpose.as_deref() != Some(crate::links::UNDO_EMAIL_CHANGE) {
-            return Err(AuthError::Token(TokenError::WrongPurpose));
-        }
-        if row.used_at.is_some() {
-            return Err(AuthError::TokenUsed);
-        }
-        if row.revoked_at.is_some() {
-            return Err(AuthError::TokenRevoked);
-        }
-        if row.expires_at <= chrono::Utc::now() {
-            return Err(AuthError::Token(TokenError::Expired));
+        if let Some(refusal) = row.refusal(crate::links::UNDO_EMAIL_CHANGE) {
+            return Err(refusal);
         }
         let change_id = row.registration_event_id.clone().ok_or(AuthError::Token(TokenError::Invalid))?;
         let undone = Undone { user_id: row.user_id.clone(), email: row.email.clone(), change_id: change_id.clone() };

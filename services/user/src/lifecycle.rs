@@ -26,13 +26,14 @@ pub async fn announce_deleted(write: &mut Write<'_>, user_ids: &[String], reason
     email_changes::forget(&**write, &ids).await?;
     undeliverable::forget(&**write, &ids).await?;
     erasure::bury(write, &ids, reason).await?;
-    crate::store::sessions::forget(&**write, &ids).await?;
     crate::revocation::end(
         write,
         crate::store::sessions::Which::Users(&ids),
         crate::revocation::EndReason::AccountDeleted,
     )
     .await?;
+    // The clock before any session row (see store::sessions): end them, then forget them.
+    crate::store::sessions::forget(&**write, &ids).await?;
     for user_id in user_ids {
         write.announce(&UserDeleted {
             event_id: uuid::Uuid::now_v7().to_string(),

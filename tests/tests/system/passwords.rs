@@ -2,7 +2,7 @@
 //! parts; a change of password; and an enumeration-safe request. Each replaces the password,
 //! ends sessions (the orders example refuses their tokens within 2 s) and tells the address.
 
-use crate::sign_in::{place_order, start_orders, verifier};
+use crate::sign_in::{place_order, refused_within, start_orders, verifier};
 use std::time::{Duration, Instant};
 use tonic::Code;
 use verimail_proto::events::v1::{PasswordChanged, SessionEndReason, SessionsRevoked, UserVerified};
@@ -53,15 +53,6 @@ async fn change(
     stack.plain_users().change_password(request).await.map(|reply| reply.into_inner())
 }
 
-async fn refused_within(orders: &str, token: &str) -> Duration {
-    let started = Instant::now();
-    while place_order(orders, Some(token)).await.is_ok() {
-        assert!(started.elapsed() < Duration::from_secs(2), "the token still opens the orders service after 2 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    started.elapsed()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forgotten_password_is_reset_through_the_link_once_and_every_session_ends() {
     let stack = Stack::start().await;
@@ -89,7 +80,7 @@ async fn a_forgotten_password_is_reset_through_the_link_once_and_every_session_e
     let old = stack.sign_in("ann@example.com", PASSWORD).await.unwrap_err();
     assert_eq!(old.code(), Code::Unauthenticated, "the old password no longer signs in");
     stack.sign_in("ann@example.com", NEW_PASSWORD).await.expect("the new password signs in");
-    let took = refused_within(&orders, &session.access_token).await;
+    let (took, _) = refused_within(&orders, &session.access_token).await;
     println!("password reset: the orders service refused the old session's token {took:?} after the answer");
     let again = reset(&stack, with_token(&token_of(&link), "another fine passphrase")).await.unwrap_err();
     assert_eq!((again.code(), reasons::of(&again)), (Code::FailedPrecondition, reasons::TOKEN_USED.to_owned()));

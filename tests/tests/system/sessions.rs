@@ -4,7 +4,7 @@
 //! revocation feed) refuses the ended sessions' access tokens within 2 s, each announced on
 //! users.sessions_revoked.
 
-use crate::sign_in::{place_order, start_orders, verifier};
+use crate::sign_in::{REVOCATION_BOUND, place_order, refused_within, start_orders, verifier};
 use std::time::{Duration, Instant};
 use tonic::Code;
 use verimail_proto::events::v1::{SessionEndReason, SessionsRevoked};
@@ -16,21 +16,6 @@ use verimail_proto::user::v1::{
 use verimail_system_tests::{Operator, Stack, with_bearer};
 
 const PASSWORD: &str = "correct horse battery";
-
-/// How long a revoked token may still open the orders service.
-const REVOCATION_BOUND: Duration = Duration::from_secs(2);
-
-/// Polls the orders service with `token` until it is refused: how long that took, and how.
-async fn refused_within(orders: &str, token: &str, bound: Duration) -> (Duration, tonic::Status) {
-    let started = Instant::now();
-    loop {
-        match place_order(orders, Some(token)).await {
-            Err(status) => return (started.elapsed(), status),
-            Ok(_) if started.elapsed() > bound => panic!("the token still opens the orders service after {bound:?}"),
-            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
 
 async fn refresh(
     stack: &Stack,
@@ -75,7 +60,7 @@ async fn a_refresh_token_rotates_and_a_retired_one_presented_again_ends_the_sess
     let reused = refresh(&stack, &signed_in.refresh_token).await.unwrap_err();
     assert_eq!(reused.code(), Code::Unauthenticated, "{reused:?}");
     assert!(reused.message().contains("already used"), "{}", reused.message());
-    let (took, status) = refused_within(&orders, &first.access_token, REVOCATION_BOUND).await;
+    let (took, status) = refused_within(&orders, &first.access_token).await;
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     assert!(status.message().contains("revoked"), "{}", status.message());
     println!("reuse detection: the orders service refused the session's token {took:?} after the reuse");
@@ -121,7 +106,7 @@ async fn sign_out_an_operator_and_deletion_end_sessions_and_the_orders_service_r
 
     // Sign-out ends the caller's session alone.
     assert_eq!(sign_out(&stack, &phone.access_token, false).await, 1);
-    let (took, _) = refused_within(&orders, &phone.access_token, REVOCATION_BOUND).await;
+    let (took, _) = refused_within(&orders, &phone.access_token).await;
     println!("sign-out: refused {took:?} after the answer");
     place_order(&orders, Some(&laptop.access_token)).await.expect("the other sessions go on");
     let again = stack.plain_users().sign_out(with_bearer(SignOutRequest::default(), &phone.access_token)).await;
@@ -134,12 +119,12 @@ async fn sign_out_an_operator_and_deletion_end_sessions_and_the_orders_service_r
         stack.users.clone().revoke_sessions(request).await.expect("RevokeSessions").into_inner().ended_sessions,
         1
     );
-    refused_within(&orders, &tablet.access_token, REVOCATION_BOUND).await;
+    refused_within(&orders, &tablet.access_token).await;
 
     // DeleteUser (with the password) ends the rest.
     let delete = DeleteUserRequest { user_id: user_id.clone(), password: PASSWORD.into() };
     stack.plain_users().delete_user(with_bearer(delete, &laptop.access_token)).await.expect("DeleteUser");
-    let (took, _) = refused_within(&orders, &laptop.access_token, REVOCATION_BOUND).await;
+    let (took, _) = refused_within(&orders, &laptop.access_token).await;
     println!("deletion: refused {took:?} after the answer");
 
     let events: Vec<SessionsRevoked> =
@@ -177,7 +162,7 @@ async fn sign_out_everywhere_with_a_refresh_token_ends_every_session_of_the_user
     let ended = stack.plain_users().sign_out(request).await.expect("SignOut").into_inner().ended_sessions;
     assert_eq!(ended, 2);
     for token in [&one.access_token, &two.access_token] {
-        refused_within(&orders, token, REVOCATION_BOUND).await;
+        refused_within(&orders, token).await;
     }
     let none = stack.plain_users().sign_out(SignOutRequest::default()).await.unwrap_err();
     assert_eq!(none.code(), Code::Unauthenticated, "{none:?}");

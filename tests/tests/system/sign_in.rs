@@ -32,6 +32,24 @@ pub async fn start_orders(verifier: TokenVerifier) -> String {
     url
 }
 
+/// How long a revoked token may still open another team's service.
+pub const REVOCATION_BOUND: Duration = Duration::from_secs(2);
+
+/// Polls the orders service with `token` until it is refused (at most [`REVOCATION_BOUND`]):
+/// how long that took, and the refusal.
+pub async fn refused_within(orders: &str, token: &str) -> (Duration, tonic::Status) {
+    let started = std::time::Instant::now();
+    loop {
+        match place_order(orders, Some(token)).await {
+            Err(status) => return (started.elapsed(), status),
+            Ok(_) if started.elapsed() > REVOCATION_BOUND => {
+                panic!("the token still opens the orders service after {REVOCATION_BOUND:?}")
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
 /// PlaceOrder with `token` as the bearer token (none: no authorization header).
 pub async fn place_order(
     orders: &str,

@@ -31,6 +31,25 @@ pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
 
+impl Model {
+    /// Why this token cannot be used now as a link of `purpose`; none when it can.
+    pub fn refusal(&self, purpose: &str) -> Option<crate::error::AuthError> {
+        use crate::error::AuthError;
+        use crate::links::TokenError;
+        if self.purpose.as_deref() != Some(purpose) {
+            Some(AuthError::Token(TokenError::WrongPurpose))
+        } else if self.used_at.is_some() {
+            Some(AuthError::TokenUsed)
+        } else if self.revoked_at.is_some() {
+            Some(AuthError::TokenRevoked)
+        } else if self.expires_at <= chrono::Utc::now() {
+            Some(AuthError::Token(TokenError::Expired))
+        } else {
+            None
+        }
+    }
+}
+
 /// Marks these tokens used where nobody has yet, they are neither revoked nor expired, and
 /// they are for one of `purposes`: the rows this call claimed (`UPDATE … RETURNING`, so two
 /// instances never both claim one).

@@ -46,17 +46,7 @@ pub async fn find<C: ConnectionTrait>(conn: &C, id: &str) -> Result<Option<Model
 
 /// Records what became of the change, now.
 pub async fn mark<C: ConnectionTrait>(conn: &C, id: &str, outcome: Outcome) -> Result<(), DbErr> {
-    let column = match outcome {
-        Outcome::Completed => Column::CompletedAt,
-        Outcome::Cancelled => Column::CancelledAt,
-        Outcome::Undone => Column::UndoneAt,
-    };
-    Entity::update_many()
-        .col_expr(column, Expr::value(chrono::Utc::now()))
-        .filter(Column::Id.eq(id))
-        .exec(conn)
-        .await?;
-    Ok(())
+    mark_many(conn, &[id], outcome).await
 }
 
 /// The pending change of address of each of these users (the latest; older ones were

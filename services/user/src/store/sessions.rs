@@ -7,7 +7,8 @@
 //! transaction commits, so ends commit in the order of their sequence numbers and a reader
 //! who has seen number n has seen every end before it (the feed never skips one). A
 //! transaction takes the clock as its last lock (after any `users` row), so no two wait on
-//! each other.
+//! each other: every transaction that ends sessions takes the clock before it touches any
+//! `sessions` row (and a rotation, which touches one row, never takes the clock).
 
 use sea_orm::entity::prelude::*;
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
