@@ -19,12 +19,12 @@
 //! 7. SignIn at 16 clients against the same hashing bound; offline access-token verification
 //!    in the client library against raw Ed25519 verification; and what `RequireVerified` adds
 //!    to a call of the orders example ([`tokens`]);
-//! 9. sessions: RefreshSession at 16 clients, SignOut at its maximum, and the time from a
-//!    sign-out's answer until a verifier following the revocation feed refuses the token, over
-//!    200 sign-outs at half that maximum ([`sessions`]);
 //! 8. on PostgreSQL, scale-out: registration and verification with one instance of every part
 //!    and one nats-server, one instance on three nats-servers (R3), two instances on three
-//!    ([`scale`]).
+//!    ([`scale`]);
+//! 9. sessions: RefreshSession at 16 clients, SignOut at its maximum, and the time from a
+//!    sign-out's answer until a verifier following the revocation feed refuses the token, over
+//!    200 sign-outs at half that maximum ([`sessions`]).
 //!
 //! Then each target, met or not: every target whose figure depends on the machine's speed is
 //! a ratio to something measured in the same run (a bound, a maximum, a median).

@@ -9,22 +9,28 @@ use verimail_proto::user::v1::SignInRequest;
 use verimail_system_tests::batch;
 use verimail_system_tests::procs::ProcessStack;
 
-/// SignIn from `clients` concurrent clients for `seconds`, each client signing in as a verified
-/// user of its own (registered with the stack's hashing cost, so every check is one hash).
+/// Users each SignIn client takes turns with: each signs in a few times a run, as people do,
+/// and none reaches the 50 open sessions past which a sign-in ends the oldest.
+const USERS_PER_CLIENT: usize = 4;
+
+/// SignIn from `clients` concurrent clients for `seconds`, each client signing in as verified
+/// users of its own in turn (registered with the stack's hashing cost, so every check is one
+/// hash; every sign-in starts a session).
 pub async fn sign_in_at_full_speed(
     stack: &ProcessStack,
     clients: usize,
     seconds: u64,
 ) -> anyhow::Result<(Sample, Vec<(&'static str, f64)>)> {
     let limit = Duration::from_secs(120);
-    let users = batch::register(&stack.users, &format!("sign-in-{}", std::process::id()), 0..clients, limit).await;
+    let count = clients * USERS_PER_CLIENT;
+    let users = batch::register(&stack.users, &format!("sign-in-{}", std::process::id()), 0..count, limit).await;
     batch::expect_one_email_each(&stack.smtp, &users, &Default::default(), limit).await;
     batch::click_all_and_expect_verified(&stack.smtp, &stack.gateway_url, &stack.users, &users, limit).await;
     let emails: Vec<String> = users.iter().map(|user| user.email.clone()).collect();
     let client = stack.users.clone();
     let meter = crate::cpu_meter(stack);
-    let sample = drive(clients, seconds, move |n, _| {
-        let (mut client, email) = (client.clone(), emails[n].clone());
+    let sample = drive(clients, seconds, move |n, done| {
+        let (mut client, email) = (client.clone(), emails[n * USERS_PER_CLIENT + done % USERS_PER_CLIENT].clone());
         async move {
             let request = SignInRequest { email, password: batch::PASSWORD.into() };
             anyhow::ensure!(!client.sign_in(request).await?.into_inner().access_token.is_empty(), "no token");

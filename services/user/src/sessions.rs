@@ -19,7 +19,7 @@ use verimail_server::rfc3339;
 pub const REFRESH_PREFIX: &str = "vmr_";
 
 /// Open sessions a user may have; signing in once more ends the least recently used.
-pub const MAX_SESSIONS_PER_USER: usize = 50;
+pub const MAX_SESSIONS_PER_USER: u64 = 50;
 
 /// The most revoked sessions one page of the feed holds.
 pub const MAX_FEED_PAGE: u32 = 1000;
@@ -91,9 +91,9 @@ impl Accounts {
         };
         let mut write = self.relay.begin().await?;
         sessions::insert(&*write, session.clone()).await?;
-        let open = sessions::open_of(&*write, &user.id).await?;
-        if open.len() > MAX_SESSIONS_PER_USER {
-            let oldest: Vec<&str> = open[MAX_SESSIONS_PER_USER..].iter().map(|s| s.id.as_str()).collect();
+        let oldest = sessions::beyond(&*write, &user.id, MAX_SESSIONS_PER_USER).await?;
+        if !oldest.is_empty() {
+            let oldest: Vec<&str> = oldest.iter().map(String::as_str).collect();
             end(&mut write, Which::Ids(&oldest), EndReason::Expired).await?;
         }
         write.commit().await?;

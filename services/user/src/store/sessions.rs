@@ -126,6 +126,23 @@ pub async fn open_of<C: ConnectionTrait>(conn: &C, user_id: &str) -> Result<Vec<
         .await
 }
 
+/// The user's open sessions after the `keep` most recently used (usually none): one query
+/// that reads ids only.
+pub async fn beyond<C: ConnectionTrait>(conn: &C, user_id: &str, keep: u64) -> Result<Vec<String>, DbErr> {
+    Entity::find()
+        .select_only()
+        .column(Column::Id)
+        .filter(Column::UserId.eq(user_id))
+        .filter(Column::EndedAt.is_null())
+        .order_by_desc(Column::LastUsedAt)
+        .order_by_desc(Column::Id)
+        .offset(keep)
+        .limit(100)
+        .into_tuple()
+        .all(conn)
+        .await
+}
+
 /// Which sessions to end.
 #[derive(Debug, Clone, Copy)]
 pub enum Which<'a> {
