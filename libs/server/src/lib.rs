@@ -19,6 +19,15 @@ pub mod telemetry;
 pub mod templates;
 pub mod tls;
 
+/// Bytes as lower-case hexadecimal: the text form of every hash and MAC kept or shown.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut text, b| {
+        let _ = write!(text, "{b:02x}");
+        text
+    })
+}
+
 /// RFC 3339 in UTC with millisecond precision: the one text form of a time in every contract.
 pub fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

@@ -65,6 +65,23 @@ impl Authority {
     }
 }
 
+/// The link `jti` names, if it can be used now as a link of `purpose` (its account not
+/// deleted); why not otherwise: INVALID for no such link, then AccountGone, WrongPurpose,
+/// used, revoked, expired.
+pub(crate) async fn usable_link(
+    txn: &DatabaseTransaction,
+    jti: &str,
+    purpose: &str,
+) -> Result<store::tokens::Model, AuthError> {
+    use crate::links::TokenError;
+    let row = store::tokens::find(txn, jti).await?.ok_or(AuthError::Token(TokenError::Invalid))?;
+    not_deleted(txn, &row.user_id).await?;
+    match row.refusal(purpose) {
+        Some(refusal) => Err(refusal),
+        None => Ok(row),
+    }
+}
+
 /// AccountGone when the user's account was deleted: nothing is issued or undone for it.
 pub(crate) async fn not_deleted(txn: &DatabaseTransaction, user_id: &str) -> Result<(), AuthError> {
     match verimail_events::erasure::buried(txn, &[user_id]).await?.get(user_id) {

@@ -76,7 +76,7 @@ impl CodeKeys {
         mac.update(b"verimail/erased-address/v1\0");
         mac.update(email.as_bytes());
         let hash = mac.finalize().into_bytes();
-        Some(format!("{ERASED}{}", hash.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+        Some(format!("{ERASED}{}", verimail_server::hex(&hash)))
     }
 
     /// The erased forms of `email`, one per key.

@@ -2,11 +2,11 @@
 //! is single use; issuing one, or using one, kills the user's other reset links and codes. A
 //! verification link or code is never a reset one, nor the other way round.
 
-use crate::authority::{Authority, not_deleted};
+use crate::authority::{Authority, not_deleted, usable_link};
 use crate::code::{Code, Decision, Refusal};
 use crate::error::AuthError;
 use crate::issue::Issued;
-use crate::links::{PASSWORD_RESET, TokenError};
+use crate::links::PASSWORD_RESET;
 use crate::store::{self, codes, tokens};
 
 /// Whose password a used reset link or code lets user-service replace.
@@ -42,11 +42,7 @@ impl Authority {
     pub async fn redeem_reset_token(&self, raw: &str, check_only: bool) -> Result<Redeemed, AuthError> {
         let jti = self.keys.open(raw)?;
         let write = self.relay.begin().await?;
-        let row = tokens::find(&*write, &jti).await?.ok_or(AuthError::Token(TokenError::Invalid))?;
-        not_deleted(&write, &row.user_id).await?;
-        if let Some(refusal) = row.refusal(PASSWORD_RESET) {
-            return Err(refusal);
-        }
+        let row = usable_link(&write, &jti, PASSWORD_RESET).await?;
         if check_only {
             return Ok(Redeemed { user_id: row.user_id, email: row.email });
         }

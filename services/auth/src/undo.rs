@@ -2,7 +2,7 @@
 //! back), then spent once; the change's links and codes die, and
 //! auth.email_change_undo_requested tells user-service (which acts on it idempotently).
 
-use crate::authority::{Authority, not_deleted};
+use crate::authority::{Authority, usable_link};
 use crate::error::AuthError;
 use crate::links::TokenError;
 use crate::store::{self, tokens};
@@ -21,11 +21,7 @@ impl Authority {
     pub async fn undo_email_change(&self, raw: &str, check_only: bool) -> Result<Undone, AuthError> {
         let jti = self.keys.open(raw)?;
         let mut write = self.relay.begin().await?;
-        let row = tokens::find(&*write, &jti).await?.ok_or(AuthError::Token(TokenError::Invalid))?;
-        not_deleted(&write, &row.user_id).await?;
-        if let Some(refusal) = row.refusal(crate::links::UNDO_EMAIL_CHANGE) {
-            return Err(refusal);
-        }
+        let row = usable_link(&write, &jti, crate::links::UNDO_EMAIL_CHANGE).await?;
         let change_id = row.registration_event_id.clone().ok_or(AuthError::Token(TokenError::Invalid))?;
         let undone = Undone { user_id: row.user_id.clone(), email: row.email.clone(), change_id: change_id.clone() };
         if check_only {

@@ -44,7 +44,7 @@ impl AddressKey {
         let mut mac = AddressMac::new_from_slice(self.0.expose_secret()).expect("a 32-byte key fits BLAKE2b");
         mac.update(address.as_bytes());
         let hash = mac.finalize().into_bytes();
-        format!("{HASHED}{}", hash.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        format!("{HASHED}{}", verimail_server::hex(&hash))
     }
 }
 

@@ -223,10 +223,8 @@ impl UserService for UserGrpc {
             return Err(tonic::Status::unauthenticated("an access token is required: `authorization: Bearer <token>`"));
         };
         let request = request.into_inner();
-        let current = Password::parse(&request.current_password)
-            .map_err(|reason| UserError::invalid("current_password", reason))?;
-        let new =
-            Password::parse(&request.new_password).map_err(|reason| UserError::invalid("new_password", reason))?;
+        let current = parse_password_in("current_password", &request.current_password)?;
+        let new = parse_password_in("new_password", &request.new_password)?;
         let ended = self.accounts.change_password(&holder, current, new, &client).await?;
         Ok(Response::new(pb::ChangePasswordResponse { ended_sessions: count(ended) }))
     }
@@ -249,8 +247,7 @@ impl UserService for UserGrpc {
     ) -> GrpcResult<pb::ResetPasswordResponse> {
         self.accounts.limits().sign_in_per_client.check(&self.fronts.client_of(&request))?;
         let request = request.into_inner();
-        let new =
-            Password::parse(&request.new_password).map_err(|reason| UserError::invalid("new_password", reason))?;
+        let new = parse_password_in("new_password", &request.new_password)?;
         let proof = match request.token.trim() {
             "" => {
                 let email = Email::parse(&request.email)
@@ -449,7 +446,12 @@ fn parse_email(field: &'static str, raw: &str) -> Result<Email, UserError> {
 }
 
 fn parse_password(raw: &str) -> Result<Password, UserError> {
-    Password::parse(raw).map_err(|reason| UserError::invalid("password", reason))
+    parse_password_in("password", raw)
+}
+
+/// A password within the length rules; INVALID_ARGUMENT naming `field` otherwise.
+fn parse_password_in(field: &'static str, raw: &str) -> Result<Password, UserError> {
+    Password::parse(raw).map_err(|reason| UserError::invalid(field, reason))
 }
 
 /// A request's optional `locale` in canonical form; INVALID_ARGUMENT naming it otherwise.

@@ -44,7 +44,7 @@ impl RefreshToken {
 /// unkeyed hash is enough for a stolen table to be useless).
 fn hash(token: &str) -> String {
     let digest = blake2::Blake2b::<blake2::digest::consts::U32>::digest(token.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    verimail_server::hex(&digest)
 }
 
 /// Whether `raw` has the shape of a refresh token; INVALID_ARGUMENT otherwise.
@@ -131,9 +131,7 @@ impl Accounts {
         let now = chrono::Utc::now();
         if !session.is_live(now, self.sessions.idle_chrono()) {
             if session.ended_at.is_none() {
-                let mut write = self.relay.begin().await?;
-                end(&mut write, Which::One(&session.id), EndReason::Expired).await?;
-                write.commit().await?;
+                self.end_sessions(Which::One(&session.id), EndReason::Expired).await?;
             }
             crate::metrics::refreshed("ended");
             return Err(UserError::SessionEnded("the session has ended; sign in again"));
@@ -162,9 +160,7 @@ impl Accounts {
             crate::metrics::refreshed("unknown");
             return Ok(UserError::SessionEnded("the refresh token is not valid; sign in again"));
         };
-        let mut write = self.relay.begin().await?;
-        let ended = end(&mut write, Which::One(&session_id), EndReason::RefreshTokenReused).await?;
-        write.commit().await?;
+        let ended = self.end_sessions(Which::One(&session_id), EndReason::RefreshTokenReused).await?;
         if ended > 0 {
             tracing::warn!(%session_id, "a retired refresh token was presented again: the session is ended");
         }
@@ -190,7 +186,8 @@ impl Accounts {
         }
     }
 
-    /// Ends sessions (sign-out, an operator): how many ended.
+    /// Ends sessions in a transaction of their own (sign-out, an operator, reuse, expiry at
+    /// use): how many ended.
     pub async fn end_sessions(&self, which: Which<'_>, reason: EndReason) -> Result<usize, UserError> {
         let mut write = self.relay.begin().await?;
         let ended = end(&mut write, which, reason).await?;

@@ -117,7 +117,7 @@ impl BounceAddresses {
     fn tag(&self, id: &str) -> String {
         let mut mac = TagMac::new_from_slice(self.key.expose_secret()).expect("a 32-byte key fits BLAKE2b");
         mac.update(id.as_bytes());
-        mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+        verimail_server::hex(&mac.finalize().into_bytes())
     }
 }
 
