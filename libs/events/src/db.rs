@@ -19,6 +19,9 @@ pub use verimail_server::cli::Migrations;
 /// unreachable.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A pooled PostgreSQL connection idle this long is pinged before it is handed out.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(10);
+
 /// A service's database settings (their `Debug` hides the URL's password).
 #[derive(Clone, Debug)]
 pub struct DbConfig {
@@ -85,6 +88,17 @@ pub async fn connect_with<M: MigratorTrait>(config: &DbConfig) -> Result<Databas
     // A request waits at most 5 s for a connection: with the database unreachable it answers
     // UNAVAILABLE (safe to retry) well before a client's 10 s deadline cuts it off.
     options.max_connections(config.max_connections).acquire_timeout(ACQUIRE_TIMEOUT).sqlx_logging(false);
+    // sqlx pings a pooled connection on every checkout by default: on PostgreSQL a round trip
+    // to the server before each statement, on SQLite two thread hand-offs to the connection's
+    // worker (under load the hand-offs, not the statements, were most of a write's cost). A
+    // SQLite file has no far end to lose; a PostgreSQL connection is checked only after it sat
+    // idle long enough for a proxy or a restarted server to have dropped it. A hot connection
+    // cut by a restart fails its one statement (UNAVAILABLE, retryable) and leaves the pool.
+    if url.starts_with("sqlite:") {
+        options.test_before_acquire(false);
+    } else {
+        options.test_before_acquire_if_idle_for(IDLE_BEFORE_PING);
+    }
     // For every SQLite connection of the pool: WAL lets readers run beside the one writer;
     // synchronous=NORMAL is durable against a crash of the process (not of the machine)
     // and saves an fsync per commit; the busy timeout queues writers instead of failing them.
@@ -204,6 +218,7 @@ async fn open_sqlite_writer(db: &DatabaseConnection) -> Result<(), DbErr> {
     let pool = sea_orm::sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(30))
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .map_err(|e| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into())))?;
