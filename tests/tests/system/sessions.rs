@@ -169,6 +169,44 @@ async fn sign_out_everywhere_with_a_refresh_token_ends_every_session_of_the_user
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_keeps_at_most_50_open_sessions_and_the_51st_sign_in_ends_the_oldest() {
+    let stack = Stack::start().await;
+    let user_id = stack.verified("di@example.com", PASSWORD).await;
+    let mut signed = Vec::new();
+    for _ in 0..52 {
+        signed.push(stack.sign_in("di@example.com", PASSWORD).await.expect("SignIn"));
+    }
+    let open = |token: String| {
+        let mut users = stack.plain_users();
+        async move {
+            let request = with_bearer(ListSessionsRequest::default(), &token);
+            users.list_sessions(request).await.expect("ListSessions").into_inner().sessions
+        }
+    };
+    let listed = open(signed[51].access_token.clone()).await;
+    assert_eq!(listed.len(), 50, "the cap");
+    let ids: Vec<String> = signed.iter().map(session_id).collect();
+    assert!(listed.iter().all(|s| ids[2..].contains(&s.id)), "the two oldest ended: {listed:?}");
+    for oldest in &signed[..2] {
+        let refused = refresh(&stack, &oldest.refresh_token).await.unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    }
+    refresh(&stack, &signed[2].refresh_token).await.expect("the oldest kept session refreshes");
+    let events: Vec<SessionsRevoked> =
+        verimail_system_tests::events_on(&stack.nats.url(), subjects::USERS_SESSIONS_REVOKED).await;
+    let ended: Vec<&String> = events.iter().flat_map(|e| &e.session_ids).collect();
+    assert_eq!(ended, [&ids[0], &ids[1]], "announced: {events:?}");
+    assert!(events.iter().all(|e| e.user_id == user_id && e.reason() == SessionEndReason::Expired));
+
+    // Sixteen at once: sign-ins that race may each miss the others' new rows and leave a few
+    // over the cap for a moment; the next sign-in sees them all and brings it back to 50.
+    let burst = futures::future::join_all((0..16).map(|_| stack.sign_in("di@example.com", PASSWORD))).await;
+    assert!(burst.iter().all(Result::is_ok), "{burst:?}");
+    let next = stack.sign_in("di@example.com", PASSWORD).await.expect("SignIn");
+    assert_eq!(open(next.access_token).await.len(), 50, "the cap, after the burst");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owner_registering_again_ends_a_squatters_session_and_a_completed_change_of_address_ends_the_owners() {
     let options = verimail_system_tests::StackOptions {
         sign_in_requires_verified: false,

@@ -126,14 +126,20 @@ pub async fn open_of<C: ConnectionTrait>(conn: &C, user_id: &str) -> Result<Vec<
         .await
 }
 
-/// The user's open sessions after the `keep` most recently used (usually none): one query
-/// that reads ids only.
-pub async fn beyond<C: ConnectionTrait>(conn: &C, user_id: &str, keep: u64) -> Result<Vec<String>, DbErr> {
+/// The user's open sessions, `besides` one, after the `keep` most recently used (usually
+/// none): one query that reads ids only.
+pub async fn beyond<C: ConnectionTrait>(
+    conn: &C,
+    user_id: &str,
+    besides: &str,
+    keep: u64,
+) -> Result<Vec<String>, DbErr> {
     Entity::find()
         .select_only()
         .column(Column::Id)
         .filter(Column::UserId.eq(user_id))
         .filter(Column::EndedAt.is_null())
+        .filter(Column::Id.ne(besides))
         .order_by_desc(Column::LastUsedAt)
         .order_by_desc(Column::Id)
         .offset(keep)
