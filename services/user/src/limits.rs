@@ -22,6 +22,9 @@ pub struct UserLimits {
     /// address before it is refused there until the window after its last failure has passed;
     /// a success forgets them. See [`SignInFailures`].
     pub sign_in_failures: Option<Rate>,
+    /// `SIGN_IN_FAILURES_MAX_KEYS` (default 100,000, at least 1): the (address, client) pairs
+    /// whose failures are remembered at once; past it the least recently failed is forgotten.
+    pub sign_in_failure_keys: usize,
     /// `RATE_LIMIT_EMAIL_CHANGE_PER_USER` (default `5/3600`): ChangeEmail calls per account.
     pub email_change_per_user: Option<Rate>,
 }
@@ -36,6 +39,10 @@ impl UserLimits {
             resend_per_email_daily: rate(vars, "RATE_LIMIT_RESEND_PER_EMAIL_DAILY", "5/86400")?,
             sign_in_per_client: rate(vars, "RATE_LIMIT_SIGN_IN_PER_CLIENT", "30/60")?,
             sign_in_failures: rate(vars, "SIGN_IN_MAX_FAILURES", "5/900")?,
+            sign_in_failure_keys: match vars.parse("SIGN_IN_FAILURES_MAX_KEYS", verimail_server::limits::MAX_KEYS)? {
+                0 => return Err(ConfigError::new("SIGN_IN_FAILURES_MAX_KEYS", "must be at least 1")),
+                keys => keys,
+            },
             email_change_per_user: rate(vars, "RATE_LIMIT_EMAIL_CHANGE_PER_USER", "5/3600")?,
         })
     }
@@ -68,7 +75,7 @@ impl UserLimiters {
             resend_per_email: Limiter::new("emails to this address", limits.resend_per_email),
             resend_per_email_daily: Limiter::new("emails to this address today", limits.resend_per_email_daily),
             sign_in_per_client: Limiter::new("sign-in attempts from this client", limits.sign_in_per_client),
-            sign_in_failures: SignInFailures::new(limits.sign_in_failures, verimail_server::limits::MAX_KEYS),
+            sign_in_failures: SignInFailures::new(limits.sign_in_failures, limits.sign_in_failure_keys),
             email_change_per_user: Limiter::new("changes of address of this account", limits.email_change_per_user),
         }
     }
@@ -84,12 +91,18 @@ impl UserLimiters {
 /// addresses is bounded by this allowance per address, the per-client limit, the hashing pool
 /// and the password-strength floor at registration, and shows in
 /// `verimail_sign_ins_total{outcome="wrong"}`. Keyed on the mailbox whether or not it has an
-/// account, so the refusal tells nothing. Memory is bounded like [`Limiter`]'s: past
-/// `max_keys`, forgotten failures are swept out, and new keys then share one entry.
+/// account, so the refusal tells nothing.
+///
+/// At most `max_keys` pairs are remembered, in order of their latest failure: a new pair past
+/// the cap makes the map forget the pair whose latest failure is the oldest (usually one whose
+/// window has passed anyway). So a full map never refuses a pair it holds no failures of, its
+/// memory stays bounded, and every call is a hash lookup under a short lock. Flooding it to
+/// push out a refused pair costs a guesser `max_keys` failures, each a password hash and each
+/// within the per-client limits, to buy one more allowance on one address: fewer guesses than
+/// a fresh client address gets for nothing.
 pub struct SignInFailures {
     rate: Option<Rate>,
-    max_keys: usize,
-    failures: std::sync::Mutex<std::collections::HashMap<String, Failures>>,
+    failures: std::sync::Mutex<hashlink::LruCache<String, Failures>>,
 }
 
 #[derive(Clone, Copy)]
@@ -98,22 +111,16 @@ struct Failures {
     last: std::time::Instant,
 }
 
-const SHARED_KEY: &str = "\u{0}shared";
-
 impl SignInFailures {
     pub fn new(rate: Option<Rate>, max_keys: usize) -> SignInFailures {
-        SignInFailures { rate, max_keys, failures: Default::default() }
-    }
-
-    fn key<'a>(&self, failures: &std::collections::HashMap<String, Failures>, key: &'a str) -> &'a str {
-        if failures.len() >= self.max_keys && !failures.contains_key(key) { SHARED_KEY } else { key }
+        SignInFailures { rate, failures: std::sync::Mutex::new(hashlink::LruCache::new(max_keys.max(1))) }
     }
 
     /// RESOURCE_EXHAUSTED when `key` (mailbox and client) has used up its failures.
     pub fn check(&self, key: &str) -> Result<(), tonic::Status> {
         let Some(rate) = self.rate else { return Ok(()) };
         let Ok(failures) = self.failures.lock() else { return Ok(()) };
-        match failures.get(self.key(&failures, key)) {
+        match failures.peek(key) {
             Some(f) if f.count >= rate.count.get() && f.last.elapsed() < rate.per => {
                 Err(verimail_server::limits::exhausted(
                     "failed sign-ins on this address from this client",
@@ -128,17 +135,16 @@ impl SignInFailures {
     pub fn failed(&self, key: &str) {
         let Some(rate) = self.rate else { return };
         let Ok(mut failures) = self.failures.lock() else { return };
-        if failures.len() >= self.max_keys {
-            failures.retain(|_, f| f.last.elapsed() < rate.per);
-        }
-        let key = self.key(&failures, key).to_owned();
         let now = std::time::Instant::now();
-        let entry = failures.entry(key).or_insert(Failures { count: 0, last: now });
-        if entry.last.elapsed() >= rate.per {
-            entry.count = 0;
+        match failures.get_mut(key) {
+            Some(entry) => {
+                let earlier = if now.duration_since(entry.last) >= rate.per { 0 } else { entry.count };
+                *entry = Failures { count: earlier.saturating_add(1), last: now };
+            }
+            None => {
+                failures.insert(key.to_owned(), Failures { count: 1, last: now });
+            }
         }
-        entry.count = entry.count.saturating_add(1);
-        entry.last = now;
     }
 
     /// A correct password: `key` starts afresh.
@@ -146,6 +152,15 @@ impl SignInFailures {
         if let Ok(mut failures) = self.failures.lock() {
             failures.remove(key);
         }
+    }
+
+    /// Pairs remembered now.
+    pub fn len(&self) -> usize {
+        self.failures.lock().map_or(0, |failures| failures.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -176,13 +191,82 @@ mod tests {
     }
 
     #[test]
-    fn failures_remember_at_most_their_cap() {
+    fn a_full_map_forgets_the_oldest_failures_and_refuses_no_one_it_holds_none_of() {
         let failures = SignInFailures::new(Some(Rate::new(2, Duration::from_secs(60))), 4);
-        for n in 0..10 {
+        for n in 0..3 {
+            failures.failed("ann 10.0.0.1");
             failures.failed(&format!("user{n} 10.0.0.1"));
         }
-        assert!(failures.failures.lock().unwrap().len() <= 5, "four keys and the shared one");
-        assert!(failures.check("user9 10.0.0.1").is_err(), "new keys share one allowance past the cap");
-        assert!(failures.check("user0 10.0.0.1").is_ok(), "a key it remembers has its own");
+        assert!(failures.check("ann 10.0.0.1").is_err(), "refused");
+        for n in 3..10 {
+            failures.failed(&format!("user{n} 10.0.0.1"));
+            failures.failed(&format!("user{n} 10.0.0.1"));
+            assert!(failures.len() <= 4, "bounded");
+            assert!(failures.check("owner 10.0.0.9").is_ok(), "a full map refuses no stranger");
+            assert!(failures.check(&format!("user{n} 10.0.0.1")).is_err(), "the newest keep their failures");
+        }
+        assert_eq!(failures.len(), 4);
+        assert!(failures.check("ann 10.0.0.1").is_ok(), "the oldest failures were forgotten");
+    }
+
+    /// The figures the security review asked for: memory and cost per call at the default cap.
+    #[test]
+    fn at_its_default_cap_the_map_holds_its_size_and_each_call_stays_cheap() {
+        let keys = verimail_server::limits::MAX_KEYS;
+        let failures = SignInFailures::new(Some(Rate::new(5, Duration::from_secs(900))), keys);
+        let key = |n: usize| format!("guess{n:07}@example.com 203.0.{}.{}", n / 256 % 256, n % 256);
+        let before = counting::allocated();
+        for n in 0..keys {
+            failures.failed(&key(n));
+        }
+        let held = counting::allocated().saturating_sub(before);
+        let started = std::time::Instant::now();
+        for n in keys..2 * keys {
+            failures.failed(&key(n));
+            assert!(failures.check(&key(n + 1)).is_ok());
+        }
+        let per_call = started.elapsed() / keys as u32;
+        assert_eq!(failures.len(), keys);
+        let grown = counting::allocated().saturating_sub(before);
+        println!(
+            "sign-in failure map at its cap of {keys}: {:.1} MiB ({} bytes a pair), {:.1} MiB after {keys} more \
+             pairs pushed the oldest out; a failure and a check {per_call:?} a pair past the cap",
+            held as f64 / 1048576.0,
+            held / keys,
+            grown as f64 / 1048576.0
+        );
+        assert!(held < 32 << 20, "{held} bytes");
+        assert!(grown <= held + held / 4, "{grown} bytes after eviction, {held} at the cap");
+        assert!(per_call < Duration::from_micros(50), "{per_call:?}");
+    }
+
+    /// Bytes allocated and not freed, process-wide: nextest runs each test in a process of its
+    /// own, so a test reads its own allocations.
+    mod counting {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        struct Counting;
+        static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+        unsafe impl GlobalAlloc for Counting {
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+                // SAFETY: the caller's contract, passed on.
+                unsafe { System.alloc(layout) }
+            }
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+                // SAFETY: the caller's contract, passed on.
+                unsafe { System.dealloc(ptr, layout) }
+            }
+        }
+
+        #[global_allocator]
+        static GLOBAL: Counting = Counting;
+
+        pub fn allocated() -> usize {
+            LIVE.load(Ordering::Relaxed)
+        }
     }
 }

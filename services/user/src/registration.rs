@@ -129,28 +129,25 @@ impl Accounts {
 
     /// Enqueues users.verification_requested for an unverified user (in `locale`, which is
     /// stored, else the user's own); does nothing otherwise, and the caller cannot tell which
-    /// happened.
+    /// happened: one lookup and one write transaction either way (empty for an unknown or a
+    /// verified address), as for a password reset request.
     pub(crate) async fn request_verification(&self, email: &Email, locale: Option<&str>) -> Result<(), UserError> {
-        let Some(user) = users::find_by_email(&self.db, email.as_str()).await? else {
-            return Ok(());
-        };
-        if user.status != AccountStatus::Unverified {
-            return Ok(());
-        }
-        let event = events::VerificationRequested {
-            event_id: uuid::Uuid::now_v7().to_string(),
-            user_id: user.id,
-            email: user.email,
-            occurred_at: rfc3339(chrono::Utc::now()),
-            registration_event_id: user.registration_event_id.unwrap_or_default(),
-            locale: locale.map(str::to_owned).or(user.locale).unwrap_or_default(),
-        };
+        let user = users::find_by_email(&self.db, email.as_str()).await?;
         // On SQLite through the file's one writer, like every write.
         let mut write = self.relay.begin().await?;
-        if let Some(locale) = locale {
-            users::set_locale(&*write, &event.user_id, locale).await?;
+        if let Some(user) = user.filter(|user| user.status == AccountStatus::Unverified) {
+            if let Some(locale) = locale {
+                users::set_locale(&*write, &user.id, locale).await?;
+            }
+            write.announce(&events::VerificationRequested {
+                event_id: uuid::Uuid::now_v7().to_string(),
+                user_id: user.id,
+                email: user.email,
+                occurred_at: rfc3339(chrono::Utc::now()),
+                registration_event_id: user.registration_event_id.unwrap_or_default(),
+                locale: locale.map(str::to_owned).or(user.locale).unwrap_or_default(),
+            });
         }
-        write.announce(&event);
         write.commit().await?;
         Ok(())
     }

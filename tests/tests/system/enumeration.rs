@@ -152,3 +152,38 @@ async fn an_earlier_registration_gets_no_new_link_and_its_verification_is_refuse
     }
     assert_eq!(stack.status_of(&account).await, UserStatus::Unverified);
 }
+
+/// ResendVerification answers an unverified, a verified and an unknown address alike, after the
+/// same statements (one lookup, one write transaction, empty but for the unverified one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_answers_alike_for_an_unverified_a_verified_and_an_unknown_address() {
+    let stack = Stack::start().await;
+    stack.register("ivy@example.com", "correct horse battery").await;
+    stack.verified("jon@example.com", "correct horse battery").await;
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); 3];
+    for round in 0..15 {
+        let unknown = format!("nobody-{round}@example.com");
+        // Each kind takes each place in turn: the one after the unverified address's resend
+        // shares the machine with the email it set off.
+        for i in (0..3).map(|k| (k + round) % 3) {
+            let email = ["ivy@example.com", "jon@example.com", unknown.as_str()][i];
+            let request =
+                verimail_proto::user::v1::ResendVerificationRequest { email: email.to_owned(), ..Default::default() };
+            let started = Instant::now();
+            let answer = stack.users.clone().resend_verification(request).await;
+            times[i].push(started.elapsed());
+            answer.unwrap_or_else(|e| panic!("{email}: {e:?}"));
+        }
+    }
+    let [unverified, verified, unknown] = [0, 1, 2].map(|i| median(times[i].clone()));
+    println!("ResendVerification medians: unverified {unverified:?}, verified {verified:?}, unknown {unknown:?}");
+    for m in [unverified, verified] {
+        let ratio = m.as_secs_f64() / unknown.as_secs_f64();
+        assert!((0.33..3.0).contains(&ratio), "timing tells them apart: {unverified:?} {verified:?} {unknown:?}");
+    }
+    stack.smtp.wait_for("ivy@example.com", 16, EMAIL_WAIT).await;
+    // Only the unverified address got emails (its first and fifteen more), after which the
+    // pipeline has passed the others' turns too.
+    assert_eq!(stack.smtp.to("jon@example.com").len(), 1, "a verified address gets nothing new");
+    assert!(stack.smtp.to("nobody-0@example.com").is_empty());
+}

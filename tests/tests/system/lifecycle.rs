@@ -79,6 +79,30 @@ async fn an_account_never_verified_in_time_expires_and_its_address_registers_aga
     assert!(stack.wait_for_status(&again, UserStatus::Verified, STATUS_WAIT).await);
 }
 
+/// Expiry counts from the latest registration: nothing a caller without the password can do
+/// (a resend, in another language) postpones it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_in_another_language_does_not_postpone_expiry() {
+    let ttl = Duration::from_secs(6);
+    let stack = Stack::start_with(StackOptions { unverified_ttl: Some(ttl), ..StackOptions::default() }).await;
+    let registered_at = Instant::now();
+    let untouched = stack.register("untouched@example.com", PASSWORD).await;
+    let resent = stack.register("resent@example.com", PASSWORD).await;
+    tokio::time::sleep(ttl * 2 / 3).await;
+    let request =
+        verimail_proto::user::v1::ResendVerificationRequest { email: "resent@example.com".into(), locale: "de".into() };
+    stack.users.clone().resend_verification(request).await.expect("ResendVerification");
+    stack.smtp.wait_for("resent@example.com", 2, EMAIL_WAIT).await;
+    // The sweep runs every quarter of the TTL: both are gone within the TTL and two sweeps;
+    // the resend would have kept one to 2/3 TTL + TTL.
+    let bound = ttl + ttl / 2;
+    for user_id in [&untouched, &resent] {
+        let left = bound.saturating_sub(registered_at.elapsed());
+        eventually("the unverified account is deleted", left, || async { !exists(&stack, user_id).await }).await;
+    }
+    println!("both deleted {:?} after registering (TTL {ttl:?})", registered_at.elapsed());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_user_service_instances_on_one_postgresql_database_delete_each_expired_account_once() {
     const ACCOUNTS: usize = 150;

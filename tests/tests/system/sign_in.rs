@@ -221,6 +221,32 @@ async fn a_wrong_password_and_an_unknown_address_answer_alike_and_only_the_guess
     assert_eq!(refused.code(), Code::ResourceExhausted);
 }
 
+/// A flood of wrong passwords from many clients fills the failure map: it forgets the oldest
+/// failures and never refuses someone it holds none of (the owner, from a new client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_failures_from_many_clients_locks_no_one_else_out() {
+    let options = StackOptions {
+        sign_in_failures: Some(verimail_server::limits::Rate::new(3, Duration::from_secs(600))),
+        user_vars: vec![("SIGN_IN_FAILURES_MAX_KEYS", "40".into())],
+        ..Default::default()
+    };
+    let stack = Stack::start_with(options).await;
+    stack.verified("eve@example.com", PASSWORD).await;
+    for n in 0..120 {
+        let (client, email) = (format!("10.2.{}.{}", n / 200, n % 200), format!("victim{n}@example.com"));
+        for _ in 0..3 {
+            let status = stack.sign_in_from(&client, &email, "not the password").await.unwrap_err();
+            assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        }
+    }
+    // The newest pairs are refused still; the owner, from a client new to the map, is not.
+    let refused = stack.sign_in_from("10.2.0.119", "victim119@example.com", PASSWORD).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    stack.sign_in_from("10.3.0.1", "eve@example.com", PASSWORD).await.expect("the owner signs in");
+    let unknown = stack.sign_in_from("10.3.0.2", "nobody@example.com", PASSWORD).await.unwrap_err();
+    assert_eq!(unknown.code(), Code::Unauthenticated, "a wrong password, not a refusal: {unknown:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hash_made_with_older_parameters_is_upgraded_by_a_sign_in() {
     use verimail_user::password::{HashCost, Password, PasswordHasher};

@@ -13,6 +13,8 @@ pub struct Model {
     pub password_hash: String,
     pub status: AccountStatus,
     pub created_at: DateTimeUtc,
+    /// The latest registration, or change of password or address: an unverified account
+    /// expires `UNVERIFIED_TTL_SECONDS` after it.
     pub updated_at: DateTimeUtc,
     pub verified_at: Option<DateTimeUtc>,
     /// The users.registered event of the latest registration of the address: only its
@@ -234,11 +236,12 @@ pub async fn replace_password<C: ConnectionTrait>(
     Ok(Some((user, false)))
 }
 
-/// Sets the language of the user's emails; false when the user is gone.
+/// Sets the language of the user's emails; false when the user is gone. It leaves
+/// `updated_at` alone: ResendVerification sets it, and a caller without the password must not
+/// postpone an unverified account's expiry.
 pub async fn set_locale<C: ConnectionTrait>(conn: &C, id: &str, locale: &str) -> Result<bool, DbErr> {
     let set = Entity::update_many()
         .col_expr(Column::Locale, Expr::value(locale))
-        .col_expr(Column::UpdatedAt, Expr::value(chrono::Utc::now()))
         .filter(Column::Id.eq(id))
         .exec(conn)
         .await?;
