@@ -127,12 +127,13 @@ async fn logo_file(State(gw): State<Arc<Gateway>>) -> Response {
 /// left out); the services' spans for the calls it makes are its children.
 async fn trace_request(request: axum::extract::Request, next: Next) -> Response {
     let started = std::time::Instant::now();
-    let method = request.method().to_string();
-    // The matched route, so unknown paths do not each make a series of their own.
+    // The matched route and a known method, so invented paths and methods do not each make a
+    // series (or a span name) of their own.
+    let method = method_label(request.method());
     let route = request.extensions().get::<axum::extract::MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let span = tracing::info_span!(
         "http",
-        otel.name = %format_args!("{} {}", request.method(), request.uri().path()),
+        otel.name = %format_args!("{method} {route}"),
         otel.kind = "server",
         http.request.method = %request.method(),
         url.path = request.uri().path(),
@@ -145,9 +146,17 @@ async fn trace_request(request: axum::extract::Request, next: Next) -> Response 
     let metrics = verimail_server::metrics::metrics();
     let route_key = verimail_server::metrics::MethodLabel { method: format!("{method} {route}") };
     metrics.http_duration.get_or_create(&route_key).observe(started.elapsed().as_secs_f64());
-    let labels = verimail_server::metrics::HttpLabels { method, route, status: response.status().as_u16() };
+    let labels =
+        verimail_server::metrics::HttpLabels { method: method.to_owned(), route, status: response.status().as_u16() };
     metrics.http_requests.get_or_create(&labels).inc();
     response
+}
+
+/// A request method as a label: the methods of HTTP itself by name, any other as `_OTHER`
+/// (OpenTelemetry's name for it). A client may send any token as a method.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    const KNOWN: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+    KNOWN.into_iter().find(|known| *known == method.as_str()).unwrap_or("_OTHER")
 }
 
 /// Oversized request targets and headers are refused before any handler or service sees them.

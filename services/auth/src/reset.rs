@@ -86,7 +86,7 @@ impl Authority {
             Decision::Wrong { live } => {
                 codes::count_wrong_try(&*write, live, max_tries).await?;
                 write.commit().await?;
-                Err(AuthError::invalid("code", "is not the code we sent to this address"))
+                Err(AuthError::invalid("code", "is not valid for this address"))
             }
         }
     }

@@ -148,3 +148,25 @@ async fn bounces_suppressions_and_refusals_are_counted() {
     assert_eq!(sample(&after, "verimail_suppressed_addresses", &[]), Some(1.0));
     assert_eq!(sample(&after, "verimail_bounce_listener_refusals_total", &[("why", "bad_tag")]), Some(1.0));
 }
+
+/// A client may send any token as a method, to any path: the gateway's series stay a few.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invented_methods_and_paths_share_one_label_each() {
+    let stack = ProcessStack::start().await;
+    let client = reqwest::Client::new();
+    for n in 0..40 {
+        let method = reqwest::Method::from_bytes(format!("INVENTED{n}").as_bytes()).expect("a token");
+        let response = client.request(method, format!("{}/verify-email", stack.gateway_url)).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 405);
+        let response = client.get(format!("{}/nowhere/{n}", stack.gateway_url)).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 404);
+    }
+    let gateway = scrape(&stack, Part::Gateway).await;
+    let series: Vec<&str> = gateway.lines().filter(|line| line.starts_with("verimail_http_requests_total{")).collect();
+    assert!(series.len() <= 4, "{series:#?}");
+    let invented = [("method", "_OTHER"), ("route", "/verify-email"), ("status", "405")];
+    assert_eq!(sample(&gateway, "verimail_http_requests_total", &invented), Some(40.0), "{gateway}");
+    let nowhere = [("method", "GET"), ("route", "unmatched"), ("status", "404")];
+    assert_eq!(sample(&gateway, "verimail_http_requests_total", &nowhere), Some(40.0), "{gateway}");
+    assert!(!gateway.contains("INVENTED"), "{gateway}");
+}

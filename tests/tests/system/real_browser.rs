@@ -109,6 +109,13 @@ async fn chromium_opens_the_email_in_the_dev_mailbox_and_its_link_verifies() {
     assert!(policy.contains("default-src 'none'") && !policy.contains("script-src"), "{policy}");
     let missing = reqwest::get(format!("{mailbox}/m/..%2Fsecret.eml")).await.unwrap();
     assert_eq!(missing.status().as_u16(), 404);
+    // A page that rebinds a name of its own to 127.0.0.1 reads nothing: its Host is that name.
+    let client = reqwest::Client::new();
+    let rebound = client.get(format!("{mailbox}/")).header("host", "attacker.example:80").send().await.unwrap();
+    assert_eq!(rebound.status().as_u16(), 403);
+    let port = stack.mailbox_addr.expect("the mailbox").port();
+    let local = client.get(format!("{mailbox}/")).header("host", format!("localhost:{port}")).send().await.unwrap();
+    assert_eq!(local.status().as_u16(), 200);
 
     let chrome = Chrome::start().await;
     chrome.client.goto(&mailbox).await.expect("open the mailbox");

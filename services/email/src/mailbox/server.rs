@@ -35,6 +35,7 @@ impl Mailbox {
         let app = axum::Router::new()
             .route("/", get(list))
             .route("/m/{file}", get(message))
+            .layer(axum::middleware::from_fn(only_direct_hosts))
             .with_state(std::sync::Arc::new(self.dir));
         let served = axum::serve(self.listener, app).with_graceful_shutdown(async move { shutdown.wait().await });
         if let Err(e) = served.await {
@@ -44,6 +45,28 @@ impl Mailbox {
 }
 
 type Dir = std::sync::Arc<PathBuf>;
+
+/// 403 unless the request names the mailbox by an IP address or `localhost`. A web page the
+/// developer opens could otherwise rebind a name of its own to 127.0.0.1 and read the mail
+/// (DNS rebinding): its requests carry that name as their Host.
+async fn only_direct_hosts(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    if is_direct(host) {
+        next.run(request).await
+    } else {
+        let message = "The development mailbox answers only at an IP address or localhost (Host header).\n";
+        (StatusCode::FORBIDDEN, message).into_response()
+    }
+}
+
+/// `host[:port]` names an IP address or localhost: nothing DNS could point elsewhere.
+fn is_direct(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => return v6.split_once(']').is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
 
 /// What the list shows of a message.
 struct Summary {
