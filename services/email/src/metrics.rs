@@ -34,7 +34,7 @@ static BOUNCES: LazyLock<Family<ClassLabels, Counter>> = LazyLock::new(|| {
 });
 
 /// What the bounce listener refused, by `why` (not_our_domain, unknown_address, bad_tag,
-/// too_big, too_many_connections).
+/// too_big, too_many_connections, too_many_from_peer, too_many_messages).
 static INBOUND_REFUSED: LazyLock<Family<RefusedLabels, Counter>> = LazyLock::new(|| {
     verimail_server::metrics::register(
         "bounce_listener_refusals",

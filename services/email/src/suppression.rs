@@ -25,6 +25,10 @@ pub struct Suppressions {
     pub soft: SoftLimit,
 }
 
+/// The bounce history one delivery keeps: the newest 20 messages about it. A delivery has one
+/// recipient; real mail systems send it one bounce, or a few delays and then a failure.
+pub const BOUNCES_KEPT_PER_DELIVERY: u64 = 20;
+
 /// Soft bounces in a window that suppress (`BOUNCE_SOFT_LIMIT`, `BOUNCE_SOFT_WINDOW_SECONDS`).
 #[derive(Debug, Clone, Copy)]
 pub struct SoftLimit {
@@ -205,7 +209,7 @@ impl Suppressions {
             text: verdict.text.clone(),
             received_at: now,
         };
-        bounces::insert(write, row).await?;
+        bounces::insert(write, row, BOUNCES_KEPT_PER_DELIVERY).await?;
         let detail = [verdict.status.as_deref(), verdict.diagnostic.as_deref()].into_iter().flatten();
         let detail = detail.collect::<Vec<_>>().join(" ");
         let detail = (!detail.is_empty()).then_some(detail);

@@ -507,3 +507,82 @@ async fn connections_beyond_the_bound_get_421_and_the_listener_keeps_serving() {
     })
     .await;
 }
+
+/// A connection to the listener at `addr` from the loopback address `source` (127.0.0.x):
+/// another host, as the listener counts them.
+async fn opened_from(addr: std::net::SocketAddr, source: [u8; 4]) -> Client {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket.bind(std::net::SocketAddr::from((source, 0))).expect("bind a loopback source address");
+    let stream = socket.connect(addr).await.expect("connect to the bounce listener");
+    Client { io: BufReader::new(stream) }
+}
+
+/// One host may hold BOUNCE_MAX_CONNECTIONS_PER_PEER sessions and send BOUNCE_RATE_PER_PEER
+/// messages: past them it hears 421 and 451, and the others are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_host_cannot_take_every_connection_nor_send_without_end() {
+    let email_vars = vec![
+        ("BOUNCE_DOMAIN", "bounces.example.com".to_owned()),
+        ("BOUNCE_SMTP_ADDR", "127.0.0.1:0".to_owned()),
+        ("BOUNCE_MAX_CONNECTIONS", "5".to_owned()),
+        ("BOUNCE_MAX_CONNECTIONS_PER_PEER", "2".to_owned()),
+        ("BOUNCE_RATE_PER_PEER", "3/600".to_owned()),
+    ];
+    let stack = Stack::start_with(StackOptions { email_vars, ..StackOptions::default() }).await;
+    let addr = stack.bounce_addr.expect("the bounce listener");
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut client = opened_from(addr, [127, 0, 0, 2]).await;
+        assert!(client.reply().await.starts_with("220"));
+        held.push(client);
+    }
+    let mut third = opened_from(addr, [127, 0, 0, 2]).await;
+    let refused = third.reply().await;
+    assert!(refused.starts_with("421") && refused.contains("from your address"), "{refused}");
+    let mut elsewhere = opened_from(addr, [127, 0, 0, 3]).await;
+    assert!(elsewhere.reply().await.starts_with("220"), "another host still gets a place");
+
+    // Messages: three from one host, then 451 (try later); another host is not counted with it.
+    let mut busy = opened_from(addr, [127, 0, 0, 4]).await;
+    assert!(busy.reply().await.starts_with("220"));
+    assert!(busy.command("EHLO relay.example.net").await.starts_with("250"));
+    for _ in 0..3 {
+        assert!(busy.command("MAIL FROM:<>").await.starts_with("250"));
+        assert!(busy.command("RSET").await.starts_with("250"));
+    }
+    let limited = busy.command("MAIL FROM:<>").await;
+    assert!(limited.starts_with("451"), "{limited}");
+    assert!(elsewhere.command("EHLO relay.example.net").await.starts_with("250"));
+    assert!(elsewhere.command("MAIL FROM:<>").await.starts_with("250"));
+}
+
+/// Whoever has a bounce address can write to it as often and as long as they like: what is
+/// kept of each message and of each delivery's history is bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_kept_of_bounces_is_bounded_per_message_and_per_delivery() {
+    let stack = bounce_stack().await;
+    stack.register("long@example.org", "correct horse battery").await;
+    let mail = stack.smtp.wait_for_verification("long@example.org", Duration::from_secs(10)).await;
+    // Folded over many lines, as a long header may be (a line is at most 16 KiB).
+    let words = vec!["no such mailbox here"; 2_000].join("\n ");
+    for n in 0..25 {
+        let mut client = Client::connect(&stack).await;
+        let message = dsn("long@example.org", "failed", "5.1.1").replace("mailbox says no", &format!("{n} {words}"));
+        assert!(message.len() > 40_000);
+        let (rcpt, end) = client.send(&[&mail.from], &message).await;
+        assert!(rcpt[0].starts_with("250") && end.starts_with("250"), "{rcpt:?} {end}");
+    }
+    let kept = delivery(&stack, &mail.event_id()).await;
+    assert_eq!(kept.bounces.len(), 20, "the newest 20");
+    assert!(kept.bounces[0].diagnostic.contains("550 5.1.1 <long@example.org>: 5 no such"), "{:?}", kept.bounces[0]);
+    for bounce in &kept.bounces {
+        assert!(bounce.diagnostic.chars().count() <= 501, "{} characters", bounce.diagnostic.len());
+    }
+    let listed = suppressions(&stack, "long@example.org", false).await;
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].detail.chars().count() <= 520, "{} characters", listed[0].detail.len());
+    let request = ListDeliveriesRequest { email: "long@example.org".into(), ..Default::default() };
+    let answer = stack.emails.clone().list_deliveries(request).await.expect("ListDeliveries").into_inner();
+    let size = prost::Message::encoded_len(&answer);
+    assert!(size < 64 * 1024, "ListDeliveries answers {size} bytes");
+}

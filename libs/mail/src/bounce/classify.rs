@@ -62,6 +62,39 @@ impl Verdict {
 
 /// Classifies a raw inbound message. A message that is not even MIME is unrecognized.
 pub fn classify(raw: &[u8]) -> Verdict {
+    read(raw).bounded()
+}
+
+/// What a remote server's words are kept of: plenty for "550 5.1.1 <x>: user unknown" and its
+/// usual explanation, and a bounce of 200 KiB stores no more than a short one.
+const DIAGNOSTIC_KEPT: usize = 500;
+/// An address is at most 254 characters (RFC 5321 with RFC 3696's erratum), plus its type.
+const RECIPIENT_KEPT: usize = 320;
+/// `5.1.1`, `4.7.650`: short.
+const STATUS_KEPT: usize = 16;
+
+/// `text`, cut to `max` characters (an ellipsis says so).
+fn cut(text: String, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text,
+    }
+}
+
+impl Verdict {
+    /// Every field within its bound: what anyone may send is stored at a size we chose.
+    fn bounded(self) -> Verdict {
+        Verdict {
+            status: self.status.map(|s| cut(s, STATUS_KEPT)),
+            diagnostic: self.diagnostic.map(|s| cut(s, DIAGNOSTIC_KEPT)),
+            recipient: self.recipient.map(|s| cut(s, RECIPIENT_KEPT)),
+            text: self.text.map(|s| cut(s, TEXT_KEPT)),
+            ..self
+        }
+    }
+}
+
+fn read(raw: &[u8]) -> Verdict {
     let Ok(mail) = mailparse::parse_mail(raw) else {
         return unrecognized(&String::from_utf8_lossy(raw));
     };
@@ -88,11 +121,7 @@ pub fn classify(raw: &[u8]) -> Verdict {
 }
 
 fn unrecognized(text: &str) -> Verdict {
-    let mut kept: String = text.chars().take(TEXT_KEPT).collect();
-    if kept.len() < text.len() {
-        kept.push('…');
-    }
-    Verdict { text: Some(kept), ..Verdict::new(Class::Unrecognized) }
+    Verdict { text: Some(text.to_owned()), ..Verdict::new(Class::Unrecognized) }
 }
 
 /// The message/delivery-status part (RFC 3464; message/global-delivery-status, RFC 6533):
@@ -343,6 +372,27 @@ fn trim_leading_blank_lines(mut bytes: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_bounce_says_is_kept_within_bounds_however_long() {
+        let words = "é".repeat(200_000);
+        let dsn = format!(
+            "Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n--b\r\n\
+             Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n\
+             Final-Recipient: rfc822; {}@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n\
+             Diagnostic-Code: smtp; 550 {words}\r\n--b--\r\n",
+            "x".repeat(100_000)
+        );
+        let verdict = classify(dsn.as_bytes());
+        assert_eq!((verdict.class, verdict.status.as_deref()), (Class::Hard, Some("5.1.1")));
+        let diagnostic = verdict.diagnostic.expect("the diagnostic");
+        assert_eq!(diagnostic.chars().count(), DIAGNOSTIC_KEPT + 1, "cut, with an ellipsis");
+        assert!(diagnostic.starts_with("550 éé") && diagnostic.ends_with('…'));
+        assert!(verdict.recipient.expect("the recipient").chars().count() <= RECIPIENT_KEPT + 1);
+        let unrecognized = classify(format!("Subject: hello\r\n\r\n{words}").as_bytes());
+        assert_eq!(unrecognized.class, Class::Unrecognized);
+        assert_eq!(unrecognized.text.expect("the text").chars().count(), TEXT_KEPT + 1);
+    }
 
     #[test]
     fn enhanced_status_codes_are_found_standing_alone() {

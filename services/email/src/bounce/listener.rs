@@ -25,6 +25,12 @@ pub struct ListenerConfig {
     pub max_message_bytes: usize,
     /// `BOUNCE_MAX_CONNECTIONS` (default 100): more at once get 421 and are closed.
     pub max_connections: usize,
+    /// `BOUNCE_MAX_CONNECTIONS_PER_PEER` (default 10, at most `max_connections`): from one
+    /// client address (an IPv6 /64) at once; more get 421, so one host cannot take every slot.
+    pub max_connections_per_peer: usize,
+    /// `BOUNCE_RATE_PER_PEER` (default `120/60`, or `off`): messages one client address may
+    /// send; past it MAIL gets 451 (a real MTA tries again later, nothing is lost).
+    pub messages_per_peer: Option<verimail_server::limits::Rate>,
     /// What the greeting names (`BOUNCE_DOMAIN`).
     pub hostname: String,
     /// `BOUNCE_TLS_CERT_FILE` and `BOUNCE_TLS_KEY_FILE`: STARTTLS offered.
@@ -37,6 +43,8 @@ impl std::fmt::Debug for ListenerConfig {
             .field("addr", &self.addr)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("max_connections", &self.max_connections)
+            .field("max_connections_per_peer", &self.max_connections_per_peer)
+            .field("messages_per_peer", &self.messages_per_peer)
             .field("tls", &self.tls.is_some())
             .finish()
     }
@@ -75,6 +83,11 @@ impl ListenerConfig {
         if max_connections == 0 {
             return Err(ConfigError::new("BOUNCE_MAX_CONNECTIONS", "must be at least 1"));
         }
+        let max_connections_per_peer = vars.parse("BOUNCE_MAX_CONNECTIONS_PER_PEER", 10usize)?.min(max_connections);
+        if max_connections_per_peer == 0 {
+            return Err(ConfigError::new("BOUNCE_MAX_CONNECTIONS_PER_PEER", "must be at least 1"));
+        }
+        let messages_per_peer = verimail_server::limits::rate(vars, "BOUNCE_RATE_PER_PEER", "120/60")?;
         let tls = match (vars.var("BOUNCE_TLS_CERT_FILE"), vars.var("BOUNCE_TLS_KEY_FILE")) {
             (None, None) => None,
             (Some(cert), Some(key)) => Some(acceptor(&cert, &key)?),
@@ -85,7 +98,15 @@ impl ListenerConfig {
                 return Err(ConfigError::new("BOUNCE_TLS_CERT_FILE", "is needed with BOUNCE_TLS_KEY_FILE"));
             }
         };
-        Ok(Some(ListenerConfig { addr, max_message_bytes, max_connections, hostname: bounces.domain.clone(), tls }))
+        Ok(Some(ListenerConfig {
+            addr,
+            max_message_bytes,
+            max_connections,
+            max_connections_per_peer,
+            messages_per_peer,
+            hostname: bounces.domain.clone(),
+            tls,
+        }))
     }
 }
 
@@ -138,6 +159,11 @@ impl Listener {
     /// `max_connections` at once.
     pub async fn run<R: Receiver>(self, receiver: Arc<R>, shutdown: Shutdown) {
         let slots = Arc::new(tokio::sync::Semaphore::new(self.config.max_connections));
+        let peers = Peers::new(self.config.max_connections_per_peer);
+        let per_peer = Arc::new(verimail_server::limits::Limiter::new(
+            "messages from this address",
+            self.config.messages_per_peer,
+        ));
         let config = Arc::new(self.config);
         tracing::info!(addr = %config.addr, tls = config.tls.is_some(), "bounce listener ready");
         loop {
@@ -145,22 +171,77 @@ impl Listener {
                 accepted = self.listener.accept() => accepted,
                 () = shutdown.wait() => break,
             };
-            let Ok((mut stream, peer)) = accepted else { continue };
+            let Ok((stream, peer)) = accepted else { continue };
+            // The peer's own share first: a host over it takes no slot from the others.
+            let Some(peer_slot) = peers.enter(peer.ip()) else {
+                refuse(stream, "too_many_from_peer", "Too many connections from your address");
+                continue;
+            };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
-                crate::metrics::inbound_refused("too_many_connections");
-                tokio::spawn(async move {
-                    let _ = stream.write_all(b"421 4.7.0 Too many connections, try again later\r\n").await;
-                });
+                refuse(stream, "too_many_connections", "Too many connections");
                 continue;
             };
             let (config, bounces, receiver) = (config.clone(), self.bounces.clone(), receiver.clone());
+            let per_peer = per_peer.clone();
             tokio::spawn(async move {
-                let _slot = slot;
-                let ended = tokio::time::timeout(SESSION, session(stream, peer.ip(), &config, bounces, receiver)).await;
+                let _slots = (slot, peer_slot);
+                let session = session(stream, peer.ip(), &config, bounces, receiver, per_peer);
+                let ended = tokio::time::timeout(SESSION, session).await;
                 if let Ok(Err(e)) = ended {
                     tracing::debug!(%peer, error = %e, "bounce session ended");
                 }
             });
+        }
+    }
+}
+
+/// 421 and close, counted under `why`.
+fn refuse(mut stream: TcpStream, why: &'static str, what: &'static str) {
+    crate::metrics::inbound_refused(why);
+    tokio::spawn(async move {
+        let _ = stream.write_all(format!("421 4.7.0 {what}, try again later\r\n").as_bytes()).await;
+    });
+}
+
+/// Sessions open per client address (an IPv6 /64): only those with one open are held, so it
+/// is never larger than the connections at once.
+#[derive(Clone)]
+struct Peers {
+    max: usize,
+    open: Arc<Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+/// One session of a peer; leaving drops it.
+struct PeerSlot {
+    peers: Peers,
+    key: String,
+}
+
+impl Peers {
+    fn new(max: usize) -> Peers {
+        Peers { max, open: Arc::default() }
+    }
+
+    fn enter(&self, ip: IpAddr) -> Option<PeerSlot> {
+        let key = verimail_server::limits::client_key(ip);
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(key.clone()).or_default();
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot { peers: self.clone(), key })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self.peers.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
         }
     }
 }
@@ -178,6 +259,8 @@ struct Transaction {
 #[derive(Clone)]
 struct Gatekeeper {
     bounces: BounceAddresses,
+    /// Messages per client address.
+    per_peer: Arc<verimail_server::limits::Limiter>,
     max_bytes: usize,
     transaction: Arc<Mutex<Transaction>>,
 }
@@ -194,8 +277,12 @@ impl Gatekeeper {
 }
 
 impl Handler for Gatekeeper {
-    fn mail(&mut self, _ip: IpAddr, _domain: &str, _from: &str) -> Response {
+    fn mail(&mut self, ip: IpAddr, _domain: &str, _from: &str) -> Response {
         self.with(|t| *t = Transaction::default());
+        if self.per_peer.check(&verimail_server::limits::client_key(ip)).is_err() {
+            crate::metrics::inbound_refused("too_many_messages");
+            return Response::custom(451, "4.7.1 Too many messages from your address, try again later".into());
+        }
         response::OK
     }
 
@@ -247,6 +334,7 @@ async fn session<R: Receiver>(
     config: &ListenerConfig,
     bounces: BounceAddresses,
     receiver: Arc<R>,
+    per_peer: Arc<verimail_server::limits::Limiter>,
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut builder = SessionBuilder::new(config.hostname.clone());
@@ -254,7 +342,8 @@ async fn session<R: Receiver>(
         builder.enable_start_tls();
     }
     let transaction = Arc::new(Mutex::new(Transaction::default()));
-    let gatekeeper = Gatekeeper { bounces, max_bytes: config.max_message_bytes, transaction: transaction.clone() };
+    let gatekeeper =
+        Gatekeeper { bounces, per_peer, max_bytes: config.max_message_bytes, transaction: transaction.clone() };
     let mut smtp = builder.build(peer, gatekeeper);
     let mut io: BufReader<Stream> = BufReader::new(Box::new(stream));
     write(&mut io, &smtp.greeting()).await?;

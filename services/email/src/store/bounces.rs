@@ -2,7 +2,7 @@
 //! be, and (until its user is deleted) what the remote server said.
 
 use sea_orm::entity::prelude::*;
-use sea_orm::{DatabaseTransaction, QueryOrder};
+use sea_orm::{DatabaseTransaction, QueryOrder, QuerySelect};
 use std::collections::HashMap;
 
 /// One inbound message about a delivery.
@@ -31,8 +31,23 @@ pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
 
-/// Records one message that came back.
-pub async fn insert(txn: &DatabaseTransaction, row: Model) -> Result<(), DbErr> {
+/// Records one message that came back, keeping the newest `kept` of its delivery: at the cap
+/// the oldest goes (a delivery's history cannot grow without end however often anyone who has
+/// its bounce address writes to it).
+pub async fn insert(txn: &DatabaseTransaction, row: Model, kept: u64) -> Result<(), DbErr> {
+    let held = Entity::find().filter(Column::DeliveryId.eq(&row.delivery_id)).count(txn).await?;
+    if held >= kept {
+        let oldest = Entity::find()
+            .select_only()
+            .column(Column::Id)
+            .filter(Column::DeliveryId.eq(&row.delivery_id))
+            .order_by_asc(Column::Id)
+            .limit(held + 1 - kept)
+            .into_tuple::<String>()
+            .all(txn)
+            .await?;
+        Entity::delete_many().filter(Column::Id.is_in(oldest)).exec(txn).await?;
+    }
     Entity::insert(ActiveModel::from(row)).exec_without_returning(txn).await?;
     Ok(())
 }
