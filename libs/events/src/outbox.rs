@@ -445,6 +445,18 @@ impl OutboxRelay {
                 .exec(&crate::db::writer(&self.db))
                 .await?;
         }
+        // An erasure's own event names the address it erases: once published it is not kept.
+        let erasures: Vec<&str> = rows
+            .iter()
+            .filter(|row| row.subject == verimail_proto::subjects::USERS_DELETED && acked_ids.contains(&row.id))
+            .map(|row| row.id.as_str())
+            .collect();
+        if !erasures.is_empty() {
+            entity::Entity::delete_many()
+                .filter(entity::Column::Id.is_in(erasures))
+                .exec(&crate::db::writer(&self.db))
+                .await?;
+        }
         match first_failure {
             Some(error) => Err(error),
             None => Ok(acked_ids.len()),

@@ -27,9 +27,20 @@ pub async fn on_user_deleted(
     delivery: Delivery,
 ) -> Result<(), HandlerError> {
     let event = erasure::decode(&delivery)?;
-    let (tokens, codes, events) = erase(relay, keys, &event.user_id, erasure::reason_of(&event)).await?;
+    let holder = Holder { user_id: &event.user_id, email: &event.email };
+    let (tokens, codes, events) = erase(relay, keys, holder, erasure::reason_of(&event)).await?;
     tracing::info!(user_id = %event.user_id, tokens, codes, events, "deleted user's tokens, codes and events erased");
     erasure::forget_parked(js, &[DURABLE], &event.user_id).await
+}
+
+/// A deleted user and the address it had: the rows to erase are the user's, and any other
+/// user's that hold the address (a link or code sent to it for another account's change of
+/// address to it).
+#[derive(Debug, Clone, Copy)]
+pub struct Holder<'a> {
+    pub user_id: &'a str,
+    /// Empty in events from before it was sent: the user's rows alone.
+    pub email: &'a str,
 }
 
 /// In one transaction: the tombstone, the tokens' addresses and traces dropped (and revoked),
@@ -38,14 +49,15 @@ pub async fn on_user_deleted(
 pub async fn erase(
     relay: &OutboxRelay,
     keys: &CodeKeys,
-    user_id: &str,
+    holder: Holder<'_>,
     reason: erasure::Reason,
 ) -> Result<(u64, u64, u64), DbErr> {
+    let user_id = holder.user_id;
     let txn = relay.begin().await?;
     erasure::bury(&txn, &[user_id], reason).await?;
     let now = chrono::Utc::now();
-    let tokens = tokens::erase(&*txn, user_id, crate::code::ERASED).await?;
-    let held = codes::holding_address(&*txn, user_id, crate::code::ERASED).await?;
+    let tokens = tokens::erase(&*txn, user_id, holder.email, crate::code::ERASED).await?;
+    let held = codes::holding_address(&*txn, user_id, holder.email, crate::code::ERASED).await?;
     for row in &held {
         // A code whose key is gone can never match again: nothing of the address stays.
         let erased = keys.erased_address(&row.key_id, &row.email).unwrap_or_else(|| crate::code::ERASED.to_owned());

@@ -86,10 +86,10 @@ impl Accounts {
     /// Deletes the account and announces it (users.deleted); NOT_FOUND for none.
     pub async fn delete(&self, user_id: &str, by_its_holder: bool) -> Result<(), UserError> {
         let mut write = self.relay.begin().await?;
-        if !users::delete(&write, user_id).await? {
+        let Some(deleted) = users::delete(&write, user_id).await? else {
             return Err(UserError::NotFound);
-        }
-        crate::lifecycle::announce_deleted(&mut write, &[user_id.to_owned()], Reason::Requested).await?;
+        };
+        crate::lifecycle::announce_deleted(&mut write, &[deleted], Reason::Requested).await?;
         write.commit().await?;
         let by = if by_its_holder { "the user" } else { "an operator" };
         tracing::info!(%user_id, by, "account deleted on request");

@@ -18,12 +18,18 @@ const SWEEP_BATCH: u64 = 100;
 /// The durable that removes user-service's parked messages of deleted users.
 pub const DELETIONS_DURABLE: &str = "user-service-deletions";
 
-/// Everything but the rows' own deletion, for users `txn` has just deleted: their outbox rows
-/// changes of address and what email-service said of their addresses go, their tombstones and users.deleted are written.
-pub async fn announce_deleted(write: &mut Write<'_>, user_ids: &[String], reason: Reason) -> Result<(), DbErr> {
-    let ids: Vec<&str> = user_ids.iter().map(String::as_str).collect();
+/// Everything but the rows' own deletion, for users `txn` has just deleted: their outbox rows,
+/// changes of address and what email-service said of their addresses go; other accounts'
+/// changes of address to their addresses are cancelled and lose the address, with the events
+/// that asked for them; their tombstones and users.deleted (with the address, for the other
+/// services to do the same) are written.
+pub async fn announce_deleted(write: &mut Write<'_>, deleted: &[users::Deleted], reason: Reason) -> Result<(), DbErr> {
+    let ids: Vec<&str> = deleted.iter().map(|user| user.id.as_str()).collect();
+    let addresses: Vec<&str> = deleted.iter().map(|user| user.email.as_str()).collect();
     erasure::forget_events(write, &ids).await?;
     email_changes::forget(&**write, &ids).await?;
+    let others = email_changes::erase_address(&**write, &addresses).await?;
+    forget_change_requests(write, &others).await?;
     undeliverable::forget(&**write, &ids).await?;
     erasure::bury(write, &ids, reason).await?;
     crate::revocation::end(
@@ -34,15 +40,46 @@ pub async fn announce_deleted(write: &mut Write<'_>, user_ids: &[String], reason
     .await?;
     // The clock before any session row (see store::sessions): end them, then forget them.
     crate::store::sessions::forget(&**write, &ids).await?;
-    for user_id in user_ids {
+    for user in deleted {
         write.announce(&UserDeleted {
             event_id: uuid::Uuid::now_v7().to_string(),
-            user_id: user_id.clone(),
+            user_id: user.id.clone(),
             reason: reason.to_proto() as i32,
             occurred_at: verimail_server::rfc3339(chrono::Utc::now()),
+            email: user.email.clone(),
         });
     }
-    crate::metrics::deleted(reason, user_ids.len());
+    crate::metrics::deleted(reason, deleted.len());
+    Ok(())
+}
+
+/// Drops from the outbox the events of these changes (`(user, change)`) that carry the
+/// address being erased: the request (users.email_change_requested, to the new address) and
+/// the notice (users.email_change_notice, to the old one, naming the new).
+async fn forget_change_requests(write: &Write<'_>, changes: &[(String, String)]) -> Result<(), DbErr> {
+    use prost::Message as _;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use verimail_events::outbox::entity;
+    use verimail_proto::events::v1::{EmailChangeNotice, EmailChangeRequested};
+    use verimail_proto::subjects::{USERS_EMAIL_CHANGE_NOTICE, USERS_EMAIL_CHANGE_REQUESTED};
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let users = changes.iter().map(|(user, _)| user.as_str());
+    let rows = entity::Entity::find()
+        .filter(entity::Column::AggregateId.is_in(users))
+        .filter(entity::Column::Subject.is_in([USERS_EMAIL_CHANGE_REQUESTED, USERS_EMAIL_CHANGE_NOTICE]))
+        .all(&**write)
+        .await?;
+    let change_of = |row: &entity::Model| match row.subject.as_str() {
+        USERS_EMAIL_CHANGE_REQUESTED => EmailChangeRequested::decode(row.payload.as_slice()).ok().map(|e| e.change_id),
+        _ => EmailChangeNotice::decode(row.payload.as_slice()).ok().map(|e| e.change_id),
+    };
+    let named = |row: &entity::Model| change_of(row).is_some_and(|id| changes.iter().any(|(_, change)| *change == id));
+    let forgotten: Vec<_> = rows.into_iter().filter(named).map(|row| row.id).collect();
+    if !forgotten.is_empty() {
+        entity::Entity::delete_many().filter(entity::Column::Id.is_in(forgotten)).exec(&**write).await?;
+    }
     Ok(())
 }
 

@@ -278,3 +278,38 @@ async fn an_operator_deletes_an_account_while_email_service_is_down_and_the_eras
     let deleted = deleted_events(&stack.nats.url()).await;
     assert_eq!(deleted.iter().filter(|e| e.user_id == user_id).count(), 1);
 }
+
+/// An address is its owner's data wherever it is stored: account X asked to move to v@ (never
+/// confirmed), v@ then registered as account Y, and Y's deletion erases v@ from X's rows too
+/// (X's pending change, the email and link sent for it, its event), in every service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_account_erases_its_address_from_another_accounts_pending_change() {
+    let stack = Stack::start().await;
+    let x = stack.verified("xavier@example.com", PASSWORD).await;
+    let token = stack.sign_in("xavier@example.com", PASSWORD).await.expect("SignIn").access_token;
+    let change = ChangeEmailRequest { new_email: "v@example.com".into(), ..Default::default() };
+    stack.plain_users().change_email(verimail_system_tests::with_bearer(change, &token)).await.expect("ChangeEmail");
+    stack.smtp.wait_for("v@example.com", 1, EMAIL_WAIT).await;
+    let y = stack.register("v@example.com", PASSWORD).await;
+    stack.smtp.wait_for("v@example.com", 2, EMAIL_WAIT).await;
+    assert!(!stack.find_everywhere("v@example.com").await.is_empty(), "the search finds the address before");
+
+    let delete = DeleteUserRequest { user_id: y.clone(), ..Default::default() };
+    stack.users.clone().delete_user(delete).await.expect("DeleteUser");
+    let deadline = Instant::now() + STATUS_WAIT;
+    let mut left = stack.find_everywhere("v@example.com").await;
+    while !left.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = stack.find_everywhere("v@example.com").await;
+    }
+    assert!(left.is_empty(), "v@ is still in {left:?}");
+    // X keeps its account and its address; its change to v@ is no longer pending.
+    assert!(exists(&stack, &x).await);
+    let request = GetUserRequest { key: Some(get_user_request::Key::UserId(x.clone())) };
+    let user = stack.users.clone().get_user(request).await.expect("GetUser").into_inner().user.expect("X");
+    assert_eq!(user.email, "xavier@example.com");
+    assert!(user.pending_email_change.is_none(), "{user:?}");
+    assert!(!stack.find_everywhere("xavier@example.com").await.is_empty(), "X's own address stays");
+    let deleted = deleted_events(&stack.nats.url()).await;
+    assert_eq!((deleted.len(), deleted[0].email.as_str()), (1, "v@example.com"));
+}

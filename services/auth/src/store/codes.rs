@@ -76,13 +76,16 @@ pub async fn count_wrong_try<C: ConnectionTrait>(conn: &C, ids: Vec<String>, max
     Ok(())
 }
 
-/// The user's codes whose address is not erased yet.
-pub async fn holding_address<C: ConnectionTrait>(conn: &C, user_id: &str, erased: &str) -> Result<Vec<Model>, DbErr> {
-    Entity::find()
-        .filter(Column::UserId.eq(user_id))
-        .filter(Column::Email.not_like(format!("{erased}%")))
-        .all(conn)
-        .await
+/// The codes of the user, and any holding `email` (if not empty), whose address is not erased yet.
+pub async fn holding_address<C: ConnectionTrait>(
+    conn: &C,
+    user_id: &str,
+    email: &str,
+    erased: &str,
+) -> Result<Vec<Model>, DbErr> {
+    let held = sea_orm::Condition::any().add(Column::UserId.eq(user_id));
+    let held = if email.is_empty() { held } else { held.add(Column::Email.eq(email)) };
+    Entity::find().filter(held).filter(Column::Email.not_like(format!("{erased}%"))).all(conn).await
 }
 
 /// Replaces the code's address with its erased form, and revokes it (at `revoked_at`).

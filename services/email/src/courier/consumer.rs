@@ -61,7 +61,7 @@ impl Courier {
         self.record(&request, kind, status, error, attempts).await?;
         // Deleted while this email was on its way: its row must not keep the address.
         if !erasure::buried(&self.db, &[request.user_id.as_str()]).await?.is_empty() {
-            self.erase_user(&request.user_id, erasure::Reason::Requested).await?;
+            self.erase_user(&request.user_id, "", erasure::Reason::Requested).await?;
         }
         result
     }

@@ -60,12 +60,15 @@ pub enum DeliveryStatus {
 
 /// Replaces the address of every delivery of the user with its keyed hash (and drops the
 /// error text, which may quote it): how many it changed.
-pub async fn erase_user(txn: &sea_orm::DatabaseTransaction, user_id: &str, key: &AddressKey) -> Result<u64, DbErr> {
-    let held = Entity::find()
-        .filter(Column::UserId.eq(user_id))
-        .filter(Column::Recipient.not_like(format!("{HASHED}%")))
-        .all(txn)
-        .await?;
+pub async fn erase_user(
+    txn: &sea_orm::DatabaseTransaction,
+    user_id: &str,
+    email: &str,
+    key: &AddressKey,
+) -> Result<u64, DbErr> {
+    let holders = sea_orm::Condition::any().add(Column::UserId.eq(user_id));
+    let holders = if email.is_empty() { holders } else { holders.add(Column::Recipient.eq(email)) };
+    let held = Entity::find().filter(holders).filter(Column::Recipient.not_like(format!("{HASHED}%"))).all(txn).await?;
     for row in &held {
         Entity::update_many()
             .col_expr(Column::Recipient, Expr::value(key.hash(&row.recipient)))

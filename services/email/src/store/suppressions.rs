@@ -108,13 +108,14 @@ pub async fn remove(txn: &DatabaseTransaction, hash: &str, why: &str) -> Result<
     Ok(Some(row))
 }
 
-/// A deleted user's suppressions keep the hash, the reason and the times; the readable address
-/// and the detail (which may quote it) go.
-pub async fn erase_user(txn: &DatabaseTransaction, user_id: &str) -> Result<(), DbErr> {
+/// A deleted user's suppressions, and that of its address (`hash`, if any), keep the hash, the
+/// reason and the times; the readable address and the detail (which may quote it) go.
+pub async fn erase_user(txn: &DatabaseTransaction, user_id: &str, hash: Option<&str>) -> Result<(), DbErr> {
+    let held = sea_orm::Condition::any().add(Column::UserId.eq(user_id));
     Entity::update_many()
         .col_expr(Column::Address, Expr::value(None::<String>))
         .col_expr(Column::Detail, Expr::value(None::<String>))
-        .filter(Column::UserId.eq(user_id))
+        .filter(hash.map_or(held.clone(), |hash| held.add(Column::AddressHash.eq(hash))))
         .exec(txn)
         .await?;
     Ok(())

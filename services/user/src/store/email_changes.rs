@@ -75,6 +75,36 @@ pub async fn forget<C: ConnectionTrait>(conn: &C, user_ids: &[&str]) -> Result<u
     Ok(Entity::delete_many().filter(of).exec(conn).await?.rows_affected)
 }
 
+/// What a change of address to an erased address keeps in its place.
+pub const ERASED: &str = "erased";
+
+/// Other accounts' changes of address to `addresses` (being erased with their accounts): each
+/// loses the address and, if pending, is cancelled. `(user, change)` of each.
+pub async fn erase_address<C: ConnectionTrait>(conn: &C, addresses: &[&str]) -> Result<Vec<(String, String)>, DbErr> {
+    use sea_orm::QuerySelect;
+    let to = Column::NewEmail.is_in(addresses.iter().copied());
+    let changes: Vec<(String, String)> = Entity::find()
+        .select_only()
+        .columns([Column::UserId, Column::Id])
+        .filter(to.clone())
+        .into_tuple()
+        .all(conn)
+        .await?;
+    if changes.is_empty() {
+        return Ok(changes);
+    }
+    let now = chrono::Utc::now();
+    Entity::update_many()
+        .col_expr(Column::CancelledAt, Expr::value(now))
+        .filter(to.clone())
+        .filter(Column::CompletedAt.is_null())
+        .filter(Column::CancelledAt.is_null())
+        .exec(conn)
+        .await?;
+    Entity::update_many().col_expr(Column::NewEmail, Expr::value(ERASED)).filter(to).exec(conn).await?;
+    Ok(changes)
+}
+
 /// Cancels the user's pending changes: how many.
 pub async fn cancel_pending<C: ConnectionTrait>(conn: &C, user_id: &str) -> Result<u64, DbErr> {
     let cancelled = Entity::update_many()

@@ -278,15 +278,15 @@ pub async fn move_address<C: ConnectionTrait>(conn: &C, user_id: &str, from: &st
 }
 
 /// Deletes up to `limit` users who are still unverified and whose latest registration is
-/// older than `cutoff`: the ids it deleted. The rows are claimed as they are chosen (on
+/// older than `cutoff`: the users it deleted. The rows are claimed as they are chosen (on
 /// PostgreSQL `FOR UPDATE SKIP LOCKED`: another instance's sweep passes over them, and a
 /// verification holding one keeps it; on SQLite the file's one writer runs one sweep at a time).
 pub async fn delete_expired(
     txn: &sea_orm::DatabaseTransaction,
     cutoff: chrono::DateTime<chrono::Utc>,
     limit: u64,
-) -> Result<Vec<String>, DbErr> {
-    deleted_ids(txn, Column::Id.in_subquery(expired(cutoff, limit))).await
+) -> Result<Vec<Deleted>, DbErr> {
+    deleted(txn, Column::Id.in_subquery(expired(cutoff, limit))).await
 }
 
 /// The ids of up to `limit` unverified users registered before `cutoff`, oldest first.
@@ -303,17 +303,30 @@ fn expired(cutoff: chrono::DateTime<chrono::Utc>, limit: u64) -> sea_orm::sea_qu
         .to_owned()
 }
 
-/// Deletes one user: whether there was one.
-pub async fn delete(txn: &sea_orm::DatabaseTransaction, id: &str) -> Result<bool, DbErr> {
-    Ok(!deleted_ids(txn, Column::Id.eq(id)).await?.is_empty())
+/// A user a deletion removed: its id and the address it had.
+#[derive(Debug, Clone)]
+pub struct Deleted {
+    pub id: String,
+    pub email: String,
 }
 
-/// `DELETE … RETURNING id` of the users `which` selects.
-async fn deleted_ids(txn: &sea_orm::DatabaseTransaction, which: Expr) -> Result<Vec<String>, DbErr> {
+/// Deletes one user: the user it deleted, if there was one.
+pub async fn delete(txn: &sea_orm::DatabaseTransaction, id: &str) -> Result<Option<Deleted>, DbErr> {
+    Ok(deleted(txn, Column::Id.eq(id)).await?.pop())
+}
+
+/// `DELETE … RETURNING id, email` of the users `which` selects.
+async fn deleted(txn: &sea_orm::DatabaseTransaction, which: Expr) -> Result<Vec<Deleted>, DbErr> {
     use sea_orm::sea_query::Query;
-    let delete = Query::delete().from_table(Entity).and_where(which).returning_col(Column::Id).to_owned();
+    let delete = Query::delete()
+        .from_table(Entity)
+        .and_where(which)
+        .returning(Query::returning().columns([Column::Id, Column::Email]))
+        .to_owned();
     let rows = txn.query_all(&delete).await?;
-    rows.iter().map(|row| row.try_get_by_index::<String>(0)).collect()
+    rows.iter()
+        .map(|row| Ok(Deleted { id: row.try_get_by_index::<String>(0)?, email: row.try_get_by_index::<String>(1)? }))
+        .collect()
 }
 
 #[cfg(test)]
