@@ -434,7 +434,7 @@ async fn a_new_address_clears_the_flag_and_a_deletion_leaves_no_address_behind()
     assert_eq!(browser.click(&mail.verification_link()).await.kind(), "verified");
     assert!(stack.wait_for_status(&user_id, UserStatus::Verified, Duration::from_secs(10)).await);
     let mut client = Client::connect(&stack).await;
-    assert!(client.send(&[&mail.from], &dsn("old@bouncing.example", "failed", "5.2.1")).await.1.starts_with("250"));
+    assert!(client.send(&[&mail.from], &dsn("old@bouncing.example", "failed", "5.1.1")).await.1.starts_with("250"));
     wait_for_undeliverable(&stack, &user_id, Some("hard_bounce")).await;
 
     let token = stack.sign_in("old@bouncing.example", PASSWORD).await.expect("SignIn").access_token;

@@ -149,11 +149,13 @@ fn delivery_status(mail: &ParsedMail<'_>) -> Option<Verdict> {
         let action = action.trim().to_ascii_lowercase();
         let status = fields.get_first_value("Status").and_then(|s| enhanced_status(&s));
         let diagnostic = fields.get_first_value("Diagnostic-Code").map(|d| strip_type(&d));
+        // `failed (Bad destination mailbox address)`: a comment may follow the action.
+        let action = action.split(['(', ' ', ';']).next().unwrap_or_default().to_owned();
         let class = match (action.as_str(), status.as_deref().and_then(|s| s.chars().next())) {
             ("failed", Some('4')) => Class::Soft,
             ("failed", _) => match diagnostic.as_deref().and_then(smtp_reply_class) {
                 Some('4') => Class::Soft,
-                _ => Class::Hard,
+                _ => permanence(status.as_deref(), diagnostic.as_deref().unwrap_or_default()),
             },
             ("delayed", _) => Class::Soft,
             ("delivered" | "relayed" | "expanded", _) => Class::Delivered,
@@ -272,7 +274,7 @@ fn plain_text_bounce(mail: &ParsedMail<'_>, text: &str) -> Option<Verdict> {
         Some((status, line.trim().to_owned()))
     });
     if let Some((status, line)) = status_line {
-        let class = if status.starts_with('5') { Class::Hard } else { Class::Soft };
+        let class = if status.starts_with('5') { permanence(Some(&status), &line) } else { Class::Soft };
         return Some(Verdict { status: Some(status), diagnostic: Some(line), ..Verdict::new(class) });
     }
     let reply_line = text.lines().find_map(|line| {
@@ -281,7 +283,7 @@ fn plain_text_bounce(mail: &ParsedMail<'_>, text: &str) -> Option<Verdict> {
         Some((reply, line.trim().to_owned()))
     });
     if let Some((reply, line)) = reply_line {
-        let class = if reply == '5' { Class::Hard } else { Class::Soft };
+        let class = if reply == '5' { permanence(None, &line) } else { Class::Soft };
         return Some(Verdict { diagnostic: Some(line), ..Verdict::new(class) });
     }
     let permanent = ["this is a permanent error", "permanent failure", "fatal error"];
@@ -291,8 +293,10 @@ fn plain_text_bounce(mail: &ParsedMail<'_>, text: &str) -> Option<Verdict> {
         "has not yet been delivered",
         "delivery has been delayed",
     ];
-    let class = if permanent.iter().any(|p| lower.contains(p)) {
-        Class::Hard
+    let class = if let Some(at) = permanent.iter().find_map(|p| lower.find(p)) {
+        // What follows the words: the addresses that failed and why (Exim's shape).
+        let after: String = lower[at..].chars().take(600).collect();
+        permanence(None, &after)
     } else if temporary.iter().any(|p| lower.contains(p)) {
         Class::Soft
     } else {
@@ -303,6 +307,99 @@ fn plain_text_bounce(mail: &ParsedMail<'_>, text: &str) -> Option<Verdict> {
         permanent.iter().chain(&temporary).any(|p| l.contains(p))
     });
     Some(Verdict { diagnostic: line.map(|l| l.trim().to_owned()), ..Verdict::new(class) })
+}
+
+/// What a permanent failure (a 5.x.x status or 5xx reply) means for the address: Hard only
+/// where it certainly cannot receive mail (no such user, no such domain, moved, accepts no
+/// mail), from the status's subject and detail or the server's words; anything that may pass
+/// another day (a full mailbox, a policy, spam or rate refusal, a disabled account, a
+/// failure of the remote system) is Soft, which suppresses only past the soft limit.
+fn permanence(status: Option<&str>, words: &str) -> Class {
+    let words = words.to_ascii_lowercase();
+    let may_pass = [
+        "quota",
+        "mailbox full",
+        "mailbox is full",
+        "storage",
+        "spam",
+        "policy",
+        "blocked",
+        "blacklist",
+        "block list",
+        "blocklist",
+        "reputation",
+        "rate limit",
+        "too many",
+        "temporar",
+        "try again later",
+        "disabled",
+        "suspended",
+        "virus",
+        "too large",
+        "too big",
+        "exceeds",
+        "sender",
+        "authentication",
+        "relay",
+        "mailer error",
+        "system error",
+        "on hold",
+    ];
+    if may_pass.iter().any(|phrase| words.contains(phrase)) {
+        return Class::Soft;
+    }
+    // X.1.1 bad mailbox, X.1.2 bad system, X.1.3 bad mailbox syntax, X.1.6 moved, X.1.10 null
+    // MX, X.4.4 no route to the domain.
+    let detail = status.and_then(|s| s.split_once('.')).map(|(_, detail)| detail);
+    if matches!(detail, Some("1.1" | "1.2" | "1.3" | "1.6" | "1.10" | "4.4")) {
+        return Class::Hard;
+    }
+    let no_such = [
+        "user unknown",
+        "unknown user",
+        "no such user",
+        "no such mailbox",
+        "no such recipient",
+        "unknown recipient",
+        "recipient unknown",
+        "unknown or illegal",
+        "mailbox not found",
+        "mailbox unavailable",
+        "user not found",
+        "does not exist",
+        "doesn't exist",
+        "not exist",
+        "couldn't be found",
+        "could not be found",
+        "invalid recipient",
+        "invalid mailbox",
+        "invalid address",
+        "not a valid mailbox",
+        "no mailbox",
+        "unrouteable address",
+        "addressee unknown",
+        "address rejected.",
+        "inactive email address",
+        "no such domain",
+        "domain not found",
+        "unknown domain",
+        "invalid domain",
+        "host not found",
+        "host unknown",
+        "name or service not known",
+        "name service error",
+        "couldn't find a mail exchanger",
+        "domain is not reachable",
+        "does not accept mail",
+        "not accepting network messages",
+        "no longer available",
+        "has moved",
+        "not listed",
+        "not our customer",
+        "doesn't have a",
+        "does not have a",
+    ];
+    if no_such.iter().any(|phrase| words.contains(phrase)) { Class::Hard } else { Class::Soft }
 }
 
 /// The text a person would read: the text/plain parts outside attached messages, else the
@@ -372,6 +469,32 @@ fn trim_leading_blank_lines(mut bytes: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn one_recipient_dsn(action: &str, status: &str, diagnostic: &str) -> String {
+        format!(
+            "Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n--b\r\n\
+             Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n\
+             Final-Recipient: rfc822; ann@example.org\r\nAction: {action}\r\nStatus: {status}\r\n\
+             Diagnostic-Code: smtp; {diagnostic}\r\n--b--\r\n"
+        )
+    }
+
+    /// Suppress on what is certainly permanent; what may pass another day is soft.
+    #[test]
+    fn only_a_certainly_permanent_failure_is_hard() {
+        let class = |action: &str, status: &str, diagnostic: &str| {
+            classify(one_recipient_dsn(action, status, diagnostic).as_bytes()).class
+        };
+        assert_eq!(class("failed (Bad destination mailbox address)", "5.1.1", "550 5.1.1 no"), Class::Hard);
+        assert_eq!(class("failed", "5.0.0", "550 <ann@example.org>: User unknown"), Class::Hard);
+        assert_eq!(class("failed", "5.4.4", "550 5.4.4 Invalid domain"), Class::Hard);
+        assert_eq!(class("failed", "5.2.2", "552 5.2.2 Mailbox full"), Class::Soft);
+        assert_eq!(class("failed", "5.7.1", "550 5.7.1 Message rejected as spam"), Class::Soft);
+        assert_eq!(class("failed", "5.1.1", "550 5.7.1 IP address blacklisted by recipient"), Class::Soft);
+        assert_eq!(class("failed", "5.2.1", "550 5.2.1 Account disabled"), Class::Soft);
+        assert_eq!(class("failed", "5.0.0", "554 Transaction failed"), Class::Soft, "no telling: soft");
+        assert_eq!(class("delayed", "4.4.7", "timeout"), Class::Soft);
+    }
 
     #[test]
     fn what_a_bounce_says_is_kept_within_bounds_however_long() {
