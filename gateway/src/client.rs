@@ -96,10 +96,11 @@ fn address(text: &str) -> Option<IpAddr> {
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Some(canonical(ip));
     }
-    if let Some(rest) = text.strip_prefix('[') {
-        return rest.split_once(']').and_then(|(ip, _)| ip.parse().ok()).map(canonical);
+    match verimail_server::host::split(text)? {
+        (ip, true, _) => ip.parse().ok().map(canonical),
+        (ip, false, port) if !port.is_empty() => ip.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4),
+        _ => None,
     }
-    text.rsplit_once(':').and_then(|(ip, _)| ip.parse::<std::net::Ipv4Addr>().ok()).map(IpAddr::V4)
 }
 
 #[cfg(test)]

@@ -39,16 +39,12 @@ impl WebLink {
 /// `name[:port]` or `[v6][:port]`: the host goes into the pages' Content-Security-Policy as a
 /// source, so nothing there may end a directive (`;`), add a source (a space, `,`) or hide one.
 fn is_host_and_port(authority: &str) -> bool {
-    let (host_ok, port) = match authority.strip_prefix('[') {
-        Some(v6) => match v6.split_once(']') {
-            Some((address, rest)) => (address.parse::<std::net::Ipv6Addr>().is_ok(), rest),
-            None => return false,
-        },
-        None => {
-            let (host, rest) = authority.split_at(authority.find(':').unwrap_or(authority.len()));
-            let name = host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
-            (name && !host.is_empty() && !host.starts_with(['.', '-']), rest)
-        }
+    let Some((host, bracketed, port)) = verimail_server::host::split(authority) else { return false };
+    let host_ok = if bracketed {
+        host.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        let name = host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+        name && !host.is_empty() && !host.starts_with(['.', '-'])
     };
     let port_ok = port.is_empty()
         || port.strip_prefix(':').is_some_and(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));

@@ -10,6 +10,17 @@ use sea_orm::{DatabaseTransaction, QuerySelect};
 use verimail_proto::events::v1::{DeletionReason, UserDeleted};
 use verimail_proto::subjects;
 
+/// The rows an erasure reaches: the user's (`user` is `user_id`), and any other user's that
+/// hold the address the user had (`address` is `held`, when the event names one: another
+/// account's change of address to it).
+pub fn held_by<C: ColumnTrait>(user: C, user_id: &str, address: C, held: Option<&str>) -> sea_orm::Condition {
+    let rows = sea_orm::Condition::any().add(user.eq(user_id));
+    match held.filter(|held| !held.is_empty()) {
+        Some(held) => rows.add(address.eq(held)),
+        None => rows,
+    }
+}
+
 pub mod tombstone {
     use sea_orm::entity::prelude::*;
 

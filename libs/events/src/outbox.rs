@@ -418,6 +418,8 @@ impl OutboxRelay {
             pending_acks.push(publish.instrument(span).await);
         }
         let mut acked_ids = Vec::with_capacity(rows.len());
+        // An erasure's own event names the address it erases: once published it is not kept.
+        let mut erasures = Vec::new();
         let mut first_failure = None;
         for (row, sent) in rows.iter().zip(pending_acks) {
             let acked = match sent {
@@ -425,7 +427,12 @@ impl OutboxRelay {
                 Err(e) => Err(e.to_string()),
             };
             match acked {
-                Ok(()) => acked_ids.push(row.id.clone()),
+                Ok(()) => {
+                    acked_ids.push(row.id.clone());
+                    if row.subject == verimail_proto::subjects::USERS_DELETED {
+                        erasures.push(row.id.as_str());
+                    }
+                }
                 Err(reason) => {
                     self.record_failure(&row.id, &reason).await?;
                     first_failure.get_or_insert(RelayError::Publish {
@@ -445,12 +452,6 @@ impl OutboxRelay {
                 .exec(&crate::db::writer(&self.db))
                 .await?;
         }
-        // An erasure's own event names the address it erases: once published it is not kept.
-        let erasures: Vec<&str> = rows
-            .iter()
-            .filter(|row| row.subject == verimail_proto::subjects::USERS_DELETED && acked_ids.contains(&row.id))
-            .map(|row| row.id.as_str())
-            .collect();
         if !erasures.is_empty() {
             entity::Entity::delete_many()
                 .filter(entity::Column::Id.is_in(erasures))

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod grpc;
+pub mod host;
 pub mod internal;
 pub mod limits;
 pub mod locale;

@@ -121,7 +121,9 @@ fn read(raw: &[u8]) -> Verdict {
 }
 
 fn unrecognized(text: &str) -> Verdict {
-    Verdict { text: Some(text.to_owned()), ..Verdict::new(Class::Unrecognized) }
+    // One character past what is kept, so that `bounded` marks the cut; no more is copied.
+    let text = text.chars().take(TEXT_KEPT + 1).collect();
+    Verdict { text: Some(text), ..Verdict::new(Class::Unrecognized) }
 }
 
 /// The message/delivery-status part (RFC 3464; message/global-delivery-status, RFC 6533):

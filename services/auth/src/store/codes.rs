@@ -83,8 +83,7 @@ pub async fn holding_address<C: ConnectionTrait>(
     email: &str,
     erased: &str,
 ) -> Result<Vec<Model>, DbErr> {
-    let held = sea_orm::Condition::any().add(Column::UserId.eq(user_id));
-    let held = if email.is_empty() { held } else { held.add(Column::Email.eq(email)) };
+    let held = verimail_events::erasure::held_by(Column::UserId, user_id, Column::Email, Some(email));
     Entity::find().filter(held).filter(Column::Email.not_like(format!("{erased}%"))).all(conn).await
 }
 

@@ -143,8 +143,7 @@ pub async fn find<C: ConnectionTrait>(conn: &C, jti: &str) -> Result<Option<Mode
 /// The tokens of the user, and any holding `email` (if not empty), lose their address and
 /// trace, and are revoked (erasure): how many.
 pub async fn erase<C: ConnectionTrait>(conn: &C, user_id: &str, email: &str, erased: &str) -> Result<u64, DbErr> {
-    let held = sea_orm::Condition::any().add(Column::UserId.eq(user_id));
-    let held = if email.is_empty() { held } else { held.add(Column::Email.eq(email)) };
+    let held = verimail_events::erasure::held_by(Column::UserId, user_id, Column::Email, Some(email));
     let erasing = Entity::update_many()
         .col_expr(Column::Email, Expr::value(erased))
         .col_expr(Column::Trace, Expr::value(Option::<String>::None))

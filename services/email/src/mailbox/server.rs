@@ -61,11 +61,11 @@ async fn only_direct_hosts(request: axum::extract::Request, next: axum::middlewa
 
 /// `host[:port]` names an IP address or localhost: nothing DNS could point elsewhere.
 fn is_direct(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(v6) => return v6.split_once(']').is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok()),
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
-    };
-    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+    match verimail_server::host::split(host) {
+        Some((v6, true, _)) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        Some((name, false, _)) => name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok(),
+        None => false,
+    }
 }
 
 /// What the list shows of a message.

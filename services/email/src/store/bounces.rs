@@ -90,12 +90,11 @@ pub async fn histories<C: ConnectionTrait>(
 /// A deleted user's bounces, and any about its address (`hash`, if any), keep their hash,
 /// class and time; the remote servers' words go.
 pub async fn erase_user(txn: &DatabaseTransaction, user_id: &str, hash: Option<&str>) -> Result<(), DbErr> {
-    let held = sea_orm::Condition::any().add(Column::UserId.eq(user_id));
     Entity::update_many()
         .col_expr(Column::Diagnostic, Expr::value(None::<String>))
         .col_expr(Column::ReportedRecipient, Expr::value(None::<String>))
         .col_expr(Column::Text, Expr::value(None::<String>))
-        .filter(hash.map_or(held.clone(), |hash| held.add(Column::AddressHash.eq(hash))))
+        .filter(verimail_events::erasure::held_by(Column::UserId, user_id, Column::AddressHash, hash))
         .exec(txn)
         .await?;
     Ok(())

@@ -66,8 +66,7 @@ pub async fn erase_user(
     email: &str,
     key: &AddressKey,
 ) -> Result<u64, DbErr> {
-    let holders = sea_orm::Condition::any().add(Column::UserId.eq(user_id));
-    let holders = if email.is_empty() { holders } else { holders.add(Column::Recipient.eq(email)) };
+    let holders = verimail_events::erasure::held_by(Column::UserId, user_id, Column::Recipient, Some(email));
     let held = Entity::find().filter(holders).filter(Column::Recipient.not_like(format!("{HASHED}%"))).all(txn).await?;
     for row in &held {
         Entity::update_many()

@@ -111,11 +111,10 @@ pub async fn remove(txn: &DatabaseTransaction, hash: &str, why: &str) -> Result<
 /// A deleted user's suppressions, and that of its address (`hash`, if any), keep the hash, the
 /// reason and the times; the readable address and the detail (which may quote it) go.
 pub async fn erase_user(txn: &DatabaseTransaction, user_id: &str, hash: Option<&str>) -> Result<(), DbErr> {
-    let held = sea_orm::Condition::any().add(Column::UserId.eq(user_id));
     Entity::update_many()
         .col_expr(Column::Address, Expr::value(None::<String>))
         .col_expr(Column::Detail, Expr::value(None::<String>))
-        .filter(hash.map_or(held.clone(), |hash| held.add(Column::AddressHash.eq(hash))))
+        .filter(verimail_events::erasure::held_by(Column::UserId, user_id, Column::AddressHash, hash))
         .exec(txn)
         .await?;
     Ok(())
