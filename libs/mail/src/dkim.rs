@@ -14,13 +14,31 @@ use secrecy::{ExposeSecret, SecretBox};
 use verimail_server::config::{ConfigError, Vars};
 use zeroize::Zeroize;
 
-/// The headers signed: those a reader sees, and MIME-Version (what Gmail signs, too). Relays
-/// that pass mail on unchanged (every common MTA) leave them be; a mailing list that rewrites
-/// the subject breaks the signature, as it should. Not Content-Type: lettre keeps a
-/// multipart message's Content-Type with the body, so its signer would list the header
-/// without hashing it, and every receiver would refuse the signature; the body hash covers
-/// the parts and their boundaries all the same.
-pub const SIGNED_HEADERS: [&str; 6] = ["From", "To", "Subject", "Date", "Message-ID", "MIME-Version"];
+/// The headers signed: those a reader sees or a client acts on, and MIME-Version and
+/// Content-Type (what Gmail signs, too). Each is listed twice, once more than it can occur
+/// (a lettre message holds each header once): RFC 6376 §5.4.2's over-signing, as OpenDKIM's
+/// `OversignHeaders` does. A verifier hashes the lowest instances a name is listed for and
+/// an empty string for each listing beyond those there, so a second `Subject:`, `From:` or a
+/// `Reply-To:` put above ours, or any header of this list added where we sent none, breaks the
+/// signature. Relays that pass mail on unchanged (every common MTA) leave these be; a mailing
+/// list that rewrites the subject breaks the signature, as it should. (Our vendored lettre
+/// finds a multipart message's Content-Type in its MIME part: see vendor/README.md.)
+pub const SIGNED_HEADERS: [&str; 14] = [
+    "From",
+    "Reply-To",
+    "Sender",
+    "To",
+    "Cc",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "In-Reply-To",
+    "References",
+    "MIME-Version",
+    "Content-Type",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+];
 
 /// The shortest RSA key signed with: RFC 8301 makes receivers refuse under 1024 bits and asks
 /// signers for 2048; longer than 4096 does not fit a DNS record comfortably.
@@ -96,7 +114,8 @@ impl Dkim {
 
     fn new(domain: &str, selector: &str, key: &Key) -> Result<Dkim, String> {
         let (signing_key, record) = key.for_lettre()?;
-        let headers = SIGNED_HEADERS.iter().map(|name| HeaderName::new_from_ascii_str(name)).collect();
+        let headers =
+            SIGNED_HEADERS.iter().chain(&SIGNED_HEADERS).map(|name| HeaderName::new_from_ascii_str(name)).collect();
         let relaxed =
             DkimCanonicalization { header: DkimCanonicalizationType::Relaxed, body: DkimCanonicalizationType::Relaxed };
         Ok(Dkim {
@@ -281,14 +300,10 @@ mod tests {
         let raw = message.formatted();
         let parsed = mailparse::parse_mail(&raw).unwrap();
         let header = parsed.headers.iter().find(|h| h.get_key() == "DKIM-Signature").expect("signed").get_value();
-        for expected in [
-            "a=ed25519-sha256",
-            "d=example.com",
-            "s=mail2026",
-            "c=relaxed/relaxed",
-            "h=from:to:subject:date:message-id:mime-version;",
-        ] {
+        for expected in ["a=ed25519-sha256", "d=example.com", "s=mail2026", "c=relaxed/relaxed"] {
             assert!(header.contains(expected), "{expected} in {header}");
         }
+        let listed = SIGNED_HEADERS.map(str::to_ascii_lowercase).join(":");
+        assert!(header.replace(['\r', '\n', ' ', '\t'], "").contains(&format!("h={listed}:{listed};")), "{header}");
     }
 }

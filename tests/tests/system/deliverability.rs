@@ -67,7 +67,18 @@ async fn every_mail_is_dkim_signed_and_dkimpy_verifies_it_with_the_printed_recor
         let forged_body = raw.replace(&code, "000000");
         assert_ne!(forged_body, raw);
         assert!(!dkimpy_verifies(forged_body.as_bytes(), &record).await.0, "{key}: a changed body verifies");
-        println!("{key}: {record}\n  dkimpy: pass; changed subject or body: fail");
+        // Nor can anyone re-dress it: a header put above ours (a verifier hashes the lowest
+        // instance first), a header we did not send, or another Content-Type.
+        for added in [
+            "Subject: Urgent: reset your password",
+            "From: Verimail <security@example.com>",
+            "Reply-To: attacker@example.net",
+            "Content-Type: text/plain",
+        ] {
+            let redressed = format!("{added}\r\n{raw}");
+            assert!(!dkimpy_verifies(redressed.as_bytes(), &record).await.0, "{key}: verifies with {added:?} above");
+        }
+        println!("{key}: {record}\n  dkimpy: pass; changed subject or body, or a header added: fail");
     }
 }
 

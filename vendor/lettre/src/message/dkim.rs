@@ -318,14 +318,16 @@ fn dkim_canonicalize_header_tag(
 }
 
 /// Canonicalize signed headers passed as `headers_list` among `mail_headers` using canonicalization
+// Verimail: the headers are looked up in each of `mail_headers` in turn (the message's, then
+// its MIME part's), so that a multipart message's Content-Type can be signed.
 fn dkim_canonicalize_headers<'a>(
     headers_list: impl IntoIterator<Item = &'a str>,
-    mail_headers: &Headers,
+    mail_headers: &[&Headers],
     canonicalization: DkimCanonicalizationType,
 ) -> String {
     let mut covered_headers = Headers::new();
     for name in headers_list {
-        if let Some(h) = mail_headers.find_header(name) {
+        if let Some(h) = mail_headers.iter().find_map(|headers| headers.find_header(name)) {
             let name = dkim_canonicalize_header_tag(name, canonicalization);
             covered_headers.insert_raw(HeaderValue::dangerous_new_pre_encoded(
                 HeaderName::new_from_ascii(name.into()).unwrap(),
@@ -376,14 +378,18 @@ fn dkim_sign_fixed_time(message: &mut Message, dkim_config: &DkimConfig, timesta
         signed_headers_list.make_ascii_lowercase();
     }
     let dkim_header = dkim_header_format(dkim_config, timestamp, &signed_headers_list, &bh, "");
+    let part_headers = match &message.body {
+        super::MessageBody::Mime(part) => Some(part.headers()),
+        super::MessageBody::Raw(_) => None,
+    };
     let signed_headers = dkim_canonicalize_headers(
         dkim_config.headers.iter().map(AsRef::as_ref),
-        headers,
+        &[Some(headers), part_headers].into_iter().flatten().collect::<Vec<_>>(),
         dkim_config.canonicalization.header,
     );
     let canonicalized_dkim_header = dkim_canonicalize_headers(
         ["DKIM-Signature"],
-        &dkim_header,
+        &[&dkim_header],
         dkim_config.canonicalization.header,
     );
     let mut hashed_headers = Sha256::new();
@@ -489,7 +495,7 @@ cJ5Ku0OTwRtSMaseRPX+T4EfG1Caa/eunPPN4rh+CSup2BVVarOT
         assert_eq!(
             dkim_canonicalize_headers(
                 ["From", "Test"],
-                &message.headers,
+                &[&message.headers],
                 DkimCanonicalizationType::Simple
             ),
             "From: =?utf-8?b?VGVzdCBPJ0xlYXJ5?= <test+ezrz@example.net>\r\nTest: test  test very very long with spaces and extra spaces   \twill be\r\n folded to several lines \r\n"
@@ -503,7 +509,7 @@ cJ5Ku0OTwRtSMaseRPX+T4EfG1Caa/eunPPN4rh+CSup2BVVarOT
         assert_eq!(
             dkim_canonicalize_headers(
                 ["From", "Test"],
-                &message.headers,
+                &[&message.headers],
                 DkimCanonicalizationType::Relaxed
             ),
             "from:=?utf-8?b?VGVzdCBPJ0xlYXJ5?= <test+ezrz@example.net>\r\ntest:test test very very long with spaces and extra spaces will be folded to several lines\r\n"

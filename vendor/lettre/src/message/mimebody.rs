@@ -25,6 +25,15 @@ impl Part {
             Part::Multi(part) => part.format_body(out),
         }
     }
+
+    // Verimail: the part's own headers (a multipart message's Content-Type), for the signer.
+    #[cfg(feature = "dkim")]
+    pub(super) fn headers(&self) -> &Headers {
+        match self {
+            Part::Single(part) => part.headers(),
+            Part::Multi(part) => part.headers(),
+        }
+    }
 }
 
 impl EmailFormat for Part {
