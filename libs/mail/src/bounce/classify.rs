@@ -4,6 +4,8 @@
 //! notices older MTAs still send, looks for an SMTP status it can trust. What it cannot
 //! classify it says so about, with the text, and never guesses.
 
+use super::notice;
+use super::reason::{self, Command, Fact, Reason};
 use mailparse::{MailHeaderMap, ParsedMail};
 
 /// The class of an inbound message.
@@ -40,6 +42,8 @@ impl Class {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     pub class: Class,
+    /// Why, where the message says (Sisimai's names: see [`Reason`]); `None` when unrecognized.
+    pub reason: Option<Reason>,
     /// The enhanced status code (`5.1.1`), where there is one.
     pub status: Option<String>,
     /// The remote server's words (Diagnostic-Code, or the line that gave the status), or the
@@ -56,7 +60,7 @@ const TEXT_KEPT: usize = 4096;
 
 impl Verdict {
     fn new(class: Class) -> Verdict {
-        Verdict { class, status: None, diagnostic: None, recipient: None, text: None }
+        Verdict { class, reason: None, status: None, diagnostic: None, recipient: None, text: None }
     }
 }
 
@@ -98,26 +102,62 @@ fn read(raw: &[u8]) -> Verdict {
     let Ok(mail) = mailparse::parse_mail(raw) else {
         return unrecognized(&String::from_utf8_lossy(raw));
     };
-    let report_type = mail.ctype.params.get("report-type").map(|t| t.to_ascii_lowercase());
-    if mail.ctype.mimetype == "multipart/report" {
-        match report_type.as_deref() {
-            Some("delivery-status") => {
-                if let Some(verdict) = delivery_status(&mail) {
-                    return verdict;
-                }
-            }
-            Some("feedback-report") => return feedback_report(&mail),
-            _ => {}
-        }
+    let mut text = notice::readable_text(&mail);
+    if text.trim().is_empty() {
+        // A multipart whose boundaries or part headers are broken: its body as written.
+        let body = mailparse::parse_headers(raw).map_or(&raw[..0], |(_, at)| &raw[at..]);
+        text = String::from_utf8_lossy(body).into_owned();
+    }
+    // A report wherever it is: the top of the message, a part of a multipart/mixed, or a
+    // message attached to a forwarded one.
+    if let Some(verdict) = report(&mail, &text, 0) {
+        return verdict;
     }
     if let Some(verdict) = microsoft_complaint(&mail) {
         return verdict;
     }
-    if is_auto_reply(&mail) {
-        return Verdict::new(Class::AutoReply);
+    if let Some(verdict) = notice::provider_notification(&mail, &text) {
+        return verdict;
     }
-    let text = readable_text(&mail);
-    plain_text_bounce(&mail, &text).unwrap_or_else(|| unrecognized(&text))
+    if let Some(verdict) = notice::report_in_text(&mail, &text) {
+        return verdict;
+    }
+    if is_auto_reply(&mail) {
+        return Verdict { reason: Some(Reason::Vacation), ..Verdict::new(Class::AutoReply) };
+    }
+    notice::read(&mail, &text).unwrap_or_else(|| unrecognized(&text))
+}
+
+/// How deep attached messages are opened to look for a report: a forwarded bounce is one or
+/// two levels down; no further work is done for a message nested without end.
+const NESTING_OPENED: usize = 3;
+
+/// The verdict of the first delivery-status or feedback report in `mail` or a message
+/// attached to it. `text`: the readable text of the message the report is in.
+fn report(mail: &ParsedMail<'_>, text: &str, depth: usize) -> Option<Verdict> {
+    for part in mail.parts() {
+        match part.ctype.mimetype.as_str() {
+            "message/delivery-status" | "message/global-delivery-status" => {
+                if let Some(verdict) = delivery_status(part, text) {
+                    return Some(verdict);
+                }
+            }
+            "message/feedback-report" => return Some(feedback_report(part, text)),
+            _ => {}
+        }
+    }
+    if depth >= NESTING_OPENED {
+        return None;
+    }
+    for part in mail.parts().filter(|p| matches!(p.ctype.mimetype.as_str(), "message/rfc822" | "message/global")) {
+        let Ok(body) = part.get_body_raw() else { continue };
+        let Ok(inner) = mailparse::parse_mail(&body) else { continue };
+        let inner_text = notice::readable_text(&inner);
+        if let Some(verdict) = report(&inner, &inner_text, depth + 1) {
+            return Some(verdict);
+        }
+    }
+    None
 }
 
 fn unrecognized(text: &str) -> Verdict {
@@ -126,15 +166,33 @@ fn unrecognized(text: &str) -> Verdict {
     Verdict { text: Some(text), ..Verdict::new(Class::Unrecognized) }
 }
 
-/// The message/delivery-status part (RFC 3464; message/global-delivery-status, RFC 6533):
-/// the per-recipient fields, worst first. `None` when there is no readable one (Gmail sends
-/// an empty one at times), so the text is looked at instead.
-fn delivery_status(mail: &ParsedMail<'_>) -> Option<Verdict> {
-    let part = mail
-        .parts()
-        .find(|p| matches!(p.ctype.mimetype.as_str(), "message/delivery-status" | "message/global-delivery-status"))?;
+/// The class a reason gives: the address's own failure is hard unless the server said it
+/// may pass (a 4xx reply or 4.x.x status, or delivery only delayed); everything else is soft.
+pub(super) fn class_of(reason: Reason, temporary: bool) -> Class {
+    match reason {
+        Reason::Delivered => Class::Delivered,
+        Reason::Feedback => Class::Complaint,
+        Reason::Vacation => Class::AutoReply,
+        reason if reason.is_the_address() && !temporary => Class::Hard,
+        _ => Class::Soft,
+    }
+}
+
+/// A message/delivery-status part (RFC 3464; message/global-delivery-status, RFC 6533): the
+/// per-recipient fields, worst first. `None` when there is no readable one (Gmail sends an
+/// empty one at times), so the text is looked at instead. Where a recipient's fields give no
+/// Diagnostic-Code, the notice's text stands for it; the command refused is looked for in
+/// both (Postfix names it in the text alone).
+fn delivery_status(part: &ParsedMail<'_>, text: &str) -> Option<Verdict> {
     let body = part.get_body_raw().ok()?;
-    let mut rest: &[u8] = &body;
+    delivery_status_fields(&body, text)
+}
+
+/// The per-recipient groups of a delivery status report's fields (`body`), read beside the
+/// notice's `text`.
+pub(super) fn delivery_status_fields(body: &[u8], text: &str) -> Option<Verdict> {
+    let notice = notice::before_the_original(text);
+    let mut rest: &[u8] = body;
     let mut worst: Option<Verdict> = None;
     // Groups of fields separated by blank lines: the per-message group, then one per recipient.
     while !rest.is_empty() {
@@ -148,31 +206,61 @@ fn delivery_status(mail: &ParsedMail<'_>) -> Option<Verdict> {
         }
         rest = &trimmed[used..];
         let Some(action) = fields.get_first_value("Action") else { continue };
-        let action = action.trim().to_ascii_lowercase();
-        let status = fields.get_first_value("Status").and_then(|s| enhanced_status(&s));
-        let diagnostic = fields.get_first_value("Diagnostic-Code").map(|d| strip_type(&d));
         // `failed (Bad destination mailbox address)`: a comment may follow the action.
+        let action = action.trim().to_ascii_lowercase();
         let action = action.split(['(', ' ', ';']).next().unwrap_or_default().to_owned();
-        let class = match (action.as_str(), status.as_deref().and_then(|s| s.chars().next())) {
-            ("failed", Some('4')) => Class::Soft,
-            ("failed", _) => match diagnostic.as_deref().and_then(smtp_reply_class) {
-                Some('4') => Class::Soft,
-                _ => permanence(status.as_deref(), diagnostic.as_deref().unwrap_or_default()),
-            },
-            ("delayed", _) => Class::Soft,
-            ("delivered" | "relayed" | "expanded", _) => Class::Delivered,
-            _ => continue,
-        };
+        let status = fields.get_first_value("Status").and_then(|s| enhanced_status(&s));
+        let diagnostic_code = fields.get_first_value("Diagnostic-Code");
+        let mailer =
+            diagnostic_code.as_deref().is_some_and(|d| d.trim_start().to_ascii_lowercase().starts_with("x-unix"));
+        let diagnostic = diagnostic_code.as_deref().map(strip_type).filter(|d| !d.is_empty());
         let recipient = fields
             .get_first_value("Final-Recipient")
             .or_else(|| fields.get_first_value("Original-Recipient"))
             .map(|r| strip_type(&r));
-        let verdict = Verdict { class, status, diagnostic, recipient, text: None };
+        // The server's words: the Diagnostic-Code, else what the notice says of this recipient,
+        // else the notice.
+        let about = recipient.as_deref().and_then(|r| notice::about(notice, r));
+        let words = diagnostic.as_deref().or(about).unwrap_or(notice);
+        let reply = smtp_reply(words);
+        let delayed = action == "delayed";
+        // A status the field leaves vague (none, X.0.0) the server's words may make precise.
+        let precise = match status.as_deref() {
+            Some(s) if !s.ends_with(".0.0") => status.clone(),
+            _ => last_enhanced_status(words).filter(|s| !s.starts_with('2')).or_else(|| status.clone()),
+        };
+        let reason = match action.as_str() {
+            "delivered" | "relayed" | "expanded" => Reason::Delivered,
+            "failed" | "delayed" => {
+                let command = Command::named_in(words).or_else(|| Command::named_in(notice));
+                let fact = Fact { status: precise.as_deref(), reply, command, diagnostic: words, mailer, delayed };
+                let reason = reason::find(&fact);
+                // Where the notice itself says what may pass (its lines about no one address:
+                // "Not enough disk space", "The user's account is disabled"), the report is
+                // not certain of the address.
+                match reason::said_to_pass(&general_lines(notice)) {
+                    Some(may_pass) if reason.is_the_address() => may_pass,
+                    _ => reason,
+                }
+            }
+            _ => continue,
+        };
+        let temporary = delayed
+            || precise.as_deref().is_some_and(|s| s.starts_with('4'))
+            || reply.is_some_and(|r| r.starts_with('4'));
+        let status = status.or(precise);
+        let class = class_of(reason, temporary);
+        let verdict = Verdict { class, reason: Some(reason), status, diagnostic, recipient, text: None };
         if worst.as_ref().is_none_or(|w| severity(verdict.class) > severity(w.class)) {
             worst = Some(verdict);
         }
     }
     worst
+}
+
+/// The lines of a notice that name no address: what it says of the message as a whole.
+fn general_lines(notice: &str) -> String {
+    notice.lines().filter(|line| !line.contains('@')).collect::<Vec<_>>().join("\n")
 }
 
 fn severity(class: Class) -> u8 {
@@ -184,29 +272,20 @@ fn severity(class: Class) -> u8 {
 }
 
 /// An ARF report (RFC 5965): a complaint, unless its feedback type says the mail was fine.
-fn feedback_report(mail: &ParsedMail<'_>) -> Verdict {
-    let fields = mail
-        .parts()
-        .find(|p| p.ctype.mimetype == "message/feedback-report")
-        .and_then(|p| p.get_body_raw().ok())
-        .map(|body| {
-            let parsed = mailparse::parse_headers(trim_leading_blank_lines(&body)).map(|(fields, _)| {
-                let get = |name: &str| fields.get_first_value(name).map(|v| v.trim().to_owned());
-                (get("Feedback-Type"), get("Original-Rcpt-To").or_else(|| get("Removal-Recipient")))
-            });
-            parsed.unwrap_or((None, None))
+fn feedback_report(part: &ParsedMail<'_>, text: &str) -> Verdict {
+    let (feedback_type, recipient) = part
+        .get_body_raw()
+        .ok()
+        .and_then(|body| {
+            let (fields, _) = mailparse::parse_headers(trim_leading_blank_lines(&body)).ok()?;
+            let get = |name: &str| fields.get_first_value(name).map(|v| v.trim().to_owned());
+            Some((get("Feedback-Type"), get("Original-Rcpt-To").or_else(|| get("Removal-Recipient"))))
         })
         .unwrap_or((None, None));
-    let (feedback_type, recipient) = fields;
-    let class = match feedback_type.as_deref().map(str::to_ascii_lowercase).as_deref() {
-        Some("not-spam") => Class::Unrecognized,
-        _ => Class::Complaint,
-    };
-    let mut verdict = Verdict { recipient, diagnostic: feedback_type, ..Verdict::new(class) };
-    if class == Class::Unrecognized {
-        verdict.text = unrecognized(&readable_text(mail)).text;
+    if feedback_type.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("not-spam")) {
+        return Verdict { recipient, diagnostic: feedback_type, ..unrecognized(text) };
     }
-    verdict
+    Verdict { recipient, diagnostic: feedback_type, reason: Some(Reason::Feedback), ..Verdict::new(Class::Complaint) }
 }
 
 /// Outlook.com's feedback loop (JMRP) is not ARF: the complained-of message comes back
@@ -219,6 +298,7 @@ fn microsoft_complaint(mail: &ParsedMail<'_>) -> Option<Verdict> {
     Some(Verdict {
         recipient: Some(recipient.trim().to_owned()),
         diagnostic: Some("abuse".into()),
+        reason: Some(Reason::Feedback),
         ..Verdict::new(Class::Complaint)
     })
 }
@@ -233,222 +313,66 @@ fn is_auto_reply(mail: &ParsedMail<'_>) -> bool {
         .any(|name| header(name).is_some_and(|v| !v.is_empty()))
         || header("Precedence").is_some_and(|v| v == "auto_reply");
     let subject = header("Subject").unwrap_or_default();
-    let vacation_subject = ["automatic reply:", "auto:", "out of office", "autoreply", "auto-reply", "vacation"]
-        .iter()
-        .any(|prefix| subject.starts_with(prefix));
+    let vacation_subject =
+        ["automatic reply:", "auto reply:", "auto:", "out of office", "autoreply", "auto-reply", "vacation"]
+            .iter()
+            .any(|prefix| subject.starts_with(prefix));
     // A notice from a mailer daemon is a bounce even where it says auto-generated.
-    (auto_submitted || marked || vacation_subject) && !from_mailer_daemon(mail)
-}
-
-fn from_mailer_daemon(mail: &ParsedMail<'_>) -> bool {
-    let from = mail.headers.get_first_value("From").unwrap_or_default().to_ascii_lowercase();
-    ["mailer-daemon", "postmaster", "mail delivery"].iter().any(|daemon| from.contains(daemon))
-}
-
-/// The plain-text notices of older MTAs (qmail, Exim's default, Sendmail without DSN,
-/// Exchange's NDRs in text): a bounce only where the text says both that delivery failed and
-/// which SMTP status it failed with, or it says in so many words that the failure is
-/// permanent or temporary.
-fn plain_text_bounce(mail: &ParsedMail<'_>, text: &str) -> Option<Verdict> {
-    let subject = mail.headers.get_first_value("Subject").unwrap_or_default().to_ascii_lowercase();
-    let lower = text.to_ascii_lowercase();
-    let says_failure = from_mailer_daemon(mail)
-        || [
-            "undeliverable",
-            "undelivered mail",
-            "delivery status notification",
-            "mail delivery failed",
-            "failure notice",
-            "returned mail",
-            "delivery failure",
-            "could not be delivered",
-            "delivery has failed",
-        ]
-        .iter()
-        .any(|phrase| subject.contains(phrase));
-    if !says_failure {
-        return None;
-    }
-    // The first line with an enhanced status code, or an SMTP reply the server "said" (qmail,
-    // Postfix) or that a transcript quotes (Sendmail's `<<< 550 …`).
-    let status_line = text.lines().find_map(|line| {
-        let status = enhanced_status(line).filter(|s| !s.starts_with('2'))?;
-        Some((status, line.trim().to_owned()))
-    });
-    if let Some((status, line)) = status_line {
-        let class = if status.starts_with('5') { permanence(Some(&status), &line) } else { Class::Soft };
-        return Some(Verdict { status: Some(status), diagnostic: Some(line), ..Verdict::new(class) });
-    }
-    let reply_line = text.lines().find_map(|line| {
-        let said = line.split_once("said:").map(|(_, said)| said).or_else(|| line.trim_start().strip_prefix("<<<"))?;
-        let reply = smtp_reply_class(said)?;
-        Some((reply, line.trim().to_owned()))
-    });
-    if let Some((reply, line)) = reply_line {
-        let class = if reply == '5' { permanence(None, &line) } else { Class::Soft };
-        return Some(Verdict { diagnostic: Some(line), ..Verdict::new(class) });
-    }
-    let permanent = ["this is a permanent error", "permanent failure", "fatal error"];
-    let temporary = [
-        "this is a temporary error",
-        "will continue trying",
-        "has not yet been delivered",
-        "delivery has been delayed",
-    ];
-    let class = if let Some(at) = permanent.iter().find_map(|p| lower.find(p)) {
-        // What follows the words: the addresses that failed and why (Exim's shape).
-        let after: String = lower[at..].chars().take(600).collect();
-        permanence(None, &after)
-    } else if temporary.iter().any(|p| lower.contains(p)) {
-        Class::Soft
-    } else {
-        return None;
-    };
-    let line = text.lines().find(|l| {
-        let l = l.to_ascii_lowercase();
-        permanent.iter().chain(&temporary).any(|p| l.contains(p))
-    });
-    Some(Verdict { diagnostic: line.map(|l| l.trim().to_owned()), ..Verdict::new(class) })
-}
-
-/// What a permanent failure (a 5.x.x status or 5xx reply) means for the address: Hard only
-/// where it certainly cannot receive mail (no such user, no such domain, moved, accepts no
-/// mail), from the status's subject and detail or the server's words; anything that may pass
-/// another day (a full mailbox, a policy, spam or rate refusal, a disabled account, a
-/// failure of the remote system) is Soft, which suppresses only past the soft limit.
-fn permanence(status: Option<&str>, words: &str) -> Class {
-    let words = words.to_ascii_lowercase();
-    let may_pass = [
-        "quota",
-        "mailbox full",
-        "mailbox is full",
-        "storage",
-        "spam",
-        "policy",
-        "blocked",
-        "blacklist",
-        "block list",
-        "blocklist",
-        "reputation",
-        "rate limit",
-        "too many",
-        "temporar",
-        "try again later",
-        "disabled",
-        "suspended",
-        "virus",
-        "too large",
-        "too big",
-        "exceeds",
-        "sender",
-        "authentication",
-        "relay",
-        "mailer error",
-        "system error",
-        "on hold",
-    ];
-    if may_pass.iter().any(|phrase| words.contains(phrase)) {
-        return Class::Soft;
-    }
-    // X.1.1 bad mailbox, X.1.2 bad system, X.1.3 bad mailbox syntax, X.1.6 moved, X.1.10 null
-    // MX, X.4.4 no route to the domain.
-    let detail = status.and_then(|s| s.split_once('.')).map(|(_, detail)| detail);
-    if matches!(detail, Some("1.1" | "1.2" | "1.3" | "1.6" | "1.10" | "4.4")) {
-        return Class::Hard;
-    }
-    let no_such = [
-        "user unknown",
-        "unknown user",
-        "no such user",
-        "no such mailbox",
-        "no such recipient",
-        "unknown recipient",
-        "recipient unknown",
-        "unknown or illegal",
-        "mailbox not found",
-        "mailbox unavailable",
-        "user not found",
-        "does not exist",
-        "doesn't exist",
-        "not exist",
-        "couldn't be found",
-        "could not be found",
-        "invalid recipient",
-        "invalid mailbox",
-        "invalid address",
-        "not a valid mailbox",
-        "no mailbox",
-        "unrouteable address",
-        "addressee unknown",
-        "address rejected.",
-        "inactive email address",
-        "no such domain",
-        "domain not found",
-        "unknown domain",
-        "invalid domain",
-        "host not found",
-        "host unknown",
-        "name or service not known",
-        "name service error",
-        "couldn't find a mail exchanger",
-        "domain is not reachable",
-        "does not accept mail",
-        "not accepting network messages",
-        "no longer available",
-        "has moved",
-        "not listed",
-        "not our customer",
-        "doesn't have a",
-        "does not have a",
-    ];
-    if no_such.iter().any(|phrase| words.contains(phrase)) { Class::Hard } else { Class::Soft }
-}
-
-/// The text a person would read: the text/plain parts outside attached messages, else the
-/// whole body.
-fn readable_text(mail: &ParsedMail<'_>) -> String {
-    let mut text = String::new();
-    collect_text(mail, &mut text);
-    if text.trim().is_empty() {
-        text = mail.get_body().unwrap_or_default();
-    }
-    text
-}
-
-fn collect_text(part: &ParsedMail<'_>, out: &mut String) {
-    if part.ctype.mimetype == "text/plain" {
-        out.push_str(&part.get_body().unwrap_or_default());
-        out.push('\n');
-    }
-    for sub in &part.subparts {
-        if !sub.ctype.mimetype.starts_with("message/") {
-            collect_text(sub, out);
-        }
-    }
+    (auto_submitted || marked || vacation_subject) && !notice::from_mailer_daemon(mail)
 }
 
 /// The first enhanced status code (`5.1.1`, RFC 3463) in `text`: a class of 2, 4 or 5, a
 /// subject and a detail of one to three digits, standing alone.
 pub fn enhanced_status(text: &str) -> Option<String> {
-    text.split(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map(|token| token.trim_end_matches('.'))
-        .find(|token| {
-            let parts: Vec<&str> = token.split('.').collect();
-            parts.len() == 3
-                && matches!(parts[0], "2" | "4" | "5")
-                && parts[1..].iter().all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
-        })
-        .map(str::to_owned)
+    let mut rest = text;
+    while let Some(start) = rest.find(|c: char| c.is_ascii_digit()) {
+        let before = rest[..start].chars().next_back();
+        let token_len = rest[start..].find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len() - start);
+        let token = rest[start..start + token_len].trim_end_matches('.');
+        rest = &rest[start + token_len..];
+        // `v4.6.1` is a version; `#5.1.1` and `(5.1.1)` are statuses.
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '-') {
+            continue;
+        }
+        let parts: Vec<&str> = token.split('.').collect();
+        if parts.len() == 3
+            && matches!(parts[0], "2" | "4" | "5")
+            && parts[1..].iter().all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Some(token.to_owned());
+        }
+    }
+    None
 }
 
-/// The class digit ('4', '5') of the SMTP reply code `text` starts with (`550 …`, `550-…`).
-fn smtp_reply_class(text: &str) -> Option<char> {
-    let text = text.trim_start();
-    let code = text.get(..3)?;
-    let next = text[3..].chars().next();
-    let is_code = code.bytes().all(|b| b.is_ascii_digit()) && matches!(next, None | Some(' ' | '-'));
-    let class = code.chars().next()?;
-    (is_code && matches!(class, '4' | '5')).then_some(class)
+/// The last enhanced status code in `text`: where one server quotes another's answer
+/// ("5.1.0 - Unknown address error 550-'5.7.1 … Access denied'"), the answer's own.
+fn last_enhanced_status(text: &str) -> Option<String> {
+    let mut last = None;
+    let mut rest = text;
+    while let Some(status) = enhanced_status(rest) {
+        let at = rest.find(&status).map_or(rest.len(), |at| at + status.len());
+        rest = &rest[at..];
+        last = Some(status);
+    }
+    last
+}
+
+/// The SMTP reply code (`550`) `text` starts with, or that a server "said" in it.
+pub(super) fn smtp_reply(text: &str) -> Option<&str> {
+    fn reply(said: &str) -> Option<&str> {
+        let said = said.trim_start();
+        let code = said.get(..3)?;
+        let next = said[3..].chars().next();
+        let is_code = code.bytes().all(|b| b.is_ascii_digit()) && matches!(next, None | Some(' ' | '-'));
+        (is_code && matches!(code.as_bytes()[0], b'4' | b'5')).then_some(code)
+    }
+    reply(text).or_else(|| {
+        text.lines().find_map(|line| {
+            let said = line.split_once("said:").map(|(_, s)| s).or_else(|| line.trim_start().strip_prefix("<<<"));
+            said.and_then(reply).or_else(|| reply(line))
+        })
+    })
 }
 
 /// `smtp; 550 …` → `550 …`; `rfc822; ann@example.org` → `ann@example.org`.
@@ -527,10 +451,12 @@ mod tests {
         assert_eq!(enhanced_status("5.7.1."), Some("5.7.1".into()));
         assert_eq!(enhanced_status("version 1.2.3 at 10.0.0.1"), None);
         assert_eq!(enhanced_status("5.1234.1"), None);
-        assert_eq!(smtp_reply_class(" 550-Mailbox"), Some('5'));
-        assert_eq!(smtp_reply_class("452 full"), Some('4'));
-        assert_eq!(smtp_reply_class("5500 things"), None);
-        assert_eq!(smtp_reply_class("250 ok"), None);
+        assert_eq!(enhanced_status("Lotus SMTP MTA v4.6.1"), None, "a version");
+        assert_eq!(smtp_reply(" 550-Mailbox"), Some("550"));
+        assert_eq!(smtp_reply("452 full"), Some("452"));
+        assert_eq!(smtp_reply("host mx said: 550 no such user"), Some("550"));
+        assert_eq!(smtp_reply("5500 things"), None);
+        assert_eq!(smtp_reply("250 ok"), None);
     }
 
     /// tests/data/bounces: messages in the formats real MTAs, providers and feedback loops

@@ -3,3 +3,5 @@
 
 pub mod address;
 pub mod classify;
+mod notice;
+pub mod reason;
