@@ -125,11 +125,10 @@ impl Mailer {
                 if !e.is_permanent() {
                     return SendError::Transient(e.to_string());
                 }
-                let code = e.status().map(|code| code.to_string()).unwrap_or_default();
+                let code = e.status().map(|code| code.to_string());
                 let message = e.to_string();
-                let recipient = matches!(code.as_str(), "550" | "551" | "553")
-                    || crate::bounce::classify::enhanced_status(&message).is_some_and(|s| s.starts_with("5.1."));
-                SendError::Rejected { message, recipient }
+                let reason = crate::bounce::reason::of_refusal(code.as_deref(), &message);
+                SendError::Rejected { message, recipient: reason.is_the_address() }
             }),
             Transport::Files(files, _) => {
                 files.send_raw(&envelope, &raw).await.map(drop).map_err(|e| SendError::Transient(e.to_string()))
@@ -182,7 +181,8 @@ impl Transport {
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     /// The server refused it for good (SMTP 5xx): sending again would fail again.
-    /// `recipient`: the refusal was about the address (550, 551, 553, 5.1.x), not the message.
+    /// `recipient`: the refusal says the address cannot take mail (no such user or domain, by
+    /// the bounce classifier's rule: `bounce::reason::of_refusal`), not the message or us.
     #[error("SMTP rejected: {message}")]
     Rejected { message: String, recipient: bool },
     /// Worth another attempt later.

@@ -163,6 +163,7 @@ fn bounce_to_proto(row: Bounce) -> pb::Bounce {
         diagnostic: row.diagnostic.unwrap_or_default(),
         received_at: rfc3339(row.received_at),
         text: row.text.unwrap_or_default(),
+        reason: row.reason.unwrap_or_default(),
     }
 }
 
@@ -176,6 +177,7 @@ fn suppression_to_proto(row: Suppression) -> pb::Suppression {
         created_at: rfc3339(row.created_at),
         removed_at: row.removed_at.map(rfc3339).unwrap_or_default(),
         removed_reason: row.removed_reason.unwrap_or_default(),
+        bounce_reason: row.bounce_reason.unwrap_or_default(),
     }
 }
 

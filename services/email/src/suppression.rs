@@ -73,6 +73,13 @@ impl Reason {
     }
 }
 
+/// What decided a suppression: the enhanced status, the bounce's reason, and the words.
+struct Why<'a> {
+    status: Option<&'a str>,
+    reason: Option<verimail_mail::bounce::reason::Reason>,
+    detail: Option<String>,
+}
+
 /// What one inbound message did to one delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
@@ -143,7 +150,12 @@ impl Suppressions {
         let mut write = self.relay.begin().await?;
         let Some(row) = deliveries::get(&*write, event_id).await? else { return Ok(()) };
         let status = verimail_mail::bounce::classify::enhanced_status(reason);
-        let new = self.suppress(&mut write, &row, Reason::Rejected, status.as_deref(), Some(reason.to_owned())).await?;
+        let why = Why {
+            status: status.as_deref(),
+            reason: Some(verimail_mail::bounce::reason::of_refusal(None, reason)),
+            detail: Some(reason.to_owned()),
+        };
+        let new = self.suppress(&mut write, &row, Reason::Rejected, why).await?;
         write.commit().await?;
         if new {
             tracing::warn!(event_id, user_id = %row.user_id, to = %email(&row.recipient), "address suppressed: refused at send time");
@@ -203,6 +215,7 @@ impl Suppressions {
             user_id: delivery.user_id.clone(),
             address_hash: hash.clone(),
             class: verdict.class.as_str().to_owned(),
+            reason: verdict.reason.map(|r| r.as_str().to_owned()),
             status: verdict.status.clone(),
             diagnostic: verdict.diagnostic.clone(),
             reported_recipient: verdict.recipient.clone(),
@@ -231,7 +244,8 @@ impl Suppressions {
             }
             Class::AutoReply | Class::Delivered | Class::Unrecognized => return Ok(Effect::Recorded),
         };
-        Ok(match self.suppress(write, &delivery, reason, verdict.status.as_deref(), detail).await? {
+        let why = Why { status: verdict.status.as_deref(), reason: verdict.reason, detail };
+        Ok(match self.suppress(write, &delivery, reason, why).await? {
             true => Effect::Suppressed { delivery: Box::new(delivery), reason },
             false => Effect::Recorded,
         })
@@ -239,14 +253,13 @@ impl Suppressions {
 
     /// Puts the address of `delivery` on the list (or back on it after a removal) and, when it
     /// was not on it before, announces it with the change (email.address_undeliverable, with
-    /// `status`, the enhanced code that decided it): whether it did.
+    /// the enhanced code that decided it): whether it did.
     async fn suppress(
         &self,
         write: &mut Write<'_>,
         delivery: &deliveries::Model,
         reason: Reason,
-        status: Option<&str>,
-        detail: Option<String>,
+        Why { status, reason: bounce_reason, detail }: Why<'_>,
     ) -> Result<bool, DbErr> {
         let row = suppressions::Model {
             address_hash: self.hash(&delivery.recipient),
@@ -254,6 +267,7 @@ impl Suppressions {
             address: Some(delivery.recipient.clone()),
             user_id: delivery.user_id.clone(),
             reason: reason.as_str().to_owned(),
+            bounce_reason: bounce_reason.map(|r| r.as_str().to_owned()),
             delivery_id: Some(delivery.event_id.clone()),
             detail,
             created_at: chrono::Utc::now(),

@@ -245,11 +245,16 @@ async fn a_hard_bounce_suppresses_the_address_and_a_resend_sends_nothing_until_i
     let bounced = delivery(&stack, &mail.event_id()).await;
     assert_eq!(bounced.status(), DeliveryStatus::Bounced);
     assert_eq!(bounced.bounces.len(), 1);
-    assert_eq!((bounced.bounces[0].class.as_str(), bounced.bounces[0].status.as_str()), ("hard", "5.1.1"));
+    let bounce = &bounced.bounces[0];
+    assert_eq!(
+        (bounce.class.as_str(), bounce.reason.as_str(), bounce.status.as_str()),
+        ("hard", "userunknown", "5.1.1")
+    );
     assert!(bounced.last_error.contains("5.1.1"), "{}", bounced.last_error);
     let listed = suppressions(&stack, "ann@example.org", false).await;
     assert_eq!(listed.len(), 1);
     assert_eq!((listed[0].reason.as_str(), listed[0].delivery_id.as_str()), ("hard_bounce", bounced.event_id.as_str()));
+    assert_eq!(listed[0].bounce_reason, "userunknown", "why, beside what it did");
     // user-service heard (email.address_undeliverable): a product can ask for another address.
     wait_for_undeliverable(&stack, &bounced.user_id, Some("hard_bounce")).await;
     assert_eq!(stack.user(&bounced.user_id).await.email_undeliverable.unwrap().status, "5.1.1");
@@ -288,6 +293,9 @@ async fn soft_bounces_count_and_suppress_at_the_limit_complaints_at_once_auto_re
     assert!(client.send(&[&soft.from], &dsn("soft@example.org", "failed", "4.2.2")).await.1.starts_with("250"));
     let listed = suppressions(&stack, "soft@example.org", false).await;
     assert_eq!(listed.first().map(|s| s.reason.as_str()), Some("soft_bounces"), "{listed:?}");
+    assert_eq!(listed[0].bounce_reason, "mailboxfull", "the reason of the bounce that reached the limit");
+    let reasons: Vec<String> = delivery(&stack, &soft.event_id()).await.bounces.into_iter().map(|b| b.reason).collect();
+    assert_eq!(reasons, ["expired", "mailboxfull"], "each bounce with its reason");
 
     assert!(client.send(&[&loud.from], &complaint("loud@example.org")).await.1.starts_with("250"));
     assert_eq!(delivery(&stack, &loud.event_id()).await.status(), DeliveryStatus::Complained);
@@ -297,6 +305,7 @@ async fn soft_bounces_count_and_suppress_at_the_limit_complaints_at_once_auto_re
     assert!(client.send(&[&away.from], vacation).await.1.starts_with("250"));
     let recorded = delivery(&stack, &away.event_id()).await;
     assert_eq!((recorded.status(), recorded.bounces[0].class.as_str()), (DeliveryStatus::Sent, "auto_reply"));
+    assert_eq!(recorded.bounces[0].reason, "vacation");
     assert!(suppressions(&stack, "away@example.org", false).await.is_empty());
 }
 

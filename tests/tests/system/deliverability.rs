@@ -182,7 +182,13 @@ async fn through_a_real_mta_bounces_come_back_and_suppress_and_signatures_surviv
         !suppressed().await.is_empty()
     })
     .await;
-    assert_eq!(suppressed().await[0].reason, "hard_bounce", "log:\n{}", postfix.log());
+    let hard = &suppressed().await[0];
+    assert_eq!(
+        (hard.reason.as_str(), hard.bounce_reason.as_str()),
+        ("hard_bounce", "userunknown"),
+        "log:\n{}",
+        postfix.log()
+    );
     verimail_system_tests::eventually("GetUser shows hard@ undeliverable", wait, || async {
         stack.user(&ids["hard@example.org"]).await.email_undeliverable.is_some()
     })

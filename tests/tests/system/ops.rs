@@ -121,6 +121,12 @@ async fn deliveries_are_found_by_address_and_status_and_a_failed_one_is_retried_
     println!("failed delivery: {failed:?}");
     assert_eq!((failed.user_id.as_str(), failed.attempts), (bounced_user.as_str(), 1));
     assert!(failed.last_error.contains("550"), "{}", failed.last_error);
+    // "550 Mailbox unavailable" to RCPT TO: the address is suppressed, and why is kept.
+    let request =
+        verimail_proto::email::v1::ListSuppressionsRequest { email: "bounce@example.com".into(), ..Default::default() };
+    let listed = stack.emails.clone().list_suppressions(request).await.expect("ListSuppressions").into_inner();
+    let refused = listed.suppressions.first().expect("suppressed at send time");
+    assert_eq!((refused.reason.as_str(), refused.bounce_reason.as_str()), ("rejected", "userunknown"), "{refused:?}");
 
     // Filters: by status, by address (any case), together, and paged.
     let list = |request: ListDeliveriesRequest| {

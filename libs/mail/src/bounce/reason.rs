@@ -282,6 +282,22 @@ pub fn find(fact: &Fact<'_>) -> Reason {
     if words.trim().is_empty() { Reason::Undefined } else { Reason::OnHold }
 }
 
+/// The reason of a refusal our own SMTP client got (`reply`, the server's words): the answer
+/// to our RCPT TO unless the words say otherwise, since a 5xx before the message is sent
+/// answers the recipient, and one after it says so ("spam", "content").
+pub fn of_refusal(reply: Option<&str>, words: &str) -> Reason {
+    let status = super::classify::enhanced_status(words);
+    // lettre writes "permanent error (550): …".
+    let reply = reply.or_else(|| {
+        words.split_whitespace().map(|word| word.trim_matches(|c: char| !c.is_ascii_digit())).find(|code| {
+            code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit()) && matches!(code.as_bytes()[0], b'4' | b'5')
+        })
+    });
+    let fact =
+        Fact { status: status.as_deref(), reply, command: Some(Command::Rcpt), diagnostic: words, ..Fact::default() };
+    find(&fact)
+}
+
 /// What may pass that `words` say outright (a full mailbox, a disabled account, a message
 /// too large…), whatever else is said with them.
 pub fn said_to_pass(words: &str) -> Option<Reason> {

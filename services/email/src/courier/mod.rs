@@ -147,7 +147,7 @@ impl Courier {
 enum Failure {
     /// Not sent, for good: the SMTP server refused the message, or there is nothing to send.
     Rejected(String),
-    /// The recipient's server said the address does not take mail (550, 551, 553, 5.1.x).
+    /// The recipient's server said the address does not take mail (no such user or domain).
     Undeliverable(String),
     Handler(HandlerError),
 }

@@ -17,6 +17,8 @@ pub struct Model {
     pub address_hash: String,
     /// hard, soft, complaint, auto_reply, delivered, unrecognized.
     pub class: String,
+    /// Why (the classifier's reason: userunknown, mailboxfull, …); none when unrecognized.
+    pub reason: Option<String>,
     pub status: Option<String>,
     pub diagnostic: Option<String>,
     /// The recipient the report names, as it names it.

@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
         // so that databases from before take it as one more migration.
         migrations.extend(verimail_events::outbox::migration::migrations());
         migrations.push(Box::new(add_locale::migration()));
+        migrations.push(Box::new(add_bounce_reasons::migration()));
         migrations
     }
 }
@@ -199,6 +200,41 @@ mod create_bounces_and_suppressions {
                     .col(Suppressions::UserId)
                     .to_owned(),
             ],
+        }
+    }
+}
+
+mod add_bounce_reasons {
+    use sea_orm_migration::prelude::*;
+    use sea_orm_migration::schema::*;
+
+    #[derive(DeriveIden)]
+    enum Bounces {
+        Table,
+        Reason,
+    }
+
+    #[derive(DeriveIden)]
+    enum Suppressions {
+        Table,
+        BounceReason,
+    }
+
+    /// Why each message came back (the classifier's reason: userunknown, mailboxfull, …), and
+    /// the reason of the bounce or refusal that suppressed each address. Empty for rows from
+    /// before, and for unrecognized messages.
+    pub fn migration() -> verimail_events::db::SchemaMigration {
+        verimail_events::db::SchemaMigration {
+            name: "m20261205_000001_add_bounce_reasons",
+            tables: vec![],
+            alters: vec![
+                Table::alter().table(Bounces::Table).add_column(string_null(Bounces::Reason)).to_owned(),
+                Table::alter()
+                    .table(Suppressions::Table)
+                    .add_column(string_null(Suppressions::BounceReason))
+                    .to_owned(),
+            ],
+            indexes: vec![],
         }
     }
 }

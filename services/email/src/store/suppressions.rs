@@ -18,6 +18,8 @@ pub struct Model {
     pub user_id: String,
     /// hard_bounce, complaint, soft_bounces, rejected.
     pub reason: String,
+    /// The reason of the bounce or refusal that decided it (userunknown, mailboxfull, …).
+    pub bounce_reason: Option<String>,
     pub delivery_id: Option<String>,
     pub detail: Option<String>,
     pub created_at: DateTimeUtc,
