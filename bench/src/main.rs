@@ -24,16 +24,19 @@
 //!    ([`scale`]);
 //! 9. sessions: RefreshSession at 16 clients, SignOut at its maximum, and the time from a
 //!    sign-out's answer until a verifier following the revocation feed refuses the token, over
-//!    200 sign-outs at half that maximum ([`sessions`]).
+//!    200 sign-outs at half that maximum ([`sessions`]);
+//! 10. the bounce listener: messages per second it takes from one relay over 8 connections,
+//!     with the CPU each part spends per message, beside the classifier alone ([`bounces`]).
 //!
 //! Then each target, met or not: every target whose figure depends on the machine's speed is
 //! a ratio to something measured in the same run (a bound, a maximum, a median).
 //!
 //! Flags: `--db sqlite|postgres|both` (default sqlite), `--runs N` of each (default 1; the
 //! targets are judged on the medians), `--seconds N` per measurement (default 5),
-//! `--only registration|verification|tokens|sessions|scale-out`. Each run is a process of its own
+//! `--only registration|verification|tokens|sessions|scale-out|bounces`. Each run is a process of its own
 //! (`--out FILE`); the report holds every run and, by database, the medians side by side.
 
+mod bounces;
 mod events;
 mod load;
 mod register;
@@ -69,7 +72,7 @@ impl Options {
 }
 
 /// What `--only` can name.
-const PARTS: [&str; 5] = ["registration", "verification", "tokens", "sessions", "scale-out"];
+const PARTS: [&str; 6] = ["registration", "verification", "tokens", "sessions", "scale-out", "bounces"];
 
 fn options() -> anyhow::Result<Options> {
     let mut options =
@@ -93,7 +96,7 @@ fn options() -> anyhow::Result<Options> {
             ("--out", Some(path)) => options.out = Some(path.into()),
             (other, _) => anyhow::bail!(
                 "unknown argument {other:?}: use --db sqlite|postgres|both, --runs 1..9, --seconds N, \
-                 --only registration|verification|tokens|scale-out"
+                 --only registration|verification|tokens|sessions|scale-out|bounces"
             ),
         }
     }
@@ -300,6 +303,10 @@ async fn run(options: &Options) -> anyhow::Result<serde_json::Value> {
         true => sessions(&mut table, &mut targets, options).await?,
         false => serde_json::Value::Null,
     };
+    let bounces = match options.runs("bounces") {
+        true => bounces::run(&mut table, seconds).await?,
+        false => serde_json::Value::Null,
+    };
     // Instances sharing a database: on PostgreSQL only.
     let scale_out = match options.runs("scale-out") && options.postgres {
         true => scale::run(&mut table, seconds).await?,
@@ -318,6 +325,7 @@ async fn run(options: &Options) -> anyhow::Result<serde_json::Value> {
         "registration": registration,
         "tokens": tokens,
         "sessions": sessions,
+        "bounces": bounces,
         "scale_out": scale_out,
         "targets": targets.iter().map(Target::json).collect::<Vec<_>>(),
     }))
