@@ -422,6 +422,64 @@ mod tests {
         assert_eq!(class("delayed", "4.4.7", "timeout"), Class::Soft);
     }
 
+    fn class_and_reason(raw: &str) -> (Class, Option<&'static str>) {
+        let verdict = classify(raw.as_bytes());
+        (verdict.class, verdict.reason.map(Reason::as_str))
+    }
+
+    /// The shapes issue 35 found misread, each as real MTAs send it.
+    #[test]
+    fn reports_are_read_wherever_and_however_they_are_written() {
+        let hard = (Class::Hard, Some("userunknown"));
+        // A DSN forwarded inside a multipart/mixed, with oddly cased, folded fields.
+        let forwarded = "From: Ann <ann@example.com>\r\nSubject: Fwd: Undelivered\r\n\
+             Content-Type: multipart/mixed; boundary=outer\r\n\r\n--outer\r\nContent-Type: text/plain\r\n\r\n\
+             See below.\r\n--outer\r\nContent-Type: message/rfc822\r\n\r\n\
+             From: MAILER-DAEMON@mx.example.org\r\n\
+             Content-Type: multipart/report; report-type=delivery-status; boundary=inner\r\n\r\n\
+             --inner\r\nContent-Type: text/plain\r\n\r\nFailed.\r\n--inner\r\n\
+             Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n\
+             FINAL-RECIPIENT: rfc822;\r\n ann@example.org\r\naction: Failed\r\nstatus: 5.1.1\r\n\
+             --inner--\r\n--outer--\r\n";
+        assert_eq!(class_and_reason(forwarded), hard);
+        // Gmail's words, with no status: at RCPT TO, or in its wording of no such account.
+        let gmail = "From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>\r\n\
+             Subject: Delivery Status Notification (Failure)\r\n\r\n\
+             Delivery to the following recipient failed permanently:\r\n\r\n     ann@example.org\r\n\r\n\
+             Technical details of permanent failure:\r\n\
+             The email account that you tried to reach does not exist. (in reply to RCPT TO command)\r\n";
+        assert_eq!(class_and_reason(gmail), hard);
+        let remote = "From: postmaster@example.net\r\nSubject: Permanent Delivery Failure\r\n\r\n\
+             Your message to ann@example.org could not be delivered.\r\n\
+             Remote SMTP Server Returned: 550 5.1.1 <ann@example.org>... User unknown\r\n";
+        assert_eq!(class_and_reason(remote), hard);
+        // A permanent error stated in a text/html part alone.
+        let html = "From: MAILER-DAEMON@mx.example.org\r\nSubject: Undeliverable\r\n\
+             Content-Type: text/html; charset=utf-8\r\n\r\n<html><body><p>Delivery has failed to \
+             <b>ann@example.org</b>:</p><p>550 5.1.1 RESOLVER.ADR.RecipNotFound; not found</p></body></html>\r\n";
+        assert_eq!(class_and_reason(html), hard);
+        // 8-bit UTF-8 where the part says US-ASCII, and ISO-2022-JP: read all the same.
+        let mis_declared = "From: MAILER-DAEMON@mx.example.org\r\nSubject: Mail delivery failed\r\n\
+             Content-Type: text/plain; charset=us-ascii\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
+             Die Nachricht konnte nicht zugestellt werden – Empfänger:\r\n  ann@example.org\r\n\
+             host mx said: 552 5.2.2 Mailbox full (in reply to RCPT TO command)\r\n";
+        assert_eq!(class_and_reason(mis_declared), (Class::Soft, Some("mailboxfull")));
+        let japanese = "From: MAILER-DAEMON@mx.example.jp\r\nSubject: =?ISO-2022-JP?B?GyRCJWEhPCVrJSglaSE8GyhC?=\r\n\
+             Content-Type: text/plain; charset=ISO-2022-JP\r\n\r\n\
+             \x1b$B%a!<%k$rAw?.$G$-$^$;$s$G$7$?\x1b(B\r\n<ann@example.jp>: 550 5.1.1 User unknown\r\n";
+        assert_eq!(class_and_reason(japanese), hard);
+        // Several recipients: the report counts as its hardest; a delay never suppresses.
+        let several = "Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n--b\r\n\
+             Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n\
+             Final-Recipient: rfc822; bea@example.org\r\nAction: delayed\r\nStatus: 4.4.1\r\n\r\n\
+             Final-Recipient: rfc822; ann@example.org\r\nAction: failed\r\nStatus: 5.1.2\r\n--b--\r\n";
+        assert_eq!(class_and_reason(several), (Class::Hard, Some("hostunknown")));
+        // A notice that says nothing of why is not guessed at.
+        let vague =
+            "From: MAILER-DAEMON@mx.example.org\r\nSubject: Undeliverable: hello\r\n\r\nSomething went wrong.\r\n";
+        assert_eq!(class_and_reason(vague), (Class::Unrecognized, None));
+    }
+
     #[test]
     fn what_a_bounce_says_is_kept_within_bounds_however_long() {
         let words = "é".repeat(200_000);
