@@ -1,8 +1,9 @@
 //! What a message that came back to a bounce address says: a hard or soft bounce, a
-//! complaint, an auto-reply, or something we do not recognise. MIME is mailparse's job; this
-//! reads the reports (RFC 3464 delivery status, RFC 5965 feedback) and, for the plain-text
-//! notices older MTAs still send, looks for an SMTP status it can trust. What it cannot
-//! classify it says so about, with the text, and never guesses.
+//! complaint, an auto-reply, or something we do not recognise, and why ([`Reason`]). MIME is
+//! mailparse's job; this finds the reports (RFC 3464 delivery status, RFC 5965 feedback)
+//! wherever they are, and leaves the notices written for people to [`super::notice`] and the
+//! reason to [`super::reason`]. What it cannot classify it says so about, with the text, and
+//! never guesses.
 
 use super::notice;
 use super::reason::{self, Command, Fact, Reason};
@@ -116,7 +117,7 @@ fn read(raw: &[u8]) -> Verdict {
     if let Some(verdict) = microsoft_complaint(&mail) {
         return verdict;
     }
-    if let Some(verdict) = notice::provider_notification(&mail, &text) {
+    if let Some(verdict) = notice::provider_notification(&text) {
         return verdict;
     }
     if let Some(verdict) = notice::report_in_text(&mail, &text) {

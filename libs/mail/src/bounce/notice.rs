@@ -283,8 +283,6 @@ const DELAYED_WORDS: &[&str] = &[
 const PERMANENT_WORDS: &[&str] =
     &["permanent error", "permanent failure", "failed permanently", "fatal error", "giving up", "gave up"];
 
-/// A notice written for people: a bounce where it comes from a mailer daemon or says it
-/// failed, and gives a status, a reply or words of failure; its reason from its words.
 /// Whether a message is a notice of failure by who sent it or what it is called.
 fn is_notice(mail: &ParsedMail<'_>) -> bool {
     let subject = mail.headers.get_first_value("Subject").unwrap_or_default().to_lowercase();
@@ -309,6 +307,8 @@ pub(super) fn report_in_text(mail: &ParsedMail<'_>, text: &str) -> Option<Verdic
     delivery_status_fields(text[start..].trim_start().as_bytes(), &text[..start])
 }
 
+/// A notice written for people: a bounce where it comes from a mailer daemon or says it
+/// failed, and gives a status, a reply or words of failure; its reason from its words.
 pub(super) fn read(mail: &ParsedMail<'_>, text: &str) -> Option<Verdict> {
     let subject = mail.headers.get_first_value("Subject").unwrap_or_default().to_lowercase();
     let failed_recipients = mail.headers.get_first_value("X-Failed-Recipients");
@@ -328,7 +328,7 @@ pub(super) fn read(mail: &ParsedMail<'_>, text: &str) -> Option<Verdict> {
     });
     let status = status_line.as_ref().map(|(status, _)| status.clone());
     let reply = smtp_reply(first).or_else(|| smtp_reply(notice));
-    let preset = provider_reason(mail, &lower, failed_recipients.as_deref());
+    let preset = google_groups(failed_recipients.as_deref(), &lower).then_some(Reason::Rejected);
     // The body must say it: a subject says "Undeliverable" of anything.
     let says_failed = FAILURE_WORDS.iter().any(|phrase| lower.contains(phrase));
     let permanent = PERMANENT_WORDS.iter().any(|phrase| lower.contains(phrase));
@@ -359,31 +359,15 @@ pub(super) fn read(mail: &ParsedMail<'_>, text: &str) -> Option<Verdict> {
     Some(Verdict { class, reason: Some(reason), status, diagnostic, recipient: None, text: None })
 }
 
-/// What some senders' notices mean where their words alone would not say it.
-fn provider_reason(mail: &ParsedMail<'_>, notice: &str, failed: Option<&str>) -> Option<Reason> {
-    let from = mail.headers.get_first_value("From").unwrap_or_default().to_ascii_lowercase();
-    // Google Groups: the group does not exist or does not take posts from us.
-    if failed.is_some_and(|f| f.to_ascii_lowercase().contains("@googlegroups.com")) || notice.contains("google groups")
-    {
-        return Some(Reason::Rejected);
-    }
-    // Lotus Domino and Exchange 2003 answer from their directory, before any content.
-    let directory = [
-        "not listed in domino directory",
-        "not listed in public name & address book",
-        "the recipient name is not recognized",
-    ];
-    if directory.iter().any(|phrase| notice.contains(phrase)) {
-        return Some(Reason::UserUnknown);
-    }
-    let _ = from;
-    None
+/// Google Groups' notice (in the poster's language): the group does not exist or takes no
+/// posts from us, which its words alone would not say.
+fn google_groups(failed: Option<&str>, notice: &str) -> bool {
+    failed.is_some_and(|f| f.to_ascii_lowercase().contains("@googlegroups.com")) || notice.contains("google groups")
 }
 
 /// The JSON notifications sending providers mail (Amazon SES through SNS): their own
 /// verdict, in their words.
-pub(super) fn provider_notification(mail: &ParsedMail<'_>, text: &str) -> Option<Verdict> {
-    let _ = mail;
+pub(super) fn provider_notification(text: &str) -> Option<Verdict> {
     // The notification as SNS wraps it, its quotes escaped inside a JSON string, or bare.
     let text: std::borrow::Cow<'_, str> =
         if text.contains("\\\"notificationType\\\"") { text.replace("\\\"", "\"").into() } else { text.into() };
