@@ -97,6 +97,11 @@ impl ServiceCredential {
         Ok(ServiceCredential(Some(secret.into())))
     }
 
+    /// The secret, for the checks that no two callers hold the same one.
+    pub(crate) fn secret(&self) -> Option<&str> {
+        self.0.as_ref().map(|secret| secret.expose_secret())
+    }
+
     /// Whether `secret` is this credential (false when there is none).
     pub fn is(&self, secret: &str) -> bool {
         self.0.as_ref().is_some_and(|own| bool::from(own.expose_secret().as_bytes().ct_eq(secret.trim().as_bytes())))

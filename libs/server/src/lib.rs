@@ -6,6 +6,7 @@
 
 pub mod address;
 pub mod admin;
+pub mod callers;
 pub mod cli;
 pub mod config;
 pub mod grpc;

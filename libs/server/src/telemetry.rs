@@ -168,6 +168,8 @@ pub fn grpc_server_span(request: &http::Request<()>) -> Span {
         otel.kind = "server",
         rpc.system = "grpc",
         trace_id = tracing::field::Empty,
+        // The named service that called, once its credential is checked (crate::callers).
+        caller = tracing::field::Empty,
     );
     continue_trace_from_headers(&span, request.headers());
     span

@@ -24,7 +24,7 @@ pub struct App {
     enumeration_safe: bool,
     fronts: verimail_server::internal::ServiceCredential,
     admin: verimail_server::admin::AdminCredential,
-    apps: verimail_server::internal::ServiceCredential,
+    callers: std::sync::Arc<verimail_server::callers::Callers>,
     hasher: PasswordHasher,
     dummy_hash: String,
     auth: AuthServiceClient<verimail_server::internal::Internal>,
@@ -75,7 +75,11 @@ impl App {
             enumeration_safe: config.enumeration_safe,
             fronts: config.fronts,
             admin: config.admin,
-            apps: config.apps,
+            callers: {
+                let names = config.callers.names().join(", ");
+                tracing::info!(callers = %names, "the team's services that may call by name");
+                config.callers
+            },
             hasher,
             dummy_hash,
             auth,
@@ -110,7 +114,7 @@ impl App {
             accounts,
             fronts: self.fronts,
             admin: self.admin.clone(),
-            apps: self.apps,
+            callers: self.callers,
             access_tokens: verimail_client::TokenVerifier::new(AuthKeys(self.auth), self.audience),
         };
         let consumer = verification::email_verified_consumer(self.streams);

@@ -16,9 +16,10 @@ pub struct Config {
     pub fronts: verimail_server::internal::ServiceCredential,
     /// `USER_SERVICE_TOKEN`: presented to auth-service, which signs access tokens for it alone.
     pub credential: verimail_server::internal::ServiceCredential,
-    /// `APP_SERVICE_TOKEN` (optional): the system's other services, which may look users up
-    /// (GetUser, BatchGetUsers) besides operators.
-    pub apps: verimail_server::internal::ServiceCredential,
+    /// The team's own services by name (`SERVICE_CREDENTIALS_FILE`, and `APP_SERVICE_TOKEN` as
+    /// the one named `app`): each may look users up or follow the revocation feed as granted,
+    /// besides operators; see [`Callers`](verimail_server::callers::Callers).
+    pub callers: std::sync::Arc<verimail_server::callers::Callers>,
     /// `AUTH_GRPC_ADDR`: where auth-service signs access tokens.
     pub auth_addr: String,
     /// `SIGN_IN_REQUIRES_VERIFIED` (default `true`): SignIn with the right password for an
@@ -82,12 +83,21 @@ impl Config {
         // Optional: without it only operators look users up.
         let apps = ServiceCredential::optional_from_vars(vars, APP_TOKEN)?;
         ServiceCredential::ensure_distinct(&[(GATEWAY_TOKEN, &fronts), (USER_TOKEN, &credential), (APP_TOKEN, &apps)])?;
+        let admin = verimail_server::admin::AdminCredential::from_vars(vars, &[&fronts, &credential, &apps])?;
+        // The team's services by name (SERVICE_CREDENTIALS_FILE), APP_SERVICE_TOKEN among them.
+        let callers = verimail_server::callers::Callers::from_vars(vars, &[&fronts, &credential])?;
+        if let Some(name) = vars.var("ADMIN_TOKEN").as_deref().and_then(|admin| callers.holder_of(admin)) {
+            return Err(ConfigError::new(
+                "ADMIN_TOKEN",
+                format!("is the secret of the service {name}: operators and services hold separate credentials"),
+            ));
+        }
         Ok(Config {
             backbone: BackboneConfig::from_vars(vars, DEFAULTS)?,
-            admin: verimail_server::admin::AdminCredential::from_vars(vars, &[&fronts, &credential, &apps])?,
+            admin,
             fronts,
             credential,
-            apps,
+            callers: std::sync::Arc::new(callers),
             auth_addr: vars.string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
             sign_in_requires_verified: vars.parse("SIGN_IN_REQUIRES_VERIFIED", true)?,
             enumeration_safe: vars.parse("ENUMERATION_SAFE_REGISTRATION", true)?,

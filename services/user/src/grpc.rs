@@ -11,6 +11,7 @@ use crate::store::sessions::Which;
 use tonic::{Request, Response};
 use verimail_proto::user::v1::{self as pb, user_service_server::UserService};
 use verimail_server::admin::AdminCredential;
+use verimail_server::callers::Grant;
 use verimail_server::internal::ServiceCredential;
 use verimail_server::paging::Page;
 use verimail_server::rfc3339;
@@ -22,7 +23,7 @@ pub struct UserGrpc {
     /// What the ops RPCs (GetUser, ListUsers) require.
     pub admin: AdminCredential,
     /// The other services of the system, which may look users up (GetUser, BatchGetUsers).
-    pub apps: ServiceCredential,
+    pub callers: std::sync::Arc<verimail_server::callers::Callers>,
     /// Checks the access tokens users present to act on their own account.
     pub access_tokens: verimail_client::TokenVerifier,
 }
@@ -44,7 +45,7 @@ impl UserService for UserGrpc {
 
     async fn get_user(&self, request: Request<pb::GetUserRequest>) -> GrpcResult<pb::GetUserResponse> {
         // For operators and services: a public lookup by email would tell who has an account.
-        self.lookup_allowed(&request)?;
+        self.service_or_operator(&request, Grant::Lookups, "GetUser")?;
         let key = match request.into_inner().key {
             Some(pb::get_user_request::Key::UserId(id)) => Key::Id(parse_user_id("user_id", &id)?),
             Some(pb::get_user_request::Key::Email(email)) => Key::Email(parse_email("email", &email)?),
@@ -58,7 +59,7 @@ impl UserService for UserGrpc {
         &self,
         request: Request<pb::BatchGetUsersRequest>,
     ) -> GrpcResult<pb::BatchGetUsersResponse> {
-        self.lookup_allowed(&request)?;
+        self.service_or_operator(&request, Grant::Lookups, "BatchGetUsers")?;
         let asked = request.into_inner().user_ids;
         if asked.is_empty() {
             return Err(UserError::invalid("user_ids", "give at least one id").into());
@@ -284,7 +285,7 @@ impl UserService for UserGrpc {
         &self,
         request: Request<pb::ListRevokedSessionsRequest>,
     ) -> GrpcResult<pb::ListRevokedSessionsResponse> {
-        self.lookup_allowed(&request)?;
+        self.service_or_operator(&request, Grant::Revocations, "ListRevokedSessions")?;
         let request = request.into_inner();
         if request.limit > crate::sessions::MAX_FEED_PAGE {
             let most = crate::sessions::MAX_FEED_PAGE;
@@ -427,9 +428,10 @@ impl UserGrpc {
         Ok(holder)
     }
 
-    /// GetUser and BatchGetUsers: the services' credential, else the operators'.
-    fn lookup_allowed<T>(&self, request: &Request<T>) -> Result<(), tonic::Status> {
-        if self.apps.presented_by(request) {
+    /// An RPC for the team's services granted `grant` (`method`, as they are told), else for
+    /// operators.
+    fn service_or_operator<T>(&self, request: &Request<T>, grant: Grant, method: &str) -> Result<(), tonic::Status> {
+        if self.callers.allow(request, grant, method)?.is_some() {
             return Ok(());
         }
         self.operator(request)

@@ -241,3 +241,79 @@ async fn only_a_trusted_caller_may_name_the_client_it_calls_for() {
         resend_as(client, Some(TEST_GATEWAY_TOKEN)).await.expect("a browser's own allowance");
     }
 }
+
+/// The team's services by name (SERVICE_CREDENTIALS_FILE): each may call what it is granted
+/// and nothing else, with either of its secrets while one is rotated, within its own rate;
+/// an unknown secret, or one taken out of the file, is UNAUTHENTICATED; each name is counted
+/// in `verimail_service_calls_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_services_each_call_what_they_are_granted_and_are_counted_by_name() {
+    use verimail_proto::user::v1::ListRevokedSessionsRequest;
+    const ORDERS_OLD: &str = "orders-secret-being-rotated-out";
+    const ORDERS: &str = "orders-secret-rotated-in-0123";
+    const FEED: &str = "revocation-feed-secret-0123456";
+    let sha256 = |secret: &str| {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(secret).iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let stack_with = |orders_secrets: Vec<&str>| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("services.yaml");
+        let hashes: Vec<String> = orders_secrets.iter().map(|s| sha256(s)).collect();
+        let file = format!(
+            "services:\n  - name: orders\n    secrets_sha256: [{}]\n    may: [lookups]\n  \
+             - name: feed\n    secrets_sha256: [{}]\n    may: [revocations]\n    rate: 3/600\n",
+            hashes.join(", "),
+            sha256(FEED)
+        );
+        std::fs::write(&path, file).unwrap();
+        let vars = vec![("SERVICE_CREDENTIALS_FILE", path.display().to_string())];
+        async move { (Stack::start_with(StackOptions { user_vars: vars, ..StackOptions::default() }).await, dir) }
+    };
+    let (stack, _dir) = stack_with(vec![ORDERS_OLD, ORDERS]).await;
+    let users = |secret: &'static str| {
+        let channel = verimail_server::tls::GrpcTls::off().channel("test", &stack.grpc_addrs[0].to_string()).unwrap();
+        UserServiceClient::with_interceptor(channel, Caller(vec![(SERVICE_TOKEN, secret)]))
+    };
+    let code = |answer: Result<(), tonic::Status>| answer.err().map_or(Code::Ok, |status| status.code());
+    let lookup = |secret: &'static str| {
+        let mut client = users(secret);
+        async move {
+            let request = GetUserRequest {
+                key: Some(get_user_request::Key::UserId("01937b5e-0000-7000-8000-000000000000".into())),
+            };
+            code(client.get_user(request).await.map(drop))
+        }
+    };
+    let feed = |secret: &'static str| {
+        let mut client = users(secret);
+        async move { code(client.list_revoked_sessions(ListRevokedSessionsRequest::default()).await.map(drop)) }
+    };
+    assert_eq!(lookup(ORDERS).await, Code::NotFound, "orders looks users up (none here)");
+    assert_eq!(lookup(ORDERS_OLD).await, Code::NotFound, "with its old secret too, while it rotates");
+    assert_eq!(batch_lookup(&stack, &Caller(vec![(SERVICE_TOKEN, ORDERS)])).await, Code::Ok);
+    assert_eq!(feed(ORDERS).await, Code::PermissionDenied, "orders was not granted the feed");
+    assert_eq!(lookup(FEED).await, Code::PermissionDenied, "feed was not granted lookups");
+    for _ in 0..3 {
+        assert_eq!(feed(FEED).await, Code::Ok);
+    }
+    assert_eq!(feed(FEED).await, Code::ResourceExhausted, "feed's own rate: 3 in 10 minutes");
+    assert_eq!(lookup(ORDERS).await, Code::NotFound, "one caller's rate is no other's");
+    assert_eq!(lookup("a-secret-nobody-holds-0123").await, Code::Unauthenticated);
+    assert_eq!(lookup(TEST_APP_TOKEN).await, Code::NotFound, "APP_SERVICE_TOKEN is the caller named app");
+    let metrics = verimail_server::metrics::render();
+    for (caller, method) in
+        [("orders", "GetUser"), ("orders", "BatchGetUsers"), ("feed", "ListRevokedSessions"), ("app", "GetUser")]
+    {
+        let series = format!("verimail_service_calls_total{{caller=\"{caller}\",method=\"{method}\"}}");
+        assert!(metrics.contains(&series), "{series} in:\n{metrics}");
+    }
+    drop(stack);
+
+    // The old secret taken out of the file: a call presenting it is UNAUTHENTICATED.
+    let (stack, _dir) = stack_with(vec![ORDERS]).await;
+    let channel = verimail_server::tls::GrpcTls::off().channel("test", &stack.grpc_addrs[0].to_string()).unwrap();
+    let mut revoked = UserServiceClient::with_interceptor(channel, Caller(vec![(SERVICE_TOKEN, ORDERS_OLD)]));
+    let request = GetUserRequest { key: Some(get_user_request::Key::Email("a@example.com".into())) };
+    assert_eq!(revoked.get_user(request).await.unwrap_err().code(), Code::Unauthenticated);
+}
