@@ -11,13 +11,12 @@
 //! services:
 //!   - name: orders                     # 1–32 of a-z, 0-9 and -, unique
 //!     secrets_sha256: [9f86d081…, …]   # one, or two while rotating
-//!     may: [lookups, revocations]      # lookups: GetUser, BatchGetUsers;
-//!                                      # revocations: ListRevokedSessions
+//!     may: [lookups, revocations]      # lookups: GetUser; batch_lookups:
+//!                                      # BatchGetUsers; revocations: ListRevokedSessions
 //!     rate: 200/1                      # N/SECONDS, or off (the default)
 //! ```
 //!
-//! `APP_SERVICE_TOKEN`, where it is set, is one more caller, named `app`, granted lookups and
-//! revocations, limited by `APP_SERVICE_RATE` (off by default): what it could call before named
+//! `APP_SERVICE_TOKEN`, where it is set, is one more caller, named `app`, granted all three, limited by `APP_SERVICE_RATE` (off by default): what it could call before named
 //! credentials came, so nothing breaks. A secret is revoked by taking it out of the file (or
 //! the variable) and restarting; a call presenting it is then UNAUTHENTICATED.
 
@@ -42,8 +41,10 @@ pub const APP: &str = "app";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Grant {
-    /// GetUser and BatchGetUsers.
+    /// GetUser: one user by id or address.
     Lookups,
+    /// BatchGetUsers: up to 100 users by id.
+    BatchLookups,
     /// ListRevokedSessions: the revocation feed verifiers follow.
     Revocations,
 }
@@ -52,6 +53,7 @@ impl Grant {
     fn as_str(self) -> &'static str {
         match self {
             Grant::Lookups => "lookups",
+            Grant::BatchLookups => "batch_lookups",
             Grant::Revocations => "revocations",
         }
     }
@@ -148,7 +150,7 @@ impl Callers {
             let caller = Caller {
                 name: APP.to_owned(),
                 hashes: vec![sha256(secret)],
-                may: vec![Grant::Lookups, Grant::Revocations],
+                may: vec![Grant::Lookups, Grant::BatchLookups, Grant::Revocations],
                 limiter: Limiter::new("calls from this service", limit),
             };
             callers.add(caller).map_err(|e| ConfigError::new(crate::internal::APP_TOKEN, e))?;
@@ -249,7 +251,7 @@ impl Caller {
             hashes.push(hash);
         }
         if entry.may.is_empty() {
-            return Err(format!("{name}: may names nothing it may call (lookups, revocations)"));
+            return Err(format!("{name}: may names nothing it may call (lookups, batch_lookups, revocations)"));
         }
         let limit = rate(entry.rate.as_deref()).map_err(|e| format!("{name}: rate: {e}"))?;
         Ok(Caller { name, hashes, may: entry.may, limiter: Limiter::new("calls from this service", limit) })

@@ -59,7 +59,7 @@ impl UserService for UserGrpc {
         &self,
         request: Request<pb::BatchGetUsersRequest>,
     ) -> GrpcResult<pb::BatchGetUsersResponse> {
-        self.service_or_operator(&request, Grant::Lookups, "BatchGetUsers")?;
+        self.service_or_operator(&request, Grant::BatchLookups, "BatchGetUsers")?;
         let asked = request.into_inner().user_ids;
         if asked.is_empty() {
             return Err(UserError::invalid("user_ids", "give at least one id").into());

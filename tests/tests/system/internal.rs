@@ -261,7 +261,7 @@ async fn named_services_each_call_what_they_are_granted_and_are_counted_by_name(
         let path = dir.path().join("services.yaml");
         let hashes: Vec<String> = orders_secrets.iter().map(|s| sha256(s)).collect();
         let file = format!(
-            "services:\n  - name: orders\n    secrets_sha256: [{}]\n    may: [lookups]\n  \
+            "services:\n  - name: orders\n    secrets_sha256: [{}]\n    may: [lookups, batch_lookups]\n  \
              - name: feed\n    secrets_sha256: [{}]\n    may: [revocations]\n    rate: 3/600\n",
             hashes.join(", "),
             sha256(FEED)
