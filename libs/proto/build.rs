@@ -7,6 +7,7 @@ const PROTOS: &[&str] = &[
     "verimail/user/v1/user.proto",
     "verimail/auth/v1/auth.proto",
     "verimail/email/v1/email.proto",
+    "verimail/email/v1/webhooks.proto",
     "verimail/events/v1/events.proto",
     "verimail/ops/v1/parking.proto",
 ];

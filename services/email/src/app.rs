@@ -14,6 +14,7 @@ use verimail_events::parking::{self, Parking};
 use verimail_mail::Mailer;
 use verimail_proto::auth::v1::auth_service_client::AuthServiceClient;
 use verimail_proto::email::v1::email_service_server::{EmailServiceServer, SERVICE_NAME};
+use verimail_proto::email::v1::webhook_service_server::{SERVICE_NAME as WEBHOOK_SERVICE_NAME, WebhookServiceServer};
 use verimail_server::grpc::{Background, Check};
 use verimail_server::shutdown::Shutdown;
 use verimail_startup::backbone::Backbone;
@@ -28,6 +29,8 @@ pub struct App {
     bounce_listener: Option<(crate::bounce::listener::Listener, Arc<crate::bounce::inbox::Inbox>)>,
     /// The development mailbox, bound.
     mailbox: Option<crate::mailbox::Mailbox>,
+    webhooks: crate::webhooks::Webhooks,
+    webhook_consumers: [bus::ConsumerSpec; 2],
 }
 
 impl App {
@@ -76,7 +79,10 @@ impl App {
             }
             _ => None,
         };
+        let webhooks = crate::webhooks::Webhooks::new(backbone.db.clone(), config.webhooks.clone())?;
         Ok(App {
+            webhook_consumers: crate::webhooks::intake::specs(config.backbone.streams),
+            webhooks,
             mailbox,
             backbone,
             courier,
@@ -106,7 +112,11 @@ impl App {
         let service = EmailServiceServer::new(EmailGrpc { courier: self.courier.clone() })
             .max_decoding_message_size(verimail_server::grpc::MAX_MESSAGE_BYTES);
         let service = InterceptedService::new(service, self.admin.guard());
-        let parking = Parking::server(js.clone(), vec![self.consumer.durable], self.admin);
+        let webhook_service = WebhookServiceServer::new(crate::grpc::WebhookGrpc { webhooks: self.webhooks.clone() });
+        let webhook_service = InterceptedService::new(webhook_service, self.admin.guard());
+        let [users_intake, email_intake] = self.webhook_consumers;
+        let durables = vec![self.consumer.durable, users_intake.durable, email_intake.durable];
+        let parking = Parking::server(js.clone(), durables, self.admin);
         let mailer = self.courier.mailer.clone();
         let (smtp, smtp_probe) = Check::every("smtp", self.smtp_check_interval, shutdown.clone(), move || {
             let mailer = mailer.clone();
@@ -116,18 +126,27 @@ impl App {
         let courier = self.courier;
         let handler = move |delivery| courier.clone().handle(delivery);
         let mut background: Vec<Background> = vec![
-            Box::pin(bus::consume(js, self.consumer, handler, shutdown.clone())),
+            Box::pin(bus::consume(js.clone(), self.consumer, handler, shutdown.clone())),
             smtp_probe,
             Box::pin(relay.run(shutdown.clone())),
+            Box::pin(self.webhooks.clone().dispatch(shutdown.clone())),
         ];
+        for intake in [users_intake, email_intake] {
+            let webhooks = self.webhooks.clone();
+            let take = move |delivery| {
+                let webhooks = webhooks.clone();
+                async move { webhooks.take(delivery).await }
+            };
+            background.push(Box::pin(bus::consume(js.clone(), intake, take, shutdown.clone())));
+        }
         if let Some((listener, inbox)) = self.bounce_listener {
             background.push(Box::pin(listener.run(inbox, shutdown.clone())));
         }
         if let Some(mailbox) = self.mailbox {
             background.push(Box::pin(mailbox.run(shutdown.clone())));
         }
-        let routes = Routes::new(service).add_service(parking);
-        let served = vec![SERVICE_NAME, parking::SERVICE_NAME];
+        let routes = Routes::new(service).add_service(webhook_service).add_service(parking);
+        let served = vec![SERVICE_NAME, WEBHOOK_SERVICE_NAME, parking::SERVICE_NAME];
         self.backbone.serve(routes, served, background, vec![smtp], shutdown).await
     }
 }

@@ -61,6 +61,8 @@ pub struct Config {
     pub bounce_listener: Option<crate::bounce::listener::ListenerConfig>,
     /// `BOUNCE_SOFT_LIMIT` soft bounces within `BOUNCE_SOFT_WINDOW_SECONDS` suppress an address.
     pub soft_limit: crate::suppression::SoftLimit,
+    /// `WEBHOOK_*`: see [`WebhookConfig`](crate::webhooks::WebhookConfig).
+    pub webhooks: crate::webhooks::WebhookConfig,
     /// `MAILBOX_HTTP_ADDR`: the development mailbox (see [`crate::mailbox`]); none in production
     /// or with `SMTP_URL`.
     pub mailbox_addr: Option<String>,
@@ -136,6 +138,7 @@ impl Config {
             bounce_listener: crate::bounce::listener::ListenerConfig::from_vars(vars, bounces.as_ref())?,
             bounces,
             soft_limit: soft_limit(vars)?,
+            webhooks: crate::webhooks::WebhookConfig::from_vars(vars)?,
             mailbox_addr,
             address_key,
             dkim,

@@ -21,6 +21,8 @@ pub enum EmailError {
     NotSuppressed(String),
     #[error("email-service has written to no user {0} (or only before the account was deleted)")]
     NoMailForUser(String),
+    #[error("no webhook endpoint {0}")]
+    NoEndpoint(String),
     /// A preview could not be made: auth-service did not answer, or a template failed.
     #[error("{0}")]
     Unavailable(String),
@@ -38,9 +40,10 @@ impl From<EmailError> for Status {
     fn from(err: EmailError) -> Status {
         match err {
             EmailError::InvalidArgument { field, reason } => verimail_server::grpc::invalid_argument(field, reason),
-            EmailError::NotFound(_) | EmailError::NotSuppressed(_) | EmailError::NoMailForUser(_) => {
-                Status::not_found(err.to_string())
-            }
+            EmailError::NotFound(_)
+            | EmailError::NotSuppressed(_)
+            | EmailError::NoMailForUser(_)
+            | EmailError::NoEndpoint(_) => Status::not_found(err.to_string()),
             EmailError::Unavailable(reason) => Status::unavailable(reason),
             EmailError::NotRetryable(_)
             | EmailError::Erased

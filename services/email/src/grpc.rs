@@ -235,3 +235,108 @@ fn email_kind(kind: pb::EmailKind) -> Result<(&'static str, bool), EmailError> {
 fn locale(raw: &str) -> Result<Option<String>, EmailError> {
     verimail_server::locale::parse(raw).map_err(|e| EmailError::invalid("locale", e))
 }
+
+/// Webhook endpoints and their deliveries: for operators too (the same guard).
+pub struct WebhookGrpc {
+    pub webhooks: crate::webhooks::Webhooks,
+}
+
+#[tonic::async_trait]
+impl pb::webhook_service_server::WebhookService for WebhookGrpc {
+    async fn create_webhook_endpoint(
+        &self,
+        request: Request<pb::CreateWebhookEndpointRequest>,
+    ) -> GrpcResult<pb::CreateWebhookEndpointResponse> {
+        let request = request.into_inner();
+        let (endpoint, secret) = self.webhooks.create(&request.url, &request.event_types, &request.description).await?;
+        Ok(Response::new(pb::CreateWebhookEndpointResponse { endpoint: Some(endpoint_to_proto(endpoint)), secret }))
+    }
+
+    async fn list_webhook_endpoints(
+        &self,
+        _request: Request<pb::ListWebhookEndpointsRequest>,
+    ) -> GrpcResult<pb::ListWebhookEndpointsResponse> {
+        let endpoints = self.webhooks.endpoints().await?;
+        Ok(Response::new(pb::ListWebhookEndpointsResponse {
+            endpoints: endpoints.into_iter().map(endpoint_to_proto).collect(),
+        }))
+    }
+
+    async fn set_webhook_endpoint_enabled(
+        &self,
+        request: Request<pb::SetWebhookEndpointEnabledRequest>,
+    ) -> GrpcResult<pb::SetWebhookEndpointEnabledResponse> {
+        let request = request.into_inner();
+        let endpoint = self.webhooks.set_enabled(&endpoint_id(&request.id)?, request.enabled).await?;
+        Ok(Response::new(pb::SetWebhookEndpointEnabledResponse { endpoint: Some(endpoint_to_proto(endpoint)) }))
+    }
+
+    async fn delete_webhook_endpoint(
+        &self,
+        request: Request<pb::DeleteWebhookEndpointRequest>,
+    ) -> GrpcResult<pb::DeleteWebhookEndpointResponse> {
+        self.webhooks.delete(&endpoint_id(&request.into_inner().id)?).await?;
+        Ok(Response::new(pb::DeleteWebhookEndpointResponse {}))
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        request: Request<pb::ListWebhookDeliveriesRequest>,
+    ) -> GrpcResult<pb::ListWebhookDeliveriesResponse> {
+        use crate::store::webhook_deliveries::Status as Stored;
+        let request = request.into_inner();
+        let endpoint = endpoint_id(&request.endpoint_id)?;
+        let status = match request.status() {
+            pb::WebhookDeliveryStatus::Unspecified => None,
+            pb::WebhookDeliveryStatus::Pending => Some(Stored::Pending),
+            pb::WebhookDeliveryStatus::Delivered => Some(Stored::Delivered),
+            pb::WebhookDeliveryStatus::Parked => Some(Stored::Parked),
+        };
+        let filters = [endpoint.as_str(), request.status().as_str_name()];
+        let page = Page::parse(request.page_size, &request.page_token, 20, 100, &filters)?;
+        let rows = self.webhooks.deliveries(&endpoint, status, page.after.as_deref(), page.fetch()).await?;
+        let (rows, next_page_token) = page.finish(rows, |(row, _)| &row.id);
+        let deliveries = rows
+            .into_iter()
+            .map(|(row, attempts)| pb::WebhookDelivery {
+                status: match row.status {
+                    Stored::Pending => pb::WebhookDeliveryStatus::Pending,
+                    Stored::Delivered => pb::WebhookDeliveryStatus::Delivered,
+                    Stored::Parked => pb::WebhookDeliveryStatus::Parked,
+                } as i32,
+                id: row.id,
+                endpoint_id: row.endpoint_id,
+                event_type: row.event_type,
+                user_id: row.user_id,
+                created_at: rfc3339(row.created_at),
+                next_attempt_at: rfc3339(row.next_attempt_at),
+                attempts: attempts
+                    .into_iter()
+                    .map(|a| pb::WebhookAttempt {
+                        at: rfc3339(a.at),
+                        http_status: a.http_status,
+                        answer: a.answer,
+                        duration_ms: a.duration_ms,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListWebhookDeliveriesResponse { deliveries, next_page_token }))
+    }
+}
+
+fn endpoint_to_proto(row: crate::store::webhook_endpoints::Model) -> pb::WebhookEndpoint {
+    pb::WebhookEndpoint {
+        id: row.id,
+        url: row.url,
+        event_types: row.event_types.split(' ').map(str::to_owned).collect(),
+        description: row.description,
+        enabled: row.enabled,
+        created_at: rfc3339(row.created_at),
+    }
+}
+
+/// An endpoint id as the RPCs take it: a UUID.
+fn endpoint_id(raw: &str) -> Result<String, EmailError> {
+    uuid::Uuid::parse_str(raw.trim()).map(|id| id.to_string()).map_err(|_| EmailError::invalid("id", "must be a UUID"))
+}

@@ -1,12 +1,14 @@
 //! email-service: the courier. Consumes the users.* events that ask for an email, asks
 //! auth-service for a token, renders a text + HTML email and sends it over SMTP, recording
 //! every delivery (pending, sent, failed, parked); reads what comes back and keeps the
-//! suppression list. It decides nothing about users or tokens: it carries what the others
+//! suppression list; and POSTs the events a team's services act on to the webhook endpoints
+//! an operator registers. It decides nothing about users or tokens: it carries what the others
 //! decided.
 //!
 //! Where things are: [`grpc`] is the ops API's adapter over [`courier`] (sending),
-//! [`courier::ledger`] (what became of each email) and [`suppression`] (what came back); [`store`] has
-//! one module per table; [`app`] puts them together.
+//! [`courier::ledger`] (what became of each email), [`suppression`] (what came back) and
+//! [`webhooks`] (the events POSTed to a team's endpoints); [`store`] has one module per table;
+//! [`app`] puts them together.
 
 pub mod address_key;
 pub mod app;
@@ -19,6 +21,7 @@ pub mod mailbox;
 pub mod metrics;
 pub mod store;
 pub mod suppression;
+pub mod webhooks;
 
 pub use app::App;
 pub use config::Config;

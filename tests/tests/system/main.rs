@@ -34,6 +34,7 @@ mod takeover;
 mod tls;
 mod traces;
 mod verification;
+mod webhooks;
 
 use std::time::Duration;
 

@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
         migrations.extend(verimail_events::outbox::migration::migrations());
         migrations.push(Box::new(add_locale::migration()));
         migrations.push(Box::new(add_bounce_reasons::migration()));
+        migrations.push(Box::new(create_webhooks::migration()));
         migrations
     }
 }
@@ -235,6 +236,121 @@ mod add_bounce_reasons {
                     .to_owned(),
             ],
             indexes: vec![],
+        }
+    }
+}
+
+mod create_webhooks {
+    use sea_orm_migration::prelude::*;
+    use sea_orm_migration::schema::*;
+
+    #[derive(DeriveIden)]
+    enum WebhookEndpoints {
+        Table,
+        Id,
+        Url,
+        EventTypes,
+        Description,
+        Secret,
+        Enabled,
+        CreatedAt,
+    }
+
+    #[derive(DeriveIden)]
+    enum WebhookDeliveries {
+        Table,
+        Id,
+        EndpointId,
+        EventId,
+        EventType,
+        UserId,
+        Payload,
+        Status,
+        Attempts,
+        NextAttemptAt,
+        CreatedAt,
+        DeliveredAt,
+    }
+
+    #[derive(DeriveIden)]
+    enum WebhookAttempts {
+        Table,
+        Id,
+        DeliveryId,
+        At,
+        HttpStatus,
+        Answer,
+        DurationMs,
+    }
+
+    /// Webhook endpoints, the deliveries owed to them, and each attempt's answer.
+    pub fn migration() -> verimail_events::db::SchemaMigration {
+        verimail_events::db::SchemaMigration {
+            name: "m20261205_000002_create_webhooks",
+            tables: vec![
+                Table::create()
+                    .table(WebhookEndpoints::Table)
+                    .col(string(WebhookEndpoints::Id).primary_key())
+                    .col(text(WebhookEndpoints::Url))
+                    .col(text(WebhookEndpoints::EventTypes))
+                    .col(text(WebhookEndpoints::Description))
+                    .col(string(WebhookEndpoints::Secret))
+                    .col(boolean(WebhookEndpoints::Enabled))
+                    .col(timestamp_with_time_zone(WebhookEndpoints::CreatedAt))
+                    .to_owned(),
+                Table::create()
+                    .table(WebhookDeliveries::Table)
+                    .col(string(WebhookDeliveries::Id).primary_key())
+                    .col(string(WebhookDeliveries::EndpointId))
+                    .col(string(WebhookDeliveries::EventId))
+                    .col(string(WebhookDeliveries::EventType))
+                    .col(string(WebhookDeliveries::UserId))
+                    .col(text(WebhookDeliveries::Payload))
+                    .col(string_len(WebhookDeliveries::Status, 16))
+                    .col(integer(WebhookDeliveries::Attempts))
+                    .col(timestamp_with_time_zone(WebhookDeliveries::NextAttemptAt))
+                    .col(timestamp_with_time_zone(WebhookDeliveries::CreatedAt))
+                    .col(timestamp_with_time_zone_null(WebhookDeliveries::DeliveredAt))
+                    .to_owned(),
+                Table::create()
+                    .table(WebhookAttempts::Table)
+                    .col(string(WebhookAttempts::Id).primary_key())
+                    .col(string(WebhookAttempts::DeliveryId))
+                    .col(timestamp_with_time_zone(WebhookAttempts::At))
+                    .col(integer(WebhookAttempts::HttpStatus))
+                    .col(text(WebhookAttempts::Answer))
+                    .col(big_integer(WebhookAttempts::DurationMs))
+                    .to_owned(),
+            ],
+            alters: vec![],
+            indexes: vec![
+                Index::create()
+                    .name("webhook_deliveries_event")
+                    .table(WebhookDeliveries::Table)
+                    .col(WebhookDeliveries::EndpointId)
+                    .col(WebhookDeliveries::EventId)
+                    .unique()
+                    .to_owned(),
+                Index::create()
+                    .name("webhook_deliveries_due")
+                    .table(WebhookDeliveries::Table)
+                    .col(WebhookDeliveries::EndpointId)
+                    .col(WebhookDeliveries::Status)
+                    .col(WebhookDeliveries::NextAttemptAt)
+                    .to_owned(),
+                Index::create()
+                    .name("webhook_deliveries_user")
+                    .table(WebhookDeliveries::Table)
+                    .col(WebhookDeliveries::EndpointId)
+                    .col(WebhookDeliveries::UserId)
+                    .col(WebhookDeliveries::Id)
+                    .to_owned(),
+                Index::create()
+                    .name("webhook_attempts_delivery")
+                    .table(WebhookAttempts::Table)
+                    .col(WebhookAttempts::DeliveryId)
+                    .to_owned(),
+            ],
         }
     }
 }

@@ -5,5 +5,7 @@ pub mod bounces;
 pub mod deliveries;
 pub mod migrations;
 pub mod suppressions;
+pub mod webhook_deliveries;
+pub mod webhook_endpoints;
 
 pub use migrations::Migrator;

@@ -1,0 +1,215 @@
+//! Webhooks on real parts: a receiver outside Rust (tests/webhook_receiver.py, verifying every
+//! delivery with the `standardwebhooks` package), endpoints registered over the ops RPCs, and
+//! the events of real registrations, verifications and deletions.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tonic::Code;
+use verimail_proto::email::v1::webhook_service_client::WebhookServiceClient;
+use verimail_proto::email::v1::{
+    CreateWebhookEndpointRequest, ListWebhookDeliveriesRequest, SetWebhookEndpointEnabledRequest, WebhookDeliveryStatus,
+};
+use verimail_proto::user::v1::DeleteUserRequest;
+use verimail_system_tests::{Operator, Ops, Stack, StackOptions};
+
+/// The receiver, a process of its own, killed when the test ends.
+struct Receiver {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        use std::io::BufRead as _;
+        let dir = tempfile::tempdir().expect("a folder for the receiver");
+        let port = verimail_testkit::free_port();
+        let script = format!("{}/webhook_receiver.py", env!("CARGO_MANIFEST_DIR"));
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let mut child = std::process::Command::new("python3")
+            .args([script, port.to_string(), path("secret"), path("received"), path("control")])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs the receiver");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("its output")).read_line(&mut line).expect("a line");
+        assert_eq!(line.trim(), "listening", "the receiver did not start (pip install standardwebhooks)");
+        Receiver { child, port, dir }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hooks/verimail", self.port)
+    }
+
+    fn set(&self, name: &str, text: &str) {
+        std::fs::write(self.dir.path().join(name), text).expect("write");
+    }
+
+    /// What it recorded, in the order it took it.
+    fn received(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.dir.path().join("received")).unwrap_or_default();
+        text.lines().map(|line| serde_json::from_str(line).expect("a JSON line")).collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn webhooks(stack: &Stack) -> WebhookServiceClient<Ops> {
+    let channel = verimail_server::tls::GrpcTls::off().channel("test", &stack.grpc_addrs[2].to_string()).unwrap();
+    WebhookServiceClient::new(Operator::new().channel(channel))
+}
+
+async fn create(stack: &Stack, url: &str, types: &[&str]) -> Result<(String, String), tonic::Status> {
+    let request = CreateWebhookEndpointRequest {
+        url: url.to_owned(),
+        event_types: types.iter().map(|t| t.to_string()).collect(),
+        description: "the test's receiver".into(),
+    };
+    let created = webhooks(stack).create_webhook_endpoint(request).await?.into_inner();
+    Ok((created.endpoint.expect("the endpoint").id, created.secret))
+}
+
+/// Waits (at most `limit`) until `done` holds of what the receiver took.
+async fn until(
+    receiver: &Receiver,
+    limit: Duration,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let received = receiver.received();
+        if done(&received) {
+            return received;
+        }
+        assert!(Instant::now() < deadline, "not received within {limit:?}; so far: {received:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_a_standard_webhooks_receiver_once_each_in_order_through_its_failures() {
+    let email_vars = vec![
+        ("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true".to_owned()),
+        ("WEBHOOK_RETRY_SCHEDULE", "0.2,0.4,0.8,1.6,3.2".to_owned()),
+    ];
+    let stack = Stack::start_with(StackOptions { email_vars, ..StackOptions::default() }).await;
+    let receiver = Receiver::start();
+    // It fails the first five requests: deliveries are retried, on schedule.
+    receiver.set("control", "fail 5");
+    let (endpoint, secret) = create(&stack, &receiver.url(), &["users.verified", "users.deleted"]).await.unwrap();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    receiver.set("secret", &secret);
+
+    let mut users = Vec::new();
+    for n in 0..3 {
+        users.push(stack.verified(&format!("hooked{n}@example.com"), "correct horse battery").await);
+    }
+    let deleted = &users[0];
+    stack
+        .users
+        .clone()
+        .delete_user(DeleteUserRequest { user_id: deleted.clone(), ..Default::default() })
+        .await
+        .unwrap();
+
+    let received = until(&receiver, Duration::from_secs(30), |received| {
+        let types: Vec<&str> = received.iter().filter_map(|r| r["type"].as_str()).collect();
+        types.iter().filter(|t| **t == "users.verified").count() == 3 && types.contains(&"users.deleted")
+    })
+    .await;
+    assert!(received.iter().all(|r| r.get("invalid").is_none()), "every signature verifies: {received:#?}");
+    // Once each: a second arrival of an event would carry its first's webhook-id.
+    let mut ids: HashMap<String, String> = HashMap::new();
+    for r in &received {
+        let (event, id) = (r["event_id"].as_str().unwrap().to_owned(), r["id"].as_str().unwrap().to_owned());
+        assert_eq!(ids.entry(event).or_insert_with(|| id.clone()), &id, "a duplicate with another webhook-id");
+    }
+    assert_eq!(ids.len(), 4, "four events: {received:#?}");
+    // In order per user: the deleted user's verification came before its deletion.
+    let of_deleted: Vec<&str> =
+        received.iter().filter(|r| r["user_id"] == deleted.as_str()).filter_map(|r| r["type"].as_str()).collect();
+    assert_eq!(of_deleted.first(), Some(&"users.verified"), "{of_deleted:?}");
+    assert_eq!(of_deleted.last(), Some(&"users.deleted"), "{of_deleted:?}");
+
+    // What the operator sees: each delivered, the failed attempts with their answers.
+    let request = ListWebhookDeliveriesRequest { endpoint_id: endpoint.clone(), ..Default::default() };
+    let listed = webhooks(&stack).list_webhook_deliveries(request).await.unwrap().into_inner().deliveries;
+    assert_eq!(listed.len(), 4, "{listed:#?}");
+    assert!(listed.iter().all(|d| d.status() == WebhookDeliveryStatus::Delivered), "{listed:#?}");
+    let failed: usize = listed.iter().map(|d| d.attempts.iter().filter(|a| a.http_status == 500).count()).sum();
+    assert_eq!(failed, 5, "the five 500s, each recorded: {listed:#?}");
+    assert!(listed.iter().all(|d| d.attempts.last().is_some_and(|a| a.http_status == 200)));
+
+    // Disabled, an endpoint takes nothing; its deliveries wait, and go out once it is enabled.
+    let disable = SetWebhookEndpointEnabledRequest { id: endpoint.clone(), enabled: false };
+    assert!(
+        !webhooks(&stack).set_webhook_endpoint_enabled(disable).await.unwrap().into_inner().endpoint.unwrap().enabled
+    );
+    let late = stack.verified("late@example.com", "correct horse battery").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!receiver.received().iter().any(|r| r["user_id"] == late.as_str()), "sent while disabled");
+    let enable = SetWebhookEndpointEnabledRequest { id: endpoint.clone(), enabled: true };
+    webhooks(&stack).set_webhook_endpoint_enabled(enable).await.unwrap();
+    until(&receiver, Duration::from_secs(10), |received| received.iter().any(|r| r["user_id"] == late.as_str())).await;
+}
+
+/// Without WEBHOOK_ALLOW_PRIVATE_NETWORKS, endpoints inside the network are refused when they
+/// are registered, and a name that resolves to one reaches nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_inside_the_network_are_refused() {
+    let stack = Stack::start_with(StackOptions {
+        email_vars: vec![("WEBHOOK_RETRY_SCHEDULE", "0.2".to_owned())],
+        ..StackOptions::default()
+    })
+    .await;
+    for url in [
+        "http://127.0.0.1:8080/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/hook",
+        "http://[::1]:8080/hook",
+        "http://localhost:8080/hook",
+        "ftp://example.com/hook",
+    ] {
+        let refused = create(&stack, url, &["users.verified"]).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{url}: {refused:?}");
+    }
+    let unknown = create(&stack, "https://example.com/hook", &["users.registered"]).await.unwrap_err();
+    assert_eq!(unknown.code(), Code::InvalidArgument, "not an event webhooks carry: {unknown:?}");
+
+    // A name of this machine (from /etc/hosts) resolves to loopback: registered, since a name
+    // may move, but no connection is made to it.
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let name = hosts
+        .lines()
+        .filter(|line| line.starts_with("127.") || line.starts_with("::1"))
+        .flat_map(|line| line.split_whitespace().skip(1))
+        .find(|name| !name.starts_with('#') && *name != "localhost" && !name.ends_with(".localhost"))
+        .expect("/etc/hosts names this machine at a loopback address besides localhost")
+        .to_owned();
+    let receiver = Receiver::start();
+    let url = format!("http://{name}:{}/hooks", receiver.port);
+    let (endpoint, secret) = create(&stack, &url, &["users.verified"]).await.unwrap();
+    receiver.set("secret", &secret);
+    stack.verified("inside@example.com", "correct horse battery").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let refused = loop {
+        let request = ListWebhookDeliveriesRequest { endpoint_id: endpoint.clone(), ..Default::default() };
+        let listed = webhooks(&stack).list_webhook_deliveries(request).await.unwrap().into_inner().deliveries;
+        if let Some(delivery) = listed.first().filter(|d| d.status() == WebhookDeliveryStatus::Parked) {
+            break delivery.clone();
+        }
+        assert!(Instant::now() < deadline, "not parked: {listed:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(refused.attempts.len(), 2, "the first attempt and one retry: {refused:#?}");
+    for attempt in &refused.attempts {
+        assert_eq!(attempt.http_status, 0, "{attempt:?}");
+        assert!(attempt.answer.contains("no public address"), "{attempt:?}");
+    }
+    assert!(receiver.received().is_empty(), "the receiver heard nothing");
+}
