@@ -136,6 +136,12 @@ async fn events_reach_a_standard_webhooks_receiver_once_each_in_order_through_it
     assert_eq!(of_deleted.first(), Some(&"users.verified"), "{of_deleted:?}");
     assert_eq!(of_deleted.last(), Some(&"users.deleted"), "{of_deleted:?}");
 
+    // The deleted user's address is kept nowhere, the bodies sent about it included.
+    verimail_system_tests::eventually("the deleted address is forgotten", Duration::from_secs(10), || async {
+        stack.find_everywhere("hooked0@example.com").await.is_empty()
+    })
+    .await;
+
     // What the operator sees: each delivered, the failed attempts with their answers.
     let request = ListWebhookDeliveriesRequest { endpoint_id: endpoint.clone(), ..Default::default() };
     let listed = webhooks(&stack).list_webhook_deliveries(request).await.unwrap().into_inner().deliveries;

@@ -192,6 +192,18 @@ pub async fn page<C: ConnectionTrait>(
         .collect())
 }
 
+/// Forgets what the finished deliveries of a deleted user said (their bodies hold its
+/// address); those still pending go out first, then are forgotten the same way.
+pub async fn erase_finished<C: ConnectionTrait>(conn: &C, user_id: &str) -> Result<(), DbErr> {
+    Entity::update_many()
+        .col_expr(Column::Payload, Expr::value(""))
+        .filter(Column::UserId.eq(user_id))
+        .filter(Column::Status.is_in([Status::Delivered, Status::Parked]))
+        .exec(conn)
+        .await
+        .map(drop)
+}
+
 /// Removes an endpoint's deliveries and their attempts.
 pub async fn delete_of_endpoint<C: ConnectionTrait>(conn: &C, endpoint: &str) -> Result<(), DbErr> {
     let ids = Entity::find()

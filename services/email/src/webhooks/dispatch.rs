@@ -98,6 +98,10 @@ impl Webhooks {
                 tracing::warn!(endpoint = %endpoint.id, delivery = %delivery.id, attempts = delivery.attempts + 1, "webhook delivery parked: every attempt failed");
             }
             webhook_deliveries::settle(&writer, &delivery.id, attempt, delivered, retry_at).await?;
+            // Its user was deleted meanwhile: what it said (the address) is not kept.
+            if !verimail_events::erasure::buried(&self.db, &[delivery.user_id.as_str()]).await?.is_empty() {
+                webhook_deliveries::erase_finished(&writer, &delivery.user_id).await?;
+            }
         }
         Ok(tried)
     }

@@ -52,11 +52,14 @@ impl Webhooks {
                 delivered_at: None,
             })
             .collect();
-        if owed.is_empty() {
-            return Ok(());
+        let writer = verimail_events::db::writer(&self.db);
+        if !owed.is_empty() {
+            webhook_deliveries::owe(&writer, owed).await?;
+            self.wake.notify_waiters();
         }
-        webhook_deliveries::owe(&verimail_events::db::writer(&self.db), owed).await?;
-        self.wake.notify_waiters();
+        if event.event_type == verimail_proto::subjects::USERS_DELETED {
+            webhook_deliveries::erase_finished(&writer, &event.user_id).await?;
+        }
         Ok(())
     }
 }
