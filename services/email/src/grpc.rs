@@ -323,6 +323,56 @@ impl pb::webhook_service_server::WebhookService for WebhookGrpc {
             .collect();
         Ok(Response::new(pb::ListWebhookDeliveriesResponse { deliveries, next_page_token }))
     }
+
+    async fn replay_webhook_deliveries(
+        &self,
+        request: Request<pb::ReplayWebhookDeliveriesRequest>,
+    ) -> GrpcResult<pb::ReplayWebhookDeliveriesResponse> {
+        let request = request.into_inner();
+        let endpoint = endpoint_id(&request.endpoint_id)?;
+        let time = |field: &'static str, raw: &str| {
+            chrono::DateTime::parse_from_rfc3339(raw.trim())
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| EmailError::invalid(field, "must be an RFC 3339 time, e.g. 2026-12-05T10:00:00Z"))
+        };
+        let (id, range) = match (request.delivery_id.trim(), request.since.trim(), request.until.trim()) {
+            (id, "", "") if !id.is_empty() => (Some(id.to_owned()), None),
+            ("", since, until) if !since.is_empty() && !until.is_empty() => {
+                let (since, until) = (time("since", since)?, time("until", until)?);
+                if since > until {
+                    return Err(EmailError::invalid("until", "is before since").into());
+                }
+                (None, Some((since, until)))
+            }
+            _ => return Err(EmailError::invalid("delivery_id", "give one delivery_id, or since and until").into()),
+        };
+        let replayed = self.webhooks.replay(&endpoint, id.as_deref(), range).await?;
+        Ok(Response::new(pb::ReplayWebhookDeliveriesResponse { replayed: i64::try_from(replayed).unwrap_or(i64::MAX) }))
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        request: Request<pb::RotateWebhookSecretRequest>,
+    ) -> GrpcResult<pb::RotateWebhookSecretResponse> {
+        const DAY: u64 = 24 * 3600;
+        let request = request.into_inner();
+        let keep = match request.previous_valid_seconds {
+            ..0 => return Err(EmailError::invalid("previous_valid_seconds", "must not be negative").into()),
+            0 => DAY,
+            seconds => u64::try_from(seconds).unwrap_or(u64::MAX),
+        };
+        if keep > 30 * DAY {
+            return Err(EmailError::invalid("previous_valid_seconds", "at most 30 days (2592000)").into());
+        }
+        let (endpoint, secret) =
+            self.webhooks.rotate(&endpoint_id(&request.id)?, std::time::Duration::from_secs(keep)).await?;
+        let previous_valid_until = endpoint.previous_until.map(rfc3339).unwrap_or_default();
+        Ok(Response::new(pb::RotateWebhookSecretResponse {
+            endpoint: Some(endpoint_to_proto(endpoint)),
+            secret,
+            previous_valid_until,
+        }))
+    }
 }
 
 fn endpoint_to_proto(row: crate::store::webhook_endpoints::Model) -> pb::WebhookEndpoint {

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use tonic::Code;
 use verimail_proto::email::v1::webhook_service_client::WebhookServiceClient;
 use verimail_proto::email::v1::{
-    CreateWebhookEndpointRequest, ListWebhookDeliveriesRequest, SetWebhookEndpointEnabledRequest, WebhookDeliveryStatus,
+    CreateWebhookEndpointRequest, ListWebhookDeliveriesRequest, ReplayWebhookDeliveriesRequest,
+    RotateWebhookSecretRequest, SetWebhookEndpointEnabledRequest, WebhookDeliveryStatus,
 };
 use verimail_proto::user::v1::DeleteUserRequest;
 use verimail_system_tests::{Operator, Ops, Stack, StackOptions};
@@ -162,6 +163,38 @@ async fn events_reach_a_standard_webhooks_receiver_once_each_in_order_through_it
     let enable = SetWebhookEndpointEnabledRequest { id: endpoint.clone(), enabled: true };
     webhooks(&stack).set_webhook_endpoint_enabled(enable).await.unwrap();
     until(&receiver, Duration::from_secs(10), |received| received.iter().any(|r| r["user_id"] == late.as_str())).await;
+
+    // A rotated secret: the previous one signs beside it, so the receiver still holding it
+    // verifies; once it holds the new one, that verifies too.
+    let rotate = RotateWebhookSecretRequest { id: endpoint.clone(), previous_valid_seconds: 0 };
+    let rotated = webhooks(&stack).rotate_webhook_secret(rotate).await.unwrap().into_inner();
+    assert!(
+        rotated.secret.starts_with("whsec_") && rotated.secret != secret && !rotated.previous_valid_until.is_empty()
+    );
+    let before = stack.verified("rotating@example.com", "correct horse battery").await;
+    until(&receiver, Duration::from_secs(10), |received| received.iter().any(|r| r["user_id"] == before.as_str()))
+        .await;
+    receiver.set("secret", &rotated.secret);
+    let after = stack.verified("rotated@example.com", "correct horse battery").await;
+    until(&receiver, Duration::from_secs(10), |received| received.iter().any(|r| r["user_id"] == after.as_str())).await;
+    assert!(receiver.received().iter().all(|r| r.get("invalid").is_none()), "{:#?}", receiver.received());
+
+    // A replay sends a delivered delivery again, with its webhook-id (not a deleted user's:
+    // what it said is erased).
+    let again = listed.iter().find(|d| d.user_id != *deleted).expect("a living user's").id.clone();
+    let replay = ReplayWebhookDeliveriesRequest {
+        endpoint_id: endpoint.clone(),
+        delivery_id: again.clone(),
+        ..Default::default()
+    };
+    assert_eq!(webhooks(&stack).replay_webhook_deliveries(replay).await.unwrap().into_inner().replayed, 1);
+    until(&receiver, Duration::from_secs(10), |received| {
+        received.iter().filter(|r| r["id"] == again.as_str()).count() == 2
+    })
+    .await;
+    let vague = ReplayWebhookDeliveriesRequest { endpoint_id: endpoint.clone(), ..Default::default() };
+    let refused = webhooks(&stack).replay_webhook_deliveries(vague).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
 }
 
 /// Without WEBHOOK_ALLOW_PRIVATE_NETWORKS, endpoints inside the network are refused when they

@@ -252,6 +252,8 @@ mod create_webhooks {
         EventTypes,
         Description,
         Secret,
+        PreviousSecret,
+        PreviousUntil,
         Enabled,
         CreatedAt,
     }
@@ -295,6 +297,8 @@ mod create_webhooks {
                     .col(text(WebhookEndpoints::EventTypes))
                     .col(text(WebhookEndpoints::Description))
                     .col(string(WebhookEndpoints::Secret))
+                    .col(string_null(WebhookEndpoints::PreviousSecret))
+                    .col(timestamp_with_time_zone_null(WebhookEndpoints::PreviousUntil))
                     .col(boolean(WebhookEndpoints::Enabled))
                     .col(timestamp_with_time_zone(WebhookEndpoints::CreatedAt))
                     .to_owned(),

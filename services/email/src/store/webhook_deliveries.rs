@@ -204,6 +204,32 @@ pub async fn erase_finished<C: ConnectionTrait>(conn: &C, user_id: &str) -> Resu
         .map(drop)
 }
 
+/// Makes finished deliveries of `endpoint` pending again, due now, from the schedule's start:
+/// `id`'s, or those created from `since` to `until`. Erased ones (a deleted user's) stay as
+/// they are. How many.
+pub async fn replay<C: ConnectionTrait>(
+    conn: &C,
+    endpoint: &str,
+    id: Option<&str>,
+    range: Option<(DateTimeUtc, DateTimeUtc)>,
+    now: DateTimeUtc,
+) -> Result<u64, DbErr> {
+    let mut update = Entity::update_many()
+        .col_expr(Column::Status, Expr::value(Status::Pending))
+        .col_expr(Column::Attempts, Expr::value(0))
+        .col_expr(Column::NextAttemptAt, Expr::value(now))
+        .filter(Column::EndpointId.eq(endpoint))
+        .filter(Column::Status.is_in([Status::Delivered, Status::Parked]))
+        .filter(Column::Payload.ne(""));
+    if let Some(id) = id {
+        update = update.filter(Column::Id.eq(id));
+    }
+    if let Some((since, until)) = range {
+        update = update.filter(Column::CreatedAt.gte(since)).filter(Column::CreatedAt.lte(until));
+    }
+    Ok(update.exec(conn).await?.rows_affected)
+}
+
 /// Removes an endpoint's deliveries and their attempts.
 pub async fn delete_of_endpoint<C: ConnectionTrait>(conn: &C, endpoint: &str) -> Result<(), DbErr> {
     let ids = Entity::find()

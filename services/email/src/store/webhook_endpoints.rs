@@ -16,6 +16,9 @@ pub struct Model {
     pub description: String,
     /// `whsec_…`: the key of its deliveries' signatures.
     pub secret: String,
+    /// The secret before the last rotation, which signs beside it until `previous_until`.
+    pub previous_secret: Option<String>,
+    pub previous_until: Option<DateTimeUtc>,
     pub enabled: bool,
     pub created_at: DateTimeUtc,
 }
@@ -29,6 +32,27 @@ impl Model {
     pub fn wants(&self, event_type: &str) -> bool {
         self.event_types.split(' ').any(|wanted| wanted == event_type)
     }
+
+    /// The secrets that sign at `now`: the current one, and the previous while it is valid.
+    pub fn signing_secrets(&self, now: DateTimeUtc) -> Vec<&str> {
+        let previous = self.previous_secret.as_deref().filter(|_| self.previous_until.is_some_and(|until| now < until));
+        std::iter::once(self.secret.as_str()).chain(previous).collect()
+    }
+}
+
+/// Gives `id` the secret `secret`, the one before it signing until `previous_until`.
+pub async fn rotate<C: ConnectionTrait>(
+    conn: &C,
+    id: &str,
+    secret: String,
+    previous_until: DateTimeUtc,
+) -> Result<Option<Model>, DbErr> {
+    let Some(row) = get(conn, id).await? else { return Ok(None) };
+    let mut active = ActiveModel::from(row.clone());
+    active.previous_secret = Set(Some(row.secret));
+    active.previous_until = Set(Some(previous_until));
+    active.secret = Set(secret);
+    active.update(conn).await.map(Some)
 }
 
 pub async fn insert<C: ConnectionTrait>(conn: &C, row: Model) -> Result<(), DbErr> {

@@ -25,19 +25,17 @@ impl Webhooks {
         loop {
             match webhook_endpoints::all(&self.db).await {
                 Ok(endpoints) => {
-                    let enabled: HashMap<String, Endpoint> =
-                        endpoints.into_iter().filter(|e| e.enabled).map(|e| (e.id.clone(), e)).collect();
+                    let enabled: Vec<String> = endpoints.into_iter().filter(|e| e.enabled).map(|e| e.id).collect();
                     workers.retain(|id, worker| {
-                        let keep = enabled.contains_key(id) && !worker.is_finished();
+                        let keep = enabled.contains(id) && !worker.is_finished();
                         if !keep {
                             worker.abort();
                         }
                         keep
                     });
-                    for (id, endpoint) in enabled {
-                        workers
-                            .entry(id)
-                            .or_insert_with(|| tokio::spawn(self.clone().work(endpoint, shutdown.clone())));
+                    for id in enabled {
+                        let work = self.clone().work(id.clone(), shutdown.clone());
+                        workers.entry(id).or_insert_with(|| tokio::spawn(work));
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "webhook endpoints could not be read"),
@@ -53,13 +51,21 @@ impl Webhooks {
         }
     }
 
-    /// One endpoint's worker.
-    async fn work(self, endpoint: Endpoint, shutdown: Shutdown) {
+    /// One endpoint's worker: it reads the endpoint afresh each round (a rotated secret signs
+    /// at once) and ends when the endpoint is gone or disabled.
+    async fn work(self, id: String, shutdown: Shutdown) {
         loop {
-            let sent = match self.send_due(&endpoint).await {
-                Ok(sent) => sent,
+            let sent = match webhook_endpoints::get(&self.db, &id).await {
+                Ok(Some(endpoint)) if endpoint.enabled => match self.send_due(&endpoint).await {
+                    Ok(sent) => sent,
+                    Err(e) => {
+                        tracing::warn!(endpoint = %id, error = %e, "webhook deliveries could not be read");
+                        0
+                    }
+                },
+                Ok(_) => return,
                 Err(e) => {
-                    tracing::warn!(endpoint = %endpoint.id, error = %e, "webhook deliveries could not be read");
+                    tracing::warn!(endpoint = %id, error = %e, "the webhook endpoint could not be read");
                     0
                 }
             };
@@ -127,7 +133,8 @@ impl Webhooks {
             duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
         };
         let timestamp = at.timestamp();
-        let signature = match sign::signature(&endpoint.secret, &delivery.id, timestamp, &delivery.payload) {
+        let secrets = endpoint.signing_secrets(at);
+        let signature = match sign::signatures(&secrets, &delivery.id, timestamp, &delivery.payload) {
             Ok(signature) => signature,
             Err(why) => return (record(0, why), false),
         };

@@ -42,6 +42,8 @@ impl Webhooks {
             event_types: wanted.join(" "),
             description: description.trim().to_owned(),
             secret: secret.clone(),
+            previous_secret: None,
+            previous_until: None,
             enabled: true,
             created_at: chrono::Utc::now(),
         };
@@ -72,6 +74,38 @@ impl Webhooks {
             return Err(EmailError::NoEndpoint(id.to_owned()));
         }
         Ok(())
+    }
+
+    /// Sends finished deliveries again (one, or a range by creation): how many.
+    pub async fn replay(
+        &self,
+        endpoint: &str,
+        id: Option<&str>,
+        range: Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)>,
+    ) -> Result<u64, EmailError> {
+        if webhook_endpoints::get(&self.db, endpoint).await?.is_none() {
+            return Err(EmailError::NoEndpoint(endpoint.to_owned()));
+        }
+        let writer = verimail_events::db::writer(&self.db);
+        let replayed = webhook_deliveries::replay(&writer, endpoint, id, range, chrono::Utc::now()).await?;
+        self.wake.notify_waiters();
+        tracing::info!(endpoint, replayed, "webhook deliveries replayed");
+        Ok(replayed)
+    }
+
+    /// A new secret for `id`, the previous one signing beside it for `previous_valid`.
+    pub async fn rotate(
+        &self,
+        id: &str,
+        previous_valid: std::time::Duration,
+    ) -> Result<(Endpoint, String), EmailError> {
+        let secret = sign::new_secret();
+        let until = chrono::Utc::now() + chrono::Duration::from_std(previous_valid).unwrap_or(chrono::Duration::MAX);
+        let writer = verimail_events::db::writer(&self.db);
+        let endpoint = webhook_endpoints::rotate(&writer, id, secret.clone(), until).await?;
+        let endpoint = endpoint.ok_or_else(|| EmailError::NoEndpoint(id.to_owned()))?;
+        tracing::info!(endpoint = %endpoint.id, "webhook secret rotated");
+        Ok((endpoint, secret))
     }
 
     /// A page of an endpoint's deliveries, newest first, with their attempts.

@@ -16,6 +16,15 @@ pub fn new_secret() -> String {
     format!("{PREFIX}{}", STANDARD.encode(key))
 }
 
+/// The `webhook-signature` header's value for `body`, sent as `id` at `timestamp`, signed with
+/// each of `secrets` (two while one is rotated out), separated by spaces as the specification
+/// allows: a receiver holding either verifies.
+pub fn signatures(secrets: &[&str], id: &str, timestamp: i64, body: &str) -> Result<String, String> {
+    let signed: Result<Vec<String>, String> =
+        secrets.iter().map(|secret| signature(secret, id, timestamp, body)).collect();
+    Ok(signed?.join(" "))
+}
+
 /// The `webhook-signature` header's value for `body`, sent as `id` at `timestamp` (Unix
 /// seconds), signed with `secret`.
 pub fn signature(secret: &str, id: &str, timestamp: i64, body: &str) -> Result<String, String> {
