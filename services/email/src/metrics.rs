@@ -48,8 +48,71 @@ static SUPPRESSED: LazyLock<Gauge> = LazyLock::new(|| {
     verimail_server::metrics::register("suppressed_addresses", "Addresses on the suppression list", Gauge::default())
 });
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub endpoint: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabel {
+    pub endpoint: String,
+}
+
+/// Webhook attempts by endpoint (its id: the endpoints an operator registered) and `outcome`:
+/// delivered, failed (another attempt follows), parked.
+static WEBHOOK_ATTEMPTS: LazyLock<Family<WebhookLabels, Counter>> = LazyLock::new(|| {
+    verimail_server::metrics::register(
+        "webhook_attempts",
+        "Webhook attempts, by endpoint and outcome",
+        Family::default(),
+    )
+});
+
+/// How long endpoints take to answer.
+static WEBHOOK_DURATION: LazyLock<verimail_server::metrics::Histograms<EndpointLabel>> = LazyLock::new(|| {
+    verimail_server::metrics::register(
+        "webhook_attempt_duration_seconds",
+        "Time from a webhook attempt's start to its answer, by endpoint",
+        verimail_server::metrics::latency_histograms(),
+    )
+});
+
+/// The age of the oldest delivery an endpoint still owes (0 when it owes none): what an
+/// operator alerts on.
+static WEBHOOK_BACKLOG_AGE: LazyLock<Family<EndpointLabel, Gauge<f64, std::sync::atomic::AtomicU64>>> =
+    LazyLock::new(|| {
+        verimail_server::metrics::register(
+            "webhook_backlog_age_seconds",
+            "Age of the oldest webhook delivery pending for each endpoint",
+            Family::default(),
+        )
+    });
+
+pub fn webhook_attempt(endpoint: &str, outcome: &'static str, took: std::time::Duration) {
+    WEBHOOK_ATTEMPTS.get_or_create(&WebhookLabels { endpoint: endpoint.to_owned(), outcome }).inc();
+    WEBHOOK_DURATION.get_or_create(&EndpointLabel { endpoint: endpoint.to_owned() }).observe(took.as_secs_f64());
+}
+
+pub fn webhook_backlog(endpoint: &str, age: std::time::Duration) {
+    WEBHOOK_BACKLOG_AGE.get_or_create(&EndpointLabel { endpoint: endpoint.to_owned() }).set(age.as_secs_f64());
+}
+
+/// Forgets a removed endpoint's series.
+pub fn webhook_endpoint_removed(endpoint: &str) {
+    let label = EndpointLabel { endpoint: endpoint.to_owned() };
+    WEBHOOK_BACKLOG_AGE.remove(&label);
+    WEBHOOK_DURATION.remove(&label);
+    for outcome in ["delivered", "failed", "parked"] {
+        WEBHOOK_ATTEMPTS.remove(&WebhookLabels { endpoint: endpoint.to_owned(), outcome });
+    }
+}
+
 /// Registers the families (at build, so `/metrics` shows them before the first delivery).
 pub fn register() {
+    LazyLock::force(&WEBHOOK_ATTEMPTS);
+    LazyLock::force(&WEBHOOK_DURATION);
+    LazyLock::force(&WEBHOOK_BACKLOG_AGE);
     LazyLock::force(&EMAILS);
     LazyLock::force(&BOUNCES);
     LazyLock::force(&INBOUND_REFUSED);

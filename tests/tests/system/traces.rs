@@ -24,19 +24,37 @@ fn chain<'a>(
     trace_id: &str,
     names: &[(&str, &str)],
 ) -> Result<Vec<&'a ReceivedSpan>, String> {
-    let mut found: Vec<&ReceivedSpan> = Vec::new();
-    for (service, name) in names {
-        let span = spans
-            .iter()
-            .find(|s| {
-                s.trace_id == trace_id
-                    && s.service == *service
-                    && s.name == *name
-                    && found.last().is_none_or(|parent| s.parent_span_id == parent.span_id)
-            })
-            .ok_or_else(|| format!("no span {name} [{service}] under {:?}", found.last().map(|s| &s.name)))?;
-        found.push(span);
+    // Depth first: two spans may share a name under one parent (email-service consumes
+    // users.registered for the email and for webhooks), and only one leads on.
+    fn walk<'a>(
+        spans: &'a [ReceivedSpan],
+        trace_id: &str,
+        names: &[(&str, &str)],
+        found: &mut Vec<&'a ReceivedSpan>,
+    ) -> Result<(), String> {
+        let Some(((service, name), rest)) = names.split_first() else { return Ok(()) };
+        let parent = found.last().copied();
+        let mut why = format!("no span {name} [{service}] under {:?}", parent.map(|s| &s.name));
+        let candidates = spans.iter().filter(|s| {
+            s.trace_id == trace_id
+                && s.service == *service
+                && s.name == *name
+                && parent.is_none_or(|parent| s.parent_span_id == parent.span_id)
+        });
+        for span in candidates {
+            found.push(span);
+            match walk(spans, trace_id, rest, found) {
+                Ok(()) => return Ok(()),
+                Err(deeper) => {
+                    why = deeper;
+                    found.pop();
+                }
+            }
+        }
+        Err(why)
     }
+    let mut found = Vec::new();
+    walk(spans, trace_id, names, &mut found)?;
     Ok(found)
 }
 

@@ -151,6 +151,15 @@ async fn events_reach_a_standard_webhooks_receiver_once_each_in_order_through_it
     let failed: usize = listed.iter().map(|d| d.attempts.iter().filter(|a| a.http_status == 500).count()).sum();
     assert_eq!(failed, 5, "the five 500s, each recorded: {listed:#?}");
     assert!(listed.iter().all(|d| d.attempts.last().is_some_and(|a| a.http_status == 200)));
+    // And the metrics, per endpoint.
+    let metrics = verimail_server::metrics::render();
+    let series =
+        |outcome: &str| format!("verimail_webhook_attempts_total{{endpoint=\"{endpoint}\",outcome=\"{outcome}\"}} ");
+    assert!(metrics.contains(&format!("{}5\n", series("failed"))), "{metrics}");
+    assert!(metrics.contains(&format!("{}4\n", series("delivered"))), "{metrics}");
+    let histogram = format!("verimail_webhook_attempt_duration_seconds_count{{endpoint=\"{endpoint}\"}} 9");
+    assert!(metrics.contains(&histogram), "{metrics}");
+    assert!(metrics.contains(&format!("verimail_webhook_backlog_age_seconds{{endpoint=\"{endpoint}\"}}")), "{metrics}");
 
     // Disabled, an endpoint takes nothing; its deliveries wait, and go out once it is enabled.
     let disable = SetWebhookEndpointEnabledRequest { id: endpoint.clone(), enabled: false };

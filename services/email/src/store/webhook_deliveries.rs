@@ -109,6 +109,19 @@ pub async fn due<C: ConnectionTrait>(
         .await
 }
 
+/// When the oldest delivery `endpoint` still owes was made, if it owes any.
+pub async fn oldest_pending<C: ConnectionTrait>(conn: &C, endpoint: &str) -> Result<Option<DateTimeUtc>, DbErr> {
+    Entity::find()
+        .select_only()
+        .column(Column::CreatedAt)
+        .filter(Column::EndpointId.eq(endpoint))
+        .filter(Column::Status.eq(Status::Pending))
+        .order_by_asc(Column::Id)
+        .into_tuple::<DateTimeUtc>()
+        .one(conn)
+        .await
+}
+
 /// Claims `row` for one attempt until `until` (another instance leaves it be meanwhile):
 /// whether this caller got it.
 pub async fn claim<C: ConnectionTrait>(conn: &C, row: &Model, until: DateTimeUtc) -> Result<bool, DbErr> {

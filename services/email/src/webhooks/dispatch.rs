@@ -83,6 +83,9 @@ impl Webhooks {
     /// Sends what is due to `endpoint` now: how many were tried.
     async fn send_due(&self, endpoint: &Endpoint) -> Result<usize, sea_orm::DbErr> {
         let now = chrono::Utc::now();
+        let oldest = webhook_deliveries::oldest_pending(&self.db, &endpoint.id).await?;
+        let age = oldest.and_then(|at| (now - at).to_std().ok()).unwrap_or_default();
+        crate::metrics::webhook_backlog(&endpoint.id, age);
         let due = webhook_deliveries::due(&self.db, &endpoint.id, now, IN_FLIGHT).await?;
         let writer = verimail_events::db::writer(&self.db);
         // Held for the length of an attempt, and a margin: then anyone may try it again.
@@ -100,6 +103,13 @@ impl Webhooks {
         });
         for (delivery, (attempt, delivered)) in futures::future::join_all(attempts).await {
             let retry_at = (!delivered).then(|| self.next_attempt(delivery.attempts + 1, attempt.at)).flatten();
+            let outcome = match (delivered, retry_at) {
+                (true, _) => "delivered",
+                (false, Some(_)) => "failed",
+                (false, None) => "parked",
+            };
+            let took = Duration::from_millis(u64::try_from(attempt.duration_ms).unwrap_or(0));
+            crate::metrics::webhook_attempt(&endpoint.id, outcome, took);
             if !delivered && retry_at.is_none() {
                 tracing::warn!(endpoint = %endpoint.id, delivery = %delivery.id, attempts = delivery.attempts + 1, "webhook delivery parked: every attempt failed");
             }

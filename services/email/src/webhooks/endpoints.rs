@@ -73,6 +73,7 @@ impl Webhooks {
         if !found {
             return Err(EmailError::NoEndpoint(id.to_owned()));
         }
+        crate::metrics::webhook_endpoint_removed(id);
         Ok(())
     }
 
