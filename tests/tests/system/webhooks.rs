@@ -22,9 +22,13 @@ struct Receiver {
 
 impl Receiver {
     fn start() -> Receiver {
-        use std::io::BufRead as _;
         let dir = tempfile::tempdir().expect("a folder for the receiver");
         let port = verimail_testkit::free_port();
+        Receiver { child: Receiver::spawn(port, &dir), port, dir }
+    }
+
+    fn spawn(port: u16, dir: &tempfile::TempDir) -> std::process::Child {
+        use std::io::BufRead as _;
         let script = format!("{}/webhook_receiver.py", env!("CARGO_MANIFEST_DIR"));
         let path = |name: &str| dir.path().join(name).display().to_string();
         let mut child = std::process::Command::new("python3")
@@ -35,7 +39,19 @@ impl Receiver {
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().expect("its output")).read_line(&mut line).expect("a line");
         assert_eq!(line.trim(), "listening", "the receiver did not start (pip install standardwebhooks)");
-        Receiver { child, port, dir }
+        child
+    }
+
+    /// Down: nothing listens on its port.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Up again on the same port, appending to the same record.
+    fn restart(&mut self) {
+        self.kill();
+        self.child = Receiver::spawn(self.port, &self.dir);
     }
 
     fn url(&self) -> String {
@@ -55,23 +71,34 @@ impl Receiver {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
 fn webhooks(stack: &Stack) -> WebhookServiceClient<Ops> {
-    let channel = verimail_server::tls::GrpcTls::off().channel("test", &stack.grpc_addrs[2].to_string()).unwrap();
+    webhooks_at(&stack.grpc_addrs[2].to_string())
+}
+
+fn webhooks_at(addr: &str) -> WebhookServiceClient<Ops> {
+    let channel = verimail_server::tls::GrpcTls::off().channel("test", addr).unwrap();
     WebhookServiceClient::new(Operator::new().channel(channel))
 }
 
 async fn create(stack: &Stack, url: &str, types: &[&str]) -> Result<(String, String), tonic::Status> {
+    create_at(webhooks(stack), url, types).await
+}
+
+async fn create_at(
+    mut client: WebhookServiceClient<Ops>,
+    url: &str,
+    types: &[&str],
+) -> Result<(String, String), tonic::Status> {
     let request = CreateWebhookEndpointRequest {
         url: url.to_owned(),
         event_types: types.iter().map(|t| t.to_string()).collect(),
         description: "the test's receiver".into(),
     };
-    let created = webhooks(stack).create_webhook_endpoint(request).await?.into_inner();
+    let created = client.create_webhook_endpoint(request).await?.into_inner();
     Ok((created.endpoint.expect("the endpoint").id, created.secret))
 }
 
@@ -123,19 +150,10 @@ async fn events_reach_a_standard_webhooks_receiver_once_each_in_order_through_it
         types.iter().filter(|t| **t == "users.verified").count() == 3 && types.contains(&"users.deleted")
     })
     .await;
-    assert!(received.iter().all(|r| r.get("invalid").is_none()), "every signature verifies: {received:#?}");
-    // Once each: a second arrival of an event would carry its first's webhook-id.
-    let mut ids: HashMap<String, String> = HashMap::new();
-    for r in &received {
-        let (event, id) = (r["event_id"].as_str().unwrap().to_owned(), r["id"].as_str().unwrap().to_owned());
-        assert_eq!(ids.entry(event).or_insert_with(|| id.clone()), &id, "a duplicate with another webhook-id");
-    }
-    assert_eq!(ids.len(), 4, "four events: {received:#?}");
-    // In order per user: the deleted user's verification came before its deletion.
-    let of_deleted: Vec<&str> =
-        received.iter().filter(|r| r["user_id"] == deleted.as_str()).filter_map(|r| r["type"].as_str()).collect();
-    assert_eq!(of_deleted.first(), Some(&"users.verified"), "{of_deleted:?}");
-    assert_eq!(of_deleted.last(), Some(&"users.deleted"), "{of_deleted:?}");
+    // Each verifies, once each (a second arrival would carry its first's webhook-id), and the
+    // deleted user's verification came before its deletion.
+    assert_eq!(once_each_in_order(&received, &["users.verified", "users.deleted"]), 4, "{received:#?}");
+    assert!(received.iter().any(|r| r["user_id"] == deleted.as_str() && r["type"] == "users.deleted"));
 
     // The deleted user's address is kept nowhere, the bodies sent about it included.
     verimail_system_tests::eventually("the deleted address is forgotten", Duration::from_secs(10), || async {
@@ -260,4 +278,83 @@ async fn endpoints_inside_the_network_are_refused() {
         assert!(attempt.answer.contains("no public address"), "{attempt:?}");
     }
     assert!(receiver.received().is_empty(), "the receiver heard nothing");
+}
+
+/// Each event of `received` once (a repeat carries the first's webhook-id), and each user's in
+/// the order `expected` gives: how many events.
+fn once_each_in_order(received: &[serde_json::Value], expected: &[&str]) -> usize {
+    let mut ids: HashMap<&str, &str> = HashMap::new();
+    let mut per_user: HashMap<&str, Vec<&str>> = HashMap::new();
+    for r in received {
+        assert!(r.get("invalid").is_none(), "a signature did not verify: {r}");
+        let (event, id) = (r["event_id"].as_str().unwrap(), r["id"].as_str().unwrap());
+        match ids.insert(event, id) {
+            Some(first) => assert_eq!(first, id, "event {event} came again under another webhook-id"),
+            None => per_user.entry(r["user_id"].as_str().unwrap()).or_default().push(r["type"].as_str().unwrap()),
+        }
+    }
+    for (user, types) in &per_user {
+        let order: Vec<usize> = types.iter().map(|t| expected.iter().position(|e| e == t).unwrap()).collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{user}'s events out of order: {types:?}");
+    }
+    ids.len()
+}
+
+/// The fault test: the receiver answers 500 for a while and is down, user-service and
+/// nats-server are killed and restarted, and every event still arrives, once each (a repeat
+/// only with its webhook-id), in order per user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_lost_while_the_receiver_fails_and_user_service_and_nats_server_die() {
+    use verimail_system_tests::batch;
+    use verimail_system_tests::procs::{Part, ProcessStack};
+    const USERS: usize = 20;
+    let limit = Duration::from_secs(60);
+    let mut stack = ProcessStack::start().await;
+    stack.kill(Part::Email);
+    stack.set_var(Part::Email, "WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true");
+    stack.set_var(Part::Email, "WEBHOOK_RETRY_SCHEDULE", &["0.2"; 40].join(","));
+    stack.start_part(Part::Email).await;
+    let mut receiver = Receiver::start();
+    receiver.set("control", "fail 15");
+    let email_addr = stack.grpc_addr(Part::Email);
+    let (_endpoint, secret) =
+        create_at(webhooks_at(&email_addr), &receiver.url(), &["users.verified", "users.deleted"]).await.unwrap();
+    receiver.set("secret", &secret);
+
+    let users = batch::register(&stack.users, &format!("faulted-{}", std::process::id()), 0..USERS, limit).await;
+    batch::expect_one_email_each(&stack.smtp, &users, &Default::default(), limit).await;
+    batch::click_all_and_expect_verified(&stack.smtp, &stack.gateway_url, &stack.users, &users, limit).await;
+    // The verifications are committed and on their way: everything dies at once.
+    receiver.kill();
+    stack.kill(Part::User);
+    stack.nats.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stack.nats.restart();
+    stack.start_part(Part::User).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    receiver.restart();
+    // Half the accounts are deleted: their deletions come after their verifications.
+    for user in users.iter().take(USERS / 2) {
+        let request = DeleteUserRequest { user_id: user.user_id.clone(), ..Default::default() };
+        let deadline = Instant::now() + limit;
+        while let Err(status) = stack.users.clone().delete_user(request.clone()).await {
+            assert!(Instant::now() < deadline, "DeleteUser: {status:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let wanted = USERS + USERS / 2;
+    let received = until(&receiver, limit, |received| {
+        let mut events: Vec<&str> = received.iter().filter_map(|r| r["event_id"].as_str()).collect();
+        events.sort_unstable();
+        events.dedup();
+        events.len() >= wanted
+    })
+    .await;
+    let events = once_each_in_order(&received, &["users.verified", "users.deleted"]);
+    assert_eq!(events, wanted, "every event, none more");
+    let repeats = received.len() - events;
+    println!(
+        "webhooks through faults: {events} events, {} arrivals ({repeats} repeats, each with its webhook-id)",
+        received.len()
+    );
 }
