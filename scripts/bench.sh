@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `just bench`: builds the release binaries and the benchmark, then runs it on fresh stacks
 # (arguments: --db sqlite|postgres|both, --runs N, --seconds N per measurement,
-# --only registration|verification|tokens|sessions|scale-out|bounces).
+# --only registration|verification|tokens|sessions|scale-out|bounces|webhooks).
 # The report goes to <target>/bench/report.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -26,14 +26,16 @@
 //!    sign-out's answer until a verifier following the revocation feed refuses the token, over
 //!    200 sign-outs at half that maximum ([`sessions`]);
 //! 10. the bounce listener: messages per second it takes from one relay over 8 connections,
-//!     with the CPU each part spends per message, beside the classifier alone ([`bounces`]).
+//!     with the CPU each part spends per message, beside the classifier alone ([`bounces`]);
+//! 11. webhooks: deliveries per second to one local endpoint, and publication → 200 at half
+//!     that rate ([`webhooks`]).
 //!
 //! Then each target, met or not: every target whose figure depends on the machine's speed is
 //! a ratio to something measured in the same run (a bound, a maximum, a median).
 //!
 //! Flags: `--db sqlite|postgres|both` (default sqlite), `--runs N` of each (default 1; the
 //! targets are judged on the medians), `--seconds N` per measurement (default 5),
-//! `--only registration|verification|tokens|sessions|scale-out|bounces`. Each run is a process of its own
+//! `--only registration|verification|tokens|sessions|scale-out|bounces|webhooks`. Each run is a process of its own
 //! (`--out FILE`); the report holds every run and, by database, the medians side by side.
 
 mod bounces;
@@ -45,6 +47,7 @@ mod sessions;
 mod summary;
 mod tokens;
 mod verify;
+mod webhooks;
 
 use load::{Sample, Source, drive, ms};
 use std::time::{Duration, Instant};
@@ -72,7 +75,7 @@ impl Options {
 }
 
 /// What `--only` can name.
-const PARTS: [&str; 6] = ["registration", "verification", "tokens", "sessions", "scale-out", "bounces"];
+const PARTS: [&str; 7] = ["registration", "verification", "tokens", "sessions", "scale-out", "bounces", "webhooks"];
 
 fn options() -> anyhow::Result<Options> {
     let mut options =
@@ -96,7 +99,7 @@ fn options() -> anyhow::Result<Options> {
             ("--out", Some(path)) => options.out = Some(path.into()),
             (other, _) => anyhow::bail!(
                 "unknown argument {other:?}: use --db sqlite|postgres|both, --runs 1..9, --seconds N, \
-                 --only registration|verification|tokens|sessions|scale-out|bounces"
+                 --only registration|verification|tokens|sessions|scale-out|bounces|webhooks"
             ),
         }
     }
@@ -307,6 +310,10 @@ async fn run(options: &Options) -> anyhow::Result<serde_json::Value> {
         true => bounces::run(&mut table, seconds).await?,
         false => serde_json::Value::Null,
     };
+    let webhooks = match options.runs("webhooks") {
+        true => webhooks::run(&mut table, seconds).await?,
+        false => serde_json::Value::Null,
+    };
     // Instances sharing a database: on PostgreSQL only.
     let scale_out = match options.runs("scale-out") && options.postgres {
         true => scale::run(&mut table, seconds).await?,
@@ -326,6 +333,7 @@ async fn run(options: &Options) -> anyhow::Result<serde_json::Value> {
         "tokens": tokens,
         "sessions": sessions,
         "bounces": bounces,
+        "webhooks": webhooks,
         "scale_out": scale_out,
         "targets": targets.iter().map(Target::json).collect::<Vec<_>>(),
     }))
