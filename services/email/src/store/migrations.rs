@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
         migrations.push(Box::new(add_locale::migration()));
         migrations.push(Box::new(add_bounce_reasons::migration()));
         migrations.push(Box::new(create_webhooks::migration()));
+        migrations.push(Box::new(add_webhook_previous_secret::migration()));
         migrations
     }
 }
@@ -252,8 +253,6 @@ mod create_webhooks {
         EventTypes,
         Description,
         Secret,
-        PreviousSecret,
-        PreviousUntil,
         Enabled,
         CreatedAt,
     }
@@ -297,8 +296,6 @@ mod create_webhooks {
                     .col(text(WebhookEndpoints::EventTypes))
                     .col(text(WebhookEndpoints::Description))
                     .col(string(WebhookEndpoints::Secret))
-                    .col(string_null(WebhookEndpoints::PreviousSecret))
-                    .col(timestamp_with_time_zone_null(WebhookEndpoints::PreviousUntil))
                     .col(boolean(WebhookEndpoints::Enabled))
                     .col(timestamp_with_time_zone(WebhookEndpoints::CreatedAt))
                     .to_owned(),
@@ -355,6 +352,37 @@ mod create_webhooks {
                     .col(WebhookAttempts::DeliveryId)
                     .to_owned(),
             ],
+        }
+    }
+}
+
+mod add_webhook_previous_secret {
+    use sea_orm_migration::prelude::*;
+    use sea_orm_migration::schema::*;
+
+    #[derive(DeriveIden)]
+    enum WebhookEndpoints {
+        Table,
+        PreviousSecret,
+        PreviousUntil,
+    }
+
+    /// The secret before a rotation, which signs beside the new one until `previous_until`.
+    pub fn migration() -> verimail_events::db::SchemaMigration {
+        verimail_events::db::SchemaMigration {
+            name: "m20261205_000003_add_webhook_previous_secret",
+            tables: vec![],
+            alters: vec![
+                Table::alter()
+                    .table(WebhookEndpoints::Table)
+                    .add_column(string_null(WebhookEndpoints::PreviousSecret))
+                    .to_owned(),
+                Table::alter()
+                    .table(WebhookEndpoints::Table)
+                    .add_column(timestamp_with_time_zone_null(WebhookEndpoints::PreviousUntil))
+                    .to_owned(),
+            ],
+            indexes: vec![],
         }
     }
 }
