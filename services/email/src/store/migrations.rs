@@ -20,6 +20,7 @@ impl MigratorTrait for Migrator {
         migrations.push(Box::new(add_bounce_reasons::migration()));
         migrations.push(Box::new(create_webhooks::migration()));
         migrations.push(Box::new(add_webhook_previous_secret::migration()));
+        migrations.push(Box::new(add_webhook_pending_order::migration()));
         migrations
     }
 }
@@ -383,6 +384,36 @@ mod add_webhook_previous_secret {
                     .to_owned(),
             ],
             indexes: vec![],
+        }
+    }
+}
+
+mod add_webhook_pending_order {
+    use sea_orm_migration::prelude::*;
+
+    #[derive(DeriveIden)]
+    enum WebhookDeliveries {
+        Table,
+        EndpointId,
+        Status,
+        Id,
+    }
+
+    /// An endpoint's pending deliveries in order: the dispatcher reads the oldest first.
+    pub fn migration() -> verimail_events::db::SchemaMigration {
+        verimail_events::db::SchemaMigration {
+            name: "m20261205_000004_add_webhook_pending_order",
+            tables: vec![],
+            alters: vec![],
+            indexes: vec![
+                Index::create()
+                    .name("webhook_deliveries_pending")
+                    .table(WebhookDeliveries::Table)
+                    .col(WebhookDeliveries::EndpointId)
+                    .col(WebhookDeliveries::Status)
+                    .col(WebhookDeliveries::Id)
+                    .to_owned(),
+            ],
         }
     }
 }

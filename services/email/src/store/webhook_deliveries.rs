@@ -86,27 +86,48 @@ pub async fn owe<C: ConnectionTrait>(conn: &C, rows: Vec<Model>) -> Result<(), D
 
 /// Up to `limit` deliveries of `endpoint` due by `now`, each the oldest still pending for its
 /// user there (a user's events go out in order: a later one waits while an earlier one is
-/// pending).
+/// pending). The oldest due ones are read in order, then each is checked for an earlier one
+/// of its user, an index probe each: the database's planner has no say, so a backlog that grew
+/// faster than its statistics costs no scans.
 pub async fn due<C: ConnectionTrait>(
     conn: &C,
     endpoint: &str,
     now: DateTimeUtc,
     limit: u64,
 ) -> Result<Vec<Model>, DbErr> {
-    let earlier_pending = Expr::cust_with_values(
-        "EXISTS (SELECT 1 FROM webhook_deliveries e WHERE e.endpoint_id = webhook_deliveries.endpoint_id \
-         AND e.user_id = webhook_deliveries.user_id AND e.status = 'pending' AND e.id < webhook_deliveries.id)",
-        Vec::<sea_orm::Value>::new(),
-    );
-    Entity::find()
+    let candidates = Entity::find()
         .filter(Column::EndpointId.eq(endpoint))
         .filter(Column::Status.eq(Status::Pending))
         .filter(Column::NextAttemptAt.lte(now))
-        .filter(Expr::expr(earlier_pending).not())
         .order_by_asc(Column::Id)
-        .limit(limit)
+        .limit(limit * 4)
         .all(conn)
-        .await
+        .await?;
+    let mut due = Vec::new();
+    let mut users = std::collections::HashSet::new();
+    for row in candidates {
+        if due.len() as u64 >= limit {
+            break;
+        }
+        // A user already chosen (or found waiting) sends nothing more in this round.
+        if !users.insert(row.user_id.clone()) {
+            continue;
+        }
+        let earlier = Entity::find()
+            .select_only()
+            .column(Column::Id)
+            .filter(Column::EndpointId.eq(endpoint))
+            .filter(Column::UserId.eq(&row.user_id))
+            .filter(Column::Status.eq(Status::Pending))
+            .filter(Column::Id.lt(&row.id))
+            .into_tuple::<String>()
+            .one(conn)
+            .await?;
+        if earlier.is_none() {
+            due.push(row);
+        }
+    }
+    Ok(due)
 }
 
 /// When the oldest delivery `endpoint` still owes was made, if it owes any.
