@@ -102,6 +102,20 @@ async fn create_at(
     Ok((created.endpoint.expect("the endpoint").id, created.secret))
 }
 
+/// The newest delivery of `endpoint` once it is parked (at most 15 s).
+async fn first_parked(stack: &Stack, endpoint: &str) -> verimail_proto::email::v1::WebhookDelivery {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let request = ListWebhookDeliveriesRequest { endpoint_id: endpoint.to_owned(), ..Default::default() };
+        let listed = webhooks(stack).list_webhook_deliveries(request).await.unwrap().into_inner().deliveries;
+        if let Some(delivery) = listed.first().filter(|d| d.status() == WebhookDeliveryStatus::Parked) {
+            return delivery.clone();
+        }
+        assert!(Instant::now() < deadline, "not parked: {listed:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits (at most `limit`) until `done` holds of what the receiver took.
 async fn until(
     receiver: &Receiver,
@@ -262,16 +276,7 @@ async fn endpoints_inside_the_network_are_refused() {
     let (endpoint, secret) = create(&stack, &url, &["users.verified"]).await.unwrap();
     receiver.set("secret", &secret);
     stack.verified("inside@example.com", "correct horse battery").await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let refused = loop {
-        let request = ListWebhookDeliveriesRequest { endpoint_id: endpoint.clone(), ..Default::default() };
-        let listed = webhooks(&stack).list_webhook_deliveries(request).await.unwrap().into_inner().deliveries;
-        if let Some(delivery) = listed.first().filter(|d| d.status() == WebhookDeliveryStatus::Parked) {
-            break delivery.clone();
-        }
-        assert!(Instant::now() < deadline, "not parked: {listed:#?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let refused = first_parked(&stack, &endpoint).await;
     assert_eq!(refused.attempts.len(), 2, "the first attempt and one retry: {refused:#?}");
     for attempt in &refused.attempts {
         assert_eq!(attempt.http_status, 0, "{attempt:?}");
@@ -357,4 +362,22 @@ async fn nothing_is_lost_while_the_receiver_fails_and_user_service_and_nats_serv
         "webhooks through faults: {events} events, {} arrivals ({repeats} repeats, each with its webhook-id)",
         received.len()
     );
+}
+
+/// A redirect is never followed, not even to where the endpoint itself is allowed: the 302 is
+/// a failed attempt, recorded, and the delivery is parked at the schedule's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_a_failed_attempt_and_never_followed() {
+    let email_vars =
+        vec![("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true".to_owned()), ("WEBHOOK_RETRY_SCHEDULE", "0.2".to_owned())];
+    let stack = Stack::start_with(StackOptions { email_vars, ..StackOptions::default() }).await;
+    let receiver = Receiver::start();
+    // Where it points would take the delivery (the receiver itself, at another path).
+    receiver.set("control", &format!("redirect http://127.0.0.1:{}/elsewhere", receiver.port));
+    let (endpoint, secret) = create(&stack, &receiver.url(), &["users.verified"]).await.unwrap();
+    receiver.set("secret", &secret);
+    stack.verified("redirected@example.com", "correct horse battery").await;
+    let parked = first_parked(&stack, &endpoint).await;
+    assert!(parked.attempts.iter().all(|a| a.http_status == 302), "{parked:#?}");
+    assert!(receiver.received().is_empty(), "the redirect was followed: {:#?}", receiver.received());
 }
