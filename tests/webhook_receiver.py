@@ -7,11 +7,12 @@ Usage: webhook_receiver.py PORT SECRET_FILE RECORD_FILE CONTROL_FILE
 - SECRET_FILE: the endpoint's secret (whsec_...), read at each request (the test writes it once
   the endpoint is registered; until then every request is answered 503).
 - CONTROL_FILE: how to answer, read at each request: "ok" (200 once verified), "fail N"
-  (500 for the next N requests, then 200), or "redirect URL" (302 to URL, recording nothing). A delivery that fails verification gets 401 and is
+  (500 for the next N requests, then 200), "redirect URL" (302 to URL, recording nothing), or "slow S" (S seconds before each answer). A delivery that fails verification gets 401 and is
   recorded as {"invalid": ...}.
 Prints "listening" once bound; stops when its parent kills it."""
 import json
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -45,6 +46,8 @@ class Receiver(BaseHTTPRequestHandler):
             self.send_header("location", control[1])
             self.send_header("content-length", "0")
             return self.end_headers()
+        if control and control[0] == "slow":
+            time.sleep(float(control[1]))
         if control and control[0] == "fail":
             if failures_left["n"] is None:
                 failures_left["n"] = int(control[1])

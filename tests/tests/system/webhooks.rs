@@ -381,3 +381,25 @@ async fn a_redirect_is_a_failed_attempt_and_never_followed() {
     assert!(parked.attempts.iter().all(|a| a.http_status == 302), "{parked:#?}");
     assert!(receiver.received().is_empty(), "the redirect was followed: {:#?}", receiver.received());
 }
+
+/// One slow endpoint delays no other: each has its own worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_endpoint_delays_no_other() {
+    let email_vars = vec![("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true".to_owned())];
+    let stack = Stack::start_with(StackOptions { email_vars, ..StackOptions::default() }).await;
+    let (slow, fast) = (Receiver::start(), Receiver::start());
+    slow.set("control", "slow 6");
+    for receiver in [&slow, &fast] {
+        let (_, secret) = create(&stack, &receiver.url(), &["users.verified"]).await.unwrap();
+        receiver.set("secret", &secret);
+    }
+    let started = Instant::now();
+    for n in 0..3 {
+        stack.verified(&format!("quick{n}@example.com"), "correct horse battery").await;
+    }
+    until(&fast, Duration::from_secs(5), |received| received.len() == 3).await;
+    let took = started.elapsed();
+    assert!(slow.received().is_empty(), "the slow one answered already ({took:?})");
+    println!("the fast endpoint had its 3 within {took:?} of the first registration, the slow one none");
+    until(&slow, Duration::from_secs(20), |received| received.len() == 3).await;
+}
