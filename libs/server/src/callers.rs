@@ -12,7 +12,8 @@
 //!   - name: orders                     # 1–32 of a-z, 0-9 and -, unique
 //!     secrets_sha256: [9f86d081…, …]   # one, or two while rotating
 //!     may: [lookups, revocations]      # lookups: GetUser; batch_lookups:
-//!                                      # BatchGetUsers; revocations: ListRevokedSessions
+//!                                      # BatchGetUsers; revocations: ListRevokedSessions;
+//!                                      # webhooks: email-service's WebhookService
 //!     rate: 200/1                      # N/SECONDS, or off (the default)
 //! ```
 //!
@@ -47,6 +48,8 @@ pub enum Grant {
     BatchLookups,
     /// ListRevokedSessions: the revocation feed verifiers follow.
     Revocations,
+    /// email-service's WebhookService: registering and running webhook endpoints.
+    Webhooks,
 }
 
 impl Grant {
@@ -55,6 +58,7 @@ impl Grant {
             Grant::Lookups => "lookups",
             Grant::BatchLookups => "batch_lookups",
             Grant::Revocations => "revocations",
+            Grant::Webhooks => "webhooks",
         }
     }
 }
@@ -233,6 +237,26 @@ impl Callers {
     }
 }
 
+/// The guard of a service for operators (the admin credential) and the named services granted
+/// `grant`, put in front of it (`InterceptedService::new(server, guard)`).
+#[derive(Clone)]
+pub struct OperatorsOr {
+    pub admin: crate::admin::AdminCredential,
+    pub callers: std::sync::Arc<Callers>,
+    pub grant: Grant,
+    /// What the callers are told they may not call, and the metrics' `method`.
+    pub service: &'static str,
+}
+
+impl tonic::service::Interceptor for OperatorsOr {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        if self.callers.allow(&request, self.grant, self.service)?.is_none() {
+            self.admin.require(&request)?;
+        }
+        Ok(request)
+    }
+}
+
 impl Caller {
     fn from_entry(entry: Entry) -> Result<Caller, String> {
         let name = entry.name.trim().to_owned();
@@ -251,7 +275,9 @@ impl Caller {
             hashes.push(hash);
         }
         if entry.may.is_empty() {
-            return Err(format!("{name}: may names nothing it may call (lookups, batch_lookups, revocations)"));
+            return Err(format!(
+                "{name}: may names nothing it may call (lookups, batch_lookups, revocations, webhooks)"
+            ));
         }
         let limit = rate(entry.rate.as_deref()).map_err(|e| format!("{name}: rate: {e}"))?;
         Ok(Caller { name, hashes, may: entry.may, limiter: Limiter::new("calls from this service", limit) })

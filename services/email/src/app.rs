@@ -31,6 +31,8 @@ pub struct App {
     mailbox: Option<crate::mailbox::Mailbox>,
     webhooks: crate::webhooks::Webhooks,
     webhook_consumers: [bus::ConsumerSpec; 2],
+    /// The team's services that may run webhooks (granted `webhooks`).
+    callers: Arc<verimail_server::callers::Callers>,
 }
 
 impl App {
@@ -82,6 +84,7 @@ impl App {
         let webhooks = crate::webhooks::Webhooks::new(backbone.db.clone(), config.webhooks.clone())?;
         Ok(App {
             webhook_consumers: crate::webhooks::intake::specs(config.backbone.streams),
+            callers: config.callers.clone(),
             webhooks,
             mailbox,
             backbone,
@@ -113,7 +116,13 @@ impl App {
             .max_decoding_message_size(verimail_server::grpc::MAX_MESSAGE_BYTES);
         let service = InterceptedService::new(service, self.admin.guard());
         let webhook_service = WebhookServiceServer::new(crate::grpc::WebhookGrpc { webhooks: self.webhooks.clone() });
-        let webhook_service = InterceptedService::new(webhook_service, self.admin.guard());
+        let guard = verimail_server::callers::OperatorsOr {
+            admin: self.admin.clone(),
+            callers: self.callers.clone(),
+            grant: verimail_server::callers::Grant::Webhooks,
+            service: "WebhookService",
+        };
+        let webhook_service = InterceptedService::new(webhook_service, guard);
         let [users_intake, email_intake] = self.webhook_consumers;
         let durables = vec![self.consumer.durable, users_intake.durable, email_intake.durable];
         let parking = Parking::server(js.clone(), durables, self.admin);

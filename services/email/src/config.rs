@@ -61,6 +61,9 @@ pub struct Config {
     pub bounce_listener: Option<crate::bounce::listener::ListenerConfig>,
     /// `BOUNCE_SOFT_LIMIT` soft bounces within `BOUNCE_SOFT_WINDOW_SECONDS` suppress an address.
     pub soft_limit: crate::suppression::SoftLimit,
+    /// The team's services by name (`SERVICE_CREDENTIALS_FILE`): those granted `webhooks` run
+    /// the webhook endpoints beside operators.
+    pub callers: std::sync::Arc<verimail_server::callers::Callers>,
     /// `WEBHOOK_*`: see [`WebhookConfig`](crate::webhooks::WebhookConfig).
     pub webhooks: crate::webhooks::WebhookConfig,
     /// `MAILBOX_HTTP_ADDR`: the development mailbox (see [`crate::mailbox`]); none in production
@@ -122,6 +125,14 @@ impl Config {
         let address_key = address_key(vars, production)?;
         let templates = templates(vars)?;
         let bounces = verimail_mail::bounce::address::BounceAddresses::from_vars(vars, address_key.secret())?;
+        let callers = verimail_server::callers::Callers::from_vars(vars, &[&credential])?;
+        if let Some(name) = vars.var("ADMIN_TOKEN").as_deref().and_then(|admin| callers.holder_of(admin)) {
+            return Err(ConfigError::new(
+                "ADMIN_TOKEN",
+                format!("is the secret of the service {name}: operators and services hold separate credentials"),
+            ));
+        }
+        let callers = std::sync::Arc::new(callers);
         Ok(Config {
             backbone: BackboneConfig::from_vars(vars, DEFAULTS)?,
             admin: verimail_server::admin::AdminCredential::from_vars(vars, &[&credential])?,
@@ -139,6 +150,7 @@ impl Config {
             bounces,
             soft_limit: soft_limit(vars)?,
             webhooks: crate::webhooks::WebhookConfig::from_vars(vars)?,
+            callers,
             mailbox_addr,
             address_key,
             dkim,

@@ -252,6 +252,7 @@ async fn named_services_each_call_what_they_are_granted_and_are_counted_by_name(
     const ORDERS_OLD: &str = "orders-secret-being-rotated-out";
     const ORDERS: &str = "orders-secret-rotated-in-0123";
     const FEED: &str = "revocation-feed-secret-0123456";
+    const HOOKS: &str = "webhook-runner-secret-01234567";
     let sha256 = |secret: &str| {
         use sha2::Digest as _;
         sha2::Sha256::digest(secret).iter().map(|b| format!("{b:02x}")).collect::<String>()
@@ -262,13 +263,16 @@ async fn named_services_each_call_what_they_are_granted_and_are_counted_by_name(
         let hashes: Vec<String> = orders_secrets.iter().map(|s| sha256(s)).collect();
         let file = format!(
             "services:\n  - name: orders\n    secrets_sha256: [{}]\n    may: [lookups, batch_lookups]\n  \
-             - name: feed\n    secrets_sha256: [{}]\n    may: [revocations]\n    rate: 3/600\n",
+             - name: feed\n    secrets_sha256: [{}]\n    may: [revocations]\n    rate: 3/600\n  \
+             - name: hooks\n    secrets_sha256: [{}]\n    may: [webhooks]\n",
             hashes.join(", "),
-            sha256(FEED)
+            sha256(FEED),
+            sha256(HOOKS)
         );
         std::fs::write(&path, file).unwrap();
         let vars = vec![("SERVICE_CREDENTIALS_FILE", path.display().to_string())];
-        async move { (Stack::start_with(StackOptions { user_vars: vars, ..StackOptions::default() }).await, dir) }
+        let options = StackOptions { user_vars: vars.clone(), email_vars: vars, ..StackOptions::default() };
+        async move { (Stack::start_with(options).await, dir) }
     };
     let (stack, _dir) = stack_with(vec![ORDERS_OLD, ORDERS]).await;
     let users = |secret: &'static str| {
@@ -300,11 +304,30 @@ async fn named_services_each_call_what_they_are_granted_and_are_counted_by_name(
     assert_eq!(feed(FEED).await, Code::ResourceExhausted, "feed's own rate: 3 in 10 minutes");
     assert_eq!(lookup(ORDERS).await, Code::NotFound, "one caller's rate is no other's");
     assert_eq!(lookup("a-secret-nobody-holds-0123").await, Code::Unauthenticated);
+    // email-service's WebhookService: for operators, and for the services granted webhooks.
+    let endpoints = |secret: &'static str| {
+        let channel = verimail_server::tls::GrpcTls::off().channel("test", &stack.grpc_addrs[2].to_string()).unwrap();
+        let mut client = verimail_proto::email::v1::webhook_service_client::WebhookServiceClient::with_interceptor(
+            channel,
+            Caller(vec![(SERVICE_TOKEN, secret)]),
+        );
+        async move {
+            let request = verimail_proto::email::v1::ListWebhookEndpointsRequest {};
+            code(client.list_webhook_endpoints(request).await.map(drop))
+        }
+    };
+    assert_eq!(endpoints(HOOKS).await, Code::Ok);
+    assert_eq!(endpoints(ORDERS).await, Code::PermissionDenied, "orders was not granted webhooks");
+    assert_eq!(lookup(HOOKS).await, Code::PermissionDenied, "hooks was not granted lookups");
     assert_eq!(lookup(TEST_APP_TOKEN).await, Code::NotFound, "APP_SERVICE_TOKEN is the caller named app");
     let metrics = verimail_server::metrics::render();
-    for (caller, method) in
-        [("orders", "GetUser"), ("orders", "BatchGetUsers"), ("feed", "ListRevokedSessions"), ("app", "GetUser")]
-    {
+    for (caller, method) in [
+        ("orders", "GetUser"),
+        ("orders", "BatchGetUsers"),
+        ("feed", "ListRevokedSessions"),
+        ("app", "GetUser"),
+        ("hooks", "WebhookService"),
+    ] {
         let series = format!("verimail_service_calls_total{{caller=\"{caller}\",method=\"{method}\"}}");
         assert!(metrics.contains(&series), "{series} in:\n{metrics}");
     }
