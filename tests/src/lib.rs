@@ -207,10 +207,16 @@ pub fn for_browser<T>(message: T, client: &str) -> tonic::Request<T> {
     request
 }
 
-/// Every event on `subject` of the USERS stream, in order, decoded (read without a consumer).
+/// Every event on `subject` (of the stream its prefix names: users., auth., email.), in order,
+/// decoded (read without a consumer).
 pub async fn events_on<M: prost::Message + Default>(nats_url: &str, subject: &str) -> Vec<M> {
     let js = async_nats::jetstream::new(async_nats::connect(nats_url).await.expect("connect to NATS"));
-    let stream = js.get_stream(verimail_proto::streams::USERS).await.expect("the USERS stream");
+    let name = match subject.split('.').next() {
+        Some("email") => verimail_proto::streams::EMAIL,
+        Some("auth") => verimail_proto::streams::AUTH,
+        _ => verimail_proto::streams::USERS,
+    };
+    let stream = js.get_stream(name).await.unwrap_or_else(|e| panic!("the {name} stream: {e}"));
     let (mut events, mut next) = (Vec::new(), 1);
     while let Some(message) =
         verimail_events::bus::next_on_subject(&stream, subject, next).await.unwrap_or_else(|e| panic!("{subject}: {e}"))

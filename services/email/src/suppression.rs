@@ -98,6 +98,7 @@ fn undeliverable(
     email: &str,
     reason: Reason,
     status: Option<&str>,
+    bounce_reason: Option<verimail_mail::bounce::reason::Reason>,
     delivery_id: &str,
 ) -> events::AddressUndeliverable {
     events::AddressUndeliverable {
@@ -108,6 +109,10 @@ fn undeliverable(
         status: status.unwrap_or_default().to_owned(),
         delivery_id: delivery_id.to_owned(),
         occurred_at: verimail_server::rfc3339(chrono::Utc::now()),
+        bounce_reason: bounce_reason
+            .filter(|r| *r != verimail_mail::bounce::reason::Reason::Feedback)
+            .map(|r| r.as_str().to_owned())
+            .unwrap_or_default(),
     }
 }
 
@@ -140,7 +145,9 @@ impl Suppressions {
     pub async fn tell_user(&self, user_id: &str, email: &str, found: &Suppression) -> Result<(), DbErr> {
         let Some(reason) = Reason::parse(&found.reason) else { return Ok(()) };
         let mut write = self.relay.begin().await?;
-        write.announce(&undeliverable(user_id, email, reason, None, found.delivery_id.as_deref().unwrap_or_default()));
+        let bounce_reason = found.bounce_reason.as_deref().and_then(verimail_mail::bounce::reason::Reason::parse);
+        let delivery = found.delivery_id.as_deref().unwrap_or_default();
+        write.announce(&undeliverable(user_id, email, reason, None, bounce_reason, delivery));
         write.commit().await
     }
 
@@ -276,7 +283,15 @@ impl Suppressions {
         };
         let new = suppressions::put(write, row).await?;
         if new {
-            write.announce(&undeliverable(&delivery.user_id, &delivery.recipient, reason, status, &delivery.event_id));
+            let event = undeliverable(
+                &delivery.user_id,
+                &delivery.recipient,
+                reason,
+                status,
+                bounce_reason,
+                &delivery.event_id,
+            );
+            write.announce(&event);
         }
         Ok(new)
     }

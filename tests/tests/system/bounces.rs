@@ -257,6 +257,14 @@ async fn a_hard_bounce_suppresses_the_address_and_a_resend_sends_nothing_until_i
     assert_eq!(listed[0].bounce_reason, "userunknown", "why, beside what it did");
     // user-service heard (email.address_undeliverable): a product can ask for another address.
     wait_for_undeliverable(&stack, &bounced.user_id, Some("hard_bounce")).await;
+    let announced: Vec<verimail_proto::events::v1::AddressUndeliverable> =
+        verimail_system_tests::events_on(&stack.nats.url(), verimail_proto::subjects::EMAIL_ADDRESS_UNDELIVERABLE)
+            .await;
+    assert_eq!(
+        announced.iter().map(|e| e.bounce_reason.as_str()).collect::<Vec<_>>(),
+        ["userunknown"],
+        "why, announced"
+    );
     assert_eq!(stack.user(&bounced.user_id).await.email_undeliverable.unwrap().status, "5.1.1");
 
     // Resend answers as for any address; nothing goes out.

@@ -115,11 +115,56 @@ impl Reason {
         }
     }
 
+    /// The reason named `name` (as [`Reason::as_str`] writes it).
+    pub fn parse(name: &str) -> Option<Reason> {
+        ALL.iter().copied().find(|reason| reason.as_str() == name)
+    }
+
     /// Whether the address itself cannot receive mail: the reasons that suppress at once.
     pub fn is_the_address(self) -> bool {
         matches!(self, Reason::UserUnknown | Reason::HostUnknown | Reason::HasMoved | Reason::NotAccept)
     }
 }
+
+/// Every reason, for [`Reason::parse`].
+const ALL: [Reason; 36] = [
+    Reason::UserUnknown,
+    Reason::HostUnknown,
+    Reason::HasMoved,
+    Reason::NotAccept,
+    Reason::MailboxFull,
+    Reason::MesgTooBig,
+    Reason::ExceedLimit,
+    Reason::Suspend,
+    Reason::Filtered,
+    Reason::Rejected,
+    Reason::Blocked,
+    Reason::SpamDetected,
+    Reason::VirusDetected,
+    Reason::PolicyViolation,
+    Reason::AuthFailure,
+    Reason::RequirePtr,
+    Reason::BadReputation,
+    Reason::NoRelaying,
+    Reason::SecurityError,
+    Reason::SystemError,
+    Reason::SystemFull,
+    Reason::NetworkError,
+    Reason::Expired,
+    Reason::TooManyConn,
+    Reason::Speeding,
+    Reason::ContentError,
+    Reason::SyntaxError,
+    Reason::MailerError,
+    Reason::NotCompliantRfc,
+    Reason::FailedStartTls,
+    Reason::Suppressed,
+    Reason::OnHold,
+    Reason::Undefined,
+    Reason::Delivered,
+    Reason::Feedback,
+    Reason::Vacation,
+];
 
 /// The SMTP command a server refused at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

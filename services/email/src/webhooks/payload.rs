@@ -78,7 +78,7 @@ pub fn read(subject: &str, payload: &[u8]) -> Result<Option<Event>, prost::Decod
             let reason = e.reason().as_str_name().trim_start_matches("UNDELIVERABLE_REASON_").to_ascii_lowercase();
             let data = json!({
                 "user_id": e.user_id, "email": e.email, "reason": reason, "status": e.status,
-                "delivery_id": e.delivery_id, "occurred_at": e.occurred_at,
+                "bounce_reason": e.bounce_reason, "delivery_id": e.delivery_id, "occurred_at": e.occurred_at,
             });
             event(subjects::EMAIL_ADDRESS_UNDELIVERABLE, e.event_id, e.user_id, &e.occurred_at, data)
         }
