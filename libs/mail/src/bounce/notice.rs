@@ -51,10 +51,18 @@ fn html_to_text(html: &str) -> String {
             rest = "";
             break;
         };
-        let tag = rest[open + 1..open + close].trim_start_matches('/').to_ascii_lowercase();
-        let name: String = tag.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+        let tag = &rest[open + 1..open + close];
+        let closing = tag.starts_with('/');
+        let name: String = tag
+            .trim_start_matches('/')
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+            .to_ascii_lowercase();
         rest = &rest[open + close + 1..];
-        if matches!(name.as_str(), "script" | "style" | "head") && !rest.is_empty() {
+        // An opening script, style or head: everything up to its end is dropped. (Its closing
+        // tag is then an ordinary one: seen as an opening, it dropped the rest of the page.)
+        if !closing && matches!(name.as_str(), "script" | "style" | "head") && !rest.is_empty() {
             let end = format!("</{name}");
             let skip = rest.to_ascii_lowercase().find(&end).unwrap_or(rest.len());
             rest = &rest[skip..];
@@ -398,4 +406,20 @@ pub(super) fn provider_notification(text: &str) -> Option<Verdict> {
     let diagnostic = field("diagnosticCode").or_else(|| field("complaintFeedbackType"));
     let recipient = field("emailAddress");
     Some(Verdict { class, reason: Some(reason), status, diagnostic, recipient, text: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Gmail's HTML-only notices open with a head and a style: what follows is the notice.
+    #[test]
+    fn html_keeps_what_follows_a_head_and_drops_scripts_and_styles() {
+        let html = "<html><head><style>* { font: x }</style></head><body><h2>Address not found</h2>\
+                    <p>Your message wasn&#39;t delivered to <b>ann@example.org</b></p>\
+                    <script>var hidden = 1;</script><p>550 5.1.1 User unknown</p></body></html>";
+        let text = html_to_text(html);
+        assert!(text.contains("Address not found") && text.contains("550 5.1.1 User unknown"), "{text}");
+        assert!(!text.contains("font") && !text.contains("hidden"), "{text}");
+    }
 }
