@@ -193,6 +193,9 @@ fn delivery_status(part: &ParsedMail<'_>, text: &str) -> Option<Verdict> {
 /// notice's `text`.
 pub(super) fn delivery_status_fields(body: &[u8], text: &str) -> Option<Verdict> {
     let notice = notice::before_the_original(text);
+    // What the notice says may pass in its own lines (about no one address: "Not enough disk
+    // space", "The user's account is disabled"): then the report is not certain of an address.
+    let notice_may_pass = reason::said_to_pass(&general_lines(notice));
     let mut rest: &[u8] = body;
     let mut worst: Option<Verdict> = None;
     // Groups of fields separated by blank lines: the per-message group, then one per recipient.
@@ -235,13 +238,9 @@ pub(super) fn delivery_status_fields(body: &[u8], text: &str) -> Option<Verdict>
             "failed" | "delayed" => {
                 let command = Command::named_in(words).or_else(|| Command::named_in(notice));
                 let fact = Fact { status: precise.as_deref(), reply, command, diagnostic: words, mailer, delayed };
-                let reason = reason::find(&fact);
-                // Where the notice itself says what may pass (its lines about no one address:
-                // "Not enough disk space", "The user's account is disabled"), the report is
-                // not certain of the address.
-                match reason::said_to_pass(&general_lines(notice)) {
-                    Some(may_pass) if reason.is_the_address() => may_pass,
-                    _ => reason,
+                match (reason::find(&fact), notice_may_pass) {
+                    (reason, Some(may_pass)) if reason.is_the_address() => may_pass,
+                    (reason, _) => reason,
                 }
             }
             _ => continue,

@@ -88,6 +88,15 @@ fn html_to_text(html: &str) -> String {
     decoded.lines().map(str::trim_end).collect::<Vec<_>>().join("\n")
 }
 
+/// The lines of `text`, each with its end of line, and the offset it starts at.
+fn lines_at(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.split_inclusive('\n').scan(0, |offset, line| {
+        let at = *offset;
+        *offset += line.len();
+        Some((at, line))
+    })
+}
+
 /// The notice up to where the returned message begins (each MTA marks it its own way), at
 /// most [`NOTICE_READ`] bytes.
 pub(super) fn before_the_original(text: &str) -> &str {
@@ -95,8 +104,7 @@ pub(super) fn before_the_original(text: &str) -> &str {
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    let mut offset = 0;
-    for line in text[..end].split_inclusive('\n') {
+    for (offset, line) in lines_at(&text[..end]) {
         let lower = line.trim().to_ascii_lowercase();
         let marks_original = ORIGINAL_MARKS.iter().any(|mark| lower.starts_with(mark))
             || ((lower.starts_with("---") || lower.starts_with("===") || lower.starts_with("___"))
@@ -106,7 +114,6 @@ pub(super) fn before_the_original(text: &str) -> &str {
         if marks_original && offset > 0 {
             return &text[..offset];
         }
-        offset += line.len();
     }
     &text[..end]
 }
@@ -136,16 +143,13 @@ pub(super) fn about<'a>(notice: &'a str, recipient: &str) -> Option<&'a str> {
     }
     let mut start = None;
     let mut end = 0;
-    let mut offset = 0;
-    for line in notice.split_inclusive('\n') {
-        let here = offset;
-        offset += line.len();
+    for (at, line) in lines_at(notice) {
         match start {
             None if line.to_lowercase().contains(&recipient) => {
-                start = Some(here);
-                end = offset;
+                start = Some(at);
+                end = at + line.len();
             }
-            Some(_) if line.starts_with([' ', '\t']) && !line.trim().is_empty() => end = offset,
+            Some(_) if line.starts_with([' ', '\t']) && !line.trim().is_empty() => end = at + line.len(),
             Some(_) => break,
             None => {}
         }
@@ -179,16 +183,9 @@ fn first_recipient(notice: &str) -> &str {
         let alone = line.split_whitespace().count() == 1 || head.ends_with(':');
         alone && address.contains('@') && !address.contains(['(', ')', ','])
     };
-    let mut starts = Vec::new();
-    let mut offset = 0;
-    for line in notice.split_inclusive('\n') {
-        if starts_recipient(line) {
-            starts.push(offset);
-        }
-        offset += line.len();
-    }
-    match starts.as_slice() {
-        [first, second, ..] => &notice[*first..*second],
+    let mut starts = lines_at(notice).filter(|(_, line)| starts_recipient(line)).map(|(at, _)| at);
+    match (starts.next(), starts.next()) {
+        (Some(first), Some(second)) => &notice[first..second],
         _ => notice,
     }
 }
@@ -305,12 +302,9 @@ pub(super) fn report_in_text(mail: &ParsedMail<'_>, text: &str) -> Option<Verdic
     if !is_notice(mail) {
         return None;
     }
-    let mut offset = 0;
-    let start = text.split_inclusive('\n').find_map(|line| {
-        let here = offset;
-        offset += line.len();
+    let start = lines_at(text).find_map(|(at, line)| {
         let lower = line.trim_start().to_ascii_lowercase();
-        (lower.starts_with("reporting-mta:") || lower.starts_with("final-recipient:")).then_some(here)
+        (lower.starts_with("reporting-mta:") || lower.starts_with("final-recipient:")).then_some(at)
     })?;
     delivery_status_fields(text[start..].trim_start().as_bytes(), &text[..start])
 }
@@ -318,11 +312,11 @@ pub(super) fn report_in_text(mail: &ParsedMail<'_>, text: &str) -> Option<Verdic
 /// A notice written for people: a bounce where it comes from a mailer daemon or says it
 /// failed, and gives a status, a reply or words of failure; its reason from its words.
 pub(super) fn read(mail: &ParsedMail<'_>, text: &str) -> Option<Verdict> {
-    let subject = mail.headers.get_first_value("Subject").unwrap_or_default().to_lowercase();
-    let failed_recipients = mail.headers.get_first_value("X-Failed-Recipients");
     if !is_notice(mail) {
         return None;
     }
+    let subject = mail.headers.get_first_value("Subject").unwrap_or_default().to_lowercase();
+    let failed_recipients = mail.headers.get_first_value("X-Failed-Recipients");
     let notice = unquoted(before_the_original(text));
     let notice = before_the_original(notice.as_ref());
     let lower = notice.to_lowercase();
