@@ -217,6 +217,21 @@ impl Callers {
         self.by_hash(&sha256(presented))
     }
 
+    /// For an RPC of the services granted `grant` and of operators: a named caller as
+    /// [`Callers::allow`] says, else the admin credential's check.
+    pub fn allow_or_operator<T>(
+        &self,
+        request: &Request<T>,
+        grant: Grant,
+        method: &str,
+        admin: &crate::admin::AdminCredential,
+    ) -> Result<(), Status> {
+        match self.allow(request, grant, method)? {
+            Some(_) => Ok(()),
+            None => admin.require(request),
+        }
+    }
+
     /// For an RPC `grant` allows: `Some(name)` for a named caller granted it (counted, its
     /// name recorded on the call's span, RESOURCE_EXHAUSTED past its rate), PERMISSION_DENIED
     /// for one not granted it, and `None` when the call names no caller (the operator check
@@ -250,9 +265,7 @@ pub struct OperatorsOr {
 
 impl tonic::service::Interceptor for OperatorsOr {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        if self.callers.allow(&request, self.grant, self.service)?.is_none() {
-            self.admin.require(&request)?;
-        }
+        self.callers.allow_or_operator(&request, self.grant, self.service, &self.admin)?;
         Ok(request)
     }
 }

@@ -431,10 +431,7 @@ impl UserGrpc {
     /// An RPC for the team's services granted `grant` (`method`, as they are told), else for
     /// operators.
     fn service_or_operator<T>(&self, request: &Request<T>, grant: Grant, method: &str) -> Result<(), tonic::Status> {
-        if self.callers.allow(request, grant, method)?.is_some() {
-            return Ok(());
-        }
-        self.operator(request)
+        self.callers.allow_or_operator(request, grant, method, &self.admin)
     }
 
     /// The operators' check (the admin credential), for every RPC or case that needs it.

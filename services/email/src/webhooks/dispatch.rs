@@ -42,7 +42,7 @@ impl Webhooks {
             }
             tokio::select! {
                 () = shutdown.wait() => break,
-                () = self.wake.notified() => {}
+                () = self.endpoints_changed.notified() => {}
                 () = tokio::time::sleep(POLL * 4) => {}
             }
         }
@@ -101,6 +101,7 @@ impl Webhooks {
             let attempt = self.attempt(endpoint, &delivery).await;
             (delivery, attempt)
         });
+        let mut finished_for = Vec::new();
         for (delivery, (attempt, delivered)) in futures::future::join_all(attempts).await {
             let retry_at = (!delivered).then(|| self.next_attempt(delivery.attempts + 1, attempt.at)).flatten();
             let outcome = match (delivered, retry_at) {
@@ -113,11 +114,16 @@ impl Webhooks {
             if !delivered && retry_at.is_none() {
                 tracing::warn!(endpoint = %endpoint.id, delivery = %delivery.id, attempts = delivery.attempts + 1, "webhook delivery parked: every attempt failed");
             }
+            let finished = delivered || retry_at.is_none();
             webhook_deliveries::settle(&writer, &delivery.id, attempt, delivered, retry_at).await?;
-            // Its user was deleted meanwhile: what it said (the address) is not kept.
-            if !verimail_events::erasure::buried(&self.db, &[delivery.user_id.as_str()]).await?.is_empty() {
-                webhook_deliveries::erase_finished(&writer, &delivery.user_id).await?;
+            if finished {
+                finished_for.push(delivery.user_id);
             }
+        }
+        // Users deleted meanwhile: what their finished deliveries said (the address) is not kept.
+        let finished_for: Vec<&str> = finished_for.iter().map(String::as_str).collect();
+        for user_id in verimail_events::erasure::buried(&self.db, &finished_for).await?.keys() {
+            webhook_deliveries::erase_finished(&writer, user_id).await?;
         }
         Ok(tried)
     }

@@ -48,7 +48,7 @@ impl Webhooks {
             created_at: chrono::Utc::now(),
         };
         webhook_endpoints::insert(&verimail_events::db::writer(&self.db), endpoint.clone()).await?;
-        self.wake.notify_waiters();
+        self.endpoints_changed.notify_waiters();
         tracing::info!(endpoint = %endpoint.id, url = %endpoint.url, types = %endpoint.event_types, "webhook endpoint registered");
         Ok((endpoint, secret))
     }
@@ -60,7 +60,7 @@ impl Webhooks {
     pub async fn set_enabled(&self, id: &str, enabled: bool) -> Result<Endpoint, EmailError> {
         let writer = verimail_events::db::writer(&self.db);
         let endpoint = webhook_endpoints::set_enabled(&writer, id, enabled).await?;
-        self.wake.notify_waiters();
+        self.endpoints_changed.notify_waiters();
         endpoint.ok_or_else(|| EmailError::NoEndpoint(id.to_owned()))
     }
 
@@ -74,6 +74,7 @@ impl Webhooks {
             return Err(EmailError::NoEndpoint(id.to_owned()));
         }
         crate::metrics::webhook_endpoint_removed(id);
+        self.endpoints_changed.notify_waiters();
         Ok(())
     }
 

@@ -61,18 +61,26 @@ impl WebhookConfig {
     }
 }
 
-/// Webhooks' state: the database, the HTTP client, and the bell the intake rings.
+/// Webhooks' state: the database, the HTTP client, and two bells: one the workers hear
+/// (deliveries are owed), one the dispatcher hears (endpoints changed).
 #[derive(Clone)]
 pub struct Webhooks {
     pub db: DatabaseConnection,
     pub client: Arc<http::Client>,
     pub config: WebhookConfig,
     pub wake: Arc<Notify>,
+    pub endpoints_changed: Arc<Notify>,
 }
 
 impl Webhooks {
     pub fn new(db: DatabaseConnection, config: WebhookConfig) -> anyhow::Result<Webhooks> {
         let client = http::Client::new(config.allow_private, config.timeout).map_err(anyhow::Error::msg)?;
-        Ok(Webhooks { db, client: Arc::new(client), config, wake: Arc::new(Notify::new()) })
+        Ok(Webhooks {
+            db,
+            client: Arc::new(client),
+            config,
+            wake: Arc::new(Notify::new()),
+            endpoints_changed: Arc::new(Notify::new()),
+        })
     }
 }
