@@ -32,7 +32,8 @@ pub struct App {
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let auth = config.credential.channel(config.tls.channel("AUTH_GRPC_ADDR", &config.auth_addr)?);
-        let users = config.credential.channel(config.tls.channel("USER_GRPC_ADDR", &config.user_addr)?);
+        let users_as_caller = config.tls.channel("USER_GRPC_ADDR", &config.user_addr)?;
+        let users = config.credential.channel(users_as_caller.clone());
         let gateway = routes::Gateway {
             upstreams: [
                 ("user-service", HealthClient::new(users.clone())),
@@ -50,6 +51,7 @@ impl App {
             trusted_proxies: config.trusted_proxies,
             keys: routes::KeysCache::default(),
             request_timeout: config.limits.request_timeout,
+            users_as_caller,
         };
         let listener = verimail_server::config::bind("GATEWAY_HTTP_ADDR", &config.http_addr).await?;
         let metrics = verimail_server::metrics::bind(&config.metrics_addr).await?;

@@ -46,14 +46,20 @@ pub struct Gateway {
     pub keys: KeysCache,
     /// grpc.health.v1 of the services the pages call, for `/readyz`.
     pub upstreams: [(&'static str, HealthClient<Internal>); 2],
+    /// user-service without the gateway's credential: the revocation feed is asked with the
+    /// caller's own.
+    pub users_as_caller: tonic::transport::Channel,
 }
 
 /// The access tokens' public keys, as JSON.
 pub const KEYS_PATH: &str = "/.well-known/verimail-keys";
-/// How long the gateway reuses the keys it fetched, and how long clients may cache them: a
-/// rotation publishes the new key before it signs (see docs/security.md), so a verifier that
-/// refetches on an unknown key id is never stale for long.
-const KEYS_FRESH: Duration = Duration::from_secs(60);
+/// How long the gateway reuses the keys it fetched: at most one GetPublicKeys a second however
+/// many verifiers ask, and a key that starts signing is published here within a second.
+const KEYS_FRESH: Duration = Duration::from_secs(1);
+/// How long clients and caches in between may keep the document. Short, because a verifier
+/// that meets a token with a key id it does not know refetches to learn the new key (a
+/// rotation); longer would refuse a new key's tokens for that long after a rotation.
+const KEYS_MAX_AGE: Duration = Duration::from_secs(5);
 
 /// The last keys document and when it was fetched.
 #[derive(Default)]
@@ -79,6 +85,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/forgot-password", get(forgot_page).post(forgot))
         .route("/reset-password", get(reset_page).post(reset))
         .route(KEYS_PATH, get(public_keys))
+        .route(REVOKED_PATH, get(revoked_sessions))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -237,7 +244,7 @@ fn on_behalf<T>(message: T, client: IpAddr) -> tonic::Request<T> {
 }
 
 /// GET /.well-known/verimail-keys: what AuthService/GetPublicKeys answers, as JSON, for
-/// verifiers in any language. Cacheable for a minute; 503 while auth-service cannot answer.
+/// verifiers in any language. Cacheable for five seconds; 503 while auth-service cannot answer.
 async fn public_keys(State(gw): State<Arc<Gateway>>) -> Response {
     let mut cached = gw.keys.0.lock().await;
     let fresh = cached.as_ref().filter(|(at, _)| at.elapsed() < KEYS_FRESH).map(|(_, body)| body.clone());
@@ -268,10 +275,102 @@ async fn public_keys(State(gw): State<Arc<Gateway>>) -> Response {
         }
     };
     drop(cached);
-    let cache_control = format!("public, max-age={}", KEYS_FRESH.as_secs());
+    let cache_control = format!("public, max-age={}", KEYS_MAX_AGE.as_secs());
     let mut response = ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
     if let Ok(value) = HeaderValue::from_str(&cache_control) {
         response.headers_mut().insert(header::CACHE_CONTROL, value);
+    }
+    response
+}
+
+/// UserService/ListRevokedSessions as JSON, for verifiers outside Rust.
+pub const REVOKED_PATH: &str = "/v1/revoked-sessions";
+
+#[derive(Deserialize)]
+struct FeedParams {
+    #[serde(default)]
+    after: u64,
+    #[serde(default)]
+    limit: u32,
+}
+
+/// GET /v1/revoked-sessions?after=CURSOR: the revocation feed (docs/events.md, "Revocation")
+/// for verifiers that do not speak gRPC. The caller presents its own service credential
+/// (`Authorization: Bearer <secret>`, a service granted `revocations`), which user-service
+/// checks, names, counts and limits as if it had called ListRevokedSessions itself: the
+/// gateway adds no authority of its own. Answers
+/// `{"revoked":[{"session_id","user_id","tokens_expire_at"}],"cursor":N,"more":bool}`, or an
+/// error as `{"error":{"code","message"}}` with the HTTP status of the gRPC one.
+async fn revoked_sessions(
+    State(gw): State<Arc<Gateway>>,
+    headers: axum::http::HeaderMap,
+    params: Result<Query<FeedParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(params) = match params {
+        Ok(params) => params,
+        Err(rejection) => {
+            let message = format!("after and limit are whole numbers: {}", rejection.body_text());
+            return json_error(StatusCode::BAD_REQUEST, "invalid_argument", &message);
+        }
+    };
+    let credential = match headers.get(header::AUTHORIZATION) {
+        None => verimail_server::internal::ServiceCredential::open(),
+        Some(value) => {
+            let secret = value.to_str().ok().and_then(verimail_server::internal::bearer_secret);
+            match secret.map(verimail_server::internal::ServiceCredential::new) {
+                Some(Ok(credential)) => credential,
+                _ => {
+                    let message = "present your service's secret as `Authorization: Bearer <secret>`";
+                    return json_error(StatusCode::UNAUTHORIZED, "unauthenticated", message);
+                }
+            }
+        }
+    };
+    let mut users = UserServiceClient::new(credential.channel(gw.users_as_caller.clone()));
+    let request = verimail_proto::user::v1::ListRevokedSessionsRequest { after: params.after, limit: params.limit };
+    let page = match users.list_revoked_sessions(request).await {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => {
+            let (http, code) = match status.code() {
+                Code::InvalidArgument => (StatusCode::BAD_REQUEST, "invalid_argument"),
+                Code::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+                Code::PermissionDenied => (StatusCode::FORBIDDEN, "permission_denied"),
+                Code::ResourceExhausted => (StatusCode::TOO_MANY_REQUESTS, "resource_exhausted"),
+                code => {
+                    tracing::warn!(?code, message = status.message(), "revocation feed unavailable");
+                    let mut response = json_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "the feed cannot be read now; retry shortly",
+                    );
+                    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    return response;
+                }
+            };
+            return json_error(http, code, status.message());
+        }
+    };
+    let revoked: Vec<serde_json::Value> = page
+        .revoked
+        .into_iter()
+        .map(|session| {
+            serde_json::json!({
+                "session_id": session.session_id,
+                "user_id": session.user_id,
+                "tokens_expire_at": session.tokens_expire_at,
+            })
+        })
+        .collect();
+    let body = serde_json::json!({ "revoked": revoked, "cursor": page.cursor, "more": page.more });
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// An API error: `{"error":{"code","message"}}`.
+fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     response
 }

@@ -74,9 +74,8 @@ impl AdminCredential {
             .metadata()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim().as_bytes());
+            .and_then(crate::internal::bearer_secret)
+            .map(str::as_bytes);
         match presented {
             Some(token) if bool::from(token.ct_eq(secret.expose_secret().as_bytes())) => Ok(()),
             Some(_) => Err(Status::unauthenticated("an ops RPC: the admin credential is not valid")),

@@ -42,6 +42,12 @@ pub const APP_TOKEN: &str = "APP_SERVICE_TOKEN";
 
 const MIN_SECRET_LEN: usize = 16;
 
+/// The secret of an `authorization` value `Bearer <secret>` (the scheme in any case).
+pub fn bearer_secret(value: &str) -> Option<&str> {
+    let (scheme, secret) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| secret.trim()).filter(|secret| !secret.is_empty())
+}
+
 /// A channel that presents the credential on every call.
 pub type Internal = tonic::service::interceptor::InterceptedService<Channel, ServiceCredential>;
 

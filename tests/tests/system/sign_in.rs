@@ -287,7 +287,7 @@ async fn the_gateway_publishes_the_keys_as_json_and_the_verified_page_continues_
     assert_eq!(response.status().as_u16(), 200);
     let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     assert_eq!(header("content-type"), "application/json");
-    assert_eq!(header("cache-control"), "public, max-age=60");
+    assert_eq!(header("cache-control"), "public, max-age=5");
     let document: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).expect("JSON");
     let published = stack
         .auth
