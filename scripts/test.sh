@@ -17,6 +17,10 @@ export GRPCURL_BIN
 # The page tests audit every page with axe-core in Chromium.
 AXE_CORE_JS="$(scripts/axe-core.sh)"
 export AXE_CORE_JS
+# The client packages outside Rust: installed (pinned, from npm and PyPI) and built; their
+# example services run in the system tests, on the virtualenv's Python.
+scripts/clients.sh setup
+export CLIENTS_PYTHON="$PWD/.tools/python-clients/bin/python"
 # The fault tests start the real binaries and kill them; build them first.
 cargo build --workspace --bins
 
@@ -34,6 +38,8 @@ if [[ $# -gt 0 ]]; then
     exit
 fi
 
+echo "== The client packages' own tests"
+scripts/clients.sh test
 echo "== SQLite variant"
 if nextest; then run -E 'not test(/postgresql/)'; else run -- --skip postgresql; fi
 # nextest does not run doctests; the ones that matter say what must not compile.

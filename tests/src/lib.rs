@@ -236,6 +236,14 @@ pub async fn eventually<F: std::future::Future<Output = bool>>(what: &str, limit
     }
 }
 
+/// The Python that runs the tests' programs outside Rust: the virtualenv scripts/clients.sh
+/// makes (`CLIENTS_PYTHON`, else `.tools/python-clients`), which holds clients/python and the
+/// pinned packages of its requirements-test.txt (standardwebhooks, FastAPI, uvicorn).
+pub fn clients_python() -> String {
+    std::env::var("CLIENTS_PYTHON")
+        .unwrap_or_else(|_| format!("{}/../.tools/python-clients/bin/python", env!("CARGO_MANIFEST_DIR")))
+}
+
 /// Where tests write what a person should be able to look at afterwards (screenshots):
 /// `TEST_ARTIFACTS_DIR`, else `test-artifacts` in `CARGO_TARGET_DIR` (or the temporary folder).
 pub fn artifacts_dir() -> std::path::PathBuf {

@@ -4,6 +4,7 @@
 mod bad_input;
 mod bad_input_table;
 mod bounces;
+mod clients;
 mod codes;
 mod compose;
 mod deliverability;

@@ -31,14 +31,14 @@ impl Receiver {
         use std::io::BufRead as _;
         let script = format!("{}/webhook_receiver.py", env!("CARGO_MANIFEST_DIR"));
         let path = |name: &str| dir.path().join(name).display().to_string();
-        let mut child = std::process::Command::new("python3")
+        let mut child = std::process::Command::new(verimail_system_tests::clients_python())
             .args([script, port.to_string(), path("secret"), path("received"), path("control")])
             .stdout(std::process::Stdio::piped())
             .spawn()
-            .expect("python3 runs the receiver");
+            .expect("the clients' Python runs the receiver (scripts/clients.sh setup)");
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().expect("its output")).read_line(&mut line).expect("a line");
-        assert_eq!(line.trim(), "listening", "the receiver did not start (pip install standardwebhooks)");
+        assert_eq!(line.trim(), "listening", "the receiver did not start (scripts/clients.sh setup)");
         child
     }
 

@@ -1,0 +1,8 @@
+export { ISSUER, TokenVerifier, VerifyError, fetchKeys } from './verifier.js'
+export type { Claims, KeySource, PublishedKey, TokenVerifierOptions, VerifyFailure } from './verifier.js'
+export { RevocationFeed } from './revocations.js'
+export type { RevocationFeedOptions } from './revocations.js'
+export { WebhookVerifier, WebhookVerificationError } from './webhooks.js'
+export type { WebhookEvent } from './webhooks.js'
+export { bearerToken, checkRequest, isRefusal } from './answer.js'
+export type { Refusal } from './answer.js'
