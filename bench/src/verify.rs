@@ -27,6 +27,11 @@ pub struct Fresh {
 pub struct Tokens(Arc<Mutex<Vec<Fresh>>>, Vec<(String, String)>);
 
 impl Tokens {
+    pub fn new(fresh: Vec<Fresh>) -> Tokens {
+        let users = fresh.iter().map(|f| (f.user_id.clone(), f.email.clone())).collect();
+        Tokens(Arc::new(Mutex::new(fresh)), users)
+    }
+
     fn take(&self) -> Option<Fresh> {
         self.0.lock().expect("tokens lock").pop()
     }
@@ -70,8 +75,7 @@ pub async fn prepare(stack: &ProcessStack, count: usize) -> anyhow::Result<Token
         .buffer_unordered(32)
         .try_collect()
         .await?;
-    let users = fresh.iter().map(|f| (f.user_id.clone(), f.email.clone())).collect();
-    Ok(Tokens(Arc::new(Mutex::new(fresh)), users))
+    Ok(Tokens::new(fresh))
 }
 
 /// One click: POST /verify-email with the token, as the confirm page's form does; the answer
@@ -122,6 +126,22 @@ pub async fn grpc_at_full_speed(
             let reply = auth.verify_email(VerifyEmailRequest { token: fresh.token }).await?.into_inner();
             anyhow::ensure!(reply.outcome() == VerifyOutcome::Verified, "VerifyEmail answered {:?}", reply.outcome());
             Ok(true)
+        }
+    })
+    .await
+}
+
+/// VerifyEmail over gRPC at `rate` per second (open loop), each call with a fresh token: the
+/// calls' latencies.
+pub async fn grpc_at_rate(stack: &ProcessStack, tokens: &Tokens, rate: f64, seconds: u64) -> anyhow::Result<Sample> {
+    let (auth, tokens) = (stack.auth.clone(), tokens.clone());
+    paced(rate, seconds, move |_| {
+        let (mut auth, fresh) = (auth.clone(), tokens.take());
+        async move {
+            let fresh = fresh.ok_or_else(|| anyhow::anyhow!("too few fresh tokens prepared"))?;
+            let reply = auth.verify_email(VerifyEmailRequest { token: fresh.token }).await?.into_inner();
+            anyhow::ensure!(reply.outcome() == VerifyOutcome::Verified, "VerifyEmail answered {:?}", reply.outcome());
+            Ok(())
         }
     })
     .await

@@ -10,7 +10,7 @@ use verimail_proto::email::v1::{
     CreateWebhookEndpointRequest, ListWebhookDeliveriesRequest, ReplayWebhookDeliveriesRequest,
     RotateWebhookSecretRequest, SetWebhookEndpointEnabledRequest, WebhookDeliveryStatus,
 };
-use verimail_proto::user::v1::DeleteUserRequest;
+use verimail_proto::user::v1::{ChangeEmailRequest, DeleteUserRequest};
 use verimail_system_tests::{Operator, Ops, Stack, StackOptions};
 
 /// The receiver, a process of its own, killed when the test ends.
@@ -305,9 +305,10 @@ fn once_each_in_order(received: &[serde_json::Value], expected: &[&str]) -> usiz
     ids.len()
 }
 
-/// The fault test: the receiver answers 500 for a while and is down, user-service and
-/// nats-server are killed and restarted, and every event still arrives, once each (a repeat
-/// only with its webhook-id), in order per user.
+/// The fault test: the whole flow (register, verify, change address, delete) while the
+/// receiver answers 500 for a while and is down, and user-service and nats-server are killed
+/// and restarted: every event still arrives, once each (a repeat only with its webhook-id), in
+/// order per user.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_lost_while_the_receiver_fails_and_user_service_and_nats_server_die() {
     use verimail_system_tests::batch;
@@ -322,14 +323,28 @@ async fn nothing_is_lost_while_the_receiver_fails_and_user_service_and_nats_serv
     let mut receiver = Receiver::start();
     receiver.set("control", "fail 15");
     let email_addr = stack.grpc_addr(Part::Email);
-    let (_endpoint, secret) =
-        create_at(webhooks_at(&email_addr), &receiver.url(), &["users.verified", "users.deleted"]).await.unwrap();
+    const FLOW: [&str; 3] = ["users.verified", "users.email_changed", "users.deleted"];
+    let (_endpoint, secret) = create_at(webhooks_at(&email_addr), &receiver.url(), &FLOW).await.unwrap();
     receiver.set("secret", &secret);
 
     let users = batch::register(&stack.users, &format!("faulted-{}", std::process::id()), 0..USERS, limit).await;
     batch::expect_one_email_each(&stack.smtp, &users, &Default::default(), limit).await;
     batch::click_all_and_expect_verified(&stack.smtp, &stack.gateway_url, &stack.users, &users, limit).await;
-    // The verifications are committed and on their way: everything dies at once.
+    // The middle half move to another address (the first quarter of them are deleted later).
+    let movers = &users[USERS / 4..USERS * 3 / 4];
+    for user in movers {
+        let new_email = user.email.replace("@", "+moved@");
+        let request = ChangeEmailRequest {
+            email: user.email.clone(),
+            password: batch::PASSWORD.into(),
+            new_email: new_email.clone(),
+        };
+        stack.users.clone().change_email(request).await.expect("ChangeEmail");
+        let link = stack.smtp.wait_for_verification(&new_email, limit).await.verification_link();
+        let page = verimail_system_tests::browser::Browser::new(&stack.gateway_url).click(&link).await;
+        assert_eq!(page.kind(), "verified", "{new_email}");
+    }
+    // The verifications and changes are committed and on their way: everything dies at once.
     receiver.kill();
     stack.kill(Part::User);
     stack.nats.kill();
@@ -347,7 +362,7 @@ async fn nothing_is_lost_while_the_receiver_fails_and_user_service_and_nats_serv
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    let wanted = USERS + USERS / 2;
+    let wanted = USERS + movers.len() + USERS / 2;
     let received = until(&receiver, limit, |received| {
         let mut events: Vec<&str> = received.iter().filter_map(|r| r["event_id"].as_str()).collect();
         events.sort_unstable();
@@ -355,8 +370,10 @@ async fn nothing_is_lost_while_the_receiver_fails_and_user_service_and_nats_serv
         events.len() >= wanted
     })
     .await;
-    let events = once_each_in_order(&received, &["users.verified", "users.deleted"]);
+    let events = once_each_in_order(&received, &FLOW);
     assert_eq!(events, wanted, "every event, none more");
+    let changed = received.iter().filter(|r| r["type"] == "users.email_changed").count();
+    assert!(changed >= movers.len(), "every change of address: {changed}");
     let repeats = received.len() - events;
     println!(
         "webhooks through faults: {events} events, {} arrivals ({repeats} repeats, each with its webhook-id)",
