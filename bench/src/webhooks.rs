@@ -6,6 +6,7 @@
 //! - users.verified's commit: real verifications (VerifyEmail with fresh tokens of users
 //!   registered first), user-service committing each user's status with its event, from the
 //!   event's `verified_at` (taken in that transaction) to the 200, on the machine's one clock.
+//!
 //! A receiver inside the benchmark's process answers every POST with 200.
 
 use crate::load::{Sample, paced};
@@ -103,7 +104,7 @@ impl Sink {
     }
 
     /// For each event answered from `since` on: from its `verified_at` to its 200.
-    fn from_commit(&self, since: chrono::DateTime<chrono::Utc>) -> Vec<Duration> {
+    fn since_commit(&self, since: chrono::DateTime<chrono::Utc>) -> Vec<Duration> {
         let answered = self.0.lock().unwrap_or_else(|p| p.into_inner());
         answered
             .values()
@@ -236,7 +237,7 @@ pub async fn run(table: &mut crate::Table, seconds: u64) -> anyhow::Result<serde
     let since = chrono::Utc::now();
     let verifying = crate::verify::grpc_at_rate(&stack, &tokens, half, seconds).await?;
     sink.until(before + verifying.latencies.len(), Duration::from_secs(120)).await?;
-    let latencies = sink.from_commit(since);
+    let latencies = sink.since_commit(since);
     anyhow::ensure!(latencies.len() == verifying.latencies.len(), "a verification without its webhook");
     let latency = Sample { latencies, elapsed: verifying.elapsed };
     let from_commit =
