@@ -89,26 +89,52 @@ const NOT_OURS: &[&str] =
     &["RUST_LOG", "RUST_BACKTRACE", "PATH", "HOME", "HOSTNAME", "TERM", "LANG", "PWD", "SHLVL", "_"];
 
 /// `--check-config`: the configuration (already read into `config` from `vars`) must be valid,
-/// and every variable in the environment must be one the configuration read (or a standard one).
+/// and no variable set may look like ours without being one this part reads: a misspelling
+/// (`SMTP_URLL`), or a setting that does not exist (`WEBHOOK_SECRET`), says which name was
+/// probably meant. Another part's variables (an environment file shared by all four) and the
+/// rest of the world's (a shell's, a pod's, a base image's) are fine.
 pub fn check_config<T>(vars: &Vars, config: Result<T, crate::config::ConfigError>) -> anyhow::Result<()> {
+    use crate::variables::{Unread, classify};
     config?;
     let read = vars.read_variables();
-    let unknown: Vec<String> = std::env::vars_os()
-        .filter_map(|(name, _)| name.into_string().ok())
-        .filter(|name| {
-            !read.contains(name.as_str())
-                && !NOT_OURS.contains(&name.as_str())
-                && !name.starts_with("OTEL_")
-                && !name.starts_with("LC_")
-        })
-        .collect();
-    if !unknown.is_empty() {
-        for name in &unknown {
-            eprintln!("{name} is set but nothing here reads it");
+    let read_list: Vec<&'static str> = read.iter().copied().collect();
+    let (mut misspelt, mut others, mut ignored) = (Vec::new(), Vec::new(), 0);
+    for name in std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()) {
+        if read.contains(name.as_str())
+            || NOT_OURS.contains(&name.as_str())
+            || name.starts_with("OTEL_")
+            || name.starts_with("LC_")
+        {
+            continue;
         }
-        anyhow::bail!("{} variable(s) set that this binary does not read: {}", unknown.len(), unknown.join(", "));
+        match classify(&name, &read_list) {
+            Unread::OtherPart => others.push(name),
+            Unread::Misspelt(meant) => {
+                match meant {
+                    Some(meant) => eprintln!("{name} is set but nothing here reads it: did you mean {meant}?"),
+                    None => eprintln!("{name} is set but nothing here reads it"),
+                }
+                misspelt.push(name);
+            }
+            Unread::NotOurs => ignored += 1,
+        }
     }
-    println!("configuration is valid; every variable set is read");
+    if !misspelt.is_empty() {
+        misspelt.sort();
+        anyhow::bail!(
+            "{} variable(s) set that look like Verimail's but this binary does not read: {}",
+            misspelt.len(),
+            misspelt.join(", ")
+        );
+    }
+    println!("configuration is valid; every variable set that looks like Verimail's is read");
+    if !others.is_empty() {
+        others.sort();
+        println!("set for other parts, not read here: {}", others.join(" "));
+    }
+    if ignored > 0 {
+        println!("{ignored} other variable(s) set, none of them Verimail's: ignored");
+    }
     let ours: Vec<&str> = read.into_iter().filter(|name| !NOT_OURS.contains(name)).collect();
     println!("reads: {}", ours.join(" "));
     Ok(())

@@ -20,6 +20,7 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod templates;
 pub mod tls;
+pub mod variables;
 
 /// Bytes as lower-case hexadecimal: the text form of every hash and MAC kept or shown.
 pub fn hex(bytes: &[u8]) -> String {

@@ -1,7 +1,8 @@
 //! compose.yaml cannot drift from the code: every Verimail part in it is run with
 //! `--check-config` on exactly the environment the file gives it (production mode, the required
-//! secrets filled in), which fails on a missing or invalid setting and on any variable the
-//! binary does not read. And the NATS cluster it describes matches the replicas it asks for.
+//! secrets filled in), which fails on a missing or invalid setting and on any variable that
+//! looks like Verimail's but the binary does not read; with one environment file for all four
+//! parts, and Kubernetes' and a shell's variables beside, it passes. And the NATS cluster it describes matches the replicas it asks for.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -61,6 +62,7 @@ async fn every_part_in_compose_yaml_gets_exactly_the_configuration_it_reads() {
     let reference = path.with_file_name("docs").join("configuration.md");
     let reference = std::fs::read_to_string(reference).expect("docs/configuration.md");
     let mut checked = Vec::new();
+    let mut environments = BTreeMap::new();
     for (name, service) in services {
         let Some(part) = service["command"][0].as_str().filter(|c| PARTS.contains(c)) else { continue };
         let mut env = BTreeMap::new();
@@ -83,11 +85,43 @@ async fn every_part_in_compose_yaml_gets_exactly_the_configuration_it_reads() {
                 reference.contains(&format!("| `{variable}`")) || reference.contains(&format!(", `{variable}`")),
                 "{variable} ({part}) is missing from the configuration tables of docs/configuration.md"
             );
+            // And the list of every part's variables, which tells another part's from a typo.
+            assert!(verimail_server::variables::ALL.contains(&variable), "{variable} ({part}) is missing from ALL");
         }
-        // The same binary refuses a variable nobody reads, so the check above has teeth.
+        // The same binary refuses a misspelt variable, saying which was meant, so the check
+        // above has teeth.
         let output = check(Some(("SMTP_URLL", "smtp://typo:25"))).await;
         assert!(!output.status.success(), "{part} accepted an unknown variable");
-        assert!(String::from_utf8_lossy(&output.stderr).contains("SMTP_URLL is set but nothing here reads it"));
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(said.contains("SMTP_URLL is set but nothing here reads it: did you mean SMTP_URL?"), "{said}");
+        environments.insert(part, env);
+    }
+    // Where operators run the check: one environment file for all four parts (each part's own
+    // values over it), in a pod (Kubernetes' variables for every Service of the namespace), from
+    // a shell, in a container with its image's variables.
+    let world = [
+        ("SHELL", "/bin/bash"),
+        ("USER", "ops"),
+        ("OLDPWD", "/home/ops"),
+        ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+        ("KUBERNETES_SERVICE_PORT", "443"),
+        ("KUBERNETES_PORT_443_TCP", "tcp://10.96.0.1:443"),
+        ("USER_SERVICE_SERVICE_HOST", "10.96.0.20"),
+        ("USER_SERVICE_PORT_50051_TCP_ADDR", "10.96.0.20"),
+        ("NATS_SERVICE_PORT_CLIENT", "4222"),
+        ("SSL_CERT_DIR", "/etc/ssl/certs"),
+    ];
+    for (part, own) in &environments {
+        let mut shared: BTreeMap<&str, &str> = BTreeMap::new();
+        for env in environments.values() {
+            shared.extend(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        }
+        shared.extend(own.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        shared.extend(world);
+        let output = run_binary(part, &["--check-config"], shared, Duration::from_secs(20)).await;
+        let said = printed(&output);
+        assert!(output.status.success(), "{part} with a shared environment file, in a pod, from a shell:\n{said}");
+        assert!(said.contains("set for other parts, not read here:"), "{said}");
     }
     checked.sort();
     assert_eq!(checked, ["auth-service", "email-service", "gateway", "user-service"]);
