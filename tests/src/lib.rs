@@ -148,6 +148,8 @@ pub struct StackOptions {
     pub email_vars: Vec<settings::Var>,
     /// Further variables for user-service (EMAIL_CHECK_DNS, say), after the others.
     pub user_vars: Vec<settings::Var>,
+    /// Further variables for auth-service, after the others.
+    pub auth_vars: Vec<settings::Var>,
     /// Further variables for every gateway (BRAND_NAME, say), after the others.
     pub gateway_vars: Vec<settings::Var>,
 }
@@ -194,6 +196,7 @@ impl Default for StackOptions {
             unverified_ttl: Some(Duration::from_secs(7 * 24 * 3600)),
             email_vars: Vec::new(),
             user_vars: Vec::new(),
+            auth_vars: Vec::new(),
             gateway_vars: Vec::new(),
         }
     }

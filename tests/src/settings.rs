@@ -97,8 +97,8 @@ impl StackOptions {
         match part {
             Part::Email => vars.extend(self.email_vars.iter().cloned()),
             Part::User => vars.extend(self.user_vars.iter().cloned()),
+            Part::Auth => vars.extend(self.auth_vars.iter().cloned()),
             Part::Gateway => vars.extend(self.gateway_vars.iter().cloned()),
-            _ => {}
         }
         vars
     }

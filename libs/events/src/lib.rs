@@ -11,3 +11,4 @@ pub mod erasure;
 pub mod metrics;
 pub mod outbox;
 pub mod parking;
+pub mod retention;

@@ -241,8 +241,8 @@ pub enum RelayError {
     Publish { id: String, subject: String, reason: String },
 }
 
-/// Publishes unpublished outbox rows, oldest first, and prunes published ones after their
-/// retention.
+/// Publishes unpublished outbox rows, oldest first (published ones are deleted after their
+/// retention by the service's retention sweep: `retention::outbox`).
 #[derive(Clone)]
 pub struct OutboxRelay {
     db: DatabaseConnection,
@@ -250,13 +250,10 @@ pub struct OutboxRelay {
     wake: Arc<Notify>,
     batch: u64,
     idle_poll: Duration,
-    retention: Duration,
 }
 
-/// How long published rows are kept by default (for an operator looking back), and how often
-/// the relay prunes older ones.
+/// How long published rows are kept by default (for an operator looking back).
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 impl OutboxRelay {
     pub fn new(db: DatabaseConnection, js: jetstream::Context) -> Self {
@@ -268,14 +265,7 @@ impl OutboxRelay {
             // Rows are normally picked up at once through `wake`; polling covers rows written
             // by another instance and anything left by a crash.
             idle_poll: Duration::from_millis(500),
-            retention: DEFAULT_RETENTION,
         }
-    }
-
-    /// Keeps published rows this long (`OUTBOX_RETENTION_SECONDS`).
-    pub fn with_retention(mut self, retention: Duration) -> Self {
-        self.retention = retention;
-        self
     }
 
     /// Begins a change of the service's state whose events this relay publishes.
@@ -290,11 +280,10 @@ impl OutboxRelay {
     }
 
     /// Publishes until `shutdown` (then publishes what is left), backing off while NATS or the
-    /// database fails; prunes once a minute. The longest gap between two tries is 6.4 s, far
+    /// database fails. The longest gap between two tries is 6.4 s, far
     /// inside the streams' duplicate window, so a retried publish is always de-duplicated.
     pub async fn run(self, shutdown: Shutdown) {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_millis(6400));
-        let mut next_prune = tokio::time::Instant::now();
         let mut next_report = tokio::time::Instant::now();
         loop {
             let pause = match self.publish_pending().await {
@@ -315,14 +304,6 @@ impl OutboxRelay {
                     tracing::debug!(error = %e, "cannot measure the outbox backlog");
                 }
                 next_report = tokio::time::Instant::now() + Duration::from_secs(1);
-            }
-            if tokio::time::Instant::now() >= next_prune {
-                match self.prune().await {
-                    Ok(0) => {}
-                    Ok(pruned) => tracing::info!(pruned, "pruned published outbox rows"),
-                    Err(e) => tracing::warn!(error = %e, "cannot prune the outbox"),
-                }
-                next_prune = tokio::time::Instant::now() + PRUNE_EVERY;
             }
             tokio::select! {
                 _ = shutdown.wait() => return self.flush().await,
@@ -362,16 +343,6 @@ impl OutboxRelay {
         metrics.outbox_backlog.set(backlog);
         metrics.outbox_oldest_unsent_seconds.set(age);
         Ok(())
-    }
-
-    /// Deletes rows published longer ago than the retention. Returns how many.
-    pub async fn prune(&self) -> Result<u64, DbErr> {
-        let Ok(retention) = chrono::Duration::from_std(self.retention) else { return Ok(0) };
-        let result = entity::Entity::delete_many()
-            .filter(entity::Column::PublishedAt.lt(chrono::Utc::now() - retention))
-            .exec(&crate::db::writer(&self.db))
-            .await?;
-        Ok(result.rows_affected)
     }
 
     /// One pass over the oldest unpublished rows: publishes the first unpublished event of each

@@ -22,7 +22,8 @@ use verimail_startup::backbone::Backbone;
 pub struct App {
     backbone: Backbone,
     streams: verimail_events::bus::StreamSettings,
-    outbox_retention: Duration,
+    retention: verimail_events::retention::Common,
+    verification_retention: Duration,
     keys: Arc<TokenKeys>,
     signing_keys: Arc<crate::access::SigningKeys>,
     access_token_lifetime: Duration,
@@ -49,7 +50,8 @@ impl App {
         Ok(App {
             streams: config.backbone.streams,
             backbone,
-            outbox_retention: config.outbox_retention,
+            retention: config.retention,
+            verification_retention: config.verification_retention,
             keys: Arc::new(config.keys),
             signing_keys: Arc::new(config.signing_keys),
             access_token_lifetime: config.access_token_lifetime,
@@ -74,7 +76,12 @@ impl App {
 
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let db = self.backbone.db.clone();
-        let relay = OutboxRelay::new(db.clone(), self.backbone.js.clone()).with_retention(self.outbox_retention);
+        let relay = OutboxRelay::new(db.clone(), self.backbone.js.clone());
+        let mut retained = self.retention.tables();
+        retained.push(Box::new(crate::store::tokens::retention(self.verification_retention)));
+        retained.push(Box::new(crate::store::codes::retention(self.verification_retention)));
+        let keeps = vec![self.retention.outbox, self.retention.tombstones, self.verification_retention];
+        let retention = verimail_events::retention::run(db.clone(), retained, keeps, shutdown.clone());
         let code_keys = Arc::new(CodeKeys::derive(self.keys.raw_keys()));
         let js = self.backbone.js.clone();
         let erase = {
@@ -113,8 +120,11 @@ impl App {
             AuthServiceServer::new(grpc).max_decoding_message_size(verimail_server::grpc::MAX_MESSAGE_BYTES),
         )
         .add_service(parking);
-        let background: Vec<Background> =
-            vec![Box::pin(relay.run(shutdown.clone())), Box::pin(bus::consume(js, deletions, erase, shutdown.clone()))];
+        let background: Vec<Background> = vec![
+            Box::pin(relay.run(shutdown.clone())),
+            Box::pin(bus::consume(js, deletions, erase, shutdown.clone())),
+            Box::pin(retention),
+        ];
         let served = vec![SERVICE_NAME, parking::SERVICE_NAME];
         self.backbone.serve(routes, served, background, vec![], shutdown).await
     }

@@ -66,15 +66,16 @@ impl Authority {
 }
 
 /// The link `jti` names, if it can be used now as a link of `purpose` (its account not
-/// deleted); why not otherwise: INVALID for no such link, then AccountGone, WrongPurpose,
-/// used, revoked, expired.
+/// deleted); why not otherwise: AccountGone, WrongPurpose, used, revoked, expired. An
+/// authentic link (its MAC checked) whose row is gone was pruned long after it expired
+/// (VERIFICATION_RETENTION_SECONDS): expired.
 pub(crate) async fn usable_link(
     txn: &DatabaseTransaction,
     jti: &str,
     purpose: &str,
 ) -> Result<store::tokens::Model, AuthError> {
     use crate::links::TokenError;
-    let row = store::tokens::find(txn, jti).await?.ok_or(AuthError::Token(TokenError::Invalid))?;
+    let row = store::tokens::find(txn, jti).await?.ok_or(AuthError::Token(TokenError::Expired))?;
     not_deleted(txn, &row.user_id).await?;
     match row.refusal(purpose) {
         Some(refusal) => Err(refusal),

@@ -118,7 +118,8 @@ async fn use_tokens(relay: &OutboxRelay, uses: &[TokenUse]) -> Result<Vec<Answer
                 };
                 return Ok(used(outcome, row));
             }
-            let row = known.get(&u.jti).ok_or(AuthError::Token(TokenError::Invalid))?;
+            // Authentic (its MAC was checked), and no row: pruned long after it expired.
+            let row = known.get(&u.jti).ok_or(AuthError::Token(TokenError::Expired))?;
             let unused = row.used_at.is_none();
             if row.purpose.as_deref() == Some(crate::links::UNDO_EMAIL_CHANGE) {
                 return Err(AuthError::Token(TokenError::WrongPurpose));

@@ -29,8 +29,11 @@ pub struct Config {
     /// `CODE_MAX_WRONG_TRIES` (default 20, 1 to 1000): wrong codes an address takes, from all
     /// clients together, before its live codes die: the cap on guessing from many addresses.
     pub code_max_wrong_tries: i32,
-    /// `OUTBOX_RETENTION_SECONDS`: how long published events stay in the outbox table.
-    pub outbox_retention: std::time::Duration,
+    /// `OUTBOX_RETENTION_SECONDS` and `TOMBSTONE_RETENTION_SECONDS`.
+    pub retention: verimail_events::retention::Common,
+    /// `VERIFICATION_RETENTION_SECONDS` (default 30 days): links and codes are deleted this
+    /// long after they expire.
+    pub verification_retention: std::time::Duration,
     /// `AUTH_TOKEN_KEYS`: comma-separated keys, PASERK `k4.local.…` or 64 hex digits; the first
     /// issues tokens,
     /// all are accepted (rotation: put the new key first and keep the old one until its
@@ -84,8 +87,12 @@ impl Config {
         if audience.trim().is_empty() {
             return Err(ConfigError::new("ACCESS_TOKEN_AUDIENCE", "must not be empty"));
         }
+        let backbone = BackboneConfig::from_vars(vars, DEFAULTS)?;
         Ok(Config {
-            backbone: BackboneConfig::from_vars(vars, DEFAULTS)?,
+            retention: verimail_events::retention::Common::from_vars(vars, &backbone.streams)?,
+            verification_retention: vars
+                .seconds("VERIFICATION_RETENTION_SECONDS", verimail_events::retention::DEFAULT)?,
+            backbone,
             admin: verimail_server::admin::AdminCredential::from_vars(vars, &[&fronts, &issuer, &signs_for])?,
             fronts,
             issuer,
@@ -96,7 +103,6 @@ impl Config {
                 tries @ 1..=1000 => tries,
                 _ => return Err(ConfigError::new("CODE_MAX_WRONG_TRIES", "must be between 1 and 1000")),
             },
-            outbox_retention: vars.seconds("OUTBOX_RETENTION_SECONDS", verimail_events::outbox::DEFAULT_RETENTION)?,
             keys,
             signing_keys,
             access_token_lifetime: vars.seconds("ACCESS_TOKEN_TTL_SECONDS", Duration::from_secs(900))?,

@@ -66,6 +66,15 @@ pub struct Config {
     pub callers: std::sync::Arc<verimail_server::callers::Callers>,
     /// `WEBHOOK_*`: see [`WebhookConfig`](crate::webhooks::WebhookConfig).
     pub webhooks: crate::webhooks::WebhookConfig,
+    /// `OUTBOX_RETENTION_SECONDS` and `TOMBSTONE_RETENTION_SECONDS`.
+    pub retention: verimail_events::retention::Common,
+    /// `DELIVERY_RETENTION_SECONDS` (default 30 days; in production at least the streams'
+    /// retention): deliveries that are over, and bounces, are deleted this long after their last
+    /// change.
+    pub delivery_retention: std::time::Duration,
+    /// `WEBHOOK_DELIVERY_RETENTION_SECONDS` (default 30 days; in production at least the
+    /// streams' retention): delivered and parked webhook deliveries, with their attempts.
+    pub webhook_delivery_retention: std::time::Duration,
     /// `MAILBOX_HTTP_ADDR`: the development mailbox (see [`crate::mailbox`]); none in production
     /// or with `SMTP_URL`.
     pub mailbox_addr: Option<String>,
@@ -133,8 +142,23 @@ impl Config {
             ));
         }
         let callers = std::sync::Arc::new(callers);
+        let backbone = BackboneConfig::from_vars(vars, DEFAULTS)?;
+        let streams = &backbone.streams;
         Ok(Config {
-            backbone: BackboneConfig::from_vars(vars, DEFAULTS)?,
+            retention: verimail_events::retention::Common::from_vars(vars, streams)?,
+            delivery_retention: verimail_events::retention::at_least_events(
+                vars,
+                streams,
+                "DELIVERY_RETENTION_SECONDS",
+                verimail_events::retention::DEFAULT,
+            )?,
+            webhook_delivery_retention: verimail_events::retention::at_least_events(
+                vars,
+                streams,
+                "WEBHOOK_DELIVERY_RETENTION_SECONDS",
+                verimail_events::retention::DEFAULT,
+            )?,
+            backbone,
             admin: verimail_server::admin::AdminCredential::from_vars(vars, &[&credential])?,
             credential,
             auth_addr: vars.string("AUTH_GRPC_ADDR", "127.0.0.1:50052"),

@@ -18,7 +18,9 @@ use verimail_startup::backbone::Backbone;
 
 pub struct App {
     backbone: Backbone,
-    outbox_retention: std::time::Duration,
+    retention: verimail_events::retention::Common,
+    session_retention: std::time::Duration,
+    email_change_retention: std::time::Duration,
     streams: verimail_events::bus::StreamSettings,
     limits: crate::limits::UserLimits,
     enumeration_safe: bool,
@@ -69,7 +71,9 @@ impl App {
         let backbone = Backbone::start::<Migrator>(&config.backbone, &[USERS_STREAM]).await?;
         Ok(App {
             backbone,
-            outbox_retention: config.outbox_retention,
+            retention: config.retention,
+            session_retention: config.session_retention,
+            email_change_retention: config.email_change_retention,
             streams: config.backbone.streams,
             limits: config.limits,
             enumeration_safe: config.enumeration_safe,
@@ -97,7 +101,7 @@ impl App {
 
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let (db, js) = (self.backbone.db.clone(), self.backbone.js.clone());
-        let relay = OutboxRelay::new(db.clone(), js.clone()).with_retention(self.outbox_retention);
+        let relay = OutboxRelay::new(db.clone(), js.clone());
         let accounts = crate::accounts::Accounts {
             db: db.clone(),
             relay: relay.clone(),
@@ -164,6 +168,12 @@ impl App {
             self.sessions.idle,
             shutdown.clone(),
         )));
+        let mut retained = self.retention.tables();
+        retained.push(Box::new(crate::store::sessions::retention(self.session_retention)));
+        retained.push(Box::new(crate::store::email_changes::retention(self.email_change_retention)));
+        let keeps =
+            vec![self.retention.outbox, self.retention.tombstones, self.session_retention, self.email_change_retention];
+        background.push(Box::pin(verimail_events::retention::run(db.clone(), retained, keeps, shutdown.clone())));
         if let Some(ttl) = self.unverified_ttl {
             background.push(Box::pin(lifecycle::run_sweeps(relay, ttl, shutdown.clone())));
         }

@@ -34,8 +34,15 @@ pub struct Config {
     pub enumeration_safe: bool,
     /// `RATE_LIMIT_*`: see [`UserLimits`].
     pub limits: crate::limits::UserLimits,
-    /// `OUTBOX_RETENTION_SECONDS`: how long published events stay in the outbox table.
-    pub outbox_retention: std::time::Duration,
+    /// `OUTBOX_RETENTION_SECONDS` and `TOMBSTONE_RETENTION_SECONDS`.
+    pub retention: verimail_events::retention::Common,
+    /// `SESSION_RETENTION_SECONDS` (default 30 days): sessions are deleted this long after they
+    /// ended or expired (never while one of their access tokens may be live).
+    pub session_retention: std::time::Duration,
+    /// `EMAIL_CHANGE_RETENTION_SECONDS` (default 30 days; keep it above auth-service's
+    /// `EMAIL_CHANGE_UNDO_TTL_SECONDS`): changes of address are deleted this long after they
+    /// were asked for.
+    pub email_change_retention: std::time::Duration,
     /// `PASSWORD_HASH_MEMORY_KIB`, `PASSWORD_HASH_ITERATIONS`, `PASSWORD_HASH_PARALLELISM`
     pub hash_cost: HashCost,
     /// `PASSWORD_HASH_CONCURRENCY`: hashes computed at once (default: the number of cores).
@@ -92,8 +99,13 @@ impl Config {
                 format!("is the secret of the service {name}: operators and services hold separate credentials"),
             ));
         }
+        let backbone = BackboneConfig::from_vars(vars, DEFAULTS)?;
         Ok(Config {
-            backbone: BackboneConfig::from_vars(vars, DEFAULTS)?,
+            retention: verimail_events::retention::Common::from_vars(vars, &backbone.streams)?,
+            session_retention: vars.seconds("SESSION_RETENTION_SECONDS", verimail_events::retention::DEFAULT)?,
+            email_change_retention: vars
+                .seconds("EMAIL_CHANGE_RETENTION_SECONDS", verimail_events::retention::DEFAULT)?,
+            backbone,
             admin,
             fronts,
             credential,
@@ -102,7 +114,6 @@ impl Config {
             sign_in_requires_verified: vars.parse("SIGN_IN_REQUIRES_VERIFIED", true)?,
             enumeration_safe: vars.parse("ENUMERATION_SAFE_REGISTRATION", true)?,
             limits: crate::limits::UserLimits::from_vars(vars)?,
-            outbox_retention: vars.seconds("OUTBOX_RETENTION_SECONDS", verimail_events::outbox::DEFAULT_RETENTION)?,
             hash_cost,
             hash_concurrency: vars.parse("PASSWORD_HASH_CONCURRENCY", cores)?,
             unverified_ttl: vars.seconds_or_off("UNVERIFIED_ACCOUNT_TTL_SECONDS", DEFAULT_UNVERIFIED_TTL)?,

@@ -27,6 +27,7 @@ mod pages;
 mod passwords;
 mod production;
 mod real_browser;
+mod retention;
 mod rotation;
 mod sessions;
 mod sign_in;

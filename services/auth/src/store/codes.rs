@@ -102,3 +102,10 @@ pub async fn erase<C: ConnectionTrait>(
         .await?;
     Ok(())
 }
+
+/// Codes go `keep` after they expire (`VERIFICATION_RETENTION_SECONDS`).
+pub fn retention(keep: std::time::Duration) -> verimail_events::retention::Rule<Entity> {
+    verimail_events::retention::Rule::new("verification_codes", Column::Id, Column::IssuedAt, keep, |cutoff, _| {
+        sea_orm::Condition::all().add(Column::ExpiresAt.lt(cutoff))
+    })
+}

@@ -154,3 +154,11 @@ pub async fn erase<C: ConnectionTrait>(conn: &C, user_id: &str, email: &str, era
         .await?;
     Ok(erasing.rows_affected)
 }
+
+/// Links go `keep` after they expire (`VERIFICATION_RETENTION_SECONDS`); a late click on one
+/// still answers "expired" (an authentic link without its row, see `authority::usable_link`).
+pub fn retention(keep: std::time::Duration) -> verimail_events::retention::Rule<Entity> {
+    verimail_events::retention::Rule::new("verification_tokens", Column::Jti, Column::IssuedAt, keep, |cutoff, _| {
+        sea_orm::Condition::all().add(Column::ExpiresAt.lt(cutoff))
+    })
+}

@@ -101,3 +101,11 @@ pub async fn erase_user(txn: &DatabaseTransaction, user_id: &str, hash: Option<&
         .await?;
     Ok(())
 }
+
+/// Bounces go `keep` after they arrived (`DELIVERY_RETENTION_SECONDS`), those of no delivery
+/// kept (a notice for a delivery already pruned) included. A suppression stays.
+pub fn retention(keep: std::time::Duration) -> verimail_events::retention::Rule<Entity> {
+    verimail_events::retention::Rule::new("bounces", Column::Id, Column::ReceivedAt, keep, |cutoff, _| {
+        sea_orm::Condition::all().add(Column::ReceivedAt.lt(cutoff))
+    })
+}

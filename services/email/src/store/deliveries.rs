@@ -238,3 +238,14 @@ pub async fn claim_retry<C: ConnectionTrait>(conn: &C, event_id: &str, instance:
     }
     Ok(Claim::Claimed(Box::new(before)))
 }
+
+/// Deliveries that are over (sent, failed, bounced…: not pending, sending or retrying) go
+/// `keep` after their last change (`DELIVERY_RETENTION_SECONDS`), with their bounces. Until
+/// then a redelivered event finds its delivery and is not sent twice.
+pub fn retention(keep: std::time::Duration) -> verimail_events::retention::Rule<Entity> {
+    verimail_events::retention::Rule::new("deliveries", Column::EventId, Column::CreatedAt, keep, |cutoff, _| {
+        let live = [DeliveryStatus::Pending, DeliveryStatus::Sending, DeliveryStatus::Retrying];
+        sea_orm::Condition::all().add(Column::UpdatedAt.lt(cutoff)).add(Column::Status.is_not_in(live))
+    })
+    .with_dependents(&[("bounces", "delivery_id")])
+}

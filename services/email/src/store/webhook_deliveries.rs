@@ -278,3 +278,13 @@ pub async fn delete_of_endpoint<C: ConnectionTrait>(conn: &C, endpoint: &str) ->
     }
     Entity::delete_many().filter(Column::EndpointId.eq(endpoint)).exec(conn).await.map(drop)
 }
+
+/// Webhook deliveries that are over (delivered or parked) go `keep` after they were made
+/// (`WEBHOOK_DELIVERY_RETENTION_SECONDS`), with their attempts; a parked one not replayed by
+/// then goes too.
+pub fn retention(keep: std::time::Duration) -> verimail_events::retention::Rule<Entity> {
+    verimail_events::retention::Rule::new("webhook_deliveries", Column::Id, Column::CreatedAt, keep, |cutoff, _| {
+        sea_orm::Condition::all().add(Column::CreatedAt.lt(cutoff)).add(Column::Status.ne(Status::Pending))
+    })
+    .with_dependents(&[("webhook_attempts", "delivery_id")])
+}

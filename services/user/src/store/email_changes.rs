@@ -146,3 +146,12 @@ pub async fn mark_many<C: ConnectionTrait>(conn: &C, ids: &[&str], outcome: Outc
         .await?;
     Ok(())
 }
+
+/// Changes of address go `keep` after they were asked for (`EMAIL_CHANGE_RETENTION_SECONDS`,
+/// at least `EMAIL_CHANGE_UNDO_TTL_SECONDS`: a notice's undo link finds its change until it
+/// expires).
+pub fn retention(keep: std::time::Duration) -> verimail_events::retention::Rule<Entity> {
+    verimail_events::retention::Rule::new("email_changes", Column::Id, Column::RequestedAt, keep, |cutoff, _| {
+        sea_orm::Condition::all().add(Column::RequestedAt.lt(cutoff))
+    })
+}

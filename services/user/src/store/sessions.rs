@@ -292,3 +292,14 @@ pub(crate) enum Clock {
     Id,
     Seq,
 }
+
+/// Sessions go `keep` after they ended or expired (`SESSION_RETENTION_SECONDS`), with their
+/// retired refresh tokens; never while an access token of theirs may still be live (the
+/// revocation feed must go on naming an ended one until then).
+pub fn retention(keep: std::time::Duration) -> verimail_events::retention::Rule<Entity> {
+    verimail_events::retention::Rule::new("sessions", Column::Id, Column::CreatedAt, keep, |cutoff, now| {
+        let over = sea_orm::Condition::any().add(Column::EndedAt.lt(cutoff)).add(Column::ExpiresAt.lt(cutoff));
+        sea_orm::Condition::all().add(over).add(Column::AccessExpiresAt.lt(now))
+    })
+    .with_dependents(&[("retired_refresh_tokens", "session_id")])
+}
