@@ -30,13 +30,15 @@ build:
 fmt:
     cargo fmt --all
 
-# Formatting, clippy (warnings as errors), no import circles, and the dependency rules of deny.toml
+# Formatting, clippy (warnings as errors), no import circles, the dependency rules of deny.toml, and the alert rules with their unit tests (promtool)
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo clippy -p verimail-email --no-default-features -- -D warnings
     python3 scripts/import-circles.py
     cargo deny --log-level error check bans licenses sources
+    promtool check rules deploy/prometheus/alerts.yaml
+    cd deploy/prometheus && promtool test rules alerts.test.yaml
 
 # Remove local state: databases, mails and the dev NATS store
 clean-data:

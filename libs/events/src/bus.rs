@@ -461,10 +461,11 @@ where
 
 /// Keeps `verimail_consumer_pending` at the consumer's num_pending, once a second.
 async fn report_lag(mut consumer: consumer::PullConsumer, durable: &'static str, shutdown: Shutdown) {
-    let gauge = crate::metrics::metrics()
-        .consumer_pending
-        .get_or_create(&crate::metrics::DurableLabel { durable: durable.to_owned() })
-        .clone();
+    let metrics = crate::metrics::metrics();
+    let label = crate::metrics::DurableLabel { durable: durable.to_owned() };
+    let gauge = metrics.consumer_pending.get_or_create(&label).clone();
+    // At 0 until the first: a rule's increase() then sees that one.
+    let _ = metrics.park_failures.get_or_create(&label);
     while !shutdown.is_triggered() {
         if let Ok(info) = consumer.info().await {
             gauge.set(i64::try_from(info.num_pending).unwrap_or(i64::MAX));

@@ -31,10 +31,21 @@ static ACCESS_TOKENS: LazyLock<Family<AccessTokenLabels, Counter>> = LazyLock::n
     verimail_server::metrics::register("access_tokens_signed", "Access tokens signed", Family::default())
 });
 
-/// Registers the families (at build, so `/metrics` shows them before the first call).
+/// The outcomes of a verification, by `method`.
+const VERIFICATION_OUTCOMES: [&str; 8] =
+    ["verified", "already_verified", "expired", "invalid", "locked", "revoked", "account_deleted", "error"];
+
+/// Registers the families with every series at 0 (at build): `/metrics` shows them before the
+/// first call, and a rule's `increase()` sees the first one.
 pub fn register() {
-    LazyLock::force(&VERIFICATIONS);
-    LazyLock::force(&ACCESS_TOKENS);
+    for method in ["link", "code"] {
+        for outcome in VERIFICATION_OUTCOMES {
+            let _ = VERIFICATIONS.get_or_create(&VerificationLabels { method, outcome });
+        }
+    }
+    for email_verified in [true, false] {
+        let _ = ACCESS_TOKENS.get_or_create(&AccessTokenLabels { email_verified });
+    }
 }
 
 pub fn access_token_signed(email_verified: bool) {

@@ -94,6 +94,15 @@ pub fn webhook_attempt(endpoint: &str, outcome: &'static str, took: std::time::D
     WEBHOOK_DURATION.get_or_create(&EndpointLabel { endpoint: endpoint.to_owned() }).observe(took.as_secs_f64());
 }
 
+/// An endpoint's series at 0, when its worker starts: shown before its first attempt, and a
+/// rule's `increase()` sees the first parked delivery.
+pub fn webhook_endpoint(endpoint: &str) {
+    for outcome in ["delivered", "failed", "parked"] {
+        let _ = WEBHOOK_ATTEMPTS.get_or_create(&WebhookLabels { endpoint: endpoint.to_owned(), outcome });
+    }
+    let _ = WEBHOOK_BACKLOG_AGE.get_or_create(&EndpointLabel { endpoint: endpoint.to_owned() });
+}
+
 pub fn webhook_backlog(endpoint: &str, age: std::time::Duration) {
     WEBHOOK_BACKLOG_AGE.get_or_create(&EndpointLabel { endpoint: endpoint.to_owned() }).set(age.as_secs_f64());
 }
@@ -114,7 +123,9 @@ pub fn register() {
     LazyLock::force(&WEBHOOK_DURATION);
     LazyLock::force(&WEBHOOK_BACKLOG_AGE);
     LazyLock::force(&EMAILS);
-    LazyLock::force(&BOUNCES);
+    for class in ["hard", "soft", "complaint", "auto_reply", "delivered", "unrecognized"] {
+        let _ = BOUNCES.get_or_create(&ClassLabels { class: class.to_owned() });
+    }
     LazyLock::force(&INBOUND_REFUSED);
     LazyLock::force(&SUPPRESSED);
 }

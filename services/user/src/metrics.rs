@@ -79,9 +79,35 @@ pub fn metrics() -> &'static Metrics {
     &METRICS
 }
 
-/// Registers the families (at build, so `/metrics` shows them before the first call).
+/// Registers the families with every series at 0 (at build): `/metrics` shows them before the
+/// first call, and a rule's `increase()` sees the first one.
 pub fn register() {
-    LazyLock::force(&METRICS);
+    let m = metrics();
+    let outcomes = |family: &Family<OutcomeLabel, Counter>, outcomes: &[&'static str]| {
+        for outcome in outcomes {
+            let _ = family.get_or_create(&OutcomeLabel { outcome });
+        }
+    };
+    outcomes(&m.registrations, &["new", "replaced", "existing"]);
+    outcomes(&m.sign_ins, &["signed_in", "wrong", "not_verified", "refused", "rehashed"]);
+    outcomes(&m.email_changes, &["requested", "completed", "cancelled", "undone"]);
+    outcomes(&m.refreshes, &["rotated", "unknown", "reused", "ended"]);
+    outcomes(&m.passwords, &["changed", "reset_requested", "reset"]);
+    for reason in ["expired", "requested"] {
+        let _ = m.accounts_deleted.get_or_create(&ReasonLabel { reason });
+    }
+    for reason in [
+        "signed_out",
+        "refresh_token_reused",
+        "password_changed",
+        "account_deleted",
+        "email_changed",
+        "operator",
+        "expired",
+        "reregistered",
+    ] {
+        let _ = m.sessions_ended.get_or_create(&ReasonLabel { reason });
+    }
 }
 
 /// A registration that succeeded, `outcome` new or existing.

@@ -59,7 +59,8 @@ async fn bad_input_everywhere_gets_a_precise_answer_and_changes_nothing() {
     let mail = stack.smtp.wait_for("kim@example.com", 1, EMAIL_WAIT).await.remove(0);
     let token = mail.verification_token();
     let keys = TokenKeys::from_paserk(&[stack.token_key.as_str()]).unwrap();
-    // Made with auth-service's own key, but never recorded: authentic, and for nothing.
+    // Made with auth-service's own key, but with no row: what a link looks like once the
+    // retention sweep has deleted it long after it expired, so it answers "expired".
     let unrecorded = keys.issue(Duration::from_secs(600)).token;
     let wrong_key = TokenKeys::generate().unwrap().issue(Duration::from_secs(600)).token;
     let mut tampered = token.clone().into_bytes();
@@ -220,7 +221,7 @@ async fn bad_tokens_and_codes(stack: &Stack, user_id: &str, forged: [&str; 3]) -
         ("", Code::InvalidArgument),
         ("garbage", Code::InvalidArgument),
         (tampered, Code::InvalidArgument),
-        (unrecorded, Code::InvalidArgument),
+        (unrecorded, Code::FailedPrecondition),
         (wrong_key, Code::InvalidArgument),
         ("v4.local.", Code::InvalidArgument),
         (&tampered[..42], Code::InvalidArgument),

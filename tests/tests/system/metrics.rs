@@ -170,3 +170,78 @@ async fn invented_methods_and_paths_share_one_label_each() {
     assert_eq!(sample(&gateway, "verimail_http_requests_total", &nowhere), Some(40.0), "{gateway}");
     assert!(!gateway.contains("INVENTED"), "{gateway}");
 }
+
+/// Every metric deploy/prometheus/alerts.yaml alerts on and deploy/grafana/verimail.json draws
+/// is one a running stack exports: a query naming a metric that does not exist (a rename, a
+/// typo) would never fire or draw nothing, silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alerts_and_the_dashboard_name_only_metrics_the_parts_export() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let alerts = std::fs::read_to_string(root.join("deploy/prometheus/alerts.yaml")).expect("alerts.yaml");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("deploy/grafana/verimail.json")).expect("the dashboard"),
+    )
+    .expect("the dashboard is JSON");
+    let mut queries: Vec<(String, String)> = Vec::new();
+    let rules: serde_json::Value = serde_saphyr::from_str(&alerts).expect("alerts.yaml is YAML");
+    for rule in rules["groups"][0]["rules"].as_array().expect("rules") {
+        queries.push((format!("alert {}", rule["alert"]), rule["expr"].as_str().expect("an expr").to_owned()));
+    }
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            queries.push((format!("panel {}", panel["title"]), target["expr"].as_str().expect("an expr").to_owned()));
+        }
+    }
+    assert!(queries.len() >= 30, "{} queries", queries.len());
+
+    // Every part, after a registration (so the sweeps, the relay and the consumers have
+    // reported at least once), with a webhook endpoint (whose series start at its worker).
+    let mut stack = ProcessStack::start().await;
+    stack.kill(Part::Email);
+    stack.set_var(Part::Email, "WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true");
+    stack.start_part(Part::Email).await;
+    let channel = verimail_server::tls::GrpcTls::off().channel("test", &stack.grpc_addr(Part::Email)).unwrap();
+    let request = verimail_proto::email::v1::CreateWebhookEndpointRequest {
+        url: format!("{}/healthz", stack.gateway_url),
+        event_types: vec!["users.verified".into()],
+        description: "the contract's".into(),
+    };
+    verimail_proto::email::v1::webhook_service_client::WebhookServiceClient::new(
+        verimail_system_tests::Operator::new().channel(channel),
+    )
+    .create_webhook_endpoint(request)
+    .await
+    .expect("an endpoint");
+    let users = verimail_system_tests::batch::register(&stack.users, "contract", 0..1, Duration::from_secs(30)).await;
+    verimail_system_tests::batch::expect_one_email_each(&stack.smtp, &users, &Default::default(), EMAIL_WAIT).await;
+    let mut exported = std::collections::BTreeSet::new();
+    for part in [Part::User, Part::Auth, Part::Email, Part::Gateway] {
+        let text =
+            settled(&stack, part, |text| part == Part::Gateway || text.contains("verimail_retention_oldest_seconds"))
+                .await;
+        for line in text.lines() {
+            // `# TYPE name kind`: the family, whose samples add _total, _bucket, _count, _sum.
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (family, kind) = rest.split_once(' ').expect("a kind");
+                exported.insert(family.to_owned());
+                let suffixes: &[&str] = match kind {
+                    "counter" => &["_total"],
+                    "histogram" => &["_bucket", "_count", "_sum"],
+                    _ => &[],
+                };
+                exported.extend(suffixes.iter().map(|suffix| format!("{family}{suffix}")));
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    for (query, expr) in &queries {
+        let named =
+            expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("verimail_"));
+        for metric in named {
+            if !exported.contains(metric) {
+                missing.push(format!("{query}: {metric}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "metrics no part exports:\n{}\nexported: {exported:#?}", missing.join("\n"));
+}

@@ -54,6 +54,7 @@ impl Webhooks {
     /// One endpoint's worker: it reads the endpoint afresh each round (a rotated secret signs
     /// at once) and ends when the endpoint is gone or disabled.
     async fn work(self, id: String, shutdown: Shutdown) {
+        crate::metrics::webhook_endpoint(&id);
         loop {
             let sent = match webhook_endpoints::get(&self.db, &id).await {
                 Ok(Some(endpoint)) if endpoint.enabled => match self.send_due(&endpoint).await {
