@@ -30,7 +30,7 @@ build:
 fmt:
     cargo fmt --all
 
-# Formatting, clippy (warnings as errors), no import circles, the dependency rules of deny.toml, and the alert rules with their unit tests (promtool)
+# Formatting, clippy (warnings as errors), no import circles, the dependency rules of deny.toml, the alert rules with their unit tests (promtool), the Kubernetes manifests against the schemas
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
@@ -39,6 +39,7 @@ lint:
     cargo deny --log-level error check bans licenses sources
     promtool check rules deploy/prometheus/alerts.yaml
     cd deploy/prometheus && promtool test rules alerts.test.yaml
+    scripts/kubernetes-validate.sh
 
 # Remove local state: databases, mails and the dev NATS store
 clean-data:

@@ -130,7 +130,7 @@ pub struct StackOptions {
     pub auth_database_door: bool,
     /// The gateway's timeouts and connection cap (the production defaults).
     pub gateway_limits: verimail_gateway::serve::Limits,
-    /// NATS with a user per service and its permissions (`scripts/nats-permissions.conf`),
+    /// NATS with a user per service and its permissions (`deploy/kubernetes/base/nats-permissions.conf`),
     /// each service connecting as its own; open NATS otherwise.
     pub nats_permissions: bool,
     /// How long access tokens live (`ACCESS_TOKEN_TTL_SECONDS`; 15 minutes as in production).
@@ -267,7 +267,8 @@ pub fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
 }
 
 /// The documented nats-server configuration of users and permissions.
-pub const NATS_PERMISSIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/nats-permissions.conf");
+pub const NATS_PERMISSIONS: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kubernetes/base/nats-permissions.conf");
 
 /// The NATS password of `service` ("user-service", …) in a stack with
 /// [`StackOptions::nats_permissions`], and the variable the configuration reads it from.

@@ -150,7 +150,9 @@ async fn every_part_in_compose_yaml_gets_exactly_the_configuration_it_reads() {
         );
         let volumes = services[*node]["volumes"].as_array().expect("volumes");
         assert!(
-            volumes.iter().any(|v| text(v) == "./scripts/nats-permissions.conf:/etc/nats/verimail.conf:ro"),
+            volumes
+                .iter()
+                .any(|v| text(v) == "./deploy/kubernetes/base/nats-permissions.conf:/etc/nats/verimail.conf:ro"),
             "{node}"
         );
     }

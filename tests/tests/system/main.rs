@@ -15,6 +15,7 @@ mod faults;
 mod gateway;
 mod grpcurl;
 mod internal;
+mod kubernetes;
 mod lifecycle;
 mod limits;
 mod mail_layout;

@@ -1,4 +1,4 @@
-//! NATS with a user per service (scripts/nats-permissions.conf): the whole flow works with
+//! NATS with a user per service (deploy/kubernetes/base/nats-permissions.conf): the whole flow works with
 //! each service connecting as itself, and nobody else can publish what a service acts on.
 
 use crate::{EMAIL_WAIT, STATUS_WAIT};
