@@ -122,7 +122,11 @@ pub fn register() {
     LazyLock::force(&WEBHOOK_ATTEMPTS);
     LazyLock::force(&WEBHOOK_DURATION);
     LazyLock::force(&WEBHOOK_BACKLOG_AGE);
-    LazyLock::force(&EMAILS);
+    for kind in crate::courier::consumer::KINDS {
+        for outcome in ["sent", "failed", "retrying", "parked", "suppressed"] {
+            let _ = EMAILS.get_or_create(&EmailLabels { kind: kind.to_owned(), outcome });
+        }
+    }
     for class in ["hard", "soft", "complaint", "auto_reply", "delivered", "unrecognized"] {
         let _ = BOUNCES.get_or_create(&ClassLabels { class: class.to_owned() });
     }
