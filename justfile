@@ -18,6 +18,11 @@ test *args:
 bench *args:
     scripts/bench.sh "$@"
 
+# Steady registrations and clicks for MINUTES with one-minute retentions: row counts and memory each minute, and whether they level off (--db sqlite|postgres)
+[positional-arguments]
+soak minutes="60" *args:
+    scripts/bench.sh --soak "$@"
+
 # Fuzz token, email and code parsing, SECONDS per target (cargo-fuzz)
 fuzz seconds="60":
     scripts/fuzz.sh {{seconds}}

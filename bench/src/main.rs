@@ -44,6 +44,7 @@ mod load;
 mod register;
 mod scale;
 mod sessions;
+mod soak;
 mod summary;
 mod tokens;
 mod verify;
@@ -66,6 +67,8 @@ struct Options {
     only: Option<String>,
     /// Set in a run's own process: where its report goes.
     out: Option<std::path::PathBuf>,
+    /// `--soak MINUTES`: the soak instead of the measurements (soak.rs).
+    soak: Option<u64>,
 }
 
 impl Options {
@@ -79,7 +82,7 @@ const PARTS: [&str; 7] = ["registration", "verification", "tokens", "sessions", 
 
 fn options() -> anyhow::Result<Options> {
     let mut options =
-        Options { databases: vec!["sqlite"], postgres: false, runs: 1, seconds: 5, only: None, out: None };
+        Options { databases: vec!["sqlite"], postgres: false, runs: 1, seconds: 5, only: None, out: None, soak: None };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match (arg.as_str(), args.next()) {
@@ -97,9 +100,10 @@ fn options() -> anyhow::Result<Options> {
             ("--seconds", Some(n)) => options.seconds = n.parse()?,
             ("--only", Some(part)) if PARTS.contains(&part.as_str()) => options.only = Some(part),
             ("--out", Some(path)) => options.out = Some(path.into()),
+            ("--soak", Some(minutes)) => options.soak = Some(minutes.parse()?),
             (other, _) => anyhow::bail!(
                 "unknown argument {other:?}: use --db sqlite|postgres|both, --runs 1..9, --seconds N, \
-                 --only registration|verification|tokens|sessions|scale-out|bounces|webhooks"
+                 --only registration|verification|tokens|sessions|scale-out|bounces|webhooks, --soak MINUTES"
             ),
         }
     }
@@ -173,6 +177,22 @@ fn resident_kib(pid: Option<u32>) -> Option<u64> {
 fn main() -> anyhow::Result<()> {
     let options = options()?;
     let release = std::env::current_exe()?.parent().map(std::path::Path::to_owned).expect("target/release");
+    if let Some(minutes) = options.soak {
+        anyhow::ensure!(options.databases.len() == 1, "a soak runs on one database");
+        // SAFETY: single-threaded here; the runtime is built below.
+        unsafe {
+            std::env::set_var("VERIMAIL_BIN_DIR", &release);
+            std::env::set_var("TEST_DATABASE", if options.postgres { "postgres" } else { "sqlite" });
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let report = runtime.block_on(soak::run(minutes))?;
+        let target = release.parent().expect("target").join("bench");
+        std::fs::create_dir_all(&target)?;
+        let path = target.join("soak.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+        println!("\nreport: {}", path.display());
+        return Ok(());
+    }
     if let Some(out) = &options.out {
         // A run of its own. Before any thread starts: the harness reads these.
         // SAFETY: single-threaded here; the runtime is built below.

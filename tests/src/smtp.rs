@@ -189,6 +189,8 @@ impl Handler for Collector {
 /// The server runs on its own threads until the test process ends; it holds no files. Clients
 /// reach it through a front door on `port` that a test can close ([`SmtpServer::go_down`]):
 /// each new connection closed at once, and every open connection cut, until [`SmtpServer::come_back`].
+/// A clone is the same server.
+#[derive(Clone)]
 pub struct SmtpServer {
     port: u16,
     inbox: Arc<Inbox>,
@@ -259,6 +261,12 @@ impl SmtpServer {
 
     pub fn all(&self) -> Vec<ReceivedMail> {
         self.inbox.mails.lock().expect("inbox lock").clone()
+    }
+
+    /// Every message received since the last call, handed over and kept no longer (a long run
+    /// that reads each mail once).
+    pub fn take_all(&self) -> Vec<ReceivedMail> {
+        std::mem::take(&mut *self.inbox.mails.lock().expect("inbox lock"))
     }
 
     /// Every message sent to `address` so far.

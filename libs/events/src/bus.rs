@@ -456,6 +456,11 @@ where
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
+    // The last acks may still be in the client's buffer: flushed (a PING answered), so the
+    // server has them before the consumer says it is done.
+    if let Err(e) = tokio::time::timeout(Duration::from_secs(2), js.client().flush()).await.unwrap_or(Ok(())) {
+        tracing::warn!(durable = spec.durable, error = %e, "cannot flush the last acks; they will be redelivered");
+    }
     tracing::info!(durable = spec.durable, "consumer drained");
 }
 
