@@ -164,7 +164,9 @@ async fn sample(
 }
 
 fn print_sample(sample: &Sample) {
-    let rows: Vec<String> = sample.rows.values().map(u64::to_string).collect();
+    // In the header's order.
+    let rows: Vec<String> =
+        table_names().iter().map(|table| sample.rows.get(table).copied().unwrap_or_default().to_string()).collect();
     let resident: Vec<String> =
         sample.resident.iter().map(|(name, kib)| format!("{name} {:.0}", *kib as f64 / 1024.0)).collect();
     println!(
