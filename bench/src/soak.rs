@@ -6,7 +6,8 @@
 //!
 //! The load: `RATE` registrations a second, every fourth left unclicked (its link expires, then
 //! its account), the rest clicked through the gateway with the token of their email, as a
-//! browser would. The SMTP sink hands each email over once and keeps nothing.
+//! browser would; every second verified user then signs in and out (a session that ends, whose
+//! access tokens live a minute). The SMTP sink hands each email over once and keeps nothing.
 
 use crate::load::paced;
 use std::collections::BTreeMap;
@@ -23,7 +24,7 @@ const SHORT: &str = "60";
 /// The tables the soak counts, by service: those that grow with traffic (users grow with
 /// accounts, by design, and are not among them).
 const TABLES: [(&str, &[&str]); 3] = [
-    ("user", &["outbox", "deleted_users", "sessions", "email_changes"]),
+    ("user", &["outbox", "deleted_users", "sessions", "retired_refresh_tokens", "email_changes"]),
     ("auth", &["verification_tokens", "verification_codes", "outbox", "deleted_users"]),
     ("email", &["deliveries", "bounces", "outbox", "deleted_users", "webhook_deliveries"]),
 ];
@@ -48,6 +49,7 @@ pub async fn run(minutes: u64) -> anyhow::Result<serde_json::Value> {
             &["OUTBOX_RETENTION_SECONDS", "TOMBSTONE_RETENTION_SECONDS", "VERIFICATION_RETENTION_SECONDS"],
         ),
         short(Part::Auth, &["VERIFICATION_TOKEN_TTL_SECONDS", "VERIFICATION_CODE_TTL_SECONDS"]),
+        short(Part::Auth, &["ACCESS_TOKEN_TTL_SECONDS"]),
         short(Part::Email, &["OUTBOX_RETENTION_SECONDS", "TOMBSTONE_RETENTION_SECONDS", "DELIVERY_RETENTION_SECONDS"]),
         short(Part::Email, &["WEBHOOK_DELIVERY_RETENTION_SECONDS"]),
     ];
@@ -72,6 +74,7 @@ pub async fn run(minutes: u64) -> anyhow::Result<serde_json::Value> {
     let clicking = {
         let (smtp_mails, gateway, clicked, stop) =
             (stack.smtp.clone(), stack.gateway_url.clone(), clicked.clone(), stop.clone());
+        let users = stack.users.clone();
         tokio::spawn(async move {
             let http = reqwest::Client::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -82,8 +85,22 @@ pub async fn run(minutes: u64) -> anyhow::Result<serde_json::Value> {
                     }
                     let token = mail.verification_token();
                     let answer = http.post(format!("{gateway}/verify-email")).form(&[("token", token)]).send().await;
-                    if answer.is_ok_and(|answer| answer.status() == 200) {
-                        *clicked.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+                    let page = match answer {
+                        Ok(answer) if answer.status() == 200 => answer.text().await.unwrap_or_default(),
+                        _ => continue,
+                    };
+                    // Only the first click verifies (a second email, sent when a sign-in came
+                    // before the verification reached user-service, says "already verified").
+                    if !page.contains("Email address verified") {
+                        continue;
+                    }
+                    let count = {
+                        let mut clicked = clicked.lock().unwrap_or_else(|p| p.into_inner());
+                        *clicked += 1;
+                        *clicked
+                    };
+                    if count % 2 == 0 {
+                        tokio::spawn(sign_in_and_out(users.clone(), address));
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -125,6 +142,27 @@ pub async fn run(minutes: u64) -> anyhow::Result<serde_json::Value> {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     clicking.await?;
     Ok(verdict(&samples))
+}
+
+/// A session that begins and ends (the verification may take a moment to reach user-service:
+/// a few tries).
+async fn sign_in_and_out(
+    mut users: verimail_proto::user::v1::user_service_client::UserServiceClient<verimail_system_tests::Ops>,
+    email: String,
+) {
+    use verimail_proto::user::v1::{SignInRequest, SignOutRequest};
+    // The click's verification reaches user-service over NATS within milliseconds; a sign-in
+    // before it would be refused (and send the address another verification email).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for _ in 0..20 {
+        let request = SignInRequest { email: email.clone(), password: "correct horse battery staple".into() };
+        if let Ok(signed_in) = users.sign_in(request).await {
+            let request = SignOutRequest { refresh_token: signed_in.into_inner().refresh_token, everywhere: false };
+            let _ = users.sign_out(request).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 fn table_names() -> Vec<String> {
