@@ -41,6 +41,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     ),
 });
 
+/// Seconds since `oldest` (0 when there is none, or it is in the future): a backlog's age.
+pub fn age_seconds(oldest: Option<chrono::DateTime<chrono::Utc>>) -> f64 {
+    oldest.map_or(0.0, |at| Ord::max((chrono::Utc::now() - at).num_milliseconds(), 0) as f64 / 1000.0)
+}
+
 /// The backbone's families (registered at the first call).
 pub fn metrics() -> &'static Metrics {
     &METRICS

@@ -338,7 +338,7 @@ impl OutboxRelay {
             .one(&self.db)
             .await?
             .unwrap_or((0, None));
-        let age = oldest.map_or(0.0, |at| Ord::max((chrono::Utc::now() - at).num_milliseconds(), 0) as f64 / 1000.0);
+        let age = crate::metrics::age_seconds(oldest);
         let metrics = crate::metrics::metrics();
         metrics.outbox_backlog.set(backlog);
         metrics.outbox_oldest_unsent_seconds.set(age);

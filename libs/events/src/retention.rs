@@ -29,13 +29,15 @@ pub const BATCH: u64 = 500;
 /// Batches of one table per pass: a backlog (a first sweep after an upgrade) drains over passes.
 const MAX_BATCHES: usize = 40;
 
-pub type DateTimeUtc = chrono::DateTime<chrono::Utc>;
+pub use sea_orm::prelude::DateTimeUtc;
 pub type SweepFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, DbErr>> + Send + 'a>>;
 
 /// A table's retention.
 pub trait Retained: Send + Sync {
     /// The table's name (the metrics' label).
     fn table(&self) -> &'static str;
+    /// How long its rows are kept.
+    fn keep(&self) -> Duration;
     /// Deletes at most `limit` rows past their retention at `now`: how many.
     fn delete_past<'a>(&'a self, db: &'a DatabaseConnection, now: DateTimeUtc, limit: u64) -> SweepFuture<'a, u64>;
     /// When the oldest row was written (None for an empty table).
@@ -100,6 +102,10 @@ where
 {
     fn table(&self) -> &'static str {
         self.table
+    }
+
+    fn keep(&self) -> Duration {
+        self.keep
     }
 
     fn delete_past<'a>(&'a self, db: &'a DatabaseConnection, now: DateTimeUtc, limit: u64) -> SweepFuture<'a, u64> {
@@ -177,10 +183,7 @@ pub async fn sweep(db: &DatabaseConnection, tables: &[Box<dyn Retained>]) -> Res
                 break;
             }
         }
-        let age = table
-            .oldest(db)
-            .await?
-            .map_or(0.0, |at| Ord::max((chrono::Utc::now() - at).num_milliseconds(), 0) as f64 / 1000.0);
+        let age = crate::metrics::age_seconds(table.oldest(db).await?);
         METRICS.oldest.get_or_create(&label).set(age);
         deleted.push((table.table(), total));
     }
@@ -188,8 +191,8 @@ pub async fn sweep(db: &DatabaseConnection, tables: &[Box<dyn Retained>]) -> Res
 }
 
 /// How often the sweep runs: a tenth of the shortest retention, between a second and 5 minutes.
-pub fn interval(keeps: &[Duration]) -> Duration {
-    let shortest = keeps.iter().min().copied().unwrap_or(Duration::from_secs(3000));
+pub fn interval(tables: &[Box<dyn Retained>]) -> Duration {
+    let shortest = tables.iter().map(|table| table.keep()).min().unwrap_or(Duration::from_secs(3000));
     (shortest / 10).clamp(Duration::from_secs(1), Duration::from_secs(300))
 }
 
@@ -245,10 +248,10 @@ impl Common {
     }
 }
 
-/// Sweeps `tables` until `shutdown`, as often as the shortest of `keeps` asks ([`interval`]);
+/// Sweeps `tables` until `shutdown`, as often as their shortest retention asks ([`interval`]);
 /// a failed pass is tried again next time.
-pub async fn run(db: DatabaseConnection, tables: Vec<Box<dyn Retained>>, keeps: Vec<Duration>, shutdown: Shutdown) {
-    let every = interval(&keeps);
+pub async fn run(db: DatabaseConnection, tables: Vec<Box<dyn Retained>>, shutdown: Shutdown) {
+    let every = interval(&tables);
     loop {
         match sweep(&db, &tables).await {
             Ok(deleted) => {

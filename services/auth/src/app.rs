@@ -80,8 +80,7 @@ impl App {
         let mut retained = self.retention.tables();
         retained.push(Box::new(crate::store::tokens::retention(self.verification_retention)));
         retained.push(Box::new(crate::store::codes::retention(self.verification_retention)));
-        let keeps = vec![self.retention.outbox, self.retention.tombstones, self.verification_retention];
-        let retention = verimail_events::retention::run(db.clone(), retained, keeps, shutdown.clone());
+        let retention = verimail_events::retention::run(db.clone(), retained, shutdown.clone());
         let code_keys = Arc::new(CodeKeys::derive(self.keys.raw_keys()));
         let js = self.backbone.js.clone();
         let erase = {

@@ -35,7 +35,6 @@ pub struct App {
     callers: Arc<verimail_server::callers::Callers>,
     /// What the retention sweep keeps bounded, and for how long.
     retained: Vec<Box<dyn verimail_events::retention::Retained>>,
-    keeps: Vec<std::time::Duration>,
 }
 
 impl App {
@@ -89,15 +88,8 @@ impl App {
         retained.push(Box::new(crate::store::deliveries::retention(config.delivery_retention)));
         retained.push(Box::new(crate::store::bounces::retention(config.delivery_retention)));
         retained.push(Box::new(crate::store::webhook_deliveries::retention(config.webhook_delivery_retention)));
-        let keeps = vec![
-            config.retention.outbox,
-            config.retention.tombstones,
-            config.delivery_retention,
-            config.webhook_delivery_retention,
-        ];
         Ok(App {
             retained,
-            keeps,
             webhook_consumers: crate::webhooks::intake::specs(config.backbone.streams),
             callers: config.callers.clone(),
             webhooks,
@@ -170,7 +162,7 @@ impl App {
             background.push(Box::pin(mailbox.run(shutdown.clone())));
         }
         let db = self.backbone.db.clone();
-        background.push(Box::pin(verimail_events::retention::run(db, self.retained, self.keeps, shutdown.clone())));
+        background.push(Box::pin(verimail_events::retention::run(db, self.retained, shutdown.clone())));
         let routes = Routes::new(service).add_service(webhook_service).add_service(parking);
         let served = vec![SERVICE_NAME, WEBHOOK_SERVICE_NAME, parking::SERVICE_NAME];
         self.backbone.serve(routes, served, background, vec![smtp], shutdown).await

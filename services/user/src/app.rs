@@ -171,9 +171,7 @@ impl App {
         let mut retained = self.retention.tables();
         retained.push(Box::new(crate::store::sessions::retention(self.session_retention)));
         retained.push(Box::new(crate::store::email_changes::retention(self.email_change_retention)));
-        let keeps =
-            vec![self.retention.outbox, self.retention.tombstones, self.session_retention, self.email_change_retention];
-        background.push(Box::pin(verimail_events::retention::run(db.clone(), retained, keeps, shutdown.clone())));
+        background.push(Box::pin(verimail_events::retention::run(db.clone(), retained, shutdown.clone())));
         if let Some(ttl) = self.unverified_ttl {
             background.push(Box::pin(lifecycle::run_sweeps(relay, ttl, shutdown.clone())));
         }
