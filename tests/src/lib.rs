@@ -239,6 +239,24 @@ pub async fn eventually<F: std::future::Future<Output = bool>>(what: &str, limit
     }
 }
 
+/// The SHA-256 of a service's secret in hex: what `SERVICE_CREDENTIALS_FILE` lists.
+pub fn sha256_hex(secret: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(secret).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A scalar of a deployment file (compose.yaml, a Kubernetes manifest) as an environment gives
+/// it: text, a number or a boolean as written, null as empty.
+pub fn scalar_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::Bool(b) => b.to_string(),
+        serde_json::Value::Null => String::new(),
+        other => panic!("a value that is not a scalar: {other:?}"),
+    }
+}
+
 /// The Python that runs the tests' programs outside Rust: the virtualenv scripts/clients.sh
 /// makes (`CLIENTS_PYTHON`, else `.tools/python-clients`), which holds clients/python and the
 /// pinned packages of its requirements-test.txt (standardwebhooks, FastAPI, uvicorn).

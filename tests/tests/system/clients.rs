@@ -12,6 +12,7 @@ use verimail_proto::user::v1::{SignInRequest, SignOutRequest};
 use verimail_system_tests::Operator;
 use verimail_system_tests::batch;
 use verimail_system_tests::procs::{Part, ProcessStack};
+use verimail_system_tests::sha256_hex;
 
 const LIMIT: Duration = Duration::from_secs(60);
 /// The secret of the service `orders` (granted the revocation feed only).
@@ -96,11 +97,6 @@ async fn json(answer: reqwest::Response) -> serde_json::Value {
     serde_json::from_str(&answer.text().await.unwrap_or_default()).unwrap_or_default()
 }
 
-fn sha256(secret: &str) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(secret).iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn flip(token: &str) -> String {
     let at = "v4.public.".len() + 20;
     let mut bytes = token.as_bytes().to_vec();
@@ -118,8 +114,8 @@ async fn the_typescript_and_python_verifiers_answer_as_require_verified_does_on_
     let file = format!(
         "services:\n  - name: orders\n    secrets_sha256: [{}]\n    may: [revocations]\n  \
          - name: lookups\n    secrets_sha256: [{}]\n    may: [lookups]\n",
-        sha256(ORDERS),
-        sha256(LOOKUPS)
+        sha256_hex(ORDERS),
+        sha256_hex(LOOKUPS)
     );
     std::fs::write(&credentials, file).unwrap();
     stack.kill(Part::User);

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 use verimail_system_tests::procs::{printed, run_binary};
+use verimail_system_tests::scalar_text as text;
 
 const PARTS: [&str; 4] = ["user-service", "auth-service", "email-service", "gateway"];
 
@@ -27,16 +28,6 @@ fn interpolate(value: &str, given: &BTreeMap<&str, String>) -> String {
         .cloned()
         .or(default.map(str::to_owned))
         .unwrap_or_else(|| panic!("compose.yaml requires {name}, which the test does not give"))
-}
-
-fn text(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Number(n) => n.to_string(),
-        serde_json::Value::Bool(b) => b.to_string(),
-        serde_json::Value::Null => String::new(),
-        other => panic!("an environment value that is not a scalar: {other:?}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

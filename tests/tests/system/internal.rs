@@ -253,10 +253,7 @@ async fn named_services_each_call_what_they_are_granted_and_are_counted_by_name(
     const ORDERS: &str = "orders-secret-rotated-in-0123";
     const FEED: &str = "revocation-feed-secret-0123456";
     const HOOKS: &str = "webhook-runner-secret-01234567";
-    let sha256 = |secret: &str| {
-        use sha2::Digest as _;
-        sha2::Sha256::digest(secret).iter().map(|b| format!("{b:02x}")).collect::<String>()
-    };
+    let sha256 = verimail_system_tests::sha256_hex;
     let stack_with = |orders_secrets: Vec<&str>| {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("services.yaml");

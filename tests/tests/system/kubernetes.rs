@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 use verimail_system_tests::procs::{printed, run_binary};
+use verimail_system_tests::scalar_text as text;
 
 /// The Secret `verimail` an operator creates, with values of the right shape.
 fn secret(key: &str) -> String {
@@ -19,13 +20,6 @@ fn secret(key: &str) -> String {
             format!("postgres://verimail:db-password@postgres.example.com:5432/{}", database.replace('-', "_"))
         }
         other => format!("kubernetes-check-{other}-0123456789"),
-    }
-}
-
-fn text(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
     }
 }
 
