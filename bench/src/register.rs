@@ -7,8 +7,12 @@ use std::time::{Duration, Instant, SystemTime};
 use verimail_proto::user::v1::RegisterUserRequest;
 use verimail_system_tests::procs::ProcessStack;
 
-fn request(email: String) -> RegisterUserRequest {
-    RegisterUserRequest { email, password: "correct horse battery staple".into(), ..Default::default() }
+/// The password of every user the benchmark registers.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// RegisterUser for `email`, with [`PASSWORD`].
+pub fn request(email: String) -> RegisterUserRequest {
+    RegisterUserRequest { email, password: PASSWORD.into(), ..Default::default() }
 }
 
 /// RegisterUser from `clients` concurrent clients for `seconds`, client n calling instance

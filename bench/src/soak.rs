@@ -13,7 +13,6 @@ use crate::load::paced;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use verimail_proto::user::v1::RegisterUserRequest;
 use verimail_system_tests::procs::{Part, ProcessStack};
 
 /// Registrations a second.
@@ -114,12 +113,7 @@ pub async fn run(minutes: u64) -> anyhow::Result<serde_json::Value> {
                 let (mut users, registered) = (users.clone(), registered.clone());
                 async move {
                     let label = if n % 4 == 3 { "unclicked" } else { "soak" };
-                    let request = RegisterUserRequest {
-                        email: crate::address(label),
-                        password: "correct horse battery staple".into(),
-                        ..Default::default()
-                    };
-                    users.register_user(request).await?;
+                    users.register_user(crate::register::request(crate::address(label))).await?;
                     *registered.lock().unwrap_or_else(|p| p.into_inner()) += 1;
                     Ok(())
                 }
@@ -155,7 +149,7 @@ async fn sign_in_and_out(
     // before it would be refused (and send the address another verification email).
     tokio::time::sleep(Duration::from_secs(1)).await;
     for _ in 0..20 {
-        let request = SignInRequest { email: email.clone(), password: "correct horse battery staple".into() };
+        let request = SignInRequest { email: email.clone(), password: crate::register::PASSWORD.into() };
         if let Ok(signed_in) = users.sign_in(request).await {
             let request = SignOutRequest { refresh_token: signed_in.into_inner().refresh_token, everywhere: false };
             let _ = users.sign_out(request).await;

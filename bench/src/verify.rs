@@ -12,7 +12,7 @@ use crate::load::{Sample, drive, paced};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use verimail_proto::auth::v1::{IssueVerificationTokenRequest, VerifyEmailRequest, VerifyOutcome};
-use verimail_proto::user::v1::{GetUserRequest, RegisterUserRequest, UserStatus, get_user_request};
+use verimail_proto::user::v1::{GetUserRequest, UserStatus, get_user_request};
 use verimail_system_tests::procs::ProcessStack;
 
 /// A registered, unverified user and a token no one has used.
@@ -57,12 +57,7 @@ pub async fn prepare(stack: &ProcessStack, count: usize) -> anyhow::Result<Token
             let (mut users, mut auth) = (stack.users.clone(), stack.issuer.clone());
             async move {
                 let email = crate::address("verify");
-                let request = RegisterUserRequest {
-                    email: email.clone(),
-                    password: "correct horse battery staple".into(),
-                    ..Default::default()
-                };
-                let user_id = users.register_user(request).await?.into_inner().user_id;
+                let user_id = users.register_user(crate::register::request(email.clone())).await?.into_inner().user_id;
                 let request = IssueVerificationTokenRequest {
                     user_id: user_id.clone(),
                     email: email.clone(),

@@ -141,17 +141,12 @@ async fn publish(js: &jetstream::Context) -> anyhow::Result<String> {
 /// of its email's link (the newest, should one have been sent twice).
 async fn registered_with_emails(stack: &ProcessStack, count: usize) -> anyhow::Result<Vec<crate::verify::Fresh>> {
     use futures::{StreamExt, TryStreamExt};
-    use verimail_proto::user::v1::RegisterUserRequest;
     let users: Vec<(String, String)> = futures::stream::iter(0..count)
         .map(|_| {
             let mut users = stack.users.clone();
             async move {
                 let email = crate::address("hooked");
-                let request = RegisterUserRequest {
-                    email: email.clone(),
-                    password: "correct horse battery staple".into(),
-                    ..Default::default()
-                };
+                let request = crate::register::request(email.clone());
                 Ok::<_, anyhow::Error>((users.register_user(request).await?.into_inner().user_id, email))
             }
         })
