@@ -5,6 +5,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use std::sync::LazyLock;
+use verimail_proto::subjects;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EmailLabels {
@@ -117,12 +118,25 @@ pub fn webhook_endpoint_removed(endpoint: &str) {
     }
 }
 
-/// Registers the families (at build, so `/metrics` shows them before the first delivery).
+/// The events that ask for an email (what the courier's consumer decodes): each email's
+/// `kind`, started at 0 with every outcome.
+const EMAIL_KINDS: [&str; 7] = [
+    subjects::USERS_REGISTERED,
+    subjects::USERS_VERIFICATION_REQUESTED,
+    subjects::USERS_SIGNUP_ATTEMPTED,
+    subjects::USERS_EMAIL_CHANGE_REQUESTED,
+    subjects::USERS_EMAIL_CHANGE_NOTICE,
+    subjects::USERS_PASSWORD_RESET_REQUESTED,
+    subjects::USERS_PASSWORD_CHANGED,
+];
+
+/// Registers the families (at build, so `/metrics` shows them before the first delivery), the
+/// series of known labels at 0.
 pub fn register() {
     LazyLock::force(&WEBHOOK_ATTEMPTS);
     LazyLock::force(&WEBHOOK_DURATION);
     LazyLock::force(&WEBHOOK_BACKLOG_AGE);
-    for kind in crate::courier::consumer::KINDS {
+    for kind in EMAIL_KINDS {
         for outcome in ["sent", "failed", "retrying", "parked", "suppressed"] {
             let _ = EMAILS.get_or_create(&EmailLabels { kind: kind.to_owned(), outcome });
         }

@@ -99,17 +99,6 @@ impl Courier {
     }
 }
 
-/// The events that ask for an email: each email's `kind` (its metrics' label).
-pub const KINDS: [&str; 7] = [
-    subjects::USERS_REGISTERED,
-    subjects::USERS_VERIFICATION_REQUESTED,
-    subjects::USERS_SIGNUP_ATTEMPTED,
-    subjects::USERS_EMAIL_CHANGE_REQUESTED,
-    subjects::USERS_EMAIL_CHANGE_NOTICE,
-    subjects::USERS_PASSWORD_RESET_REQUESTED,
-    subjects::USERS_PASSWORD_CHANGED,
-];
-
 /// An email to `email` for `user_id`, asked for by `event_id`, of `belongs_to`.
 fn plain(event_id: String, user_id: String, email: String, belongs_to: String, locale: String) -> EmailRequest {
     EmailRequest {
