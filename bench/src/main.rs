@@ -35,11 +35,12 @@
 //!
 //! Flags: `--db sqlite|postgres|both` (default sqlite), `--runs N` of each (default 1; the
 //! targets are judged on the medians), `--seconds N` per measurement (default 5),
-//! `--only registration|verification|tokens|sessions|scale-out|bounces|webhooks`. Each run is a process of its own
+//! `--only registration|verification|tokens|sessions|scale-out|bounces|webhooks|limits`. Each run is a process of its own
 //! (`--out FILE`); the report holds every run and, by database, the medians side by side.
 
 mod bounces;
 mod events;
+mod limits;
 mod load;
 mod register;
 mod scale;
@@ -78,7 +79,8 @@ impl Options {
 }
 
 /// What `--only` can name.
-const PARTS: [&str; 7] = ["registration", "verification", "tokens", "sessions", "scale-out", "bounces", "webhooks"];
+const PARTS: [&str; 8] =
+    ["registration", "verification", "tokens", "sessions", "scale-out", "bounces", "webhooks", "limits"];
 
 fn options() -> anyhow::Result<Options> {
     let mut options =
@@ -103,7 +105,7 @@ fn options() -> anyhow::Result<Options> {
             ("--soak", Some(minutes)) => options.soak = Some(minutes.parse()?),
             (other, _) => anyhow::bail!(
                 "unknown argument {other:?}: use --db sqlite|postgres|both, --runs 1..9, --seconds N, \
-                 --only registration|verification|tokens|sessions|scale-out|bounces|webhooks, --soak MINUTES"
+                 --only registration|verification|tokens|sessions|scale-out|bounces|webhooks|limits, --soak MINUTES"
             ),
         }
     }
@@ -334,6 +336,10 @@ async fn run(options: &Options) -> anyhow::Result<serde_json::Value> {
         true => webhooks::run(&mut table, seconds).await?,
         false => serde_json::Value::Null,
     };
+    let limits = match options.runs("limits") {
+        true => limits::run(&mut table, seconds).await?,
+        false => serde_json::Value::Null,
+    };
     // Instances sharing a database: on PostgreSQL only.
     let scale_out = match options.runs("scale-out") && options.postgres {
         true => scale::run(&mut table, seconds).await?,
@@ -354,6 +360,7 @@ async fn run(options: &Options) -> anyhow::Result<serde_json::Value> {
         "sessions": sessions,
         "bounces": bounces,
         "webhooks": webhooks,
+        "limits": limits,
         "scale_out": scale_out,
         "targets": targets.iter().map(Target::json).collect::<Vec<_>>(),
     }))

@@ -13,6 +13,10 @@ pub struct Config {
     pub auth_addr: String,
     /// `RATE_LIMIT_GATEWAY_PER_CLIENT` (default `30/60`): form posts per client address.
     pub posts_per_client: Option<verimail_server::limits::Rate>,
+    /// `RATE_LIMIT_STORE` (`nats` by default): where that limit counts. With `nats`, in a
+    /// bucket every gateway shares, reached with `NATS_URL` and its credentials like the
+    /// services (`NATS_STREAM_REPLICAS` replicas); `memory`: in each gateway alone.
+    pub limit_store: Option<(verimail_server::nats::NatsConfig, usize)>,
     /// `GATEWAY_SERVICE_TOKEN`: presented on every call, so the services trust the browser's
     /// address the gateway passes on (and nothing more: it cannot have tokens issued).
     pub credential: verimail_server::internal::ServiceCredential,
@@ -40,6 +44,17 @@ pub struct Config {
     pub image_sources: String,
 }
 
+/// `RATE_LIMIT_STORE`: NATS (its URL, credentials and replicas) for the shared limit, or none.
+fn limit_store(vars: &Vars) -> Result<Option<(verimail_server::nats::NatsConfig, usize)>, ConfigError> {
+    use verimail_server::limits::StoreKind;
+    Ok(match StoreKind::from_vars(vars)? {
+        StoreKind::Nats => {
+            Some((verimail_server::nats::NatsConfig::from_vars(vars)?, verimail_server::nats::replicas(vars)?))
+        }
+        StoreKind::Memory => None,
+    })
+}
+
 /// `GATEWAY_HTTP_ADDR`: where the pages are served. Alone, it is what `--health-check` reads:
 /// the running gateway read its pages and the rest when it started, and a check of it must
 /// not fail on a template changed since.
@@ -65,6 +80,8 @@ impl Config {
                 verimail_server::internal::GATEWAY_TOKEN,
             )?,
             tls: verimail_server::tls::GrpcTls::from_vars(vars)?,
+            // After the credential: without it, production says that first.
+            limit_store: limit_store(vars)?,
             metrics_addr: vars.string("METRICS_ADDR", "127.0.0.1:9104"),
             trusted_proxies: crate::client::TrustedProxies::parse(&vars.string("TRUSTED_PROXIES", ""))
                 .map_err(|e| ConfigError::new("TRUSTED_PROXIES", e))?,

@@ -29,6 +29,22 @@ pub struct App {
     limits: serve::Limits,
 }
 
+/// The gateways' shared limits on NATS (connected in the background: until NATS answers, and
+/// whenever it does not, each gateway counts alone), or each one's memory.
+async fn limit_store(nats: Option<&(verimail_server::nats::NatsConfig, usize)>) -> verimail_server::limits::Store {
+    use verimail_server::limits::{Store, StoreKind};
+    match nats {
+        Some((nats, replicas)) => match verimail_server::nats::connect_in_background(nats).await {
+            Ok(client) => Store::new(StoreKind::Nats, Some(&async_nats::jetstream::new(client)), "gateway", *replicas),
+            Err(error) => {
+                tracing::warn!(%error, "cannot reach NATS for the shared limits; this gateway counts alone");
+                Store::new(StoreKind::Memory, None, "gateway", 1)
+            }
+        },
+        None => Store::new(StoreKind::Memory, None, "gateway", 1),
+    }
+}
+
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let auth = config.credential.channel(config.tls.channel("AUTH_GRPC_ADDR", &config.auth_addr)?);
@@ -44,7 +60,8 @@ impl App {
             pages: config.pages,
             logo: config.logo,
             content_security_policy: routes::content_security_policy(&config.image_sources)?,
-            posts_per_client: verimail_server::limits::Limiter::new(
+            posts_per_client: limit_store(config.limit_store.as_ref()).await.limiter(
+                "posts_per_client",
                 "form posts from this address",
                 config.posts_per_client,
             ),

@@ -216,7 +216,7 @@ async fn limit_posts(
     next: Next,
 ) -> Response {
     if request.method() == Method::POST
-        && let Err(status) = gw.posts_per_client.check(&verimail_server::limits::client_key(client))
+        && let Err(status) = gw.posts_per_client.check(&verimail_server::limits::client_key(client)).await
     {
         return too_many(&gw, &lang, &status);
     }

@@ -427,9 +427,9 @@ impl Stack {
             let mut vars = options.vars_for(part);
             vars.extend(tls_vars.iter().cloned());
             vars.push(("METRICS_ADDR", "127.0.0.1:0".into()));
-            // The services: each its database, and NATS.
+            // Every part NATS (the gateway for its shared limits); the services their databases.
+            vars.extend(nats_vars(&nats, part, options.nats_permissions));
             if let Some(service) = part.database() {
-                vars.extend(nats_vars(&nats, part, options.nats_permissions));
                 let db = match (&auth_database_door, part) {
                     (Some((_, through_door)), Part::Auth) => through_door.clone(),
                     _ => databases.url(data.path(), service),
@@ -855,7 +855,7 @@ async fn built<T, E: std::fmt::Debug>(part: &str, build: impl Future<Output = Re
 /// ([`StackOptions::nats_permissions`]).
 fn start_nats(options: &StackOptions) -> NatsCluster {
     if options.nats_permissions {
-        let passwords = ["user-service", "auth-service", "email-service"].map(nats_password).to_vec();
+        let passwords = ["user-service", "auth-service", "email-service", "gateway"].map(nats_password).to_vec();
         let server = verimail_testkit::NatsServer::start_configured(std::path::Path::new(NATS_PERMISSIONS), passwords);
         NatsCluster { nodes: vec![server] }
     } else {

@@ -4,7 +4,7 @@
 //! metrics plumbing) is `verimail-server`; the names of streams and subjects are the contracts'
 //! (`verimail-proto`).
 
-pub mod backoff;
+pub use verimail_server::backoff;
 pub mod bus;
 pub mod db;
 pub mod erasure;

@@ -246,7 +246,7 @@ impl Callers {
                 grant.as_str()
             )));
         }
-        caller.limiter.check(&caller.name)?;
+        caller.limiter.check_here(&caller.name)?;
         CALLS.get_or_create(&CallLabels { caller: caller.name.clone(), method: method.to_owned() }).inc();
         Ok(Some(&caller.name))
     }

@@ -6,6 +6,7 @@
 
 pub mod address;
 pub mod admin;
+pub mod backoff;
 pub mod callers;
 pub mod cli;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod internal;
 pub mod limits;
 pub mod locale;
 pub mod metrics;
+pub mod nats;
 pub mod paging;
 pub mod shutdown;
 pub mod telemetry;

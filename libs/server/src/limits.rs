@@ -1,5 +1,8 @@
-//! Rate limits (governor's GCRA, keyed by client address or by email address), and the
-//! RESOURCE_EXHAUSTED status that tells a client when to come back.
+//! Rate limits (GCRA, keyed by client address or by email address), kept where every instance
+//! of a part sees them ([`shared`], NATS key-value buckets) or in one process's memory
+//! (governor), and the RESOURCE_EXHAUSTED status that tells a client when to come back.
+
+pub mod shared;
 
 use crate::config::ConfigError;
 use crate::config::Vars;
@@ -61,19 +64,85 @@ const EVICT_EVERY: Duration = Duration::from_secs(10);
 /// Where new keys are counted while a limiter holds [`MAX_KEYS`]: all of them together.
 const OVERFLOW_KEY: &str = "\u{0}overflow";
 
+/// Where a part keeps its limits (`RATE_LIMIT_STORE`): `nats` (the default), in NATS
+/// key-value buckets every instance shares; or `memory`, each instance its own (one instance
+/// only: N instances would allow N times the attempts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Nats,
+    Memory,
+}
+
+impl StoreKind {
+    pub fn from_vars(vars: &Vars) -> Result<StoreKind, ConfigError> {
+        match vars.string("RATE_LIMIT_STORE", "nats").trim().to_ascii_lowercase().as_str() {
+            "nats" => Ok(StoreKind::Nats),
+            "memory" => Ok(StoreKind::Memory),
+            _ => Err(ConfigError::new("RATE_LIMIT_STORE", "expected nats or memory")),
+        }
+    }
+}
+
+/// Where this process's limiters keep their counts.
+#[derive(Clone, Default)]
+pub enum Store {
+    /// Each process its own.
+    #[default]
+    Memory,
+    /// Shared by every instance of the part.
+    Nats(std::sync::Arc<shared::Nats>),
+}
+
+impl Store {
+    /// The shared store of `part` (which names its buckets) on `js`, or memory.
+    pub fn new(
+        kind: StoreKind,
+        js: Option<&async_nats::jetstream::Context>,
+        part: &'static str,
+        replicas: usize,
+    ) -> Store {
+        std::sync::LazyLock::force(&shared::UNSHARED);
+        match (kind, js) {
+            (StoreKind::Nats, Some(js)) => Store::Nats(shared::Nats::new(js.clone(), part, replicas)),
+            _ => Store::Memory,
+        }
+    }
+
+    /// A limit named `name` (its bucket's name, `[a-z_]`) on `what` (said in its refusals).
+    pub fn limiter(&self, name: &'static str, what: &'static str, rate: Option<Rate>) -> Limiter {
+        let mut limiter = Limiter::new(what, rate);
+        if let (Store::Nats(nats), Some(rate)) = (self, rate) {
+            limiter.shared = Some(nats.bucket(name, rate.per, MAX_KEYS));
+        }
+        limiter
+    }
+
+    /// The shared bucket of a limit kept its own way (`None` in memory).
+    pub fn bucket(&self, name: &'static str, per: std::time::Duration, max_keys: usize) -> Option<shared::Bucket> {
+        match self {
+            Store::Nats(nats) => Some(nats.bucket(name, per, max_keys)),
+            Store::Memory => None,
+        }
+    }
+}
+
 /// One limit on one kind of request, per key. `None` limits nothing.
 ///
-/// Its memory is bounded: a background task forgets, every 10 s, the keys whose allowance
-/// has refilled (they would start afresh anyway), and past [`MAX_KEYS`] new keys share one
-/// allowance until eviction makes room, so a flood of distinct clients costs no more memory
-/// and no scan per request.
+/// Shared ([`Store::limiter`]), it counts in NATS and answers from this process's memory only
+/// while NATS cannot answer. In memory, its memory is bounded: a background task forgets,
+/// every 10 s, the keys whose allowance has refilled (they would start afresh anyway), and
+/// past [`MAX_KEYS`] new keys share one allowance until eviction makes room, so a flood of
+/// distinct clients costs no more memory and no scan per request.
 pub struct Limiter {
     what: &'static str,
+    rate: Option<Rate>,
     limiter: Option<std::sync::Arc<DefaultKeyedRateLimiter<String>>>,
     max_keys: usize,
+    shared: Option<shared::Bucket>,
 }
 
 impl Limiter {
+    /// A limit in this process's memory.
     pub fn new(what: &'static str, rate: Option<Rate>) -> Limiter {
         Limiter::with_max_keys(what, rate, MAX_KEYS)
     }
@@ -98,11 +167,23 @@ impl Limiter {
                 }
             });
         }
-        Limiter { what, limiter, max_keys }
+        Limiter { what, rate, limiter, max_keys, shared: None }
     }
 
     /// Counts one request for `key`; RESOURCE_EXHAUSTED with the wait when over the limit.
-    pub fn check(&self, key: &str) -> Result<(), Status> {
+    pub async fn check(&self, key: &str) -> Result<(), Status> {
+        let Some(rate) = self.rate else { return Ok(()) };
+        if let Some(bucket) = &self.shared {
+            match shared::gcra(bucket, key, rate.count.get()).await {
+                Ok(answer) => return answer.map_err(|wait| exhausted(self.what, wait)),
+                Err(shared::Unavailable) => shared::UNSHARED.inc(),
+            };
+        }
+        self.check_here(key)
+    }
+
+    /// Counts one request for `key` in this process's memory alone.
+    pub fn check_here(&self, key: &str) -> Result<(), Status> {
         let Some(limiter) = &self.limiter else { return Ok(()) };
         let key = if limiter.len() >= self.max_keys { OVERFLOW_KEY } else { key };
         match limiter.check_key(&key.to_owned()) {
@@ -111,7 +192,7 @@ impl Limiter {
         }
     }
 
-    /// Keys remembered now.
+    /// Keys remembered in this process's memory now.
     pub fn len(&self) -> usize {
         self.limiter.as_ref().map_or(0, |limiter| limiter.len())
     }
@@ -222,28 +303,28 @@ mod tests {
     async fn a_limiter_remembers_at_most_its_cap_and_forgets_quiet_clients() {
         let limiter = Limiter::with_max_keys("requests", Some(Rate::new(2, Duration::from_millis(200))), 100);
         for n in 0..1000 {
-            let _ = limiter.check(&format!("client-{n}"));
+            let _ = limiter.check_here(&format!("client-{n}"));
         }
         assert_eq!(limiter.len(), 101, "the cap, and the key that overflowing clients share");
         // Past the cap new clients share one allowance: the flood limits itself.
-        assert!(limiter.check("client-5000").is_err());
+        assert!(limiter.check_here("client-5000").is_err());
         tokio::time::sleep(EVICT_EVERY + Duration::from_millis(500)).await;
         assert_eq!(limiter.len(), 0, "every allowance refilled, so every key was forgotten");
-        limiter.check("client-5000").expect("room again");
+        limiter.check_here("client-5000").expect("room again");
     }
 
     #[test]
     fn a_limit_trips_at_its_number_per_key_and_says_when_to_come_back() {
         let limiter = Limiter::new("requests", Some(Rate::new(3, Duration::from_secs(60))));
         for _ in 0..3 {
-            limiter.check("a").unwrap();
+            limiter.check_here("a").unwrap();
         }
-        let status = limiter.check("a").unwrap_err();
+        let status = limiter.check_here("a").unwrap_err();
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
         let wait = retry_after(&status).unwrap();
         assert!(wait > Duration::from_secs(15) && wait <= Duration::from_secs(20), "{wait:?}");
         assert_eq!(status.metadata().get("retry-after").unwrap(), "20");
-        limiter.check("b").expect("another key has its own allowance");
-        Limiter::new("requests", None).check("a").expect("off limits nothing");
+        limiter.check_here("b").expect("another key has its own allowance");
+        Limiter::new("requests", None).check_here("a").expect("off limits nothing");
     }
 }

@@ -12,6 +12,7 @@ use verimail_events::bus::{self, NatsConfig, StreamSpec};
 use verimail_events::db::DbConfig;
 use verimail_server::config::{ConfigError, Vars};
 use verimail_server::grpc::{Background, Check, Service};
+use verimail_server::limits::{Store, StoreKind};
 use verimail_server::shutdown::Shutdown;
 use verimail_server::tls::GrpcTls;
 
@@ -34,10 +35,17 @@ pub struct BackboneConfig {
     /// `NATS_STREAM_REPLICAS` and `NATS_EVENT_RETENTION_SECONDS`: how the streams the
     /// service declares are kept.
     pub streams: bus::StreamSettings,
+    /// `RATE_LIMIT_STORE`: where the rate limits count (every instance's NATS buckets, or this
+    /// process's memory).
+    pub limits: StoreKind,
+    /// The part's name in its limit buckets' names.
+    pub part: &'static str,
 }
 
 /// Where a service listens and keeps its data by default.
 pub struct Defaults {
+    /// The part (`user`, `auth`, `email`): in the names of what it keeps in NATS.
+    pub part: &'static str,
     /// The variable of the gRPC address, and its default.
     pub grpc: (&'static str, &'static str),
     /// `METRICS_ADDR`'s default.
@@ -65,6 +73,8 @@ impl BackboneConfig {
             database: DbConfig::from_vars(vars, defaults.database_file)?,
             nats: NatsConfig::from_vars(vars)?,
             streams: bus::StreamSettings::from_vars(vars)?,
+            limits: StoreKind::from_vars(vars)?,
+            part: defaults.part,
         })
     }
 }
@@ -72,6 +82,8 @@ impl BackboneConfig {
 pub struct Backbone {
     pub db: DatabaseConnection,
     pub js: jetstream::Context,
+    /// Where the service's rate limits count.
+    pub limits: Store,
     listener: TcpListener,
     addr: SocketAddr,
     metrics: Option<TcpListener>,
@@ -89,7 +101,8 @@ impl Backbone {
         let listener = verimail_server::config::bind(config.grpc_variable, &config.grpc_addr).await?;
         let addr = listener.local_addr()?;
         let metrics = verimail_server::metrics::bind(&config.metrics_addr).await?;
-        Ok(Backbone { db, js, listener, addr, metrics, tls: config.tls.clone() })
+        let limits = Store::new(config.limits, Some(&js), config.part, config.streams.replicas);
+        Ok(Backbone { db, js, limits, listener, addr, metrics, tls: config.tls.clone() })
     }
 
     /// Where the gRPC listener is bound.

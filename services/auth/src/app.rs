@@ -15,7 +15,7 @@ use verimail_events::parking::{self, Parking};
 use verimail_proto::auth::v1::auth_service_server::{AuthServiceServer, SERVICE_NAME};
 use verimail_server::grpc::Background;
 use verimail_server::internal::ServiceCredential;
-use verimail_server::limits::{Limiter, Rate};
+use verimail_server::limits::Rate;
 use verimail_server::shutdown::Shutdown;
 use verimail_startup::backbone::Backbone;
 
@@ -83,6 +83,7 @@ impl App {
         let retention = verimail_events::retention::run(db.clone(), retained, shutdown.clone());
         let code_keys = Arc::new(CodeKeys::derive(self.keys.raw_keys()));
         let js = self.backbone.js.clone();
+        let limits = self.backbone.limits.clone();
         let erase = {
             let (relay, js, code_keys) = (relay.clone(), js.clone(), code_keys.clone());
             move |delivery| {
@@ -107,8 +108,16 @@ impl App {
         };
         let grpc = AuthGrpc {
             authority,
-            verify_per_client: Limiter::new("verification attempts from this client", self.verify_per_client),
-            code_per_email: Limiter::new("code attempts for this address from this client", self.code_per_email),
+            verify_per_client: limits.limiter(
+                "verify_per_client",
+                "verification attempts from this client",
+                self.verify_per_client,
+            ),
+            code_per_email: limits.limiter(
+                "code_per_email",
+                "code attempts for this address from this client",
+                self.code_per_email,
+            ),
             claimer: crate::claim::Claimer::start(relay.clone()),
             fronts: self.fronts,
             issuer: self.issuer,

@@ -5,8 +5,12 @@ use verimail_server::config::{ConfigError, Vars};
 use verimail_startup::backbone::{BackboneConfig, Defaults};
 
 /// Where auth-service listens and keeps its data unless told otherwise.
-pub const DEFAULTS: Defaults =
-    Defaults { grpc: ("AUTH_GRPC_ADDR", "127.0.0.1:50052"), metrics_addr: "127.0.0.1:9102", database_file: "auth.db" };
+pub const DEFAULTS: Defaults = Defaults {
+    part: "auth",
+    grpc: ("AUTH_GRPC_ADDR", "127.0.0.1:50052"),
+    metrics_addr: "127.0.0.1:9102",
+    database_file: "auth.db",
+};
 
 /// auth-service's configuration, from the environment.
 pub struct Config {

@@ -59,7 +59,7 @@ impl AuthService for AuthGrpc {
     }
 
     async fn verify_email(&self, request: Request<pb::VerifyEmailRequest>) -> GrpcResult<pb::VerifyEmailResponse> {
-        self.verify_per_client.check(&self.fronts.client_of(&request))?;
+        self.verify_per_client.check(&self.fronts.client_of(&request)).await?;
         let raw = required_token(request.into_inner().token)?;
         let verified = async {
             let jti = self.authority.keys().open(&raw)?;
@@ -85,13 +85,13 @@ impl AuthService for AuthGrpc {
         request: Request<pb::VerifyEmailCodeRequest>,
     ) -> GrpcResult<pb::VerifyEmailResponse> {
         let client = self.fronts.client_of(&request);
-        self.verify_per_client.check(&client)?;
+        self.verify_per_client.check(&client).await?;
         let request = request.into_inner();
         let address = Email::parse(&request.email).map_err(|reason| AuthError::invalid("email", reason))?;
         // Parsed first: a typo that is not a code spends nothing. Then each client has its own
         // allowance per mailbox, so a stranger's guesses do not use up the owner's.
         let code = Code::parse(&request.code).map_err(|reason| AuthError::invalid("code", reason))?;
-        self.code_per_email.check(&format!("{} {client}", address.mailbox()))?;
+        self.code_per_email.check(&format!("{} {client}", address.mailbox())).await?;
         let (outcome, user_id) = counted("code", self.authority.use_code(address.as_str(), &code).await)?;
         Ok(Response::new(pb::VerifyEmailResponse {
             outcome: outcome as i32,
@@ -166,7 +166,7 @@ impl AuthService for AuthGrpc {
     ) -> GrpcResult<pb::UndoEmailChangeResponse> {
         // user-service limits its own callers (it names no browser here).
         if !self.signs_for.presented_by(&request) {
-            self.verify_per_client.check(&self.fronts.client_of(&request))?;
+            self.verify_per_client.check(&self.fronts.client_of(&request)).await?;
         }
         let request = request.into_inner();
         let raw = required_token(request.token)?;

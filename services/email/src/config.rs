@@ -7,6 +7,7 @@ use verimail_startup::backbone::{BackboneConfig, Defaults};
 
 /// Where email-service listens and keeps its data unless told otherwise.
 pub const DEFAULTS: Defaults = Defaults {
+    part: "email",
     grpc: ("EMAIL_GRPC_ADDR", "127.0.0.1:50053"),
     metrics_addr: "127.0.0.1:9103",
     database_file: "email.db",

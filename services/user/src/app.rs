@@ -106,7 +106,7 @@ impl App {
             db: db.clone(),
             relay: relay.clone(),
             hasher: self.hasher,
-            limits: crate::limits::UserLimiters::new(&self.limits),
+            limits: crate::limits::UserLimiters::new(&self.limits, &self.backbone.limits),
             enumeration_safe: self.enumeration_safe,
             dummy_hash: self.dummy_hash,
             auth: self.auth.clone(),

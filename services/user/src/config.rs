@@ -3,8 +3,12 @@ use verimail_server::config::{ConfigError, Vars};
 use verimail_startup::backbone::{BackboneConfig, Defaults};
 
 /// Where user-service listens and keeps its data unless told otherwise.
-pub const DEFAULTS: Defaults =
-    Defaults { grpc: ("USER_GRPC_ADDR", "127.0.0.1:50051"), metrics_addr: "127.0.0.1:9101", database_file: "user.db" };
+pub const DEFAULTS: Defaults = Defaults {
+    part: "user",
+    grpc: ("USER_GRPC_ADDR", "127.0.0.1:50051"),
+    metrics_addr: "127.0.0.1:9101",
+    database_file: "user.db",
+};
 
 /// user-service's configuration, from the environment.
 #[derive(Debug, Clone)]

@@ -256,8 +256,8 @@ impl Accounts {
         if user.email == new_email.as_str() {
             return Err(UserError::invalid("new_email", "is already the account's address"));
         }
-        self.limits.email_change_per_user.check(&user.id).map_err(UserError::Limited)?;
-        self.limits.mail_to(new_email).map_err(UserError::Limited)?;
+        self.limits.email_change_per_user.check(&user.id).await.map_err(UserError::Limited)?;
+        self.limits.mail_to(new_email).await.map_err(UserError::Limited)?;
         // Taken or free, the same work and the same answer: the owner is told instead.
         let owner = users::find_by_email(&self.db, new_email.as_str()).await?;
         if locale.is_some() {

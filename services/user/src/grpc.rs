@@ -33,7 +33,7 @@ type GrpcResult<T> = Result<Response<T>, tonic::Status>;
 #[tonic::async_trait]
 impl UserService for UserGrpc {
     async fn register_user(&self, request: Request<pb::RegisterUserRequest>) -> GrpcResult<pb::RegisterUserResponse> {
-        self.accounts.limits().register_per_client.check(&self.fronts.client_of(&request))?;
+        self.accounts.limits().register_per_client.check(&self.fronts.client_of(&request)).await?;
         let request = request.into_inner();
         let locale = parse_locale(&request.locale)?;
         let email = parse_email("email", &request.email)?;
@@ -84,7 +84,7 @@ impl UserService for UserGrpc {
 
     async fn sign_in(&self, request: Request<pb::SignInRequest>) -> GrpcResult<pb::SignInResponse> {
         let client = self.fronts.client_of(&request);
-        self.accounts.limits().sign_in_per_client.check(&client)?;
+        self.accounts.limits().sign_in_per_client.check(&client).await?;
         let request = request.into_inner();
         let email = parse_email("email", &request.email)?;
         let password = parse_password(&request.password)?;
@@ -234,7 +234,7 @@ impl UserService for UserGrpc {
         &self,
         request: Request<pb::RequestPasswordResetRequest>,
     ) -> GrpcResult<pb::RequestPasswordResetResponse> {
-        self.accounts.limits().resend_per_client.check(&self.fronts.client_of(&request))?;
+        self.accounts.limits().resend_per_client.check(&self.fronts.client_of(&request)).await?;
         let request = request.into_inner();
         let email = parse_email("email", &request.email)?;
         let locale = parse_locale(&request.locale)?;
@@ -246,7 +246,7 @@ impl UserService for UserGrpc {
         &self,
         request: Request<pb::ResetPasswordRequest>,
     ) -> GrpcResult<pb::ResetPasswordResponse> {
-        self.accounts.limits().sign_in_per_client.check(&self.fronts.client_of(&request))?;
+        self.accounts.limits().sign_in_per_client.check(&self.fronts.client_of(&request)).await?;
         let request = request.into_inner();
         let new = parse_password_in("new_password", &request.new_password)?;
         let proof = match request.token.trim() {
@@ -268,7 +268,7 @@ impl UserService for UserGrpc {
         &self,
         request: Request<pb::UndoEmailChangeRequest>,
     ) -> GrpcResult<pb::UndoEmailChangeResponse> {
-        self.accounts.limits().sign_in_per_client.check(&self.fronts.client_of(&request))?;
+        self.accounts.limits().sign_in_per_client.check(&self.fronts.client_of(&request)).await?;
         let token = request.into_inner().token;
         if token.trim().is_empty() {
             return Err(UserError::invalid("token", "is required").into());
@@ -348,7 +348,7 @@ impl UserService for UserGrpc {
         &self,
         request: Request<pb::ResendVerificationRequest>,
     ) -> GrpcResult<pb::ResendVerificationResponse> {
-        self.accounts.limits().resend_per_client.check(&self.fronts.client_of(&request))?;
+        self.accounts.limits().resend_per_client.check(&self.fronts.client_of(&request)).await?;
         let request = request.into_inner();
         let email = parse_email("email", &request.email)?;
         let locale = parse_locale(&request.locale)?;

@@ -1,7 +1,8 @@
 //! user-service's rate limits, per client address and per email address.
 
 use verimail_server::config::{ConfigError, Vars};
-use verimail_server::limits::{Limiter, Rate, rate};
+use verimail_server::limits::shared::{self, Step};
+use verimail_server::limits::{Limiter, Rate, Store, rate};
 
 /// Each `None` is off.
 #[derive(Debug, Clone)]
@@ -62,21 +63,47 @@ pub struct UserLimiters {
 impl UserLimiters {
     /// Counts one email to the mailbox of `email` (a resend, or a notice of a sign-up attempt)
     /// against both caps on what one inbox is sent; RESOURCE_EXHAUSTED when over either.
-    pub fn mail_to(&self, email: &crate::password::Email) -> Result<(), tonic::Status> {
-        self.resend_per_email.check(email.mailbox())?;
-        self.resend_per_email_daily.check(email.mailbox())
+    pub async fn mail_to(&self, email: &crate::password::Email) -> Result<(), tonic::Status> {
+        self.resend_per_email.check(email.mailbox()).await?;
+        self.resend_per_email_daily.check(email.mailbox()).await
     }
 
-    pub fn new(limits: &UserLimits) -> UserLimiters {
+    /// The limiters, counting in `store` (every instance's, or this one's memory).
+    pub fn new(limits: &UserLimits, store: &Store) -> UserLimiters {
         UserLimiters {
-            register_per_client: Limiter::new("registrations from this client", limits.register_per_client),
-            register_per_email: Limiter::new("registrations of this address", limits.register_per_email),
-            resend_per_client: Limiter::new("resend requests from this client", limits.resend_per_client),
-            resend_per_email: Limiter::new("emails to this address", limits.resend_per_email),
-            resend_per_email_daily: Limiter::new("emails to this address today", limits.resend_per_email_daily),
-            sign_in_per_client: Limiter::new("sign-in attempts from this client", limits.sign_in_per_client),
-            sign_in_failures: SignInFailures::new(limits.sign_in_failures, limits.sign_in_failure_keys),
-            email_change_per_user: Limiter::new("changes of address of this account", limits.email_change_per_user),
+            register_per_client: store.limiter(
+                "register_per_client",
+                "registrations from this client",
+                limits.register_per_client,
+            ),
+            register_per_email: store.limiter(
+                "register_per_email",
+                "registrations of this address",
+                limits.register_per_email,
+            ),
+            resend_per_client: store.limiter(
+                "resend_per_client",
+                "resend requests from this client",
+                limits.resend_per_client,
+            ),
+            resend_per_email: store.limiter("resend_per_email", "emails to this address", limits.resend_per_email),
+            resend_per_email_daily: store.limiter(
+                "resend_per_email_daily",
+                "emails to this address today",
+                limits.resend_per_email_daily,
+            ),
+            sign_in_per_client: store.limiter(
+                "sign_in_per_client",
+                "sign-in attempts from this client",
+                limits.sign_in_per_client,
+            ),
+            sign_in_failures: SignInFailures::new(limits.sign_in_failures, limits.sign_in_failure_keys)
+                .shared(store, limits.sign_in_failure_keys),
+            email_change_per_user: store.limiter(
+                "email_change_per_user",
+                "changes of address of this account",
+                limits.email_change_per_user,
+            ),
         }
     }
 }
@@ -93,7 +120,9 @@ impl UserLimiters {
 /// `verimail_sign_ins_total{outcome="wrong"}`. Keyed on the mailbox whether or not it has an
 /// account, so the refusal tells nothing.
 ///
-/// At most `max_keys` pairs are remembered, in order of their latest failure: a new pair past
+/// Shared ([`SignInFailures::shared`]), every instance counts a pair's failures in one NATS
+/// bucket (a pair's value: its count and its latest failure); this memory answers only while
+/// NATS cannot. At most `max_keys` pairs are remembered, in order of their latest failure: a new pair past
 /// the cap makes the map forget the pair whose latest failure is the oldest (usually one whose
 /// window has passed anyway). So a full map never refuses a pair it holds no failures of, its
 /// memory stays bounded, and every call is a hash lookup under a short lock. Flooding it to
@@ -103,6 +132,7 @@ impl UserLimiters {
 pub struct SignInFailures {
     rate: Option<Rate>,
     failures: std::sync::Mutex<hashlink::LruCache<String, Failures>>,
+    shared: Option<shared::Bucket>,
 }
 
 #[derive(Clone, Copy)]
@@ -113,26 +143,85 @@ struct Failures {
 
 impl SignInFailures {
     pub fn new(rate: Option<Rate>, max_keys: usize) -> SignInFailures {
-        SignInFailures { rate, failures: std::sync::Mutex::new(hashlink::LruCache::new(max_keys.max(1))) }
+        SignInFailures { rate, failures: std::sync::Mutex::new(hashlink::LruCache::new(max_keys.max(1))), shared: None }
+    }
+
+    /// Counting in `store`'s bucket `sign_in_failures` (at most `max_keys` pairs there too).
+    pub fn shared(mut self, store: &Store, max_keys: usize) -> SignInFailures {
+        self.shared = self.rate.and_then(|rate| store.bucket("sign_in_failures", rate.per, max_keys));
+        self
     }
 
     /// RESOURCE_EXHAUSTED when `key` (mailbox and client) has used up its failures.
-    pub fn check(&self, key: &str) -> Result<(), tonic::Status> {
+    pub async fn check(&self, key: &str) -> Result<(), tonic::Status> {
+        let Some(rate) = self.rate else { return Ok(()) };
+        if let Some(bucket) = &self.shared {
+            let read = bucket.update(key, |value| Step::Answer(SharedFailures::read(value).refusal(rate)), None).await;
+            match read {
+                Ok(None) => return Ok(()),
+                Ok(Some(wait)) => return Err(refused(wait)),
+                Err(shared::Unavailable) => {
+                    shared::UNSHARED.inc();
+                }
+            }
+        }
+        self.check_here(key)
+    }
+
+    /// Counts a wrong password for `key`.
+    pub async fn failed(&self, key: &str) {
+        let Some(rate) = self.rate else { return };
+        if let Some(bucket) = &self.shared {
+            let counted = bucket
+                .update(
+                    key,
+                    |value| {
+                        let now = shared::now_micros();
+                        let before = SharedFailures::read(value);
+                        let earlier = if now.saturating_sub(before.last) >= rate.per.as_micros() as u64 {
+                            0
+                        } else {
+                            before.count
+                        };
+                        Step::Write(SharedFailures { count: earlier.saturating_add(1), last: now }.bytes(), ())
+                    },
+                    (),
+                )
+                .await;
+            match counted {
+                Ok(()) => return,
+                Err(shared::Unavailable) => {
+                    shared::UNSHARED.inc();
+                }
+            }
+        }
+        self.failed_here(key)
+    }
+
+    /// A correct password: `key` starts afresh.
+    pub async fn succeeded(&self, key: &str) {
+        if let Some(bucket) = &self.shared
+            && bucket.forget(key).await.is_err()
+        {
+            shared::UNSHARED.inc();
+        }
+        self.succeeded_here(key)
+    }
+
+    /// [`SignInFailures::check`] in this process's memory.
+    pub fn check_here(&self, key: &str) -> Result<(), tonic::Status> {
         let Some(rate) = self.rate else { return Ok(()) };
         let Ok(failures) = self.failures.lock() else { return Ok(()) };
         match failures.peek(key) {
             Some(f) if f.count >= rate.count.get() && f.last.elapsed() < rate.per => {
-                Err(verimail_server::limits::exhausted(
-                    "failed sign-ins on this address from this client",
-                    rate.per - f.last.elapsed(),
-                ))
+                Err(refused(rate.per - f.last.elapsed()))
             }
             _ => Ok(()),
         }
     }
 
-    /// Counts a wrong password for `key`.
-    pub fn failed(&self, key: &str) {
+    /// [`SignInFailures::failed`] in this process's memory.
+    pub fn failed_here(&self, key: &str) {
         let Some(rate) = self.rate else { return };
         let Ok(mut failures) = self.failures.lock() else { return };
         let now = std::time::Instant::now();
@@ -147,8 +236,8 @@ impl SignInFailures {
         }
     }
 
-    /// A correct password: `key` starts afresh.
-    pub fn succeeded(&self, key: &str) {
+    /// [`SignInFailures::succeeded`] in this process's memory.
+    pub fn succeeded_here(&self, key: &str) {
         if let Ok(mut failures) = self.failures.lock() {
             failures.remove(key);
         }
@@ -164,6 +253,40 @@ impl SignInFailures {
     }
 }
 
+fn refused(wait: std::time::Duration) -> tonic::Status {
+    verimail_server::limits::exhausted("failed sign-ins on this address from this client", wait)
+}
+
+/// A pair's failures as the shared bucket keeps them: the count (4 bytes) and the latest
+/// failure (microseconds since the epoch, 8 bytes), big-endian.
+#[derive(Clone, Copy, Default)]
+struct SharedFailures {
+    count: u32,
+    last: u64,
+}
+
+impl SharedFailures {
+    fn read(value: Option<&[u8]>) -> SharedFailures {
+        match value {
+            Some(&[c0, c1, c2, c3, l0, l1, l2, l3, l4, l5, l6, l7]) => SharedFailures {
+                count: u32::from_be_bytes([c0, c1, c2, c3]),
+                last: u64::from_be_bytes([l0, l1, l2, l3, l4, l5, l6, l7]),
+            },
+            _ => SharedFailures::default(),
+        }
+    }
+
+    fn bytes(self) -> Vec<u8> {
+        [self.count.to_be_bytes().as_slice(), self.last.to_be_bytes().as_slice()].concat()
+    }
+
+    /// How long the pair is still refused, if it is.
+    fn refusal(self, rate: Rate) -> Option<std::time::Duration> {
+        let since = std::time::Duration::from_micros(shared::now_micros().saturating_sub(self.last));
+        (self.count >= rate.count.get() && since < rate.per).then(|| rate.per - since)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,40 +296,40 @@ mod tests {
     fn failures_refuse_one_client_on_one_address_until_a_success_or_the_window() {
         let failures = SignInFailures::new(Some(Rate::new(3, Duration::from_millis(300))), 100);
         for _ in 0..3 {
-            assert!(failures.check("ann 10.0.0.1").is_ok());
-            failures.failed("ann 10.0.0.1");
+            assert!(failures.check_here("ann 10.0.0.1").is_ok());
+            failures.failed_here("ann 10.0.0.1");
         }
-        let refused = failures.check("ann 10.0.0.1").unwrap_err();
+        let refused = failures.check_here("ann 10.0.0.1").unwrap_err();
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
-        assert!(failures.check("ann 10.0.0.2").is_ok(), "the owner, from elsewhere");
-        assert!(failures.check("bob 10.0.0.1").is_ok(), "another address");
+        assert!(failures.check_here("ann 10.0.0.2").is_ok(), "the owner, from elsewhere");
+        assert!(failures.check_here("bob 10.0.0.1").is_ok(), "another address");
         std::thread::sleep(Duration::from_millis(320));
-        assert!(failures.check("ann 10.0.0.1").is_ok(), "the window passed");
-        failures.failed("ann 10.0.0.1");
-        failures.failed("ann 10.0.0.1");
-        failures.succeeded("ann 10.0.0.1");
-        failures.failed("ann 10.0.0.1");
-        failures.failed("ann 10.0.0.1");
-        assert!(failures.check("ann 10.0.0.1").is_ok(), "a success forgot the earlier failures");
+        assert!(failures.check_here("ann 10.0.0.1").is_ok(), "the window passed");
+        failures.failed_here("ann 10.0.0.1");
+        failures.failed_here("ann 10.0.0.1");
+        failures.succeeded_here("ann 10.0.0.1");
+        failures.failed_here("ann 10.0.0.1");
+        failures.failed_here("ann 10.0.0.1");
+        assert!(failures.check_here("ann 10.0.0.1").is_ok(), "a success forgot the earlier failures");
     }
 
     #[test]
     fn a_full_map_forgets_the_oldest_failures_and_refuses_no_one_it_holds_none_of() {
         let failures = SignInFailures::new(Some(Rate::new(2, Duration::from_secs(60))), 4);
         for n in 0..3 {
-            failures.failed("ann 10.0.0.1");
-            failures.failed(&format!("user{n} 10.0.0.1"));
+            failures.failed_here("ann 10.0.0.1");
+            failures.failed_here(&format!("user{n} 10.0.0.1"));
         }
-        assert!(failures.check("ann 10.0.0.1").is_err(), "refused");
+        assert!(failures.check_here("ann 10.0.0.1").is_err(), "refused");
         for n in 3..10 {
-            failures.failed(&format!("user{n} 10.0.0.1"));
-            failures.failed(&format!("user{n} 10.0.0.1"));
+            failures.failed_here(&format!("user{n} 10.0.0.1"));
+            failures.failed_here(&format!("user{n} 10.0.0.1"));
             assert!(failures.len() <= 4, "bounded");
-            assert!(failures.check("owner 10.0.0.9").is_ok(), "a full map refuses no stranger");
-            assert!(failures.check(&format!("user{n} 10.0.0.1")).is_err(), "the newest keep their failures");
+            assert!(failures.check_here("owner 10.0.0.9").is_ok(), "a full map refuses no stranger");
+            assert!(failures.check_here(&format!("user{n} 10.0.0.1")).is_err(), "the newest keep their failures");
         }
         assert_eq!(failures.len(), 4);
-        assert!(failures.check("ann 10.0.0.1").is_ok(), "the oldest failures were forgotten");
+        assert!(failures.check_here("ann 10.0.0.1").is_ok(), "the oldest failures were forgotten");
     }
 
     /// The figures the security review asked for: memory and cost per call at the default cap.
@@ -217,13 +340,13 @@ mod tests {
         let key = |n: usize| format!("guess{n:07}@example.com 203.0.{}.{}", n / 256 % 256, n % 256);
         let before = counting::allocated();
         for n in 0..keys {
-            failures.failed(&key(n));
+            failures.failed_here(&key(n));
         }
         let held = counting::allocated().saturating_sub(before);
         let started = std::time::Instant::now();
         for n in keys..2 * keys {
-            failures.failed(&key(n));
-            assert!(failures.check(&key(n + 1)).is_ok());
+            failures.failed_here(&key(n));
+            assert!(failures.check_here(&key(n + 1)).is_ok());
         }
         let per_call = started.elapsed() / keys as u32;
         assert_eq!(failures.len(), keys);

@@ -50,7 +50,7 @@ impl Accounts {
     /// users.password_reset_requested for the account of `email`, whatever its status; for an
     /// address without one, the same transaction with nothing in it: the same answer either way.
     pub async fn request_password_reset(&self, email: &Email, locale: Option<&str>) -> Result<(), UserError> {
-        self.limits.mail_to(email).map_err(UserError::Limited)?;
+        self.limits.mail_to(email).await.map_err(UserError::Limited)?;
         let user = users::find_by_email(&self.db, email.as_str()).await?;
         let mut write = self.relay.begin().await?;
         if let Some(user) = user {

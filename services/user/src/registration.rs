@@ -15,7 +15,7 @@ impl Accounts {
     pub async fn register(&self, email: &Email, password: Password, locale: Option<&str>) -> Result<String, UserError> {
         password.check_strength(email).map_err(|reason| UserError::invalid("password", reason))?;
         self.check_domain("email", email).await?;
-        self.limits.register_per_email.check(email.mailbox()).map_err(UserError::Limited)?;
+        self.limits.register_per_email.check(email.mailbox()).await.map_err(UserError::Limited)?;
         // Hashed whether or not the address is taken: the same work for every answer.
         let password_hash = self.hasher.hash(password).await.map_err(UserError::Hashing)?;
         if let Some(existing) = users::find_by_email(&self.db, email.as_str()).await? {
@@ -97,7 +97,7 @@ impl Accounts {
         if !self.enumeration_safe {
             return Err(UserError::AlreadyExists);
         }
-        if self.limits.mail_to(email).is_err() {
+        if self.limits.mail_to(email).await.is_err() {
             tracing::info!(user_id = %existing.id, "sign-up notice not sent: the mailbox had its emails for now");
             crate::metrics::registered("existing");
             return Ok(answer(existing.id));
@@ -123,7 +123,7 @@ impl Accounts {
     /// unverified account only, limited per mailbox whether or not it is registered. The
     /// caller cannot tell which happened.
     pub async fn resend_verification(&self, email: &Email, locale: Option<&str>) -> Result<(), UserError> {
-        self.limits.mail_to(email).map_err(UserError::Limited)?;
+        self.limits.mail_to(email).await.map_err(UserError::Limited)?;
         self.request_verification(email, locale).await
     }
 

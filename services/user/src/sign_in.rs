@@ -20,7 +20,7 @@ impl Accounts {
         let verified = user.status == AccountStatus::Verified;
         if !verified && self.sign_in_requires_verified {
             // One answer tells the client what to show: "check your inbox", with a new email.
-            if self.limits.mail_to(email).is_ok() {
+            if self.limits.mail_to(email).await.is_ok() {
                 self.request_verification(email, None).await?;
             }
             crate::metrics::sign_in("not_verified");
@@ -66,7 +66,7 @@ impl Accounts {
         client: &str,
     ) -> Result<users::Model, UserError> {
         let failures_key = format!("{} {client}", email.mailbox());
-        if let Err(refused) = self.limits.sign_in_failures.check(&failures_key) {
+        if let Err(refused) = self.limits.sign_in_failures.check(&failures_key).await {
             crate::metrics::sign_in("refused");
             return Err(UserError::Limited(refused));
         }
@@ -74,11 +74,11 @@ impl Accounts {
         let upgrade = password.clone();
         let checked = self.hasher.check(stored.clone(), password).await.map_err(UserError::Hashing)?;
         let Some(user) = user.filter(|_| checked.matches) else {
-            self.limits.sign_in_failures.failed(&failures_key);
+            self.limits.sign_in_failures.failed(&failures_key).await;
             crate::metrics::sign_in("wrong");
             return Err(UserError::WrongCredentials);
         };
-        self.limits.sign_in_failures.succeeded(&failures_key);
+        self.limits.sign_in_failures.succeeded(&failures_key).await;
         if checked.outdated {
             self.upgrade_hash(&user, &stored, upgrade).await?;
         }

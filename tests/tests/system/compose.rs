@@ -46,6 +46,7 @@ async fn every_part_in_compose_yaml_gets_exactly_the_configuration_it_reads() {
         ("NATS_USER_SERVICE_PASSWORD", "compose-check-nats-user-0123".to_owned()),
         ("NATS_AUTH_SERVICE_PASSWORD", "compose-check-nats-auth-0123".to_owned()),
         ("NATS_EMAIL_SERVICE_PASSWORD", "compose-check-nats-email-0123".to_owned()),
+        ("NATS_GATEWAY_PASSWORD", "compose-check-nats-gateway-0123".to_owned()),
         ("ADMIN_TOKEN", "compose-check-admin-token-0123456".to_owned()),
         ("DELIVERY_HASH_KEY", "compose-check-delivery-hash-key-0123456789".to_owned()),
     ]);

@@ -16,9 +16,7 @@ async fn limited_stack() -> Stack {
 }
 
 fn assert_exhausted(status: &tonic::Status) -> Duration {
-    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    let wait = retry_after(status).expect("google.rpc.RetryInfo");
-    assert!(wait > Duration::ZERO && wait <= WINDOW, "{wait:?}");
+    let wait = assert_exhausted_within(status, WINDOW);
     assert!(status.metadata().get("retry-after").is_some(), "a retry-after header too");
     wait
 }
@@ -160,4 +158,77 @@ fn assert_exhausted_for_a_minute(status: &tonic::Status) {
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     let wait = retry_after(status).expect("google.rpc.RetryInfo");
     assert!(wait > WINDOW && wait <= Duration::from_secs(60), "{wait:?}");
+}
+
+/// Limits hold across instances: two of every part on one NATS, a client's failures and form
+/// posts counted wherever they land. While NATS does not answer, each instance counts alone
+/// (no call fails or stalls) and says so in `verimail_limit_checks_unshared_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_failures_and_posts_count_on_every_instance_alike() {
+    use verimail_proto::user::v1::SignInRequest;
+    use verimail_system_tests::for_browser;
+    use verimail_system_tests::procs::{Part, ProcessStack, Scale};
+    let extra = [("SIGN_IN_MAX_FAILURES", "5/600".to_owned()), ("RATE_LIMIT_GATEWAY_PER_CLIENT", "5/600".to_owned())];
+    let stack = ProcessStack::start_scaled(Scale { nats_nodes: 1, instances: 2 }, &extra).await;
+    let users = stack.user_clients();
+    let sign_in = |instance: usize, client: &'static str, email: &'static str| {
+        let mut users = users[instance].clone();
+        async move {
+            let request = SignInRequest { email: email.into(), password: "not the password".into() };
+            users.sign_in(for_browser(request, client)).await.unwrap_err()
+        }
+    };
+    // Five wrong passwords, on one instance then the other: each answered as wrong.
+    for n in 0..5 {
+        let status = sign_in(n % 2, "10.7.0.1", "target@example.com").await;
+        assert_eq!(status.code(), Code::Unauthenticated, "failure {}: {status:?}", n + 1);
+    }
+    // The sixth is refused on either.
+    for instance in [0, 1] {
+        assert_exhausted_within(&sign_in(instance, "10.7.0.1", "target@example.com").await, Duration::from_secs(600));
+    }
+    assert_eq!(sign_in(1, "10.7.0.2", "target@example.com").await.code(), Code::Unauthenticated, "another client");
+
+    // Form posts from one browser: five on either gateway, the sixth refused on both.
+    let gateways = stack.gateway_urls();
+    let http = reqwest::Client::new();
+    let post = |gateway: &str| http.post(format!("{gateway}/verify-code")).form(&[("code", "000000")]).send();
+    for n in 0..5 {
+        let status = post(&gateways[n % 2]).await.unwrap().status();
+        assert_ne!(status, reqwest::StatusCode::TOO_MANY_REQUESTS, "post {}", n + 1);
+    }
+    for gateway in &gateways {
+        let refused = post(gateway).await.unwrap();
+        assert_eq!(refused.status(), reqwest::StatusCode::TOO_MANY_REQUESTS, "{gateway}");
+        assert!(refused.headers().contains_key("retry-after"));
+    }
+
+    // NATS out of user-service's reach: a sign-in is still answered, soon, from the instance's
+    // own memory, and counted as unshared.
+    stack.user_nats_door.set_open(false);
+    let started = std::time::Instant::now();
+    let status = sign_in(0, "10.7.0.3", "target@example.com").await;
+    let took = started.elapsed();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(took < Duration::from_secs(3), "answered in {took:?}");
+    let metrics = reqwest::get(stack.metrics_url(Part::User)).await.unwrap().text().await.unwrap();
+    let unshared: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("verimail_limit_checks_unshared_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("verimail_limit_checks_unshared_total");
+    assert!(unshared >= 1.0, "{unshared}");
+    stack.user_nats_door.set_open(true);
+    println!(
+        "two instances of user-service and of the gateway: the 6th wrong password and the 6th form post refused on \
+         both; with NATS cut off a sign-in answered in {took:?} from memory ({unshared} unshared checks)"
+    );
+}
+
+/// RESOURCE_EXHAUSTED saying to come back within `window`: the wait.
+fn assert_exhausted_within(status: &tonic::Status, window: Duration) -> Duration {
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let wait = retry_after(status).expect("google.rpc.RetryInfo");
+    assert!(wait > Duration::ZERO && wait <= window, "{wait:?}");
+    wait
 }

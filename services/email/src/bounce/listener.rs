@@ -279,7 +279,7 @@ impl Gatekeeper {
 impl Handler for Gatekeeper {
     fn mail(&mut self, ip: IpAddr, _domain: &str, _from: &str) -> Response {
         self.with(|t| *t = Transaction::default());
-        if self.per_peer.check(&verimail_server::limits::client_key(ip)).is_err() {
+        if self.per_peer.check_here(&verimail_server::limits::client_key(ip)).is_err() {
             crate::metrics::inbound_refused("too_many_messages");
             return Response::custom(451, "4.7.1 Too many messages from your address, try again later".into());
         }

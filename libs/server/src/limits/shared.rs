@@ -1,0 +1,267 @@
+//! Limits every instance of a part shares: one NATS JetStream key-value bucket per limit, so N
+//! instances behind a balancer allow what one would.
+//!
+//! Each bucket is an in-memory stream (`KV_limits_<part>_<limit>`) that keeps one value per
+//! key, forgets a key `per` after its last write (by then its allowance has refilled, so
+//! forgetting changes no answer) and holds at most [`super::MAX_KEYS`] keys, dropping the
+//! least recently written past them. A key is stored as the first 18 bytes of its SHA-256
+//! (base64url): NATS never holds a client's or a mailbox's address, and any key fits NATS'
+//! key syntax. Writes are compare-and-set on the key's revision, so two instances counting at
+//! once both count.
+//!
+//! While NATS cannot answer (an operation takes longer than [`OP_TIMEOUT`] or fails), the
+//! instance answers from its own memory, as it did before limits were shared, for
+//! [`RETRY_AFTER`] before it asks NATS again, and counts each such answer
+//! (`verimail_limit_checks_unshared_total`): a NATS outage degrades the limits to one
+//! instance's count, and never fails or stalls the calls they guard.
+
+use async_nats::jetstream::{self, kv, stream};
+use base64::Engine;
+use sha2::Digest;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::OnceCell;
+
+/// Longest wait for one NATS operation before the instance answers from its own memory.
+pub const OP_TIMEOUT: Duration = Duration::from_millis(500);
+/// After a failed operation, how long the instance answers alone before it asks NATS again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// Compare-and-set attempts on one key before a call is refused for contention (each lost
+/// attempt means another instance counted the same key at that moment).
+const ATTEMPTS: usize = 5;
+
+/// The NATS side of a part's limits: its JetStream, its name (in each bucket's name) and the
+/// replicas each bucket is kept on.
+pub struct Nats {
+    js: jetstream::Context,
+    part: &'static str,
+    replicas: usize,
+    /// Microseconds since the epoch before which NATS is not asked (after a failure).
+    quiet_until: AtomicU64,
+}
+
+impl Nats {
+    pub fn new(js: jetstream::Context, part: &'static str, replicas: usize) -> Arc<Nats> {
+        Arc::new(Nats { js, part, replicas, quiet_until: AtomicU64::new(0) })
+    }
+
+    /// The bucket of one limit (created on first use).
+    pub fn bucket(self: &Arc<Nats>, limit: &'static str, per: Duration, max_keys: usize) -> Bucket {
+        Bucket {
+            nats: self.clone(),
+            name: format!("limits_{}_{limit}", self.part),
+            per,
+            max_keys,
+            store: OnceCell::new(),
+        }
+    }
+
+    fn available(&self) -> bool {
+        now_micros() >= self.quiet_until.load(Ordering::Relaxed)
+    }
+
+    fn failed(&self, bucket: &str, error: &dyn std::fmt::Display) {
+        let until = now_micros() + RETRY_AFTER.as_micros() as u64;
+        // One warning per outage, not one per call.
+        if self.quiet_until.swap(until, Ordering::Relaxed) < now_micros() {
+            tracing::warn!(%bucket, %error, retry_in = ?RETRY_AFTER, "shared limits unavailable; this instance counts alone meanwhile");
+        }
+    }
+}
+
+/// One limit's bucket.
+pub struct Bucket {
+    nats: Arc<Nats>,
+    name: String,
+    per: Duration,
+    max_keys: usize,
+    store: OnceCell<kv::Store>,
+}
+
+/// Why NATS gave no answer (the caller answers from memory).
+#[derive(Debug)]
+pub struct Unavailable;
+
+impl Bucket {
+    async fn store(&self) -> Result<&kv::Store, String> {
+        self.store
+            .get_or_try_init(|| async {
+                let js = &self.nats.js;
+                js.create_or_update_stream(stream::Config {
+                    name: format!("KV_{}", self.name),
+                    description: Some("Verimail: a rate limit every instance shares".into()),
+                    subjects: vec![format!("$KV.{}.>", self.name)],
+                    max_messages_per_subject: 1,
+                    max_messages: i64::try_from(self.max_keys).unwrap_or(i64::MAX),
+                    max_age: self.per,
+                    storage: stream::StorageType::Memory,
+                    num_replicas: self.nats.replicas,
+                    discard: stream::DiscardPolicy::Old,
+                    allow_rollup: true,
+                    deny_delete: true,
+                    allow_direct: true,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+                js.get_key_value(&self.name).await.map_err(|e| e.to_string())
+            })
+            .await
+    }
+
+    /// Runs `op` against NATS within [`OP_TIMEOUT`]; `Unavailable` (and NATS left alone for a
+    /// while) when it fails or is too slow.
+    async fn ask<T, E: std::fmt::Display>(
+        &self,
+        op: impl Future<Output = Result<T, E>>,
+    ) -> Result<Result<T, E>, Unavailable> {
+        match tokio::time::timeout(OP_TIMEOUT, op).await {
+            Ok(answer) => Ok(answer),
+            Err(_) => {
+                self.nats.failed(&self.name, &"timed out");
+                Err(Unavailable)
+            }
+        }
+    }
+
+    /// The key's current value and the revision to write after it (`None`: never written, or
+    /// forgotten).
+    async fn read(&self, store: &kv::Store, key: &str) -> Result<(Option<u64>, Option<bytes::Bytes>), Unavailable> {
+        match self.ask(store.entry(key)).await? {
+            Ok(Some(entry)) if entry.operation == kv::Operation::Put => Ok((Some(entry.revision), Some(entry.value))),
+            Ok(Some(entry)) => Ok((Some(entry.revision), None)),
+            Ok(None) => Ok((None, None)),
+            Err(e) => Err(self.unavailable(&e)),
+        }
+    }
+
+    fn unavailable(&self, error: &dyn std::fmt::Display) -> Unavailable {
+        self.nats.failed(&self.name, error);
+        Unavailable
+    }
+
+    async fn ready(&self) -> Result<&kv::Store, Unavailable> {
+        if !self.nats.available() {
+            return Err(Unavailable);
+        }
+        match tokio::time::timeout(OP_TIMEOUT, self.store()).await {
+            Ok(Ok(store)) => Ok(store),
+            Ok(Err(e)) => Err(self.unavailable(&e)),
+            Err(_) => Err(self.unavailable(&"timed out declaring the bucket")),
+        }
+    }
+
+    /// Reads `key`, lets `next` decide from its value what to write (or to write nothing and
+    /// answer), and writes it if nobody wrote the key meanwhile, else reads again.
+    pub async fn update<T>(
+        &self,
+        key: &str,
+        mut next: impl FnMut(Option<&[u8]>) -> Step<T>,
+        contended: T,
+    ) -> Result<T, Unavailable> {
+        let store = self.ready().await?;
+        let key = hashed(key);
+        for _ in 0..ATTEMPTS {
+            let (revision, value) = self.read(store, &key).await?;
+            let (write, answer) = match next(value.as_deref()) {
+                Step::Answer(answer) => return Ok(answer),
+                Step::Write(write, answer) => (write, answer),
+            };
+            let written = match revision {
+                Some(revision) => self
+                    .ask(store.update(&key, write.into(), revision))
+                    .await?
+                    .map_err(|e| (e.kind() == kv::UpdateErrorKind::WrongLastRevision, e.to_string())),
+                None => self
+                    .ask(store.create(&key, write.into()))
+                    .await?
+                    .map_err(|e| (e.kind() == kv::CreateErrorKind::AlreadyExists, e.to_string())),
+            };
+            match written {
+                Ok(_) => return Ok(answer),
+                Err((true, _)) => continue,
+                Err((false, e)) => return Err(self.unavailable(&e)),
+            }
+        }
+        Ok(contended)
+    }
+
+    /// Forgets `key` (its next count starts afresh).
+    pub async fn forget(&self, key: &str) -> Result<(), Unavailable> {
+        let store = self.ready().await?;
+        match self.ask(store.purge(hashed(key))).await? {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.unavailable(&e)),
+        }
+    }
+
+    pub fn per(&self) -> Duration {
+        self.per
+    }
+}
+
+/// What [`Bucket::update`] does with a value it read.
+pub enum Step<T> {
+    /// Write this, then answer.
+    Write(Vec<u8>, T),
+    /// Write nothing; answer.
+    Answer(T),
+}
+
+/// The wall clock in microseconds since the epoch: every instance's clock, so instances must
+/// keep time (NTP); a clock a second off shifts a window by a second.
+pub fn now_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_micros() as u64)
+}
+
+/// A key as NATS stores it: 24 base64url characters of its SHA-256.
+fn hashed(key: &str) -> String {
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..18])
+}
+
+/// GCRA on a shared value (the theoretical arrival time, microseconds since the epoch, 8 bytes
+/// big-endian): the same answers as the in-memory limiter, `count` at once refilled evenly
+/// over `per`. `Ok(())` counts the call; `Err(wait)` refuses it and counts nothing.
+pub async fn gcra(bucket: &Bucket, key: &str, count: u32) -> Result<Result<(), Duration>, Unavailable> {
+    let per = bucket.per.as_micros() as u64;
+    let interval = (per / u64::from(count.max(1))).max(1);
+    bucket
+        .update(
+            key,
+            |value| {
+                let now = now_micros();
+                let tat = value.and_then(|v| v.try_into().ok()).map_or(0, u64::from_be_bytes).max(now);
+                let next = tat + interval;
+                if next > now + per {
+                    Step::Answer(Err(Duration::from_micros(next - now - per)))
+                } else {
+                    Step::Write(next.to_be_bytes().to_vec(), Ok(()))
+                }
+            },
+            Err(Duration::from_micros(interval)),
+        )
+        .await
+}
+
+/// Calls answered from an instance's own memory because NATS could not answer.
+pub static UNSHARED: LazyLock<prometheus_client::metrics::counter::Counter> = LazyLock::new(|| {
+    crate::metrics::register(
+        "limit_checks_unshared",
+        "Rate-limit checks this instance answered alone because the shared limits (NATS) could not answer",
+        Default::default(),
+    )
+});
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys_are_hashed_into_nats_key_syntax_and_hide_the_address() {
+        let key = super::hashed("victim@example.com");
+        assert_eq!(key.len(), 24);
+        assert!(key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'), "{key}");
+        assert!(!key.contains("victim"));
+        assert_ne!(key, super::hashed("victim@example.org"));
+    }
+}
