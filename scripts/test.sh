@@ -23,6 +23,9 @@ scripts/clients.sh setup
 export CLIENTS_PYTHON="$PWD/.tools/python-clients/bin/python"
 # The fault tests start the real binaries and kill them; build them first.
 cargo build --workspace --bins
+# The rolling-upgrade test starts the previous release's binaries (built once, then cached).
+VERIMAIL_PREVIOUS_BIN="$(scripts/previous.sh)"
+export VERIMAIL_PREVIOUS_BIN
 
 nextest() { cargo nextest --version >/dev/null 2>&1; }
 run() {

@@ -458,6 +458,8 @@ impl Stack {
         let gateway_url = instances[0].gateway_url.clone();
         let mut gateway_vars = options.vars_for(Part::Gateway);
         gateway_vars.extend(tls_vars.iter().cloned());
+        // This stack's NATS (for the shared limit), never the machine's.
+        gateway_vars.extend(nats_vars(&nats, Part::Gateway, options.nats_permissions));
         gateway_vars.extend(gateway_addrs(user_addr, auth_addr));
 
         Stack {

@@ -122,6 +122,8 @@ pub struct ProcessStack {
     databases: crate::Databases,
     /// Instances 2, 3, … of every part ([`ProcessStack::start_scaled`]).
     more: Vec<Instance>,
+    /// Where the parts' binaries are (`None`: this build's, [`binary`]).
+    binaries: Option<PathBuf>,
 }
 
 /// Another instance of every part, on the same databases and NATS as the first, each part
@@ -130,6 +132,7 @@ pub struct Instance {
     pub users: UserServiceClient<Ops>,
     pub gateway_url: String,
     children: Vec<(Part, Child)>,
+    env: Env,
 }
 
 /// How many nats-servers and instances [`ProcessStack::start_scaled`] starts.
@@ -166,6 +169,12 @@ impl ProcessStack {
     /// `scale.nats_nodes` nats-servers and `scale.instances` instances of every part, with
     /// `extra` variables set for every part. user-service's door leads to the first node.
     pub async fn start_scaled(scale: Scale, extra: &[(&str, String)]) -> ProcessStack {
+        ProcessStack::start_scaled_from(scale, extra, None).await
+    }
+
+    /// As [`ProcessStack::start_scaled`], every part started from the binaries in `binaries`
+    /// (another build of Verimail; `None`: this one's).
+    pub async fn start_scaled_from(scale: Scale, extra: &[(&str, String)], binaries: Option<PathBuf>) -> ProcessStack {
         let mut cluster = NatsCluster::start(scale.nats_nodes);
         let nats = cluster.nodes.remove(0);
         let more_nats = std::mem::take(&mut cluster.nodes);
@@ -233,6 +242,7 @@ impl ProcessStack {
             children: HashMap::new(),
             databases,
             more: Vec::new(),
+            binaries,
         };
         for part in Part::ALL {
             stack.start_part_first(part).await;
@@ -256,7 +266,7 @@ impl ProcessStack {
         for part in Part::ALL {
             let name = format!("{}-{}", part.binary(), self.more.len() + 2);
             let address = var(&env, part, part.address_variable());
-            match spawn_part(part, &env[&part], self.dir.path(), &name, &address).await {
+            match spawn_part(part, &env[&part], self.dir.path(), &name, &address, self.program(part)).await {
                 Ok(child) => children.push((part, child)),
                 Err(log) => panic!("{name} exited; log:\n{log}"),
             }
@@ -268,7 +278,46 @@ impl ProcessStack {
             users: UserServiceClient::new(Operator::new().channel(channel)),
             gateway_url: format!("http://{gateway}"),
             children,
+            env,
         }
+    }
+
+    /// The binary `part` starts from.
+    fn program(&self, part: Part) -> PathBuf {
+        match &self.binaries {
+            Some(dir) => dir.join(part.binary()),
+            None => binary(part.binary()),
+        }
+    }
+
+    /// Replaces `part` of instance `index` (0: the first) with this build's binary, as a
+    /// rolling upgrade does: SIGTERM, its exit (at most 30 s), then the new binary started with
+    /// the same variables and waited for until it answers (at most 30 s). Later starts of
+    /// any part use this build's binaries too.
+    pub async fn upgrade(&mut self, part: Part, index: usize) {
+        let program = binary(part.binary());
+        if index == 0 {
+            let status = self.terminate(part);
+            assert!(status.success(), "{} exited with {status} on SIGTERM", part.binary());
+            let address = self.var(part, part.address_variable());
+            let child = spawn_part(part, &self.env[&part], self.dir.path(), part.binary(), &address, program)
+                .await
+                .unwrap_or_else(|log| panic!("{} (upgraded) exited; log:\n{log}", part.binary()));
+            self.children.insert(part, child);
+        } else {
+            let instance = &mut self.more[index - 1];
+            let at = instance.children.iter().position(|(each, _)| *each == part).expect("a running part");
+            let (_, mut child) = instance.children.remove(at);
+            let status = sigterm_and_wait(&mut child, part);
+            assert!(status.success(), "{}-{} exited with {status} on SIGTERM", part.binary(), index + 1);
+            let name = format!("{}-{}", part.binary(), index + 1);
+            let address = var(&instance.env, part, part.address_variable());
+            let child = spawn_part(part, &instance.env[&part], self.dir.path(), &name, &address, program)
+                .await
+                .unwrap_or_else(|log| panic!("{name} (upgraded) exited; log:\n{log}"));
+            instance.children.push((part, child));
+        }
+        self.binaries = None;
     }
 
     /// A client of every instance's user-service, the first's first.
@@ -353,7 +402,8 @@ impl ProcessStack {
     /// One start of `part`: Ok once it answers, what it logged if it exits first.
     async fn try_start_part(&mut self, part: Part) -> Result<(), String> {
         let address = self.var(part, part.address_variable());
-        let child = spawn_part(part, &self.env[&part], self.dir.path(), part.binary(), &address).await?;
+        let child =
+            spawn_part(part, &self.env[&part], self.dir.path(), part.binary(), &address, self.program(part)).await?;
         self.children.insert(part, child);
         Ok(())
     }
@@ -373,19 +423,7 @@ impl ProcessStack {
     /// SIGTERM, then waits (at most 30 s) for the process to exit; returns its exit status.
     pub fn terminate(&mut self, part: Part) -> std::process::ExitStatus {
         let mut child = self.children.remove(&part).expect("a running part");
-        let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("run kill");
-        assert!(sent.success(), "kill -TERM {}", child.id());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait for the child") {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                end(&mut child);
-                panic!("{} did not exit within 30 s of SIGTERM; log:\n{}", part.binary(), self.log(part));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        sigterm_and_wait(&mut child, part)
     }
 
     /// The address a part's gRPC server listens on.
@@ -459,19 +497,37 @@ fn end(child: &mut Child) {
 /// Starts `part`'s binary with `env` in `dir`, its output appended to `<name>.log` there, and
 /// waits (at most 30 s) until it answers at `address`: SERVING on grpc.health.v1, or 200 on
 /// the gateway's /healthz. What it logged this time if it exits first.
+/// SIGTERM, then waits (at most 30 s) for the process to exit; its exit status.
+fn sigterm_and_wait(child: &mut Child, part: Part) -> std::process::ExitStatus {
+    let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("run kill");
+    assert!(sent.success(), "kill -TERM {}", child.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            end(child);
+            panic!("{} did not exit within 30 s of SIGTERM", part.binary());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 async fn spawn_part(
     part: Part,
     env: &[(String, String)],
     dir: &Path,
     name: &str,
     address: &str,
+    program: PathBuf,
 ) -> Result<Child, String> {
     let log_path = dir.join(format!("{name}.log"));
     let log = OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
     // The log holds the earlier runs of this part too.
     let earlier = std::fs::metadata(&log_path).map_or(0, |m| m.len() as usize);
     let logged = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let mut child = Command::new(binary(part.binary()))
+    let mut child = Command::new(program)
         .env_clear()
         .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME"))
         .envs(env.iter().map(|(k, v)| (k, v)))

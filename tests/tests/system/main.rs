@@ -36,6 +36,7 @@ mod smtp;
 mod takeover;
 mod tls;
 mod traces;
+mod upgrade;
 mod verification;
 mod webhooks;
 
