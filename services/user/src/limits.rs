@@ -156,7 +156,7 @@ impl SignInFailures {
     pub async fn check(&self, key: &str) -> Result<(), tonic::Status> {
         let Some(rate) = self.rate else { return Ok(()) };
         if let Some(bucket) = &self.shared {
-            let read = bucket.update(key, |value| Step::Answer(SharedFailures::read(value).refusal(rate)), None).await;
+            let read = bucket.update(key, |value| Step::Answer(SharedFailures::read(value).refusal(rate))).await;
             match read {
                 Ok(None) => return Ok(()),
                 Ok(Some(wait)) => return Err(refused(wait)),
@@ -173,20 +173,13 @@ impl SignInFailures {
         let Some(rate) = self.rate else { return };
         if let Some(bucket) = &self.shared {
             let counted = bucket
-                .update(
-                    key,
-                    |value| {
-                        let now = shared::now_micros();
-                        let before = SharedFailures::read(value);
-                        let earlier = if now.saturating_sub(before.last) >= rate.per.as_micros() as u64 {
-                            0
-                        } else {
-                            before.count
-                        };
-                        Step::Write(SharedFailures { count: earlier.saturating_add(1), last: now }.bytes(), ())
-                    },
-                    (),
-                )
+                .update(key, |value| {
+                    let now = shared::now_micros();
+                    let before = SharedFailures::read(value);
+                    let earlier =
+                        if now.saturating_sub(before.last) >= rate.per.as_micros() as u64 { 0 } else { before.count };
+                    Step::Write(SharedFailures { count: earlier.saturating_add(1), last: now }.bytes(), ())
+                })
                 .await;
             match counted {
                 Ok(()) => return,

@@ -232,3 +232,26 @@ fn assert_exhausted_within(status: &tonic::Status, window: Duration) -> Duration
     assert!(wait > Duration::ZERO && wait <= window, "{wait:?}");
     wait
 }
+
+/// Concurrent calls of one client count exactly: 40 resend requests at once against a limit
+/// of 30 in NATS, 30 allowed and 10 refused (neither a race that lets more through nor one
+/// that refuses what was within the limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_of_one_client_count_exactly() {
+    let options =
+        StackOptions { user_vars: vec![("RATE_LIMIT_RESEND_PER_CLIENT", "30/600".into())], ..StackOptions::default() };
+    let stack = Stack::start_with(options).await;
+    let calls = (0..40).map(|n| {
+        let mut users = stack.users.clone();
+        async move {
+            let request = ResendVerificationRequest { email: format!("burst{n}@example.com"), ..Default::default() };
+            users.resend_verification(request).await
+        }
+    });
+    let answers = futures::future::join_all(calls).await;
+    let refused: Vec<_> = answers.iter().filter_map(|answer| answer.as_ref().err()).collect();
+    for status in &refused {
+        assert_exhausted_within(status, Duration::from_secs(600));
+    }
+    assert_eq!((answers.len() - refused.len(), refused.len()), (30, 10), "allowed and refused");
+}

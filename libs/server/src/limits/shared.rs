@@ -9,6 +9,10 @@
 //! key syntax. Writes are compare-and-set on the key's revision, so two instances counting at
 //! once both count.
 //!
+//! Within an instance the checks of one key take turns (a lock per key's hash, of 64), so a
+//! busy client's concurrent calls do not race each other's writes; instances race only each
+//! other, and a check that loses [`ATTEMPTS`] races in a row is answered from memory.
+//!
 //! While NATS cannot answer (an operation takes longer than [`OP_TIMEOUT`] or fails), the
 //! instance answers from its own memory, as it did before limits were shared, for
 //! [`RETRY_AFTER`] before it asks NATS again, and counts each such answer
@@ -27,9 +31,13 @@ use tokio::sync::OnceCell;
 pub const OP_TIMEOUT: Duration = Duration::from_millis(500);
 /// After a failed operation, how long the instance answers alone before it asks NATS again.
 pub const RETRY_AFTER: Duration = Duration::from_secs(2);
-/// Compare-and-set attempts on one key before a call is refused for contention (each lost
-/// attempt means another instance counted the same key at that moment).
-const ATTEMPTS: usize = 5;
+/// Compare-and-set attempts on one key before the instance answers the call alone (each lost
+/// attempt means another instance counted the same key at that moment; within an instance the
+/// checks of one key take turns, so only other instances contend).
+const ATTEMPTS: usize = 8;
+/// Locks the checks of an instance take turns on, by key: a key's checks never race each
+/// other's compare-and-set within one instance.
+const TURNS: usize = 64;
 
 /// The NATS side of a part's limits: its JetStream, its name (in each bucket's name) and the
 /// replicas each bucket is kept on.
@@ -54,6 +62,7 @@ impl Nats {
             per,
             max_keys,
             store: OnceCell::new(),
+            turns: (0..TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
         }
     }
 
@@ -77,6 +86,7 @@ pub struct Bucket {
     per: Duration,
     max_keys: usize,
     store: OnceCell<kv::Store>,
+    turns: Box<[tokio::sync::Mutex<()>]>,
 }
 
 /// Why NATS gave no answer (the caller answers from memory).
@@ -153,15 +163,13 @@ impl Bucket {
     }
 
     /// Reads `key`, lets `next` decide from its value what to write (or to write nothing and
-    /// answer), and writes it if nobody wrote the key meanwhile, else reads again.
-    pub async fn update<T>(
-        &self,
-        key: &str,
-        mut next: impl FnMut(Option<&[u8]>) -> Step<T>,
-        contended: T,
-    ) -> Result<T, Unavailable> {
+    /// answer), and writes it if nobody wrote the key meanwhile, else reads again: after
+    /// [`ATTEMPTS`] lost races, `Unavailable` (the caller answers alone; NATS is not left alone
+    /// for it).
+    pub async fn update<T>(&self, key: &str, mut next: impl FnMut(Option<&[u8]>) -> Step<T>) -> Result<T, Unavailable> {
         let store = self.ready().await?;
-        let key = hashed(key);
+        let (key, turn) = hashed(key);
+        let _turn = self.turns[turn % self.turns.len()].lock().await;
         for _ in 0..ATTEMPTS {
             let (revision, value) = self.read(store, &key).await?;
             let (write, answer) = match next(value.as_deref()) {
@@ -184,13 +192,13 @@ impl Bucket {
                 Err((false, e)) => return Err(self.unavailable(&e)),
             }
         }
-        Ok(contended)
+        Err(Unavailable)
     }
 
     /// Forgets `key` (its next count starts afresh).
     pub async fn forget(&self, key: &str) -> Result<(), Unavailable> {
         let store = self.ready().await?;
-        match self.ask(store.purge(hashed(key))).await? {
+        match self.ask(store.purge(hashed(key).0)).await? {
             Ok(()) => Ok(()),
             Err(e) => Err(self.unavailable(&e)),
         }
@@ -215,10 +223,11 @@ pub fn now_micros() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_micros() as u64)
 }
 
-/// A key as NATS stores it: 24 base64url characters of its SHA-256.
-fn hashed(key: &str) -> String {
+/// A key as NATS stores it (24 base64url characters of its SHA-256), and a number from the
+/// same hash to pick its turn by.
+fn hashed(key: &str) -> (String, usize) {
     let digest = sha2::Sha256::digest(key.as_bytes());
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..18])
+    (base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..18]), usize::from(digest[31]))
 }
 
 /// GCRA on a shared value (the theoretical arrival time, microseconds since the epoch, 8 bytes
@@ -228,20 +237,16 @@ pub async fn gcra(bucket: &Bucket, key: &str, count: u32) -> Result<Result<(), D
     let per = bucket.per.as_micros() as u64;
     let interval = (per / u64::from(count.max(1))).max(1);
     bucket
-        .update(
-            key,
-            |value| {
-                let now = now_micros();
-                let tat = value.and_then(|v| v.try_into().ok()).map_or(0, u64::from_be_bytes).max(now);
-                let next = tat + interval;
-                if next > now + per {
-                    Step::Answer(Err(Duration::from_micros(next - now - per)))
-                } else {
-                    Step::Write(next.to_be_bytes().to_vec(), Ok(()))
-                }
-            },
-            Err(Duration::from_micros(interval)),
-        )
+        .update(key, |value| {
+            let now = now_micros();
+            let tat = value.and_then(|v| v.try_into().ok()).map_or(0, u64::from_be_bytes).max(now);
+            let next = tat + interval;
+            if next > now + per {
+                Step::Answer(Err(Duration::from_micros(next - now - per)))
+            } else {
+                Step::Write(next.to_be_bytes().to_vec(), Ok(()))
+            }
+        })
         .await
 }
 
@@ -258,10 +263,10 @@ pub static UNSHARED: LazyLock<prometheus_client::metrics::counter::Counter> = La
 mod tests {
     #[test]
     fn keys_are_hashed_into_nats_key_syntax_and_hide_the_address() {
-        let key = super::hashed("victim@example.com");
+        let (key, _) = super::hashed("victim@example.com");
         assert_eq!(key.len(), 24);
         assert!(key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'), "{key}");
         assert!(!key.contains("victim"));
-        assert_ne!(key, super::hashed("victim@example.org"));
+        assert_ne!(key, super::hashed("victim@example.org").0);
     }
 }
