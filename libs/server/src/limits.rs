@@ -112,15 +112,16 @@ impl Store {
     pub fn limiter(&self, name: &'static str, what: &'static str, rate: Option<Rate>) -> Limiter {
         let mut limiter = Limiter::new(what, rate);
         if let (Store::Nats(nats), Some(rate)) = (self, rate) {
-            limiter.shared = Some(nats.bucket(name, rate.per, MAX_KEYS));
+            limiter.shared = Some(nats.bucket(name, rate.per, MAX_KEYS, true));
         }
         limiter
     }
 
-    /// The shared bucket of a limit kept its own way (`None` in memory).
+    /// The shared bucket of a limit kept its own way (`None` in memory), whose values another
+    /// instance may reset: each check reads the key first.
     pub fn bucket(&self, name: &'static str, per: std::time::Duration, max_keys: usize) -> Option<shared::Bucket> {
         match self {
-            Store::Nats(nats) => Some(nats.bucket(name, per, max_keys)),
+            Store::Nats(nats) => Some(nats.bucket(name, per, max_keys, false)),
             Store::Memory => None,
         }
     }

@@ -38,6 +38,9 @@ const ATTEMPTS: usize = 8;
 /// Locks the checks of an instance take turns on, by key: a key's checks never race each
 /// other's compare-and-set within one instance.
 const TURNS: usize = 64;
+/// Keys whose last state this instance wrote or read are remembered (at most this many a
+/// bucket), so their next check writes at once, in one round trip; see [`Bucket::update`].
+const KNOWN: usize = 4096;
 
 /// The NATS side of a part's limits: its JetStream, its name (in each bucket's name) and the
 /// replicas each bucket is kept on.
@@ -54,8 +57,10 @@ impl Nats {
         Arc::new(Nats { js, part, replicas, quiet_until: AtomicU64::new(0) })
     }
 
-    /// The bucket of one limit (created on first use).
-    pub fn bucket(self: &Arc<Nats>, limit: &'static str, per: Duration, max_keys: usize) -> Bucket {
+    /// The bucket of one limit (created on first use). `guess`: a check may start from the
+    /// state this instance last saw of its key (right for values others only ever move
+    /// further, as a limit's use; wrong where another instance may reset them).
+    pub fn bucket(self: &Arc<Nats>, limit: &'static str, per: Duration, max_keys: usize, guess: bool) -> Bucket {
         Bucket {
             nats: self.clone(),
             name: format!("limits_{}_{limit}", self.part),
@@ -63,6 +68,7 @@ impl Nats {
             max_keys,
             store: OnceCell::new(),
             turns: (0..TURNS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            known: guess.then(|| std::sync::Mutex::new(hashlink::LruCache::new(KNOWN))),
         }
     }
 
@@ -87,6 +93,20 @@ pub struct Bucket {
     max_keys: usize,
     store: OnceCell<kv::Store>,
     turns: Box<[tokio::sync::Mutex<()>]>,
+    /// What this instance last saw of recent keys.
+    known: Option<std::sync::Mutex<hashlink::LruCache<String, Seen>>>,
+}
+
+/// A key's state as NATS last told it: the revision to write after, and the value.
+type Known = (Option<u64>, Option<bytes::Bytes>);
+
+/// What an instance last saw of a key.
+#[derive(Clone)]
+enum Seen {
+    /// The state it wrote or read last.
+    State(Known),
+    /// Another instance wrote it since this one's guess: read it first from now on.
+    Contested,
 }
 
 /// Why NATS gave no answer (the caller answers from memory).
@@ -166,33 +186,69 @@ impl Bucket {
     /// answer), and writes it if nobody wrote the key meanwhile, else reads again: after
     /// [`ATTEMPTS`] lost races, `Unavailable` (the caller answers alone; NATS is not left alone
     /// for it).
+    ///
+    /// A guessing bucket starts from the state this instance last saw of the key, or from
+    /// none for a key it does not know (most keys are new: a new mailbox, a new client), and
+    /// writes at once: one round trip when the guess holds, and the compare-and-set refuses a
+    /// write after a state that was not the last, which sends it back to read. A refusal
+    /// decided from a guess stands: others only ever move a limit's use further.
     pub async fn update<T>(&self, key: &str, mut next: impl FnMut(Option<&[u8]>) -> Step<T>) -> Result<T, Unavailable> {
         let store = self.ready().await?;
         let (key, turn) = hashed(key);
         let _turn = self.turns[turn % self.turns.len()].lock().await;
+        // The state to start from without reading: the last seen, or none for a key never
+        // seen; nothing (read first) in a bucket that does not guess, or for a contested key.
+        let mut guess = match self.known.as_ref().map(|known| known.lock().map(|mut known| known.get(&key).cloned())) {
+            Some(Ok(None)) => Some((None, None)),
+            Some(Ok(Some(Seen::State(state)))) => Some(state),
+            _ => None,
+        };
         for _ in 0..ATTEMPTS {
-            let (revision, value) = self.read(store, &key).await?;
+            let (guessed, (revision, value)) = match guess.take() {
+                Some(state) => (true, state),
+                None => (false, self.read(store, &key).await?),
+            };
             let (write, answer) = match next(value.as_deref()) {
-                Step::Answer(answer) => return Ok(answer),
-                Step::Write(write, answer) => (write, answer),
+                Step::Answer(answer) => {
+                    self.remember(&key, Seen::State((revision, value)), guessed);
+                    return Ok(answer);
+                }
+                Step::Write(write, answer) => (bytes::Bytes::from(write), answer),
             };
             let written = match revision {
                 Some(revision) => self
-                    .ask(store.update(&key, write.into(), revision))
+                    .ask(store.update(&key, write.clone(), revision))
                     .await?
                     .map_err(|e| (e.kind() == kv::UpdateErrorKind::WrongLastRevision, e.to_string())),
                 None => self
-                    .ask(store.create(&key, write.into()))
+                    .ask(store.create(&key, write.clone()))
                     .await?
                     .map_err(|e| (e.kind() == kv::CreateErrorKind::AlreadyExists, e.to_string())),
             };
             match written {
-                Ok(_) => return Ok(answer),
-                Err((true, _)) => continue,
+                Ok(revision) => {
+                    self.remember(&key, Seen::State((Some(revision), Some(write))), guessed);
+                    return Ok(answer);
+                }
+                Err((true, _)) => {
+                    if guessed {
+                        self.remember(&key, Seen::Contested, true);
+                    }
+                    continue;
+                }
                 Err((false, e)) => return Err(self.unavailable(&e)),
             }
         }
         Err(Unavailable)
+    }
+
+    /// Remembers what was seen of `key`; a contested key stays contested but after a guess.
+    fn remember(&self, key: &str, seen: Seen, guessed: bool) {
+        if let Some(Ok(mut known)) = self.known.as_ref().map(|known| known.lock())
+            && (guessed || !matches!(known.peek(key), Some(Seen::Contested)))
+        {
+            known.insert(key.to_owned(), seen);
+        }
     }
 
     /// Forgets `key` (its next count starts afresh).
