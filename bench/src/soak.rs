@@ -13,6 +13,7 @@ use crate::load::paced;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use verimail_system_tests::for_browser;
 use verimail_system_tests::procs::{Part, ProcessStack};
 
 /// Registrations a second.
@@ -63,8 +64,19 @@ pub async fn run(minutes: u64) -> anyhow::Result<serde_json::Value> {
         }
         // The streams keep an event five minutes (at least the de-duplication window).
         stack.set_var(part, "NATS_EVENT_RETENTION_SECONDS", "300");
+        // The rate limits at their defaults, shared in NATS, as in production: each call
+        // names its browser, as a backend does (and the clicks come through a proxy).
+        for (name, default) in
+            DEFAULT_LIMITS.iter().filter(|(p, ..)| *p == part).map(|(_, name, default)| (name, default))
+        {
+            stack.set_var(part, name, default);
+        }
         stack.start_part(part).await;
     }
+    stack.kill(Part::Gateway);
+    stack.set_var(Part::Gateway, "RATE_LIMIT_GATEWAY_PER_CLIENT", "30/60");
+    stack.set_var(Part::Gateway, "TRUSTED_PROXIES", "127.0.0.1/32");
+    stack.start_part(Part::Gateway).await;
 
     let registered = Arc::new(Mutex::new(0usize));
     let clicked = Arc::new(Mutex::new(0usize));
@@ -83,7 +95,12 @@ pub async fn run(minutes: u64) -> anyhow::Result<serde_json::Value> {
                         continue;
                     }
                     let token = mail.verification_token();
-                    let answer = http.post(format!("{gateway}/verify-email")).form(&[("token", token)]).send().await;
+                    let answer = http
+                        .post(format!("{gateway}/verify-email"))
+                        .header("x-forwarded-for", browser(&address))
+                        .form(&[("token", token)])
+                        .send()
+                        .await;
                     let page = match answer {
                         Ok(answer) if answer.status() == 200 => answer.text().await.unwrap_or_default(),
                         _ => continue,
@@ -113,7 +130,9 @@ pub async fn run(minutes: u64) -> anyhow::Result<serde_json::Value> {
                 let (mut users, registered) = (users.clone(), registered.clone());
                 async move {
                     let label = if n % 4 == 3 { "unclicked" } else { "soak" };
-                    users.register_user(crate::register::request(crate::address(label))).await?;
+                    let address = crate::address(label);
+                    let client = browser(&address);
+                    users.register_user(for_browser(crate::register::request(address), &client)).await?;
                     *registered.lock().unwrap_or_else(|p| p.into_inner()) += 1;
                     Ok(())
                 }
@@ -150,7 +169,7 @@ async fn sign_in_and_out(
     tokio::time::sleep(Duration::from_secs(1)).await;
     for _ in 0..20 {
         let request = SignInRequest { email: email.clone(), password: crate::register::PASSWORD.into() };
-        if let Ok(signed_in) = users.sign_in(request).await {
+        if let Ok(signed_in) = users.sign_in(for_browser(request, &browser(&email))).await {
             let request = SignOutRequest { refresh_token: signed_in.into_inner().refresh_token, everywhere: false };
             let _ = users.sign_out(request).await;
             return;
@@ -159,8 +178,47 @@ async fn sign_in_and_out(
     }
 }
 
+/// The rate limits set to their defaults (the test stacks turn them off).
+const DEFAULT_LIMITS: [(Part, &str, &str); 9] = [
+    (Part::User, "RATE_LIMIT_REGISTER_PER_CLIENT", "20/60"),
+    (Part::User, "RATE_LIMIT_REGISTER_PER_EMAIL", "5/3600"),
+    (Part::User, "RATE_LIMIT_RESEND_PER_CLIENT", "10/60"),
+    (Part::User, "RATE_LIMIT_RESEND_PER_EMAIL", "1/60"),
+    (Part::User, "RATE_LIMIT_RESEND_PER_EMAIL_DAILY", "5/86400"),
+    (Part::User, "RATE_LIMIT_SIGN_IN_PER_CLIENT", "30/60"),
+    (Part::User, "SIGN_IN_MAX_FAILURES", "5/900"),
+    (Part::Auth, "RATE_LIMIT_VERIFY_PER_CLIENT", "30/60"),
+    (Part::Auth, "RATE_LIMIT_CODE_PER_EMAIL", "5/3600"),
+];
+
+/// The browser an address's person uses: one of 4,096 client addresses, each registering
+/// about once every three minutes.
+fn browser(address: &str) -> String {
+    let n = address.bytes().fold(0u32, |hash, byte| hash.wrapping_mul(31).wrapping_add(u32::from(byte))) % 4096;
+    format!("10.77.{}.{}", n / 256, n % 256)
+}
+
+/// Beside the tables: the keys the rate limits hold in NATS (every `KV_limits_*` bucket).
+const LIMIT_KEYS: &str = "nats.limit_keys";
+
 fn table_names() -> Vec<String> {
-    TABLES.iter().flat_map(|(service, tables)| tables.iter().map(move |table| format!("{service}.{table}"))).collect()
+    TABLES
+        .iter()
+        .flat_map(|(service, tables)| tables.iter().map(move |table| format!("{service}.{table}")))
+        .chain(std::iter::once(LIMIT_KEYS.to_owned()))
+        .collect()
+}
+
+/// The keys every limit bucket holds now.
+async fn limit_keys(nats_url: &str) -> anyhow::Result<u64> {
+    use futures::TryStreamExt;
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url).await?);
+    let names: Vec<String> = js.stream_names().try_collect().await?;
+    let mut keys = 0;
+    for name in names.iter().filter(|name| name.starts_with("KV_limits_")) {
+        keys += js.get_stream(name).await?.info().await?.state.messages;
+    }
+    Ok(keys)
 }
 
 async fn sample(
@@ -181,6 +239,7 @@ async fn sample(
         }
         db.close().await?;
     }
+    rows.insert(LIMIT_KEYS.to_owned(), limit_keys(&stack.nats.url()).await?);
     let resident = stack
         .processes()
         .into_iter()

@@ -178,7 +178,8 @@ impl SignInFailures {
                     let before = SharedFailures::read(value);
                     let earlier =
                         if now.saturating_sub(before.last) >= rate.per.as_micros() as u64 { 0 } else { before.count };
-                    Step::Write(SharedFailures { count: earlier.saturating_add(1), last: now }.bytes(), ())
+                    // Failures a window old are forgotten anyway.
+                    Step::Write(SharedFailures { count: earlier.saturating_add(1), last: now }.bytes(), rate.per, ())
                 })
                 .await;
             match counted {

@@ -255,3 +255,34 @@ async fn concurrent_calls_of_one_client_count_exactly() {
     }
     assert_eq!((answers.len() - refused.len(), refused.len()), (30, 10), "allowed and refused");
 }
+
+/// A shared limit's keys leave NATS once their allowance is full again (their time to live),
+/// not a whole window after their last use: three clients' resends under 1000 an hour are
+/// forgotten within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_limits_keys_go_once_their_allowance_is_full_again() {
+    let options = StackOptions {
+        user_vars: vec![("RATE_LIMIT_RESEND_PER_CLIENT", "1000/3600".into())],
+        ..StackOptions::default()
+    };
+    let stack = Stack::start_with(options).await;
+    for n in 0..3 {
+        let request = ResendVerificationRequest { email: format!("ttl{n}@example.com"), ..Default::default() };
+        let request = verimail_system_tests::for_browser(request, &format!("203.0.113.{n}"));
+        stack.users.clone().resend_verification(request).await.expect("within the limit");
+    }
+    let js = async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await.expect("NATS"));
+    let keys = || {
+        let js = js.clone();
+        async move {
+            let mut bucket = js.get_stream("KV_limits_user_resend_per_client").await.expect("the limit's bucket");
+            bucket.info().await.expect("its state").state.messages
+        }
+    };
+    assert_eq!(keys().await, 3, "one key per client");
+    // 3.6 s of allowance used each: gone after about 4 s, where the window is an hour.
+    let started = std::time::Instant::now();
+    verimail_system_tests::eventually("the keys forgotten", Duration::from_secs(15), || async { keys().await == 0 })
+        .await;
+    println!("three clients' keys left the bucket {:?} after their use (window: 3600 s)", started.elapsed());
+}

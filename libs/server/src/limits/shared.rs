@@ -2,9 +2,10 @@
 //! instances behind a balancer allow what one would.
 //!
 //! Each bucket is an in-memory stream (`KV_limits_<part>_<limit>`) that keeps one value per
-//! key, forgets a key `per` after its last write (by then its allowance has refilled, so
-//! forgetting changes no answer) and holds at most [`super::MAX_KEYS`] keys, dropping the
-//! least recently written past them. A key is stored as the first 18 bytes of its SHA-256
+//! key and forgets a key once its allowance is full again (each write's time to live, NATS
+//! 2.11's per-message TTL; forgetting then changes no answer), at the latest `per` after its
+//! last write, and holds at most [`super::MAX_KEYS`] keys, dropping the least recently written
+//! past them. A key is stored as the first 18 bytes of its SHA-256
 //! (base64url): NATS never holds a client's or a mailbox's address, and any key fits NATS'
 //! key syntax. Writes are compare-and-set on the key's revision, so two instances counting at
 //! once both count.
@@ -41,6 +42,8 @@ const TURNS: usize = 64;
 /// Keys whose last state this instance wrote or read are remembered (at most this many a
 /// bucket), so their next check writes at once, in one round trip; see [`Bucket::update`].
 const KNOWN: usize = 4096;
+/// The shortest time to live NATS keeps a message for.
+const MIN_TTL: Duration = Duration::from_secs(1);
 
 /// The NATS side of a part's limits: its JetStream, its name (in each bucket's name) and the
 /// replicas each bucket is kept on.
@@ -124,7 +127,10 @@ impl Bucket {
                     subjects: vec![format!("$KV.{}.>", self.name)],
                     max_messages_per_subject: 1,
                     max_messages: i64::try_from(self.max_keys).unwrap_or(i64::MAX),
+                    // Each key goes when its allowance is full again (its time to live), at
+                    // the latest a window after its last write.
                     max_age: self.per,
+                    allow_message_ttl: true,
                     storage: stream::StorageType::Memory,
                     num_replicas: self.nats.replicas,
                     discard: stream::DiscardPolicy::Old,
@@ -142,10 +148,7 @@ impl Bucket {
 
     /// Runs `op` against NATS within [`OP_TIMEOUT`]; `Unavailable` (and NATS left alone for a
     /// while) when it fails or is too slow.
-    async fn ask<T, E: std::fmt::Display>(
-        &self,
-        op: impl Future<Output = Result<T, E>>,
-    ) -> Result<Result<T, E>, Unavailable> {
+    async fn ask<T, E>(&self, op: impl Future<Output = Result<T, E>>) -> Result<Result<T, E>, Unavailable> {
         match tokio::time::timeout(OP_TIMEOUT, op).await {
             Ok(answer) => Ok(answer),
             Err(_) => {
@@ -213,15 +216,15 @@ impl Bucket {
                     self.remember(&key, Seen::State((revision, value)), guessed);
                     return Ok(answer);
                 }
-                Step::Write(write, answer) => (bytes::Bytes::from(write), answer),
+                Step::Write(write, forget_after, answer) => (bytes::Bytes::from(write), (forget_after, answer)),
             };
+            let (forget_after, answer) = answer;
+            let ttl =
+                Duration::from_secs(forget_after.as_secs() + u64::from(forget_after.subsec_nanos() > 0)).max(MIN_TTL);
             let written = match revision {
-                Some(revision) => self
-                    .ask(store.update(&key, write.clone(), revision))
-                    .await?
-                    .map_err(|e| (e.kind() == kv::UpdateErrorKind::WrongLastRevision, e.to_string())),
+                Some(revision) => self.ask(self.write_after(&key, write.clone(), revision, ttl)).await?,
                 None => self
-                    .ask(store.create(&key, write.clone()))
+                    .ask(store.create_with_ttl(&key, write.clone(), ttl))
                     .await?
                     .map_err(|e| (e.kind() == kv::CreateErrorKind::AlreadyExists, e.to_string())),
             };
@@ -240,6 +243,28 @@ impl Bucket {
             }
         }
         Err(Unavailable)
+    }
+
+    /// Writes `value` to `key` if its last revision is still `revision`, to be forgotten after
+    /// `ttl` (kv::Store's update takes no time to live): the new revision, or whether another
+    /// write came first and what went wrong.
+    async fn write_after(
+        &self,
+        key: &str,
+        value: bytes::Bytes,
+        revision: u64,
+        ttl: Duration,
+    ) -> Result<u64, (bool, String)> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, revision.to_string().as_str());
+        headers.insert(async_nats::header::NATS_MESSAGE_TTL, ttl.as_secs().to_string().as_str());
+        let subject = format!("$KV.{}.{key}", self.name);
+        let race =
+            |e: &jetstream::context::PublishError| e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence;
+        match self.nats.js.publish_with_headers(subject, headers, value).await {
+            Ok(ack) => ack.await.map(|ack| ack.sequence).map_err(|e| (race(&e), e.to_string())),
+            Err(e) => Err((race(&e), e.to_string())),
+        }
     }
 
     /// Remembers what was seen of `key`; a contested key stays contested but after a guess.
@@ -267,8 +292,9 @@ impl Bucket {
 
 /// What [`Bucket::update`] does with a value it read.
 pub enum Step<T> {
-    /// Write this, then answer.
-    Write(Vec<u8>, T),
+    /// Write this, to be forgotten after the time given (the key is as good as new by then;
+    /// at least a second), then answer.
+    Write(Vec<u8>, Duration, T),
     /// Write nothing; answer.
     Answer(T),
 }
@@ -300,7 +326,8 @@ pub async fn gcra(bucket: &Bucket, key: &str, count: u32) -> Result<Result<(), D
             if next > now + per {
                 Step::Answer(Err(Duration::from_micros(next - now - per)))
             } else {
-                Step::Write(next.to_be_bytes().to_vec(), Ok(()))
+                // Once `next` has passed the key is as good as new: it goes then.
+                Step::Write(next.to_be_bytes().to_vec(), Duration::from_micros(next - now), Ok(()))
             }
         })
         .await
