@@ -277,16 +277,19 @@ impl Bucket {
     }
 
     /// Forgets `key` (its next count starts afresh).
+    ///
+    /// Only a key that holds a value is purged, and its purge marker goes a second later: a
+    /// key with nothing to forget (most sign-ins succeed at once) costs a read and no memory.
     pub async fn forget(&self, key: &str) -> Result<(), Unavailable> {
         let store = self.ready().await?;
-        match self.ask(store.purge(hashed(key).0)).await? {
+        let key = hashed(key).0;
+        if self.read(store, &key).await?.1.is_none() {
+            return Ok(());
+        }
+        match self.ask(store.purge_with_ttl(&key, MIN_TTL)).await? {
             Ok(()) => Ok(()),
             Err(e) => Err(self.unavailable(&e)),
         }
-    }
-
-    pub fn per(&self) -> Duration {
-        self.per
     }
 }
 
