@@ -171,8 +171,13 @@ fn address(label: &str) -> String {
 
 /// VmRSS of a process, in KiB (Linux).
 fn resident_kib(pid: Option<u32>) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A field of a process's /proc status, in KiB (Linux).
+fn status_kib(pid: Option<u32>, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|line| line.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 

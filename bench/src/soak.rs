@@ -1,7 +1,8 @@
 //! The soak (`just soak MINUTES`): steady registrations and clicks for a long while on one
 //! stack of release binaries with short retentions (a minute), sampling every minute each
-//! swept table's row count and each process's resident memory. Tables bounded by their
-//! retention level off; a leak shows as a count or a memory that keeps rising. The verdict
+//! swept table's row count and each process's resident memory (its own, and the files it
+//! maps apart). Tables bounded by their retention level off; a leak shows as a count or an own
+//! memory that keeps rising. The verdict
 //! compares the last third of the samples with the middle third.
 //!
 //! The load: `RATE` registrations a second, every fourth left unclicked (its link expires, then
@@ -29,11 +30,14 @@ const TABLES: [(&str, &[&str]); 3] = [
     ("email", &["deliveries", "bounces", "outbox", "deleted_users", "webhook_deliveries"]),
 ];
 
-/// One minute's sample: rows per table, resident KiB per process.
+/// One minute's sample: rows per table, resident KiB per process: its own memory (anonymous:
+/// heap and stacks, where a leak shows) and the pages of files it maps (its binary and, on
+/// SQLite, the database it reads through a memory map, which grows with the users table).
 struct Sample {
     minute: u64,
     rows: BTreeMap<String, u64>,
     resident: BTreeMap<String, u64>,
+    mapped: BTreeMap<String, u64>,
     registered: usize,
     clicked: usize,
 }
@@ -141,7 +145,7 @@ pub async fn run(minutes: u64) -> anyhow::Result<serde_json::Value> {
         })
     };
 
-    println!("\n| minute | registered | clicked | {} | resident MiB |", table_names().join(" | "));
+    println!("\n| minute | registered | clicked | {} | resident MiB: own + mapped files |", table_names().join(" | "));
     println!("|---|---|---|{}---|", "---|".repeat(table_names().len()));
     let started = Instant::now();
     let mut samples = Vec::new();
@@ -240,15 +244,15 @@ async fn sample(
         db.close().await?;
     }
     rows.insert(LIMIT_KEYS.to_owned(), limit_keys(&stack.nats.url()).await?);
-    let resident = stack
-        .processes()
-        .into_iter()
-        .filter_map(|(name, pid)| Some((name.to_owned(), crate::resident_kib(Some(pid))?)))
-        .collect();
+    let status = |field: &'static str| -> BTreeMap<String, u64> {
+        let processes = stack.processes().into_iter();
+        processes.filter_map(|(name, pid)| Some((name.to_owned(), crate::status_kib(Some(pid), field)?))).collect()
+    };
     Ok(Sample {
         minute,
         rows,
-        resident,
+        resident: status("RssAnon:"),
+        mapped: status("RssFile:"),
         registered: *registered.lock().unwrap_or_else(|p| p.into_inner()),
         clicked: *clicked.lock().unwrap_or_else(|p| p.into_inner()),
     })
@@ -258,8 +262,12 @@ fn print_sample(sample: &Sample) {
     // In the header's order.
     let rows: Vec<String> =
         table_names().iter().map(|table| sample.rows.get(table).copied().unwrap_or_default().to_string()).collect();
-    let resident: Vec<String> =
-        sample.resident.iter().map(|(name, kib)| format!("{name} {:.0}", *kib as f64 / 1024.0)).collect();
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let resident: Vec<String> = (sample.resident.iter())
+        .map(|(name, kib)| {
+            format!("{name} {:.0}+{:.0}", mib(*kib), mib(sample.mapped.get(name).copied().unwrap_or_default()))
+        })
+        .collect();
     println!(
         "| {} | {} | {} | {} | {} |",
         sample.minute,
@@ -297,7 +305,7 @@ fn verdict(samples: &[Sample]) -> serde_json::Value {
     for process in processes {
         let name = process.clone();
         judge(
-            format!("resident KiB of {process}"),
+            format!("own resident KiB of {process}"),
             &move |s: &Sample| s.resident.get(&name).copied().unwrap_or_default(),
             8 * 1024,
         );
