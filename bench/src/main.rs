@@ -8,7 +8,8 @@
 //!    user-service hashes with) and with RustCrypto's argon2: the faster is the bound on
 //!    registrations per second;
 //! 2. RegisterUser at 1, 4, 16 and 64 concurrent clients, also as a fraction of that bound,
-//!    and at 16 with email-service stopped (what the emails cost);
+//!    and at 16 with email-service stopped (what the emails cost); at 16, the CPU a
+//!    registration costs outside its hash against one hash's (the overhead);
 //! 3. register → email accepted by the SMTP sink, at half the full-speed rate;
 //! 4. verification with fresh tokens: POST /verify-email and VerifyEmail over gRPC at full
 //!    speed, POST /verify-email at half its measured maximum, and click → GetUser verified
@@ -398,7 +399,7 @@ async fn registration(
     let peak = peak.stop();
     rows.push(registration_without_email(&mut stack, seconds).await?);
     let (sample, cpu) = tokens::sign_in_at_full_speed(&stack, 16, seconds).await?;
-    rows.push(Row { label: "SignIn, 16 clients".into(), sample, cpu: Some(cpu), bound_target: true });
+    rows.push(Row { label: "SignIn, 16 clients".into(), sample, cpu: Some(cpu), target: Some(Against::SignIn) });
     let bound_after = argon2_bound(cores, seconds).await?;
     let rustcrypto_after = rustcrypto_bound(cores, seconds).await?;
 
@@ -419,7 +420,7 @@ async fn registration(
         ms(per_hash)
     );
     println!("| argon2-rust against RustCrypto argon2 | {:.2}× | | | |", ours / theirs);
-    report_rows(table, targets, &rows);
+    report_rows(table, targets, &rows, cores);
     println!("| (half of full speed: {half:.0}/s) | | | | |");
     table.row("register → email accepted, at half of full speed", &to_email, false);
     let allowed = per_hash + Duration::from_millis(50);
@@ -445,24 +446,55 @@ async fn registration(
     }))
 }
 
-/// The registration table's rows, each (where it is one) a target against the argon2 bound.
-fn report_rows(table: &mut Table, targets: &mut Vec<Target>, rows: &[Row]) {
+/// The registration table's rows, each (where it is one) a target against the argon2 bound;
+/// under the whole pipeline's row, what everything but the hash costs against one hash.
+fn report_rows(table: &mut Table, targets: &mut Vec<Target>, rows: &[Row], cores: usize) {
+    let postgres = verimail_system_tests::on_postgres();
     for row in rows {
         table.row(&row.label, &row.sample, true);
         if let Some(cpu) = &row.cpu {
             table.cpu(cpu);
         }
-        if row.bound_target {
-            let share = row.sample.per_second() / table.bound;
-            targets.push(Target::at_least(
-                format!("{} ≥ 85% of the argon2 bound", row.label),
-                100.0 * share,
-                85.0,
-                Unit::Percent,
-                format!("{:.1}/s of {:.1}/s", row.sample.per_second(), table.bound),
-            ));
+        let Some(against) = row.target else { continue };
+        let limit = against.share_of_bound(postgres);
+        let share = row.sample.per_second() / table.bound;
+        targets.push(Target::at_least(
+            format!("{} ≥ {limit:.0}% of the argon2 bound", row.label),
+            100.0 * share,
+            limit,
+            Unit::Percent,
+            format!("{:.1}/s of {:.1}/s", row.sample.per_second(), table.bound),
+        ));
+        if let (Against::WholePipeline, Some(cpu)) = (against, &row.cpu) {
+            targets.push(overhead(table, cpu, cores, postgres));
         }
     }
+}
+
+/// The CPU a registration costs outside its hash, summed over every part of Verimail (the
+/// database server and nats-server included, the benchmark not), against one hash's CPU: the
+/// bound keeps every core hashing, so one hash costs `cores / bound` seconds of CPU.
+fn overhead(table: &mut Table, cpu: &[(&str, f64)], cores: usize, postgres: bool) -> Target {
+    let hash = cores as f64 * 1e6 / table.bound;
+    let total: f64 = cpu.iter().filter(|(name, _)| *name != "bench").map(|(_, micros)| micros).sum();
+    let outside = total - hash;
+    let ratio = 100.0 * outside / hash;
+    println!(
+        "| … CPU µs per registration outside the hash: {outside:.0} of {total:.0}, {ratio:.0}% of one hash ({hash:.0}) | | | | |"
+    );
+    if let Some(last) = table.rows.last_mut() {
+        last["cpu_us_outside_hash"] = outside.into();
+        last["cpu_us_per_hash"] = hash.into();
+        last["overhead_of_hash"] = (ratio / 100.0).into();
+    }
+    let limit = if postgres { 50.0 } else { 35.0 };
+    Target::at_most(
+        format!("CPU per registration outside the hash ≤ {limit:.0}% of one hash's"),
+        ratio,
+        limit,
+        Unit::Percent,
+        format!("{outside:.0} µs of a {hash:.0} µs hash"),
+    )
 }
 
 /// A measured row of the registration table, counted against the argon2 bound.
@@ -471,8 +503,28 @@ struct Row {
     sample: Sample,
     /// CPU per operation, by process, where it was metered.
     cpu: Option<Vec<(&'static str, f64)>>,
-    /// Whether the row has the "≥ 85% of the bound" target.
-    bound_target: bool,
+    /// The target against the bound the row has, if any.
+    target: Option<Against>,
+}
+
+/// What a row's rate must reach of the argon2 bound.
+#[derive(Clone, Copy)]
+enum Against {
+    /// Registrations with everything they cause (the email): the rest of the pipeline shares
+    /// the cores with the hash, so their share is bounded by its cost (issue 38's targets).
+    WholePipeline,
+    /// Sign-ins hash and write little else.
+    SignIn,
+}
+
+impl Against {
+    fn share_of_bound(self, postgres: bool) -> f64 {
+        match (self, postgres) {
+            (Against::WholePipeline, false) => 72.0,
+            (Against::WholePipeline, true) => 65.0,
+            (Against::SignIn, _) => 85.0,
+        }
+    }
 }
 
 /// 6. Start-up to SERVING (migrations already applied) and resident memory when idle, by part.
@@ -500,13 +552,14 @@ async fn registrations(stack: &ProcessStack, seconds: u64) -> anyhow::Result<(Ve
         let cpu = (clients == 16).then(|| meter.per_operation(sample.latencies.len()));
         let plural = if clients == 1 { "" } else { "s" };
         let label = format!("RegisterUser, {clients} client{plural}");
-        rows.push(Row { label, sample, cpu, bound_target: clients == 16 });
+        let target = (clients == 16).then_some(Against::WholePipeline);
+        rows.push(Row { label, sample, cpu, target });
     }
     let full_speed = rows[2..].iter().map(|row| row.sample.per_second()).fold(0.0, f64::max);
     let half = full_speed / 2.0;
     let (registered, to_email) = register::to_email_at(stack, half, seconds).await?;
     let label = "RegisterUser at half of full speed".to_owned();
-    rows.push(Row { label, sample: registered, cpu: None, bound_target: false });
+    rows.push(Row { label, sample: registered, cpu: None, target: None });
     Ok((rows, half, to_email))
 }
 
@@ -519,7 +572,7 @@ async fn registration_without_email(stack: &mut ProcessStack, seconds: u64) -> a
     let cpu = Some(meter.per_operation(alone.latencies.len()));
     stack.start_part(Part::Email).await;
     let label = "RegisterUser, 16 clients, email-service stopped".to_owned();
-    Ok(Row { label, sample: alone, cpu, bound_target: false })
+    Ok(Row { label, sample: alone, cpu, target: None })
 }
 
 /// The peak resident memory of each part, sampled every 100 ms while it runs.
@@ -597,6 +650,11 @@ fn production_hashing() -> Vec<(&'static str, String)> {
 fn production_pool(instances: usize) -> Vec<(&'static str, String)> {
     vec![("DATABASE_MAX_CONNECTIONS", (16 / instances).to_string())]
 }
+/// The faster peer's verifications a second on a machine of this kind (docs/performance.md,
+/// "Against the peers": fastapi-users 15.0.5 364/s, better-auth 1.7.25 459–519/s): a rate
+/// from another window, so the one target here that is not a ratio within the run.
+const PEER_VERIFY_RATE: f64 = 519.0;
+const PEER_VERIFY_NAME: &str = "better-auth 1.7.25";
 /// Clients that click and then wait until GetUser says verified, beside the half-rate load.
 const PROBES: usize = 4;
 
@@ -627,6 +685,15 @@ async fn verification(
     let gateway = verify::gateway_at_full_speed(&stack, &at_full_speed, VERIFY_CLIENTS, seconds).await?;
     table.row(&format!("POST /verify-email, {VERIFY_CLIENTS} clients"), &gateway, false);
     table.cpu(&meter.per_operation(gateway.latencies.len()));
+    targets.push(Target::at_least(
+        format!(
+            "POST /verify-email at full speed ≥ 4× the faster peer's ({PEER_VERIFY_NAME}, {PEER_VERIFY_RATE:.0}/s)"
+        ),
+        gateway.per_second() / PEER_VERIFY_RATE,
+        4.0,
+        Unit::Times,
+        format!("{:.0}/s", gateway.per_second()),
+    ));
     let meter = cpu_meter(&stack);
     let grpc = verify::grpc_at_full_speed(&stack, &by_grpc, VERIFY_CLIENTS, seconds).await?;
     table.row(&format!("VerifyEmail over gRPC, {VERIFY_CLIENTS} clients"), &grpc, false);
