@@ -33,15 +33,13 @@ pub struct App {
 /// whenever it does not, each gateway counts alone), or each one's memory.
 async fn limit_store(nats: Option<&(verimail_server::nats::NatsConfig, usize)>) -> verimail_server::limits::Store {
     use verimail_server::limits::{Store, StoreKind};
-    match nats {
-        Some((nats, replicas)) => match verimail_server::nats::connect_in_background(nats).await {
-            Ok(client) => Store::new(StoreKind::Nats, Some(&async_nats::jetstream::new(client)), "gateway", *replicas),
-            Err(error) => {
-                tracing::warn!(%error, "cannot reach NATS for the shared limits; this gateway counts alone");
-                Store::new(StoreKind::Memory, None, "gateway", 1)
-            }
-        },
-        None => Store::new(StoreKind::Memory, None, "gateway", 1),
+    let Some((nats, replicas)) = nats else { return Store::memory() };
+    match verimail_server::nats::connect_in_background(nats).await {
+        Ok(client) => Store::new(StoreKind::Nats, &async_nats::jetstream::new(client), "gateway", *replicas),
+        Err(error) => {
+            tracing::warn!(%error, "cannot reach NATS for the shared limits; this gateway counts alone");
+            Store::memory()
+        }
     }
 }
 

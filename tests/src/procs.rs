@@ -295,29 +295,25 @@ impl ProcessStack {
     /// the same variables and waited for until it answers (at most 30 s). Later starts of
     /// any part use this build's binaries too.
     pub async fn upgrade(&mut self, part: Part, index: usize) {
-        let program = binary(part.binary());
+        self.binaries = None;
         if index == 0 {
             let status = self.terminate(part);
             assert!(status.success(), "{} exited with {status} on SIGTERM", part.binary());
-            let address = self.var(part, part.address_variable());
-            let child = spawn_part(part, &self.env[&part], self.dir.path(), part.binary(), &address, program)
-                .await
-                .unwrap_or_else(|log| panic!("{} (upgraded) exited; log:\n{log}", part.binary()));
-            self.children.insert(part, child);
-        } else {
-            let instance = &mut self.more[index - 1];
-            let at = instance.children.iter().position(|(each, _)| *each == part).expect("a running part");
-            let (_, mut child) = instance.children.remove(at);
-            let status = sigterm_and_wait(&mut child, part);
-            assert!(status.success(), "{}-{} exited with {status} on SIGTERM", part.binary(), index + 1);
-            let name = format!("{}-{}", part.binary(), index + 1);
-            let address = var(&instance.env, part, part.address_variable());
-            let child = spawn_part(part, &instance.env[&part], self.dir.path(), &name, &address, program)
-                .await
-                .unwrap_or_else(|log| panic!("{name} (upgraded) exited; log:\n{log}"));
-            instance.children.push((part, child));
+            return self.start_part(part).await;
         }
-        self.binaries = None;
+        let name = format!("{}-{}", part.binary(), index + 1);
+        let dir = self.dir.path().to_owned();
+        let instance = &mut self.more[index - 1];
+        let at = instance.children.iter().position(|(each, _)| *each == part).expect("a running part");
+        let (_, mut child) = instance.children.remove(at);
+        let log = || std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+        let status = sigterm_and_wait(&mut child, &name, log);
+        assert!(status.success(), "{name} exited with {status} on SIGTERM");
+        let address = var(&instance.env, part, part.address_variable());
+        let child = spawn_part(part, &instance.env[&part], &dir, &name, &address, binary(part.binary()))
+            .await
+            .unwrap_or_else(|log| panic!("{name} (upgraded) exited; log:\n{log}"));
+        instance.children.push((part, child));
     }
 
     /// A client of every instance's user-service, the first's first.
@@ -423,7 +419,7 @@ impl ProcessStack {
     /// SIGTERM, then waits (at most 30 s) for the process to exit; returns its exit status.
     pub fn terminate(&mut self, part: Part) -> std::process::ExitStatus {
         let mut child = self.children.remove(&part).expect("a running part");
-        sigterm_and_wait(&mut child, part)
+        sigterm_and_wait(&mut child, part.binary(), || self.log(part))
     }
 
     /// The address a part's gRPC server listens on.
@@ -494,11 +490,9 @@ fn end(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Starts `part`'s binary with `env` in `dir`, its output appended to `<name>.log` there, and
-/// waits (at most 30 s) until it answers at `address`: SERVING on grpc.health.v1, or 200 on
-/// the gateway's /healthz. What it logged this time if it exits first.
-/// SIGTERM, then waits (at most 30 s) for the process to exit; its exit status.
-fn sigterm_and_wait(child: &mut Child, part: Part) -> std::process::ExitStatus {
+/// SIGTERM to `child` (`name`), then waits (at most 30 s) for it to exit; its exit status.
+/// Past the wait it is killed, and the panic shows what it logged (`log`).
+fn sigterm_and_wait(child: &mut Child, name: &str, log: impl FnOnce() -> String) -> std::process::ExitStatus {
     let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("run kill");
     assert!(sent.success(), "kill -TERM {}", child.id());
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -508,12 +502,15 @@ fn sigterm_and_wait(child: &mut Child, part: Part) -> std::process::ExitStatus {
         }
         if Instant::now() >= deadline {
             end(child);
-            panic!("{} did not exit within 30 s of SIGTERM", part.binary());
+            panic!("{name} did not exit within 30 s of SIGTERM; log:\n{}", log());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
+/// Starts `part`'s binary with `env` in `dir`, its output appended to `<name>.log` there, and
+/// waits (at most 30 s) until it answers at `address`: SERVING on grpc.health.v1, or 200 on
+/// the gateway's /healthz. What it logged this time if it exits first.
 async fn spawn_part(
     part: Part,
     env: &[(String, String)],

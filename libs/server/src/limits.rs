@@ -84,28 +84,30 @@ impl StoreKind {
 }
 
 /// Where this process's limiters keep their counts.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub enum Store {
     /// Each process its own.
-    #[default]
     Memory,
     /// Shared by every instance of the part.
     Nats(std::sync::Arc<shared::Nats>),
 }
 
 impl Store {
-    /// The shared store of `part` (which names its buckets) on `js`, or memory.
-    pub fn new(
-        kind: StoreKind,
-        js: Option<&async_nats::jetstream::Context>,
-        part: &'static str,
-        replicas: usize,
-    ) -> Store {
-        std::sync::LazyLock::force(&shared::UNSHARED);
-        match (kind, js) {
-            (StoreKind::Nats, Some(js)) => Store::Nats(shared::Nats::new(js.clone(), part, replicas)),
-            _ => Store::Memory,
+    /// The shared store of `part` (which names its buckets) on `js`, or memory, as `kind` says.
+    pub fn new(kind: StoreKind, js: &async_nats::jetstream::Context, part: &'static str, replicas: usize) -> Store {
+        match kind {
+            StoreKind::Nats => {
+                std::sync::LazyLock::force(&shared::UNSHARED);
+                Store::Nats(shared::Nats::new(js.clone(), part, replicas))
+            }
+            StoreKind::Memory => Store::memory(),
         }
+    }
+
+    /// Each process its own (the count of checks answered alone is exported all the same, at 0).
+    pub fn memory() -> Store {
+        std::sync::LazyLock::force(&shared::UNSHARED);
+        Store::Memory
     }
 
     /// A limit named `name` (its bucket's name, `[a-z_]`) on `what` (said in its refusals).

@@ -101,7 +101,7 @@ impl Backbone {
         let listener = verimail_server::config::bind(config.grpc_variable, &config.grpc_addr).await?;
         let addr = listener.local_addr()?;
         let metrics = verimail_server::metrics::bind(&config.metrics_addr).await?;
-        let limits = Store::new(config.limits, Some(&js), config.part, config.streams.replicas);
+        let limits = Store::new(config.limits, &js, config.part, config.streams.replicas);
         Ok(Backbone { db, js, limits, listener, addr, metrics, tls: config.tls.clone() })
     }
 

@@ -160,7 +160,7 @@ impl Bucket {
 
     /// The key's current value and the revision to write after it (`None`: never written, or
     /// forgotten).
-    async fn read(&self, store: &kv::Store, key: &str) -> Result<(Option<u64>, Option<bytes::Bytes>), Unavailable> {
+    async fn read(&self, store: &kv::Store, key: &str) -> Result<Known, Unavailable> {
         match self.ask(store.entry(key)).await? {
             Ok(Some(entry)) if entry.operation == kv::Operation::Put => Ok((Some(entry.revision), Some(entry.value))),
             Ok(Some(entry)) => Ok((Some(entry.revision), None)),
@@ -178,11 +178,7 @@ impl Bucket {
         if !self.nats.available() {
             return Err(Unavailable);
         }
-        match tokio::time::timeout(OP_TIMEOUT, self.store()).await {
-            Ok(Ok(store)) => Ok(store),
-            Ok(Err(e)) => Err(self.unavailable(&e)),
-            Err(_) => Err(self.unavailable(&"timed out declaring the bucket")),
-        }
+        self.ask(self.store()).await?.map_err(|e| self.unavailable(&e))
     }
 
     /// Reads `key`, lets `next` decide from its value what to write (or to write nothing and
@@ -211,14 +207,13 @@ impl Bucket {
                 Some(state) => (true, state),
                 None => (false, self.read(store, &key).await?),
             };
-            let (write, answer) = match next(value.as_deref()) {
+            let (write, forget_after, answer) = match next(value.as_deref()) {
                 Step::Answer(answer) => {
                     self.remember(&key, Seen::State((revision, value)), guessed);
                     return Ok(answer);
                 }
-                Step::Write(write, forget_after, answer) => (bytes::Bytes::from(write), (forget_after, answer)),
+                Step::Write(write, forget_after, answer) => (bytes::Bytes::from(write), forget_after, answer),
             };
-            let (forget_after, answer) = answer;
             let ttl =
                 Duration::from_secs(forget_after.as_secs() + u64::from(forget_after.subsec_nanos() > 0)).max(MIN_TTL);
             let written = match revision {
@@ -286,10 +281,7 @@ impl Bucket {
         if self.read(store, &key).await?.1.is_none() {
             return Ok(());
         }
-        match self.ask(store.purge_with_ttl(&key, MIN_TTL)).await? {
-            Ok(()) => Ok(()),
-            Err(e) => Err(self.unavailable(&e)),
-        }
+        self.ask(store.purge_with_ttl(&key, MIN_TTL)).await?.map_err(|e| self.unavailable(&e))
     }
 }
 
