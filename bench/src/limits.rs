@@ -41,7 +41,7 @@ pub async fn run(table: &mut Table, seconds: u64) -> anyhow::Result<serde_json::
             false,
         );
         table.cpu(&cpu);
-        let total: f64 = cpu.iter().filter(|(name, _)| *name != "bench").map(|(_, micros)| micros).sum();
+        let total = crate::load::CpuMeter::of_verimail(&cpu);
         measured.push((store, sample, total, row));
     }
     let [(_, shared, shared_cpu, shared_row), (_, memory, memory_cpu, memory_row)] =

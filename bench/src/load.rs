@@ -167,4 +167,10 @@ impl CpuMeter {
         }
         costs
     }
+
+    /// What Verimail's processes cost of [`CpuMeter::per_operation`]'s `costs`: all but the
+    /// benchmark's own (its clients).
+    pub fn of_verimail(costs: &[(&str, f64)]) -> f64 {
+        costs.iter().filter(|(name, _)| *name != "bench").map(|(_, micros)| micros).sum()
+    }
 }

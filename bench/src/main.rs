@@ -476,7 +476,7 @@ fn report_rows(table: &mut Table, targets: &mut Vec<Target>, rows: &[Row], cores
 /// bound keeps every core hashing, so one hash costs `cores / bound` seconds of CPU.
 fn overhead(table: &mut Table, cpu: &[(&str, f64)], cores: usize, postgres: bool) -> Target {
     let hash = cores as f64 * 1e6 / table.bound;
-    let total: f64 = cpu.iter().filter(|(name, _)| *name != "bench").map(|(_, micros)| micros).sum();
+    let total = crate::load::CpuMeter::of_verimail(cpu);
     let outside = total - hash;
     let ratio = 100.0 * outside / hash;
     println!(

@@ -2,8 +2,8 @@
 //! stack of release binaries with short retentions (a minute), sampling every minute each
 //! swept table's row count and each process's resident memory (its own, and the files it
 //! maps apart). Tables bounded by their retention level off; a leak shows as a count or an own
-//! memory that keeps rising. The verdict
-//! compares the last third of the samples with the middle third.
+//! memory that keeps rising. The verdict compares the last third of the samples with the
+//! middle third.
 //!
 //! The load: `RATE` registrations a second, every fourth left unclicked (its link expires, then
 //! its account), the rest clicked through the gateway with the token of their email, as a
@@ -36,7 +36,7 @@ const TABLES: [(&str, &[&str]); 3] = [
 struct Sample {
     minute: u64,
     rows: BTreeMap<String, u64>,
-    resident: BTreeMap<String, u64>,
+    own: BTreeMap<String, u64>,
     mapped: BTreeMap<String, u64>,
     registered: usize,
     clicked: usize,
@@ -251,7 +251,7 @@ async fn sample(
     Ok(Sample {
         minute,
         rows,
-        resident: status("RssAnon:"),
+        own: status("RssAnon:"),
         mapped: status("RssFile:"),
         registered: *registered.lock().unwrap_or_else(|p| p.into_inner()),
         clicked: *clicked.lock().unwrap_or_else(|p| p.into_inner()),
@@ -263,7 +263,7 @@ fn print_sample(sample: &Sample) {
     let rows: Vec<String> =
         table_names().iter().map(|table| sample.rows.get(table).copied().unwrap_or_default().to_string()).collect();
     let mib = |kib: u64| kib as f64 / 1024.0;
-    let resident: Vec<String> = (sample.resident.iter())
+    let resident: Vec<String> = (sample.own.iter())
         .map(|(name, kib)| {
             format!("{name} {:.0}+{:.0}", mib(*kib), mib(sample.mapped.get(name).copied().unwrap_or_default()))
         })
@@ -301,12 +301,12 @@ fn verdict(samples: &[Sample]) -> serde_json::Value {
         let name = table.clone();
         judge(format!("rows of {table}"), &move |s: &Sample| s.rows.get(&name).copied().unwrap_or_default(), 50);
     }
-    let processes: Vec<String> = samples[0].resident.keys().cloned().collect();
+    let processes: Vec<String> = samples[0].own.keys().cloned().collect();
     for process in processes {
         let name = process.clone();
         judge(
             format!("own resident KiB of {process}"),
-            &move |s: &Sample| s.resident.get(&name).copied().unwrap_or_default(),
+            &move |s: &Sample| s.own.get(&name).copied().unwrap_or_default(),
             8 * 1024,
         );
     }
